@@ -1,0 +1,78 @@
+"""The exception tree of Episteme: every error a user can meet, in one place.
+
+::
+
+    EpistemeError                 anything Episteme raises on purpose
+    ├── UserError                 your mistake: fix the input and retry   (HTTP 4xx, exit 2)
+    │   ├── InvalidInput          a value that cannot be used             (400)
+    │   ├── NotFound              an id, subject or name that is unknown  (404)
+    │   └── Conflict              a move the current state forbids        (409)
+    └── WorldError                the world failed: retry or repair       (HTTP 5xx, exit 1)
+        ├── StoreUnavailable      the database cannot be opened or used   (503)
+        └── IntegrityError        the journal or projections are damaged  (500)
+
+Each error carries its HTTP status, its CLI exit code and a message that says what to do.
+Messages never contain secret values.
+"""
+
+from __future__ import annotations
+
+
+class EpistemeError(Exception):
+    """Base of every error Episteme raises on purpose."""
+
+    status: int = 500
+    exit_code: int = 1
+    title: str = "Episteme error"
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.field = field
+
+
+class UserError(EpistemeError):
+    """The caller's mistake: bad input or wrong usage."""
+
+    status = 400
+    exit_code = 2
+    title = "Bad request"
+
+
+class InvalidInput(UserError):
+    """A value that cannot be used (syntax, range, type)."""
+
+    title = "Invalid input"
+
+
+class NotFound(UserError):
+    """An id, subject, lens or epoch that the ledger does not know."""
+
+    status = 404
+    title = "Not found"
+
+
+class Conflict(UserError):
+    """A change the current state forbids, such as a disallowed lifecycle move."""
+
+    status = 409
+    title = "Conflict"
+
+
+class WorldError(EpistemeError):
+    """Something outside the caller's input failed."""
+
+    status = 503
+    exit_code = 1
+    title = "Service unavailable"
+
+
+class StoreUnavailable(WorldError):
+    """The store cannot be opened or used (missing, foreign, corrupt, locked, newer)."""
+
+
+class IntegrityError(WorldError):
+    """The journal's chain or the projections do not match what was recorded."""
+
+    status = 500
+    title = "Integrity failure"

@@ -1,0 +1,528 @@
+"""`Ledger`: the library object behind every skin (CLI, API, MCP, client).
+
+Each write validates against the current state inside the store's write
+transaction and returns to the store the events that record it; each read through
+a lens is itself an audited event with a `query_id` receipt. Investigation (diff,
+blame, trace, impact) lives in `episteme.ledger.investigate`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from pydantic import JsonValue
+from whenever import Instant
+
+from episteme.errors import Conflict, InvalidInput, NotFound
+from episteme.ledger import investigate
+from episteme.ledger.canonical import content_id
+from episteme.ledger.journal import Draft, Event, EventKind, VerifyReport, verify_chain
+from episteme.ledger.lenses import BUILTIN, LensSpec, TrustFn, apply_lens, prior_trust
+from episteme.ledger.model import (
+    SINGLE_VALUED,
+    Answer,
+    Assertion,
+    AssertionInput,
+    Kind,
+    Lifecycle,
+    check_move,
+    check_name,
+    check_subject,
+)
+from episteme.ledger.records import (
+    Blame,
+    Correction,
+    DecisionRecord,
+    Diff,
+    Impact,
+    QueryRecord,
+    RebuildReport,
+    Trace,
+)
+from episteme.ledger.store import Store, StoreReader, open_store
+from episteme.timeutil import Clock, SystemClock, from_us, to_us
+
+_MISSING: Any = object()
+
+
+def _us(instant: Instant | None) -> int | None:
+    return None if instant is None else to_us(instant)
+
+
+def _record(inp: AssertionInput, agent: str, derived: list[str], at: int) -> dict[str, Any]:
+    content: dict[str, Any] = {
+        "subject": inp.subject,
+        "value": inp.value,
+        "kind": str(inp.kind),
+        "agent": agent,
+        "source": inp.source,
+        "evidence": inp.evidence,
+        "epoch": inp.epoch,
+        "derived_from": derived,
+        "valid_from": _us(inp.valid_from),
+        "valid_to": _us(inp.valid_to),
+        "recorded_at": at,
+    }
+    return {
+        **content,
+        "id": content_id(content),
+        "lifecycle": str(inp.lifecycle),
+        "confidence": inp.confidence,
+    }
+
+
+class Ledger:
+    """The bitemporal, audited knowledge ledger."""
+
+    def __init__(
+        self, store: Store, *, clock: Clock | None = None, trust: TrustFn = prior_trust
+    ) -> None:
+        self.store = store
+        self.clock: Clock = clock or SystemClock()
+        self.trust = trust
+
+    @classmethod
+    def open(cls, location: str | Path, *, clock: Clock | None = None) -> Ledger:
+        """Open the ledger at a home directory or database URL."""
+        return cls(open_store(location), clock=clock)
+
+    @classmethod
+    def init(cls, location: str | Path, *, clock: Clock | None = None) -> Ledger:
+        """Create a new, empty ledger."""
+        return cls(open_store(location, create=True), clock=clock)
+
+    def close(self) -> None:
+        self.store.close()
+
+    def __enter__(self) -> Ledger:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _now(self) -> int:
+        return to_us(self.clock.now())
+
+    def _write(self, build: Any) -> list[Event]:
+        return self.store.write(build, self._now())
+
+    # -- assertions --------------------------------------------------------------------
+
+    def add(self, inputs: Sequence[AssertionInput], *, actor: str | None = None) -> list[Assertion]:
+        """Record assertions atomically: all of them or, on any error, none.
+
+        Approving a fact or decision supersedes the subject's previous approved value.
+        """
+        if not inputs:
+            raise InvalidInput("nothing to assert: give at least one assertion")
+        submitter = check_name(actor or inputs[0].agent, "agent")
+
+        def build(r: StoreReader, at: int) -> list[Draft]:
+            records: list[dict[str, Any]] = []
+            superseded: list[list[str]] = []
+            approved_now: dict[str, str] = {}
+            seen: dict[str, int] = {}
+            for n, inp in enumerate(inputs, 1):
+                derived = [self._resolve_assertion(r, ref) for ref in inp.derived_from]
+                rec = _record(inp, inp.agent, derived, at)
+                if rec["id"] in seen:
+                    raise InvalidInput(f"assertion {n} repeats assertion {seen[rec['id']]}")
+                seen[rec["id"]] = n
+                if inp.epoch is not None:
+                    epoch = r.epoch(inp.epoch)
+                    if epoch is not None and epoch.superseded_at is not None:
+                        raise Conflict(f"epoch {inp.epoch} was superseded: use a new epoch name")
+                if inp.lifecycle is Lifecycle.APPROVED and inp.kind in SINGLE_VALUED:
+                    prior = approved_now.get(inp.subject)
+                    olds = [prior] if prior else self._approved_ids(r, inp.subject)
+                    superseded += [[old, rec["id"]] for old in olds]
+                    approved_now[inp.subject] = rec["id"]
+                records.append(rec)
+            payload = {"assertions": records, "superseded": superseded}
+            return [Draft(EventKind.ASSERTIONS_ADDED, submitter, payload)]
+
+        events = self._write(build)
+        ids = [a["id"] for a in events[0].data()["assertions"]]
+        by_id = {a.id: a for a in self.store.assertions(ids)}
+        return [by_id[i] for i in ids]
+
+    def assert_one(self, **fields: Any) -> Assertion:
+        """Convenience for one assertion from keyword fields (see `AssertionInput`)."""
+        return self.add([AssertionInput.model_validate(fields)])[0]
+
+    def _approved_ids(self, r: StoreReader, subject: str) -> list[str]:
+        return [
+            a.id
+            for a in r.current_on_subject(subject)
+            if a.lifecycle is Lifecycle.APPROVED and a.kind in SINGLE_VALUED
+        ]
+
+    def _resolve_assertion(self, r: StoreReader, ref: str) -> str:
+        kind, full = r.resolve(ref)
+        if kind != "assertion":
+            raise InvalidInput(f"{ref} is a {kind} id, not an assertion id", field="id")
+        return full
+
+    def approve(self, ref: str, *, by: str, reason: str | None = None) -> Assertion:
+        return self._review(ref, Lifecycle.APPROVED, by, reason)
+
+    def deprecate(self, ref: str, *, by: str, reason: str | None = None) -> Assertion:
+        return self._review(ref, Lifecycle.DEPRECATED, by, reason)
+
+    def reject(self, ref: str, *, by: str, reason: str | None = None) -> Assertion:
+        return self._review(ref, Lifecycle.REJECTED, by, reason)
+
+    def _review(self, ref: str, to: Lifecycle, by: str, reason: str | None) -> Assertion:
+        check_name(by, "by")
+        target: list[str] = []
+
+        def build(r: StoreReader, at: int) -> list[Draft]:
+            aid = self._resolve_assertion(r, ref)
+            current = r.assertion(aid)
+            assert current is not None
+            check_move(current.lifecycle, to, "review", aid)
+            superseded = []
+            if to is Lifecycle.APPROVED and current.kind in SINGLE_VALUED:
+                superseded = [i for i in self._approved_ids(r, current.subject) if i != aid]
+            target.append(aid)
+            payload = {"id": aid, "to": str(to), "reason": reason, "superseded": superseded}
+            return [Draft(EventKind.ASSERTION_MOVED, by, payload)]
+
+        self._write(build)
+        return self._get(target[0])
+
+    def _get(self, assertion_id: str) -> Assertion:
+        found = self.store.assertion(assertion_id)
+        if found is None:
+            raise NotFound(f"no assertion with id {assertion_id!r}", field="id")
+        return found
+
+    def get(self, ref: str) -> Assertion:
+        """The assertion with this id (or unique id prefix), in its current state."""
+        return self._get(self._resolve_assertion(self.store, ref))
+
+    def correct(
+        self,
+        ref: str,
+        *,
+        by: str,
+        reason: str,
+        value: JsonValue = _MISSING,
+        forbid: bool = False,
+    ) -> Correction:
+        """Mark an assertion incorrect now; optionally record the right value and a constraint."""
+        check_name(by, "by")
+        if not reason.strip():
+            raise InvalidInput("a correction needs a --reason", field="reason")
+        ids: dict[str, Any] = {}
+
+        def build(r: StoreReader, at: int) -> list[Draft]:
+            aid = self._resolve_assertion(r, ref)
+            bad = r.assertion(aid)
+            assert bad is not None
+            check_move(bad.lifecycle, Lifecycle.REJECTED, "correction", aid)
+            cid = "x_" + content_id({"id": aid, "by": by, "at": at, "reason": reason})[:24]
+            replacement = None
+            confirmed = None
+            superseded: list[str] = []
+            if value is not _MISSING:
+                confirmed = next(
+                    (
+                        a.id
+                        for a in r.current_on_subject(bad.subject)
+                        if a.lifecycle is Lifecycle.APPROVED and a.value == value and a.id != aid
+                    ),
+                    None,
+                )
+            if value is not _MISSING and confirmed is None:
+                inp = AssertionInput(
+                    subject=bad.subject,
+                    value=value,
+                    agent=by,
+                    kind=bad.kind,
+                    lifecycle=Lifecycle.APPROVED,
+                    source=f"correction:{cid}",
+                    evidence=reason,
+                    derived_from=(aid,),
+                )
+                replacement = _record(inp, by, [aid], at)
+                if bad.kind in SINGLE_VALUED:
+                    superseded = [i for i in self._approved_ids(r, bad.subject) if i != aid]
+            constraint = None
+            if forbid:
+                constraint = {
+                    "id": "c_" + content_id({"correction": cid})[:24],
+                    "scope": bad.subject,
+                    "forbid": [_term(bad.value)],
+                    "patterns": [],
+                    "prefer": None if value is _MISSING else _term(value),
+                    "reason": reason,
+                    "origin": f"correction:{cid}",
+                }
+            ids.update(cid=cid, aid=aid, superseded=superseded)
+            payload = {
+                "correction_id": cid,
+                "id": aid,
+                "from": str(bad.lifecycle),
+                "reason": reason,
+                "replacement": replacement,
+                "confirmed": confirmed,
+                "superseded": superseded,
+                "constraint": constraint,
+            }
+            return [Draft(EventKind.ASSERTION_CORRECTED, by, payload)]
+
+        self._write(build)
+        record = self.store.correction(ids["cid"])
+        assert record is not None
+        return Correction(
+            correction=record,
+            corrected=self._get(ids["aid"]),
+            replacement=self._get(record.replacement_id) if record.replacement_id else None,
+            constraint=self.store.constraint(record.constraint_id)
+            if record.constraint_id
+            else None,
+            superseded=ids["superseded"],
+        )
+
+    def supersede_epoch(self, epoch: str, *, by: str, reason: str) -> list[str]:
+        """Retract everything an epoch brought, in one event. Returns the retracted ids."""
+        check_name(by, "by")
+        if not reason.strip():
+            raise InvalidInput("superseding an epoch needs a --reason", field="reason")
+        out: list[str] = []
+
+        def build(r: StoreReader, at: int) -> list[Draft]:
+            found = r.epoch(epoch)
+            if found is None:
+                raise NotFound(f"no epoch named {epoch!r}", field="epoch")
+            if found.superseded_at is not None:
+                raise Conflict(f"epoch {epoch} was already superseded")
+            retracted = [
+                a.id for a in r.epoch_members(epoch) if a.lifecycle is not Lifecycle.REJECTED
+            ]
+            out.extend(retracted)
+            payload = {"epoch": epoch, "reason": reason, "retracted": retracted}
+            return [Draft(EventKind.EPOCH_SUPERSEDED, by, payload)]
+
+        self._write(build)
+        return out
+
+    # -- reading through lenses ---------------------------------------------------------
+
+    def lens_spec(self, name: str, reader: StoreReader | None = None) -> LensSpec:
+        spec = BUILTIN.get(name) or (reader or self.store).lens(name)
+        if spec is None:
+            known = ", ".join([*BUILTIN, *self.store.lenses()])
+            raise NotFound(f"no lens named {name!r}: use one of {known}", field="lens")
+        return spec
+
+    def answer(
+        self,
+        subject: str | None,
+        *,
+        lens: str = "approved",
+        at: Instant | None = None,
+        text: str | None = None,
+        reader: StoreReader | None = None,
+    ) -> Answer:
+        """The answer a query would give, without auditing it (for replays and checks)."""
+        r = reader or self.store
+        if subject is not None:
+            check_subject(subject.removesuffix(".*").removesuffix("."))
+            subject = subject.removesuffix(".*").removesuffix(".")
+        elif text is None:
+            raise InvalidInput("give a subject, a prefix or --text words", field="subject")
+        spec = self.lens_spec(lens, r)
+        items, hidden = apply_lens(spec, r.candidates(subject, _us(at), text), self.trust)
+        return Answer(
+            query_id=None,
+            agent="",
+            lens=lens,
+            subject=subject,
+            text=text,
+            as_of=at,
+            asked_at=self.clock.now(),
+            items=items,
+            hidden=hidden,
+        )
+
+    def query(
+        self,
+        subject: str | None,
+        *,
+        agent: str,
+        lens: str = "approved",
+        at: Instant | None = None,
+        text: str | None = None,
+        context: dict[str, Any] | None = None,
+    ) -> Answer:
+        """Read through a lens, audited: the answer carries its `query_id` receipt."""
+        check_name(agent, "agent")
+        start = time.perf_counter_ns()
+        result: list[Answer] = []
+
+        def build(r: StoreReader, now: int) -> list[Draft]:
+            ans = self.answer(subject, lens=lens, at=at, text=text, reader=r)
+            latency = (time.perf_counter_ns() - start) // 1000
+            seq = r.head()[0] + 1
+            qid = "q_" + content_id({"agent": agent, "at": now, "seq": seq})[:24]
+            returned = [
+                [
+                    i.assertion.id,
+                    i.assertion.subject,
+                    str(i.assertion.lifecycle),
+                    i.assertion.confidence,
+                ]
+                for i in ans.items
+            ]
+            ans = ans.model_copy(
+                update={
+                    "query_id": qid,
+                    "agent": agent,
+                    "asked_at": from_us(now),
+                    "latency_us": latency,
+                }
+            )
+            result.append(ans)
+            payload = {
+                "query_id": qid,
+                "lens": lens,
+                "subject": ans.subject,
+                "text": text,
+                "as_of": _us(at),
+                "returned": returned,
+                "hidden": ans.hidden.model_dump(mode="json"),
+                "latency_us": latency,
+                "context": context or {},
+            }
+            return [Draft(EventKind.QUERY_SERVED, agent, payload)]
+
+        self._write(build)
+        return result[0]
+
+    def define_lens(self, name: str, spec: LensSpec, *, by: str) -> LensSpec:
+        """Store a named custom lens (redefining a custom name replaces it)."""
+        check_name(name, "lens")
+        check_name(by, "by")
+        if name in BUILTIN:
+            raise Conflict(f"{name!r} is a built-in lens: choose another name")
+
+        def build(r: StoreReader, at: int) -> list[Draft]:
+            payload = {"name": name, "spec": spec.model_dump(mode="json")}
+            return [Draft(EventKind.LENS_DEFINED, by, payload)]
+
+        self._write(build)
+        return spec
+
+    def lenses(self) -> dict[str, LensSpec]:
+        return {**BUILTIN, **self.store.lenses()}
+
+    # -- decisions ---------------------------------------------------------------------
+
+    def decide(
+        self,
+        action: str,
+        *,
+        agent: str,
+        query_ids: Sequence[str],
+        context: dict[str, Any] | None = None,
+    ) -> DecisionRecord:
+        """Record an action and the reads (query ids) it relied on."""
+        check_name(agent, "agent")
+        if not action.strip():
+            raise InvalidInput("a decision needs an action: say what was done", field="action")
+        out: list[str] = []
+
+        def build(r: StoreReader, at: int) -> list[Draft]:
+            cited = []
+            for ref in query_ids:
+                kind, full = r.resolve(ref)
+                if kind != "query":
+                    raise InvalidInput(f"{ref} is a {kind} id: cite query ids (q_…)", field="query")
+                cited.append(full)
+            did = "d_" + content_id({"agent": agent, "at": at, "action": action, "q": cited})[:24]
+            out.append(did)
+            payload = {
+                "decision_id": did,
+                "action": action,
+                "query_ids": sorted(set(cited)),
+                "context": context or {},
+            }
+            return [Draft(EventKind.DECISION_RECORDED, agent, payload)]
+
+        self._write(build)
+        found = self.store.decision(out[0])
+        assert found is not None
+        return found
+
+    # -- investigation -----------------------------------------------------------------
+
+    def served(
+        self, subject: str, *, at: Instant | None = None, limit: int = 100
+    ) -> list[QueryRecord]:
+        """What agents were actually served about `subject`, up to `at` (newest first)."""
+        return investigate.served(self.store, check_subject(subject), _us(at), limit)
+
+    def audit(
+        self,
+        *,
+        agent: str | None = None,
+        subject: str | None = None,
+        since: Instant | None = None,
+        until: Instant | None = None,
+        limit: int = 100,
+    ) -> list[QueryRecord]:
+        """Audited reads by agent, subject and window, newest first."""
+        if subject is not None:
+            check_subject(subject)
+        return self.store.queries(agent, subject, _us(since), _us(until), limit)
+
+    def diff(self, prefix: str | None, *, since: Instant, until: Instant | None = None) -> Diff:
+        """What changed under `prefix` between two times."""
+        return investigate.diff(self.store, prefix, since, until or self.clock.now())
+
+    def blame(self, ref: str) -> list[Blame]:
+        """Who introduced an assertion (by id) or each assertion on a subject."""
+        return investigate.blame(self.store, ref)
+
+    def trace(self, ref: str) -> Trace:
+        """Decision or query → queries → assertions → agents, sources, epochs."""
+        return investigate.trace(self.store, ref)
+
+    def impact(self, ref: str, *, recent: int = 20) -> Impact:
+        """Assertion → queries that served it, agents, decisions, derived assertions."""
+        return investigate.impact(self.store, self._resolve_assertion(self.store, ref), recent)
+
+    # -- integrity ---------------------------------------------------------------------
+
+    def verify(self) -> VerifyReport:
+        return self.store.verify()
+
+    def rebuild(self, *, repair: bool = False) -> RebuildReport:
+        return self.store.rebuild(repair)
+
+    def export(self) -> Iterator[Event]:
+        return self.store.events()
+
+    def import_events(self, events: Iterable[Event]) -> int:
+        """Load an exported journal into this empty ledger after verifying its chain."""
+        batch = list(events)
+        report = verify_chain(batch)
+        if not report.ok:
+            raise InvalidInput(
+                f"the journal to import is broken at event {report.first_bad_seq}: {report.problem}"
+            )
+        return self.store.import_events(batch)
+
+
+def _term(value: Any) -> str:
+    from episteme.ledger.canonical import canonical
+
+    return value if isinstance(value, str) else canonical(value)
+
+
+__all__ = ["Kind", "Ledger"]

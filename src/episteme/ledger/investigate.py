@@ -1,0 +1,123 @@
+"""The on-call questions (DESIGN §2): served, diff, blame, trace, impact.
+
+Each function reads the projections through a `StoreReader`; none writes.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from whenever import Instant
+
+from episteme.errors import InvalidInput, NotFound
+from episteme.ledger.model import Assertion, check_subject
+from episteme.ledger.records import Blame, Diff, Impact, QueryRecord, Trace
+from episteme.ledger.store import StoreReader
+from episteme.timeutil import to_us
+
+_HEX = frozenset("0123456789abcdef")
+
+
+def served(r: StoreReader, subject: str, until: int | None, limit: int) -> list[QueryRecord]:
+    """Audited reads that served something under `subject`, with only those items."""
+    records = r.queries(subject=subject, until=until, limit=limit)
+    below = subject + "."
+    out = []
+    for q in records:
+        items = [i for i in q.returned if i.subject == subject or i.subject.startswith(below)]
+        out.append(q.model_copy(update={"returned": items}))
+    return out
+
+
+def diff(r: StoreReader, prefix: str | None, since: Instant, until: Instant) -> Diff:
+    if prefix is not None:
+        prefix = check_subject(prefix.removesuffix(".*").removesuffix("."), field="prefix")
+    if until < since:
+        raise InvalidInput("--to is before --from: swap them", field="to")
+    changes = r.changes(prefix, to_us(since), to_us(until))
+    counts = Counter(c.change for c in changes)
+    return Diff(prefix=prefix, since=since, until=until, changes=changes, counts=dict(counts))
+
+
+def _looks_like_id(ref: str) -> bool:
+    return len(ref) >= 4 and set(ref.lower()) <= _HEX
+
+
+def blame(r: StoreReader, ref: str) -> list[Blame]:
+    targets: list[Assertion]
+    if ref[:2] in ("q_", "d_", "x_", "c_"):
+        raise InvalidInput(f"{ref} is not an assertion: blame takes a subject or an assertion id")
+    if _looks_like_id(ref):
+        try:
+            kind, full = r.resolve(ref)
+            found = r.assertion(full) if kind == "assertion" else None
+            targets = [found] if found is not None else []
+        except NotFound:
+            targets = r.candidates(check_subject(ref))
+    else:
+        targets = r.candidates(check_subject(ref.removesuffix(".*").removesuffix(".")))
+    if not targets:
+        raise NotFound(f"no assertion with id or subject {ref!r}", field="ref")
+    out = []
+    for a in targets:
+        epoch = r.epoch(a.epoch) if a.epoch else None
+        out.append(
+            Blame(
+                assertion=a,
+                history=r.versions(a.id),
+                corrections=r.corrections_of(a.id),
+                epoch=epoch,
+                derived_from=r.assertions(list(a.derived_from)),
+            )
+        )
+    return out
+
+
+def trace(r: StoreReader, ref: str) -> Trace:
+    kind, full = r.resolve(ref)
+    decision = None
+    if kind == "decision":
+        decision = r.decision(full)
+        assert decision is not None
+        queries = [q for q in (r.query_record(i) for i in decision.query_ids) if q is not None]
+    elif kind == "query":
+        found = r.query_record(full)
+        assert found is not None
+        queries = [found]
+    else:
+        raise InvalidInput(
+            f"trace follows a decision (d_…) or a query (q_…); for assertion {ref} "
+            "use `episteme blame` (where it came from) or `episteme impact` (where it went)"
+        )
+    ids: list[str] = []
+    for q in queries:
+        ids += [i.assertion_id for i in q.returned if i.assertion_id not in ids]
+    assertions = r.assertions(ids)
+    agents = ([decision.agent] if decision else []) + [q.agent for q in queries]
+    agents += [a.agent for a in assertions]
+    return Trace(
+        root=full,
+        root_kind=kind,
+        decision=decision,
+        queries=queries,
+        assertions=assertions,
+        agents=list(dict.fromkeys(agents)),
+        sources=list(dict.fromkeys(a.source for a in assertions if a.source)),
+        epochs=list(dict.fromkeys(a.epoch for a in assertions if a.epoch)),
+    )
+
+
+def impact(r: StoreReader, assertion_id: str, recent: int) -> Impact:
+    found = r.assertion(assertion_id)
+    if found is None:
+        raise NotFound(f"no assertion with id {assertion_id!r}", field="id")
+    total, agents, recent_ids = r.serving(assertion_id, recent)
+    recent_queries = [q for q in (r.query_record(i) for i in recent_ids) if q is not None]
+    return Impact(
+        assertion=found,
+        queries=total,
+        recent_queries=recent_queries,
+        agents=agents,
+        decisions=r.decisions_citing_assertion(assertion_id),
+        derived=r.derived([assertion_id]),
+    )

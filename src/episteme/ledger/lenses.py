@@ -1,0 +1,119 @@
+"""Lenses: named read policies, and what each one hides (DESIGN §2).
+
+A lens filters the candidate assertions of a read and picks among them:
+
+- ``approved`` (the default for agents): approved assertions only;
+- ``latest``: per subject, the newest assertion that is not rejected, whatever its
+  lifecycle. This is the lens that served a proposal as if it were a decision;
+- ``consensus``: proposed and approved, ranked by confidence × trust;
+- ``all``: everything, rejected included.
+
+Custom lenses are `LensSpec` values stored in the ledger by name. Whatever a lens
+leaves out is counted in `Hidden`, so no answer hides silently.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from episteme.ledger.model import Assertion, Confidence, Hidden, Item, Lifecycle
+
+Pick = Literal["all", "newest", "ranked"]
+TrustFn = Callable[[str, str], float]
+"""trust(agent, subject) in [0, 1]."""
+
+PRIOR_TRUST = 0.5
+"""The Beta(1, 1) mean: everyone's trust until the gardener has evidence."""
+
+
+def prior_trust(agent: str, subject: str) -> float:
+    return PRIOR_TRUST
+
+
+class LensSpec(BaseModel):
+    """What a lens shows and how it picks."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    lifecycles: frozenset[Lifecycle] = frozenset({Lifecycle.APPROVED})
+    min_confidence: Confidence = 0.0
+    min_trust: Confidence = 0.0
+    agents: frozenset[str] | None = Field(default=None, description="allow list; None allows all")
+    sources: tuple[str, ...] | None = Field(
+        default=None, description="allowed source prefixes; None allows all"
+    )
+    pick: Pick = "all"
+    description: str = ""
+
+
+_NOT_REJECTED = frozenset(set(Lifecycle) - {Lifecycle.REJECTED})
+
+BUILTIN: dict[str, LensSpec] = {
+    "approved": LensSpec(description="approved assertions only (the default for agents)"),
+    "latest": LensSpec(
+        lifecycles=_NOT_REJECTED,
+        pick="newest",
+        description="per subject, the newest non-rejected assertion, whatever its lifecycle",
+    ),
+    "consensus": LensSpec(
+        lifecycles=frozenset({Lifecycle.PROPOSED, Lifecycle.APPROVED}),
+        pick="ranked",
+        description="proposed and approved, ranked by confidence × trust",
+    ),
+    "all": LensSpec(
+        lifecycles=frozenset(Lifecycle), description="everything, rejected and history included"
+    ),
+}
+
+
+def apply_lens(
+    spec: LensSpec, candidates: Iterable[Assertion], trust: TrustFn = prior_trust
+) -> tuple[list[Item], Hidden]:
+    """Filter and pick `candidates`; return the items shown and what was hidden.
+
+    Candidates come in the order they were recorded (oldest first).
+    """
+    shown: list[Item] = []
+    hidden = Hidden()
+    for a in candidates:
+        reason = _exclusion(spec, a, trust)
+        if reason is None:
+            score = a.confidence * trust(a.agent, a.subject) if spec.pick == "ranked" else None
+            shown.append(Item(assertion=a, score=score))
+        else:
+            _hide(hidden, a, reason)
+    if spec.pick == "newest":
+        newest: dict[str, Item] = {}
+        for item in shown:
+            previous = newest.get(item.assertion.subject)
+            if previous is not None:
+                _hide(hidden, previous.assertion, "older")
+            newest[item.assertion.subject] = item
+        shown = list(newest.values())
+    elif spec.pick == "ranked":
+        shown.sort(key=lambda i: (i.assertion.subject, -(i.score or 0.0)))
+    return shown, hidden
+
+
+def _exclusion(spec: LensSpec, a: Assertion, trust: TrustFn) -> str | None:
+    if a.lifecycle not in spec.lifecycles:
+        return "lifecycle"
+    if a.confidence < spec.min_confidence:
+        return "confidence"
+    if spec.agents is not None and a.agent not in spec.agents:
+        return "agent"
+    if spec.sources is not None and not any((a.source or "").startswith(s) for s in spec.sources):
+        return "source"
+    if spec.min_trust and trust(a.agent, a.subject) < spec.min_trust:
+        return "trust"
+    return None
+
+
+def _hide(hidden: Hidden, a: Assertion, reason: str) -> None:
+    hidden.count += 1
+    hidden.by_lifecycle[a.lifecycle] = hidden.by_lifecycle.get(a.lifecycle, 0) + 1
+    hidden.by_reason[reason] = hidden.by_reason.get(reason, 0) + 1
+    hidden.ids.append(a.id)

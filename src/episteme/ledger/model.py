@@ -1,0 +1,206 @@
+"""The ledger's data model (DESIGN §2): subjects, assertions, lifecycle, answers.
+
+An assertion is immutable content addressed by the BLAKE3 hash of its canonical
+JSON. What changes over time, its lifecycle and confidence, lives in version
+intervals kept by the store. Inputs are validated here, once, for every skin
+(CLI, API, client): a bad subject, value, confidence or time never reaches the store.
+"""
+
+from __future__ import annotations
+
+import re
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, field_validator, model_validator
+from whenever import Instant
+
+from episteme.errors import Conflict, InvalidInput
+
+SUBJECT_RE = re.compile(r"^[A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]+)*$")
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@:/-]{0,127}$")
+MAX_SUBJECT = 255
+
+
+class Lifecycle(StrEnum):
+    PROPOSED = "proposed"
+    APPROVED = "approved"
+    DEPRECATED = "deprecated"
+    SUPERSEDED = "superseded"
+    REJECTED = "rejected"
+
+
+class Kind(StrEnum):
+    FACT = "fact"
+    DECISION = "decision"
+    OBSERVATION = "observation"
+    CONSTRAINT = "constraint"
+
+
+SINGLE_VALUED = frozenset({Kind.FACT, Kind.DECISION})
+"""Kinds with one approved value per subject: approving a new one supersedes the old."""
+
+Via = Literal["review", "supersession", "correction", "retraction"]
+
+_REVIEW_MOVES = {
+    (Lifecycle.PROPOSED, Lifecycle.APPROVED),
+    (Lifecycle.PROPOSED, Lifecycle.REJECTED),
+    (Lifecycle.APPROVED, Lifecycle.DEPRECATED),
+}
+
+
+def check_move(current: Lifecycle, target: Lifecycle, via: Via, assertion_id: str) -> None:
+    """Refuse a lifecycle move that DESIGN §2 does not allow.
+
+    Review moves: proposed → approved | rejected, approved → deprecated.
+    Supersession: approved → superseded. Correction and epoch retraction: any → rejected.
+    """
+    short = assertion_id[:12]
+    if current is Lifecycle.REJECTED:
+        raise Conflict(f"assertion {short} is rejected; a rejected assertion cannot move again")
+    if via == "review" and (current, target) in _REVIEW_MOVES:
+        return
+    if via == "supersession" and current is Lifecycle.APPROVED and target is Lifecycle.SUPERSEDED:
+        return
+    if via in ("correction", "retraction") and target is Lifecycle.REJECTED:
+        return
+    hint = ""
+    if target is Lifecycle.REJECTED and via == "review":
+        hint = f"; to mark an {current} assertion incorrect use `episteme correct {short}`"
+    raise Conflict(f"assertion {short} is {current}: it cannot become {target}{hint}")
+
+
+def check_subject(subject: str, *, field: str = "subject") -> str:
+    """Return `subject` if it is a dotted key such as ``auth.jwt.algorithm``."""
+    if len(subject) > MAX_SUBJECT or not SUBJECT_RE.match(subject):
+        raise InvalidInput(
+            f"invalid subject {subject!r}: use dotted segments of letters, digits, '_' or '-' "
+            f"(e.g. auth.jwt.algorithm), at most {MAX_SUBJECT} characters",
+            field=field,
+        )
+    return subject
+
+
+def check_name(name: str, what: str) -> str:
+    """Return `name` if it can identify an agent, a person, an epoch or a lens."""
+    if not NAME_RE.match(name):
+        raise InvalidInput(
+            f"invalid {what} {name!r}: start with a letter or digit; then letters, digits "
+            "or _ . @ : / -, at most 128 characters",
+            field=what,
+        )
+    return name
+
+
+Confidence = Annotated[float, Field(ge=0.0, le=1.0)]
+
+
+class AssertionInput(BaseModel):
+    """What an agent or person submits; the ledger adds recorded_at and the id."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    subject: str
+    value: JsonValue
+    agent: str
+    kind: Kind = Kind.FACT
+    confidence: Confidence = 1.0
+    lifecycle: Literal[Lifecycle.PROPOSED, Lifecycle.APPROVED] = Lifecycle.PROPOSED
+    source: str | None = None
+    evidence: str | None = None
+    epoch: str | None = None
+    derived_from: tuple[str, ...] = ()
+    valid_from: Instant | None = None
+    valid_to: Instant | None = None
+
+    @field_validator("subject")
+    @classmethod
+    def _subject(cls, v: str) -> str:
+        if len(v) > MAX_SUBJECT or not SUBJECT_RE.match(v):
+            raise ValueError("use dotted segments of letters, digits, '_' or '-'")
+        return v
+
+    @field_validator("agent", "epoch")
+    @classmethod
+    def _name(cls, v: str | None) -> str | None:
+        if v is not None and not NAME_RE.match(v):
+            raise ValueError("start with a letter or digit; then letters, digits or _ . @ : / -")
+        return v
+
+    @model_validator(mode="after")
+    def _valid_interval(self) -> AssertionInput:
+        if self.valid_from and self.valid_to and self.valid_to <= self.valid_from:
+            raise ValueError("valid_to must be after valid_from")
+        return self
+
+
+class Assertion(BaseModel):
+    """An assertion with the lifecycle and confidence it had at the time asked about."""
+
+    id: str
+    subject: str
+    value: JsonValue
+    kind: Kind
+    agent: str
+    source: str | None
+    evidence: str | None
+    epoch: str | None
+    derived_from: tuple[str, ...]
+    valid_from: Instant | None
+    valid_to: Instant | None
+    recorded_at: Instant
+    lifecycle: Lifecycle
+    confidence: float
+
+
+class Hidden(BaseModel):
+    """What a lens left out of an answer, so that no answer hides silently."""
+
+    count: int = 0
+    by_lifecycle: dict[str, int] = Field(default_factory=dict)
+    by_reason: dict[str, int] = Field(default_factory=dict)
+    ids: list[str] = Field(default_factory=list)
+
+    def summary(self) -> str:
+        if not self.count:
+            return "nothing hidden"
+        parts = [
+            f"{n} {state} assertion{'s' if n != 1 else ''}"
+            for state, n in self.by_lifecycle.items()
+        ]
+        return ", ".join(parts) + " hidden"
+
+
+class Item(BaseModel):
+    """One assertion in an answer, with its lens score when the lens ranks."""
+
+    assertion: Assertion
+    score: float | None = None
+
+
+class Answer(BaseModel):
+    """The answer to a read: what the lens showed, what it hid, and the audit receipt."""
+
+    query_id: str | None
+    agent: str
+    lens: str
+    subject: str | None
+    text: str | None
+    as_of: Instant | None
+    asked_at: Instant
+    items: list[Item]
+    hidden: Hidden
+    latency_us: int = 0
+
+    @property
+    def summary(self) -> str:
+        return self.hidden.summary()
+
+
+def dump(model: BaseModel | list[Any] | dict[str, Any]) -> Any:
+    """JSON-ready form of a model (or a list/dict of models): RFC 3339 times."""
+    if isinstance(model, BaseModel):
+        return model.model_dump(mode="json")
+    if isinstance(model, list):
+        return [dump(m) for m in model]
+    return {k: dump(v) if isinstance(v, BaseModel | list | dict) else v for k, v in model.items()}

@@ -1,0 +1,182 @@
+"""Records the ledger returns when an on-call person investigates.
+
+Audit records (what was asked and served), decisions, corrections, constraints,
+epochs, version history, and the shapes of diff, blame, trace and impact.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, Field, JsonValue
+from whenever import Instant
+
+from episteme.ledger.model import Assertion, Hidden, Lifecycle
+
+
+class Version(BaseModel):
+    """One interval of an assertion's lifecycle in transaction time."""
+
+    seq: int
+    lifecycle: Lifecycle
+    confidence: float
+    tx_from: Instant
+    tx_to: Instant | None
+    prev_lifecycle: Lifecycle | None
+    actor: str
+    reason: str | None
+    cause: str
+
+
+class ServedItem(BaseModel):
+    """An assertion as it was served: the lifecycle and confidence the reader saw."""
+
+    assertion_id: str
+    subject: str
+    lifecycle: Lifecycle
+    confidence: float
+    value: JsonValue = None
+
+
+class QueryRecord(BaseModel):
+    """One audited read."""
+
+    id: str
+    seq: int
+    at: Instant
+    agent: str
+    lens: str
+    subject: str | None
+    text: str | None
+    as_of: Instant | None
+    returned: list[ServedItem]
+    hidden: Hidden
+    latency_us: int
+    context: dict[str, Any]
+
+
+class DecisionRecord(BaseModel):
+    """An action an agent took, citing the reads it relied on."""
+
+    id: str
+    seq: int
+    at: Instant
+    agent: str
+    action: str
+    query_ids: list[str]
+    context: dict[str, Any]
+
+
+class ConstraintRecord(BaseModel):
+    """A negative constraint: what must not be done in a scope, and what to do instead."""
+
+    id: str
+    seq: int
+    at: Instant
+    scope: str
+    forbid: list[str]
+    patterns: list[str]
+    prefer: str | None
+    reason: str
+    origin: str
+    created_by: str
+
+
+class CorrectionRecord(BaseModel):
+    """An assertion marked incorrect, with the right value and constraint it led to."""
+
+    id: str
+    seq: int
+    at: Instant
+    assertion_id: str
+    by: str
+    reason: str
+    replacement_id: str | None
+    constraint_id: str | None
+
+
+class EpochRecord(BaseModel):
+    """An ingestion batch and whether it was superseded."""
+
+    name: str
+    created_at: Instant
+    created_by: str
+    assertions: int
+    superseded_at: Instant | None
+    superseded_by: str | None
+    reason: str | None
+
+
+class Change(BaseModel):
+    """One change in a diff: an assertion added or moved, with who and why."""
+
+    seq: int
+    at: Instant
+    change: str  # added | approved | deprecated | superseded | rejected | corrected | retracted
+    assertion_id: str
+    subject: str
+    value: JsonValue
+    agent: str
+    lifecycle: Lifecycle
+    prev_lifecycle: Lifecycle | None
+    actor: str
+    reason: str | None
+
+
+class Diff(BaseModel):
+    prefix: str | None
+    since: Instant
+    until: Instant
+    changes: list[Change]
+    counts: dict[str, int]
+
+
+class Blame(BaseModel):
+    """Who and what introduced an assertion, and every move it made since."""
+
+    assertion: Assertion
+    history: list[Version]
+    corrections: list[CorrectionRecord]
+    epoch: EpochRecord | None
+    derived_from: list[Assertion]
+
+
+class Trace(BaseModel):
+    """Decision → queries → assertions → agents, sources and epochs."""
+
+    root: str
+    root_kind: str
+    decision: DecisionRecord | None
+    queries: list[QueryRecord]
+    assertions: list[Assertion]
+    agents: list[str]
+    sources: list[str]
+    epochs: list[str]
+
+
+class Impact(BaseModel):
+    """From an assertion outwards: who saw it, what they did, what was built on it."""
+
+    assertion: Assertion
+    queries: int
+    recent_queries: list[QueryRecord] = Field(default_factory=list)
+    agents: dict[str, int]
+    decisions: list[DecisionRecord]
+    derived: list[Assertion]
+
+
+class Correction(BaseModel):
+    """What `correct` did."""
+
+    correction: CorrectionRecord
+    corrected: Assertion
+    replacement: Assertion | None
+    constraint: ConstraintRecord | None
+    superseded: list[str]
+
+
+class RebuildReport(BaseModel):
+    ok: bool
+    events: int
+    differences: dict[str, int]
+    repaired: bool = False

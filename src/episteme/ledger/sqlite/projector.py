@@ -1,0 +1,236 @@
+"""Projection of journal events into the SQLite tables.
+
+`apply` is the only code that writes projections: the live write path and
+`rebuild` both call it, which is why a replay reproduces the tables exactly.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable
+from typing import Any
+
+from episteme.ledger.canonical import canonical
+from episteme.ledger.journal import Event, EventKind
+
+OPEN = 9223372036854775807
+"""tx_to of a version that is still current."""
+
+Handler = Callable[[sqlite3.Connection, Event, dict[str, Any]], None]
+
+
+def apply(conn: sqlite3.Connection, ev: Event, data: dict[str, Any]) -> None:
+    """Project one event; `data` is its payload as a dict."""
+    _HANDLERS[ev.kind](conn, ev, data)
+
+
+def _insert_assertion(conn: sqlite3.Connection, ev: Event, a: dict[str, Any]) -> None:
+    value = canonical(a["value"])
+    cur = conn.execute(
+        "INSERT INTO assertions (id, subject, value, kind, agent, source, evidence, epoch,"
+        " derived_from, valid_from, valid_to, recorded_at, seq)"
+        " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+        (
+            a["id"],
+            a["subject"],
+            value,
+            a["kind"],
+            a["agent"],
+            a["source"],
+            a["evidence"],
+            a["epoch"],
+            canonical(a["derived_from"]),
+            a["valid_from"],
+            a["valid_to"],
+            a["recorded_at"],
+            ev.seq,
+        ),
+    )
+    conn.execute(
+        "INSERT INTO assertions_fts (rowid, subject, value, source) VALUES (?,?,?,?)",
+        (cur.lastrowid, a["subject"], value, a["source"]),
+    )
+    conn.executemany(
+        "INSERT OR IGNORE INTO derivations (parent, child) VALUES (?, ?)",
+        [(p, a["id"]) for p in a["derived_from"]],
+    )
+    conn.execute(
+        "INSERT INTO versions (assertion_id, seq, subject, lifecycle, confidence, tx_from, tx_to,"
+        " prev_lifecycle, actor, reason, cause) VALUES (?,?,?,?,?,?,?,NULL,?,NULL,'added')",
+        (a["id"], ev.seq, a["subject"], a["lifecycle"], a["confidence"], ev.at, OPEN, ev.actor),
+    )
+    if a["epoch"] is not None:
+        conn.execute(
+            "INSERT OR IGNORE INTO epochs (name, first_seq, created_at, created_by)"
+            " VALUES (?, ?, ?, ?)",
+            (a["epoch"], ev.seq, ev.at, a["agent"]),
+        )
+
+
+def _move(
+    conn: sqlite3.Connection, ev: Event, assertion_id: str, to: str, cause: str, reason: str | None
+) -> None:
+    row = conn.execute(
+        "UPDATE versions SET tx_to = ? WHERE assertion_id = ? AND tx_to = ?"
+        " RETURNING subject, lifecycle, confidence",
+        (ev.at, assertion_id, OPEN),
+    ).fetchone()
+    if row is None:  # the ledger validated the move; a miss means a damaged projection
+        raise sqlite3.IntegrityError(f"no current version of {assertion_id} (seq {ev.seq})")
+    subject, prev, confidence = row
+    conn.execute(
+        "INSERT INTO versions (assertion_id, seq, subject, lifecycle, confidence, tx_from, tx_to,"
+        " prev_lifecycle, actor, reason, cause) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+        (assertion_id, ev.seq, subject, to, confidence, ev.at, OPEN, prev, ev.actor, reason, cause),
+    )
+
+
+def _supersede(conn: sqlite3.Connection, ev: Event, ids: list[str], by: str) -> None:
+    for sid in ids:
+        _move(conn, ev, sid, "superseded", "superseded", f"superseded by {by}")
+
+
+def _added(conn: sqlite3.Connection, ev: Event, data: dict[str, Any]) -> None:
+    for a in data["assertions"]:
+        _insert_assertion(conn, ev, a)
+    for sid, by in data["superseded"]:
+        _supersede(conn, ev, [sid], by)
+
+
+def _moved(conn: sqlite3.Connection, ev: Event, data: dict[str, Any]) -> None:
+    _move(conn, ev, data["id"], data["to"], data["to"], data["reason"])
+    _supersede(conn, ev, data["superseded"], data["id"])
+
+
+def _corrected(conn: sqlite3.Connection, ev: Event, data: dict[str, Any]) -> None:
+    _move(conn, ev, data["id"], "rejected", "corrected", data["reason"])
+    replacement = data["replacement"]
+    if replacement is not None:
+        _insert_assertion(conn, ev, replacement)
+        _supersede(conn, ev, data["superseded"], replacement["id"])
+    constraint = data["constraint"]
+    if constraint is not None:
+        _insert_constraint(conn, ev, constraint)
+    conn.execute(
+        "INSERT INTO corrections (id, seq, at, assertion_id, by, reason, replacement_id,"
+        " constraint_id) VALUES (?,?,?,?,?,?,?,?)",
+        (
+            data["correction_id"],
+            ev.seq,
+            ev.at,
+            data["id"],
+            ev.actor,
+            data["reason"],
+            replacement["id"] if replacement else data["confirmed"],
+            constraint["id"] if constraint else None,
+        ),
+    )
+
+
+def _epoch_superseded(conn: sqlite3.Connection, ev: Event, data: dict[str, Any]) -> None:
+    reason = f"epoch {data['epoch']} superseded: {data['reason']}"
+    for aid in data["retracted"]:
+        _move(conn, ev, aid, "rejected", "retracted", reason)
+    conn.execute(
+        "UPDATE epochs SET superseded_seq = ?, superseded_at = ?, superseded_by = ?, reason = ?"
+        " WHERE name = ?",
+        (ev.seq, ev.at, ev.actor, data["reason"], data["epoch"]),
+    )
+
+
+def _query_served(conn: sqlite3.Connection, ev: Event, data: dict[str, Any]) -> None:
+    returned = data["returned"]
+    conn.execute(
+        "INSERT INTO queries (id, seq, at, agent, lens, subject, text, as_of, returned, hidden,"
+        " latency_us, context) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+        (
+            data["query_id"],
+            ev.seq,
+            ev.at,
+            ev.actor,
+            data["lens"],
+            data["subject"],
+            data["text"],
+            data["as_of"],
+            len(returned),
+            canonical(data["hidden"]),
+            data["latency_us"],
+            canonical(data["context"]),
+        ),
+    )
+    conn.executemany(
+        "INSERT INTO served (query_id, assertion_id, subject, lifecycle, confidence, at, agent)"
+        " VALUES (?,?,?,?,?,?,?)",
+        [
+            (data["query_id"], r[0], r[1], r[2], r[3], ev.at, ev.actor)
+            for r in returned  # [id, subject, lifecycle, confidence]
+        ],
+    )
+
+
+def _decision(conn: sqlite3.Connection, ev: Event, data: dict[str, Any]) -> None:
+    conn.execute(
+        "INSERT INTO decisions (id, seq, at, agent, action, context) VALUES (?,?,?,?,?,?)",
+        (data["decision_id"], ev.seq, ev.at, ev.actor, data["action"], canonical(data["context"])),
+    )
+    conn.executemany(
+        "INSERT INTO citations (decision_id, query_id) VALUES (?, ?)",
+        [(data["decision_id"], q) for q in data["query_ids"]],
+    )
+
+
+def _insert_constraint(conn: sqlite3.Connection, ev: Event, c: dict[str, Any]) -> None:
+    conn.execute(
+        "INSERT INTO constraints (id, seq, at, scope, forbid, patterns, prefer, reason, origin,"
+        " created_by) VALUES (?,?,?,?,?,?,?,?,?,?)",
+        (
+            c["id"],
+            ev.seq,
+            ev.at,
+            c["scope"],
+            canonical(c["forbid"]),
+            canonical(c["patterns"]),
+            c["prefer"],
+            c["reason"],
+            c["origin"],
+            ev.actor,
+        ),
+    )
+
+
+def _constraint(conn: sqlite3.Connection, ev: Event, data: dict[str, Any]) -> None:
+    _insert_constraint(conn, ev, data["constraint"])
+
+
+def _lens(conn: sqlite3.Connection, ev: Event, data: dict[str, Any]) -> None:
+    conn.execute(
+        "INSERT OR REPLACE INTO lenses (name, spec, seq, at, by) VALUES (?,?,?,?,?)",
+        (data["name"], canonical(data["spec"]), ev.seq, ev.at, ev.actor),
+    )
+
+
+_HANDLERS: dict[str, Handler] = {
+    EventKind.ASSERTIONS_ADDED: _added,
+    EventKind.ASSERTION_MOVED: _moved,
+    EventKind.ASSERTION_CORRECTED: _corrected,
+    EventKind.EPOCH_SUPERSEDED: _epoch_superseded,
+    EventKind.QUERY_SERVED: _query_served,
+    EventKind.DECISION_RECORDED: _decision,
+    EventKind.LENS_DEFINED: _lens,
+    EventKind.CONSTRAINT_ADDED: _constraint,
+}
+
+PROJECTIONS = (
+    "assertions",
+    "derivations",
+    "versions",
+    "epochs",
+    "queries",
+    "served",
+    "decisions",
+    "citations",
+    "corrections",
+    "constraints",
+    "lenses",
+)
+"""The tables that `rebuild` recomputes and compares (the FTS index is rebuilt too)."""

@@ -1,0 +1,505 @@
+"""Reads of the SQLite projections, over one connection.
+
+The same reader serves the store's read connections and, inside a write
+transaction, the write connection (so validation sees what it is about to change).
+Every statement is an index lookup; see docs/ledger.md for the indexes.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+from episteme.errors import InvalidInput, NotFound
+from episteme.ledger.journal import Event
+from episteme.ledger.lenses import LensSpec
+from episteme.ledger.model import Assertion, Hidden, Kind, Lifecycle
+from episteme.ledger.records import (
+    Change,
+    ConstraintRecord,
+    CorrectionRecord,
+    DecisionRecord,
+    EpochRecord,
+    QueryRecord,
+    ServedItem,
+    Version,
+)
+from episteme.ledger.sqlite.projector import OPEN
+from episteme.timeutil import from_us
+
+_A_COLS = (
+    "a.id, a.subject, a.value, a.kind, a.agent, a.source, a.evidence, a.epoch, a.derived_from,"
+    " a.valid_from, a.valid_to, a.recorded_at, v.lifecycle, v.confidence"
+)
+_FROM_CURRENT = f"FROM assertions a JOIN versions v ON v.assertion_id = a.id AND v.tx_to = {OPEN}"
+_ID_PREFIXES = {"q_": "query", "d_": "decision", "x_": "correction", "c_": "constraint"}
+_ID_TABLES = {
+    "query": "queries",
+    "decision": "decisions",
+    "correction": "corrections",
+    "constraint": "constraints",
+}
+
+
+def _opt(us: int | None) -> Any:
+    return None if us is None else from_us(us)
+
+
+def row_assertion(r: Sequence[Any]) -> Assertion:
+    return Assertion.model_construct(
+        id=r[0],
+        subject=r[1],
+        value=json.loads(r[2]),
+        kind=Kind(r[3]),
+        agent=r[4],
+        source=r[5],
+        evidence=r[6],
+        epoch=r[7],
+        derived_from=tuple(json.loads(r[8])),
+        valid_from=_opt(r[9]),
+        valid_to=_opt(r[10]),
+        recorded_at=from_us(r[11]),
+        lifecycle=Lifecycle(r[12]),
+        confidence=r[13],
+    )
+
+
+def _subject_clause(subject: str | None) -> tuple[str, list[Any]]:
+    """`subject` itself and everything below it (``auth`` covers ``auth.jwt.algorithm``)."""
+    if subject is None:
+        return "1", []
+    return "(v.subject = ? OR (v.subject > ? AND v.subject < ?))", [
+        subject,
+        subject + ".",
+        subject + "/",  # '/' sorts right after '.'
+    ]
+
+
+def fts_query(text: str) -> str:
+    """Quote each word so that user input is never FTS5 syntax."""
+    words = [w.replace('"', '""') for w in text.split()]
+    if not words:
+        raise InvalidInput("empty --text: give one or more words to search for", field="text")
+    return " ".join(f'"{w}"' for w in words)
+
+
+class Reader:
+    """Read methods over one SQLite connection."""
+
+    def __init__(self, conn: sqlite3.Connection | None = None) -> None:
+        self._fixed = conn
+
+    @property
+    def conn(self) -> sqlite3.Connection:
+        assert self._fixed is not None
+        return self._fixed
+
+    # -- assertions -------------------------------------------------------------------
+
+    def assertion(self, assertion_id: str) -> Assertion | None:
+        r = self.conn.execute(f"SELECT {_A_COLS} {_FROM_CURRENT} WHERE a.id = ?", (assertion_id,))
+        row = r.fetchone()
+        return None if row is None else row_assertion(row)
+
+    def assertions(self, ids: Sequence[str]) -> list[Assertion]:
+        if not ids:
+            return []
+        marks = ",".join("?" * len(ids))
+        rows = self.conn.execute(
+            f"SELECT {_A_COLS} {_FROM_CURRENT} WHERE a.id IN ({marks}) ORDER BY a.rowid", list(ids)
+        )
+        return [row_assertion(r) for r in rows]
+
+    def candidates(
+        self, subject: str | None, as_of: int | None = None, text: str | None = None
+    ) -> list[Assertion]:
+        """Assertions under `subject` with the version current at `as_of` (None: now)."""
+        where, args = _subject_clause(subject)
+        if as_of is None:
+            sql = f"SELECT {_A_COLS} {_FROM_CURRENT} WHERE {where}"
+        else:
+            sql = (
+                f"SELECT {_A_COLS} FROM versions v JOIN assertions a ON a.id = v.assertion_id"
+                f" WHERE {where} AND v.tx_to > ? AND v.tx_from <= ?"
+            )
+            args += [as_of, as_of]
+        if text is not None:
+            sql += " AND a.rowid IN (SELECT rowid FROM assertions_fts WHERE assertions_fts MATCH ?)"
+            args.append(fts_query(text))
+        return [row_assertion(r) for r in self.conn.execute(sql + " ORDER BY a.rowid", args)]
+
+    def current_on_subject(self, subject: str) -> list[Assertion]:
+        rows = self.conn.execute(
+            f"SELECT {_A_COLS} {_FROM_CURRENT} WHERE v.subject = ? ORDER BY a.rowid", (subject,)
+        )
+        return [row_assertion(r) for r in rows]
+
+    def existing_ids(self, ids: Sequence[str]) -> set[str]:
+        if not ids:
+            return set()
+        marks = ",".join("?" * len(ids))
+        rows = self.conn.execute(f"SELECT id FROM assertions WHERE id IN ({marks})", list(ids))
+        return {r[0] for r in rows}
+
+    def resolve(self, ref: str) -> tuple[str, str]:
+        """Resolve an id or a unique prefix of one (at least 4 characters) to (kind, id)."""
+        ref = ref.strip()
+        kind = _ID_PREFIXES.get(ref[:2], "assertion")
+        table = _ID_TABLES.get(kind, "assertions")
+        if len(ref) < 4:
+            raise InvalidInput(f"id {ref!r} is too short: give at least 4 characters", field="id")
+        if not all(c.isalnum() or c == "_" for c in ref):
+            raise InvalidInput(f"{ref!r} is not an id: ids are hexadecimal", field="id")
+        rows = self.conn.execute(
+            f"SELECT id FROM {table} WHERE id >= ? AND id < ? LIMIT 2", (ref, ref + "\U0010ffff")
+        ).fetchall()
+        if not rows:
+            raise NotFound(f"no {kind} with id {ref!r}", field="id")
+        if len(rows) > 1:
+            raise InvalidInput(f"id prefix {ref!r} is ambiguous: give more characters", field="id")
+        return kind, str(rows[0][0])
+
+    def derived(self, parent_ids: Sequence[str]) -> list[Assertion]:
+        """Assertions derived from any of `parent_ids`, transitively."""
+        seen: set[str] = set(parent_ids)
+        frontier = list(parent_ids)
+        found: list[str] = []
+        while frontier:
+            marks = ",".join("?" * len(frontier))
+            rows = self.conn.execute(
+                f"SELECT child FROM derivations WHERE parent IN ({marks})", frontier
+            )
+            frontier = [r[0] for r in rows if r[0] not in seen]
+            seen.update(frontier)
+            found += frontier
+        return self.assertions(found)
+
+    def versions(self, assertion_id: str) -> list[Version]:
+        rows = self.conn.execute(
+            "SELECT seq, lifecycle, confidence, tx_from, tx_to, prev_lifecycle, actor, reason,"
+            " cause FROM versions WHERE assertion_id = ? ORDER BY seq",
+            (assertion_id,),
+        )
+        return [
+            Version.model_construct(
+                seq=r[0],
+                lifecycle=Lifecycle(r[1]),
+                confidence=r[2],
+                tx_from=from_us(r[3]),
+                tx_to=None if r[4] == OPEN else from_us(r[4]),
+                prev_lifecycle=None if r[5] is None else Lifecycle(r[5]),
+                actor=r[6],
+                reason=r[7],
+                cause=r[8],
+            )
+            for r in rows
+        ]
+
+    def changes(self, subject: str | None, since: int, until: int) -> list[Change]:
+        where, args = _subject_clause(subject)
+        rows = self.conn.execute(
+            "SELECT v.seq, v.tx_from, v.cause, a.id, a.subject, a.value, a.agent, v.lifecycle,"
+            " v.prev_lifecycle, v.actor, v.reason FROM versions v"
+            f" JOIN assertions a ON a.id = v.assertion_id WHERE {where}"
+            " AND v.tx_from > ? AND v.tx_from <= ? ORDER BY v.seq, a.rowid",
+            [*args, since, until],
+        )
+        return [
+            Change.model_construct(
+                seq=r[0],
+                at=from_us(r[1]),
+                change=r[2],
+                assertion_id=r[3],
+                subject=r[4],
+                value=json.loads(r[5]),
+                agent=r[6],
+                lifecycle=Lifecycle(r[7]),
+                prev_lifecycle=None if r[8] is None else Lifecycle(r[8]),
+                actor=r[9],
+                reason=r[10],
+            )
+            for r in rows
+        ]
+
+    # -- epochs, lenses, constraints, corrections ----------------------------------
+
+    def epoch(self, name: str) -> EpochRecord | None:
+        r = self.conn.execute(
+            "SELECT e.name, e.created_at, e.created_by, (SELECT count(*) FROM assertions a"
+            " WHERE a.epoch = e.name), e.superseded_at, e.superseded_by, e.reason"
+            " FROM epochs e WHERE e.name = ?",
+            (name,),
+        ).fetchone()
+        if r is None:
+            return None
+        return EpochRecord.model_construct(
+            name=r[0],
+            created_at=from_us(r[1]),
+            created_by=r[2],
+            assertions=r[3],
+            superseded_at=_opt(r[4]),
+            superseded_by=r[5],
+            reason=r[6],
+        )
+
+    def epoch_members(self, name: str) -> list[Assertion]:
+        rows = self.conn.execute(
+            f"SELECT {_A_COLS} {_FROM_CURRENT} WHERE a.epoch = ? ORDER BY a.rowid", (name,)
+        )
+        return [row_assertion(r) for r in rows]
+
+    def lens(self, name: str) -> LensSpec | None:
+        r = self.conn.execute("SELECT spec FROM lenses WHERE name = ?", (name,)).fetchone()
+        return None if r is None else LensSpec.model_validate_json(r[0])
+
+    def lenses(self) -> dict[str, LensSpec]:
+        rows = self.conn.execute("SELECT name, spec FROM lenses ORDER BY name")
+        return {r[0]: LensSpec.model_validate_json(r[1]) for r in rows}
+
+    def constraint(self, constraint_id: str) -> ConstraintRecord | None:
+        rows = self._constraints("WHERE id = ?", [constraint_id])
+        return rows[0] if rows else None
+
+    def constraints(self, scope: str | None = None) -> list[ConstraintRecord]:
+        if scope is None:
+            return self._constraints("", [])
+        return self._constraints("WHERE scope = ? OR ? LIKE scope || '.%'", [scope, scope])
+
+    def _constraints(self, where: str, args: list[Any]) -> list[ConstraintRecord]:
+        rows = self.conn.execute(
+            "SELECT id, seq, at, scope, forbid, patterns, prefer, reason, origin, created_by"
+            f" FROM constraints {where} ORDER BY seq",
+            args,
+        )
+        return [
+            ConstraintRecord.model_construct(
+                id=r[0],
+                seq=r[1],
+                at=from_us(r[2]),
+                scope=r[3],
+                forbid=json.loads(r[4]),
+                patterns=json.loads(r[5]),
+                prefer=r[6],
+                reason=r[7],
+                origin=r[8],
+                created_by=r[9],
+            )
+            for r in rows
+        ]
+
+    def corrections_of(self, assertion_id: str) -> list[CorrectionRecord]:
+        rows = self.conn.execute(
+            "SELECT id, seq, at, assertion_id, by, reason, replacement_id, constraint_id"
+            " FROM corrections WHERE assertion_id = ? ORDER BY seq",
+            (assertion_id,),
+        )
+        return [_correction(r) for r in rows]
+
+    def correction(self, correction_id: str) -> CorrectionRecord | None:
+        r = self.conn.execute(
+            "SELECT id, seq, at, assertion_id, by, reason, replacement_id, constraint_id"
+            " FROM corrections WHERE id = ?",
+            (correction_id,),
+        ).fetchone()
+        return None if r is None else _correction(r)
+
+    # -- the audit -----------------------------------------------------------------
+
+    def query_record(self, query_id: str) -> QueryRecord | None:
+        found = self._queries("WHERE q.id = ?", [query_id], 1)
+        return found[0] if found else None
+
+    def queries(
+        self,
+        agent: str | None = None,
+        subject: str | None = None,
+        since: int | None = None,
+        until: int | None = None,
+        limit: int = 100,
+    ) -> list[QueryRecord]:
+        """Audited reads, newest first, filtered by agent, subject served and window."""
+        clauses: list[str] = []
+        args: list[Any] = []
+        if agent is not None:
+            clauses.append("q.agent = ?")
+            args.append(agent)
+        if since is not None:
+            clauses.append("q.at >= ?")
+            args.append(since)
+        if until is not None:
+            clauses.append("q.at <= ?")
+            args.append(until)
+        if subject is not None:
+            where, sargs = _subject_clause(subject)
+            clauses.append(
+                "(q.id IN (SELECT query_id FROM served v WHERE "
+                + where
+                + ") OR q.subject = ? OR (q.subject > ? AND q.subject < ?))"
+            )
+            args += [*sargs, *sargs]
+        where_sql = ("WHERE " + " AND ".join(clauses)) if clauses else ""
+        return self._queries(where_sql, args, limit)
+
+    def serving(self, assertion_id: str, limit: int) -> tuple[int, dict[str, int], list[str]]:
+        """How often `assertion_id` was served, to whom, and the newest query ids."""
+        agents = {
+            r[0]: r[1]
+            for r in self.conn.execute(
+                "SELECT agent, count(*) FROM served WHERE assertion_id = ? GROUP BY agent"
+                " ORDER BY count(*) DESC",
+                (assertion_id,),
+            )
+        }
+        recent = [
+            r[0]
+            for r in self.conn.execute(
+                "SELECT query_id FROM served WHERE assertion_id = ? ORDER BY at DESC LIMIT ?",
+                (assertion_id, limit),
+            )
+        ]
+        return sum(agents.values()), agents, recent
+
+    def _queries(self, where: str, args: list[Any], limit: int) -> list[QueryRecord]:
+        rows = self.conn.execute(
+            "SELECT q.id, q.seq, q.at, q.agent, q.lens, q.subject, q.text, q.as_of, q.hidden,"
+            f" q.latency_us, q.context FROM queries q {where} ORDER BY q.at DESC, q.seq DESC"
+            " LIMIT ?",
+            [*args, limit],
+        ).fetchall()
+        served = self._served_items([r[0] for r in rows])
+        return [
+            QueryRecord.model_construct(
+                id=r[0],
+                seq=r[1],
+                at=from_us(r[2]),
+                agent=r[3],
+                lens=r[4],
+                subject=r[5],
+                text=r[6],
+                as_of=_opt(r[7]),
+                returned=served.get(r[0], []),
+                hidden=Hidden.model_validate_json(r[8]),
+                latency_us=r[9],
+                context=json.loads(r[10]),
+            )
+            for r in rows
+        ]
+
+    def _served_items(self, query_ids: list[str]) -> dict[str, list[ServedItem]]:
+        out: dict[str, list[ServedItem]] = {}
+        for start in range(0, len(query_ids), 500):
+            chunk = query_ids[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            rows = self.conn.execute(
+                "SELECT s.query_id, s.assertion_id, s.subject, s.lifecycle, s.confidence, a.value"
+                f" FROM served s JOIN assertions a ON a.id = s.assertion_id"
+                f" WHERE s.query_id IN ({marks}) ORDER BY a.rowid",
+                chunk,
+            )
+            for r in rows:
+                out.setdefault(r[0], []).append(
+                    ServedItem.model_construct(
+                        assertion_id=r[1],
+                        subject=r[2],
+                        lifecycle=Lifecycle(r[3]),
+                        confidence=r[4],
+                        value=json.loads(r[5]),
+                    )
+                )
+        return out
+
+    def existing_queries(self, query_ids: Sequence[str]) -> set[str]:
+        if not query_ids:
+            return set()
+        marks = ",".join("?" * len(query_ids))
+        rows = self.conn.execute(f"SELECT id FROM queries WHERE id IN ({marks})", list(query_ids))
+        return {r[0] for r in rows}
+
+    def decision(self, decision_id: str) -> DecisionRecord | None:
+        found = self._decisions("WHERE d.id = ?", [decision_id])
+        return found[0] if found else None
+
+    def decisions_citing(self, query_ids: Sequence[str]) -> list[DecisionRecord]:
+        if not query_ids:
+            return []
+        found: dict[str, DecisionRecord] = {}
+        for start in range(0, len(query_ids), 500):
+            chunk = list(query_ids[start : start + 500])
+            marks = ",".join("?" * len(chunk))
+            where = f"WHERE d.id IN (SELECT decision_id FROM citations WHERE query_id IN ({marks}))"
+            for d in self._decisions(where, chunk):
+                found[d.id] = d
+        return sorted(found.values(), key=lambda d: d.seq)
+
+    def decisions_citing_assertion(self, assertion_id: str) -> list[DecisionRecord]:
+        where = (
+            "WHERE d.id IN (SELECT c.decision_id FROM served s JOIN citations c"
+            " ON c.query_id = s.query_id WHERE s.assertion_id = ?)"
+        )
+        return self._decisions(where, [assertion_id])
+
+    def _decisions(self, where: str, args: list[Any]) -> list[DecisionRecord]:
+        rows = self.conn.execute(
+            f"SELECT d.id, d.seq, d.at, d.agent, d.action, d.context FROM decisions d {where}"
+            " ORDER BY d.seq",
+            args,
+        ).fetchall()
+        out = []
+        for r in rows:
+            cited = [
+                c[0]
+                for c in self.conn.execute(
+                    "SELECT query_id FROM citations WHERE decision_id = ? ORDER BY query_id",
+                    (r[0],),
+                )
+            ]
+            out.append(
+                DecisionRecord.model_construct(
+                    id=r[0],
+                    seq=r[1],
+                    at=from_us(r[2]),
+                    agent=r[3],
+                    action=r[4],
+                    query_ids=cited,
+                    context=json.loads(r[5]),
+                )
+            )
+        return out
+
+    # -- the journal ---------------------------------------------------------------
+
+    def head(self) -> tuple[int, int, bytes | None]:
+        """(last seq, its time, its hash); (0, 0, None) when the journal is empty."""
+        r = self.conn.execute("SELECT seq, at, hash FROM journal ORDER BY seq DESC LIMIT 1")
+        row = r.fetchone()
+        return (0, 0, None) if row is None else (row[0], row[1], row[2])
+
+    def events(self, after_seq: int = 0, until_at: int | None = None) -> Iterator[Event]:
+        """Journal events in order, read in chunks so that memory stays flat."""
+        sql = "SELECT seq, at, actor, kind, payload, hash FROM journal WHERE seq > ?"
+        args: list[Any] = [after_seq]
+        if until_at is not None:
+            sql += " AND at <= ?"
+            args.append(until_at)
+        cur = self.conn.execute(sql + " ORDER BY seq", args)
+        while True:
+            rows = cur.fetchmany(2000)
+            if not rows:
+                return
+            for r in rows:
+                yield Event(*r)
+
+
+def _correction(r: Sequence[Any]) -> CorrectionRecord:
+    return CorrectionRecord.model_construct(
+        id=r[0],
+        seq=r[1],
+        at=from_us(r[2]),
+        assertion_id=r[3],
+        by=r[4],
+        reason=r[5],
+        replacement_id=r[6],
+        constraint_id=r[7],
+    )

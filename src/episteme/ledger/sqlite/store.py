@@ -1,0 +1,246 @@
+"""The SQLite store: the embedded default (DESIGN §3).
+
+WAL mode, ``synchronous=FULL``: an acknowledged write is on disk. One writer per
+store, serialised by a lock and ``BEGIN IMMEDIATE`` (which also serialises other
+processes on the same file); each read thread has its own connection. Every write
+appends events to the journal and projects them in the same transaction.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from importlib import resources
+from pathlib import Path
+
+from episteme.errors import Conflict, IntegrityError, StoreUnavailable
+from episteme.ledger.canonical import GENESIS, canonical
+from episteme.ledger.journal import Draft, Event, EventKind, VerifyReport, link, verify_chain
+from episteme.ledger.records import RebuildReport
+from episteme.ledger.sqlite import projector
+from episteme.ledger.sqlite.reads import Reader
+
+APPLICATION_ID = 0x45505354  # "EPST": marks the file as an Episteme ledger
+MIGRATIONS = ("0001_init.sql",)
+SCHEMA_VERSION = len(MIGRATIONS)
+BuildFn = Callable[[Reader, int], Sequence[Draft]]
+
+
+def _connect(path: Path | str) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30.0)
+    conn.execute("PRAGMA busy_timeout = 30000")
+    conn.execute("PRAGMA synchronous = FULL")
+    conn.execute("PRAGMA cache_size = -65536")
+    return conn
+
+
+def _schema_sql(name: str) -> str:
+    return resources.files("episteme.ledger.sqlite").joinpath(name).read_text()
+
+
+def create_schema(conn: sqlite3.Connection) -> None:
+    """Create the tables of a fresh ledger file."""
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.execute("BEGIN IMMEDIATE")
+    for name in MIGRATIONS:
+        for statement in _split(_schema_sql(name)):
+            conn.execute(statement)
+    conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+    conn.execute("COMMIT")
+
+
+def _split(script: str) -> list[str]:
+    lines = [ln for ln in script.splitlines() if not ln.lstrip().startswith("--")]
+    return [s.strip() for s in "\n".join(lines).split(";") if s.strip()]
+
+
+class SQLiteStore(Reader):
+    """A ledger in one SQLite file."""
+
+    def __init__(self, path: Path, *, create: bool = False) -> None:
+        self.path = path
+        self.url = f"sqlite:///{path}"
+        if create:
+            if path.exists() and path.stat().st_size > 0:
+                raise Conflict(f"{path} already exists: it already holds a ledger")
+            path.parent.mkdir(parents=True, exist_ok=True)
+        elif not path.exists():
+            raise StoreUnavailable(f"no ledger at {path}: run `episteme init` first")
+        self._lock = threading.Lock()
+        self._local = threading.local()
+        self._readers: list[sqlite3.Connection] = []
+        try:
+            self._wconn = _connect(path)
+            if create:
+                create_schema(self._wconn)
+            self._check(self._wconn)
+            self._wconn.execute("PRAGMA journal_mode = WAL")
+        except sqlite3.DatabaseError as exc:
+            raise StoreUnavailable(
+                f"{path} is not an Episteme ledger ({exc}): point --home at a ledger home "
+                "or run `episteme init` in an empty directory"
+            ) from None
+
+    def _check(self, conn: sqlite3.Connection) -> None:
+        app = conn.execute("PRAGMA application_id").fetchone()[0]
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        if app != APPLICATION_ID:
+            raise StoreUnavailable(
+                f"{self.path} is a SQLite file but not an Episteme ledger: "
+                "point --home at a ledger home or run `episteme init` in an empty directory"
+            )
+        if version > SCHEMA_VERSION:
+            raise StoreUnavailable(
+                f"{self.path} has schema version {version}, newer than this episteme "
+                f"({SCHEMA_VERSION}): upgrade episteme"
+            )
+
+    @property
+    def conn(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = _connect(self.path)
+            conn.execute("PRAGMA query_only = 1")
+            self._local.conn = conn
+            self._readers.append(conn)
+        return conn
+
+    def close(self) -> None:
+        for c in self._readers:
+            c.close()
+        self._readers.clear()
+        self._local = threading.local()
+        self._wconn.close()
+
+    # -- writing ---------------------------------------------------------------------
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            conn = self._wconn
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError as exc:
+                raise StoreUnavailable(f"cannot write to {self.path}: {exc}") from None
+            try:
+                yield conn
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+
+    def write(self, build: BuildFn, now_us: int) -> list[Event]:
+        """Append the events `build` returns, and project them, in one transaction.
+
+        `build` gets a reader on the write transaction and the time the events will
+        carry (never earlier than the last event's: the journal's time only moves on).
+        Anything it raises leaves the ledger unchanged.
+        """
+        with self._transaction() as conn:
+            reader = Reader(conn)
+            seq, last_at, prev = reader.head()
+            at = max(now_us, last_at)
+            return self._append(conn, build(reader, at), seq, at, prev or GENESIS)
+
+    def _append(
+        self, conn: sqlite3.Connection, drafts: Sequence[Draft], seq: int, at: int, prev: bytes
+    ) -> list[Event]:
+        events = []
+        for d in drafts:
+            seq += 1
+            payload = canonical(d.payload)
+            h = link(prev, seq, at, d.actor, d.kind, payload)
+            ev = Event(seq, at, d.actor, d.kind, payload, h)
+            conn.execute(
+                "INSERT INTO journal (seq, at, actor, kind, payload, hash) VALUES (?,?,?,?,?,?)",
+                (seq, at, d.actor, d.kind, payload, h),
+            )
+            projector.apply(conn, ev, d.payload)
+            events.append(ev)
+            prev = h
+        return events
+
+    def import_events(self, events: Iterable[Event]) -> int:
+        """Load a verified journal into this empty store, projecting every event."""
+        with self._transaction() as conn:
+            if Reader(conn).head()[0] != 0:
+                raise Conflict(f"{self.path} is not empty: import into a fresh home")
+            count = 0
+            for ev in events:
+                if ev.kind not in EventKind.ALL:
+                    raise IntegrityError(f"event {ev.seq} has unknown kind {ev.kind!r}")
+                conn.execute(
+                    "INSERT INTO journal (seq, at, actor, kind, payload, hash)"
+                    " VALUES (?,?,?,?,?,?)",
+                    (ev.seq, ev.at, ev.actor, ev.kind, ev.payload, ev.hash),
+                )
+                projector.apply(conn, ev, ev.data())
+                count += 1
+            return count
+
+    # -- integrity -------------------------------------------------------------------
+
+    def verify(self) -> VerifyReport:
+        return verify_chain(self.events())
+
+    def rebuild(self, repair: bool = False) -> RebuildReport:
+        """Replay the journal into fresh projections; compare; optionally replace."""
+        fresh_path = self.path.with_name(self.path.name + ".rebuild")
+        for suffix in ("", "-wal", "-shm"):
+            Path(str(fresh_path) + suffix).unlink(missing_ok=True)
+        fresh = _connect(fresh_path)
+        try:
+            fresh.execute("PRAGMA synchronous = OFF")
+            create_schema(fresh)
+            fresh.execute("BEGIN")
+            count = 0
+            for ev in self.events():
+                if ev.kind not in EventKind.ALL:
+                    raise IntegrityError(f"event {ev.seq} has unknown kind {ev.kind!r}")
+                projector.apply(fresh, ev, ev.data())
+                count += 1
+            fresh.execute("COMMIT")
+            fresh.close()
+            with self._lock:
+                conn = self._wconn
+                conn.execute("ATTACH DATABASE ? AS fresh", (str(fresh_path),))
+                try:
+                    conn.execute("BEGIN IMMEDIATE")
+                    try:
+                        diffs = {t: _difference(conn, t) for t in projector.PROJECTIONS}
+                        diffs = {t: n for t, n in diffs.items() if n}
+                        if repair and diffs:
+                            _replace_projections(conn)
+                        conn.execute("COMMIT")
+                    except BaseException:
+                        conn.execute("ROLLBACK")
+                        raise
+                finally:
+                    conn.execute("DETACH DATABASE fresh")
+            return RebuildReport(
+                ok=not diffs, events=count, differences=diffs, repaired=bool(repair and diffs)
+            )
+        finally:
+            fresh.close()
+            for suffix in ("", "-wal", "-shm"):
+                Path(str(fresh_path) + suffix).unlink(missing_ok=True)
+
+
+def _replace_projections(conn: sqlite3.Connection) -> None:
+    for t in projector.PROJECTIONS:
+        conn.execute(f"DELETE FROM main.{t}")
+        conn.execute(f"INSERT INTO main.{t} SELECT * FROM fresh.{t}")
+    conn.execute("INSERT INTO assertions_fts(assertions_fts) VALUES('rebuild')")
+
+
+def _difference(conn: sqlite3.Connection, table: str) -> int:
+    one = conn.execute(
+        f"SELECT count(*) FROM (SELECT * FROM main.{table} EXCEPT SELECT * FROM fresh.{table})"
+    ).fetchone()[0]
+    two = conn.execute(
+        f"SELECT count(*) FROM (SELECT * FROM fresh.{table} EXCEPT SELECT * FROM main.{table})"
+    ).fetchone()[0]
+    return int(one) + int(two)

@@ -1,0 +1,105 @@
+"""The `Store` protocol: what the ledger needs from a database, and how to open one.
+
+A store keeps the journal and its projections. The ledger never writes a table:
+it hands the store a `build` function that reads through a `StoreReader` inside
+the write transaction and returns event drafts; the store appends them to the chain
+and projects them atomically. SQLite is the embedded default; a PostgreSQL store
+implements the same protocol.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import Protocol
+
+from episteme.errors import InvalidInput
+from episteme.ledger.journal import Draft, Event, VerifyReport
+from episteme.ledger.lenses import LensSpec
+from episteme.ledger.model import Assertion
+from episteme.ledger.records import (
+    Change,
+    ConstraintRecord,
+    CorrectionRecord,
+    DecisionRecord,
+    EpochRecord,
+    QueryRecord,
+    RebuildReport,
+    Version,
+)
+
+DB_FILE = "ledger.db"
+
+
+class StoreReader(Protocol):
+    """Reads over the projections (also available inside a write)."""
+
+    def assertion(self, assertion_id: str) -> Assertion | None: ...
+    def assertions(self, ids: Sequence[str]) -> list[Assertion]: ...
+    def candidates(
+        self, subject: str | None, as_of: int | None = None, text: str | None = None
+    ) -> list[Assertion]: ...
+    def current_on_subject(self, subject: str) -> list[Assertion]: ...
+    def existing_ids(self, ids: Sequence[str]) -> set[str]: ...
+    def resolve(self, ref: str) -> tuple[str, str]: ...
+    def derived(self, parent_ids: Sequence[str]) -> list[Assertion]: ...
+    def versions(self, assertion_id: str) -> list[Version]: ...
+    def changes(self, subject: str | None, since: int, until: int) -> list[Change]: ...
+    def epoch(self, name: str) -> EpochRecord | None: ...
+    def epoch_members(self, name: str) -> list[Assertion]: ...
+    def lens(self, name: str) -> LensSpec | None: ...
+    def lenses(self) -> dict[str, LensSpec]: ...
+    def constraint(self, constraint_id: str) -> ConstraintRecord | None: ...
+    def constraints(self, scope: str | None = None) -> list[ConstraintRecord]: ...
+    def corrections_of(self, assertion_id: str) -> list[CorrectionRecord]: ...
+    def correction(self, correction_id: str) -> CorrectionRecord | None: ...
+    def query_record(self, query_id: str) -> QueryRecord | None: ...
+    def queries(
+        self,
+        agent: str | None = None,
+        subject: str | None = None,
+        since: int | None = None,
+        until: int | None = None,
+        limit: int = 100,
+    ) -> list[QueryRecord]: ...
+    def serving(self, assertion_id: str, limit: int) -> tuple[int, dict[str, int], list[str]]: ...
+    def existing_queries(self, query_ids: Sequence[str]) -> set[str]: ...
+    def decision(self, decision_id: str) -> DecisionRecord | None: ...
+    def decisions_citing(self, query_ids: Sequence[str]) -> list[DecisionRecord]: ...
+    def decisions_citing_assertion(self, assertion_id: str) -> list[DecisionRecord]: ...
+    def head(self) -> tuple[int, int, bytes | None]: ...
+    def events(self, after_seq: int = 0, until_at: int | None = None) -> Iterator[Event]: ...
+
+
+BuildFn = Callable[[StoreReader, int], Sequence[Draft]]
+
+
+class Store(StoreReader, Protocol):
+    """A ledger database: reads, atomic appends, and integrity tools."""
+
+    url: str
+
+    def write(self, build: BuildFn, now_us: int) -> list[Event]: ...
+    def import_events(self, events: Iterable[Event]) -> int: ...
+    def verify(self) -> VerifyReport: ...
+    def rebuild(self, repair: bool = False) -> RebuildReport: ...
+    def close(self) -> None: ...
+
+
+def open_store(location: str | Path, *, create: bool = False) -> Store:
+    """Open (or create) the store at a home directory or a database URL."""
+    from episteme.ledger.sqlite.store import SQLiteStore
+
+    text = str(location)
+    if text.startswith("sqlite:///"):
+        return SQLiteStore(Path(text.removeprefix("sqlite:///")), create=create)
+    if "://" in text:
+        scheme = text.split("://", 1)[0]
+        raise InvalidInput(
+            f"unsupported database URL scheme {scheme!r}: use a home directory or sqlite:///PATH",
+            field="db",
+        )
+    home = Path(text)
+    if home.exists() and not home.is_dir():
+        raise InvalidInput(f"home {home} is a file: give a directory", field="home")
+    return SQLiteStore(home / DB_FILE, create=create)

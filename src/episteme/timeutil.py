@@ -1,0 +1,164 @@
+"""Time for Episteme: clocks, parsing what people type, and showing instants.
+
+Every instant is a `whenever.Instant` in UTC. On the wire and in JSON, RFC 3339.
+In storage, integer microseconds since the Unix epoch. People may type:
+
+- RFC 3339 (``2026-11-21T21:00:00Z``, ``2026-11-21T22:00:00+01:00``) or a plain
+  local date-time (``2026-11-21 21:00``, local zone);
+- relative durations (``6h``, ``30m ago``, ``1h30m``, ``2d``): that long before now;
+- a local clock time (``21:00``, ``9pm``, ``9:30pm``), optionally with ``today`` or
+  ``yesterday``. A bare clock time means its most recent occurrence: at 03:00,
+  ``21:00`` is last night, which is what someone on call means;
+- ``now``.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from whenever import SYSTEM_TZ, Date, Instant, Time, TimeDelta
+
+from episteme.errors import InvalidInput
+
+_UNITS_US = {"s": 1_000_000, "m": 60_000_000, "h": 3_600_000_000, "d": 86_400_000_000}
+_UNIT_ALIASES = {
+    "s": "s", "sec": "s", "secs": "s", "second": "s", "seconds": "s",
+    "m": "m", "min": "m", "mins": "m", "minute": "m", "minutes": "m",
+    "h": "h", "hr": "h", "hrs": "h", "hour": "h", "hours": "h",
+    "d": "d", "day": "d", "days": "d", "w": "w", "week": "w", "weeks": "w",
+}  # fmt: skip
+_RELATIVE = re.compile(r"^(?:(\d+)\s*([a-z]+)\s*)+(?:ago)?$")
+_PART = re.compile(r"(\d+)\s*([a-z]+)")
+_CLOCK = re.compile(r"^(?:(today|yesterday)\s+)?(\d{1,2})(?::(\d{2}))?(?::(\d{2}))?\s*(am|pm)?$")
+_PLAIN = re.compile(r"^(\d{4}-\d{2}-\d{2})(?:[ T](\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?))?$")
+
+HELP = "RFC 3339, a relative time (6h, 30m ago) or a local clock time (21:00, 9pm, yesterday 21:00)"
+
+
+class Clock(Protocol):
+    """Where 'now' comes from. Inject a fake in tests and demos."""
+
+    def now(self) -> Instant: ...
+
+
+class SystemClock:
+    """The real clock."""
+
+    def now(self) -> Instant:
+        return Instant.now()
+
+
+@dataclass
+class ManualClock:
+    """A clock that only moves when told to: for tests, demos and replays."""
+
+    current: Instant = field(default_factory=Instant.now)
+
+    def now(self) -> Instant:
+        return self.current
+
+    def set(self, instant: Instant) -> None:
+        self.current = instant
+
+    def advance(self, delta: TimeDelta) -> None:
+        self.current = self.current.add(delta)
+
+
+def to_us(instant: Instant) -> int:
+    """Microseconds since the Unix epoch (the storage form)."""
+    return instant.timestamp(unit="microsecond")
+
+
+def from_us(us: int) -> Instant:
+    """The inverse of `to_us`."""
+    return Instant.from_timestamp(us, unit="microsecond")
+
+
+def rfc3339(instant: Instant) -> str:
+    """RFC 3339 in UTC with microsecond precision at most (the wire form)."""
+    return from_us(to_us(instant)).format_iso()
+
+
+def show(instant: Instant) -> str:
+    """UTC and local, for people: ``2026-11-21T21:00:00Z (22:00 CET)``."""
+    local = instant.to_tz(SYSTEM_TZ)
+    utc = from_us(to_us(instant)).round("second").format_iso()
+    if local.tz_id in ("UTC", "Etc/UTC"):
+        return utc
+    return f"{utc} ({local.format('HH:mm')} {local.tz_id})"
+
+
+def parse_time(text: str, now: Instant) -> Instant:
+    """Parse what a person typed into an Instant, relative to `now`.
+
+    Raises:
+        InvalidInput: with the accepted forms, when the text is none of them.
+    """
+    raw = text.strip().lower()
+    if not raw:
+        raise InvalidInput(f"empty time: use {HELP}")
+    if raw == "now":
+        return now
+    try:
+        return Instant.parse_iso(text.strip().upper().replace(" ", "T", 1))
+    except ValueError:
+        pass
+    for parse in (_parse_clock, _parse_relative, _parse_plain):
+        found = parse(raw, now)
+        if found is not None:
+            return found
+    raise InvalidInput(f"cannot read time {text!r}: use {HELP}")
+
+
+def _parse_relative(raw: str, now: Instant) -> Instant | None:
+    if not _RELATIVE.match(raw):
+        return None
+    total = 0
+    for amount, unit in _PART.findall(raw):
+        name = _UNIT_ALIASES.get(unit)
+        if name is None:
+            raise InvalidInput(f"unknown time unit {unit!r}: use s, m, h, d or w")
+        total += int(amount) * (7 * _UNITS_US["d"] if name == "w" else _UNITS_US[name])
+    return from_us(to_us(now) - total)
+
+
+def _parse_clock(raw: str, now: Instant) -> Instant | None:
+    m = _CLOCK.match(raw)
+    if m is None:
+        return None
+    day_word, hh, mm, ss, ampm = m.groups()
+    hour, minute, second = int(hh), int(mm or 0), int(ss or 0)
+    if ampm is None and mm is None:
+        return None  # a bare number is not a clock time
+    if ampm is not None:
+        if not 1 <= hour <= 12:
+            raise InvalidInput(f"cannot read time {raw!r}: hour must be 1-12 with am/pm")
+        hour = hour % 12 + (12 if ampm == "pm" else 0)
+    try:
+        clock = Time(hour, minute, second)
+    except ValueError as exc:
+        raise InvalidInput(f"cannot read time {raw!r}: {exc}") from None
+    today = now.to_tz(SYSTEM_TZ).date()
+    if day_word == "yesterday":
+        return _local(today.subtract(days=1), clock)
+    candidate = _local(today, clock)
+    if day_word is None and candidate > now:
+        candidate = _local(today.subtract(days=1), clock)
+    return candidate
+
+
+def _parse_plain(raw: str, now: Instant) -> Instant | None:
+    m = _PLAIN.match(raw)
+    if m is None:
+        return None
+    day, clock = m.groups()
+    try:
+        return _local(Date.parse_iso(day), Time.parse_iso(clock) if clock else Time(0))
+    except ValueError as exc:
+        raise InvalidInput(f"cannot read time {raw!r}: {exc}") from None
+
+
+def _local(day: Date, clock: Time) -> Instant:
+    return day.at(clock).assume_tz(SYSTEM_TZ, disambiguation="compatible").to_instant()
