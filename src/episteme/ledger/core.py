@@ -31,12 +31,14 @@ from episteme.ledger.model import (
     check_move,
     check_name,
     check_subject,
+    parse_assertion,
 )
 from episteme.ledger.records import (
     Blame,
     Correction,
     DecisionRecord,
     Diff,
+    EpochRecord,
     Impact,
     QueryRecord,
     RebuildReport,
@@ -151,7 +153,7 @@ class Ledger:
 
     def assert_one(self, **fields: Any) -> Assertion:
         """Convenience for one assertion from keyword fields (see `AssertionInput`)."""
-        return self.add([AssertionInput.model_validate(fields)])[0]
+        return self.add([parse_assertion(fields)])[0]
 
     def _approved_ids(self, r: StoreReader, subject: str) -> list[str]:
         return [
@@ -310,6 +312,13 @@ class Ledger:
 
         self._write(build)
         return out
+
+    def epoch(self, name: str) -> EpochRecord:
+        """An epoch by name."""
+        found = self.store.epoch(name)
+        if found is None:
+            raise NotFound(f"no epoch named {name!r}", field="epoch")
+        return found
 
     # -- reading through lenses ---------------------------------------------------------
 

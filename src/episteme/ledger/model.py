@@ -12,7 +12,15 @@ import re
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, JsonValue, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    JsonValue,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from whenever import Instant
 
 from episteme.errors import Conflict, InvalidInput
@@ -197,10 +205,34 @@ class Answer(BaseModel):
         return self.hidden.summary()
 
 
-def dump(model: BaseModel | list[Any] | dict[str, Any]) -> Any:
-    """JSON-ready form of a model (or a list/dict of models): RFC 3339 times."""
-    if isinstance(model, BaseModel):
-        return model.model_dump(mode="json")
-    if isinstance(model, list):
-        return [dump(m) for m in model]
-    return {k: dump(v) if isinstance(v, BaseModel | list | dict) else v for k, v in model.items()}
+def dump(data: Any) -> Any:
+    """JSON-ready form of models, lists and dicts of them: RFC 3339 times."""
+    if isinstance(data, BaseModel):
+        return data.model_dump(mode="json")
+    if isinstance(data, list | tuple):
+        return [dump(m) for m in data]
+    if isinstance(data, dict):
+        return {k: dump(v) for k, v in data.items()}
+    return data
+
+
+def parse_assertion(data: Any, *, where: str = "assertion") -> AssertionInput:
+    """Validate raw input into an `AssertionInput`, or raise one readable `InvalidInput`."""
+    try:
+        return AssertionInput.model_validate(data)
+    except ValidationError as exc:
+        raise InvalidInput(f"{where}: {describe(exc)}", field=_loc(exc)) from None
+
+
+def describe(exc: ValidationError) -> str:
+    """The first validation problem of `exc` as one line: ``confidence: must be <= 1``."""
+    err = exc.errors()[0]
+    loc = ".".join(str(p) for p in err["loc"]) or "input"
+    msg = err["msg"].removeprefix("Value error, ")
+    more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+    return f"{loc}: {msg}{more}"
+
+
+def _loc(exc: ValidationError) -> str | None:
+    loc = exc.errors()[0]["loc"]
+    return ".".join(str(p) for p in loc) if loc else None

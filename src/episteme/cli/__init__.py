@@ -1,0 +1,35 @@
+"""The `episteme` command: thin Typer skins over the library.
+
+A command opens the `Ledger`, calls one method, prints the result (Rich by
+default, ``--json`` for machines), and turns an `EpistemeError` into one readable
+line on stderr with the error's exit code (2: your input, 1: the world).
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+
+import typer
+
+from episteme.cli.common import app
+from episteme.errors import EpistemeError
+
+
+def _register() -> None:
+    from episteme.cli import demo, ledger  # noqa: F401  (commands register on import)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Entry point of the console script."""
+    _register()
+    try:
+        app(args=list(argv) if argv is not None else None, prog_name="episteme")
+    except EpistemeError as exc:
+        typer.echo(f"error: {exc.message}", err=True)
+        sys.exit(exc.exit_code)
+
+
+_register()
+
+__all__ = ["app", "main"]

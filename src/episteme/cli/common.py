@@ -1,0 +1,110 @@
+"""Shared pieces of the CLI: the app, its state, common options and parsing."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from pydantic import BaseModel
+from rich.console import Console
+from whenever import Instant
+
+from episteme.cli import render
+from episteme.errors import InvalidInput
+from episteme.ledger import Ledger
+from episteme.ledger.model import dump
+from episteme.timeutil import HELP as TIME_HELP
+from episteme.timeutil import Clock, SystemClock, parse_time
+
+app = typer.Typer(
+    name="episteme",
+    help="Episteme: what your agents believed, why, who told them, and how to fix it.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+    rich_markup_mode=None,
+)
+
+
+@dataclass
+class CliState:
+    """What commands share: the clock (the demo injects one) and the console."""
+
+    clock: Clock = field(default_factory=SystemClock)
+    console: Console = field(default_factory=lambda: _console())
+
+
+def _console() -> Console:
+    probe = Console()
+    # Piped output (logs, CI, the demo's transcript) gets room for whole ids and times.
+    return Console(highlight=False, width=None if probe.is_terminal else 160)
+
+
+def default_home() -> Path:
+    return Path(os.environ.get("EPISTEME_HOME") or Path.home() / ".episteme")
+
+
+Home = Annotated[
+    Path | None,
+    typer.Option(
+        "--home",
+        envvar="EPISTEME_HOME",
+        help="Ledger home directory [env EPISTEME_HOME; default ~/.episteme].",
+        show_default=False,
+    ),
+]
+Json = Annotated[bool, typer.Option("--json", help="Print JSON for machines.")]
+TimeOpt = Annotated[str | None, typer.Option(help=f"TIME: {TIME_HELP}.", show_default=False)]
+
+
+def state(ctx: typer.Context) -> CliState:
+    obj = ctx.find_root().obj
+    if not isinstance(obj, CliState):
+        obj = CliState()
+        ctx.find_root().obj = obj
+    return obj
+
+
+def open_ledger(ctx: typer.Context, home: Path | None) -> Ledger:
+    return Ledger.open(home or default_home(), clock=state(ctx).clock)
+
+
+def when(ctx: typer.Context, text: str | None, option: str) -> Instant | None:
+    if text is None:
+        return None
+    try:
+        return parse_time(text, state(ctx).clock.now())
+    except InvalidInput as exc:
+        raise InvalidInput(f"{option}: {exc.message}", field=option) from None
+
+
+def parse_value(text: str) -> Any:
+    """A VALUE on the command line: JSON when it looks like JSON, else a plain string."""
+    stripped = text.strip()
+    looks_json = stripped[:1] in ("{", "[", '"') or stripped in ("true", "false", "null")
+    if not looks_json:
+        try:
+            return json.loads(stripped) if stripped[:1] in "-0123456789" and stripped else text
+        except json.JSONDecodeError:
+            return text
+    try:
+        return json.loads(stripped)
+    except json.JSONDecodeError as exc:
+        raise InvalidInput(
+            f"malformed JSON value {text!r}: {exc.msg} at column {exc.colno}; "
+            'quote plain strings that start with {, [ or "',
+            field="value",
+        ) from None
+
+
+def emit(ctx: typer.Context, as_json: bool, data: BaseModel | list[Any] | dict[str, Any]) -> bool:
+    """Print `data` as JSON when asked; return True if it was printed."""
+    if as_json:
+        state(ctx).console.print(
+            render.as_json(dump(data)), markup=False, highlight=False, soft_wrap=True
+        )
+    return as_json

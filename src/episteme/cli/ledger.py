@@ -1,0 +1,546 @@
+"""Ledger commands: init, assert, review, query, investigate, correct, integrity."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from episteme.cli import render
+from episteme.cli.common import (
+    Home,
+    Json,
+    TimeOpt,
+    app,
+    default_home,
+    emit,
+    open_ledger,
+    parse_value,
+    state,
+    when,
+)
+from episteme.errors import InvalidInput
+from episteme.ledger import Ledger
+from episteme.ledger.journal import Event
+from episteme.ledger.lenses import LensSpec
+from episteme.ledger.model import Lifecycle, describe, parse_assertion
+from episteme.ledger.store import DB_FILE
+
+Agent = Annotated[str, typer.Option("--agent", "-a", help="Who is asking or asserting.")]
+By = Annotated[str, typer.Option("--by", help="Who makes this change.")]
+Reason = Annotated[str | None, typer.Option("--reason", help="Why.")]
+
+
+@app.command()
+def init(ctx: typer.Context, home: Home = None, as_json: Json = False) -> None:
+    """Create an empty ledger in the home directory."""
+    path = home or default_home()
+    with Ledger.init(path, clock=state(ctx).clock) as ledger:
+        url = ledger.store.url
+    if not emit(ctx, as_json, {"home": str(path), "db": url}):
+        state(ctx).console.print(f"created an empty ledger in {path / DB_FILE}")
+
+
+@app.command("assert")
+def assert_(
+    ctx: typer.Context,
+    subject: Annotated[
+        str | None, typer.Argument(help="Dotted subject, e.g. auth.jwt.algorithm.")
+    ] = None,
+    value: Annotated[str | None, typer.Argument(help="JSON, or a plain string.")] = None,
+    agent: Agent = ...,  # type: ignore[assignment]
+    confidence: Annotated[float, typer.Option(help="Between 0 and 1.")] = 1.0,
+    lifecycle: Annotated[str, typer.Option(help="proposed or approved.")] = "proposed",
+    kind: Annotated[str, typer.Option(help="fact, decision, observation or constraint.")] = "fact",
+    source: Annotated[str | None, typer.Option(help="URI or text it came from.")] = None,
+    evidence: Annotated[str | None, typer.Option(help="Supporting evidence.")] = None,
+    epoch: Annotated[str | None, typer.Option(help="Ingestion batch it belongs to.")] = None,
+    derived_from: Annotated[
+        list[str] | None, typer.Option("--derived-from", help="Assertion id (repeatable).")
+    ] = None,
+    valid_from: TimeOpt = None,
+    valid_to: TimeOpt = None,
+    batch: Annotated[
+        str | None, typer.Option(help="Read JSON lines from FILE, or - for stdin.")
+    ] = None,
+    home: Home = None,
+    as_json: Json = False,
+) -> None:
+    """Record an assertion, or a batch of them from JSON lines (all or nothing)."""
+    if batch is not None:
+        if subject is not None or value is not None:
+            raise InvalidInput("give either SUBJECT VALUE or --batch, not both")
+        inputs = _read_batch(batch, agent)
+    else:
+        if subject is None or value is None:
+            raise InvalidInput("give SUBJECT and VALUE (or --batch FILE)")
+        fields: dict[str, Any] = {
+            "subject": subject,
+            "value": parse_value(value),
+            "agent": agent,
+            "confidence": confidence,
+            "lifecycle": lifecycle,
+            "kind": kind,
+            "source": source,
+            "evidence": evidence,
+            "epoch": epoch,
+            "derived_from": derived_from or [],
+            "valid_from": when(ctx, valid_from, "--valid-from"),
+            "valid_to": when(ctx, valid_to, "--valid-to"),
+        }
+        inputs = [parse_assertion(fields)]
+    with open_ledger(ctx, home) as ledger:
+        added = ledger.add(inputs, actor=agent)
+    if not emit(ctx, as_json, added):
+        if len(added) == 1:
+            a = added[0]
+            state(ctx).console.print(f"{a.id}  {a.subject} = {render.val(a.value)} ({a.lifecycle})")
+        else:
+            state(ctx).console.print(f"recorded {len(added)} assertions in one transaction")
+
+
+def _read_batch(batch: str, agent: str) -> list[Any]:
+    try:
+        text = sys.stdin.read() if batch == "-" else Path(batch).read_text()
+    except OSError as exc:
+        raise InvalidInput(f"cannot read --batch {batch}: {exc.strerror}") from None
+    inputs = []
+    for n, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            data = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise InvalidInput(
+                f"line {n}: malformed JSON: {exc.msg} at column {exc.colno}"
+            ) from None
+        if not isinstance(data, dict):
+            raise InvalidInput(f"line {n}: expected a JSON object with subject and value")
+        data.setdefault("agent", agent)
+        inputs.append(parse_assertion(data, where=f"line {n}"))
+    if not inputs:
+        raise InvalidInput(f"--batch {batch} has no assertions")
+    return inputs
+
+
+def _review(
+    ctx: typer.Context,
+    home: Path | None,
+    as_json: bool,
+    verb: str,
+    ref: str,
+    by: str,
+    reason: str | None,
+) -> None:
+    with open_ledger(ctx, home) as ledger:
+        a = getattr(ledger, verb)(ref, by=by, reason=reason)
+    if not emit(ctx, as_json, a):
+        state(ctx).console.print(
+            f"{a.id}  {a.subject} = {render.val(a.value)} is now {render.life(a.lifecycle)}"
+        )
+
+
+@app.command()
+def approve(
+    ctx: typer.Context,
+    id: str,
+    by: By,
+    reason: Reason = None,
+    home: Home = None,
+    as_json: Json = False,
+) -> None:
+    """Approve a proposed assertion (supersedes the subject's previous approved value)."""
+    _review(ctx, home, as_json, "approve", id, by, reason)
+
+
+@app.command()
+def deprecate(
+    ctx: typer.Context,
+    id: str,
+    by: By,
+    reason: Reason = None,
+    home: Home = None,
+    as_json: Json = False,
+) -> None:
+    """Deprecate an approved assertion."""
+    _review(ctx, home, as_json, "deprecate", id, by, reason)
+
+
+@app.command()
+def reject(
+    ctx: typer.Context,
+    id: str,
+    by: By,
+    reason: Reason = None,
+    home: Home = None,
+    as_json: Json = False,
+) -> None:
+    """Reject a proposed assertion (to mark an approved one incorrect, use `correct`)."""
+    _review(ctx, home, as_json, "reject", id, by, reason)
+
+
+@app.command()
+def query(
+    ctx: typer.Context,
+    subject: Annotated[
+        str | None, typer.Argument(help="Subject or prefix (auth covers auth.*).")
+    ] = None,
+    agent: Agent = ...,  # type: ignore[assignment]
+    lens: Annotated[
+        str, typer.Option(help="approved, latest, consensus, all or a custom lens.")
+    ] = "approved",
+    at: TimeOpt = None,
+    text: Annotated[
+        str | None, typer.Option(help="Full-text words over subject, value, source.")
+    ] = None,
+    home: Home = None,
+    as_json: Json = False,
+) -> None:
+    """Read through a lens (audited; the answer carries its query_id receipt)."""
+    instant = when(ctx, at, "--at")
+    with open_ledger(ctx, home) as ledger:
+        ans = ledger.query(subject, agent=agent, lens=lens, at=instant, text=text)
+    if not emit(ctx, as_json, ans.model_dump(mode="json") | {"summary": ans.summary}):
+        render.answer(state(ctx).console, ans)
+
+
+@app.command()
+def served(
+    ctx: typer.Context,
+    subject: str,
+    at: TimeOpt = None,
+    limit: Annotated[int, typer.Option(min=1)] = 50,
+    home: Home = None,
+    as_json: Json = False,
+) -> None:
+    """What agents were actually served about SUBJECT, up to --at (from the audit)."""
+    instant = when(ctx, at, "--at")
+    with open_ledger(ctx, home) as ledger:
+        rows = ledger.served(subject, at=instant, limit=limit)
+    if not emit(ctx, as_json, rows):
+        until = f" up to {render.when(instant)}" if instant else ""
+        render.queries(state(ctx).console, f"served about {subject}{until}", rows)
+
+
+@app.command()
+def audit(
+    ctx: typer.Context,
+    agent: Annotated[str | None, typer.Option("--agent", "-a")] = None,
+    subject: Annotated[str | None, typer.Option()] = None,
+    since: TimeOpt = None,
+    until: TimeOpt = None,
+    limit: Annotated[int, typer.Option(min=1)] = 100,
+    home: Home = None,
+    as_json: Json = False,
+) -> None:
+    """Audited reads, newest first, by agent, subject and time window."""
+    t1, t2 = when(ctx, since, "--since"), when(ctx, until, "--until")
+    with open_ledger(ctx, home) as ledger:
+        rows = ledger.audit(agent=agent, subject=subject, since=t1, until=t2, limit=limit)
+    if not emit(ctx, as_json, rows):
+        who = f" by {agent}" if agent else ""
+        render.queries(state(ctx).console, f"queries{who}", rows)
+
+
+@app.command()
+def diff(
+    ctx: typer.Context,
+    prefix: Annotated[
+        str | None, typer.Argument(help="Subject prefix; everything if omitted.")
+    ] = None,
+    from_: Annotated[str, typer.Option("--from", help="TIME to start from.")] = ...,  # type: ignore[assignment]
+    to: TimeOpt = None,
+    home: Home = None,
+    as_json: Json = False,
+) -> None:
+    """What changed between two times: additions, lifecycle moves, corrections, retractions."""
+    t1 = when(ctx, from_, "--from")
+    assert t1 is not None
+    t2 = when(ctx, to, "--to")
+    with open_ledger(ctx, home) as ledger:
+        d = ledger.diff(prefix, since=t1, until=t2)
+    if not emit(ctx, as_json, d):
+        render.diff(state(ctx).console, d)
+
+
+@app.command()
+def blame(ctx: typer.Context, subject_or_id: str, home: Home = None, as_json: Json = False) -> None:
+    """Who introduced an assertion, from what source and epoch, and every move since."""
+    with open_ledger(ctx, home) as ledger:
+        rows = ledger.blame(subject_or_id)
+    if not emit(ctx, as_json, rows):
+        render.blame(state(ctx).console, rows)
+
+
+@app.command()
+def trace(ctx: typer.Context, id: str, home: Home = None, as_json: Json = False) -> None:
+    """Decision or query → queries → assertions → agents, sources, epochs."""
+    with open_ledger(ctx, home) as ledger:
+        tr = ledger.trace(id)
+    if not emit(ctx, as_json, tr):
+        render.trace(state(ctx).console, tr)
+
+
+@app.command()
+def impact(ctx: typer.Context, id: str, home: Home = None, as_json: Json = False) -> None:
+    """Assertion → queries that served it, agents that saw it, decisions, derived assertions."""
+    with open_ledger(ctx, home) as ledger:
+        im = ledger.impact(id)
+    if not emit(ctx, as_json, im):
+        render.impact(state(ctx).console, im)
+
+
+@app.command()
+def decide(
+    ctx: typer.Context,
+    action: str,
+    agent: Agent = ...,  # type: ignore[assignment]
+    query_ids: Annotated[
+        list[str] | None, typer.Option("--query", "-q", help="query_id relied on (repeatable).")
+    ] = None,
+    home: Home = None,
+    as_json: Json = False,
+) -> None:
+    """Record an action and the query ids it relied on."""
+    with open_ledger(ctx, home) as ledger:
+        d = ledger.decide(action, agent=agent, query_ids=query_ids or [])
+    if not emit(ctx, as_json, d):
+        state(ctx).console.print(
+            f"{d.id}  {d.action}  (cites {', '.join(d.query_ids) or 'nothing'})"
+        )
+
+
+@app.command()
+def correct(
+    ctx: typer.Context,
+    id: str,
+    by: By,
+    reason: Annotated[str, typer.Option(help="Why it is incorrect.")],
+    value: Annotated[str | None, typer.Option(help="The right value (JSON or string).")] = None,
+    forbid: Annotated[
+        bool, typer.Option("--forbid", help="Also record a negative constraint.")
+    ] = False,
+    home: Home = None,
+    as_json: Json = False,
+) -> None:
+    """Mark an assertion incorrect now; optionally record the right value and a constraint."""
+    extra: dict[str, Any] = {} if value is None else {"value": parse_value(value)}
+    with open_ledger(ctx, home) as ledger:
+        c = ledger.correct(id, by=by, reason=reason, forbid=forbid, **extra)
+    if emit(ctx, as_json, c):
+        return
+    con = state(ctx).console
+    bad = c.corrected
+    con.print(
+        f"[red]rejected[/] {bad.id}  {bad.subject} = {render.val(bad.value)}  ({c.correction.id})"
+    )
+    if c.replacement is not None:
+        r = c.replacement
+        verb = "confirmed" if r.id != bad.id and r.agent != by else "recorded"
+        con.print(f"{verb} {r.id}  {r.subject} = {render.val(r.value)} ({r.lifecycle})")
+    if c.constraint is not None:
+        k = c.constraint
+        prefer = f", prefer {k.prefer}" if k.prefer else ""
+        con.print(f"constraint {k.id} on {k.scope}: forbid {', '.join(k.forbid)}{prefer}")
+
+
+epoch_app = typer.Typer(help="Ingestion batches.", no_args_is_help=True)
+app.add_typer(epoch_app, name="epoch")
+
+
+@epoch_app.command("supersede")
+def epoch_supersede(
+    ctx: typer.Context,
+    epoch: str,
+    by: By,
+    reason: Annotated[str, typer.Option(help="Why.")],
+    home: Home = None,
+    as_json: Json = False,
+) -> None:
+    """Retract everything an epoch brought, in one event."""
+    with open_ledger(ctx, home) as ledger:
+        ids = ledger.supersede_epoch(epoch, by=by, reason=reason)
+    if not emit(ctx, as_json, {"epoch": epoch, "retracted": ids}):
+        state(ctx).console.print(f"epoch {epoch} superseded: {len(ids)} assertions retracted")
+
+
+@epoch_app.command("show")
+def epoch_show(ctx: typer.Context, epoch: str, home: Home = None, as_json: Json = False) -> None:
+    """An epoch and the assertions it brought."""
+    with open_ledger(ctx, home) as ledger:
+        record = ledger.epoch(epoch)
+        members = ledger.store.epoch_members(epoch)
+    if not emit(ctx, as_json, {"epoch": record.model_dump(mode="json"), "assertions": members}):
+        state(ctx).console.print(render.assertions_table(f"epoch {epoch}", members))
+
+
+lens_app = typer.Typer(help="Named read policies.", no_args_is_help=True)
+app.add_typer(lens_app, name="lens")
+
+
+@lens_app.command("list")
+def lens_list(ctx: typer.Context, home: Home = None, as_json: Json = False) -> None:
+    """Built-in and custom lenses."""
+    with open_ledger(ctx, home) as ledger:
+        lenses = ledger.lenses()
+    if not emit(ctx, as_json, {k: v.model_dump(mode="json") for k, v in lenses.items()}):
+        for name, spec in lenses.items():
+            states = ",".join(sorted(spec.lifecycles))
+            state(ctx).console.print(
+                f"[bold]{name}[/]  {states}  pick={spec.pick}  {spec.description}"
+            )
+
+
+@lens_app.command("define")
+def lens_define(
+    ctx: typer.Context,
+    name: str,
+    by: By,
+    lifecycle: Annotated[
+        list[str] | None, typer.Option("--lifecycle", help="Shown lifecycle (repeatable).")
+    ] = None,
+    min_confidence: Annotated[float, typer.Option()] = 0.0,
+    min_trust: Annotated[float, typer.Option()] = 0.0,
+    agent: Annotated[
+        list[str] | None, typer.Option("--agent", help="Allowed agent (repeatable).")
+    ] = None,
+    source: Annotated[
+        list[str] | None, typer.Option("--source", help="Allowed source prefix (repeatable).")
+    ] = None,
+    pick: Annotated[str, typer.Option(help="all, newest or ranked.")] = "all",
+    description: Annotated[str, typer.Option()] = "",
+    home: Home = None,
+    as_json: Json = False,
+) -> None:
+    """Store a custom lens in the ledger."""
+    from pydantic import ValidationError
+
+    try:
+        spec = LensSpec(
+            lifecycles=frozenset(Lifecycle(x) for x in (lifecycle or ["approved"])),
+            min_confidence=min_confidence,
+            min_trust=min_trust,
+            agents=frozenset(agent) if agent else None,
+            sources=tuple(source) if source else None,
+            pick=pick,  # type: ignore[arg-type]
+            description=description,
+        )
+    except ValidationError as exc:
+        raise InvalidInput(f"invalid lens: {describe(exc)}") from None
+    except ValueError as exc:
+        raise InvalidInput(f"invalid lens: {exc}; lifecycles are {', '.join(Lifecycle)}") from None
+    with open_ledger(ctx, home) as ledger:
+        ledger.define_lens(name, spec, by=by)
+    if not emit(ctx, as_json, {"name": name, "spec": spec.model_dump(mode="json")}):
+        state(ctx).console.print(f"lens {name} defined")
+
+
+@app.command()
+def verify(ctx: typer.Context, home: Home = None, as_json: Json = False) -> None:
+    """Recompute the journal's hash chain; exit 1 naming the first bad event."""
+    with open_ledger(ctx, home) as ledger:
+        report = ledger.verify()
+    if not emit(ctx, as_json, report):
+        if report.ok:
+            state(ctx).console.print(f"chain ok: {report.events} events, head {report.head}")
+        else:
+            typer.echo(
+                f"error: chain broken at event {report.first_bad_seq}: {report.problem}", err=True
+            )
+    if not report.ok:
+        raise typer.Exit(1)
+
+
+@app.command()
+def rebuild(
+    ctx: typer.Context,
+    repair: Annotated[
+        bool, typer.Option("--repair", help="Replace the projections with the replay.")
+    ] = False,
+    home: Home = None,
+    as_json: Json = False,
+) -> None:
+    """Replay the journal into fresh projections and report any difference."""
+    with open_ledger(ctx, home) as ledger:
+        report = ledger.rebuild(repair=repair)
+    if not emit(ctx, as_json, report):
+        if report.ok:
+            state(ctx).console.print(f"projections match the journal ({report.events} events)")
+        else:
+            rows = ", ".join(f"{t}: {n} rows" for t, n in report.differences.items())
+            fixed = " (repaired)" if report.repaired else "; run `episteme rebuild --repair`"
+            typer.echo(
+                f"projections differ from the journal: {rows}{fixed}", err=not report.repaired
+            )
+    if not report.ok and not report.repaired:
+        raise typer.Exit(1)
+
+
+@app.command("export")
+def export_(
+    ctx: typer.Context,
+    output: Annotated[str, typer.Option("--output", "-o", help="File, or - for stdout.")] = "-",
+    home: Home = None,
+) -> None:
+    """Write the journal as JSON lines (one event per line)."""
+    with open_ledger(ctx, home) as ledger:
+        out = sys.stdout if output == "-" else open(output, "w")  # noqa: SIM115
+        try:
+            for ev in ledger.export():
+                out.write(json.dumps(ev.to_json(), ensure_ascii=False) + "\n")
+        finally:
+            if out is not sys.stdout:
+                out.close()
+
+
+@app.command("import")
+def import_(
+    ctx: typer.Context,
+    input: Annotated[str, typer.Argument(help="JSON lines file from `export`, or -.")],
+    home: Home = None,
+    as_json: Json = False,
+) -> None:
+    """Load an exported journal into an empty home (creating it), verifying the chain."""
+    events = _read_events(input)
+    path = home or default_home()
+    db = path / DB_FILE
+    ledger = (
+        Ledger.open(path, clock=state(ctx).clock)
+        if db.exists()
+        else Ledger.init(path, clock=state(ctx).clock)
+    )
+    with ledger:
+        count = ledger.import_events(events)
+    if not emit(ctx, as_json, {"imported": count}):
+        state(ctx).console.print(f"imported {count} events; chain verified")
+
+
+def _read_events(source: str) -> list[Event]:
+    from episteme.ledger.canonical import canonical
+
+    try:
+        text = sys.stdin.read() if source == "-" else Path(source).read_text()
+    except OSError as exc:
+        raise InvalidInput(f"cannot read {source}: {exc.strerror}") from None
+    events = []
+    for n, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            d = json.loads(line)
+            events.append(
+                Event(
+                    int(d["seq"]),
+                    int(d["at"]),
+                    str(d["actor"]),
+                    str(d["kind"]),
+                    canonical(d["payload"]),
+                    bytes.fromhex(d["hash"]),
+                )
+            )
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+            raise InvalidInput(f"line {n} of {source} is not an exported event: {exc}") from None
+    return events

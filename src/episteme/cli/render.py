@@ -1,0 +1,195 @@
+"""Rich rendering of ledger results for people; `--json` bypasses all of this."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+from rich.tree import Tree
+from whenever import Instant
+
+from episteme.ledger.canonical import canonical
+from episteme.ledger.model import Answer, Assertion
+from episteme.ledger.records import Blame, Diff, Impact, QueryRecord, Trace
+from episteme.timeutil import show
+
+_STYLE = {
+    "approved": "green",
+    "proposed": "yellow",
+    "rejected": "red",
+    "deprecated": "dim",
+    "superseded": "dim",
+}
+
+
+def short(ident: str) -> str:
+    """A readable id: 12 characters, enough to be unique in practice."""
+    return ident[:12] if not ident[:2].endswith("_") else ident[:14]
+
+
+def val(value: Any) -> str:
+    return value if isinstance(value, str) else canonical(value)
+
+
+def life(state: str) -> str:
+    return f"[{_STYLE.get(state, 'white')}]{state}[/]"
+
+
+def when(instant: Instant | None) -> str:
+    return "-" if instant is None else show(instant)
+
+
+def assertions_table(title: str, rows: Sequence[Assertion]) -> Table:
+    t = Table(title=title, title_justify="left")
+    for col in ("id", "subject", "value", "lifecycle", "conf", "agent", "source", "recorded"):
+        t.add_column(col, overflow="fold")
+    for a in rows:
+        t.add_row(
+            short(a.id),
+            a.subject,
+            val(a.value),
+            life(a.lifecycle),
+            f"{a.confidence:.2f}",
+            a.agent,
+            a.source or "",
+            when(a.recorded_at),
+        )
+    return t
+
+
+def answer(console: Console, ans: Answer) -> None:
+    what = ans.subject or f"text {ans.text!r}"
+    at = f" as of {when(ans.as_of)}" if ans.as_of else ""
+    t = Table(title=f"{what} through lens '{ans.lens}'{at}", title_justify="left")
+    for col in ("id", "subject", "value", "lifecycle", "conf", "agent", "source"):
+        t.add_column(col, overflow="fold")
+    ranked = any(i.score is not None for i in ans.items)
+    if ranked:
+        t.add_column("score")
+    for item in ans.items:
+        a = item.assertion
+        row = [short(a.id), a.subject, val(a.value), life(a.lifecycle), f"{a.confidence:.2f}"]
+        row += [a.agent, a.source or ""]
+        if ranked:
+            row.append(f"{item.score or 0:.3f}")
+        t.add_row(*row)
+    console.print(t if ans.items else f"[bold]{what}[/]: no assertion shown by lens '{ans.lens}'")
+    hidden = ans.hidden.summary()
+    style = "yellow" if ans.hidden.count else "dim"
+    console.print(f"[{style}]{hidden}[/]   query_id [bold]{ans.query_id or '-'}[/]")
+
+
+def queries(console: Console, title: str, rows: Sequence[QueryRecord]) -> None:
+    t = Table(title=title, title_justify="left")
+    for col in ("query_id", "at", "agent", "lens", "asked", "served", "hidden"):
+        t.add_column(col, overflow="fold")
+    for q in rows:
+        served = "; ".join(
+            f"{i.subject}={val(i.value)} ({i.lifecycle} {i.confidence:.2f})" for i in q.returned
+        )
+        asked = (q.subject or "") + (f" text:{q.text!r}" if q.text else "")
+        if q.as_of:
+            asked += f" @ {when(q.as_of)}"
+        t.add_row(
+            q.id,
+            when(q.at),
+            q.agent,
+            q.lens,
+            asked,
+            served or "-",
+            q.hidden.summary() if q.hidden.count else "",
+        )
+    console.print(t if rows else f"{title}: none")
+
+
+def diff(console: Console, d: Diff) -> None:
+    title = f"changes to {d.prefix or 'everything'} from {when(d.since)} to {when(d.until)}"
+    t = Table(title=title, title_justify="left")
+    for col in ("at", "change", "subject", "value", "id", "by", "reason"):
+        t.add_column(col, overflow="fold")
+    for c in d.changes:
+        move = f"{c.prev_lifecycle} → {c.lifecycle}" if c.prev_lifecycle else str(c.lifecycle)
+        t.add_row(
+            when(c.at),
+            f"{c.change} ({move})",
+            c.subject,
+            val(c.value),
+            short(c.assertion_id),
+            c.actor,
+            c.reason or "",
+        )
+    console.print(t if d.changes else f"{title}: no changes")
+    if d.counts:
+        console.print(", ".join(f"{n} {k}" for k, n in sorted(d.counts.items())))
+
+
+def blame(console: Console, rows: Sequence[Blame]) -> None:
+    for b in rows:
+        a = b.assertion
+        tree = Tree(f"[bold]{a.subject}[/] = {val(a.value)}  {life(a.lifecycle)}  {a.id}")
+        tree.add(f"introduced by [bold]{a.agent}[/] at {when(a.recorded_at)}")
+        tree.add(f"kind {a.kind}, confidence {a.confidence:.2f}")
+        tree.add(f"source: {a.source or '-'}; evidence: {a.evidence or '-'}")
+        if b.epoch:
+            state = f", superseded by {b.epoch.superseded_by}" if b.epoch.superseded_at else ""
+            n = b.epoch.assertions
+            tree.add(f"epoch {b.epoch.name} ({n} assertion{'s' if n != 1 else ''}{state})")
+        for p in b.derived_from:
+            tree.add(f"derived from {short(p.id)} {p.subject}={val(p.value)} ({p.lifecycle})")
+        hist = tree.add("history")
+        for v in b.history:
+            move = f"{v.prev_lifecycle} → {v.lifecycle}" if v.prev_lifecycle else str(v.lifecycle)
+            reason = f": {v.reason}" if v.reason else ""
+            hist.add(f"{when(v.tx_from)}  {v.cause}  {move}  by {v.actor}{reason}")
+        for c in b.corrections:
+            tree.add(f"[red]corrected[/] {c.id} by {c.by}: {c.reason}")
+        console.print(tree)
+
+
+def trace(console: Console, tr: Trace) -> None:
+    if tr.decision:
+        d = tr.decision
+        root = Tree(f"[bold]decision[/] {d.id}: {d.action}  by {d.agent} at {when(d.at)}")
+    else:
+        root = Tree(f"[bold]query[/] {tr.root}")
+    by_id = {a.id: a for a in tr.assertions}
+    for q in tr.queries:
+        node = root.add(
+            f"query {q.id} by [bold]{q.agent}[/] lens '{q.lens}' at {when(q.at)}"
+            + (f"  [yellow]{q.hidden.summary()}[/]" if q.hidden.count else "")
+        )
+        for item in q.returned:
+            a = by_id.get(item.assertion_id)
+            leaf = node.add(
+                f"{item.subject} = {val(item.value)}  served as {life(item.lifecycle)} "
+                f"{item.confidence:.2f}  {short(item.assertion_id)}"
+                + (f"  (now {life(a.lifecycle)})" if a and a.lifecycle != item.lifecycle else "")
+            )
+            if a:
+                leaf.add(f"agent {a.agent}; source {a.source or '-'}; epoch {a.epoch or '-'}")
+    console.print(root)
+    console.print(
+        f"agents: {', '.join(tr.agents)}  sources: {', '.join(tr.sources) or '-'}  "
+        f"epochs: {', '.join(tr.epochs) or '-'}"
+    )
+
+
+def impact(console: Console, im: Impact) -> None:
+    a = im.assertion
+    root = Tree(f"[bold]{a.subject}[/] = {val(a.value)}  {life(a.lifecycle)}  {a.id}")
+    agents = ", ".join(f"{k} ×{n}" for k, n in im.agents.items()) or "nobody"
+    root.add(f"served in {im.queries} audited queries, to {agents}")
+    dec = root.add(f"{len(im.decisions)} decisions cited those queries")
+    for d in im.decisions:
+        dec.add(f"{d.id}: {d.action} by {d.agent} at {when(d.at)}")
+    der = root.add(f"{len(im.derived)} assertions derived from it")
+    for x in im.derived:
+        der.add(f"{short(x.id)} {x.subject} = {val(x.value)} ({x.lifecycle})")
+    console.print(root)
+
+
+def as_json(data: Any) -> str:
+    return json.dumps(data, indent=2, ensure_ascii=False)
