@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 import typer
 
-from episteme.cli.common import app
+from episteme.cli.common import CliState, app
 from episteme.errors import EpistemeError
 
 
@@ -20,11 +20,11 @@ def _register() -> None:
     from episteme.cli import demo, ledger  # noqa: F401  (commands register on import)
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    """Entry point of the console script."""
+def main(argv: Sequence[str] | None = None, *, cli_state: CliState | None = None) -> None:
+    """Entry point of the console script (tests pass `argv` and a `CliState`)."""
     _register()
     try:
-        app(args=list(argv) if argv is not None else None, prog_name="episteme")
+        app(args=list(argv) if argv is not None else None, prog_name="episteme", obj=cli_state)
     except EpistemeError as exc:
         typer.echo(f"error: {exc.message}", err=True)
         sys.exit(exc.exit_code)

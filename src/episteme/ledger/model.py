@@ -125,7 +125,9 @@ class AssertionInput(BaseModel):
     @classmethod
     def _subject(cls, v: str) -> str:
         if len(v) > MAX_SUBJECT or not SUBJECT_RE.match(v):
-            raise ValueError("use dotted segments of letters, digits, '_' or '-'")
+            raise ValueError(
+                "use dotted segments of letters, digits, '_' or '-' (e.g. auth.jwt.algorithm)"
+            )
         return v
 
     @field_validator("agent", "epoch")
@@ -221,13 +223,16 @@ def parse_assertion(data: Any, *, where: str = "assertion") -> AssertionInput:
     try:
         return AssertionInput.model_validate(data)
     except ValidationError as exc:
-        raise InvalidInput(f"{where}: {describe(exc)}", field=_loc(exc)) from None
+        raise InvalidInput(f"invalid {where}: {describe(exc)}", field=_loc(exc)) from None
 
 
 def describe(exc: ValidationError) -> str:
     """The first validation problem of `exc` as one line: ``confidence: must be <= 1``."""
     err = exc.errors()[0]
     loc = ".".join(str(p) for p in err["loc"]) or "input"
+    given = err.get("input")
+    if isinstance(given, str | int | float | bool) and err["type"] != "missing":
+        loc += f" {given!r}"
     msg = err["msg"].removeprefix("Value error, ")
     more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
     return f"{loc}: {msg}{more}"

@@ -1,0 +1,86 @@
+"""Shared fixtures: a fresh ledger on a real SQLite file, a clock we control, the CLI."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from rich.console import Console
+from whenever import Instant
+
+from episteme.cli import main
+from episteme.cli.common import CliState
+from episteme.ledger import Ledger
+from episteme.timeutil import ManualClock
+
+T0 = Instant.parse_iso("2026-11-21T09:00:00Z")
+
+
+@pytest.fixture(autouse=True)
+def _utc(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Tests read times in UTC unless they set another zone themselves."""
+    import whenever
+
+    monkeypatch.setenv("TZ", "UTC")
+    whenever.reset_system_tz()
+    yield
+    whenever.reset_system_tz()
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    return ManualClock(T0)
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> Path:
+    return tmp_path / "home"
+
+
+@pytest.fixture
+def ledger(home: Path, clock: ManualClock) -> Iterator[Ledger]:
+    with Ledger.init(home, clock=clock) as led:
+        yield led
+
+
+@dataclass
+class Result:
+    code: int
+    out: str
+    err: str
+
+    def json(self) -> Any:
+        return json.loads(self.out)
+
+
+Cli = Callable[..., Result]
+
+
+@pytest.fixture
+def cli(home: Path, clock: ManualClock, capsys: pytest.CaptureFixture[str]) -> Cli:
+    """Run `episteme ARGS --home HOME` in-process on the test clock."""
+
+    def run(*args: str, home_arg: bool = True, stdin: str | None = None) -> Result:
+        import io
+        import sys
+
+        argv = [*args, "--home", str(home)] if home_arg else list(args)
+        state = CliState(clock=clock, console=Console(highlight=False, width=200))
+        old_stdin = sys.stdin
+        if stdin is not None:
+            sys.stdin = io.StringIO(stdin)
+        code = 0
+        try:
+            main(argv, cli_state=state)
+        except SystemExit as exc:
+            code = int(exc.code or 0) if not isinstance(exc.code, str) else 1
+        finally:
+            sys.stdin = old_stdin
+        captured = capsys.readouterr()
+        return Result(code, captured.out, captured.err)
+
+    return run
