@@ -92,7 +92,7 @@ def parse_value(text: str) -> Any:
         except json.JSONDecodeError:
             return text
     try:
-        return json.loads(stripped)
+        return json.loads(stripped, parse_constant=_no_constant)
     except json.JSONDecodeError as exc:
         raise InvalidInput(
             f"malformed JSON value {text!r}: {exc.msg} at column {exc.colno}; "
@@ -101,10 +101,14 @@ def parse_value(text: str) -> Any:
         ) from None
 
 
+def _no_constant(name: str) -> Any:
+    raise InvalidInput(f"{name} is not a JSON value: use a finite number or a string")
+
+
 def emit(ctx: typer.Context, as_json: bool, data: BaseModel | list[Any] | dict[str, Any]) -> bool:
     """Print `data` as JSON when asked; return True if it was printed."""
     if as_json:
         state(ctx).console.print(
-            render.as_json(dump(data)), markup=False, highlight=False, soft_wrap=True
+            render.as_json(dump(data)), markup=False, emoji=False, highlight=False, soft_wrap=True
         )
     return as_json

@@ -24,7 +24,7 @@ from episteme.cli.common import (
 )
 from episteme.errors import InvalidInput
 from episteme.ledger import Ledger
-from episteme.ledger.journal import Event
+from episteme.ledger.journal import Event, verify_chain
 from episteme.ledger.lenses import LensSpec
 from episteme.ledger.model import Lifecycle, describe, parse_assertion
 from episteme.ledger.store import DB_FILE
@@ -507,10 +507,19 @@ def import_(
     events = _read_events(input)
     path = home or default_home()
     db = path / DB_FILE
+    created = not db.exists()
+    if created:
+        # Refuse a broken chain before creating anything, so a failed import leaves no ledger.
+        report = verify_chain(events)
+        if not report.ok:
+            raise InvalidInput(
+                f"the journal to import is broken at event {report.first_bad_seq}: "
+                f"{report.problem}; nothing was imported"
+            )
     ledger = (
-        Ledger.open(path, clock=state(ctx).clock)
-        if db.exists()
-        else Ledger.init(path, clock=state(ctx).clock)
+        Ledger.init(path, clock=state(ctx).clock)
+        if created
+        else Ledger.open(path, clock=state(ctx).clock)
     )
     with ledger:
         count = ledger.import_events(events)

@@ -1,25 +1,44 @@
 """Canonical JSON and BLAKE3 hashing: the basis of content ids and the journal chain.
 
 Canonical JSON is UTF-8, keys sorted, no insignificant whitespace, no NaN or
-infinity. The same content always gives the same bytes, so the same id.
+infinity, integers within 64 bits (orjson's output). The same content always gives the
+same bytes, so the same id.
 """
 
 from __future__ import annotations
 
-import json
+import math
 from typing import Any
 
 import blake3
+import orjson
 
 GENESIS = bytes(32)
 """The previous hash of the first journal event."""
 
 
 def canonical(obj: Any) -> str:
-    """Serialise `obj` as canonical JSON text."""
-    return json.dumps(
-        obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
-    )
+    """Serialise `obj` as canonical JSON text.
+
+    Values are checked by `check_json` where they enter the ledger: orjson would write
+    NaN and infinity as null, and refuses integers beyond 64 bits.
+    """
+    return orjson.dumps(obj, option=orjson.OPT_SORT_KEYS).decode()
+
+
+def check_json(value: Any) -> str | None:
+    """Why `value` cannot be stored as canonical JSON, or None when it can."""
+    if isinstance(value, bool) or value is None or isinstance(value, str):
+        return None
+    if isinstance(value, float):
+        return None if math.isfinite(value) else "NaN and infinity are not JSON numbers"
+    if isinstance(value, int):
+        return None if -(2**63) <= value < 2**64 else "integers must fit in 64 bits"
+    if isinstance(value, list | tuple):
+        return next((r for r in map(check_json, value) if r), None)
+    if isinstance(value, dict):
+        return next((r for r in map(check_json, value.values()) if r), None)
+    return f"{type(value).__name__} is not a JSON value"
 
 
 def digest(data: str | bytes) -> str:

@@ -22,6 +22,7 @@ from episteme.ledger.canonical import content_id
 from episteme.ledger.journal import Draft, Event, EventKind, VerifyReport, verify_chain
 from episteme.ledger.lenses import BUILTIN, LensSpec, TrustFn, apply_lens, prior_trust
 from episteme.ledger.model import (
+    FINITE_HELP,
     SINGLE_VALUED,
     Answer,
     Assertion,
@@ -31,6 +32,7 @@ from episteme.ledger.model import (
     check_move,
     check_name,
     check_subject,
+    is_finite_json,
     parse_assertion,
 )
 from episteme.ledger.records import (
@@ -54,25 +56,85 @@ def _us(instant: Instant | None) -> int | None:
     return None if instant is None else to_us(instant)
 
 
-def _record(inp: AssertionInput, agent: str, derived: list[str], at: int) -> dict[str, Any]:
+def content_record(
+    *,
+    subject: str,
+    value: Any,
+    kind: str,
+    agent: str,
+    recorded_at: int,
+    lifecycle: str,
+    confidence: float,
+    source: str | None = None,
+    evidence: str | None = None,
+    epoch: str | None = None,
+    derived_from: Sequence[str] = (),
+    valid_from: int | None = None,
+    valid_to: int | None = None,
+) -> dict[str, Any]:
+    """The payload record of one assertion: its content, content id, lifecycle, confidence."""
     content: dict[str, Any] = {
-        "subject": inp.subject,
-        "value": inp.value,
-        "kind": str(inp.kind),
+        "subject": subject,
+        "value": value,
+        "kind": kind,
         "agent": agent,
-        "source": inp.source,
-        "evidence": inp.evidence,
-        "epoch": inp.epoch,
-        "derived_from": derived,
-        "valid_from": _us(inp.valid_from),
-        "valid_to": _us(inp.valid_to),
-        "recorded_at": at,
+        "source": source,
+        "evidence": evidence,
+        "epoch": epoch,
+        "derived_from": list(derived_from),
+        "valid_from": valid_from,
+        "valid_to": valid_to,
+        "recorded_at": recorded_at,
     }
+    return {**content, "id": content_id(content), "lifecycle": lifecycle, "confidence": confidence}
+
+
+def record(inp: AssertionInput, agent: str, derived: list[str], at: int) -> dict[str, Any]:
+    """`content_record` of a validated input recorded at `at`."""
+    return content_record(
+        subject=inp.subject,
+        value=inp.value,
+        kind=str(inp.kind),
+        agent=agent,
+        recorded_at=at,
+        lifecycle=str(inp.lifecycle),
+        confidence=inp.confidence,
+        source=inp.source,
+        evidence=inp.evidence,
+        epoch=inp.epoch,
+        derived_from=derived,
+        valid_from=_us(inp.valid_from),
+        valid_to=_us(inp.valid_to),
+    )
+
+
+def query_id_for(agent: str, at: int, seq: int) -> str:
+    """The receipt id of an audited read: unique by journal position."""
+    return "q_" + content_id({"agent": agent, "at": at, "seq": seq})[:24]
+
+
+def served_payload(
+    query_id: str,
+    lens: str,
+    subject: str | None,
+    text: str | None,
+    as_of: int | None,
+    returned: list[list[Any]],
+    hidden: dict[str, Any],
+    latency_us: int,
+    context: dict[str, Any],
+) -> dict[str, Any]:
+    """The payload of a `query.served` event; `returned` rows are [id, subject, lifecycle, conf]."""
     return {
-        **content,
-        "id": content_id(content),
-        "lifecycle": str(inp.lifecycle),
-        "confidence": inp.confidence,
+        "query_id": query_id,
+        "lens": lens,
+        "subject": subject,
+        "text": text,
+        "as_of": as_of,
+        "returned": returned,
+        "hidden": hidden,
+        "latency_us": latency_us,
+        "context": context,
     }
 
 
@@ -129,10 +191,12 @@ class Ledger:
             seen: dict[str, int] = {}
             for n, inp in enumerate(inputs, 1):
                 derived = [self._resolve_assertion(r, ref) for ref in inp.derived_from]
-                rec = _record(inp, inp.agent, derived, at)
+                rec = record(inp, inp.agent, derived, at)
                 if rec["id"] in seen:
                     raise InvalidInput(f"assertion {n} repeats assertion {seen[rec['id']]}")
                 seen[rec["id"]] = n
+                if r.existing_ids([rec["id"]]):  # same content, same agent, same microsecond
+                    raise Conflict(f"assertion {n} is already recorded as {rec['id'][:12]}")
                 if inp.epoch is not None:
                     epoch = r.epoch(inp.epoch)
                     if epoch is not None and epoch.superseded_at is not None:
@@ -219,6 +283,8 @@ class Ledger:
         check_name(by, "by")
         if not reason.strip():
             raise InvalidInput("a correction needs a --reason", field="reason")
+        if value is not _MISSING and not is_finite_json(value):
+            raise InvalidInput(f"invalid --value: {FINITE_HELP}", field="value")
         ids: dict[str, Any] = {}
 
         def build(r: StoreReader, at: int) -> list[Draft]:
@@ -250,7 +316,7 @@ class Ledger:
                     evidence=reason,
                     derived_from=(aid,),
                 )
-                replacement = _record(inp, by, [aid], at)
+                replacement = record(inp, by, [aid], at)
                 if bad.kind in SINGLE_VALUED:
                     superseded = [i for i in self._approved_ids(r, bad.subject) if i != aid]
             constraint = None
@@ -278,15 +344,14 @@ class Ledger:
             return [Draft(EventKind.ASSERTION_CORRECTED, by, payload)]
 
         self._write(build)
-        record = self.store.correction(ids["cid"])
-        assert record is not None
+        # Not `record`: that name is the module function `build` calls above.
+        found = self.store.correction(ids["cid"])
+        assert found is not None
         return Correction(
-            correction=record,
+            correction=found,
             corrected=self._get(ids["aid"]),
-            replacement=self._get(record.replacement_id) if record.replacement_id else None,
-            constraint=self.store.constraint(record.constraint_id)
-            if record.constraint_id
-            else None,
+            replacement=self._get(found.replacement_id) if found.replacement_id else None,
+            constraint=self.store.constraint(found.constraint_id) if found.constraint_id else None,
             superseded=ids["superseded"],
         )
 
@@ -377,37 +442,23 @@ class Ledger:
         def build(r: StoreReader, now: int) -> list[Draft]:
             ans = self.answer(subject, lens=lens, at=at, text=text, reader=r)
             latency = (time.perf_counter_ns() - start) // 1000
-            seq = r.head()[0] + 1
-            qid = "q_" + content_id({"agent": agent, "at": now, "seq": seq})[:24]
+            qid = query_id_for(agent, now, r.head()[0] + 1)
             returned = [
-                [
-                    i.assertion.id,
-                    i.assertion.subject,
-                    str(i.assertion.lifecycle),
-                    i.assertion.confidence,
-                ]
-                for i in ans.items
+                [a.id, a.subject, str(a.lifecycle), a.confidence]
+                for a in (i.assertion for i in ans.items)
             ]
-            ans = ans.model_copy(
-                update={
-                    "query_id": qid,
-                    "agent": agent,
-                    "asked_at": from_us(now),
-                    "latency_us": latency,
-                }
-            )
-            result.append(ans)
-            payload = {
+            update = {
                 "query_id": qid,
-                "lens": lens,
-                "subject": ans.subject,
-                "text": text,
-                "as_of": _us(at),
-                "returned": returned,
-                "hidden": ans.hidden.model_dump(mode="json"),
+                "agent": agent,
+                "asked_at": from_us(now),
                 "latency_us": latency,
-                "context": context or {},
             }
+            ans = ans.model_copy(update=update)
+            result.append(ans)
+            payload = served_payload(
+                qid, lens, ans.subject, text, _us(at), returned, ans.hidden.model_dump(mode="json"),
+                latency, context or {},
+            )  # fmt: skip
             return [Draft(EventKind.QUERY_SERVED, agent, payload)]
 
         self._write(build)
@@ -453,7 +504,9 @@ class Ledger:
                 if kind != "query":
                     raise InvalidInput(f"{ref} is a {kind} id: cite query ids (q_…)", field="query")
                 cited.append(full)
-            did = "d_" + content_id({"agent": agent, "at": at, "action": action, "q": cited})[:24]
+            seq = r.head()[0] + 1  # like query ids: two equal decisions at one time differ
+            key = {"agent": agent, "at": at, "action": action, "q": cited, "seq": seq}
+            did = "d_" + content_id(key)[:24]
             out.append(did)
             payload = {
                 "decision_id": did,

@@ -19,7 +19,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from episteme.ledger.model import Assertion, Confidence, Hidden, Item, Lifecycle
+from episteme.ledger.model import HIDDEN_IDS, Assertion, Confidence, Hidden, Item, Lifecycle
 
 Pick = Literal["all", "newest", "ranked"]
 TrustFn = Callable[[str, str], float]
@@ -116,4 +116,5 @@ def _hide(hidden: Hidden, a: Assertion, reason: str) -> None:
     hidden.count += 1
     hidden.by_lifecycle[a.lifecycle] = hidden.by_lifecycle.get(a.lifecycle, 0) + 1
     hidden.by_reason[reason] = hidden.by_reason.get(reason, 0) + 1
-    hidden.ids.append(a.id)
+    if len(hidden.ids) < HIDDEN_IDS:
+        hidden.ids.append(a.id)

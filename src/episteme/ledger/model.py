@@ -8,6 +8,7 @@ intervals kept by the store. Inputs are validated here, once, for every skin
 
 from __future__ import annotations
 
+import math
 import re
 from enum import StrEnum
 from typing import Annotated, Any, Literal
@@ -24,8 +25,10 @@ from pydantic import (
 from whenever import Instant
 
 from episteme.errors import Conflict, InvalidInput
+from episteme.ledger.canonical import check_json
 
-SUBJECT_RE = re.compile(r"^[A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]+)*$")
+# No leading '-': such a subject would read as an option on the command line.
+SUBJECT_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_-]*(?:\.[A-Za-z0-9_-]+)*$")
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@:/-]{0,127}$")
 MAX_SUBJECT = 255
 
@@ -82,8 +85,8 @@ def check_subject(subject: str, *, field: str = "subject") -> str:
     """Return `subject` if it is a dotted key such as ``auth.jwt.algorithm``."""
     if len(subject) > MAX_SUBJECT or not SUBJECT_RE.match(subject):
         raise InvalidInput(
-            f"invalid subject {subject!r}: use dotted segments of letters, digits, '_' or '-' "
-            f"(e.g. auth.jwt.algorithm), at most {MAX_SUBJECT} characters",
+            f"invalid subject {subject!r}: use dotted segments of letters, digits, '_' or '-', "
+            f"not starting with '-' (e.g. auth.jwt.algorithm), at most {MAX_SUBJECT} characters",
             field=field,
         )
     return subject
@@ -99,6 +102,19 @@ def check_name(name: str, what: str) -> str:
         )
     return name
 
+
+def is_finite_json(value: Any) -> bool:
+    """False if `value` holds NaN or an infinity anywhere (canonical JSON has neither)."""
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, list | tuple):
+        return all(is_finite_json(v) for v in value)
+    if isinstance(value, dict):
+        return all(is_finite_json(v) for v in value.values())
+    return True
+
+
+FINITE_HELP = "numbers must be finite: JSON has no NaN or Infinity"
 
 Confidence = Annotated[float, Field(ge=0.0, le=1.0)]
 
@@ -126,8 +142,24 @@ class AssertionInput(BaseModel):
     def _subject(cls, v: str) -> str:
         if len(v) > MAX_SUBJECT or not SUBJECT_RE.match(v):
             raise ValueError(
-                "use dotted segments of letters, digits, '_' or '-' (e.g. auth.jwt.algorithm)"
+                "use dotted segments of letters, digits, '_' or '-', not starting with '-' "
+                "(e.g. auth.jwt.algorithm)"
             )
+        return v
+
+    @field_validator("value")
+    @classmethod
+    def _finite(cls, v: JsonValue) -> JsonValue:
+        if not is_finite_json(v):
+            raise ValueError(FINITE_HELP)
+        return v
+
+    @field_validator("value")
+    @classmethod
+    def _value(cls, v: JsonValue) -> JsonValue:
+        problem = check_json(v)
+        if problem:
+            raise ValueError(problem)
         return v
 
     @field_validator("agent", "epoch")
@@ -163,8 +195,15 @@ class Assertion(BaseModel):
     confidence: float
 
 
+HIDDEN_IDS = 50
+"""How many hidden ids an answer lists; the counts are always complete."""
+
+
 class Hidden(BaseModel):
-    """What a lens left out of an answer, so that no answer hides silently."""
+    """What a lens left out of an answer, so that no answer hides silently.
+
+    `count` and the breakdowns are exact; `ids` lists the first `HIDDEN_IDS` of them.
+    """
 
     count: int = 0
     by_lifecycle: dict[str, int] = Field(default_factory=dict)

@@ -60,7 +60,8 @@ CREATE TABLE versions (
     actor          TEXT    NOT NULL,
     reason         TEXT,
     cause          TEXT    NOT NULL,
-    PRIMARY KEY (assertion_id, seq)
+    -- an assertion added and superseded in one batch has two versions in one event
+    PRIMARY KEY (assertion_id, seq, lifecycle)
 ) WITHOUT ROWID;
 CREATE INDEX versions_subject ON versions (subject, tx_to, tx_from);
 CREATE INDEX versions_tx_from ON versions (tx_from);
@@ -76,9 +77,10 @@ CREATE TABLE epochs (
     reason         TEXT
 ) WITHOUT ROWID;
 
+-- The audit appends in journal order: keyed by seq, so inserts go to the end.
 CREATE TABLE queries (
-    id         TEXT PRIMARY KEY,
-    seq        INTEGER NOT NULL,
+    seq        INTEGER PRIMARY KEY,
+    id         TEXT    NOT NULL UNIQUE,
     at         INTEGER NOT NULL,
     agent      TEXT    NOT NULL,
     lens       TEXT    NOT NULL,
@@ -89,19 +91,20 @@ CREATE TABLE queries (
     hidden     TEXT    NOT NULL,
     latency_us INTEGER NOT NULL,
     context    TEXT    NOT NULL
-) WITHOUT ROWID;
+);
 CREATE INDEX queries_agent ON queries (agent, at);
 CREATE INDEX queries_at ON queries (at);
+CREATE INDEX queries_subject ON queries (subject, at);
 
 CREATE TABLE served (
-    query_id     TEXT    NOT NULL,
+    query_seq    INTEGER NOT NULL,
     assertion_id TEXT    NOT NULL,
     subject      TEXT    NOT NULL,
     lifecycle    TEXT    NOT NULL,
     confidence   REAL    NOT NULL,
     at           INTEGER NOT NULL,
     agent        TEXT    NOT NULL,
-    PRIMARY KEY (query_id, assertion_id)
+    PRIMARY KEY (query_seq, assertion_id)
 ) WITHOUT ROWID;
 CREATE INDEX served_assertion ON served (assertion_id, at);
 CREATE INDEX served_subject ON served (subject, at);

@@ -141,11 +141,11 @@ def _epoch_superseded(conn: sqlite3.Connection, ev: Event, data: dict[str, Any])
 def _query_served(conn: sqlite3.Connection, ev: Event, data: dict[str, Any]) -> None:
     returned = data["returned"]
     conn.execute(
-        "INSERT INTO queries (id, seq, at, agent, lens, subject, text, as_of, returned, hidden,"
+        "INSERT INTO queries (seq, id, at, agent, lens, subject, text, as_of, returned, hidden,"
         " latency_us, context) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
         (
-            data["query_id"],
             ev.seq,
+            data["query_id"],
             ev.at,
             ev.actor,
             data["lens"],
@@ -159,10 +159,10 @@ def _query_served(conn: sqlite3.Connection, ev: Event, data: dict[str, Any]) -> 
         ),
     )
     conn.executemany(
-        "INSERT INTO served (query_id, assertion_id, subject, lifecycle, confidence, at, agent)"
+        "INSERT INTO served (query_seq, assertion_id, subject, lifecycle, confidence, at, agent)"
         " VALUES (?,?,?,?,?,?,?)",
         [
-            (data["query_id"], r[0], r[1], r[2], r[3], ev.at, ev.actor)
+            (ev.seq, r[0], r[1], r[2], r[3], ev.at, ev.actor)
             for r in returned  # [id, subject, lifecycle, confidence]
         ],
     )

@@ -179,7 +179,7 @@ class Reader:
     def versions(self, assertion_id: str) -> list[Version]:
         rows = self.conn.execute(
             "SELECT seq, lifecycle, confidence, tx_from, tx_to, prev_lifecycle, actor, reason,"
-            " cause FROM versions WHERE assertion_id = ? ORDER BY seq",
+            " cause FROM versions WHERE assertion_id = ? ORDER BY seq, tx_to",
             (assertion_id,),
         )
         return [
@@ -203,7 +203,7 @@ class Reader:
             "SELECT v.seq, v.tx_from, v.cause, a.id, a.subject, a.value, a.agent, v.lifecycle,"
             " v.prev_lifecycle, v.actor, v.reason FROM versions v"
             f" JOIN assertions a ON a.id = v.assertion_id WHERE {where}"
-            " AND v.tx_from > ? AND v.tx_from <= ? ORDER BY v.seq, a.rowid",
+            " AND v.tx_from > ? AND v.tx_from <= ? ORDER BY v.seq, a.rowid, v.tx_to",
             [*args, since, until],
         )
         return [
@@ -334,7 +334,7 @@ class Reader:
         if subject is not None:
             where, sargs = _subject_clause(subject)
             clauses.append(
-                "(q.id IN (SELECT query_id FROM served v WHERE "
+                "(q.seq IN (SELECT query_seq FROM served v WHERE "
                 + where
                 + ") OR q.subject = ? OR (q.subject > ? AND q.subject < ?))"
             )
@@ -348,14 +348,15 @@ class Reader:
             r[0]: r[1]
             for r in self.conn.execute(
                 "SELECT agent, count(*) FROM served WHERE assertion_id = ? GROUP BY agent"
-                " ORDER BY count(*) DESC",
+                " ORDER BY count(*) DESC, agent",
                 (assertion_id,),
             )
         }
         recent = [
             r[0]
             for r in self.conn.execute(
-                "SELECT query_id FROM served WHERE assertion_id = ? ORDER BY at DESC LIMIT ?",
+                "SELECT q.id FROM served s JOIN queries q ON q.seq = s.query_seq"
+                " WHERE s.assertion_id = ? ORDER BY s.at DESC, s.query_seq DESC LIMIT ?",
                 (assertion_id, limit),
             )
         ]
@@ -368,7 +369,7 @@ class Reader:
             " LIMIT ?",
             [*args, limit],
         ).fetchall()
-        served = self._served_items([r[0] for r in rows])
+        served = self._served_items([r[1] for r in rows])
         return [
             QueryRecord.model_construct(
                 id=r[0],
@@ -379,7 +380,7 @@ class Reader:
                 subject=r[5],
                 text=r[6],
                 as_of=_opt(r[7]),
-                returned=served.get(r[0], []),
+                returned=served.get(r[1], []),
                 hidden=Hidden.model_validate_json(r[8]),
                 latency_us=r[9],
                 context=json.loads(r[10]),
@@ -387,15 +388,15 @@ class Reader:
             for r in rows
         ]
 
-    def _served_items(self, query_ids: list[str]) -> dict[str, list[ServedItem]]:
-        out: dict[str, list[ServedItem]] = {}
-        for start in range(0, len(query_ids), 500):
-            chunk = query_ids[start : start + 500]
+    def _served_items(self, query_seqs: list[int]) -> dict[int, list[ServedItem]]:
+        out: dict[int, list[ServedItem]] = {}
+        for start in range(0, len(query_seqs), 500):
+            chunk = query_seqs[start : start + 500]
             marks = ",".join("?" * len(chunk))
             rows = self.conn.execute(
-                "SELECT s.query_id, s.assertion_id, s.subject, s.lifecycle, s.confidence, a.value"
+                "SELECT s.query_seq, s.assertion_id, s.subject, s.lifecycle, s.confidence, a.value"
                 f" FROM served s JOIN assertions a ON a.id = s.assertion_id"
-                f" WHERE s.query_id IN ({marks}) ORDER BY a.rowid",
+                f" WHERE s.query_seq IN ({marks}) ORDER BY a.rowid",
                 chunk,
             )
             for r in rows:
@@ -435,8 +436,9 @@ class Reader:
 
     def decisions_citing_assertion(self, assertion_id: str) -> list[DecisionRecord]:
         where = (
-            "WHERE d.id IN (SELECT c.decision_id FROM served s JOIN citations c"
-            " ON c.query_id = s.query_id WHERE s.assertion_id = ?)"
+            "WHERE d.id IN (SELECT c.decision_id FROM served s"
+            " JOIN queries q ON q.seq = s.query_seq"
+            " JOIN citations c ON c.query_id = q.id WHERE s.assertion_id = ?)"
         )
         return self._decisions(where, [assertion_id])
 

@@ -8,6 +8,7 @@ appends events to the journal and projects them in the same transaction.
 
 from __future__ import annotations
 
+import itertools
 import sqlite3
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -15,7 +16,7 @@ from contextlib import contextmanager
 from importlib import resources
 from pathlib import Path
 
-from episteme.errors import Conflict, IntegrityError, StoreUnavailable
+from episteme.errors import Conflict, IntegrityError, InvalidInput, StoreUnavailable
 from episteme.ledger.canonical import GENESIS, canonical
 from episteme.ledger.journal import Draft, Event, EventKind, VerifyReport, link, verify_chain
 from episteme.ledger.records import RebuildReport
@@ -30,9 +31,13 @@ BuildFn = Callable[[Reader, int], Sequence[Draft]]
 
 def _connect(path: Path | str) -> sqlite3.Connection:
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30.0)
-    conn.execute("PRAGMA busy_timeout = 30000")
-    conn.execute("PRAGMA synchronous = FULL")
-    conn.execute("PRAGMA cache_size = -65536")
+    try:
+        conn.execute("PRAGMA busy_timeout = 30000")
+        conn.execute("PRAGMA synchronous = FULL")
+        conn.execute("PRAGMA cache_size = -65536")
+    except BaseException:
+        conn.close()  # e.g. a file that is not a database
+        raise
     return conn
 
 
@@ -74,10 +79,14 @@ class SQLiteStore(Reader):
         self._readers: list[sqlite3.Connection] = []
         try:
             self._wconn = _connect(path)
-            if create:
-                create_schema(self._wconn)
-            self._check(self._wconn)
-            self._wconn.execute("PRAGMA journal_mode = WAL")
+            try:
+                if create:
+                    create_schema(self._wconn)
+                self._check(self._wconn)
+                self._wconn.execute("PRAGMA journal_mode = WAL")
+            except BaseException:
+                self._wconn.close()  # a refused file must not keep a connection open
+                raise
         except sqlite3.DatabaseError as exc:
             raise StoreUnavailable(
                 f"{path} is not an Episteme ledger ({exc}): point --home at a ledger home "
@@ -162,6 +171,32 @@ class SQLiteStore(Reader):
             events.append(ev)
             prev = h
         return events
+
+    def backfill(self, timed: Iterable[tuple[int, Draft]], chunk: int = 20_000) -> int:
+        """Append drafts at given times (never earlier than the head), `chunk` per commit.
+
+        For generated histories (benchmarks, simulations): the events are chained and
+        projected exactly like live ones, but the caller chooses their times.
+        """
+        it = iter(timed)
+        total = 0
+        # a bulk load touches index pages all over: give it a bigger page cache
+        self._wconn.execute("PRAGMA cache_size = -524288")
+        while True:
+            batch = list(itertools.islice(it, chunk))
+            if not batch:
+                self._wconn.execute("PRAGMA cache_size = -65536")
+                return total
+            with self._transaction() as conn:
+                seq, last_at, prev = Reader(conn).head()
+                prev = prev or GENESIS
+                for at, d in batch:
+                    if at < last_at:
+                        raise InvalidInput(f"backfill time {at} is before the journal head")
+                    last_at = at
+                    prev = self._append(conn, [d], seq, at, prev)[0].hash
+                    seq += 1
+            total += len(batch)
 
     def import_events(self, events: Iterable[Event]) -> int:
         """Load a verified journal into this empty store, projecting every event."""

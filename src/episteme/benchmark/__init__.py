@@ -1,0 +1,1 @@
+"""The benchmark harness: a generated reference ledger and the on-call latency budget."""
