@@ -23,7 +23,7 @@ from whenever import Instant
 
 from episteme.ledger.core import content_record, query_id_for, served_payload
 from episteme.ledger.journal import Draft, EventKind
-from episteme.ledger.model import HIDDEN_IDS
+from episteme.ledger.model import HIDDEN_IDS, LIVE
 from episteme.ledger.store import Store
 from episteme.timeutil import to_us
 
@@ -354,7 +354,7 @@ def _query(sim: _Sim, summary: Summary, at: int) -> Draft | None:
             hidden["by_lifecycle"][e[1]] = hidden["by_lifecycle"].get(e[1], 0) + 1
             reason = "older" if lens == "latest" and e[1] != "rejected" else "lifecycle"
             hidden["by_reason"][reason] = hidden["by_reason"].get(reason, 0) + 1
-            if len(hidden["ids"]) < HIDDEN_IDS:
+            if e[1] in LIVE and len(hidden["ids"]) < HIDDEN_IDS:
                 hidden["ids"].append(e[0])
     qid = query_id_for(agent, at, sim.seq + 1)
     returned = [[e[0], sim.subjects[s], e[1], e[2]] for e in shown]

@@ -343,8 +343,9 @@ def correct(
         con.print(f"{verb} {r.id}  {r.subject} = {render.val(r.value)} ({r.lifecycle})")
     if c.constraint is not None:
         k = c.constraint
-        prefer = f", prefer {k.prefer}" if k.prefer else ""
-        con.print(f"constraint {k.id} on {k.scope}: forbid {', '.join(k.forbid)}{prefer}")
+        prefer = f", prefer {render.esc(k.prefer)}" if k.prefer else ""
+        forbidden = render.esc(", ".join(k.forbid))
+        con.print(f"constraint {k.id} on {k.scope}: forbid {forbidden}{prefer}")
 
 
 epoch_app = typer.Typer(help="Ingestion batches.", no_args_is_help=True)
@@ -472,9 +473,8 @@ def rebuild(
         else:
             rows = ", ".join(f"{t}: {n} rows" for t, n in report.differences.items())
             fixed = " (repaired)" if report.repaired else "; run `episteme rebuild --repair`"
-            typer.echo(
-                f"projections differ from the journal: {rows}{fixed}", err=not report.repaired
-            )
+            line = f"projections differ from the journal: {rows}{fixed}"
+            typer.echo(line if report.repaired else f"error: {line}", err=not report.repaired)
     if not report.ok and not report.repaired:
         raise typer.Exit(1)
 

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 from rich.tree import Tree
 from whenever import Instant
@@ -31,7 +32,13 @@ def short(ident: str) -> str:
 
 
 def val(value: Any) -> str:
-    return value if isinstance(value, str) else canonical(value)
+    """A value for a Rich string: JSON unless a plain string, markup escaped."""
+    return esc(value if isinstance(value, str) else canonical(value))
+
+
+def esc(text: str | None, empty: str = "") -> str:
+    """Free text (sources, reasons, actions) is data, never Rich markup."""
+    return escape(text) if text else empty
 
 
 def life(state: str) -> str:
@@ -54,7 +61,7 @@ def assertions_table(title: str, rows: Sequence[Assertion]) -> Table:
             life(a.lifecycle),
             f"{a.confidence:.2f}",
             a.agent,
-            a.source or "",
+            esc(a.source),
             when(a.recorded_at),
         )
     return t
@@ -72,7 +79,7 @@ def answer(console: Console, ans: Answer) -> None:
     for item in ans.items:
         a = item.assertion
         row = [short(a.id), a.subject, val(a.value), life(a.lifecycle), f"{a.confidence:.2f}"]
-        row += [a.agent, a.source or ""]
+        row += [a.agent, esc(a.source)]
         if ranked:
             row.append(f"{item.score or 0:.3f}")
         t.add_row(*row)
@@ -119,7 +126,7 @@ def diff(console: Console, d: Diff) -> None:
             val(c.value),
             short(c.assertion_id),
             c.actor,
-            c.reason or "",
+            esc(c.reason),
         )
     console.print(t if d.changes else f"{title}: no changes")
     if d.counts:
@@ -132,7 +139,7 @@ def blame(console: Console, rows: Sequence[Blame]) -> None:
         tree = Tree(f"[bold]{a.subject}[/] = {val(a.value)}  {life(a.lifecycle)}  {a.id}")
         tree.add(f"introduced by [bold]{a.agent}[/] at {when(a.recorded_at)}")
         tree.add(f"kind {a.kind}, confidence {a.confidence:.2f}")
-        tree.add(f"source: {a.source or '-'}; evidence: {a.evidence or '-'}")
+        tree.add(f"source: {esc(a.source, '-')}; evidence: {esc(a.evidence, '-')}")
         if b.epoch:
             state = f", superseded by {b.epoch.superseded_by}" if b.epoch.superseded_at else ""
             n = b.epoch.assertions
@@ -142,17 +149,17 @@ def blame(console: Console, rows: Sequence[Blame]) -> None:
         hist = tree.add("history")
         for v in b.history:
             move = f"{v.prev_lifecycle} → {v.lifecycle}" if v.prev_lifecycle else str(v.lifecycle)
-            reason = f": {v.reason}" if v.reason else ""
+            reason = f": {esc(v.reason)}" if v.reason else ""
             hist.add(f"{when(v.tx_from)}  {v.cause}  {move}  by {v.actor}{reason}")
         for c in b.corrections:
-            tree.add(f"[red]corrected[/] {c.id} by {c.by}: {c.reason}")
+            tree.add(f"[red]corrected[/] {c.id} by {c.by}: {esc(c.reason)}")
         console.print(tree)
 
 
 def trace(console: Console, tr: Trace) -> None:
     if tr.decision:
         d = tr.decision
-        root = Tree(f"[bold]decision[/] {d.id}: {d.action}  by {d.agent} at {when(d.at)}")
+        root = Tree(f"[bold]decision[/] {d.id}: {esc(d.action)}  by {d.agent} at {when(d.at)}")
     else:
         root = Tree(f"[bold]query[/] {tr.root}")
     by_id = {a.id: a for a in tr.assertions}
@@ -169,10 +176,10 @@ def trace(console: Console, tr: Trace) -> None:
                 + (f"  (now {life(a.lifecycle)})" if a and a.lifecycle != item.lifecycle else "")
             )
             if a:
-                leaf.add(f"agent {a.agent}; source {a.source or '-'}; epoch {a.epoch or '-'}")
+                leaf.add(f"agent {a.agent}; source {esc(a.source, '-')}; epoch {a.epoch or '-'}")
     console.print(root)
     console.print(
-        f"agents: {', '.join(tr.agents)}  sources: {', '.join(tr.sources) or '-'}  "
+        f"agents: {', '.join(tr.agents)}  sources: {esc(', '.join(tr.sources), '-')}  "
         f"epochs: {', '.join(tr.epochs) or '-'}"
     )
 
@@ -184,7 +191,7 @@ def impact(console: Console, im: Impact) -> None:
     root.add(f"served in {im.queries} audited queries, to {agents}")
     dec = root.add(f"{len(im.decisions)} decisions cited those queries")
     for d in im.decisions:
-        dec.add(f"{d.id}: {d.action} by {d.agent} at {when(d.at)}")
+        dec.add(f"{d.id}: {esc(d.action)} by {d.agent} at {when(d.at)}")
     der = root.add(f"{len(im.derived)} assertions derived from it")
     for x in im.derived:
         der.add(f"{short(x.id)} {x.subject} = {val(x.value)} ({x.lifecycle})")

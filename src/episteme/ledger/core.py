@@ -27,6 +27,7 @@ from episteme.ledger.model import (
     Answer,
     Assertion,
     AssertionInput,
+    Item,
     Kind,
     Lifecycle,
     check_move,
@@ -105,6 +106,26 @@ def record(inp: AssertionInput, agent: str, derived: list[str], at: int) -> dict
         derived_from=derived,
         valid_from=_us(inp.valid_from),
         valid_to=_us(inp.valid_to),
+    )
+
+
+def _from_record(rec: dict[str, Any], *, superseded: bool = False) -> Assertion:
+    """The Assertion a just-written record describes (no read back needed)."""
+    return Assertion.model_construct(
+        id=rec["id"],
+        subject=rec["subject"],
+        value=rec["value"],
+        kind=Kind(rec["kind"]),
+        agent=rec["agent"],
+        source=rec["source"],
+        evidence=rec["evidence"],
+        epoch=rec["epoch"],
+        derived_from=tuple(rec["derived_from"]),
+        valid_from=None if rec["valid_from"] is None else from_us(rec["valid_from"]),
+        valid_to=None if rec["valid_to"] is None else from_us(rec["valid_to"]),
+        recorded_at=from_us(rec["recorded_at"]),
+        lifecycle=Lifecycle.SUPERSEDED if superseded else Lifecycle(rec["lifecycle"]),
+        confidence=rec["confidence"],
     )
 
 
@@ -195,8 +216,6 @@ class Ledger:
                 if rec["id"] in seen:
                     raise InvalidInput(f"assertion {n} repeats assertion {seen[rec['id']]}")
                 seen[rec["id"]] = n
-                if r.existing_ids([rec["id"]]):  # same content, same agent, same microsecond
-                    raise Conflict(f"assertion {n} is already recorded as {rec['id'][:12]}")
                 if inp.epoch is not None:
                     epoch = r.epoch(inp.epoch)
                     if epoch is not None and epoch.superseded_at is not None:
@@ -207,13 +226,19 @@ class Ledger:
                     superseded += [[old, rec["id"]] for old in olds]
                     approved_now[inp.subject] = rec["id"]
                 records.append(rec)
+            already = r.existing_ids(list(seen))  # same content, agent and microsecond
+            if already:
+                n, aid = min((seen[i], i) for i in already)
+                raise Conflict(f"assertion {n} is already recorded as {aid[:12]}")
             payload = {"assertions": records, "superseded": superseded}
+            out.extend(records)
+            gone.update(old for old, _ in superseded)
             return [Draft(EventKind.ASSERTIONS_ADDED, submitter, payload)]
 
-        events = self._write(build)
-        ids = [a["id"] for a in events[0].data()["assertions"]]
-        by_id = {a.id: a for a in self.store.assertions(ids)}
-        return [by_id[i] for i in ids]
+        out: list[dict[str, Any]] = []
+        gone: set[str] = set()
+        self._write(build)
+        return [_from_record(rec, superseded=rec["id"] in gone) for rec in out]
 
     def assert_one(self, **fields: Any) -> Assertion:
         """Convenience for one assertion from keyword fields (see `AssertionInput`)."""
@@ -411,7 +436,8 @@ class Ledger:
         elif text is None:
             raise InvalidInput("give a subject, a prefix or --text words", field="subject")
         spec = self.lens_spec(lens, r)
-        items, hidden = apply_lens(spec, r.candidates(subject, _us(at), text), self.trust)
+        shown, hidden = apply_lens(spec, r.candidates(subject, _us(at), text), self.trust)
+        items = [Item.model_construct(assertion=c.assertion(), score=score) for c, score in shown]
         return Answer(
             query_id=None,
             agent="",

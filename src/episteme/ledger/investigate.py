@@ -53,9 +53,10 @@ def blame(r: StoreReader, ref: str) -> list[Blame]:
             found = r.assertion(full) if kind == "assertion" else None
             targets = [found] if found is not None else []
         except NotFound:
-            targets = r.candidates(check_subject(ref))
+            targets = [c.assertion() for c in r.candidates(check_subject(ref))]
     else:
-        targets = r.candidates(check_subject(ref.removesuffix(".*").removesuffix(".")))
+        subject = check_subject(ref.removesuffix(".*").removesuffix("."))
+        targets = [c.assertion() for c in r.candidates(subject)]
     if not targets:
         raise NotFound(f"no assertion with id or subject {ref!r}", field="ref")
     out = []

@@ -15,11 +15,11 @@ leaves out is counted in `Hidden`, so no answer hides silently.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from typing import Literal
+from typing import Literal, Protocol, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_serializer
 
-from episteme.ledger.model import HIDDEN_IDS, Assertion, Confidence, Hidden, Item, Lifecycle
+from episteme.ledger.model import HIDDEN_IDS, LIVE, Confidence, Hidden, Lifecycle
 
 Pick = Literal["all", "newest", "ranked"]
 TrustFn = Callable[[str, str], float]
@@ -48,6 +48,11 @@ class LensSpec(BaseModel):
     pick: Pick = "all"
     description: str = ""
 
+    @field_serializer("lifecycles", "agents", when_used="json")
+    def _sorted(self, value: frozenset[str] | None) -> list[str] | None:
+        # Sets in a stable order: this JSON is hashed into the journal and printed.
+        return None if value is None else sorted(str(v) for v in value)
+
 
 _NOT_REJECTED = frozenset(set(Lifecycle) - {Lifecycle.REJECTED})
 
@@ -69,36 +74,56 @@ BUILTIN: dict[str, LensSpec] = {
 }
 
 
+class LensRow(Protocol):
+    """What a lens looks at: any assertion-like row (an `Assertion` or a `Candidate`)."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def subject(self) -> str: ...
+    @property
+    def agent(self) -> str: ...
+    @property
+    def source(self) -> str | None: ...
+    @property
+    def lifecycle(self) -> str: ...
+    @property
+    def confidence(self) -> float: ...
+
+
+R = TypeVar("R", bound=LensRow)
+
+
 def apply_lens(
-    spec: LensSpec, candidates: Iterable[Assertion], trust: TrustFn = prior_trust
-) -> tuple[list[Item], Hidden]:
-    """Filter and pick `candidates`; return the items shown and what was hidden.
+    spec: LensSpec, candidates: Iterable[R], trust: TrustFn = prior_trust
+) -> tuple[list[tuple[R, float | None]], Hidden]:
+    """Filter and pick `candidates`; return what is shown (with its score) and what is hidden.
 
     Candidates come in the order they were recorded (oldest first).
     """
-    shown: list[Item] = []
+    shown: list[tuple[R, float | None]] = []
     hidden = Hidden()
+    ranked = spec.pick == "ranked"
     for a in candidates:
         reason = _exclusion(spec, a, trust)
         if reason is None:
-            score = a.confidence * trust(a.agent, a.subject) if spec.pick == "ranked" else None
-            shown.append(Item(assertion=a, score=score))
+            shown.append((a, a.confidence * trust(a.agent, a.subject) if ranked else None))
         else:
             _hide(hidden, a, reason)
     if spec.pick == "newest":
-        newest: dict[str, Item] = {}
+        newest: dict[str, tuple[R, float | None]] = {}
         for item in shown:
-            previous = newest.get(item.assertion.subject)
+            previous = newest.get(item[0].subject)
             if previous is not None:
-                _hide(hidden, previous.assertion, "older")
-            newest[item.assertion.subject] = item
+                _hide(hidden, previous[0], "older")
+            newest[item[0].subject] = item
         shown = list(newest.values())
-    elif spec.pick == "ranked":
-        shown.sort(key=lambda i: (i.assertion.subject, -(i.score or 0.0)))
+    elif ranked:
+        shown.sort(key=lambda i: (i[0].subject, -(i[1] or 0.0)))
     return shown, hidden
 
 
-def _exclusion(spec: LensSpec, a: Assertion, trust: TrustFn) -> str | None:
+def _exclusion(spec: LensSpec, a: LensRow, trust: TrustFn) -> str | None:
     if a.lifecycle not in spec.lifecycles:
         return "lifecycle"
     if a.confidence < spec.min_confidence:
@@ -112,9 +137,10 @@ def _exclusion(spec: LensSpec, a: Assertion, trust: TrustFn) -> str | None:
     return None
 
 
-def _hide(hidden: Hidden, a: Assertion, reason: str) -> None:
+def _hide(hidden: Hidden, a: LensRow, reason: str) -> None:
+    state = str(a.lifecycle)
     hidden.count += 1
-    hidden.by_lifecycle[a.lifecycle] = hidden.by_lifecycle.get(a.lifecycle, 0) + 1
+    hidden.by_lifecycle[state] = hidden.by_lifecycle.get(state, 0) + 1
     hidden.by_reason[reason] = hidden.by_reason.get(reason, 0) + 1
-    if len(hidden.ids) < HIDDEN_IDS:
+    if state in LIVE and len(hidden.ids) < HIDDEN_IDS:
         hidden.ids.append(a.id)

@@ -8,8 +8,10 @@ intervals kept by the store. Inputs are validated here, once, for every skin
 
 from __future__ import annotations
 
+import json
 import math
 import re
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
@@ -26,6 +28,7 @@ from whenever import Instant
 
 from episteme.errors import Conflict, InvalidInput
 from episteme.ledger.canonical import check_json
+from episteme.timeutil import from_us
 
 # No leading '-': such a subject would read as an option on the command line.
 SUBJECT_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_-]*(?:\.[A-Za-z0-9_-]+)*$")
@@ -195,14 +198,61 @@ class Assertion(BaseModel):
     confidence: float
 
 
-HIDDEN_IDS = 50
+HIDDEN_IDS = 20
 """How many hidden ids an answer lists; the counts are always complete."""
+
+LIVE = frozenset({"proposed", "approved"})
+"""Lifecycles whose hidden assertions are listed by id: the live alternatives to an answer.
+Hidden history (superseded, deprecated, rejected) is counted, not listed."""
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    """An assertion as a store reads it, before it is worth building an `Assertion`.
+
+    Lenses decide on these light rows; only what a lens shows becomes an `Assertion`.
+    `value` and `derived_from` are JSON text, times are microseconds.
+    """
+
+    id: str
+    subject: str
+    value: str
+    kind: str
+    agent: str
+    source: str | None
+    evidence: str | None
+    epoch: str | None
+    derived_from: str
+    valid_from: int | None
+    valid_to: int | None
+    recorded_at: int
+    lifecycle: str
+    confidence: float
+
+    def assertion(self) -> Assertion:
+        return Assertion.model_construct(
+            id=self.id,
+            subject=self.subject,
+            value=json.loads(self.value),
+            kind=Kind(self.kind),
+            agent=self.agent,
+            source=self.source,
+            evidence=self.evidence,
+            epoch=self.epoch,
+            derived_from=tuple(json.loads(self.derived_from)),
+            valid_from=None if self.valid_from is None else from_us(self.valid_from),
+            valid_to=None if self.valid_to is None else from_us(self.valid_to),
+            recorded_at=from_us(self.recorded_at),
+            lifecycle=Lifecycle(self.lifecycle),
+            confidence=self.confidence,
+        )
 
 
 class Hidden(BaseModel):
     """What a lens left out of an answer, so that no answer hides silently.
 
-    `count` and the breakdowns are exact; `ids` lists the first `HIDDEN_IDS` of them.
+    `count` and the breakdowns are exact; `ids` lists the hidden live alternatives
+    (proposed or approved), at most `HIDDEN_IDS` of them.
     """
 
     count: int = 0

@@ -88,26 +88,23 @@ CREATE TABLE queries (
     text       TEXT,
     as_of      INTEGER,
     returned   INTEGER NOT NULL,
-    hidden     TEXT    NOT NULL,
-    latency_us INTEGER NOT NULL,
-    context    TEXT    NOT NULL
+    hidden     INTEGER NOT NULL, -- how many (what, and the context, stay in the journal)
+    latency_us INTEGER NOT NULL
 );
 CREATE INDEX queries_agent ON queries (agent, at);
 CREATE INDEX queries_at ON queries (at);
 CREATE INDEX queries_subject ON queries (subject, at);
 
+-- What each query returned, as served. Integer keys keep this, the largest table of a
+-- busy ledger, small: arow is assertions.rowid; time and agent are the query's.
 CREATE TABLE served (
-    query_seq    INTEGER NOT NULL,
-    assertion_id TEXT    NOT NULL,
-    subject      TEXT    NOT NULL,
-    lifecycle    TEXT    NOT NULL,
-    confidence   REAL    NOT NULL,
-    at           INTEGER NOT NULL,
-    agent        TEXT    NOT NULL,
-    PRIMARY KEY (query_seq, assertion_id)
+    query_seq  INTEGER NOT NULL,
+    arow       INTEGER NOT NULL,
+    lifecycle  TEXT    NOT NULL,
+    confidence REAL    NOT NULL,
+    PRIMARY KEY (query_seq, arow)
 ) WITHOUT ROWID;
-CREATE INDEX served_assertion ON served (assertion_id, at);
-CREATE INDEX served_subject ON served (subject, at);
+CREATE INDEX served_assertion ON served (arow, query_seq);
 
 CREATE TABLE decisions (
     id      TEXT PRIMARY KEY,

@@ -24,47 +24,56 @@ def apply(conn: sqlite3.Connection, ev: Event, data: dict[str, Any]) -> None:
     _HANDLERS[ev.kind](conn, ev, data)
 
 
-def _insert_assertion(conn: sqlite3.Connection, ev: Event, a: dict[str, Any]) -> None:
-    value = canonical(a["value"])
-    cur = conn.execute(
-        "INSERT INTO assertions (id, subject, value, kind, agent, source, evidence, epoch,"
+def _insert_assertions(conn: sqlite3.Connection, ev: Event, batch: list[dict[str, Any]]) -> None:
+    """Insert a batch of assertion records: one statement per table, rowids in order."""
+    first = conn.execute("SELECT coalesce(max(rowid), 0) + 1 FROM assertions").fetchone()[0]
+    rows: list[tuple[Any, ...]] = []
+    for a in batch:
+        rows.append(
+            (
+                first + len(rows),
+                a["id"],
+                a["subject"],
+                canonical(a["value"]),
+                a["kind"],
+                a["agent"],
+                a["source"],
+                a["evidence"],
+                a["epoch"],
+                canonical(a["derived_from"]),
+                a["valid_from"],
+                a["valid_to"],
+                a["recorded_at"],
+                ev.seq,
+            )
+        )
+    conn.executemany(
+        "INSERT INTO assertions (rowid, id, subject, value, kind, agent, source, evidence, epoch,"
         " derived_from, valid_from, valid_to, recorded_at, seq)"
-        " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
-        (
-            a["id"],
-            a["subject"],
-            value,
-            a["kind"],
-            a["agent"],
-            a["source"],
-            a["evidence"],
-            a["epoch"],
-            canonical(a["derived_from"]),
-            a["valid_from"],
-            a["valid_to"],
-            a["recorded_at"],
-            ev.seq,
-        ),
+        " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+        rows,
     )
-    conn.execute(
+    conn.executemany(
         "INSERT INTO assertions_fts (rowid, subject, value, source) VALUES (?,?,?,?)",
-        (cur.lastrowid, a["subject"], value, a["source"]),
+        [(r[0], r[2], r[3], r[6]) for r in rows],
     )
     conn.executemany(
         "INSERT OR IGNORE INTO derivations (parent, child) VALUES (?, ?)",
-        [(p, a["id"]) for p in a["derived_from"]],
+        [(p, a["id"]) for a in batch for p in a["derived_from"]],
     )
-    conn.execute(
+    conn.executemany(
         "INSERT INTO versions (assertion_id, seq, subject, lifecycle, confidence, tx_from, tx_to,"
         " prev_lifecycle, actor, reason, cause) VALUES (?,?,?,?,?,?,?,NULL,?,NULL,'added')",
-        (a["id"], ev.seq, a["subject"], a["lifecycle"], a["confidence"], ev.at, OPEN, ev.actor),
+        [
+            (a["id"], ev.seq, a["subject"], a["lifecycle"], a["confidence"], ev.at, OPEN, ev.actor)
+            for a in batch
+        ],
     )
-    if a["epoch"] is not None:
-        conn.execute(
-            "INSERT OR IGNORE INTO epochs (name, first_seq, created_at, created_by)"
-            " VALUES (?, ?, ?, ?)",
-            (a["epoch"], ev.seq, ev.at, a["agent"]),
-        )
+    epochs = {a["epoch"]: a["agent"] for a in reversed(batch) if a["epoch"] is not None}
+    conn.executemany(
+        "INSERT OR IGNORE INTO epochs (name, first_seq, created_at, created_by) VALUES (?,?,?,?)",
+        [(name, ev.seq, ev.at, agent) for name, agent in epochs.items()],
+    )
 
 
 def _move(
@@ -91,8 +100,7 @@ def _supersede(conn: sqlite3.Connection, ev: Event, ids: list[str], by: str) -> 
 
 
 def _added(conn: sqlite3.Connection, ev: Event, data: dict[str, Any]) -> None:
-    for a in data["assertions"]:
-        _insert_assertion(conn, ev, a)
+    _insert_assertions(conn, ev, data["assertions"])
     for sid, by in data["superseded"]:
         _supersede(conn, ev, [sid], by)
 
@@ -106,7 +114,7 @@ def _corrected(conn: sqlite3.Connection, ev: Event, data: dict[str, Any]) -> Non
     _move(conn, ev, data["id"], "rejected", "corrected", data["reason"])
     replacement = data["replacement"]
     if replacement is not None:
-        _insert_assertion(conn, ev, replacement)
+        _insert_assertions(conn, ev, [replacement])
         _supersede(conn, ev, data["superseded"], replacement["id"])
     constraint = data["constraint"]
     if constraint is not None:
@@ -142,7 +150,7 @@ def _query_served(conn: sqlite3.Connection, ev: Event, data: dict[str, Any]) -> 
     returned = data["returned"]
     conn.execute(
         "INSERT INTO queries (seq, id, at, agent, lens, subject, text, as_of, returned, hidden,"
-        " latency_us, context) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+        " latency_us) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
         (
             ev.seq,
             data["query_id"],
@@ -153,19 +161,18 @@ def _query_served(conn: sqlite3.Connection, ev: Event, data: dict[str, Any]) -> 
             data["text"],
             data["as_of"],
             len(returned),
-            canonical(data["hidden"]),
+            data["hidden"]["count"],
             data["latency_us"],
-            canonical(data["context"]),
         ),
     )
-    conn.executemany(
-        "INSERT INTO served (query_seq, assertion_id, subject, lifecycle, confidence, at, agent)"
-        " VALUES (?,?,?,?,?,?,?)",
-        [
-            (ev.seq, r[0], r[1], r[2], r[3], ev.at, ev.actor)
-            for r in returned  # [id, subject, lifecycle, confidence]
-        ],
-    )
+    if returned:
+        ids = [r[0] for r in returned]  # rows are [id, subject, lifecycle, confidence]
+        marks = ",".join("?" * len(ids))
+        rowids = dict(conn.execute(f"SELECT id, rowid FROM assertions WHERE id IN ({marks})", ids))
+        conn.executemany(
+            "INSERT INTO served (query_seq, arow, lifecycle, confidence) VALUES (?,?,?,?)",
+            [(ev.seq, rowids[r[0]], r[2], r[3]) for r in returned],
+        )
 
 
 def _decision(conn: sqlite3.Connection, ev: Event, data: dict[str, Any]) -> None:

@@ -15,7 +15,7 @@ from typing import Any
 from episteme.errors import InvalidInput, NotFound
 from episteme.ledger.journal import Event
 from episteme.ledger.lenses import LensSpec
-from episteme.ledger.model import Assertion, Hidden, Kind, Lifecycle
+from episteme.ledger.model import Assertion, Candidate, Hidden, Lifecycle
 from episteme.ledger.records import (
     Change,
     ConstraintRecord,
@@ -34,6 +34,7 @@ _A_COLS = (
     " a.valid_from, a.valid_to, a.recorded_at, v.lifecycle, v.confidence"
 )
 _FROM_CURRENT = f"FROM assertions a JOIN versions v ON v.assertion_id = a.id AND v.tx_to = {OPEN}"
+_AROW = "SELECT rowid FROM assertions WHERE id = ?"
 _ID_PREFIXES = {"q_": "query", "d_": "decision", "x_": "correction", "c_": "constraint"}
 _ID_TABLES = {
     "query": "queries",
@@ -48,22 +49,7 @@ def _opt(us: int | None) -> Any:
 
 
 def row_assertion(r: Sequence[Any]) -> Assertion:
-    return Assertion.model_construct(
-        id=r[0],
-        subject=r[1],
-        value=json.loads(r[2]),
-        kind=Kind(r[3]),
-        agent=r[4],
-        source=r[5],
-        evidence=r[6],
-        epoch=r[7],
-        derived_from=tuple(json.loads(r[8])),
-        valid_from=_opt(r[9]),
-        valid_to=_opt(r[10]),
-        recorded_at=from_us(r[11]),
-        lifecycle=Lifecycle(r[12]),
-        confidence=r[13],
-    )
+    return Candidate(*r).assertion()
 
 
 def _subject_clause(subject: str | None) -> tuple[str, list[Any]]:
@@ -114,7 +100,7 @@ class Reader:
 
     def candidates(
         self, subject: str | None, as_of: int | None = None, text: str | None = None
-    ) -> list[Assertion]:
+    ) -> list[Candidate]:
         """Assertions under `subject` with the version current at `as_of` (None: now)."""
         where, args = _subject_clause(subject)
         if as_of is None:
@@ -128,7 +114,7 @@ class Reader:
         if text is not None:
             sql += " AND a.rowid IN (SELECT rowid FROM assertions_fts WHERE assertions_fts MATCH ?)"
             args.append(fts_query(text))
-        return [row_assertion(r) for r in self.conn.execute(sql + " ORDER BY a.rowid", args)]
+        return [Candidate(*r) for r in self.conn.execute(sql + " ORDER BY a.rowid", args)]
 
     def current_on_subject(self, subject: str) -> list[Assertion]:
         rows = self.conn.execute(
@@ -334,7 +320,8 @@ class Reader:
         if subject is not None:
             where, sargs = _subject_clause(subject)
             clauses.append(
-                "(q.seq IN (SELECT query_seq FROM served v WHERE "
+                "(q.seq IN (SELECT s.query_seq FROM served s JOIN assertions v"
+                " ON v.rowid = s.arow WHERE "
                 + where
                 + ") OR q.subject = ? OR (q.subject > ? AND q.subject < ?))"
             )
@@ -347,8 +334,8 @@ class Reader:
         agents = {
             r[0]: r[1]
             for r in self.conn.execute(
-                "SELECT agent, count(*) FROM served WHERE assertion_id = ? GROUP BY agent"
-                " ORDER BY count(*) DESC, agent",
+                "SELECT q.agent, count(*) FROM served s JOIN queries q ON q.seq = s.query_seq"
+                f" WHERE s.arow = ({_AROW}) GROUP BY q.agent ORDER BY count(*) DESC, q.agent",
                 (assertion_id,),
             )
         }
@@ -356,7 +343,7 @@ class Reader:
             r[0]
             for r in self.conn.execute(
                 "SELECT q.id FROM served s JOIN queries q ON q.seq = s.query_seq"
-                " WHERE s.assertion_id = ? ORDER BY s.at DESC, s.query_seq DESC LIMIT ?",
+                f" WHERE s.arow = ({_AROW}) ORDER BY s.query_seq DESC LIMIT ?",
                 (assertion_id, limit),
             )
         ]
@@ -364,8 +351,10 @@ class Reader:
 
     def _queries(self, where: str, args: list[Any], limit: int) -> list[QueryRecord]:
         rows = self.conn.execute(
-            "SELECT q.id, q.seq, q.at, q.agent, q.lens, q.subject, q.text, q.as_of, q.hidden,"
-            f" q.latency_us, q.context FROM queries q {where} ORDER BY q.at DESC, q.seq DESC"
+            "SELECT q.id, q.seq, q.at, q.agent, q.lens, q.subject, q.text, q.as_of,"
+            " json_extract(j.payload, '$.hidden'), q.latency_us, json_extract(j.payload,"
+            f" '$.context') FROM queries q JOIN journal j ON j.seq = q.seq {where}"
+            " ORDER BY q.at DESC, q.seq DESC"
             " LIMIT ?",
             [*args, limit],
         ).fetchall()
@@ -394,8 +383,8 @@ class Reader:
             chunk = query_seqs[start : start + 500]
             marks = ",".join("?" * len(chunk))
             rows = self.conn.execute(
-                "SELECT s.query_seq, s.assertion_id, s.subject, s.lifecycle, s.confidence, a.value"
-                f" FROM served s JOIN assertions a ON a.id = s.assertion_id"
+                "SELECT s.query_seq, a.id, a.subject, s.lifecycle, s.confidence, a.value"
+                f" FROM served s JOIN assertions a ON a.rowid = s.arow"
                 f" WHERE s.query_seq IN ({marks}) ORDER BY a.rowid",
                 chunk,
             )
@@ -438,7 +427,7 @@ class Reader:
         where = (
             "WHERE d.id IN (SELECT c.decision_id FROM served s"
             " JOIN queries q ON q.seq = s.query_seq"
-            " JOIN citations c ON c.query_id = q.id WHERE s.assertion_id = ?)"
+            f" JOIN citations c ON c.query_id = q.id WHERE s.arow = ({_AROW}))"
         )
         return self._decisions(where, [assertion_id])
 

@@ -219,7 +219,12 @@ class SQLiteStore(Reader):
     # -- integrity -------------------------------------------------------------------
 
     def verify(self) -> VerifyReport:
-        return verify_chain(self.events())
+        # Every row, whatever its seq: `events()` reads seq > 0, so a row whose seq was
+        # changed to 0 or below would otherwise escape the check.
+        rows = self.conn.execute(
+            "SELECT seq, at, actor, kind, payload, hash FROM journal ORDER BY seq"
+        )
+        return verify_chain(Event(*r) for r in rows)
 
     def rebuild(self, repair: bool = False) -> RebuildReport:
         """Replay the journal into fresh projections; compare; optionally replace."""

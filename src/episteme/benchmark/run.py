@@ -1,0 +1,503 @@
+"""The on-call latency budget, measured against the engine's own floor.
+
+Each figure is timed over many runs after a warm-up (p50, p99, max). Beside it, in
+the same run, the **floor**: the same work as raw SQL through the same driver on the
+same database file. An audited read's floor is the lookup plus a durable insert of an
+audit row of the same size (the work any audited store must do); a read's floor is
+the lookup's SQL. Ratios are ours / floor (p99) and ours / budget.
+
+The run appends to the ledger it measures (audited queries, the assert figures), and
+the floors write into a scratch table that is dropped at the end.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import random
+import resource
+import sqlite3
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from whenever import Instant
+
+from episteme.ledger.canonical import canonical
+from episteme.ledger.core import Ledger
+from episteme.ledger.model import AssertionInput, Kind, Lifecycle
+from episteme.ledger.sqlite.projector import OPEN
+from episteme.timeutil import from_us, to_us
+
+_A = "a.id, a.subject, a.value, a.agent, v.lifecycle, v.confidence"
+_CURRENT = f"SELECT {_A} FROM versions v JOIN assertions a ON a.id = v.assertion_id"
+FLOOR_IMPACT = (
+    "SELECT q.agent, count(*) FROM served s JOIN queries q ON q.seq = s.query_seq"
+    " WHERE s.arow = (SELECT rowid FROM assertions WHERE id = ?) GROUP BY q.agent",
+    "SELECT DISTINCT c.decision_id FROM served s JOIN queries q ON q.seq = s.query_seq"
+    " JOIN citations c ON c.query_id = q.id"
+    " WHERE s.arow = (SELECT rowid FROM assertions WHERE id = ?)",
+)
+FLOOR_SQL: dict[str, str] = {
+    "point": f"{_CURRENT} WHERE v.subject = ? AND v.tx_to = {OPEN}",
+    "as_of": f"{_CURRENT} WHERE v.subject = ? AND v.tx_to > ? AND v.tx_from <= ?",
+    "served": (
+        "SELECT q.id, q.at, q.agent, s.arow, s.lifecycle FROM queries q"
+        " JOIN served s ON s.query_seq = q.seq WHERE q.seq IN (SELECT s.query_seq FROM served s"
+        " JOIN assertions a ON a.rowid = s.arow WHERE a.subject = ?) AND q.at <= ?"
+        " ORDER BY q.at DESC LIMIT 50"
+    ),
+    "diff": (
+        "SELECT v.seq, v.cause, a.id, a.subject, a.value, v.lifecycle, v.actor FROM versions v"
+        " JOIN assertions a ON a.id = v.assertion_id WHERE v.tx_from > ? AND v.tx_from <= ?"
+    ),
+    "diff_prefix": (
+        "SELECT v.seq, v.cause, a.id, a.subject, a.value, v.lifecycle, v.actor FROM versions v"
+        " JOIN assertions a ON a.id = v.assertion_id WHERE (v.subject = ? OR (v.subject > ?"
+        " AND v.subject < ?)) AND v.tx_from > ? AND v.tx_from <= ?"
+    ),
+    "blame": (
+        "SELECT a.*, v.* FROM assertions a JOIN versions v ON v.assertion_id = a.id"
+        " WHERE a.id = ? ORDER BY v.seq"
+    ),
+    "trace": (
+        "SELECT c.query_id, q.agent, a.id, a.agent, a.source, a.epoch"
+        " FROM citations c JOIN queries q ON q.id = c.query_id"
+        " JOIN served s ON s.query_seq = q.seq JOIN assertions a ON a.rowid = s.arow"
+        " WHERE c.decision_id = ?"
+    ),
+    "audit": (
+        "SELECT q.id, q.at, q.lens, s.arow, s.lifecycle FROM queries q"
+        " LEFT JOIN served s ON s.query_seq = q.seq WHERE q.agent = ? AND q.at >= ?"
+        " AND q.at <= ? ORDER BY q.at DESC LIMIT 100"
+    ),
+    "text": (
+        f"{_CURRENT} AND v.tx_to = {OPEN} WHERE a.rowid IN (SELECT rowid FROM assertions_fts"
+        " WHERE assertions_fts MATCH ?)"
+    ),
+}
+
+BUDGET_MS = {
+    "point query (approved, audited)": 1.0,
+    "time-travel query (audited)": 2.0,
+    "24h diff, whole store": 250.0,
+    "trace of a decision": 10.0,
+    "impact of the most served assertion": 50.0,
+    "audit of one agent, 6h": 50.0,
+}
+BUDGET_RATE = {
+    "single durable assert": 2_000.0,
+    "batch assert (1,000 per call)": 50_000.0,
+    "verify": 200_000.0,
+}
+
+
+@dataclass
+class Figure:
+    name: str
+    unit: str  # "ms" (latency) or "/s" (throughput)
+    runs: int
+    p50: float
+    p99: float
+    max: float
+    floor_p50: float | None = None
+    floor_p99: float | None = None
+    budget: float | None = None
+    note: str = ""
+
+    @property
+    def floor_ratio(self) -> float | None:
+        if self.floor_p99 in (None, 0):
+            return None
+        assert self.floor_p99 is not None
+        if self.unit == "/s":  # throughput: how many times slower than the floor
+            return self.floor_p99 / self.p50 if self.p50 else None
+        return self.p99 / self.floor_p99
+
+    @property
+    def budget_ratio(self) -> float | None:
+        if self.budget is None:
+            return None
+        return self.p99 / self.budget if self.unit == "ms" else self.p50 / self.budget
+
+
+@dataclass
+class Report:
+    machine: dict[str, Any]
+    ledger: dict[str, Any]
+    figures: list[Figure] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        figs = []
+        for f in self.figures:
+            d = asdict(f)
+            d["floor_ratio"] = f.floor_ratio
+            d["budget_ratio"] = f.budget_ratio
+            figs.append(d)
+        return {"machine": self.machine, "ledger": self.ledger, "figures": figs}
+
+
+def _ms(samples_ns: list[int]) -> tuple[float, float, float]:
+    s = sorted(samples_ns)
+    p99 = s[min(len(s) - 1, round(0.99 * (len(s) - 1)))]
+    return statistics.median(s) / 1e6, p99 / 1e6, s[-1] / 1e6
+
+
+def _time(fn: Callable[[int], object], runs: int, warmup: int) -> list[int]:
+    for i in range(warmup):
+        fn(i)
+    out = []
+    for i in range(runs):
+        t = time.perf_counter_ns()
+        fn(i)
+        out.append(time.perf_counter_ns() - t)
+    return out
+
+
+class Bench:
+    """Probes and timings over one ledger home."""
+
+    def __init__(self, home: Path, runs: int, seed: int = 1) -> None:
+        self.home = home
+        self.runs = runs
+        self.rng = random.Random(seed)
+        self.ledger = Ledger.open(home)
+        self.db = sqlite3.connect(home / "ledger.db", isolation_level=None)
+        self.db.execute("PRAGMA synchronous = FULL")
+        self.db.execute(
+            "CREATE TABLE IF NOT EXISTS bench_floor (k INTEGER PRIMARY KEY, payload TEXT)"
+        )
+        self._probes()
+
+    def close(self) -> None:
+        self.db.execute("DROP TABLE IF EXISTS bench_floor")
+        self.db.close()
+        self.ledger.close()
+
+    def _probes(self) -> None:
+        q = self.db.execute
+        n = q("SELECT max(rowid) FROM assertions").fetchone()[0] or 0
+        picks = [self.rng.randint(1, max(1, n)) for _ in range(2000)]
+        marks = ",".join("?" * len(picks))
+        rows = q(f"SELECT subject, id FROM assertions WHERE rowid IN ({marks})", picks).fetchall()
+        self.subjects = [r[0] for r in rows]
+        self.assertion_ids = [r[1] for r in rows]
+        self.first_at, self.last_at = q("SELECT min(at), max(at) FROM journal").fetchone()
+        self.decisions = [r[0] for r in q("SELECT id FROM decisions ORDER BY seq LIMIT 2000")]
+        self.agents = [r[0] for r in q("SELECT DISTINCT agent FROM queries LIMIT 200")]
+        hot = q(
+            "SELECT a.id, n FROM (SELECT arow, count(*) AS n FROM served GROUP BY arow"
+            " ORDER BY n DESC LIMIT 1) JOIN assertions a ON a.rowid = arow"
+        ).fetchone()
+        self.hot: str = hot[0] if hot else ""
+        self.hot_served: int = hot[1] if hot else 0
+        self.payload = q("SELECT payload FROM journal WHERE kind = 'query.served' LIMIT 1")
+        row = self.payload.fetchone()
+        self.audit_row = row[0] if row else "{}"
+        self.assertions = n
+        self.events = q("SELECT max(seq) FROM journal").fetchone()[0] or 0
+
+    def pick(self, items: list[Any]) -> Any:
+        return items[self.rng.randrange(len(items))]
+
+    def past(self) -> int:
+        return self.rng.randint(self.first_at, self.last_at)
+
+    def figure(
+        self,
+        name: str,
+        ours: Callable[[int], object],
+        floor: Callable[[int], object] | None,
+        runs: int | None = None,
+        note: str = "",
+    ) -> Figure:
+        runs = runs or self.runs
+        warm = max(5, runs // 10)
+        p50, p99, mx = _ms(_time(ours, runs, warm))
+        f50 = f99 = None
+        if floor is not None:
+            f50, f99, _ = _ms(_time(floor, runs, warm))
+        return Figure(name, "ms", runs, p50, p99, mx, f50, f99, BUDGET_MS.get(name), note)
+
+    def _floor_audited(
+        self, sql: str, args: Callable[[], tuple[Any, ...]]
+    ) -> Callable[[int], None]:
+        def run(_: int) -> None:
+            self.db.execute("BEGIN IMMEDIATE")
+            self.db.execute(sql, args()).fetchall()
+            self.db.execute("INSERT INTO bench_floor (payload) VALUES (?)", (self.audit_row,))
+            self.db.execute("COMMIT")
+
+        return run
+
+    def _floor_read(self, sql: str, args: Callable[[], tuple[Any, ...]]) -> Callable[[int], None]:
+        def run(_: int) -> None:
+            self.db.execute(sql, args()).fetchall()
+
+        return run
+
+
+def run(home: Path, *, runs: int = 1000, heavy_runs: int = 100, rebuild: bool = False) -> Report:
+    """Measure every figure on the ledger in `home`."""
+    b = Bench(home, runs)
+    L = b.ledger
+    figs: list[Figure] = []
+    try:
+
+        def subj() -> Any:
+            return b.pick(b.subjects)
+
+        for lens, name in (
+            ("approved", "point query (approved, audited)"),
+            ("latest", "point query (latest, audited)"),
+            ("consensus", "point query (consensus, audited)"),
+        ):
+            figs.append(
+                b.figure(
+                    name,
+                    lambda _, lens=lens: L.query(subj(), agent="bench", lens=lens),  # type: ignore[misc]
+                    b._floor_audited(FLOOR_SQL["point"], lambda: (subj(),)),
+                )
+            )
+
+        def at() -> Any:
+            return from_us(b.past())
+
+        figs.append(
+            b.figure(
+                "time-travel query (audited)",
+                lambda _: L.query(subj(), agent="bench", at=at()),
+                b._floor_audited(FLOOR_SQL["as_of"], lambda: (subj(), *(b.past(),) * 2)),
+            )
+        )
+        figs.append(
+            b.figure(
+                "served at a past time",
+                lambda _: L.served(subj(), at=at(), limit=50),
+                b._floor_read(FLOOR_SQL["served"], lambda: (subj(), b.past())),
+            )
+        )
+        day = 86_400_000_000
+
+        def window() -> Any:
+            return (b.last_at - day, b.last_at)
+
+        changes = len(L.store.changes(None, *window()))
+        figs.append(
+            b.figure(
+                "24h diff, whole store",
+                lambda _: L.diff(None, since=from_us(window()[0]), until=from_us(window()[1])),
+                b._floor_read(FLOOR_SQL["diff"], window),
+                runs=heavy_runs,
+                note=f"{changes:,} changes in the window",
+            )
+        )
+
+        def prefix() -> Any:
+            return b.pick(b.subjects).split(".")[0]
+
+        figs.append(
+            b.figure(
+                "24h diff, one prefix",
+                lambda _: L.diff(prefix(), since=from_us(window()[0]), until=from_us(window()[1])),
+                b._floor_read(
+                    FLOOR_SQL["diff_prefix"],
+                    lambda: ((p := prefix()), p + ".", p + "/", *window()),
+                ),
+                runs=heavy_runs,
+            )
+        )
+
+        def aid() -> Any:
+            return b.pick(b.assertion_ids)
+
+        figs.append(
+            b.figure(
+                "blame",
+                lambda _: L.blame(aid()),
+                b._floor_read(FLOOR_SQL["blame"], lambda: (aid(),)),
+            )
+        )
+        if b.decisions:
+
+            def dec() -> Any:
+                return b.pick(b.decisions)
+
+            figs.append(
+                b.figure(
+                    "trace of a decision",
+                    lambda _: L.trace(dec()),
+                    b._floor_read(FLOOR_SQL["trace"], lambda: (dec(),)),
+                )
+            )
+        if b.hot:
+            sql1, sql2 = FLOOR_IMPACT
+
+            def impact_floor(_: int) -> None:
+                b.db.execute(sql1, (b.hot,)).fetchall()
+                b.db.execute(sql2, (b.hot,)).fetchall()
+
+            figs.append(
+                b.figure(
+                    "impact of the most served assertion",
+                    lambda _: L.impact(b.hot),
+                    impact_floor,
+                    note=f"served {b.hot_served:,} times",
+                )
+            )
+        six_h = 6 * 3_600_000_000
+
+        def agent_window() -> Any:
+            return (b.pick(b.agents), b.last_at - six_h, b.last_at)
+
+        def audit_ours(_: int) -> object:
+            agent, t1, t2 = agent_window()
+            return L.audit(agent=agent, since=from_us(t1), until=from_us(t2))
+
+        figs.append(
+            b.figure(
+                "audit of one agent, 6h",
+                audit_ours,
+                b._floor_read(FLOOR_SQL["audit"], agent_window),
+            )
+        )
+
+        def word() -> Any:
+            return b.pick(b.subjects).split(".")[-1]
+
+        figs.append(
+            b.figure(
+                "full-text query (audited)",
+                lambda _: L.query(None, agent="bench", text=word()),
+                b._floor_audited(FLOOR_SQL["text"], lambda: (f'"{word()}"',)),
+            )
+        )
+        figs += _writes(b)
+        figs.append(_verify(b))
+        if rebuild:
+            t = time.perf_counter()
+            L.rebuild()
+            secs = time.perf_counter() - t
+            figs.append(Figure("rebuild", "s", 1, secs, secs, secs, note=f"{b.events:,} events"))
+        size = sum(p.stat().st_size for p in home.iterdir() if p.name.startswith("ledger.db"))
+        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        ledger_info = {
+            "assertions": b.assertions,
+            "events": b.events,
+            "bytes": size,
+            "bytes_per_assertion": size / max(1, b.assertions),
+            "max_rss_mb": rss,
+        }
+        return Report(machine=_machine(), ledger=ledger_info, figures=figs)
+    finally:
+        b.close()
+
+
+def _writes(b: Bench) -> list[Figure]:
+    L = b.ledger
+    rng = b.rng
+
+    def one(i: int) -> AssertionInput:
+        return AssertionInput.model_construct(
+            subject=b.pick(b.subjects),
+            value=rng.randint(0, 1_000_000),
+            agent="bench",
+            kind=Kind.FACT,
+            confidence=0.9,
+            lifecycle=Lifecycle.PROPOSED,
+            source="bench",
+            evidence=None,
+            epoch=None,
+            derived_from=(),
+            valid_from=None,
+            valid_to=None,
+        )
+
+    runs = b.runs
+    single = _time(lambda i: L.add([one(i)]), runs, 10)
+
+    def floor_single(_: int) -> None:
+        b.db.execute("BEGIN IMMEDIATE")
+        b.db.execute("INSERT INTO bench_floor (payload) VALUES (?)", (canonical({"v": 1}),))
+        b.db.execute("COMMIT")
+
+    fsingle = _time(floor_single, runs, 10)
+    batches = max(5, runs // 50)
+    batch = _time(lambda i: L.add([one(i) for _ in range(1000)]), batches, 2)
+
+    def floor_batch(_: int) -> None:
+        b.db.execute("BEGIN IMMEDIATE")
+        b.db.executemany("INSERT INTO bench_floor (payload) VALUES (?)", [(b.audit_row,)] * 1000)
+        b.db.execute("COMMIT")
+
+    fbatch = _time(floor_batch, batches, 2)
+
+    def rate(ns: list[int], per: int) -> float:
+        return per * 1e9 / statistics.median(ns)
+
+    return [
+        Figure(
+            "single durable assert",
+            "/s",
+            runs,
+            rate(single, 1),
+            1e9 / sorted(single)[round(0.99 * (len(single) - 1))],
+            1e9 / max(single),
+            rate(fsingle, 1),
+            rate(fsingle, 1),
+            BUDGET_RATE["single durable assert"],
+            "p50 is the median rate; p99/max are the rates of the p99 and slowest calls",
+        ),
+        Figure(
+            "batch assert (1,000 per call)",
+            "/s",
+            batches,
+            rate(batch, 1000),
+            1000e9 / sorted(batch)[round(0.99 * (len(batch) - 1))],
+            1000e9 / max(batch),
+            rate(fbatch, 1000),
+            rate(fbatch, 1000),
+            BUDGET_RATE["batch assert (1,000 per call)"],
+        ),
+    ]
+
+
+def _verify(b: Bench) -> Figure:
+    rates, floors = [], []
+    for _ in range(3):
+        t = time.perf_counter()
+        report = b.ledger.verify()
+        rates.append(report.events / (time.perf_counter() - t))
+        t = time.perf_counter()
+        count = sum(
+            1 for _ in b.db.execute("SELECT seq, at, actor, kind, payload, hash FROM journal")
+        )
+        floors.append(count / (time.perf_counter() - t))
+    return Figure(
+        "verify",
+        "/s",
+        3,
+        statistics.median(rates),
+        min(rates),
+        min(rates),
+        statistics.median(floors),
+        statistics.median(floors),
+        BUDGET_RATE["verify"],
+        "events per second; floor: reading the journal rows through the driver, no hashing",
+    )
+
+
+def _machine() -> dict[str, Any]:
+    return {
+        "python": platform.python_version(),
+        "sqlite": sqlite3.sqlite_version,
+        "platform": platform.platform(),
+        "cpus": os.cpu_count(),
+        "at": Instant.now().format_iso(),
+    }
+
+
+__all__ = ["Figure", "Report", "run", "to_us"]

@@ -1,0 +1,110 @@
+"""`episteme bench`: generate the reference ledger and measure the latency budget."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+from rich.table import Table
+
+from episteme.benchmark.generate import Spec, generate
+from episteme.benchmark.run import Report, run
+from episteme.cli.common import app, state
+from episteme.errors import InvalidInput
+from episteme.ledger.store import DB_FILE, open_store
+
+bench_app = typer.Typer(help="Benchmarks: generate a reference ledger, measure it.")
+app.add_typer(bench_app, name="bench")
+
+BenchHome = Annotated[Path, typer.Option("--home", help="Directory of the benchmark ledger.")]
+
+
+@bench_app.command("generate")
+def bench_generate(
+    ctx: typer.Context,
+    home: BenchHome,
+    assertions: Annotated[int, typer.Option(min=1)] = Spec.assertions,
+    subjects: Annotated[int, typer.Option(min=1)] = Spec.subjects,
+    agents: Annotated[int, typer.Option(min=1)] = Spec.agents,
+    days: Annotated[int, typer.Option(min=1)] = Spec.days,
+    queries: Annotated[int, typer.Option(min=0)] = Spec.queries,
+    seed: Annotated[int, typer.Option()] = Spec.seed,
+) -> None:
+    """Build a realistic ledger (deterministic from --seed) in an empty home."""
+    if (home / DB_FILE).exists():
+        raise InvalidInput(f"{home} already has a ledger: give an empty --home")
+    spec = Spec(assertions, subjects, agents, days, queries, seed)
+    store = open_store(home, create=True)
+    # events: assertion batches, reviews (1 per 5 assertions), queries, decisions
+    expected = assertions // 150 + assertions // 5 + queries + queries // 100
+    columns = (*Progress.get_default_columns()[:2], BarColumn(), MofNCompleteColumn())
+    try:
+        with Progress(*columns, TimeElapsedColumn(), console=state(ctx).console) as bar:
+            task = bar.add_task("generating events", total=expected)
+            summary = generate(store, spec, progress=lambda n: bar.advance(task, n))
+            bar.update(task, completed=summary.events, total=summary.events)
+    finally:
+        store.close()
+    state(ctx).console.print(
+        f"{summary.events:,} events: {summary.assertions:,} assertions, {summary.moves:,} "
+        f"reviews, {summary.corrections:,} corrections, {summary.queries:,} audited queries, "
+        f"{summary.decisions:,} decisions; the most served assertion was served "
+        f"{summary.hot_served:,} times"
+    )
+
+
+@bench_app.command("run")
+def bench_run(
+    ctx: typer.Context,
+    home: BenchHome,
+    runs: Annotated[int, typer.Option(min=1, help="Runs per figure.")] = 1000,
+    heavy_runs: Annotated[int, typer.Option(min=1, help="Runs of the 24h diffs.")] = 100,
+    rebuild: Annotated[bool, typer.Option("--rebuild", help="Also time a full rebuild.")] = False,
+    output: Annotated[Path | None, typer.Option(help="Write the JSON report here.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the JSON report.")] = False,
+) -> None:
+    """Measure every figure against its SQL floor and its budget."""
+    if not (home / DB_FILE).exists():
+        raise InvalidInput(f"no ledger in {home}: run `episteme bench generate --home {home}`")
+    report = run(home, runs=runs, heavy_runs=heavy_runs, rebuild=rebuild)
+    data = report.to_json()
+    if output is not None:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(json.dumps(data, indent=2) + "\n")
+    if as_json:
+        typer.echo(json.dumps(data, indent=2))
+        return
+    state(ctx).console.print(table(report))
+    info = report.ledger
+    state(ctx).console.print(
+        f"{info['assertions']:,} assertions, {info['events']:,} events, "
+        f"{info['bytes_per_assertion']:.0f} bytes per assertion, max RSS "
+        f"{info['max_rss_mb']:.0f} MB"
+    )
+
+
+_FORMATS: dict[str, Callable[[float], str]] = {
+    "ms": lambda v: f"{v:,.3f} ms",
+    "/s": lambda v: f"{v:,.0f}/s",
+    "s": lambda v: f"{v:,.1f} s",
+}
+
+
+def table(report: Report) -> Table:
+    t = Table(title="Episteme benchmark", title_justify="left")
+    for col in ("figure", "runs", "p50", "p99", "max", "floor p99", "×floor", "budget", "×budget"):
+        t.add_column(col, justify="left" if col == "figure" else "right")
+    for f in report.figures:
+        fmt = _FORMATS[f.unit]
+        floor = "-" if f.floor_p99 is None else fmt(f.floor_p99)
+        ratio = "-" if f.floor_ratio is None else f"{f.floor_ratio:.1f}"
+        budget = "-" if f.budget is None else fmt(f.budget)
+        bratio = "-" if f.budget_ratio is None else f"{f.budget_ratio:.2f}"
+        t.add_row(
+            f.name, str(f.runs), fmt(f.p50), fmt(f.p99), fmt(f.max), floor, ratio, budget, bratio
+        )
+    return t

@@ -1,0 +1,655 @@
+"""Refusals: every bad input gives one `error:` line, the right exit code, and writes nothing."""
+
+from __future__ import annotations
+
+import gc
+import hashlib
+import json
+import os
+import random
+import sqlite3
+from collections.abc import Callable
+from contextlib import closing
+from pathlib import Path
+
+import pytest
+
+from tests.cli.support import (
+    Scenario,
+    assert_error,
+    assert_usage_error,
+    done,
+    head,
+    journal,
+    ok,
+    sql,
+)
+from tests.conftest import Cli
+
+Args = Callable[[Scenario, Path], list[str]]
+
+
+def _refused(
+    cli: Cli, scenario: Scenario, tmp_path: Path, args: Args, code: int, *needles: str
+) -> str:
+    before = journal(cli)
+    r = cli(*args(scenario, tmp_path))
+    line = assert_error(r, code, *needles)
+    assert journal(cli) == before, "a refused command wrote to the journal"
+    return line
+
+
+def _batch(tmp_path: Path, *lines: str) -> str:
+    path = tmp_path / "batch.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    return str(path)
+
+
+GOOD_LINE = '{"subject": "db.primary", "value": "db-1"}'
+
+# (id, args, needles): user errors, exit 2.
+USER_ERRORS: list[tuple[str, Args, tuple[str, ...]]] = [
+    # subjects
+    ("subject-double-dot", lambda s, t: ["assert", "a..b", "1", "--agent", "x"], ("'a..b'",)),
+    ("subject-space", lambda s, t: ["assert", "a b", "1", "--agent", "x"], ("'a b'",)),
+    ("subject-trailing-dot", lambda s, t: ["assert", "a.", "1", "--agent", "x"], ("'a.'",)),
+    ("subject-unicode", lambda s, t: ["assert", "auth.clé", "1", "--agent", "x"], ("subject",)),
+    ("subject-empty", lambda s, t: ["assert", "", "1", "--agent", "x"], ("subject ''",)),
+    ("subject-too-long", lambda s, t: ["assert", "a" * 256, "1", "--agent", "x"], ("subject",)),
+    ("query-subject", lambda s, t: ["query", "a..b", "--agent", "x"], ("invalid subject 'a..b'",)),
+    ("served-subject", lambda s, t: ["served", "a b"], ("invalid subject 'a b'",)),
+    ("audit-subject", lambda s, t: ["audit", "--subject", "a..b"], ("invalid subject",)),
+    ("diff-prefix", lambda s, t: ["diff", "a..b", "--from", "1h"], ("invalid subject",)),
+    ("blame-subject", lambda s, t: ["blame", "a b"], ("invalid subject 'a b'",)),
+    ("agent-name", lambda s, t: ["assert", "a.b", "1", "--agent", "-bad"], ("agent '-bad'",)),
+    ("agent-spaces", lambda s, t: ["query", "auth", "--agent", "on call"], ("invalid agent",)),
+    ("by-name", lambda s, t: ["approve", s.es256, "--by", "a b"], ("invalid by",)),
+    # confidence
+    (
+        "confidence-above-1",
+        lambda s, t: ["assert", "a.b", "1", "--agent", "x", "--confidence", "1.5"],
+        ("confidence 1.5", "less than or equal to 1"),
+    ),
+    (
+        "confidence-below-0",
+        lambda s, t: ["assert", "a.b", "1", "--agent", "x", "--confidence", "-0.1"],
+        ("confidence -0.1", "greater than or equal to 0"),
+    ),
+    (
+        "confidence-nan",
+        lambda s, t: ["assert", "a.b", "1", "--agent", "x", "--confidence", "nan"],
+        ("confidence",),
+    ),
+    (
+        "batch-confidence",
+        lambda s, t: [
+            "assert",
+            "--batch",
+            _batch(t, GOOD_LINE, '{"subject": "a.b", "value": 1, "confidence": 2}'),
+            "--agent",
+            "x",
+        ],
+        ("line 2", "confidence"),
+    ),
+    (
+        "lens-min-confidence",
+        lambda s, t: ["lens", "define", "l", "--by", "a", "--min-confidence", "2"],
+        ("invalid lens", "min_confidence"),
+    ),
+    # other assertion fields
+    (
+        "lifecycle-not-assertable",
+        lambda s, t: ["assert", "a.b", "1", "--agent", "x", "--lifecycle", "rejected"],
+        ("lifecycle",),
+    ),
+    ("kind", lambda s, t: ["assert", "a.b", "1", "--agent", "x", "--kind", "rumour"], ("kind",)),
+    (
+        "valid-to-before-from",
+        lambda s, t: [
+            "assert",
+            "a.b",
+            "1",
+            "--agent",
+            "x",
+            "--valid-from",
+            "1h",
+            "--valid-to",
+            "2h",
+        ],
+        ("valid_to must be after valid_from",),
+    ),
+    (
+        "derived-from-unknown",
+        lambda s, t: ["assert", "a.b", "1", "--agent", "x", "--derived-from", "ffffffff"],
+        ("no assertion with id 'ffffffff'",),
+    ),
+    # lifecycle moves
+    (
+        "reject-approved",
+        lambda s, t: ["reject", s.rs256[:8], "--by", "alice"],
+        ("is approved: it cannot become rejected", "episteme correct"),
+    ),
+    (
+        "deprecate-proposed",
+        lambda s, t: ["deprecate", s.es256[:8], "--by", "alice"],
+        ("is proposed: it cannot become deprecated",),
+    ),
+    (
+        "approve-approved",
+        lambda s, t: ["approve", s.rs256[:8], "--by", "alice"],
+        ("is approved: it cannot become approved",),
+    ),
+    # ids
+    ("unknown-id", lambda s, t: ["approve", "ffffffff", "--by", "a"], ("no assertion",)),
+    ("id-too-short", lambda s, t: ["approve", "abc", "--by", "a"], ("too short",)),
+    ("id-not-hex", lambda s, t: ["approve", "zz!!zz", "--by", "a"], ("is not an id",)),
+    ("reject-unknown", lambda s, t: ["reject", "0000000", "--by", "a"], ("no assertion",)),
+    ("deprecate-short", lambda s, t: ["deprecate", "ab", "--by", "a"], ("too short",)),
+    (
+        "correct-unknown",
+        lambda s, t: ["correct", "ffffffff", "--by", "a", "--reason", "r"],
+        ("no assertion",),
+    ),
+    ("correct-short", lambda s, t: ["correct", "f", "--by", "a", "--reason", "r"], ("too short",)),
+    ("impact-unknown", lambda s, t: ["impact", "ffffffff"], ("no assertion",)),
+    ("impact-short", lambda s, t: ["impact", "ab"], ("too short",)),
+    ("impact-query-id", lambda s, t: ["impact", s.q_orch], ("is a query id",)),
+    ("blame-unknown", lambda s, t: ["blame", "ffffffff"], ("no assertion with id or subject",)),
+    ("blame-unknown-subject", lambda s, t: ["blame", "db"], ("no assertion with id or subject",)),
+    ("blame-query-id", lambda s, t: ["blame", s.q_orch], ("not an assertion",)),
+    ("trace-unknown-query", lambda s, t: ["trace", "q_ffffff"], ("no query",)),
+    ("trace-unknown-decision", lambda s, t: ["trace", "d_ffffff"], ("no decision",)),
+    ("trace-short", lambda s, t: ["trace", "d_f"], ("too short",)),
+    ("trace-assertion", lambda s, t: ["trace", s.es256[:8]], ("episteme blame",)),
+    (
+        "decide-unknown-query",
+        lambda s, t: ["decide", "x", "--agent", "a", "--query", "q_ffffff"],
+        ("no query",),
+    ),
+    (
+        "decide-cites-assertion",
+        lambda s, t: ["decide", "x", "--agent", "a", "--query", s.es256[:8]],
+        ("is a assertion id", "q_"),
+    ),
+    ("decide-no-action", lambda s, t: ["decide", " ", "--agent", "a"], ("needs an action",)),
+    (
+        "correct-blank-reason",
+        lambda s, t: ["correct", s.es256[:8], "--by", "a", "--reason", " "],
+        ("needs a --reason",),
+    ),
+    # values
+    (
+        "malformed-json",
+        lambda s, t: ["assert", "a.b", '{"a":', "--agent", "x"],
+        ("malformed JSON value", "'{\"a\":'"),
+    ),
+    ("malformed-list", lambda s, t: ["assert", "a.b", "[1, 2", "--agent", "x"], ("malformed",)),
+    (
+        "correct-malformed-value",
+        lambda s, t: ["correct", s.es256[:8], "--by", "a", "--reason", "r", "--value", "[1,"],
+        ("malformed JSON value",),
+    ),
+    ("value-infinite", lambda s, t: ["assert", "a.b", "1e999", "--agent", "x"], ("finite",)),
+    (
+        "correct-infinite",
+        lambda s, t: ["correct", s.es256[:8], "--by", "a", "--reason", "r", "--value", "1e999"],
+        ("finite",),
+    ),
+    # batches
+    (
+        "batch-malformed-middle",
+        lambda s, t: [
+            "assert",
+            "--batch",
+            _batch(t, GOOD_LINE, '{"subject": "a.b", "value":', '{"subject": "a.c", "value": 1}'),
+            "--agent",
+            "x",
+        ],
+        ("line 2: malformed JSON",),
+    ),
+    (
+        "batch-invalid-subject-middle",
+        lambda s, t: [
+            "assert",
+            "--batch",
+            _batch(t, GOOD_LINE, '{"subject": "a..b", "value": 1}', GOOD_LINE),
+            "--agent",
+            "x",
+        ],
+        ("line 2", "subject 'a..b'"),
+    ),
+    (
+        "batch-not-an-object",
+        lambda s, t: ["assert", "--batch", _batch(t, GOOD_LINE, "[1, 2]"), "--agent", "x"],
+        ("line 2: expected a JSON object",),
+    ),
+    (
+        "batch-unknown-field",
+        lambda s, t: [
+            "assert",
+            "--batch",
+            _batch(t, '{"subject": "a.b", "value": 1, "colour": "red"}'),
+            "--agent",
+            "x",
+        ],
+        ("line 1", "colour"),
+    ),
+    (
+        "batch-missing-value",
+        lambda s, t: ["assert", "--batch", _batch(t, '{"subject": "a.b"}'), "--agent", "x"],
+        ("line 1", "value"),
+    ),
+    (
+        "batch-nan",
+        lambda s, t: [
+            "assert",
+            "--batch",
+            _batch(t, GOOD_LINE, '{"subject": "a.b", "value": [NaN]}'),
+            "--agent",
+            "x",
+        ],
+        ("line 2", "finite"),
+    ),
+    (
+        "batch-repeats-a-line",
+        lambda s, t: ["assert", "--batch", _batch(t, GOOD_LINE, GOOD_LINE), "--agent", "x"],
+        ("assertion 2 repeats assertion 1",),
+    ),
+    (
+        "batch-unknown-derivation",
+        lambda s, t: [
+            "assert",
+            "--batch",
+            _batch(t, GOOD_LINE, '{"subject": "a.b", "value": 1, "derived_from": ["ffffffff"]}'),
+            "--agent",
+            "x",
+        ],
+        ("no assertion with id 'ffffffff'",),
+    ),
+    (
+        "batch-empty",
+        lambda s, t: ["assert", "--batch", _batch(t, "", "  "), "--agent", "x"],
+        ("has no assertions",),
+    ),
+    (
+        "batch-missing-file",
+        lambda s, t: ["assert", "--batch", str(t / "nope.jsonl"), "--agent", "x"],
+        ("cannot read --batch", "No such file"),
+    ),
+    (
+        "batch-and-subject",
+        lambda s, t: ["assert", "a.b", "1", "--batch", _batch(t, GOOD_LINE), "--agent", "x"],
+        ("either SUBJECT VALUE or --batch",),
+    ),
+    (
+        "assert-no-value",
+        lambda s, t: ["assert", "a.b", "--agent", "x"],
+        ("give SUBJECT and VALUE",),
+    ),
+    # times
+    (
+        "query-at",
+        lambda s, t: ["query", "auth", "--agent", "x", "--at", "yesterdayish"],
+        ("--at: cannot read time 'yesterdayish'", "RFC 3339"),
+    ),
+    ("served-at", lambda s, t: ["served", "auth", "--at", "yesterdayish"], ("--at:",)),
+    ("audit-since", lambda s, t: ["audit", "--since", "last tuesday"], ("--since: cannot read",)),
+    ("audit-until", lambda s, t: ["audit", "--until", "25:00"], ("--until:",)),
+    ("diff-from", lambda s, t: ["diff", "--from", "yesterdayish"], ("--from: cannot read",)),
+    ("diff-to", lambda s, t: ["diff", "--from", "1h", "--to", "13pm"], ("--to:", "1-12")),
+    ("time-unit", lambda s, t: ["diff", "--from", "3 fortnights"], ("unknown time unit",)),
+    (
+        "valid-from",
+        lambda s, t: ["assert", "a.b", "1", "--agent", "x", "--valid-from", "soon"],
+        ("--valid-from: cannot read time 'soon'",),
+    ),
+    (
+        "to-before-from",
+        lambda s, t: ["diff", "auth", "--from", "2h", "--to", "3h"],
+        ("--to is before --from",),
+    ),
+    (
+        "to-before-from-rfc3339",
+        lambda s, t: [
+            "diff",
+            "--from",
+            "2026-11-21T21:00:00Z",
+            "--to",
+            "2026-11-21T14:00:00Z",
+        ],
+        ("--to is before --from",),
+    ),
+    # lenses
+    (
+        "unknown-lens",
+        lambda s, t: ["query", "auth", "--agent", "x", "--lens", "newest"],
+        ("no lens named 'newest'", "approved, latest, consensus, all"),
+    ),
+    ("lens-builtin", lambda s, t: ["lens", "define", "all", "--by", "a"], ("built-in lens",)),
+    (
+        "lens-bad-lifecycle",
+        lambda s, t: ["lens", "define", "l", "--by", "a", "--lifecycle", "maybe"],
+        ("invalid lens", "'maybe'"),
+    ),
+    (
+        "lens-bad-pick",
+        lambda s, t: ["lens", "define", "l", "--by", "a", "--pick", "best"],
+        ("invalid lens", "pick"),
+    ),
+    ("lens-bad-name", lambda s, t: ["lens", "define", "my lens", "--by", "a"], ("invalid lens",)),
+    # epochs
+    ("epoch-unknown", lambda s, t: ["epoch", "show", "nope"], ("no epoch named 'nope'",)),
+    (
+        "epoch-supersede-unknown",
+        lambda s, t: ["epoch", "supersede", "nope", "--by", "a", "--reason", "r"],
+        ("no epoch named 'nope'",),
+    ),
+    (
+        "epoch-supersede-no-reason",
+        lambda s, t: ["epoch", "supersede", "rfc-research-1", "--by", "a", "--reason", ""],
+        ("needs a --reason",),
+    ),
+    # files
+    ("import-missing", lambda s, t: ["import", str(t / "nope.jsonl")], ("cannot read",)),
+    ("init-existing", lambda s, t: ["init"], ("already holds a ledger",)),
+]
+
+
+@pytest.mark.parametrize(
+    ("args", "needles"), [e[1:] for e in USER_ERRORS], ids=[e[0] for e in USER_ERRORS]
+)
+def test_user_error_is_one_line_exit_2_and_writes_nothing(
+    cli: Cli, scenario: Scenario, tmp_path: Path, args: Args, needles: tuple[str, ...]
+) -> None:
+    _refused(cli, scenario, tmp_path, args, 2, *needles)
+
+
+def test_a_subject_starting_with_a_dash_is_refused(
+    cli: Cli, scenario: Scenario, home: Path
+) -> None:
+    before = journal(cli)
+    # As an argument, Typer reads it as an option and says so.
+    assert_usage_error(cli("assert", "-x", "1", "--agent", "x"), "No such option: -x")
+    # After `--` it reaches the ledger, which refuses it.
+    r = cli("assert", "--agent", "x", "--home", str(home), "--", "-x", "1", home_arg=False)
+    assert_error(r, 2, "subject '-x'", "not starting with '-'")
+    r = cli("query", "--agent", "x", "--home", str(home), "--", "-x", home_arg=False)
+    assert_error(r, 2, "invalid subject '-x'")
+    assert journal(cli) == before
+
+
+def test_a_refused_lifecycle_move_on_a_rejected_assertion(cli: Cli, scenario: Scenario) -> None:
+    done(cli("reject", scenario.es256[:8], "--by", "alice"))
+    before = journal(cli)
+    for args in (
+        ["approve", scenario.es256[:8], "--by", "alice"],
+        ["reject", scenario.es256[:8], "--by", "alice"],
+        ["correct", scenario.es256[:8], "--by", "alice", "--reason", "again"],
+    ):
+        assert_error(cli(*args), 2, "is rejected; a rejected assertion cannot move again")
+    assert journal(cli) == before
+
+
+def test_a_superseded_epoch_is_closed(cli: Cli, scenario: Scenario) -> None:
+    done(cli("epoch", "supersede", "rfc-research-1", "--by", "oncall", "--reason", "bad run"))
+    before = journal(cli)
+    again = cli("epoch", "supersede", "rfc-research-1", "--by", "oncall", "--reason", "again")
+    assert_error(again, 2, "epoch rfc-research-1 was already superseded")
+    reuse = cli("assert", "a.b", "1", "--agent", "x", "--epoch", "rfc-research-1")
+    assert_error(reuse, 2, "epoch rfc-research-1 was superseded: use a new epoch name")
+    assert journal(cli) == before
+
+
+def test_a_batch_with_a_bad_line_from_stdin_writes_none_of_it(cli: Cli, scenario: Scenario) -> None:
+    before = journal(cli)
+    text = "\n".join(
+        [
+            '{"subject": "db.primary", "value": "db-1", "lifecycle": "approved"}',
+            '{"subject": "db.replicas", "value": 2}',
+            '{"subject": "db.engine", "value": {"name": "postgres"',
+            '{"subject": "db.port", "value": 5432}',
+        ]
+    )
+    r = cli("assert", "--batch", "-", "--agent", "importer", stdin=text)
+    assert_error(r, 2, "line 3: malformed JSON")
+    assert journal(cli) == before
+    everything = ok(cli("query", "db", "--agent", "x", "--lens", "all", "--json"))
+    assert everything["items"] == []
+
+
+def test_missing_required_options_are_typer_usage_errors(cli: Cli, scenario: Scenario) -> None:
+    before = journal(cli)
+    assert_usage_error(cli("assert", "a.b", "1"), "Missing option '--agent'")
+    assert_usage_error(cli("query", "auth"), "Missing option '--agent'")
+    assert_usage_error(cli("approve", scenario.es256), "Missing option '--by'")
+    assert_usage_error(cli("correct", scenario.es256, "--by", "a"), "Missing option '--reason'")
+    assert_usage_error(cli("diff", "auth"), "Missing option '--from'")
+    assert_usage_error(cli("decide", "x"), "Missing option '--agent'")
+    assert_usage_error(cli("epoch", "supersede", "e", "--by", "a"), "Missing option '--reason'")
+    assert_usage_error(cli("lens", "define", "l"), "Missing option '--by'")
+    assert_usage_error(cli("served", "auth", "--limit", "0"), "--limit")
+    assert_usage_error(
+        cli("assert", "a.b", "1", "--agent", "x", "--confidence", "high"), "--confidence"
+    )
+    assert_usage_error(cli("trace"), "Missing argument")
+    assert_usage_error(cli("frobnicate"), "No such command 'frobnicate'")
+    assert journal(cli) == before
+
+
+# -- the world: missing, corrupt and foreign files (exit 1) --------------------------
+
+
+COMMANDS_THAT_OPEN: list[list[str]] = [
+    ["verify"],
+    ["query", "auth", "--agent", "x"],
+    ["assert", "a.b", "1", "--agent", "x"],
+    ["export"],
+    ["lens", "list"],
+    ["rebuild", "--repair"],
+    ["import", "-"],
+]
+
+
+def _digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.mark.parametrize("args", COMMANDS_THAT_OPEN, ids=lambda a: a[0])
+def test_a_corrupt_database_is_not_an_episteme_ledger(
+    cli: Cli, home: Path, args: list[str]
+) -> None:
+    home.mkdir()
+    db = home / "ledger.db"
+    db.write_bytes(random.Random(7).randbytes(8192))
+    before = _digest(db)
+    r = cli(*args, stdin="")
+    assert_error(r, 1, f"{db} is not an Episteme ledger", "episteme init")
+    assert _digest(db) == before
+    assert sorted(p.name for p in home.iterdir()) == ["ledger.db"]
+
+
+@pytest.mark.parametrize("args", COMMANDS_THAT_OPEN, ids=lambda a: a[0])
+def test_a_foreign_sqlite_file_is_not_an_episteme_ledger(
+    cli: Cli, home: Path, args: list[str]
+) -> None:
+    home.mkdir()
+    db = home / "ledger.db"
+    with closing(sqlite3.connect(db)) as conn, conn:
+        conn.execute("CREATE TABLE recipes (name TEXT, minutes INTEGER)")
+        conn.execute("INSERT INTO recipes VALUES ('bread', 240)")
+    before = _digest(db)
+    r = cli(*args, stdin="")
+    assert_error(r, 1, f"{db} is a SQLite file but not an Episteme ledger")
+    assert _digest(db) == before
+    with closing(sqlite3.connect(db)) as conn:
+        tables = [row[0] for row in conn.execute("SELECT name FROM sqlite_master")]
+    assert tables == ["recipes"]
+
+
+def test_init_refuses_a_corrupt_or_foreign_file(cli: Cli, home: Path) -> None:
+    home.mkdir()
+    db = home / "ledger.db"
+    db.write_bytes(b"not a database at all" * 100)
+    before = _digest(db)
+    assert_error(cli("init"), 2, "already exists")
+    assert _digest(db) == before
+
+
+def test_refused_files_leave_no_open_connection(cli: Cli, tmp_path: Path) -> None:
+    corrupt, foreign = tmp_path / "corrupt", tmp_path / "foreign"
+    corrupt.mkdir()
+    foreign.mkdir()
+    (corrupt / "ledger.db").write_bytes(random.Random(3).randbytes(4096))
+    with closing(sqlite3.connect(foreign / "ledger.db")) as conn, conn:
+        conn.execute("CREATE TABLE t (x)")
+    fd_dir = "/proc/self/fd" if os.path.isdir("/proc/self/fd") else "/dev/fd"
+    gc.collect()
+    gc.disable()  # a leaked connection must not be rescued by the collector
+    try:
+        before = len(os.listdir(fd_dir))
+        for _ in range(10):
+            for h in (corrupt, foreign):
+                assert cli("verify", "--home", str(h), home_arg=False).code == 1
+        after = len(os.listdir(fd_dir))
+    finally:
+        gc.enable()
+    assert after <= before
+
+
+def test_a_home_without_a_ledger_says_to_run_init(cli: Cli, home: Path, tmp_path: Path) -> None:
+    for args in (["verify"], ["query", "auth", "--agent", "x"], ["assert", "a.b", "1", "-a", "x"]):
+        assert_error(cli(*args), 1, f"no ledger at {home / 'ledger.db'}", "run `episteme init`")
+    assert not home.exists()
+    home.mkdir()
+    assert_error(cli("export"), 1, "run `episteme init` first")
+    assert list(home.iterdir()) == []
+
+
+def test_a_home_that_is_a_file(cli: Cli, tmp_path: Path) -> None:
+    f = tmp_path / "notes.txt"
+    f.write_text("hello")
+    r = cli("verify", "--home", str(f), home_arg=False)
+    assert_error(r, 2, "is a file: give a directory")
+    assert f.read_text() == "hello"
+
+
+def test_init_twice_is_refused(cli: Cli, scenario: Scenario) -> None:
+    before = journal(cli)
+    assert_error(cli("init"), 2, "already holds a ledger")
+    assert journal(cli) == before
+
+
+# -- import ----------------------------------------------------------------------------
+
+
+def test_import_into_a_non_empty_home_is_refused(
+    cli: Cli, scenario: Scenario, tmp_path: Path
+) -> None:
+    dump = tmp_path / "journal.jsonl"
+    done(cli("export", "-o", str(dump)))
+    before = journal(cli)
+    assert_error(cli("import", str(dump)), 2, "is not empty: import into a fresh home")
+    assert journal(cli) == before
+    assert head(cli)["ok"] is True
+
+
+def _tampered(lines: list[str], seq: int) -> list[str]:
+    out = list(lines)
+    event = json.loads(out[seq - 1])
+    event["actor"] = "mallory"
+    out[seq - 1] = json.dumps(event)
+    return out
+
+
+def test_import_of_a_tampered_line_is_refused_and_creates_nothing(
+    cli: Cli, scenario: Scenario, tmp_path: Path
+) -> None:
+    dump = tmp_path / "tampered.jsonl"
+    dump.write_text("\n".join(_tampered(journal(cli), 3)) + "\n")
+    other = tmp_path / "other"
+    r = cli("import", str(dump), "--home", str(other), home_arg=False)
+    assert_error(r, 2, "the journal to import is broken at event 3", "hash does not match")
+    assert not other.exists()
+
+
+def test_import_of_a_tampered_line_into_an_empty_ledger_imports_nothing(
+    cli: Cli, scenario: Scenario, tmp_path: Path
+) -> None:
+    lines = journal(cli)
+    other = tmp_path / "other"
+    done(cli("init", "--home", str(other), home_arg=False))
+    text = "\n".join(_tampered(lines, len(lines))) + "\n"
+    r = cli("import", "-", "--home", str(other), home_arg=False, stdin=text)
+    assert_error(r, 2, f"broken at event {len(lines)}")
+    assert head(cli, str(other))["events"] == 0
+    # The same file, untampered, still imports into it.
+    ok(cli("import", "-", "--json", "--home", str(other), home_arg=False, stdin="\n".join(lines)))
+    assert head(cli, str(other)) == head(cli)
+
+
+def test_import_of_a_reordered_or_truncated_journal_is_refused(
+    cli: Cli, scenario: Scenario, tmp_path: Path
+) -> None:
+    lines = journal(cli)
+    cases = {
+        "swapped": [lines[1], lines[0], *lines[2:]],
+        "gap": [lines[0], *lines[2:]],
+    }
+    for name, broken in cases.items():
+        other = tmp_path / name
+        r = cli("import", "-", "--home", str(other), home_arg=False, stdin="\n".join(broken))
+        assert_error(r, 2, "the journal to import is broken at event")
+        assert not other.exists()
+
+
+def test_import_of_a_file_that_is_not_an_export(cli: Cli, tmp_path: Path) -> None:
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"seq": 1}\nnot json\n')
+    other = tmp_path / "other"
+    r = cli("import", str(bad), "--home", str(other), home_arg=False)
+    assert_error(r, 2, f"line 1 of {bad} is not an exported event")
+    assert not other.exists()
+
+
+# -- verify on a journal altered behind Episteme's back ---------------------------------
+
+
+def test_verify_names_the_altered_event(cli: Cli, home: Path, scenario: Scenario) -> None:
+    lines = journal(cli)
+    es_seq = 3  # the ES256 proposal
+    assert json.loads(lines[es_seq - 1])["payload"]["assertions"][0]["id"] == scenario.es256
+    sql(
+        home / "ledger.db",
+        "UPDATE journal SET payload = replace(payload, 'ES256', 'RS256') WHERE seq = ?",
+        es_seq,
+    )
+    r = cli("verify")
+    assert_error(r, 1, f"chain broken at event {es_seq}", "hash does not match")
+    r = cli("verify", "--json")
+    assert r.code == 1
+    report = r.json()
+    assert (report["ok"], report["first_bad_seq"], report["events"]) == (False, es_seq, es_seq - 1)
+    assert report["head"] == json.loads(lines[es_seq - 2])["hash"]
+
+
+def test_verify_names_a_deleted_event(cli: Cli, home: Path, scenario: Scenario) -> None:
+    sql(home / "ledger.db", "DELETE FROM journal WHERE seq = 5")
+    r = cli("verify")
+    assert_error(r, 1, "chain broken at event 6", "where 5 was expected")
+
+
+def test_verify_names_an_altered_actor(cli: Cli, home: Path, scenario: Scenario) -> None:
+    sql(home / "ledger.db", "UPDATE journal SET actor = 'mallory' WHERE seq = 7")
+    assert_error(cli("verify"), 1, "chain broken at event 7")
+
+
+# -- the demo refuses a used home --------------------------------------------------------
+
+
+def test_demo_refuses_a_home_that_is_not_empty(cli: Cli, tmp_path: Path) -> None:
+    used = tmp_path / "used"
+    used.mkdir()
+    (used / "notes.txt").write_text("mine")
+    r = cli("demo", "--home", str(used), home_arg=False)
+    assert_error(r, 2, "is not empty: the demo needs a fresh directory")
+    assert [p.name for p in used.iterdir()] == ["notes.txt"]

@@ -1,0 +1,246 @@
+"""The on-call questions through the CLI: served, audit, diff, blame, trace, impact."""
+
+from __future__ import annotations
+
+from episteme.timeutil import ManualClock
+from tests.cli.support import (
+    AFTERNOON,
+    DEPLOY,
+    EVENING,
+    MORNING,
+    ONCALL,
+    Scenario,
+    done,
+    ok,
+)
+from tests.conftest import Cli
+
+# -- served ----------------------------------------------------------------------------
+
+
+def test_served_lists_what_agents_were_given(cli: Cli, scenario: Scenario) -> None:
+    rows = ok(cli("served", "auth.jwt.algorithm", "--json"))
+    assert [q["id"] for q in rows] == [scenario.q_orch]
+    [q] = rows
+    assert (q["agent"], q["lens"], q["subject"]) == ("orchestrator", "latest", "auth.jwt")
+    assert q["at"] == EVENING.format_iso()
+    # Only the items about the subject asked for: the issuer served alongside is left out.
+    assert q["returned"] == [
+        {
+            "assertion_id": scenario.es256,
+            "subject": "auth.jwt.algorithm",
+            "lifecycle": "proposed",
+            "confidence": 0.87,
+            "value": "ES256",
+        }
+    ]
+    assert q["hidden"]["by_lifecycle"] == {"approved": 1}
+
+
+def test_served_at_a_time(cli: Cli, scenario: Scenario) -> None:
+    both = ok(cli("served", "auth.jwt.issuer", "--json"))
+    assert [q["id"] for q in both] == [scenario.q_deploy, scenario.q_orch]  # newest first
+    assert [q["returned"][0]["value"] for q in both] == ["https://auth.internal"] * 2
+    at_2050 = ok(cli("served", "auth.jwt.issuer", "--at", "yesterday 20:50", "--json"))
+    assert [q["id"] for q in at_2050] == [scenario.q_orch]
+    assert ok(cli("served", "auth.jwt.issuer", "--at", "20:00", "--json")) == []
+    newest = ok(cli("served", "auth.jwt.issuer", "--limit", "1", "--json"))
+    assert [q["id"] for q in newest] == [scenario.q_deploy]
+
+
+def test_served_human_output(cli: Cli, scenario: Scenario) -> None:
+    out = done(cli("served", "auth.jwt.algorithm", "--at", DEPLOY.format_iso()))
+    assert "served about auth.jwt.algorithm up to 2026-11-21T21:00:00Z" in out
+    assert scenario.q_orch in out
+    assert "auth.jwt.algorithm=ES256 (proposed 0.87)" in out
+    none = done(cli("served", "db.primary"))
+    assert none.strip() == "served about db.primary: none"
+
+
+# -- audit -----------------------------------------------------------------------------
+
+
+def test_audit_by_agent_subject_and_window(cli: Cli, scenario: Scenario) -> None:
+    everything = ok(cli("audit", "--json"))
+    assert [q["id"] for q in everything] == [scenario.q_deploy, scenario.q_orch]
+    [deploy] = ok(cli("audit", "--agent", "deploy-agent", "--json"))
+    assert deploy["id"] == scenario.q_deploy
+    assert deploy["at"] == DEPLOY.subtract(minutes=2).format_iso()
+    assert deploy["subject"] == "auth.jwt.issuer"
+    assert [i["assertion_id"] for i in deploy["returned"]] == [scenario.issuer]
+    by_subject = ok(cli("audit", "--subject", "auth.jwt.algorithm", "--json"))
+    assert [q["id"] for q in by_subject] == [scenario.q_orch]
+    window = ok(
+        cli("audit", "--since", "yesterday 20:50", "--until", DEPLOY.format_iso(), "--json")
+    )
+    assert [q["id"] for q in window] == [scenario.q_deploy]
+    until = ok(cli("audit", "-a", "orchestrator", "--until", "20:45", "--json"))
+    assert [q["id"] for q in until] == [scenario.q_orch]
+    assert ok(cli("audit", "--agent", "nobody", "--json")) == []
+    assert [q["id"] for q in ok(cli("audit", "--limit", "1", "--json"))] == [scenario.q_deploy]
+
+
+def test_audit_sees_the_oncall_reads_too(cli: Cli, scenario: Scenario) -> None:
+    ans = ok(cli("query", "auth", "--agent", "oncall", "--lens", "all", "--at", "21:00", "--json"))
+    [q] = ok(cli("audit", "--agent", "oncall", "--since", "5m", "--json"))
+    assert q["id"] == ans["query_id"]
+    assert q["as_of"] == DEPLOY.format_iso()
+    assert q["at"] == ONCALL.format_iso()
+    assert q["lens"] == "all"
+
+
+def test_audit_human_output(cli: Cli, scenario: Scenario) -> None:
+    out = done(cli("audit", "--agent", "deploy-agent"))
+    assert "queries by deploy-agent" in out
+    assert scenario.q_deploy in out
+    assert scenario.q_orch not in out
+
+
+# -- diff ------------------------------------------------------------------------------
+
+
+def test_diff_between_two_times(cli: Cli, scenario: Scenario) -> None:
+    d = ok(cli("diff", "auth", "--from", "yesterday 14:00", "--to", "yesterday 21:00", "--json"))
+    assert d["prefix"] == "auth"
+    assert d["since"] == "2026-11-21T14:00:00Z"
+    assert d["until"] == "2026-11-21T21:00:00Z"
+    [change] = d["changes"]
+    assert change["change"] == "added"
+    assert change["assertion_id"] == scenario.es256
+    assert (change["subject"], change["value"]) == ("auth.jwt.algorithm", "ES256")
+    assert (change["lifecycle"], change["prev_lifecycle"]) == ("proposed", None)
+    assert (change["agent"], change["actor"]) == ("research-agent", "research-agent")
+    assert change["at"] == AFTERNOON.format_iso()
+    assert d["counts"] == {"added": 1}
+
+
+def test_diff_to_defaults_to_now_and_sees_corrections(cli: Cli, scenario: Scenario) -> None:
+    done(cli("correct", scenario.es256[:8], "--by", "oncall", "--reason", "wrong"))
+    d = ok(cli("diff", "--from", MORNING.subtract(minutes=1).format_iso(), "--json"))
+    assert d["prefix"] is None
+    assert d["until"] == ONCALL.format_iso()
+    assert d["counts"] == {"added": 3, "corrected": 1}
+    last = d["changes"][-1]
+    assert (last["change"], last["assertion_id"]) == ("corrected", scenario.es256)
+    assert (last["prev_lifecycle"], last["lifecycle"]) == ("proposed", "rejected")
+    assert (last["actor"], last["reason"]) == ("oncall", "wrong")
+    # A narrower prefix, and a window with nothing in it.
+    issuer = ok(cli("diff", "auth.jwt.issuer", "--from", "2026-11-21", "--json"))
+    assert [c["assertion_id"] for c in issuer["changes"]] == [scenario.issuer]
+    quiet = ok(cli("diff", "auth", "--from", "yesterday 15:00", "--to", "23:00", "--json"))
+    assert quiet["changes"] == []
+    assert quiet["counts"] == {}
+
+
+def test_diff_human_output(cli: Cli, scenario: Scenario) -> None:
+    out = done(cli("diff", "auth", "--from", "yesterday 14:00"))
+    assert "changes to auth from 2026-11-21T14:00:00Z to 2026-11-22T03:00:00Z" in out
+    assert "added (proposed)" in out
+    assert scenario.es256[:12] in out
+    assert "1 added" in out
+
+
+# -- blame -----------------------------------------------------------------------------
+
+
+def test_blame_a_subject(cli: Cli, scenario: Scenario) -> None:
+    rows = ok(cli("blame", "auth.jwt.algorithm", "--json"))
+    assert [b["assertion"]["id"] for b in rows] == [scenario.rs256, scenario.es256]
+    rs, es = rows
+    assert rs["epoch"]["name"] == "platform-baseline"
+    assert rs["epoch"]["created_by"] == "platform-team"
+    assert es["assertion"]["source"] == "https://www.rfc-editor.org/rfc/rfc7518"
+    assert es["assertion"]["evidence"] == "ES256 gives shorter tokens"
+    assert es["epoch"]["name"] == "rfc-research-1"
+    assert es["corrections"] == []
+    assert es["derived_from"] == []
+    [v] = es["history"]
+    assert (v["lifecycle"], v["prev_lifecycle"], v["actor"]) == ("proposed", None, "research-agent")
+    assert (v["tx_from"], v["tx_to"]) == (AFTERNOON.format_iso(), None)
+
+
+def test_blame_an_id_prefix_after_a_correction(cli: Cli, scenario: Scenario) -> None:
+    c = ok(cli("correct", scenario.es256, "--by", "oncall", "--reason", "wrong", "--json"))
+    [b] = ok(cli("blame", scenario.es256[:8], "--json"))
+    assert b["assertion"]["id"] == scenario.es256
+    assert b["assertion"]["lifecycle"] == "rejected"
+    assert [v["lifecycle"] for v in b["history"]] == ["proposed", "rejected"]
+    assert b["history"][0]["tx_to"] == ONCALL.format_iso()
+    assert [x["id"] for x in b["corrections"]] == [c["correction"]["id"]]
+
+
+def test_blame_human_output(cli: Cli, scenario: Scenario) -> None:
+    out = done(cli("blame", scenario.es256[:8]))
+    assert f"auth.jwt.algorithm = ES256  proposed  {scenario.es256}" in out
+    assert "introduced by research-agent at 2026-11-21T14:30:00Z" in out
+    assert "epoch rfc-research-1 (1 assertion)" in out
+
+
+# -- trace -----------------------------------------------------------------------------
+
+
+def test_trace_a_decision(cli: Cli, scenario: Scenario) -> None:
+    tr = ok(cli("trace", scenario.d_deploy[:10], "--json"))
+    assert (tr["root"], tr["root_kind"]) == (scenario.d_deploy, "decision")
+    assert tr["decision"]["action"] == "deployed auth-service config (JWT ES256)"
+    assert {q["id"] for q in tr["queries"]} == {scenario.q_orch, scenario.q_deploy}
+    assert {a["id"] for a in tr["assertions"]} == {scenario.es256, scenario.issuer}
+    # The decision's agent first, then who read, then who asserted what they were served.
+    assert tr["agents"][:2] == ["deploy-agent", "orchestrator"]
+    assert set(tr["agents"][2:]) == {"research-agent", "platform-team"}
+    assert len(tr["agents"]) == 4
+    assert sorted(tr["sources"]) == ["https://www.rfc-editor.org/rfc/rfc7518", "runbook://auth/jwt"]
+    assert tr["epochs"] == ["rfc-research-1"]
+
+
+def test_trace_a_query(cli: Cli, scenario: Scenario) -> None:
+    tr = ok(cli("trace", scenario.q_orch, "--json"))
+    assert (tr["root"], tr["root_kind"], tr["decision"]) == (scenario.q_orch, "query", None)
+    [q] = tr["queries"]
+    assert q["id"] == scenario.q_orch
+    assert tr["agents"][0] == "orchestrator"
+
+
+def test_trace_human_output_shows_what_it_is_now(cli: Cli, scenario: Scenario) -> None:
+    done(cli("correct", scenario.es256[:8], "--by", "oncall", "--reason", "wrong"))
+    out = done(cli("trace", scenario.d_deploy))
+    assert f"decision {scenario.d_deploy}: deployed auth-service config (JWT ES256)" in out
+    assert "auth.jwt.algorithm = ES256  served as proposed 0.87" in out
+    assert "(now rejected)" in out
+    assert "epochs: rfc-research-1" in out
+
+
+# -- impact ----------------------------------------------------------------------------
+
+
+def test_impact_of_an_assertion(cli: Cli, clock: ManualClock, scenario: Scenario) -> None:
+    [child] = ok(
+        cli(
+            "assert",
+            "auth.jwt.key_size",
+            "256",
+            "--agent",
+            "research-agent",
+            "--derived-from",
+            scenario.es256[:8],
+            "--json",
+        )
+    )
+    im = ok(cli("impact", scenario.es256[:8], "--json"))
+    assert im["assertion"]["id"] == scenario.es256
+    assert im["queries"] == 1
+    assert [q["id"] for q in im["recent_queries"]] == [scenario.q_orch]
+    assert im["agents"] == {"orchestrator": 1}
+    assert {d["id"] for d in im["decisions"]} == {scenario.d_orch, scenario.d_deploy}
+    assert [d["id"] for d in im["derived"]] == [child["id"]]
+    rs = ok(cli("impact", scenario.rs256, "--json"))
+    assert (rs["queries"], rs["agents"], rs["decisions"], rs["derived"]) == (0, {}, [], [])
+
+
+def test_impact_human_output(cli: Cli, scenario: Scenario) -> None:
+    out = done(cli("impact", scenario.issuer[:8]))
+    assert "served in 2 audited queries, to " in out
+    assert "orchestrator ×1" in out
+    assert "deploy-agent ×1" in out
+    assert "2 decisions cited those queries" in out
+    assert "0 assertions derived from it" in out
