@@ -231,21 +231,10 @@ def _add(sim: _Sim, summary: Summary, at: int) -> Draft | None:
         s = sim.pick_subject(1.3)
         kind = "observation" if s % 7 == 3 else "fact"
         lifecycle = "approved" if rng.random() < 0.4 else "proposed"
-        rec = content_record(
-            subject=sim.subjects[s],
-            value=rng.choice(
-                (rng.randint(0, 10_000), f"v{rng.randint(0, 999)}", rng.random() < 0.5)
-            ),
-            kind=kind,
-            agent=agent,
-            recorded_at=at,
-            lifecycle=lifecycle,
-            confidence=round(rng.uniform(0.5, 1.0), 2),
-            source=f"https://docs.internal/{sim.subjects[s].replace('.', '/')}",
-            epoch=epoch,
-        )
-        if rec["id"] in sim.where:
-            continue
+        value: Any = rng.choice((rng.randint(0, 10_000), f"v{rng.randint(0, 999)}", True))
+        rec = _record(sim, s, value, kind, agent, at, lifecycle, epoch)
+        if rec["id"] in sim.where:  # same content in the same batch: draw a unique value
+            rec = _record(sim, s, f"u{sim.seq}-{len(records)}", kind, agent, at, lifecycle, epoch)
         if lifecycle == "approved" and kind == "fact":
             for old in sim.approved_on(s):
                 superseded.append([old, rec["id"]])
@@ -260,6 +249,22 @@ def _add(sim: _Sim, summary: Summary, at: int) -> Draft | None:
     summary.assertions += len(records)
     payload = {"assertions": records, "superseded": superseded}
     return Draft(EventKind.ASSERTIONS_ADDED, agent, payload)
+
+
+def _record(
+    sim: _Sim, s: int, value: Any, kind: str, agent: str, at: int, lifecycle: str, epoch: str | None
+) -> dict[str, Any]:
+    return content_record(
+        subject=sim.subjects[s],
+        value=value,
+        kind=kind,
+        agent=agent,
+        recorded_at=at,
+        lifecycle=lifecycle,
+        confidence=round(sim.rng.uniform(0.5, 1.0), 2),
+        source=f"https://docs.internal/{sim.subjects[s].replace('.', '/')}",
+        epoch=epoch,
+    )
 
 
 def _pop_live(sim: _Sim, pool: list[str], want: str) -> str | None:

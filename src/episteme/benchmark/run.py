@@ -12,6 +12,7 @@ the floors write into a scratch table that is dropped at the end.
 
 from __future__ import annotations
 
+import itertools
 import os
 import platform
 import random
@@ -398,12 +399,12 @@ def run(home: Path, *, runs: int = 1000, heavy_runs: int = 100, rebuild: bool = 
 
 def _writes(b: Bench) -> list[Figure]:
     L = b.ledger
-    rng = b.rng
+    serial = itertools.count()
 
     def one(i: int) -> AssertionInput:
         return AssertionInput.model_construct(
             subject=b.pick(b.subjects),
-            value=rng.randint(0, 1_000_000),
+            value=next(serial),  # unique: a batch never repeats itself
             agent="bench",
             kind=Kind.FACT,
             confidence=0.9,
