@@ -1,0 +1,547 @@
+"""The library behaviour of `Ledger`, one feature per test, and `parse_time`."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import whenever
+from whenever import Instant, TimeDelta
+
+from episteme.errors import Conflict, InvalidInput, NotFound
+from episteme.ledger import AssertionInput, Ledger, LensSpec, Lifecycle
+from episteme.timeutil import ManualClock, parse_time
+
+JWT = "auth.jwt.algorithm"
+
+
+def later(clock: ManualClock, minutes: int = 1) -> Instant:
+    clock.advance(TimeDelta(minutes=minutes))
+    return clock.now()
+
+
+def fact(ledger: Ledger, value: object, *, subject: str = JWT, **fields: object) -> str:
+    agent = fields.pop("agent", "platform")
+    return ledger.assert_one(subject=subject, value=value, agent=agent, **fields).id
+
+
+# -- lifecycle ---------------------------------------------------------------------------
+
+
+def test_proposed_can_be_approved_then_deprecated(ledger: Ledger) -> None:
+    aid = fact(ledger, "RS256")
+    assert ledger.get(aid).lifecycle is Lifecycle.PROPOSED
+    assert ledger.approve(aid, by="alice").lifecycle is Lifecycle.APPROVED
+    assert ledger.deprecate(aid, by="alice", reason="old").lifecycle is Lifecycle.DEPRECATED
+
+
+def test_proposed_can_be_rejected(ledger: Ledger) -> None:
+    aid = fact(ledger, "none")
+    assert ledger.reject(aid, by="alice", reason="unsafe").lifecycle is Lifecycle.REJECTED
+
+
+def test_rejected_cannot_be_approved(ledger: Ledger) -> None:
+    aid = fact(ledger, "none")
+    ledger.reject(aid, by="alice")
+    head = ledger.store.head()
+    with pytest.raises(Conflict, match="rejected"):
+        ledger.approve(aid, by="alice")
+    assert ledger.store.head() == head
+    assert ledger.get(aid).lifecycle is Lifecycle.REJECTED
+
+
+def test_approved_is_rejected_only_through_correct(ledger: Ledger) -> None:
+    aid = fact(ledger, "HS256", lifecycle="approved")
+    with pytest.raises(Conflict, match="episteme correct"):
+        ledger.reject(aid, by="alice")
+    assert ledger.get(aid).lifecycle is Lifecycle.APPROVED
+    ledger.correct(aid, by="alice", reason="weak")
+    assert ledger.get(aid).lifecycle is Lifecycle.REJECTED
+
+
+def test_proposed_cannot_be_deprecated(ledger: Ledger) -> None:
+    aid = fact(ledger, "RS256")
+    with pytest.raises(Conflict, match="cannot become deprecated"):
+        ledger.deprecate(aid, by="alice")
+
+
+def test_approved_cannot_be_approved_again(ledger: Ledger) -> None:
+    aid = fact(ledger, "RS256", lifecycle="approved")
+    with pytest.raises(Conflict):
+        ledger.approve(aid, by="alice")
+
+
+def test_approving_a_second_fact_supersedes_the_first(ledger: Ledger, clock: ManualClock) -> None:
+    rs = fact(ledger, "RS256", lifecycle="approved")
+    later(clock)
+    es = fact(ledger, "ES256", agent="research")
+    ledger.approve(es, by="alice")
+    assert ledger.get(rs).lifecycle is Lifecycle.SUPERSEDED
+    assert ledger.get(es).lifecycle is Lifecycle.APPROVED
+    assert [i.assertion.id for i in ledger.answer(JWT).items] == [es]
+    with pytest.raises(Conflict):
+        ledger.approve(rs, by="alice")  # superseded does not come back
+
+
+def test_asserting_an_approved_fact_supersedes_the_approved_one(ledger: Ledger) -> None:
+    rs = fact(ledger, "RS256", lifecycle="approved")
+    es = ledger.assert_one(subject=JWT, value="ES256", agent="research", lifecycle="approved")
+    assert ledger.get(rs).lifecycle is Lifecycle.SUPERSEDED
+    assert es.lifecycle is Lifecycle.APPROVED
+
+
+def test_observations_are_multi_valued(ledger: Ledger) -> None:
+    one = fact(ledger, 0.91, subject="svc.api.p99", kind="observation", lifecycle="approved")
+    two = fact(ledger, 0.95, subject="svc.api.p99", kind="observation", lifecycle="approved")
+    assert {ledger.get(one).lifecycle, ledger.get(two).lifecycle} == {Lifecycle.APPROVED}
+    assert len(ledger.answer("svc.api.p99").items) == 2
+
+
+# -- epochs ------------------------------------------------------------------------------
+
+
+def test_superseding_an_epoch_retracts_all_its_assertions_in_one_event(ledger: Ledger) -> None:
+    ids = [fact(ledger, v, subject=f"net.r{v}", epoch="ingest-7") for v in range(3)]
+    ledger.approve(ids[0], by="alice")
+    ledger.reject(ids[1], by="alice")
+    keep = fact(ledger, "keep", subject="net.other")
+    seq = ledger.store.head()[0]
+
+    retracted = ledger.supersede_epoch("ingest-7", by="oncall", reason="bad source")
+
+    assert sorted(retracted) == sorted([ids[0], ids[2]])  # the rejected one stays as it was
+    assert ledger.store.head()[0] == seq + 1
+    assert {ledger.get(i).lifecycle for i in ids} == {Lifecycle.REJECTED}
+    assert ledger.get(keep).lifecycle is Lifecycle.PROPOSED
+    epoch = ledger.epoch("ingest-7")
+    assert epoch.superseded_by == "oncall"
+    assert epoch.assertions == 3
+
+
+def test_an_epoch_cannot_be_superseded_twice(ledger: Ledger) -> None:
+    fact(ledger, 1, epoch="ingest-7")
+    ledger.supersede_epoch("ingest-7", by="oncall", reason="bad source")
+    with pytest.raises(Conflict, match="already superseded"):
+        ledger.supersede_epoch("ingest-7", by="oncall", reason="again")
+    with pytest.raises(Conflict, match="superseded"):
+        fact(ledger, 2, epoch="ingest-7")
+    with pytest.raises(NotFound):
+        ledger.supersede_epoch("ingest-8", by="oncall", reason="never was")
+
+
+# -- corrections -------------------------------------------------------------------------
+
+
+def test_correction_with_value_approves_a_replacement_derived_from_the_bad_one(
+    ledger: Ledger,
+) -> None:
+    bad = fact(ledger, "HS256", lifecycle="approved")
+    c = ledger.correct(bad, by="alice", reason="HS256 is forbidden here", value="RS256")
+    assert c.corrected.lifecycle is Lifecycle.REJECTED
+    assert c.replacement is not None
+    assert c.replacement.value == "RS256"
+    assert c.replacement.lifecycle is Lifecycle.APPROVED
+    assert c.replacement.derived_from == (bad,)
+    assert c.correction.replacement_id == c.replacement.id
+    assert c.constraint is None
+    assert [i.assertion.value for i in ledger.answer(JWT).items] == ["RS256"]
+
+
+def test_correction_to_the_approved_value_confirms_it_instead_of_duplicating(
+    ledger: Ledger,
+) -> None:
+    rs = fact(ledger, "RS256", lifecycle="approved")
+    es = fact(ledger, "ES256", agent="research")
+    c = ledger.correct(es, by="alice", reason="we sign with RS256", value="RS256")
+    assert c.replacement is not None
+    assert c.replacement.id == rs  # the approved assertion that already says so
+    assert c.correction.replacement_id == rs
+    assert c.superseded == []
+    assert ledger.get(rs).lifecycle is Lifecycle.APPROVED
+    assert len(ledger.answer(JWT, lens="all").items) == 2
+
+
+def test_correction_with_forbid_records_a_constraint(ledger: Ledger) -> None:
+    bad = fact(ledger, "none", lifecycle="approved")
+    c = ledger.correct(bad, by="alice", reason="alg none", value="RS256", forbid=True)
+    assert c.constraint is not None
+    assert c.constraint.scope == JWT
+    assert c.constraint.forbid == ["none"]
+    assert c.constraint.prefer == "RS256"
+    assert c.correction.constraint_id == c.constraint.id
+    assert [k.id for k in ledger.store.constraints(JWT + ".sub")] == [c.constraint.id]
+
+    other = fact(ledger, {"ttl": 5}, subject="cache.ttl", lifecycle="approved")
+    bare = ledger.correct(other, by="alice", reason="too short", forbid=True)
+    assert bare.constraint is not None
+    assert bare.constraint.forbid == ['{"ttl":5}']
+    assert bare.constraint.prefer is None
+
+
+def test_correction_needs_a_reason_and_a_live_target(ledger: Ledger) -> None:
+    aid = fact(ledger, "x")
+    with pytest.raises(InvalidInput, match="reason"):
+        ledger.correct(aid, by="alice", reason="  ")
+    ledger.correct(aid, by="alice", reason="wrong")
+    with pytest.raises(Conflict):
+        ledger.correct(aid, by="alice", reason="wrong again")
+
+
+# -- decisions and ids -------------------------------------------------------------------
+
+
+def test_decision_cites_query_ids(ledger: Ledger) -> None:
+    fact(ledger, "RS256", lifecycle="approved")
+    q = ledger.query(JWT, agent="deploy")
+    assert q.query_id is not None
+    d = ledger.decide("rolled out RS256 keys", agent="deploy", query_ids=[q.query_id[:8]])
+    assert d.id.startswith("d_")
+    assert d.query_ids == [q.query_id]
+
+
+def test_decision_citing_an_unknown_query_is_refused(ledger: Ledger) -> None:
+    head = ledger.store.head()
+    with pytest.raises(NotFound):
+        ledger.decide("deploy", agent="deploy", query_ids=["q_0000000000000000deadbeef"])
+    aid = fact(ledger, "RS256")
+    with pytest.raises(InvalidInput, match="cite query ids"):
+        ledger.decide("deploy", agent="deploy", query_ids=[aid])
+    with pytest.raises(InvalidInput, match="action"):
+        ledger.decide(" ", agent="deploy", query_ids=[])
+    assert ledger.store.head()[0] == head[0] + 1
+
+
+def test_two_equal_decisions_at_one_time_get_distinct_ids(ledger: Ledger) -> None:
+    one = ledger.decide("restart api", agent="deploy", query_ids=[])
+    two = ledger.decide("restart api", agent="deploy", query_ids=[])
+    assert one.id != two.id
+    assert one.at == two.at
+
+
+def test_id_prefix_of_four_characters_resolves(ledger: Ledger) -> None:
+    aid = fact(ledger, "RS256")
+    assert ledger.get(aid[:4]).id == aid
+    assert ledger.get(aid[:10]).id == aid
+    with pytest.raises(InvalidInput, match="too short"):
+        ledger.get(aid[:3])
+    with pytest.raises(InvalidInput, match="not an id"):
+        ledger.get("ab'; --")
+    with pytest.raises(NotFound):
+        ledger.get("zzzzzz")
+
+
+def test_ambiguous_id_prefix_is_refused(ledger: Ledger) -> None:
+    made = ledger.add([AssertionInput(subject="n.v", value=i, agent="a") for i in range(800)])
+    seen: dict[str, str] = {}
+    shared = next(a.id[:4] for a in made if seen.setdefault(a.id[:4], a.id) != a.id)
+    with pytest.raises(InvalidInput, match="ambiguous"):
+        ledger.get(shared)
+    assert ledger.get(seen[shared][:12]).id == seen[shared]
+
+
+# -- reading -----------------------------------------------------------------------------
+
+
+def test_full_text_search(ledger: Ledger) -> None:
+    es = fact(ledger, "ES256", agent="research", source="https://example.org/jwt-es256")
+    rs = fact(ledger, "RS256", lifecycle="approved")
+    fact(ledger, 300, subject="cache.ttl", lifecycle="approved")
+    assert [i.assertion.id for i in ledger.answer(None, lens="all", text="ES256").items] == [es]
+    assert {i.assertion.id for i in ledger.answer(None, lens="all", text="jwt").items} == {es, rs}
+    assert [i.assertion.id for i in ledger.answer(None, text="jwt").items] == [rs]
+    assert ledger.answer("cache", lens="all", text="jwt").items == []
+    q = ledger.query(None, agent="deploy", lens="latest", text="algorithm")
+    assert [i.assertion.id for i in q.items] == [rs]
+    with pytest.raises(InvalidInput):
+        ledger.answer(None)
+
+
+def test_custom_lens_with_min_confidence(ledger: Ledger) -> None:
+    sure = fact(ledger, "RS256", confidence=0.95)
+    fact(ledger, "ES256", agent="research", confidence=0.4)
+    spec = LensSpec(lifecycles=frozenset({Lifecycle.PROPOSED}), min_confidence=0.8)
+    ledger.define_lens("confident", spec, by="alice")
+    ans = ledger.query(JWT, agent="deploy", lens="confident")
+    assert [i.assertion.id for i in ans.items] == [sure]
+    assert ans.hidden.by_reason == {"confidence": 1}
+    assert ledger.lenses()["confident"] == spec
+
+
+def test_custom_lens_with_agent_allow_list(ledger: Ledger) -> None:
+    mine = fact(ledger, "RS256", agent="platform", lifecycle="approved")
+    fact(ledger, 300, subject="auth.jwt.ttl", agent="research", lifecycle="approved")
+    ledger.define_lens("platform-only", LensSpec(agents=frozenset({"platform"})), by="alice")
+    ans = ledger.answer("auth", lens="platform-only")
+    assert [i.assertion.id for i in ans.items] == [mine]
+    assert ans.hidden.by_reason == {"agent": 1}
+
+
+def test_built_in_lens_names_cannot_be_redefined(ledger: Ledger) -> None:
+    for name in ("approved", "latest", "consensus", "all"):
+        with pytest.raises(Conflict, match="built-in"):
+            ledger.define_lens(name, LensSpec(), by="alice")
+    with pytest.raises(NotFound, match="no lens"):
+        ledger.answer(JWT, lens="nope")
+
+
+def test_query_as_of_a_past_time(ledger: Ledger, clock: ManualClock) -> None:
+    rs = fact(ledger, "RS256", lifecycle="approved")
+    before = clock.now()
+    later(clock)
+    es = fact(ledger, "ES256", lifecycle="approved")
+    assert [i.assertion.id for i in ledger.query(JWT, agent="deploy", at=before).items] == [rs]
+    assert [i.assertion.id for i in ledger.query(JWT, agent="deploy").items] == [es]
+    then = ledger.answer(JWT, lens="all", at=before)
+    assert [(i.assertion.id, i.assertion.lifecycle) for i in then.items] == [
+        (rs, Lifecycle.APPROVED)
+    ]
+
+
+# -- investigation -----------------------------------------------------------------------
+
+
+def test_served_lists_reads_up_to_a_time(ledger: Ledger, clock: ManualClock) -> None:
+    rs = fact(ledger, "RS256", lifecycle="approved")
+    fact(ledger, 300, subject="auth.session.ttl", lifecycle="approved")
+    first = ledger.query("auth", agent="deploy")
+    cutoff = clock.now()
+    later(clock)
+    second = ledger.query(JWT, agent="orchestrator", lens="all")
+    ledger.query("cache", agent="deploy")
+
+    upto = ledger.served(JWT, at=cutoff)
+    assert [q.id for q in upto] == [first.query_id]
+    assert [i.assertion_id for i in upto[0].returned] == [rs]  # only items under the subject
+    assert [q.id for q in ledger.served(JWT)] == [second.query_id, first.query_id]
+
+
+def test_audit_by_agent_and_window(ledger: Ledger, clock: ManualClock) -> None:
+    fact(ledger, "RS256", lifecycle="approved")
+    a = ledger.query(JWT, agent="deploy")
+    start = later(clock)
+    b = ledger.query(JWT, agent="orchestrator")
+    c = ledger.query("auth", agent="deploy")
+    end = clock.now()
+    later(clock)
+    d = ledger.query(JWT, agent="deploy")
+
+    assert [q.id for q in ledger.audit(agent="deploy")] == [d.query_id, c.query_id, a.query_id]
+    assert [q.id for q in ledger.audit(since=start, until=end)] == [c.query_id, b.query_id]
+    assert [q.id for q in ledger.audit(agent="orchestrator", since=start)] == [b.query_id]
+    assert [q.id for q in ledger.audit(subject="cache")] == []
+    assert len(ledger.audit(limit=2)) == 2
+
+
+def test_diff_counts_changes_in_a_window(ledger: Ledger, clock: ManualClock) -> None:
+    fact(ledger, "none", subject="old.thing")
+    since = clock.now()
+    later(clock)
+    rs = fact(ledger, "RS256", lifecycle="approved")
+    es = fact(ledger, "ES256", agent="research")
+    ledger.approve(es, by="alice")
+    bad = fact(ledger, "HS256", subject="auth.jwt.fallback", lifecycle="approved")
+    ledger.correct(bad, by="alice", reason="weak", value="RS256")
+    until = clock.now()
+    later(clock)
+    fact(ledger, "later", subject="auth.later")
+
+    d = ledger.diff("auth", since=since, until=until)
+    assert d.counts == {"added": 4, "approved": 1, "superseded": 1, "corrected": 1}
+    assert rs in {c.assertion_id for c in d.changes if c.change == "superseded"}
+    assert ledger.diff(None, since=since).counts["added"] == 5
+    with pytest.raises(InvalidInput):
+        ledger.diff("auth", since=until, until=since)
+
+
+def test_blame_of_a_subject_and_of_an_id(ledger: Ledger, clock: ManualClock) -> None:
+    rs = fact(ledger, "RS256", lifecycle="approved", epoch="ingest-1")
+    later(clock)
+    es = fact(ledger, "ES256", agent="research", source="paper")
+    ledger.approve(es, by="alice", reason="faster")
+
+    by_subject = ledger.blame(JWT)
+    assert [b.assertion.id for b in by_subject] == [rs, es]
+    (one,) = ledger.blame(es[:8])
+    assert one.assertion.agent == "research"
+    assert [(v.lifecycle, v.actor, v.cause) for v in one.history] == [
+        (Lifecycle.PROPOSED, "research", "added"),
+        (Lifecycle.APPROVED, "alice", "approved"),
+    ]
+    (old,) = ledger.blame(rs)
+    assert old.epoch is not None
+    assert old.epoch.name == "ingest-1"
+    assert old.history[-1].lifecycle is Lifecycle.SUPERSEDED
+
+    fix = ledger.correct(es, by="bob", reason="clients lack ES256", value="RS256")
+    assert fix.replacement is not None
+    (fixed,) = ledger.blame(fix.replacement.id)
+    assert [a.id for a in fixed.derived_from] == [es]
+    assert [c.id for c in ledger.blame(es)[0].corrections] == [fix.correction.id]
+    with pytest.raises(NotFound):
+        ledger.blame("no.such.subject")
+
+
+def test_trace_of_a_decision_and_of_a_query(ledger: Ledger) -> None:
+    rs = fact(ledger, "RS256", lifecycle="approved", source="runbook", epoch="ingest-1")
+    ttl = fact(ledger, 300, subject="auth.ttl", agent="research", lifecycle="approved")
+    q1 = ledger.query(JWT, agent="deploy")
+    q2 = ledger.query("auth.ttl", agent="orchestrator")
+    assert q1.query_id is not None
+    assert q2.query_id is not None
+    d = ledger.decide("rotate keys", agent="deploy", query_ids=[q1.query_id, q2.query_id])
+
+    t = ledger.trace(d.id)
+    assert t.root_kind == "decision"
+    assert {q.id for q in t.queries} == {q1.query_id, q2.query_id}
+    assert {a.id for a in t.assertions} == {rs, ttl}
+    assert t.agents[0] == "deploy"
+    assert set(t.agents) == {"deploy", "orchestrator", "platform", "research"}
+    assert t.sources == ["runbook"]
+    assert t.epochs == ["ingest-1"]
+
+    tq = ledger.trace(q2.query_id)
+    assert tq.root_kind == "query"
+    assert tq.decision is None
+    assert [a.id for a in tq.assertions] == [ttl]
+    with pytest.raises(InvalidInput, match="blame"):
+        ledger.trace(rs)
+
+
+def test_impact_of_an_assertion(ledger: Ledger) -> None:
+    root = fact(ledger, "10.0.0.0/8", subject="net.cidr", lifecycle="approved")
+    child = fact(ledger, "10.1.0.0/16", subject="net.subnet", derived_from=[root[:8]])
+    grandchild = fact(ledger, "10.1.2.0/24", subject="net.subnet.a", derived_from=[child])
+    fact(ledger, "unrelated", subject="net.other")
+    q1 = ledger.query("net.cidr", agent="deploy")
+    ledger.query("net", agent="orchestrator")
+    ledger.query("net.cidr", agent="orchestrator", lens="all")
+    ledger.query("net.subnet", agent="deploy")
+    assert q1.query_id is not None
+    d = ledger.decide("opened firewall", agent="deploy", query_ids=[q1.query_id])
+
+    imp = ledger.impact(root[:6])
+    assert imp.assertion.id == root
+    assert imp.queries == 3
+    assert imp.agents == {"orchestrator": 2, "deploy": 1}
+    assert [x.id for x in imp.decisions] == [d.id]
+    assert [a.id for a in imp.derived] == [child, grandchild]
+    assert ledger.impact(grandchild).derived == []
+
+
+# -- export and import -------------------------------------------------------------------
+
+
+def _history(ledger: Ledger, clock: ManualClock) -> None:
+    rs = fact(ledger, "RS256", lifecycle="approved", epoch="e1")
+    es = fact(ledger, "ES256", agent="research")
+    later(clock)
+    ledger.approve(es, by="alice")
+    q = ledger.query(JWT, agent="deploy")
+    assert q.query_id is not None
+    ledger.decide("ship", agent="deploy", query_ids=[q.query_id])
+    ledger.correct(rs, by="alice", reason="old", value="PS256", forbid=True)
+    ledger.define_lens("mine", LensSpec(agents=frozenset({"platform"})), by="alice")
+    ledger.supersede_epoch("e1", by="oncall", reason="bad")
+
+
+def test_export_and_import_reproduce_the_ledger(
+    ledger: Ledger, clock: ManualClock, tmp_path: Path
+) -> None:
+    _history(ledger, clock)
+    events = list(ledger.export())
+    lines = [json.dumps(e.to_json()) for e in events]
+    assert all(json.loads(line)["seq"] == e.seq for line, e in zip(lines, events, strict=True))
+
+    with Ledger.init(tmp_path / "copy") as copy:
+        assert copy.import_events(events) == len(events)
+        assert copy.verify() == ledger.verify()
+        assert copy.verify().head == ledger.store.head()[2].hex()  # type: ignore[union-attr]
+        assert copy.rebuild().ok
+        for lens in ("approved", "all", "mine"):
+            mine = [i.assertion for i in ledger.answer("auth", lens=lens).items]
+            theirs = [i.assertion for i in copy.answer("auth", lens=lens).items]
+            assert theirs == mine
+        with pytest.raises(Conflict, match="not empty"):
+            copy.import_events(events)
+
+
+@pytest.mark.parametrize("field", ["payload", "actor", "at", "hash"])
+def test_import_of_a_tampered_export_is_refused(
+    ledger: Ledger, clock: ManualClock, tmp_path: Path, field: str
+) -> None:
+    _history(ledger, clock)
+    events = list(ledger.export())
+    e = events[1]  # the proposal of ES256
+    changes: dict[str, Any] = {
+        "payload": e.payload.replace("ES256", "XS256"),
+        "actor": e.actor + "x",
+        "at": e.at + 1,
+        "hash": bytes(32),
+    }
+    changed = changes[field]
+    assert changed != getattr(e, field)
+    events[1] = dataclasses.replace(e, **{field: changed})
+
+    with Ledger.init(tmp_path / "copy") as copy:
+        with pytest.raises(InvalidInput, match="broken at event 2"):
+            copy.import_events(events)
+        assert copy.store.head() == (0, 0, None)
+
+
+# -- parse_time --------------------------------------------------------------------------
+
+NIGHT = Instant.parse_iso("2026-11-22T03:00:00Z")
+
+
+def test_parse_rfc3339_with_offsets() -> None:
+    want = Instant.parse_iso("2026-11-21T21:00:00Z")
+    assert parse_time("2026-11-21T21:00:00Z", NIGHT) == want
+    assert parse_time("2026-11-21T22:00:00+01:00", NIGHT) == want
+    assert parse_time("2026-11-21T16:00:00-05:00", NIGHT) == want
+    assert parse_time("2026-11-21 21:00", NIGHT) == want  # plain local (UTC here)
+    assert parse_time("now", NIGHT) == NIGHT
+
+
+@pytest.mark.parametrize(
+    ("text", "minutes"),
+    [("6h", 360), ("30m ago", 30), ("1h30m", 90), ("2d", 2880), ("45 minutes ago", 45)],
+)
+def test_parse_relative_durations(text: str, minutes: int) -> None:
+    assert parse_time(text, NIGHT) == NIGHT.subtract(minutes=minutes)
+
+
+def test_clock_time_means_its_most_recent_past_occurrence() -> None:
+    last_night = Instant.parse_iso("2026-11-21T21:00:00Z")
+    assert parse_time("21:00", NIGHT) == last_night
+    assert parse_time("9pm", NIGHT) == last_night
+    assert parse_time("9:00pm", NIGHT) == last_night
+    assert parse_time("yesterday 21:00", NIGHT) == last_night
+    evening = Instant.parse_iso("2026-11-22T22:00:00Z")
+    assert parse_time("21:00", evening) == Instant.parse_iso("2026-11-22T21:00:00Z")
+    assert parse_time("yesterday 21:00", evening) == last_night
+    assert parse_time("02:30", NIGHT) == Instant.parse_iso("2026-11-22T02:30:00Z")
+    assert parse_time("12am", NIGHT) == Instant.parse_iso("2026-11-22T00:00:00Z")
+
+
+def test_clock_time_is_read_in_the_local_zone(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TZ", "Europe/Paris")
+    whenever.reset_system_tz()
+    # 21:30 UTC is 22:30 in Paris (CET, UTC+1): 21:00 Paris was 20:00 UTC, half an hour ago
+    now = Instant.parse_iso("2026-11-21T21:30:00Z")
+    assert parse_time("21:00", now) == Instant.parse_iso("2026-11-21T20:00:00Z")
+    assert parse_time("9pm", now) == Instant.parse_iso("2026-11-21T20:00:00Z")
+    # at 20:30 Paris, 21:00 Paris today has not come yet: it means yesterday's
+    early = Instant.parse_iso("2026-11-21T19:30:00Z")
+    assert parse_time("21:00", early) == Instant.parse_iso("2026-11-20T20:00:00Z")
+    assert parse_time("2026-11-21 21:00", early) == Instant.parse_iso("2026-11-21T20:00:00Z")
+
+
+@pytest.mark.parametrize(
+    "text", ["", "   ", "soon", "21", "25:00", "13pm", "0am", "5 parsecs", "2026-13-01", "12:61"]
+)
+def test_unreadable_times_are_refused(text: str) -> None:
+    with pytest.raises(InvalidInput):
+        parse_time(text, NIGHT)

@@ -1,0 +1,270 @@
+"""Properties of the ledger over random sequences of operations (Hypothesis).
+
+Each example runs a random program of asserts, reviews, corrections, epoch
+supersessions, audited reads and decisions on a real SQLite ledger, on a clock that
+moves by random steps (often 0 µs, so several events share a timestamp).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import tempfile
+from collections.abc import Iterator
+from contextlib import closing, contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from whenever import Instant, TimeDelta
+
+from episteme.errors import EpistemeError
+from episteme.ledger import BUILTIN, Answer, AssertionInput, Ledger, Lifecycle
+from episteme.timeutil import ManualClock, from_us
+
+T0 = Instant.parse_iso("2026-11-21T09:00:00Z")
+SUBJECTS = ("svc.a", "svc.a.b", "svc.c")
+READS = ("svc", "svc.a", "svc.a.*", "svc.a.b", "svc.c")
+VALUES = ("RS256", "ES256", 1, 2)
+EPOCHS = ("e1", "e2")
+LENSES = tuple(BUILTIN)
+UNKNOWN = -1  # a reference to an id that the ledger does not know
+
+ref = st.integers(UNKNOWN, 63)  # mostly an index into the ids so far
+assertion = st.fixed_dictionaries(
+    {
+        "subject": st.sampled_from(SUBJECTS),
+        "value": st.sampled_from(VALUES),
+        "agent": st.sampled_from(("alice", "bob")),
+        "kind": st.sampled_from(("fact", "fact", "observation")),
+        "lifecycle": st.sampled_from(("proposed", "approved")),
+        "confidence": st.sampled_from((0.3, 0.9, 1.0)),
+        "epoch": st.none() | st.sampled_from(EPOCHS),
+    }
+)
+add_op = st.tuples(
+    st.just("add"), st.lists(st.tuples(assertion, st.none() | ref), min_size=1, max_size=3)
+)
+op = st.one_of(
+    add_op,
+    st.tuples(st.sampled_from(("approve", "deprecate", "reject")), ref),
+    st.tuples(st.just("correct"), ref, st.none() | st.sampled_from(VALUES), st.booleans()),
+    st.tuples(st.just("supersede"), st.sampled_from(EPOCHS)),
+    st.tuples(
+        st.just("query"),
+        st.sampled_from(READS),
+        st.sampled_from(LENSES),
+        st.none() | st.integers(0, 200_000_000),
+    ),
+    st.tuples(st.just("decide"), st.lists(ref, max_size=3)),
+)
+step_us = st.sampled_from((0, 0, 0, 1, 250, 1_000_000, 60_000_000))
+programs = st.lists(st.tuples(op, step_us), min_size=6, max_size=30).map(
+    lambda ops: [(("add", [({"subject": "svc.a", "value": 0, "agent": "alice"}, None)]), 0), *ops]
+)
+
+
+@dataclass
+class Run:
+    """A ledger driven by a program; refused operations must leave the journal alone."""
+
+    ledger: Ledger
+    clock: ManualClock
+    ids: list[str] = field(default_factory=list)
+    query_ids: list[str] = field(default_factory=list)
+    refused: int = 0
+
+    def pick(self, n: int, ids: list[str], unknown: str) -> str:
+        return ids[n % len(ids)] if ids and n != UNKNOWN else unknown
+
+    def play(self, program: list[tuple[Any, int]]) -> Run:
+        for operation, step in program:
+            self.clock.advance(TimeDelta(microseconds=step))
+            before = self.ledger.store.head()
+            try:
+                self.apply(*operation)
+            except EpistemeError:
+                assert self.ledger.store.head() == before
+                self.refused += 1
+        return self
+
+    def apply(self, name: str, *args: Any) -> None:
+        led = self.ledger
+        if name == "add":
+            inputs = [
+                AssertionInput(
+                    **fields,
+                    derived_from=() if d is None else (self.pick(d, self.ids, "zzzz0000"),),
+                )
+                for fields, d in args[0]
+            ]
+            self.ids += [a.id for a in led.add(inputs)]
+        elif name in ("approve", "deprecate", "reject"):
+            getattr(led, name)(self.pick(args[0], self.ids, "zzzz0000"), by="reviewer")
+        elif name == "correct":
+            target, value, forbid = args
+            extra = {} if value is None else {"value": value}
+            c = led.correct(
+                self.pick(target, self.ids, "zzzz0000"),
+                by="oncall",
+                reason="wrong",
+                forbid=forbid,
+                **extra,
+            )
+            if c.replacement is not None:
+                self.ids.append(c.replacement.id)
+        elif name == "supersede":
+            led.supersede_epoch(args[0], by="oncall", reason="bad batch")
+        elif name == "query":
+            subject, lens, back = args
+            at = None if back is None else self.clock.now().subtract(microseconds=back)
+            ans = led.query(subject, agent="deploy", lens=lens, at=at)
+            assert ans.query_id is not None
+            self.query_ids.append(ans.query_id)
+            if lens == "approved":
+                assert_only_approved(ans)
+        elif name == "decide":
+            cited = [self.pick(n, self.query_ids, "q_" + "0" * 24) for n in args[0]]
+            led.decide("rolled out", agent="deploy", query_ids=cited)
+        else:  # pragma: no cover
+            raise AssertionError(name)
+
+
+@contextmanager
+def fresh_ledger() -> Iterator[tuple[Ledger, ManualClock, Path]]:
+    with tempfile.TemporaryDirectory() as tmp:
+        home = Path(tmp) / "home"
+        clock = ManualClock(T0)
+        with Ledger.init(home, clock=clock) as led:
+            yield led, clock, home
+
+
+def assert_only_approved(ans: Answer) -> None:
+    assert all(i.assertion.lifecycle is Lifecycle.APPROVED for i in ans.items)
+
+
+def view(ans: Answer) -> tuple[Any, ...]:
+    items = [(i.assertion.id, i.assertion.lifecycle, i.assertion.confidence) for i in ans.items]
+    hidden = ans.hidden
+    return items, hidden.count, hidden.by_lifecycle, sorted(hidden.ids)
+
+
+@settings(max_examples=30, deadline=None)
+@given(program=programs, data=st.data())
+def test_query_as_of_equals_replay_of_journal_up_to_then(
+    program: list[tuple[Any, int]], data: st.DataObject
+) -> None:
+    with fresh_ledger() as (led, clock, _):
+        Run(led, clock).play(program)
+        events = list(led.export())
+        times = sorted({e.at for e in events})
+        exact = data.draw(st.lists(st.sampled_from(times), min_size=1, max_size=3, unique=True))
+        between = data.draw(st.integers(times[0] - 1, times[-1] + 1))
+        for t in [*exact, between]:
+            prefix = [e for e in events if e.at <= t]
+            with tempfile.TemporaryDirectory() as tmp, Ledger.init(Path(tmp) / "r") as replay:
+                assert replay.import_events(prefix) == len(prefix)
+                for subject in READS:
+                    for lens in LENSES:
+                        then = led.answer(subject, lens=lens, at=from_us(t))
+                        assert view(then) == view(replay.answer(subject, lens=lens))
+
+
+@settings(max_examples=25, deadline=None)
+@given(program=programs, data=st.data())
+def test_rebuild_is_clean_and_repairs_a_tampered_projection(
+    program: list[tuple[Any, int]], data: st.DataObject
+) -> None:
+    with fresh_ledger() as (led, clock, home):
+        Run(led, clock).play(program)
+        report = led.rebuild()
+        assert report.ok
+        assert report.differences == {}
+        assert report.events == led.store.head()[0]
+
+        with closing(sqlite3.connect(home / "ledger.db")) as raw, raw:
+            rows = raw.execute("SELECT assertion_id, seq, lifecycle FROM versions").fetchall()
+            aid, seq, lifecycle = data.draw(st.sampled_from(rows))
+            taken = {lc for a, s, lc in rows if (a, s) == (aid, seq)}
+            wrong = data.draw(st.sampled_from([lc for lc in Lifecycle if lc not in taken]))
+            raw.execute(
+                "UPDATE versions SET lifecycle = ?"
+                " WHERE assertion_id = ? AND seq = ? AND lifecycle = ?",
+                (str(wrong), aid, seq, lifecycle),
+            )
+
+        damaged = led.rebuild()
+        assert not damaged.ok
+        assert damaged.differences == {"versions": 2}
+        assert not damaged.repaired
+        assert led.rebuild().differences == {"versions": 2}  # checking alone repairs nothing
+
+        repaired = led.rebuild(repair=True)
+        assert repaired.repaired
+        assert repaired.differences == {"versions": 2}
+        assert led.rebuild().ok
+        assert lifecycle in [v.lifecycle for v in led.store.versions(aid) if v.seq == seq]
+        assert wrong not in [v.lifecycle for v in led.store.versions(aid) if v.seq == seq]
+
+
+JOURNAL_COLUMNS = ("seq", "at", "actor", "kind", "payload", "hash")
+CHARS = "aZ0 .:{}\"'é\\"
+
+
+@settings(max_examples=40, deadline=None)
+@given(program=programs, data=st.data())
+def test_verify_finds_any_altered_journal_byte(
+    program: list[tuple[Any, int]], data: st.DataObject
+) -> None:
+    with fresh_ledger() as (led, clock, home):
+        Run(led, clock).play(program)
+        assert led.verify().ok
+        n = led.store.head()[0]
+        led.close()
+
+        row = data.draw(st.integers(1, n), label="row")
+        column = data.draw(st.sampled_from(JOURNAL_COLUMNS), label="column")
+        with closing(sqlite3.connect(home / "ledger.db")) as raw, raw:
+            (old,) = raw.execute(f"SELECT {column} FROM journal WHERE seq = ?", (row,)).fetchone()
+            expected = row
+            if column == "seq":  # move it past either end, never onto another row
+                new = data.draw(st.integers(n + 1, n + 1000) | st.integers(-1000, 0))
+                seqs = sorted([s for s in range(1, n + 1) if s != row] + [new])
+                expected = next(s for i, s in enumerate(seqs, 1) if s != i)
+            elif column == "at":
+                new = old + data.draw(st.integers(-(10**9), 10**9).filter(bool))
+            elif column == "hash":
+                i = data.draw(st.integers(0, len(old) - 1))
+                flip = data.draw(st.integers(1, 255))
+                new = old[:i] + bytes([old[i] ^ flip]) + old[i + 1 :]
+            else:
+                i = data.draw(st.integers(0, len(old) - 1))
+                char = data.draw(st.sampled_from(CHARS).filter(lambda c: c != old[i]))
+                new = old[:i] + char + old[i + 1 :]
+            assert new != old
+            raw.execute(f"UPDATE journal SET {column} = ? WHERE seq = ?", (new, row))
+
+        with Ledger.open(home) as reopened:
+            report = reopened.verify()
+        assert not report.ok
+        assert report.first_bad_seq == expected
+
+
+@settings(max_examples=30, deadline=None)
+@given(program=programs, data=st.data())
+def test_approved_lens_serves_only_approved_assertions(
+    program: list[tuple[Any, int]], data: st.DataObject
+) -> None:
+    with fresh_ledger() as (led, clock, _):
+        Run(led, clock).play(program)  # every audited read through `approved` is checked too
+        times = [e.at for e in led.export()]
+        for _ in range(3):
+            at = data.draw(st.none() | st.integers(times[0] - 1, times[-1] + 1).map(from_us))
+            for subject in READS:
+                assert_only_approved(led.answer(subject, lens="approved", at=at))
+                served = led.query(subject, agent="deploy", lens="approved", at=at)
+                assert_only_approved(served)
+                record = led.store.query_record(served.query_id or "")
+                assert record is not None
+                assert {i.lifecycle for i in record.returned} <= {Lifecycle.APPROVED}
