@@ -143,43 +143,28 @@ def _review(
         )
 
 
-@app.command()
-def approve(
-    ctx: typer.Context,
-    id: str,
-    by: By,
-    reason: Reason = None,
-    home: Home = None,
-    as_json: Json = False,
-) -> None:
-    """Approve a proposed assertion (supersedes the subject's previous approved value)."""
-    _review(ctx, home, as_json, "approve", id, by, reason)
+def _review_command(verb: str, doc: str) -> None:
+    def command(
+        ctx: typer.Context,
+        id: str,
+        by: By,
+        reason: Reason = None,
+        home: Home = None,
+        as_json: Json = False,
+    ) -> None:
+        _review(ctx, home, as_json, verb, id, by, reason)
+
+    command.__doc__ = doc
+    app.command(verb)(command)
 
 
-@app.command()
-def deprecate(
-    ctx: typer.Context,
-    id: str,
-    by: By,
-    reason: Reason = None,
-    home: Home = None,
-    as_json: Json = False,
-) -> None:
-    """Deprecate an approved assertion."""
-    _review(ctx, home, as_json, "deprecate", id, by, reason)
-
-
-@app.command()
-def reject(
-    ctx: typer.Context,
-    id: str,
-    by: By,
-    reason: Reason = None,
-    home: Home = None,
-    as_json: Json = False,
-) -> None:
-    """Reject a proposed assertion (to mark an approved one incorrect, use `correct`)."""
-    _review(ctx, home, as_json, "reject", id, by, reason)
+_review_command(
+    "approve", "Approve a proposed assertion (supersedes the subject's previous approved value)."
+)
+_review_command("deprecate", "Deprecate an approved assertion.")
+_review_command(
+    "reject", "Reject a proposed assertion (to mark an approved one incorrect, use `correct`)."
+)
 
 
 @app.command()
