@@ -18,7 +18,7 @@ from pathlib import Path
 
 from episteme.errors import Conflict, IntegrityError, InvalidInput, StoreUnavailable
 from episteme.ledger.canonical import GENESIS, canonical
-from episteme.ledger.journal import Draft, Event, EventKind, VerifyReport, link, verify_chain
+from episteme.ledger.journal import Draft, Event, EventKind, VerifyReport, link, verify_rows
 from episteme.ledger.records import RebuildReport
 from episteme.ledger.sqlite import projector
 from episteme.ledger.sqlite.reads import Reader
@@ -224,7 +224,7 @@ class SQLiteStore(Reader):
         rows = self.conn.execute(
             "SELECT seq, at, actor, kind, payload, hash FROM journal ORDER BY seq"
         )
-        return verify_chain(Event(*r) for r in rows)
+        return verify_rows(rows)
 
     def rebuild(self, repair: bool = False) -> RebuildReport:
         """Replay the journal into fresh projections; compare; optionally replace."""
