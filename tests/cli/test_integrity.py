@@ -69,7 +69,8 @@ def test_rebuild_finds_and_repairs_a_tampered_projection(
     before = journal(cli)
     sql(
         home / "ledger.db",
-        "UPDATE versions SET lifecycle = 'approved' WHERE assertion_id = ?",
+        "UPDATE versions SET lifecycle = 'approved'"
+        " WHERE arow = (SELECT rowid FROM assertions WHERE id = ?)",
         scenario.es256,
     )
     tampered = ok(cli("query", "auth.jwt.algorithm", "--agent", "a", "--lens", "all", "--json"))

@@ -184,13 +184,13 @@ def test_rebuild_is_clean_and_repairs_a_tampered_projection(
         assert report.events == led.store.head()[0]
 
         with closing(sqlite3.connect(home / "ledger.db")) as raw, raw:
-            rows = raw.execute("SELECT assertion_id, seq, lifecycle FROM versions").fetchall()
+            rows = raw.execute("SELECT arow, seq, lifecycle FROM versions").fetchall()
             aid, seq, lifecycle = data.draw(st.sampled_from(rows))
+            ident = raw.execute("SELECT id FROM assertions WHERE rowid = ?", (aid,)).fetchone()[0]
             taken = {lc for a, s, lc in rows if (a, s) == (aid, seq)}
             wrong = data.draw(st.sampled_from([lc for lc in Lifecycle if lc not in taken]))
             raw.execute(
-                "UPDATE versions SET lifecycle = ?"
-                " WHERE assertion_id = ? AND seq = ? AND lifecycle = ?",
+                "UPDATE versions SET lifecycle = ? WHERE arow = ? AND seq = ? AND lifecycle = ?",
                 (str(wrong), aid, seq, lifecycle),
             )
 
@@ -204,8 +204,8 @@ def test_rebuild_is_clean_and_repairs_a_tampered_projection(
         assert repaired.repaired
         assert repaired.differences == {"versions": 2}
         assert led.rebuild().ok
-        assert lifecycle in [v.lifecycle for v in led.store.versions(aid) if v.seq == seq]
-        assert wrong not in [v.lifecycle for v in led.store.versions(aid) if v.seq == seq]
+        assert lifecycle in [v.lifecycle for v in led.store.versions(ident) if v.seq == seq]
+        assert wrong not in [v.lifecycle for v in led.store.versions(ident) if v.seq == seq]
 
 
 JOURNAL_COLUMNS = ("seq", "at", "actor", "kind", "payload", "hash")

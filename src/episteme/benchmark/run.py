@@ -34,7 +34,7 @@ from episteme.ledger.sqlite.projector import OPEN
 from episteme.timeutil import from_us, to_us
 
 _A = "a.id, a.subject, a.value, a.agent, v.lifecycle, v.confidence"
-_CURRENT = f"SELECT {_A} FROM versions v JOIN assertions a ON a.id = v.assertion_id"
+_CURRENT = f"SELECT {_A} FROM versions v JOIN assertions a ON a.rowid = v.arow"
 FLOOR_IMPACT = (
     "SELECT q.agent, count(*) FROM served s JOIN queries q ON q.seq = s.query_seq"
     " WHERE s.arow = (SELECT rowid FROM assertions WHERE id = ?) GROUP BY q.agent",
@@ -53,15 +53,15 @@ FLOOR_SQL: dict[str, str] = {
     ),
     "diff": (
         "SELECT v.seq, v.cause, a.id, a.subject, a.value, v.lifecycle, v.actor FROM versions v"
-        " JOIN assertions a ON a.id = v.assertion_id WHERE v.tx_from > ? AND v.tx_from <= ?"
+        " JOIN assertions a ON a.rowid = v.arow WHERE v.tx_from > ? AND v.tx_from <= ?"
     ),
     "diff_prefix": (
         "SELECT v.seq, v.cause, a.id, a.subject, a.value, v.lifecycle, v.actor FROM versions v"
-        " JOIN assertions a ON a.id = v.assertion_id WHERE (v.subject = ? OR (v.subject > ?"
+        " JOIN assertions a ON a.rowid = v.arow WHERE (v.subject = ? OR (v.subject > ?"
         " AND v.subject < ?)) AND v.tx_from > ? AND v.tx_from <= ?"
     ),
     "blame": (
-        "SELECT a.*, v.* FROM assertions a JOIN versions v ON v.assertion_id = a.id"
+        "SELECT a.*, v.* FROM assertions a JOIN versions v ON v.arow = a.rowid"
         " WHERE a.id = ? ORDER BY v.seq"
     ),
     "trace": (

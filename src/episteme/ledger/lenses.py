@@ -102,25 +102,25 @@ def apply_lens(
     Candidates come in the order they were recorded (oldest first).
     """
     shown: list[tuple[R, float | None]] = []
-    hidden = Hidden()
+    hidden = _Tally()
     ranked = spec.pick == "ranked"
     for a in candidates:
         reason = _exclusion(spec, a, trust)
         if reason is None:
             shown.append((a, a.confidence * trust(a.agent, a.subject) if ranked else None))
         else:
-            _hide(hidden, a, reason)
+            hidden.hide(a, reason)
     if spec.pick == "newest":
         newest: dict[str, tuple[R, float | None]] = {}
         for item in shown:
             previous = newest.get(item[0].subject)
             if previous is not None:
-                _hide(hidden, previous[0], "older")
+                hidden.hide(previous[0], "older")
             newest[item[0].subject] = item
         shown = list(newest.values())
     elif ranked:
         shown.sort(key=lambda i: (i[0].subject, -(i[1] or 0.0)))
-    return shown, hidden
+    return shown, hidden.result()
 
 
 def _exclusion(spec: LensSpec, a: LensRow, trust: TrustFn) -> str | None:
@@ -137,10 +137,29 @@ def _exclusion(spec: LensSpec, a: LensRow, trust: TrustFn) -> str | None:
     return None
 
 
-def _hide(hidden: Hidden, a: LensRow, reason: str) -> None:
-    state = str(a.lifecycle)
-    hidden.count += 1
-    hidden.by_lifecycle[state] = hidden.by_lifecycle.get(state, 0) + 1
-    hidden.by_reason[reason] = hidden.by_reason.get(reason, 0) + 1
-    if state in LIVE and len(hidden.ids) < HIDDEN_IDS:
-        hidden.ids.append(a.id)
+class _Tally:
+    """Counts what a lens hides in plain dicts (a model per increment is slow)."""
+
+    __slots__ = ("by_lifecycle", "by_reason", "count", "ids")
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.by_lifecycle: dict[str, int] = {}
+        self.by_reason: dict[str, int] = {}
+        self.ids: list[str] = []
+
+    def hide(self, a: LensRow, reason: str) -> None:
+        state = str(a.lifecycle)
+        self.count += 1
+        self.by_lifecycle[state] = self.by_lifecycle.get(state, 0) + 1
+        self.by_reason[reason] = self.by_reason.get(reason, 0) + 1
+        if state in LIVE and len(self.ids) < HIDDEN_IDS:
+            self.ids.append(a.id)
+
+    def result(self) -> Hidden:
+        return Hidden.model_construct(
+            count=self.count,
+            by_lifecycle=self.by_lifecycle,
+            by_reason=self.by_reason,
+            ids=self.ids,
+        )

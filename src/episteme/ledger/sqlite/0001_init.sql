@@ -48,8 +48,9 @@ CREATE TABLE derivations (
     PRIMARY KEY (parent, child)
 ) WITHOUT ROWID;
 
+-- arow is assertions.rowid: new versions append, joins are rowid lookups.
 CREATE TABLE versions (
-    assertion_id   TEXT    NOT NULL,
+    arow           INTEGER NOT NULL,
     seq            INTEGER NOT NULL,
     subject        TEXT    NOT NULL,
     lifecycle      TEXT    NOT NULL,
@@ -61,7 +62,7 @@ CREATE TABLE versions (
     reason         TEXT,
     cause          TEXT    NOT NULL,
     -- an assertion added and superseded in one batch has two versions in one event
-    PRIMARY KEY (assertion_id, seq, lifecycle)
+    PRIMARY KEY (arow, seq, lifecycle)
 ) WITHOUT ROWID;
 CREATE INDEX versions_subject ON versions (subject, tx_to, tx_from);
 CREATE INDEX versions_tx_from ON versions (tx_from);

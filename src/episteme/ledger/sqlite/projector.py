@@ -62,11 +62,11 @@ def _insert_assertions(conn: sqlite3.Connection, ev: Event, batch: list[dict[str
         [(p, a["id"]) for a in batch for p in a["derived_from"]],
     )
     conn.executemany(
-        "INSERT INTO versions (assertion_id, seq, subject, lifecycle, confidence, tx_from, tx_to,"
+        "INSERT INTO versions (arow, seq, subject, lifecycle, confidence, tx_from, tx_to,"
         " prev_lifecycle, actor, reason, cause) VALUES (?,?,?,?,?,?,?,NULL,?,NULL,'added')",
         [
-            (a["id"], ev.seq, a["subject"], a["lifecycle"], a["confidence"], ev.at, OPEN, ev.actor)
-            for a in batch
+            (r[0], ev.seq, r[2], a["lifecycle"], a["confidence"], ev.at, OPEN, ev.actor)
+            for r, a in zip(rows, batch, strict=True)
         ],
     )
     epochs = {a["epoch"]: a["agent"] for a in reversed(batch) if a["epoch"] is not None}
@@ -80,17 +80,18 @@ def _move(
     conn: sqlite3.Connection, ev: Event, assertion_id: str, to: str, cause: str, reason: str | None
 ) -> None:
     row = conn.execute(
-        "UPDATE versions SET tx_to = ? WHERE assertion_id = ? AND tx_to = ?"
-        " RETURNING subject, lifecycle, confidence",
-        (ev.at, assertion_id, OPEN),
+        "UPDATE versions SET tx_to = ? WHERE tx_to = ?"
+        " AND arow = (SELECT rowid FROM assertions WHERE id = ?)"
+        " RETURNING arow, subject, lifecycle, confidence",
+        (ev.at, OPEN, assertion_id),
     ).fetchone()
     if row is None:  # the ledger validated the move; a miss means a damaged projection
         raise sqlite3.IntegrityError(f"no current version of {assertion_id} (seq {ev.seq})")
-    subject, prev, confidence = row
+    arow, subject, prev, confidence = row
     conn.execute(
-        "INSERT INTO versions (assertion_id, seq, subject, lifecycle, confidence, tx_from, tx_to,"
+        "INSERT INTO versions (arow, seq, subject, lifecycle, confidence, tx_from, tx_to,"
         " prev_lifecycle, actor, reason, cause) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-        (assertion_id, ev.seq, subject, to, confidence, ev.at, OPEN, prev, ev.actor, reason, cause),
+        (arow, ev.seq, subject, to, confidence, ev.at, OPEN, prev, ev.actor, reason, cause),
     )
 
 

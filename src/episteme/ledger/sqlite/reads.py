@@ -33,7 +33,7 @@ _A_COLS = (
     "a.id, a.subject, a.value, a.kind, a.agent, a.source, a.evidence, a.epoch, a.derived_from,"
     " a.valid_from, a.valid_to, a.recorded_at, v.lifecycle, v.confidence"
 )
-_FROM_CURRENT = f"FROM assertions a JOIN versions v ON v.assertion_id = a.id AND v.tx_to = {OPEN}"
+_FROM_CURRENT = f"FROM assertions a JOIN versions v ON v.arow = a.rowid AND v.tx_to = {OPEN}"
 _AROW = "SELECT rowid FROM assertions WHERE id = ?"
 _ID_PREFIXES = {"q_": "query", "d_": "decision", "x_": "correction", "c_": "constraint"}
 _ID_TABLES = {
@@ -107,7 +107,7 @@ class Reader:
             sql = f"SELECT {_A_COLS} {_FROM_CURRENT} WHERE {where}"
         else:
             sql = (
-                f"SELECT {_A_COLS} FROM versions v JOIN assertions a ON a.id = v.assertion_id"
+                f"SELECT {_A_COLS} FROM versions v JOIN assertions a ON a.rowid = v.arow"
                 f" WHERE {where} AND v.tx_to > ? AND v.tx_from <= ?"
             )
             args += [as_of, as_of]
@@ -165,7 +165,7 @@ class Reader:
     def versions(self, assertion_id: str) -> list[Version]:
         rows = self.conn.execute(
             "SELECT seq, lifecycle, confidence, tx_from, tx_to, prev_lifecycle, actor, reason,"
-            " cause FROM versions WHERE assertion_id = ? ORDER BY seq, tx_to",
+            f" cause FROM versions WHERE arow = ({_AROW}) ORDER BY seq, tx_to",
             (assertion_id,),
         )
         return [
@@ -188,7 +188,7 @@ class Reader:
         rows = self.conn.execute(
             "SELECT v.seq, v.tx_from, v.cause, a.id, a.subject, a.value, a.agent, v.lifecycle,"
             " v.prev_lifecycle, v.actor, v.reason FROM versions v"
-            f" JOIN assertions a ON a.id = v.assertion_id WHERE {where}"
+            f" JOIN assertions a ON a.rowid = v.arow WHERE {where}"
             " AND v.tx_from > ? AND v.tx_from <= ? ORDER BY v.seq, a.rowid, v.tx_to",
             [*args, since, until],
         )
