@@ -13,6 +13,8 @@ from typing import Any
 import blake3
 import orjson
 
+_NOT_FINITE = "numbers must be finite: JSON has no NaN or Infinity"
+
 GENESIS = bytes(32)
 """The previous hash of the first journal event."""
 
@@ -31,7 +33,9 @@ def check_json(value: Any) -> str | None:
     if isinstance(value, bool) or value is None or isinstance(value, str):
         return None
     if isinstance(value, float):
-        return None if math.isfinite(value) else "NaN and infinity are not JSON numbers"
+        return (
+            None if math.isfinite(value) else "numbers must be finite: JSON has no NaN or Infinity"
+        )
     if isinstance(value, int):
         return None if -(2**63) <= value < 2**64 else "integers must fit in 64 bits"
     if isinstance(value, list | tuple):

@@ -18,11 +18,11 @@ from whenever import Instant
 
 from episteme.errors import Conflict, InvalidInput, NotFound
 from episteme.ledger import investigate
-from episteme.ledger.canonical import content_id
+from episteme.ledger.canonical import check_json, content_id
 from episteme.ledger.journal import Draft, Event, EventKind, VerifyReport, verify_chain
 from episteme.ledger.lenses import BUILTIN, LensSpec, TrustFn, apply_lens, prior_trust
 from episteme.ledger.model import (
-    FINITE_HELP,
+    LIVE,
     SINGLE_VALUED,
     Answer,
     Assertion,
@@ -33,7 +33,6 @@ from episteme.ledger.model import (
     check_move,
     check_name,
     check_subject,
-    is_finite_json,
     parse_assertion,
 )
 from episteme.ledger.records import (
@@ -308,8 +307,9 @@ class Ledger:
         check_name(by, "by")
         if not reason.strip():
             raise InvalidInput("a correction needs a --reason", field="reason")
-        if value is not _MISSING and not is_finite_json(value):
-            raise InvalidInput(f"invalid --value: {FINITE_HELP}", field="value")
+        problem = None if value is _MISSING else check_json(value)
+        if problem:
+            raise InvalidInput(f"invalid --value: {problem}", field="value")
         ids: dict[str, Any] = {}
 
         def build(r: StoreReader, at: int) -> list[Draft]:
@@ -436,7 +436,8 @@ class Ledger:
         elif text is None:
             raise InvalidInput("give a subject, a prefix or --text words", field="subject")
         spec = self.lens_spec(lens, r)
-        shown, hidden = apply_lens(spec, r.candidates(subject, _us(at), text), self.trust)
+        rows, elsewhere = r.candidates(subject, _us(at), text, spec.lifecycles | LIVE)
+        shown, hidden = apply_lens(spec, rows, self.trust, elsewhere)
         items = [Item.model_construct(assertion=c.assertion(), score=score) for c, score in shown]
         return Answer(
             query_id=None,

@@ -53,10 +53,10 @@ def blame(r: StoreReader, ref: str) -> list[Blame]:
             found = r.assertion(full) if kind == "assertion" else None
             targets = [found] if found is not None else []
         except NotFound:
-            targets = [c.assertion() for c in r.candidates(check_subject(ref))]
+            targets = [c.assertion() for c in r.candidates(check_subject(ref))[0]]
     else:
         subject = check_subject(ref.removesuffix(".*").removesuffix("."))
-        targets = [c.assertion() for c in r.candidates(subject)]
+        targets = [c.assertion() for c in r.candidates(subject)[0]]
     if not targets:
         raise NotFound(f"no assertion with id or subject {ref!r}", field="ref")
     out = []

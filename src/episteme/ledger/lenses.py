@@ -14,7 +14,7 @@ leaves out is counted in `Hidden`, so no answer hides silently.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Literal, Protocol, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, field_serializer
@@ -95,14 +95,23 @@ R = TypeVar("R", bound=LensRow)
 
 
 def apply_lens(
-    spec: LensSpec, candidates: Iterable[R], trust: TrustFn = prior_trust
+    spec: LensSpec,
+    candidates: Iterable[R],
+    trust: TrustFn = prior_trust,
+    elsewhere: Mapping[str, int] | None = None,
 ) -> tuple[list[tuple[R, float | None]], Hidden]:
     """Filter and pick `candidates`; return what is shown (with its score) and what is hidden.
 
-    Candidates come in the order they were recorded (oldest first).
+    Candidates come in the order they were recorded (oldest first). `elsewhere` counts,
+    by lifecycle, assertions the store did not return because the lens cannot show
+    their lifecycle: they are hidden too.
     """
     shown: list[tuple[R, float | None]] = []
     hidden = _Tally()
+    for state, n in (elsewhere or {}).items():
+        hidden.count += n
+        hidden.by_lifecycle[state] = hidden.by_lifecycle.get(state, 0) + n
+        hidden.by_reason["lifecycle"] = hidden.by_reason.get("lifecycle", 0) + n
     ranked = spec.pick == "ranked"
     for a in candidates:
         reason = _exclusion(spec, a, trust)

@@ -9,7 +9,6 @@ intervals kept by the store. Inputs are validated here, once, for every skin
 from __future__ import annotations
 
 import json
-import math
 import re
 from dataclasses import dataclass
 from enum import StrEnum
@@ -106,19 +105,6 @@ def check_name(name: str, what: str) -> str:
     return name
 
 
-def is_finite_json(value: Any) -> bool:
-    """False if `value` holds NaN or an infinity anywhere (canonical JSON has neither)."""
-    if isinstance(value, float):
-        return math.isfinite(value)
-    if isinstance(value, list | tuple):
-        return all(is_finite_json(v) for v in value)
-    if isinstance(value, dict):
-        return all(is_finite_json(v) for v in value.values())
-    return True
-
-
-FINITE_HELP = "numbers must be finite: JSON has no NaN or Infinity"
-
 Confidence = Annotated[float, Field(ge=0.0, le=1.0)]
 
 
@@ -148,13 +134,6 @@ class AssertionInput(BaseModel):
                 "use dotted segments of letters, digits, '_' or '-', not starting with '-' "
                 "(e.g. auth.jwt.algorithm)"
             )
-        return v
-
-    @field_validator("value")
-    @classmethod
-    def _finite(cls, v: JsonValue) -> JsonValue:
-        if not is_finite_json(v):
-            raise ValueError(FINITE_HELP)
         return v
 
     @field_validator("value")

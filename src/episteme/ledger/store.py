@@ -9,7 +9,7 @@ implements the same protocol.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Protocol
 
@@ -37,8 +37,12 @@ class StoreReader(Protocol):
     def assertion(self, assertion_id: str) -> Assertion | None: ...
     def assertions(self, ids: Sequence[str]) -> list[Assertion]: ...
     def candidates(
-        self, subject: str | None, as_of: int | None = None, text: str | None = None
-    ) -> list[Candidate]: ...
+        self,
+        subject: str | None,
+        as_of: int | None = None,
+        text: str | None = None,
+        lifecycles: Collection[str] | None = None,
+    ) -> tuple[list[Candidate], dict[str, int]]: ...
     def current_on_subject(self, subject: str) -> list[Assertion]: ...
     def existing_ids(self, ids: Sequence[str]) -> set[str]: ...
     def resolve(self, ref: str) -> tuple[str, str]: ...

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from typing import Any
 
 from episteme.errors import InvalidInput, NotFound
@@ -99,22 +99,48 @@ class Reader:
         return [row_assertion(r) for r in rows]
 
     def candidates(
-        self, subject: str | None, as_of: int | None = None, text: str | None = None
-    ) -> list[Candidate]:
-        """Assertions under `subject` with the version current at `as_of` (None: now)."""
+        self,
+        subject: str | None,
+        as_of: int | None = None,
+        text: str | None = None,
+        lifecycles: Collection[str] | None = None,
+    ) -> tuple[list[Candidate], dict[str, int]]:
+        """Assertions under `subject` in their state at `as_of` (None: now).
+
+        With `lifecycles`, only assertions in those states come back as rows; the others
+        are counted by lifecycle (an index-only scan), so a lens that shows little of a
+        long history reads little of it.
+        """
         where, args = _subject_clause(subject)
         if as_of is None:
-            sql = f"SELECT {_A_COLS} {_FROM_CURRENT} WHERE {where}"
+            where += f" AND v.tx_to = {OPEN}"
         else:
-            sql = (
-                f"SELECT {_A_COLS} FROM versions v JOIN assertions a ON a.rowid = v.arow"
-                f" WHERE {where} AND v.tx_to > ? AND v.tx_from <= ?"
-            )
+            where += " AND v.tx_to > ? AND v.tx_from <= ?"
             args += [as_of, as_of]
         if text is not None:
-            sql += " AND a.rowid IN (SELECT rowid FROM assertions_fts WHERE assertions_fts MATCH ?)"
+            where += (
+                " AND v.arow IN (SELECT rowid FROM assertions_fts WHERE assertions_fts MATCH ?)"
+            )
             args.append(fts_query(text))
-        return [Candidate(*r) for r in self.conn.execute(sql + " ORDER BY a.rowid", args)]
+        states: list[str] = sorted(lifecycles) if lifecycles is not None else []
+        only = ""
+        counts: dict[str, int] = {}
+        if lifecycles is not None and len(states) < len(Lifecycle):
+            marks = ",".join("?" * len(states))
+            only = f" AND v.lifecycle IN ({marks})"
+            counts = dict(
+                self.conn.execute(
+                    f"SELECT v.lifecycle, count(*) FROM versions v WHERE {where}"
+                    f" AND v.lifecycle NOT IN ({marks}) GROUP BY v.lifecycle",
+                    [*args, *states],
+                ).fetchall()
+            )
+            args += states
+        sql = (
+            f"SELECT {_A_COLS} FROM versions v JOIN assertions a ON a.rowid = v.arow"
+            f" WHERE {where}{only} ORDER BY v.arow"
+        )
+        return [Candidate(*r) for r in self.conn.execute(sql, args)], counts
 
     def current_on_subject(self, subject: str) -> list[Assertion]:
         rows = self.conn.execute(
