@@ -185,6 +185,7 @@ class Bench:
         self.ledger = Ledger.open(home)
         self.db = sqlite3.connect(home / "ledger.db", isolation_level=None)
         self.db.execute("PRAGMA synchronous = FULL")
+        self.db.execute("PRAGMA wal_autocheckpoint = 0")  # the store's policy: see _Checkpointer
         self.db.execute(
             "CREATE TABLE IF NOT EXISTS bench_floor (k INTEGER PRIMARY KEY, payload TEXT)"
         )

@@ -8,6 +8,7 @@ appends events to the journal and projects them in the same transaction.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import sqlite3
 import threading
@@ -62,6 +63,54 @@ def _split(script: str) -> list[str]:
     return [s.strip() for s in "\n".join(lines).split(";") if s.strip()]
 
 
+class _Checkpointer:
+    """Copies the WAL back into the database on its own thread and connection.
+
+    SQLite's automatic checkpoint runs inside the commit that crosses its threshold,
+    so one audited read in a few hundred would pay for copying and syncing megabytes.
+    Here commits only count; a thread checkpoints (PASSIVE: it never blocks writers)
+    every `every` commits or `interval` seconds. Should it fall behind by `limit`
+    commits, the writer checkpoints itself, so the WAL stays bounded.
+    """
+
+    def __init__(
+        self, path: Path, every: int = 200, interval: float = 1.0, limit: int = 20_000
+    ) -> None:
+        self._conn = _connect(path)
+        self._every, self._interval, self._limit = every, interval, limit
+        self._pending = 0
+        self._wake = threading.Event()
+        self._stopping = False
+        self._thread = threading.Thread(target=self._run, name="episteme-checkpoint", daemon=True)
+        self._thread.start()
+
+    def committed(self) -> bool:
+        """Count a commit; True when the writer must checkpoint inline."""
+        self._pending += 1
+        if self._pending >= self._every:
+            self._wake.set()
+        if self._pending >= self._limit:
+            self._pending = 0
+            return True
+        return False
+
+    def _run(self) -> None:
+        while not self._stopping:
+            self._wake.wait(self._interval)
+            self._wake.clear()
+            if self._pending and not self._stopping:
+                self._pending = 0
+                # busy or locked: the next round (or the writer's bound) catches up
+                with contextlib.suppress(sqlite3.OperationalError):
+                    self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+
+    def close(self) -> None:
+        self._stopping = True
+        self._wake.set()
+        self._thread.join(timeout=10)
+        self._conn.close()
+
+
 class SQLiteStore(Reader):
     """A ledger in one SQLite file."""
 
@@ -77,6 +126,7 @@ class SQLiteStore(Reader):
         self._lock = threading.Lock()
         self._local = threading.local()
         self._readers: list[sqlite3.Connection] = []
+        self._checkpointer: _Checkpointer | None = None
         try:
             self._wconn = _connect(path)
             try:
@@ -84,6 +134,8 @@ class SQLiteStore(Reader):
                     create_schema(self._wconn)
                 self._check(self._wconn)
                 self._wconn.execute("PRAGMA journal_mode = WAL")
+                # checkpoints run on their own thread, not inside a commit: see _Checkpointer
+                self._wconn.execute("PRAGMA wal_autocheckpoint = 0")
             except BaseException:
                 self._wconn.close()  # a refused file must not keep a connection open
                 raise
@@ -118,6 +170,9 @@ class SQLiteStore(Reader):
         return conn
 
     def close(self) -> None:
+        if self._checkpointer is not None:
+            self._checkpointer.close()
+            self._checkpointer = None
         for c in self._readers:
             c.close()
         self._readers.clear()
@@ -140,6 +195,10 @@ class SQLiteStore(Reader):
             except BaseException:
                 conn.execute("ROLLBACK")
                 raise
+            if self._checkpointer is None:
+                self._checkpointer = _Checkpointer(self.path)
+            if self._checkpointer.committed():
+                conn.execute("PRAGMA wal_checkpoint(PASSIVE)")  # it fell behind: catch up here
 
     def write(self, build: BuildFn, now_us: int) -> list[Event]:
         """Append the events `build` returns, and project them, in one transaction.
