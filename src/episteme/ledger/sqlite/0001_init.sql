@@ -36,7 +36,6 @@ CREATE TABLE assertions (
 );
 CREATE INDEX assertions_subject ON assertions (subject);
 CREATE INDEX assertions_epoch ON assertions (epoch) WHERE epoch IS NOT NULL;
-CREATE INDEX assertions_agent ON assertions (agent, recorded_at);
 
 CREATE VIRTUAL TABLE assertions_fts USING fts5 (
     subject, value, source, content = 'assertions', content_rowid = 'rowid'
