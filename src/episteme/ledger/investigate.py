@@ -80,7 +80,7 @@ def trace(r: StoreReader, ref: str) -> Trace:
     if kind == "decision":
         decision = r.decision(full)
         assert decision is not None
-        queries = [q for q in (r.query_record(i) for i in decision.query_ids) if q is not None]
+        queries = r.query_records(decision.query_ids)
     elif kind == "query":
         found = r.query_record(full)
         assert found is not None
@@ -113,7 +113,7 @@ def impact(r: StoreReader, assertion_id: str, recent: int) -> Impact:
     if found is None:
         raise NotFound(f"no assertion with id {assertion_id!r}", field="id")
     total, agents, recent_ids = r.serving(assertion_id, recent)
-    recent_queries = [q for q in (r.query_record(i) for i in recent_ids) if q is not None]
+    recent_queries = r.query_records(recent_ids)
     return Impact(
         assertion=found,
         queries=total,

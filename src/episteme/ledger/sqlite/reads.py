@@ -323,6 +323,13 @@ class Reader:
         found = self._queries("WHERE q.id = ?", [query_id], 1)
         return found[0] if found else None
 
+    def query_records(self, query_ids: Sequence[str]) -> list[QueryRecord]:
+        """Audited reads by id, newest first (ids not found are left out)."""
+        if not query_ids:
+            return []
+        marks = ",".join("?" * len(query_ids))
+        return self._queries(f"WHERE q.id IN ({marks})", list(query_ids), len(query_ids))
+
     def queries(
         self,
         agent: str | None = None,
