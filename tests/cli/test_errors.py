@@ -653,3 +653,13 @@ def test_demo_refuses_a_home_that_is_not_empty(cli: Cli, tmp_path: Path) -> None
     r = cli("demo", "--home", str(used), home_arg=False)
     assert_error(r, 2, "is not empty: the demo needs a fresh directory")
     assert [p.name for p in used.iterdir()] == ["notes.txt"]
+
+
+def test_a_database_error_the_store_did_not_expect_is_one_line(cli: Cli, home: Path) -> None:
+    assert cli("init").code == 0
+    with closing(sqlite3.connect(home / "ledger.db")) as raw, raw:
+        raw.execute("DROP TABLE versions")  # a damaged file: a projection table is gone
+    r = cli("query", "a.b", "--agent", "x")
+    assert r.code == 1
+    assert r.err.startswith("error: the ledger's database failed: no such table")
+    assert "Traceback" not in r.err

@@ -7,6 +7,7 @@ line on stderr with the error's exit code (2: your input, 1: the world).
 
 from __future__ import annotations
 
+import sqlite3
 import sys
 from collections.abc import Sequence
 
@@ -28,6 +29,11 @@ def main(argv: Sequence[str] | None = None, *, cli_state: CliState | None = None
     except EpistemeError as exc:
         typer.echo(f"error: {exc.message}", err=True)
         sys.exit(exc.exit_code)
+    except sqlite3.DatabaseError as exc:
+        # The store turns the failures it expects into EpistemeErrors; anything else
+        # from the database (a damaged file, a full disk) is the world failing.
+        typer.echo(f"error: the ledger's database failed: {exc}", err=True)
+        sys.exit(1)
 
 
 _register()
