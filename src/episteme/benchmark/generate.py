@@ -148,6 +148,7 @@ class _Sim:
         self.served_count: dict[str, int] = {}
         self.seq = 0
         self.batch_sizes: list[int] = []
+        self.pinned = ""  # id of the hot subject's one approved assertion
 
     def pick_subject(self, skew: float) -> int:
         """A subject index; `skew` > 1 favours low indices (1: uniform)."""
@@ -232,9 +233,15 @@ def _add(sim: _Sim, summary: Summary, at: int) -> Draft | None:
         kind = "observation" if s % 7 == 3 else "fact"
         lifecycle = "approved" if rng.random() < 0.4 else "proposed"
         value: Any = rng.choice((rng.randint(0, 10_000), f"v{rng.randint(0, 999)}", True))
-        rec = _record(sim, s, value, kind, agent, at, lifecycle, epoch)
+        if not sim.pinned:  # the first assertion: the hot subject's answer, never replaced
+            s, kind, lifecycle = 0, "fact", "approved"
+        elif s == 0:
+            lifecycle = "proposed"  # proposals pile up on it; none is approved
+        rec = _record(sim, s, value, kind, agent, at, lifecycle, None if s == 0 else epoch)
         if rec["id"] in sim.where:  # same content in the same batch: draw a unique value
-            rec = _record(sim, s, f"u{sim.seq}-{len(records)}", kind, agent, at, lifecycle, epoch)
+            unique = f"u{sim.seq}-{len(records)}"
+            rec = _record(sim, s, unique, kind, agent, at, lifecycle, None if s == 0 else epoch)
+        sim.pinned = sim.pinned or rec["id"]
         if lifecycle == "approved" and kind == "fact":
             for old in sim.approved_on(s):
                 superseded.append([old, rec["id"]])
@@ -243,8 +250,8 @@ def _add(sim: _Sim, summary: Summary, at: int) -> Draft | None:
         sim.where[rec["id"]] = (s, len(sim.by_subject[s]))
         sim.by_subject[s].append(entry)
         (sim.approved if lifecycle == "approved" else sim.proposed).append(rec["id"])
-        if epoch:
-            sim.epochs.setdefault(epoch, []).append(rec["id"])
+        if rec["epoch"]:
+            sim.epochs.setdefault(rec["epoch"], []).append(rec["id"])
         records.append(rec)
     summary.assertions += len(records)
     payload = {"assertions": records, "superseded": superseded}
@@ -284,8 +291,10 @@ def _move(sim: _Sim, summary: Summary, at: int) -> Draft | None:
     else:
         aid = _pop_live(sim, sim.approved, "approved")
         to = "deprecated"
-    if aid is None:
+    if aid is None or aid == sim.pinned:
         return None
+    if to == "approved" and sim.where[aid][0] == 0:
+        to = "rejected"  # the hot subject keeps its one approved answer
     entry = sim.state(aid)
     superseded: list[str] = []
     if to == "approved" and entry[4] == "fact":
@@ -302,7 +311,7 @@ def _move(sim: _Sim, summary: Summary, at: int) -> Draft | None:
 
 def _correct(sim: _Sim, summary: Summary, at: int) -> Draft | None:
     aid = _pop_live(sim, sim.approved, "approved") or _pop_live(sim, sim.proposed, "proposed")
-    if aid is None:
+    if aid is None or aid == sim.pinned:
         return None
     entry = sim.state(aid)
     previous = entry[1]

@@ -64,13 +64,16 @@ def bench_run(
     runs: Annotated[int, typer.Option(min=1, help="Runs per figure.")] = 1000,
     heavy_runs: Annotated[int, typer.Option(min=1, help="Runs of the 24h diffs.")] = 100,
     rebuild: Annotated[bool, typer.Option("--rebuild", help="Also time a full rebuild.")] = False,
+    warm: Annotated[
+        bool, typer.Option("--warm/--no-warm", help="Read the database files once first.")
+    ] = True,
     output: Annotated[Path | None, typer.Option(help="Write the JSON report here.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the JSON report.")] = False,
 ) -> None:
     """Measure every figure against its SQL floor and its budget."""
     if not (home / DB_FILE).exists():
         raise InvalidInput(f"no ledger in {home}: run `episteme bench generate --home {home}`")
-    report = run(home, runs=runs, heavy_runs=heavy_runs, rebuild=rebuild)
+    report = run(home, runs=runs, heavy_runs=heavy_runs, rebuild=rebuild, warm_cache=warm)
     data = report.to_json()
     if output is not None:
         output.parent.mkdir(parents=True, exist_ok=True)

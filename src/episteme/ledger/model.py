@@ -8,12 +8,12 @@ intervals kept by the store. Inputs are validated here, once, for every skin
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
+import orjson
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -212,13 +212,13 @@ class Candidate:
         return Assertion.model_construct(
             id=self.id,
             subject=self.subject,
-            value=json.loads(self.value),
+            value=orjson.loads(self.value),
             kind=Kind(self.kind),
             agent=self.agent,
             source=self.source,
             evidence=self.evidence,
             epoch=self.epoch,
-            derived_from=tuple(json.loads(self.derived_from)),
+            derived_from=tuple(orjson.loads(self.derived_from)),
             valid_from=None if self.valid_from is None else from_us(self.valid_from),
             valid_to=None if self.valid_to is None else from_us(self.valid_to),
             recorded_at=from_us(self.recorded_at),

@@ -6,6 +6,7 @@ epochs, version history, and the shapes of diff, blame, trace and impact.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from pydantic import BaseModel, Field, JsonValue
@@ -107,8 +108,13 @@ class EpochRecord(BaseModel):
     reason: str | None
 
 
-class Change(BaseModel):
-    """One change in a diff: an assertion added or moved, with who and why."""
+@dataclass(frozen=True, slots=True)
+class Change:
+    """One change in a diff: an assertion added or moved, with who and why.
+
+    A plain dataclass (pydantic still serialises it inside `Diff`): a day's diff can hold
+    tens of thousands of these, and a model per row would cost more than the query.
+    """
 
     seq: int
     at: Instant

@@ -7,10 +7,11 @@ Every statement is an index lookup; see docs/ledger.md for the indexes.
 
 from __future__ import annotations
 
-import json
 import sqlite3
 from collections.abc import Collection, Iterator, Sequence
 from typing import Any
+
+import orjson
 
 from episteme.errors import InvalidInput, NotFound
 from episteme.ledger.journal import Event
@@ -34,6 +35,7 @@ _A_COLS = (
     " a.valid_from, a.valid_to, a.recorded_at, v.lifecycle, v.confidence"
 )
 _FROM_CURRENT = f"FROM assertions a JOIN versions v ON v.arow = a.rowid AND v.tx_to = {OPEN}"
+_LIFECYCLES = {str(x): x for x in Lifecycle}
 _AROW = "SELECT rowid FROM assertions WHERE id = ?"
 _ID_PREFIXES = {"q_": "query", "d_": "decision", "x_": "correction", "c_": "constraint"}
 _ID_TABLES = {
@@ -218,19 +220,20 @@ class Reader:
             " AND v.tx_from > ? AND v.tx_from <= ? ORDER BY v.seq, a.rowid, v.tx_to",
             [*args, since, until],
         )
+        life = _LIFECYCLES
         return [
-            Change.model_construct(
-                seq=r[0],
-                at=from_us(r[1]),
-                change=r[2],
-                assertion_id=r[3],
-                subject=r[4],
-                value=json.loads(r[5]),
-                agent=r[6],
-                lifecycle=Lifecycle(r[7]),
-                prev_lifecycle=None if r[8] is None else Lifecycle(r[8]),
-                actor=r[9],
-                reason=r[10],
+            Change(
+                r[0],
+                from_us(r[1]),
+                r[2],
+                r[3],
+                r[4],
+                orjson.loads(r[5]),
+                r[6],
+                life[r[7]],
+                None if r[8] is None else life[r[8]],
+                r[9],
+                r[10],
             )
             for r in rows
         ]
@@ -291,8 +294,8 @@ class Reader:
                 seq=r[1],
                 at=from_us(r[2]),
                 scope=r[3],
-                forbid=json.loads(r[4]),
-                patterns=json.loads(r[5]),
+                forbid=orjson.loads(r[4]),
+                patterns=orjson.loads(r[5]),
                 prefer=r[6],
                 reason=r[7],
                 origin=r[8],
@@ -405,7 +408,7 @@ class Reader:
                 returned=served.get(r[1], []),
                 hidden=Hidden.model_validate_json(r[8]),
                 latency_us=r[9],
-                context=json.loads(r[10]),
+                context=orjson.loads(r[10]),
             )
             for r in rows
         ]
@@ -428,7 +431,7 @@ class Reader:
                         subject=r[2],
                         lifecycle=Lifecycle(r[3]),
                         confidence=r[4],
-                        value=json.loads(r[5]),
+                        value=orjson.loads(r[5]),
                     )
                 )
         return out
@@ -487,7 +490,7 @@ class Reader:
                     agent=r[3],
                     action=r[4],
                     query_ids=cited,
-                    context=json.loads(r[5]),
+                    context=orjson.loads(r[5]),
                 )
             )
         return out
