@@ -37,11 +37,12 @@ from episteme.timeutil import from_us, to_us
 _A = "a.id, a.subject, a.value, a.agent, v.lifecycle, v.confidence"
 _CURRENT = f"SELECT {_A} FROM versions v JOIN assertions a ON a.rowid = v.arow"
 FLOOR_IMPACT = (
-    "SELECT q.agent, count(*) FROM served s JOIN queries q ON q.seq = s.query_seq"
-    " WHERE s.arow = (SELECT rowid FROM assertions WHERE id = ?) GROUP BY q.agent",
-    "SELECT DISTINCT c.decision_id FROM served s JOIN queries q ON q.seq = s.query_seq"
-    " JOIN citations c ON c.query_id = q.id"
-    " WHERE s.arow = (SELECT rowid FROM assertions WHERE id = ?)",
+    "SELECT agent, n FROM exposure WHERE arow = (SELECT rowid FROM assertions WHERE id = ?)",
+    "SELECT q.id FROM served s JOIN queries q ON q.seq = s.query_seq"
+    " WHERE s.arow = (SELECT rowid FROM assertions WHERE id = ?) ORDER BY s.query_seq DESC"
+    " LIMIT 20",
+    "SELECT d.* FROM decisions d WHERE d.id IN (SELECT decision_id FROM reliance"
+    " WHERE arow = (SELECT rowid FROM assertions WHERE id = ?))",
 )
 FLOOR_SQL: dict[str, str] = {
     "point": f"{_CURRENT} WHERE v.subject = ? AND v.tx_to = {OPEN} AND v.lifecycle IN ({{in}})",
@@ -389,11 +390,10 @@ def run(
                 )
             )
         if b.hot:
-            sql1, sql2 = FLOOR_IMPACT
 
             def impact_floor(_: int) -> None:
-                b.db.execute(sql1, (b.hot,)).fetchall()
-                b.db.execute(sql2, (b.hot,)).fetchall()
+                for sql in FLOOR_IMPACT:
+                    b.db.execute(sql, (b.hot,)).fetchall()
 
             figs.append(
                 b.figure(

@@ -107,6 +107,21 @@ CREATE TABLE served (
 ) WITHOUT ROWID;
 CREATE INDEX served_assertion ON served (arow, query_seq);
 
+-- Impact, precomputed as events arrive: who was served an assertion how often, and which
+-- decisions relied on it (through a query that served it). Impact is then two lookups.
+CREATE TABLE exposure (
+    arow  INTEGER NOT NULL,
+    agent TEXT    NOT NULL,
+    n     INTEGER NOT NULL,
+    PRIMARY KEY (arow, agent)
+) WITHOUT ROWID;
+
+CREATE TABLE reliance (
+    arow        INTEGER NOT NULL,
+    decision_id TEXT    NOT NULL,
+    PRIMARY KEY (arow, decision_id)
+) WITHOUT ROWID;
+
 CREATE TABLE decisions (
     id      TEXT PRIMARY KEY,
     seq     INTEGER NOT NULL,

@@ -174,6 +174,11 @@ def _query_served(conn: sqlite3.Connection, ev: Event, data: dict[str, Any]) -> 
             "INSERT INTO served (query_seq, arow, lifecycle, confidence) VALUES (?,?,?,?)",
             [(ev.seq, rowids[r[0]], r[2], r[3]) for r in returned],
         )
+        conn.executemany(
+            "INSERT INTO exposure (arow, agent, n) VALUES (?, ?, 1)"
+            " ON CONFLICT (arow, agent) DO UPDATE SET n = n + 1",
+            [(rowids[r[0]], ev.actor) for r in returned],
+        )
 
 
 def _decision(conn: sqlite3.Connection, ev: Event, data: dict[str, Any]) -> None:
@@ -183,6 +188,11 @@ def _decision(conn: sqlite3.Connection, ev: Event, data: dict[str, Any]) -> None
     )
     conn.executemany(
         "INSERT INTO citations (decision_id, query_id) VALUES (?, ?)",
+        [(data["decision_id"], q) for q in data["query_ids"]],
+    )
+    conn.executemany(
+        "INSERT OR IGNORE INTO reliance (arow, decision_id) SELECT s.arow, ? FROM served s"
+        " JOIN queries q ON q.seq = s.query_seq WHERE q.id = ?",
         [(data["decision_id"], q) for q in data["query_ids"]],
     )
 
@@ -235,6 +245,8 @@ PROJECTIONS = (
     "epochs",
     "queries",
     "served",
+    "exposure",
+    "reliance",
     "decisions",
     "citations",
     "corrections",

@@ -370,8 +370,7 @@ class Reader:
         agents = {
             r[0]: r[1]
             for r in self.conn.execute(
-                "SELECT q.agent, count(*) FROM served s JOIN queries q ON q.seq = s.query_seq"
-                f" WHERE s.arow = ({_AROW}) GROUP BY q.agent ORDER BY count(*) DESC, q.agent",
+                f"SELECT agent, n FROM exposure WHERE arow = ({_AROW}) ORDER BY n DESC, agent",
                 (assertion_id,),
             )
         }
@@ -460,11 +459,7 @@ class Reader:
         return sorted(found.values(), key=lambda d: d.seq)
 
     def decisions_citing_assertion(self, assertion_id: str) -> list[DecisionRecord]:
-        where = (
-            "WHERE d.id IN (SELECT c.decision_id FROM served s"
-            " JOIN queries q ON q.seq = s.query_seq"
-            f" JOIN citations c ON c.query_id = q.id WHERE s.arow = ({_AROW}))"
-        )
+        where = f"WHERE d.id IN (SELECT decision_id FROM reliance WHERE arow = ({_AROW}))"
         return self._decisions(where, [assertion_id])
 
     def _decisions(self, where: str, args: list[Any]) -> list[DecisionRecord]:
