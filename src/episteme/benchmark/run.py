@@ -41,7 +41,8 @@ FLOOR_IMPACT = (
     "SELECT q.id FROM served s JOIN queries q ON q.seq = s.query_seq"
     " WHERE s.arow = (SELECT rowid FROM assertions WHERE id = ?) ORDER BY s.query_seq DESC"
     " LIMIT 20",
-    "SELECT d.* FROM decisions d WHERE d.id IN (SELECT decision_id FROM reliance"
+    "SELECT d.*, c.query_id FROM decisions d JOIN citations c ON c.decision_id = d.id"
+    " WHERE d.id IN (SELECT decision_id FROM reliance"
     " WHERE arow = (SELECT rowid FROM assertions WHERE id = ?))",
 )
 FLOOR_SQL: dict[str, str] = {

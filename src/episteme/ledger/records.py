@@ -29,8 +29,12 @@ class Version(BaseModel):
     cause: str
 
 
-class ServedItem(BaseModel):
-    """An assertion as it was served: the lifecycle and confidence the reader saw."""
+@dataclass(frozen=True, slots=True)
+class ServedItem:
+    """An assertion as it was served: the lifecycle and confidence the reader saw.
+
+    A plain dataclass, like `Change`: an audit listing can hold thousands.
+    """
 
     assertion_id: str
     subject: str

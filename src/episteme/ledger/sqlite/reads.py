@@ -425,13 +425,7 @@ class Reader:
             )
             for r in rows:
                 out.setdefault(r[0], []).append(
-                    ServedItem.model_construct(
-                        assertion_id=r[1],
-                        subject=r[2],
-                        lifecycle=Lifecycle(r[3]),
-                        confidence=r[4],
-                        value=orjson.loads(r[5]),
-                    )
+                    ServedItem(r[1], r[2], _LIFECYCLES[r[3]], r[4], orjson.loads(r[5]))
                 )
         return out
 
@@ -468,27 +462,28 @@ class Reader:
             " ORDER BY d.seq",
             args,
         ).fetchall()
-        out = []
-        for r in rows:
-            cited = [
-                c[0]
-                for c in self.conn.execute(
-                    "SELECT query_id FROM citations WHERE decision_id = ? ORDER BY query_id",
-                    (r[0],),
-                )
-            ]
-            out.append(
-                DecisionRecord.model_construct(
-                    id=r[0],
-                    seq=r[1],
-                    at=from_us(r[2]),
-                    agent=r[3],
-                    action=r[4],
-                    query_ids=cited,
-                    context=orjson.loads(r[5]),
-                )
+        cited: dict[str, list[str]] = {}
+        for start in range(0, len(rows), 500):  # one statement per 500 decisions, not one each
+            chunk = [r[0] for r in rows[start : start + 500]]
+            marks = ",".join("?" * len(chunk))
+            for decision_id, query_id in self.conn.execute(
+                "SELECT decision_id, query_id FROM citations"
+                f" WHERE decision_id IN ({marks}) ORDER BY decision_id, query_id",
+                chunk,
+            ):
+                cited.setdefault(decision_id, []).append(query_id)
+        return [
+            DecisionRecord.model_construct(
+                id=r[0],
+                seq=r[1],
+                at=from_us(r[2]),
+                agent=r[3],
+                action=r[4],
+                query_ids=cited.get(r[0], []),
+                context=orjson.loads(r[5]),
             )
-        return out
+            for r in rows
+        ]
 
     # -- the journal ---------------------------------------------------------------
 
