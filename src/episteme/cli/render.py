@@ -31,6 +31,10 @@ def short(ident: str) -> str:
     return ident[:12] if not ident[:2].endswith("_") else ident[:14]
 
 
+def plural(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
 def val(value: Any) -> str:
     """A value for a Rich string: JSON unless a plain string, markup escaped."""
     return esc(value if isinstance(value, str) else canonical(value))
@@ -142,8 +146,7 @@ def blame(console: Console, rows: Sequence[Blame]) -> None:
         tree.add(f"source: {esc(a.source, '-')}; evidence: {esc(a.evidence, '-')}")
         if b.epoch:
             state = f", superseded by {b.epoch.superseded_by}" if b.epoch.superseded_at else ""
-            n = b.epoch.assertions
-            tree.add(f"epoch {b.epoch.name} ({n} assertion{'s' if n != 1 else ''}{state})")
+            tree.add(f"epoch {b.epoch.name} ({plural(b.epoch.assertions, 'assertion')}{state})")
         for p in b.derived_from:
             tree.add(f"derived from {short(p.id)} {p.subject}={val(p.value)} ({p.lifecycle})")
         hist = tree.add("history")
@@ -189,10 +192,10 @@ def impact(console: Console, im: Impact) -> None:
     root = Tree(f"[bold]{a.subject}[/] = {val(a.value)}  {life(a.lifecycle)}  {a.id}")
     agents = ", ".join(f"{k} ×{n}" for k, n in im.agents.items()) or "nobody"
     root.add(f"served in {im.queries} audited queries, to {agents}")
-    dec = root.add(f"{len(im.decisions)} decisions cited those queries")
+    dec = root.add(f"{plural(len(im.decisions), 'decision')} cited those queries")
     for d in im.decisions:
         dec.add(f"{d.id}: {esc(d.action)} by {d.agent} at {when(d.at)}")
-    der = root.add(f"{len(im.derived)} assertions derived from it")
+    der = root.add(f"{plural(len(im.derived), 'assertion')} derived from it")
     for x in im.derived:
         der.add(f"{short(x.id)} {x.subject} = {val(x.value)} ({x.lifecycle})")
     console.print(root)
