@@ -575,6 +575,3 @@ def _machine() -> dict[str, Any]:
         "cpus": os.cpu_count(),
         "at": Instant.now().format_iso(),
     }
-
-
-__all__ = ["Figure", "Report", "run", "to_us"]

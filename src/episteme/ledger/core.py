@@ -18,7 +18,7 @@ from whenever import Instant
 
 from episteme.errors import Conflict, InvalidInput, NotFound
 from episteme.ledger import investigate
-from episteme.ledger.canonical import check_json, content_id
+from episteme.ledger.canonical import canonical, check_json, content_id
 from episteme.ledger.journal import Draft, Event, EventKind, VerifyReport, verify_chain
 from episteme.ledger.lenses import BUILTIN, LensSpec, TrustFn, apply_lens, prior_trust
 from episteme.ledger.model import (
@@ -204,7 +204,7 @@ class Ledger:
             raise InvalidInput("nothing to assert: give at least one assertion")
         submitter = check_name(actor or inputs[0].agent, "agent")
 
-        def build(r: StoreReader, at: int) -> list[Draft]:
+        def build(r: StoreReader, at: int, seq: int) -> list[Draft]:
             records: list[dict[str, Any]] = []
             superseded: list[list[str]] = []
             approved_now: dict[str, str] = {}
@@ -269,7 +269,7 @@ class Ledger:
         check_name(by, "by")
         target: list[str] = []
 
-        def build(r: StoreReader, at: int) -> list[Draft]:
+        def build(r: StoreReader, at: int, seq: int) -> list[Draft]:
             aid = self._resolve_assertion(r, ref)
             current = r.assertion(aid)
             assert current is not None
@@ -312,7 +312,7 @@ class Ledger:
             raise InvalidInput(f"invalid --value: {problem}", field="value")
         ids: dict[str, Any] = {}
 
-        def build(r: StoreReader, at: int) -> list[Draft]:
+        def build(r: StoreReader, at: int, seq: int) -> list[Draft]:
             aid = self._resolve_assertion(r, ref)
             bad = r.assertion(aid)
             assert bad is not None
@@ -387,7 +387,7 @@ class Ledger:
             raise InvalidInput("superseding an epoch needs a --reason", field="reason")
         out: list[str] = []
 
-        def build(r: StoreReader, at: int) -> list[Draft]:
+        def build(r: StoreReader, at: int, seq: int) -> list[Draft]:
             found = r.epoch(epoch)
             if found is None:
                 raise NotFound(f"no epoch named {epoch!r}", field="epoch")
@@ -466,10 +466,10 @@ class Ledger:
         start = time.perf_counter_ns()
         result: list[Answer] = []
 
-        def build(r: StoreReader, now: int) -> list[Draft]:
+        def build(r: StoreReader, now: int, seq: int) -> list[Draft]:
             ans = self.answer(subject, lens=lens, at=at, text=text, reader=r)
             latency = (time.perf_counter_ns() - start) // 1000
-            qid = query_id_for(agent, now, r.head()[0] + 1)
+            qid = query_id_for(agent, now, seq)
             returned = [
                 [a.id, a.subject, str(a.lifecycle), a.confidence]
                 for a in (i.assertion for i in ans.items)
@@ -498,7 +498,7 @@ class Ledger:
         if name in BUILTIN:
             raise Conflict(f"{name!r} is a built-in lens: choose another name")
 
-        def build(r: StoreReader, at: int) -> list[Draft]:
+        def build(r: StoreReader, at: int, seq: int) -> list[Draft]:
             payload = {"name": name, "spec": spec.model_dump(mode="json")}
             return [Draft(EventKind.LENS_DEFINED, by, payload)]
 
@@ -524,14 +524,13 @@ class Ledger:
             raise InvalidInput("a decision needs an action: say what was done", field="action")
         out: list[str] = []
 
-        def build(r: StoreReader, at: int) -> list[Draft]:
+        def build(r: StoreReader, at: int, seq: int) -> list[Draft]:
             cited = []
             for ref in query_ids:
                 kind, full = r.resolve(ref)
                 if kind != "query":
                     raise InvalidInput(f"{ref} is a {kind} id: cite query ids (q_…)", field="query")
                 cited.append(full)
-            seq = r.head()[0] + 1  # like query ids: two equal decisions at one time differ
             key = {"agent": agent, "at": at, "action": action, "q": cited, "seq": seq}
             did = "d_" + content_id(key)[:24]
             out.append(did)
@@ -609,9 +608,4 @@ class Ledger:
 
 
 def _term(value: Any) -> str:
-    from episteme.ledger.canonical import canonical
-
     return value if isinstance(value, str) else canonical(value)
-
-
-__all__ = ["Kind", "Ledger"]

@@ -126,15 +126,11 @@ def verify_rows(rows: Iterable[tuple[Any, ...]]) -> VerifyReport:
     """
     prev = GENESIS
     expected = 1
-    quote = _quote
     new_hash = blake3.blake3
     for seq, at, actor, kind, payload, stored in rows:
         problem = _check_row(seq, at, actor, kind, payload, stored, expected)
         if problem is None:
-            text = (
-                f'{{"actor":{quote(actor)},"at":{at},"kind":{quote(kind)},"seq":{seq},'
-                f'"payload":{payload}}}'
-            )
+            text = event_text(seq, at, actor, kind, payload)
             if new_hash(prev + text.encode()).digest() != stored:
                 problem = "hash does not match its content and the previous event"
         if problem is not None:

@@ -429,28 +429,9 @@ class Reader:
                 )
         return out
 
-    def existing_queries(self, query_ids: Sequence[str]) -> set[str]:
-        if not query_ids:
-            return set()
-        marks = ",".join("?" * len(query_ids))
-        rows = self.conn.execute(f"SELECT id FROM queries WHERE id IN ({marks})", list(query_ids))
-        return {r[0] for r in rows}
-
     def decision(self, decision_id: str) -> DecisionRecord | None:
         found = self._decisions("WHERE d.id = ?", [decision_id])
         return found[0] if found else None
-
-    def decisions_citing(self, query_ids: Sequence[str]) -> list[DecisionRecord]:
-        if not query_ids:
-            return []
-        found: dict[str, DecisionRecord] = {}
-        for start in range(0, len(query_ids), 500):
-            chunk = list(query_ids[start : start + 500])
-            marks = ",".join("?" * len(chunk))
-            where = f"WHERE d.id IN (SELECT decision_id FROM citations WHERE query_id IN ({marks}))"
-            for d in self._decisions(where, chunk):
-                found[d.id] = d
-        return sorted(found.values(), key=lambda d: d.seq)
 
     def decisions_citing_assertion(self, assertion_id: str) -> list[DecisionRecord]:
         where = f"WHERE d.id IN (SELECT decision_id FROM reliance WHERE arow = ({_AROW}))"

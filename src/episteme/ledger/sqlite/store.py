@@ -12,7 +12,7 @@ import contextlib
 import itertools
 import sqlite3
 import threading
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from importlib import resources
 from pathlib import Path
@@ -23,11 +23,11 @@ from episteme.ledger.journal import Draft, Event, EventKind, VerifyReport, link,
 from episteme.ledger.records import RebuildReport
 from episteme.ledger.sqlite import projector
 from episteme.ledger.sqlite.reads import Reader
+from episteme.ledger.store import BuildFn
 
 APPLICATION_ID = 0x45505354  # "EPST": marks the file as an Episteme ledger
 MIGRATIONS = ("0001_init.sql",)
 SCHEMA_VERSION = len(MIGRATIONS)
-BuildFn = Callable[[Reader, int], Sequence[Draft]]
 
 
 def _connect(path: Path | str) -> sqlite3.Connection:
@@ -203,15 +203,16 @@ class SQLiteStore(Reader):
     def write(self, build: BuildFn, now_us: int) -> list[Event]:
         """Append the events `build` returns, and project them, in one transaction.
 
-        `build` gets a reader on the write transaction and the time the events will
-        carry (never earlier than the last event's: the journal's time only moves on).
+        `build` gets a reader on the write transaction, the time the events will carry
+        (never earlier than the last event's: the journal's time only moves on) and the
+        sequence number the first of them will get.
         Anything it raises leaves the ledger unchanged.
         """
         with self._transaction() as conn:
             reader = Reader(conn)
             seq, last_at, prev = reader.head()
             at = max(now_us, last_at)
-            return self._append(conn, build(reader, at), seq, at, prev or GENESIS)
+            return self._append(conn, build(reader, at, seq + 1), seq, at, prev or GENESIS)
 
     def _append(
         self, conn: sqlite3.Connection, drafts: Sequence[Draft], seq: int, at: int, prev: bytes
