@@ -5,6 +5,10 @@
     EpistemeError                 anything Episteme raises on purpose
     ├── UserError                 your mistake: fix the input and retry   (HTTP 4xx, exit 2)
     │   ├── InvalidInput          a value that cannot be used             (400)
+    │   │   └── TooLarge          a request body over the size limit      (413)
+    │   ├── Unauthenticated       no token, or one that is unknown,
+    │   │                         expired or revoked                      (401)
+    │   ├── Forbidden             the token's roles do not allow it       (403)
     │   ├── NotFound              an id, subject or name that is unknown  (404)
     │   └── Conflict              a move the current state forbids        (409)
     └── WorldError                the world failed: retry or repair       (HTTP 5xx, exit 1)
@@ -43,6 +47,27 @@ class InvalidInput(UserError):
     """A value that cannot be used (syntax, range, type)."""
 
     title = "Invalid input"
+
+
+class TooLarge(InvalidInput):
+    """A request body over the configured size limit."""
+
+    status = 413
+    title = "Request too large"
+
+
+class Unauthenticated(UserError):
+    """No bearer token, or one that is unknown, expired or revoked."""
+
+    status = 401
+    title = "Unauthenticated"
+
+
+class Forbidden(UserError):
+    """The principal's roles do not allow the operation."""
+
+    status = 403
+    title = "Forbidden"
 
 
 class NotFound(UserError):

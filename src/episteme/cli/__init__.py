@@ -18,7 +18,7 @@ from episteme.errors import EpistemeError
 
 
 def _register() -> None:
-    from episteme.cli import bench, demo, ledger  # noqa: F401  (commands register on import)
+    from episteme.cli import bench, demo, ledger, server  # noqa: F401  (commands register on import)
 
 
 def main(argv: Sequence[str] | None = None, *, cli_state: CliState | None = None) -> None:

@@ -188,7 +188,7 @@ def query(
     instant = when(ctx, at, "--at")
     with open_ledger(ctx, home) as ledger:
         ans = ledger.query(subject, agent=agent, lens=lens, at=instant, text=text)
-    if not emit(ctx, as_json, ans.model_dump(mode="json") | {"summary": ans.summary}):
+    if not emit(ctx, as_json, ans):
         render.answer(state(ctx).console, ans)
 
 

@@ -12,6 +12,7 @@ from rich.table import Table
 from rich.tree import Tree
 from whenever import Instant
 
+from episteme.ledger.access import Denial, TokenRecord
 from episteme.ledger.canonical import canonical
 from episteme.ledger.model import Answer, Assertion
 from episteme.ledger.records import Blame, Diff, Impact, QueryRecord, Trace
@@ -203,3 +204,22 @@ def impact(console: Console, im: Impact) -> None:
 
 def as_json(data: Any) -> str:
     return json.dumps(data, indent=2, ensure_ascii=False)
+
+
+def tokens(rows: Sequence[TokenRecord], now: Instant) -> Table:
+    table = Table("id", "principal", "kind", "roles", "state", "created", "expires", box=None)
+    for t in rows:
+        st = t.state(now)
+        colour = {"active": "green", "expired": "yellow", "revoked": "red"}[st]
+        table.add_row(
+            t.id, esc(t.principal), t.kind, ", ".join(t.roles), f"[{colour}]{st}[/]",
+            f"{when(t.created_at)} by {esc(t.created_by)}", when(t.expires_at) or "never",
+        )  # fmt: skip
+    return table
+
+
+def denials(rows: Sequence[Denial]) -> Table:
+    table = Table("at", "principal", "tried", "on", "why refused", box=None)
+    for d in rows:
+        table.add_row(when(d.at), esc(d.principal), d.operation, esc(d.target), esc(d.reason))
+    return table

@@ -16,9 +16,20 @@ from typing import Any
 from pydantic import JsonValue
 from whenever import Instant
 
-from episteme.errors import Conflict, InvalidInput, NotFound
-from episteme.ledger import investigate
+from episteme.errors import Conflict, InvalidInput, NotFound, Unauthenticated
+from episteme.ledger import constraints, investigate
+from episteme.ledger.access import (
+    Denial,
+    Principal,
+    TokenRecord,
+    TokenRefused,
+    default_kind,
+    new_secret,
+    parse_roles,
+    token_hash,
+)
 from episteme.ledger.canonical import canonical, check_json, content_id
+from episteme.ledger.constraints import CheckResult
 from episteme.ledger.journal import Draft, Event, EventKind, VerifyReport, verify_chain
 from episteme.ledger.lenses import BUILTIN, LensSpec, TrustFn, apply_lens, prior_trust
 from episteme.ledger.model import (
@@ -547,6 +558,13 @@ class Ledger:
         assert found is not None
         return found
 
+    def check(self, plan: str, subjects: Sequence[str] = ()) -> CheckResult:
+        """Pre-flight: the negative constraints in scope that `plan` would violate."""
+        if not plan.strip():
+            raise InvalidInput("give the plan to check: what you are about to do", field="plan")
+        checked = [check_subject(s) for s in subjects]
+        return constraints.check(self.store, plan, checked)
+
     # -- investigation -----------------------------------------------------------------
 
     def served(
@@ -584,6 +602,120 @@ class Ledger:
     def impact(self, ref: str, *, recent: int = 20) -> Impact:
         """Assertion → queries that served it, agents, decisions, derived assertions."""
         return investigate.impact(self.store, self._resolve_assertion(self.store, ref), recent)
+
+    # -- access ------------------------------------------------------------------------
+
+    def issue_token(
+        self,
+        principal: str,
+        roles: Sequence[str],
+        *,
+        by: str,
+        kind: str | None = None,
+        expires: Instant | None = None,
+    ) -> tuple[str, TokenRecord]:
+        """Issue a bearer token for `principal`. The secret is returned here, once."""
+        check_name(principal, "name")
+        check_name(by, "by")
+        parsed = parse_roles(list(roles))
+        kind = kind or default_kind(parsed)
+        if kind not in ("agent", "human"):
+            raise InvalidInput(f"unknown kind {kind!r}: use agent or human", field="kind")
+        if expires is not None and expires <= self.clock.now():
+            raise InvalidInput("the expiry is in the past: give a future time", field="expires")
+        secret = new_secret()
+        digest = token_hash(secret)
+        token_id = "t_" + digest[:12]
+
+        def build(r: StoreReader, at: int, seq: int) -> list[Draft]:
+            payload = {
+                "token_id": token_id,
+                "hash": digest,
+                "principal": principal,
+                "kind": kind,
+                "roles": [str(x) for x in parsed],
+                "expires_at": _us(expires),
+            }
+            return [Draft(EventKind.TOKEN_ISSUED, by, payload)]
+
+        self._write(build)
+        found = self.store.token(token_id=token_id)
+        assert found is not None
+        return secret, found
+
+    def tokens(self, principal: str | None = None) -> list[TokenRecord]:
+        """Every token (active, expired and revoked), oldest first; never secrets."""
+        return self.store.tokens(principal)
+
+    def revoke_token(self, ref: str, *, by: str, reason: str) -> list[TokenRecord]:
+        """Revoke a token by id, or every active token of a principal by name."""
+        check_name(by, "by")
+        if not reason.strip():
+            raise InvalidInput("revoking a token needs a --reason", field="reason")
+        ids: list[str] = []
+
+        def build(r: StoreReader, at: int, seq: int) -> list[Draft]:
+            found = r.token(token_id=ref) if ref.startswith("t_") else None
+            targets = [found] if found else r.tokens(ref)
+            if not targets:
+                raise NotFound(f"no token or principal {ref!r}: see `episteme token list`")
+            live = [t.id for t in targets if t.revoked_at is None]
+            if not live:
+                raise Conflict(f"{ref} has no active token left to revoke")
+            ids.extend(live)
+            return [Draft(EventKind.TOKEN_REVOKED, by, {"token_ids": live, "reason": reason})]
+
+        self._write(build)
+        return [t for t in self.store.tokens() if t.id in ids]
+
+    def authenticate(self, secret: str | None) -> Principal:
+        """The principal a bearer token belongs to; `Unauthenticated` otherwise.
+
+        A revoked or expired token raises `TokenRefused`, which names the principal so
+        that the caller can record the attempt (`deny`) off its request path.
+        """
+        if not secret:
+            raise Unauthenticated(
+                "no bearer token: send `Authorization: Bearer <token>` "
+                "(an admin creates one with `episteme token create`)"
+            )
+        found = self.store.token(hash=token_hash(secret))
+        if found is None:
+            raise Unauthenticated("unknown token: check it, or ask an admin for a new one")
+        now = self.clock.now()
+        state = found.state(now)
+        if state != "active":
+            when = found.revoked_at if state == "revoked" else found.expires_at
+            assert when is not None
+            why = f"token {found.id} of {found.principal} {state} at {when.format_iso()}"
+            raise TokenRefused(
+                f"{why}: ask an admin for a new token", principal=found.principal, token_id=found.id
+            )
+        return Principal(
+            name=found.principal, kind=found.kind, roles=frozenset(found.roles), token_id=found.id
+        )
+
+    def deny(
+        self, principal: str, token_id: str | None, operation: str, target: str | None, reason: str
+    ) -> None:
+        """Record a refused call: who tried what, and why."""
+
+        def build(r: StoreReader, at: int, seq: int) -> list[Draft]:
+            payload = {
+                "token_id": token_id,
+                "operation": operation,
+                "target": target,
+                "reason": reason,
+            }
+            return [Draft(EventKind.ACCESS_DENIED, principal, payload)]
+
+        self._write(build)
+
+    def denials(
+        self, *, principal: str | None = None, since: Instant | None = None, limit: int = 100
+    ) -> list[Denial]:
+        """Refused calls, newest first."""
+        return self.store.denials(principal, _us(since), limit)
 
     # -- integrity ---------------------------------------------------------------------
 

@@ -31,6 +31,9 @@ class EventKind:
     DECISION_RECORDED = "decision.recorded"
     LENS_DEFINED = "lens.defined"
     CONSTRAINT_ADDED = "constraint.added"
+    TOKEN_ISSUED = "token.issued"
+    TOKEN_REVOKED = "token.revoked"
+    ACCESS_DENIED = "access.denied"
 
     ALL = frozenset(
         {
@@ -42,6 +45,9 @@ class EventKind:
             DECISION_RECORDED,
             LENS_DEFINED,
             CONSTRAINT_ADDED,
+            TOKEN_ISSUED,
+            TOKEN_REVOKED,
+            ACCESS_DENIED,
         }
     )
 

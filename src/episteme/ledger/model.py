@@ -20,6 +20,7 @@ from pydantic import (
     Field,
     JsonValue,
     ValidationError,
+    computed_field,
     field_validator,
     model_validator,
 )
@@ -270,8 +271,10 @@ class Answer(BaseModel):
     hidden: Hidden
     latency_us: int = 0
 
+    @computed_field  # type: ignore[prop-decorator]
     @property
     def summary(self) -> str:
+        """What was hidden, in words ("1 proposed assertion hidden")."""
         return self.hidden.summary()
 
 

@@ -227,6 +227,39 @@ def _lens(conn: sqlite3.Connection, ev: Event, data: dict[str, Any]) -> None:
     )
 
 
+def _token_issued(conn: sqlite3.Connection, ev: Event, data: dict[str, Any]) -> None:
+    conn.execute(
+        "INSERT INTO tokens (id, hash, principal, kind, roles, created_at, created_by, expires_at)"
+        " VALUES (?,?,?,?,?,?,?,?)",
+        (
+            data["token_id"],
+            data["hash"],
+            data["principal"],
+            data["kind"],
+            canonical(data["roles"]),
+            ev.at,
+            ev.actor,
+            data["expires_at"],
+        ),
+    )
+
+
+def _token_revoked(conn: sqlite3.Connection, ev: Event, data: dict[str, Any]) -> None:
+    conn.executemany(
+        "UPDATE tokens SET revoked_at = ?, revoked_by = ?, revoke_reason = ? WHERE id = ?",
+        [(ev.at, ev.actor, data["reason"], t) for t in data["token_ids"]],
+    )
+
+
+def _denied(conn: sqlite3.Connection, ev: Event, data: dict[str, Any]) -> None:
+    conn.execute(
+        "INSERT INTO denials (seq, at, principal, token_id, operation, target, reason)"
+        " VALUES (?,?,?,?,?,?,?)",
+        (ev.seq, ev.at, ev.actor, data["token_id"], data["operation"], data["target"],
+         data["reason"]),
+    )  # fmt: skip
+
+
 _HANDLERS: dict[str, Handler] = {
     EventKind.ASSERTIONS_ADDED: _added,
     EventKind.ASSERTION_MOVED: _moved,
@@ -236,6 +269,9 @@ _HANDLERS: dict[str, Handler] = {
     EventKind.DECISION_RECORDED: _decision,
     EventKind.LENS_DEFINED: _lens,
     EventKind.CONSTRAINT_ADDED: _constraint,
+    EventKind.TOKEN_ISSUED: _token_issued,
+    EventKind.TOKEN_REVOKED: _token_revoked,
+    EventKind.ACCESS_DENIED: _denied,
 }
 
 PROJECTIONS = (
@@ -252,5 +288,7 @@ PROJECTIONS = (
     "corrections",
     "constraints",
     "lenses",
+    "tokens",
+    "denials",
 )
 """The tables that `rebuild` recomputes and compares (the FTS index is rebuilt too)."""

@@ -14,6 +14,7 @@ from typing import Any
 import orjson
 
 from episteme.errors import InvalidInput, NotFound
+from episteme.ledger.access import Denial, TokenRecord
 from episteme.ledger.journal import Event
 from episteme.ledger.lenses import LensSpec
 from episteme.ledger.model import Assertion, Candidate, Hidden, Lifecycle
@@ -467,6 +468,68 @@ class Reader:
         ]
 
     # -- the journal ---------------------------------------------------------------
+
+    # -- access ------------------------------------------------------------------------
+
+    def token(self, *, token_id: str | None = None, hash: str | None = None) -> TokenRecord | None:
+        where, arg = ("id = ?", token_id) if hash is None else ("hash = ?", hash)
+        rows = self._tokens(f"WHERE {where}", [arg])
+        return rows[0] if rows else None
+
+    def tokens(self, principal: str | None = None) -> list[TokenRecord]:
+        if principal is None:
+            return self._tokens("", [])
+        return self._tokens("WHERE principal = ?", [principal])
+
+    def _tokens(self, where: str, args: list[Any]) -> list[TokenRecord]:
+        rows = self.conn.execute(
+            "SELECT id, principal, kind, roles, created_at, created_by, expires_at, revoked_at,"
+            f" revoked_by, revoke_reason FROM tokens {where} ORDER BY created_at, id",
+            args,
+        )
+        return [
+            TokenRecord.model_construct(
+                id=r[0],
+                principal=r[1],
+                kind=r[2],
+                roles=orjson.loads(r[3]),
+                created_at=from_us(r[4]),
+                created_by=r[5],
+                expires_at=_opt(r[6]),
+                revoked_at=_opt(r[7]),
+                revoked_by=r[8],
+                revoke_reason=r[9],
+            )
+            for r in rows
+        ]
+
+    def denials(
+        self, principal: str | None = None, since: int | None = None, limit: int = 100
+    ) -> list[Denial]:
+        clauses, args = ["1"], list[Any]()
+        if principal is not None:
+            clauses.append("principal = ?")
+            args.append(principal)
+        if since is not None:
+            clauses.append("at >= ?")
+            args.append(since)
+        rows = self.conn.execute(
+            "SELECT seq, at, principal, token_id, operation, target, reason FROM denials"
+            f" WHERE {' AND '.join(clauses)} ORDER BY seq DESC LIMIT ?",
+            [*args, limit],
+        )
+        return [
+            Denial.model_construct(
+                seq=r[0],
+                at=from_us(r[1]),
+                principal=r[2],
+                token_id=r[3],
+                operation=r[4],
+                target=r[5],
+                reason=r[6],
+            )
+            for r in rows
+        ]
 
     def head(self) -> tuple[int, int, bytes | None]:
         """(last seq, its time, its hash); (0, 0, None) when the journal is empty."""

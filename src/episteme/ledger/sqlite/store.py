@@ -26,7 +26,7 @@ from episteme.ledger.sqlite.reads import Reader
 from episteme.ledger.store import BuildFn
 
 APPLICATION_ID = 0x45505354  # "EPST": marks the file as an Episteme ledger
-MIGRATIONS = ("0001_init.sql",)
+MIGRATIONS = ("0001_init.sql", "0002_access.sql")
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -49,13 +49,22 @@ def _schema_sql(name: str) -> str:
 def create_schema(conn: sqlite3.Connection) -> None:
     """Create the tables of a fresh ledger file."""
     conn.execute("PRAGMA journal_mode = WAL")
-    conn.execute("BEGIN IMMEDIATE")
-    for name in MIGRATIONS:
-        for statement in _split(_schema_sql(name)):
-            conn.execute(statement)
+    migrate(conn, 0)
     conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
-    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-    conn.execute("COMMIT")
+
+
+def migrate(conn: sqlite3.Connection, version: int) -> None:
+    """Apply the migrations after `version`, in one transaction."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        for name in MIGRATIONS[version:]:
+            for statement in _split(_schema_sql(name)):
+                conn.execute(statement)
+        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
 
 
 def _split(script: str) -> list[str]:
@@ -104,11 +113,26 @@ class _Checkpointer:
                 with contextlib.suppress(sqlite3.OperationalError):
                     self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
 
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
     def close(self) -> None:
         self._stopping = True
         self._wake.set()
         self._thread.join(timeout=10)
         self._conn.close()
+
+
+class _Pending:
+    """One queued write and, once its group has committed, its outcome."""
+
+    __slots__ = ("build", "done", "error", "events", "now_us")
+
+    def __init__(self, build: BuildFn, now_us: int) -> None:
+        self.build, self.now_us = build, now_us
+        self.done = False
+        self.error: Exception | None = None
+        self.events: list[Event] = []
 
 
 class SQLiteStore(Reader):
@@ -124,6 +148,8 @@ class SQLiteStore(Reader):
         elif not path.exists():
             raise StoreUnavailable(f"no ledger at {path}: run `episteme init` first")
         self._lock = threading.Lock()
+        self._queue_lock = threading.Lock()
+        self._queue: list[_Pending] = []
         self._local = threading.local()
         self._readers: list[sqlite3.Connection] = []
         self._checkpointer: _Checkpointer | None = None
@@ -132,7 +158,9 @@ class SQLiteStore(Reader):
             try:
                 if create:
                     create_schema(self._wconn)
-                self._check(self._wconn)
+                version = self._check(self._wconn)
+                if version < SCHEMA_VERSION:
+                    migrate(self._wconn, version)
                 self._wconn.execute("PRAGMA journal_mode = WAL")
                 # checkpoints run on their own thread, not inside a commit: see _Checkpointer
                 self._wconn.execute("PRAGMA wal_autocheckpoint = 0")
@@ -145,7 +173,7 @@ class SQLiteStore(Reader):
                 "or run `episteme init` in an empty directory"
             ) from None
 
-    def _check(self, conn: sqlite3.Connection) -> None:
+    def _check(self, conn: sqlite3.Connection) -> int:
         app = conn.execute("PRAGMA application_id").fetchone()[0]
         version = conn.execute("PRAGMA user_version").fetchone()[0]
         if app != APPLICATION_ID:
@@ -158,6 +186,7 @@ class SQLiteStore(Reader):
                 f"{self.path} has schema version {version}, newer than this episteme "
                 f"({SCHEMA_VERSION}): upgrade episteme"
             )
+        return int(version)
 
     @property
     def conn(self) -> sqlite3.Connection:
@@ -179,26 +208,37 @@ class SQLiteStore(Reader):
         self._local = threading.local()
         self._wconn.close()
 
+    def workers(self) -> dict[str, str]:
+        """The store's background threads and their state (for `/health`)."""
+        cp = self._checkpointer
+        if cp is None:
+            return {"checkpointer": "idle: starts with the first write"}
+        return {"checkpointer": "running" if cp.alive() else "stopped"}
+
     # -- writing ---------------------------------------------------------------------
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            conn = self._wconn
-            try:
-                conn.execute("BEGIN IMMEDIATE")
-            except sqlite3.OperationalError as exc:
-                raise StoreUnavailable(f"cannot write to {self.path}: {exc}") from None
-            try:
-                yield conn
-                conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            if self._checkpointer is None:
-                self._checkpointer = _Checkpointer(self.path)
-            if self._checkpointer.committed():
-                conn.execute("PRAGMA wal_checkpoint(PASSIVE)")  # it fell behind: catch up here
+        with self._lock, self._transaction_locked() as conn:
+            yield conn
+
+    @contextmanager
+    def _transaction_locked(self) -> Iterator[sqlite3.Connection]:
+        conn = self._wconn
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            raise StoreUnavailable(f"cannot write to {self.path}: {exc}") from None
+        try:
+            yield conn
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        if self._checkpointer is None:
+            self._checkpointer = _Checkpointer(self.path)
+        if self._checkpointer.committed():
+            conn.execute("PRAGMA wal_checkpoint(PASSIVE)")  # it fell behind: catch up here
 
     def write(self, build: BuildFn, now_us: int) -> list[Event]:
         """Append the events `build` returns, and project them, in one transaction.
@@ -207,12 +247,49 @@ class SQLiteStore(Reader):
         (never earlier than the last event's: the journal's time only moves on) and the
         sequence number the first of them will get.
         Anything it raises leaves the ledger unchanged.
+
+        Writes from concurrent threads commit in groups: the thread that takes the
+        writer lock runs every write queued so far, each in its own savepoint, and
+        commits them together, so one fsync serves the whole group.
         """
-        with self._transaction() as conn:
-            reader = Reader(conn)
-            seq, last_at, prev = reader.head()
-            at = max(now_us, last_at)
-            return self._append(conn, build(reader, at, seq + 1), seq, at, prev or GENESIS)
+        mine = _Pending(build, now_us)
+        with self._queue_lock:
+            self._queue.append(mine)
+        with self._lock:
+            if not mine.done:
+                with self._queue_lock:
+                    group, self._queue = self._queue, []
+                self._commit_group(group)
+        if mine.error is not None:
+            raise mine.error
+        return mine.events
+
+    def _commit_group(self, group: list[_Pending]) -> None:
+        try:
+            with self._transaction_locked() as conn:
+                reader = Reader(conn)
+                for item in group:
+                    conn.execute("SAVEPOINT w")
+                    try:
+                        seq, last_at, prev = reader.head()
+                        at = max(item.now_us, last_at)
+                        drafts = item.build(reader, at, seq + 1)
+                        item.events = self._append(conn, drafts, seq, at, prev or GENESIS)
+                        conn.execute("RELEASE w")
+                    except Exception as exc:  # this write fails alone; the group goes on
+                        conn.execute("ROLLBACK TO w")
+                        conn.execute("RELEASE w")
+                        item.error = exc
+        except BaseException as exc:
+            failure = exc if isinstance(exc, Exception) else StoreUnavailable("write interrupted")
+            for item in group:
+                if item.error is None:
+                    item.error, item.events = failure, []
+            if failure is not exc:
+                raise
+        finally:
+            for item in group:
+                item.done = True
 
     def _append(
         self, conn: sqlite3.Connection, drafts: Sequence[Draft], seq: int, at: int, prev: bytes

@@ -1,0 +1,119 @@
+"""`/v1` routes for tokens, refusals and integrity (admin and supervisor work)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Annotated
+
+import orjson
+from fastapi import APIRouter, Path, Query
+from starlette.responses import Response, StreamingResponse
+
+from episteme.ledger.access import Denial, Op, Principal, TokenRecord
+from episteme.ledger.journal import VerifyReport
+from episteme.ledger.records import RebuildReport
+
+from .deps import LedgerDep
+from .ledger_routes import Caller, Limit, encoded
+from .problems import responses
+from .schemas import IssuedToken, ReasonBody, RebuildBody, TokenBody, WireTime
+
+router = APIRouter(prefix="/v1", responses=responses(401, 403, 422, 503))
+
+
+@router.get("/whoami", response_model=Principal, tags=["access"], summary="The token's principal")
+def whoami(who: Principal = Caller(Op.READ)) -> Response:
+    return encoded(who)
+
+
+@router.post(
+    "/tokens",
+    status_code=201,
+    response_model=IssuedToken,
+    responses=responses(400),
+    tags=["access"],
+    summary="Issue a token; its secret is in this answer only",
+)
+def create_token(
+    body: TokenBody, ledger: LedgerDep, who: Principal = Caller(Op.TOKENS)
+) -> Response:
+    secret, record = ledger.issue_token(
+        body.name, body.roles, by=who.name, kind=body.kind, expires=body.expires
+    )
+    return encoded(IssuedToken(token=secret, record=record), 201)
+
+
+@router.get(
+    "/tokens", response_model=list[TokenRecord], tags=["access"], summary="Tokens, without secrets"
+)
+def list_tokens(
+    ledger: LedgerDep,
+    name: Annotated[str | None, Query(max_length=256)] = None,
+    who: Principal = Caller(Op.TOKENS),
+) -> Response:
+    return encoded(ledger.tokens(name))
+
+
+@router.post(
+    "/tokens/{ref}/revoke",
+    response_model=list[TokenRecord],
+    responses=responses(400, 404, 409),
+    tags=["access"],
+    summary="Revoke a token by id, or every active token of a principal by name",
+)
+def revoke_token(
+    ref: Annotated[str, Path(max_length=256)],
+    body: ReasonBody,
+    ledger: LedgerDep,
+    who: Principal = Caller(Op.TOKENS),
+) -> Response:
+    return encoded(ledger.revoke_token(ref, by=who.name, reason=body.reason))
+
+
+@router.get(
+    "/denials",
+    response_model=list[Denial],
+    tags=["access"],
+    summary="Refused calls, newest first: who tried what, and why it was refused",
+)
+def denials(
+    ledger: LedgerDep,
+    principal: Annotated[str | None, Query(max_length=256)] = None,
+    since: WireTime | None = None,
+    limit: Limit = 100,
+    who: Principal = Caller(Op.DENIALS),
+) -> Response:
+    return encoded(ledger.denials(principal=principal, since=since, limit=limit))
+
+
+@router.get(
+    "/verify", response_model=VerifyReport, tags=["integrity"], summary="Recompute the chain"
+)
+def verify(ledger: LedgerDep, who: Principal = Caller(Op.INTEGRITY)) -> Response:
+    return encoded(ledger.verify())
+
+
+@router.post(
+    "/rebuild",
+    response_model=RebuildReport,
+    tags=["integrity"],
+    summary="Replay the journal into fresh projections; compare; optionally repair",
+)
+def rebuild(
+    body: RebuildBody, ledger: LedgerDep, who: Principal = Caller(Op.INTEGRITY)
+) -> Response:
+    return encoded(ledger.rebuild(repair=body.repair))
+
+
+@router.get(
+    "/export",
+    tags=["integrity"],
+    summary="The journal as JSON lines (application/x-ndjson), one event per line",
+    responses={200: {"content": {"application/x-ndjson": {}}, "description": "events"}},
+)
+def export(ledger: LedgerDep, who: Principal = Caller(Op.EXPORT)) -> StreamingResponse:
+    def lines() -> Iterator[bytes]:
+        for ev in ledger.export():
+            yield orjson.dumps(ev.to_json()) + b"\n"
+
+    return StreamingResponse(lines(), media_type="application/x-ndjson")

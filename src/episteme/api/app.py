@@ -1,0 +1,107 @@
+"""The app factory: `create_app(settings)` builds one FastAPI app over one ledger.
+
+Nothing is built at import. `episteme serve` calls the factory once per worker
+process (uvicorn's ``factory=True``); tests build their own apps. The MCP server is
+mounted at ``/mcp`` behind the same bearer tokens.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+
+from fastapi import FastAPI
+from starlette.responses import Response
+
+from episteme import __version__
+from episteme.ledger.access import Op
+from episteme.ledger.core import Ledger
+from episteme.timeutil import Clock
+
+from . import admin_routes, ledger_routes, problems
+from .deps import BodyLimit
+from .metrics import Metrics, TimingMiddleware
+from .schemas import Health
+from .settings import Settings
+
+DESCRIPTION = """\
+The Episteme ledger over HTTP: what agents believed, why, who told them, and how to fix it.
+
+Every route but `/health` needs `Authorization: Bearer <token>`; who is acting is the
+token's principal, never a field of the request. Errors are `application/problem+json`.
+Times are RFC 3339 (answers use UTC). See docs/api.md for roles and examples.
+"""
+
+
+def create_app(
+    settings: Settings | None = None, *, ledger: Ledger | None = None, clock: Clock | None = None
+) -> FastAPI:
+    """An app over `ledger` (or the ledger in `settings.home`, opened now)."""
+    settings = settings or Settings.from_env()
+    owned = ledger is None
+    led = ledger or Ledger.open(settings.home, clock=clock)
+    metrics = Metrics(led)
+    mcp_session = None
+    if settings.mcp:
+        from episteme.mcp import mount
+
+        mcp_session = mount(led, metrics)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with contextlib.AsyncExitStack() as stack:
+            if mcp_session is not None:
+                await stack.enter_async_context(mcp_session.run())
+            try:
+                yield
+            finally:
+                if owned:
+                    led.close()
+
+    app = FastAPI(
+        title="Episteme",
+        version=__version__,
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        responses=problems.responses(422),
+    )
+    app.state.ledger = led
+    app.state.metrics = metrics
+    app.state.settings = settings
+    problems.install(app)
+    app.include_router(ledger_routes.router)
+    app.include_router(admin_routes.router)
+    if mcp_session is not None:
+        app.router.routes.append(mcp_session.route)
+
+    @app.get("/health", response_model=Health, tags=["service"], summary="Liveness, no token")
+    def health() -> Response:
+        try:
+            body = Health(
+                status="ok", store="ok", journal_events=led.store.head()[0],
+                workers=led.store.workers(),
+            )  # fmt: skip
+        except Exception as exc:  # health must answer, whatever the store does
+            store = f"unavailable: {type(exc).__name__}"
+            body = Health(status="degraded", store=store, journal_events=0, workers={})
+        code = 200 if body.status == "ok" else 503
+        return Response(body.model_dump_json(), code, media_type="application/json")
+
+    @app.get(
+        "/metrics",
+        tags=["service"],
+        summary="Prometheus metrics (any valid token)",
+        responses={200: {"content": {"text/plain": {}}, "description": "exposition format"}},
+    )
+    def scrape(who: object = ledger_routes.Caller(Op.READ)) -> Response:
+        body, content_type = metrics.expose()
+        return Response(body, media_type=content_type)
+
+    app.add_middleware(BodyLimit, limit=settings.max_body)
+    app.add_middleware(TimingMiddleware, metrics=metrics)
+    return app
+
+
+def factory() -> FastAPI:
+    """Entry point for uvicorn workers: settings from `EPISTEME_*` variables."""
+    return create_app(Settings.from_env())

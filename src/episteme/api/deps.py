@@ -1,0 +1,124 @@
+"""Dependencies: the ledger, the metrics and the authenticated principal.
+
+State comes from `app.state` (set by `create_app`), never from module globals. The
+principal comes from the bearer token only; a route names the operation it performs
+and `allow` refuses, and records, a call whose roles do not cover it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Annotated
+
+import anyio.to_thread
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from episteme.errors import Forbidden, TooLarge, Unauthenticated
+from episteme.ledger.access import Op, Principal, TokenRefused
+from episteme.ledger.core import Ledger
+
+from .metrics import Metrics
+
+_bearer = HTTPBearer(auto_error=False, description="A token from `episteme token create`")
+
+
+def get_ledger(request: Request) -> Ledger:
+    ledger: Ledger = request.app.state.ledger
+    return ledger
+
+
+def get_metrics(request: Request) -> Metrics:
+    metrics: Metrics = request.app.state.metrics
+    return metrics
+
+
+LedgerDep = Annotated[Ledger, Depends(get_ledger)]
+MetricsDep = Annotated[Metrics, Depends(get_metrics)]
+Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+
+
+async def authorize(
+    ledger: Ledger, metrics: Metrics, secret: str | None, op: Op, target: str
+) -> Principal:
+    """The token's principal if its roles allow `op`; otherwise raise (and record the refusal).
+
+    Authentication is one indexed read, cheap enough to run on the event loop; recording
+    a refusal is a write, so it goes to a worker thread.
+    """
+    try:
+        principal = ledger.authenticate(secret)
+    except TokenRefused as exc:
+        metrics.denied.labels("401").inc()
+        await anyio.to_thread.run_sync(
+            ledger.deny, exc.principal, exc.token_id, "authenticate", target, exc.message
+        )
+        raise
+    except Unauthenticated:
+        metrics.denied.labels("401").inc()
+        raise
+    if not principal.allows(op):
+        metrics.denied.labels("403").inc()
+        try:
+            principal.require(op)
+        except Forbidden as exc:
+            await anyio.to_thread.run_sync(
+                ledger.deny, principal.name, principal.token_id, str(op), target, exc.message
+            )
+            raise
+    return principal
+
+
+def allow(op: Op) -> Callable[..., Awaitable[Principal]]:
+    """A dependency that authenticates the caller and checks that it may perform `op`."""
+
+    async def caller(
+        request: Request, ledger: LedgerDep, metrics: MetricsDep, creds: Credentials
+    ) -> Principal:
+        target = f"{request.method} {request.url.path}"
+        principal = await authorize(
+            ledger, metrics, creds.credentials if creds else None, op, target
+        )
+        request.state.principal = principal
+        return principal
+
+    return caller
+
+
+class BodyLimit:
+    """Refuses request bodies over `limit` bytes with 413, before a route reads them."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        for name, value in scope["headers"]:
+            if name == b"content-length" and value.isdigit() and int(value) > self.limit:
+                from .problems import problem
+
+                response = problem(413, TooLarge.title, self._message(), "body")
+                await response(scope, receive, send)
+                return
+        seen = 0
+
+        async def counting() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.limit:
+                    raise TooLarge(self._message(), field="body")
+            return message
+
+        await self.app(scope, counting, send)
+
+    def _message(self) -> str:
+        return (
+            f"the request body is over {self.limit:,} bytes: send less, or raise "
+            "EPISTEME_MAX_BODY on the server"
+        )

@@ -1,0 +1,359 @@
+"""`/v1` routes of the ledger: one per CLI command, each a thin call into `Ledger`.
+
+Routes are plain functions (FastAPI runs them on its thread pool, where SQLite
+calls belong); they return a `Response` already encoded, with `response_model`
+only documenting it, so nothing is validated twice on the way out.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import orjson
+from fastapi import APIRouter, Depends, Path, Query
+from pydantic import BaseModel
+from starlette.responses import Response
+
+from episteme.ledger.access import Op, Principal
+from episteme.ledger.constraints import CheckResult
+from episteme.ledger.lenses import LensSpec
+from episteme.ledger.model import Answer, Assertion, AssertionInput, dump, parse_assertion
+from episteme.ledger.records import (
+    Blame,
+    Correction,
+    DecisionRecord,
+    Diff,
+    EpochRecord,
+    Impact,
+    QueryRecord,
+    Trace,
+)
+
+from .deps import LedgerDep, MetricsDep, allow
+from .problems import responses
+from .schemas import (
+    AssertionBody,
+    BatchBody,
+    CheckBody,
+    CorrectBody,
+    DecisionBody,
+    QueryBody,
+    ReasonBody,
+    ReviewBody,
+    WireTime,
+)
+
+router = APIRouter(prefix="/v1", responses=responses(401, 403, 422, 503))
+Ref = Annotated[str, Path(description="an id or a unique prefix of one", max_length=128)]
+Limit = Annotated[int, Query(ge=1, le=1000)]
+
+
+def Caller(op: Op) -> Any:  # a capital: it reads as a type in signatures
+    return Depends(allow(op))
+
+
+def encoded(data: BaseModel | list[Any] | dict[str, Any], status: int = 200) -> Response:
+    body = data.model_dump_json() if isinstance(data, BaseModel) else orjson.dumps(dump(data))
+    return Response(body, status, media_type="application/json")
+
+
+def _input(body: AssertionBody, who: Principal, n: int | None = None) -> AssertionInput:
+    where = "assertion" if n is None else f"assertion {n}"
+    return parse_assertion(body.model_dump(exclude_unset=True) | {"agent": who.name}, where=where)
+
+
+# -- assertions ------------------------------------------------------------------------
+
+
+@router.post(
+    "/assertions",
+    status_code=201,
+    response_model=Assertion,
+    responses=responses(400, 409),
+    tags=["assertions"],
+    summary="Record one assertion (as the token's principal)",
+)
+def add_assertion(
+    body: AssertionBody, ledger: LedgerDep, who: Principal = Caller(Op.ASSERT)
+) -> Response:
+    return encoded(ledger.add([_input(body, who)], actor=who.name)[0], 201)
+
+
+@router.post(
+    "/assertions/batch",
+    status_code=201,
+    response_model=list[Assertion],
+    responses=responses(400, 409),
+    tags=["assertions"],
+    summary="Record a batch of assertions: all of them, or on any error none",
+)
+def add_batch(body: BatchBody, ledger: LedgerDep, who: Principal = Caller(Op.ASSERT)) -> Response:
+    inputs = [_input(a, who, n) for n, a in enumerate(body.assertions, 1)]
+    return encoded(ledger.add(inputs, actor=who.name), 201)
+
+
+@router.get(
+    "/assertions/{ref}",
+    response_model=Assertion,
+    responses=responses(400, 404),
+    tags=["assertions"],
+    summary="An assertion in its current state",
+)
+def get_assertion(ref: Ref, ledger: LedgerDep, who: Principal = Caller(Op.READ)) -> Response:
+    return encoded(ledger.get(ref))
+
+
+def _review(action: str, doc: str) -> None:
+    @router.post(
+        f"/assertions/{{ref}}/{action}",
+        response_model=Assertion,
+        responses=responses(400, 404, 409),
+        tags=["lifecycle"],
+        summary=doc,
+        name=f"{action}_assertion",
+    )
+    def review(
+        ref: Ref,
+        ledger: LedgerDep,
+        body: ReviewBody | None = None,
+        who: Principal = Caller(Op.REVIEW),
+    ) -> Response:
+        move = getattr(ledger, action)
+        return encoded(move(ref, by=who.name, reason=body.reason if body else None))
+
+
+_review("approve", "Approve a proposed assertion (supersedes the subject's approved value)")
+_review("deprecate", "Deprecate an approved assertion")
+_review("reject", "Reject a proposed assertion (use correct for an approved one)")
+
+
+@router.post(
+    "/assertions/{ref}/correct",
+    response_model=Correction,
+    responses=responses(400, 404, 409),
+    tags=["lifecycle"],
+    summary="Mark an assertion incorrect now; optionally the right value and a constraint",
+)
+def correct(
+    ref: Ref,
+    body: CorrectBody,
+    ledger: LedgerDep,
+    metrics: MetricsDep,
+    who: Principal = Caller(Op.CORRECT),
+) -> Response:
+    extra: dict[str, Any] = {"value": body.value} if "value" in body.model_fields_set else {}
+    done = ledger.correct(ref, by=who.name, reason=body.reason, forbid=body.forbid, **extra)
+    metrics.corrections.inc()
+    return encoded(done)
+
+
+# -- reading ---------------------------------------------------------------------------
+
+
+@router.post(
+    "/query",
+    response_model=Answer,
+    responses=responses(400, 404),
+    tags=["reading"],
+    summary="Read through a lens, audited: the answer carries its query_id receipt",
+)
+def query(
+    body: QueryBody, ledger: LedgerDep, metrics: MetricsDep, who: Principal = Caller(Op.QUERY)
+) -> Response:
+    ans = ledger.query(
+        body.subject, agent=who.name, lens=body.lens, at=body.at, text=body.text,
+        context=body.context,
+    )  # fmt: skip
+    metrics.answered(ans)
+    return encoded(ans)
+
+
+@router.post(
+    "/check",
+    response_model=CheckResult,
+    responses=responses(400),
+    tags=["reading"],
+    summary="Pre-flight: the negative constraints a plan would violate",
+)
+def check(body: CheckBody, ledger: LedgerDep, who: Principal = Caller(Op.CHECK)) -> Response:
+    return encoded(ledger.check(body.plan, body.subjects))
+
+
+@router.post(
+    "/decisions",
+    status_code=201,
+    response_model=DecisionRecord,
+    responses=responses(400, 404),
+    tags=["decisions"],
+    summary="Record an action and the query ids it relied on",
+)
+def decide(body: DecisionBody, ledger: LedgerDep, who: Principal = Caller(Op.DECIDE)) -> Response:
+    done = ledger.decide(
+        body.action, agent=who.name, query_ids=body.query_ids, context=body.context
+    )
+    return encoded(done, 201)
+
+
+# -- investigation ---------------------------------------------------------------------
+
+
+@router.get(
+    "/served",
+    response_model=list[QueryRecord],
+    responses=responses(400),
+    tags=["investigation"],
+    summary="What agents were actually served about a subject, up to a time",
+)
+def served(
+    ledger: LedgerDep,
+    subject: Annotated[str, Query(max_length=512)],
+    at: WireTime | None = None,
+    limit: Limit = 100,
+    who: Principal = Caller(Op.READ),
+) -> Response:
+    return encoded(ledger.served(subject, at=at, limit=limit))
+
+
+@router.get(
+    "/audit",
+    response_model=list[QueryRecord],
+    responses=responses(400),
+    tags=["investigation"],
+    summary="Audited reads by agent, subject and window, newest first",
+)
+def audit(
+    ledger: LedgerDep,
+    agent: Annotated[str | None, Query(max_length=256)] = None,
+    subject: Annotated[str | None, Query(max_length=512)] = None,
+    since: WireTime | None = None,
+    until: WireTime | None = None,
+    limit: Limit = 100,
+    who: Principal = Caller(Op.READ),
+) -> Response:
+    rows = ledger.audit(agent=agent, subject=subject, since=since, until=until, limit=limit)
+    return encoded(rows)
+
+
+@router.get(
+    "/diff",
+    response_model=Diff,
+    responses=responses(400),
+    tags=["investigation"],
+    summary="What changed under a prefix between two times",
+)
+def diff(
+    ledger: LedgerDep,
+    since: WireTime,
+    prefix: Annotated[str | None, Query(max_length=512)] = None,
+    until: WireTime | None = None,
+    who: Principal = Caller(Op.READ),
+) -> Response:
+    return encoded(ledger.diff(prefix, since=since, until=until))
+
+
+@router.get(
+    "/blame/{ref}",
+    response_model=list[Blame],
+    responses=responses(400, 404),
+    tags=["investigation"],
+    summary="Who introduced an assertion (by id) or each assertion on a subject",
+)
+def blame(ref: Ref, ledger: LedgerDep, who: Principal = Caller(Op.READ)) -> Response:
+    return encoded(ledger.blame(ref))
+
+
+@router.get(
+    "/trace/{ref}",
+    response_model=Trace,
+    responses=responses(400, 404),
+    tags=["investigation"],
+    summary="Decision or query → queries → assertions → agents, sources, epochs",
+)
+def trace(ref: Ref, ledger: LedgerDep, who: Principal = Caller(Op.READ)) -> Response:
+    return encoded(ledger.trace(ref))
+
+
+@router.get(
+    "/impact/{ref}",
+    response_model=Impact,
+    responses=responses(400, 404),
+    tags=["investigation"],
+    summary="Assertion → queries that served it, agents, decisions, derived assertions",
+)
+def impact(
+    ref: Ref,
+    ledger: LedgerDep,
+    recent: Annotated[int, Query(ge=0, le=1000)] = 20,
+    who: Principal = Caller(Op.READ),
+) -> Response:
+    return encoded(ledger.impact(ref, recent=recent))
+
+
+# -- epochs and lenses -----------------------------------------------------------------
+
+
+class EpochView(BaseModel):
+    epoch: EpochRecord
+    assertions: list[Assertion]
+
+
+class Superseded(BaseModel):
+    epoch: str
+    retracted: list[str]
+
+
+@router.get(
+    "/epochs/{name}",
+    response_model=EpochView,
+    responses=responses(404),
+    tags=["epochs"],
+    summary="An ingestion batch and what it brought",
+)
+def epoch(
+    name: Annotated[str, Path(max_length=256)], ledger: LedgerDep, who: Principal = Caller(Op.READ)
+) -> Response:
+    record = ledger.epoch(name)
+    return encoded(EpochView(epoch=record, assertions=ledger.store.epoch_members(name)))
+
+
+@router.post(
+    "/epochs/{name}/supersede",
+    response_model=Superseded,
+    responses=responses(400, 404, 409),
+    tags=["epochs"],
+    summary="Retract everything an epoch brought, in one event",
+)
+def supersede(
+    name: Annotated[str, Path(max_length=256)],
+    body: ReasonBody,
+    ledger: LedgerDep,
+    who: Principal = Caller(Op.SUPERSEDE),
+) -> Response:
+    ids = ledger.supersede_epoch(name, by=who.name, reason=body.reason)
+    return encoded(Superseded(epoch=name, retracted=ids))
+
+
+@router.get(
+    "/lenses",
+    response_model=dict[str, LensSpec],
+    tags=["lenses"],
+    summary="Built-in and custom lenses",
+)
+def lenses(ledger: LedgerDep, who: Principal = Caller(Op.READ)) -> Response:
+    return encoded(ledger.lenses())
+
+
+@router.put(
+    "/lenses/{name}",
+    response_model=LensSpec,
+    responses=responses(400, 409),
+    tags=["lenses"],
+    summary="Define (or redefine) a custom lens",
+)
+def define_lens(
+    name: Annotated[str, Path(max_length=256)],
+    spec: LensSpec,
+    ledger: LedgerDep,
+    who: Principal = Caller(Op.DEFINE_LENS),
+) -> Response:
+    return encoded(ledger.define_lens(name, spec, by=who.name))

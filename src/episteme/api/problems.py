@@ -1,0 +1,123 @@
+"""One error shape for the whole API: RFC 9457 ``application/problem+json``.
+
+Every error becomes ``{type, title, status, detail, field}``. Library errors carry
+their status and a message that says what to fix (`episteme.errors`); request
+validation and unknown routes are mapped here, once. An unexpected failure is a
+500 whose detail names no internals: the traceback goes to the log.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import orjson
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel, Field
+from starlette.exceptions import HTTPException
+from starlette.responses import Response
+
+from episteme.errors import EpistemeError, Unauthenticated
+
+MEDIA_TYPE = "application/problem+json"
+log = logging.getLogger("episteme.api")
+
+
+class Problem(BaseModel):
+    """An error, as every route reports it."""
+
+    type: str = Field(examples=["urn:episteme:problem:not-found"])
+    title: str = Field(examples=["Not found"])
+    status: int = Field(examples=[404])
+    detail: str = Field(examples=["no assertion with id 'a_7f3e': check the id or prefix"])
+    field: str | None = Field(None, examples=["id"])
+
+
+def _slug(title: str) -> str:
+    return "urn:episteme:problem:" + title.lower().replace(" ", "-")
+
+
+def problem(
+    status: int, title: str, detail: str, field: str | None = None, **headers: str
+) -> Response:
+    body = {"type": _slug(title), "title": title, "status": status, "detail": detail}
+    body["field"] = field
+    return Response(orjson.dumps(body), status, headers=headers or None, media_type=MEDIA_TYPE)
+
+
+def responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI entries for the problems a route can answer with."""
+    out: dict[int | str, dict[str, Any]] = {}
+    for status in statuses:
+        out[status] = {
+            "model": Problem,
+            "description": _DESCRIPTIONS[status],
+            "content": {MEDIA_TYPE: {"schema": {"$ref": "#/components/schemas/Problem"}}},
+        }
+    return out
+
+
+_DESCRIPTIONS = {
+    400: "Invalid input: the detail says what to fix",
+    401: "Missing, unknown, expired or revoked bearer token",
+    403: "The token's roles do not allow this (the refusal is recorded)",
+    404: "Unknown id, subject, lens or epoch",
+    409: "The current state forbids this change",
+    413: "The request body is over the size limit",
+    422: "The request does not match the schema: wrong type, missing or unknown field",
+    503: "The store is unavailable",
+}
+
+
+def _validation_detail(exc: RequestValidationError) -> tuple[int, str, str, str | None]:
+    err = exc.errors()[0]
+    loc = [str(p) for p in err.get("loc", ()) if p not in ("body", "query", "path", "header")]
+    field = ".".join(loc) or None
+    kind = err.get("type", "")
+    if kind == "json_invalid":
+        where = err.get("ctx", {}).get("error", "")
+        return 400, "Malformed JSON", f"the request body is not valid JSON: {where}", None
+    if kind == "extra_forbidden":
+        name = loc[-1] if loc else "?"
+        hint = ""
+        if name in ("agent", "by", "actor", "principal"):
+            hint = ": who is acting comes from the bearer token, never from the body"
+        return 422, "Unknown field", f"unknown field {name!r}{hint}", field
+    msg = err.get("msg", "invalid value")
+    given = err.get("input")
+    shown = f" (got {given!r})" if isinstance(given, str | int | float | bool) else ""
+    if kind == "missing":
+        shown = ""
+    prefix = f"{field}: " if field else ""
+    return 422, "Invalid request", f"{prefix}{msg}{shown}"[:500], field
+
+
+def install(app: FastAPI) -> None:
+    """Register the handlers that turn every error into a problem."""
+
+    @app.exception_handler(EpistemeError)
+    async def _episteme(request: Request, exc: EpistemeError) -> Response:
+        headers = {"WWW-Authenticate": "Bearer"} if isinstance(exc, Unauthenticated) else {}
+        return problem(exc.status, exc.title, exc.message, exc.field, **headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> Response:
+        status, title, detail, field = _validation_detail(exc)
+        return problem(status, title, detail, field)
+
+    @app.exception_handler(HTTPException)
+    async def _http(request: Request, exc: HTTPException) -> Response:
+        if exc.status_code == 404:
+            detail = f"no route {request.url.path}: see /docs for the API"
+            return problem(404, "Not found", detail)
+        if exc.status_code == 405:
+            detail = f"{request.method} is not allowed on {request.url.path}: see /docs"
+            return problem(405, "Method not allowed", detail, **(exc.headers or {}))
+        return problem(exc.status_code, "HTTP error", str(exc.detail), **(exc.headers or {}))
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> Response:
+        log.exception("unexpected error on %s %s", request.method, request.url.path)
+        detail = "unexpected server error: it was logged; retry, and report it if it persists"
+        return problem(500, "Internal error", detail)

@@ -1,0 +1,149 @@
+"""Request bodies of the API, with examples for the OpenAPI document.
+
+Bodies refuse unknown fields. None of them names who is acting: the principal is
+the bearer token's. Values are checked again by the library, which is the authority
+on subjects, names and lifecycle moves.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, WithJsonSchema
+from whenever import Instant
+
+from episteme.ledger.access import Role, TokenRecord
+from episteme.ledger.model import Kind, Lifecycle
+
+WireTime = Annotated[
+    Instant,
+    WithJsonSchema({"type": "string", "format": "date-time", "example": "2026-11-21T21:00:00Z"}),
+]
+"""An instant on the wire: RFC 3339, any offset (answers always use UTC, ``Z``)."""
+
+
+def _examples(*examples: dict[str, Any]) -> ConfigDict:
+    return ConfigDict(extra="forbid", json_schema_extra={"examples": list(examples)})
+
+
+class AssertionBody(BaseModel):
+    model_config = _examples(
+        {
+            "subject": "auth.jwt.algorithm",
+            "value": "RS256",
+            "confidence": 0.92,
+            "source": "runbook://auth/jwt",
+            "epoch": "auth-docs-2026-11",
+        }
+    )
+
+    subject: str = Field(max_length=512, description="dotted subject, e.g. auth.jwt.algorithm")
+    value: JsonValue = Field(description="any JSON value")
+    kind: Kind = Kind.FACT
+    confidence: float = Field(1.0, ge=0.0, le=1.0)
+    lifecycle: Literal[Lifecycle.PROPOSED, Lifecycle.APPROVED] = Lifecycle.PROPOSED
+    source: str | None = Field(None, max_length=2048)
+    evidence: str | None = Field(None, max_length=65536)
+    epoch: str | None = Field(None, max_length=256)
+    derived_from: list[str] = Field(default_factory=list, max_length=1000)
+    valid_from: WireTime | None = None
+    valid_to: WireTime | None = None
+
+
+class BatchBody(BaseModel):
+    model_config = _examples({"assertions": [{"subject": "auth.jwt.algorithm", "value": "RS256"}]})
+
+    assertions: list[AssertionBody] = Field(min_length=1, max_length=10_000)
+
+
+class QueryBody(BaseModel):
+    model_config = _examples(
+        {"subject": "auth.jwt.algorithm", "lens": "approved", "context": {"task": "deploy"}},
+        {"subject": "auth", "lens": "approved", "at": "2026-11-21T21:00:00Z"},
+        {"text": "jwt algorithm", "lens": "consensus"},
+    )
+
+    subject: str | None = Field(
+        None, max_length=512, description="a subject, or a prefix covering everything below it"
+    )
+    text: str | None = Field(None, max_length=1024, description="full-text words")
+    lens: str = Field("approved", max_length=256, description="approved (default) … or custom")
+    at: WireTime | None = Field(None, description="read as of this time (default: now)")
+    context: dict[str, JsonValue] = Field(
+        default_factory=dict, description="the caller's task, session or ticket, kept in the audit"
+    )
+
+
+class DecisionBody(BaseModel):
+    model_config = _examples(
+        {"action": "deployed auth config v42", "query_ids": ["q_3f9a1c2b7d4e5f60a1b2c3d4"]}
+    )
+
+    action: str = Field(min_length=1, max_length=4096)
+    query_ids: list[str] = Field(default_factory=list, max_length=1000)
+    context: dict[str, JsonValue] = Field(default_factory=dict)
+
+
+class ReviewBody(BaseModel):
+    model_config = _examples({"reason": "matches the production config"})
+
+    reason: str | None = Field(None, max_length=4096)
+
+
+class CorrectBody(BaseModel):
+    model_config = _examples(
+        {"reason": "production verifies RS256", "value": "RS256", "forbid": True}
+    )
+
+    reason: str = Field(min_length=1, max_length=4096)
+    value: JsonValue = Field(None, description="the right value, recorded as approved")
+    forbid: bool = Field(False, description="add a negative constraint against the bad value")
+
+
+class ReasonBody(BaseModel):
+    model_config = _examples({"reason": "the document was withdrawn"})
+
+    reason: str = Field(min_length=1, max_length=4096)
+
+
+class RebuildBody(BaseModel):
+    model_config = _examples({"repair": False})
+
+    repair: bool = False
+
+
+class TokenBody(BaseModel):
+    model_config = _examples(
+        {"name": "deploy-agent", "roles": ["agent"]},
+        {"name": "alice", "roles": ["supervisor"], "expires": "2026-12-31T00:00:00Z"},
+    )
+
+    name: str = Field(min_length=1, max_length=256, description="the principal")
+    roles: list[Role] = Field(min_length=1)
+    kind: Literal["agent", "human"] | None = Field(
+        None, description="default: agent for agent-only tokens, human otherwise"
+    )
+    expires: WireTime | None = None
+
+
+class IssuedToken(BaseModel):
+    """A new token: `token` is shown here once and never again."""
+
+    token: str
+    record: TokenRecord
+
+
+class CheckBody(BaseModel):
+    model_config = _examples(
+        {"plan": "set auth.jwt.algorithm to ES256", "subjects": ["auth.jwt.algorithm"]}
+    )
+
+    plan: str = Field(min_length=1, max_length=65536, description="what you are about to do")
+    subjects: list[str] = Field(default_factory=list, max_length=100)
+
+
+class Health(BaseModel):
+    status: Literal["ok", "degraded"]
+    store: str
+    journal_events: int
+    workers: dict[str, str]

@@ -1,0 +1,44 @@
+"""Server settings: flags override `EPISTEME_*` environment variables override defaults."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pydantic import BaseModel, Field, ValidationError
+
+from episteme.errors import InvalidInput
+from episteme.ledger.model import describe
+
+DEFAULT_HOME = Path("~/.episteme")
+MiB = 1024 * 1024
+
+
+class Settings(BaseModel):
+    """How `episteme serve` runs. Every field has an `EPISTEME_<NAME>` variable."""
+
+    home: Path = DEFAULT_HOME
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535)
+    workers: int = Field(1, ge=1, le=64)
+    max_body: int = Field(MiB, ge=1024, description="largest request body, in bytes")
+    mcp: bool = True
+
+    @classmethod
+    def from_env(cls, **overrides: object) -> Settings:
+        """Settings from `EPISTEME_*` variables, then the given overrides (None is skipped)."""
+        raw: dict[str, object] = {}
+        for name in cls.model_fields:
+            value = os.environ.get(f"EPISTEME_{name.upper()}")
+            if value is not None and value != "":
+                raw[name] = value
+        raw.update({k: v for k, v in overrides.items() if v is not None})
+        try:
+            settings = cls.model_validate(raw)
+        except ValidationError as exc:
+            raise InvalidInput(f"invalid server setting: {describe(exc)}") from None
+        return settings.model_copy(update={"home": settings.home.expanduser()})
+
+    def to_env(self) -> dict[str, str]:
+        """The variables that reproduce these settings in a worker process."""
+        return {f"EPISTEME_{k.upper()}": str(v) for k, v in self.model_dump().items()}

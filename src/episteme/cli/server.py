@@ -1,0 +1,189 @@
+"""Server commands: `serve`, `token create|list|revoke`, `denials`, `check`."""
+
+from __future__ import annotations
+
+import getpass
+import os
+import shutil
+from typing import Annotated
+
+import typer
+
+from episteme.cli import render
+from episteme.cli.common import (
+    Home,
+    Json,
+    TimeOpt,
+    app,
+    default_home,
+    emit,
+    open_ledger,
+    state,
+    when,
+)
+from episteme.ledger import Ledger
+from episteme.ledger.store import DB_FILE
+
+
+def local_actor() -> str:
+    """Who a local admin command acts as: the operating-system user."""
+    try:
+        return f"local:{getpass.getuser()}"
+    except (KeyError, OSError):  # no passwd entry (some containers)
+        return "local:admin"
+
+
+@app.command()
+def serve(
+    ctx: typer.Context,
+    home: Home = None,
+    host: Annotated[str | None, typer.Option(help="Address to bind [env EPISTEME_HOST].")] = None,
+    port: Annotated[int | None, typer.Option(help="Port [env EPISTEME_PORT; 8000].")] = None,
+    workers: Annotated[
+        int | None, typer.Option(help="Worker processes [env EPISTEME_WORKERS; 1].")
+    ] = None,
+    max_body: Annotated[
+        int | None, typer.Option(help="Largest request body in bytes [env EPISTEME_MAX_BODY].")
+    ] = None,
+) -> None:
+    """Serve the REST API, /metrics and MCP at /mcp (creating the ledger and an admin token)."""
+    import uvicorn
+
+    from episteme.api.app import create_app
+    from episteme.api.metrics import MULTIPROC_ENV
+    from episteme.api.settings import Settings
+
+    settings = Settings.from_env(
+        home=home or default_home(), host=host, port=port, workers=workers, max_body=max_body
+    )
+    console = state(ctx).console
+    fresh = not (settings.home / DB_FILE).exists()
+    ledger = (Ledger.init if fresh else Ledger.open)(settings.home, clock=state(ctx).clock)
+    with ledger:
+        if not ledger.tokens():
+            secret, record = ledger.issue_token("admin", ["admin"], by=local_actor())
+            console.print(f"created admin token {record.id}; it is shown once, keep it safe:")
+            console.print(secret, markup=False, highlight=False)
+    where = f"http://{settings.host}:{settings.port}"
+    console.print(f"serving {settings.home / DB_FILE} on {where} (API reference: {where}/docs)")
+    if settings.workers == 1:
+        uvicorn.run(
+            create_app(settings, clock=state(ctx).clock),
+            host=settings.host,
+            port=settings.port,
+            log_level="warning",
+        )
+        return
+    metrics_dir = settings.home / "metrics"
+    shutil.rmtree(metrics_dir, ignore_errors=True)
+    metrics_dir.mkdir(parents=True)
+    os.environ[MULTIPROC_ENV] = str(metrics_dir)
+    os.environ.update(settings.to_env())
+    uvicorn.run(
+        "episteme.api.app:factory",
+        factory=True,
+        host=settings.host,
+        port=settings.port,
+        workers=settings.workers,
+        log_level="warning",
+    )
+
+
+token_app = typer.Typer(help="Bearer tokens: who may call the API and MCP.", no_args_is_help=True)
+app.add_typer(token_app, name="token")
+
+
+@token_app.command("create")
+def token_create(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Option("--name", help="The principal, e.g. deploy-agent.")],
+    role: Annotated[
+        list[str], typer.Option("--role", help="agent, supervisor, approver or admin (repeatable).")
+    ],
+    kind: Annotated[
+        str | None, typer.Option(help="agent or human [default: agent for agent-only tokens].")
+    ] = None,
+    expires: TimeOpt = None,
+    home: Home = None,
+    as_json: Json = False,
+) -> None:
+    """Issue a token; the secret is printed once and never stored."""
+    with open_ledger(ctx, home) as ledger:
+        at = when(ctx, expires, "--expires")
+        secret, record = ledger.issue_token(name, role, by=local_actor(), kind=kind, expires=at)
+    if not emit(ctx, as_json, {"token": secret, "record": record}):
+        console = state(ctx).console
+        roles = ", ".join(record.roles)
+        console.print(f"token {record.id} for {record.principal} ({record.kind}; {roles})")
+        console.print(secret, markup=False, highlight=False)
+        console.print("it is shown once: store it in your secret store now")
+
+
+@token_app.command("list")
+def token_list(
+    ctx: typer.Context,
+    name: Annotated[str | None, typer.Option("--name", help="Only this principal.")] = None,
+    home: Home = None,
+    as_json: Json = False,
+) -> None:
+    """Tokens with their principal, roles and state (never secrets)."""
+    with open_ledger(ctx, home) as ledger:
+        rows = ledger.tokens(name)
+        now = ledger.clock.now()
+    if not emit(ctx, as_json, rows):
+        state(ctx).console.print(render.tokens(rows, now))
+
+
+@token_app.command("revoke")
+def token_revoke(
+    ctx: typer.Context,
+    ref: Annotated[str, typer.Argument(help="A token id (t_…), or a principal: all its tokens.")],
+    reason: Annotated[str, typer.Option("--reason", help="Why.")],
+    home: Home = None,
+    as_json: Json = False,
+) -> None:
+    """Revoke a token now; calls with it get 401 and are recorded."""
+    with open_ledger(ctx, home) as ledger:
+        rows = ledger.revoke_token(ref, by=local_actor(), reason=reason)
+    if not emit(ctx, as_json, rows):
+        for t in rows:
+            state(ctx).console.print(f"revoked {t.id} ({t.principal})")
+
+
+@app.command()
+def denials(
+    ctx: typer.Context,
+    principal: Annotated[str | None, typer.Option(help="Only this principal.")] = None,
+    since: TimeOpt = None,
+    limit: Annotated[int, typer.Option(help="At most this many.")] = 100,
+    home: Home = None,
+    as_json: Json = False,
+) -> None:
+    """Refused calls, newest first: who tried what, and why it was refused."""
+    with open_ledger(ctx, home) as ledger:
+        rows = ledger.denials(principal=principal, since=when(ctx, since, "--since"), limit=limit)
+    if not emit(ctx, as_json, rows):
+        state(ctx).console.print(render.denials(rows))
+
+
+@app.command()
+def check(
+    ctx: typer.Context,
+    plan: Annotated[str, typer.Argument(help="What you are about to do, in words.")],
+    subject: Annotated[
+        list[str] | None, typer.Option("--subject", "-s", help="A subject it touches (repeatable).")
+    ] = None,
+    home: Home = None,
+    as_json: Json = False,
+) -> None:
+    """Pre-flight: the negative constraints a plan would violate (exit 1 if any)."""
+    with open_ledger(ctx, home) as ledger:
+        result = ledger.check(plan, subject or [])
+    if not emit(ctx, as_json, result):
+        console = state(ctx).console
+        for v in result.violations:
+            console.print(f"[red]violation[/] {v.message} ({v.constraint.id})")
+        if result.ok:
+            console.print(f"no violation ({result.checked} constraints in scope)")
+    if not result.ok:
+        raise typer.Exit(1)
