@@ -28,16 +28,24 @@ def test_ledger_names() -> None:
 def test_ledger_methods() -> None:
     public = sorted(n for n in dir(episteme.ledger.Ledger) if not n.startswith("_"))
     assert public == [
-        "add", "answer", "approve", "assert_one", "audit", "blame", "close", "correct",
-        "decide", "define_lens", "deprecate", "diff", "epoch", "export", "get", "impact",
-        "import_events", "init", "lens_spec", "lenses", "open", "query", "rebuild", "reject",
-        "served", "supersede_epoch", "trace", "verify",
+        "add", "answer", "approve", "assert_one", "audit", "authenticate", "blame", "check",
+        "close", "correct", "decide", "define_lens", "denials", "deny", "deprecate", "diff",
+        "epoch", "export", "get", "impact", "import_events", "init", "issue_token", "lens_spec",
+        "lenses", "open", "query", "rebuild", "reject", "revoke_token", "served",
+        "supersede_epoch", "tokens", "trace", "verify",
     ]  # fmt: skip
 
 
 def test_exception_tree() -> None:
     e = episteme.errors
-    for user in (e.InvalidInput, e.NotFound, e.Conflict):
+    for user in (
+        e.InvalidInput,
+        e.TooLarge,
+        e.Unauthenticated,
+        e.Forbidden,
+        e.NotFound,
+        e.Conflict,
+    ):
         assert issubclass(user, e.UserError)
         assert 400 <= user.status < 500
         assert user.exit_code == 2

@@ -20,6 +20,7 @@ from episteme.ledger.access import Op, Principal, TokenRefused
 from episteme.ledger.core import Ledger
 
 from .metrics import Metrics
+from .problems import problem
 
 _bearer = HTTPBearer(auto_error=False, description="A token from `episteme token create`")
 
@@ -99,23 +100,33 @@ class BodyLimit:
             return
         for name, value in scope["headers"]:
             if name == b"content-length" and value.isdigit() and int(value) > self.limit:
-                from .problems import problem
-
                 response = problem(413, TooLarge.title, self._message(), "body")
                 await response(scope, receive, send)
                 return
         seen = 0
+        over = False
+        replaced = False
 
         async def counting() -> Message:
-            nonlocal seen
+            nonlocal seen, over
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > self.limit:
+                    over = True  # the route fails to read its body; its answer is replaced
                     raise TooLarge(self._message(), field="body")
             return message
 
-        await self.app(scope, counting, send)
+        async def sending(message: Message) -> None:
+            nonlocal replaced
+            if over and message["type"] == "http.response.start":
+                replaced = True
+                response = problem(413, TooLarge.title, self._message(), "body")
+                await response(scope, receive, send)
+            elif not replaced:
+                await send(message)
+
+        await self.app(scope, counting, sending)
 
     def _message(self) -> str:
         return (

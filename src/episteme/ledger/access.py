@@ -6,7 +6,9 @@ it is issued. The API and the MCP server both authenticate through `Ledger.authe
 and authorize through `Principal.require`, so the rules live here, in one table.
 
 Roles nest: ``admin`` holds every role, ``supervisor`` holds ``agent``. ``approver``
-(credential approvals) stands apart; only ``admin`` includes it.
+(credential approvals) stands apart; only ``admin`` includes it. Reading (answers
+without audit, history, trace, impact, diff, the audit itself) is open to every role:
+whoever is on call must be able to investigate.
 """
 
 from __future__ import annotations
@@ -56,8 +58,8 @@ class Op(StrEnum):
     DENIALS = "denials"
 
 
-PERMISSIONS: dict[Op, Role] = {
-    Op.READ: Role.AGENT,
+PERMISSIONS: dict[Op, Role | None] = {
+    Op.READ: None,  # any role
     Op.ASSERT: Role.AGENT,
     Op.QUERY: Role.AGENT,
     Op.DECIDE: Role.AGENT,
@@ -71,7 +73,7 @@ PERMISSIONS: dict[Op, Role] = {
     Op.EXPORT: Role.ADMIN,
     Op.TOKENS: Role.ADMIN,
 }
-"""The role each operation needs (a role that holds it will do)."""
+"""The role each operation needs (a role that holds it will do); None: any role."""
 
 
 class Principal(BaseModel):
@@ -88,7 +90,8 @@ class Principal(BaseModel):
         return any(role in _HOLDS[r] for r in self.roles)
 
     def allows(self, op: Op) -> bool:
-        return self.holds(PERMISSIONS[op])
+        need = PERMISSIONS[op]
+        return bool(self.roles) if need is None else self.holds(need)
 
     def require(self, op: Op) -> None:
         """Raise `Forbidden` unless one of the principal's roles allows `op`."""

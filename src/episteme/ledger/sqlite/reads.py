@@ -14,7 +14,7 @@ from typing import Any
 import orjson
 
 from episteme.errors import InvalidInput, NotFound
-from episteme.ledger.access import Denial, TokenRecord
+from episteme.ledger.access import Denial, Role, TokenRecord
 from episteme.ledger.journal import Event
 from episteme.ledger.lenses import LensSpec
 from episteme.ledger.model import Assertion, Candidate, Hidden, Lifecycle
@@ -492,7 +492,7 @@ class Reader:
                 id=r[0],
                 principal=r[1],
                 kind=r[2],
-                roles=orjson.loads(r[3]),
+                roles=[Role(x) for x in orjson.loads(r[3])],
                 created_at=from_us(r[4]),
                 created_by=r[5],
                 expires_at=_opt(r[6]),

@@ -1,0 +1,193 @@
+"""Bad input gets a 4xx problem that names what to fix, and nothing is written."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from whenever import TimeDelta
+
+from episteme.api import Settings, create_app
+from episteme.ledger import Ledger
+from episteme.timeutil import ManualClock
+from tests.api.conftest import Api
+
+
+def _problem(r: Any, status: int, *words: str) -> dict[str, Any]:
+    assert r.status_code == status, r.text
+    assert r.headers["content-type"] == "application/problem+json"
+    body: dict[str, Any] = r.json()
+    assert set(body) == {"type", "title", "status", "detail", "field"}
+    assert body["status"] == status
+    assert body["type"].startswith("urn:episteme:problem:")
+    for word in words:
+        assert word in body["detail"], body
+    return body
+
+
+def _head(api: Api) -> int:
+    return api.ledger.store.head()[0]
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "words", "field"),
+    [
+        ({"subject": "a.b", "value": 1, "agent": "someone-else"}, 422, ["unknown field 'agent'", "bearer token"], "agent"),
+        ({"subject": "a.b", "value": 1, "colour": "red"}, 422, ["unknown field 'colour'"], "colour"),
+        ({"subject": "a.b"}, 422, ["value", "Field required"], "value"),
+        ({"subject": 5, "value": 1}, 422, ["subject", "valid string"], "subject"),
+        ({"subject": "a.b", "value": 1, "confidence": 2}, 422, ["confidence", "less than or equal to 1"], "confidence"),
+        ({"subject": "a b", "value": 1}, 400, ["dotted segments"], "subject"),
+        ({"subject": "a.b", "value": 1, "valid_from": "yesterday"}, 422, ["valid_from"], "valid_from"),
+        ({"subject": "a.b", "value": 1, "derived_from": ["nope"]}, 404, ["nope"], "id"),
+    ],
+)  # fmt: skip
+def test_bad_assertions_are_refused_and_nothing_is_written(
+    api: Api, body: dict[str, Any], status: int, words: list[str], field: str
+) -> None:
+    before = _head(api)
+    problem = _problem(api.call("POST", "/v1/assertions", json=body), status, *words)
+    assert problem["field"] == field
+    assert _head(api) == before
+
+
+def test_malformed_json_is_a_400(api: Api) -> None:
+    r = api.call(
+        "POST", "/v1/query", content=b'{"subject": ', headers={"content-type": "application/json"}
+    )
+    _problem(r, 400, "not valid JSON")
+
+
+def test_a_batch_is_all_or_nothing(api: Api) -> None:
+    before = _head(api)
+    good = {"subject": "svc.a", "value": 1}
+    r = api.call(
+        "POST",
+        "/v1/assertions/batch",
+        json={"assertions": [good, {"subject": "bad subject", "value": 2}]},
+    )
+    problem = _problem(r, 400, "assertion 2")
+    assert problem["field"] == "subject"
+    assert _head(api) == before
+    assert api.ledger.audit() == []
+
+
+def test_oversized_bodies_are_refused_before_reading(api: Api, ledger: Ledger, home: Any) -> None:
+    big = {"subject": "a.b", "value": "x" * (1024 * 1024)}
+    _problem(
+        api.call("POST", "/v1/assertions", json=big),
+        413,
+        "over 1,048,576 bytes",
+        "EPISTEME_MAX_BODY",
+    )
+    # a chunked body without Content-Length is counted as it arrives
+    chunks = (b"x" * 65536 for _ in range(20))
+    r = api.call(
+        "POST", "/v1/assertions", content=chunks, headers={"content-type": "application/json"}
+    )
+    _problem(r, 413, "over 1,048,576 bytes")
+    assert ledger.store.head()[0] == 4  # the four role tokens, nothing else
+
+
+def test_the_limit_is_configurable(ledger: Ledger, home: Any) -> None:
+    from starlette.testclient import TestClient
+
+    secret, _ = ledger.issue_token("a", ["agent"], by="admin")
+    app = create_app(Settings(home=home, mcp=False, max_body=2048), ledger=ledger)
+    with TestClient(app) as client:
+        auth = {"Authorization": f"Bearer {secret}"}
+        r = client.post(
+            "/v1/assertions", json={"subject": "a.b", "value": "x" * 3000}, headers=auth
+        )
+        assert r.status_code == 413 and "2,048 bytes" in r.json()["detail"]
+        r = client.post(
+            "/v1/assertions", json={"subject": "a.b", "value": "x" * 1000}, headers=auth
+        )
+        assert r.status_code == 201
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "role", "status", "words"),
+    [
+        ("GET", "/v1/assertions/ffff", "agent", 404, ["ffff"]),
+        ("GET", "/v1/trace/d_nope", "agent", 404, ["d_nope"]),
+        ("GET", "/v1/epochs/never", "agent", 404, ["never"]),
+        ("POST", "/v1/epochs/never/supersede", "supervisor", 404, ["never"]),
+        ("GET", "/v1/nowhere", "agent", 404, ["/v1/nowhere", "/docs"]),
+        ("DELETE", "/v1/query", "agent", 405, ["DELETE"]),
+        ("GET", "/v1/diff", "agent", 422, ["since", "Field required"]),
+        ("GET", "/v1/audit?limit=0", "agent", 422, ["limit"]),
+        ("GET", "/v1/audit?since=9pm", "agent", 422, ["since"]),
+    ],
+)
+def test_unknown_things_and_bad_parameters(
+    api: Api, method: str, path: str, role: str, status: int, words: list[str]
+) -> None:
+    json = {"reason": "x"} if method == "POST" else None
+    _problem(api.call(method, path, role=role, json=json), status, *words)
+
+
+def test_conflicts_say_what_to_do(api: Api) -> None:
+    a = api.call("POST", "/v1/assertions", json={"subject": "auth.alg", "value": "RS256"}).json()
+    assert (
+        api.call(
+            "POST", f"/v1/assertions/{a['id']}/approve", role="supervisor", json={}
+        ).status_code
+        == 200
+    )
+    r = api.call("POST", f"/v1/assertions/{a['id']}/reject", role="supervisor", json={})
+    _problem(r, 409, "correct")
+
+
+def test_unknown_revoked_and_expired_tokens(api: Api, clock: ManualClock) -> None:
+    r = api.client.get("/v1/whoami", headers={"Authorization": "Bearer ep_not-a-token"})
+    _problem(r, 401, "unknown token")
+    r = api.client.get("/v1/whoami", headers={"Authorization": "Basic dXNlcjpwYXNz"})
+    _problem(r, 401, "no bearer token")
+
+    secret, rec = api.ledger.issue_token(
+        "ci-bot", ["agent"], by="admin", expires=clock.now().add(hours=1)
+    )
+    auth = {"Authorization": f"Bearer {secret}"}
+    assert api.client.get("/v1/whoami", headers=auth).json()["name"] == "ci-bot"
+    clock.advance(TimeDelta(hours=2))
+    _problem(api.client.get("/v1/whoami", headers=auth), 401, f"token {rec.id} of ci-bot expired")
+
+    secret, rec = api.ledger.issue_token("deploy-agent", ["agent"], by="admin")
+    api.ledger.revoke_token("deploy-agent", by="admin", reason="leaked in a log")
+    r = api.call(
+        "POST",
+        "/v1/query",
+        role=None,
+        json={"subject": "auth"},
+        headers={"Authorization": f"Bearer {secret}"},
+    )
+    _problem(r, 401, f"token {rec.id} of deploy-agent revoked")
+    # the attempts with known tokens are recorded; the unknown one cannot be attributed
+    denied = {(d.principal, d.operation) for d in api.ledger.denials()}
+    assert denied == {("ci-bot", "authenticate"), ("deploy-agent", "authenticate")}
+    assert api.ledger.audit(agent="deploy-agent") == []
+
+
+def test_secrets_never_come_back(api: Api) -> None:
+    """A token secret is in the create answer once, and nowhere else: not in lists or errors."""
+    r = api.call(
+        "POST", "/v1/tokens", role="admin", json={"name": "canary-agent", "roles": ["agent"]}
+    )
+    assert r.status_code == 201
+    canary = r.json()["token"]
+    assert canary.startswith("ep_")
+    seen = [
+        api.call("GET", "/v1/tokens", role="admin").text,
+        api.call("GET", "/v1/export", role="admin").text,
+        api.call("GET", "/v1/denials", role="supervisor").text,
+        api.client.get("/v1/whoami", headers={"Authorization": f"Bearer {canary}x"}).text,
+        api.call(
+            "POST", "/v1/tokens/canary-agent/revoke", role="admin", json={"reason": "test"}
+        ).text,
+        api.client.get("/v1/whoami", headers={"Authorization": f"Bearer {canary}"}).text,
+    ]
+    for text in seen:
+        assert canary not in text
+    rows = api.ledger.store.conn.execute("SELECT * FROM journal").fetchall()
+    assert not any(canary in str(row) for row in rows)

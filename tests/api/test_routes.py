@@ -1,0 +1,160 @@
+"""The ledger over HTTP: each route is the library call, acting as the token's principal."""
+
+from __future__ import annotations
+
+from whenever import TimeDelta
+
+from episteme.timeutil import ManualClock
+from tests.api.conftest import Api
+
+
+def test_the_es256_story_over_http(api: Api, clock: ManualClock) -> None:
+    good = api.call(
+        "POST",
+        "/v1/assertions",
+        json={"subject": "auth.jwt.algorithm", "value": "RS256", "confidence": 0.92},
+    )
+    assert good.status_code == 201
+    assert good.json()["agent"] == "agent-1"  # the token's principal, never the body's
+    rs = good.json()["id"]
+    r = api.call(
+        "POST", f"/v1/assertions/{rs}/approve", role="supervisor", json={"reason": "matches prod"}
+    )
+    assert r.json()["lifecycle"] == "approved"
+    clock.advance(TimeDelta(minutes=5))
+    bad = api.call(
+        "POST",
+        "/v1/assertions",
+        json={
+            "subject": "auth.jwt.algorithm",
+            "value": "ES256",
+            "confidence": 0.87,
+            "epoch": "jwt-migration",
+        },
+    )
+    es = bad.json()["id"]
+
+    ans = api.call(
+        "POST", "/v1/query", json={"subject": "auth.jwt.algorithm", "context": {"task": "deploy"}}
+    ).json()
+    assert [i["assertion"]["value"] for i in ans["items"]] == ["RS256"]
+    assert ans["summary"] == "1 proposed assertion hidden"
+    assert ans["hidden"]["ids"] == [es]
+    latest = api.call(
+        "POST", "/v1/query", json={"subject": "auth.jwt.algorithm", "lens": "latest"}
+    ).json()
+    assert latest["items"][0]["assertion"]["value"] == "ES256"
+
+    d = api.call(
+        "POST",
+        "/v1/decisions",
+        json={"action": "deployed auth config", "query_ids": [latest["query_id"]]},
+    )
+    assert d.status_code == 201 and d.json()["agent"] == "agent-1"
+    tr = api.call("GET", f"/v1/trace/{d.json()['id']}").json()
+    assert tr["agents"] == ["agent-1"] and es in [a["id"] for a in tr["assertions"]]
+
+    im = api.call("GET", f"/v1/impact/{es}").json()
+    assert im["decisions"][0]["id"] == d.json()["id"]
+    audit = api.call("GET", "/v1/audit", params={"agent": "agent-1"}).json()
+    assert [q["lens"] for q in audit] == ["latest", "approved"]
+    assert audit[1]["context"] == {"task": "deploy"}
+    served = api.call("GET", "/v1/served", params={"subject": "auth.jwt.algorithm"}).json()
+    assert len(served) == 2
+    diff = api.call(
+        "GET", "/v1/diff", params={"prefix": "auth", "since": "2026-11-21T00:00:00Z"}
+    ).json()
+    assert diff["counts"]["added"] == 2
+    blame = api.call("GET", f"/v1/blame/{es[:10]}").json()
+    assert blame[0]["assertion"]["agent"] == "agent-1"
+    assert api.call("GET", "/v1/epochs/jwt-migration").json()["epoch"]["assertions"] == 1
+
+    fix = api.call(
+        "POST",
+        f"/v1/assertions/{es}/correct",
+        role="supervisor",
+        json={"reason": "prod verifies RS256", "value": "RS256", "forbid": True},
+    )
+    assert fix.status_code == 200, fix.text
+    body = fix.json()
+    assert body["corrected"]["lifecycle"] == "rejected"
+    assert body["correction"]["by"] == "supervisor-1"
+    assert body["constraint"]["forbid"] == ["ES256"]
+    check = api.call(
+        "POST",
+        "/v1/check",
+        json={"plan": "switch auth.jwt.algorithm to es256", "subjects": ["auth.jwt.algorithm"]},
+    ).json()
+    assert [v["matched"] for v in check["violations"]] == ["es256"]
+    assert "use 'RS256' instead" in check["violations"][0]["message"]
+    ok = api.call("POST", "/v1/check", json={"plan": "rotate the RS256 keys"}).json()
+    assert ok["violations"] == [] and ok["checked"] == 1
+
+
+def test_lenses_epochs_and_integrity(api: Api) -> None:
+    r = api.call(
+        "PUT",
+        "/v1/lenses/confident",
+        role="supervisor",
+        json={"lifecycles": ["approved", "proposed"], "min_confidence": 0.9},
+    )
+    assert r.status_code == 200
+    lenses = api.call("GET", "/v1/lenses").json()
+    assert {"approved", "latest", "consensus", "all", "confident"} <= set(lenses)
+    api.call(
+        "POST",
+        "/v1/assertions/batch",
+        json={
+            "assertions": [
+                {"subject": "db.pool", "value": 10, "epoch": "e1"},
+                {"subject": "db.timeout", "value": 30, "epoch": "e1"},
+            ]
+        },
+    )
+    r = api.call("POST", "/v1/epochs/e1/supersede", role="supervisor", json={"reason": "withdrawn"})
+    assert len(r.json()["retracted"]) == 2
+    assert api.call("GET", "/v1/verify", role="admin").json()["ok"] is True
+    assert api.call("POST", "/v1/rebuild", role="admin", json={}).json()["ok"] is True
+    lines = api.call("GET", "/v1/export", role="admin").text.splitlines()
+    assert len(lines) == api.ledger.store.head()[0]
+
+
+def test_tokens_over_http(api: Api) -> None:
+    r = api.call(
+        "POST", "/v1/tokens", role="admin", json={"name": "alice", "roles": ["supervisor", "agent"]}
+    )
+    assert r.status_code == 201
+    secret = r.json()["token"]
+    assert r.json()["record"]["kind"] == "human"
+    me = api.client.get("/v1/whoami", headers={"Authorization": f"Bearer {secret}"}).json()
+    assert me["name"] == "alice" and set(me["roles"]) == {"supervisor", "agent"}
+    listed = api.call("GET", "/v1/tokens", role="admin", params={"name": "alice"}).json()
+    assert [t["principal"] for t in listed] == ["alice"]
+    assert "hash" not in listed[0]
+    r = api.call(
+        "POST", f"/v1/tokens/{listed[0]['id']}/revoke", role="admin", json={"reason": "left"}
+    )
+    assert r.json()[0]["revoked_by"] == "admin-1"
+    assert (
+        api.client.get("/v1/whoami", headers={"Authorization": f"Bearer {secret}"}).status_code
+        == 401
+    )
+
+
+def test_health_and_metrics(api: Api) -> None:
+    h = api.client.get("/health")
+    assert h.status_code == 200
+    assert h.json()["store"] == "ok" and h.json()["journal_events"] == 4
+    api.call("POST", "/v1/assertions", json={"subject": "a.b", "value": 1})
+    api.call("POST", "/v1/query", json={"subject": "a.b"})
+    api.call("POST", "/v1/query", json={"subject": "a.b", "lens": "latest"})
+    api.call("POST", "/v1/assertions/x/approve", role="agent", json={})
+    text = api.call("GET", "/metrics").text
+    assert 'episteme_queries_total{lens="approved"} 1.0' in text
+    assert 'episteme_answers_hiding_total{lens="approved"} 1.0' in text
+    assert 'episteme_auth_refusals_total{status="403"} 1.0' in text
+    assert (
+        'episteme_http_request_duration_seconds_count{method="POST",route="/v1/query",status="200"} 2.0'
+        in text
+    )
+    assert "episteme_journal_events 8.0" in text

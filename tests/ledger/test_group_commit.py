@@ -1,0 +1,42 @@
+"""Concurrent writers share commits; a failing write fails alone."""
+
+from __future__ import annotations
+
+import threading
+
+from episteme.errors import InvalidInput
+from episteme.ledger import Ledger
+from episteme.timeutil import ManualClock
+
+
+def test_concurrent_writes_commit_in_groups_and_each_gets_its_own_outcome(
+    ledger: Ledger, clock: ManualClock
+) -> None:
+    errors: list[Exception] = []
+    ids: list[str] = []
+    lock = threading.Lock()
+
+    def agent(n: int) -> None:
+        for i in range(25):
+            try:
+                if i == 7:  # a bad write in the middle of everyone's groups
+                    ledger.assert_one(subject="bad subject", value=i, agent=f"agent-{n}")
+                a = ledger.assert_one(subject=f"svc{n}.k{i}", value=i, agent=f"agent-{n}")
+                q = ledger.query(f"svc{n}", agent=f"agent-{n}", lens="latest")
+                assert q.items and all(it.assertion.agent == f"agent-{n}" for it in q.items)
+                with lock:
+                    ids.append(a.id)
+            except InvalidInput as exc:
+                with lock:
+                    errors.append(exc)
+
+    threads = [threading.Thread(target=agent, args=(n,)) for n in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(errors) == 8  # each bad write failed, alone
+    assert len(ids) == 8 * 24
+    assert ledger.verify().ok
+    assert ledger.store.head()[0] == 8 * 24 * 2
+    assert ledger.rebuild().ok
