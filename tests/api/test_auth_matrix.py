@@ -116,8 +116,10 @@ def test_every_role_on_every_route(api: Api, clock: ManualClock, method: str, pa
     denials = api.ledger.denials()
     assert len(denials) == refused
     for d in denials:
-        assert d.target is not None and d.target.startswith(method + " /")
-        assert d.principal.endswith("-1") and d.token_id
+        assert d.target is not None
+        assert d.target.startswith(method + " /")
+        assert d.principal.endswith("-1")
+        assert d.token_id
 
 
 def test_roles_nest_as_documented() -> None:

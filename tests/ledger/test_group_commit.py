@@ -23,7 +23,8 @@ def test_concurrent_writes_commit_in_groups_and_each_gets_its_own_outcome(
                     ledger.assert_one(subject="bad subject", value=i, agent=f"agent-{n}")
                 a = ledger.assert_one(subject=f"svc{n}.k{i}", value=i, agent=f"agent-{n}")
                 q = ledger.query(f"svc{n}", agent=f"agent-{n}", lens="latest")
-                assert q.items and all(it.assertion.agent == f"agent-{n}" for it in q.items)
+                assert q.items
+                assert all(it.assertion.agent == f"agent-{n}" for it in q.items)
                 with lock:
                     ids.append(a.id)
             except InvalidInput as exc:
