@@ -72,7 +72,10 @@ def _request(aid: str, path: str) -> dict[str, Any]:
         body = {}
     elif path.startswith("/v1/lenses/"):
         body = {"lifecycles": ["approved"]}
-    params = {"subject": "auth", "since": "2026-11-21T00:00:00Z"}
+    params = {
+        "/v1/served": {"subject": "auth"},
+        "/v1/diff": {"since": "2026-11-21T00:00:00Z"},
+    }.get(path, {})
     return {"path": concrete, "json": body, "params": params}
 
 

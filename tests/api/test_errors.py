@@ -37,7 +37,7 @@ BAD_ASSERTIONS = [
     ({"value": DROP}, 422, ["value", "Field required"], "value"),
     ({"subject": 5}, 422, ["subject", "valid string"], "subject"),
     ({"confidence": 2}, 422, ["confidence", "less than or equal to 1"], "confidence"),
-    ({"subject": "a b"}, 400, ["dotted segments"], "subject"),
+    ({"subject": "a b"}, 422, ["dotted segments"], "subject"),
     ({"valid_from": "yesterday"}, 422, ["valid_from"], "valid_from"),
     ({"derived_from": ["nope"]}, 404, ["nope"], "id"),
 ]
@@ -69,8 +69,8 @@ def test_a_batch_is_all_or_nothing(api: Api) -> None:
         "/v1/assertions/batch",
         json={"assertions": [good, {"subject": "bad subject", "value": 2}]},
     )
-    problem = _problem(r, 400, "assertion 2")
-    assert problem["field"] == "subject"
+    problem = _problem(r, 422, "dotted segments")
+    assert problem["field"] == "assertions.1.subject"
     assert _head(api) == before
     assert api.ledger.audit() == []
 
@@ -195,3 +195,14 @@ def test_secrets_never_come_back(api: Api) -> None:
         assert canary not in text
     rows = api.ledger.store.conn.execute("SELECT * FROM journal").fetchall()
     assert not any(canary in str(row) for row in rows)
+
+
+def test_unknown_and_repeated_query_parameters_are_refused(api: Api) -> None:
+    """A typo must not widen an answer: `agnet=` would otherwise list every agent's reads."""
+    _problem(
+        api.call("GET", "/v1/audit", params={"agnet": "deploy-agent"}), 400, "'agnet'", "agent"
+    )
+    r = api.call("GET", "/v1/audit?agent=a&agent=b")
+    _problem(r, 400, "'agent' once")
+    # a stranger is told to authenticate first, not what the route takes
+    _problem(api.call("GET", "/v1/audit", role=None, params={"agnet": "x"}), 401)

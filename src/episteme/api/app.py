@@ -63,7 +63,7 @@ def create_app(
         version=__version__,
         description=DESCRIPTION,
         lifespan=lifespan,
-        responses=problems.responses(422),
+        responses=problems.responses(400, 413, 422),
     )
     app.state.ledger = led
     app.state.metrics = metrics
@@ -91,7 +91,10 @@ def create_app(
         "/metrics",
         tags=["service"],
         summary="Prometheus metrics (any valid token)",
-        responses={200: {"content": {"text/plain": {}}, "description": "exposition format"}},
+        responses={
+            200: {"content": {"text/plain": {}}, "description": "exposition format"},
+            **problems.responses(401, 403),
+        },
     )
     def scrape(who: object = ledger_routes.Caller(Op.READ)) -> Response:
         body, content_type = metrics.expose()

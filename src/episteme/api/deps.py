@@ -15,7 +15,7 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from episteme.errors import Forbidden, TooLarge, Unauthenticated
+from episteme.errors import Forbidden, InvalidInput, TooLarge, Unauthenticated
 from episteme.ledger.access import Op, Principal, TokenRefused
 from episteme.ledger.core import Ledger
 
@@ -81,10 +81,31 @@ def allow(op: Op) -> Callable[..., Awaitable[Principal]]:
         principal = await authorize(
             ledger, metrics, creds.credentials if creds else None, op, target
         )
+        known_query(request)  # after authentication: a stranger learns nothing of the route
         request.state.principal = principal
         return principal
 
     return caller
+
+
+def known_query(request: Request) -> None:
+    """Refuse unknown or repeated query parameters: a typo must not widen an answer.
+
+    ``/v1/audit?agnet=deploy-agent`` would otherwise list every agent's reads.
+    """
+    route = request.scope.get("route")
+    dependant = getattr(route, "dependant", None)
+    if dependant is None:
+        return
+    allowed = {p.alias for p in dependant.query_params}
+    for name in request.query_params:
+        if name not in allowed:
+            known = ", ".join(sorted(allowed)) or "none"
+            raise InvalidInput(
+                f"unknown query parameter {name!r}: this route takes {known}", field=name
+            )
+        if len(request.query_params.getlist(name)) > 1:
+            raise InvalidInput(f"give the query parameter {name!r} once", field=name)
 
 
 class BodyLimit:

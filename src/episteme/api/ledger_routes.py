@@ -69,7 +69,7 @@ def _input(body: AssertionBody, who: Principal, n: int | None = None) -> Asserti
     "/assertions",
     status_code=201,
     response_model=Assertion,
-    responses=responses(400, 409),
+    responses=responses(400, 404, 409),
     tags=["assertions"],
     summary="Record one assertion (as the token's principal)",
 )
@@ -83,7 +83,7 @@ def add_assertion(
     "/assertions/batch",
     status_code=201,
     response_model=list[Assertion],
-    responses=responses(400, 409),
+    responses=responses(400, 404, 409),
     tags=["assertions"],
     summary="Record a batch of assertions: all of them, or on any error none",
 )

@@ -9,6 +9,7 @@ validation and unknown routes are mapped here, once. An unexpected failure is a
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any
 
 import orjson
@@ -48,14 +49,12 @@ def problem(
 
 def responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI entries for the problems a route can answer with."""
-    out: dict[int | str, dict[str, Any]] = {}
-    for status in statuses:
-        out[status] = {
-            "model": Problem,
-            "description": _DESCRIPTIONS[status],
-            "content": {MEDIA_TYPE: {"schema": {"$ref": "#/components/schemas/Problem"}}},
-        }
-    return out
+    # The schema inline, not `model=`: FastAPI would file a model under application/json.
+    schema = Problem.model_json_schema()
+    return {
+        status: {"description": _DESCRIPTIONS[status], "content": {MEDIA_TYPE: {"schema": schema}}}
+        for status in statuses
+    }
 
 
 _DESCRIPTIONS = {
@@ -64,9 +63,24 @@ _DESCRIPTIONS = {
     403: "The token's roles do not allow this (the refusal is recorded)",
     404: "Unknown id, subject, lens or epoch",
     409: "The current state forbids this change",
+    405: "The route does not take this method",
     413: "The request body is over the size limit",
     422: "The request does not match the schema: wrong type, missing or unknown field",
     503: "The store is unavailable",
+}
+
+
+_SUBJECT_HINT = (
+    "use dotted segments of letters, digits, '_' or '-', not starting with '-' "
+    "(e.g. auth.jwt.algorithm)"
+)
+_NAME_HINT = "start with a letter or digit; then letters, digits or _ . @ : / -"
+_PATTERN_HINTS = {
+    "subject": _SUBJECT_HINT,
+    "subjects": _SUBJECT_HINT,
+    "epoch": _NAME_HINT,
+    "lens": _NAME_HINT,
+    "name": _NAME_HINT,
 }
 
 
@@ -85,12 +99,28 @@ def _validation_detail(exc: RequestValidationError) -> tuple[int, str, str, str 
             hint = ": who is acting comes from the bearer token, never from the body"
         return 422, "Unknown field", f"unknown field {name!r}{hint}", field
     msg = err.get("msg", "invalid value")
+    if kind == "string_pattern_mismatch":
+        name = next((p for p in reversed(loc) if not p.isdigit()), "")
+        msg = _PATTERN_HINTS.get(name, msg)
     given = err.get("input")
     shown = f" (got {given!r})" if isinstance(given, str | int | float | bool) else ""
     if kind == "missing":
         shown = ""
     prefix = f"{field}: " if field else ""
     return 422, "Invalid request", f"{prefix}{msg}{shown}"[:500], field
+
+
+def _allowed_methods(app: FastAPI, path: str) -> str:
+    """Every method documented for `path` (one route per method: Starlette sees only one)."""
+    paths = app.openapi()["paths"]
+    if path in paths:  # a literal path wins over a template that also matches it
+        return ", ".join(sorted(m.upper() for m in paths[path]))
+    methods: set[str] = set()
+    for template, item in paths.items():
+        pattern = re.sub(r"\\{[^/]+\\}", "[^/]+", re.escape(template))
+        if re.fullmatch(pattern, path):
+            methods |= {m.upper() for m in item}
+    return ", ".join(sorted(methods))
 
 
 def install(app: FastAPI) -> None:
@@ -112,8 +142,9 @@ def install(app: FastAPI) -> None:
             detail = f"no route {request.url.path}: see /docs for the API"
             return problem(404, "Not found", detail)
         if exc.status_code == 405:
-            detail = f"{request.method} is not allowed on {request.url.path}: see /docs"
-            return problem(405, "Method not allowed", detail, **(exc.headers or {}))
+            allowed = _allowed_methods(app, request.url.path)
+            detail = f"{request.method} is not allowed on {request.url.path}: use {allowed}"
+            return problem(405, "Method not allowed", detail, Allow=allowed)
         return problem(exc.status_code, "HTTP error", str(exc.detail), **(exc.headers or {}))
 
     @app.exception_handler(Exception)

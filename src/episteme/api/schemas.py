@@ -13,13 +13,19 @@ from pydantic import BaseModel, ConfigDict, Field, JsonValue, WithJsonSchema
 from whenever import Instant
 
 from episteme.ledger.access import Role, TokenRecord
-from episteme.ledger.model import Kind, Lifecycle
+from episteme.ledger.model import MAX_SUBJECT, NAME_RE, SUBJECT_RE, Kind, Lifecycle
 
 WireTime = Annotated[
     Instant,
     WithJsonSchema({"type": "string", "format": "date-time", "example": "2026-11-21T21:00:00Z"}),
 ]
 """An instant on the wire: RFC 3339, any offset (answers always use UTC, ``Z``)."""
+
+
+SUBJECT = SUBJECT_RE.pattern
+NAME = NAME_RE.pattern
+Subject = Annotated[str, Field(max_length=MAX_SUBJECT, pattern=SUBJECT)]
+Name = Annotated[str, Field(max_length=128, pattern=NAME)]
 
 
 def _examples(*examples: dict[str, Any]) -> ConfigDict:
@@ -37,14 +43,14 @@ class AssertionBody(BaseModel):
         }
     )
 
-    subject: str = Field(max_length=512, description="dotted subject, e.g. auth.jwt.algorithm")
+    subject: Subject = Field(description="dotted subject, e.g. auth.jwt.algorithm")
     value: JsonValue = Field(description="any JSON value")
     kind: Kind = Kind.FACT
-    confidence: float = Field(1.0, ge=0.0, le=1.0)
+    confidence: float = Field(1.0, ge=0.0, le=1.0, strict=True)
     lifecycle: Literal[Lifecycle.PROPOSED, Lifecycle.APPROVED] = Lifecycle.PROPOSED
     source: str | None = Field(None, max_length=2048)
     evidence: str | None = Field(None, max_length=65536)
-    epoch: str | None = Field(None, max_length=256)
+    epoch: Name | None = None
     derived_from: list[str] = Field(default_factory=list, max_length=1000)
     valid_from: WireTime | None = None
     valid_to: WireTime | None = None
@@ -63,11 +69,11 @@ class QueryBody(BaseModel):
         {"text": "jwt algorithm", "lens": "consensus"},
     )
 
-    subject: str | None = Field(
-        None, max_length=512, description="a subject, or a prefix covering everything below it"
+    subject: Subject | None = Field(
+        None, description="a subject, or a prefix covering everything below it"
     )
     text: str | None = Field(None, max_length=1024, description="full-text words")
-    lens: str = Field("approved", max_length=256, description="approved (default) … or custom")
+    lens: Name = Field("approved", description="approved (default), latest, consensus, all, custom")
     at: WireTime | None = Field(None, description="read as of this time (default: now)")
     context: dict[str, JsonValue] = Field(
         default_factory=dict, description="the caller's task, session or ticket, kept in the audit"
@@ -97,7 +103,9 @@ class CorrectBody(BaseModel):
 
     reason: str = Field(min_length=1, max_length=4096)
     value: JsonValue = Field(None, description="the right value, recorded as approved")
-    forbid: bool = Field(False, description="add a negative constraint against the bad value")
+    forbid: bool = Field(
+        False, strict=True, description="add a negative constraint against the bad value"
+    )
 
 
 class ReasonBody(BaseModel):
@@ -109,7 +117,7 @@ class ReasonBody(BaseModel):
 class RebuildBody(BaseModel):
     model_config = _examples({"repair": False})
 
-    repair: bool = False
+    repair: bool = Field(False, strict=True)
 
 
 class TokenBody(BaseModel):
@@ -118,7 +126,7 @@ class TokenBody(BaseModel):
         {"name": "alice", "roles": ["supervisor"], "expires": "2026-12-31T00:00:00Z"},
     )
 
-    name: str = Field(min_length=1, max_length=256, description="the principal")
+    name: Name = Field(description="the principal")
     roles: list[Role] = Field(min_length=1)
     kind: Literal["agent", "human"] | None = Field(
         None, description="default: agent for agent-only tokens, human otherwise"
@@ -139,7 +147,7 @@ class CheckBody(BaseModel):
     )
 
     plan: str = Field(min_length=1, max_length=65536, description="what you are about to do")
-    subjects: list[str] = Field(default_factory=list, max_length=100)
+    subjects: list[Subject] = Field(default_factory=list, max_length=100)
 
 
 class Health(BaseModel):
