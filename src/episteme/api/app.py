@@ -63,6 +63,7 @@ def create_app(
         version=__version__,
         description=DESCRIPTION,
         lifespan=lifespan,
+        redirect_slashes=False,  # `/v1/assertions/` is a 404 problem, not a redirect
         responses=problems.responses(400, 413, 422),
     )
     app.state.ledger = led

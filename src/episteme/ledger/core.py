@@ -616,6 +616,10 @@ class Ledger:
     ) -> tuple[str, TokenRecord]:
         """Issue a bearer token for `principal`. The secret is returned here, once."""
         check_name(principal, "name")
+        if principal.startswith("t_"):
+            raise InvalidInput(
+                "t_… names token ids: choose a principal name without it", field="name"
+            )
         check_name(by, "by")
         parsed = parse_roles(list(roles))
         kind = kind or default_kind(parsed)

@@ -1,0 +1,714 @@
+"""A Python client for the Episteme HTTP API: the ledger's methods, over the wire.
+
+`Client` and `AsyncClient` have the same methods and answer with the library's own
+models (`Assertion`, `Answer`, `Trace`, ...). Who is acting is the bearer token's
+principal, as for every route. A problem+json error comes back as the matching
+`episteme.errors` exception, with the server's detail as its message and its
+`field`; a server that cannot be reached raises `StoreUnavailable`.
+
+Each operation is written once, as a builder that returns a `_Call`: the method, the
+path, the query or body, and how to read the answer. The two classes only send it::
+
+    from episteme.client import Client
+
+    with Client("http://127.0.0.1:8000", token) as ep:
+        ep.add_assertion("auth.jwt.algorithm", "RS256", confidence=0.9)
+        answer = ep.query("auth.jwt.algorithm")
+        print(answer.items, answer.summary)
+        ep.decide("deployed auth config v42", [answer.query_id])
+
+``async with AsyncClient(url, token) as ep`` reads the same, with ``await``.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+from collections.abc import (
+    AsyncIterator,
+    Callable,
+    Coroutine,
+    Iterable,
+    Iterator,
+    Mapping,
+    Sequence,
+)
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any, Concatenate, Generic, Literal, ParamSpec, TypeVar
+from urllib.parse import quote
+
+import httpx
+import orjson
+from pydantic import BaseModel, JsonValue, TypeAdapter, ValidationError
+from whenever import Instant
+
+from episteme import __version__
+from episteme.errors import (
+    Conflict,
+    EpistemeError,
+    Forbidden,
+    IntegrityError,
+    InvalidInput,
+    NotFound,
+    StoreUnavailable,
+    TooLarge,
+    Unauthenticated,
+)
+from episteme.ledger.access import Denial, Principal, TokenRecord
+from episteme.ledger.constraints import CheckResult
+from episteme.ledger.journal import VerifyReport
+from episteme.ledger.lenses import LensSpec
+from episteme.ledger.model import Answer, Assertion
+from episteme.ledger.records import (
+    Blame,
+    Correction,
+    DecisionRecord,
+    Diff,
+    EpochRecord,
+    Impact,
+    QueryRecord,
+    RebuildReport,
+    Trace,
+)
+from episteme.timeutil import rfc3339
+
+__all__ = ["AsyncClient", "Client", "EpochView"]
+
+T = TypeVar("T")
+P = ParamSpec("P")
+
+
+class EpochView(BaseModel):
+    """An ingestion batch and the assertions it brought."""
+
+    epoch: EpochRecord
+    assertions: list[Assertion]
+
+
+class _Superseded(BaseModel):
+    epoch: str
+    retracted: list[str]
+
+
+class _Issued(BaseModel):
+    token: str
+    record: TokenRecord
+
+
+class _Missing(Enum):
+    MISSING = "missing"
+
+
+_MISSING = _Missing.MISSING
+_ASSERTIONS = TypeAdapter(list[Assertion])
+_BLAMES = TypeAdapter(list[Blame])
+_QUERIES = TypeAdapter(list[QueryRecord])
+_TOKENS = TypeAdapter(list[TokenRecord])
+_DENIALS = TypeAdapter(list[Denial])
+_LENSES = TypeAdapter(dict[str, LensSpec])
+
+
+@dataclass(frozen=True, slots=True)
+class _Call(Generic[T]):
+    """One request, ready to send, and how to read its answer."""
+
+    method: str
+    path: str
+    parse: Callable[[bytes], T]
+    params: dict[str, str | int] | None = None
+    content: bytes | None = None
+    also_ok: frozenset[int] = frozenset()  # statuses whose body is an answer, not a problem
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Content-Type": "application/json"} if self.content is not None else {}
+
+
+def _seg(ref: str) -> str:
+    """One path segment: `ref` percent-encoded, so that it cannot name another route."""
+    if not ref:
+        raise InvalidInput("an empty id or name: give one", field="ref")
+    return quote(ref, safe="")
+
+
+def _wire(value: Any) -> Any:
+    """Instants as RFC 3339, everywhere in a body or a query."""
+    if isinstance(value, Instant):
+        return rfc3339(value)
+    if isinstance(value, Mapping):
+        return {k: _wire(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_wire(v) for v in value]
+    return value
+
+
+def _present(**fields: Any) -> dict[str, Any]:
+    return {k: v for k, v in fields.items() if v is not None}
+
+
+def _get(path: str, parse: Callable[[bytes], T], **params: str | int | Instant | None) -> _Call[T]:
+    query = {k: _wire(v) for k, v in params.items() if v is not None}
+    return _Call("GET", path, parse, params=query or None)
+
+
+def _send_json(method: str, path: str, body: Any, parse: Callable[[bytes], T]) -> _Call[T]:
+    try:
+        content = json.dumps(_wire(body), allow_nan=False, ensure_ascii=False).encode()
+    except (TypeError, ValueError) as exc:
+        raise InvalidInput(f"cannot send this request as JSON: {exc}") from None
+    return _Call(method, path, parse, content=content)
+
+
+# -- one builder per operation: what each client method sends, and what it returns -----
+
+
+def _op_whoami() -> _Call[Principal]:
+    """The principal this client's token belongs to."""
+    return _get("/v1/whoami", Principal.model_validate_json)
+
+
+def _op_add_assertion(
+    subject: str,
+    value: JsonValue,
+    *,
+    confidence: float = 1.0,
+    kind: str = "fact",
+    lifecycle: str = "proposed",
+    source: str | None = None,
+    evidence: str | None = None,
+    epoch: str | None = None,
+    derived_from: Sequence[str] = (),
+    valid_from: Instant | None = None,
+    valid_to: Instant | None = None,
+) -> _Call[Assertion]:
+    """Record one assertion as the token's principal (proposed unless said otherwise)."""
+    body = {"subject": subject, "value": value, "confidence": confidence, "kind": kind}
+    body |= {"lifecycle": lifecycle, "derived_from": list(derived_from)}
+    body |= _present(
+        source=source, evidence=evidence, epoch=epoch, valid_from=valid_from, valid_to=valid_to
+    )
+    return _send_json("POST", "/v1/assertions", body, Assertion.model_validate_json)
+
+
+def _op_add_assertions(assertions: Iterable[Mapping[str, Any]]) -> _Call[list[Assertion]]:
+    """Record a batch (dicts with `add_assertion`'s fields): all of them, or none."""
+    body = {"assertions": [dict(a) for a in assertions]}
+    return _send_json("POST", "/v1/assertions/batch", body, _ASSERTIONS.validate_json)
+
+
+def _op_get(ref: str) -> _Call[Assertion]:
+    """An assertion by id (or unique id prefix), in its current state."""
+    return _get(f"/v1/assertions/{_seg(ref)}", Assertion.model_validate_json)
+
+
+def _review(action: str, ref: str, reason: str | None) -> _Call[Assertion]:
+    path = f"/v1/assertions/{_seg(ref)}/{action}"
+    return _send_json("POST", path, _present(reason=reason), Assertion.model_validate_json)
+
+
+def _op_approve(ref: str, *, reason: str | None = None) -> _Call[Assertion]:
+    """Approve a proposed assertion; it supersedes the subject's approved value."""
+    return _review("approve", ref, reason)
+
+
+def _op_deprecate(ref: str, *, reason: str | None = None) -> _Call[Assertion]:
+    """Deprecate an approved assertion."""
+    return _review("deprecate", ref, reason)
+
+
+def _op_reject(ref: str, *, reason: str | None = None) -> _Call[Assertion]:
+    """Reject a proposed assertion (`correct` marks an approved one incorrect)."""
+    return _review("reject", ref, reason)
+
+
+def _op_correct(
+    ref: str,
+    *,
+    reason: str,
+    value: JsonValue | Literal[_Missing.MISSING] = _MISSING,
+    forbid: bool = False,
+) -> _Call[Correction]:
+    """Mark an assertion incorrect; optionally record the right value and forbid the bad one."""
+    body: dict[str, Any] = {"reason": reason, "forbid": forbid}
+    if value is not _MISSING:
+        body["value"] = value
+    path = f"/v1/assertions/{_seg(ref)}/correct"
+    return _send_json("POST", path, body, Correction.model_validate_json)
+
+
+def _op_query(
+    subject: str | None = None,
+    *,
+    text: str | None = None,
+    lens: str = "approved",
+    at: Instant | None = None,
+    context: Mapping[str, JsonValue] | None = None,
+) -> _Call[Answer]:
+    """Read through a lens, audited: the answer's `query_id` is the receipt to cite."""
+    body = {"lens": lens} | _present(subject=subject, text=text, at=at, context=context)
+    return _send_json("POST", "/v1/query", body, Answer.model_validate_json)
+
+
+def _op_check(plan: str, subjects: Sequence[str] = ()) -> _Call[CheckResult]:
+    """The negative constraints a plan would violate (before doing it)."""
+    body = {"plan": plan, "subjects": list(subjects)}
+    return _send_json("POST", "/v1/check", body, CheckResult.model_validate_json)
+
+
+def _op_decide(
+    action: str, query_ids: Sequence[str], *, context: Mapping[str, JsonValue] | None = None
+) -> _Call[DecisionRecord]:
+    """Record an action and the query ids (receipts) it relied on."""
+    body = {"action": action, "query_ids": list(query_ids)} | _present(context=context)
+    return _send_json("POST", "/v1/decisions", body, DecisionRecord.model_validate_json)
+
+
+def _op_served(
+    subject: str, *, at: Instant | None = None, limit: int = 100
+) -> _Call[list[QueryRecord]]:
+    """What agents were actually served about a subject, up to a time."""
+    return _get("/v1/served", _QUERIES.validate_json, subject=subject, at=at, limit=limit)
+
+
+def _op_audit(
+    *,
+    agent: str | None = None,
+    subject: str | None = None,
+    since: Instant | None = None,
+    until: Instant | None = None,
+    limit: int = 100,
+) -> _Call[list[QueryRecord]]:
+    """Audited reads by agent, subject and window, newest first."""
+    return _get(
+        "/v1/audit", _QUERIES.validate_json,
+        agent=agent, subject=subject, since=since, until=until, limit=limit,
+    )  # fmt: skip
+
+
+def _op_diff(
+    prefix: str | None = None, *, since: Instant, until: Instant | None = None
+) -> _Call[Diff]:
+    """What changed under a subject prefix between two times."""
+    return _get("/v1/diff", Diff.model_validate_json, prefix=prefix, since=since, until=until)
+
+
+def _op_blame(ref: str) -> _Call[list[Blame]]:
+    """Who introduced an assertion (by id), or each assertion on a subject."""
+    return _get(f"/v1/blame/{_seg(ref)}", _BLAMES.validate_json)
+
+
+def _op_trace(ref: str) -> _Call[Trace]:
+    """Decision or query → queries → assertions → agents, sources and epochs."""
+    return _get(f"/v1/trace/{_seg(ref)}", Trace.model_validate_json)
+
+
+def _op_impact(ref: str, *, recent: int = 20) -> _Call[Impact]:
+    """Assertion → the queries that served it, agents, decisions, derived assertions."""
+    return _get(f"/v1/impact/{_seg(ref)}", Impact.model_validate_json, recent=recent)
+
+
+def _op_epoch(name: str) -> _Call[EpochView]:
+    """An ingestion batch and what it brought."""
+    return _get(f"/v1/epochs/{_seg(name)}", EpochView.model_validate_json)
+
+
+def _op_supersede_epoch(name: str, *, reason: str) -> _Call[list[str]]:
+    """Retract everything an epoch brought, in one event; returns the retracted ids."""
+
+    def retracted(content: bytes) -> list[str]:
+        return _Superseded.model_validate_json(content).retracted
+
+    path = f"/v1/epochs/{_seg(name)}/supersede"
+    return _send_json("POST", path, {"reason": reason}, retracted)
+
+
+def _op_lenses() -> _Call[dict[str, LensSpec]]:
+    """Built-in and custom lenses, by name."""
+    return _get("/v1/lenses", _LENSES.validate_json)
+
+
+def _op_define_lens(name: str, spec: LensSpec) -> _Call[LensSpec]:
+    """Define (or redefine) a custom lens."""
+    body = spec.model_dump(mode="json")
+    return _send_json("PUT", f"/v1/lenses/{_seg(name)}", body, LensSpec.model_validate_json)
+
+
+def _op_create_token(
+    name: str,
+    roles: Sequence[str],
+    *,
+    kind: Literal["agent", "human"] | None = None,
+    expires: Instant | None = None,
+) -> _Call[tuple[str, TokenRecord]]:
+    """Issue a token for a principal: the secret and its record (the secret only here)."""
+
+    def issued(content: bytes) -> tuple[str, TokenRecord]:
+        found = _Issued.model_validate_json(content)
+        return found.token, found.record
+
+    body = {"name": name, "roles": list(roles)} | _present(kind=kind, expires=expires)
+    return _send_json("POST", "/v1/tokens", body, issued)
+
+
+def _op_tokens(name: str | None = None) -> _Call[list[TokenRecord]]:
+    """Tokens (active, expired and revoked), optionally of one principal; never secrets."""
+    return _get("/v1/tokens", _TOKENS.validate_json, name=name)
+
+
+def _op_revoke_token(ref: str, *, reason: str) -> _Call[list[TokenRecord]]:
+    """Revoke a token by id, or every active token of a principal by name."""
+    path = f"/v1/tokens/{_seg(ref)}/revoke"
+    return _send_json("POST", path, {"reason": reason}, _TOKENS.validate_json)
+
+
+def _op_denials(
+    *, principal: str | None = None, since: Instant | None = None, limit: int = 100
+) -> _Call[list[Denial]]:
+    """Refused calls, newest first: who tried what, and why it was refused."""
+    return _get(
+        "/v1/denials", _DENIALS.validate_json, principal=principal, since=since, limit=limit
+    )
+
+
+def _op_verify() -> _Call[VerifyReport]:
+    """Recompute the journal's hash chain."""
+    return _get("/v1/verify", VerifyReport.model_validate_json)
+
+
+def _op_rebuild(*, repair: bool = False) -> _Call[RebuildReport]:
+    """Replay the journal into fresh projections and compare; optionally repair."""
+    return _send_json("POST", "/v1/rebuild", {"repair": repair}, RebuildReport.model_validate_json)
+
+
+def _op_health() -> _Call[dict[str, Any]]:
+    """Liveness (no token needed): ``status`` is ``ok`` or ``degraded``, never an error."""
+    return _Call("GET", "/health", _json_object, also_ok=frozenset({503}))
+
+
+def _op_metrics() -> _Call[str]:
+    """The server's Prometheus metrics, in the text exposition format."""
+    return _get("/metrics", bytes.decode)
+
+
+_EXPORT = _Call("GET", "/v1/export", orjson.loads)
+
+
+def _json_object(content: bytes) -> dict[str, Any]:
+    found = orjson.loads(content)
+    if not isinstance(found, dict):
+        raise ValueError("expected a JSON object")
+    return found
+
+
+# -- answers and errors ----------------------------------------------------------------
+
+_BY_STATUS: dict[int, type[EpistemeError]] = {
+    400: InvalidInput,
+    401: Unauthenticated,
+    403: Forbidden,
+    404: NotFound,
+    409: Conflict,
+    413: TooLarge,
+    422: InvalidInput,
+}
+
+
+def _answer(call: _Call[T], response: httpx.Response) -> T:
+    """The parsed answer, or the error the response stands for."""
+    if not response.is_success and response.status_code not in call.also_ok:
+        raise _problem(call, response)
+    try:
+        return call.parse(response.content)
+    except (ValidationError, ValueError) as exc:
+        # Never the values: the answer may hold a secret (a new token) or private data.
+        where = ""
+        if isinstance(exc, ValidationError):
+            err = exc.errors()[0]
+            where = ": " + ".".join(str(p) for p in err["loc"]) + " " + err["msg"]
+        raise StoreUnavailable(
+            f"the answer to {call.method} {call.path} is not what this client reads{where}; "
+            "are the client and the server the same version of Episteme?"
+        ) from None
+
+
+def _problem(call: _Call[Any], response: httpx.Response) -> EpistemeError:
+    status = response.status_code
+    title = detail = field = None
+    try:
+        body = orjson.loads(response.content)
+    except orjson.JSONDecodeError:
+        body = None
+    if isinstance(body, dict):
+        title, detail, field = body.get("title"), body.get("detail"), body.get("field")
+    if not isinstance(detail, str) or not detail:
+        phrase = response.reason_phrase or "error"
+        detail = f"the server answered {status} {phrase} to {call.method} {call.path}"
+    field = field if isinstance(field, str) else None
+    if status >= 500:
+        integrity = status == 500 and title == IntegrityError.title
+        world: type[EpistemeError] = IntegrityError if integrity else StoreUnavailable
+        return world(detail, field=field)
+    return _BY_STATUS.get(status, InvalidInput)(detail, field=field)
+
+
+def _unreachable(url: str, exc: httpx.TransportError) -> StoreUnavailable:
+    why = str(exc) or type(exc).__name__
+    if isinstance(exc, httpx.TimeoutException) and not isinstance(exc, httpx.ConnectTimeout):
+        return StoreUnavailable(
+            f"the Episteme server at {url} did not answer in time ({why}): a write may still "
+            "have been applied, so look before retrying, or give the client a longer timeout"
+        )
+    return StoreUnavailable(
+        f"the Episteme server at {url} is unreachable ({why}): check the address, "
+        "and that `episteme serve` is running there"
+    )
+
+
+def _event(line: str) -> dict[str, Any] | None:
+    return _json_object(line.encode()) if line.strip() else None
+
+
+# -- the two clients -------------------------------------------------------------------
+
+
+class _Base:
+    """What both clients know: the server's address and how long to wait for it."""
+
+    def __init__(self, base_url: str, *, timeout: float) -> None:
+        # Credentials in the URL are dropped: the bearer token is the only credential.
+        self._url = httpx.URL(base_url).copy_with(username=None, password=None)
+        self._timeout = httpx.Timeout(timeout)
+        self.base_url = str(self._url)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.base_url!r})"
+
+
+def _headers(token: str | None) -> dict[str, str]:
+    """The headers every call sends; the token goes to the HTTP client only, never kept here."""
+    headers = {"User-Agent": f"episteme-client/{__version__}"}
+    if token is None:
+        return headers
+    # Checked here and never echoed: an HTTP library's own error would quote the value.
+    if not token or not token.isascii() or not token.isprintable() or " " in token:
+        raise InvalidInput(
+            "the token must be printable ASCII with no spaces or newlines "
+            "(strip what you read from a file or variable)",
+            field="token",
+        )
+    return headers | {"Authorization": f"Bearer {token}"}
+
+
+def _describe(method: Callable[..., Any], build: Callable[..., Any], owner: str) -> None:
+    """Give a generated method the builder's name, docstring and signature (plus self)."""
+    name = build.__name__.removeprefix("_op_")
+    method.__name__ = name
+    method.__qualname__ = f"{owner}.{name}"
+    method.__doc__ = build.__doc__
+    sig = inspect.signature(build)
+    ret = sig.return_annotation
+    if isinstance(ret, str) and ret.startswith("_Call[") and ret.endswith("]"):
+        ret = ret[len("_Call[") : -1]
+    self = inspect.Parameter("self", inspect.Parameter.POSITIONAL_ONLY)
+    method.__signature__ = sig.replace(  # type: ignore[attr-defined]
+        parameters=[self, *sig.parameters.values()], return_annotation=ret
+    )
+
+
+def _sync(build: Callable[P, _Call[T]]) -> Callable[Concatenate[Client, P], T]:
+    def method(self: Client, /, *args: P.args, **kwargs: P.kwargs) -> T:
+        return self._send(build(*args, **kwargs))
+
+    _describe(method, build, "Client")
+    return method
+
+
+def _async(
+    build: Callable[P, _Call[T]],
+) -> Callable[Concatenate[AsyncClient, P], Coroutine[Any, Any, T]]:
+    async def method(self: AsyncClient, /, *args: P.args, **kwargs: P.kwargs) -> T:
+        return await self._send(build(*args, **kwargs))
+
+    _describe(method, build, "AsyncClient")
+    return method
+
+
+class Client(_Base):
+    """A blocking client for one Episteme server, acting as one token's principal.
+
+    Args:
+        base_url: the server, e.g. ``http://127.0.0.1:8000`` (a path prefix is kept).
+        token: the bearer token; only `health` works without one.
+        timeout: seconds to wait for the server on each step of a call.
+        transport: an `httpx` transport to use instead of the network (tests).
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        token: str | None,
+        *,
+        timeout: float = 10.0,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        super().__init__(base_url, timeout=timeout)
+        self._http = httpx.Client(
+            base_url=self._url, headers=_headers(token), timeout=self._timeout, transport=transport
+        )
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the connections; the client cannot be used afterwards."""
+        self._http.close()
+
+    def _send(self, call: _Call[T]) -> T:
+        try:
+            response = self._http.request(
+                call.method, call.path, params=call.params, content=call.content,
+                headers=call.headers,
+            )  # fmt: skip
+        except httpx.TransportError as exc:
+            raise _unreachable(self.base_url, exc) from exc
+        return _answer(call, response)
+
+    def export(self) -> Iterator[dict[str, Any]]:
+        """The journal, one event per item, read as the server streams it.
+
+        The request is made when iteration starts, so errors are raised there.
+        """
+        try:
+            with self._http.stream(_EXPORT.method, _EXPORT.path) as response:
+                if not response.is_success:
+                    response.read()
+                    raise _problem(_EXPORT, response)
+                for line in response.iter_lines():
+                    if (event := _event(line)) is not None:
+                        yield event
+        except httpx.TransportError as exc:
+            raise _unreachable(self.base_url, exc) from exc
+
+    whoami = _sync(_op_whoami)
+    add_assertion = _sync(_op_add_assertion)
+    add_assertions = _sync(_op_add_assertions)
+    get = _sync(_op_get)
+    approve = _sync(_op_approve)
+    deprecate = _sync(_op_deprecate)
+    reject = _sync(_op_reject)
+    correct = _sync(_op_correct)
+    query = _sync(_op_query)
+    check = _sync(_op_check)
+    decide = _sync(_op_decide)
+    served = _sync(_op_served)
+    audit = _sync(_op_audit)
+    diff = _sync(_op_diff)
+    blame = _sync(_op_blame)
+    trace = _sync(_op_trace)
+    impact = _sync(_op_impact)
+    epoch = _sync(_op_epoch)
+    supersede_epoch = _sync(_op_supersede_epoch)
+    lenses = _sync(_op_lenses)
+    define_lens = _sync(_op_define_lens)
+    create_token = _sync(_op_create_token)
+    tokens = _sync(_op_tokens)
+    revoke_token = _sync(_op_revoke_token)
+    denials = _sync(_op_denials)
+    verify = _sync(_op_verify)
+    rebuild = _sync(_op_rebuild)
+    health = _sync(_op_health)
+    metrics = _sync(_op_metrics)
+
+
+class AsyncClient(_Base):
+    """`Client` for asyncio or trio: the same methods, as coroutines.
+
+    Args:
+        base_url: the server, e.g. ``http://127.0.0.1:8000`` (a path prefix is kept).
+        token: the bearer token; only `health` works without one.
+        timeout: seconds to wait for the server on each step of a call.
+        transport: an `httpx` async transport (e.g. ``httpx.ASGITransport(app)``).
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        token: str | None,
+        *,
+        timeout: float = 10.0,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        super().__init__(base_url, timeout=timeout)
+        self._http = httpx.AsyncClient(
+            base_url=self._url, headers=_headers(token), timeout=self._timeout, transport=transport
+        )
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the connections; the client cannot be used afterwards."""
+        await self._http.aclose()
+
+    async def _send(self, call: _Call[T]) -> T:
+        try:
+            response = await self._http.request(
+                call.method, call.path, params=call.params, content=call.content,
+                headers=call.headers,
+            )  # fmt: skip
+        except httpx.TransportError as exc:
+            raise _unreachable(self.base_url, exc) from exc
+        return _answer(call, response)
+
+    async def export(self) -> AsyncIterator[dict[str, Any]]:
+        """The journal, one event per item, read as the server streams it.
+
+        The request is made when iteration starts, so errors are raised there.
+        """
+        try:
+            async with self._http.stream(_EXPORT.method, _EXPORT.path) as response:
+                if not response.is_success:
+                    await response.aread()
+                    raise _problem(_EXPORT, response)
+                async for line in response.aiter_lines():
+                    if (event := _event(line)) is not None:
+                        yield event
+        except httpx.TransportError as exc:
+            raise _unreachable(self.base_url, exc) from exc
+
+    whoami = _async(_op_whoami)
+    add_assertion = _async(_op_add_assertion)
+    add_assertions = _async(_op_add_assertions)
+    get = _async(_op_get)
+    approve = _async(_op_approve)
+    deprecate = _async(_op_deprecate)
+    reject = _async(_op_reject)
+    correct = _async(_op_correct)
+    query = _async(_op_query)
+    check = _async(_op_check)
+    decide = _async(_op_decide)
+    served = _async(_op_served)
+    audit = _async(_op_audit)
+    diff = _async(_op_diff)
+    blame = _async(_op_blame)
+    trace = _async(_op_trace)
+    impact = _async(_op_impact)
+    epoch = _async(_op_epoch)
+    supersede_epoch = _async(_op_supersede_epoch)
+    lenses = _async(_op_lenses)
+    define_lens = _async(_op_define_lens)
+    create_token = _async(_op_create_token)
+    tokens = _async(_op_tokens)
+    revoke_token = _async(_op_revoke_token)
+    denials = _async(_op_denials)
+    verify = _async(_op_verify)
+    rebuild = _async(_op_rebuild)
+    health = _async(_op_health)
+    metrics = _async(_op_metrics)

@@ -1,0 +1,397 @@
+"""The Python client against a real server: the library's models back, its errors back.
+
+One uvicorn server per test (in a thread, on a free port) over a fresh ledger; the
+sync and async clients talk to it over TCP. The error mapping for statuses a healthy
+server does not produce is checked with httpx's mock transport, a plain function.
+"""
+
+from __future__ import annotations
+
+import inspect
+import socket
+import traceback
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+from whenever import Instant, TimeDelta
+
+from episteme.api import Settings, create_app
+from episteme.client import AsyncClient, Client, EpochView
+from episteme.errors import (
+    Conflict,
+    EpistemeError,
+    Forbidden,
+    IntegrityError,
+    InvalidInput,
+    NotFound,
+    StoreUnavailable,
+    TooLarge,
+    Unauthenticated,
+)
+from episteme.ledger import Ledger, LensSpec, Lifecycle
+from episteme.timeutil import ManualClock
+from tests.integration.server import live_server
+
+SUBJECT = "auth.jwt.algorithm"
+PLAN = "set auth.jwt.algorithm to ES256 in the gateway config"
+
+
+@dataclass
+class Server:
+    url: str
+    ledger: Ledger
+    tokens: dict[str, str]
+
+    def client(self, who: str) -> Client:
+        return Client(self.url, self.tokens[who])
+
+    def aclient(self, who: str) -> AsyncClient:
+        return AsyncClient(self.url, self.tokens[who])
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture
+def server(ledger: Ledger, home: Path) -> Iterator[Server]:
+    app = create_app(Settings(home=home, mcp=False, max_body=16 * 1024), ledger=ledger)
+    tokens = {
+        who: ledger.issue_token(who, [role], by="root")[0]
+        for who, role in [("deploy-bot", "agent"), ("alice", "supervisor"), ("root", "admin")]
+    }
+    with live_server(app) as url:
+        yield Server(url, ledger, tokens)
+
+
+def closed_port_url() -> str:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    return f"http://127.0.0.1:{port}"
+
+
+# -- the ES256 story -------------------------------------------------------------------
+
+
+def test_es256_story_sync(server: Server, clock: ManualClock) -> None:
+    with server.client("deploy-bot") as agent, server.client("alice") as alice:
+        assert agent.whoami().name == "deploy-bot"
+        wrong = agent.add_assertion(
+            SUBJECT, "ES256", confidence=0.9, source="runbook://auth/jwt", epoch="auth-docs"
+        )
+        assert wrong.lifecycle is Lifecycle.PROPOSED
+        assert wrong.agent == "deploy-bot"  # from the token, not the request
+        (other,) = agent.add_assertions([{"subject": SUBJECT, "value": "RS256"}])
+
+        assert alice.approve(wrong.id, reason="looks right").lifecycle is Lifecycle.APPROVED
+        answer = agent.query(SUBJECT, context={"task": "deploy"})
+        assert [i.assertion.value for i in answer.items] == ["ES256"]
+        assert answer.hidden.count == 1
+        assert answer.hidden.by_lifecycle == {"proposed": 1}
+        assert answer.hidden.ids == [other.id]
+        assert answer.summary == "1 proposed assertion hidden"
+        assert answer.query_id is not None
+
+        decision = agent.decide("deployed auth config v42", [answer.query_id])
+        trace = agent.trace(decision.id)
+        assert trace.decision == decision
+        assert [q.id for q in trace.queries] == [answer.query_id]
+        assert [a.id for a in trace.assertions] == [wrong.id]
+        assert trace.agents == ["deploy-bot"]
+        assert trace.epochs == ["auth-docs"]
+
+        clock.advance(TimeDelta(minutes=5))
+        fixed = alice.correct(
+            wrong.id, reason="production verifies RS256", value="RS256", forbid=True
+        )
+        assert fixed.corrected.lifecycle is Lifecycle.REJECTED
+        assert fixed.replacement is not None
+        assert fixed.replacement.value == "RS256"
+        assert fixed.constraint is not None
+        assert fixed.constraint.forbid == ["ES256"]
+
+        result = agent.check(PLAN, [SUBJECT])
+        assert len(result.violations) == 1
+        assert result.violations[0].constraint.id == fixed.constraint.id
+        assert agent.check("rotate the signing key", [SUBJECT]).violations == []
+        after = agent.query(SUBJECT)
+        assert [i.assertion.value for i in after.items] == ["RS256"]
+
+        impact = alice.impact(wrong.id)
+        assert [d.id for d in impact.decisions] == [decision.id]
+        assert impact.agents == {"deploy-bot": 1}
+        assert [b.assertion.id for b in alice.blame(wrong.id)] == [wrong.id]
+
+
+@pytest.mark.anyio
+async def test_es256_story_async(server: Server) -> None:
+    async with server.aclient("deploy-bot") as agent, server.aclient("alice") as alice:
+        wrong = await agent.add_assertion(SUBJECT, "ES256", confidence=0.9)
+        await agent.add_assertion(SUBJECT, "RS256")
+        await alice.approve(wrong.id)
+        answer = await agent.query(SUBJECT)
+        assert [i.assertion.id for i in answer.items] == [wrong.id]
+        assert answer.hidden.by_lifecycle == {"proposed": 1}
+        assert answer.query_id is not None
+        decision = await agent.decide("deployed auth config v42", [answer.query_id])
+        trace = await agent.trace(decision.id)
+        assert [q.id for q in trace.queries] == [answer.query_id]
+        assert [a.id for a in trace.assertions] == [wrong.id]
+
+        fixed = await alice.correct(wrong.id, reason="prod is RS256", value="RS256", forbid=True)
+        assert fixed.replacement is not None
+        assert fixed.replacement.lifecycle is Lifecycle.APPROVED
+        assert (await agent.check(PLAN)).violations
+        served = await alice.served(SUBJECT)
+        assert [r.id for r in served] == [answer.query_id]
+
+
+# -- investigation and administration --------------------------------------------------
+
+
+def test_investigation_and_admin_surface(server: Server, clock: ManualClock) -> None:
+    start = clock.now()
+    with server.client("alice") as alice, server.client("root") as root:
+        a = alice.add_assertion("db.pool.size", 20, lifecycle="approved", epoch="db-docs")
+        b = alice.add_assertion("db.pool.timeout", "30s", epoch="db-docs")
+        assert alice.get(a.id[:10]) == a
+        answer = alice.query("db", lens="consensus", at=clock.now())
+        assert {i.assertion.id for i in answer.items} == {a.id, b.id}
+        by_text = alice.query(text="pool")
+        assert by_text.items
+
+        clock.advance(TimeDelta(minutes=1))
+        assert alice.deprecate(a.id).lifecycle is Lifecycle.DEPRECATED
+        assert alice.reject(b.id, reason="unsure").lifecycle is Lifecycle.REJECTED
+        diff = alice.diff("db", since=start.subtract(minutes=1))
+        assert diff.counts == {"added": 2, "deprecated": 1, "rejected": 1}
+        audited = alice.audit(agent="alice", since=start)
+        newest_first = [by_text.query_id, answer.query_id]
+        assert [r.id for r in audited] == newest_first
+        assert [r.id for r in alice.served("db.pool.size", at=clock.now())] == newest_first
+        assert len(alice.served("db.pool.size", limit=1)) == 1
+
+        view = alice.epoch("db-docs")
+        assert isinstance(view, EpochView)
+        assert {x.id for x in view.assertions} == {a.id, b.id}
+        assert alice.supersede_epoch("db-docs", reason="withdrawn") == [a.id]
+
+        spec = LensSpec(lifecycles=frozenset({Lifecycle.PROPOSED}), description="drafts")
+        assert alice.define_lens("drafts", spec) == spec
+        assert alice.lenses()["drafts"] == spec
+        assert set(alice.lenses()) >= {"approved", "latest", "consensus", "all", "drafts"}
+
+        secret, record = root.create_token("ci-bot", ["agent"], expires=clock.now().add(hours=1))
+        assert record.principal == "ci-bot"
+        assert record.expires_at == clock.now().add(hours=1)
+        with Client(server.url, secret) as ci:
+            assert ci.whoami().token_id == record.id
+        assert [t.id for t in root.tokens("ci-bot")] == [record.id]
+        (revoked,) = root.revoke_token(record.id, reason="rotated")
+        assert revoked.revoked_by == "root"
+
+        assert root.verify().ok
+        assert root.rebuild().ok
+        events = list(root.export())
+        assert len(events) == root.verify().events
+        assert events[0]["seq"] == 1
+        assert {"kind", "payload", "hash"} <= set(events[-1])
+        assert "episteme" in root.metrics()
+    with Client(server.url, None) as anonymous:
+        assert anonymous.health()["status"] == "ok"
+
+
+@pytest.mark.anyio
+async def test_async_export_and_denials(server: Server) -> None:
+    async with server.aclient("root") as root, server.aclient("deploy-bot") as agent:
+        with pytest.raises(Forbidden):
+            await agent.verify()
+        (denial,) = await root.denials(principal="deploy-bot")
+        assert denial.operation == "integrity"
+        events = [event async for event in root.export()]
+        assert events
+        assert events == [event async for event in root.export()]
+        assert (await root.health())["status"] == "ok"
+
+
+# -- errors ----------------------------------------------------------------------------
+
+
+def test_errors_map_to_the_exception_tree(server: Server) -> None:
+    with server.client("deploy-bot") as agent, server.client("alice") as alice:
+        with pytest.raises(NotFound) as not_found:
+            agent.get("a_0000000000")
+        assert not_found.value.field == "id"
+        assert "a_0000000000" in not_found.value.message
+
+        fact = agent.add_assertion(SUBJECT, "RS256")
+        with pytest.raises(Forbidden, match="supervisor"):
+            agent.approve(fact.id)
+        alice.approve(fact.id)
+        with pytest.raises(Conflict, match="approved"):
+            alice.approve(fact.id)
+
+        with pytest.raises(InvalidInput) as schema:
+            agent.add_assertion(SUBJECT, "x", confidence=2.0)
+        assert schema.value.field == "confidence"
+        with pytest.raises(InvalidInput, match="dotted segments") as pattern:
+            agent.query("-bad subject")
+        assert pattern.value.field == "subject"
+        with pytest.raises(InvalidInput, match="give a subject") as library:  # a 400
+            agent.query()
+        assert type(library.value) is InvalidInput
+        with pytest.raises(InvalidInput, match="JSON"):
+            agent.add_assertion(SUBJECT, float("nan"))
+        with pytest.raises(TooLarge) as too_large:
+            agent.add_assertion(SUBJECT, "x", evidence="e" * 20_000)
+        assert too_large.value.field == "body"
+        with pytest.raises(InvalidInput, match="empty"):
+            agent.get("")
+
+
+def test_revoked_token_is_unauthenticated(server: Server) -> None:
+    with server.client("deploy-bot") as agent, server.client("root") as root:
+        agent.whoami()
+        root.revoke_token("deploy-bot", reason="leaked in a log")
+        with pytest.raises(Unauthenticated, match="revoked"):
+            agent.whoami()
+
+
+@pytest.mark.anyio
+async def test_async_errors(server: Server) -> None:
+    async with server.aclient("deploy-bot") as agent:
+        with pytest.raises(NotFound):
+            await agent.trace("d_missing")
+        with pytest.raises(Forbidden):
+            await agent.create_token("x", ["admin"])
+    async with AsyncClient(server.url, "ep_not-a-token") as stranger:
+        with pytest.raises(Unauthenticated, match="unknown token"):
+            await stranger.whoami()
+    async with AsyncClient(closed_port_url(), "ep_x") as gone:
+        with pytest.raises(StoreUnavailable, match="unreachable"):
+            await gone.whoami()
+
+
+def test_unreachable_server_names_the_url() -> None:
+    url = closed_port_url()
+    with Client(url, "ep_x") as client, pytest.raises(StoreUnavailable) as exc:
+        client.whoami()
+    assert url in exc.value.message
+    assert "unreachable" in exc.value.message
+    with Client(url, "ep_x") as client, pytest.raises(StoreUnavailable, match="unreachable"):
+        next(client.export())
+
+
+def test_a_slow_answer_is_not_called_unreachable() -> None:
+    def slow(request: httpx.Request) -> httpx.Response:
+        raise httpx.ReadTimeout("timed out", request=request)
+
+    client = Client("http://episteme.test", "ep_x", transport=httpx.MockTransport(slow))
+    with client, pytest.raises(StoreUnavailable, match="did not answer in time") as exc:
+        client.rebuild(repair=True)
+    assert "may still have been applied" in exc.value.message
+
+
+def fake(status: int, body: bytes, content_type: str = "application/problem+json") -> Client:
+    def answer(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(status, content=body, headers={"Content-Type": content_type})
+
+    return Client("http://episteme.test", "ep_x", transport=httpx.MockTransport(answer))
+
+
+@pytest.mark.parametrize(
+    ("status", "title", "error"),
+    [
+        (500, "Integrity failure", IntegrityError),
+        (500, "Internal error", StoreUnavailable),
+        (503, "Service unavailable", StoreUnavailable),
+        (405, "Method not allowed", InvalidInput),
+    ],
+)
+def test_other_statuses_map_by_status_and_title(
+    status: int, title: str, error: type[EpistemeError]
+) -> None:
+    body = f'{{"title": "{title}", "status": {status}, "detail": "what to do", "field": null}}'
+    with pytest.raises(error, match=r"^what to do$") as exc:
+        fake(status, body.encode()).verify()
+    assert type(exc.value) is error
+
+
+def test_answers_that_are_not_problems_still_raise() -> None:
+    with pytest.raises(StoreUnavailable, match="502 Bad Gateway to GET /v1/whoami"):
+        fake(502, b"<html>bad gateway</html>", "text/html").whoami()
+    with pytest.raises(StoreUnavailable, match="same version"):
+        fake(200, b'{"name": "x"}', "application/json").whoami()
+    degraded = b'{"status": "degraded", "store": "unavailable", "journal_events": 0}'
+    assert fake(503, degraded, "application/json").health()["status"] == "degraded"
+
+
+# -- the token never leaks --------------------------------------------------------------
+
+
+def test_the_token_never_appears_in_reprs_or_errors(server: Server) -> None:
+    canary = "ep_CANARY-do-not-print-0123456789"
+    seen: list[BaseException] = []
+    for url in (server.url, closed_port_url()):
+        client = Client(url, canary)
+        assert canary not in repr(client)
+        assert canary not in str(vars(client))
+        for call in (client.whoami, lambda c=client: next(c.export())):
+            with pytest.raises(EpistemeError) as exc:
+                call()
+            seen.append(exc.value)
+        client.close()
+    with pytest.raises(InvalidInput) as bad:
+        Client(server.url, canary + "\n")
+    seen.append(bad.value)
+    for exc in seen:
+        text = "".join(traceback.format_exception(exc))
+        assert canary not in text
+        assert canary not in repr(exc)
+
+
+# -- one surface for both clients ------------------------------------------------------
+
+
+def test_sync_and_async_clients_have_the_same_methods() -> None:
+    def surface(cls: type) -> dict[str, inspect.Signature]:
+        return {
+            name: inspect.signature(getattr(cls, name))
+            for name in dir(cls)
+            if not name.startswith("_") and name not in ("close", "aclose")
+            and callable(getattr(cls, name))
+        }  # fmt: skip
+
+    sync, asynchronous = surface(Client), surface(AsyncClient)
+    assert sync.keys() == asynchronous.keys()
+    for name, sig in sync.items():
+        if name == "export":  # an Iterator and an AsyncIterator
+            assert inspect.isasyncgenfunction(AsyncClient.export)
+            continue
+        assert str(sig) == str(asynchronous[name]), name
+        assert inspect.iscoroutinefunction(getattr(AsyncClient, name)), name
+    assert str(sync["get"]) == "(self, /, ref: 'str') -> 'Assertion'"
+    assert Client.get.__doc__
+    assert "export" in sync
+
+
+def test_times_go_out_as_rfc3339() -> None:
+    seen: list[httpx.Request] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(200, json=[])
+
+    at = Instant.parse_iso("2026-11-21T21:00:00.5+01:00")
+    with Client("http://episteme.test/prefix", "ep_x", transport=httpx.MockTransport(answer)) as c:
+        c.audit(since=at, subject=SUBJECT)
+    (request,) = seen
+    assert request.url.path == "/prefix/v1/audit"
+    assert request.url.params["since"] == "2026-11-21T20:00:00.5Z"
+    assert "until" not in request.url.params
+    assert request.headers["authorization"] == "Bearer ep_x"
