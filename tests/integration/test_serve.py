@@ -89,10 +89,15 @@ def test_fifty_agents_for_twenty_seconds(tmp_path: Path) -> None:
             )
 
         asyncio.run(run())
+        # both workers' counters, whichever worker answers the scrape
+        any_token = {"Authorization": f"Bearer {next(iter(tokens.values()))}"}
+        metrics = httpx.get(f"{url}/metrics", headers=any_token).text
     # no mixed-up principal: every answer named the agent whose token asked
     assert all(a == b for a, b in (s.split("=") for s in seen))
     total = sum(sum(c.values()) for c in acked.values())
     assert total > 300  # the run did real work (figures are in the benchmark, not here)
+    queries = sum(c["query"] for c in acked.values())
+    assert f'episteme_queries_total{{lens="latest"}} {float(queries)}' in metrics
     with Ledger.open(home) as ledger:
         assert ledger.verify().ok
         assert ledger.rebuild().ok

@@ -545,3 +545,15 @@ def test_clock_time_is_read_in_the_local_zone(monkeypatch: pytest.MonkeyPatch) -
 def test_unreadable_times_are_refused(text: str) -> None:
     with pytest.raises(InvalidInput):
         parse_time(text, NIGHT)
+
+
+def test_a_check_sees_constraints_above_and_below_its_subjects(ledger: Ledger) -> None:
+    a = ledger.assert_one(subject="auth.jwt.algorithm", value="ES256", agent="research")
+    ledger.approve(a.id, by="oncall")
+    ledger.correct(a.id, by="oncall", reason="prod verifies RS256", value="RS256", forbid=True)
+    plan = "roll out ES256 keys"
+    for subjects in (["auth.jwt.algorithm"], ["auth.jwt"], ["auth"], [], ["auth.jwt.algorithm.x"]):
+        result = ledger.check(plan, subjects)
+        assert [v.matched for v in result.violations] == ["ES256"], subjects
+    for subjects in (["auth.jw"], ["auth_jwt"], ["billing"]):
+        assert ledger.check(plan, subjects).checked == 0, subjects

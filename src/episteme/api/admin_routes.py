@@ -55,7 +55,7 @@ def list_tokens(
 
 
 @router.post(
-    "/tokens/{ref:path}/revoke",
+    "/tokens/{ref}/revoke",
     response_model=list[TokenRecord],
     responses=responses(400, 404, 409),
     tags=["access"],

@@ -45,7 +45,7 @@ def create_app(
     if settings.mcp:
         from episteme.mcp import mount
 
-        mcp_session = mount(led, metrics)
+        mcp_session = mount(led, metrics, host=settings.host)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

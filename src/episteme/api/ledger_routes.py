@@ -303,7 +303,7 @@ class Superseded(BaseModel):
 
 
 @router.get(
-    "/epochs/{name:path}",
+    "/epochs/{name}",
     response_model=EpochView,
     responses=responses(404),
     tags=["epochs"],
@@ -317,7 +317,7 @@ def epoch(
 
 
 @router.post(
-    "/epochs/{name:path}/supersede",
+    "/epochs/{name}/supersede",
     response_model=Superseded,
     responses=responses(400, 404, 409),
     tags=["epochs"],
@@ -344,7 +344,7 @@ def lenses(ledger: LedgerDep, who: Principal = Caller(Op.READ)) -> Response:
 
 
 @router.put(
-    "/lenses/{name:path}",
+    "/lenses/{name}",
     response_model=LensSpec,
     responses=responses(400, 409),
     tags=["lenses"],

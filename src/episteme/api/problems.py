@@ -74,7 +74,7 @@ _SUBJECT_HINT = (
     "use dotted segments of letters, digits, '_' or '-', not starting with '-' "
     "(e.g. auth.jwt.algorithm)"
 )
-_NAME_HINT = "start with a letter or digit; then letters, digits or _ . @ : / -"
+_NAME_HINT = "start with a letter or digit; then letters, digits or _ . @ : -"
 _PATTERN_HINTS = {
     "subject": _SUBJECT_HINT,
     "subjects": _SUBJECT_HINT,

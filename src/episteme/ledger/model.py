@@ -32,7 +32,7 @@ from episteme.timeutil import from_us
 
 # No leading '-': such a subject would read as an option on the command line.
 SUBJECT_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_-]*(?:\.[A-Za-z0-9_-]+)*$")
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@:/-]{0,127}$")
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@:-]{0,127}$")
 MAX_SUBJECT = 255
 
 
@@ -100,7 +100,7 @@ def check_name(name: str, what: str) -> str:
     if not NAME_RE.match(name):
         raise InvalidInput(
             f"invalid {what} {name!r}: start with a letter or digit; then letters, digits "
-            "or _ . @ : / -, at most 128 characters",
+            "or _ . @ : -, at most 128 characters",
             field=what,
         )
     return name
@@ -149,7 +149,7 @@ class AssertionInput(BaseModel):
     @classmethod
     def _name(cls, v: str | None) -> str | None:
         if v is not None and not NAME_RE.match(v):
-            raise ValueError("start with a letter or digit; then letters, digits or _ . @ : / -")
+            raise ValueError("start with a letter or digit; then letters, digits or _ . @ : -")
         return v
 
     @model_validator(mode="after")

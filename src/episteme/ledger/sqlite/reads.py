@@ -281,7 +281,14 @@ class Reader:
     def constraints(self, scope: str | None = None) -> list[ConstraintRecord]:
         if scope is None:
             return self._constraints("", [])
-        return self._constraints("WHERE scope = ? OR ? LIKE scope || '.%'", [scope, scope])
+        # the scope itself, those above it (a constraint on `auth` covers `auth.jwt`) and
+        # those below it (a plan for `auth.jwt` touches `auth.jwt.algorithm`); ranges, not
+        # LIKE, whose `_` would match any character
+        return self._constraints(
+            "WHERE scope = ?1 OR substr(?1, 1, length(scope) + 1) = scope || '.'"
+            " OR (scope > ?1 || '.' AND scope < ?1 || '/')",
+            [scope],
+        )
 
     def _constraints(self, where: str, args: list[Any]) -> list[ConstraintRecord]:
         rows = self.conn.execute(

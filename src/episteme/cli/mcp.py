@@ -1,0 +1,22 @@
+"""`episteme mcp`: serve the ledger's MCP tools on stdin/stdout for one agent."""
+
+from __future__ import annotations
+
+import os
+
+import typer
+
+from episteme.cli.common import Home, app, open_ledger
+
+
+@app.command("mcp")
+def mcp_stdio(ctx: typer.Context, home: Home = None) -> None:
+    """Serve MCP over stdio as the principal of the token in EPISTEME_TOKEN.
+
+    An MCP client (Claude Code, Cursor, …) starts this command; stdout carries only
+    the protocol. A missing, unknown, revoked or expired token stops it with one line.
+    """
+    from episteme.mcp import TOKEN_ENV, serve_stdio
+
+    with open_ledger(ctx, home) as ledger:
+        serve_stdio(ledger, os.environ.get(TOKEN_ENV))

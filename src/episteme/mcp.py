@@ -1,0 +1,536 @@
+"""The MCP server: the ledger's tools for agents, over stdio and streamable HTTP at ``/mcp``.
+
+Every tool is one call into `Ledger`, like a CLI command or an API route. Who is acting
+always comes from a bearer token, never from an argument: over HTTP the `_Bearer`
+wrapper authenticates each request and puts the `Principal` in the request's scope
+state; over stdio the token in ``EPISTEME_TOKEN`` is authenticated at startup (the
+server does not start without a valid one) and again on each call.
+Each tool names the `Op` it performs; a principal whose roles do not allow it is
+refused, and the refusal is recorded (`Ledger.deny`). Library errors reach the model
+as tool errors carrying their message, which says what to do.
+
+Tools are plain functions: the SDK runs them on worker threads, where SQLite calls
+belong (the store keeps a connection per thread).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Annotated, Any
+
+import anyio.to_thread
+from mcp.server.mcpserver import Context, MCPServer
+from mcp.server.mcpserver.exceptions import ResourceError, ToolError
+from mcp.server.transport_security import TransportSecuritySettings
+from mcp.types import ToolAnnotations
+from pydantic import BaseModel, Field, JsonValue
+from starlette.requests import Request
+from starlette.routing import BaseRoute, Route
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from episteme import __version__
+from episteme.errors import EpistemeError, Forbidden, Unauthenticated
+from episteme.ledger.access import Op, Principal, TokenRefused
+from episteme.ledger.core import Ledger
+from episteme.ledger.model import Answer, Hidden, Kind, Lifecycle, dump, parse_assertion
+from episteme.timeutil import parse_time, rfc3339
+
+if TYPE_CHECKING:
+    from episteme.api.metrics import Metrics
+
+TOKEN_ENV = "EPISTEME_TOKEN"
+PATH = "/mcp"
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+INSTRUCTIONS = """\
+Episteme is the team's audited memory of infrastructure: facts and decisions, who
+asserted them, and whether a person has approved them. Every read you make is recorded
+and answered with a query_id receipt.
+
+Before acting on a fact, read it with query_knowledge. Choose the lens on purpose:
+- approved (the default): only values a supervisor approved. Act on these.
+- latest: the newest value whatever its lifecycle, unreviewed proposals included. Never
+  act on a value whose lifecycle is "proposed": a production outage happened when a
+  deploy agent read a proposed ES256 JWT configuration through latest and deployed it.
+  Use latest only to see what is pending, and say that it is unreviewed.
+- consensus: proposed and approved values ranked by confidence x the asserting agent's
+  trust. Use it to weigh conflicting evidence, not as permission to act.
+- all: everything, rejected and superseded history included. Use it to investigate.
+Every answer says what the lens hid (summary, hidden). When something was hidden,
+mention it instead of assuming there is nothing else.
+
+Before you change anything, call check_constraints with your plan in words and the
+subjects it touches. If it reports a violation, do not go ahead: use the preferred
+alternative it names, or ask a person.
+
+After you act, call record_decision with what you did and the query_ids of the reads
+you relied on. Citing them lets the on-call person trace the action back to the facts,
+agents and sources behind it, and find everything affected when a fact is corrected.
+
+Record what you learn with add_assertion. It is stored as proposed until a supervisor
+approves it; give an honest confidence, a source and evidence.
+
+To investigate: get_history shows who introduced an assertion and every change since;
+trace_decision follows a decision or query id back to assertions, agents and sources.
+You always act as the principal of your token; you cannot act as anyone else.
+"""
+
+Ctx = Context[Any, Request]
+"""The tool context; its request is the HTTP request (None over stdio)."""
+
+_READ_ONLY = ToolAnnotations(read_only_hint=True, open_world_hint=False)
+_WRITES = ToolAnnotations(read_only_hint=False, destructive_hint=False, open_world_hint=False)
+
+
+class Shown(BaseModel):
+    """One assertion an answer showed."""
+
+    id: str = Field(description="assertion id: cite it, or pass it to get_history")
+    subject: str
+    value: JsonValue
+    lifecycle: Lifecycle = Field(description="act only on approved values")
+    confidence: float
+    score: float | None = Field(None, description="confidence x trust, when the lens ranks")
+
+
+class Knowledge(BaseModel):
+    """An answer trimmed to what a model needs."""
+
+    query_id: str | None = Field(
+        description="the audit receipt: cite it in record_decision (None: an unaudited view)"
+    )
+    lens: str
+    as_of: str = Field(description="the time the answer describes, RFC 3339")
+    summary: str = Field(description="what the lens hid, in words")
+    items: list[Shown]
+    hidden: Hidden
+
+
+def knowledge(ans: Answer) -> Knowledge:
+    """The trimmed form of an answer, for a model."""
+    items = [
+        Shown(
+            id=i.assertion.id,
+            subject=i.assertion.subject,
+            value=i.assertion.value,
+            lifecycle=i.assertion.lifecycle,
+            confidence=i.assertion.confidence,
+            score=i.score,
+        )
+        for i in ans.items
+    ]
+    return Knowledge(
+        query_id=ans.query_id,
+        lens=ans.lens,
+        as_of=rfc3339(ans.as_of or ans.asked_at),
+        summary=ans.summary,
+        items=items,
+        hidden=ans.hidden,
+    )
+
+
+@contextlib.contextmanager
+def _reported(error: type[Exception] = ToolError) -> Iterator[None]:
+    """Turn a library error into the SDK error the model reads, keeping its message."""
+    try:
+        yield
+    except EpistemeError as exc:
+        raise error(exc.message) from exc
+
+
+def build_server(
+    ledger: Ledger, metrics: Metrics | None = None, *, token: str | None = None
+) -> MCPServer:
+    """The MCP server over `ledger`.
+
+    Args:
+        ledger: the ledger every tool calls.
+        metrics: counts answers and refusals when given (the HTTP server's).
+        token: the caller's bearer token over stdio. None for HTTP, where each request
+            carries its own and `_Bearer` authenticates it.
+    """
+    server = MCPServer(
+        "episteme", instructions=INSTRUCTIONS, version=__version__, log_level="WARNING"
+    )
+
+    def caller(ctx: Ctx, op: Op, target: str, error: type[Exception] = ToolError) -> Principal:
+        request = ctx.request_context.request
+        if request is not None:
+            who = request.scope.get("state", {}).get("principal")
+        elif token is not None:
+            who = stdio_principal(target, error)
+        else:
+            who = None
+        if not isinstance(who, Principal):
+            raise error("unauthenticated: connect with a bearer token from `episteme token create`")
+        if not who.allows(op):
+            try:
+                who.require(op)
+            except Forbidden as exc:
+                if metrics is not None:
+                    metrics.denied.labels("403").inc()
+                ledger.deny(who.name, who.token_id, str(op), f"mcp:{target}", exc.message)
+                raise error(exc.message) from None
+        return who
+
+    def stdio_principal(target: str, error: type[Exception]) -> Principal:
+        # Checked on every call (one indexed read), so that revoking the token stops
+        # a long-running stdio server at its next call, not at its next start.
+        try:
+            return ledger.authenticate(token)
+        except TokenRefused as exc:
+            ledger.deny(exc.principal, exc.token_id, "authenticate", f"mcp:{target}", exc.message)
+            raise error(exc.message) from None
+        except Unauthenticated as exc:
+            raise error(exc.message) from None
+
+    @server.tool(annotations=_WRITES)
+    def add_assertion(
+        ctx: Ctx,
+        subject: Annotated[
+            str, Field(description="dotted subject, e.g. auth.jwt.algorithm", max_length=255)
+        ],
+        value: Annotated[JsonValue, Field(description="the value: any JSON (string, number…)")],
+        confidence: Annotated[
+            float, Field(description="how sure you are, from 0 to 1", ge=0.0, le=1.0)
+        ] = 1.0,
+        kind: Annotated[
+            Kind,
+            Field(description="fact or decision (one value per subject), observation, constraint"),
+        ] = Kind.FACT,
+        source: Annotated[
+            str | None,
+            Field(description="where it came from: a URI, file or system", max_length=2048),
+        ] = None,
+        evidence: Annotated[
+            str | None,
+            Field(description="why you believe it: output, quote, measurement", max_length=65536),
+        ] = None,
+        epoch: Annotated[
+            str | None,
+            Field(description="batch name when recording many from one document", max_length=256),
+        ] = None,
+        derived_from: Annotated[
+            list[str] | None,
+            Field(description="ids of the assertions this was derived from", max_length=1000),
+        ] = None,
+    ) -> dict[str, Any]:
+        """Record something you learned, as a proposal under your own name.
+
+        It is stored with lifecycle "proposed": the approved lens does not show it until
+        a supervisor approves it. Returns the assertion with its id.
+        """
+        who = caller(ctx, Op.ASSERT, "add_assertion")
+        with _reported():
+            fields = {
+                "subject": subject,
+                "value": value,
+                "agent": who.name,
+                "confidence": confidence,
+                "kind": kind,
+                "source": source,
+                "evidence": evidence,
+                "epoch": epoch,
+                "derived_from": tuple(derived_from or ()),
+            }
+            added = ledger.add([parse_assertion(fields)], actor=who.name)[0]
+        return dict(dump(added))
+
+    @server.tool(annotations=_READ_ONLY)
+    def query_knowledge(
+        ctx: Ctx,
+        subject: Annotated[
+            str | None,
+            Field(
+                description="a subject, or a prefix covering everything below it (auth.jwt)",
+                max_length=512,
+            ),
+        ] = None,
+        text: Annotated[
+            str | None,
+            Field(
+                description="words to search for in subjects, values and sources", max_length=1024
+            ),
+        ] = None,
+        lens: Annotated[
+            str,
+            Field(
+                description="approved (default; act on these), latest, consensus, all or custom",
+                max_length=256,
+            ),
+        ] = "approved",
+        at: Annotated[
+            str | None,
+            Field(description="read as of this time: RFC 3339 (2026-11-21T21:00:00Z) or '6h ago'"),
+        ] = None,
+        context: Annotated[
+            dict[str, JsonValue] | None,
+            Field(description="your task or ticket, kept with the audit record"),
+        ] = None,
+    ) -> Knowledge:
+        """Read what the ledger holds about a subject (or search by text) through a lens.
+
+        Returns the values with their lifecycle and confidence, what the lens hid, and a
+        query_id receipt to cite in record_decision. Give a subject, text or both.
+        """
+        who = caller(ctx, Op.QUERY, "query_knowledge")
+        with _reported():
+            when = None if at is None else parse_time(at, ledger.clock.now())
+            ans = ledger.query(
+                subject, agent=who.name, lens=lens, at=when, text=text, context=context
+            )
+        if metrics is not None:
+            metrics.answered(ans)
+        return knowledge(ans)
+
+    @server.tool(annotations=_WRITES)
+    def record_decision(
+        ctx: Ctx,
+        action: Annotated[
+            str,
+            Field(
+                description="what you did, e.g. 'deployed auth config v42'",
+                min_length=1,
+                max_length=4096,
+            ),
+        ],
+        query_ids: Annotated[
+            list[str],
+            Field(description="the query_id of every read this action relied on", max_length=1000),
+        ],
+        context: Annotated[
+            dict[str, JsonValue] | None,
+            Field(description="your task or ticket, kept with the decision"),
+        ] = None,
+    ) -> dict[str, Any]:
+        """Record an action you took and the reads (query ids) it relied on.
+
+        Call it after acting. Returns the decision with its id (d_…), which the on-call
+        person traces back to the facts, agents and sources behind it.
+        """
+        who = caller(ctx, Op.DECIDE, "record_decision")
+        with _reported():
+            done = ledger.decide(action, agent=who.name, query_ids=query_ids, context=context)
+        return dict(dump(done))
+
+    @server.tool(annotations=_READ_ONLY)
+    def get_history(
+        ctx: Ctx,
+        ref: Annotated[
+            str,
+            Field(description="an assertion id (or unique prefix), or a subject", max_length=255),
+        ],
+    ) -> dict[str, Any]:
+        """Who introduced an assertion, from which source and batch, and every change since.
+
+        With a subject, the history of each assertion on it. Each entry lists the
+        lifecycle moves with who made them and why, and any corrections.
+        """
+        caller(ctx, Op.READ, "get_history")
+        with _reported():
+            found = ledger.blame(ref)
+        return {"history": dump(found)}
+
+    @server.tool(annotations=_READ_ONLY)
+    def trace_decision(
+        ctx: Ctx,
+        ref: Annotated[
+            str, Field(description="a decision id (d_…) or a query id (q_…)", max_length=128)
+        ],
+    ) -> dict[str, Any]:
+        """Follow a decision or a query back to what it rested on.
+
+        Returns the decision, the queries it cited, the assertions they served, and the
+        agents, sources and batches (epochs) behind those assertions.
+        """
+        caller(ctx, Op.READ, "trace_decision")
+        with _reported():
+            found = ledger.trace(ref)
+        return dict(dump(found))
+
+    @server.tool(annotations=_READ_ONLY)
+    def check_constraints(
+        ctx: Ctx,
+        plan: Annotated[
+            str,
+            Field(
+                description="what you are about to do, in words, with names and values",
+                min_length=1,
+                max_length=65536,
+            ),
+        ],
+        subjects: Annotated[
+            list[str] | None,
+            Field(
+                description="the full subjects the plan changes (auth.jwt.algorithm): "
+                "constraints on them or on a subject above them apply; none checks them all"
+            ),
+        ] = None,
+    ) -> dict[str, Any]:
+        """Check a plan against the ledger's negative constraints before you act.
+
+        A constraint records what must not be done on a subject (usually after a
+        correction) and the alternative to use. Returns each violation with the
+        preferred alternative, or says plainly that no constraint applies.
+        """
+        caller(ctx, Op.CHECK, "check_constraints")
+        with _reported():
+            result = ledger.check(plan, subjects or [])
+        violations = [
+            {
+                "message": v.message,
+                "matched": v.matched,
+                "scope": v.constraint.scope,
+                "prefer": v.constraint.prefer,
+                "reason": v.constraint.reason,
+                "constraint_id": v.constraint.id,
+            }
+            for v in result.violations
+        ]
+        if violations:
+            found = " ".join(v.message for v in result.violations)
+            summary = f"{len(violations)} violation(s): do not go ahead as planned. {found}"
+        elif result.checked:
+            summary = f"no constraint violated: {result.checked} in scope, none matches the plan"
+        else:
+            summary = "no constraint applies: none is recorded in scope of this plan"
+        return {
+            "ok": result.ok,
+            "checked": result.checked,
+            "summary": summary,
+            "violations": violations,
+        }
+
+    @server.resource(
+        "episteme://subjects/{subject}",
+        mime_type="application/json",
+        description="The approved view of a subject and everything below it (not audited).",
+    )
+    def subject_view(subject: str, ctx: Ctx) -> dict[str, Any]:
+        caller(ctx, Op.READ, f"episteme://subjects/{subject}", ResourceError)
+        with _reported(ResourceError):
+            ans = ledger.answer(subject, lens="approved")
+        return knowledge(ans).model_dump(mode="json")
+
+    @server.resource(
+        "episteme://lenses",
+        mime_type="application/json",
+        description="The lenses a query can use: built-in and custom, with what each shows.",
+    )
+    def lenses() -> dict[str, Any]:
+        return {name: spec.model_dump(mode="json") for name, spec in ledger.lenses().items()}
+
+    return server
+
+
+# -- HTTP ------------------------------------------------------------------------------
+
+
+def _security(host: str) -> TransportSecuritySettings:
+    """DNS-rebinding checks: on for a loopback bind, off for any other.
+
+    A server bound to loopback is what a browser page could reach through a rebound
+    name, so only loopback Host and Origin headers are accepted (any port, or none).
+    A server bound to another address (0.0.0.0 behind a proxy, a public name) is
+    reached under names this process cannot know; there the bearer token, which a
+    browser page does not hold, is the protection.
+    """
+    if host not in LOOPBACK:
+        return TransportSecuritySettings(enable_dns_rebinding_protection=False)
+    names = ["127.0.0.1", "localhost", "[::1]"]
+    hosts = [h for n in names for h in (n, f"{n}:*")]
+    origins = [f"{s}://{h}" for s in ("http", "https") for h in hosts]
+    return TransportSecuritySettings(allowed_hosts=hosts, allowed_origins=origins)
+
+
+class _Bearer:
+    """Authenticates each MCP request; 401 problem+json without a valid token."""
+
+    def __init__(self, app: ASGIApp, ledger: Ledger, metrics: Metrics | None) -> None:
+        self.app = app
+        self.ledger = ledger
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        header = dict(scope["headers"]).get(b"authorization", b"").decode("latin-1")
+        scheme, _, secret = header.partition(" ")
+        try:
+            # One indexed read: cheap enough for the event loop (as in the API's deps).
+            who = self.ledger.authenticate(secret.strip() if scheme.lower() == "bearer" else None)
+        except Unauthenticated as exc:
+            if self.metrics is not None:
+                self.metrics.denied.labels("401").inc()
+            if isinstance(exc, TokenRefused):
+                target = f"{scope['method']} {scope['path']}"
+                deny = self.ledger.deny
+                await anyio.to_thread.run_sync(
+                    deny, exc.principal, exc.token_id, "authenticate", target, exc.message
+                )
+            # Imported here: FastAPI is only needed when serving HTTP, never over stdio.
+            from episteme.api.problems import problem
+
+            refusal = problem(
+                exc.status, exc.title, exc.message, None, **{"WWW-Authenticate": "Bearer"}
+            )
+            await refusal(scope, receive, send)
+            return
+        scope["state"] = {**scope.get("state", {}), "principal": who}
+        await self.app(scope, receive, send)
+
+
+@dataclass(frozen=True)
+class Mount:
+    """The MCP endpoint for an app: its route and the session manager to run."""
+
+    route: BaseRoute
+    server: MCPServer
+
+    def run(self) -> contextlib.AbstractAsyncContextManager[None]:
+        """Run the session manager for the app's lifetime (mounted apps get no lifespan)."""
+        return self.server.session_manager.run()
+
+
+def mount(ledger: Ledger, metrics: Metrics | None, *, host: str = "127.0.0.1") -> Mount:
+    """The MCP server at exactly ``/mcp``, behind bearer tokens.
+
+    Stateless and with JSON responses, so that any worker behind a load balancer can
+    answer any request. `host` is the address the server binds: it decides the
+    DNS-rebinding checks (`_security`).
+    """
+    server = build_server(ledger, metrics)
+    app = server.streamable_http_app(
+        streamable_http_path=PATH,
+        stateless_http=True,
+        json_response=True,
+        transport_security=_security(host),
+    )
+    return Mount(route=Route(PATH, endpoint=_Bearer(app, ledger, metrics)), server=server)
+
+
+# -- stdio -----------------------------------------------------------------------------
+
+
+def serve_stdio(ledger: Ledger, token: str | None) -> None:
+    """Serve MCP on stdin/stdout as the principal of `token`, until stdin closes.
+
+    Raises:
+        Unauthenticated: no token, or one that is unknown, revoked or expired (recorded).
+    """
+    if not token:
+        raise Unauthenticated(
+            f"{TOKEN_ENV} is not set: give the MCP server a token from "
+            "`episteme token create --name NAME --role agent`"
+        )
+    try:
+        ledger.authenticate(token)
+    except TokenRefused as exc:
+        ledger.deny(exc.principal, exc.token_id, "authenticate", "mcp:stdio", exc.message)
+        raise Unauthenticated(f"{TOKEN_ENV}: {exc.message}") from None
+    except Unauthenticated as exc:
+        raise Unauthenticated(f"{TOKEN_ENV}: {exc.message}") from None
+    build_server(ledger, token=token).run("stdio")

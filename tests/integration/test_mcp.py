@@ -1,0 +1,380 @@
+"""The MCP server through the official client: over stdio and over streamable HTTP.
+
+Who acts is always the token's principal: the stdio server authenticates
+EPISTEME_TOKEN at startup and on each call, the HTTP endpoint each request's token.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx2
+import pytest
+from mcp import Client, StdioServerParameters
+from mcp.client.streamable_http import streamable_http_client
+from mcp.types import CallToolResult, TextContent, TextResourceContents
+from starlette.applications import Starlette
+
+from episteme.api.app import create_app
+from episteme.api.settings import Settings
+from episteme.ledger import Ledger
+from episteme.mcp import mount
+from tests.integration.server import live_server
+
+pytestmark = pytest.mark.anyio
+
+TOOLS = {
+    "add_assertion",
+    "query_knowledge",
+    "record_decision",
+    "get_history",
+    "trace_decision",
+    "check_constraints",
+}
+EPISTEME = [sys.executable, "-m", "episteme"]
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+def token(ledger: Ledger, name: str, *roles: str) -> str:
+    secret, _ = ledger.issue_token(name, list(roles or ["agent"]), by="admin")
+    return secret
+
+
+def ok(result: CallToolResult) -> Any:
+    """The structured result of a tool call that must have succeeded."""
+    assert not result.is_error, result.content
+    return result.structured_content
+
+
+def error_text(result: CallToolResult) -> str:
+    assert result.is_error
+    first = result.content[0]
+    assert isinstance(first, TextContent)
+    return first.text
+
+
+async def assert_query_decide_trace(client: Client, agent: str) -> str:
+    """The ES256 story's agent side: propose, read, act; the trace names `agent`.
+
+    Returns the decision id.
+    """
+    added = ok(
+        await client.call_tool(
+            "add_assertion",
+            {"subject": "auth.jwt.algorithm", "value": "ES256", "confidence": 0.6},
+        )
+    )
+    assert added["agent"] == agent
+    assert added["lifecycle"] == "proposed"
+
+    approved = ok(await client.call_tool("query_knowledge", {"subject": "auth.jwt"}))
+    assert approved["items"] == []
+    assert approved["summary"] == "1 proposed assertion hidden"
+    assert approved["hidden"]["ids"] == [added["id"]]
+
+    latest = ok(await client.call_tool("query_knowledge", {"subject": "auth", "lens": "latest"}))
+    assert [(i["value"], i["lifecycle"]) for i in latest["items"]] == [("ES256", "proposed")]
+    assert latest["query_id"].startswith("q_")
+
+    decision = ok(
+        await client.call_tool(
+            "record_decision",
+            {"action": "deployed auth config v42", "query_ids": [latest["query_id"]]},
+        )
+    )
+    assert decision["agent"] == agent
+
+    trace = ok(await client.call_tool("trace_decision", {"ref": decision["id"]}))
+    assert trace["decision"]["agent"] == agent
+    assert [q["id"] for q in trace["queries"]] == [latest["query_id"]]
+    assert {q["agent"] for q in trace["queries"]} == {agent}
+    assert [a["id"] for a in trace["assertions"]] == [added["id"]]
+    assert trace["agents"] == [agent]
+
+    history = ok(await client.call_tool("get_history", {"ref": added["id"][:12]}))
+    (entry,) = history["history"]
+    assert entry["assertion"]["agent"] == agent
+    assert entry["history"][0]["lifecycle"] == "proposed"
+    decision_id: str = decision["id"]
+    return decision_id
+
+
+# -- stdio -----------------------------------------------------------------------------
+
+
+def stdio(home: Path, secret: str) -> Client:
+    params = StdioServerParameters(
+        command=EPISTEME[0],
+        args=[*EPISTEME[1:], "mcp", "--home", str(home)],
+        env={"EPISTEME_TOKEN": secret},
+    )
+    return Client(params)
+
+
+async def test_stdio_lists_the_tools_and_acts_as_the_tokens_principal_until_revoked(
+    ledger: Ledger, home: Path
+) -> None:
+    secret = token(ledger, "deploy-agent")
+    async with stdio(home, secret) as client:
+        tools = {t.name: t for t in (await client.list_tools()).tools}
+        assert set(tools) == TOOLS
+        for tool in tools.values():
+            assert tool.description is not None
+            assert len(tool.description) > 40, tool.name
+            for name, prop in tool.input_schema["properties"].items():
+                assert prop.get("description"), f"{tool.name}.{name}"
+        assert "agent" not in tools["add_assertion"].input_schema["properties"]
+        assert client.server_info is not None
+        assert client.server_info.name == "episteme"
+        decision_id = await assert_query_decide_trace(client, "deploy-agent")
+        # Revoking the token stops the running server at its next call.
+        ledger.revoke_token("deploy-agent", by="admin", reason="rotated")
+        refused = await client.call_tool("query_knowledge", {"subject": "auth"})
+        assert "revoked" in error_text(refused)
+    # The ledger on disk says the same, read by another process.
+    assert ledger.trace(decision_id).agents == ["deploy-agent"]
+    (denial,) = ledger.denials()
+    assert (denial.principal, denial.operation, denial.target) == (
+        "deploy-agent",
+        "authenticate",
+        "mcp:query_knowledge",
+    )
+
+
+@pytest.mark.parametrize(
+    ("secret", "expected"),
+    [
+        ("", "error: EPISTEME_TOKEN is not set"),
+        ("ep_unknown", "error: EPISTEME_TOKEN: unknown token"),
+    ],
+)
+def test_stdio_refuses_to_start_without_a_valid_token(
+    ledger: Ledger, home: Path, secret: str, expected: str
+) -> None:
+    done = subprocess.run(
+        [*EPISTEME, "mcp", "--home", str(home)],
+        env=os.environ | {"EPISTEME_TOKEN": secret},
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=20,
+    )
+    assert done.returncode == 2
+    assert done.stdout == ""
+    assert done.stderr.startswith(expected)
+    assert len(done.stderr.splitlines()) == 1
+
+
+def test_stdio_refuses_a_revoked_token_and_records_it(ledger: Ledger, home: Path) -> None:
+    secret = token(ledger, "deploy-agent")
+    ledger.revoke_token("deploy-agent", by="admin", reason="rotated")
+    done = subprocess.run(
+        [*EPISTEME, "mcp", "--home", str(home)],
+        env=os.environ | {"EPISTEME_TOKEN": secret},
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=20,
+    )
+    assert done.returncode == 2
+    assert done.stdout == ""
+    assert "revoked" in done.stderr
+    (denial,) = ledger.denials()
+    assert (denial.principal, denial.operation, denial.target) == (
+        "deploy-agent",
+        "authenticate",
+        "mcp:stdio",
+    )
+
+
+# -- streamable HTTP -------------------------------------------------------------------
+
+
+@dataclass
+class Served:
+    url: str
+    ledger: Ledger
+
+    @asynccontextmanager
+    async def client(self, secret: str, mode: str = "auto") -> AsyncIterator[Client]:
+        headers = {"Authorization": f"Bearer {secret}"}
+        async with httpx2.AsyncClient(headers=headers) as http:
+            transport = streamable_http_client(f"{self.url}/mcp", http_client=http)
+            async with Client(transport, mode=mode) as client:
+                yield client
+
+
+@pytest.fixture
+def served(ledger: Ledger, home: Path) -> Iterator[Served]:
+    """The whole API app on a real uvicorn server, on 127.0.0.1 and a free port."""
+    app = create_app(Settings(home=home), ledger=ledger)
+    with live_server(app) as url:
+        yield Served(url, ledger)
+
+
+@pytest.mark.parametrize("mode", ["auto", "legacy"])
+async def test_http_flow_acts_as_the_tokens_principal(served: Served, mode: str) -> None:
+    secret = token(served.ledger, "deploy-agent")
+    async with served.client(secret, mode) as client:
+        assert {t.name for t in (await client.list_tools()).tools} == TOOLS
+        await assert_query_decide_trace(client, "deploy-agent")
+        view = await client.read_resource("episteme://subjects/auth.jwt")
+        (content,) = view.contents
+        assert isinstance(content, TextResourceContents)
+        assert '"1 proposed assertion hidden"' in content.text
+        lenses = await client.read_resource("episteme://lenses")
+        assert isinstance(lenses.contents[0], TextResourceContents)
+        assert '"consensus"' in lenses.contents[0].text
+    async with httpx2.AsyncClient(headers={"Authorization": f"Bearer {secret}"}) as http:
+        scrape = (await http.get(f"{served.url}/metrics")).text
+    assert 'episteme_queries_total{lens="latest"} 1.0' in scrape
+    assert 'episteme_answers_hiding_total{lens="approved"} 1.0' in scrape
+
+
+async def test_http_without_a_token_is_401_problem(served: Served) -> None:
+    async with httpx2.AsyncClient() as http:
+        r = await http.post(
+            f"{served.url}/mcp", json={"jsonrpc": "2.0", "id": 1, "method": "tools/list"}
+        )
+    assert r.status_code == 401
+    assert r.headers["content-type"] == "application/problem+json"
+    assert r.headers["www-authenticate"] == "Bearer"
+    body = r.json()
+    assert body["status"] == 401
+    assert body["detail"].startswith("no bearer token")
+
+
+async def test_http_refuses_a_revoked_token_and_records_it(served: Served) -> None:
+    secret = token(served.ledger, "deploy-agent")
+    served.ledger.revoke_token("deploy-agent", by="admin", reason="leaked in a log")
+    async with httpx2.AsyncClient(headers={"Authorization": f"Bearer {secret}"}) as http:
+        r = await http.post(
+            f"{served.url}/mcp", json={"jsonrpc": "2.0", "id": 1, "method": "tools/list"}
+        )
+    assert r.status_code == 401
+    assert "revoked" in r.json()["detail"]
+    (denial,) = served.ledger.denials()
+    assert (denial.principal, denial.operation, denial.target) == (
+        "deploy-agent",
+        "authenticate",
+        "POST /mcp",
+    )
+
+
+async def test_each_token_acts_as_its_own_principal(served: Served) -> None:
+    ids = {}
+    for agent in ("deploy-agent", "orchestrator"):
+        async with served.client(token(served.ledger, agent)) as client:
+            # A name in the arguments changes nothing: the principal is the token's.
+            added = ok(
+                await client.call_tool(
+                    "add_assertion",
+                    {"subject": f"svc.{agent}.owner", "value": "sre", "agent": "someone-else"},
+                )
+            )
+            assert added["agent"] == agent
+            read = ok(await client.call_tool("query_knowledge", {"subject": "svc", "lens": "all"}))
+            done = ok(
+                await client.call_tool(
+                    "record_decision", {"action": "paged sre", "query_ids": [read["query_id"]]}
+                )
+            )
+            ids[agent] = done["id"]
+    for agent, decision_id in ids.items():
+        trace = served.ledger.trace(decision_id)
+        assert trace.decision is not None
+        assert trace.decision.agent == agent
+        assert {q.agent for q in trace.queries} == {agent}
+
+
+async def test_a_role_that_does_not_allow_the_tool_is_refused_and_recorded(
+    served: Served,
+) -> None:
+    async with served.client(token(served.ledger, "carol", "approver")) as client:
+        refused = await client.call_tool("add_assertion", {"subject": "a.b", "value": 1})
+        assert "assert needs the agent role" in error_text(refused)
+    (denial,) = served.ledger.denials()
+    assert (denial.principal, denial.operation, denial.target) == (
+        "carol",
+        "assert",
+        "mcp:add_assertion",
+    )
+    assert served.ledger.audit() == []
+
+
+async def test_check_constraints_after_a_correction(served: Served) -> None:
+    led = served.ledger
+    async with served.client(token(led, "deploy-agent")) as client:
+        plan = {
+            "plan": "switch auth-service JWT signing to ES256",
+            "subjects": ["auth.jwt.algorithm"],
+        }
+        before = ok(await client.call_tool("check_constraints", plan))
+        assert before["ok"] is True
+        assert before["summary"].startswith("no constraint applies")
+
+        bad = led.assert_one(subject="auth.jwt.algorithm", value="ES256", agent="orchestrator")
+        why = "ES256 broke token validation"
+        led.correct(bad.id, by="oncall", reason=why, value="RS256", forbid=True)
+
+        after = ok(await client.call_tool("check_constraints", plan))
+        assert after["ok"] is False
+        (violation,) = after["violations"]
+        assert violation["matched"] == "ES256"
+        assert violation["prefer"] == "RS256"
+        assert "RS256" in after["summary"]
+
+        fine = ok(await client.call_tool("check_constraints", {"plan": "rotate the RS256 key"}))
+        assert fine["ok"] is True
+        assert fine["summary"].startswith("no constraint violated")
+
+        bad_input = await client.call_tool("query_knowledge", {"subject": "-auth"})
+        assert "invalid subject '-auth'" in error_text(bad_input)
+
+
+INITIALIZE = {
+    "jsonrpc": "2.0",
+    "id": 1,
+    "method": "initialize",
+    "params": {
+        "protocolVersion": "2025-11-25",
+        "capabilities": {},
+        "clientInfo": {"name": "probe", "version": "1"},
+    },
+}
+
+
+@pytest.mark.parametrize(
+    ("bind", "host", "status"),
+    [
+        ("127.0.0.1", "127.0.0.1:8765", 200),
+        ("127.0.0.1", "localhost", 200),
+        ("127.0.0.1", "attacker.example:8765", 421),
+        ("0.0.0.0", "episteme.example.com", 200),
+    ],
+)
+async def test_dns_rebinding_checks_follow_the_bind_address(
+    ledger: Ledger, bind: str, host: str, status: int
+) -> None:
+    endpoint = mount(ledger, None, host=bind)
+    app = Starlette(routes=[endpoint.route])
+    headers = {
+        "Authorization": f"Bearer {token(ledger, 'deploy-agent')}",
+        "Accept": "application/json, text/event-stream",
+        "Host": host,
+    }
+    transport = httpx2.ASGITransport(app=app)
+    async with endpoint.run(), httpx2.AsyncClient(transport=transport) as http:
+        r = await http.post("http://127.0.0.1/mcp", json=INITIALIZE, headers=headers)
+    assert r.status_code == status, r.text
