@@ -29,12 +29,15 @@ _UNIT_ALIASES = {
     "h": "h", "hr": "h", "hrs": "h", "hour": "h", "hours": "h",
     "d": "d", "day": "d", "days": "d", "w": "w", "week": "w", "weeks": "w",
 }  # fmt: skip
-_RELATIVE = re.compile(r"^(?:(\d+)\s*([a-z]+)\s*)+(?:ago)?$")
+_RELATIVE = re.compile(r"^(?:in\s+)?(?:(\d+)\s*([a-z]+)\s*)+(?:ago)?$")
 _PART = re.compile(r"(\d+)\s*([a-z]+)")
 _CLOCK = re.compile(r"^(?:(today|yesterday)\s+)?(\d{1,2})(?::(\d{2}))?(?::(\d{2}))?\s*(am|pm)?$")
 _PLAIN = re.compile(r"^(\d{4}-\d{2}-\d{2})(?:[ T](\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?))?$")
 
-HELP = "RFC 3339, a relative time (6h, 30m ago) or a local clock time (21:00, 9pm, yesterday 21:00)"
+HELP = (
+    "RFC 3339, a relative time (6h, 30m ago; in 30d for the future) or a local clock time "
+    "(21:00, 9pm, yesterday 21:00)"
+)
 
 
 class Clock(Protocol):
@@ -115,13 +118,16 @@ def parse_time(text: str, now: Instant) -> Instant:
 def _parse_relative(raw: str, now: Instant) -> Instant | None:
     if not _RELATIVE.match(raw):
         return None
+    future = raw.startswith("in ")
+    if future and raw.endswith("ago"):
+        raise InvalidInput(f"{raw!r} is both ahead and ago: use in 30d or 30d ago")
     total = 0
-    for amount, unit in _PART.findall(raw):
+    for amount, unit in _PART.findall(raw.removeprefix("in ")):
         name = _UNIT_ALIASES.get(unit)
         if name is None:
             raise InvalidInput(f"unknown time unit {unit!r}: use s, m, h, d or w")
         total += int(amount) * (7 * _UNITS_US["d"] if name == "w" else _UNITS_US[name])
-    return from_us(to_us(now) - total)
+    return from_us(to_us(now) + total if future else to_us(now) - total)
 
 
 def _parse_clock(raw: str, now: Instant) -> Instant | None:

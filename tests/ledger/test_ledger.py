@@ -557,3 +557,26 @@ def test_a_check_sees_constraints_above_and_below_its_subjects(ledger: Ledger) -
         assert [v.matched for v in result.violations] == ["ES256"], subjects
     for subjects in (["auth.jw"], ["auth_jwt"], ["billing"]):
         assert ledger.check(plan, subjects).checked == 0, subjects
+
+
+def test_a_ledger_of_the_previous_schema_is_upgraded_on_open(tmp_path: Path) -> None:
+    import sqlite3
+
+    from episteme.ledger.sqlite import store as sqlite_store
+
+    path = tmp_path / "ledger.db"
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("PRAGMA journal_mode = WAL")
+    for statement in sqlite_store._split(sqlite_store._schema_sql("0001_init.sql")):
+        conn.execute(statement)
+    conn.execute(f"PRAGMA application_id = {sqlite_store.APPLICATION_ID}")
+    conn.execute("PRAGMA user_version = 1")
+    conn.close()
+    with Ledger.open(tmp_path) as ledger:
+        ledger.assert_one(subject="a.b", value=1, agent="x")
+        secret, _ = ledger.issue_token("x", ["agent"], by="admin")
+        assert ledger.authenticate(secret).name == "x"
+        assert ledger.verify().ok
+    check = sqlite3.connect(path)
+    assert check.execute("PRAGMA user_version").fetchone()[0] == sqlite_store.SCHEMA_VERSION
+    check.close()

@@ -2,6 +2,7 @@
 
 CREATE TABLE tokens (
     id            TEXT PRIMARY KEY,
+    seq           INTEGER NOT NULL,
     hash          TEXT    NOT NULL UNIQUE,
     principal     TEXT    NOT NULL,
     kind          TEXT    NOT NULL,

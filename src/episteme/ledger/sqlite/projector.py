@@ -229,10 +229,11 @@ def _lens(conn: sqlite3.Connection, ev: Event, data: dict[str, Any]) -> None:
 
 def _token_issued(conn: sqlite3.Connection, ev: Event, data: dict[str, Any]) -> None:
     conn.execute(
-        "INSERT INTO tokens (id, hash, principal, kind, roles, created_at, created_by, expires_at)"
-        " VALUES (?,?,?,?,?,?,?,?)",
+        "INSERT INTO tokens (id, seq, hash, principal, kind, roles, created_at, created_by,"
+        " expires_at) VALUES (?,?,?,?,?,?,?,?,?)",
         (
             data["token_id"],
+            ev.seq,
             data["hash"],
             data["principal"],
             data["kind"],

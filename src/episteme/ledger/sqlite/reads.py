@@ -491,7 +491,7 @@ class Reader:
     def _tokens(self, where: str, args: list[Any]) -> list[TokenRecord]:
         rows = self.conn.execute(
             "SELECT id, principal, kind, roles, created_at, created_by, expires_at, revoked_at,"
-            f" revoked_by, revoke_reason FROM tokens {where} ORDER BY created_at, id",
+            f" revoked_by, revoke_reason FROM tokens {where} ORDER BY seq",
             args,
         )
         return [

@@ -1,0 +1,75 @@
+"""Tokens, refusals and pre-flight checks from the command line."""
+
+from __future__ import annotations
+
+from whenever import TimeDelta
+
+from episteme.ledger import Ledger
+from episteme.timeutil import ManualClock
+from tests.cli.support import assert_error
+from tests.conftest import Cli
+
+
+def test_token_create_list_revoke(cli: Cli, clock: ManualClock) -> None:
+    assert cli("init").code == 0
+    made = cli("token", "create", "--name", "deploy-agent", "--role", "agent", "--json").json()
+    secret = made["token"]
+    assert secret.startswith("ep_")
+    assert made["record"]["kind"] == "agent"
+    r = cli("token", "create", "--name", "alice", "--role", "supervisor", "--expires", "in 1h")
+    assert r.code == 0
+    assert "shown once" in r.out
+    listed = cli("token", "list", "--json").json()
+    assert [(t["principal"], t["roles"]) for t in listed] == [
+        ("deploy-agent", ["agent"]),
+        ("alice", ["supervisor"]),
+    ]
+    assert secret not in cli("token", "list").out
+    clock.advance(TimeDelta(hours=2))
+    table = cli("token", "list").out
+    assert "expired" in table
+    assert "active" in table
+    r = cli("token", "revoke", "deploy-agent", "--reason", "leaked in a CI log", "--json")
+    assert r.json()[0]["revoked_by"].startswith("local:")
+    assert "revoked" in cli("token", "list").out
+
+
+def test_token_refusals(cli: Cli) -> None:
+    assert cli("init").code == 0
+    assert_error(cli("token", "create", "--name", "x", "--role", "root"), 2, "unknown role 'root'")
+    assert_error(cli("token", "create", "--name", "t_x", "--role", "agent"), 2, "token ids")
+    assert_error(
+        cli("token", "create", "--name", "x", "--role", "agent", "--expires", "1h ago"), 2, "past"
+    )
+    assert_error(cli("token", "revoke", "nobody", "--reason", "x"), 2, "no token or principal")
+    cli("token", "create", "--name", "a", "--role", "agent")
+    cli("token", "revoke", "a", "--reason", "x")
+    assert_error(cli("token", "revoke", "a", "--reason", "again"), 2, "no active token")
+
+
+def test_denials_and_check(cli: Cli, home: object) -> None:
+    assert cli("init").code == 0
+    with Ledger.open(str(home)) as ledger:
+        a = ledger.assert_one(subject="auth.jwt.algorithm", value="ES256", agent="research")
+        ledger.correct(a.id, by="oncall", reason="prod verifies RS256", value="RS256", forbid=True)
+        ledger.deny(
+            "deploy-agent", "t_1", "review", "POST /v1/assertions/x/approve", "needs supervisor"
+        )
+    rows = cli("denials", "--json").json()
+    assert [(d["principal"], d["operation"]) for d in rows] == [("deploy-agent", "review")]
+    assert "needs supervisor" in cli("denials").out
+    r = cli("check", "set auth.jwt.algorithm to ES256", "-s", "auth.jwt.algorithm")
+    assert r.code == 1
+    assert "use 'RS256' instead" in r.out
+    r = cli("check", "rotate RS256 keys", "--json")
+    assert r.code == 0
+    assert r.json()["violations"] == []
+
+
+def test_future_times_for_expiries(clock: ManualClock) -> None:
+    from episteme.timeutil import parse_time
+
+    now = clock.now()
+    assert parse_time("in 30d", now) == now.add(hours=24 * 30)
+    assert parse_time("in 1h 30m", now) == now.add(minutes=90)
+    assert parse_time("30d ago", now) == now.subtract(hours=24 * 30)
