@@ -25,12 +25,13 @@ from .problems import problem
 _bearer = HTTPBearer(auto_error=False, description="A token from `episteme token create`")
 
 
-def get_ledger(request: Request) -> Ledger:
+# async: a plain function would cost a thread-pool hop per request for a dict lookup
+async def get_ledger(request: Request) -> Ledger:
     ledger: Ledger = request.app.state.ledger
     return ledger
 
 
-def get_metrics(request: Request) -> Metrics:
+async def get_metrics(request: Request) -> Metrics:
     metrics: Metrics = request.app.state.metrics
     return metrics
 

@@ -1,4 +1,4 @@
-"""`episteme bench`: generate the reference ledger and measure the latency budget."""
+"""`episteme bench`: generate the reference ledger; measure the latency budget and the API."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 from rich.table import Table
 
+from episteme.benchmark import http as http_bench
 from episteme.benchmark.generate import Spec, generate
 from episteme.benchmark.run import Report, run
 from episteme.cli.common import app, state
@@ -74,6 +75,11 @@ def bench_run(
     if not (home / DB_FILE).exists():
         raise InvalidInput(f"no ledger in {home}: run `episteme bench generate --home {home}`")
     report = run(home, runs=runs, heavy_runs=heavy_runs, rebuild=rebuild, warm_cache=warm)
+    _show(ctx, report, output, as_json)
+
+
+def _show(ctx: typer.Context, report: Report, output: Path | None, as_json: bool) -> None:
+    """Write the JSON report to `output` if given; print it, or the table and the ledger."""
     data = report.to_json()
     if output is not None:
         output.parent.mkdir(parents=True, exist_ok=True)
@@ -83,11 +89,56 @@ def bench_run(
         return
     state(ctx).console.print(table(report))
     info = report.ledger
-    state(ctx).console.print(
-        f"{info['assertions']:,} assertions, {info['events']:,} events, "
-        f"{info['bytes_per_assertion']:.0f} bytes per assertion, max RSS "
-        f"{info['max_rss_mb']:.0f} MB"
-    )
+    line = f"{info['assertions']:,} assertions, {info['events']:,} events"
+    if "bytes_per_assertion" in info:
+        line += (
+            f", {info['bytes_per_assertion']:.0f} bytes per assertion, max RSS "
+            f"{info['max_rss_mb']:.0f} MB"
+        )
+    state(ctx).console.print(line)
+
+
+@bench_app.command("http")
+def bench_http(
+    ctx: typer.Context,
+    home: BenchHome,
+    runs: Annotated[int, typer.Option(min=1, help="Timed point queries over HTTP.")] = 2000,
+    seconds: Annotated[
+        int, typer.Option(min=1, help="Length of each throughput run, in 1-second windows.")
+    ] = 10,
+    warmup: Annotated[
+        float, typer.Option(min=0, help="Seconds of load before each throughput run counts.")
+    ] = 2.0,
+    connections: Annotated[
+        int, typer.Option(min=1, help="Concurrent keep-alive connections of the load.")
+    ] = 32,
+    workers: Annotated[
+        list[int] | None,
+        typer.Option(
+            "--workers",
+            min=1,
+            help="Server workers to load with (repeatable) [1 and 2].",
+            show_default=False,
+        ),
+    ] = None,
+    threads: Annotated[
+        int, typer.Option(min=1, help="Threads per process of the library floor.")
+    ] = 8,
+    warm: Annotated[
+        bool, typer.Option("--warm/--no-warm", help="Read the database files once first.")
+    ] = True,
+    output: Annotated[Path | None, typer.Option(help="Write the JSON report here.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the JSON report.")] = False,
+) -> None:
+    """Measure the API over HTTP (`episteme serve`) against the library in-process."""
+    if not (home / DB_FILE).exists():
+        raise InvalidInput(f"no ledger in {home}: run `episteme bench generate --home {home}`")
+    report = http_bench.run(
+        home, runs=runs, seconds=seconds, warmup=warmup, connections=connections,
+        workers=workers or (1, 2), threads=threads, warm_cache=warm,
+        progress=lambda step: typer.echo(f"measuring: {step}", err=True),
+    )  # fmt: skip
+    _show(ctx, report, output, as_json)
 
 
 _FORMATS: dict[str, Callable[[float], str]] = {

@@ -9,7 +9,9 @@ appends events to the journal and projects them in the same transaction.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import itertools
+import os
 import sqlite3
 import threading
 from collections.abc import Iterable, Iterator, Sequence
@@ -172,6 +174,7 @@ class SQLiteStore(Reader):
                 f"{path} is not an Episteme ledger ({exc}): point --home at a ledger home "
                 "or run `episteme init` in an empty directory"
             ) from None
+        self._flock = os.open(f"{path}-lock", os.O_RDWR | os.O_CREAT, 0o600)
 
     def _check(self, conn: sqlite3.Connection) -> int:
         app = conn.execute("PRAGMA application_id").fetchone()[0]
@@ -207,6 +210,9 @@ class SQLiteStore(Reader):
         self._readers.clear()
         self._local = threading.local()
         self._wconn.close()
+        if self._flock >= 0:
+            os.close(self._flock)
+            self._flock = -1
 
     def workers(self) -> dict[str, str]:
         """The store's background threads and their state (for `/health`)."""
@@ -225,16 +231,24 @@ class SQLiteStore(Reader):
     @contextmanager
     def _transaction_locked(self) -> Iterator[sqlite3.Connection]:
         conn = self._wconn
+        # Processes on one file (API workers) queue on a blocking file lock: SQLite's
+        # own busy handler sleeps in growing steps and wakes late, so two writers
+        # would spend most of their time asleep. BEGIN IMMEDIATE still guards against
+        # writers that do not take this lock (the sqlite3 shell, other tools).
+        fcntl.flock(self._flock, fcntl.LOCK_EX)
         try:
-            conn.execute("BEGIN IMMEDIATE")
-        except sqlite3.OperationalError as exc:
-            raise StoreUnavailable(f"cannot write to {self.path}: {exc}") from None
-        try:
-            yield conn
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError as exc:
+                raise StoreUnavailable(f"cannot write to {self.path}: {exc}") from None
+            try:
+                yield conn
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+        finally:
+            fcntl.flock(self._flock, fcntl.LOCK_UN)
         if self._checkpointer is None:
             self._checkpointer = _Checkpointer(self.path)
         if self._checkpointer.committed():
