@@ -479,6 +479,14 @@ class _Bearer:
             )
             await refusal(scope, receive, send)
             return
+        if scope["method"] != "POST":
+            # Stateless JSON mode: no event stream to open (a GET would hang), no session
+            # to delete. Every exchange is one POST.
+            from episteme.api.problems import problem
+
+            detail = f"{scope['method']} is not allowed on /mcp: MCP clients POST their messages"
+            await problem(405, "Method not allowed", detail, Allow="POST")(scope, receive, send)
+            return
         scope["state"] = {**scope.get("state", {}), "principal": who}
         await self.app(scope, receive, send)
 

@@ -134,3 +134,22 @@ def test_roles_nest_as_documented() -> None:
     assert holds(Role.SUPERVISOR) == {"supervisor", "agent"}
     assert holds(Role.APPROVER) == {"approver"}
     assert holds(Role.ADMIN) == {"agent", "supervisor", "approver", "admin"}
+
+
+def test_an_agent_cannot_approve_its_own_assertion(api: Api) -> None:
+    """Recording an assertion as approved is a review: the ES256 outage in one request."""
+    body = {"subject": "auth.jwt.algorithm", "value": "ES256", "lifecycle": "approved"}
+    before = api.ledger.store.head()[0]
+    for path, payload in (
+        ("/v1/assertions", body),
+        ("/v1/assertions/batch", {"assertions": [{"subject": "a.b", "value": 1}, body]}),
+    ):
+        r = api.call("POST", path, json=payload)
+        assert r.status_code == 403, r.text
+        assert "a supervisor approves" in r.json()["detail"]
+    assert api.ledger.answer("auth.jwt.algorithm").items == []
+    assert [d.operation for d in api.ledger.denials()] == ["review", "review"]
+    assert api.ledger.store.head()[0] == before + 2  # the two refusals, nothing else
+    r = api.call("POST", "/v1/assertions", role="supervisor", json=body)
+    assert r.status_code == 201
+    assert r.json()["lifecycle"] == "approved"

@@ -206,3 +206,33 @@ def test_unknown_and_repeated_query_parameters_are_refused(api: Api) -> None:
     _problem(r, 400, "'agent' once")
     # a stranger is told to authenticate first, not what the route takes
     _problem(api.call("GET", "/v1/audit", role=None, params={"agnet": "x"}), 401)
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "words"),
+    [
+        ("/v1/assertions", {"subject": "a.b", "value": "\ud800"}, ["valid Unicode"]),
+        ("/v1/assertions", {"subject": "a.b", "value": 1, "evidence": "\ud800"}, ["unicode"]),
+        ("/v1/query", {"subject": "a.b", "context": {"k": "\udfff"}}, ["context", "Unicode"]),
+        ("/v1/decisions", {"action": "x", "context": {"\ud800": 1}}, ["context", "Unicode"]),
+    ],
+)
+def test_text_that_is_not_unicode_is_a_400(
+    api: Api, path: str, body: dict[str, Any], words: list[str]
+) -> None:
+    import json as stdjson
+
+    before = _head(api)
+    raw = stdjson.dumps(body).encode()  # \\ud800 escapes: valid JSON, not valid Unicode
+    r = api.call("POST", path, content=raw, headers={"content-type": "application/json"})
+    _problem(r, 422 if "evidence" in body else 400, *words)
+    assert _head(api) == before
+
+
+def test_deep_values_are_refused(api: Api) -> None:
+    value: Any = 1
+    for _ in range(100):
+        value = [value]
+    r = api.call("POST", "/v1/assertions", json={"subject": "a.b", "value": value})
+    assert r.status_code in (400, 422)
+    assert "64 levels" in r.json()["detail"]

@@ -255,6 +255,16 @@ async def test_http_without_a_token_is_401_problem(served: Served) -> None:
     assert body["detail"].startswith("no bearer token")
 
 
+async def test_http_takes_only_post(served: Served) -> None:
+    """Stateless JSON mode has no event stream: a GET is answered at once, never held open."""
+    secret, _ = served.ledger.issue_token("probe", ["agent"], by="admin")
+    async with httpx2.AsyncClient(headers={"Authorization": f"Bearer {secret}"}) as http:
+        for method in ("GET", "DELETE"):
+            r = await http.request(method, f"{served.url}/mcp", timeout=5)
+            assert r.status_code == 405
+            assert r.headers["allow"] == "POST"
+
+
 async def test_http_refuses_a_revoked_token_and_records_it(served: Served) -> None:
     secret = token(served.ledger, "deploy-agent")
     served.ledger.revoke_token("deploy-agent", by="admin", reason="leaked in a log")

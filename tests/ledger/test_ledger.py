@@ -572,6 +572,13 @@ def test_a_ledger_of_the_previous_schema_is_upgraded_on_open(tmp_path: Path) -> 
     conn.execute(f"PRAGMA application_id = {sqlite_store.APPLICATION_ID}")
     conn.execute("PRAGMA user_version = 1")
     conn.close()
+    # several processes (API workers) opening the old file at once: one upgrades it
+    import subprocess
+    import sys
+
+    code = f"from episteme.ledger import Ledger; Ledger.open({str(tmp_path)!r}).close()"
+    procs = [subprocess.Popen([sys.executable, "-c", code]) for _ in range(4)]
+    assert [p.wait(timeout=60) for p in procs] == [0, 0, 0, 0]
     with Ledger.open(tmp_path) as ledger:
         ledger.assert_one(subject="a.b", value=1, agent="x")
         secret, _ = ledger.issue_token("x", ["agent"], by="admin")

@@ -16,7 +16,7 @@ from episteme.ledger.records import RebuildReport
 from .deps import LedgerDep
 from .ledger_routes import Caller, Limit, encoded
 from .problems import responses
-from .schemas import IssuedToken, ReasonBody, RebuildBody, TokenBody, WireTime
+from .schemas import NAME, IssuedToken, ReasonBody, RebuildBody, TokenBody, WireTime
 
 router = APIRouter(prefix="/v1", responses=responses(401, 403, 422, 503))
 
@@ -48,7 +48,7 @@ def create_token(
 )
 def list_tokens(
     ledger: LedgerDep,
-    name: Annotated[str | None, Query(max_length=256)] = None,
+    name: Annotated[str | None, Query(max_length=128, pattern=NAME)] = None,
     who: Principal = Caller(Op.TOKENS),
 ) -> Response:
     return encoded(ledger.tokens(name))
@@ -78,7 +78,7 @@ def revoke_token(
 )
 def denials(
     ledger: LedgerDep,
-    principal: Annotated[str | None, Query(max_length=256)] = None,
+    principal: Annotated[str | None, Query(max_length=128, pattern=NAME)] = None,
     since: WireTime | None = None,
     limit: Limit = 100,
     who: Principal = Caller(Op.DENIALS),

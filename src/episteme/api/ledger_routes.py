@@ -14,8 +14,10 @@ from fastapi import APIRouter, Depends, Path, Query
 from pydantic import BaseModel
 from starlette.responses import Response
 
+from episteme.errors import Forbidden
 from episteme.ledger.access import Op, Principal
 from episteme.ledger.constraints import CheckResult
+from episteme.ledger.core import Ledger
 from episteme.ledger.lenses import LensSpec
 from episteme.ledger.model import Answer, Assertion, AssertionInput, dump, parse_assertion
 from episteme.ledger.records import (
@@ -30,8 +32,11 @@ from episteme.ledger.records import (
 )
 
 from .deps import LedgerDep, MetricsDep, allow
+from .metrics import Metrics
 from .problems import responses
 from .schemas import (
+    NAME,
+    SUBJECT,
     AssertionBody,
     BatchBody,
     CheckBody,
@@ -71,12 +76,12 @@ def _input(body: AssertionBody, who: Principal, n: int | None = None) -> Asserti
     response_model=Assertion,
     responses=responses(400, 404, 409),
     tags=["assertions"],
-    summary="Record one assertion (as the token's principal)",
+    summary="Record one assertion (as the token's principal; approved needs supervisor)",
 )
 def add_assertion(
-    body: AssertionBody, ledger: LedgerDep, who: Principal = Caller(Op.ASSERT)
+    body: AssertionBody, ledger: LedgerDep, metrics: MetricsDep, who: Principal = Caller(Op.ASSERT)
 ) -> Response:
-    return encoded(ledger.add([_input(body, who)], actor=who.name)[0], 201)
+    return encoded(_add(ledger, metrics, who, [_input(body, who)], "POST /v1/assertions")[0], 201)
 
 
 @router.post(
@@ -87,9 +92,21 @@ def add_assertion(
     tags=["assertions"],
     summary="Record a batch of assertions: all of them, or on any error none",
 )
-def add_batch(body: BatchBody, ledger: LedgerDep, who: Principal = Caller(Op.ASSERT)) -> Response:
+def add_batch(
+    body: BatchBody, ledger: LedgerDep, metrics: MetricsDep, who: Principal = Caller(Op.ASSERT)
+) -> Response:
     inputs = [_input(a, who, n) for n, a in enumerate(body.assertions, 1)]
-    return encoded(ledger.add(inputs, actor=who.name), 201)
+    return encoded(_add(ledger, metrics, who, inputs, "POST /v1/assertions/batch"), 201)
+
+
+def _add(
+    ledger: Ledger, metrics: Metrics, who: Principal, inputs: list[AssertionInput], target: str
+) -> list[Assertion]:
+    try:
+        return ledger.add(inputs, actor=who.name, principal=who, target=target)
+    except Forbidden:
+        metrics.denied.labels("403").inc()
+        raise
 
 
 @router.get(
@@ -206,7 +223,7 @@ def decide(body: DecisionBody, ledger: LedgerDep, who: Principal = Caller(Op.DEC
 )
 def served(
     ledger: LedgerDep,
-    subject: Annotated[str, Query(max_length=512)],
+    subject: Annotated[str, Query(max_length=255, pattern=SUBJECT)],
     at: WireTime | None = None,
     limit: Limit = 100,
     who: Principal = Caller(Op.READ),
@@ -223,8 +240,8 @@ def served(
 )
 def audit(
     ledger: LedgerDep,
-    agent: Annotated[str | None, Query(max_length=256)] = None,
-    subject: Annotated[str | None, Query(max_length=512)] = None,
+    agent: Annotated[str | None, Query(max_length=128, pattern=NAME)] = None,
+    subject: Annotated[str | None, Query(max_length=255, pattern=SUBJECT)] = None,
     since: WireTime | None = None,
     until: WireTime | None = None,
     limit: Limit = 100,
@@ -244,7 +261,7 @@ def audit(
 def diff(
     ledger: LedgerDep,
     since: WireTime,
-    prefix: Annotated[str | None, Query(max_length=512)] = None,
+    prefix: Annotated[str | None, Query(max_length=255, pattern=SUBJECT)] = None,
     until: WireTime | None = None,
     who: Principal = Caller(Op.READ),
 ) -> Response:

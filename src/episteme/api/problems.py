@@ -78,7 +78,10 @@ _NAME_HINT = "start with a letter or digit; then letters, digits or _ . @ : -"
 _PATTERN_HINTS = {
     "subject": _SUBJECT_HINT,
     "subjects": _SUBJECT_HINT,
+    "prefix": _SUBJECT_HINT,
     "epoch": _NAME_HINT,
+    "agent": _NAME_HINT,
+    "principal": _NAME_HINT,
     "lens": _NAME_HINT,
     "name": _NAME_HINT,
 }

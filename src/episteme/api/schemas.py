@@ -17,7 +17,16 @@ from episteme.ledger.model import MAX_SUBJECT, NAME_RE, SUBJECT_RE, Kind, Lifecy
 
 WireTime = Annotated[
     Instant,
-    WithJsonSchema({"type": "string", "format": "date-time", "example": "2026-11-21T21:00:00Z"}),
+    WithJsonSchema(
+        {
+            "type": "string",
+            "format": "date-time",
+            # years 1000-8999 and at most nanoseconds: the range every offset can reach
+            "pattern": r"^[1-8][0-9]{3}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}"
+            r"(\.[0-9]{1,9})?(Z|[+-][0-9]{2}:[0-9]{2})$",
+            "example": "2026-11-21T21:00:00Z",
+        }
+    ),
 ]
 """An instant on the wire: RFC 3339, any offset (answers always use UTC, ``Z``)."""
 

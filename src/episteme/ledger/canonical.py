@@ -13,10 +13,16 @@ from typing import Any
 import blake3
 import orjson
 
+from episteme.errors import InvalidInput
+
 _NOT_FINITE = "numbers must be finite: JSON has no NaN or Infinity"
 
 GENESIS = bytes(32)
 """The previous hash of the first journal event."""
+
+
+MAX_DEPTH = 64
+"""How deeply JSON values may nest (orjson refuses beyond 255; we stop well before)."""
 
 
 def canonical(obj: Any) -> str:
@@ -25,24 +31,42 @@ def canonical(obj: Any) -> str:
     Values are checked by `check_json` where they enter the ledger: orjson would write
     NaN and infinity as null, and refuses integers beyond 64 bits.
     """
-    return orjson.dumps(obj, option=orjson.OPT_SORT_KEYS).decode()
+    try:
+        return orjson.dumps(obj, option=orjson.OPT_SORT_KEYS).decode()
+    except orjson.JSONEncodeError as exc:
+        raise InvalidInput(f"not storable as JSON: {exc}") from None
 
 
-def check_json(value: Any) -> str | None:
+def check_json(value: Any, depth: int = 0) -> str | None:
     """Why `value` cannot be stored as canonical JSON, or None when it can."""
-    if isinstance(value, bool) or value is None or isinstance(value, str):
+    if isinstance(value, str):
+        return _check_text(value)
+    if isinstance(value, bool) or value is None:
         return None
     if isinstance(value, float):
-        return (
-            None if math.isfinite(value) else "numbers must be finite: JSON has no NaN or Infinity"
-        )
+        return None if math.isfinite(value) else _NOT_FINITE
     if isinstance(value, int):
         return None if -(2**63) <= value < 2**64 else "integers must fit in 64 bits"
+    if depth >= MAX_DEPTH:
+        return f"values may nest at most {MAX_DEPTH} levels deep"
     if isinstance(value, list | tuple):
-        return next((r for r in map(check_json, value) if r), None)
+        return next((r for r in (check_json(v, depth + 1) for v in value) if r), None)
     if isinstance(value, dict):
-        return next((r for r in map(check_json, value.values()) if r), None)
+        for k, v in value.items():
+            problem = _check_text(k) if isinstance(k, str) else "object keys must be strings"
+            problem = problem or check_json(v, depth + 1)
+            if problem:
+                return problem
+        return None
     return f"{type(value).__name__} is not a JSON value"
+
+
+def _check_text(text: str) -> str | None:
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return "text must be valid Unicode (a lone surrogate such as \\ud800 is not)"
+    return None
 
 
 def digest(data: str | bytes) -> str:

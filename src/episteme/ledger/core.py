@@ -16,10 +16,11 @@ from typing import Any
 from pydantic import JsonValue
 from whenever import Instant
 
-from episteme.errors import Conflict, InvalidInput, NotFound, Unauthenticated
+from episteme.errors import Conflict, Forbidden, InvalidInput, NotFound, Unauthenticated
 from episteme.ledger import constraints, investigate
 from episteme.ledger.access import (
     Denial,
+    Op,
     Principal,
     TokenRecord,
     TokenRefused,
@@ -206,13 +207,30 @@ class Ledger:
 
     # -- assertions --------------------------------------------------------------------
 
-    def add(self, inputs: Sequence[AssertionInput], *, actor: str | None = None) -> list[Assertion]:
+    def add(
+        self,
+        inputs: Sequence[AssertionInput],
+        *,
+        actor: str | None = None,
+        principal: Principal | None = None,
+        target: str | None = None,
+    ) -> list[Assertion]:
         """Record assertions atomically: all of them or, on any error, none.
 
         Approving a fact or decision supersedes the subject's previous approved value.
+        With a `principal` (a caller over the network), recording an assertion as
+        approved is a review: it needs the supervisor role, and a refusal is recorded.
         """
         if not inputs:
             raise InvalidInput("nothing to assert: give at least one assertion")
+        approving = any(i.lifecycle is Lifecycle.APPROVED for i in inputs)
+        if principal is not None and approving and not principal.allows(Op.REVIEW):
+            why = (
+                f"recording an approved assertion is a review: {principal.name} may only "
+                "propose (lifecycle proposed); a supervisor approves"
+            )
+            self.deny(principal.name, principal.token_id, str(Op.REVIEW), target, why)
+            raise Forbidden(why, field="lifecycle")
         submitter = check_name(actor or inputs[0].agent, "agent")
 
         def build(r: StoreReader, at: int, seq: int) -> list[Draft]:
@@ -474,6 +492,7 @@ class Ledger:
     ) -> Answer:
         """Read through a lens, audited: the answer carries its `query_id` receipt."""
         check_name(agent, "agent")
+        _check_context(context)
         start = time.perf_counter_ns()
         result: list[Answer] = []
 
@@ -531,6 +550,7 @@ class Ledger:
     ) -> DecisionRecord:
         """Record an action and the reads (query ids) it relied on."""
         check_name(agent, "agent")
+        _check_context(context)
         if not action.strip():
             raise InvalidInput("a decision needs an action: say what was done", field="action")
         out: list[str] = []
@@ -585,6 +605,8 @@ class Ledger:
         """Audited reads by agent, subject and window, newest first."""
         if subject is not None:
             check_subject(subject)
+        if agent is not None:
+            check_name(agent, "agent")
         return self.store.queries(agent, subject, _us(since), _us(until), limit)
 
     def diff(self, prefix: str | None, *, since: Instant, until: Instant | None = None) -> Diff:
@@ -649,6 +671,8 @@ class Ledger:
 
     def tokens(self, principal: str | None = None) -> list[TokenRecord]:
         """Every token (active, expired and revoked), oldest first; never secrets."""
+        if principal is not None:
+            check_name(principal, "name")
         return self.store.tokens(principal)
 
     def revoke_token(self, ref: str, *, by: str, reason: str) -> list[TokenRecord]:
@@ -719,6 +743,10 @@ class Ledger:
         self, *, principal: str | None = None, since: Instant | None = None, limit: int = 100
     ) -> list[Denial]:
         """Refused calls, newest first."""
+        if principal is not None:
+            check_name(principal, "principal")
+        if limit < 1:
+            raise InvalidInput("--limit must be at least 1", field="limit")
         return self.store.denials(principal, _us(since), limit)
 
     # -- integrity ---------------------------------------------------------------------
@@ -741,6 +769,12 @@ class Ledger:
                 f"the journal to import is broken at event {report.first_bad_seq}: {report.problem}"
             )
         return self.store.import_events(batch)
+
+
+def _check_context(context: dict[str, Any] | None) -> None:
+    problem = None if context is None else check_json(context)
+    if problem:
+        raise InvalidInput(f"invalid context: {problem}", field="context")
 
 
 def _term(value: Any) -> str:

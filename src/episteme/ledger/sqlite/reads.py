@@ -545,19 +545,24 @@ class Reader:
         return (0, 0, None) if row is None else (row[0], row[1], row[2])
 
     def events(self, after_seq: int = 0, until_at: int | None = None) -> Iterator[Event]:
-        """Journal events in order, read in chunks so that memory stays flat."""
-        sql = "SELECT seq, at, actor, kind, payload, hash FROM journal WHERE seq > ?"
-        args: list[Any] = [after_seq]
-        if until_at is not None:
-            sql += " AND at <= ?"
-            args.append(until_at)
-        cur = self.conn.execute(sql + " ORDER BY seq", args)
+        """Journal events in order, read in pages so that memory stays flat.
+
+        Each page is its own statement: a cursor held open across a long export would
+        pin this thread's connection (and its reads) to the state when it began.
+        """
+        extra, args = ("", []) if until_at is None else (" AND at <= ?", [until_at])
+        sql = (
+            "SELECT seq, at, actor, kind, payload, hash FROM journal WHERE seq > ?"
+            f"{extra} ORDER BY seq LIMIT 2000"
+        )
+        last = after_seq
         while True:
-            rows = cur.fetchmany(2000)
+            rows = self.conn.execute(sql, [last, *args]).fetchall()
             if not rows:
                 return
             for r in rows:
                 yield Event(*r)
+            last = rows[-1][0]
 
 
 def _correction(r: Sequence[Any]) -> CorrectionRecord:

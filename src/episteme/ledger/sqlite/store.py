@@ -14,6 +14,7 @@ import itertools
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from importlib import resources
@@ -51,14 +52,21 @@ def _schema_sql(name: str) -> str:
 def create_schema(conn: sqlite3.Connection) -> None:
     """Create the tables of a fresh ledger file."""
     conn.execute("PRAGMA journal_mode = WAL")
-    migrate(conn, 0)
-    conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+    migrate(conn, mark=True)
 
 
-def migrate(conn: sqlite3.Connection, version: int) -> None:
-    """Apply the migrations after `version`, in one transaction."""
+def migrate(conn: sqlite3.Connection, *, mark: bool = False) -> None:
+    """Apply the migrations this file lacks, in one transaction.
+
+    The version is read inside the transaction: when several processes open an old
+    file at once, the first upgrades it and the others find nothing left to do.
+    `mark` also stamps the file as a ledger (a fresh file), in the same transaction.
+    """
     conn.execute("BEGIN IMMEDIATE")
     try:
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        if mark:
+            conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
         for name in MIGRATIONS[version:]:
             for statement in _split(_schema_sql(name)):
                 conn.execute(statement)
@@ -162,7 +170,7 @@ class SQLiteStore(Reader):
                     create_schema(self._wconn)
                 version = self._check(self._wconn)
                 if version < SCHEMA_VERSION:
-                    migrate(self._wconn, version)
+                    migrate(self._wconn)
                 self._wconn.execute("PRAGMA journal_mode = WAL")
                 # checkpoints run on their own thread, not inside a commit: see _Checkpointer
                 self._wconn.execute("PRAGMA wal_autocheckpoint = 0")
@@ -174,7 +182,11 @@ class SQLiteStore(Reader):
                 f"{path} is not an Episteme ledger ({exc}): point --home at a ledger home "
                 "or run `episteme init` in an empty directory"
             ) from None
-        self._flock = os.open(f"{path}-lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            self._flock = os.open(f"{path}-lock", os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as exc:
+            self._wconn.close()
+            raise StoreUnavailable(f"cannot create the lock file beside {path}: {exc}") from None
 
     def _check(self, conn: sqlite3.Connection) -> int:
         app = conn.execute("PRAGMA application_id").fetchone()[0]
@@ -231,11 +243,11 @@ class SQLiteStore(Reader):
     @contextmanager
     def _transaction_locked(self) -> Iterator[sqlite3.Connection]:
         conn = self._wconn
-        # Processes on one file (API workers) queue on a blocking file lock: SQLite's
-        # own busy handler sleeps in growing steps and wakes late, so two writers
-        # would spend most of their time asleep. BEGIN IMMEDIATE still guards against
-        # writers that do not take this lock (the sqlite3 shell, other tools).
-        fcntl.flock(self._flock, fcntl.LOCK_EX)
+        # Processes on one file (API workers) queue on a file lock polled in steps of
+        # at most 2 ms: SQLite's own busy handler sleeps in steps growing to 100 ms and
+        # wakes late, so two writers would spend most of their time asleep. BEGIN
+        # IMMEDIATE still guards against writers that skip this lock (the sqlite3 shell).
+        self._lock_file()
         try:
             try:
                 conn.execute("BEGIN IMMEDIATE")
@@ -244,15 +256,37 @@ class SQLiteStore(Reader):
             try:
                 yield conn
                 conn.execute("COMMIT")
+            except sqlite3.OperationalError as exc:  # disk full, I/O error, a lost lock
+                conn.execute("ROLLBACK")
+                raise StoreUnavailable(f"cannot write to {self.path}: {exc}") from None
             except BaseException:
                 conn.execute("ROLLBACK")
                 raise
         finally:
             fcntl.flock(self._flock, fcntl.LOCK_UN)
-        if self._checkpointer is None:
-            self._checkpointer = _Checkpointer(self.path)
-        if self._checkpointer.committed():
-            conn.execute("PRAGMA wal_checkpoint(PASSIVE)")  # it fell behind: catch up here
+        # Committed: nothing below may turn the write into a reported failure.
+        with contextlib.suppress(sqlite3.Error, OSError, RuntimeError):
+            if self._checkpointer is None:
+                self._checkpointer = _Checkpointer(self.path)
+            if self._checkpointer.committed():
+                conn.execute("PRAGMA wal_checkpoint(PASSIVE)")  # it fell behind: catch up here
+
+    def _lock_file(self, timeout: float = 30.0) -> None:
+        """Take the file lock, waiting at most `timeout` seconds (SQLite's busy timeout)."""
+        deadline = time.monotonic() + timeout
+        pause = 0.0005
+        while True:
+            try:
+                fcntl.flock(self._flock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise StoreUnavailable(
+                        f"{self.path} stayed locked by another writer for {timeout:.0f} s: "
+                        "check for a stuck import, backfill or stopped process"
+                    ) from None
+                time.sleep(pause)
+                pause = min(pause * 2, 0.002)
 
     def write(self, build: BuildFn, now_us: int) -> list[Event]:
         """Append the events `build` returns, and project them, in one transaction.
