@@ -59,7 +59,7 @@ def test_denials_and_check(cli: Cli, home: object) -> None:
     assert [(d["principal"], d["operation"]) for d in rows] == [("deploy-agent", "review")]
     assert "needs supervisor" in cli("denials").out
     r = cli("check", "set auth.jwt.algorithm to ES256", "-s", "auth.jwt.algorithm")
-    assert r.code == 1
+    assert r.code == 3
     assert "use 'RS256' instead" in r.out
     r = cli("check", "rotate RS256 keys", "--json")
     assert r.code == 0

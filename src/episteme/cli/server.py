@@ -25,6 +25,10 @@ from episteme.ledger import Ledger
 from episteme.ledger.store import DB_FILE
 
 
+VIOLATION = 3
+"""Exit code of `check` when the plan violates a constraint (1 and 2 are errors)."""
+
+
 def local_actor() -> str:
     """Who a local admin command acts as: the operating-system user."""
     try:
@@ -176,7 +180,7 @@ def check(
     home: Home = None,
     as_json: Json = False,
 ) -> None:
-    """Pre-flight: the negative constraints a plan would violate (exit 1 if any)."""
+    """Pre-flight: the negative constraints a plan would violate (exit 3 if any)."""
     with open_ledger(ctx, home) as ledger:
         result = ledger.check(plan, subject or [])
     if not emit(ctx, as_json, result):
@@ -186,4 +190,4 @@ def check(
         if result.ok:
             console.print(f"no violation ({result.checked} constraints in scope)")
     if not result.ok:
-        raise typer.Exit(1)
+        raise typer.Exit(VIOLATION)

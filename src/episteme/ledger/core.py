@@ -729,11 +729,11 @@ class Ledger:
         """Record a refused call: who tried what, and why."""
 
         def build(r: StoreReader, at: int, seq: int) -> list[Draft]:
-            payload = {
+            payload = {  # bounded: a refused caller chooses the path it asks for
                 "token_id": token_id,
                 "operation": operation,
-                "target": target,
-                "reason": reason,
+                "target": None if target is None else target[:256],
+                "reason": reason[:1024],
             }
             return [Draft(EventKind.ACCESS_DENIED, principal, payload)]
 
