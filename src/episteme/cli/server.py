@@ -24,7 +24,6 @@ from episteme.cli.common import (
 from episteme.ledger import Ledger
 from episteme.ledger.store import DB_FILE
 
-
 VIOLATION = 3
 """Exit code of `check` when the plan violates a constraint (1 and 2 are errors)."""
 
