@@ -28,7 +28,8 @@ def test_ledger_names() -> None:
 def test_ledger_methods() -> None:
     public = sorted(n for n in dir(episteme.ledger.Ledger) if not n.startswith("_"))
     assert public == [
-        "add", "answer", "approve", "assert_one", "audit", "authenticate", "blame", "check",
+        "add", "answer", "approve", "assert_one", "audit", "authenticate", "blame",
+        "bootstrap_admin", "check",
         "close", "correct", "decide", "define_lens", "denials", "deny", "deprecate", "diff",
         "epoch", "export", "get", "impact", "import_events", "init", "issue_token", "lens_spec",
         "lenses", "open", "query", "rebuild", "reject", "revoke_token", "served",

@@ -73,3 +73,11 @@ def test_future_times_for_expiries(clock: ManualClock) -> None:
     assert parse_time("in 30d", now) == now.add(hours=24 * 30)
     assert parse_time("in 1h 30m", now) == now.add(minutes=90)
     assert parse_time("30d ago", now) == now.subtract(hours=24 * 30)
+
+
+def test_the_first_admin_token_is_made_once(ledger: Ledger) -> None:
+    made = ledger.bootstrap_admin(by="local:root")
+    assert made is not None
+    assert made[1].roles == ["admin"]
+    assert ledger.bootstrap_admin(by="local:root") is None
+    assert len(ledger.tokens()) == 1

@@ -63,8 +63,9 @@ def serve(
     fresh = not (settings.home / DB_FILE).exists()
     ledger = (Ledger.init if fresh else Ledger.open)(settings.home, clock=state(ctx).clock)
     with ledger:
-        if not ledger.tokens():
-            secret, record = ledger.issue_token("admin", ["admin"], by=local_actor())
+        made = ledger.bootstrap_admin(by=local_actor())
+        if made is not None:
+            secret, record = made
             console.print(f"created admin token {record.id}; it is shown once, keep it safe:")
             console.print(secret, markup=False, highlight=False)
     where = f"http://{settings.host}:{settings.port}"

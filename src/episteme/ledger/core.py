@@ -635,8 +635,13 @@ class Ledger:
         by: str,
         kind: str | None = None,
         expires: Instant | None = None,
+        first: bool = False,
     ) -> tuple[str, TokenRecord]:
-        """Issue a bearer token for `principal`. The secret is returned here, once."""
+        """Issue a bearer token for `principal`. The secret is returned here, once.
+
+        With `first`, only when the ledger has no token at all (checked in the write,
+        so two processes starting on a fresh home cannot both create one).
+        """
         check_name(principal, "name")
         if principal.startswith("t_"):
             raise InvalidInput(
@@ -654,6 +659,8 @@ class Ledger:
         token_id = "t_" + digest[:12]
 
         def build(r: StoreReader, at: int, seq: int) -> list[Draft]:
+            if first and r.tokens():
+                raise Conflict("this ledger already has tokens: use `episteme token create`")
             payload = {
                 "token_id": token_id,
                 "hash": digest,
@@ -668,6 +675,15 @@ class Ledger:
         found = self.store.token(token_id=token_id)
         assert found is not None
         return secret, found
+
+    def bootstrap_admin(self, *, by: str) -> tuple[str, TokenRecord] | None:
+        """The first admin token of a ledger that has none; None when it has tokens."""
+        if self.store.tokens():
+            return None
+        try:
+            return self.issue_token("admin", ["admin"], by=by, first=True)
+        except Conflict:
+            return None
 
     def tokens(self, principal: str | None = None) -> list[TokenRecord]:
         """Every token (active, expired and revoked), oldest first; never secrets."""
