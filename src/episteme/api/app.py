@@ -41,17 +41,17 @@ def create_app(
     owned = ledger is None
     led = ledger or Ledger.open(settings.home, clock=clock)
     metrics = Metrics(led)
-    mcp_session = None
+    mcp_mount = None
     if settings.mcp:
         from episteme.mcp import mount
 
-        mcp_session = mount(led, metrics, host=settings.host)
+        mcp_mount = mount(led, metrics, host=settings.host)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with contextlib.AsyncExitStack() as stack:
-            if mcp_session is not None:
-                await stack.enter_async_context(mcp_session.run())
+            if mcp_mount is not None:
+                await stack.enter_async_context(mcp_mount.run())
             try:
                 yield
             finally:
@@ -72,8 +72,8 @@ def create_app(
     problems.install(app)
     app.include_router(ledger_routes.router)
     app.include_router(admin_routes.router)
-    if mcp_session is not None:
-        app.router.routes.append(mcp_session.route)
+    if mcp_mount is not None:
+        app.router.routes.append(mcp_mount.route)
 
     @app.get("/health", response_model=Health, tags=["service"], summary="Liveness, no token")
     def health() -> Response:
