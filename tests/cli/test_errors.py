@@ -548,7 +548,7 @@ def test_import_into_a_non_empty_home_is_refused(
     dump = tmp_path / "journal.jsonl"
     done(cli("export", "-o", str(dump)))
     before = journal(cli)
-    assert_error(cli("import", str(dump)), 2, "is not empty: import into a fresh home")
+    assert_error(cli("import", str(dump)), 2, "is not empty: import into a fresh ledger")
     assert journal(cli) == before
     assert head(cli)["ok"] is True
 

@@ -31,7 +31,7 @@ from episteme.ledger.canonical import canonical
 from episteme.ledger.core import Ledger, content_record
 from episteme.ledger.lenses import BUILTIN
 from episteme.ledger.model import LIVE, AssertionInput, Kind, Lifecycle
-from episteme.ledger.sqlite.projector import OPEN
+from episteme.ledger.sql.projector import OPEN
 from episteme.timeutil import from_us, to_us
 
 _A = "a.id, a.subject, a.value, a.agent, v.lifecycle, v.confidence"

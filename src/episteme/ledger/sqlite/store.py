@@ -10,23 +10,20 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import itertools
 import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from importlib import resources
 from pathlib import Path
 
-from episteme.errors import Conflict, IntegrityError, InvalidInput, StoreUnavailable
-from episteme.ledger.canonical import GENESIS, canonical
-from episteme.ledger.journal import Draft, Event, EventKind, VerifyReport, link, verify_rows
+from episteme.errors import Conflict, StoreUnavailable
+from episteme.ledger.journal import Draft
 from episteme.ledger.records import RebuildReport
-from episteme.ledger.sqlite import projector
-from episteme.ledger.sqlite.reads import Reader
-from episteme.ledger.store import BuildFn
+from episteme.ledger.sql import projector
+from episteme.ledger.sql.base import SQLStore
 
 APPLICATION_ID = 0x45505354  # "EPST": marks the file as an Episteme ledger
 MIGRATIONS = ("0001_init.sql", "0002_access.sql")
@@ -133,33 +130,20 @@ class _Checkpointer:
         self._conn.close()
 
 
-class _Pending:
-    """One queued write and, once its group has committed, its outcome."""
-
-    __slots__ = ("build", "done", "error", "events", "now_us")
-
-    def __init__(self, build: BuildFn, now_us: int) -> None:
-        self.build, self.now_us = build, now_us
-        self.done = False
-        self.error: Exception | None = None
-        self.events: list[Event] = []
-
-
-class SQLiteStore(Reader):
+class SQLiteStore(SQLStore):
     """A ledger in one SQLite file."""
 
     def __init__(self, path: Path, *, create: bool = False) -> None:
+        super().__init__()
         self.path = path
         self.url = f"sqlite:///{path}"
+        self.where = str(path)
         if create:
             if path.exists() and path.stat().st_size > 0:
                 raise Conflict(f"{path} already exists: it already holds a ledger")
             path.parent.mkdir(parents=True, exist_ok=True)
         elif not path.exists():
             raise StoreUnavailable(f"no ledger at {path}: run `episteme init` first")
-        self._lock = threading.Lock()
-        self._queue_lock = threading.Lock()
-        self._queue: list[_Pending] = []
         self._local = threading.local()
         self._readers: list[sqlite3.Connection] = []
         self._checkpointer: _Checkpointer | None = None
@@ -236,11 +220,6 @@ class SQLiteStore(Reader):
     # -- writing ---------------------------------------------------------------------
 
     @contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
-        with self._lock, self._transaction_locked() as conn:
-            yield conn
-
-    @contextmanager
     def _transaction_locked(self) -> Iterator[sqlite3.Connection]:
         conn = self._wconn
         # Processes on one file (API workers) queue on a file lock polled in steps of
@@ -288,128 +267,15 @@ class SQLiteStore(Reader):
                 time.sleep(pause)
                 pause = min(pause * 2, 0.002)
 
-    def write(self, build: BuildFn, now_us: int) -> list[Event]:
-        """Append the events `build` returns, and project them, in one transaction.
-
-        `build` gets a reader on the write transaction, the time the events will carry
-        (never earlier than the last event's: the journal's time only moves on) and the
-        sequence number the first of them will get.
-        Anything it raises leaves the ledger unchanged.
-
-        Writes from concurrent threads commit in groups: the thread that takes the
-        writer lock runs every write queued so far, each in its own savepoint, and
-        commits them together, so one fsync serves the whole group.
-        """
-        mine = _Pending(build, now_us)
-        with self._queue_lock:
-            self._queue.append(mine)
-        with self._lock:
-            if not mine.done:
-                with self._queue_lock:
-                    group, self._queue = self._queue, []
-                self._commit_group(group)
-        if mine.error is not None:
-            raise mine.error
-        return mine.events
-
-    def _commit_group(self, group: list[_Pending]) -> None:
-        try:
-            with self._transaction_locked() as conn:
-                reader = Reader(conn)
-                for item in group:
-                    conn.execute("SAVEPOINT w")
-                    try:
-                        seq, last_at, prev = reader.head()
-                        at = max(item.now_us, last_at)
-                        drafts = item.build(reader, at, seq + 1)
-                        item.events = self._append(conn, drafts, seq, at, prev or GENESIS)
-                        conn.execute("RELEASE w")
-                    except Exception as exc:  # this write fails alone; the group goes on
-                        conn.execute("ROLLBACK TO w")
-                        conn.execute("RELEASE w")
-                        item.error = exc
-        except BaseException as exc:
-            failure = exc if isinstance(exc, Exception) else StoreUnavailable("write interrupted")
-            for item in group:
-                if item.error is None:
-                    item.error, item.events = failure, []
-            if failure is not exc:
-                raise
-        finally:
-            for item in group:
-                item.done = True
-
-    def _append(
-        self, conn: sqlite3.Connection, drafts: Sequence[Draft], seq: int, at: int, prev: bytes
-    ) -> list[Event]:
-        events = []
-        for d in drafts:
-            seq += 1
-            payload = canonical(d.payload)
-            h = link(prev, seq, at, d.actor, d.kind, payload)
-            ev = Event(seq, at, d.actor, d.kind, payload, h)
-            conn.execute(
-                "INSERT INTO journal (seq, at, actor, kind, payload, hash) VALUES (?,?,?,?,?,?)",
-                (seq, at, d.actor, d.kind, payload, h),
-            )
-            projector.apply(conn, ev, d.payload)
-            events.append(ev)
-            prev = h
-        return events
-
     def backfill(self, timed: Iterable[tuple[int, Draft]], chunk: int = 20_000) -> int:
-        """Append drafts at given times (never earlier than the head), `chunk` per commit.
-
-        For generated histories (benchmarks, simulations): the events are chained and
-        projected exactly like live ones, but the caller chooses their times.
-        """
-        it = iter(timed)
-        total = 0
         # a bulk load touches index pages all over: give it a bigger page cache
         self._wconn.execute("PRAGMA cache_size = -524288")
-        while True:
-            batch = list(itertools.islice(it, chunk))
-            if not batch:
-                self._wconn.execute("PRAGMA cache_size = -65536")
-                return total
-            with self._transaction() as conn:
-                seq, last_at, prev = Reader(conn).head()
-                prev = prev or GENESIS
-                for at, d in batch:
-                    if at < last_at:
-                        raise InvalidInput(f"backfill time {at} is before the journal head")
-                    last_at = at
-                    prev = self._append(conn, [d], seq, at, prev)[0].hash
-                    seq += 1
-            total += len(batch)
-
-    def import_events(self, events: Iterable[Event]) -> int:
-        """Load a verified journal into this empty store, projecting every event."""
-        with self._transaction() as conn:
-            if Reader(conn).head()[0] != 0:
-                raise Conflict(f"{self.path} is not empty: import into a fresh home")
-            count = 0
-            for ev in events:
-                if ev.kind not in EventKind.ALL:
-                    raise IntegrityError(f"event {ev.seq} has unknown kind {ev.kind!r}")
-                conn.execute(
-                    "INSERT INTO journal (seq, at, actor, kind, payload, hash)"
-                    " VALUES (?,?,?,?,?,?)",
-                    (ev.seq, ev.at, ev.actor, ev.kind, ev.payload, ev.hash),
-                )
-                projector.apply(conn, ev, ev.data())
-                count += 1
-            return count
+        try:
+            return super().backfill(timed, chunk)
+        finally:
+            self._wconn.execute("PRAGMA cache_size = -65536")
 
     # -- integrity -------------------------------------------------------------------
-
-    def verify(self) -> VerifyReport:
-        # Every row, whatever its seq: `events()` reads seq > 0, so a row whose seq was
-        # changed to 0 or below would otherwise escape the check.
-        rows = self.conn.execute(
-            "SELECT seq, at, actor, kind, payload, hash FROM journal ORDER BY seq"
-        )
-        return verify_rows(rows)
 
     def rebuild(self, repair: bool = False) -> RebuildReport:
         """Replay the journal into fresh projections; compare; optionally replace."""
@@ -421,12 +287,7 @@ class SQLiteStore(Reader):
             fresh.execute("PRAGMA synchronous = OFF")
             create_schema(fresh)
             fresh.execute("BEGIN")
-            count = 0
-            for ev in self.events():
-                if ev.kind not in EventKind.ALL:
-                    raise IntegrityError(f"event {ev.seq} has unknown kind {ev.kind!r}")
-                projector.apply(fresh, ev, ev.data())
-                count += 1
+            count = self.replay(fresh, self.events())
             fresh.execute("COMMIT")
             fresh.close()
             with self._lock:

@@ -1,13 +1,15 @@
-"""Reads of the SQLite projections, over one connection.
+"""Reads of the projections, over one connection, for every SQL store.
 
 The same reader serves the store's read connections and, inside a write
 transaction, the write connection (so validation sees what it is about to change).
-Every statement is an index lookup; see docs/ledger.md for the indexes.
+Every statement is an index lookup; see docs/ledger.md for the indexes. Statements
+use the SQL that SQLite and PostgreSQL share; the few that differ (full-text search,
+JSON fields of the journal) are class attributes that a store's reader overrides.
 """
 
 from __future__ import annotations
 
-import sqlite3
+import re
 from collections.abc import Collection, Iterator, Sequence
 from typing import Any
 
@@ -28,7 +30,7 @@ from episteme.ledger.records import (
     ServedItem,
     Version,
 )
-from episteme.ledger.sqlite.projector import OPEN
+from episteme.ledger.sql.projector import OPEN, Conn, Us
 from episteme.timeutil import from_us
 
 _A_COLS = (
@@ -58,7 +60,7 @@ def row_assertion(r: Sequence[Any]) -> Assertion:
 def _subject_clause(subject: str | None) -> tuple[str, list[Any]]:
     """`subject` itself and everything below it (``auth`` covers ``auth.jwt.algorithm``)."""
     if subject is None:
-        return "1", []
+        return "1 = 1", []
     return "(v.subject = ? OR (v.subject > ? AND v.subject < ?))", [
         subject,
         subject + ".",
@@ -74,16 +76,42 @@ def fts_query(text: str) -> str:
     return " ".join(f'"{w}"' for w in words)
 
 
-class Reader:
-    """Read methods over one SQLite connection."""
+def tsquery(text: str) -> str:
+    """PostgreSQL's reading of `fts_query`: each word a phrase of its letter/digit runs."""
+    phrases = []
+    for word in text.split():
+        tokens = _TOKEN.findall(word.lower())
+        if tokens:
+            phrases.append(" <-> ".join(f"'{t}'" for t in tokens))
+    if not phrases:
+        raise InvalidInput(
+            "no words to search for in --text: give words with letters or digits", field="text"
+        )
+    return " & ".join(phrases)
 
-    def __init__(self, conn: sqlite3.Connection | None = None) -> None:
+
+_TOKEN = re.compile(r"[^\W_]+")
+
+
+class Reader:
+    """Read methods over one connection (SQLite's SQL, which the others translate)."""
+
+    MATCH = "v.arow IN (SELECT rowid FROM assertions_fts WHERE assertions_fts MATCH ?)"
+    """Assertions whose words match the parameter (made by `match_text`)."""
+    HIDDEN = "json_extract(j.payload, '$.hidden')"
+    CONTEXT = "json_extract(j.payload, '$.context')"
+
+    def __init__(self, conn: Conn | None = None) -> None:
         self._fixed = conn
 
     @property
-    def conn(self) -> sqlite3.Connection:
+    def conn(self) -> Conn:
         assert self._fixed is not None
         return self._fixed
+
+    @staticmethod
+    def match_text(text: str) -> str:
+        return fts_query(text)
 
     # -- assertions -------------------------------------------------------------------
 
@@ -119,12 +147,10 @@ class Reader:
             where += f" AND v.tx_to = {OPEN}"
         else:
             where += " AND v.tx_to > ? AND v.tx_from <= ?"
-            args += [as_of, as_of]
+            args += [Us(as_of), Us(as_of)]
         if text is not None:
-            where += (
-                " AND v.arow IN (SELECT rowid FROM assertions_fts WHERE assertions_fts MATCH ?)"
-            )
-            args.append(fts_query(text))
+            where += " AND " + self.MATCH
+            args.append(self.match_text(text))
         states: list[str] = sorted(lifecycles) if lifecycles is not None else []
         only = ""
         counts: dict[str, int] = {}
@@ -219,7 +245,7 @@ class Reader:
             " v.prev_lifecycle, v.actor, v.reason FROM versions v"
             f" JOIN assertions a ON a.rowid = v.arow WHERE {where}"
             " AND v.tx_from > ? AND v.tx_from <= ? ORDER BY v.seq, a.rowid, v.tx_to",
-            [*args, since, until],
+            [*args, Us(since), Us(until)],
         )
         life = _LIFECYCLES
         return [
@@ -285,9 +311,9 @@ class Reader:
         # those below it (a plan for `auth.jwt` touches `auth.jwt.algorithm`); ranges, not
         # LIKE, whose `_` would match any character
         return self._constraints(
-            "WHERE scope = ?1 OR substr(?1, 1, length(scope) + 1) = scope || '.'"
-            " OR (scope > ?1 || '.' AND scope < ?1 || '/')",
-            [scope],
+            "WHERE scope = ? OR substr(?, 1, length(scope) + 1) = scope || '.'"
+            " OR (scope > ? AND scope < ?)",
+            [scope, scope, scope + ".", scope + "/"],
         )
 
     def _constraints(self, where: str, args: list[Any]) -> list[ConstraintRecord]:
@@ -357,10 +383,10 @@ class Reader:
             args.append(agent)
         if since is not None:
             clauses.append("q.at >= ?")
-            args.append(since)
+            args.append(Us(since))
         if until is not None:
             clauses.append("q.at <= ?")
-            args.append(until)
+            args.append(Us(until))
         if subject is not None:
             where, sargs = _subject_clause(subject)
             clauses.append(
@@ -395,8 +421,8 @@ class Reader:
     def _queries(self, where: str, args: list[Any], limit: int) -> list[QueryRecord]:
         rows = self.conn.execute(
             "SELECT q.id, q.seq, q.at, q.agent, q.lens, q.subject, q.text, q.as_of,"
-            " json_extract(j.payload, '$.hidden'), q.latency_us, json_extract(j.payload,"
-            f" '$.context') FROM queries q JOIN journal j ON j.seq = q.seq {where}"
+            f" {self.HIDDEN}, q.latency_us, {self.CONTEXT}"
+            f" FROM queries q JOIN journal j ON j.seq = q.seq {where}"
             " ORDER BY q.at DESC, q.seq DESC"
             " LIMIT ?",
             [*args, limit],
@@ -513,13 +539,13 @@ class Reader:
     def denials(
         self, principal: str | None = None, since: int | None = None, limit: int = 100
     ) -> list[Denial]:
-        clauses, args = ["1"], list[Any]()
+        clauses, args = ["1 = 1"], list[Any]()
         if principal is not None:
             clauses.append("principal = ?")
             args.append(principal)
         if since is not None:
             clauses.append("at >= ?")
-            args.append(since)
+            args.append(Us(since))
         rows = self.conn.execute(
             "SELECT seq, at, principal, token_id, operation, target, reason FROM denials"
             f" WHERE {' AND '.join(clauses)} ORDER BY seq DESC LIMIT ?",
@@ -550,7 +576,7 @@ class Reader:
         Each page is its own statement: a cursor held open across a long export would
         pin this thread's connection (and its reads) to the state when it began.
         """
-        extra, args = ("", []) if until_at is None else (" AND at <= ?", [until_at])
+        extra, args = ("", []) if until_at is None else (" AND at <= ?", [Us(until_at)])
         sql = (
             "SELECT seq, at, actor, kind, payload, hash FROM journal WHERE seq > ?"
             f"{extra} ORDER BY seq LIMIT 2000"

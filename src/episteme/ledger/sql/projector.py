@@ -1,30 +1,58 @@
-"""Projection of journal events into the SQLite tables.
+"""Projection of journal events into the tables, for every SQL store.
 
 `apply` is the only code that writes projections: the live write path and
 `rebuild` both call it, which is why a replay reproduces the tables exactly.
+Statements are written once, in the SQL that SQLite and PostgreSQL share, with
+`?` placeholders; a store's connection translates them where needed. Times travel
+as `Us` (integer microseconds) so that PostgreSQL can bind them to `timestamptz`.
 """
 
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any, Protocol
 
+from episteme.errors import IntegrityError
 from episteme.ledger.canonical import canonical
 from episteme.ledger.journal import Event, EventKind
 
 OPEN = 9223372036854775807
-"""tx_to of a version that is still current."""
-
-Handler = Callable[[sqlite3.Connection, Event, dict[str, Any]], None]
+"""tx_to of a version that is still current (PostgreSQL stores it as 'infinity')."""
 
 
-def apply(conn: sqlite3.Connection, ev: Event, data: dict[str, Any]) -> None:
+class Us(int):
+    """A time in integer microseconds, as a statement parameter (timestamptz there)."""
+
+    __slots__ = ()
+
+
+def us(value: int | None) -> Us | None:
+    return None if value is None else Us(value)
+
+
+class Rows(Protocol):
+    def fetchone(self) -> Any: ...
+    def fetchall(self) -> list[Any]: ...
+    def __iter__(self) -> Iterator[Any]: ...
+
+
+class Conn(Protocol):
+    """What projections and reads need of a connection (`Conn` is one)."""
+
+    def execute(self, sql: str, parameters: Sequence[Any] = ..., /) -> Rows: ...
+    def executemany(self, sql: str, parameters: Iterable[Sequence[Any]], /) -> Any: ...
+
+
+Handler = Callable[[Conn, Event, dict[str, Any]], None]
+
+
+def apply(conn: Conn, ev: Event, data: dict[str, Any]) -> None:
     """Project one event; `data` is its payload as a dict."""
     _HANDLERS[ev.kind](conn, ev, data)
 
 
-def _insert_assertions(conn: sqlite3.Connection, ev: Event, batch: list[dict[str, Any]]) -> None:
+def _insert_assertions(conn: Conn, ev: Event, batch: list[dict[str, Any]]) -> None:
     """Insert a batch of assertion records: one statement per table, rowids in order."""
     first = conn.execute("SELECT coalesce(max(rowid), 0) + 1 FROM assertions").fetchone()[0]
     rows: list[tuple[Any, ...]] = []
@@ -41,9 +69,9 @@ def _insert_assertions(conn: sqlite3.Connection, ev: Event, batch: list[dict[str
                 a["evidence"],
                 a["epoch"],
                 canonical(a["derived_from"]),
-                a["valid_from"],
-                a["valid_to"],
-                a["recorded_at"],
+                us(a["valid_from"]),
+                us(a["valid_to"]),
+                us(a["recorded_at"]),
                 ev.seq,
             )
         )
@@ -53,65 +81,67 @@ def _insert_assertions(conn: sqlite3.Connection, ev: Event, batch: list[dict[str
         " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
         rows,
     )
+    if isinstance(conn, sqlite3.Connection):  # PostgreSQL computes its tsvector column itself
+        conn.executemany(
+            "INSERT INTO assertions_fts (rowid, subject, value, source) VALUES (?,?,?,?)",
+            [(r[0], r[2], r[3], r[6]) for r in rows],
+        )
     conn.executemany(
-        "INSERT INTO assertions_fts (rowid, subject, value, source) VALUES (?,?,?,?)",
-        [(r[0], r[2], r[3], r[6]) for r in rows],
-    )
-    conn.executemany(
-        "INSERT OR IGNORE INTO derivations (parent, child) VALUES (?, ?)",
+        "INSERT INTO derivations (parent, child) VALUES (?, ?) ON CONFLICT DO NOTHING",
         [(p, a["id"]) for a in batch for p in a["derived_from"]],
     )
     conn.executemany(
         "INSERT INTO versions (arow, seq, subject, lifecycle, confidence, tx_from, tx_to,"
         " prev_lifecycle, actor, reason, cause) VALUES (?,?,?,?,?,?,?,NULL,?,NULL,'added')",
         [
-            (r[0], ev.seq, r[2], a["lifecycle"], a["confidence"], ev.at, OPEN, ev.actor)
+            (r[0], ev.seq, r[2], a["lifecycle"], a["confidence"], Us(ev.at), Us(OPEN), ev.actor)
             for r, a in zip(rows, batch, strict=True)
         ],
     )
     epochs = {a["epoch"]: a["agent"] for a in reversed(batch) if a["epoch"] is not None}
     conn.executemany(
-        "INSERT OR IGNORE INTO epochs (name, first_seq, created_at, created_by) VALUES (?,?,?,?)",
-        [(name, ev.seq, ev.at, agent) for name, agent in epochs.items()],
+        "INSERT INTO epochs (name, first_seq, created_at, created_by) VALUES (?,?,?,?)"
+        " ON CONFLICT DO NOTHING",
+        [(name, ev.seq, Us(ev.at), agent) for name, agent in epochs.items()],
     )
 
 
 def _move(
-    conn: sqlite3.Connection, ev: Event, assertion_id: str, to: str, cause: str, reason: str | None
+    conn: Conn, ev: Event, assertion_id: str, to: str, cause: str, reason: str | None
 ) -> None:
     row = conn.execute(
         "UPDATE versions SET tx_to = ? WHERE tx_to = ?"
         " AND arow = (SELECT rowid FROM assertions WHERE id = ?)"
         " RETURNING arow, subject, lifecycle, confidence",
-        (ev.at, OPEN, assertion_id),
+        (Us(ev.at), Us(OPEN), assertion_id),
     ).fetchone()
     if row is None:  # the ledger validated the move; a miss means a damaged projection
-        raise sqlite3.IntegrityError(f"no current version of {assertion_id} (seq {ev.seq})")
+        raise IntegrityError(f"no current version of {assertion_id} (seq {ev.seq})")
     arow, subject, prev, confidence = row
     conn.execute(
         "INSERT INTO versions (arow, seq, subject, lifecycle, confidence, tx_from, tx_to,"
         " prev_lifecycle, actor, reason, cause) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-        (arow, ev.seq, subject, to, confidence, ev.at, OPEN, prev, ev.actor, reason, cause),
+        (arow, ev.seq, subject, to, confidence, Us(ev.at), Us(OPEN), prev, ev.actor, reason, cause),
     )
 
 
-def _supersede(conn: sqlite3.Connection, ev: Event, ids: list[str], by: str) -> None:
+def _supersede(conn: Conn, ev: Event, ids: list[str], by: str) -> None:
     for sid in ids:
         _move(conn, ev, sid, "superseded", "superseded", f"superseded by {by}")
 
 
-def _added(conn: sqlite3.Connection, ev: Event, data: dict[str, Any]) -> None:
+def _added(conn: Conn, ev: Event, data: dict[str, Any]) -> None:
     _insert_assertions(conn, ev, data["assertions"])
     for sid, by in data["superseded"]:
         _supersede(conn, ev, [sid], by)
 
 
-def _moved(conn: sqlite3.Connection, ev: Event, data: dict[str, Any]) -> None:
+def _moved(conn: Conn, ev: Event, data: dict[str, Any]) -> None:
     _move(conn, ev, data["id"], data["to"], data["to"], data["reason"])
     _supersede(conn, ev, data["superseded"], data["id"])
 
 
-def _corrected(conn: sqlite3.Connection, ev: Event, data: dict[str, Any]) -> None:
+def _corrected(conn: Conn, ev: Event, data: dict[str, Any]) -> None:
     _move(conn, ev, data["id"], "rejected", "corrected", data["reason"])
     replacement = data["replacement"]
     if replacement is not None:
@@ -126,7 +156,7 @@ def _corrected(conn: sqlite3.Connection, ev: Event, data: dict[str, Any]) -> Non
         (
             data["correction_id"],
             ev.seq,
-            ev.at,
+            Us(ev.at),
             data["id"],
             ev.actor,
             data["reason"],
@@ -136,18 +166,18 @@ def _corrected(conn: sqlite3.Connection, ev: Event, data: dict[str, Any]) -> Non
     )
 
 
-def _epoch_superseded(conn: sqlite3.Connection, ev: Event, data: dict[str, Any]) -> None:
+def _epoch_superseded(conn: Conn, ev: Event, data: dict[str, Any]) -> None:
     reason = f"epoch {data['epoch']} superseded: {data['reason']}"
     for aid in data["retracted"]:
         _move(conn, ev, aid, "rejected", "retracted", reason)
     conn.execute(
         "UPDATE epochs SET superseded_seq = ?, superseded_at = ?, superseded_by = ?, reason = ?"
         " WHERE name = ?",
-        (ev.seq, ev.at, ev.actor, data["reason"], data["epoch"]),
+        (ev.seq, Us(ev.at), ev.actor, data["reason"], data["epoch"]),
     )
 
 
-def _query_served(conn: sqlite3.Connection, ev: Event, data: dict[str, Any]) -> None:
+def _query_served(conn: Conn, ev: Event, data: dict[str, Any]) -> None:
     returned = data["returned"]
     conn.execute(
         "INSERT INTO queries (seq, id, at, agent, lens, subject, text, as_of, returned, hidden,"
@@ -155,7 +185,7 @@ def _query_served(conn: sqlite3.Connection, ev: Event, data: dict[str, Any]) -> 
         (
             ev.seq,
             data["query_id"],
-            ev.at,
+            Us(ev.at),
             ev.actor,
             data["lens"],
             data["subject"],
@@ -181,30 +211,37 @@ def _query_served(conn: sqlite3.Connection, ev: Event, data: dict[str, Any]) -> 
         )
 
 
-def _decision(conn: sqlite3.Connection, ev: Event, data: dict[str, Any]) -> None:
+def _decision(conn: Conn, ev: Event, data: dict[str, Any]) -> None:
     conn.execute(
         "INSERT INTO decisions (id, seq, at, agent, action, context) VALUES (?,?,?,?,?,?)",
-        (data["decision_id"], ev.seq, ev.at, ev.actor, data["action"], canonical(data["context"])),
+        (
+            data["decision_id"],
+            ev.seq,
+            Us(ev.at),
+            ev.actor,
+            data["action"],
+            canonical(data["context"]),
+        ),
     )
     conn.executemany(
         "INSERT INTO citations (decision_id, query_id) VALUES (?, ?)",
         [(data["decision_id"], q) for q in data["query_ids"]],
     )
     conn.executemany(
-        "INSERT OR IGNORE INTO reliance (arow, decision_id) SELECT s.arow, ? FROM served s"
-        " JOIN queries q ON q.seq = s.query_seq WHERE q.id = ?",
+        "INSERT INTO reliance (arow, decision_id) SELECT s.arow, ? FROM served s"
+        " JOIN queries q ON q.seq = s.query_seq WHERE q.id = ? ON CONFLICT DO NOTHING",
         [(data["decision_id"], q) for q in data["query_ids"]],
     )
 
 
-def _insert_constraint(conn: sqlite3.Connection, ev: Event, c: dict[str, Any]) -> None:
+def _insert_constraint(conn: Conn, ev: Event, c: dict[str, Any]) -> None:
     conn.execute(
         "INSERT INTO constraints (id, seq, at, scope, forbid, patterns, prefer, reason, origin,"
         " created_by) VALUES (?,?,?,?,?,?,?,?,?,?)",
         (
             c["id"],
             ev.seq,
-            ev.at,
+            Us(ev.at),
             c["scope"],
             canonical(c["forbid"]),
             canonical(c["patterns"]),
@@ -216,18 +253,20 @@ def _insert_constraint(conn: sqlite3.Connection, ev: Event, c: dict[str, Any]) -
     )
 
 
-def _constraint(conn: sqlite3.Connection, ev: Event, data: dict[str, Any]) -> None:
+def _constraint(conn: Conn, ev: Event, data: dict[str, Any]) -> None:
     _insert_constraint(conn, ev, data["constraint"])
 
 
-def _lens(conn: sqlite3.Connection, ev: Event, data: dict[str, Any]) -> None:
+def _lens(conn: Conn, ev: Event, data: dict[str, Any]) -> None:
     conn.execute(
-        "INSERT OR REPLACE INTO lenses (name, spec, seq, at, by) VALUES (?,?,?,?,?)",
-        (data["name"], canonical(data["spec"]), ev.seq, ev.at, ev.actor),
+        "INSERT INTO lenses (name, spec, seq, at, by) VALUES (?,?,?,?,?) ON CONFLICT (name)"
+        " DO UPDATE SET spec = excluded.spec, seq = excluded.seq, at = excluded.at,"
+        " by = excluded.by",
+        (data["name"], canonical(data["spec"]), ev.seq, Us(ev.at), ev.actor),
     )
 
 
-def _token_issued(conn: sqlite3.Connection, ev: Event, data: dict[str, Any]) -> None:
+def _token_issued(conn: Conn, ev: Event, data: dict[str, Any]) -> None:
     conn.execute(
         "INSERT INTO tokens (id, seq, hash, principal, kind, roles, created_at, created_by,"
         " expires_at) VALUES (?,?,?,?,?,?,?,?,?)",
@@ -238,25 +277,25 @@ def _token_issued(conn: sqlite3.Connection, ev: Event, data: dict[str, Any]) -> 
             data["principal"],
             data["kind"],
             canonical(data["roles"]),
-            ev.at,
+            Us(ev.at),
             ev.actor,
-            data["expires_at"],
+            us(data["expires_at"]),
         ),
     )
 
 
-def _token_revoked(conn: sqlite3.Connection, ev: Event, data: dict[str, Any]) -> None:
+def _token_revoked(conn: Conn, ev: Event, data: dict[str, Any]) -> None:
     conn.executemany(
         "UPDATE tokens SET revoked_at = ?, revoked_by = ?, revoke_reason = ? WHERE id = ?",
-        [(ev.at, ev.actor, data["reason"], t) for t in data["token_ids"]],
+        [(Us(ev.at), ev.actor, data["reason"], t) for t in data["token_ids"]],
     )
 
 
-def _denied(conn: sqlite3.Connection, ev: Event, data: dict[str, Any]) -> None:
+def _denied(conn: Conn, ev: Event, data: dict[str, Any]) -> None:
     conn.execute(
         "INSERT INTO denials (seq, at, principal, token_id, operation, target, reason)"
         " VALUES (?,?,?,?,?,?,?)",
-        (ev.seq, ev.at, ev.actor, data["token_id"], data["operation"], data["target"],
+        (ev.seq, Us(ev.at), ev.actor, data["token_id"], data["operation"], data["target"],
          data["reason"]),
     )  # fmt: skip
 

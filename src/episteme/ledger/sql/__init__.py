@@ -1,0 +1,1 @@
+"""What the SQL stores share: projections, reads and the group-commit writer."""

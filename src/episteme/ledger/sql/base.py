@@ -1,0 +1,226 @@
+"""The write path every SQL store shares: group commit, chained appends, loads.
+
+A store subclass provides the transaction (`_transaction_locked`, which holds the
+store's writer lock across processes) and names the database errors that fail a
+whole group (`FATAL`) or mean "run the group again" (`RETRY`, PostgreSQL's
+serialization failures). Everything else here is the same for SQLite and PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import itertools
+import random
+import threading
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
+
+from episteme.errors import Conflict, IntegrityError, InvalidInput, StoreUnavailable
+from episteme.ledger.canonical import GENESIS, canonical
+from episteme.ledger.journal import Draft, Event, EventKind, VerifyReport, link, verify_rows
+from episteme.ledger.sql import projector
+from episteme.ledger.sql.projector import Conn, Us
+from episteme.ledger.sql.reads import Reader
+from episteme.ledger.store import BuildFn
+
+
+class _Pending:
+    """One queued write and, once its group has committed, its outcome."""
+
+    __slots__ = ("build", "done", "error", "events", "now_us")
+
+    def __init__(self, build: BuildFn, now_us: int) -> None:
+        self.build, self.now_us = build, now_us
+        self.done = False
+        self.error: Exception | None = None
+        self.events: list[Event] = []
+
+
+class SQLStore(Reader):
+    """Reads, group-committed writes and the journal's integrity, over SQL."""
+
+    FATAL: tuple[type[BaseException], ...] = ()
+    """Errors inside one write that fail its whole group (a lost connection)."""
+    RETRY: tuple[type[BaseException], ...] = ()
+    """Errors after which the whole group runs again (serialization failures)."""
+    ATTEMPTS = 8
+
+    where: str
+    """The database, for messages (never with a password)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._queue_lock = threading.Lock()
+        self._queue: list[_Pending] = []
+
+    def _transaction_locked(self) -> AbstractContextManager[Conn]:
+        """A write transaction holding the store's writer lock (across processes too)."""
+        raise NotImplementedError
+
+    def _reader(self, conn: Conn) -> Reader:
+        return Reader(conn)
+
+    @contextmanager
+    def _transaction(self) -> Iterator[Conn]:
+        with self._lock, self._transaction_locked() as conn:
+            yield conn
+
+    def write(self, build: BuildFn, now_us: int) -> list[Event]:
+        """Append the events `build` returns, and project them, in one transaction.
+
+        `build` gets a reader on the write transaction, the time the events will carry
+        (never earlier than the last event's: the journal's time only moves on) and the
+        sequence number the first of them will get.
+        Anything it raises leaves the ledger unchanged.
+
+        Writes from concurrent threads commit in groups: the thread that takes the
+        writer lock runs every write queued so far, each in its own savepoint, and
+        commits them together, so one durable commit serves the whole group.
+        """
+        mine = _Pending(build, now_us)
+        with self._queue_lock:
+            self._queue.append(mine)
+        with self._lock:
+            if not mine.done:
+                with self._queue_lock:
+                    group, self._queue = self._queue, []
+                self._commit_group(group)
+        if mine.error is not None:
+            raise mine.error
+        return mine.events
+
+    def _commit_group(self, group: list[_Pending]) -> None:
+        try:
+            for attempt in range(self.ATTEMPTS):
+                try:
+                    self._run_group(group)
+                    return
+                except self.RETRY:
+                    if attempt == self.ATTEMPTS - 1:
+                        raise StoreUnavailable(
+                            f"{self.where}: writes kept conflicting after {self.ATTEMPTS} "
+                            "attempts (serialization failures): try again"
+                        ) from None
+                    for item in group:
+                        item.error, item.events = None, []
+                    time.sleep(min(0.2, 0.002 * 2**attempt) * (0.5 + random.random()))
+        except BaseException as exc:
+            failure = exc if isinstance(exc, Exception) else StoreUnavailable("write interrupted")
+            for item in group:
+                if item.error is None:
+                    item.error, item.events = failure, []
+            if failure is not exc:
+                raise
+        finally:
+            for item in group:
+                item.done = True
+
+    def _run_group(self, group: list[_Pending]) -> None:
+        with self._transaction_locked() as conn:
+            reader = self._reader(conn)
+            for item in group:
+                conn.execute("SAVEPOINT w")
+                try:
+                    seq, last_at, prev = reader.head()
+                    at = max(item.now_us, last_at)
+                    drafts = item.build(reader, at, seq + 1)
+                    item.events = self._append(conn, drafts, seq, at, prev or GENESIS)
+                    conn.execute("RELEASE w")
+                except self.FATAL + self.RETRY:
+                    raise
+                except Exception as exc:  # this write fails alone; the group goes on
+                    conn.execute("ROLLBACK TO w")
+                    conn.execute("RELEASE w")
+                    item.error, item.events = self._item_error(exc), []
+
+    def _item_error(self, exc: Exception) -> Exception:
+        """The error one failed write reports (a store may translate database errors)."""
+        return exc
+
+    def _append(
+        self, conn: Conn, drafts: Sequence[Draft], seq: int, at: int, prev: bytes
+    ) -> list[Event]:
+        events = []
+        for d in drafts:
+            seq += 1
+            payload = canonical(d.payload)
+            h = link(prev, seq, at, d.actor, d.kind, payload)
+            ev = Event(seq, at, d.actor, d.kind, payload, h)
+            conn.execute(
+                "INSERT INTO journal (seq, at, actor, kind, payload, hash) VALUES (?,?,?,?,?,?)",
+                (seq, Us(at), d.actor, d.kind, payload, h),
+            )
+            projector.apply(conn, ev, d.payload)
+            events.append(ev)
+            prev = h
+        return events
+
+    def backfill(self, timed: Iterable[tuple[int, Draft]], chunk: int = 20_000) -> int:
+        """Append drafts at given times (never earlier than the head), `chunk` per commit.
+
+        For generated histories (benchmarks, simulations): the events are chained and
+        projected exactly like live ones, but the caller chooses their times.
+        """
+        it = iter(timed)
+        total = 0
+        while True:
+            batch = list(itertools.islice(it, chunk))
+            if not batch:
+                return total
+            with self._transaction() as conn:
+                seq, last_at, prev = self._reader(conn).head()
+                prev = prev or GENESIS
+                for at, d in batch:
+                    if at < last_at:
+                        raise InvalidInput(f"backfill time {at} is before the journal head")
+                    last_at = at
+                    prev = self._append(conn, [d], seq, at, prev)[0].hash
+                    seq += 1
+            total += len(batch)
+
+    def import_events(self, events: Iterable[Event]) -> int:
+        """Load a verified journal into this empty store, projecting every event."""
+        with self._transaction() as conn:
+            if self._reader(conn).head()[0] != 0:
+                raise Conflict(f"{self.where} is not empty: import into a fresh ledger")
+            count = 0
+            for ev in events:
+                if ev.kind not in EventKind.ALL:
+                    raise IntegrityError(f"event {ev.seq} has unknown kind {ev.kind!r}")
+                conn.execute(
+                    "INSERT INTO journal (seq, at, actor, kind, payload, hash)"
+                    " VALUES (?,?,?,?,?,?)",
+                    (ev.seq, Us(ev.at), ev.actor, ev.kind, ev.payload, ev.hash),
+                )
+                projector.apply(conn, ev, ev.data())
+                count += 1
+            return count
+
+    def verify(self) -> VerifyReport:
+        # Every row, whatever its seq: `events()` reads seq > 0, so a row whose seq was
+        # changed to 0 or below would otherwise escape the check.
+        return verify_rows(self._journal_rows())
+
+    def _journal_rows(self) -> Iterator[tuple[int, int, str, str, str, bytes]]:
+        last = -(2**63)
+        while True:
+            rows = self.conn.execute(
+                "SELECT seq, at, actor, kind, payload, hash FROM journal WHERE seq > ?"
+                " ORDER BY seq LIMIT 2000",
+                (last,),
+            ).fetchall()
+            if not rows:
+                return
+            yield from rows
+            last = rows[-1][0]
+
+    @staticmethod
+    def replay(conn: Conn, events: Iterable[Event]) -> int:
+        """Project `events` into the (fresh) tables `conn` writes to; how many."""
+        count = 0
+        for ev in events:
+            if ev.kind not in EventKind.ALL:
+                raise IntegrityError(f"event {ev.seq} has unknown kind {ev.kind!r}")
+            projector.apply(conn, ev, ev.data())
+            count += 1
+        return count
