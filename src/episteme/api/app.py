@@ -39,7 +39,7 @@ def create_app(
     """An app over `ledger` (or the ledger in `settings.home`, opened now)."""
     settings = settings or Settings.from_env()
     owned = ledger is None
-    led = ledger or Ledger.open(settings.home, clock=clock)
+    led = ledger or Ledger.open(settings.location, clock=clock)
     metrics = Metrics(led)
     mcp_mount = None
     if settings.mcp:

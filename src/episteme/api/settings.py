@@ -18,6 +18,9 @@ class Settings(BaseModel):
     """How `episteme serve` runs. Every field has an `EPISTEME_<NAME>` variable."""
 
     home: Path = DEFAULT_HOME
+    db: str | None = Field(
+        None, description="database URL (postgresql://...); None: the SQLite file in home"
+    )
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)
     workers: int = Field(1, ge=1, le=64)
@@ -39,6 +42,13 @@ class Settings(BaseModel):
             raise InvalidInput(f"invalid server setting: {describe(exc)}") from None
         return settings.model_copy(update={"home": settings.home.expanduser()})
 
+    @property
+    def location(self) -> str | Path:
+        """Where the ledger is: the database URL, else the home directory."""
+        return self.db or self.home
+
     def to_env(self) -> dict[str, str]:
         """The variables that reproduce these settings in a worker process."""
-        return {f"EPISTEME_{k.upper()}": str(v) for k, v in self.model_dump().items()}
+        return {
+            f"EPISTEME_{k.upper()}": str(v) for k, v in self.model_dump().items() if v is not None
+        }

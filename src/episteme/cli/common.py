@@ -49,11 +49,15 @@ def default_home() -> Path:
 
 
 Home = Annotated[
-    Path | None,
+    str | None,
     typer.Option(
         "--home",
-        envvar="EPISTEME_HOME",
-        help="Ledger home directory [env EPISTEME_HOME; default ~/.episteme].",
+        "--db",
+        envvar=["EPISTEME_DB", "EPISTEME_HOME"],
+        help=(
+            "Ledger home directory, or database URL (sqlite:///PATH, postgresql://...)"
+            " [env EPISTEME_DB or EPISTEME_HOME; default ~/.episteme]."
+        ),
         show_default=False,
     ),
 ]
@@ -69,8 +73,13 @@ def state(ctx: typer.Context) -> CliState:
     return obj
 
 
-def open_ledger(ctx: typer.Context, home: Path | None) -> Ledger:
-    return Ledger.open(home or default_home(), clock=state(ctx).clock)
+def location(home: str | None) -> str | Path:
+    """Where the ledger is: the --home/--db given, else the default home."""
+    return home or default_home()
+
+
+def open_ledger(ctx: typer.Context, home: str | None) -> Ledger:
+    return Ledger.open(location(home), clock=state(ctx).clock)
 
 
 def when(ctx: typer.Context, text: str | None, option: str) -> Instant | None:

@@ -15,8 +15,8 @@ from episteme.cli.common import (
     Json,
     TimeOpt,
     app,
-    default_home,
     emit,
+    location,
     open_ledger,
     parse_value,
     state,
@@ -27,7 +27,6 @@ from episteme.ledger import Ledger
 from episteme.ledger.journal import Event, verify_chain
 from episteme.ledger.lenses import LensSpec
 from episteme.ledger.model import Lifecycle, describe, parse_assertion
-from episteme.ledger.store import DB_FILE
 
 Agent = Annotated[str, typer.Option("--agent", "-a", help="Who is asking or asserting.")]
 By = Annotated[str, typer.Option("--by", help="Who makes this change.")]
@@ -37,11 +36,11 @@ Reason = Annotated[str | None, typer.Option("--reason", help="Why.")]
 @app.command()
 def init(ctx: typer.Context, home: Home = None, as_json: Json = False) -> None:
     """Create an empty ledger in the home directory."""
-    path = home or default_home()
+    path = location(home)
     with Ledger.init(path, clock=state(ctx).clock) as ledger:
-        url = ledger.store.url
-    if not emit(ctx, as_json, {"home": str(path), "db": url}):
-        state(ctx).console.print(f"created an empty ledger in {path / DB_FILE}")
+        url, where = ledger.store.url, ledger.store.where
+    if not emit(ctx, as_json, {"home": str(path) if "://" not in str(path) else None, "db": url}):
+        state(ctx).console.print(f"created an empty ledger in {where}")
 
 
 @app.command("assert")
@@ -128,7 +127,7 @@ def _read_batch(batch: str, agent: str) -> list[Any]:
 
 def _review(
     ctx: typer.Context,
-    home: Path | None,
+    home: str | None,
     as_json: bool,
     verb: str,
     ref: str,
@@ -490,23 +489,14 @@ def import_(
 ) -> None:
     """Load an exported journal into an empty home (creating it), verifying the chain."""
     events = _read_events(input)
-    path = home or default_home()
-    db = path / DB_FILE
-    created = not db.exists()
-    if created:
-        # Refuse a broken chain before creating anything, so a failed import leaves no ledger.
-        report = verify_chain(events)
-        if not report.ok:
-            raise InvalidInput(
-                f"the journal to import is broken at event {report.first_bad_seq}: "
-                f"{report.problem}; nothing was imported"
-            )
-    ledger = (
-        Ledger.init(path, clock=state(ctx).clock)
-        if created
-        else Ledger.open(path, clock=state(ctx).clock)
-    )
-    with ledger:
+    # Refuse a broken chain before creating anything, so a failed import leaves no ledger.
+    report = verify_chain(events)
+    if not report.ok:
+        raise InvalidInput(
+            f"the journal to import is broken at event {report.first_bad_seq}: "
+            f"{report.problem}; nothing was imported"
+        )
+    with Ledger.open(location(home), clock=state(ctx).clock, ensure=True) as ledger:
         count = ledger.import_events(events)
     if not emit(ctx, as_json, {"imported": count}):
         state(ctx).console.print(f"imported {count} events; chain verified")

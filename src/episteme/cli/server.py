@@ -22,7 +22,6 @@ from episteme.cli.common import (
     when,
 )
 from episteme.ledger import Ledger
-from episteme.ledger.store import DB_FILE
 
 VIOLATION = 3
 """Exit code of `check` when the plan violates a constraint (1 and 2 are errors)."""
@@ -56,12 +55,19 @@ def serve(
     from episteme.api.metrics import MULTIPROC_ENV
     from episteme.api.settings import Settings
 
+    where_db = home or os.environ.get("EPISTEME_DB") or None
+    url = where_db if where_db and "://" in where_db else None
     settings = Settings.from_env(
-        home=home or default_home(), host=host, port=port, workers=workers, max_body=max_body
+        home=None if url else (where_db or default_home()),
+        db=url,
+        host=host,
+        port=port,
+        workers=workers,
+        max_body=max_body,
     )
     console = state(ctx).console
-    fresh = not (settings.home / DB_FILE).exists()
-    ledger = (Ledger.init if fresh else Ledger.open)(settings.home, clock=state(ctx).clock)
+    ledger = Ledger.open(settings.location, clock=state(ctx).clock, ensure=True)
+    store_url = ledger.store.where
     with ledger:
         made = ledger.bootstrap_admin(by=local_actor())
         if made is not None:
@@ -69,7 +75,7 @@ def serve(
             console.print(f"created admin token {record.id}; it is shown once, keep it safe:")
             console.print(secret, markup=False, highlight=False)
     where = f"http://{settings.host}:{settings.port}"
-    console.print(f"serving {settings.home / DB_FILE} on {where} (API reference: {where}/docs)")
+    console.print(f"serving {store_url} on {where} (API reference: {where}/docs)")
     if settings.workers == 1:
         uvicorn.run(
             create_app(settings, clock=state(ctx).clock),

@@ -181,9 +181,11 @@ class Ledger:
         self.trust = trust
 
     @classmethod
-    def open(cls, location: str | Path, *, clock: Clock | None = None) -> Ledger:
-        """Open the ledger at a home directory or database URL."""
-        return cls(open_store(location), clock=clock)
+    def open(
+        cls, location: str | Path, *, clock: Clock | None = None, ensure: bool = False
+    ) -> Ledger:
+        """Open the ledger at a home directory or database URL (`ensure`: create if none)."""
+        return cls(open_store(location, ensure=ensure), clock=clock)
 
     @classmethod
     def init(cls, location: str | Path, *, clock: Clock | None = None) -> Ledger:

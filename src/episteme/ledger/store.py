@@ -90,6 +90,10 @@ class Store(StoreReader, Protocol):
     """A ledger database: reads, atomic appends, and integrity tools."""
 
     url: str
+    created: bool
+    """True when opening this store created the ledger."""
+    where: str
+    """The database for messages: a file path, or a URL without its password."""
 
     def write(self, build: BuildFn, now_us: int) -> list[Event]: ...
     def backfill(self, timed: Iterable[tuple[int, Draft]], chunk: int = 20_000) -> int: ...
@@ -100,20 +104,41 @@ class Store(StoreReader, Protocol):
     def close(self) -> None: ...
 
 
-def open_store(location: str | Path, *, create: bool = False) -> Store:
-    """Open (or create) the store at a home directory or a database URL."""
+POSTGRES_SCHEMES = ("postgresql://", "postgres://")
+
+
+def open_store(location: str | Path, *, create: bool = False, ensure: bool = False) -> Store:
+    """Open (or create) the store at a home directory or a database URL.
+
+    `create`: a new ledger, refused where one exists. `ensure`: open the ledger there,
+    creating it when there is none (what `episteme serve` does on a fresh home).
+    """
     from episteme.ledger.sqlite.store import SQLiteStore
 
     text = str(location)
+    if text.startswith(POSTGRES_SCHEMES):
+        try:
+            from episteme.ledger.postgres.store import PostgresStore
+        except ImportError:
+            raise InvalidInput(
+                "PostgreSQL support is not installed: pip install 'episteme[postgres]'",
+                field="db",
+            ) from None
+        return PostgresStore(text, create=create, ensure=ensure)
     if text.startswith("sqlite:///"):
-        return SQLiteStore(Path(text.removeprefix("sqlite:///")), create=create)
-    if "://" in text:
+        path = Path(text.removeprefix("sqlite:///"))
+    elif "://" in text:
         scheme = text.split("://", 1)[0]
         raise InvalidInput(
-            f"unsupported database URL scheme {scheme!r}: use a home directory or sqlite:///PATH",
+            f"unsupported database URL scheme {scheme!r}: use a home directory, "
+            "sqlite:///PATH or postgresql://USER@HOST/DATABASE",
             field="db",
         )
-    home = Path(text)
-    if home.exists() and not home.is_dir():
-        raise InvalidInput(f"home {home} is a file: give a directory", field="home")
-    return SQLiteStore(home / DB_FILE, create=create)
+    else:
+        home = Path(text)
+        if home.exists() and not home.is_dir():
+            raise InvalidInput(f"home {home} is a file: give a directory", field="home")
+        path = home / DB_FILE
+    if ensure and not (path.exists() and path.stat().st_size > 0):
+        create = True
+    return SQLiteStore(path, create=create)

@@ -206,7 +206,7 @@ def _query_served(conn: Conn, ev: Event, data: dict[str, Any]) -> None:
         )
         conn.executemany(
             "INSERT INTO exposure (arow, agent, n) VALUES (?, ?, 1)"
-            " ON CONFLICT (arow, agent) DO UPDATE SET n = n + 1",
+            " ON CONFLICT (arow, agent) DO UPDATE SET n = exposure.n + 1",
             [(rowids[r[0]], ev.actor) for r in returned],
         )
 

@@ -77,10 +77,14 @@ def fts_query(text: str) -> str:
 
 
 def tsquery(text: str) -> str:
-    """PostgreSQL's reading of `fts_query`: each word a phrase of its letter/digit runs."""
+    """PostgreSQL's reading of `fts_query`: each word a phrase of its parts.
+
+    Words split at ASCII punctuation, as the `fts` column's text does; the database
+    folds case on both sides (its `simple` configuration), so it is left alone here.
+    """
     phrases = []
     for word in text.split():
-        tokens = _TOKEN.findall(word.lower())
+        tokens = [t for t in _PUNCT.split(word) if t]
         if tokens:
             phrases.append(" <-> ".join(f"'{t}'" for t in tokens))
     if not phrases:
@@ -90,7 +94,7 @@ def tsquery(text: str) -> str:
     return " & ".join(phrases)
 
 
-_TOKEN = re.compile(r"[^\W_]+")
+_PUNCT = re.compile(r"[\x21-\x2f\x3a-\x40\x5b-\x60\x7b-\x7e]+")
 
 
 class Reader:

@@ -138,6 +138,7 @@ class SQLiteStore(SQLStore):
         self.path = path
         self.url = f"sqlite:///{path}"
         self.where = str(path)
+        self.created = create
         if create:
             if path.exists() and path.stat().st_size > 0:
                 raise Conflict(f"{path} already exists: it already holds a ledger")

@@ -1,0 +1,342 @@
+"""The PostgreSQL store: one ledger shared by many processes and machines (DESIGN §3).
+
+Connections come from a psycopg pool. A write runs in one transaction that first
+locks the single `chain_lock` row, so appends from every process form one linear
+chain; group commit (shared with SQLite) lets one commit serve the writes queued in
+this process meanwhile. Serialization failures and deadlocks (SQLSTATE 40001,
+40P01: routine on the distributed engines that speak this protocol) run the group
+again with backoff. A lost connection fails the writes of its group with
+`StoreUnavailable` and nothing half-written: the transaction did not commit. Reads
+take a pooled connection per statement and try once more on a fresh connection
+when the server went away under them.
+"""
+
+from __future__ import annotations
+
+import secrets
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from importlib import resources
+from typing import Any
+
+import psycopg
+from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict
+from psycopg_pool import ConnectionPool, PoolTimeout
+
+from episteme.errors import Conflict, InvalidInput, StoreUnavailable
+from episteme.ledger.journal import Event
+from episteme.ledger.postgres.adapt import Fetched, TxConn, configure, translate
+from episteme.ledger.records import RebuildReport
+from episteme.ledger.sql import projector
+from episteme.ledger.sql.base import SQLStore
+from episteme.ledger.sql.projector import Conn
+from episteme.ledger.sql.reads import Reader, tsquery
+
+MIGRATIONS = ("0001_init.sql",)
+SCHEMA_VERSION = len(MIGRATIONS)
+APPLICATION = "episteme"
+_MIGRATION_LOCK = 0x45505354_00000001  # advisory lock key: one migrating process at a time
+
+
+class _Dialect:
+    """The statements PostgreSQL spells differently from SQLite."""
+
+    MATCH = "v.arow IN (SELECT rowid FROM assertions WHERE fts @@ to_tsquery('simple', ?))"
+    HIDDEN = "(j.payload::jsonb -> 'hidden')"
+    CONTEXT = "(j.payload::jsonb -> 'context')"
+
+    @staticmethod
+    def match_text(text: str) -> str:
+        return tsquery(text)
+
+
+class _TxReader(_Dialect, Reader):
+    """Reads inside a write transaction."""
+
+
+def describe(url: str) -> str:
+    """The database a URL names, for messages: never the password."""
+    try:
+        parts = conninfo_to_dict(url)
+    except psycopg.ProgrammingError as exc:
+        raise InvalidInput(f"not a PostgreSQL URL ({exc})", field="db") from None
+    host = parts.get("host") or "localhost"
+    port = parts.get("port") or "5432"
+    user = f"{parts['user']}@" if parts.get("user") else ""
+    return f"postgresql://{user}{host}:{port}/{parts.get('dbname') or ''}"
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+class _PooledConn:
+    """The store's read connection: each statement borrows one from the pool."""
+
+    def __init__(self, store: PostgresStore) -> None:
+        self._store = store
+
+    def execute(self, sql_text: str, parameters: Any = (), /) -> Fetched:
+        pool = self._store.pool
+        for attempt in range(2):
+            try:
+                with pool.connection() as c:
+                    cur = c.execute(translate(sql_text), parameters, binary=True)
+                    return Fetched(cur.fetchall())
+            except PoolTimeout as exc:
+                raise self._store.unavailable(exc) from None
+            except psycopg.OperationalError as exc:
+                if attempt:
+                    raise self._store.unavailable(exc) from None
+                pool.check()  # the server restarted: drop the dead connections, try again
+        raise AssertionError("unreachable")
+
+    def executemany(self, sql_text: str, parameters: Any, /) -> None:
+        raise TypeError("the read connection does not write")
+
+
+class PostgresStore(_Dialect, SQLStore):
+    """A ledger in a PostgreSQL database (or one that speaks its protocol)."""
+
+    FATAL = (psycopg.OperationalError,)
+    RETRY = (psycopg.errors.SerializationFailure, psycopg.errors.DeadlockDetected)
+
+    def __init__(
+        self, url: str, *, create: bool = False, ensure: bool = False, pool_size: int = 10
+    ) -> None:
+        super().__init__()
+        self.url = describe(url)
+        self.where = self.url
+        self._dsn = url
+        self.created = False
+        self.migrated_from: int | None = None
+        with self._connect() as conn:
+            self._prepare(conn, create=create, ensure=ensure)
+            row = conn.execute("SELECT current_schema()").fetchone()
+            self.schema = str(row[0]) if row else "public"
+        self.pool = ConnectionPool(
+            url,
+            min_size=1,
+            max_size=pool_size,
+            kwargs={"autocommit": True},
+            configure=configure,
+            timeout=10.0,
+            reconnect_timeout=0,  # keep trying: the server recovers when the database returns
+            open=True,
+            name="episteme",
+        )
+        self._conn = _PooledConn(self)
+        self._closed = threading.Event()
+
+    # -- connections -------------------------------------------------------------------
+
+    def _connect(self) -> psycopg.Connection[Any]:
+        try:
+            conn = psycopg.connect(self._dsn, autocommit=True, connect_timeout=10)
+        except psycopg.OperationalError as exc:
+            raise self.unavailable(exc) from None
+        configure(conn)
+        return conn
+
+    def unavailable(self, exc: BaseException) -> StoreUnavailable:
+        if isinstance(exc, PoolTimeout):
+            why = "no connection could be made within 10 s"
+        else:
+            why = _reason(exc)
+        return StoreUnavailable(f"PostgreSQL at {self.url} is unavailable: {why}")
+
+    @property
+    def conn(self) -> Conn:
+        return self._conn
+
+    def _reader(self, conn: Conn) -> Reader:
+        return _TxReader(conn)
+
+    def close(self) -> None:
+        if not self._closed.is_set():
+            self._closed.set()
+            self.pool.close()
+
+    def workers(self) -> dict[str, str]:
+        stats = self.pool.get_stats()
+        return {
+            "pool": (
+                f"{stats.get('pool_size', 0)} connections, {stats.get('pool_available', 0)} idle,"
+                f" {stats.get('requests_waiting', 0)} waiting"
+            )
+        }
+
+    # -- schema ------------------------------------------------------------------------
+
+    def _prepare(self, conn: psycopg.Connection[Any], *, create: bool, ensure: bool) -> None:
+        """Check the database holds a ledger of a version we know; create or migrate it."""
+        with conn.transaction():
+            # one process at a time decides and migrates; the others then find it done
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
+            version = self._version(conn)
+            if version is None:
+                if not (create or ensure):
+                    raise StoreUnavailable(
+                        f"no ledger in {self.url}: run `episteme init --db URL` first"
+                    )
+                self._migrate(conn, 0)
+                self.created = True
+                return
+            if create:
+                raise Conflict(f"{self.url} already holds a ledger")
+            if version > SCHEMA_VERSION:
+                raise StoreUnavailable(
+                    f"{self.url} has schema version {version}, newer than this episteme "
+                    f"({SCHEMA_VERSION}): upgrade episteme"
+                )
+            if version < SCHEMA_VERSION:
+                self._migrate(conn, version)
+                self.migrated_from = version
+
+    def _version(self, conn: psycopg.Connection[Any]) -> int | None:
+        found = conn.execute("SELECT to_regclass('meta'), to_regclass('journal')").fetchone()
+        assert found is not None
+        if found[0] is None:
+            if found[1] is not None:
+                raise StoreUnavailable(
+                    f"{self.url} has a journal table but is not an Episteme ledger: "
+                    "give an empty database"
+                )
+            return None
+        rows = dict(conn.execute("SELECT key, value FROM meta").fetchall())
+        if rows.get("application") != APPLICATION:
+            raise StoreUnavailable(f"{self.url} is not an Episteme ledger: give an empty database")
+        return int(rows["schema_version"])
+
+    @staticmethod
+    def _migrate(conn: psycopg.Connection[Any], version: int) -> None:
+        for name in MIGRATIONS[version:]:
+            conn.execute(_script(name))
+        conn.execute(
+            "INSERT INTO meta (key, value) VALUES ('application', %s), ('schema_version', %s)"
+            " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            (APPLICATION, str(SCHEMA_VERSION)),
+        )
+
+    # -- writing -----------------------------------------------------------------------
+
+    @contextmanager
+    def _transaction_locked(self) -> Iterator[Conn]:
+        try:
+            with self.pool.connection() as raw, raw.transaction():
+                raw.execute("SELECT id FROM chain_lock WHERE id = 1 FOR UPDATE")
+                yield TxConn(raw)
+        except self.RETRY:
+            raise
+        except psycopg.errors.LockNotAvailable:
+            raise StoreUnavailable(
+                f"{self.url}: the ledger stayed locked by another writer for 30 s: "
+                "check for a stuck import or backfill"
+            ) from None
+        except (psycopg.OperationalError, PoolTimeout) as exc:
+            raise self.unavailable(exc) from None
+
+    def _item_error(self, exc: Exception) -> Exception:
+        if isinstance(exc, psycopg.DataError):  # e.g. a NUL character in a text field
+            return InvalidInput(f"PostgreSQL refused a value: {_reason(exc)}")
+        return exc
+
+    # -- integrity ---------------------------------------------------------------------
+
+    def rebuild(self, repair: bool = False) -> RebuildReport:
+        """Replay the journal into a scratch schema; compare; optionally replace.
+
+        The replay catches up under the writer lock before comparing, so writes that
+        land meanwhile are not reported as differences.
+        """
+        fresh = sql.Identifier(f"episteme_rebuild_{secrets.token_hex(4)}")
+        main = sql.Identifier(self.schema)
+        seen = [0]
+
+        def track(events: Iterator[Event]) -> Iterator[Event]:
+            for ev in events:
+                seen[0] = ev.seq
+                yield ev
+
+        with self._connect() as raw:
+            try:
+                raw.execute(sql.SQL("CREATE SCHEMA {}").format(fresh))
+                raw.execute(sql.SQL("SET search_path TO {}").format(fresh))
+                with raw.transaction():
+                    for name in MIGRATIONS:
+                        raw.execute(_script(name))
+                    count = self.replay(TxConn(raw), track(self.events()))
+                with raw.transaction():
+                    raw.execute(
+                        sql.SQL("SELECT id FROM {}.chain_lock WHERE id = 1 FOR UPDATE").format(main)
+                    )
+                    tail = raw.execute(
+                        sql.SQL(
+                            "SELECT seq, at, actor, kind, payload, hash FROM {}.journal"
+                            " WHERE seq > %s ORDER BY seq"
+                        ).format(main),
+                        (seen[0],),
+                        binary=True,
+                    )
+                    count += self.replay(TxConn(raw), (Event(*r) for r in tail))
+                    diffs = {}
+                    for table in projector.PROJECTIONS:
+                        cols = _columns(raw, self.schema, table)
+                        n = _difference(
+                            raw,
+                            cols,
+                            sql.SQL("{}.{}").format(main, sql.Identifier(table)),
+                            sql.SQL("{}.{}").format(fresh, sql.Identifier(table)),
+                        )
+                        if n:
+                            diffs[table] = n
+                    if repair and diffs:
+                        for table in projector.PROJECTIONS:
+                            cols = _columns(raw, self.schema, table)
+                            target = sql.SQL("{}.{}").format(main, sql.Identifier(table))
+                            source = sql.SQL("{}.{}").format(fresh, sql.Identifier(table))
+                            raw.execute(sql.SQL("DELETE FROM {}").format(target))
+                            raw.execute(
+                                sql.SQL("INSERT INTO {} ({}) SELECT {} FROM {}").format(
+                                    target, cols, cols, source
+                                )
+                            )
+            finally:
+                raw.execute("RESET search_path")
+                raw.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(fresh))
+        return RebuildReport(
+            ok=not diffs, events=count, differences=diffs, repaired=bool(repair and diffs)
+        )
+
+
+def _script(name: str) -> sql.SQL:
+    """A migration file of ours, as one multi-statement script."""
+    text = resources.files("episteme.ledger.postgres").joinpath(name).read_text()
+    return sql.SQL(text)
+
+
+def _columns(raw: psycopg.Connection[Any], schema: str, table: str) -> sql.Composed:
+    """The stored (not generated) columns of a table, in order."""
+    rows = raw.execute(
+        "SELECT column_name FROM information_schema.columns WHERE table_schema = %s"
+        " AND table_name = %s AND is_generated = 'NEVER' ORDER BY ordinal_position",
+        (schema, table),
+    ).fetchall()
+    return sql.SQL(", ").join(sql.Identifier(r[0]) for r in rows)
+
+
+def _difference(
+    raw: psycopg.Connection[Any], cols: sql.Composed, one: sql.Composable, two: sql.Composable
+) -> int:
+    total = 0
+    for a, b in ((one, two), (two, one)):
+        row = raw.execute(
+            sql.SQL(
+                "SELECT count(*) FROM (SELECT {} FROM {} EXCEPT SELECT {} FROM {}) AS d"
+            ).format(cols, a, cols, b)
+        ).fetchone()
+        total += int(row[0]) if row else 0
+    return total
