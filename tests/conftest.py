@@ -1,12 +1,16 @@
-"""Shared fixtures: a fresh ledger on a real SQLite file, a clock we control, the CLI."""
+"""Shared fixtures: a fresh ledger on each backend (a real SQLite file, a real PostgreSQL
+database), a clock we control, the CLI."""
 
 from __future__ import annotations
 
 import json
+import tempfile
 from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 import pytest
 from rich.console import Console
@@ -16,6 +20,8 @@ from episteme.cli import main
 from episteme.cli.common import CliState
 from episteme.ledger import Ledger
 from episteme.timeutil import ManualClock
+from tests.backends import BACKENDS
+from tests.postgres import Cluster, PostgresNotInstalled
 
 T0 = Instant.parse_iso("2026-11-21T09:00:00Z")
 
@@ -41,9 +47,40 @@ def home(tmp_path: Path) -> Path:
     return tmp_path / "home"
 
 
+@pytest.fixture(scope="session")
+def fresh_location(pg_cluster: Cluster) -> Callable[[str], AbstractContextManager[str | Path]]:
+    """Make a fresh ledger location on demand (for Hypothesis examples, one each)."""
+
+    @contextmanager
+    def make(backend: str) -> Iterator[str | Path]:
+        if backend == "sqlite":
+            with tempfile.TemporaryDirectory() as tmp:
+                yield Path(tmp) / "home"
+            return
+        url = pg_cluster.create_database()
+        try:
+            yield url
+        finally:
+            pg_cluster.drop_database(unquote(urlsplit(url).path.removeprefix("/")))
+
+    return make
+
+
+@pytest.fixture(params=BACKENDS)
+def location(request: pytest.FixtureRequest, home: Path) -> str | Path:
+    """Where a test's ledger lives: a SQLite home, or a fresh PostgreSQL database.
+
+    Every test that takes `ledger` (or `location`) runs once on each backend.
+    """
+    if request.param == "sqlite":
+        return home
+    url: str = request.getfixturevalue("pg_url")
+    return url
+
+
 @pytest.fixture
-def ledger(home: Path, clock: ManualClock) -> Iterator[Ledger]:
-    with Ledger.init(home, clock=clock) as led:
+def ledger(location: str | Path, clock: ManualClock) -> Iterator[Ledger]:
+    with Ledger.init(location, clock=clock) as led:
         yield led
 
 
@@ -84,3 +121,26 @@ def cli(home: Path, clock: ManualClock, capsys: pytest.CaptureFixture[str]) -> C
         return Result(code, captured.out, captured.err)
 
     return run
+
+
+@pytest.fixture(scope="session")
+def pg_cluster() -> Iterator[Cluster]:
+    """A running PostgreSQL cluster for the whole session (one per xdist worker)."""
+    try:
+        cluster = Cluster.create()
+    except PostgresNotInstalled as exc:
+        # a missing server is a broken test machine, never a reason to skip
+        raise pytest.fail.Exception(str(exc), pytrace=False) from None
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.destroy()
+
+
+@pytest.fixture
+def pg_url(pg_cluster: Cluster) -> Iterator[str]:
+    """The URL of a fresh, empty database, dropped after the test."""
+    url = pg_cluster.create_database()
+    yield url
+    pg_cluster.drop_database(unquote(urlsplit(url).path.removeprefix("/")))

@@ -113,7 +113,7 @@ async def assert_query_decide_trace(client: Client, agent: str) -> str:
 # -- stdio -----------------------------------------------------------------------------
 
 
-def stdio(home: Path, secret: str) -> Client:
+def stdio(home: str | Path, secret: str) -> Client:
     params = StdioServerParameters(
         command=EPISTEME[0],
         args=[*EPISTEME[1:], "mcp", "--home", str(home)],
@@ -123,10 +123,10 @@ def stdio(home: Path, secret: str) -> Client:
 
 
 async def test_stdio_lists_the_tools_and_acts_as_the_tokens_principal_until_revoked(
-    ledger: Ledger, home: Path
+    ledger: Ledger, location: str | Path
 ) -> None:
     secret = token(ledger, "deploy-agent")
-    async with stdio(home, secret) as client:
+    async with stdio(location, secret) as client:
         tools = {t.name: t for t in (await client.list_tools()).tools}
         assert set(tools) == TOOLS
         for tool in tools.values():
@@ -160,10 +160,10 @@ async def test_stdio_lists_the_tools_and_acts_as_the_tokens_principal_until_revo
     ],
 )
 def test_stdio_refuses_to_start_without_a_valid_token(
-    ledger: Ledger, home: Path, secret: str, expected: str
+    ledger: Ledger, location: str | Path, secret: str, expected: str
 ) -> None:
     done = subprocess.run(
-        [*EPISTEME, "mcp", "--home", str(home)],
+        [*EPISTEME, "mcp", "--home", str(location)],
         env=os.environ | {"EPISTEME_TOKEN": secret},
         stdin=subprocess.DEVNULL,
         capture_output=True,
@@ -176,11 +176,11 @@ def test_stdio_refuses_to_start_without_a_valid_token(
     assert len(done.stderr.splitlines()) == 1
 
 
-def test_stdio_refuses_a_revoked_token_and_records_it(ledger: Ledger, home: Path) -> None:
+def test_stdio_refuses_a_revoked_token_and_records_it(ledger: Ledger, location: str | Path) -> None:
     secret = token(ledger, "deploy-agent")
     ledger.revoke_token("deploy-agent", by="admin", reason="rotated")
     done = subprocess.run(
-        [*EPISTEME, "mcp", "--home", str(home)],
+        [*EPISTEME, "mcp", "--home", str(location)],
         env=os.environ | {"EPISTEME_TOKEN": secret},
         stdin=subprocess.DEVNULL,
         capture_output=True,

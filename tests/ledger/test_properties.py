@@ -1,27 +1,30 @@
 """Properties of the ledger over random sequences of operations (Hypothesis).
 
 Each example runs a random program of asserts, reviews, corrections, epoch
-supersessions, audited reads and decisions on a real SQLite ledger, on a clock that
-moves by random steps (often 0 µs, so several events share a timestamp).
+supersessions, audited reads and decisions on a real ledger (each property runs on
+SQLite and on PostgreSQL), on a clock that moves by random steps (often 0 µs, so
+several events share a timestamp).
 """
 
 from __future__ import annotations
 
-import sqlite3
 import tempfile
-from collections.abc import Iterator
-from contextlib import closing, contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from whenever import Instant, TimeDelta
 
 from episteme.errors import EpistemeError
 from episteme.ledger import BUILTIN, Answer, AssertionInput, Ledger, Lifecycle
+from episteme.ledger.sql.projector import Us
 from episteme.timeutil import ManualClock, from_us
+from tests.backends import BACKENDS, raw_connection
 
 T0 = Instant.parse_iso("2026-11-21T09:00:00Z")
 SUBJECTS = ("svc.a", "svc.a.b", "svc.c")
@@ -131,13 +134,17 @@ class Run:
             raise AssertionError(name)
 
 
+Fresh = Callable[[str], AbstractContextManager[str | Path]]
+
+
 @contextmanager
-def fresh_ledger() -> Iterator[tuple[Ledger, ManualClock, Path]]:
-    with tempfile.TemporaryDirectory() as tmp:
-        home = Path(tmp) / "home"
+def fresh_ledger(
+    fresh_location: Fresh, backend: str
+) -> Iterator[tuple[Ledger, ManualClock, str | Path]]:
+    with fresh_location(backend) as where:
         clock = ManualClock(T0)
-        with Ledger.init(home, clock=clock) as led:
-            yield led, clock, home
+        with Ledger.init(where, clock=clock) as led:
+            yield led, clock, where
 
 
 def assert_only_approved(ans: Answer) -> None:
@@ -150,12 +157,13 @@ def view(ans: Answer) -> tuple[Any, ...]:
     return items, hidden.count, hidden.by_lifecycle, sorted(hidden.ids)
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
 @settings(max_examples=30, deadline=None)
 @given(program=programs, data=st.data())
 def test_query_as_of_equals_replay_of_journal_up_to_then(
-    program: list[tuple[Any, int]], data: st.DataObject
+    program: list[tuple[Any, int]], data: st.DataObject, fresh_location: Fresh, backend: str
 ) -> None:
-    with fresh_ledger() as (led, clock, _):
+    with fresh_ledger(fresh_location, backend) as (led, clock, _):
         Run(led, clock).play(program)
         events = list(led.export())
         times = sorted({e.at for e in events})
@@ -171,19 +179,20 @@ def test_query_as_of_equals_replay_of_journal_up_to_then(
                         assert view(then) == view(replay.answer(subject, lens=lens))
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
 @settings(max_examples=25, deadline=None)
 @given(program=programs, data=st.data())
 def test_rebuild_is_clean_and_repairs_a_tampered_projection(
-    program: list[tuple[Any, int]], data: st.DataObject
+    program: list[tuple[Any, int]], data: st.DataObject, fresh_location: Fresh, backend: str
 ) -> None:
-    with fresh_ledger() as (led, clock, home):
+    with fresh_ledger(fresh_location, backend) as (led, clock, home):
         Run(led, clock).play(program)
         report = led.rebuild()
         assert report.ok
         assert report.differences == {}
         assert report.events == led.store.head()[0]
 
-        with closing(sqlite3.connect(home / "ledger.db")) as raw, raw:
+        with raw_connection(home) as raw:
             rows = raw.execute("SELECT arow, seq, lifecycle FROM versions").fetchall()
             aid, seq, lifecycle = data.draw(st.sampled_from(rows))
             ident = raw.execute("SELECT id FROM assertions WHERE rowid = ?", (aid,)).fetchone()[0]
@@ -212,12 +221,13 @@ JOURNAL_COLUMNS = ("seq", "at", "actor", "kind", "payload", "hash")
 CHARS = "aZ0 .:{}\"'é\\"
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
 @settings(max_examples=40, deadline=None)
 @given(program=programs, data=st.data())
 def test_verify_finds_any_altered_journal_byte(
-    program: list[tuple[Any, int]], data: st.DataObject
+    program: list[tuple[Any, int]], data: st.DataObject, fresh_location: Fresh, backend: str
 ) -> None:
-    with fresh_ledger() as (led, clock, home):
+    with fresh_ledger(fresh_location, backend) as (led, clock, home):
         Run(led, clock).play(program)
         assert led.verify().ok
         n = led.store.head()[0]
@@ -225,7 +235,7 @@ def test_verify_finds_any_altered_journal_byte(
 
         row = data.draw(st.integers(1, n), label="row")
         column = data.draw(st.sampled_from(JOURNAL_COLUMNS), label="column")
-        with closing(sqlite3.connect(home / "ledger.db")) as raw, raw:
+        with raw_connection(home) as raw:
             (old,) = raw.execute(f"SELECT {column} FROM journal WHERE seq = ?", (row,)).fetchone()
             expected = row
             if column == "seq":  # move it past either end, never onto another row
@@ -233,7 +243,7 @@ def test_verify_finds_any_altered_journal_byte(
                 seqs = sorted([s for s in range(1, n + 1) if s != row] + [new])
                 expected = next(s for i, s in enumerate(seqs, 1) if s != i)
             elif column == "at":
-                new = old + data.draw(st.integers(-(10**9), 10**9).filter(bool))
+                new = Us(old + data.draw(st.integers(-(10**9), 10**9).filter(bool)))
             elif column == "hash":
                 i = data.draw(st.integers(0, len(old) - 1))
                 flip = data.draw(st.integers(1, 255))
@@ -251,12 +261,13 @@ def test_verify_finds_any_altered_journal_byte(
         assert report.first_bad_seq == expected
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
 @settings(max_examples=30, deadline=None)
 @given(program=programs, data=st.data())
 def test_approved_lens_serves_only_approved_assertions(
-    program: list[tuple[Any, int]], data: st.DataObject
+    program: list[tuple[Any, int]], data: st.DataObject, fresh_location: Fresh, backend: str
 ) -> None:
-    with fresh_ledger() as (led, clock, _):
+    with fresh_ledger(fresh_location, backend) as (led, clock, _):
         Run(led, clock).play(program)  # every audited read through `approved` is checked too
         times = [e.at for e in led.export()]
         for _ in range(3):
