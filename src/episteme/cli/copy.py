@@ -1,0 +1,40 @@
+"""`episteme copy`: move a ledger between stores (SQLite and PostgreSQL, either way)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from episteme.cli.common import Json, app, emit, state
+from episteme.ledger.copy import copy_ledger
+
+_LOCATION = "a home directory, sqlite:///PATH or postgresql://USER@HOST/DATABASE"
+
+
+@app.command("copy")
+def copy_(
+    ctx: typer.Context,
+    source: Annotated[
+        str, typer.Option("--from", help=f"The ledger to copy: {_LOCATION}.", show_default=False)
+    ],
+    dest: Annotated[
+        str,
+        typer.Option(
+            "--to",
+            help=f"Where to copy it, created when absent, refused when not empty: {_LOCATION}.",
+            show_default=False,
+        ),
+    ],
+    as_json: Json = False,
+) -> None:
+    """Copy a ledger's journal into an empty store, projecting and verifying it."""
+    report = copy_ledger(source, dest)
+    if not emit(ctx, as_json, report):
+        n = f"{report.events} event{'' if report.events == 1 else 's'}"
+        head = f"head {report.head_hash[:12]}…" if report.head_hash else "empty journal"
+        state(ctx).console.print(
+            f"copied {n} from {report.source} to {report.destination}; chain verified ({head})",
+            markup=False,
+            soft_wrap=True,
+        )

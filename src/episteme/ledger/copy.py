@@ -1,0 +1,133 @@
+"""Copying a ledger from one store to another: SQLite to PostgreSQL, back, or alike.
+
+The journal is the ledger; the tables are its projections. A copy therefore streams the
+source's journal into an empty destination in one transaction (the destination
+projects each event as it lands), checking the chain link by link on the way, so a
+broken source leaves nothing behind. The copy stops at the source's head as it was
+when the copy began: writes that land meanwhile are not half-copied, and the report
+names the head that was copied. Afterwards the destination's chain is recomputed from
+its own rows and its head hash must equal the source's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+from pydantic import BaseModel
+
+from episteme.errors import Conflict, EpistemeError, IntegrityError, InvalidInput
+from episteme.ledger.canonical import GENESIS
+from episteme.ledger.journal import Event, link
+from episteme.ledger.store import Store, open_store
+
+
+class CopyReport(BaseModel):
+    """What `copy_ledger` copied, and the head both ledgers now share."""
+
+    events: int
+    source: str
+    destination: str
+    head_seq: int
+    head_hash: str | None
+    """The hex hash of the last copied event; None when the source was empty."""
+    verified: bool
+
+
+def copy_ledger(source: str | Path, dest: str | Path) -> CopyReport:
+    """Copy the ledger at `source` into the empty store at `dest`, and verify the copy.
+
+    Both are what `open_store` takes: a home directory, ``sqlite:///PATH`` or a
+    ``postgresql://`` URL. The destination is created when absent.
+
+    Raises:
+        InvalidInput: `source` and `dest` are the same ledger.
+        Conflict: the destination already holds events.
+        StoreUnavailable: either store cannot be opened or used (the source must exist).
+        IntegrityError: the source's chain is broken (nothing is copied), or the copy
+            does not verify to the source's head.
+    """
+    src = _open(source, "source")
+    try:
+        head_seq, _, head = src.head()
+        dst = _open(dest, "destination", ensure=True)
+        try:
+            if _identity(src) == _identity(dst):
+                raise InvalidInput(
+                    f"the source and the destination are the same ledger ({src.where}): "
+                    "give another destination",
+                    field="dest",
+                )
+            held = dst.head()[0]
+            if held:
+                raise Conflict(
+                    f"{dst.where} already holds {_events(held)}: give an empty database "
+                    "or a fresh home as the destination",
+                    field="dest",
+                )
+            count = dst.import_events(_chained(src, head_seq))
+            report = dst.verify()
+            copied = dst.head()[2]
+            if not report.ok or copied != head:
+                why = report.problem if not report.ok else "its head differs from the source's"
+                raise IntegrityError(
+                    f"the copy in {dst.where} does not match the source: {why}; "
+                    "discard it and copy again"
+                )
+            return CopyReport(
+                events=count,
+                source=src.where,
+                destination=dst.where,
+                head_seq=head_seq,
+                head_hash=head.hex() if head is not None else None,
+                verified=True,
+            )
+        finally:
+            dst.close()
+    finally:
+        src.close()
+
+
+def _open(location: str | Path, role: str, *, ensure: bool = False) -> Store:
+    """Open one end, saying in any error which end it was."""
+    try:
+        return open_store(location, ensure=ensure)
+    except EpistemeError as exc:
+        raise type(exc)(f"{role}: {exc.message}", field=exc.field) from None
+
+
+def _identity(store: Store) -> str:
+    """The database a store is, whatever spelling of its location opened it."""
+    prefix = "sqlite:///"
+    if store.url.startswith(prefix):
+        return prefix + str(Path(store.url.removeprefix(prefix)).resolve())
+    return store.url
+
+
+def _chained(src: Store, head_seq: int) -> Iterator[Event]:
+    """The source's events up to `head_seq`, each checked against the chain.
+
+    Raising here (inside the destination's import transaction) rolls the import back.
+    """
+    prev, expected = GENESIS, 1
+    for ev in src.events():
+        if ev.seq > head_seq:
+            break  # written after the copy began
+        if ev.seq != expected or ev.hash != link(
+            prev, ev.seq, ev.at, ev.actor, ev.kind, ev.payload
+        ):
+            raise IntegrityError(
+                f"the source's chain is broken at event {expected}: run `episteme verify` "
+                f"on {src.where}; nothing was copied"
+            )
+        yield ev
+        prev, expected = ev.hash, expected + 1
+    if expected - 1 != head_seq:
+        raise IntegrityError(
+            f"the source's journal ended at event {expected - 1}, before its head "
+            f"{head_seq}: run `episteme verify` on {src.where}; nothing was copied"
+        )
+
+
+def _events(n: int) -> str:
+    return f"{n} event" if n == 1 else f"{n} events"

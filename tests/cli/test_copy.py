@@ -1,0 +1,151 @@
+"""`episteme copy`: a ledger moved between SQLite and PostgreSQL answers the same."""
+
+from __future__ import annotations
+
+import json
+import socket
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from episteme.ledger.copy import copy_ledger
+from tests.cli.support import Scenario, assert_error, done, head, journal, ok, sql
+from tests.conftest import Cli
+
+
+def _busy(cli: Cli, s: Scenario) -> None:
+    """More kinds of events on top of the scenario: moves, a correction, a lens, a token."""
+    done(cli("approve", s.es256[:8], "--by", "alice"))
+    done(cli("correct", s.es256[:8], "--by", "oncall", "--reason", "r", "--value", "RS256"))
+    done(cli("lens", "define", "strict", "--by", "alice", "--min-confidence", "0.95"))
+    done(cli("token", "create", "--name", "deploy-agent", "--role", "agent"))
+
+
+def _reads(cli: Cli, where: str, s: Scenario) -> list[object]:
+    """What an on-call person would ask, answered by the ledger at `where`."""
+    asks = [
+        ("audit",),
+        ("blame", "auth.jwt.algorithm"),
+        ("diff", "auth", "--from", "yesterday 14:00"),
+        ("trace", s.d_deploy),
+        ("impact", s.es256),
+        ("lens", "list"),
+    ]
+    return [ok(cli(*ask, "--json", "--db", where, home_arg=False)) for ask in asks]
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+    return port
+
+
+def test_sqlite_to_postgresql_and_back(
+    cli: Cli, scenario: Scenario, home: Path, tmp_path: Path, pg_url: str
+) -> None:
+    _busy(cli, scenario)
+    original = journal(cli)
+    report = ok(cli("copy", "--from", str(home), "--to", pg_url, "--json", home_arg=False))
+    password = urlsplit(pg_url).password
+    assert password
+    assert password not in json.dumps(report)
+    assert report == {
+        "events": len(original),
+        "source": str(home / "ledger.db"),
+        "destination": report["destination"],
+        "head_seq": len(original),
+        "head_hash": json.loads(original[-1])["hash"],
+        "verified": True,
+    }
+    assert report["destination"].startswith("postgresql://")
+    assert journal(cli, pg_url) == original
+    assert head(cli, pg_url) == head(cli)
+
+    back = tmp_path / "back"
+    out = done(cli("copy", "--from", pg_url, "--to", str(back), home_arg=False))
+    assert out.strip() == (
+        f"copied {len(original)} events from {report['destination']} to {back / 'ledger.db'}; "
+        f"chain verified (head {report['head_hash'][:12]}…)"
+    )
+    assert journal(cli, str(back)) == original
+    assert _reads(cli, str(back), scenario) == _reads(cli, pg_url, scenario)
+    assert _reads(cli, pg_url, scenario) == _reads(cli, str(home), scenario)
+    assert ok(cli("rebuild", "--json", "--db", pg_url, home_arg=False))["ok"] is True
+
+
+def test_sqlite_to_sqlite_through_a_url(cli: Cli, scenario: Scenario, tmp_path: Path) -> None:
+    dest = tmp_path / "other" / "copy.db"
+    done(cli("copy", "--from", str(tmp_path / "home"), "--to", f"sqlite:///{dest}", home_arg=False))
+    assert journal(cli, f"sqlite:///{dest}") == journal(cli)
+
+
+def test_an_empty_ledger_copies_as_empty(cli: Cli, tmp_path: Path, pg_url: str) -> None:
+    done(cli("init"))
+    out = done(cli("copy", "--from", str(tmp_path / "home"), "--to", pg_url, home_arg=False))
+    assert out.startswith("copied 0 events from ")
+    assert out.strip().endswith("chain verified (empty journal)")
+    assert head(cli, pg_url)["events"] == 0
+
+
+def test_a_destination_that_holds_events_is_refused_and_left_alone(
+    cli: Cli, scenario: Scenario, tmp_path: Path, pg_url: str
+) -> None:
+    done(cli("copy", "--from", str(tmp_path / "home"), "--to", pg_url, home_arg=False))
+    other = tmp_path / "other"
+    done(cli("init", "--db", str(other), home_arg=False))
+    done(cli("assert", "db.primary", "db-1", "--agent", "x", "--db", str(other), home_arg=False))
+    done(cli("init", "--db", str(tmp_path / "empty"), home_arg=False))
+    before_pg, before_other = journal(cli, pg_url), journal(cli, str(other))
+
+    r = cli("copy", "--from", str(other), "--to", pg_url, home_arg=False)
+    assert_error(r, 2, "already holds 7 events", "give an empty database or a fresh home")
+    r = cli("copy", "--from", pg_url, "--to", str(other), home_arg=False)
+    assert_error(r, 2, str(other / "ledger.db"), "already holds 1 event:")
+    assert journal(cli, pg_url) == before_pg
+    assert journal(cli, str(other)) == before_other
+    # an initialised but empty ledger is a fine destination
+    done(cli("copy", "--from", str(other), "--to", str(tmp_path / "empty"), home_arg=False))
+    assert journal(cli, str(tmp_path / "empty")) == before_other
+
+
+def test_an_unreachable_postgresql_is_one_line(cli: Cli, scenario: Scenario, home: Path) -> None:
+    url = f"postgresql://episteme:s3cret@127.0.0.1:{_closed_port()}/ledger"
+    for args in (("--from", str(home), "--to", url), ("--from", url, "--to", str(home))):
+        r = cli("copy", *args, home_arg=False)
+        line = assert_error(r, 1, "is unavailable", "Connection refused")
+        assert "s3cret" not in line
+
+
+def test_a_missing_source_is_one_line(cli: Cli, tmp_path: Path) -> None:
+    dest = tmp_path / "dest"
+    r = cli("copy", "--from", str(tmp_path / "nothing"), "--to", str(dest), home_arg=False)
+    assert_error(r, 1, "source: no ledger at", str(tmp_path / "nothing"))
+    assert not dest.exists(), "a refused copy created its destination"
+
+
+def test_the_same_ledger_is_refused(cli: Cli, scenario: Scenario, home: Path, pg_url: str) -> None:
+    before = journal(cli)
+    for to in (str(home), f"sqlite:///{home / 'ledger.db'}", f"{home}/../home"):
+        r = cli("copy", "--from", str(home), "--to", to, home_arg=False)
+        assert_error(r, 2, "the same ledger", "give another destination")
+    assert journal(cli) == before
+    done(cli("copy", "--from", str(home), "--to", pg_url, home_arg=False))
+    r = cli("copy", "--from", pg_url, "--to", pg_url, home_arg=False)
+    assert_error(r, 2, "the same ledger")
+
+
+def test_a_broken_source_copies_nothing(
+    cli: Cli, scenario: Scenario, home: Path, pg_url: str
+) -> None:
+    sql(home / "ledger.db", "UPDATE journal SET actor = 'mallory' WHERE seq = 3")
+    r = cli("copy", "--from", str(home), "--to", pg_url, home_arg=False)
+    assert_error(r, 1, "chain is broken at event 3", "nothing was copied")
+    assert head(cli, pg_url)["events"] == 0
+    done(cli("copy", "--from", pg_url, "--to", str(home.parent / "empty-copy"), home_arg=False))
+
+
+def test_the_library_returns_the_report(scenario: Scenario, home: Path, tmp_path: Path) -> None:
+    report = copy_ledger(home, tmp_path / "lib")
+    assert report.verified
+    assert report.events == report.head_seq == 7
+    assert report.destination == str(tmp_path / "lib" / "ledger.db")
