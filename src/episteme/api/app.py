@@ -15,6 +15,7 @@ from starlette.responses import Response
 
 from episteme import __version__
 from episteme.ledger.access import Op
+from episteme.ledger.background import Leader
 from episteme.ledger.core import Ledger
 from episteme.timeutil import Clock
 
@@ -52,6 +53,10 @@ def create_app(
         async with contextlib.AsyncExitStack() as stack:
             if mcp_mount is not None:
                 await stack.enter_async_context(mcp_mount.run())
+            if settings.background:
+                # background work runs in the one process that leads it (the gardener, later)
+                app.state.leader = Leader(led.store.leadership("background")).start()
+                stack.callback(app.state.leader.stop)
             try:
                 yield
             finally:
@@ -78,10 +83,13 @@ def create_app(
     @app.get("/health", response_model=Health, tags=["service"], summary="Liveness, no token")
     def health() -> Response:
         try:
+            workers = led.store.workers()
+            leader: Leader | None = getattr(app.state, "leader", None)
+            if leader is not None:
+                workers["background"] = leader.state()
             body = Health(
-                status="ok", store="ok", journal_events=led.store.head()[0],
-                workers=led.store.workers(),
-            )  # fmt: skip
+                status="ok", store="ok", journal_events=led.store.head()[0], workers=workers
+            )
         except Exception as exc:  # health must answer, whatever the store does
             store = f"unavailable: {type(exc).__name__}"
             body = Health(status="degraded", store=store, journal_events=0, workers={})

@@ -26,6 +26,9 @@ class Settings(BaseModel):
     workers: int = Field(1, ge=1, le=64)
     max_body: int = Field(MiB, ge=1024, description="largest request body, in bytes")
     mcp: bool = True
+    background: bool = Field(
+        True, description="compete for the leadership of background work (one process leads)"
+    )
 
     @classmethod
     def from_env(cls, **overrides: object) -> Settings:

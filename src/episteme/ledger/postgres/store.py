@@ -13,10 +13,12 @@ when the server went away under them.
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import secrets
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from importlib import resources
 from typing import Any
 
@@ -101,6 +103,7 @@ class _PooledConn:
 class PostgresStore(_Dialect, SQLStore):
     """A ledger in a PostgreSQL database (or one that speaks its protocol)."""
 
+    SKIP_LOCKED = " FOR UPDATE SKIP LOCKED"
     FATAL = (psycopg.OperationalError,)
     RETRY = (psycopg.errors.SerializationFailure, psycopg.errors.DeadlockDetected)
 
@@ -223,11 +226,19 @@ class PostgresStore(_Dialect, SQLStore):
 
     # -- writing -----------------------------------------------------------------------
 
+    def _transaction_locked(self) -> AbstractContextManager[Conn]:
+        return self._tx(chain=True)
+
+    def _jobs_transaction(self) -> AbstractContextManager[Conn]:
+        return self._tx(chain=False)
+
     @contextmanager
-    def _transaction_locked(self) -> Iterator[Conn]:
+    def _tx(self, *, chain: bool) -> Iterator[Conn]:
+        """A transaction on a pooled connection; `chain`: holding the journal's writer lock."""
         try:
             with self.pool.connection() as raw, raw.transaction():
-                raw.execute("SELECT id FROM chain_lock WHERE id = 1 FOR UPDATE")
+                if chain:
+                    raw.execute("SELECT id FROM chain_lock WHERE id = 1 FOR UPDATE")
                 yield TxConn(raw)
         except self.RETRY:
             raise
@@ -243,6 +254,10 @@ class PostgresStore(_Dialect, SQLStore):
         if isinstance(exc, psycopg.DataError):  # e.g. a NUL character in a text field
             return InvalidInput(f"PostgreSQL refused a value: {_reason(exc)}")
         return exc
+
+    def leadership(self, name: str) -> _AdvisoryLeadership:
+        """Leadership of `name` among every process on this database."""
+        return _AdvisoryLeadership(name, self)
 
     # -- integrity ---------------------------------------------------------------------
 
@@ -310,6 +325,40 @@ class PostgresStore(_Dialect, SQLStore):
         return RebuildReport(
             ok=not diffs, events=count, differences=diffs, repaired=bool(repair and diffs)
         )
+
+
+class _AdvisoryLeadership:
+    """A session advisory lock on a connection of its own (not pooled: the session is
+    the lock). The server drops it when the process or its connection dies."""
+
+    def __init__(self, name: str, store: PostgresStore) -> None:
+        self.name, self._store = name, store
+        digest = hashlib.blake2b(f"episteme:lead:{name}".encode(), digest_size=8).digest()
+        self._key = int.from_bytes(digest, "big", signed=True)
+        self._conn: psycopg.Connection[Any] | None = None
+        self._held = False
+
+    def acquire(self) -> bool:
+        try:
+            if self._conn is None or self._conn.closed:
+                self._held = False
+                self._conn = self._store._connect()
+            if self._held:
+                self._conn.execute("SELECT 1")  # still connected, so still ours
+                return True
+            row = self._conn.execute("SELECT pg_try_advisory_lock(%s)", (self._key,)).fetchone()
+            self._held = bool(row and row[0])
+            return self._held
+        except (psycopg.OperationalError, StoreUnavailable):
+            self.release()
+            return False
+
+    def release(self) -> None:
+        self._held = False
+        if self._conn is not None:
+            with contextlib.suppress(psycopg.Error):
+                self._conn.close()  # ending the session frees the lock
+            self._conn = None
 
 
 def _script(name: str) -> sql.SQL:

@@ -15,7 +15,10 @@ import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 
-from episteme.errors import Conflict, IntegrityError, InvalidInput, StoreUnavailable
+import orjson
+
+from episteme.errors import Conflict, IntegrityError, InvalidInput, NotFound, StoreUnavailable
+from episteme.ledger.background import Job
 from episteme.ledger.canonical import GENESIS, canonical
 from episteme.ledger.journal import Draft, Event, EventKind, VerifyReport, link, verify_rows
 from episteme.ledger.sql import projector
@@ -56,6 +59,13 @@ class SQLStore(Reader):
     def _transaction_locked(self) -> AbstractContextManager[Conn]:
         """A write transaction holding the store's writer lock (across processes too)."""
         raise NotImplementedError
+
+    SKIP_LOCKED = ""
+    """How a job lease skips rows other workers hold (PostgreSQL: FOR UPDATE SKIP LOCKED)."""
+
+    def _jobs_transaction(self) -> AbstractContextManager[Conn]:
+        """A transaction for the job queue (it need not wait for the journal's writer)."""
+        return self._transaction()
 
     def _reader(self, conn: Conn) -> Reader:
         return Reader(conn)
@@ -224,3 +234,58 @@ class SQLStore(Reader):
             projector.apply(conn, ev, ev.data())
             count += 1
         return count
+
+    # -- the job queue ---------------------------------------------------------------
+
+    def enqueue_job(
+        self, queue: str, payload: object, now_us: int, run_after_us: int | None = None
+    ) -> int:
+        """Add a job to `queue`, ready at `run_after_us` (default: now); its id."""
+        with self._jobs_transaction() as conn:
+            row = conn.execute(
+                "INSERT INTO jobs (queue, payload, state, attempts, run_after, created_at)"
+                " VALUES (?, ?, 'ready', 0, ?, ?) RETURNING id",
+                (queue, canonical(payload), Us(run_after_us or now_us), Us(now_us)),
+            ).fetchone()
+        return int(row[0])
+
+    def lease_job(self, queue: str, worker: str, now_us: int, lease_us: int) -> Job | None:
+        """Lease the next ready job of `queue` (or one whose lease ran out) to `worker`."""
+        with self._jobs_transaction() as conn:
+            row = conn.execute(
+                "UPDATE jobs SET state = 'leased', leased_by = ?, lease_until = ?,"
+                " attempts = attempts + 1 WHERE id = (SELECT id FROM jobs WHERE queue = ?"
+                " AND ((state = 'ready' AND run_after <= ?) OR (state = 'leased'"
+                f" AND lease_until < ?)) ORDER BY run_after, id LIMIT 1{self.SKIP_LOCKED})"
+                " RETURNING id, queue, payload, attempts",
+                (worker, Us(now_us + lease_us), queue, Us(now_us), Us(now_us)),
+            ).fetchone()
+        if row is None:
+            return None
+        return Job(id=row[0], queue=row[1], payload=orjson.loads(row[2]), attempts=row[3])
+
+    def complete_job(self, job_id: int, worker: str, now_us: int) -> None:
+        self._settle(job_id, worker, "state = 'done', done_at = ?", [Us(now_us)])
+
+    def fail_job(
+        self, job_id: int, worker: str, now_us: int, error: str, retry_in_us: int | None
+    ) -> None:
+        """Record a failure: ready again after `retry_in_us`, or failed for good if None."""
+        if retry_in_us is None:
+            self._settle(job_id, worker, "state = 'failed', done_at = ?, error = ?",
+                         [Us(now_us), error])  # fmt: skip
+        else:
+            self._settle(job_id, worker, "state = 'ready', run_after = ?, error = ?",
+                         [Us(now_us + retry_in_us), error])  # fmt: skip
+
+    def _settle(self, job_id: int, worker: str, assignments: str, args: list[object]) -> None:
+        with self._jobs_transaction() as conn:
+            row = conn.execute(
+                f"UPDATE jobs SET {assignments}, leased_by = NULL, lease_until = NULL"
+                " WHERE id = ? AND state = 'leased' AND leased_by = ? RETURNING id",
+                (*args, job_id, worker),
+            ).fetchone()
+        if row is None:
+            raise NotFound(
+                f"job {job_id} is not leased to {worker}: its lease ran out or it is done"
+            )

@@ -190,7 +190,7 @@ def _query_served(conn: Conn, ev: Event, data: dict[str, Any]) -> None:
             data["lens"],
             data["subject"],
             data["text"],
-            data["as_of"],
+            us(data["as_of"]),
             len(returned),
             data["hidden"]["count"],
             data["latency_us"],

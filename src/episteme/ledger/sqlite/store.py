@@ -26,7 +26,7 @@ from episteme.ledger.sql import projector
 from episteme.ledger.sql.base import SQLStore
 
 APPLICATION_ID = 0x45505354  # "EPST": marks the file as an Episteme ledger
-MIGRATIONS = ("0001_init.sql", "0002_access.sql")
+MIGRATIONS = ("0001_init.sql", "0002_access.sql", "0003_jobs.sql")
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -276,6 +276,10 @@ class SQLiteStore(SQLStore):
         finally:
             self._wconn.execute("PRAGMA cache_size = -65536")
 
+    def leadership(self, name: str) -> _FileLeadership:
+        """Leadership of `name` among the processes on this file: a lock file beside it."""
+        return _FileLeadership(name, Path(f"{self.path}-lead-{name}"))
+
     # -- integrity -------------------------------------------------------------------
 
     def rebuild(self, repair: bool = False) -> RebuildReport:
@@ -314,6 +318,31 @@ class SQLiteStore(SQLStore):
             fresh.close()
             for suffix in ("", "-wal", "-shm"):
                 Path(str(fresh_path) + suffix).unlink(missing_ok=True)
+
+
+class _FileLeadership:
+    """An exclusive `flock` on a file of its own, held until released or the process ends."""
+
+    def __init__(self, name: str, path: Path) -> None:
+        self.name, self._path = name, path
+        self._fd = -1
+
+    def acquire(self) -> bool:
+        if self._fd >= 0:
+            return True
+        fd = os.open(self._path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return False
+        self._fd = fd
+        return True
+
+    def release(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)  # closing the descriptor drops the lock
+            self._fd = -1
 
 
 def _replace_projections(conn: sqlite3.Connection) -> None:
