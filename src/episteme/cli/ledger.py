@@ -480,6 +480,26 @@ def export_(
                 out.close()
 
 
+@app.command()
+def migrate(ctx: typer.Context, home: Home = None, as_json: Json = False) -> None:
+    """Bring the ledger's schema up to this version of episteme (every start does it too)."""
+    with open_ledger(ctx, home) as ledger:
+        store = ledger.store
+        report = {
+            "db": store.where,
+            "schema_version": store.schema_version,
+            "migrated_from": store.migrated_from,
+        }
+    if not emit(ctx, as_json, report):
+        if store.migrated_from is None:
+            state(ctx).console.print(f"{store.where} is at schema version {store.schema_version}")
+        else:
+            state(ctx).console.print(
+                f"migrated {store.where} from schema version {store.migrated_from}"
+                f" to {store.schema_version}"
+            )
+
+
 @app.command("import")
 def import_(
     ctx: typer.Context,

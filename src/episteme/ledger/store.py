@@ -94,6 +94,9 @@ class Store(StoreReader, Protocol):
     created: bool
     """True when opening this store created the ledger."""
     where: str
+    schema_version: int
+    migrated_from: int | None
+    """The schema version this open upgraded from (None: it was current)."""
     """The database for messages: a file path, or a URL without its password."""
 
     def write(self, build: BuildFn, now_us: int) -> list[Event]: ...

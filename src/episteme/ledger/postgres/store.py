@@ -116,6 +116,7 @@ class PostgresStore(_Dialect, SQLStore):
         self._dsn = url
         self.created = False
         self.migrated_from: int | None = None
+        self.schema_version = SCHEMA_VERSION
         with self._connect() as conn:
             self._prepare(conn, create=create, ensure=ensure)
             row = conn.execute("SELECT current_schema()").fetchone()
@@ -132,6 +133,7 @@ class PostgresStore(_Dialect, SQLStore):
             name="episteme",
         )
         self._conn = _PooledConn(self)
+        self._leaderships: list[_AdvisoryLeadership] = []
         self._closed = threading.Event()
 
     # -- connections -------------------------------------------------------------------
@@ -161,6 +163,8 @@ class PostgresStore(_Dialect, SQLStore):
     def close(self) -> None:
         if not self._closed.is_set():
             self._closed.set()
+            for lead in self._leaderships:
+                lead.release()
             self.pool.close()
 
     def workers(self) -> dict[str, str]:
@@ -256,8 +260,10 @@ class PostgresStore(_Dialect, SQLStore):
         return exc
 
     def leadership(self, name: str) -> _AdvisoryLeadership:
-        """Leadership of `name` among every process on this database."""
-        return _AdvisoryLeadership(name, self)
+        """Leadership of `name` among every process on this database (freed by `close`)."""
+        lead = _AdvisoryLeadership(name, self)
+        self._leaderships.append(lead)
+        return lead
 
     # -- integrity ---------------------------------------------------------------------
 

@@ -139,6 +139,8 @@ class SQLiteStore(SQLStore):
         self.url = f"sqlite:///{path}"
         self.where = str(path)
         self.created = create
+        self.schema_version = SCHEMA_VERSION
+        self.migrated_from: int | None = None
         if create:
             if path.exists() and path.stat().st_size > 0:
                 raise Conflict(f"{path} already exists: it already holds a ledger")
@@ -146,6 +148,7 @@ class SQLiteStore(SQLStore):
         elif not path.exists():
             raise StoreUnavailable(f"no ledger at {path}: run `episteme init` first")
         self._local = threading.local()
+        self._leaderships: list[_FileLeadership] = []
         self._readers: list[sqlite3.Connection] = []
         self._checkpointer: _Checkpointer | None = None
         try:
@@ -156,6 +159,7 @@ class SQLiteStore(SQLStore):
                 version = self._check(self._wconn)
                 if version < SCHEMA_VERSION:
                     migrate(self._wconn)
+                    self.migrated_from = version
                 self._wconn.execute("PRAGMA journal_mode = WAL")
                 # checkpoints run on their own thread, not inside a commit: see _Checkpointer
                 self._wconn.execute("PRAGMA wal_autocheckpoint = 0")
@@ -199,6 +203,8 @@ class SQLiteStore(SQLStore):
         return conn
 
     def close(self) -> None:
+        for lead in self._leaderships:
+            lead.release()
         if self._checkpointer is not None:
             self._checkpointer.close()
             self._checkpointer = None
@@ -278,7 +284,9 @@ class SQLiteStore(SQLStore):
 
     def leadership(self, name: str) -> _FileLeadership:
         """Leadership of `name` among the processes on this file: a lock file beside it."""
-        return _FileLeadership(name, Path(f"{self.path}-lead-{name}"))
+        lead = _FileLeadership(name, Path(f"{self.path}-lead-{name}"))
+        self._leaderships.append(lead)
+        return lead
 
     # -- integrity -------------------------------------------------------------------
 

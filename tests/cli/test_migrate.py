@@ -1,0 +1,49 @@
+"""`episteme migrate`: a ledger of an older schema is brought up to date, once."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+from episteme.ledger.sqlite import store as sqlite_store
+from tests.conftest import Cli
+
+
+def _old_ledger(home: Path) -> None:
+    """A ledger file of schema version 1, as the first release wrote it."""
+    home.mkdir(parents=True)
+    conn = sqlite3.connect(home / "ledger.db", isolation_level=None)
+    conn.execute("PRAGMA journal_mode = WAL")
+    for statement in sqlite_store._split(sqlite_store._schema_sql("0001_init.sql")):
+        conn.execute(statement)
+    conn.execute(f"PRAGMA application_id = {sqlite_store.APPLICATION_ID}")
+    conn.execute("PRAGMA user_version = 1")
+    conn.close()
+
+
+def test_migrate_upgrades_an_old_ledger_then_finds_nothing_to_do(cli: Cli, home: Path) -> None:
+    _old_ledger(home)
+    first = cli("migrate", "--json")
+    assert first.code == 0, first.err
+    report = first.json()
+    assert report["migrated_from"] == 1
+    assert report["schema_version"] == sqlite_store.SCHEMA_VERSION
+    again = cli("migrate")
+    assert again.code == 0, again.err
+    assert f"is at schema version {sqlite_store.SCHEMA_VERSION}" in again.out
+
+
+def test_migrate_on_postgresql_reports_the_version(cli: Cli, pg_url: str) -> None:
+    assert cli("init", "--db", pg_url, home_arg=False).code == 0
+    r = cli("migrate", "--db", pg_url, "--json", home_arg=False)
+    assert r.code == 0, r.err
+    assert r.json()["migrated_from"] is None
+    assert "postgresql://postgres@" in r.json()["db"]
+    assert ":" + pg_url.split(":")[2].split("@")[0] + "@" not in r.out  # no password
+
+
+def test_migrate_without_a_ledger_says_how_to_make_one(cli: Cli) -> None:
+    r = cli("migrate")
+    assert r.code != 0
+    assert r.err.count("\n") == 1
+    assert "episteme init" in r.err
