@@ -47,3 +47,19 @@ def test_migrate_without_a_ledger_says_how_to_make_one(cli: Cli) -> None:
     assert r.code != 0
     assert r.err.count("\n") == 1
     assert "episteme init" in r.err
+
+
+def test_a_role_that_may_not_create_tables_gets_one_line(cli: Cli, pg_url: str) -> None:
+    import psycopg
+
+    with psycopg.connect(pg_url, autocommit=True) as admin:
+        admin.execute("DROP ROLE IF EXISTS reader_only")
+        admin.execute("CREATE ROLE reader_only LOGIN PASSWORD 'not-a-secret-canary'")
+    user_url = pg_url.replace("postgres:", "reader_only:not-a-secret-canary@", 1)
+    user_url = user_url.split("@", 1)[0] + "@" + pg_url.split("@", 1)[1]
+    r = cli("init", "--db", user_url, home_arg=False)
+    assert r.code == 1
+    assert r.err.count("\n") == 1, r.err
+    assert "refused to set up the ledger" in r.err
+    assert "permission denied" in r.err
+    assert "not-a-secret-canary" not in r.err + r.out

@@ -117,10 +117,17 @@ class PostgresStore(_Dialect, SQLStore):
         self.created = False
         self.migrated_from: int | None = None
         self.schema_version = SCHEMA_VERSION
-        with self._connect() as conn:
-            self._prepare(conn, create=create, ensure=ensure)
-            row = conn.execute("SELECT current_schema()").fetchone()
-            self.schema = str(row[0]) if row else "public"
+        try:
+            with self._connect() as conn:
+                self._prepare(conn, create=create, ensure=ensure)
+                row = conn.execute("SELECT current_schema()").fetchone()
+                self.schema = str(row[0]) if row else "public"
+        except psycopg.OperationalError as exc:
+            raise self.unavailable(exc) from None
+        except psycopg.Error as exc:  # e.g. a role without CREATE on the schema
+            raise StoreUnavailable(
+                f"PostgreSQL at {self.url} refused to set up the ledger: {_reason(exc)}"
+            ) from None
         self.pool = ConnectionPool(
             url,
             min_size=1,
