@@ -27,3 +27,21 @@ def raw_connection(location: str | Path) -> Iterator[Any]:
 
     with closing(sqlite3.connect(Path(location) / "ledger.db")) as conn, conn:
         yield conn
+
+
+def old_sqlite_ledger(home: Path) -> Path:
+    """A ledger file of schema version 1, as the first release wrote it; its path."""
+    import sqlite3
+
+    from episteme.ledger.sqlite import store as sqlite_store
+
+    home.mkdir(parents=True, exist_ok=True)
+    path = home / "ledger.db"
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("PRAGMA journal_mode = WAL")
+    for statement in sqlite_store._split(sqlite_store._schema_sql("0001_init.sql")):
+        conn.execute(statement)
+    conn.execute(f"PRAGMA application_id = {sqlite_store.APPLICATION_ID}")
+    conn.execute("PRAGMA user_version = 1")
+    conn.close()
+    return path

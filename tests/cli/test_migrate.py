@@ -2,27 +2,15 @@
 
 from __future__ import annotations
 
-import sqlite3
 from pathlib import Path
 
 from episteme.ledger.sqlite import store as sqlite_store
+from tests.backends import old_sqlite_ledger
 from tests.conftest import Cli
 
 
-def _old_ledger(home: Path) -> None:
-    """A ledger file of schema version 1, as the first release wrote it."""
-    home.mkdir(parents=True)
-    conn = sqlite3.connect(home / "ledger.db", isolation_level=None)
-    conn.execute("PRAGMA journal_mode = WAL")
-    for statement in sqlite_store._split(sqlite_store._schema_sql("0001_init.sql")):
-        conn.execute(statement)
-    conn.execute(f"PRAGMA application_id = {sqlite_store.APPLICATION_ID}")
-    conn.execute("PRAGMA user_version = 1")
-    conn.close()
-
-
 def test_migrate_upgrades_an_old_ledger_then_finds_nothing_to_do(cli: Cli, home: Path) -> None:
-    _old_ledger(home)
+    old_sqlite_ledger(home)
     first = cli("migrate", "--json")
     assert first.code == 0, first.err
     report = first.json()

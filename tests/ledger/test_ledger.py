@@ -563,15 +563,9 @@ def test_a_ledger_of_the_previous_schema_is_upgraded_on_open(tmp_path: Path) -> 
     import sqlite3
 
     from episteme.ledger.sqlite import store as sqlite_store
+    from tests.backends import old_sqlite_ledger
 
-    path = tmp_path / "ledger.db"
-    conn = sqlite3.connect(path, isolation_level=None)
-    conn.execute("PRAGMA journal_mode = WAL")
-    for statement in sqlite_store._split(sqlite_store._schema_sql("0001_init.sql")):
-        conn.execute(statement)
-    conn.execute(f"PRAGMA application_id = {sqlite_store.APPLICATION_ID}")
-    conn.execute("PRAGMA user_version = 1")
-    conn.close()
+    path = old_sqlite_ledger(tmp_path)
     # several processes (API workers) opening the old file at once: one upgrades it
     import subprocess
     import sys
