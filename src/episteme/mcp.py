@@ -460,8 +460,13 @@ class _Bearer:
         header = dict(scope["headers"]).get(b"authorization", b"").decode("latin-1")
         scheme, _, secret = header.partition(" ")
         try:
-            # One indexed read: cheap enough for the event loop (as in the API's deps).
-            who = self.ledger.authenticate(secret.strip() if scheme.lower() == "bearer" else None)
+            # One indexed read: inline on a local store, on a thread on a remote one (as in
+            # the API's deps)
+            given = secret.strip() if scheme.lower() == "bearer" else None
+            if self.ledger.store.remote:
+                who = await anyio.to_thread.run_sync(self.ledger.authenticate, given)
+            else:
+                who = self.ledger.authenticate(given)
         except Unauthenticated as exc:
             if self.metrics is not None:
                 self.metrics.denied.labels("401").inc()

@@ -88,7 +88,7 @@ def create_app(
             if leader is not None:
                 workers["background"] = leader.state()
             body = Health(
-                status="ok", store="ok", journal_events=led.store.head()[0], workers=workers
+                status="ok", store="ok", journal_events=led.store.probe(), workers=workers
             )
         except Exception as exc:  # health must answer, whatever the store does
             store = f"unavailable: {type(exc).__name__}"

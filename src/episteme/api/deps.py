@@ -46,11 +46,16 @@ async def authorize(
 ) -> Principal:
     """The token's principal if its roles allow `op`; otherwise raise (and record the refusal).
 
-    Authentication is one indexed read, cheap enough to run on the event loop; recording
-    a refusal is a write, so it goes to a worker thread.
+    Authentication is one indexed read: on a local store (SQLite) cheap enough to run on
+    the event loop; on a remote one it goes to a worker thread, so that a database that
+    went away stalls this request, not the server. Recording a refusal is a write, so it
+    always goes to a worker thread.
     """
     try:
-        principal = ledger.authenticate(secret)
+        if ledger.store.remote:
+            principal = await anyio.to_thread.run_sync(ledger.authenticate, secret)
+        else:
+            principal = ledger.authenticate(secret)
     except TokenRefused as exc:
         metrics.denied.labels("401").inc()
         await anyio.to_thread.run_sync(

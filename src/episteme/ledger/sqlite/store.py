@@ -140,6 +140,7 @@ class SQLiteStore(SQLStore):
         self.where = str(path)
         self.created = create
         self.schema_version = SCHEMA_VERSION
+        self.remote = False
         self.migrated_from: int | None = None
         if create:
             if path.exists() and path.stat().st_size > 0:
@@ -216,6 +217,9 @@ class SQLiteStore(SQLStore):
         if self._flock >= 0:
             os.close(self._flock)
             self._flock = -1
+
+    def probe(self, timeout: float = 2.0) -> int:
+        return self.head()[0]  # a local read: it answers or fails at once
 
     def workers(self) -> dict[str, str]:
         """The store's background threads and their state (for `/health`)."""
