@@ -49,7 +49,8 @@ from typing import Any
 import httpx
 import orjson
 
-from episteme.benchmark.run import Figure, Report, _machine, _ms, warm
+from episteme.benchmark.floor import warm_files
+from episteme.benchmark.run import Figure, Report, _machine, _ms
 from episteme.errors import WorldError
 from episteme.ledger.core import Ledger
 from episteme.ledger.store import DB_FILE
@@ -476,7 +477,7 @@ def run(
     """
     say = progress or (lambda _: None)
     if warm_cache:
-        warm(home)
+        warm_files(home)
     rng = random.Random(seed)
     figures: list[Figure] = []
     with Ledger.open(home) as ledger:

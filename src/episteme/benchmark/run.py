@@ -2,9 +2,10 @@
 
 Each figure is timed over many runs after a warm-up (p50, p99, max). Beside it, in
 the same run, the **floor**: the same work as raw SQL through the same driver on the
-same database file. An audited read's floor is the lookup plus a durable insert of an
-audit row of the same size (the work any audited store must do); a read's floor is
-the lookup's SQL. Ratios are ours / floor (p99) and ours / budget.
+same database (`floor.py`: SQLite's file, or the PostgreSQL database). An audited
+read's floor is the lookup plus a durable insert of an audit row of the same size (the
+work any audited store must do); a read's floor is the lookup's SQL. Ratios are
+ours / floor (p99) and ours / budget.
 
 The run appends to the ledger it measures (audited queries, the assert figures), and
 the floors write into a scratch table that is dropped at the end.
@@ -27,80 +28,13 @@ from typing import Any
 
 from whenever import Instant
 
+from episteme.benchmark.floor import ASSERTION_COLUMNS, IMPACT, JOURNAL, Floor, open_floor
 from episteme.ledger.canonical import canonical
 from episteme.ledger.core import Ledger, content_record
 from episteme.ledger.lenses import BUILTIN
 from episteme.ledger.model import LIVE, AssertionInput, Kind, Lifecycle
-from episteme.ledger.sql.projector import OPEN
+from episteme.ledger.sql.projector import OPEN, Us
 from episteme.timeutil import from_us, to_us
-
-_A = "a.id, a.subject, a.value, a.agent, v.lifecycle, v.confidence"
-_CURRENT = f"SELECT {_A} FROM versions v JOIN assertions a ON a.rowid = v.arow"
-FLOOR_IMPACT = (
-    "SELECT agent, n FROM exposure WHERE arow = (SELECT rowid FROM assertions WHERE id = ?)",
-    "SELECT q.id FROM served s JOIN queries q ON q.seq = s.query_seq"
-    " WHERE s.arow = (SELECT rowid FROM assertions WHERE id = ?) ORDER BY s.query_seq DESC"
-    " LIMIT 20",
-    "SELECT d.*, c.query_id FROM decisions d JOIN citations c ON c.decision_id = d.id"
-    " WHERE d.id IN (SELECT decision_id FROM reliance"
-    " WHERE arow = (SELECT rowid FROM assertions WHERE id = ?))",
-)
-FLOOR_SQL: dict[str, str] = {
-    "point": f"{_CURRENT} WHERE v.subject = ? AND v.tx_to = {OPEN} AND v.lifecycle IN ({{in}})",
-    "point_counts": (
-        f"SELECT v.lifecycle, count(*) FROM versions v WHERE v.subject = ? AND v.tx_to = {OPEN}"
-        " AND v.lifecycle NOT IN ({in}) GROUP BY v.lifecycle"
-    ),
-    "as_of": (
-        f"{_CURRENT} WHERE v.subject = ? AND v.tx_to > ? AND v.tx_from <= ?"
-        " AND v.lifecycle IN ({in})"
-    ),
-    "as_of_counts": (
-        "SELECT v.lifecycle, count(*) FROM versions v WHERE v.subject = ? AND v.tx_to > ?"
-        " AND v.tx_from <= ? AND v.lifecycle NOT IN ({in}) GROUP BY v.lifecycle"
-    ),
-    "served": (
-        "SELECT q.id, q.at, q.agent, s.arow, s.lifecycle, json_extract(j.payload, '$.hidden')"
-        " FROM queries q JOIN journal j ON j.seq = q.seq"
-        " JOIN served s ON s.query_seq = q.seq WHERE q.seq IN (SELECT s.query_seq FROM served s"
-        " JOIN assertions a ON a.rowid = s.arow WHERE a.subject = ?) AND q.at <= ?"
-        " ORDER BY q.at DESC LIMIT 50"
-    ),
-    "diff": (
-        "SELECT v.seq, v.cause, a.id, a.subject, a.value, v.lifecycle, v.actor FROM versions v"
-        " JOIN assertions a ON a.rowid = v.arow WHERE v.tx_from > ? AND v.tx_from <= ?"
-    ),
-    "diff_prefix": (
-        "SELECT v.seq, v.cause, a.id, a.subject, a.value, v.lifecycle, v.actor FROM versions v"
-        " JOIN assertions a ON a.rowid = v.arow WHERE (v.subject = ? OR (v.subject > ?"
-        " AND v.subject < ?)) AND v.tx_from > ? AND v.tx_from <= ?"
-    ),
-    "blame": (
-        "SELECT a.*, v.* FROM assertions a JOIN versions v ON v.arow = a.rowid"
-        " WHERE a.id = ? ORDER BY v.seq"
-    ),
-    "trace": (
-        "SELECT c.query_id, q.agent, a.id, a.agent, a.source, a.epoch"
-        " FROM citations c JOIN queries q ON q.id = c.query_id"
-        " JOIN served s ON s.query_seq = q.seq JOIN assertions a ON a.rowid = s.arow"
-        " WHERE c.decision_id = ?"
-    ),
-    "audit": (
-        "SELECT q.id, q.at, q.lens, s.arow, s.lifecycle, json_extract(j.payload, '$.hidden'),"
-        " json_extract(j.payload, '$.context') FROM queries q JOIN journal j ON j.seq = q.seq"
-        " LEFT JOIN served s ON s.query_seq = q.seq WHERE q.agent = ? AND q.at >= ?"
-        " AND q.at <= ? ORDER BY q.at DESC LIMIT 100"
-    ),
-    "text": (
-        f"{_CURRENT} WHERE v.tx_to = {OPEN} AND v.lifecycle IN ({{in}}) AND v.arow IN"
-        " (SELECT rowid FROM assertions_fts WHERE assertions_fts MATCH ?1)"
-    ),
-    "text_counts": (
-        f"SELECT v.lifecycle, count(*) FROM versions v WHERE v.tx_to = {OPEN}"
-        " AND v.lifecycle NOT IN ({in}) AND v.arow IN"
-        " (SELECT rowid FROM assertions_fts WHERE assertions_fts MATCH ?1) GROUP BY v.lifecycle"
-    ),
-}
 
 BUDGET_MS = {
     "point query (approved, audited)": 1.0,
@@ -151,6 +85,7 @@ class Report:
     machine: dict[str, Any]
     ledger: dict[str, Any]
     figures: list[Figure] = field(default_factory=list)
+    backend: str = "sqlite"
 
     def to_json(self) -> dict[str, Any]:
         figs = []
@@ -159,7 +94,12 @@ class Report:
             d["floor_ratio"] = f.floor_ratio
             d["budget_ratio"] = f.budget_ratio
             figs.append(d)
-        return {"machine": self.machine, "ledger": self.ledger, "figures": figs}
+        return {
+            "backend": self.backend,
+            "machine": self.machine,
+            "ledger": self.ledger,
+            "figures": figs,
+        }
 
 
 def _ms(samples_ns: list[int]) -> tuple[float, float, float]:
@@ -180,54 +120,50 @@ def _time(fn: Callable[[int], object], runs: int, warmup: int) -> list[int]:
 
 
 class Bench:
-    """Probes and timings over one ledger home."""
+    """Probes and timings over one ledger, and its floor beside it."""
 
-    def __init__(self, home: Path, runs: int, seed: int = 1) -> None:
-        self.home = home
+    def __init__(self, location: str | Path, runs: int, seed: int = 1) -> None:
         self.runs = runs
         self.rng = random.Random(seed)
-        self.ledger = Ledger.open(home)
-        self.db = sqlite3.connect(home / "ledger.db", isolation_level=None)
-        self.db.execute("PRAGMA synchronous = FULL")
-        self.db.execute("PRAGMA wal_autocheckpoint = 0")  # the store's policy: see _Checkpointer
-        self.db.execute(
-            "CREATE TABLE IF NOT EXISTS bench_floor (k INTEGER PRIMARY KEY, payload TEXT)"
-        )
+        self.ledger = Ledger.open(location)
+        try:
+            self.db: Floor = open_floor(location)
+        except BaseException:
+            self.ledger.close()
+            raise
         self._probes()
 
     def close(self) -> None:
-        self.db.execute("DROP TABLE IF EXISTS bench_floor")
         self.db.close()
         self.ledger.close()
 
     def _probes(self) -> None:
-        q = self.db.execute
-        n = q("SELECT max(rowid) FROM assertions").fetchone()[0] or 0
+        q = self.db.rows
+        n = q("SELECT max(rowid) FROM assertions")[0][0] or 0
         picks = [self.rng.randint(1, max(1, n)) for _ in range(2000)]
         marks = ",".join("?" * len(picks))
-        rows = q(f"SELECT subject, id FROM assertions WHERE rowid IN ({marks})", picks).fetchall()
+        rows = q(f"SELECT subject, id FROM assertions WHERE rowid IN ({marks})", picks)
         self.subjects = [r[0] for r in rows]
         self.assertion_ids = [r[1] for r in rows]
-        self.first_at, self.last_at = q("SELECT min(at), max(at) FROM journal").fetchone()
+        self.first_at, self.last_at = q("SELECT min(at), max(at) FROM journal")[0]
         self.decisions = [r[0] for r in q("SELECT id FROM decisions ORDER BY seq LIMIT 2000")]
         self.agents = [r[0] for r in q("SELECT DISTINCT agent FROM queries LIMIT 200")]
         hot = q(
-            "SELECT a.id, n FROM (SELECT arow, count(*) AS n FROM served GROUP BY arow"
-            " ORDER BY n DESC LIMIT 1) JOIN assertions a ON a.rowid = arow"
-        ).fetchone()
-        self.hot: str = hot[0] if hot else ""
-        self.hot_served: int = hot[1] if hot else 0
-        self.payload = q("SELECT payload FROM journal WHERE kind = 'query.served' LIMIT 1")
-        row = self.payload.fetchone()
-        self.audit_row = row[0] if row else "{}"
+            "SELECT a.id, t.n FROM (SELECT arow, count(*) AS n FROM served GROUP BY arow"
+            " ORDER BY n DESC LIMIT 1) AS t JOIN assertions a ON a.rowid = t.arow"
+        )
+        self.hot: str = hot[0][0] if hot else ""
+        self.hot_served: int = hot[0][1] if hot else 0
+        row = q("SELECT payload FROM journal WHERE kind = 'query.served' LIMIT 1")
+        self.audit_row = row[0][0] if row else "{}"
         self.assertions = n
-        self.events = q("SELECT max(seq) FROM journal").fetchone()[0] or 0
+        self.events = q("SELECT max(seq) FROM journal")[0][0] or 0
 
     def pick(self, items: list[Any]) -> Any:
         return items[self.rng.randrange(len(items))]
 
-    def past(self) -> int:
-        return self.rng.randint(self.first_at, self.last_at)
+    def past(self) -> Us:
+        return Us(self.rng.randint(self.first_at, self.last_at))
 
     def figure(
         self,
@@ -249,14 +185,15 @@ class Bench:
         self, sql: str, args: Callable[[], tuple[Any, ...]], *more: str
     ) -> Callable[[int], None]:
         """The lookup (one or more statements, same arguments) and a durable audit row."""
+        db = self.db
 
         def run(_: int) -> None:
             values = args()
-            self.db.execute("BEGIN IMMEDIATE")
+            db.begin_write()
             for statement in (sql, *more):
-                self.db.execute(statement, values).fetchall()
-            self.db.execute("INSERT INTO bench_floor (payload) VALUES (?)", (self.audit_row,))
-            self.db.execute("COMMIT")
+                db.rows(statement, values)
+            db.run("INSERT INTO bench_floor (payload) VALUES (?)", (self.audit_row,))
+            db.run("COMMIT")
 
         return run
 
@@ -266,43 +203,38 @@ class Bench:
         """A lens reads the rows it may show (and the live alternatives), counts the rest."""
         states = sorted(BUILTIN[lens].lifecycles | LIVE)
         quoted = ",".join(f"'{x}'" for x in states)
-        rows = FLOOR_SQL[kind].replace("{in}", quoted)
+        rows = self.db.sql(kind, quoted)
         if len(states) == len(Lifecycle):
             return self._floor_audited(rows, args)
-        return self._floor_audited(rows, args, FLOOR_SQL[f"{kind}_counts"].replace("{in}", quoted))
+        return self._floor_audited(rows, args, self.db.sql(f"{kind}_counts", quoted))
 
-    def _floor_read(self, sql: str, args: Callable[[], tuple[Any, ...]]) -> Callable[[int], None]:
+    def _floor_read(self, key: str, args: Callable[[], tuple[Any, ...]]) -> Callable[[int], None]:
+        sql, rows = self.db.sql(key), self.db.rows
+
         def run(_: int) -> None:
-            self.db.execute(sql, args()).fetchall()
+            rows(sql, args())
 
         return run
 
 
-def warm(home: Path) -> float:
-    """Read the database files once, as a long-running server would have; return seconds."""
-    started = time.perf_counter()
-    for path in sorted(home.glob("ledger.db*")):
-        with path.open("rb") as f:
-            while f.read(1 << 24):
-                pass
-    return time.perf_counter() - started
-
-
 def run(
-    home: Path,
+    location: str | Path,
     *,
     runs: int = 1000,
     heavy_runs: int = 100,
     rebuild: bool = False,
     warm_cache: bool = True,
 ) -> Report:
-    """Measure every figure on the ledger in `home` (warm: its files read once first)."""
-    if warm_cache:
-        warm(home)
-    b = Bench(home, runs)
+    """Measure every figure on the ledger at a home or a PostgreSQL URL.
+
+    `warm_cache`: bring the database into the OS cache first, as a long-running server
+    has it (SQLite: its files read once; PostgreSQL: pg_prewarm, or table scans).
+    """
+    b = Bench(location, runs)
     L = b.ledger
     figs: list[Figure] = []
     try:
+        warmed = b.db.warm() if warm_cache else "no"
 
         def subj() -> Any:
             return b.pick(b.subjects)
@@ -334,20 +266,20 @@ def run(
             b.figure(
                 "served at a past time",
                 lambda _: L.served(subj(), at=at(), limit=50),
-                b._floor_read(FLOOR_SQL["served"], lambda: (subj(), b.past())),
+                b._floor_read("served", lambda: (subj(), b.past())),
             )
         )
         day = 86_400_000_000
 
         def window() -> Any:
-            return (b.last_at - day, b.last_at)
+            return (Us(b.last_at - day), Us(b.last_at))
 
         changes = len(L.store.changes(None, *window()))
         figs.append(
             b.figure(
                 "24h diff, whole store",
                 lambda _: L.diff(None, since=from_us(window()[0]), until=from_us(window()[1])),
-                b._floor_read(FLOOR_SQL["diff"], window),
+                b._floor_read("diff", window),
                 runs=heavy_runs,
                 note=f"{changes:,} changes in the window",
             )
@@ -361,8 +293,7 @@ def run(
                 "24h diff, one prefix",
                 lambda _: L.diff(prefix(), since=from_us(window()[0]), until=from_us(window()[1])),
                 b._floor_read(
-                    FLOOR_SQL["diff_prefix"],
-                    lambda: ((p := prefix()), p + ".", p + "/", *window()),
+                    "diff_prefix", lambda: ((p := prefix()), p + ".", p + "/", *window())
                 ),
                 runs=heavy_runs,
             )
@@ -372,11 +303,7 @@ def run(
             return b.pick(b.assertion_ids)
 
         figs.append(
-            b.figure(
-                "blame",
-                lambda _: L.blame(aid()),
-                b._floor_read(FLOOR_SQL["blame"], lambda: (aid(),)),
-            )
+            b.figure("blame", lambda _: L.blame(aid()), b._floor_read("blame", lambda: (aid(),)))
         )
         if b.decisions:
 
@@ -387,14 +314,14 @@ def run(
                 b.figure(
                     "trace of a decision",
                     lambda _: L.trace(dec()),
-                    b._floor_read(FLOOR_SQL["trace"], lambda: (dec(),)),
+                    b._floor_read("trace", lambda: (dec(),)),
                 )
             )
         if b.hot:
 
             def impact_floor(_: int) -> None:
-                for sql in FLOOR_IMPACT:
-                    b.db.execute(sql, (b.hot,)).fetchall()
+                for sql in IMPACT:
+                    b.db.rows(sql, (b.hot,))
 
             figs.append(
                 b.figure(
@@ -407,18 +334,14 @@ def run(
         six_h = 6 * 3_600_000_000
 
         def agent_window() -> Any:
-            return (b.pick(b.agents), b.last_at - six_h, b.last_at)
+            return (b.pick(b.agents), Us(b.last_at - six_h), Us(b.last_at))
 
         def audit_ours(_: int) -> object:
             agent, t1, t2 = agent_window()
             return L.audit(agent=agent, since=from_us(t1), until=from_us(t2))
 
         figs.append(
-            b.figure(
-                "audit of one agent, 6h",
-                audit_ours,
-                b._floor_read(FLOOR_SQL["audit"], agent_window),
-            )
+            b.figure("audit of one agent, 6h", audit_ours, b._floor_read("audit", agent_window))
         )
 
         def word() -> Any:  # a value word: matches a few dozen assertions, as a search would
@@ -428,7 +351,7 @@ def run(
             b.figure(
                 "full-text query (audited)",
                 lambda _: L.query(None, agent="bench", text=word()),
-                b.lens_floor("approved", "text", lambda: (f'"{word()}"',)),
+                b.lens_floor("approved", "text", lambda: (b.db.match(word()),)),
             )
         )
         figs += _writes(b)
@@ -438,7 +361,7 @@ def run(
             L.rebuild()
             secs = time.perf_counter() - t
             figs.append(Figure("rebuild", "s", 1, secs, secs, secs, note=f"{b.events:,} events"))
-        size = sum(p.stat().st_size for p in home.iterdir() if p.name.startswith("ledger.db"))
+        size = b.db.size()
         rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         ledger_info = {
             "assertions": b.assertions,
@@ -446,8 +369,10 @@ def run(
             "bytes": size,
             "bytes_per_assertion": size / max(1, b.assertions),
             "max_rss_mb": rss,
+            "warmed_by": warmed,
         }
-        return Report(machine=_machine(), ledger=ledger_info, figures=figs)
+        machine = _machine() | b.db.describe()
+        return Report(machine=machine, ledger=ledger_info, figures=figs, backend=b.db.backend)
     finally:
         b.close()
 
@@ -475,6 +400,9 @@ def _writes(b: Bench) -> list[Figure]:
     runs = b.runs
     single = _time(lambda i: L.add([one(i)]), runs, 10)
 
+    db = b.db
+    columns = ASSERTION_COLUMNS
+
     def floor_inserts(n: int) -> None:
         # The same rows into the same tables in raw SQL, rolled back to a savepoint so the
         # ledger stays whole, then a durable commit of a journal-sized row.
@@ -485,27 +413,28 @@ def _writes(b: Bench) -> list[Figure]:
                            source="bench")
             for _ in range(n)
         ]  # fmt: skip
-        b.db.execute("BEGIN IMMEDIATE")
-        b.db.execute("SAVEPOINT floor")
-        first = b.db.execute("SELECT coalesce(max(rowid), 0) + 1 FROM assertions").fetchone()[0]
+        db.begin_write()
+        db.run("SAVEPOINT floor")
+        first = db.rows("SELECT coalesce(max(rowid), 0) + 1 FROM assertions")[0][0]
         rows = [
             (first + i, a["id"], a["subject"], canonical(a["value"]), a["kind"], a["agent"],
-             a["source"], None, None, "[]", None, None, at, 0)
+             a["source"], None, None, "[]", None, None, Us(at), 0)
             for i, a in enumerate(recs)
         ]  # fmt: skip
-        b.db.executemany(f"INSERT INTO assertions VALUES ({','.join('?' * 14)})", rows)
-        b.db.executemany(
-            "INSERT INTO assertions_fts (rowid, subject, value, source) VALUES (?,?,?,?)",
-            [(r[0], r[2], r[3], r[6]) for r in rows],
-        )
-        b.db.executemany(
+        db.runmany(f"INSERT INTO assertions ({columns}) VALUES ({','.join('?' * 14)})", rows)
+        if db.separate_fts:  # PostgreSQL computes its text-search column itself
+            db.runmany(
+                "INSERT INTO assertions_fts (rowid, subject, value, source) VALUES (?,?,?,?)",
+                [(r[0], r[2], r[3], r[6]) for r in rows],
+            )
+        db.runmany(
             f"INSERT INTO versions VALUES (?,0,?,'proposed',0.9,?,{OPEN},NULL,'b',NULL,'added')",
-            [(r[0], r[2], at) for r in rows],
+            [(r[0], r[2], Us(at)) for r in rows],
         )
-        b.db.execute("ROLLBACK TO floor")
-        b.db.execute("RELEASE floor")
-        b.db.execute("INSERT INTO bench_floor (payload) VALUES (?)", (canonical(recs),))
-        b.db.execute("COMMIT")
+        db.run("ROLLBACK TO SAVEPOINT floor")
+        db.run("RELEASE SAVEPOINT floor")
+        db.run("INSERT INTO bench_floor (payload) VALUES (?)", (canonical(recs),))
+        db.run("COMMIT")
 
     fsingle = _time(lambda _: floor_inserts(1), runs, 10)
     batches = max(5, runs // 50)
@@ -549,9 +478,7 @@ def _verify(b: Bench) -> Figure:
         report = b.ledger.verify()
         rates.append(report.events / (time.perf_counter() - t))
         t = time.perf_counter()
-        count = sum(
-            1 for _ in b.db.execute("SELECT seq, at, actor, kind, payload, hash FROM journal")
-        )
+        count = b.db.scan(JOURNAL)
         floors.append(count / (time.perf_counter() - t))
     return Figure(
         "verify",

@@ -16,18 +16,43 @@ from episteme.benchmark.generate import Spec, generate
 from episteme.benchmark.run import Report, run
 from episteme.cli.common import app, state
 from episteme.errors import InvalidInput
-from episteme.ledger.store import DB_FILE, open_store
+from episteme.ledger.store import DB_FILE, POSTGRES_SCHEMES, open_store
 
 bench_app = typer.Typer(help="Benchmarks: generate a reference ledger, measure it.")
 app.add_typer(bench_app, name="bench")
 
 BenchHome = Annotated[Path, typer.Option("--home", help="Directory of the benchmark ledger.")]
+BenchDir = Annotated[
+    Path | None,
+    typer.Option("--home", help="Directory of a SQLite benchmark ledger.", show_default=False),
+]
+BenchDb = Annotated[
+    str | None,
+    typer.Option(
+        "--db",
+        help="PostgreSQL URL of a benchmark ledger (postgresql://USER@HOST/DATABASE).",
+        show_default=False,
+    ),
+]
+
+
+def _where(home: Path | None, db: str | None) -> Path | str:
+    """The ledger a bench command works on: exactly one of --home and --db."""
+    if (home is None) == (db is None):
+        raise InvalidInput("give exactly one of --home DIR (SQLite) and --db URL (PostgreSQL)")
+    if db is not None:
+        if not db.startswith(POSTGRES_SCHEMES):
+            raise InvalidInput(f"--db takes a PostgreSQL URL (postgresql://...), not {db!r}")
+        return db
+    assert home is not None
+    return home
 
 
 @bench_app.command("generate")
 def bench_generate(
     ctx: typer.Context,
-    home: BenchHome,
+    home: BenchDir = None,
+    db: BenchDb = None,
     assertions: Annotated[int, typer.Option(min=1)] = Spec.assertions,
     subjects: Annotated[int, typer.Option(min=1)] = Spec.subjects,
     agents: Annotated[int, typer.Option(min=1)] = Spec.agents,
@@ -35,11 +60,12 @@ def bench_generate(
     queries: Annotated[int, typer.Option(min=0)] = Spec.queries,
     seed: Annotated[int, typer.Option()] = Spec.seed,
 ) -> None:
-    """Build a realistic ledger (deterministic from --seed) in an empty home."""
-    if (home / DB_FILE).exists():
-        raise InvalidInput(f"{home} already has a ledger: give an empty --home")
+    """Build a realistic ledger (deterministic from --seed) in an empty home or database."""
+    where = _where(home, db)
+    if isinstance(where, Path) and (where / DB_FILE).exists():
+        raise InvalidInput(f"{where} already has a ledger: give an empty --home")
     spec = Spec(assertions, subjects, agents, days, queries, seed)
-    store = open_store(home, create=True)
+    store = open_store(where, create=True)
     # events: assertion batches, reviews (1 per 5 assertions), queries, decisions
     expected = assertions // 150 + assertions // 5 + queries + queries // 100
     columns = (*Progress.get_default_columns()[:2], BarColumn(), MofNCompleteColumn())
@@ -61,20 +87,27 @@ def bench_generate(
 @bench_app.command("run")
 def bench_run(
     ctx: typer.Context,
-    home: BenchHome,
+    home: BenchDir = None,
+    db: BenchDb = None,
     runs: Annotated[int, typer.Option(min=1, help="Runs per figure.")] = 1000,
     heavy_runs: Annotated[int, typer.Option(min=1, help="Runs of the 24h diffs.")] = 100,
     rebuild: Annotated[bool, typer.Option("--rebuild", help="Also time a full rebuild.")] = False,
     warm: Annotated[
-        bool, typer.Option("--warm/--no-warm", help="Read the database files once first.")
+        bool,
+        typer.Option(
+            "--warm/--no-warm",
+            help="Bring the database into the OS cache first (SQLite: read its files;"
+            " PostgreSQL: pg_prewarm where installed, else table scans).",
+        ),
     ] = True,
     output: Annotated[Path | None, typer.Option(help="Write the JSON report here.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the JSON report.")] = False,
 ) -> None:
     """Measure every figure against its SQL floor and its budget."""
-    if not (home / DB_FILE).exists():
-        raise InvalidInput(f"no ledger in {home}: run `episteme bench generate --home {home}`")
-    report = run(home, runs=runs, heavy_runs=heavy_runs, rebuild=rebuild, warm_cache=warm)
+    where = _where(home, db)
+    if isinstance(where, Path) and not (where / DB_FILE).exists():
+        raise InvalidInput(f"no ledger in {where}: run `episteme bench generate --home {where}`")
+    report = run(where, runs=runs, heavy_runs=heavy_runs, rebuild=rebuild, warm_cache=warm)
     _show(ctx, report, output, as_json)
 
 
@@ -89,7 +122,7 @@ def _show(ctx: typer.Context, report: Report, output: Path | None, as_json: bool
         return
     state(ctx).console.print(table(report))
     info = report.ledger
-    line = f"{info['assertions']:,} assertions, {info['events']:,} events"
+    line = f"{report.backend}: {info['assertions']:,} assertions, {info['events']:,} events"
     if "bytes_per_assertion" in info:
         line += (
             f", {info['bytes_per_assertion']:.0f} bytes per assertion, max RSS "
@@ -149,7 +182,7 @@ _FORMATS: dict[str, Callable[[float], str]] = {
 
 
 def table(report: Report) -> Table:
-    t = Table(title="Episteme benchmark", title_justify="left")
+    t = Table(title=f"Episteme benchmark ({report.backend})", title_justify="left")
     for col in ("figure", "runs", "p50", "p99", "max", "floor p99", "×floor", "budget", "×budget"):
         t.add_column(col, justify="left" if col == "figure" else "right")
     for f in report.figures:
