@@ -198,7 +198,8 @@ class PostgresStore(_Dialect, SQLStore):
             "pool": (
                 f"{stats.get('pool_size', 0)} connections, {stats.get('pool_available', 0)} idle,"
                 f" {stats.get('requests_waiting', 0)} waiting"
-            )
+            ),
+            "write_retries": f"{self.retries} since start (serialization failures, deadlocks)",
         }
 
     # -- schema ------------------------------------------------------------------------

@@ -55,6 +55,8 @@ class SQLStore(Reader):
         self._lock = threading.Lock()
         self._queue_lock = threading.Lock()
         self._queue: list[_Pending] = []
+        self.retries = 0
+        """Groups run again after a serialization failure or deadlock, since opening."""
 
     def _transaction_locked(self) -> AbstractContextManager[Conn]:
         """A write transaction holding the store's writer lock (across processes too)."""
@@ -115,6 +117,7 @@ class SQLStore(Reader):
                             f"{self.where}: writes kept conflicting after {self.ATTEMPTS} "
                             "attempts (serialization failures): try again"
                         ) from None
+                    self.retries += 1
                     for item in group:
                         item.error, item.events = None, []
                     time.sleep(min(0.2, 0.002 * 2**attempt) * (0.5 + random.random()))
