@@ -50,3 +50,37 @@ def test_writers_under_serializable_isolation_are_retried_into_one_chain(pg_url:
     finally:
         for led in ledgers:
             led.close()
+
+
+def test_a_value_the_database_refuses_fails_alone_inside_a_group(pg_url: str) -> None:
+    # PostgreSQL text cannot hold NUL: the write that carries one is refused as bad input,
+    # while the writes sharing its commit (same group, same pipeline) are kept.
+    from episteme.errors import InvalidInput
+
+    with Ledger.init(pg_url) as led:
+        outcomes: list[object] = []
+        lock = threading.Lock()
+
+        def write(i: int) -> None:
+            source = "bad\x00source" if i == 3 else f"runbook-{i}"
+            try:
+                a = led.assert_one(subject=f"svc.n{i}", value=i, agent="ops", source=source)
+                result: object = a.id
+            except InvalidInput as exc:
+                result = exc
+            with lock:
+                outcomes.append(result)
+
+        threads = [threading.Thread(target=write, args=(i,)) for i in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        refused = [o for o in outcomes if isinstance(o, InvalidInput)]
+        assert len(refused) == 1
+        assert "PostgreSQL refused a value" in refused[0].message
+        assert len(outcomes) == 8
+        assert led.verify().events == 7
+        assert led.rebuild().ok
+        assert led.store.current_on_subject("svc.n3") == []  # nothing half-written
+        assert len(led.store.current_on_subject("svc.n4")) == 1

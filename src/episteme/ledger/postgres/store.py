@@ -17,7 +17,7 @@ import contextlib
 import hashlib
 import secrets
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from importlib import resources
 from typing import Any
@@ -279,6 +279,15 @@ class PostgresStore(_Dialect, SQLStore):
             ) from None
         except (psycopg.OperationalError, PoolTimeout) as exc:
             raise self.unavailable(exc) from None
+
+    @contextmanager
+    def _pipelined(self, conn: Conn) -> Iterator[Callable[[], object]]:
+        """A group runs in pipeline mode: the journal row and the projection inserts of a
+        write go out together, and one round trip (`sync`) ends each write, instead of one
+        per statement."""
+        assert isinstance(conn, TxConn)
+        with conn.raw.pipeline() as pipeline:
+            yield pipeline.sync
 
     def _bulk(self, conn: Conn) -> AbstractContextManager[object]:
         """Backfill chunks run in psycopg's pipeline mode.

@@ -12,7 +12,7 @@ import itertools
 import random
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 
 import orjson
@@ -71,6 +71,12 @@ class SQLStore(Reader):
 
     def _reader(self, conn: Conn) -> Reader:
         return Reader(conn)
+
+    @contextmanager
+    def _pipelined(self, conn: Conn) -> Iterator[Callable[[], object]]:
+        """Around a group: statements whose results are not read may be sent without
+        waiting (PostgreSQL's pipeline); the function it gives waits for them all."""
+        yield lambda: None
 
     def _bulk(self, conn: Conn) -> AbstractContextManager[object]:
         """Around each chunk of a backfill: how this store batches statements."""
@@ -133,7 +139,7 @@ class SQLStore(Reader):
                 item.done = True
 
     def _run_group(self, group: list[_Pending]) -> None:
-        with self._transaction_locked() as conn:
+        with self._transaction_locked() as conn, self._pipelined(conn) as sync:
             reader = self._reader(conn)
             for item in group:
                 conn.execute("SAVEPOINT w")
@@ -143,6 +149,7 @@ class SQLStore(Reader):
                     drafts = item.build(reader, at, seq + 1)
                     item.events = self._append(conn, drafts, seq, at, prev or GENESIS)
                     conn.execute("RELEASE w")
+                    sync()  # this write's errors surface here, while its savepoint stands
                 except self.FATAL + self.RETRY:
                     raise
                 except Exception as exc:  # this write fails alone; the group goes on
