@@ -21,7 +21,7 @@ from episteme.cli.common import CliState
 from episteme.ledger import Ledger
 from episteme.timeutil import ManualClock
 from tests.backends import BACKENDS
-from tests.postgres import Cluster, PostgresNotInstalled
+from tests.postgres import Cluster, running_cluster
 
 T0 = Instant.parse_iso("2026-11-21T09:00:00Z")
 
@@ -126,16 +126,8 @@ def cli(home: Path, clock: ManualClock, capsys: pytest.CaptureFixture[str]) -> C
 @pytest.fixture(scope="session")
 def pg_cluster() -> Iterator[Cluster]:
     """A running PostgreSQL cluster for the whole session (one per xdist worker)."""
-    try:
-        cluster = Cluster.create()
-    except PostgresNotInstalled as exc:
-        # a missing server is a broken test machine, never a reason to skip
-        raise pytest.fail.Exception(str(exc), pytrace=False) from None
-    try:
-        cluster.start()
+    with running_cluster() as cluster:
         yield cluster
-    finally:
-        cluster.destroy()
 
 
 @pytest.fixture

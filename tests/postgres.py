@@ -25,6 +25,8 @@ import shutil
 import socket
 import subprocess
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import quote
@@ -327,3 +329,20 @@ class Cluster:
             return f"(no server log at {self.log_path})"
         tail = "\n".join(lines[-_LOG_TAIL_LINES:])
         return f"last lines of {self.log_path}:\n{tail}"
+
+
+@contextmanager
+def running_cluster() -> Iterator[Cluster]:
+    """A started cluster, destroyed afterwards; a machine without the server fails the
+    test with one line (a missing PostgreSQL is a broken test machine, never a skip)."""
+    import pytest
+
+    try:
+        cluster = Cluster.create()
+    except PostgresNotInstalled as exc:
+        raise pytest.fail.Exception(str(exc), pytrace=False) from None
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.destroy()

@@ -7,21 +7,14 @@ from collections.abc import Iterator
 import psycopg
 import pytest
 
-from tests.postgres import Cluster, PostgresNotInstalled
+from tests.postgres import Cluster, running_cluster
 
 
 @pytest.fixture
 def own_cluster() -> Iterator[Cluster]:
     """A cluster of its own, for tests that stop and start the server."""
-    try:
-        cluster = Cluster.create()
-    except PostgresNotInstalled as exc:
-        raise pytest.fail.Exception(str(exc), pytrace=False) from None
-    try:
-        cluster.start()
+    with running_cluster() as cluster:
         yield cluster
-    finally:
-        cluster.destroy()
 
 
 def _refused(url: str) -> bool:
