@@ -28,12 +28,14 @@ def test_ledger_names() -> None:
 def test_ledger_methods() -> None:
     public = sorted(n for n in dir(episteme.ledger.Ledger) if not n.startswith("_"))
     assert public == [
-        "add", "answer", "approve", "assert_one", "audit", "authenticate", "blame",
-        "bootstrap_admin", "check",
-        "close", "correct", "decide", "define_lens", "denials", "deny", "deprecate", "diff",
+        "add", "add_constraint", "answer", "approve", "assert_one", "audit", "authenticate",
+        "blame", "bootstrap_admin", "check", "checks",
+        "close", "conflicts", "constraint", "constraints", "correct", "decide", "define_lens",
+        "denials", "deny", "deprecate", "diff",
         "epoch", "export", "get", "impact", "import_events", "init", "issue_token", "lens_spec",
-        "lenses", "open", "query", "rebuild", "reject", "revoke_token", "served",
-        "supersede_epoch", "tokens", "trace", "verify",
+        "lenses", "notifications", "open", "query", "rebuild", "reject", "remove_webhook",
+        "revoke_token", "served", "set_webhook",
+        "supersede_epoch", "tokens", "trace", "trust_scores", "verify", "webhooks",
     ]  # fmt: skip
 
 

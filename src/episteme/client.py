@@ -58,10 +58,12 @@ from episteme.errors import (
 from episteme.ledger.access import Denial, Principal, TokenRecord
 from episteme.ledger.constraints import CheckResult
 from episteme.ledger.journal import VerifyReport
+from episteme.ledger.learning import ConflictState, ConstraintState
 from episteme.ledger.lenses import LensSpec
 from episteme.ledger.model import Answer, Assertion
 from episteme.ledger.records import (
     Blame,
+    CheckRecord,
     Correction,
     DecisionRecord,
     Diff,
@@ -71,6 +73,7 @@ from episteme.ledger.records import (
     RebuildReport,
     Trace,
 )
+from episteme.ledger.trust import TrustScore
 from episteme.timeutil import rfc3339
 
 __all__ = ["AsyncClient", "Client", "EpochView"]
@@ -107,6 +110,10 @@ _QUERIES = TypeAdapter(list[QueryRecord])
 _TOKENS = TypeAdapter(list[TokenRecord])
 _DENIALS = TypeAdapter(list[Denial])
 _LENSES = TypeAdapter(dict[str, LensSpec])
+_CONSTRAINTS = TypeAdapter(list[ConstraintState])
+_CHECKS = TypeAdapter(list[CheckRecord])
+_TRUST = TypeAdapter(list[TrustScore])
+_CONFLICTS = TypeAdapter(list[ConflictState])
 
 
 @dataclass(frozen=True, slots=True)
@@ -250,10 +257,69 @@ def _op_query(
     return _send_json("POST", "/v1/query", body, Answer.model_validate_json)
 
 
-def _op_check(plan: str, subjects: Sequence[str] = ()) -> _Call[CheckResult]:
-    """The negative constraints a plan would violate (before doing it)."""
-    body = {"plan": plan, "subjects": list(subjects)}
-    return _send_json("POST", "/v1/check", body, CheckResult.model_validate_json)
+def _op_check(
+    plan: str,
+    scope: Sequence[str] = (),
+    *,
+    items: Sequence[str] = (),
+    context: Mapping[str, JsonValue] | None = None,
+) -> _Call[CheckResult]:
+    """Pre-flight, audited: the negative constraints a plan would violate (before doing it)."""
+    body = {"plan": plan, "scope": list(scope), "items": list(items)} | _present(context=context)
+    return _send_json("POST", "/v1/constraints/check", body, CheckResult.model_validate_json)
+
+
+def _op_add_constraint(
+    scope: str,
+    *,
+    reason: str,
+    forbid: Sequence[str] = (),
+    patterns: Sequence[str] = (),
+    items: Sequence[str] = (),
+    prefer: str | None = None,
+    half_life_days: float = 30.0,
+) -> _Call[ConstraintState]:
+    """Record a negative constraint (supervisor)."""
+    body = {
+        "scope": scope,
+        "reason": reason,
+        "forbid": list(forbid),
+        "patterns": list(patterns),
+        "items": list(items),
+        "half_life_days": half_life_days,
+    } | _present(prefer=prefer)
+    return _send_json("POST", "/v1/constraints", body, ConstraintState.model_validate_json)
+
+
+def _op_constraints(scope: str | None = None) -> _Call[list[ConstraintState]]:
+    """Constraints with their strength now."""
+    return _get("/v1/constraints", _CONSTRAINTS.validate_json, scope=scope)
+
+
+def _op_checks(
+    *,
+    agent: str | None = None,
+    since: Instant | None = None,
+    until: Instant | None = None,
+    limit: int = 100,
+) -> _Call[list[CheckRecord]]:
+    """Audited pre-flight checks, newest first."""
+    return _get(
+        "/v1/checks", _CHECKS.validate_json, agent=agent, since=since, until=until, limit=limit
+    )
+
+
+def _op_trust(
+    *, agent: str | None = None, topic: str | None = None, at: Instant | None = None
+) -> _Call[list[TrustScore]]:
+    """Trust per agent and topic, with the evidence that moved it."""
+    return _get("/v1/trust", _TRUST.validate_json, agent=agent, topic=topic, at=at)
+
+
+def _op_conflicts(*, include_resolved: bool = False) -> _Call[list[ConflictState]]:
+    """Subjects with two approved values at once."""
+    params = {"all": "true"} if include_resolved else {}
+    return _get("/v1/conflicts", _CONFLICTS.validate_json, **params)
 
 
 def _op_decide(
@@ -603,6 +669,11 @@ class Client(_Base):
     correct = _sync(_op_correct)
     query = _sync(_op_query)
     check = _sync(_op_check)
+    add_constraint = _sync(_op_add_constraint)
+    constraints = _sync(_op_constraints)
+    checks = _sync(_op_checks)
+    trust = _sync(_op_trust)
+    conflicts = _sync(_op_conflicts)
     decide = _sync(_op_decide)
     served = _sync(_op_served)
     audit = _sync(_op_audit)
@@ -693,6 +764,11 @@ class AsyncClient(_Base):
     correct = _async(_op_correct)
     query = _async(_op_query)
     check = _async(_op_check)
+    add_constraint = _async(_op_add_constraint)
+    constraints = _async(_op_constraints)
+    checks = _async(_op_checks)
+    trust = _async(_op_trust)
+    conflicts = _async(_op_conflicts)
     decide = _async(_op_decide)
     served = _async(_op_served)
     audit = _async(_op_audit)

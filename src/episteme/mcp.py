@@ -350,7 +350,7 @@ def build_server(
             found = ledger.trace(ref)
         return dict(dump(found))
 
-    @server.tool(annotations=_READ_ONLY)
+    @server.tool(annotations=_WRITES)
     def check_constraints(
         ctx: Ctx,
         plan: Annotated[
@@ -368,36 +368,55 @@ def build_server(
                 "constraints on them or on a subject above them apply; none checks them all"
             ),
         ] = None,
+        items: Annotated[
+            list[str] | None,
+            Field(
+                description="identifiers the plan uses exactly as written: package names "
+                "(node-fetch), file paths, image tags",
+                max_length=200,
+            ),
+        ] = None,
     ) -> dict[str, Any]:
         """Check a plan against the ledger's negative constraints before you act.
 
         A constraint records what must not be done on a subject (usually after a
         correction) and the alternative to use. Returns each violation with the
-        preferred alternative, or says plainly that no constraint applies.
+        reason, the preferred alternative, where the constraint came from and how
+        strong it still is; a "warning" is a dormant constraint (not hit for months):
+        weigh it, but it does not block. The check is recorded: cite its check_id
+        when you explain what you did.
         """
-        caller(ctx, Op.CHECK, "check_constraints")
+        who = caller(ctx, Op.CHECK, "check_constraints")
         with _reported():
-            result = ledger.check(plan, subjects or [])
+            result = ledger.check(plan, subjects or [], agent=who.name, items=items or [])
         violations = [
             {
+                "severity": v.severity,
                 "message": v.message,
                 "matched": v.matched,
+                "found_in": v.found_in,
                 "scope": v.constraint.scope,
                 "prefer": v.constraint.prefer,
                 "reason": v.constraint.reason,
+                "origin": v.constraint.origin,
+                "strength": v.strength,
                 "constraint_id": v.constraint.id,
             }
             for v in result.violations
         ]
-        if violations:
+        if not result.ok:
             found = " ".join(v.message for v in result.violations)
             summary = f"{len(violations)} violation(s): do not go ahead as planned. {found}"
+        elif violations:
+            found = " ".join(v.message for v in result.violations)
+            summary = f"only dormant constraints match (warnings): {found}"
         elif result.checked:
             summary = f"no constraint violated: {result.checked} in scope, none matches the plan"
         else:
             summary = "no constraint applies: none is recorded in scope of this plan"
         return {
             "ok": result.ok,
+            "check_id": result.check_id,
             "checked": result.checked,
             "summary": summary,
             "violations": violations,

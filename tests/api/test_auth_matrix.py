@@ -32,6 +32,19 @@ POLICY: dict[tuple[str, str], str] = {
     ("POST", "/v1/assertions/{ref}/correct"): "supervisor",
     ("POST", "/v1/query"): "agent",
     ("POST", "/v1/check"): "agent",
+    ("POST", "/v1/constraints/check"): "agent",
+    ("POST", "/v1/constraints"): "supervisor",
+    ("GET", "/v1/constraints"): ANY,
+    ("GET", "/v1/constraints/{ref}"): ANY,
+    ("GET", "/v1/checks"): ANY,
+    ("GET", "/v1/trust"): ANY,
+    ("GET", "/v1/conflicts"): ANY,
+    ("GET", "/v1/notifications"): ANY,
+    ("GET", "/v1/gardener"): ANY,
+    ("GET", "/v1/webhooks"): "admin",
+    ("PUT", "/v1/webhooks/{name}"): "admin",
+    ("DELETE", "/v1/webhooks/{name}"): "admin",
+    ("GET", "/v1/webhooks/deliveries"): "admin",
     ("POST", "/v1/decisions"): "agent",
     ("GET", "/v1/served"): ANY,
     ("GET", "/v1/audit"): ANY,
@@ -53,14 +66,18 @@ POLICY: dict[tuple[str, str], str] = {
 }
 
 
-def _request(aid: str, path: str) -> dict[str, Any]:
+def _request(aid: str, path: str, method: str) -> dict[str, Any]:
     """Arguments that make a well-formed request to `path` (the target may not exist)."""
     concrete = path.format(ref=aid, name="docs-batch")
+    if path.startswith("/v1/constraints/{ref}"):
+        concrete = path.format(ref="c_")
     bodies: dict[str, Any] = {
         "/v1/assertions": {"subject": "svc.a", "value": 1},
         "/v1/assertions/batch": {"assertions": [{"subject": "svc.b", "value": 2}]},
         "/v1/query": {"subject": "auth"},
         "/v1/check": {"plan": "deploy ES256"},
+        "/v1/constraints/check": {"plan": "deploy ES256", "items": ["node-fetch"]},
+        "/v1/constraints": {"scope": "code.http", "forbid": ["node-fetch"], "reason": "leaks"},
         "/v1/decisions": {"action": "deploy", "query_ids": []},
         "/v1/tokens": {"name": "new-agent", "roles": ["agent"]},
         "/v1/rebuild": {"repair": False},
@@ -72,6 +89,8 @@ def _request(aid: str, path: str) -> dict[str, Any]:
         body = {}
     elif path.startswith("/v1/lenses/"):
         body = {"lifecycles": ["approved"]}
+    elif path == "/v1/webhooks/{name}" and method == "PUT":
+        body = {"url": "http://127.0.0.1:9/hook", "format": "slack"}
     params = {
         "/v1/served": {"subject": "auth"},
         "/v1/diff": {"since": "2026-11-21T00:00:00Z"},
@@ -100,7 +119,7 @@ def test_every_role_on_every_route(api: Api, clock: ManualClock, method: str, pa
     aid = api.ledger.assert_one(subject="auth.jwt.algorithm", value="RS256", agent="seed").id
     for role in (None, *ROLES):
         clock.advance(TimeDelta(seconds=1))
-        r = api.call(method, role=role, **_request(aid, path))
+        r = api.call(method, role=role, **_request(aid, path, method))
         who = role or "no token"
         if role is None and need != PUBLIC:
             assert r.status_code == 401, (who, r.text)

@@ -58,10 +58,10 @@ def test_denials_and_check(cli: Cli, home: object) -> None:
     rows = cli("denials", "--json").json()
     assert [(d["principal"], d["operation"]) for d in rows] == [("deploy-agent", "review")]
     assert "needs supervisor" in cli("denials").out
-    r = cli("check", "set auth.jwt.algorithm to ES256", "-s", "auth.jwt.algorithm")
+    r = cli("check", "--plan", "set auth.jwt.algorithm to ES256", "-s", "auth.jwt.algorithm")
     assert r.code == 3
     assert "use 'RS256' instead" in r.out
-    r = cli("check", "rotate RS256 keys", "--json")
+    r = cli("check", "--plan", "rotate RS256 keys", "--json")
     assert r.code == 0
     assert r.json()["violations"] == []
 

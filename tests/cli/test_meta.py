@@ -66,6 +66,19 @@ EXPECTED = {
     ("token", "revoke"),
     ("denials",),
     ("check",),
+    ("checks",),
+    ("constraint", "add"),
+    ("constraint", "list"),
+    ("constraint", "show"),
+    ("trust",),
+    ("conflicts",),
+    ("notifications",),
+    ("gardener", "status"),
+    ("gardener", "replay"),
+    ("webhook", "add"),
+    ("webhook", "list"),
+    ("webhook", "remove"),
+    ("webhook", "deliveries"),
 }
 
 

@@ -553,10 +553,10 @@ def test_a_check_sees_constraints_above_and_below_its_subjects(ledger: Ledger) -
     ledger.correct(a.id, by="oncall", reason="prod verifies RS256", value="RS256", forbid=True)
     plan = "roll out ES256 keys"
     for subjects in (["auth.jwt.algorithm"], ["auth.jwt"], ["auth"], [], ["auth.jwt.algorithm.x"]):
-        result = ledger.check(plan, subjects)
+        result = ledger.check(plan, subjects, agent="deploy-agent")
         assert [v.matched for v in result.violations] == ["ES256"], subjects
     for subjects in (["auth.jw"], ["auth_jwt"], ["billing"]):
-        assert ledger.check(plan, subjects).checked == 0, subjects
+        assert ledger.check(plan, subjects, agent="deploy-agent").checked == 0, subjects
 
 
 def test_a_ledger_of_the_previous_schema_is_upgraded_on_open(tmp_path: Path) -> None:

@@ -17,9 +17,12 @@ from episteme import __version__
 from episteme.ledger.access import Op
 from episteme.ledger.background import Leader
 from episteme.ledger.core import Ledger
+from episteme.ledger.gardener import Gardener, GardenerLoop, worker_name
+from episteme.ledger.trust import TrustPolicy
+from episteme.ledger.webhooks import Deliverer
 from episteme.timeutil import Clock
 
-from . import admin_routes, ledger_routes, problems
+from . import admin_routes, learning_routes, ledger_routes, problems
 from .deps import BodyLimit
 from .metrics import Metrics, TimingMiddleware
 from .schemas import Health
@@ -40,7 +43,7 @@ def create_app(
     """An app over `ledger` (or the ledger in `settings.home`, opened now)."""
     settings = settings or Settings.from_env()
     owned = ledger is None
-    led = ledger or Ledger.open(settings.location, clock=clock)
+    led = ledger or Ledger.open(settings.location, clock=clock, policy=TrustPolicy.from_env())
     metrics = Metrics(led)
     mcp_mount = None
     if settings.mcp:
@@ -54,9 +57,23 @@ def create_app(
             if mcp_mount is not None:
                 await stack.enter_async_context(mcp_mount.run())
             if settings.background:
-                # background work runs in the one process that leads it (the gardener, later)
-                app.state.leader = Leader(led.store.leadership("background")).start()
-                stack.callback(app.state.leader.stop)
+                # background work runs in the one process that leads it: the gardener
+                # and the webhook deliveries start when this process leads, stop when not
+                deliverer = Deliverer(led.store, led.webhooks, led.clock, worker=worker_name())
+                loop = GardenerLoop(Gardener(led), deliver=deliverer.run_once)
+                app.state.gardener = loop
+
+                def lead(leading: bool) -> None:
+                    if leading:
+                        loop.start()
+                    else:
+                        loop.stop()
+
+                leader = Leader(led.store.leadership("background"), on_change=lead)
+                app.state.leader = leader.start()
+                stack.callback(deliverer.close)
+                stack.callback(loop.stop)
+                stack.callback(leader.stop)
             try:
                 yield
             finally:
@@ -76,6 +93,7 @@ def create_app(
     app.state.settings = settings
     problems.install(app)
     app.include_router(ledger_routes.router)
+    app.include_router(learning_routes.router)
     app.include_router(admin_routes.router)
     if mcp_mount is not None:
         app.router.routes.append(mcp_mount.route)
@@ -83,13 +101,20 @@ def create_app(
     @app.get("/health", response_model=Health, tags=["service"], summary="Liveness, no token")
     def health() -> Response:
         try:
+            events = led.store.probe()  # first: answers within 2 s when the store is away
             workers = led.store.workers()
             leader: Leader | None = getattr(app.state, "leader", None)
             if leader is not None:
                 workers["background"] = leader.state()
-            body = Health(
-                status="ok", store="ok", journal_events=led.store.probe(), workers=workers
-            )
+                status = Gardener(led).status()
+                workers["gardener"] = (
+                    f"cursor {status.cursor}, {status.lag_events} events behind"
+                    f" ({status.lag_seconds:.1f} s)"
+                )
+                loop: GardenerLoop | None = getattr(app.state, "gardener", None)
+                if loop is not None and loop.last_error:
+                    workers["gardener_errors"] = f"{loop.errors}, last: {loop.last_error}"
+            body = Health(status="ok", store="ok", journal_events=events, workers=workers)
         except Exception as exc:  # health must answer, whatever the store does
             store = f"unavailable: {type(exc).__name__}"
             body = Health(status="degraded", store=store, journal_events=0, workers={})

@@ -16,7 +16,6 @@ from starlette.responses import Response
 
 from episteme.errors import Forbidden
 from episteme.ledger.access import Op, Principal
-from episteme.ledger.constraints import CheckResult
 from episteme.ledger.core import Ledger
 from episteme.ledger.lenses import LensSpec
 from episteme.ledger.model import Answer, Assertion, AssertionInput, dump, parse_assertion
@@ -39,7 +38,6 @@ from .schemas import (
     SUBJECT,
     AssertionBody,
     BatchBody,
-    CheckBody,
     CorrectBody,
     DecisionBody,
     QueryBody,
@@ -183,17 +181,6 @@ def query(
     )  # fmt: skip
     metrics.answered(ans)
     return encoded(ans)
-
-
-@router.post(
-    "/check",
-    response_model=CheckResult,
-    responses=responses(400),
-    tags=["reading"],
-    summary="Pre-flight: the negative constraints a plan would violate",
-)
-def check(body: CheckBody, ledger: LedgerDep, who: Principal = Caller(Op.CHECK)) -> Response:
-    return encoded(ledger.check(body.plan, body.subjects))
 
 
 @router.post(

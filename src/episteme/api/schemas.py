@@ -152,11 +152,54 @@ class IssuedToken(BaseModel):
 
 class CheckBody(BaseModel):
     model_config = _examples(
-        {"plan": "set auth.jwt.algorithm to ES256", "subjects": ["auth.jwt.algorithm"]}
+        {
+            "plan": "add node-fetch and call the billing API with it",
+            "scope": ["code.http_client"],
+            "items": ["node-fetch"],
+        },
+        {"plan": "set auth.jwt.algorithm to ES256", "scope": ["auth.jwt.algorithm"]},
     )
 
     plan: str = Field(min_length=1, max_length=65536, description="what you are about to do")
-    subjects: list[Subject] = Field(default_factory=list, max_length=100)
+    scope: list[Subject] = Field(
+        default_factory=list,
+        max_length=100,
+        description="subjects the plan touches; none checks every constraint",
+    )
+    subjects: list[Subject] = Field(
+        default_factory=list, max_length=100, description="the same as scope (older name)"
+    )
+    items: list[Annotated[str, Field(min_length=1, max_length=512)]] = Field(
+        default_factory=list,
+        max_length=200,
+        description="identifiers the plan uses: package names, paths, image tags",
+    )
+    context: dict[str, JsonValue] | None = Field(None, description="your task, session, ...")
+
+
+class ConstraintBody(BaseModel):
+    model_config = _examples(
+        {
+            "scope": "code.http_client",
+            "forbid": ["node-fetch"],
+            "prefer": "axios",
+            "reason": "node-fetch v2 leaks sockets behind our proxy",
+        }
+    )
+
+    scope: Subject = Field(description="the subject it covers, and all below it")
+    reason: str = Field(min_length=1, max_length=4096, description="why it is forbidden")
+    forbid: list[Annotated[str, Field(min_length=1, max_length=512)]] = Field(
+        default_factory=list, max_length=100, description="terms, matched as whole words"
+    )
+    patterns: list[Annotated[str, Field(min_length=1, max_length=500)]] = Field(
+        default_factory=list, max_length=100, description="regular expressions (Python syntax)"
+    )
+    items: list[Annotated[str, Field(min_length=1, max_length=512)]] = Field(
+        default_factory=list, max_length=100, description="identifiers, matched exactly"
+    )
+    prefer: str | None = Field(None, max_length=512, description="the preferred alternative")
+    half_life_days: float = Field(30.0, gt=0, le=3650, description="freshness half-life")
 
 
 class Health(BaseModel):
@@ -164,3 +207,27 @@ class Health(BaseModel):
     store: str
     journal_events: int
     workers: dict[str, str]
+
+
+class WebhookBody(BaseModel):
+    model_config = _examples(
+        {
+            "url": "env:SLACK_WEBHOOK_URL",
+            "format": "slack",
+            "events": ["correction", "trust_drop"],
+            "secret": "env:EPISTEME_WEBHOOK_SECRET",
+        }
+    )
+
+    url: str = Field(
+        max_length=2048, description="http(s)://… or env:VAR (a URL that is itself a secret)"
+    )
+    format: Literal["json", "slack"] = "json"
+    events: list[Literal["correction", "conflict", "trust_drop", "expired"]] | None = Field(
+        None, max_length=4, description="the notification types it takes (default: all)"
+    )
+    secret: str | None = Field(
+        None, max_length=256, description="env:VAR holding the HMAC signing secret"
+    )
+    timeout_s: float = Field(5.0, gt=0, le=60)
+    max_attempts: int = Field(8, ge=1, le=50)

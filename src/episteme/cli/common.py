@@ -79,7 +79,9 @@ def location(home: str | None) -> str | Path:
 
 
 def open_ledger(ctx: typer.Context, home: str | None) -> Ledger:
-    return Ledger.open(location(home), clock=state(ctx).clock)
+    from episteme.ledger.trust import TrustPolicy
+
+    return Ledger.open(location(home), clock=state(ctx).clock, policy=TrustPolicy.from_env())
 
 
 def when(ctx: typer.Context, text: str | None, option: str) -> Instant | None:

@@ -1,4 +1,4 @@
-"""Server commands: `serve`, `token create|list|revoke`, `denials`, `check`."""
+"""Server commands: `serve`, `token create|list|revoke`, `denials`."""
 
 from __future__ import annotations
 
@@ -22,9 +22,6 @@ from episteme.cli.common import (
     when,
 )
 from episteme.ledger import Ledger
-
-VIOLATION = 3
-"""Exit code of `check` when the plan violates a constraint (1 and 2 are errors)."""
 
 
 def local_actor() -> str:
@@ -174,26 +171,3 @@ def denials(
         rows = ledger.denials(principal=principal, since=when(ctx, since, "--since"), limit=limit)
     if not emit(ctx, as_json, rows):
         state(ctx).console.print(render.denials(rows))
-
-
-@app.command()
-def check(
-    ctx: typer.Context,
-    plan: Annotated[str, typer.Argument(help="What you are about to do, in words.")],
-    subject: Annotated[
-        list[str] | None, typer.Option("--subject", "-s", help="A subject it touches (repeatable).")
-    ] = None,
-    home: Home = None,
-    as_json: Json = False,
-) -> None:
-    """Pre-flight: the negative constraints a plan would violate (exit 3 if any)."""
-    with open_ledger(ctx, home) as ledger:
-        result = ledger.check(plan, subject or [])
-    if not emit(ctx, as_json, result):
-        console = state(ctx).console
-        for v in result.violations:
-            console.print(f"[red]violation[/] {v.message} ({v.constraint.id})")
-        if result.ok:
-            console.print(f"no violation ({result.checked} constraints in scope)")
-    if not result.ok:
-        raise typer.Exit(VIOLATION)

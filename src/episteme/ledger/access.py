@@ -56,6 +56,8 @@ class Op(StrEnum):
     EXPORT = "export"
     TOKENS = "tokens"
     DENIALS = "denials"
+    CONSTRAIN = "constrain"  # record a negative constraint
+    WEBHOOKS = "webhooks"  # add, list and remove webhooks; see deliveries
 
 
 PERMISSIONS: dict[Op, Role | None] = {
@@ -72,6 +74,8 @@ PERMISSIONS: dict[Op, Role | None] = {
     Op.INTEGRITY: Role.ADMIN,
     Op.EXPORT: Role.ADMIN,
     Op.TOKENS: Role.ADMIN,
+    Op.CONSTRAIN: Role.SUPERVISOR,
+    Op.WEBHOOKS: Role.ADMIN,
 }
 """The role each operation needs (a role that holds it will do); None: any role."""
 

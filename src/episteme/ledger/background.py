@@ -17,9 +17,10 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel
+from whenever import Instant
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +44,25 @@ class Job(BaseModel):
     queue: str
     payload: Any
     attempts: int
+
+
+JobState = Literal["ready", "leased", "done", "failed"]
+
+
+class JobRecord(BaseModel):
+    """A job as stored, whatever its state (for listings such as webhook deliveries)."""
+
+    id: int
+    queue: str
+    payload: Any
+    state: JobState
+    attempts: int
+    """Leases taken so far (each lease is an attempt)."""
+    run_after: Instant
+    created_at: Instant
+    done_at: Instant | None
+    error: str | None
+    """The last failure recorded, if any (kept after a later success)."""
 
 
 class Leader:

@@ -1,37 +1,138 @@
-"""Pre-flight checks of a plan against negative constraints (DESIGN §2).
+"""Negative constraints and the pre-flight check of a plan against them (DESIGN §2).
 
-A constraint forbids terms (matched case-insensitively as whole words) or regular
-expressions within a scope: a subject and everything below it. A check takes the
-plan's text and the subjects it touches and returns each violation with the
-preferred alternative. Freshness, hit counting and auditing of checks belong to
-the gardener.
+A constraint forbids, within a scope (a subject and everything below it):
+
+- *terms*, matched case-insensitively as whole words in the plan and against its items;
+- *patterns*, regular expressions searched in the plan and matched whole against items;
+- *identifiers* (package names, paths, image tags), matched exactly against the items
+  and as whole tokens in the plan.
+
+A check is audited like a read (`constraint.checked`) and returns each violation with
+the reason, the preferred alternative, the origin and the constraint's strength.
+Strength is freshness: it halves every `half_life_days` since the constraint was made
+or last hit, and a hit brings it back to 1. Below `DORMANT_BELOW` a constraint is
+dormant: it still answers, as a warning rather than a violation.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable, Sequence
+from typing import Any, Literal
 
 from pydantic import BaseModel
+from whenever import Instant
 
+from episteme.errors import InvalidInput
+from episteme.ledger.model import check_subject
 from episteme.ledger.records import ConstraintRecord
-from episteme.ledger.store import StoreReader
+from episteme.timeutil import to_us
+
+DORMANT_BELOW = 0.25
+"""A constraint weaker than this (two half-lives without a hit) is dormant."""
+DEFAULT_HALF_LIFE_DAYS = 30.0
+MAX_PATTERN = 500
+MAX_TERMS = 100
+_DAY_US = 86_400_000_000
+
+Severity = Literal["violation", "warning"]
+FoundIn = Literal["plan", "item"]
 
 
 class Violation(BaseModel):
+    """One constraint the plan breaks, and how strongly it still holds."""
+
     constraint: ConstraintRecord
     matched: str
+    found_in: FoundIn
+    strength: float
+    severity: Severity
     message: str
 
 
 class CheckResult(BaseModel):
+    """The answer to a pre-flight check; `check_id` is its audit receipt."""
+
+    check_id: str | None = None
+    agent: str | None = None
+    at: Instant | None = None
     plan: str
-    subjects: list[str]
+    scope: list[str]
+    items: list[str] = []
     checked: int
     violations: list[Violation]
 
     @property
     def ok(self) -> bool:
-        return not self.violations
+        """No violation (dormant warnings do not block)."""
+        return not any(v.severity == "violation" for v in self.violations)
+
+
+def strength(c: ConstraintRecord, now: Instant) -> float:
+    """Freshness in (0, 1]: halves every half-life since creation or the last hit."""
+    since = c.last_hit_at or c.at
+    age_days = max(0, to_us(now) - to_us(since)) / _DAY_US
+    return float(0.5 ** (age_days / c.half_life_days))
+
+
+def new_constraint(
+    *,
+    scope: str,
+    reason: str,
+    forbid: Sequence[str] = (),
+    patterns: Sequence[str] = (),
+    items: Sequence[str] = (),
+    prefer: str | None = None,
+    half_life_days: float = DEFAULT_HALF_LIFE_DAYS,
+) -> dict[str, Any]:
+    """Validate a constraint and return its payload (without id and origin)."""
+    if not scope.strip():
+        raise InvalidInput("a constraint needs a --scope: the subject it covers", field="scope")
+    check_subject(scope, field="scope")
+    if not reason.strip():
+        raise InvalidInput("a constraint needs a --reason: why it is forbidden", field="reason")
+    terms = _words(forbid, "forbid")
+    idents = _words(items, "item")
+    for p in patterns:
+        _compile(p)
+    if not (terms or patterns or idents):
+        raise InvalidInput(
+            "a constraint must forbid something: give --forbid TERM, --pattern REGEX "
+            "or --identifier NAME",
+            field="forbid",
+        )
+    if not 0 < half_life_days <= 3650:
+        raise InvalidInput("--half-life must be between 0 and 3650 days", field="half_life_days")
+    return {
+        "scope": scope,
+        "forbid": terms,
+        "patterns": list(patterns),
+        "items": idents,
+        "prefer": prefer.strip() if prefer and prefer.strip() else None,
+        "reason": reason.strip(),
+        "half_life_days": float(half_life_days),
+    }
+
+
+def _words(values: Sequence[str], field: str) -> list[str]:
+    out = [v.strip() for v in values]
+    if any(not v for v in out):
+        raise InvalidInput(f"an empty --{field}: give a word to forbid", field=field)
+    if len(out) > MAX_TERMS:
+        raise InvalidInput(f"at most {MAX_TERMS} values of --{field}", field=field)
+    return out
+
+
+def _compile(pattern: str) -> re.Pattern[str]:
+    if not pattern or len(pattern) > MAX_PATTERN:
+        raise InvalidInput(f"a --pattern must have 1 to {MAX_PATTERN} characters", field="patterns")
+    try:
+        return re.compile(pattern, re.IGNORECASE)
+    except re.error as exc:
+        raise InvalidInput(
+            f"invalid regular expression {pattern!r}: {exc.msg} at position {exc.pos}",
+            field="patterns",
+        ) from None
 
 
 def _term_pattern(term: str) -> re.Pattern[str]:
@@ -41,26 +142,57 @@ def _term_pattern(term: str) -> re.Pattern[str]:
     return re.compile(left + re.escape(term) + right, re.IGNORECASE)
 
 
-def check(reader: StoreReader, plan: str, subjects: list[str]) -> CheckResult:
-    """The constraints in scope of `subjects` (all of them if none) that `plan` violates."""
-    found: dict[str, ConstraintRecord] = {}
-    for subject in subjects or [None]:  # type: ignore[list-item]
-        for c in reader.constraints(subject):
-            found.setdefault(c.id, c)
-    violations = []
-    for c in found.values():
-        hit = next((m.group(0) for t in c.forbid if (m := _term_pattern(t).search(plan))), None)
+def _ident_pattern(ident: str) -> re.Pattern[str]:
+    # a token of its own: not part of a longer name, path or version
+    edge = r"[\w./@:-]"
+    return re.compile(f"(?<!{edge}){re.escape(ident)}(?!{edge})")
+
+
+def _hit(c: ConstraintRecord, plan: str, items: Sequence[str]) -> tuple[str, FoundIn] | None:
+    """What of the plan or its items breaks `c`: (the text matched, "plan" or "item")."""
+    folded = {i.casefold(): i for i in items}
+    for term in c.forbid:
+        if (m := _term_pattern(term).search(plan)) is not None:
+            return m.group(0), "plan"
+        if term.casefold() in folded:
+            return folded[term.casefold()], "item"
+    for p in c.patterns:
+        rx = _compile(p)
+        if (m := rx.search(plan)) is not None:
+            return m.group(0), "plan"
+        if (hit := next((i for i in items if rx.fullmatch(i)), None)) is not None:
+            return hit, "item"
+    for ident in c.items:
+        if ident in items:
+            return ident, "item"
+        if (m := _ident_pattern(ident).search(plan)) is not None:
+            return m.group(0), "plan"
+    return None
+
+
+def evaluate(
+    found: Iterable[ConstraintRecord], plan: str, items: Sequence[str], now: Instant
+) -> list[Violation]:
+    """The violations of `plan` and `items` among `found`, strongest first."""
+    out = []
+    for c in found:
+        hit = _hit(c, plan, items)
         if hit is None:
-            hit = next((m.group(0) for p in c.patterns if (m := _safe(p).search(plan))), None)
-        if hit is not None:
-            prefer = f"; use {c.prefer!r} instead" if c.prefer else ""
-            message = f"{hit!r} is forbidden on {c.scope}: {c.reason}{prefer}"
-            violations.append(Violation(constraint=c, matched=hit, message=message))
-    return CheckResult(plan=plan, subjects=subjects, checked=len(found), violations=violations)
-
-
-def _safe(pattern: str) -> re.Pattern[str]:
-    try:
-        return re.compile(pattern, re.IGNORECASE)
-    except re.error:
-        return re.compile(re.escape(pattern), re.IGNORECASE)
+            continue
+        power = strength(c, now)
+        severity: Severity = "violation" if power >= DORMANT_BELOW else "warning"
+        prefer = f"; use {c.prefer!r} instead" if c.prefer else ""
+        dormant = " (dormant constraint, revived by this hit)" if severity == "warning" else ""
+        message = f"{hit[0]!r} is forbidden on {c.scope}: {c.reason}{prefer}{dormant}"
+        out.append(
+            Violation(
+                constraint=c,
+                matched=hit[0],
+                found_in=hit[1],
+                strength=round(power, 4),
+                severity=severity,
+                message=message,
+            )
+        )
+    out.sort(key=lambda v: (v.severity != "violation", -v.strength, v.constraint.seq))
+    return out

@@ -17,7 +17,7 @@ from pydantic import JsonValue
 from whenever import Instant
 
 from episteme.errors import Conflict, Forbidden, InvalidInput, NotFound, Unauthenticated
-from episteme.ledger import constraints, investigate
+from episteme.ledger import investigate
 from episteme.ledger.access import (
     Denial,
     Op,
@@ -30,9 +30,10 @@ from episteme.ledger.access import (
     token_hash,
 )
 from episteme.ledger.canonical import canonical, check_json, content_id
-from episteme.ledger.constraints import CheckResult
+from episteme.ledger.conflicts import conflicts, covers
 from episteme.ledger.journal import Draft, Event, EventKind, VerifyReport, verify_chain
-from episteme.ledger.lenses import BUILTIN, LensSpec, TrustFn, apply_lens, prior_trust
+from episteme.ledger.learning import Learning
+from episteme.ledger.lenses import BUILTIN, LensSpec, TrustFn, apply_lens
 from episteme.ledger.model import (
     LIVE,
     SINGLE_VALUED,
@@ -42,6 +43,7 @@ from episteme.ledger.model import (
     Item,
     Kind,
     Lifecycle,
+    check_context,
     check_move,
     check_name,
     check_subject,
@@ -59,6 +61,7 @@ from episteme.ledger.records import (
     Trace,
 )
 from episteme.ledger.store import Store, StoreReader, open_store
+from episteme.ledger.trust import TrustBook, TrustPolicy, fixed
 from episteme.timeutil import Clock, SystemClock, from_us, to_us
 
 _MISSING: Any = object()
@@ -170,22 +173,34 @@ def served_payload(
     }
 
 
-class Ledger:
+class Ledger(Learning):
     """The bitemporal, audited knowledge ledger."""
 
     def __init__(
-        self, store: Store, *, clock: Clock | None = None, trust: TrustFn = prior_trust
+        self,
+        store: Store,
+        *,
+        clock: Clock | None = None,
+        trust: TrustFn | None = None,
+        policy: TrustPolicy | None = None,
     ) -> None:
         self.store = store
         self.clock: Clock = clock or SystemClock()
-        self.trust = trust
+        self.policy = policy or TrustPolicy()
+        """The trust policy: the gardener's weights, and the decay reads apply."""
+        self._trust_at = fixed(trust) if trust else TrustBook(store, self.policy, self.clock).at
 
     @classmethod
     def open(
-        cls, location: str | Path, *, clock: Clock | None = None, ensure: bool = False
+        cls,
+        location: str | Path,
+        *,
+        clock: Clock | None = None,
+        ensure: bool = False,
+        policy: TrustPolicy | None = None,
     ) -> Ledger:
         """Open the ledger at a home directory or database URL (`ensure`: create if none)."""
-        return cls(open_store(location, ensure=ensure), clock=clock)
+        return cls(open_store(location, ensure=ensure), clock=clock, policy=policy)
 
     @classmethod
     def init(cls, location: str | Path, *, clock: Clock | None = None) -> Ledger:
@@ -252,7 +267,8 @@ class Ledger:
                         raise Conflict(f"epoch {inp.epoch} was superseded: use a new epoch name")
                 if inp.lifecycle is Lifecycle.APPROVED and inp.kind in SINGLE_VALUED:
                     prior = approved_now.get(inp.subject)
-                    olds = [prior] if prior else self._approved_ids(r, inp.subject)
+                    window = (rec["valid_from"], rec["valid_to"])
+                    olds = [prior] if prior else self._approved_ids(r, inp.subject, *window)
                     superseded += [[old, rec["id"]] for old in olds]
                     approved_now[inp.subject] = rec["id"]
                 records.append(rec)
@@ -274,11 +290,17 @@ class Ledger:
         """Convenience for one assertion from keyword fields (see `AssertionInput`)."""
         return self.add([parse_assertion(fields)])[0]
 
-    def _approved_ids(self, r: StoreReader, subject: str) -> list[str]:
+    def _approved_ids(
+        self, r: StoreReader, subject: str, valid_from: int | None, valid_to: int | None
+    ) -> list[str]:
+        """The approved values a new approval for [valid_from, valid_to) supersedes: those
+        whose valid time it covers (every one, for a value without a valid time)."""
         return [
             a.id
             for a in r.current_on_subject(subject)
-            if a.lifecycle is Lifecycle.APPROVED and a.kind in SINGLE_VALUED
+            if a.lifecycle is Lifecycle.APPROVED
+            and a.kind in SINGLE_VALUED
+            and covers(valid_from, valid_to, _us(a.valid_from), _us(a.valid_to))
         ]
 
     def _resolve_assertion(self, r: StoreReader, ref: str) -> str:
@@ -307,7 +329,10 @@ class Ledger:
             check_move(current.lifecycle, to, "review", aid)
             superseded = []
             if to is Lifecycle.APPROVED and current.kind in SINGLE_VALUED:
-                superseded = [i for i in self._approved_ids(r, current.subject) if i != aid]
+                window = (_us(current.valid_from), _us(current.valid_to))
+                superseded = [
+                    i for i in self._approved_ids(r, current.subject, *window) if i != aid
+                ]
             target.append(aid)
             payload = {"id": aid, "to": str(to), "reason": reason, "superseded": superseded}
             return [Draft(EventKind.ASSERTION_MOVED, by, payload)]
@@ -374,7 +399,9 @@ class Ledger:
                 )
                 replacement = record(inp, by, [aid], at)
                 if bad.kind in SINGLE_VALUED:
-                    superseded = [i for i in self._approved_ids(r, bad.subject) if i != aid]
+                    superseded = [
+                        i for i in self._approved_ids(r, bad.subject, None, None) if i != aid
+                    ]
             constraint = None
             if forbid:
                 constraint = {
@@ -467,8 +494,10 @@ class Ledger:
         elif text is None:
             raise InvalidInput("give a subject, a prefix or --text words", field="subject")
         spec = self.lens_spec(lens, r)
+        now = self.clock.now()
         rows, elsewhere = r.candidates(subject, _us(at), text, spec.lifecycles | LIVE)
-        shown, hidden = apply_lens(spec, rows, self.trust, elsewhere)
+        trust = self._trust_at(at) if spec.pick == "ranked" or spec.min_trust else _no_trust
+        shown, hidden = apply_lens(spec, rows, trust, elsewhere, to_us(at or now))
         items = [Item.model_construct(assertion=c.assertion(), score=score) for c, score in shown]
         return Answer(
             query_id=None,
@@ -477,9 +506,10 @@ class Ledger:
             subject=subject,
             text=text,
             as_of=at,
-            asked_at=self.clock.now(),
+            asked_at=now,
             items=items,
             hidden=hidden,
+            conflicts=conflicts(i.assertion for i in items),
         )
 
     def query(
@@ -494,7 +524,7 @@ class Ledger:
     ) -> Answer:
         """Read through a lens, audited: the answer carries its `query_id` receipt."""
         check_name(agent, "agent")
-        _check_context(context)
+        check_context(context)
         start = time.perf_counter_ns()
         result: list[Answer] = []
 
@@ -552,7 +582,7 @@ class Ledger:
     ) -> DecisionRecord:
         """Record an action and the reads (query ids) it relied on."""
         check_name(agent, "agent")
-        _check_context(context)
+        check_context(context)
         if not action.strip():
             raise InvalidInput("a decision needs an action: say what was done", field="action")
         out: list[str] = []
@@ -579,13 +609,6 @@ class Ledger:
         found = self.store.decision(out[0])
         assert found is not None
         return found
-
-    def check(self, plan: str, subjects: Sequence[str] = ()) -> CheckResult:
-        """Pre-flight: the negative constraints in scope that `plan` would violate."""
-        if not plan.strip():
-            raise InvalidInput("give the plan to check: what you are about to do", field="plan")
-        checked = [check_subject(s) for s in subjects]
-        return constraints.check(self.store, plan, checked)
 
     # -- investigation -----------------------------------------------------------------
 
@@ -789,10 +812,8 @@ class Ledger:
         return self.store.import_events(batch)
 
 
-def _check_context(context: dict[str, Any] | None) -> None:
-    problem = None if context is None else check_json(context)
-    if problem:
-        raise InvalidInput(f"invalid context: {problem}", field="context")
+def _no_trust(agent: str, subject: str) -> float:
+    raise AssertionError("this lens does not use trust")
 
 
 def _term(value: Any) -> str:

@@ -31,6 +31,9 @@ class EventKind:
     DECISION_RECORDED = "decision.recorded"
     LENS_DEFINED = "lens.defined"
     CONSTRAINT_ADDED = "constraint.added"
+    CONSTRAINT_CHECKED = "constraint.checked"
+    WEBHOOK_SET = "webhook.set"
+    WEBHOOK_REMOVED = "webhook.removed"
     TOKEN_ISSUED = "token.issued"
     TOKEN_REVOKED = "token.revoked"
     ACCESS_DENIED = "access.denied"
@@ -45,6 +48,9 @@ class EventKind:
             DECISION_RECORDED,
             LENS_DEFINED,
             CONSTRAINT_ADDED,
+            CONSTRAINT_CHECKED,
+            WEBHOOK_SET,
+            WEBHOOK_REMOVED,
             TOKEN_ISSUED,
             TOKEN_REVOKED,
             ACCESS_DENIED,

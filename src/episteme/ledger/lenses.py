@@ -8,6 +8,9 @@ A lens filters the candidate assertions of a read and picks among them:
 - ``consensus``: proposed and approved, ranked by confidence × trust;
 - ``all``: everything, rejected included.
 
+Every lens but ``all`` also leaves out assertions outside their valid time at the
+moment read (expired, or not valid yet): an expired assertion stops being current.
+
 Custom lenses are `LensSpec` values stored in the ledger by name. Whatever a lens
 leaves out is counted in `Hidden`, so no answer hides silently.
 """
@@ -46,6 +49,9 @@ class LensSpec(BaseModel):
         default=None, description="allowed source prefixes; None allows all"
     )
     pick: Pick = "all"
+    include_expired: bool = Field(
+        default=False, description="also show assertions outside their valid time"
+    )
     description: str = ""
 
     @field_serializer("lifecycles", "agents", when_used="json")
@@ -69,7 +75,9 @@ BUILTIN: dict[str, LensSpec] = {
         description="proposed and approved, ranked by confidence × trust",
     ),
     "all": LensSpec(
-        lifecycles=frozenset(Lifecycle), description="everything, rejected and history included"
+        lifecycles=frozenset(Lifecycle),
+        include_expired=True,
+        description="everything, rejected, expired and history included",
     ),
 }
 
@@ -89,6 +97,10 @@ class LensRow(Protocol):
     def lifecycle(self) -> str: ...
     @property
     def confidence(self) -> float: ...
+    @property
+    def valid_from(self) -> int | None: ...
+    @property
+    def valid_to(self) -> int | None: ...
 
 
 R = TypeVar("R", bound=LensRow)
@@ -99,12 +111,14 @@ def apply_lens(
     candidates: Iterable[R],
     trust: TrustFn = prior_trust,
     elsewhere: Mapping[str, int] | None = None,
+    valid_at: int | None = None,
 ) -> tuple[list[tuple[R, float | None]], Hidden]:
     """Filter and pick `candidates`; return what is shown (with its score) and what is hidden.
 
     Candidates come in the order they were recorded (oldest first). `elsewhere` counts,
     by lifecycle, assertions the store did not return because the lens cannot show
-    their lifecycle: they are hidden too.
+    their lifecycle: they are hidden too. `valid_at` (microseconds) is the moment whose
+    valid time counts; None shows assertions whatever their valid time.
     """
     shown: list[tuple[R, float | None]] = []
     hidden = _Tally()
@@ -114,7 +128,7 @@ def apply_lens(
         hidden.by_reason["lifecycle"] = hidden.by_reason.get("lifecycle", 0) + n
     ranked = spec.pick == "ranked"
     for a in candidates:
-        reason = _exclusion(spec, a, trust)
+        reason = _exclusion(spec, a, trust, valid_at)
         if reason is None:
             shown.append((a, a.confidence * trust(a.agent, a.subject) if ranked else None))
         else:
@@ -132,9 +146,14 @@ def apply_lens(
     return shown, hidden.result()
 
 
-def _exclusion(spec: LensSpec, a: LensRow, trust: TrustFn) -> str | None:
+def _exclusion(spec: LensSpec, a: LensRow, trust: TrustFn, valid_at: int | None) -> str | None:
     if a.lifecycle not in spec.lifecycles:
         return "lifecycle"
+    if valid_at is not None and not spec.include_expired:
+        if a.valid_to is not None and a.valid_to <= valid_at:
+            return "expired"
+        if a.valid_from is not None and a.valid_from > valid_at:
+            return "not yet valid"
     if a.confidence < spec.min_confidence:
         return "confidence"
     if spec.agents is not None and a.agent not in spec.agents:

@@ -106,6 +106,13 @@ def check_name(name: str, what: str) -> str:
     return name
 
 
+def check_context(context: dict[str, Any] | None) -> None:
+    """Refuse a caller's context (task, session) that is not plain JSON."""
+    problem = None if context is None else check_json(context)
+    if problem:
+        raise InvalidInput(f"invalid context: {problem}", field="context")
+
+
 Confidence = Annotated[float, Field(ge=0.0, le=1.0)]
 
 
@@ -247,7 +254,10 @@ class Hidden(BaseModel):
             f"{n} {state} assertion{'s' if n != 1 else ''}"
             for state, n in self.by_lifecycle.items()
         ]
-        return ", ".join(parts) + " hidden"
+        timed = [
+            f"{self.by_reason[r]} {r}" for r in ("expired", "not yet valid") if r in self.by_reason
+        ]
+        return ", ".join(parts) + " hidden" + (f" ({', '.join(timed)})" if timed else "")
 
 
 class Item(BaseModel):
@@ -255,6 +265,19 @@ class Item(BaseModel):
 
     assertion: Assertion
     score: float | None = None
+
+
+class ConflictNote(BaseModel):
+    """Approved values of one subject that hold at the same time."""
+
+    key: str
+    subject: str
+    assertion_ids: list[str]
+    values: list[JsonValue]
+
+    def summary(self) -> str:
+        shown = ", ".join(orjson.dumps(v).decode() for v in self.values)
+        return f"conflict on {self.subject}: {len(self.values)} approved values ({shown})"
 
 
 class Answer(BaseModel):
@@ -270,12 +293,14 @@ class Answer(BaseModel):
     items: list[Item]
     hidden: Hidden
     latency_us: int = 0
+    conflicts: list[ConflictNote] = Field(default_factory=list)
+    """Approved values that disagree at the same valid time: the answer is contested."""
 
     @computed_field  # type: ignore[prop-decorator]
     @property
     def summary(self) -> str:
-        """What was hidden, in words ("1 proposed assertion hidden")."""
-        return self.hidden.summary()
+        """What was hidden, in words ("1 proposed assertion hidden"), and any conflict."""
+        return "; ".join([self.hidden.summary(), *(c.summary() for c in self.conflicts)])
 
 
 def dump(data: Any) -> Any:

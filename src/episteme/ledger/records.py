@@ -85,6 +85,38 @@ class ConstraintRecord(BaseModel):
     reason: str
     origin: str
     created_by: str
+    items: list[str] = []
+    """Identifiers (package names, paths, image tags) forbidden exactly as written."""
+    half_life_days: float = 30.0
+    hits: int = 0
+    last_hit_at: Instant | None = None
+
+
+class CheckRecord(BaseModel):
+    """An audited pre-flight check: who checked which plan, and what it hit."""
+
+    id: str
+    seq: int
+    at: Instant
+    agent: str
+    plan: str
+    scope: list[str]
+    items: list[str]
+    checked: int
+    violations: list[dict[str, Any]]
+    """``{constraint_id, matched, found_in, strength, severity}`` as answered."""
+    context: dict[str, Any]
+
+
+class NotificationRecord(BaseModel):
+    """Something the gardener raised: a correction, a conflict, a trust drop, an expiry."""
+
+    key: str
+    type: str
+    seq: int | None
+    at: Instant
+    summary: str
+    data: dict[str, Any]
 
 
 class CorrectionRecord(BaseModel):

@@ -11,24 +11,27 @@ from __future__ import annotations
 
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from episteme.errors import InvalidInput
 from episteme.ledger.access import Denial, TokenRecord
-from episteme.ledger.background import Job, Leadership
+from episteme.ledger.background import Job, JobRecord, Leadership
 from episteme.ledger.journal import Draft, Event, VerifyReport
 from episteme.ledger.lenses import LensSpec
 from episteme.ledger.model import Assertion, Candidate
 from episteme.ledger.records import (
     Change,
+    CheckRecord,
     ConstraintRecord,
     CorrectionRecord,
     DecisionRecord,
     EpochRecord,
+    NotificationRecord,
     QueryRecord,
     RebuildReport,
     Version,
 )
+from episteme.ledger.sql.learning import Cursor, Evidence, Note
 
 DB_FILE = "ledger.db"
 
@@ -81,6 +84,22 @@ class StoreReader(Protocol):
     ) -> list[Denial]: ...
     def head(self) -> tuple[int, int, bytes | None]: ...
     def events(self, after_seq: int = 0, until_at: int | None = None) -> Iterator[Event]: ...
+    def checks(
+        self,
+        agent: str | None = None,
+        since: int | None = None,
+        until: int | None = None,
+        limit: int = 100,
+    ) -> list[CheckRecord]: ...
+    def webhook_specs(self) -> dict[str, tuple[dict[str, Any], int, str]]: ...
+    def trust_evidence(
+        self, agent: str | None, prefix: str | None, until: int | None
+    ) -> list[Evidence]: ...
+    def notifications(
+        self, type: str | None = None, since: int | None = None, limit: int = 100
+    ) -> list[NotificationRecord]: ...
+    def garden_cursor(self, name: str) -> Cursor: ...
+    def expired(self, after: int, until: int) -> list[Assertion]: ...
 
 
 BuildFn = Callable[[StoreReader, int, int], Sequence[Draft]]
@@ -113,6 +132,17 @@ class Store(StoreReader, Protocol):
         ...
 
     def close(self) -> None: ...
+    def garden_commit(
+        self,
+        name: str,
+        expected: int,
+        cursor: int,
+        evidence: Sequence[Evidence],
+        notes: Sequence[Note],
+        now_us: int,
+        scanned_at: int | None = None,
+    ) -> bool: ...
+    def garden_reset(self, name: str, now_us: int) -> None: ...
     def leadership(self, name: str) -> Leadership: ...
     def enqueue_job(
         self, queue: str, payload: object, now_us: int, run_after_us: int | None = None
@@ -122,6 +152,9 @@ class Store(StoreReader, Protocol):
     def fail_job(
         self, job_id: int, worker: str, now_us: int, error: str, retry_in_us: int | None
     ) -> None: ...
+    def jobs(self, queue: str, limit: int = 100) -> list[JobRecord]:
+        """The newest `limit` jobs of `queue`, newest first, whatever their state."""
+        ...
 
 
 POSTGRES_SCHEMES = ("postgresql://", "postgres://")

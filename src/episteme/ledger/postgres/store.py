@@ -36,7 +36,7 @@ from episteme.ledger.sql.base import SQLStore
 from episteme.ledger.sql.projector import Conn
 from episteme.ledger.sql.reads import Reader, tsquery
 
-MIGRATIONS = ("0001_init.sql",)
+MIGRATIONS = ("0001_init.sql", "0002_gardener.sql")
 SCHEMA_VERSION = len(MIGRATIONS)
 APPLICATION = "episteme"
 _MIGRATION_LOCK = 0x45505354_00000001  # advisory lock key: one migrating process at a time
@@ -408,10 +408,12 @@ class _AdvisoryLeadership:
             return False
 
     def release(self) -> None:
-        self._held = False
+        held, self._held = self._held, False
         if self._conn is not None:
             with contextlib.suppress(psycopg.Error):
-                self._conn.close()  # ending the session frees the lock
+                if held:  # at once: a closed session frees it only when its backend ends
+                    self._conn.execute("SELECT pg_advisory_unlock(%s)", (self._key,))
+                self._conn.close()
             self._conn = None
 
 

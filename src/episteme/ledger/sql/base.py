@@ -18,13 +18,15 @@ from contextlib import AbstractContextManager, contextmanager, nullcontext
 import orjson
 
 from episteme.errors import Conflict, IntegrityError, InvalidInput, NotFound, StoreUnavailable
-from episteme.ledger.background import Job
+from episteme.ledger.background import Job, JobRecord
 from episteme.ledger.canonical import GENESIS, canonical
 from episteme.ledger.journal import Draft, Event, EventKind, VerifyReport, link, verify_rows
 from episteme.ledger.sql import projector
+from episteme.ledger.sql.learning import LearningWrites
 from episteme.ledger.sql.projector import Conn, Us
 from episteme.ledger.sql.reads import Reader
 from episteme.ledger.store import BuildFn
+from episteme.timeutil import from_us
 
 
 class _Pending:
@@ -39,7 +41,7 @@ class _Pending:
         self.events: list[Event] = []
 
 
-class SQLStore(Reader):
+class SQLStore(Reader, LearningWrites):
     """Reads, group-committed writes and the journal's integrity, over SQL."""
 
     FATAL: tuple[type[BaseException], ...] = ()
@@ -303,3 +305,25 @@ class SQLStore(Reader):
             raise NotFound(
                 f"job {job_id} is not leased to {worker}: its lease ran out or it is done"
             )
+
+    def jobs(self, queue: str, limit: int = 100) -> list[JobRecord]:
+        """The newest `limit` jobs of `queue`, newest first, whatever their state."""
+        rows = self.conn.execute(
+            "SELECT id, queue, payload, state, attempts, run_after, created_at, done_at, error"
+            " FROM jobs WHERE queue = ? ORDER BY id DESC LIMIT ?",
+            (queue, limit),
+        ).fetchall()
+        return [
+            JobRecord.model_construct(
+                id=r[0],
+                queue=r[1],
+                payload=orjson.loads(r[2]),
+                state=r[3],
+                attempts=r[4],
+                run_after=from_us(r[5]),
+                created_at=from_us(r[6]),
+                done_at=None if r[7] is None else from_us(r[7]),
+                error=r[8],
+            )
+            for r in rows
+        ]

@@ -237,7 +237,7 @@ def _decision(conn: Conn, ev: Event, data: dict[str, Any]) -> None:
 def _insert_constraint(conn: Conn, ev: Event, c: dict[str, Any]) -> None:
     conn.execute(
         "INSERT INTO constraints (id, seq, at, scope, forbid, patterns, prefer, reason, origin,"
-        " created_by) VALUES (?,?,?,?,?,?,?,?,?,?)",
+        " created_by, items, half_life_days) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
         (
             c["id"],
             ev.seq,
@@ -249,12 +249,42 @@ def _insert_constraint(conn: Conn, ev: Event, c: dict[str, Any]) -> None:
             c["reason"],
             c["origin"],
             ev.actor,
+            canonical(c.get("items", [])),  # constraints of the first schema had neither
+            float(c.get("half_life_days", 30.0)),
         ),
     )
 
 
 def _constraint(conn: Conn, ev: Event, data: dict[str, Any]) -> None:
     _insert_constraint(conn, ev, data["constraint"])
+
+
+def _checked(conn: Conn, ev: Event, data: dict[str, Any]) -> None:
+    """An audited pre-flight check; each constraint it hit is fresh again from now."""
+    conn.execute(
+        "INSERT INTO checks (id, seq, at, agent, plan, scope, items, checked, violations,"
+        " context) VALUES (?,?,?,?,?,?,?,?,?,?)",
+        (data["check_id"], ev.seq, Us(ev.at), ev.actor, data["plan"], canonical(data["scope"]),
+         canonical(data["items"]), data["checked"], canonical(data["violations"]),
+         canonical(data["context"])),
+    )  # fmt: skip
+    conn.executemany(
+        "UPDATE constraints SET hits = hits + 1, last_hit_at = ? WHERE id = ?",
+        [(Us(ev.at), v["constraint_id"]) for v in data["violations"]],
+    )
+
+
+def _webhook_set(conn: Conn, ev: Event, data: dict[str, Any]) -> None:
+    conn.execute(
+        "INSERT INTO webhooks (name, spec, seq, at, by) VALUES (?,?,?,?,?) ON CONFLICT (name)"
+        " DO UPDATE SET spec = excluded.spec, seq = excluded.seq, at = excluded.at,"
+        " by = excluded.by",
+        (data["name"], canonical(data["spec"]), ev.seq, Us(ev.at), ev.actor),
+    )
+
+
+def _webhook_removed(conn: Conn, ev: Event, data: dict[str, Any]) -> None:
+    conn.execute("DELETE FROM webhooks WHERE name = ?", (data["name"],))
 
 
 def _lens(conn: Conn, ev: Event, data: dict[str, Any]) -> None:
@@ -309,6 +339,9 @@ _HANDLERS: dict[str, Handler] = {
     EventKind.DECISION_RECORDED: _decision,
     EventKind.LENS_DEFINED: _lens,
     EventKind.CONSTRAINT_ADDED: _constraint,
+    EventKind.CONSTRAINT_CHECKED: _checked,
+    EventKind.WEBHOOK_SET: _webhook_set,
+    EventKind.WEBHOOK_REMOVED: _webhook_removed,
     EventKind.TOKEN_ISSUED: _token_issued,
     EventKind.TOKEN_REVOKED: _token_revoked,
     EventKind.ACCESS_DENIED: _denied,
@@ -327,6 +360,8 @@ PROJECTIONS = (
     "citations",
     "corrections",
     "constraints",
+    "checks",
+    "webhooks",
     "lenses",
     "tokens",
     "denials",

@@ -30,7 +30,8 @@ from episteme.ledger.records import (
     ServedItem,
     Version,
 )
-from episteme.ledger.sql.projector import OPEN, Conn, Us
+from episteme.ledger.sql.learning import LearningReads, where
+from episteme.ledger.sql.projector import OPEN, Conn, Us, us
 from episteme.timeutil import from_us
 
 _A_COLS = (
@@ -40,12 +41,19 @@ _A_COLS = (
 _FROM_CURRENT = f"FROM assertions a JOIN versions v ON v.arow = a.rowid AND v.tx_to = {OPEN}"
 _LIFECYCLES = {str(x): x for x in Lifecycle}
 _AROW = "SELECT rowid FROM assertions WHERE id = ?"
-_ID_PREFIXES = {"q_": "query", "d_": "decision", "x_": "correction", "c_": "constraint"}
+_ID_PREFIXES = {
+    "q_": "query",
+    "d_": "decision",
+    "x_": "correction",
+    "c_": "constraint",
+    "k_": "check",
+}
 _ID_TABLES = {
     "query": "queries",
     "decision": "decisions",
     "correction": "corrections",
     "constraint": "constraints",
+    "check": "checks",
 }
 
 
@@ -97,7 +105,7 @@ def tsquery(text: str) -> str:
 _PUNCT = re.compile(r"[\x21-\x2f\x3a-\x40\x5b-\x60\x7b-\x7e]+")
 
 
-class Reader:
+class Reader(LearningReads):
     """Read methods over one connection (SQLite's SQL, which the others translate)."""
 
     MATCH = "v.arow IN (SELECT rowid FROM assertions_fts WHERE assertions_fts MATCH ?)"
@@ -322,8 +330,8 @@ class Reader:
 
     def _constraints(self, where: str, args: list[Any]) -> list[ConstraintRecord]:
         rows = self.conn.execute(
-            "SELECT id, seq, at, scope, forbid, patterns, prefer, reason, origin, created_by"
-            f" FROM constraints {where} ORDER BY seq",
+            "SELECT id, seq, at, scope, forbid, patterns, prefer, reason, origin, created_by,"
+            f" items, half_life_days, hits, last_hit_at FROM constraints {where} ORDER BY seq",
             args,
         )
         return [
@@ -338,6 +346,10 @@ class Reader:
                 reason=r[7],
                 origin=r[8],
                 created_by=r[9],
+                items=orjson.loads(r[10]),
+                half_life_days=r[11],
+                hits=r[12],
+                last_hit_at=_opt(r[13]),
             )
             for r in rows
         ]
@@ -543,16 +555,10 @@ class Reader:
     def denials(
         self, principal: str | None = None, since: int | None = None, limit: int = 100
     ) -> list[Denial]:
-        clauses, args = ["1 = 1"], list[Any]()
-        if principal is not None:
-            clauses.append("principal = ?")
-            args.append(principal)
-        if since is not None:
-            clauses.append("at >= ?")
-            args.append(Us(since))
+        cond, args = where(("principal = ?", principal), ("at >= ?", us(since)))
         rows = self.conn.execute(
             "SELECT seq, at, principal, token_id, operation, target, reason FROM denials"
-            f" WHERE {' AND '.join(clauses)} ORDER BY seq DESC LIMIT ?",
+            f" WHERE {cond} ORDER BY seq DESC LIMIT ?",
             [*args, limit],
         )
         return [

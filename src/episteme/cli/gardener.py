@@ -1,0 +1,193 @@
+"""Gardener and webhook commands: `gardener [status|replay]`, `webhook add|list|remove|
+deliveries`."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from episteme.cli.common import Home, Json, app, emit, open_ledger, state
+from episteme.cli.server import local_actor
+from episteme.errors import InvalidInput
+from episteme.ledger.gardener import Gardener, GardenerLoop, worker_name
+from episteme.ledger.webhooks import Deliverer, WebhookSpec, deliveries
+from episteme.timeutil import show
+
+gardener_app = typer.Typer(
+    help="The gardener: trust, conflicts, expiries and notifications from the journal.",
+    invoke_without_command=True,
+)
+app.add_typer(gardener_app, name="gardener")
+
+
+@gardener_app.callback()
+def gardener_run(
+    ctx: typer.Context,
+    home: Home = None,
+    once: Annotated[bool, typer.Option(help="Catch up with the journal, then exit.")] = False,
+    as_json: Json = False,
+) -> None:
+    """Run the gardener alone (when no `episteme serve` runs it), until interrupted."""
+    if ctx.invoked_subcommand is not None:
+        return
+    console = state(ctx).console
+    with open_ledger(ctx, home) as ledger:
+        gardener = Gardener(ledger)
+        if once:
+            applied = gardener.run_until_caught_up()
+            gardener.scan()
+            status = gardener.status()
+            if not emit(ctx, as_json, {"applied": applied, "cursor": status.cursor}):
+                console.print(f"applied {applied} events; cursor at {status.cursor}")
+            return
+        leadership = ledger.store.leadership("background")
+        if not leadership.acquire():
+            raise InvalidInput(
+                "another process runs the background work (an `episteme serve` or a gardener):"
+                " stop it first, or use `episteme gardener status`"
+            )
+        deliverer = Deliverer(
+            ledger.store,
+            ledger.webhooks,
+            ledger.clock,
+            worker=worker_name(),
+        )
+        loop = GardenerLoop(gardener, deliver=deliverer.run_once)
+        console.print(f"gardener following {ledger.store.where} (Ctrl-C to stop)")
+        loop.start()
+        try:
+            while loop.running:
+                loop.wait(1.0)
+        except KeyboardInterrupt:
+            pass
+        finally:
+            loop.stop()
+            deliverer.close()
+            leadership.release()
+
+
+@gardener_app.command("status")
+def gardener_status(ctx: typer.Context, home: Home = None, as_json: Json = False) -> None:
+    """Where the gardener is: its cursor, the journal's head, and the lag."""
+    with open_ledger(ctx, home) as ledger:
+        status = Gardener(ledger).status()
+    if not emit(ctx, as_json, status):
+        updated = show(status.updated_at) if status.updated_at else "never"
+        state(ctx).console.print(
+            f"cursor {status.cursor} of {status.head}: {status.lag_events} events behind "
+            f"({status.lag_seconds:.1f} s); last moved {updated}"
+        )
+
+
+@gardener_app.command("replay")
+def gardener_replay(ctx: typer.Context, home: Home = None, as_json: Json = False) -> None:
+    """Recompute trust from the whole journal (after changing EPISTEME_TRUST_* weights).
+
+    Notifications already raised are not sent again.
+    """
+    with open_ledger(ctx, home) as ledger:
+        gardener = Gardener(ledger)
+        applied = gardener.replay()
+        status = gardener.status()
+    if not emit(ctx, as_json, {"applied": applied, "cursor": status.cursor}):
+        state(ctx).console.print(f"replayed {applied} events; cursor at {status.cursor}")
+
+
+webhook_app = typer.Typer(help="Webhooks: where corrections, conflicts and trust drops go.")
+app.add_typer(webhook_app, name="webhook")
+
+Event = Literal["correction", "conflict", "trust_drop", "expired"]
+
+
+@webhook_app.command("add")
+def webhook_add(
+    ctx: typer.Context,
+    name: str,
+    url: Annotated[
+        str, typer.Option(help="http(s)://… or env:VAR (a URL that is itself a secret).")
+    ],
+    format: Annotated[str, typer.Option(help="json or slack.")] = "json",
+    event: Annotated[
+        list[str] | None,
+        typer.Option(help="correction, conflict, trust_drop, expired (repeatable; default all)."),
+    ] = None,
+    secret: Annotated[
+        str | None, typer.Option(help="env:VAR holding the HMAC signing secret.")
+    ] = None,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for an answer.")] = 5.0,
+    max_attempts: Annotated[int, typer.Option(help="Attempts before giving up.")] = 8,
+    by: Annotated[str | None, typer.Option(help="Who adds it [local user].")] = None,
+    home: Home = None,
+    as_json: Json = False,
+) -> None:
+    """Add a webhook (or replace the one of that name)."""
+    fields: dict[str, object] = {
+        "name": name,
+        "url": url,
+        "format": format,
+        "secret": secret,
+        "timeout_s": timeout,
+        "max_attempts": max_attempts,
+    }
+    if event:
+        fields["events"] = event
+    spec = WebhookSpec.model_validate(fields)
+    with open_ledger(ctx, home) as ledger:
+        ledger.set_webhook(spec, by=by or local_actor())
+    if not emit(ctx, as_json, spec):
+        state(ctx).console.print(f"webhook {name}: {escape(spec.describe())}")
+
+
+@webhook_app.command("list")
+def webhook_list(ctx: typer.Context, home: Home = None, as_json: Json = False) -> None:
+    """The webhooks notifications go to."""
+    with open_ledger(ctx, home) as ledger:
+        hooks = ledger.webhooks()
+    if not emit(ctx, as_json, list(hooks.values())):
+        console = state(ctx).console
+        for spec in hooks.values():
+            console.print(f"{spec.name}: {escape(spec.describe())}")
+        if not hooks:
+            console.print("no webhook: add one with `episteme webhook add`")
+
+
+@webhook_app.command("remove")
+def webhook_remove(
+    ctx: typer.Context,
+    name: str,
+    by: Annotated[str | None, typer.Option(help="Who removes it [local user].")] = None,
+    home: Home = None,
+    as_json: Json = False,
+) -> None:
+    """Stop sending notifications to a webhook."""
+    with open_ledger(ctx, home) as ledger:
+        ledger.remove_webhook(name, by=by or local_actor())
+    if not emit(ctx, as_json, {"removed": name}):
+        state(ctx).console.print(f"removed webhook {name}")
+
+
+@webhook_app.command("deliveries")
+def webhook_deliveries(
+    ctx: typer.Context,
+    limit: Annotated[int, typer.Option(help="At most this many.")] = 50,
+    home: Home = None,
+    as_json: Json = False,
+) -> None:
+    """Deliveries, newest first: state, attempts, the last error and the next try."""
+    with open_ledger(ctx, home) as ledger:
+        rows = deliveries(ledger.store, limit)
+    if not emit(ctx, as_json, rows):
+        table = Table("webhook", "notification", "state", "attempts", "last error", "next try")
+        for d in rows:
+            table.add_row(
+                d.webhook,
+                escape(d.key),
+                d.state,
+                str(d.attempts),
+                escape(d.error or "-"),
+                show(d.next_attempt) if d.next_attempt else "-",
+            )
+        state(ctx).console.print(table if rows else "no delivery yet")

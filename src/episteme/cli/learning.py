@@ -1,0 +1,240 @@
+"""Learning commands: `constraint add|list|show`, `check`, `checks`, `trust`, `conflicts`,
+`notifications`."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from episteme.cli.common import Home, Json, TimeOpt, app, emit, open_ledger, state, when
+from episteme.cli.render import short, val
+from episteme.cli.server import local_actor
+from episteme.ledger.learning import ConstraintState
+from episteme.timeutil import show
+
+VIOLATION = 3
+"""Exit code of `check` when the plan violates a constraint (1 and 2 are errors)."""
+
+constraint_app = typer.Typer(help="Negative constraints: what must not be done, and why.")
+app.add_typer(constraint_app, name="constraint")
+
+Many = list[str] | None
+
+
+@constraint_app.command("add")
+def constraint_add(
+    ctx: typer.Context,
+    scope: Annotated[str, typer.Option(help="The subject it covers, and all below it.")],
+    reason: Annotated[str, typer.Option(help="Why it is forbidden (shown to agents).")],
+    forbid: Annotated[
+        Many, typer.Option(help="A term to forbid, matched as a whole word (repeatable).")
+    ] = None,
+    pattern: Annotated[
+        Many, typer.Option(help="A regular expression to forbid (repeatable).")
+    ] = None,
+    identifier: Annotated[
+        Many, typer.Option(help="A name, path or tag forbidden exactly as written (repeatable).")
+    ] = None,
+    prefer: Annotated[str | None, typer.Option(help="The preferred alternative.")] = None,
+    half_life: Annotated[
+        float, typer.Option("--half-life", help="Days until its strength halves without a hit.")
+    ] = 30.0,
+    by: Annotated[str | None, typer.Option(help="Who records it [local user].")] = None,
+    home: Home = None,
+    as_json: Json = False,
+) -> None:
+    """Record a negative constraint (checked before agents act)."""
+    with open_ledger(ctx, home) as ledger:
+        made = ledger.add_constraint(
+            scope=scope,
+            reason=reason,
+            by=by or local_actor(),
+            forbid=forbid or [],
+            patterns=pattern or [],
+            items=identifier or [],
+            prefer=prefer,
+            half_life_days=half_life,
+        )
+    if not emit(ctx, as_json, made):
+        state(ctx).console.print(_constraints([made]))
+
+
+@constraint_app.command("list")
+def constraint_list(
+    ctx: typer.Context,
+    scope: Annotated[str | None, typer.Option(help="Only those in scope of this subject.")] = None,
+    home: Home = None,
+    as_json: Json = False,
+) -> None:
+    """Constraints with their strength now (dormant ones still answer, as warnings)."""
+    with open_ledger(ctx, home) as ledger:
+        rows = ledger.constraints(scope)
+    if not emit(ctx, as_json, rows):
+        state(ctx).console.print(_constraints(rows) if rows else "no constraint recorded")
+
+
+@constraint_app.command("show")
+def constraint_show(ctx: typer.Context, id: str, home: Home = None, as_json: Json = False) -> None:
+    """One constraint by id (or unique prefix)."""
+    with open_ledger(ctx, home) as ledger:
+        found = ledger.constraint(id)
+    if not emit(ctx, as_json, found):
+        c = found.constraint
+        console = state(ctx).console
+        console.print(_constraints([found]))
+        console.print(f"reason: {escape(c.reason)}")
+        console.print(f"origin: {escape(c.origin)}; created {show(c.at)} by {escape(c.created_by)}")
+        hit = show(c.last_hit_at) if c.last_hit_at else "never"
+        console.print(f"hits: {c.hits}, last {hit}; half-life {c.half_life_days:g} days")
+
+
+def _constraints(rows: list[ConstraintState]) -> Table:
+    table = Table("id", "scope", "forbids", "prefer", "strength", "state")
+    for s in rows:
+        c = s.constraint
+        forbids = [*c.forbid, *(f"/{p}/" for p in c.patterns), *(f"={i}" for i in c.items)]
+        style = "green" if s.state == "active" else "dim"
+        table.add_row(
+            short(c.id),
+            c.scope,
+            escape(", ".join(forbids)),
+            escape(c.prefer or "-"),
+            f"{s.strength:.2f}",
+            f"[{style}]{s.state}[/]",
+        )
+    return table
+
+
+@app.command()
+def check(
+    ctx: typer.Context,
+    plan: Annotated[str, typer.Option(help="What you are about to do, in words.")],
+    scope: Annotated[
+        Many, typer.Option("--scope", "--subject", "-s", help="A subject it touches (repeatable).")
+    ] = None,
+    item: Annotated[
+        Many, typer.Option(help="An identifier it uses: package, path, image (repeatable).")
+    ] = None,
+    agent: Annotated[str | None, typer.Option(help="Who checks [local user].")] = None,
+    home: Home = None,
+    as_json: Json = False,
+) -> None:
+    """Pre-flight, audited: the constraints a plan would violate (exit 3 if any)."""
+    with open_ledger(ctx, home) as ledger:
+        result = ledger.check(plan, scope or [], agent=agent or local_actor(), items=item or [])
+    if not emit(ctx, as_json, result):
+        console = state(ctx).console
+        for v in result.violations:
+            colour = "red" if v.severity == "violation" else "yellow"
+            origin = v.constraint.origin
+            console.print(
+                f"[{colour}]{v.severity}[/] {escape(v.message)} "
+                f"(strength {v.strength:.2f}, {short(v.constraint.id)}, from {escape(origin)})"
+            )
+        if not result.violations:
+            console.print(f"no violation ({result.checked} constraints in scope)")
+        console.print(f"check id {result.check_id}", style="dim")
+    if not result.ok:
+        raise typer.Exit(VIOLATION)
+
+
+@app.command()
+def checks(
+    ctx: typer.Context,
+    agent: Annotated[str | None, typer.Option(help="Only this agent's checks.")] = None,
+    since: TimeOpt = None,
+    until: TimeOpt = None,
+    limit: Annotated[int, typer.Option(help="At most this many.")] = 100,
+    home: Home = None,
+    as_json: Json = False,
+) -> None:
+    """Audited pre-flight checks, newest first: who checked what, and what it hit."""
+    with open_ledger(ctx, home) as ledger:
+        rows = ledger.checks(
+            agent=agent,
+            since=when(ctx, since, "--since"),
+            until=when(ctx, until, "--until"),
+            limit=limit,
+        )
+    if not emit(ctx, as_json, rows):
+        table = Table("check", "at", "agent", "plan", "hits")
+        for r in rows:
+            hits = ", ".join(f"{v['matched']} ({v['severity']})" for v in r.violations) or "-"
+            table.add_row(r.id, show(r.at), r.agent, escape(r.plan[:60]), escape(hits))
+        state(ctx).console.print(table if rows else "no check recorded")
+
+
+@app.command()
+def trust(
+    ctx: typer.Context,
+    agent: Annotated[str | None, typer.Option(help="Only this agent.")] = None,
+    topic: Annotated[
+        str | None, typer.Option(help="A subject prefix (default: each top-level topic).")
+    ] = None,
+    at: TimeOpt = None,
+    home: Home = None,
+    as_json: Json = False,
+) -> None:
+    """Trust per agent and topic, and the evidence that moved it (see docs/trust.md)."""
+    with open_ledger(ctx, home) as ledger:
+        rows = ledger.trust_scores(agent=agent, topic=topic, at=when(ctx, at, "--at"))
+    if emit(ctx, as_json, rows):
+        return
+    console = state(ctx).console
+    if not rows:
+        console.print("no trust evidence yet: every agent stands at 0.50")
+        return
+    for s in rows:
+        console.print(
+            f"[bold]{escape(s.agent)}[/] on {s.topic}: {s.score:.2f} "
+            f"(successes {s.successes:.2f}, failures {s.failures:.2f}, as of {show(s.at)})"
+        )
+        for m in s.moves[:5]:
+            sign = f"+{m.success:g}" if m.success else f"-{m.failure:g}"
+            console.print(f"  {sign:>5} {show(m.at)} {escape(m.reason)}")
+
+
+@app.command()
+def conflicts(
+    ctx: typer.Context,
+    all_: Annotated[bool, typer.Option("--all", help="Also conflicts since resolved.")] = False,
+    home: Home = None,
+    as_json: Json = False,
+) -> None:
+    """Subjects with two approved values at once (raised by the gardener)."""
+    with open_ledger(ctx, home) as ledger:
+        rows = ledger.conflicts(include_resolved=all_)
+    if emit(ctx, as_json, rows):
+        return
+    console = state(ctx).console
+    if not rows:
+        console.print("no open conflict")
+    for c in rows:
+        status = "[red]open[/]" if c.open else "[dim]resolved[/]"
+        console.print(f"{status} {c.subject} (raised {show(c.raised_at)})")
+        for aid, value in zip(c.assertion_ids, c.values, strict=True):
+            console.print(f"  {short(aid)} {val(value)} [{c.lifecycles.get(aid, '?')}]")
+
+
+@app.command()
+def notifications(
+    ctx: typer.Context,
+    type: Annotated[
+        str | None, typer.Option(help="correction, conflict, trust_drop or expired.")
+    ] = None,
+    since: TimeOpt = None,
+    limit: Annotated[int, typer.Option(help="At most this many.")] = 100,
+    home: Home = None,
+    as_json: Json = False,
+) -> None:
+    """What the gardener raised, newest first (what webhooks are sent)."""
+    with open_ledger(ctx, home) as ledger:
+        rows = ledger.notifications(type=type, since=when(ctx, since, "--since"), limit=limit)
+    if not emit(ctx, as_json, rows):
+        table = Table("at", "type", "summary")
+        for n in rows:
+            table.add_row(show(n.at), n.type, escape(n.summary))
+        state(ctx).console.print(table if rows else "nothing raised")

@@ -1,0 +1,387 @@
+"""The gardener: follows the journal and acts on what it says (DESIGN §2).
+
+From a persisted cursor it reads the events after the last one it applied and turns
+them into trust evidence and notifications; each batch is written with the cursor
+move in one transaction, so a gardener killed mid-batch applies that batch again,
+whole, and applying an event twice changes nothing (rows are keyed by the event).
+Everything it derives from an event depends only on the journal up to that event,
+so a replay from the start (`episteme gardener replay`) gives the same rows.
+
+It also notices approved assertions whose valid time ran out. Notifications go to the
+webhooks that take their type, through the job queue (`episteme.ledger.webhooks`
+delivers them). In `episteme serve` the gardener runs in the process that holds the
+``background`` leadership; `episteme gardener` runs it alone.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from pydantic import BaseModel
+from whenever import Instant
+
+from episteme.ledger.conflicts import conflicts
+from episteme.ledger.core import Ledger
+from episteme.ledger.journal import Event, EventKind
+from episteme.ledger.model import Assertion, Lifecycle
+from episteme.ledger.sql.learning import Evidence, Note
+from episteme.ledger.trust import topic_of, weigh
+from episteme.ledger.webhooks import Notification, job_payload
+from episteme.timeutil import from_us, to_us
+
+log = logging.getLogger(__name__)
+
+NAME = "gardener"
+BATCH = 500
+FIRST_SCAN_US = 86_400_000_000
+"""How far back the first expiry scan of a ledger looks (one day)."""
+
+
+class GardenerStatus(BaseModel):
+    """Where the gardener is in the journal."""
+
+    cursor: int
+    head: int
+    lag_events: int
+    lag_seconds: float
+    """Age of the oldest event not applied yet (0 when caught up)."""
+    updated_at: Instant | None
+    scanned_at: Instant | None
+
+
+class Gardener:
+    """Applies journal events to trust evidence and notifications, in batches."""
+
+    def __init__(self, ledger: Ledger, *, batch: int = BATCH, name: str = NAME) -> None:
+        self.ledger, self.batch, self.name = ledger, batch, name
+        self.store = ledger.store
+        self.policy = ledger.policy
+
+    # -- following the journal -------------------------------------------------------
+
+    def step(self) -> int:
+        """Apply the next batch of events; how many were applied (0: caught up)."""
+        cursor = self.store.garden_cursor(self.name).seq
+        events = list(_take(self.store.events(after_seq=cursor), self.batch))
+        if not events:
+            return 0
+        evidence: list[Evidence] = []
+        notes: list[Note] = []
+        webhooks = self.ledger.webhooks()
+        for ev in events:
+            new_evidence, new_notes = self._apply(ev, evidence)
+            evidence += new_evidence
+            notes += new_notes
+        deliveries = [self._deliver(n, webhooks) for n in notes]
+        now = to_us(self.ledger.clock.now())
+        self.store.garden_commit(self.name, cursor, events[-1].seq, evidence, deliveries, now)
+        return len(events)
+
+    def run_until_caught_up(self) -> int:
+        """Apply batches until the journal's end; how many events were applied."""
+        total = 0
+        while n := self.step():
+            total += n
+        return total
+
+    def scan(self) -> int:
+        """Notify approved assertions whose valid time ended since the last scan."""
+        cursor = self.store.garden_cursor(self.name)
+        now = to_us(self.ledger.clock.now())
+        after = cursor.scanned_at if cursor.scanned_at is not None else now - FIRST_SCAN_US
+        gone = self.store.expired(after, now)
+        webhooks = self.ledger.webhooks()
+        notes = [self._deliver(_expired(a), webhooks) for a in gone]
+        self.store.garden_commit(self.name, cursor.seq, cursor.seq, [], notes, now, now)
+        return len(gone)
+
+    def status(self) -> GardenerStatus:
+        cursor = self.store.garden_cursor(self.name)
+        head = self.store.head()[0]
+        lag_seconds = 0.0
+        if head > cursor.seq:
+            oldest = next(self.store.events(after_seq=cursor.seq), None)
+            if oldest is not None:
+                now = to_us(self.ledger.clock.now())
+                lag_seconds = max(0, now - oldest.at) / 1_000_000
+        return GardenerStatus(
+            cursor=cursor.seq,
+            head=head,
+            lag_events=max(0, head - cursor.seq),
+            lag_seconds=round(lag_seconds, 3),
+            updated_at=None if cursor.updated_at is None else from_us(cursor.updated_at),
+            scanned_at=None if cursor.scanned_at is None else from_us(cursor.scanned_at),
+        )
+
+    def replay(self) -> int:
+        """Forget the trust evidence and apply the whole journal again (a new policy)."""
+        self.store.garden_reset(self.name, to_us(self.ledger.clock.now()))
+        return self.run_until_caught_up()
+
+    # -- what one event means --------------------------------------------------------
+
+    def _apply(self, ev: Event, pending: list[Evidence]) -> tuple[list[Evidence], list[Note]]:
+        if ev.kind == EventKind.ASSERTION_CORRECTED:
+            return self._corrected(ev, ev.data(), pending)
+        if ev.kind == EventKind.ASSERTION_MOVED:
+            data = ev.data()
+            if data["to"] == Lifecycle.APPROVED:
+                return self._approved(ev, [data["id"]])
+        if ev.kind == EventKind.ASSERTIONS_ADDED:
+            approved = [a["id"] for a in ev.data()["assertions"] if a["lifecycle"] == "approved"]
+            if approved:
+                return self._approved(ev, approved)
+        return [], []
+
+    def _deciders(self, assertion_id: str, before_seq: int) -> list[tuple[str, str]]:
+        """(agent, decision id) of decisions recorded before `before_seq` that relied on
+        a query which served `assertion_id`: one per agent, the first decision."""
+        seen: dict[str, str] = {}
+        for d in self.store.decisions_citing_assertion(assertion_id):
+            if d.seq < before_seq:
+                seen.setdefault(d.agent, d.id)
+        return sorted(seen.items())
+
+    def _approved(self, ev: Event, ids: list[str]) -> tuple[list[Evidence], list[Note]]:
+        p = self.policy
+        evidence = []
+        notes = []
+        subjects = set()
+        for a in self.store.assertions(ids):
+            subjects.add(a.subject)
+            why = f"{a.id[:12]} on {a.subject} approved by {ev.actor}"
+            if p.approved_success:
+                evidence.append(_row(ev, a, a.agent, "asserted", p.approved_success, 0.0, why))
+            if p.confirmed_success:
+                for agent, did in self._deciders(a.id, ev.seq):
+                    reason = f"decision {did} relied on {a.id[:12]}, since approved"
+                    evidence.append(_row(ev, a, agent, "relied", p.confirmed_success, 0.0, reason))
+        for subject in sorted(subjects):
+            notes += self._conflicts(ev, subject)
+        return evidence, notes
+
+    def _conflicts(self, ev: Event, subject: str) -> list[Note]:
+        """Conflicts on `subject` right after `ev` (as of its time: same on replay)."""
+        rows, _ = self.store.candidates(subject, ev.at, None, ["approved"])
+        current = [c.assertion() for c in rows if c.subject == subject]
+        return [
+            Note(
+                key=c.key,
+                type="conflict",
+                seq=ev.seq,
+                at=ev.at,
+                summary=c.summary(),
+                data=c.model_dump(mode="json"),
+            )
+            for c in conflicts(current)
+        ]
+
+    def _corrected(
+        self, ev: Event, data: dict[str, Any], pending: list[Evidence]
+    ) -> tuple[list[Evidence], list[Note]]:
+        p = self.policy
+        bad = self.store.assertion(data["id"])
+        if bad is None:  # a journal whose projections lag: nothing to weigh
+            return [], []
+        by, reason = ev.actor, data["reason"]
+        cid = data["correction_id"]
+        evidence = [
+            _row(ev, bad, bad.agent, "asserted", 0.0, p.asserted_failure,
+                 f"asserted {bad.id[:12]} on {bad.subject}, corrected by {by} ({cid}): {reason}")
+        ]  # fmt: skip
+        approver = next(
+            (
+                v.actor
+                for v in self.store.versions(bad.id)
+                if v.lifecycle is Lifecycle.APPROVED and v.seq < ev.seq
+            ),
+            None,
+        )
+        if approver is not None and p.approver_failure:
+            evidence.append(
+                _row(ev, bad, approver, "approved", 0.0, p.approver_failure,
+                     f"approved {bad.id[:12]} on {bad.subject}, corrected by {by} ({cid})")
+            )  # fmt: skip
+        if p.cited_failure:
+            for agent, did in self._deciders(bad.id, ev.seq):
+                evidence.append(
+                    _row(ev, bad, agent, "relied", 0.0, p.cited_failure,
+                         f"decision {did} relied on {bad.id[:12]}, corrected by {by} ({cid})")
+                )  # fmt: skip
+        value = None
+        if data.get("replacement"):
+            value = data["replacement"]["value"]
+        elif data.get("confirmed") and (kept := self.store.assertion(data["confirmed"])):
+            value = kept.value
+        summary = f"{by} corrected {bad.subject}: {bad.id[:12]} is wrong ({reason})"
+        notes = [
+            Note(
+                key=f"correction:{cid}",
+                type="correction",
+                seq=ev.seq,
+                at=ev.at,
+                summary=summary,
+                data={
+                    "correction_id": cid,
+                    "assertion_id": bad.id,
+                    "subject": bad.subject,
+                    "wrong_value": bad.value,
+                    "right_value": value,
+                    "by": by,
+                    "reason": reason,
+                    "constraint_id": (data.get("constraint") or {}).get("id"),
+                },
+            )
+        ]
+        notes += self._drops(ev, evidence, pending)
+        return evidence, notes
+
+    def _drops(self, ev: Event, new: list[Evidence], pending: list[Evidence]) -> list[Note]:
+        """Trust drops below the alert line that this event's failures caused."""
+        out = []
+        threshold = self.policy.alert_below
+        for agent, topic in sorted({(e.agent, topic_of(e.subject)) for e in new}):
+            stored = self.store.trust_evidence(agent, topic, ev.at)
+
+            def mine(e: Evidence, agent: str = agent, topic: str = topic) -> bool:
+                return e.agent == agent and topic_of(e.subject) == topic
+
+            before = [e for e in stored if e.seq < ev.seq] + [
+                e for e in pending if e.seq < ev.seq and mine(e)
+            ]
+            after = before + [e for e in new if mine(e)]
+            was = weigh(before, ev.at, self.policy)[0]
+            now = weigh(after, ev.at, self.policy)[0]
+            if was >= threshold > now:
+                out.append(
+                    Note(
+                        key=f"trust_drop:{agent}:{topic}:{ev.seq}",
+                        type="trust_drop",
+                        seq=ev.seq,
+                        at=ev.at,
+                        summary=f"trust of {agent} on {topic} fell to {now:.2f} "
+                        f"(from {was:.2f}, alert below {threshold:.2f})",
+                        data={"agent": agent, "topic": topic, "before": was, "after": now},
+                    )
+                )
+        return out
+
+    @staticmethod
+    def _deliver(note: Note, webhooks: dict[str, Any]) -> Note:
+        notification = Notification.model_validate(
+            {
+                "key": note.key,
+                "type": note.type,
+                "at": from_us(note.at),
+                "summary": note.summary,
+                "data": note.data,
+            }
+        )
+        targets = tuple(
+            (name, job_payload(name, notification))
+            for name, spec in sorted(webhooks.items())
+            if note.type in spec.events
+        )
+        return Note(note.key, note.type, note.seq, note.at, note.summary, note.data, targets)
+
+
+def _row(
+    ev: Event, a: Assertion, agent: str, role: str, success: float, failure: float, reason: str
+) -> Evidence:
+    return Evidence(ev.seq, agent, role, a.id, a.subject, ev.at, success, failure, reason)
+
+
+def _expired(a: Assertion) -> Note:
+    assert a.valid_to is not None
+    at = to_us(a.valid_to)
+    return Note(
+        key=f"expired:{a.id}",
+        type="expired",
+        seq=None,
+        at=at,
+        summary=f"{a.subject}: approved value {a.id[:12]} stopped being valid at "
+        f"{a.valid_to.format_iso()}",
+        data={"assertion_id": a.id, "subject": a.subject, "value": a.value},
+    )
+
+
+def worker_name() -> str:
+    """This process, as a job queue worker: host and pid."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _take(events: Iterator[Event], n: int) -> Iterator[Event]:
+    for i, ev in enumerate(events):
+        if i >= n:
+            break
+        yield ev
+
+
+class GardenerLoop:
+    """A thread that keeps the gardener caught up and delivers notifications.
+
+    Errors (the database away, a webhook store failing) are logged and retried with
+    backoff: the loop never stops following the journal while it runs.
+    """
+
+    def __init__(
+        self,
+        gardener: Gardener,
+        *,
+        deliver: Callable[[], int] | None = None,
+        idle: float = 0.5,
+        scan_every: float = 10.0,
+    ) -> None:
+        self.gardener, self.deliver = gardener, deliver
+        self.idle, self.scan_every = idle, scan_every
+        self.errors = 0
+        self.last_error: str | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        if self._thread is None or not self._thread.is_alive():
+            self._stop.clear()
+            self._thread = threading.Thread(target=self._run, name="gardener", daemon=True)
+            self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+
+    def wait(self, timeout: float) -> bool:
+        """Sleep up to `timeout` seconds; True once the loop was asked to stop."""
+        return self._stop.wait(timeout)
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def _run(self) -> None:
+        backoff = self.idle
+        last_scan = 0.0
+        while not self._stop.is_set():
+            try:
+                applied = self.gardener.step()
+                if time.monotonic() - last_scan >= self.scan_every:
+                    self.gardener.scan()
+                    last_scan = time.monotonic()
+                if self.deliver is not None:
+                    self.deliver()
+                backoff = self.idle
+                if applied:
+                    continue
+            except Exception as exc:  # the loop must outlive any one failure
+                self.errors += 1
+                self.last_error = f"{type(exc).__name__}: {exc}"[:500]
+                log.warning("gardener: %s (retrying in %.1f s)", self.last_error, backoff)
+                backoff = min(backoff * 2, 30.0)
+            self._stop.wait(backoff)

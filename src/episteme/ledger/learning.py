@@ -1,0 +1,280 @@
+"""What the ledger learns from corrections: constraints, checks, trust, conflicts, webhooks.
+
+`Learning` is the part of `Ledger` that the gardener and the pre-flight check use
+(DESIGN §2: negative constraint, trust, gardener). Constraints, checks and webhooks
+are journal events like any other write; trust evidence and notifications are the
+gardener's (`episteme.ledger.gardener`), read here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel, JsonValue
+from whenever import Instant
+
+from episteme.errors import InvalidInput, NotFound
+from episteme.ledger import constraints as rules
+from episteme.ledger.canonical import content_id
+from episteme.ledger.conflicts import conflicts
+from episteme.ledger.constraints import CheckResult, Violation
+from episteme.ledger.journal import Draft, Event, EventKind
+from episteme.ledger.model import check_context, check_name, check_subject
+from episteme.ledger.records import CheckRecord, ConstraintRecord, NotificationRecord
+from episteme.ledger.trust import TrustPolicy, TrustScore, scores
+from episteme.ledger.webhooks import WebhookSpec
+from episteme.timeutil import Clock, from_us, to_us
+
+if TYPE_CHECKING:
+    from episteme.ledger.store import BuildFn, Store, StoreReader
+
+MAX_ITEMS = 200
+
+
+class ConstraintState(BaseModel):
+    """A constraint and how strongly it holds now."""
+
+    constraint: ConstraintRecord
+    strength: float
+    state: str
+    """``active``, or ``dormant`` (it still answers checks, as a warning)."""
+
+
+class ConflictState(BaseModel):
+    """A conflict the gardener raised, and whether it still holds."""
+
+    key: str
+    subject: str
+    assertion_ids: list[str]
+    values: list[JsonValue]
+    raised_at: Instant
+    open: bool
+    lifecycles: dict[str, str]
+
+
+def _us(instant: Instant | None) -> int | None:
+    return None if instant is None else to_us(instant)
+
+
+class Learning:
+    """Constraints, audited checks, trust scores, conflicts and webhooks of a `Ledger`."""
+
+    store: Store
+    clock: Clock
+    policy: TrustPolicy
+
+    def _write(self, build: BuildFn) -> list[Event]:
+        raise NotImplementedError
+
+    # -- negative constraints --------------------------------------------------------
+
+    def add_constraint(
+        self,
+        *,
+        scope: str,
+        reason: str,
+        by: str,
+        forbid: Sequence[str] = (),
+        patterns: Sequence[str] = (),
+        items: Sequence[str] = (),
+        prefer: str | None = None,
+        half_life_days: float = rules.DEFAULT_HALF_LIFE_DAYS,
+    ) -> ConstraintState:
+        """Record a negative constraint: what must not be done in `scope`, and why."""
+        check_name(by, "by")
+        body = rules.new_constraint(
+            scope=scope,
+            reason=reason,
+            forbid=forbid,
+            patterns=patterns,
+            items=items,
+            prefer=prefer,
+            half_life_days=half_life_days,
+        )
+        made: list[str] = []
+
+        def build(r: StoreReader, at: int, seq: int) -> list[Draft]:
+            cid = "c_" + content_id({**body, "by": by, "at": at, "seq": seq})[:24]
+            made.append(cid)
+            constraint = {"id": cid, **body, "origin": f"direct:{by}"}
+            return [Draft(EventKind.CONSTRAINT_ADDED, by, {"constraint": constraint})]
+
+        self._write(build)
+        return self.constraint(made[0])
+
+    def _state(self, c: ConstraintRecord, now: Instant) -> ConstraintState:
+        power = rules.strength(c, now)
+        state = "active" if power >= rules.DORMANT_BELOW else "dormant"
+        return ConstraintState(constraint=c, strength=round(power, 4), state=state)
+
+    def constraint(self, ref: str) -> ConstraintState:
+        """A constraint by id (or unique prefix), with its strength now."""
+        kind, full = self.store.resolve(ref)
+        found = self.store.constraint(full) if kind == "constraint" else None
+        if found is None:
+            raise NotFound(f"no constraint with id {ref!r}", field="id")
+        return self._state(found, self.clock.now())
+
+    def constraints(self, scope: str | None = None) -> list[ConstraintState]:
+        """Every constraint (or those in scope of `scope`), with its strength now."""
+        if scope is not None:
+            check_subject(scope, field="scope")
+        now = self.clock.now()
+        return [self._state(c, now) for c in self.store.constraints(scope)]
+
+    def check(
+        self,
+        plan: str,
+        scope: Sequence[str] = (),
+        *,
+        agent: str,
+        items: Sequence[str] = (),
+        context: dict[str, Any] | None = None,
+    ) -> CheckResult:
+        """Pre-flight, audited: the constraints in `scope` that `plan` or `items` would break.
+
+        Every constraint hit is fresh again from now, dormant ones included.
+        """
+        check_name(agent, "agent")
+        check_context(context)
+        if not plan.strip():
+            raise InvalidInput("give the plan to check: what you are about to do", field="plan")
+        subjects = [check_subject(s, field="scope") for s in scope]
+        if len(items) > MAX_ITEMS or any(not i.strip() for i in items):
+            raise InvalidInput(
+                f"--item takes 1 to {MAX_ITEMS} non-empty identifiers", field="items"
+            )
+        out: list[CheckResult] = []
+
+        def build(r: StoreReader, at: int, seq: int) -> list[Draft]:
+            found: dict[str, ConstraintRecord] = {}
+            scopes: list[str | None] = [*subjects] or [None]
+            for subject in scopes:
+                for c in r.constraints(subject):
+                    found.setdefault(c.id, c)
+            now = from_us(at)
+            violations = rules.evaluate(found.values(), plan, list(items), now)
+            kid = "k_" + content_id({"agent": agent, "at": at, "seq": seq})[:24]
+            out.append(
+                CheckResult(
+                    check_id=kid,
+                    agent=agent,
+                    at=now,
+                    plan=plan,
+                    scope=subjects,
+                    items=list(items),
+                    checked=len(found),
+                    violations=violations,
+                )
+            )
+            payload = {
+                "check_id": kid,
+                "plan": plan,
+                "scope": subjects,
+                "items": list(items),
+                "checked": len(found),
+                "violations": [_served(v) for v in violations],
+                "context": context or {},
+            }
+            return [Draft(EventKind.CONSTRAINT_CHECKED, agent, payload)]
+
+        self._write(build)
+        return out[0]
+
+    def checks(
+        self,
+        *,
+        agent: str | None = None,
+        since: Instant | None = None,
+        until: Instant | None = None,
+        limit: int = 100,
+    ) -> list[CheckRecord]:
+        """Audited pre-flight checks by agent and window, newest first."""
+        if agent is not None:
+            check_name(agent, "agent")
+        if limit < 1:
+            raise InvalidInput("--limit must be at least 1", field="limit")
+        return self.store.checks(agent, _us(since), _us(until), limit)
+
+    # -- trust, conflicts, notifications ---------------------------------------------
+
+    def trust_scores(
+        self, *, agent: str | None = None, topic: str | None = None, at: Instant | None = None
+    ) -> list[TrustScore]:
+        """Scores per agent and topic at `at` (now), with the evidence that moved them."""
+        if agent is not None:
+            check_name(agent, "agent")
+        if topic is not None:
+            check_subject(topic, field="topic")
+        at_us = to_us(at or self.clock.now())
+        rows = self.store.trust_evidence(agent, topic, at_us)
+        return scores(rows, at_us, self.policy, topic)
+
+    def conflicts(self, *, include_resolved: bool = False) -> list[ConflictState]:
+        """Conflicts the gardener raised, newest first; open ones only unless asked."""
+        out = []
+        for n in self.store.notifications("conflict", limit=1000):
+            ids = list(n.data["assertion_ids"])
+            now = self.store.assertions(ids)
+            still = {c.key for c in conflicts(now)}
+            state = ConflictState(
+                key=n.key,
+                subject=n.data["subject"],
+                assertion_ids=ids,
+                values=n.data["values"],
+                raised_at=n.at,
+                open=bool(still),
+                lifecycles={a.id: str(a.lifecycle) for a in now},
+            )
+            if state.open or include_resolved:
+                out.append(state)
+        return out
+
+    def notifications(
+        self, *, type: str | None = None, since: Instant | None = None, limit: int = 100
+    ) -> list[NotificationRecord]:
+        """What the gardener raised (corrections, conflicts, trust drops, expiries)."""
+        if limit < 1:
+            raise InvalidInput("--limit must be at least 1", field="limit")
+        return self.store.notifications(type, _us(since), limit)
+
+    # -- webhooks ----------------------------------------------------------------------
+
+    def webhooks(self) -> dict[str, WebhookSpec]:
+        """The webhooks notifications go to, by name."""
+        return {
+            name: WebhookSpec.model_validate(spec)
+            for name, (spec, _, _) in self.store.webhook_specs().items()
+        }
+
+    def set_webhook(self, spec: WebhookSpec, *, by: str) -> WebhookSpec:
+        """Add a webhook, or replace the one of that name."""
+        check_name(by, "by")
+        data = spec.model_dump(mode="json")
+
+        def build(r: StoreReader, at: int, seq: int) -> list[Draft]:
+            return [Draft(EventKind.WEBHOOK_SET, by, {"name": spec.name, "spec": data})]
+
+        self._write(build)
+        return spec
+
+    def remove_webhook(self, name: str, *, by: str) -> None:
+        check_name(by, "by")
+
+        def build(r: StoreReader, at: int, seq: int) -> list[Draft]:
+            if name not in r.webhook_specs():
+                raise NotFound(f"no webhook named {name!r}: see `episteme webhook list`")
+            return [Draft(EventKind.WEBHOOK_REMOVED, by, {"name": name})]
+
+        self._write(build)
+
+
+def _served(v: Violation) -> dict[str, Any]:
+    return {
+        "constraint_id": v.constraint.id,
+        "matched": v.matched,
+        "found_in": v.found_in,
+        "strength": v.strength,
+        "severity": v.severity,
+    }

@@ -1,0 +1,250 @@
+"""Reads and writes of what the ledger learns, for every SQL store.
+
+Checks and webhooks are projections of the journal (`projector` writes them). The
+gardener's own state, its cursor, the trust evidence it derives and the notifications
+it raises, is written here, in one transaction per batch that also moves the cursor:
+a batch is applied whole or not at all, and applying it twice changes nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from episteme.ledger.canonical import canonical
+from episteme.ledger.model import Assertion, Candidate
+from episteme.ledger.records import CheckRecord, NotificationRecord
+from episteme.ledger.sql.projector import OPEN, Conn, Us, us
+from episteme.timeutil import from_us
+
+
+@dataclass(frozen=True, slots=True)
+class Evidence:
+    """One row of trust evidence: a success or failure weight for an agent on a subject."""
+
+    seq: int
+    agent: str
+    role: str
+    assertion_id: str
+    subject: str
+    at: int
+    success: float
+    failure: float
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Note:
+    """A notification to raise once (by `key`), and the webhooks to deliver it to."""
+
+    key: str
+    type: str
+    seq: int | None
+    at: int
+    summary: str
+    data: dict[str, Any]
+    deliver: tuple[tuple[str, Any], ...] = ()
+    """(webhook name, job payload) for each webhook that takes this type."""
+
+
+@dataclass(frozen=True, slots=True)
+class Cursor:
+    name: str
+    seq: int
+    updated_at: int | None
+    scanned_at: int | None
+
+
+def where(*filters: tuple[str, Any]) -> tuple[str, list[Any]]:
+    """A WHERE condition of the `(clause, value)` filters whose value is not None."""
+    given = [(c, v) for c, v in filters if v is not None]
+    return " AND ".join([c for c, _ in given] or ["1 = 1"]), [v for _, v in given]
+
+
+def _range(column: str, prefix: str) -> tuple[str, list[Any]]:
+    return f"({column} = ? OR ({column} > ? AND {column} < ?))", [
+        prefix,
+        prefix + ".",
+        prefix + "/",
+    ]
+
+
+class LearningReads:
+    """Reads of checks, webhooks, trust evidence, notifications and the cursor."""
+
+    @property
+    def conn(self) -> Conn:
+        raise NotImplementedError
+
+    def checks(
+        self,
+        agent: str | None = None,
+        since: int | None = None,
+        until: int | None = None,
+        limit: int = 100,
+    ) -> list[CheckRecord]:
+        """Audited pre-flight checks, newest first."""
+        cond, args = where(("agent = ?", agent), ("at >= ?", us(since)), ("at <= ?", us(until)))
+        rows = self.conn.execute(
+            "SELECT id, seq, at, agent, plan, scope, items, checked, violations, context"
+            f" FROM checks WHERE {cond} ORDER BY seq DESC LIMIT ?",
+            [*args, limit],
+        )
+        return [
+            CheckRecord.model_construct(
+                id=r[0],
+                seq=r[1],
+                at=from_us(r[2]),
+                agent=r[3],
+                plan=r[4],
+                scope=orjson.loads(r[5]),
+                items=orjson.loads(r[6]),
+                checked=r[7],
+                violations=orjson.loads(r[8]),
+                context=orjson.loads(r[9]),
+            )
+            for r in rows
+        ]
+
+    def webhook_specs(self) -> dict[str, tuple[dict[str, Any], int, str]]:
+        """Each webhook's spec (as JSON data), when it was set and by whom."""
+        rows = self.conn.execute("SELECT name, spec, at, by FROM webhooks ORDER BY name")
+        return {r[0]: (orjson.loads(r[1]), r[2], r[3]) for r in rows}
+
+    def trust_evidence(
+        self, agent: str | None, prefix: str | None, until: int | None
+    ) -> list[Evidence]:
+        """Evidence rows (oldest first) for `agent` on `prefix` and below, up to `until`."""
+        cond, args = where(("agent = ?", agent), ("at <= ?", us(until)))
+        if prefix is not None:
+            clause, pargs = _range("subject", prefix)
+            cond, args = f"{cond} AND {clause}", [*args, *pargs]
+        rows = self.conn.execute(
+            "SELECT seq, agent, role, assertion_id, subject, at, success, failure, reason"
+            f" FROM trust_evidence WHERE {cond} ORDER BY seq, agent, role",
+            args,
+        )
+        return [Evidence(*r) for r in rows]
+
+    def notifications(
+        self, type: str | None = None, since: int | None = None, limit: int = 100
+    ) -> list[NotificationRecord]:
+        """Notifications the gardener raised, newest first."""
+        cond, args = where(("type = ?", type), ("at >= ?", us(since)))
+        rows = self.conn.execute(
+            "SELECT key, type, seq, at, summary, data FROM notifications"
+            f" WHERE {cond} ORDER BY at DESC, key LIMIT ?",
+            [*args, limit],
+        )
+        return [
+            NotificationRecord.model_construct(
+                key=r[0],
+                type=r[1],
+                seq=r[2],
+                at=from_us(r[3]),
+                summary=r[4],
+                data=orjson.loads(r[5]),
+            )
+            for r in rows
+        ]
+
+    def garden_cursor(self, name: str) -> Cursor:
+        r = self.conn.execute(
+            "SELECT cursor, updated_at, scanned_at FROM gardener WHERE name = ?", (name,)
+        ).fetchone()
+        if r is None:
+            return Cursor(name, 0, None, None)
+        return Cursor(name, r[0], r[1], r[2])
+
+    def expired(self, after: int, until: int) -> list[Assertion]:
+        """Approved assertions whose valid time ended in (after, until]."""
+        rows = self.conn.execute(
+            "SELECT a.id, a.subject, a.value, a.kind, a.agent, a.source, a.evidence, a.epoch,"
+            " a.derived_from, a.valid_from, a.valid_to, a.recorded_at, v.lifecycle,"
+            " v.confidence FROM assertions a JOIN versions v ON v.arow = a.rowid"
+            f" AND v.tx_to = {OPEN} WHERE a.valid_to > ? AND a.valid_to <= ?"
+            " AND v.lifecycle = 'approved' ORDER BY a.valid_to, a.id",
+            (Us(after), Us(until)),
+        )
+        return [Candidate(*r).assertion() for r in rows]
+
+
+class LearningWrites:
+    """The gardener's transactions (they never wait for the journal's writer)."""
+
+    def _jobs_transaction(self) -> AbstractContextManager[Conn]:
+        raise NotImplementedError
+
+    def garden_commit(
+        self,
+        name: str,
+        expected: int,
+        cursor: int,
+        evidence: Sequence[Evidence],
+        notes: Sequence[Note],
+        now_us: int,
+        scanned_at: int | None = None,
+    ) -> bool:
+        """Apply one batch and move the cursor from `expected` to `cursor`, atomically.
+
+        False (and nothing written) when the cursor is no longer at `expected`: another
+        gardener applied this batch first. Rows already present are left as they are.
+        """
+        with self._jobs_transaction() as conn:
+            conn.execute(
+                "INSERT INTO gardener (name, cursor, updated_at) VALUES (?, 0, ?)"
+                " ON CONFLICT (name) DO NOTHING",
+                (name, Us(now_us)),
+            )
+            moved = conn.execute(
+                "UPDATE gardener SET cursor = ?, updated_at = ?,"
+                " scanned_at = coalesce(?, scanned_at) WHERE name = ? AND cursor = ?"
+                " RETURNING cursor",
+                (cursor, Us(now_us), us(scanned_at), name, expected),
+            ).fetchone()
+            if moved is None:
+                return False
+            if evidence:
+                conn.executemany(
+                    "INSERT INTO trust_evidence (seq, agent, role, assertion_id, subject, at,"
+                    " success, failure, reason) VALUES (?,?,?,?,?,?,?,?,?)"
+                    " ON CONFLICT DO NOTHING",
+                    [
+                        (e.seq, e.agent, e.role, e.assertion_id, e.subject, Us(e.at),
+                         e.success, e.failure, e.reason)
+                        for e in evidence
+                    ],
+                )  # fmt: skip
+            for n in notes:
+                new = conn.execute(
+                    "INSERT INTO notifications (key, type, seq, at, summary, data)"
+                    " VALUES (?,?,?,?,?,?) ON CONFLICT DO NOTHING RETURNING key",
+                    (n.key, n.type, n.seq, Us(n.at), n.summary, canonical(n.data)),
+                ).fetchone()
+                if new is None:
+                    continue  # raised before: delivered (or queued) once already
+                for _, payload in n.deliver:
+                    conn.execute(
+                        "INSERT INTO jobs (queue, payload, state, attempts, run_after,"
+                        " created_at) VALUES ('webhook', ?, 'ready', 0, ?, ?)",
+                        (canonical(payload), Us(now_us), Us(now_us)),
+                    )
+        return True
+
+    def garden_reset(self, name: str, now_us: int) -> None:
+        """Forget the trust evidence and move the cursor back to the start (replay).
+
+        Notifications stay: replaying raises none twice.
+        """
+        with self._jobs_transaction() as conn:
+            conn.execute("DELETE FROM trust_evidence")
+            conn.execute(
+                "INSERT INTO gardener (name, cursor, updated_at) VALUES (?, 0, ?)"
+                " ON CONFLICT (name) DO UPDATE SET cursor = 0, updated_at = excluded.updated_at,"
+                " scanned_at = NULL",
+                (name, Us(now_us)),
+            )

@@ -1,0 +1,312 @@
+"""The correction loop: trust that drops, constraints that stop the next agent, conflicts,
+expiry, and a gardener that can be replayed and killed without changing its answer."""
+
+from __future__ import annotations
+
+import pytest
+from whenever import TimeDelta
+
+from episteme.errors import InvalidInput, NotFound
+from episteme.ledger import Ledger
+from episteme.ledger.gardener import Gardener
+from episteme.ledger.trust import TrustPolicy
+from episteme.timeutil import ManualClock
+
+DAY = TimeDelta(hours=24)
+SUBJECT = "auth.jwt.algorithm"
+
+
+def _es256_story(ledger: Ledger) -> tuple[str, str]:
+    """RS256 approved; ES256 proposed; the orchestrator reads `latest` and the deploy is
+    recorded citing that read. Returns (ES256 id, decision id)."""
+    ledger.assert_one(
+        subject=SUBJECT, value="RS256", agent="docs-agent", confidence=0.92, lifecycle="approved"
+    )
+    es = ledger.assert_one(subject=SUBJECT, value="ES256", agent="research-agent", confidence=0.87)
+    read = ledger.query(SUBJECT, agent="orchestrator", lens="latest")
+    assert [i.assertion.value for i in read.items] == ["ES256"]
+    decision = ledger.decide("deploy auth config", agent="orchestrator", query_ids=[read.query_id])
+    return es.id, decision.id
+
+
+def _score(ledger: Ledger, agent: str, topic: str = "auth") -> float:
+    rows = ledger.trust_scores(agent=agent, topic=topic)
+    return rows[0].score if rows else 0.5
+
+
+def test_the_es256_correction_lowers_the_orchestrator_and_the_research_agent_more(
+    ledger: Ledger,
+) -> None:
+    es, decision = _es256_story(ledger)
+    gardener = Gardener(ledger)
+    gardener.run_until_caught_up()
+    before = {a: _score(ledger, a) for a in ("orchestrator", "research-agent")}
+    assert before == {"orchestrator": 0.5, "research-agent": 0.5}
+
+    ledger.correct(es, by="oncall", reason="prod expects RS256", value="RS256", forbid=True)
+    assert gardener.run_until_caught_up() == 1
+
+    orchestrator, research = _score(ledger, "orchestrator"), _score(ledger, "research-agent")
+    assert research < orchestrator < 0.5
+    assert research == pytest.approx(1 / 3)  # (1 + 0) / (2 + 1)
+    assert orchestrator == pytest.approx(1 / 2.3)  # (1 + 0) / (2 + 0.3)
+    # why it moved: the decision that relied on the bad answer is named
+    moves = ledger.trust_scores(agent="orchestrator", topic="auth")[0].moves
+    assert decision in moves[0].reason
+    assert moves[0].role == "relied"
+    # other topics are untouched, and the correction is a notification
+    assert _score(ledger, "research-agent", "billing") == 0.5
+    [note] = ledger.notifications(type="correction")
+    assert note.data["assertion_id"] == es
+    assert note.data["right_value"] == "RS256"
+    assert gardener.status().lag_events == 0
+
+
+def test_the_approver_of_a_wrong_value_loses_trust_too(ledger: Ledger) -> None:
+    bad = ledger.assert_one(subject="db.pool.max", value=500, agent="tuner")
+    ledger.approve(bad.id, by="lead")
+    Gardener(ledger).run_until_caught_up()
+    assert _score(ledger, "tuner", "db") == pytest.approx(2 / 3)  # approved: +1 success
+    ledger.correct(bad.id, by="oncall", reason="max_connections is 100")
+    Gardener(ledger).run_until_caught_up()
+    assert _score(ledger, "lead", "db") == pytest.approx(1 / 2.5)
+    assert _score(ledger, "tuner", "db") == pytest.approx(2 / 4)
+
+
+def test_trust_decays_and_can_be_read_at_a_past_time(ledger: Ledger, clock: ManualClock) -> None:
+    es, _ = _es256_story(ledger)
+    ledger.correct(es, by="oncall", reason="prod expects RS256")
+    Gardener(ledger).run_until_caught_up()
+    corrected_at = clock.now()
+    clock.advance(DAY * 90)  # one half-life: the failure weighs half
+    assert _score(ledger, "research-agent") == pytest.approx(1 / 2.5)
+    then = ledger.trust_scores(agent="research-agent", topic="auth", at=corrected_at)
+    assert then[0].score == pytest.approx(1 / 3)
+    before = ledger.trust_scores(agent="research-agent", at=corrected_at.subtract(seconds=1))
+    assert before == []  # no evidence yet: the prior, 0.5
+
+
+def test_the_consensus_lens_ranks_by_confidence_times_trust(ledger: Ledger) -> None:
+    a = ledger.assert_one(subject="svc.region", value="eu-west-1", agent="mapper", confidence=0.9)
+    ledger.assert_one(subject="svc.region", value="us-east-1", agent="scout", confidence=0.8)
+    first = ledger.answer("svc.region", lens="consensus").items
+    assert [i.assertion.value for i in first] == ["eu-west-1", "us-east-1"]
+    for n in range(3):  # mapper is corrected three times on svc
+        bad = ledger.assert_one(subject=f"svc.port{n}", value=n, agent="mapper")
+        ledger.correct(bad.id, by="oncall", reason="wrong port")
+    Gardener(ledger).run_until_caught_up()
+    ranked = ledger.answer("svc.region", lens="consensus").items
+    assert [i.assertion.value for i in ranked] == ["us-east-1", "eu-west-1"]
+    assert ranked[1].assertion.id == a.id
+    assert ranked[1].score == pytest.approx(0.9 * 0.2)
+
+
+# -- constraints and checks --------------------------------------------------------------
+
+
+def test_the_axios_story_thirty_days_later(ledger: Ledger, clock: ManualClock) -> None:
+    made = ledger.add_constraint(
+        scope="code.http_client",
+        forbid=["node-fetch"],
+        prefer="axios",
+        reason="node-fetch v2 leaks sockets behind our proxy",
+        by="oncall",
+    )
+    assert made.strength == 1.0
+    assert made.state == "active"
+    clock.advance(DAY * 30)  # a fresh agent, no memory
+    result = ledger.check(
+        "add node-fetch to call the billing API",
+        ["code.http_client.billing"],
+        agent="fresh-agent",
+        items=["node-fetch"],
+    )
+    assert not result.ok
+    [v] = result.violations
+    assert (v.severity, v.strength, v.matched) == ("violation", 0.5, "node-fetch")
+    assert v.constraint.prefer == "axios"
+    assert v.constraint.origin == "direct:oncall"
+    assert "use 'axios' instead" in v.message
+    # the hit resurrected it
+    assert ledger.constraint(made.constraint.id).strength == 1.0
+    # audited like a read
+    [record] = ledger.checks(agent="fresh-agent")
+    assert record.id == result.check_id
+    assert record.violations[0]["matched"] == "node-fetch"
+    # a plan that uses axios passes
+    assert ledger.check("call billing with axios", ["code.http_client"], agent="fresh-agent").ok
+
+
+def test_a_dormant_constraint_still_answers_as_a_warning(
+    ledger: Ledger, clock: ManualClock
+) -> None:
+    made = ledger.add_constraint(
+        scope="deploy", patterns=[r"kubectl\s+delete\s+ns"], reason="namespaces hold PVCs", by="sre"
+    )
+    clock.advance(DAY * 120)
+    assert ledger.constraints()[0].state == "dormant"
+    result = ledger.check("kubectl delete ns staging", ["deploy.staging"], agent="ops-bot")
+    assert result.ok  # a warning does not block
+    [v] = result.violations
+    assert v.severity == "warning"
+    assert v.strength == pytest.approx(0.0625)
+    assert ledger.constraint(made.constraint.id).state == "active"  # resurrected by the hit
+
+
+def test_terms_patterns_and_identifiers(ledger: Ledger) -> None:
+    ledger.add_constraint(
+        scope="code",
+        forbid=["eval"],
+        patterns=[r"ES(256|384)"],
+        items=["left-pad@1.0.0"],
+        reason="reasons",
+        by="sre",
+    )
+    check = ledger.check
+    assert not check("we eval the config", agent="a").ok
+    assert check("medieval retrieval", agent="a").ok  # whole words only
+    assert not check("switch to es384", agent="a").ok
+    assert not check("bump deps", agent="a", items=["ES256"]).ok
+    assert not check("pin left-pad@1.0.0 for now", agent="a").ok
+    assert check("pin left-pad@1.0.01", agent="a").ok  # a longer version is another identifier
+    assert not check("bump deps", agent="a", items=["left-pad@1.0.0"]).ok
+    assert check("bump deps", agent="a", items=["LEFT-PAD@1.0.0"]).ok  # identifiers are exact
+
+
+def test_a_correction_with_forbid_protects_the_next_agent(ledger: Ledger) -> None:
+    es, _ = _es256_story(ledger)
+    correction = ledger.correct(
+        es, by="oncall", reason="prod expects RS256", value="RS256", forbid=True
+    )
+    assert correction.constraint is not None
+    result = ledger.check("set auth.jwt.algorithm to ES256", [SUBJECT], agent="deploy-agent")
+    [v] = result.violations
+    assert v.constraint.origin.startswith("correction:x_")
+    assert v.constraint.prefer == "RS256"
+
+
+@pytest.mark.parametrize(
+    ("fields", "expected"),
+    [
+        ({"scope": "", "forbid": ["x"]}, "needs a --scope"),
+        ({"scope": "code", "patterns": ["(unclosed"]}, "invalid regular expression '(unclosed'"),
+        ({"scope": "code"}, "must forbid something"),
+        ({"scope": "code", "forbid": [" "]}, "an empty --forbid"),
+        ({"scope": "-bad", "forbid": ["x"]}, "invalid subject '-bad'"),
+        ({"scope": "code", "forbid": ["x"], "half_life_days": 0}, "--half-life"),
+    ],
+)
+def test_bad_constraints_are_refused_and_nothing_is_written(
+    ledger: Ledger, fields: dict[str, object], expected: str
+) -> None:
+    head = ledger.store.head()
+    with pytest.raises(InvalidInput, match=expected.replace("(", r"\(").replace("-", r"\-")):
+        ledger.add_constraint(reason="r", by="sre", **fields)  # type: ignore[arg-type]
+    assert ledger.store.head() == head
+
+
+def test_a_check_needs_a_plan(ledger: Ledger) -> None:
+    with pytest.raises(InvalidInput, match="give the plan"):
+        ledger.check("  ", agent="a")
+    with pytest.raises(NotFound):
+        ledger.constraint("c_nothing")
+
+
+# -- conflicts and expiry ------------------------------------------------------------------
+
+
+def test_two_approved_values_at_once_are_a_conflict(ledger: Ledger, clock: ManualClock) -> None:
+    rs = ledger.assert_one(subject=SUBJECT, value="RS256", agent="docs", lifecycle="approved")
+    es = ledger.assert_one(
+        subject=SUBJECT,
+        value="ES256",
+        agent="docs",
+        lifecycle="approved",
+        valid_from=clock.now().add(hours=24),
+    )
+    # the narrower window does not supersede the open-ended value: both stay approved
+    assert ledger.get(rs.id).lifecycle == "approved"
+    assert ledger.answer(SUBJECT).conflicts == []  # ES256 is not valid yet
+    gardener = Gardener(ledger)
+    gardener.run_until_caught_up()
+    [conflict] = ledger.conflicts()
+    assert conflict.open
+    assert sorted(conflict.values) == ["ES256", "RS256"]
+    clock.advance(DAY * 2)
+    answer = ledger.answer(SUBJECT)
+    assert {i.assertion.value for i in answer.items} == {"RS256", "ES256"}
+    assert answer.conflicts[0].assertion_ids == sorted([rs.id, es.id])
+    assert "conflict on auth.jwt.algorithm: 2 approved values" in answer.summary
+    ledger.deprecate(rs.id, by="lead", reason="rotated")
+    assert ledger.conflicts() == []
+    assert not ledger.conflicts(include_resolved=True)[0].open
+    # the gardener raised it once, whatever it replays
+    gardener.replay()
+    assert len(ledger.notifications(type="conflict")) == 1
+
+
+def test_an_expired_assertion_stops_being_current(ledger: Ledger, clock: ManualClock) -> None:
+    start = clock.now()
+    a = ledger.assert_one(
+        subject="oncall.primary",
+        value="alice",
+        agent="pager",
+        lifecycle="approved",
+        valid_to=start.add(hours=1),
+    )
+    gardener = Gardener(ledger)
+    assert ledger.answer("oncall.primary").items[0].assertion.id == a.id
+    clock.advance(TimeDelta(hours=2))
+    answer = ledger.answer("oncall.primary")
+    assert answer.items == []
+    assert answer.hidden.by_reason == {"expired": 1}
+    assert "(1 expired)" in answer.summary
+    assert ledger.answer("oncall.primary", at=start.add(minutes=30)).items  # it was valid then
+    assert ledger.answer("oncall.primary", lens="all").items  # `all` shows everything
+    assert gardener.scan() == 1
+    assert gardener.scan() == 0  # noticed once
+    [note] = ledger.notifications(type="expired")
+    assert note.data["assertion_id"] == a.id
+
+
+# -- the gardener itself -------------------------------------------------------------------
+
+
+def _state(ledger: Ledger) -> tuple[list[object], list[object]]:
+    evidence = ledger.store.trust_evidence(None, None, None)
+    notes = [(n.key, n.type, n.summary) for n in ledger.notifications(limit=1000)]
+    return list(evidence), sorted(notes)
+
+
+def test_replay_and_repeated_batches_change_nothing(ledger: Ledger, clock: ManualClock) -> None:
+    for n in range(4):
+        clock.advance(TimeDelta(seconds=1))
+        es, _ = _es256_story(ledger)
+        ledger.correct(es, by="oncall", reason=f"wrong {n}")
+    gardener = Gardener(ledger, batch=3)
+    gardener.run_until_caught_up()
+    first = _state(ledger)
+    assert first[0]
+    assert first[1]
+    gardener.replay()
+    assert _state(ledger) == first
+    # a batch applied again (a gardener that died after writing, before it knew) is a no-op
+    cursor = ledger.store.garden_cursor("gardener").seq
+    assert not ledger.store.garden_commit("gardener", 0, cursor, first[0], [], 0)  # type: ignore[arg-type]
+    assert _state(ledger) == first
+
+
+def test_weights_come_from_the_policy(location: object, clock: ManualClock) -> None:
+    policy = TrustPolicy(cited_failure=0.0, asserted_failure=2.0)
+    with Ledger.open(str(location), clock=clock, ensure=True, policy=policy) as ledger:
+        es, _ = _es256_story(ledger)
+        ledger.correct(es, by="oncall", reason="wrong")
+        Gardener(ledger).run_until_caught_up()
+        assert _score(ledger, "orchestrator") == 0.5
+        assert _score(ledger, "research-agent") == pytest.approx(1 / 4)
+
+
+def test_the_policy_reads_its_environment_and_refuses_bad_values() -> None:
+    assert TrustPolicy.from_env({"EPISTEME_TRUST_CITED_FAILURE": "0.1"}).cited_failure == 0.1
+    with pytest.raises(InvalidInput, match="EPISTEME_TRUST_HALF_LIFE_DAYS"):
+        TrustPolicy.from_env({"EPISTEME_TRUST_HALF_LIFE_DAYS": "-3"})
