@@ -3,6 +3,8 @@ expiry, and a gardener that can be replayed and killed without changing its answ
 
 from __future__ import annotations
 
+import httpx
+import orjson
 import pytest
 from whenever import TimeDelta
 
@@ -10,7 +12,9 @@ from episteme.errors import InvalidInput, NotFound
 from episteme.ledger import Ledger
 from episteme.ledger.gardener import Gardener
 from episteme.ledger.trust import TrustPolicy
+from episteme.ledger.webhooks import Deliverer, WebhookSpec, deliveries, verify
 from episteme.timeutil import ManualClock
+from tests.ledger.conftest import Receiver
 
 DAY = TimeDelta(hours=24)
 SUBJECT = "auth.jwt.algorithm"
@@ -310,3 +314,44 @@ def test_the_policy_reads_its_environment_and_refuses_bad_values() -> None:
     assert TrustPolicy.from_env({"EPISTEME_TRUST_CITED_FAILURE": "0.1"}).cited_failure == 0.1
     with pytest.raises(InvalidInput, match="EPISTEME_TRUST_HALF_LIFE_DAYS"):
         TrustPolicy.from_env({"EPISTEME_TRUST_HALF_LIFE_DAYS": "-3"})
+
+
+def test_a_correction_reaches_a_webhook_signed(
+    ledger: Ledger, clock: ManualClock, receiver: Receiver
+) -> None:
+    canary = "CANARY-7f3a-signing-secret"
+    ledger.set_webhook(
+        WebhookSpec(name="pager", url=receiver.url + "/hook", secret="env:PAGER_SECRET"),
+        by="admin",
+    )
+    ledger.set_webhook(
+        WebhookSpec(name="slack", url=receiver.url + "/slack", format="slack", events={"conflict"}),
+        by="admin",
+    )
+    es, _ = _es256_story(ledger)
+    ledger.correct(es, by="oncall", reason="prod expects RS256", value="RS256")
+    Gardener(ledger).run_until_caught_up()
+    with (
+        httpx.Client(trust_env=False) as client,
+        Deliverer(
+            ledger.store,
+            ledger.webhooks,
+            clock,
+            worker="w",
+            client=client,
+            environ={"PAGER_SECRET": canary},
+        ) as deliverer,
+    ):
+        assert deliverer.run_once() == 1  # the slack hook takes conflicts only
+    [request] = receiver.requests
+    assert request.path == "/hook"
+    signature = request.headers["X-Episteme-Signature"]
+    assert verify(canary.encode(), signature, request.body, int(clock.now().timestamp()))
+    body = orjson.loads(request.body)
+    assert body["type"] == "correction"
+    assert body["data"]["assertion_id"] == es
+    assert [d.state for d in deliveries(ledger.store)] == ["delivered"]
+    # the secret is nowhere in the ledger's rows
+    exported = "".join(str(e.to_json()) for e in ledger.export())
+    jobs = str([j.model_dump() for j in ledger.store.jobs("webhook")])
+    assert canary not in exported + jobs

@@ -279,3 +279,35 @@ def test_approved_lens_serves_only_approved_assertions(
                 record = led.store.query_record(served.query_id or "")
                 assert record is not None
                 assert {i.lifecycle for i in record.returned} <= {Lifecycle.APPROVED}
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@settings(max_examples=25, deadline=None)
+@given(program=programs)
+def test_trust_stays_in_bounds_and_no_correction_raises_it(
+    program: list[tuple[Any, int]], fresh_location: Fresh, backend: str
+) -> None:
+    """Whatever happened, every score is in [0, 1]; at the moment of each correction,
+    nobody's score on any topic is higher after it than before; a replay agrees."""
+    from episteme.ledger.gardener import Gardener
+    from episteme.ledger.journal import EventKind
+    from episteme.ledger.trust import topic_of, weigh
+
+    with fresh_ledger(fresh_location, backend) as (led, clock, _):
+        Run(led, clock).play(program)
+        gardener = Gardener(led, batch=7)
+        gardener.run_until_caught_up()
+        evidence = led.store.trust_evidence(None, None, None)
+        for when in (T0, clock.now(), clock.now().add(hours=24 * 365)):
+            assert all(0.0 <= s.score <= 1.0 for s in led.trust_scores(at=when))
+        pairs = {(e.agent, topic_of(e.subject)) for e in evidence}
+        for ev in led.store.events():
+            if ev.kind != EventKind.ASSERTION_CORRECTED:
+                continue
+            for agent, topic in pairs:
+                mine = [e for e in evidence if (e.agent, topic_of(e.subject)) == (agent, topic)]
+                before = weigh([e for e in mine if e.seq < ev.seq], ev.at, led.policy)[0]
+                after = weigh([e for e in mine if e.seq <= ev.seq], ev.at, led.policy)[0]
+                assert after <= before + 1e-12, (agent, topic, ev.seq)
+        gardener.replay()
+        assert led.store.trust_evidence(None, None, None) == evidence

@@ -12,7 +12,7 @@ from rich.table import Table
 from episteme.cli.common import Home, Json, app, emit, open_ledger, state
 from episteme.cli.server import local_actor
 from episteme.errors import InvalidInput
-from episteme.ledger.gardener import Gardener, GardenerLoop, worker_name
+from episteme.ledger.gardener import BATCH, Gardener, GardenerLoop, worker_name
 from episteme.ledger.webhooks import Deliverer, WebhookSpec, deliveries
 from episteme.timeutil import show
 
@@ -28,6 +28,9 @@ def gardener_run(
     ctx: typer.Context,
     home: Home = None,
     once: Annotated[bool, typer.Option(help="Catch up with the journal, then exit.")] = False,
+    batch: Annotated[
+        int, typer.Option(min=1, max=100_000, help="Events applied per transaction.")
+    ] = BATCH,
     as_json: Json = False,
 ) -> None:
     """Run the gardener alone (when no `episteme serve` runs it), until interrupted."""
@@ -35,7 +38,7 @@ def gardener_run(
         return
     console = state(ctx).console
     with open_ledger(ctx, home) as ledger:
-        gardener = Gardener(ledger)
+        gardener = Gardener(ledger, batch=batch)
         if once:
             applied = gardener.run_until_caught_up()
             gardener.scan()

@@ -125,7 +125,7 @@ class LearningReads:
             cond, args = f"{cond} AND {clause}", [*args, *pargs]
         rows = self.conn.execute(
             "SELECT seq, agent, role, assertion_id, subject, at, success, failure, reason"
-            f" FROM trust_evidence WHERE {cond} ORDER BY seq, agent, role",
+            f" FROM trust_evidence WHERE {cond} ORDER BY seq, agent, role, assertion_id",
             args,
         )
         return [Evidence(*r) for r in rows]
