@@ -29,6 +29,7 @@ import pytest
 
 from episteme.client import AsyncClient, Client
 from episteme.errors import StoreUnavailable
+from episteme.ledger import Ledger
 from tests.integration.processes import free_port, served, served_together
 from tests.postgres import Cluster
 
@@ -209,6 +210,16 @@ def test_the_standby_takes_the_lead_when_the_leader_is_killed(pg_url: str) -> No
         assert health(standby_url)[0] == 200
         with pytest.raises(httpx.TransportError):
             httpx.get(f"{leader_url}/health", timeout=1.0)
+        # the gardener moved with the leadership: a correction made now is applied there
+        with Ledger.open(pg_url) as ledger:
+            bad = ledger.assert_one(subject="auth.jwt.algorithm", value="ES256", agent="research")
+            ledger.correct(bad.id, by="oncall", reason="prod expects RS256")
+            head = ledger.store.head()[0]
+            deadline = time.monotonic() + TAKEOVER_SECONDS
+            while ledger.store.garden_cursor("gardener").seq < head:
+                assert time.monotonic() < deadline, "the new leader's gardener did not catch up"
+                time.sleep(0.1)
+            assert ledger.trust_scores(agent="research")[0].score < 0.5
 
 
 # -- PostgreSQL stopped and started under load -----------------------------------------

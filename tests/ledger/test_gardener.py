@@ -3,6 +3,8 @@ expiry, and a gardener that can be replayed and killed without changing its answ
 
 from __future__ import annotations
 
+import time
+
 import httpx
 import orjson
 import pytest
@@ -10,7 +12,7 @@ from whenever import TimeDelta
 
 from episteme.errors import InvalidInput, NotFound
 from episteme.ledger import Ledger
-from episteme.ledger.gardener import Gardener
+from episteme.ledger.gardener import Gardener, GardenerLoop
 from episteme.ledger.trust import TrustPolicy
 from episteme.ledger.webhooks import Deliverer, WebhookSpec, deliveries, verify
 from episteme.timeutil import ManualClock
@@ -355,3 +357,25 @@ def test_a_correction_reaches_a_webhook_signed(
     exported = "".join(str(e.to_json()) for e in ledger.export())
     jobs = str([j.model_dump() for j in ledger.store.jobs("webhook")])
     assert canary not in exported + jobs
+
+
+def test_the_loop_keeps_following_the_journal_when_delivery_fails(ledger: Ledger) -> None:
+    def broken() -> int:
+        raise RuntimeError("the webhook store is away")
+
+    loop = GardenerLoop(Gardener(ledger), deliver=broken, idle=0.01)
+    loop.start()
+    try:
+        for n in range(3):
+            bad = ledger.assert_one(subject=f"svc.k{n}", value=n, agent="tuner")
+            ledger.correct(bad.id, by="oncall", reason="wrong")
+        head = ledger.store.head()[0]
+        deadline = time.monotonic() + 10
+        while ledger.store.garden_cursor("gardener").seq < head:
+            assert time.monotonic() < deadline, loop.last_error
+            time.sleep(0.02)
+    finally:
+        loop.stop()
+    assert loop.errors >= 1
+    assert loop.last_error == "RuntimeError: the webhook store is away"
+    assert not loop.running

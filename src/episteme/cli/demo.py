@@ -195,6 +195,20 @@ def tell(home: Path, console: Console) -> float:
         "--forbid",
     )
 
+    d.say("The gardener turns the correction into lower trust for who spread ES256.")
+    d.run("gardener", "--once")
+    d.run("trust", "--topic", "auth")
+    d.say("A fresh agent checks its plan before acting, and is stopped.")
+    d.run(
+        "check",
+        "--agent",
+        "deploy-agent",
+        "--scope",
+        "auth.jwt.algorithm",
+        "--plan",
+        "set auth.jwt.algorithm to ES256 and roll the signing keys",
+    )
+
     d.say("The correct path: lens 'approved' (the default) shows RS256 and says what it hid,")
     d.say("both now and as it would have at 20:40 yesterday.")
     d.run("query", "auth.jwt.algorithm", "--agent", "deploy-agent")

@@ -342,6 +342,7 @@ class GardenerLoop:
         self.idle, self.scan_every = idle, scan_every
         self.errors = 0
         self.last_error: str | None = None
+        self._last_scan = 0.0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -367,21 +368,31 @@ class GardenerLoop:
 
     def _run(self) -> None:
         backoff = self.idle
-        last_scan = 0.0
         while not self._stop.is_set():
-            try:
-                applied = self.gardener.step()
-                if time.monotonic() - last_scan >= self.scan_every:
-                    self.gardener.scan()
-                    last_scan = time.monotonic()
-                if self.deliver is not None:
-                    self.deliver()
+            applied = self._guard(self._garden)
+            if self.deliver is not None:
+                self._guard(self.deliver)  # a failing delivery never slows the gardener
+            if applied is None:
+                backoff = min(backoff * 2, 30.0)
+            else:
                 backoff = self.idle
                 if applied:
                     continue
-            except Exception as exc:  # the loop must outlive any one failure
-                self.errors += 1
-                self.last_error = f"{type(exc).__name__}: {exc}"[:500]
-                log.warning("gardener: %s (retrying in %.1f s)", self.last_error, backoff)
-                backoff = min(backoff * 2, 30.0)
             self._stop.wait(backoff)
+
+    def _garden(self) -> int:
+        applied = self.gardener.step()
+        if time.monotonic() - self._last_scan >= self.scan_every:
+            self.gardener.scan()
+            self._last_scan = time.monotonic()
+        return applied
+
+    def _guard(self, work: Callable[[], int]) -> int | None:
+        """Run `work`; on any error, count and log it and return None (the loop goes on)."""
+        try:
+            return work()
+        except Exception as exc:  # the loop must outlive any one failure
+            self.errors += 1
+            self.last_error = f"{type(exc).__name__}: {exc}"[:500]
+            log.warning("gardener: %s", self.last_error)
+            return None
