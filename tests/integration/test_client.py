@@ -32,6 +32,7 @@ from episteme.errors import (
     Unauthenticated,
 )
 from episteme.ledger import Ledger, LensSpec, Lifecycle
+from episteme.ledger.gardener import Gardener
 from episteme.timeutil import ManualClock
 from tests.integration.server import live_server
 
@@ -121,6 +122,23 @@ def test_es256_story_sync(server: Server, clock: ManualClock) -> None:
         assert agent.check("rotate the signing key", [SUBJECT]).violations == []
         after = agent.query(SUBJECT)
         assert [i.assertion.value for i in after.items] == ["RS256"]
+
+        # the gardener turns the correction into lower trust; a constraint stops the next agent
+        Gardener(server.ledger).run_until_caught_up()
+        [bot] = alice.trust(agent="deploy-bot", topic="auth")
+        assert bot.score < 0.5
+        assert {m.role for m in bot.moves} >= {"asserted", "relied"}
+        made = alice.add_constraint(
+            "code.http_client", forbid=["node-fetch"], prefer="axios", reason="leaks sockets"
+        )
+        assert made.constraint.created_by == "alice"
+        assert made.state == "active"
+        stopped = agent.check("use fetch", ["code.http_client"], items=["node-fetch"])
+        assert stopped.agent == "deploy-bot"
+        assert [v.constraint.prefer for v in stopped.violations] == ["axios"]
+        assert [c.id for c in agent.checks(agent="deploy-bot", limit=1)] == [stopped.check_id]
+        assert len(agent.constraints()) == 2
+        assert agent.conflicts() == []
 
         impact = alice.impact(wrong.id)
         assert [d.id for d in impact.decisions] == [decision.id]

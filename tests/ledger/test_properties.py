@@ -291,7 +291,8 @@ def test_trust_stays_in_bounds_and_no_correction_raises_it(
     nobody's score on any topic is higher after it than before; a replay agrees."""
     from episteme.ledger.gardener import Gardener
     from episteme.ledger.journal import EventKind
-    from episteme.ledger.trust import topic_of, weigh
+    from episteme.ledger.trust import TrustBook, topic_of, weigh
+    from episteme.timeutil import to_us
 
     with fresh_ledger(fresh_location, backend) as (led, clock, _):
         Run(led, clock).play(program)
@@ -309,5 +310,11 @@ def test_trust_stays_in_bounds_and_no_correction_raises_it(
                 before = weigh([e for e in mine if e.seq < ev.seq], ev.at, led.policy)[0]
                 after = weigh([e for e in mine if e.seq <= ev.seq], ev.at, led.policy)[0]
                 assert after <= before + 1e-12, (agent, topic, ev.seq)
+        # the running totals that present-time reads use agree with the evidence rows
+        now_trust = TrustBook(led.store, led.policy, clock).at(None)
+        for agent, topic in pairs:
+            rows = [e for e in evidence if (e.agent, topic_of(e.subject)) == (agent, topic)]
+            expected = weigh(rows, to_us(clock.now()), led.policy)[0]
+            assert now_trust(agent, topic) == pytest.approx(expected, rel=1e-9)
         gardener.replay()
         assert led.store.trust_evidence(None, None, None) == evidence

@@ -80,7 +80,10 @@ class Gardener:
             notes += new_notes
         deliveries = [self._deliver(n, webhooks) for n in notes]
         now = to_us(self.ledger.clock.now())
-        self.store.garden_commit(self.name, cursor, events[-1].seq, evidence, deliveries, now)
+        half_life = self.policy.half_life_days * 86_400_000_000
+        self.store.garden_commit(
+            self.name, cursor, events[-1].seq, evidence, deliveries, now, half_life_us=half_life
+        )
         return len(events)
 
     def run_until_caught_up(self) -> int:

@@ -163,7 +163,11 @@ def scores(
 
 
 class TrustBook:
-    """Trust for lenses: `at(time)` gives the `TrustFn` a read uses, memoized per read."""
+    """Trust for lenses: `at(time)` gives the `TrustFn` a read uses, memoized per read.
+
+    A read at the present takes the gardener's running total for the agent and topic
+    (one row); a read at a past time sums the evidence recorded up to then.
+    """
 
     def __init__(self, reader: StoreReader, policy: TrustPolicy, clock: Clock) -> None:
         self.reader, self.policy, self.clock = reader, policy, clock
@@ -171,12 +175,22 @@ class TrustBook:
     def at(self, when: Instant | None) -> TrustFn:
         at_us = to_us(when or self.clock.now())
         memo: dict[tuple[str, str], float] = {}
+        p = self.policy
+
+        def score(agent: str, topic: str) -> float:
+            if when is None:
+                total = self.reader.trust_total(agent, topic)
+                if total is None:
+                    return 0.5
+                s, f, since = total
+                d = _decay(p, at_us - since)
+                return (p.prior + s * d) / (2 * p.prior + (s + f) * d)
+            return weigh(self.reader.trust_evidence(agent, topic, at_us), at_us, p)[0]
 
         def trust(agent: str, subject: str) -> float:
             key = (agent, topic_of(subject))
             if key not in memo:
-                rows = self.reader.trust_evidence(agent, key[1], at_us)
-                memo[key] = weigh(rows, at_us, self.policy)[0]
+                memo[key] = score(*key)
             return memo[key]
 
         return trust

@@ -63,3 +63,14 @@ CREATE TABLE notifications (
     data    jsonb NOT NULL
 );
 CREATE INDEX notifications_type ON notifications (type, at);
+
+-- Running totals per agent and top-level topic, decayed to `at`: what reads at the
+-- present use (one row), where a read at a past time sums the evidence rows.
+CREATE TABLE trust_totals (
+    agent     text COLLATE "C" NOT NULL,
+    topic     text COLLATE "C" NOT NULL,
+    successes double precision NOT NULL,
+    failures  double precision NOT NULL,
+    at        timestamptz NOT NULL,
+    PRIMARY KEY (agent, topic)
+);

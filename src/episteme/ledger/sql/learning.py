@@ -152,6 +152,14 @@ class LearningReads:
             for r in rows
         ]
 
+    def trust_total(self, agent: str, topic: str) -> tuple[float, float, int] | None:
+        """(successes, failures, at): `agent`'s evidence on a top-level topic, decayed to `at`."""
+        r = self.conn.execute(
+            "SELECT successes, failures, at FROM trust_totals WHERE agent = ? AND topic = ?",
+            (agent, topic),
+        ).fetchone()
+        return None if r is None else (r[0], r[1], r[2])
+
     def garden_cursor(self, name: str) -> Cursor:
         r = self.conn.execute(
             "SELECT cursor, updated_at, scanned_at FROM gardener WHERE name = ?", (name,)
@@ -188,11 +196,14 @@ class LearningWrites:
         notes: Sequence[Note],
         now_us: int,
         scanned_at: int | None = None,
+        half_life_us: float | None = None,
     ) -> bool:
         """Apply one batch and move the cursor from `expected` to `cursor`, atomically.
 
         False (and nothing written) when the cursor is no longer at `expected`: another
         gardener applied this batch first. Rows already present are left as they are.
+        With `half_life_us`, the running totals per agent and top-level topic take the
+        batch's evidence (exactly once: they move with the cursor).
         """
         with self._jobs_transaction() as conn:
             conn.execute(
@@ -219,6 +230,8 @@ class LearningWrites:
                         for e in evidence
                     ],
                 )  # fmt: skip
+                if half_life_us:
+                    _add_totals(conn, evidence, half_life_us)
             for n in notes:
                 new = conn.execute(
                     "INSERT INTO notifications (key, type, seq, at, summary, data)"
@@ -242,9 +255,35 @@ class LearningWrites:
         """
         with self._jobs_transaction() as conn:
             conn.execute("DELETE FROM trust_evidence")
+            conn.execute("DELETE FROM trust_totals")
             conn.execute(
                 "INSERT INTO gardener (name, cursor, updated_at) VALUES (?, 0, ?)"
                 " ON CONFLICT (name) DO UPDATE SET cursor = 0, updated_at = excluded.updated_at,"
                 " scanned_at = NULL",
                 (name, Us(now_us)),
             )
+
+
+def _add_totals(conn: Conn, evidence: Sequence[Evidence], half_life_us: float) -> None:
+    totals: dict[tuple[str, str], tuple[float, float, int]] = {}
+    for e in evidence:
+        key = (e.agent, e.subject.split(".", 1)[0])
+        if key not in totals:
+            r = conn.execute(
+                "SELECT successes, failures, at FROM trust_totals WHERE agent = ? AND topic = ?",
+                key,
+            ).fetchone()
+            totals[key] = (0.0, 0.0, e.at) if r is None else (r[0], r[1], r[2])
+        s, f, at = totals[key]
+        if e.at >= at:  # decay the total to this evidence's time, then add it
+            d = 0.5 ** ((e.at - at) / half_life_us)
+            totals[key] = (s * d + e.success, f * d + e.failure, e.at)
+        else:  # older evidence (never in journal order): decay it to the total's time
+            d = 0.5 ** ((at - e.at) / half_life_us)
+            totals[key] = (s + e.success * d, f + e.failure * d, at)
+    conn.executemany(
+        "INSERT INTO trust_totals (agent, topic, successes, failures, at) VALUES (?,?,?,?,?)"
+        " ON CONFLICT (agent, topic) DO UPDATE SET successes = excluded.successes,"
+        " failures = excluded.failures, at = excluded.at",
+        [(a, t, s, f, Us(at)) for (a, t), (s, f, at) in totals.items()],
+    )

@@ -63,3 +63,14 @@ CREATE TABLE notifications (
     data    TEXT    NOT NULL
 ) WITHOUT ROWID;
 CREATE INDEX notifications_type ON notifications (type, at);
+
+-- Running totals per agent and top-level topic, decayed to `at`: what reads at the
+-- present use (one row), where a read at a past time sums the evidence rows.
+CREATE TABLE trust_totals (
+    agent     TEXT NOT NULL,
+    topic     TEXT NOT NULL,
+    successes REAL NOT NULL,
+    failures  REAL NOT NULL,
+    at        INTEGER NOT NULL,
+    PRIMARY KEY (agent, topic)
+) WITHOUT ROWID;

@@ -1,0 +1,84 @@
+"""Read latency of two versions of Episteme on copies of one benchmark ledger.
+
+    python bench/compare_reads.py --old-src OLD/src --old-home A --new-home B [--rounds 5]
+
+OLD/src is the `src` folder of another checkout (`git worktree add OLD <commit>`); the
+new version is the one installed. A and B are copies of the same SQLite benchmark
+ledger (`episteme bench generate`), one per version, since a newer version migrates
+the file. Rounds alternate old and new, each in a fresh process, so both see the same
+machine; each round times `runs` unaudited reads per lens on random subjects after 50
+warm-up reads. Prints the median over rounds of each round's p50 and p99, and new/old.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+
+_ROUND = """
+import json, random, sys, time
+from episteme.ledger import Ledger
+home, runs, lens = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+ledger = Ledger.open(home)
+subjects = [r[0] for r in ledger.store.conn.execute(
+    "SELECT DISTINCT subject FROM assertions ORDER BY subject LIMIT 2000")]
+rng = random.Random(1)
+times = []
+for i in range(runs + 50):
+    subject = rng.choice(subjects)
+    start = time.perf_counter_ns()
+    ledger.answer(subject, lens=lens)
+    if i >= 50:
+        times.append((time.perf_counter_ns() - start) / 1e6)
+times.sort()
+print(json.dumps({"p50": times[len(times) // 2], "p99": times[int(len(times) * 0.99)]}))
+"""
+
+
+def _round(home: str, runs: int, lens: str, src: str | None) -> dict[str, float]:
+    env = dict(os.environ)
+    if src is not None:
+        env["PYTHONPATH"] = src
+    out = subprocess.run(
+        [sys.executable, "-c", _ROUND, home, str(runs), lens],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    result: dict[str, float] = json.loads(out.stdout)
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--old-src", required=True)
+    parser.add_argument("--old-home", required=True)
+    parser.add_argument("--new-home", required=True)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--runs", type=int, default=2000)
+    parser.add_argument("--lens", action="append", default=None)
+    args = parser.parse_args()
+    for lens in args.lens or ["approved", "latest", "consensus"]:
+        old, new = [], []
+        for _ in range(args.rounds):
+            old.append(_round(args.old_home, args.runs, lens, args.old_src))
+            new.append(_round(args.new_home, args.runs, lens, None))
+        row = {"lens": lens}
+        for q in ("p50", "p99"):
+            o = statistics.median(r[q] for r in old)
+            n = statistics.median(r[q] for r in new)
+            row |= {
+                f"old_{q}_ms": round(o, 3),
+                f"new_{q}_ms": round(n, 3),
+                f"{q}_ratio": round(n / o, 2),
+            }
+        print(json.dumps(row))
+
+
+if __name__ == "__main__":
+    main()
