@@ -45,6 +45,20 @@ POLICY: dict[tuple[str, str], str] = {
     ("PUT", "/v1/webhooks/{name}"): "admin",
     ("DELETE", "/v1/webhooks/{name}"): "admin",
     ("GET", "/v1/webhooks/deliveries"): "admin",
+    ("POST", "/diagnose"): "agent",
+    ("POST", "/approve/{id}"): "approver",
+    ("POST", "/deny/{id}"): "approver",
+    ("GET", "/status/{id}"): ANY,
+    ("GET", "/sessions"): ANY,
+    ("DELETE", "/sessions/{id}"): "approver",
+    ("POST", "/alerts"): "agent",
+    ("POST", "/v1/diagnosis/diagnose"): "agent",
+    ("POST", "/v1/diagnosis/approve/{id}"): "approver",
+    ("POST", "/v1/diagnosis/deny/{id}"): "approver",
+    ("GET", "/v1/diagnosis/status/{id}"): ANY,
+    ("GET", "/v1/diagnosis/sessions"): ANY,
+    ("DELETE", "/v1/diagnosis/sessions/{id}"): "approver",
+    ("POST", "/v1/diagnosis/alerts"): "agent",
     ("POST", "/v1/decisions"): "agent",
     ("GET", "/v1/served"): ANY,
     ("GET", "/v1/audit"): ANY,
@@ -68,7 +82,7 @@ POLICY: dict[tuple[str, str], str] = {
 
 def _request(aid: str, path: str, method: str) -> dict[str, Any]:
     """Arguments that make a well-formed request to `path` (the target may not exist)."""
-    concrete = path.format(ref=aid, name="docs-batch")
+    concrete = path.format(ref=aid, name="docs-batch", id="s_" + "0" * 24)
     if path.startswith("/v1/constraints/{ref}"):
         concrete = path.format(ref="c_")
     bodies: dict[str, Any] = {
@@ -77,6 +91,19 @@ def _request(aid: str, path: str, method: str) -> dict[str, Any]:
         "/v1/query": {"subject": "auth"},
         "/v1/check": {"plan": "deploy ES256"},
         "/v1/constraints/check": {"plan": "deploy ES256", "items": ["node-fetch"]},
+        **{
+            p + "/diagnose": {"problem": "db timeouts", "environment": "dev"}
+            for p in ("", "/v1/diagnosis")
+        },
+        **{
+            p + "/alerts": {
+                "version": "4",
+                "groupKey": "g",
+                "status": "firing",
+                "alerts": [{"status": "firing", "labels": {"alertname": "X"}}],
+            }
+            for p in ("", "/v1/diagnosis")
+        },
         "/v1/constraints": {"scope": "code.http", "forbid": ["node-fetch"], "reason": "leaks"},
         "/v1/decisions": {"action": "deploy", "query_ids": []},
         "/v1/tokens": {"name": "new-agent", "roles": ["agent"]},
@@ -89,6 +116,8 @@ def _request(aid: str, path: str, method: str) -> dict[str, Any]:
         body = {}
     elif path.startswith("/v1/lenses/"):
         body = {"lifecycles": ["approved"]}
+    elif path.endswith(("/approve/{id}", "/deny/{id}")):
+        body = {"reason": "go"}
     elif path == "/v1/webhooks/{name}" and method == "PUT":
         body = {"url": "http://127.0.0.1:9/hook", "format": "slack"}
     params = {

@@ -14,6 +14,9 @@ from fastapi import FastAPI
 from starlette.responses import Response
 
 from episteme import __version__
+from episteme.diagnose.config import DiagnosisConfig
+from episteme.diagnose.engine import DiagnosisEngine, lease_from_env
+from episteme.diagnose.narrator import from_env as narrator_from_env
 from episteme.ledger.access import Op
 from episteme.ledger.background import Leader
 from episteme.ledger.core import Ledger
@@ -22,7 +25,7 @@ from episteme.ledger.trust import TrustPolicy
 from episteme.ledger.webhooks import Deliverer
 from episteme.timeutil import Clock
 
-from . import admin_routes, learning_routes, ledger_routes, problems
+from . import admin_routes, diagnosis_routes, learning_routes, ledger_routes, problems
 from .deps import BodyLimit
 from .metrics import Metrics, TimingMiddleware
 from .schemas import Health
@@ -38,12 +41,19 @@ Times are RFC 3339 (answers use UTC). See docs/api.md for roles and examples.
 
 
 def create_app(
-    settings: Settings | None = None, *, ledger: Ledger | None = None, clock: Clock | None = None
+    settings: Settings | None = None,
+    *,
+    ledger: Ledger | None = None,
+    clock: Clock | None = None,
+    diagnosis: DiagnosisEngine | None = None,
 ) -> FastAPI:
     """An app over `ledger` (or the ledger in `settings.home`, opened now)."""
     settings = settings or Settings.from_env()
     owned = ledger is None
     led = ledger or Ledger.open(settings.location, clock=clock, policy=TrustPolicy.from_env())
+    engine = diagnosis or DiagnosisEngine(
+        led, lease_from_env, config=DiagnosisConfig.load(), narrator=narrator_from_env()
+    )
     metrics = Metrics(led)
     mcp_mount = None
     if settings.mcp:
@@ -56,6 +66,7 @@ def create_app(
         async with contextlib.AsyncExitStack() as stack:
             if mcp_mount is not None:
                 await stack.enter_async_context(mcp_mount.run())
+            stack.push_async_callback(engine.close)
             if settings.background:
                 # background work runs in the one process that leads it: the gardener
                 # and the webhook deliveries start when this process leads, stop when not
@@ -91,10 +102,13 @@ def create_app(
     app.state.ledger = led
     app.state.metrics = metrics
     app.state.settings = settings
+    app.state.diagnosis = engine
     problems.install(app)
     app.include_router(ledger_routes.router)
     app.include_router(learning_routes.router)
     app.include_router(admin_routes.router)
+    app.include_router(diagnosis_routes.build(""))
+    app.include_router(diagnosis_routes.build("/v1/diagnosis"))
     if mcp_mount is not None:
         app.router.routes.append(mcp_mount.route)
 

@@ -18,7 +18,8 @@ from episteme.errors import EpistemeError
 
 
 def _register() -> None:
-    from episteme.cli import bench, demo, gardener, learning, ledger, server  # noqa: F401  (commands register on import)  # noqa: F401
+    # commands register on import
+    from episteme.cli import bench, demo, diagnose, gardener, learning, ledger, server  # noqa: F401
     from episteme.cli import copy as copy_commands  # noqa: F401
     from episteme.cli import mcp as mcp_commands  # noqa: F401
 

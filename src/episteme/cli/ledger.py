@@ -157,9 +157,37 @@ def _review_command(verb: str, doc: str) -> None:
     app.command(verb)(command)
 
 
-_review_command(
-    "approve", "Approve a proposed assertion (supersedes the subject's previous approved value)."
-)
+@app.command()
+def approve(
+    ctx: typer.Context,
+    id: Annotated[str, typer.Argument(help="An assertion id, or a diagnosis session id (s_…).")],
+    by: Annotated[str | None, typer.Option(help="Who approves (assertions).")] = None,
+    reason: Reason = None,
+    ref: Annotated[
+        list[str] | None,
+        typer.Option(help="Approve only this credential reference (sessions; repeatable)."),
+    ] = None,
+    server: Annotated[
+        str | None, typer.Option(help="`episteme serve` URL, for sessions [env EPISTEME_URL].")
+    ] = None,
+    token: Annotated[
+        str | None, typer.Option(help="Bearer token, for sessions [env EPISTEME_TOKEN].")
+    ] = None,
+    home: Home = None,
+    as_json: Json = False,
+) -> None:
+    """Approve a proposed assertion (superseding the subject's previous approved value),
+    or a diagnosis session's credentials (all, or those given with --ref)."""
+    if id.startswith("s_"):
+        from episteme.cli.diagnose import approve_session
+
+        approve_session(ctx, id, ref, reason, server, token, as_json)
+        return
+    if by is None:
+        raise InvalidInput("approving an assertion needs --by: who approves it")
+    _review(ctx, home, as_json, "approve", id, by, reason)
+
+
 _review_command("deprecate", "Deprecate an approved assertion.")
 _review_command(
     "reject", "Reject a proposed assertion (to mark an approved one incorrect, use `correct`)."

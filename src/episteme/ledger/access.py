@@ -58,6 +58,8 @@ class Op(StrEnum):
     DENIALS = "denials"
     CONSTRAIN = "constrain"  # record a negative constraint
     WEBHOOKS = "webhooks"  # add, list and remove webhooks; see deliveries
+    DIAGNOSE = "diagnose"  # open a diagnosis session, send alerts
+    APPROVE_CREDENTIALS = "approve_credentials"  # approve or deny a session's credentials
 
 
 PERMISSIONS: dict[Op, Role | None] = {
@@ -76,6 +78,8 @@ PERMISSIONS: dict[Op, Role | None] = {
     Op.TOKENS: Role.ADMIN,
     Op.CONSTRAIN: Role.SUPERVISOR,
     Op.WEBHOOKS: Role.ADMIN,
+    Op.DIAGNOSE: Role.AGENT,
+    Op.APPROVE_CREDENTIALS: Role.APPROVER,
 }
 """The role each operation needs (a role that holds it will do); None: any role."""
 

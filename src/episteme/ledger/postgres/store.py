@@ -36,7 +36,7 @@ from episteme.ledger.sql.base import SQLStore
 from episteme.ledger.sql.projector import Conn
 from episteme.ledger.sql.reads import Reader, tsquery
 
-MIGRATIONS = ("0001_init.sql", "0002_gardener.sql")
+MIGRATIONS = ("0001_init.sql", "0002_gardener.sql", "0003_diagnosis.sql")
 SCHEMA_VERSION = len(MIGRATIONS)
 APPLICATION = "episteme"
 _MIGRATION_LOCK = 0x45505354_00000001  # advisory lock key: one migrating process at a time

@@ -22,6 +22,7 @@ from episteme.ledger.background import Job, JobRecord
 from episteme.ledger.canonical import GENESIS, canonical
 from episteme.ledger.journal import Draft, Event, EventKind, VerifyReport, link, verify_rows
 from episteme.ledger.sql import projector
+from episteme.ledger.sql.diagnosis import DiagnosisWrites
 from episteme.ledger.sql.learning import LearningWrites
 from episteme.ledger.sql.projector import Conn, Us
 from episteme.ledger.sql.reads import Reader
@@ -41,7 +42,7 @@ class _Pending:
         self.events: list[Event] = []
 
 
-class SQLStore(Reader, LearningWrites):
+class SQLStore(Reader, LearningWrites, DiagnosisWrites):
     """Reads, group-committed writes and the journal's integrity, over SQL."""
 
     FATAL: tuple[type[BaseException], ...] = ()

@@ -30,6 +30,7 @@ from episteme.ledger.records import (
     ServedItem,
     Version,
 )
+from episteme.ledger.sql.diagnosis import DiagnosisReads
 from episteme.ledger.sql.learning import LearningReads, where
 from episteme.ledger.sql.projector import OPEN, Conn, Us, us
 from episteme.timeutil import from_us
@@ -105,7 +106,7 @@ def tsquery(text: str) -> str:
 _PUNCT = re.compile(r"[\x21-\x2f\x3a-\x40\x5b-\x60\x7b-\x7e]+")
 
 
-class Reader(LearningReads):
+class Reader(LearningReads, DiagnosisReads):
     """Read methods over one connection (SQLite's SQL, which the others translate)."""
 
     MATCH = "v.arow IN (SELECT rowid FROM assertions_fts WHERE assertions_fts MATCH ?)"

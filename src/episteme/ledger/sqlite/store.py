@@ -26,7 +26,13 @@ from episteme.ledger.sql import projector
 from episteme.ledger.sql.base import SQLStore
 
 APPLICATION_ID = 0x45505354  # "EPST": marks the file as an Episteme ledger
-MIGRATIONS = ("0001_init.sql", "0002_access.sql", "0003_jobs.sql", "0004_gardener.sql")
+MIGRATIONS = (
+    "0001_init.sql",
+    "0002_access.sql",
+    "0003_jobs.sql",
+    "0004_gardener.sql",
+    "0005_diagnosis.sql",
+)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

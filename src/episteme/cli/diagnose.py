@@ -1,0 +1,248 @@
+"""Diagnosis commands: `diagnose`, `deny`, `sessions` (and `approve` for `s_…` ids).
+
+They talk to an `episteme serve` (`--server`, env EPISTEME_URL; token from `--token` or
+EPISTEME_TOKEN): credentials are fetched by the server that takes the approval, never by
+this terminal. `diagnose` streams the session's progress and, on a terminal, asks for
+the approval inline: all, a subset, or deny, with a reason.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterator
+from typing import Annotated, Any
+
+import httpx
+import orjson
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from episteme.cli.common import Json, app, emit, state
+from episteme.errors import (
+    Conflict,
+    Forbidden,
+    InvalidInput,
+    NotFound,
+    StoreUnavailable,
+    Unauthenticated,
+)
+
+Server = Annotated[
+    str | None,
+    typer.Option(help="URL of `episteme serve` [env EPISTEME_URL].", show_default=False),
+]
+Token = Annotated[
+    str | None,
+    typer.Option(help="Bearer token [env EPISTEME_TOKEN].", show_default=False),
+]
+NDJSON = "application/x-ndjson"
+
+
+class _Api:
+    def __init__(self, server: str | None, token: str | None) -> None:
+        url = server or os.environ.get("EPISTEME_URL")
+        secret = token or os.environ.get("EPISTEME_TOKEN")
+        if not url:
+            raise InvalidInput("give --server URL (or set EPISTEME_URL) of an `episteme serve`")
+        if not secret:
+            raise InvalidInput("give --token (or set EPISTEME_TOKEN): a token of yours")
+        self.url = url.rstrip("/")
+        self.http = httpx.Client(
+            base_url=self.url,
+            headers={"Authorization": f"Bearer {secret}"},
+            timeout=httpx.Timeout(30.0, read=None),
+            trust_env=False,
+        )
+
+    def __enter__(self) -> _Api:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.http.close()
+
+    def _check(self, r: httpx.Response) -> None:
+        if r.status_code < 400:
+            return
+        try:
+            detail = r.json().get("detail") or r.text
+        except ValueError:
+            detail = r.text
+        kind = {401: Unauthenticated, 403: Forbidden, 404: NotFound, 409: Conflict}.get(
+            r.status_code, InvalidInput if r.status_code < 500 else StoreUnavailable
+        )
+        raise kind(str(detail))
+
+    def call(self, method: str, path: str, body: Any = None) -> Any:
+        try:
+            r = self.http.request(method, path, json=body)
+        except httpx.TransportError as exc:
+            raise StoreUnavailable(f"{self.url} is unreachable ({type(exc).__name__})") from None
+        self._check(r)
+        return None if r.status_code == 204 else r.json()
+
+    def stream(self, path: str, body: Any) -> Iterator[dict[str, Any]]:
+        try:
+            with self.http.stream("POST", path, json=body, headers={"Accept": NDJSON}) as r:
+                if r.status_code >= 400:
+                    r.read()
+                    self._check(r)
+                for line in r.iter_lines():
+                    if line.strip():
+                        yield orjson.loads(line)
+        except httpx.TransportError as exc:
+            raise StoreUnavailable(f"{self.url} is unreachable ({type(exc).__name__})") from None
+
+
+def _show(console: Console, event: dict[str, Any]) -> None:
+    kind = event["type"]
+    if kind == "session_start":
+        console.print(f"[bold]session {event['session_id']}[/] ({event['environment']})")
+    elif kind == "text":
+        console.print(escape(event["text"]))
+    elif kind == "approval_required":
+        console.print("[yellow]approval required[/] for these credential references:")
+        for name, refs in event["credentials"].items():
+            for role, ref in refs.items():
+                console.print(f"  {name:<13} {role:<22} {escape(ref)}")
+        console.print(f"(expires {event['expires_at']})")
+    elif kind == "approval_accepted":
+        console.print(f"approved by {escape(event['approver'])}: {escape(event['reason'])}")
+    elif kind == "credential_retrieved":
+        console.print(f"  [green]✓[/] {escape(event['reference'])}")
+    elif kind == "specialists_selected":
+        console.print("specialists: " + ", ".join(event["specialists"]))
+        for name, why in event["skipped"].items():
+            console.print(f"  [dim]skipped {name}: {escape(why)}[/]")
+    elif kind == "specialist_complete":
+        error = f" [red]{escape(event['error'])}[/]" if event.get("error") else ""
+        n = len(event["findings"])
+        console.print(f"  {event['specialist']}: {n} findings in {event['seconds']:.1f} s{error}")
+        for f in event["findings"]:
+            colour = {"critical": "red", "warning": "yellow"}.get(f["severity"], "dim")
+            console.print(f"    [{colour}]{f['severity']}[/] {escape(f['claim'])}")
+    elif kind == "diagnosis_complete":
+        _report(console, event["result"])
+    elif kind == "error":
+        console.print(f"[red]{event.get('code', 'error')}:[/] {escape(event['message'])}")
+
+
+def _report(console: Console, result: dict[str, Any]) -> None:
+    console.print(f"[bold]{escape(result['conclusion'])}[/]")
+    for h in result["hypotheses"][:3]:
+        console.print(f"- {escape(h['title'])} (confidence {h['confidence']:.2f})")
+        for step in h["remediation"]:
+            console.print(f"    → {escape(step)}")
+    if result["hypotheses"]:
+        for step in result["hypotheses"][0]["monitoring"]:
+            console.print(f"  monitor: {escape(step)}")
+
+
+def _ask(console: Console, refs: list[str]) -> tuple[str, list[str] | None, str]:
+    choice = typer.prompt("approve [a]ll, a [s]ubset, or [d]eny?", default="a").strip().lower()
+    if choice.startswith("d"):
+        return "deny", None, typer.prompt("reason for denying")
+    chosen: list[str] | None = None
+    if choice.startswith("s"):
+        for n, ref in enumerate(refs, 1):
+            console.print(f"  {n}. {escape(ref)}")
+        picked = typer.prompt("numbers to approve (e.g. 1,3)")
+        try:
+            chosen = [refs[int(p) - 1] for p in picked.replace(" ", "").split(",") if p]
+        except (ValueError, IndexError):
+            raise InvalidInput(f"pick numbers between 1 and {len(refs)}") from None
+    return "approve", chosen, typer.prompt("reason for approving")
+
+
+@app.command()
+def diagnose(
+    ctx: typer.Context,
+    problem: Annotated[str, typer.Argument(help="What is wrong, in words.")],
+    env: Annotated[str, typer.Option("--env", help="prod, staging or dev.")] = "prod",
+    server: Server = None,
+    token: Token = None,
+    as_json: Json = False,
+) -> None:
+    """Diagnose a problem: stream the analysis, approve credentials inline, see the cause."""
+    console = state(ctx).console
+    with _Api(server, token) as api:
+        events = list(api.stream("/diagnose", {"problem": problem, "environment": env}))
+        if as_json:
+            for e in events:
+                console.print(orjson.dumps(e).decode(), markup=False, highlight=False)
+        else:
+            for e in events:
+                _show(console, e)
+        sid = events[0]["session_id"]
+        waiting = next((e for e in events if e["type"] == "approval_required"), None)
+        if waiting is None or as_json or not sys.stdin.isatty():
+            if waiting is not None and not as_json:
+                console.print(f"an approver runs: episteme approve {sid} --reason '…'")
+            return
+        verb, refs, reason = _ask(console, list(waiting["references"]))
+        if verb == "deny":
+            api.call("POST", f"/deny/{sid}", {"reason": reason})
+            console.print(f"denied {sid}")
+            return
+        for e in api.stream(f"/approve/{sid}", {"references": refs, "reason": reason}):
+            _show(console, e)
+
+
+def approve_session(
+    ctx: typer.Context,
+    sid: str,
+    refs: list[str] | None,
+    reason: str | None,
+    server: str | None,
+    token: str | None,
+    as_json: bool,
+) -> None:
+    """`episteme approve s_…`: approve a diagnosis session's credentials and follow it."""
+    if not reason:
+        raise InvalidInput("approving credentials needs a --reason")
+    console = state(ctx).console
+    with _Api(server, token) as api:
+        for e in api.stream(f"/approve/{sid}", {"references": refs or None, "reason": reason}):
+            if as_json:
+                console.print(orjson.dumps(e).decode(), markup=False, highlight=False)
+            else:
+                _show(console, e)
+
+
+@app.command()
+def deny(
+    ctx: typer.Context,
+    id: Annotated[str, typer.Argument(help="The session id (s_…).")],
+    reason: Annotated[str, typer.Option(help="Why the credentials are refused.")],
+    server: Server = None,
+    token: Token = None,
+    as_json: Json = False,
+) -> None:
+    """Deny a diagnosis session's credentials: it ends, nothing is fetched."""
+    with _Api(server, token) as api:
+        session = api.call("POST", f"/deny/{id}", {"reason": reason})
+    if not emit(ctx, as_json, session):
+        state(ctx).console.print(f"denied {id}")
+
+
+@app.command()
+def sessions(
+    ctx: typer.Context,
+    limit: Annotated[int, typer.Option(help="At most this many.")] = 50,
+    server: Server = None,
+    token: Token = None,
+    as_json: Json = False,
+) -> None:
+    """Diagnosis sessions, newest first."""
+    with _Api(server, token) as api:
+        rows = api.call("GET", f"/sessions?limit={limit}")
+    if emit(ctx, as_json, rows):
+        return
+    table = Table("session", "status", "env", "requester", "problem")
+    for s in rows:
+        table.add_row(
+            s["id"], s["status"], s["environment"], s["requester"], escape(s["problem"][:60])
+        )
+    state(ctx).console.print(table if rows else "no session")

@@ -1,0 +1,116 @@
+"""Alertmanager's webhook (version 4) → incidents → diagnosis up to the approval step.
+
+Alertmanager sends a group of alerts again and again while they fire (its repeat
+interval): an incident is keyed by the group key and each alert's fingerprint, so the
+same alert opens one incident however often it arrives. A payload with at least one new
+firing alert opens one session for the group.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+from typing import Literal
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field
+
+from episteme.diagnose.engine import DiagnosisEngine
+
+log = logging.getLogger(__name__)
+
+
+class Alert(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    status: Literal["firing", "resolved"]
+    labels: dict[str, str] = Field(default_factory=dict)
+    annotations: dict[str, str] = Field(default_factory=dict)
+    startsAt: str | None = None
+    endsAt: str | None = None
+    generatorURL: str | None = None
+    fingerprint: str | None = None
+
+
+class AlertmanagerPayload(BaseModel):
+    """The body Alertmanager posts to a webhook receiver."""
+
+    model_config = ConfigDict(extra="allow")
+
+    version: Literal["4"]
+    groupKey: str = Field(min_length=1, max_length=4096)
+    status: Literal["firing", "resolved"]
+    receiver: str = ""
+    groupLabels: dict[str, str] = Field(default_factory=dict)
+    commonLabels: dict[str, str] = Field(default_factory=dict)
+    commonAnnotations: dict[str, str] = Field(default_factory=dict)
+    externalURL: str = ""
+    truncatedAlerts: int = 0
+    alerts: list[Alert] = Field(min_length=1, max_length=1000)
+
+
+def _fingerprint(alert: Alert) -> str:
+    if alert.fingerprint:
+        return alert.fingerprint
+    return hashlib.blake2b(
+        orjson.dumps(alert.labels, option=orjson.OPT_SORT_KEYS), digest_size=8
+    ).hexdigest()
+
+
+def problem_of(payload: AlertmanagerPayload) -> str:
+    """The problem statement a session starts from: the alert's own words."""
+    notes = payload.commonAnnotations
+    name = payload.commonLabels.get("alertname") or payload.groupLabels.get("alertname", "alert")
+    text = notes.get("summary") or notes.get("description") or ""
+    return f"{name}: {text}".strip(": ") or name
+
+
+def environment_of(labels: dict[str, str]) -> str:
+    value = (labels.get("environment") or labels.get("env") or "prod").lower()
+    return {"production": "prod", "stage": "staging", "development": "dev"}.get(value, value)
+
+
+async def receive(engine: DiagnosisEngine, payload: AlertmanagerPayload, requester: str) -> int:
+    """Open incidents for the payload's new firing alerts and start one session for them;
+    the number of incidents opened."""
+    now = engine._now()
+    opened = []
+    for alert in payload.alerts:
+        if alert.status != "firing":
+            continue
+        key = (
+            "i_"
+            + hashlib.blake2b(
+                f"{payload.groupKey}\x00{_fingerprint(alert)}".encode(), digest_size=12
+            ).hexdigest()
+        )
+        text = orjson.dumps({**payload.commonLabels, **alert.labels}).decode()
+        new, _ = await asyncio.to_thread(
+            engine.store.open_incident, key, payload.groupKey, text, now
+        )
+        if new:
+            opened.append(key)
+    if not opened:
+        return 0
+    labels = dict(payload.commonLabels)
+    environment = environment_of(labels)
+    if environment not in ("prod", "staging", "dev"):
+        environment = "prod"
+    session = await engine.start(
+        problem_of(payload),
+        environment,
+        requester=requester,
+        context={
+            "alertmanager": {
+                "groupKey": payload.groupKey,
+                "receiver": payload.receiver,
+                "externalURL": payload.externalURL,
+            }
+        },
+        labels=labels,
+        incident=opened[0],
+    )
+    for key in opened:
+        await asyncio.to_thread(engine.store.link_incident, key, session.id, now)
+    return len(opened)

@@ -1,0 +1,547 @@
+"""The diagnosis flow (DESIGN §1, §4): analyse → approve → credentials → specialists →
+synthesis → recorded in the ledger.
+
+A session moves through ``analyzing → waiting_for_approval → retrieving_credentials →
+diagnosing → completed``, or ends ``denied``, ``expired`` or ``error``. Every step is an
+event of its NDJSON stream, persisted with the session, so any server process can
+stream it. Credentials are fetched only after an approver approves, by the process that
+took the approval, into a lease held in its memory and wiped when the session ends;
+error texts are scrubbed of the leased values before they go anywhere.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib
+import logging
+import secrets
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping, Sequence
+from typing import Any, Protocol
+
+import orjson
+from pydantic import BaseModel, JsonValue
+from whenever import Instant
+
+from episteme.diagnose import analysis
+from episteme.diagnose.config import ENVIRONMENTS, DiagnosisConfig
+from episteme.diagnose.findings import Finding, Run, SpecialistContext
+from episteme.diagnose.narrator import Narrator, Templates
+from episteme.diagnose.synthesis import Report, cap, synthesize
+from episteme.errors import Conflict, Forbidden, InvalidInput, NotFound
+from episteme.ledger.core import Ledger
+from episteme.ledger.model import AssertionInput, Kind
+from episteme.timeutil import from_us, to_us
+
+log = logging.getLogger(__name__)
+
+VERSION = 1
+"""The version of the NDJSON events (field ``v`` of each)."""
+TERMINAL = frozenset({"completed", "error", "denied", "expired"})
+BUNDLED = ("database", "cloud", "kubernetes", "observability")
+MAX_FINDINGS = 25
+"""Findings kept per specialist before synthesis."""
+
+
+class Lease(Protocol):
+    """Fetched secrets, in memory only."""
+
+    def get(self, ref: str) -> str: ...
+    def wipe(self) -> None: ...
+
+
+LeaseFn = Callable[[Sequence[str], float], Awaitable[Lease]]
+
+
+class Session(BaseModel):
+    """A diagnosis session as users see it: references only, never values."""
+
+    id: str
+    status: str
+    problem: str
+    environment: str
+    context: dict[str, JsonValue]
+    requester: str
+    specialists: list[str]
+    why: dict[str, list[str]]
+    credentials: dict[str, dict[str, str]]
+    """Specialist → role → reference."""
+    requested: list[str]
+    approved: list[str] | None
+    decided_by: str | None
+    reason: str | None
+    result: Report | None
+    error: str | None
+    incident: str | None
+    created_at: Instant
+    updated_at: Instant
+    expires_at: Instant | None
+
+
+def _session(row: Mapping[str, Any]) -> Session:
+    plan = orjson.loads(row["plan"])
+    return Session(
+        id=row["id"],
+        status=row["status"],
+        problem=row["problem"],
+        environment=row["environment"],
+        context=orjson.loads(row["context"]),
+        requester=row["requester"],
+        specialists=plan["specialists"],
+        why=plan["why"],
+        credentials=plan["credentials"],
+        requested=plan["requested"],
+        approved=None if row["approved"] is None else orjson.loads(row["approved"]),
+        decided_by=row["decided_by"],
+        reason=row["reason"],
+        result=None if row["result"] is None else Report.model_validate_json(row["result"]),
+        error=row["error"],
+        incident=row["incident"],
+        created_at=from_us(row["created_at"]),
+        updated_at=from_us(row["updated_at"]),
+        expires_at=None if row["expires_at"] is None else from_us(row["expires_at"]),
+    )
+
+
+async def lease_from_env(refs: Sequence[str], ttl_s: float) -> Lease:
+    """Fetch `refs` with the secret stores configured in the environment (secrets/)."""
+    broker = importlib.import_module("episteme.secrets.broker").Broker.from_env()
+    lease: Lease = await broker.lease(list(refs), ttl_s)
+    return lease
+
+
+def default_specialists() -> dict[str, Run]:
+    """The bundled specialists, by name (each module imports its client when it runs)."""
+    out: dict[str, Run] = {}
+    for name in BUNDLED:
+        module = importlib.import_module(f"episteme.diagnose.specialists.{name}")
+        out[name] = module.run
+    return out
+
+
+class DiagnosisEngine:
+    """Sessions over one ledger; background work runs on the caller's event loop."""
+
+    def __init__(
+        self,
+        ledger: Ledger,
+        lease: LeaseFn,
+        *,
+        config: DiagnosisConfig | None = None,
+        narrator: Narrator | None = None,
+        specialists: Mapping[str, Run] | None = None,
+    ) -> None:
+        self.ledger, self.store, self.clock = ledger, ledger.store, ledger.clock
+        self.lease_fn = lease
+        self.config = config or DiagnosisConfig()
+        self.narrator: Narrator = narrator or Templates()
+        self._specialists = specialists
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    @property
+    def specialists(self) -> Mapping[str, Run]:
+        if self._specialists is None:
+            self._specialists = default_specialists()
+        return self._specialists
+
+    # -- plumbing ------------------------------------------------------------------------
+
+    def _now(self) -> int:
+        return to_us(self.clock.now())
+
+    async def _emit(self, sid: str, type: str, **data: Any) -> None:
+        now = self._now()
+        event = {
+            "v": VERSION,
+            "type": type,
+            "session_id": sid,
+            "at": from_us(now).format_iso(),
+            **data,
+        }
+        await asyncio.to_thread(
+            self.store.add_diagnosis_event, sid, now, orjson.dumps(event).decode()
+        )
+
+    async def _move(self, sid: str, frm: Sequence[str], **changes: Any) -> bool:
+        changes["updated_at"] = self._now()
+        return await asyncio.to_thread(self.store.move_diagnosis_session, sid, frm, changes)
+
+    async def _row(self, sid: str) -> dict[str, Any]:
+        row = await asyncio.to_thread(self.store.diagnosis_session, sid)
+        if row is None:
+            raise NotFound(f"no diagnosis session {sid!r}: see GET /sessions", field="id")
+        if row["status"] == "waiting_for_approval" and row["expires_at"] <= self._now():
+            if await self._move(
+                sid,
+                ["waiting_for_approval"],
+                status="expired",
+                error="the approval was not given in time",
+            ):
+                await self._emit(
+                    sid, "error", code="expired", message="the approval was not given in time"
+                )
+            row = await asyncio.to_thread(self.store.diagnosis_session, sid)
+            assert row is not None
+        return row
+
+    # -- the flow ------------------------------------------------------------------------
+
+    async def start(
+        self,
+        problem: str,
+        environment: str,
+        *,
+        requester: str,
+        context: Mapping[str, JsonValue] | None = None,
+        labels: Mapping[str, str] | None = None,
+        incident: str | None = None,
+    ) -> Session:
+        """Open a session and analyse it up to the approval step."""
+        if not problem.strip():
+            raise InvalidInput("describe the problem to diagnose", field="problem")
+        if environment not in ENVIRONMENTS:
+            raise InvalidInput(
+                f"unknown environment {environment!r}: use prod, staging or dev",
+                field="environment",
+            )
+        sid = "s_" + secrets.token_hex(12)
+        now = self._now()
+        row: dict[str, Any] = {
+            "id": sid,
+            "status": "analyzing",
+            "problem": problem,
+            "environment": environment,
+            "context": orjson.dumps(dict(context or {})).decode(),
+            "requester": requester,
+            "plan": orjson.dumps(
+                {"specialists": [], "why": {}, "credentials": {}, "requested": []}
+            ).decode(),
+            "approved": None,
+            "decided_by": None,
+            "reason": None,
+            "result": None,
+            "error": None,
+            "incident": incident,
+            "created_at": now,
+            "updated_at": now,
+            "expires_at": None,
+        }
+        await asyncio.to_thread(self.store.save_diagnosis_session, row)
+        await self._emit(
+            sid, "session_start", problem=problem, environment=environment, requester=requester
+        )
+        proposed = await self.narrator.propose(problem)
+        chosen, why = analysis.select(problem, labels, proposed)
+        await self._emit(sid, "text", text=await self.narrator.analysis(problem, chosen, why))
+        credentials = {n: self.config.access(n, environment).credentials for n in chosen}
+        requested = sorted({ref for refs in credentials.values() for ref in refs.values()})
+        expires = now + int(self.config.approval_ttl_s * 1_000_000)
+        plan = {
+            "specialists": chosen,
+            "why": why,
+            "credentials": credentials,
+            "requested": requested,
+        }
+        await self._move(
+            sid,
+            ["analyzing"],
+            status="waiting_for_approval",
+            plan=orjson.dumps(plan).decode(),
+            expires_at=expires,
+        )
+        await self._emit(
+            sid,
+            "approval_required",
+            specialists=chosen,
+            credentials=credentials,
+            references=requested,
+            expires_at=from_us(expires).format_iso(),
+        )
+        return await self.status(sid)
+
+    async def status(self, sid: str) -> Session:
+        return _session(await self._row(sid))
+
+    async def sessions(self, limit: int = 100) -> list[Session]:
+        rows = await asyncio.to_thread(self.store.diagnosis_sessions, limit)
+        return [_session(await self._row(r["id"])) for r in rows]
+
+    async def approve(
+        self, sid: str, *, approver: str, refs: Sequence[str] | None, reason: str
+    ) -> Session:
+        """Approve all requested references, or a subset; the diagnosis then runs here."""
+        if not reason.strip():
+            raise InvalidInput("an approval needs a reason", field="reason")
+        session = _session(await self._row(sid))
+        self._check_decidable(session, approver, "approve")
+        chosen = list(session.requested if refs is None else refs)
+        unknown = sorted(set(chosen) - set(session.requested))
+        if unknown:
+            raise InvalidInput(
+                f"not requested by this session: {', '.join(unknown)}", field="references"
+            )
+        moved = await self._move(
+            sid,
+            ["waiting_for_approval"],
+            status="retrieving_credentials",
+            approved=orjson.dumps(sorted(set(chosen))).decode(),
+            decided_by=approver,
+            reason=reason,
+        )
+        if not moved:
+            raise Conflict(f"session {sid} was decided meanwhile: see GET /status/{sid}")
+        await self._emit(
+            sid,
+            "approval_accepted",
+            approver=approver,
+            references=sorted(set(chosen)),
+            reason=reason,
+        )
+        self.spawn(self._diagnose(sid))
+        return await self.status(sid)
+
+    def spawn(self, work: Coroutine[Any, Any, Any]) -> None:
+        """Run `work` in the background on this loop; `close` cancels what still runs."""
+        task = asyncio.get_running_loop().create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def deny(self, sid: str, *, approver: str, reason: str) -> Session:
+        if not reason.strip():
+            raise InvalidInput("a denial needs a reason", field="reason")
+        session = _session(await self._row(sid))
+        self._check_decidable(session, approver, "deny")
+        if not await self._move(
+            sid, ["waiting_for_approval"], status="denied", decided_by=approver, reason=reason
+        ):
+            raise Conflict(f"session {sid} was decided meanwhile: see GET /status/{sid}")
+        await self._emit(sid, "error", code="denied", message=f"denied by {approver}: {reason}")
+        await self._record(await self.status(sid))
+        return await self.status(sid)
+
+    def _check_decidable(self, session: Session, approver: str, verb: str) -> None:
+        if session.status != "waiting_for_approval":
+            raise Conflict(
+                f"session {session.id} is {session.status}: only a session waiting for "
+                f"approval can be {verb}d"
+            )
+        if session.requester == approver and not self.config.self_approval and verb == "approve":
+            raise Forbidden(
+                f"{approver} requested this session and cannot approve it: another approver "
+                "must (or set self_approval in the diagnosis config)"
+            )
+
+    async def delete(self, sid: str) -> None:
+        await self._row(sid)
+        await asyncio.to_thread(self.store.delete_diagnosis_session, sid)
+
+    async def wait(self, sid: str, timeout: float = 60.0) -> Session:
+        """The session once it has ended (tests, the CLI without streaming)."""
+        deadline = time.monotonic() + timeout
+        while (session := await self.status(sid)).status not in TERMINAL | {"waiting_for_approval"}:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"session {sid} still {session.status}")
+            await asyncio.sleep(0.05)
+        return session
+
+    async def events(
+        self, sid: str, *, after: int = 0, follow: bool = True, until_waiting: bool = False
+    ) -> AsyncIterator[dict[str, Any]]:
+        """The session's events from number `after` on; with `follow`, until it ends
+        (or, with `until_waiting`, until it waits for an approval)."""
+        await self._row(sid)
+        seen = after
+        while True:
+            rows = await asyncio.to_thread(self.store.diagnosis_events, sid, seen)
+            for n, text in rows:
+                seen = n
+                yield {**orjson.loads(text), "n": n}
+            status = (await self._row(sid))["status"]
+            if (
+                not follow
+                or status in TERMINAL
+                or (until_waiting and status == "waiting_for_approval")
+            ):
+                rows = await asyncio.to_thread(self.store.diagnosis_events, sid, seen)
+                for n, text in rows:
+                    yield {**orjson.loads(text), "n": n}
+                return
+            await asyncio.sleep(0.1)
+
+    async def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        for task in list(self._tasks):
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    # -- after the approval -----------------------------------------------------------------
+
+    async def _diagnose(self, sid: str) -> None:
+        session = await self.status(sid)
+        approved = set(session.approved or [])
+        lease: Lease | None = None
+        redact: Callable[[str], str] = lambda text: text  # noqa: E731
+        try:
+            lease = await self.lease_fn(sorted(approved), self.config.lease_ttl_s)
+            values = [lease.get(ref) for ref in sorted(approved)]
+            redact = _redactor(values)
+            for ref in sorted(approved):
+                await self._emit(sid, "credential_retrieved", reference=ref)
+            del values
+            await self._move(sid, ["retrieving_credentials"], status="diagnosing")
+            await self._emit(sid, "diagnosis_started")
+            runnable, skipped = [], {}
+            for name in session.specialists:
+                needs = set(session.credentials.get(name, {}).values())
+                if needs - approved:
+                    skipped[name] = "credentials not approved: " + ", ".join(
+                        sorted(needs - approved)
+                    )
+                elif name not in self.specialists:
+                    skipped[name] = "no such specialist is installed"
+                else:
+                    runnable.append(name)
+            await self._emit(sid, "specialists_selected", specialists=runnable, skipped=skipped)
+            results = await asyncio.gather(
+                *(self._specialist(sid, session, name, lease, redact) for name in runnable)
+            )
+            findings = [f for found in results for f in found[0]]
+            missing = [f"{n}: {why}" for n, why in skipped.items()]
+            missing += [f"{n}: {err}" for n, (_, err) in zip(runnable, results, strict=True) if err]
+            await self._emit(sid, "synthesis_started", findings=len(findings))
+            report = synthesize(findings, missing)
+            report.text = redact(await self.narrator.synthesis(session.problem, report))
+            await self._emit(sid, "text", text=report.text)
+            await self._move(
+                sid, ["diagnosing"], status="completed", result=report.model_dump_json()
+            )
+            await self._emit(sid, "diagnosis_complete", result=report.model_dump(mode="json"))
+        except asyncio.CancelledError:
+            await self._fail(sid, "the server stopped during the diagnosis")
+            raise
+        except Exception as exc:  # every failure ends the session in a defined state
+            await self._fail(sid, redact(f"{type(exc).__name__}: {exc}"))
+        finally:
+            if lease is not None:
+                lease.wipe()
+        await self._record(await self.status(sid))
+
+    async def _fail(self, sid: str, message: str) -> None:
+        await self._move(
+            sid, ["retrieving_credentials", "diagnosing"], status="error", error=message
+        )
+        await self._emit(sid, "error", code="failed", message=message)
+
+    async def _specialist(
+        self, sid: str, session: Session, name: str, lease: Lease, redact: Callable[[str], str]
+    ) -> tuple[list[Finding], str | None]:
+        access = self.config.access(name, session.environment)
+        granted = dict(access.credentials)
+
+        def secret(ref: str) -> str:
+            if ref not in granted.values():
+                raise PermissionError(f"{name} did not declare {ref}")
+            return lease.get(ref)
+
+        ctx = SpecialistContext(
+            problem=session.problem,
+            environment=session.environment,  # type: ignore[arg-type]
+            settings=access.settings,
+            secret=secret,
+            credentials=granted,
+            timeout_s=self.config.specialist_timeout_s,
+        )
+        started = time.monotonic()
+        error = None
+        found: list[Finding] = []
+        try:
+            found = await asyncio.wait_for(
+                self.specialists[name](ctx), self.config.specialist_timeout_s
+            )
+        except TimeoutError:
+            error = f"no answer within {self.config.specialist_timeout_s:g} s"
+        except Exception as exc:  # one specialist failing does not sink the others
+            error = redact(str(exc) or type(exc).__name__)
+        kept = [cap(f) for f in found[:MAX_FINDINGS]]
+        kept = [Finding.model_validate_json(redact(f.model_dump_json())) for f in kept]
+        await self._emit(
+            sid,
+            "specialist_complete",
+            specialist=name,
+            findings=[f.model_dump() for f in kept],
+            seconds=round(time.monotonic() - started, 3),
+            error=error,
+        )
+        return kept, error
+
+    async def _record(self, session: Session) -> None:
+        """The session, its findings and its conclusion, as observations in the ledger."""
+        env = session.environment
+        epoch = f"diagnosis-{session.id}"
+        source = f"diagnosis:{session.id}"
+        summary: dict[str, JsonValue] = {
+            "session": session.id,
+            "problem": session.problem,
+            "status": session.status,
+            "requester": session.requester,
+            "decided_by": session.decided_by,
+            "approved_references": list(session.approved or []),
+            "reason": session.reason,
+        }
+        rows = [
+            AssertionInput(
+                subject=f"diagnosis.{env}.session",
+                value=summary,
+                agent="diagnosis",
+                kind=Kind.OBSERVATION,
+                source=source,
+                epoch=epoch,
+            )
+        ]
+        if session.result is not None:
+            for f in session.result.findings:
+                rows.append(
+                    AssertionInput(
+                        subject=f"diagnosis.{env}.{f.specialist}.{f.code.replace('.', '_')}",
+                        value=f.model_dump(mode="json"),
+                        agent="diagnosis",
+                        kind=Kind.OBSERVATION,
+                        source=source,
+                        evidence=f.query,
+                        epoch=epoch,
+                        confidence=0.9,
+                    )
+                )
+            conclusion: dict[str, JsonValue] = {
+                "session": session.id,
+                "conclusion": session.result.conclusion,
+                "inconclusive": session.result.inconclusive,
+                "hypotheses": [h.title for h in session.result.hypotheses],
+            }
+            rows.append(
+                AssertionInput(
+                    subject=f"diagnosis.{env}.conclusion",
+                    value=conclusion,
+                    agent="diagnosis",
+                    kind=Kind.OBSERVATION,
+                    source=source,
+                    epoch=epoch,
+                )
+            )
+        try:
+            await asyncio.to_thread(self.ledger.add, rows)
+        except Exception:  # the session's own state is already saved
+            log.exception("diagnosis %s: could not record it in the ledger", session.id)
+
+
+def _redactor(values: Sequence[str]) -> Callable[[str], str]:
+    secrets_ = sorted({v for v in values if v}, key=len, reverse=True)
+
+    def redact(text: str) -> str:
+        for value in secrets_:
+            text = text.replace(value, "[redacted]")
+        return text
+
+    return redact

@@ -1,0 +1,154 @@
+"""Diagnosis sessions, their events and incidents, for every SQL store.
+
+Sessions are worker state, written in their own short transactions (like the job
+queue), never inside the journal's writer. Rows hold credential references only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
+from typing import Any
+
+from episteme.ledger.sql.projector import Conn, Us, us
+
+SESSION_COLUMNS = (
+    "id, status, problem, environment, context, requester, plan, approved, decided_by,"
+    " reason, result, error, incident, created_at, updated_at, expires_at"
+)
+_SESSION_FIELDS = tuple(c.strip() for c in SESSION_COLUMNS.split(","))
+_TIMES = {"created_at", "updated_at", "expires_at"}
+
+
+def _row(r: Sequence[Any]) -> dict[str, Any]:
+    return dict(zip(_SESSION_FIELDS, r, strict=True))
+
+
+class DiagnosisReads:
+    @property
+    def conn(self) -> Conn:
+        raise NotImplementedError
+
+    def diagnosis_session(self, session_id: str) -> dict[str, Any] | None:
+        r = self.conn.execute(
+            f"SELECT {SESSION_COLUMNS} FROM diagnosis_sessions WHERE id = ?", (session_id,)
+        ).fetchone()
+        return None if r is None else _row(r)
+
+    def diagnosis_sessions(self, limit: int = 100) -> list[dict[str, Any]]:
+        rows = self.conn.execute(
+            f"SELECT {SESSION_COLUMNS} FROM diagnosis_sessions ORDER BY created_at DESC, id"
+            " LIMIT ?",
+            (limit,),
+        )
+        return [_row(r) for r in rows]
+
+    def diagnosis_events(self, session_id: str, after: int = 0) -> list[tuple[int, str]]:
+        rows = self.conn.execute(
+            "SELECT n, event FROM diagnosis_events WHERE session_id = ? AND n > ? ORDER BY n",
+            (session_id, after),
+        )
+        return [(r[0], r[1]) for r in rows]
+
+    def incident(self, key: str) -> dict[str, Any] | None:
+        r = self.conn.execute(
+            "SELECT key, group_key, status, labels, session_id, alerts, opened_at, updated_at"
+            " FROM incidents WHERE key = ?",
+            (key,),
+        ).fetchone()
+        if r is None:
+            return None
+        names = ("key", "group_key", "status", "labels", "session_id", "alerts", "opened_at")
+        return {**dict(zip(names, r[:7], strict=True)), "updated_at": r[7]}
+
+
+class DiagnosisWrites:
+    def _jobs_transaction(self) -> AbstractContextManager[Conn]:
+        raise NotImplementedError
+
+    def save_diagnosis_session(self, row: dict[str, Any]) -> None:
+        """Insert or update a session row (every column given)."""
+        values = [
+            Us(row[f]) if f in _TIMES and row[f] is not None else row[f] for f in _SESSION_FIELDS
+        ]
+        updates = ", ".join(f"{f} = excluded.{f}" for f in _SESSION_FIELDS[1:])
+        marks = ",".join("?" * len(_SESSION_FIELDS))
+        with self._jobs_transaction() as conn:
+            conn.execute(
+                f"INSERT INTO diagnosis_sessions ({SESSION_COLUMNS}) VALUES ({marks})"
+                f" ON CONFLICT (id) DO UPDATE SET {updates}",
+                values,
+            )
+
+    def move_diagnosis_session(
+        self, session_id: str, from_status: Sequence[str], changes: dict[str, Any]
+    ) -> bool:
+        """Change a session only if its status is one of `from_status` (False otherwise):
+        two approvals racing on two servers cannot both win."""
+        sets = ", ".join(f"{k} = ?" for k in changes)
+        args = [Us(v) if k in _TIMES and v is not None else v for k, v in changes.items()]
+        marks = ",".join("?" * len(from_status))
+        with self._jobs_transaction() as conn:
+            row = conn.execute(
+                f"UPDATE diagnosis_sessions SET {sets} WHERE id = ? AND status IN ({marks})"
+                " RETURNING id",
+                [*args, session_id, *from_status],
+            ).fetchone()
+        return row is not None
+
+    def add_diagnosis_event(self, session_id: str, at_us: int, event: str) -> int:
+        """Append one event to a session's stream; its number (1, 2, ...).
+
+        Two appends racing for the same number: the loser finds it taken and takes the next.
+        """
+        for _ in range(20):
+            with self._jobs_transaction() as conn:
+                row = conn.execute(
+                    "INSERT INTO diagnosis_events (session_id, n, at, event) SELECT ?,"
+                    " coalesce(max(n), 0) + 1, ?, ? FROM diagnosis_events WHERE session_id = ?"
+                    " ON CONFLICT DO NOTHING RETURNING n",
+                    (session_id, Us(at_us), event, session_id),
+                ).fetchone()
+            if row is not None:
+                return int(row[0])
+        raise RuntimeError(f"session {session_id}: could not append an event")
+
+    def delete_diagnosis_session(self, session_id: str) -> bool:
+        with self._jobs_transaction() as conn:
+            conn.execute("DELETE FROM diagnosis_events WHERE session_id = ?", (session_id,))
+            row = conn.execute(
+                "DELETE FROM diagnosis_sessions WHERE id = ? RETURNING id", (session_id,)
+            ).fetchone()
+        return row is not None
+
+    def open_incident(
+        self, key: str, group_key: str, labels: str, now_us: int
+    ) -> tuple[bool, dict[str, Any] | None]:
+        """Open an incident for `key`, or count one more alert on the open one.
+
+        (True, None) when this call opened it; (False, its row) when it was open already.
+        """
+        with self._jobs_transaction() as conn:
+            new = conn.execute(
+                "INSERT INTO incidents (key, group_key, status, labels, session_id, alerts,"
+                " opened_at, updated_at) VALUES (?, ?, 'open', ?, NULL, 1, ?, ?)"
+                " ON CONFLICT (key) DO NOTHING RETURNING key",
+                (key, group_key, labels, Us(now_us), Us(now_us)),
+            ).fetchone()
+            if new is not None:
+                return True, None
+            conn.execute(
+                "UPDATE incidents SET alerts = alerts + 1, updated_at = ? WHERE key = ?",
+                (Us(now_us), key),
+            )
+            r = conn.execute(
+                "SELECT status, session_id FROM incidents WHERE key = ?", (key,)
+            ).fetchone()
+        return False, {"status": r[0], "session_id": r[1]}
+
+    def link_incident(self, key: str, session_id: str, now_us: int) -> None:
+        with self._jobs_transaction() as conn:
+            conn.execute(
+                "UPDATE incidents SET session_id = ?, updated_at = ? WHERE key = ?",
+                (session_id, us(now_us), key),
+            )

@@ -1,0 +1,306 @@
+"""The diagnosis flow on a real ledger (both stores): analysis, approval, specialists,
+synthesis, the ledger record, and every way a session can end.
+
+Specialists and the secret store here are plain functions (the real ones have their
+own tests, and the end-to-end test runs them against real servers); what is under test
+is the flow and what it lets out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import orjson
+import pytest
+from pydantic_ai.messages import ModelMessage, ModelResponse, TextPart
+from pydantic_ai.models.function import AgentInfo, FunctionModel
+from whenever import TimeDelta
+
+from episteme.diagnose.alerts import AlertmanagerPayload, receive
+from episteme.diagnose.config import DiagnosisConfig
+from episteme.diagnose.engine import DiagnosisEngine
+from episteme.diagnose.findings import Finding, SpecialistContext
+from episteme.diagnose.narrator import ModelNarrator
+from episteme.errors import Conflict, Forbidden, InvalidInput, NotFound
+from episteme.ledger import Ledger
+from episteme.timeutil import ManualClock
+from tests.backends import raw_connection
+
+CANARY = "CANARY-d1a9-prod-db-password"
+DB_REFS = {
+    "op://Infrastructure/prod-db/host": "db.internal",
+    "op://Infrastructure/prod-db/username": "app",
+    "op://Infrastructure/prod-db/password": CANARY,
+}
+
+
+class FakeLease:
+    def __init__(self, values: dict[str, str]) -> None:
+        self.values: dict[str, str] | None = dict(values)
+
+    def get(self, ref: str) -> str:
+        assert self.values is not None, "the lease was wiped"
+        return self.values[ref]
+
+    def wipe(self) -> None:
+        self.values = None
+
+
+class Vault:
+    """A secret store as a plain function, remembering the leases it gave."""
+
+    def __init__(self, fail: bool = False) -> None:
+        self.leases: list[FakeLease] = []
+        self.fail = fail
+
+    async def __call__(self, refs: Sequence[str], ttl_s: float) -> FakeLease:
+        if self.fail:
+            raise ConnectionError("the secret store at 127.0.0.1:9 is unreachable")
+        known = {**DB_REFS, **{r: f"value-of-{r}" for r in refs if r not in DB_REFS}}
+        lease = FakeLease({r: known[r] for r in refs})
+        self.leases.append(lease)
+        return lease
+
+
+async def database(ctx: SpecialistContext) -> list[Finding]:
+    password = ctx.secret(ctx.credentials["password"])
+    assert password == CANARY
+    return [
+        Finding(
+            specialist="database",
+            code="db.connection_exhaustion",
+            severity="critical",
+            claim="97 of 100 connections in use",
+            evidence={"used": 97, "max_connections": 100},
+            tool="psycopg",
+            query="SELECT state, count(*) FROM pg_stat_activity GROUP BY state",
+            credential_ref=ctx.credentials["password"],
+        ),
+        Finding(
+            specialist="database",
+            code="db.idle_in_transaction",
+            severity="warning",
+            claim="40 sessions idle in transaction",
+            evidence={"terminate": ["SELECT pg_terminate_backend(4242)"]},
+            tool="psycopg",
+        ),
+    ]
+
+
+async def leaky(ctx: SpecialistContext) -> list[Finding]:
+    raise RuntimeError(f"login failed with {ctx.secret(ctx.credentials['cloudwatch-secret-key'])}")
+
+
+async def hangs(ctx: SpecialistContext) -> list[Finding]:
+    await asyncio.sleep(30)
+    return []
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture
+def vault() -> Vault:
+    return Vault()
+
+
+@pytest.fixture
+def engine(ledger: Ledger, vault: Vault) -> DiagnosisEngine:
+    config = DiagnosisConfig(specialist_timeout_s=0.5)
+    specialists = {"database": database, "cloud": leaky, "kubernetes": hangs}
+    return DiagnosisEngine(ledger, vault, config=config, specialists=specialists)
+
+
+async def _events(engine: DiagnosisEngine, sid: str) -> list[dict[str, Any]]:
+    return [e async for e in engine.events(sid, follow=False)]
+
+
+@pytest.mark.anyio
+async def test_diagnose_approve_and_find_the_root_cause(
+    engine: DiagnosisEngine, ledger: Ledger, vault: Vault
+) -> None:
+    session = await engine.start("database connection failures in prod", "prod", requester="dev-1")
+    assert session.status == "waiting_for_approval"
+    assert session.specialists == ["database"]
+    assert set(session.requested) == set(DB_REFS)
+    assert vault.leases == []  # nothing fetched before the approval
+    approved = await engine.approve(session.id, approver="lead", refs=None, reason="go")
+    assert approved.status in ("retrieving_credentials", "diagnosing", "completed")
+    done = await engine.wait(session.id)
+    assert done.status == "completed"
+    assert done.result is not None
+    assert done.result.hypotheses[0].rule == "connection_exhaustion"
+    assert "Terminate the sessions idle in transaction" in done.result.hypotheses[0].remediation[0]
+    types = [e["type"] for e in await _events(engine, session.id)]
+    assert types == [
+        "session_start", "text", "approval_required", "approval_accepted",
+        "credential_retrieved", "credential_retrieved", "credential_retrieved",
+        "diagnosis_started", "specialists_selected", "specialist_complete",
+        "synthesis_started", "text", "diagnosis_complete",
+    ]  # fmt: skip
+    assert all(e["v"] == 1 for e in await _events(engine, session.id))
+    assert vault.leases[0].values is None  # wiped at completion
+    # recorded in the ledger, with provenance, for time travel and trace
+    found = ledger.answer("diagnosis.prod", lens="all")
+    subjects = {i.assertion.subject for i in found.items}
+    assert {"diagnosis.prod.session", "diagnosis.prod.conclusion",
+            "diagnosis.prod.database.db_connection_exhaustion"} <= subjects  # fmt: skip
+    assert {i.assertion.source for i in found.items} == {f"diagnosis:{session.id}"}
+
+
+@pytest.mark.anyio
+async def test_a_subset_approval_skips_what_it_does_not_cover(
+    engine: DiagnosisEngine, vault: Vault
+) -> None:
+    session = await engine.start("pods crashloop and the db times out", "prod", requester="dev")
+    assert session.specialists == ["database", "kubernetes"]
+    only_db = sorted(DB_REFS)
+    await engine.approve(session.id, approver="lead", refs=only_db, reason="db only")
+    done = await engine.wait(session.id)
+    assert done.status == "completed"
+    assert done.result is not None
+    assert any("kubernetes: credentials not approved" in m for m in done.result.missing)
+    assert sorted(vault.leases[0].values or DB_REFS) == only_db
+
+
+@pytest.mark.anyio
+async def test_a_failing_or_hanging_specialist_does_not_sink_the_others(
+    engine: DiagnosisEngine, ledger: Ledger, location: object, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    session = await engine.start(
+        "db connection refused, pod restarts, high cpu on ec2", "prod", requester="dev"
+    )
+    assert session.specialists == ["database", "cloud", "kubernetes"]
+    await engine.approve(session.id, approver="lead", refs=None, reason="all")
+    done = await engine.wait(session.id)
+    assert done.status == "completed", done.error
+    assert done.result is not None
+    assert done.result.hypotheses[0].rule == "connection_exhaustion"
+    complete = {e["specialist"]: e for e in await _events(engine, session.id)
+                if e["type"] == "specialist_complete"}  # fmt: skip
+    assert complete["kubernetes"]["error"] == "no answer within 0.5 s"
+    assert "[redacted]" in complete["cloud"]["error"]
+    # no secret anywhere: events, session rows, the journal, logs
+    secret_values = [*DB_REFS.values(), *(f"value-of-{r}" for r in session.requested)]
+    everything = [
+        orjson.dumps(await _events(engine, session.id)).decode(),
+        done.model_dump_json(),
+        "".join(str(e.to_json()) for e in ledger.export()),
+        caplog.text,
+        _raw_rows(location),
+    ]
+    for value in [CANARY, *(v for v in secret_values if v.startswith("value-of-op://"))]:
+        assert not any(value in text for text in everything), value
+
+
+def _raw_rows(location: object) -> str:
+    with raw_connection(location) as conn:  # type: ignore[arg-type]
+        rows = [
+            conn.execute(f"SELECT * FROM {t}").fetchall()
+            for t in ("diagnosis_sessions", "diagnosis_events", "journal", "assertions")
+        ]
+    return repr(rows)
+
+
+@pytest.mark.anyio
+async def test_denial_expiry_and_bad_decisions(
+    engine: DiagnosisEngine, clock: ManualClock, vault: Vault
+) -> None:
+    denied = await engine.start("db timeouts", "prod", requester="dev")
+    with pytest.raises(Forbidden, match="cannot approve it"):
+        await engine.approve(denied.id, approver="dev", refs=None, reason="mine")
+    with pytest.raises(InvalidInput, match="not requested"):
+        await engine.approve(denied.id, approver="lead", refs=["op://x/y/z"], reason="r")
+    assert (await engine.deny(denied.id, approver="lead", reason="not now")).status == "denied"
+    with pytest.raises(Conflict, match="is denied"):
+        await engine.approve(denied.id, approver="lead", refs=None, reason="r")
+
+    late = await engine.start("db timeouts", "staging", requester="dev")
+    clock.advance(TimeDelta(hours=2))
+    assert (await engine.status(late.id)).status == "expired"
+    with pytest.raises(Conflict, match="is expired"):
+        await engine.approve(late.id, approver="lead", refs=None, reason="r")
+
+    twice = await engine.start("db timeouts", "prod", requester="dev")
+    await engine.approve(twice.id, approver="lead", refs=None, reason="go")
+    with pytest.raises(Conflict):
+        await engine.approve(twice.id, approver="lead", refs=None, reason="again")
+    await engine.wait(twice.id)
+    with pytest.raises(NotFound):
+        await engine.status("s_" + "0" * 24)
+    with pytest.raises(InvalidInput, match="unknown environment"):
+        await engine.start("db", "qa", requester="dev")
+    assert len(vault.leases) == 1  # denied and expired sessions fetched nothing
+
+
+@pytest.mark.anyio
+async def test_a_secret_store_that_is_down_ends_the_session_in_error(ledger: Ledger) -> None:
+    engine = DiagnosisEngine(ledger, Vault(fail=True), specialists={"database": database})
+    session = await engine.start("db connection refused", "prod", requester="dev")
+    await engine.approve(session.id, approver="lead", refs=None, reason="go")
+    done = await engine.wait(session.id)
+    assert done.status == "error"
+    assert "unreachable" in (done.error or "")
+    assert (await _events(engine, session.id))[-1]["type"] == "error"
+
+
+@pytest.mark.anyio
+async def test_the_model_writes_the_words_and_never_sees_a_secret(
+    ledger: Ledger, vault: Vault
+) -> None:
+    prompts: list[str] = []
+
+    def reply(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
+        prompts.append(repr(messages))
+        text = repr(messages)
+        answer = "database" if "Which of these specialists" in text else "It is the pool."
+        return ModelResponse(parts=[TextPart(answer)])
+
+    narrator = ModelNarrator(FunctionModel(reply))
+    engine = DiagnosisEngine(
+        ledger, vault, narrator=narrator, specialists={"database": database, "cloud": leaky}
+    )
+    session = await engine.start("checkout is slow since noon", "prod", requester="dev")
+    assert session.specialists == ["database"]
+    assert session.why["database"] == ["proposed by the model"]
+    await engine.approve(session.id, approver="lead", refs=None, reason="go")
+    done = await engine.wait(session.id)
+    assert done.result is not None
+    assert done.result.text == "It is the pool."
+    assert len(prompts) == 3  # propose, analysis, synthesis
+    assert not any(CANARY in p or "db.internal" in p for p in prompts)
+
+
+@pytest.mark.anyio
+async def test_an_alert_sent_twice_opens_one_incident(engine: DiagnosisEngine) -> None:
+    payload = AlertmanagerPayload.model_validate(
+        {
+            "version": "4",
+            "groupKey": '{}:{alertname="PostgresTooManyConnections"}',
+            "status": "firing",
+            "receiver": "episteme",
+            "commonLabels": {
+                "alertname": "PostgresTooManyConnections",
+                "env": "production",
+                "datname": "app",
+            },
+            "commonAnnotations": {"summary": "connections near max_connections"},
+            "alerts": [
+                {"status": "firing", "labels": {"instance": "db-1"}, "fingerprint": "a1b2c3"}
+            ],
+        }
+    )
+    assert await receive(engine, payload, "alertmanager") == 1
+    assert await receive(engine, payload, "alertmanager") == 0
+    [session] = await engine.sessions()
+    assert session.status == "waiting_for_approval"
+    assert session.environment == "prod"
+    assert session.problem == "PostgresTooManyConnections: connections near max_connections"
+    assert "database" in session.specialists
+    assert session.incident is not None
