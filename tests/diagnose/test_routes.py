@@ -1,0 +1,130 @@
+"""Diagnosis over HTTP: NDJSON streams, roles, the paths users know and /v1/diagnosis."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from starlette.testclient import TestClient
+
+from episteme.api import Settings, create_app
+from episteme.diagnose.config import DiagnosisConfig
+from episteme.diagnose.engine import DiagnosisEngine
+from episteme.ledger import Ledger
+from tests.diagnose.test_engine import CANARY, Vault, database
+
+NDJSON = {"Accept": "application/x-ndjson"}
+
+
+class Http:
+    def __init__(self, client: TestClient, tokens: dict[str, str]) -> None:
+        self.client, self.tokens = client, tokens
+
+    def __call__(self, method: str, path: str, who: str = "dev", **kw: Any) -> Any:
+        headers = {"Authorization": f"Bearer {self.tokens[who]}", **kw.pop("headers", {})}
+        return self.client.request(method, path, headers=headers, **kw)
+
+    def lines(self, r: Any) -> list[dict[str, Any]]:
+        assert r.headers["content-type"].startswith("application/x-ndjson"), r.text
+        return [orjson.loads(line) for line in r.text.splitlines() if line]
+
+
+@pytest.fixture
+def http(ledger: Ledger, home: Path) -> Iterator[Http]:
+    engine = DiagnosisEngine(
+        ledger, Vault(), config=DiagnosisConfig(), specialists={"database": database}
+    )
+    app = create_app(Settings(home=home, mcp=False, background=False), ledger=ledger,
+                     diagnosis=engine)  # fmt: skip
+    tokens = {
+        who: ledger.issue_token(who, [role], by="admin")[0]
+        for who, role in [("dev", "agent"), ("lead", "approver"), ("boss", "supervisor")]
+    }
+    with TestClient(app, raise_server_exceptions=False) as client:
+        yield Http(client, tokens)
+
+
+@pytest.mark.parametrize("prefix", ["", "/v1/diagnosis"])
+def test_diagnose_approve_stream_to_the_root_cause(http: Http, prefix: str) -> None:
+    body = {"problem": "database connection failures in prod", "environment": "prod"}
+    first = http.lines(http("POST", f"{prefix}/diagnose", json=body, headers=NDJSON))
+    assert [e["type"] for e in first] == ["session_start", "text", "approval_required"]
+    sid = first[0]["session_id"]
+    refs = first[-1]["references"]
+    assert refs == sorted(refs)
+    assert all(r.startswith("op://Infrastructure/prod-db/") for r in refs)
+    # the requester holds no approver role; a supervisor does not either
+    for who in ("dev", "boss"):
+        r = http("POST", f"{prefix}/approve/{sid}", who, json={"reason": "go"})
+        assert r.status_code == 403, r.text
+    r = http("POST", f"{prefix}/approve/{sid}", "lead", json={"reason": "incident 4711"},
+             headers=NDJSON)  # fmt: skip
+    rest = http.lines(r)
+    assert rest[0]["type"] == "approval_accepted"
+    assert rest[-1]["type"] == "diagnosis_complete"
+    result = rest[-1]["result"]
+    assert result["hypotheses"][0]["rule"] == "connection_exhaustion"
+    assert [e["n"] for e in first + rest] == list(range(1, len(first + rest) + 1))
+    status = http("GET", f"{prefix}/status/{sid}").json()
+    assert status["status"] == "completed"
+    assert status["approved"] == refs
+    assert status["decided_by"] == "lead"
+    everything = http("GET", f"{prefix}/status/{sid}?stream=true")
+    assert len(http.lines(everything)) == len(first + rest)
+    listed = http("GET", f"{prefix}/sessions").json()
+    assert [s["id"] for s in listed] == [sid]
+    assert CANARY not in everything.text + str(listed)
+    assert http("DELETE", f"{prefix}/sessions/{sid}", "lead").status_code == 204
+    assert http("GET", f"{prefix}/status/{sid}").status_code == 404
+
+
+def test_json_answers_and_problems(http: Http) -> None:
+    made = http("POST", "/diagnose", json={"problem": "db timeouts", "environment": "staging"})
+    assert made.status_code == 201
+    sid = made.json()["id"]
+    assert made.json()["status"] == "waiting_for_approval"
+    bad = [
+        ("POST", "/diagnose", {"problem": "", "environment": "prod"}, 422),
+        ("POST", "/diagnose", {"problem": "x", "environment": "qa"}, 422),
+        ("POST", "/diagnose", {"problem": "x", "secret": "no"}, 422),
+        ("POST", f"/approve/{sid}", {"reason": "go", "references": ["op://x/y/z"]}, 400),
+        ("POST", "/approve/s_" + "0" * 24, {"reason": "go"}, 404),
+        ("POST", "/approve/nonsense", {"reason": "go"}, 422),
+        ("POST", f"/deny/{sid}", {}, 422),
+    ]
+    for method, path, body, status in bad:
+        r = http(method, path, "dev" if path == "/diagnose" else "lead", json=body)
+        assert r.status_code == status, (path, body, r.text)
+        assert r.headers["content-type"] == "application/problem+json"
+    assert http("POST", f"/deny/{sid}", "lead", json={"reason": "not now"}).json()["status"] == (
+        "denied"
+    )
+    again = http("POST", f"/approve/{sid}", "lead", json={"reason": "go"})
+    assert again.status_code == 409
+    assert "is denied" in again.json()["detail"]
+
+
+def test_alertmanager_posts_twice_and_one_session_opens(http: Http) -> None:
+    payload = {
+        "version": "4",
+        "groupKey": '{}:{alertname="PostgresTooManyConnections"}',
+        "status": "firing",
+        "receiver": "episteme",
+        "commonLabels": {"alertname": "PostgresTooManyConnections", "datname": "app"},
+        "commonAnnotations": {"summary": "connections near max_connections"},
+        "alerts": [{"status": "firing", "labels": {"instance": "db-1"}, "fingerprint": "f1"}],
+    }
+    for _ in range(2):
+        r = http("POST", "/alerts", json=payload)
+        assert r.status_code == 202
+    bad = http("POST", "/alerts", json={**payload, "version": "3"})
+    assert bad.status_code == 422
+    for _ in range(50):  # the route answers at once; the session opens just after
+        sessions = http("GET", "/sessions").json()
+        if sessions and sessions[0]["status"] == "waiting_for_approval":
+            break
+    assert len(sessions) == 1
+    assert sessions[0]["specialists"][0] == "database"
