@@ -44,6 +44,7 @@ from pydantic import BaseModel, JsonValue, TypeAdapter, ValidationError
 from whenever import Instant
 
 from episteme import __version__
+from episteme.diagnose.engine import Session
 from episteme.errors import (
     Conflict,
     EpistemeError,
@@ -114,6 +115,7 @@ _CONSTRAINTS = TypeAdapter(list[ConstraintState])
 _CHECKS = TypeAdapter(list[CheckRecord])
 _TRUST = TypeAdapter(list[TrustScore])
 _CONFLICTS = TypeAdapter(list[ConflictState])
+_SESSIONS = TypeAdapter(list[Session])
 
 
 @dataclass(frozen=True, slots=True)
@@ -289,6 +291,39 @@ def _op_add_constraint(
         "half_life_days": half_life_days,
     } | _present(prefer=prefer)
     return _send_json("POST", "/v1/constraints", body, ConstraintState.model_validate_json)
+
+
+def _op_diagnose(
+    problem: str, *, environment: str = "prod", context: Mapping[str, JsonValue] | None = None
+) -> _Call[Session]:
+    """Open a diagnosis session; it waits for an approver (see docs/diagnosis.md)."""
+    body = {"problem": problem, "environment": environment} | _present(context=context)
+    return _send_json("POST", "/v1/diagnosis/diagnose", body, Session.model_validate_json)
+
+
+def _op_approve_session(
+    session_id: str, *, reason: str, references: Sequence[str] | None = None
+) -> _Call[Session]:
+    """Approve a session's credentials (all, or `references`); it then runs on the server."""
+    body = {"reason": reason, "references": None if references is None else list(references)}
+    path = f"/v1/diagnosis/approve/{_seg(session_id)}"
+    return _send_json("POST", path, body, Session.model_validate_json)
+
+
+def _op_deny_session(session_id: str, *, reason: str) -> _Call[Session]:
+    """Deny a session's credentials: it ends, nothing is fetched."""
+    path = f"/v1/diagnosis/deny/{_seg(session_id)}"
+    return _send_json("POST", path, {"reason": reason}, Session.model_validate_json)
+
+
+def _op_session(session_id: str) -> _Call[Session]:
+    """A diagnosis session: its status, the references it asked for, its result."""
+    return _get(f"/v1/diagnosis/status/{_seg(session_id)}", Session.model_validate_json)
+
+
+def _op_sessions(*, limit: int = 100) -> _Call[list[Session]]:
+    """Diagnosis sessions, newest first."""
+    return _get("/v1/diagnosis/sessions", _SESSIONS.validate_json, limit=limit)
 
 
 def _op_constraints(scope: str | None = None) -> _Call[list[ConstraintState]]:
@@ -674,6 +709,11 @@ class Client(_Base):
     checks = _sync(_op_checks)
     trust = _sync(_op_trust)
     conflicts = _sync(_op_conflicts)
+    diagnose = _sync(_op_diagnose)
+    approve_session = _sync(_op_approve_session)
+    deny_session = _sync(_op_deny_session)
+    session = _sync(_op_session)
+    sessions = _sync(_op_sessions)
     decide = _sync(_op_decide)
     served = _sync(_op_served)
     audit = _sync(_op_audit)
@@ -769,6 +809,11 @@ class AsyncClient(_Base):
     checks = _async(_op_checks)
     trust = _async(_op_trust)
     conflicts = _async(_op_conflicts)
+    diagnose = _async(_op_diagnose)
+    approve_session = _async(_op_approve_session)
+    deny_session = _async(_op_deny_session)
+    session = _async(_op_session)
+    sessions = _async(_op_sessions)
     decide = _async(_op_decide)
     served = _async(_op_served)
     audit = _async(_op_audit)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -11,10 +12,13 @@ import pytest
 from starlette.testclient import TestClient
 
 from episteme.api import Settings, create_app
+from episteme.client import Client
 from episteme.diagnose.config import DiagnosisConfig
 from episteme.diagnose.engine import DiagnosisEngine
+from episteme.errors import Forbidden
 from episteme.ledger import Ledger
 from tests.diagnose.test_engine import CANARY, Vault, database
+from tests.integration.server import live_server
 
 NDJSON = {"Accept": "application/x-ndjson"}
 
@@ -128,3 +132,26 @@ def test_alertmanager_posts_twice_and_one_session_opens(http: Http) -> None:
             break
     assert len(sessions) == 1
     assert sessions[0]["specialists"][0] == "database"
+
+
+def test_the_python_client_diagnoses_and_approves(ledger: Ledger, home: Path) -> None:
+    engine = DiagnosisEngine(ledger, Vault(), specialists={"database": database})
+    app = create_app(
+        Settings(home=home, mcp=False, background=False), ledger=ledger, diagnosis=engine
+    )
+    dev, _ = ledger.issue_token("dev", ["agent"], by="admin")
+    lead, _ = ledger.issue_token("lead", ["approver"], by="admin")
+    with live_server(app) as url, Client(url, dev) as agent, Client(url, lead) as approver:
+        session = agent.diagnose("database connection failures", environment="prod")
+        assert session.status == "waiting_for_approval"
+        with pytest.raises(Forbidden):
+            agent.approve_session(session.id, reason="mine")
+        approver.approve_session(session.id, reason="incident 4711")
+        for _ in range(100):
+            done = agent.session(session.id)
+            if done.status == "completed":
+                break
+            time.sleep(0.05)
+        assert done.result is not None
+        assert done.result.hypotheses[0].rule == "connection_exhaustion"
+        assert [s.id for s in agent.sessions()] == [session.id]
