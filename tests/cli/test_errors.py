@@ -421,7 +421,8 @@ def test_missing_required_options_are_typer_usage_errors(cli: Cli, scenario: Sce
     before = journal(cli)
     assert_usage_error(cli("assert", "a.b", "1"), "Missing option '--agent'")
     assert_usage_error(cli("query", "auth"), "Missing option '--agent'")
-    assert_usage_error(cli("approve", scenario.es256), "Missing option '--by'")
+    # approve also takes diagnosis sessions (no --by); for an assertion it is required
+    assert_error(cli("approve", scenario.es256), 2, "needs --by")
     assert_usage_error(cli("correct", scenario.es256, "--by", "a"), "Missing option '--reason'")
     assert_usage_error(cli("diff", "auth"), "Missing option '--from'")
     assert_usage_error(cli("decide", "x"), "Missing option '--agent'")

@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 
 
 class Alert(BaseModel):
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", strict=True)
 
     status: Literal["firing", "resolved"]
     labels: dict[str, str] = Field(default_factory=dict)
@@ -36,7 +36,7 @@ class Alert(BaseModel):
 class AlertmanagerPayload(BaseModel):
     """The body Alertmanager posts to a webhook receiver."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", strict=True)
 
     version: Literal["4"]
     groupKey: str = Field(min_length=1, max_length=4096)
