@@ -327,10 +327,12 @@ def _take(events: Iterator[Event], n: int) -> Iterator[Event]:
 
 
 class GardenerLoop:
-    """A thread that keeps the gardener caught up and delivers notifications.
+    """Threads that keep the gardener caught up and deliver notifications.
 
-    Errors (the database away, a webhook store failing) are logged and retried with
-    backoff: the loop never stops following the journal while it runs.
+    The gardener and the deliveries run on threads of their own, so a slow webhook
+    receiver never holds the journal's follower back. Errors (the database away, a
+    bug on one event) are logged and retried with backoff: the loops never stop
+    while they run.
     """
 
     def __init__(
@@ -347,19 +349,27 @@ class GardenerLoop:
         self.last_error: str | None = None
         self._last_scan = 0.0
         self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._threads: list[threading.Thread] = []
 
     def start(self) -> None:
-        if self._thread is None or not self._thread.is_alive():
-            self._stop.clear()
-            self._thread = threading.Thread(target=self._run, name="gardener", daemon=True)
-            self._thread.start()
+        if self.running:
+            return
+        self._stop.clear()
+        work = [("gardener", self._garden)]
+        if self.deliver is not None:
+            work.append(("webhooks", self.deliver))
+        self._threads = [
+            threading.Thread(target=self._run, args=(fn,), name=name, daemon=True)
+            for name, fn in work
+        ]
+        for t in self._threads:
+            t.start()
 
     def stop(self, timeout: float = 5.0) -> None:
         self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-            self._thread = None
+        for t in self._threads:
+            t.join(timeout)
+        self._threads = []
 
     def wait(self, timeout: float) -> bool:
         """Sleep up to `timeout` seconds; True once the loop was asked to stop."""
@@ -367,19 +377,17 @@ class GardenerLoop:
 
     @property
     def running(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
+        return any(t.is_alive() for t in self._threads)
 
-    def _run(self) -> None:
+    def _run(self, work: Callable[[], int]) -> None:
         backoff = self.idle
         while not self._stop.is_set():
-            applied = self._guard(self._garden)
-            if self.deliver is not None:
-                self._guard(self.deliver)  # a failing delivery never slows the gardener
-            if applied is None:
+            done = self._guard(work)
+            if done is None:
                 backoff = min(backoff * 2, 30.0)
             else:
                 backoff = self.idle
-                if applied:
+                if done:
                     continue
             self._stop.wait(backoff)
 
