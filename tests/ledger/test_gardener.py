@@ -379,3 +379,21 @@ def test_the_loop_keeps_following_the_journal_when_delivery_fails(ledger: Ledger
     assert loop.errors >= 1
     assert loop.last_error == "RuntimeError: the webhook store is away"
     assert not loop.running
+
+
+def test_a_trust_drop_past_the_alert_line_is_notified_once(
+    location: object, clock: ManualClock
+) -> None:
+    policy = TrustPolicy(alert_below=0.4)
+    with Ledger.open(str(location), clock=clock, ensure=True, policy=policy) as ledger:
+        es, _ = _es256_story(ledger)
+        ledger.correct(es, by="oncall", reason="prod expects RS256")
+        gardener = Gardener(ledger)
+        gardener.run_until_caught_up()
+        [drop] = ledger.notifications(type="trust_drop")
+        assert drop.data["agent"] == "research-agent"  # 0.33; the orchestrator stays at 0.43
+        assert drop.data["topic"] == "auth"
+        assert drop.data["before"] == 0.5
+        assert "fell to 0.33" in drop.summary
+        gardener.replay()
+        assert len(ledger.notifications(type="trust_drop")) == 1
