@@ -13,6 +13,8 @@
     │   └── Conflict              a move the current state forbids        (409)
     └── WorldError                the world failed: retry or repair       (HTTP 5xx, exit 1)
         ├── StoreUnavailable      the database cannot be opened or used   (503)
+        ├── SpecialistError       a diagnosis specialist cannot reach or
+        │                         sign in to its system (in diagnose.findings)
         └── IntegrityError        the journal or projections are damaged  (500)
 
 Each error carries its HTTP status, its CLI exit code and a message that says what to do.

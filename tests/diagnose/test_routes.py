@@ -126,10 +126,11 @@ def test_alertmanager_posts_twice_and_one_session_opens(http: Http) -> None:
         assert r.status_code == 202
     bad = http("POST", "/alerts", json={**payload, "version": "3"})
     assert bad.status_code == 422
-    for _ in range(50):  # the route answers at once; the session opens just after
+    for _ in range(200):  # the route answers at once; the session opens just after
         sessions = http("GET", "/sessions").json()
         if sessions and sessions[0]["status"] == "waiting_for_approval":
             break
+        time.sleep(0.05)
     assert len(sessions) == 1
     assert sessions[0]["specialists"][0] == "database"
 

@@ -15,6 +15,14 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue
 
+from episteme.errors import WorldError
+
+
+class SpecialistError(WorldError):
+    """A specialist could not look at its system: the login was refused, the server could
+    not be reached, or its settings are incomplete. The message never holds a secret."""
+
+
 Severity = Literal["info", "warning", "critical"]
 Environment = Literal["prod", "staging", "dev"]
 

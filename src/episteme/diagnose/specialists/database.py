@@ -44,8 +44,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import JsonValue
 
-from episteme.diagnose.findings import Finding, Severity, SpecialistContext
-from episteme.errors import WorldError
+from episteme.diagnose.findings import Finding, Severity, SpecialistContext, SpecialistError
 
 if TYPE_CHECKING:
     from psycopg import AsyncConnection
@@ -62,11 +61,6 @@ WARNING_SHARE = 0.75
 CRITICAL_SHARE = 0.90
 RECOMMENDED_IDLE_TIMEOUT = "60s"
 _REFUSED_SLOTS = ("too many clients already", "remaining connection slots are reserved")
-
-
-class SpecialistError(WorldError):
-    """A specialist could not look at its system: the login was refused, the server could
-    not be reached, or its settings are incomplete. The message never holds a secret."""
 
 
 @dataclass(frozen=True)

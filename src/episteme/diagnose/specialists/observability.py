@@ -52,8 +52,7 @@ from typing import Any, NamedTuple
 import httpx
 from pydantic import JsonValue
 
-from episteme.diagnose.findings import Finding, Severity, SpecialistContext
-from episteme.diagnose.specialists.database import SpecialistError
+from episteme.diagnose.findings import Finding, Severity, SpecialistContext, SpecialistError
 
 NAME = "observability"
 DEFAULT_PATTERNS = ("ERROR", "FATAL", "panic", "Traceback")
