@@ -79,6 +79,8 @@ _PATTERN_HINTS = {
     "subject": _SUBJECT_HINT,
     "subjects": _SUBJECT_HINT,
     "prefix": _SUBJECT_HINT,
+    "scope": _SUBJECT_HINT,
+    "topic": _SUBJECT_HINT,
     "epoch": _NAME_HINT,
     "agent": _NAME_HINT,
     "principal": _NAME_HINT,

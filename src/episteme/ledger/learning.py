@@ -23,7 +23,7 @@ from episteme.ledger.journal import Draft, Event, EventKind
 from episteme.ledger.model import check_context, check_name, check_subject
 from episteme.ledger.records import CheckRecord, ConstraintRecord, NotificationRecord
 from episteme.ledger.trust import TrustPolicy, TrustScore, scores
-from episteme.ledger.webhooks import WebhookSpec
+from episteme.ledger.webhooks import NOTIFICATION_TYPES, WebhookSpec
 from episteme.timeutil import Clock, from_us, to_us
 
 if TYPE_CHECKING:
@@ -235,6 +235,9 @@ class Learning:
         self, *, type: str | None = None, since: Instant | None = None, limit: int = 100
     ) -> list[NotificationRecord]:
         """What the gardener raised (corrections, conflicts, trust drops, expiries)."""
+        if type is not None and type not in NOTIFICATION_TYPES:
+            known = ", ".join(sorted(NOTIFICATION_TYPES))
+            raise InvalidInput(f"unknown notification type {type!r}: use {known}", field="type")
         if limit < 1:
             raise InvalidInput("--limit must be at least 1", field="limit")
         return self.store.notifications(type, _us(since), limit)

@@ -122,6 +122,8 @@ class WebhookSpec(BaseModel):
     @field_validator("name")
     @classmethod
     def _name(cls, value: str) -> str:
+        if value == "deliveries":
+            raise ValueError("'deliveries' names the list of deliveries: choose another name")
         return check_name(value, "webhook name")
 
     @field_validator("url")
@@ -131,6 +133,11 @@ class WebhookSpec(BaseModel):
             _env_name(value, "url")
         elif not _is_http_url(value):
             raise ValueError(_URL_HELP)
+        elif httpx.URL(value).userinfo:
+            raise ValueError(
+                "a URL with credentials in it is refused: put it in an environment "
+                "variable and give env:VARNAME"
+            )
         return value
 
     @field_validator("secret")

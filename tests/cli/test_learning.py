@@ -1,0 +1,288 @@
+"""What the ledger learns, from the command line: constraints and checks, the gardener,
+trust after a correction, conflicts, notifications and webhooks."""
+
+from __future__ import annotations
+
+import pytest
+from whenever import TimeDelta
+
+from episteme.timeutil import ManualClock
+from tests.cli.support import assert_error, done, ok
+from tests.conftest import Cli
+
+SUBJECT = "auth.jwt.algorithm"
+VIOLATION = 3
+
+
+def _axios(cli: Cli) -> str:
+    ok(cli("init", "--json"))
+    made = ok(
+        cli(
+            "constraint",
+            "add",
+            "--scope",
+            "code.http_client",
+            "--forbid",
+            "node-fetch",
+            "--prefer",
+            "axios",
+            "--reason",
+            "node-fetch v2 leaks sockets behind our proxy",
+            "--by",
+            "oncall",
+            "--json",
+        )
+    )
+    assert made["strength"] == 1.0
+    assert made["state"] == "active"
+    assert made["constraint"]["origin"] == "direct:oncall"
+    cid: str = made["constraint"]["id"]
+    return cid
+
+
+def _corrected(cli: Cli) -> str:
+    """ES256 asserted by research-agent, corrected by oncall with RS256 and a constraint."""
+    ok(cli("init", "--json"))
+    [es] = ok(cli("assert", SUBJECT, "ES256", "--agent", "research-agent", "--json"))
+    fixed = ok(
+        cli(
+            "correct",
+            es["id"][:12],
+            "--by",
+            "oncall",
+            "--reason",
+            "prod expects RS256",
+            "--value",
+            "RS256",
+            "--forbid",
+            "--json",
+        )
+    )
+    assert fixed["constraint"]["forbid"] == ["ES256"]
+    eid: str = es["id"]
+    return eid
+
+
+# -- constraints and pre-flight checks ----------------------------------------------------
+
+
+def test_a_constraint_stops_a_plan_and_checks_are_audited(cli: Cli) -> None:
+    cid = _axios(cli)
+    r = cli(
+        "check",
+        "--plan",
+        "use node-fetch",
+        "--scope",
+        "code.http_client",
+        "--item",
+        "node-fetch",
+        "--agent",
+        "deploy-agent",
+    )
+    assert r.code == VIOLATION, r.err
+    assert "'node-fetch' is forbidden on code.http_client" in r.out
+    assert "use 'axios' instead" in r.out
+    assert "from direct:oncall" in r.out
+
+    r = cli("check", "--plan", "use axios", "--json")
+    assert r.code == 0, r.err
+    passed = r.json()
+    assert passed["violations"] == []
+    assert passed["checked"] == 1
+
+    audited = ok(cli("checks", "--json"))
+    assert [c["plan"] for c in audited] == ["use axios", "use node-fetch"]
+    assert audited[0]["id"] == passed["check_id"]
+    assert audited[1]["agent"] == "deploy-agent"
+    assert audited[1]["violations"][0]["constraint_id"] == cid
+    assert [c["plan"] for c in ok(cli("checks", "--agent", "deploy-agent", "--json"))] == [
+        "use node-fetch"
+    ]
+
+    [listed] = ok(cli("constraint", "list", "--json"))
+    assert listed["constraint"]["id"] == cid
+    assert listed["strength"] == 1.0
+    assert listed["constraint"]["hits"] == 1
+    shown = done(cli("constraint", "show", cid[:8]))
+    assert "node-fetch v2 leaks sockets behind our proxy" in shown
+    assert "origin: direct:oncall" in shown
+    assert "hits: 1" in shown
+    assert ok(cli("constraint", "show", cid[:8], "--json"))["constraint"]["id"] == cid
+
+
+def test_a_constraint_fades_and_a_hit_renews_it(cli: Cli, clock: ManualClock) -> None:
+    cid = _axios(cli)
+    clock.advance(TimeDelta(hours=24 * 30))
+    assert ok(cli("constraint", "show", cid, "--json"))["strength"] == pytest.approx(0.5)
+    r = cli("check", "--plan", "add node-fetch", "--json")
+    assert r.code == VIOLATION
+    assert r.json()["violations"][0]["strength"] == pytest.approx(0.5)
+    assert ok(cli("constraint", "show", cid, "--json"))["strength"] == 1.0
+    # left alone for 120 days it is dormant: it warns, and the check passes
+    clock.advance(TimeDelta(hours=24 * 120))
+    [dormant] = ok(cli("constraint", "list", "--json"))
+    assert dormant["state"] == "dormant"
+    r = cli("check", "--plan", "add node-fetch")
+    assert r.code == 0, r.err
+    assert "warning" in r.out
+    assert "dormant constraint" in r.out
+
+
+def test_bad_constraints_and_checks_are_one_line_errors(cli: Cli) -> None:
+    ok(cli("init", "--json"))
+    assert_error(
+        cli("constraint", "add", "--scope", "code", "--pattern", "(", "--reason", "r"),
+        2,
+        "invalid regular expression '('",
+    )
+    assert_error(
+        cli("constraint", "add", "--scope", "", "--forbid", "x", "--reason", "r"), 2, "--scope"
+    )
+    assert_error(
+        cli("constraint", "add", "--scope", "code", "--reason", "r"), 2, "must forbid something"
+    )
+    assert_error(cli("check", "--plan", " "), 2, "give the plan")
+    assert_error(cli("constraint", "show", "c_nope"), 2, "c_nope")
+    assert ok(cli("constraint", "list", "--json")) == []
+    assert ok(cli("checks", "--json")) == []
+
+
+# -- the gardener, trust and notifications --------------------------------------------------
+
+
+def test_a_correction_through_the_gardener_lowers_trust(cli: Cli) -> None:
+    es = _corrected(cli)
+    behind = ok(cli("gardener", "status", "--json"))
+    assert behind["lag_events"] == behind["head"] > 0
+
+    caught = ok(cli("gardener", "--once", "--json"))
+    assert caught == {"applied": behind["head"], "cursor": behind["head"]}
+    status = ok(cli("gardener", "status", "--json"))
+    assert status["lag_events"] == 0
+    assert status["cursor"] == status["head"]
+
+    scores = ok(cli("trust", "--topic", "auth", "--json"))
+    [research] = [s for s in scores if s["agent"] == "research-agent"]
+    assert research["score"] < 0.5
+    assert research["score"] == pytest.approx(1 / 3)
+    assert research["moves"][0]["assertion_id"] == es
+    assert "corrected by oncall" in research["moves"][0]["reason"]
+    assert "research-agent on auth: 0.33" in done(cli("trust", "--topic", "auth"))
+
+    notes = ok(cli("notifications", "--json"))
+    [note] = [n for n in notes if n["type"] == "correction"]
+    assert note["data"]["assertion_id"] == es
+    assert note["data"]["right_value"] == "RS256"
+    assert "oncall corrected auth.jwt.algorithm" in done(cli("notifications"))
+
+    # a replay from the start gives the same scores and raises nothing twice
+    replayed = ok(cli("gardener", "replay", "--json"))
+    assert replayed == {"applied": status["head"], "cursor": status["head"]}
+    assert ok(cli("trust", "--topic", "auth", "--json")) == scores
+    assert ok(cli("notifications", "--json")) == notes
+    assert ok(cli("gardener", "status", "--json"))["lag_events"] == 0
+
+
+def test_two_approved_values_at_once_are_listed_as_a_conflict(cli: Cli) -> None:
+    ok(cli("init", "--json"))
+    [rs] = ok(
+        cli("assert", SUBJECT, "RS256", "--agent", "platform", "--lifecycle", "approved", "--json")
+    )
+    [es] = ok(
+        cli(
+            "assert",
+            SUBJECT,
+            "ES256",
+            "--agent",
+            "research-agent",
+            "--lifecycle",
+            "approved",
+            "--valid-from",
+            "in 1d",
+            "--json",
+        )
+    )
+    assert ok(cli("conflicts", "--json")) == []  # nothing raised before the gardener runs
+    ok(cli("gardener", "--once", "--json"))
+
+    [conflict] = ok(cli("conflicts", "--json"))
+    assert conflict["subject"] == SUBJECT
+    assert conflict["assertion_ids"] == sorted([rs["id"], es["id"]])
+    assert conflict["open"] is True
+    assert set(conflict["values"]) == {"RS256", "ES256"}
+    assert f"open {SUBJECT}" in done(cli("conflicts"))
+    [note] = ok(cli("notifications", "--type", "conflict", "--json"))
+    assert note["key"] == conflict["key"]
+
+    # deprecating one side resolves it: gone from the open list, kept with --all
+    ok(cli("deprecate", es["id"], "--by", "oncall", "--json"))
+    assert ok(cli("conflicts", "--json")) == []
+    [resolved] = ok(cli("conflicts", "--all", "--json"))
+    assert resolved["open"] is False
+
+
+def test_an_unknown_notification_type_is_refused(cli: Cli) -> None:
+    ok(cli("init", "--json"))
+    assert_error(cli("notifications", "--type", "corection"), 2, "corection")
+
+
+# -- webhooks ---------------------------------------------------------------------------
+
+
+def test_webhooks_add_list_deliveries_remove(cli: Cli) -> None:
+    ok(cli("init", "--json"))
+    spec = ok(
+        cli(
+            "webhook",
+            "add",
+            "hook",
+            "--url",
+            "env:HOOK_URL",
+            "--secret",
+            "env:HOOK_SECRET",
+            "--format",
+            "slack",
+            "--event",
+            "correction",
+            "--json",
+        )
+    )
+    assert spec["url"] == "env:HOOK_URL"
+    assert spec["secret"] == "env:HOOK_SECRET"
+    assert spec["format"] == "slack"
+    assert spec["events"] == ["correction"]
+    assert ok(cli("webhook", "list", "--json")) == [spec]
+    assert "signed with env:HOOK_SECRET" in done(cli("webhook", "list"))
+    assert ok(cli("webhook", "deliveries", "--json")) == []
+
+    assert ok(cli("webhook", "remove", "hook", "--json")) == {"removed": "hook"}
+    assert ok(cli("webhook", "list", "--json")) == []
+    assert_error(cli("webhook", "remove", "hook"), 2, "no webhook named 'hook'")
+
+
+def test_a_correction_is_queued_for_the_webhooks_that_take_it(cli: Cli) -> None:
+    ok(cli("init", "--json"))
+    for name, event in (("pager", "correction"), ("chat", "conflict")):
+        ok(cli("webhook", "add", name, "--url", "https://hooks.example.com/" + name,
+               "--event", event, "--json"))  # fmt: skip
+    [es] = ok(cli("assert", SUBJECT, "ES256", "--agent", "research-agent", "--json"))
+    ok(cli("correct", es["id"], "--by", "oncall", "--reason", "prod expects RS256", "--json"))
+    ok(cli("gardener", "--once", "--json"))
+    [queued] = ok(cli("webhook", "deliveries", "--json"))
+    assert queued["webhook"] == "pager"
+    assert queued["type"] == "correction"
+    assert queued["state"] == "pending"
+    assert queued["attempts"] == 0
+
+
+def test_a_literal_webhook_secret_is_refused_without_echoing_it(cli: Cli) -> None:
+    ok(cli("init", "--json"))
+    line = assert_error(
+        cli("webhook", "add", "bad", "--url", "http://x", "--secret", "literal-value"),
+        2,
+        "literal secret",
+        "env:VARNAME",
+    )
+    assert "literal-value" not in line
+    assert_error(cli("webhook", "add", "bad", "--url", "ftp://x"), 2, "http://")
+    assert ok(cli("webhook", "list", "--json")) == []
