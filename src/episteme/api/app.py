@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator
 from fastapi import FastAPI
 from starlette.responses import Response
 
-from episteme import __version__
+from episteme import __version__, web
 from episteme.diagnose.config import DiagnosisConfig
 from episteme.diagnose.engine import DiagnosisEngine, lease_from_env
 from episteme.diagnose.narrator import from_env as narrator_from_env
@@ -109,6 +109,8 @@ def create_app(
     app.include_router(admin_routes.router)
     app.include_router(diagnosis_routes.build(""))
     app.include_router(diagnosis_routes.build("/v1/diagnosis"))
+    app.include_router(web.router)
+    app.mount(web.STATIC_PATH, web.static_files(), name="static")
     if mcp_mount is not None:
         app.router.routes.append(mcp_mount.route)
 

@@ -39,6 +39,8 @@ log = logging.getLogger(__name__)
 VERSION = 1
 """The version of the NDJSON events (field ``v`` of each)."""
 TERMINAL = frozenset({"completed", "error", "denied", "expired"})
+END_EVENTS = frozenset({"diagnosis_complete", "error"})
+"""The events that close a session's stream."""
 BUNDLED = ("database", "cloud", "kubernetes", "observability")
 MAX_FINDINGS = 25
 """Findings kept per specialist before synthesis."""
@@ -352,22 +354,24 @@ class DiagnosisEngine:
         (or, with `until_waiting`, until it waits for an approval)."""
         await self._row(sid)
         seen = after
+        ended_at: float | None = None
+        last = ""
         while True:
             rows = await asyncio.to_thread(self.store.diagnosis_events, sid, seen)
             for n, text in rows:
                 seen = n
-                yield {**orjson.loads(text), "n": n}
+                event = orjson.loads(text)
+                last = event["type"]
+                yield {**event, "n": n}
             status = (await self._row(sid))["status"]
-            if (
-                not follow
-                or status in TERMINAL
-                or (until_waiting and status == "waiting_for_approval")
-            ):
-                rows = await asyncio.to_thread(self.store.diagnosis_events, sid, seen)
-                for n, text in rows:
-                    yield {**orjson.loads(text), "n": n}
+            if not follow or (until_waiting and status == "waiting_for_approval"):
                 return
-            await asyncio.sleep(0.1)
+            if status in TERMINAL:
+                # the status moves just before the last event is written: wait for it
+                ended_at = ended_at or time.monotonic()
+                if last in END_EVENTS or time.monotonic() - ended_at > 2.0:
+                    return
+            await asyncio.sleep(0.1 if ended_at is None else 0.02)
 
     async def close(self) -> None:
         for task in list(self._tasks):

@@ -1,0 +1,204 @@
+"""Console pages over the ledger: the overview, a subject in time, diff, blame and agents.
+
+Each page is a thin skin like an API route: it parses what the person typed (times in
+any form `episteme.timeutil.parse_time` reads), calls `Ledger` methods, and renders the
+result. Reads here use `Ledger.answer`, which is not audited: looking at the ledger
+from the console is investigation, not an agent acting on an answer.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote
+
+import anyio.to_thread
+from fastapi import APIRouter, Request
+from starlette.responses import Response
+from whenever import Instant
+
+from episteme.errors import InvalidInput, NotFound
+from episteme.ledger.core import Ledger
+from episteme.ledger.model import Assertion
+from episteme.ledger.records import DecisionRecord, QueryRecord, Version
+from episteme.timeutil import parse_time
+
+from .graph import Chart, line_chart
+from .render import PageRoute, page, redirect
+from .session import Reader
+
+LENSES = ("approved", "latest", "consensus", "all")
+RECENT = 50
+TRUST_DAYS = 30
+_HEX = re.compile(r"^[0-9a-f]{4,64}$")
+
+router = APIRouter(route_class=PageRoute, include_in_schema=False)
+
+
+def _moment(text: str, now: Instant) -> Instant | None:
+    return parse_time(text, now) if text.strip() else None
+
+
+def _overview(ledger: Ledger, now: Instant) -> dict[str, Any]:
+    since = now.subtract(hours=24)
+    diff = ledger.diff(None, since=since, until=now)
+    hiding = [q for q in ledger.audit(since=since, until=now, limit=200) if q.hidden.count]
+    return {
+        "now": now,
+        "changes": list(reversed(diff.changes))[:RECENT],
+        "counts": diff.counts,
+        "total": len(diff.changes),
+        "notes": ledger.notifications(type="correction", since=since, limit=20),
+        "corrected": [c for c in reversed(diff.changes) if c.change == "corrected"],
+        "conflicts": ledger.conflicts(),
+        "hiding": hiding[:RECENT],
+    }
+
+
+@router.get("/")
+async def overview(who: Reader) -> Response:
+    ledger = who.ledger
+    data = await anyio.to_thread.run_sync(_overview, ledger, ledger.clock.now())
+    sessions = await who.engine.sessions(limit=100)
+    waiting = [s for s in sessions if s.status == "waiting_for_approval"]
+    return page(who.request, "overview.html", waiting=waiting, **data)
+
+
+@router.get("/find")
+def find(who: Reader, q: str = "") -> Response:
+    """Jump to what was typed: a trace for q_/d_ ids, a session, an assertion or a subject."""
+    ref = q.strip()
+    if not ref:
+        return redirect("/")
+    safe = quote(ref, safe="")
+    if ref.startswith(("q_", "d_")):
+        return redirect(f"/trace/{safe}")
+    if ref.startswith("s_"):
+        return redirect(f"/diagnosis/{safe}")
+    if _HEX.match(ref):
+        return redirect(f"/blame/{safe}")
+    return redirect(f"/subjects/{safe}")
+
+
+@dataclass(frozen=True)
+class Moment:
+    """One entry of a subject's history: an assertion entering a lifecycle."""
+
+    version: Version
+    assertion: Assertion
+    later: bool
+    """After the time the page shows."""
+
+
+def _timeline(ledger: Ledger, subject: str, moment: Instant | None) -> list[Moment]:
+    try:
+        blamed = ledger.blame(subject)
+    except NotFound:
+        return []
+    out = [
+        Moment(v, b.assertion, moment is not None and v.tx_from > moment)
+        for b in blamed
+        for v in b.history
+    ]
+    out.sort(key=lambda m: m.version.seq)
+    return out[-200:]
+
+
+@router.get("/subjects")
+def subjects(who: Reader, subject: str = "") -> Response:
+    return redirect(f"/subjects/{quote(subject.strip(), safe='')}" if subject.strip() else "/")
+
+
+@router.get("/subjects/{subject}")
+def subject_page(subject: str, who: Reader, at: str = "") -> Response:
+    ledger = who.ledger
+    time_error = None
+    try:
+        moment = _moment(at, ledger.clock.now())
+    except InvalidInput as exc:
+        moment, time_error = None, exc.message
+    answers = [ledger.answer(subject, lens=lens, at=moment) for lens in LENSES]
+    name = answers[0].subject or subject
+    return page(
+        who.request,
+        "subject.html",
+        400 if time_error else 200,
+        subject=name,
+        at=at,
+        moment=moment,
+        time_error=time_error,
+        answers=answers,
+        served=ledger.served(name, at=moment, limit=RECENT),
+        timeline=_timeline(ledger, name, moment),
+    )
+
+
+@router.get("/diff")
+def diff_page(
+    who: Reader, request: Request, prefix: str = "", since: str = "24h", until: str = ""
+) -> Response:
+    ledger = who.ledger
+    now = ledger.clock.now()
+    start = parse_time(since or "24h", now)
+    end = _moment(until, now) or now
+    result = ledger.diff(prefix.strip() or None, since=start, until=end)
+    return page(
+        request,
+        "diff.html",
+        diff=result,
+        changes=list(reversed(result.changes)),
+        form={"prefix": prefix, "since": since, "until": until},
+    )
+
+
+@router.get("/blame/{ref}")
+def blame_page(ref: str, who: Reader, corrected: str = "") -> Response:
+    blames = who.ledger.blame(ref)
+    return page(who.request, "blame.html", ref=ref, blames=blames, corrected=corrected)
+
+
+def _decisions(
+    ledger: Ledger, agent: str, queries: list[QueryRecord], start: Instant, end: Instant
+) -> list[DecisionRecord]:
+    """The agent's decisions in the window that relied on what its reads served."""
+    found: dict[str, DecisionRecord] = {}
+    served = dict.fromkeys(i.assertion_id for q in queries for i in q.returned)
+    for aid in list(served)[:RECENT]:
+        for d in ledger.store.decisions_citing_assertion(aid):
+            if d.agent == agent and start <= d.at <= end:
+                found[d.id] = d
+    return sorted(found.values(), key=lambda d: d.seq, reverse=True)
+
+
+def _trust_chart(ledger: Ledger, agent: str, now: Instant) -> Chart | None:
+    """The agent's score per topic once a day for `TRUST_DAYS` days, up to now."""
+    times = [now.subtract(hours=24 * d) for d in range(TRUST_DAYS, -1, -1)]
+    daily = [{s.topic: s.score for s in ledger.trust_scores(agent=agent, at=t)} for t in times]
+    topics = sorted({topic for day in daily for topic in day})
+    if not topics:
+        return None
+    series = {topic: [day.get(topic, 0.5) for day in daily] for topic in topics}
+    labels = [t.format_iso()[5:10] for t in times]
+    return line_chart(series, labels)
+
+
+@router.get("/agents/{name}")
+def agent_page(name: str, who: Reader, since: str = "7d", until: str = "") -> Response:
+    ledger = who.ledger
+    now = ledger.clock.now()
+    start = parse_time(since or "7d", now)
+    end = _moment(until, now) or now
+    queries = ledger.audit(agent=name, since=start, until=end, limit=100)
+    return page(
+        who.request,
+        "agent.html",
+        agent=name,
+        form={"since": since, "until": until},
+        start=start,
+        end=end,
+        queries=queries,
+        decisions=_decisions(ledger, name, queries, start, end),
+        scores=ledger.trust_scores(agent=name),
+        chart=_trust_chart(ledger, name, now),
+    )

@@ -1,0 +1,201 @@
+"""Console pages over the ES256 story, driven in-process: what each page says, who may act."""
+
+from __future__ import annotations
+
+import functools
+import re
+
+import httpx
+import pytest
+
+from episteme.ledger.gardener import Gardener
+from episteme.web.graph import LABEL_CHARS, Spec, layered, line_chart
+from episteme.web.investigate import form_value
+from tests.web.conftest import Console
+
+
+def text(r: httpx.Response) -> str:
+    """The page's words, without tags."""
+    return re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", r.text))
+
+
+def test_the_subject_at_21_00_shows_what_each_lens_gave_and_what_was_served(
+    console: Console,
+) -> None:
+    console.sign_in("oncall")
+    r = console.get("/subjects/auth.jwt.algorithm?at=21:00")
+    assert r.status_code == 200
+    words = text(r)
+    assert "as of 2026-11-21 21:00:00Z" in words
+    latest = r.text.split('id="lens-latest"')[1].split("</section>")[0]
+    assert "ES256" in latest
+    assert "1 approved assertion hidden" in latest
+    approved = r.text.split('id="lens-approved"')[1].split("</section>")[0]
+    assert "RS256" in approved
+    assert "1 proposed assertion hidden" in approved
+    served = r.text.split('id="served"')[1].split("</section>")[0]
+    assert "orchestrator" in served
+    assert "ES256" in served
+    assert f"/trace/{console.story.query}" in served
+
+
+def test_a_time_the_console_cannot_read_is_said_next_to_the_field(console: Console) -> None:
+    console.sign_in("oncall")
+    r = console.get("/subjects/auth.jwt.algorithm?at=teatime")
+    assert r.status_code == 400
+    assert "cannot read time" in r.text
+    assert 'id="lens-approved"' in r.text  # the page still answers, as of now
+
+
+def test_the_overview_lists_what_hid_and_what_waits(console: Console) -> None:
+    console.sign_in("oncall")
+    words = text(console.get("/"))
+    assert "orchestrator asked auth.jwt with lens latest : 1 approved assertion hidden" in words
+    assert "No diagnosis waits" in words
+    assert "2 added" in words
+
+
+def test_trace_draws_decision_queries_assertions_agents_and_sources(console: Console) -> None:
+    console.sign_in("oncall")
+    r = console.get(f"/trace/{console.story.decision}")
+    assert r.status_code == 200
+    svg = r.text.split("<svg")[1].split("</svg>")[0]
+    for label in ("use ES256 for auth-service", "orchestrator asked auth.jwt",
+                  "auth.jwt.algorithm = ES256", "research-agent", "rfc-research-1"):  # fmt: skip
+        assert label in svg, label
+    assert svg.count('class="edge"') == 5  # d→q, q→a, a→agent, agent→source, agent→epoch
+
+
+def test_impact_and_blame(console: Console) -> None:
+    console.sign_in("oncall")
+    words = text(console.get(f"/impact/{console.story.es256}"))
+    assert "was served 1 time to 1 agent; 1 decision relied on it" in words
+    blame = text(console.get(f"/blame/{console.story.es256[:8]}"))
+    assert "research-agent" in blame
+    assert "https://www.rfc-editor.org/rfc/rfc7518" in blame
+
+
+def test_correcting_shows_the_impact_first_then_corrects(console: Console) -> None:
+    console.sign_in("oncall")
+    es = console.story.es256
+    form = console.get(f"/assertions/{es}/correct")
+    assert "Review the impact" in form.text
+    csrf = console.csrf()
+    review = {"csrf": csrf, "step": "review", "reason": "prod verifies RS256",
+              "value": "RS256", "forbid": "on"}  # fmt: skip
+    confirm = console.post(f"/assertions/{es}/correct", review)
+    assert confirm.status_code == 200
+    words = text(confirm)
+    assert "Record RS256 as the approved value" in words
+    assert "use ES256 for auth-service tokens" in words  # the decision it touched
+    assert console.story.ledger.get(es).lifecycle == "proposed"  # nothing written yet
+    done = console.post(f"/assertions/{es}/correct", {**review, "step": "apply"})
+    assert done.status_code == 303
+    assert done.headers["location"].startswith(f"/blame/{es}?corrected=x_")
+    assert console.story.ledger.get(es).lifecycle == "rejected"
+    correction = console.story.ledger.blame(es)[0].corrections[0]
+    assert (correction.by, correction.constraint_id is not None) == ("oncall", True)
+    again = console.post(f"/assertions/{es}/correct", {**review, "step": "apply"})
+    assert "already rejected" in again.text
+    assert "ES256 is wrong (prod verifies RS256)" in text(console.get("/"))  # on the overview
+
+
+def test_a_correction_needs_a_reason_and_readable_json(console: Console) -> None:
+    console.sign_in("oncall")
+    path = f"/assertions/{console.story.es256}/correct"
+    csrf = console.csrf()
+    r = console.post(path, {"csrf": csrf, "reason": " ", "value": "RS256"})
+    assert (r.status_code, "needs a reason" in r.text) == (400, True)
+    r = console.post(path, {"csrf": csrf, "reason": "bad", "value": "{oops"})
+    assert (r.status_code, "malformed JSON value" in r.text) == (400, True)
+
+
+def test_who_may_not_correct_sees_no_button_and_gets_403(console: Console) -> None:
+    console.sign_in("agent-1")
+    page = console.get("/subjects/auth.jwt.algorithm")
+    assert page.status_code == 200
+    assert "/correct" not in page.text
+    es = console.story.es256
+    assert console.get(f"/assertions/{es}/correct").status_code == 403
+    r = console.post(f"/assertions/{es}/correct",
+                     {"csrf": console.csrf(), "reason": "x", "step": "apply"})  # fmt: skip
+    assert r.status_code == 403
+    assert "correct needs the supervisor role" in r.text
+    assert console.story.ledger.get(es).lifecycle == "proposed"
+    denial = console.story.ledger.denials(principal="agent-1")[0]
+    assert denial.operation == "correct"
+
+
+def test_the_agent_page_shows_trust_falling_after_the_gardener(console: Console) -> None:
+    console.sign_in("oncall")
+    before = text(console.get("/agents/research-agent"))
+    assert "every topic stands at the prior, 0.50" in before
+    console.story.ledger.correct(console.story.es256, by="oncall", reason="prod RS256")
+    Gardener(console.story.ledger).run_until_caught_up()
+    after = console.get("/agents/research-agent")
+    words = text(after)
+    assert "auth 0.33" in words
+    assert '<polyline class="line s0"' in after.text
+    orchestrator = text(console.get("/agents/orchestrator"))
+    assert "use ES256 for auth-service tokens" in orchestrator  # its decision
+    assert "auth 0.43" in orchestrator
+
+
+def test_find_goes_to_the_right_page(console: Console) -> None:
+    console.sign_in("oncall")
+    story = console.story
+    cases = {story.decision: "/trace/", story.es256[:10]: "/blame/", "auth.jwt": "/subjects/",
+             "s_0123456789abcdef01234567": "/diagnosis/"}  # fmt: skip
+    for q, where in cases.items():
+        assert console.get(f"/find?q={q}").headers["location"] == where + q
+
+
+def test_the_desk_approves_for_approvers_only(console: Console) -> None:
+    engine = console.client.app.state.diagnosis  # type: ignore[attr-defined]
+    start = functools.partial(engine.start, "database connection failures", "prod",
+                              requester="agent-1")  # fmt: skip
+    session = console.client.portal.call(start)  # type: ignore[union-attr]
+    console.sign_in("lead")  # a supervisor, not an approver
+    page = console.get(f"/diagnosis/{session.id}")
+    assert "op://Infrastructure/prod-db/password" in page.text
+    assert 'action="/diagnosis/' not in page.text.split('id="credentials"')[1]
+    r = console.post(f"/diagnosis/{session.id}/approve",
+                     {"csrf": console.csrf(), "reason": "go", "scope": "all"})  # fmt: skip
+    assert r.status_code == 403
+    console.client.cookies.clear()
+    console.sign_in("oncall")
+    csrf = console.csrf()
+    r = console.post(f"/diagnosis/{session.id}/approve",
+                     {"csrf": csrf, "reason": "go", "scope": "selected"})  # fmt: skip
+    assert (r.status_code, "tick the references" in r.text) == (400, True)
+    r = console.post(f"/diagnosis/{session.id}/deny", {"csrf": csrf, "reason": "freeze"})
+    assert r.status_code == 303
+    assert "denied by oncall: freeze" in console.get(f"/diagnosis/{session.id}").text
+    assert console.get("/diagnosis/s_nope").status_code == 400
+
+
+def test_the_layered_layout_orders_nodes_and_draws_forward_edges_only() -> None:
+    graph = layered(
+        [("a", [Spec("d", "decision")]), ("b", [Spec("q2", "two"), Spec("q1", "one")]),
+         ("c", [Spec("x", "x" * 80), Spec("q1", "again")])],
+        [("d", "q1"), ("d", "q2"), ("q1", "x"), ("x", "d"), ("q1", "nowhere")],
+    )  # fmt: skip
+    assert [n.spec.key for n in graph.nodes] == ["d", "q2", "q1", "x"]  # q1 drawn once
+    assert len(graph.edges) == 3
+    assert graph.nodes[-1].label.endswith("…")
+    assert len(graph.nodes[-1].label) == LABEL_CHARS
+
+
+def test_the_line_chart_puts_values_on_the_plot() -> None:
+    chart = line_chart({"auth": [0.5, 0.5, 1 / 3]}, ["11-20", "11-21", "11-22"])
+    assert chart.series[0].points.count(",") == 3
+    assert [label for _, label in chart.x_ticks] == ["11-20", "11-21", "11-22"]
+    assert chart.series[0].last_y > chart.top + chart.plot_h / 2  # below the 0.5 line
+
+
+@pytest.mark.parametrize(
+    ("typed", "value"),
+    [("RS256", "RS256"), ("42", 42), ('"42"', "42"), ("[1, 2]", [1, 2]), ("null", None)],
+)
+def test_a_typed_value_reads_as_the_cli_reads_it(typed: str, value: object) -> None:
+    assert form_value(typed) == value
