@@ -17,7 +17,7 @@ import httpx
 import pytest
 import schemathesis
 import uvicorn
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, reject, settings
 from schemathesis.config import PositiveDataAcceptanceConfig
 from schemathesis.config._checks import NegativeDataRejectionConfig
 
@@ -98,4 +98,8 @@ def test_the_served_document_is_the_one_fuzzed(live: tuple[str, str]) -> None:
 )
 def test_api(case: schemathesis.Case, live: tuple[str, str]) -> None:
     url, secret = live
+    # A query parameter whose value is None is never sent: a "negative" case made of one
+    # reaches the server as a valid request.
+    if case.query and any(v is None for v in case.query.values()):
+        reject()
     case.call_and_validate(base_url=url, headers={"Authorization": f"Bearer {secret}"})
