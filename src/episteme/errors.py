@@ -15,6 +15,8 @@
         ├── StoreUnavailable      the database cannot be opened or used   (503)
         ├── SpecialistError       a diagnosis specialist cannot reach or
         │                         sign in to its system (in diagnose.findings)
+        ├── SecretStoreError      a secret store is down or refuses us
+        │                         (in secrets.store: ...Unavailable, ...Refused)
         └── IntegrityError        the journal or projections are damaged  (500)
 
 Each error carries its HTTP status, its CLI exit code and a message that says what to do.

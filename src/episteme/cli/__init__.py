@@ -22,6 +22,7 @@ def _register() -> None:
     from episteme.cli import bench, demo, diagnose, gardener, learning, ledger, server  # noqa: F401
     from episteme.cli import copy as copy_commands  # noqa: F401
     from episteme.cli import mcp as mcp_commands  # noqa: F401
+    from episteme.cli import secrets as secret_commands  # noqa: F401
 
 
 def main(argv: Sequence[str] | None = None, *, cli_state: CliState | None = None) -> None:

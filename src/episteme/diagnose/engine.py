@@ -108,8 +108,9 @@ def _session(row: Mapping[str, Any]) -> Session:
 
 async def lease_from_env(refs: Sequence[str], ttl_s: float) -> Lease:
     """Fetch `refs` with the secret stores configured in the environment (secrets/)."""
-    broker = importlib.import_module("episteme.secrets.broker").Broker.from_env()
-    lease: Lease = await broker.lease(list(refs), ttl_s)
+    from episteme.secrets.broker import Broker
+
+    lease: Lease = await Broker.from_env().lease(list(refs), ttl_s)
     return lease
 
 
