@@ -304,3 +304,20 @@ async def test_an_alert_sent_twice_opens_one_incident(engine: DiagnosisEngine) -
     assert session.problem == "PostgresTooManyConnections: connections near max_connections"
     assert "database" in session.specialists
     assert session.incident is not None
+
+
+@pytest.mark.anyio
+async def test_a_session_left_running_by_a_stopped_server_ends_in_error(
+    engine: DiagnosisEngine, ledger: Ledger, clock: ManualClock, vault: Vault
+) -> None:
+    session = await engine.start("db timeouts", "prod", requester="dev")
+    # another process took the approval and died before it finished
+    moved = ledger.store.move_diagnosis_session(
+        session.id, ["waiting_for_approval"], {"status": "diagnosing"}
+    )
+    assert moved
+    assert (await engine.status(session.id)).status == "diagnosing"
+    clock.advance(TimeDelta(minutes=10))
+    stale = await engine.status(session.id)
+    assert stale.status == "error"
+    assert stale.error == "the server running this session stopped before it finished"

@@ -141,6 +141,8 @@ class DiagnosisEngine:
         self.narrator: Narrator = narrator or Templates()
         self._specialists = specialists
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._running: set[str] = set()
+        """Sessions this process is diagnosing now."""
 
     @property
     def specialists(self) -> Mapping[str, Run]:
@@ -174,6 +176,17 @@ class DiagnosisEngine:
         row = await asyncio.to_thread(self.store.diagnosis_session, sid)
         if row is None:
             raise NotFound(f"no diagnosis session {sid!r}: see GET /sessions", field="id")
+        running = row["status"] in ("retrieving_credentials", "diagnosing")
+        stale_us = int((3 * self.config.specialist_timeout_s + 60) * 1_000_000)
+        if running and row["updated_at"] + stale_us <= self._now() and sid not in self._running:
+            # the process that took the approval stopped before it finished
+            message = "the server running this session stopped before it finished"
+            if await self._move(
+                sid, ["retrieving_credentials", "diagnosing"], status="error", error=message
+            ):
+                await self._emit(sid, "error", code="failed", message=message)
+            row = await asyncio.to_thread(self.store.diagnosis_session, sid)
+            assert row is not None
         if row["status"] == "waiting_for_approval" and row["expires_at"] <= self._now():
             if await self._move(
                 sid,
@@ -384,6 +397,13 @@ class DiagnosisEngine:
     # -- after the approval -----------------------------------------------------------------
 
     async def _diagnose(self, sid: str) -> None:
+        self._running.add(sid)
+        try:
+            await self._diagnose_running(sid)
+        finally:
+            self._running.discard(sid)
+
+    async def _diagnose_running(self, sid: str) -> None:
         session = await self.status(sid)
         approved = set(session.approved or [])
         lease: Lease | None = None
