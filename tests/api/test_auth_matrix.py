@@ -60,6 +60,7 @@ POLICY: dict[tuple[str, str], str] = {
     ("DELETE", "/v1/diagnosis/sessions/{id}"): "approver",
     ("POST", "/v1/diagnosis/alerts"): "agent",
     ("POST", "/v1/decisions"): "agent",
+    ("GET", "/v1/decisions"): ANY,
     ("GET", "/v1/served"): ANY,
     ("GET", "/v1/audit"): ANY,
     ("GET", "/v1/diff"): ANY,

@@ -67,6 +67,7 @@ EXPECTED = {
     ("denials",),
     ("check",),
     ("checks",),
+    ("decisions",),
     ("constraint", "add"),
     ("constraint", "list"),
     ("constraint", "show"),

@@ -581,3 +581,18 @@ def test_a_ledger_of_the_previous_schema_is_upgraded_on_open(tmp_path: Path) -> 
     check = sqlite3.connect(path)
     assert check.execute("PRAGMA user_version").fetchone()[0] == sqlite_store.SCHEMA_VERSION
     check.close()
+
+
+def test_decisions_by_agent_and_window(ledger: Ledger, clock: ManualClock) -> None:
+    ledger.assert_one(subject="svc.a", value=1, agent="docs", lifecycle="approved")
+    read = ledger.query("svc.a", agent="deployer")
+    first = ledger.decide("deployed v1", agent="deployer", query_ids=[read.query_id])
+    clock.advance(TimeDelta(hours=2))
+    second = ledger.decide("rolled back", agent="deployer", query_ids=[])
+    ledger.decide("scaled", agent="autoscaler", query_ids=[])
+    mine = ledger.decisions(agent="deployer")
+    assert [d.id for d in mine] == [second.id, first.id]
+    assert mine[1].query_ids == [read.query_id]
+    recent = ledger.decisions(since=clock.now().subtract(hours=1))
+    assert {d.agent for d in recent} == {"deployer", "autoscaler"}
+    assert [d.id for d in ledger.decisions(agent="deployer", limit=1)] == [second.id]

@@ -198,6 +198,24 @@ def decide(body: DecisionBody, ledger: LedgerDep, who: Principal = Caller(Op.DEC
     return encoded(done, 201)
 
 
+@router.get(
+    "/decisions",
+    response_model=list[DecisionRecord],
+    responses=responses(400),
+    tags=["decisions"],
+    summary="Recorded decisions by agent and window, newest first",
+)
+def decisions(
+    ledger: LedgerDep,
+    agent: Annotated[str | None, Query(max_length=128, pattern=NAME)] = None,
+    since: WireTime | None = None,
+    until: WireTime | None = None,
+    limit: Limit = 100,
+    who: Principal = Caller(Op.READ),
+) -> Response:
+    return encoded(ledger.decisions(agent=agent, since=since, until=until, limit=limit))
+
+
 # -- investigation ---------------------------------------------------------------------
 
 

@@ -258,6 +258,29 @@ def audit(
 
 
 @app.command()
+def decisions(
+    ctx: typer.Context,
+    agent: Annotated[str | None, typer.Option("--agent", "-a")] = None,
+    since: TimeOpt = None,
+    until: TimeOpt = None,
+    limit: Annotated[int, typer.Option(min=1)] = 100,
+    home: Home = None,
+    as_json: Json = False,
+) -> None:
+    """Recorded decisions, newest first, by agent and time window."""
+    t1, t2 = when(ctx, since, "--since"), when(ctx, until, "--until")
+    with open_ledger(ctx, home) as ledger:
+        rows = ledger.decisions(agent=agent, since=t1, until=t2, limit=limit)
+    if not emit(ctx, as_json, rows):
+        console = state(ctx).console
+        for d in rows:
+            cited = ", ".join(d.query_ids) or "no reads"
+            console.print(f"{d.id} {render.when(d.at)} {d.agent}: {d.action} (cited {cited})")
+        if not rows:
+            console.print("no decision recorded")
+
+
+@app.command()
 def diff(
     ctx: typer.Context,
     prefix: Annotated[

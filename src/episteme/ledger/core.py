@@ -16,18 +16,11 @@ from typing import Any
 from pydantic import JsonValue
 from whenever import Instant
 
-from episteme.errors import Conflict, Forbidden, InvalidInput, NotFound, Unauthenticated
+from episteme.errors import Conflict, Forbidden, InvalidInput, NotFound
 from episteme.ledger import investigate
 from episteme.ledger.access import (
-    Denial,
     Op,
     Principal,
-    TokenRecord,
-    TokenRefused,
-    default_kind,
-    new_secret,
-    parse_roles,
-    token_hash,
 )
 from episteme.ledger.canonical import canonical, check_json, content_id
 from episteme.ledger.conflicts import conflicts, covers
@@ -61,6 +54,7 @@ from episteme.ledger.records import (
     Trace,
 )
 from episteme.ledger.store import Store, StoreReader, open_store
+from episteme.ledger.tokens import Tokens
 from episteme.ledger.trust import TrustBook, TrustPolicy, fixed
 from episteme.timeutil import Clock, SystemClock, from_us, to_us
 
@@ -173,7 +167,7 @@ def served_payload(
     }
 
 
-class Ledger(Learning):
+class Ledger(Learning, Tokens):
     """The bitemporal, audited knowledge ledger."""
 
     def __init__(
@@ -634,6 +628,21 @@ class Ledger(Learning):
             check_name(agent, "agent")
         return self.store.queries(agent, subject, _us(since), _us(until), limit)
 
+    def decisions(
+        self,
+        *,
+        agent: str | None = None,
+        since: Instant | None = None,
+        until: Instant | None = None,
+        limit: int = 100,
+    ) -> list[DecisionRecord]:
+        """Recorded decisions by agent and window, newest first."""
+        if agent is not None:
+            check_name(agent, "agent")
+        if limit < 1:
+            raise InvalidInput("--limit must be at least 1", field="limit")
+        return self.store.decisions(agent, _us(since), _us(until), limit)
+
     def diff(self, prefix: str | None, *, since: Instant, until: Instant | None = None) -> Diff:
         """What changed under `prefix` between two times."""
         return investigate.diff(self.store, prefix, since, until or self.clock.now())
@@ -649,146 +658,6 @@ class Ledger(Learning):
     def impact(self, ref: str, *, recent: int = 20) -> Impact:
         """Assertion → queries that served it, agents, decisions, derived assertions."""
         return investigate.impact(self.store, self._resolve_assertion(self.store, ref), recent)
-
-    # -- access ------------------------------------------------------------------------
-
-    def issue_token(
-        self,
-        principal: str,
-        roles: Sequence[str],
-        *,
-        by: str,
-        kind: str | None = None,
-        expires: Instant | None = None,
-        first: bool = False,
-    ) -> tuple[str, TokenRecord]:
-        """Issue a bearer token for `principal`. The secret is returned here, once.
-
-        With `first`, only when the ledger has no token at all (checked in the write,
-        so two processes starting on a fresh home cannot both create one).
-        """
-        check_name(principal, "name")
-        if principal.startswith("t_"):
-            raise InvalidInput(
-                "t_… names token ids: choose a principal name without it", field="name"
-            )
-        check_name(by, "by")
-        parsed = parse_roles(list(roles))
-        kind = kind or default_kind(parsed)
-        if kind not in ("agent", "human"):
-            raise InvalidInput(f"unknown kind {kind!r}: use agent or human", field="kind")
-        if expires is not None and expires <= self.clock.now():
-            raise InvalidInput("the expiry is in the past: give a future time", field="expires")
-        secret = new_secret()
-        digest = token_hash(secret)
-        token_id = "t_" + digest[:12]
-
-        def build(r: StoreReader, at: int, seq: int) -> list[Draft]:
-            if first and r.tokens():
-                raise Conflict("this ledger already has tokens: use `episteme token create`")
-            payload = {
-                "token_id": token_id,
-                "hash": digest,
-                "principal": principal,
-                "kind": kind,
-                "roles": [str(x) for x in parsed],
-                "expires_at": _us(expires),
-            }
-            return [Draft(EventKind.TOKEN_ISSUED, by, payload)]
-
-        self._write(build)
-        found = self.store.token(token_id=token_id)
-        assert found is not None
-        return secret, found
-
-    def bootstrap_admin(self, *, by: str) -> tuple[str, TokenRecord] | None:
-        """The first admin token of a ledger that has none; None when it has tokens."""
-        if self.store.tokens():
-            return None
-        try:
-            return self.issue_token("admin", ["admin"], by=by, first=True)
-        except Conflict:
-            return None
-
-    def tokens(self, principal: str | None = None) -> list[TokenRecord]:
-        """Every token (active, expired and revoked), oldest first; never secrets."""
-        if principal is not None:
-            check_name(principal, "name")
-        return self.store.tokens(principal)
-
-    def revoke_token(self, ref: str, *, by: str, reason: str) -> list[TokenRecord]:
-        """Revoke a token by id, or every active token of a principal by name."""
-        check_name(by, "by")
-        if not reason.strip():
-            raise InvalidInput("revoking a token needs a --reason", field="reason")
-        ids: list[str] = []
-
-        def build(r: StoreReader, at: int, seq: int) -> list[Draft]:
-            found = r.token(token_id=ref) if ref.startswith("t_") else None
-            targets = [found] if found else r.tokens(ref)
-            if not targets:
-                raise NotFound(f"no token or principal {ref!r}: see `episteme token list`")
-            live = [t.id for t in targets if t.revoked_at is None]
-            if not live:
-                raise Conflict(f"{ref} has no active token left to revoke")
-            ids.extend(live)
-            return [Draft(EventKind.TOKEN_REVOKED, by, {"token_ids": live, "reason": reason})]
-
-        self._write(build)
-        return [t for t in self.store.tokens() if t.id in ids]
-
-    def authenticate(self, secret: str | None) -> Principal:
-        """The principal a bearer token belongs to; `Unauthenticated` otherwise.
-
-        A revoked or expired token raises `TokenRefused`, which names the principal so
-        that the caller can record the attempt (`deny`) off its request path.
-        """
-        if not secret:
-            raise Unauthenticated(
-                "no bearer token: send `Authorization: Bearer <token>` "
-                "(an admin creates one with `episteme token create`)"
-            )
-        found = self.store.token(hash=token_hash(secret))
-        if found is None:
-            raise Unauthenticated("unknown token: check it, or ask an admin for a new one")
-        now = self.clock.now()
-        state = found.state(now)
-        if state != "active":
-            when = found.revoked_at if state == "revoked" else found.expires_at
-            assert when is not None
-            why = f"token {found.id} of {found.principal} {state} at {when.format_iso()}"
-            raise TokenRefused(
-                f"{why}: ask an admin for a new token", principal=found.principal, token_id=found.id
-            )
-        return Principal(
-            name=found.principal, kind=found.kind, roles=frozenset(found.roles), token_id=found.id
-        )
-
-    def deny(
-        self, principal: str, token_id: str | None, operation: str, target: str | None, reason: str
-    ) -> None:
-        """Record a refused call: who tried what, and why."""
-
-        def build(r: StoreReader, at: int, seq: int) -> list[Draft]:
-            payload = {  # bounded: a refused caller chooses the path it asks for
-                "token_id": token_id,
-                "operation": operation,
-                "target": None if target is None else target[:256],
-                "reason": reason[:1024],
-            }
-            return [Draft(EventKind.ACCESS_DENIED, principal, payload)]
-
-        self._write(build)
-
-    def denials(
-        self, *, principal: str | None = None, since: Instant | None = None, limit: int = 100
-    ) -> list[Denial]:
-        """Refused calls, newest first."""
-        if principal is not None:
-            check_name(principal, "principal")
-        if limit < 1:
-            raise InvalidInput("--limit must be at least 1", field="limit")
-        return self.store.denials(principal, _us(since), limit)
 
     # -- integrity ---------------------------------------------------------------------
 

@@ -21,7 +21,7 @@ from whenever import Instant
 from episteme.errors import InvalidInput, NotFound
 from episteme.ledger.core import Ledger
 from episteme.ledger.model import Assertion
-from episteme.ledger.records import DecisionRecord, QueryRecord, Version
+from episteme.ledger.records import Version
 from episteme.timeutil import parse_time
 
 from .graph import Chart, line_chart
@@ -158,19 +158,6 @@ def blame_page(ref: str, who: Reader, corrected: str = "") -> Response:
     return page(who.request, "blame.html", ref=ref, blames=blames, corrected=corrected)
 
 
-def _decisions(
-    ledger: Ledger, agent: str, queries: list[QueryRecord], start: Instant, end: Instant
-) -> list[DecisionRecord]:
-    """The agent's decisions in the window that relied on what its reads served."""
-    found: dict[str, DecisionRecord] = {}
-    served = dict.fromkeys(i.assertion_id for q in queries for i in q.returned)
-    for aid in list(served)[:RECENT]:
-        for d in ledger.store.decisions_citing_assertion(aid):
-            if d.agent == agent and start <= d.at <= end:
-                found[d.id] = d
-    return sorted(found.values(), key=lambda d: d.seq, reverse=True)
-
-
 def _trust_chart(ledger: Ledger, agent: str, now: Instant) -> Chart | None:
     """The agent's score per topic once a day for `TRUST_DAYS` days, up to now."""
     times = [now.subtract(hours=24 * d) for d in range(TRUST_DAYS, -1, -1)]
@@ -198,7 +185,7 @@ def agent_page(name: str, who: Reader, since: str = "7d", until: str = "") -> Re
         start=start,
         end=end,
         queries=queries,
-        decisions=_decisions(ledger, name, queries, start, end),
+        decisions=ledger.decisions(agent=name, since=start, until=end),
         scores=ledger.trust_scores(agent=name),
         chart=_trust_chart(ledger, name, now),
     )

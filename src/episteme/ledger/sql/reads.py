@@ -484,6 +484,27 @@ class Reader(LearningReads, DiagnosisReads):
         found = self._decisions("WHERE d.id = ?", [decision_id])
         return found[0] if found else None
 
+    def decisions(
+        self,
+        agent: str | None = None,
+        since: int | None = None,
+        until: int | None = None,
+        limit: int = 100,
+    ) -> list[DecisionRecord]:
+        """Recorded decisions, newest first, by agent and window."""
+        cond, args = where(
+            ("d.agent = ?", agent), ("d.at >= ?", us(since)), ("d.at <= ?", us(until))
+        )
+        rows = self.conn.execute(
+            f"SELECT d.id FROM decisions d WHERE {cond} ORDER BY d.seq DESC LIMIT ?",
+            [*args, limit],
+        ).fetchall()
+        if not rows:
+            return []
+        marks = ",".join("?" * len(rows))
+        found = self._decisions(f"WHERE d.id IN ({marks})", [r[0] for r in rows])
+        return sorted(found, key=lambda d: d.seq, reverse=True)
+
     def decisions_citing_assertion(self, assertion_id: str) -> list[DecisionRecord]:
         where = f"WHERE d.id IN (SELECT decision_id FROM reliance WHERE arow = ({_AROW}))"
         return self._decisions(where, [assertion_id])
