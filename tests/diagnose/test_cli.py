@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from episteme.api import Settings, create_app
+from episteme.diagnose.config import DiagnosisConfig
 from episteme.diagnose.engine import DiagnosisEngine
 from episteme.ledger import Ledger
 from tests.conftest import Cli
@@ -71,3 +72,49 @@ def test_deny_and_the_errors_a_user_meets(cli: Cli, served: tuple[str, str, str]
     r = cli("sessions", home_arg=False)
     assert r.code == 2
     assert "--server" in r.err
+
+
+@pytest.fixture
+def solo(tmp_path: Path) -> Iterator[tuple[str, str]]:
+    """A server whose policy lets a requester approve their own session: (url, token)."""
+    with Ledger.init(tmp_path / "solo") as ledger:
+        engine = DiagnosisEngine(
+            ledger,
+            Vault(),
+            config=DiagnosisConfig(self_approval=True),
+            specialists={"database": database},
+        )
+        settings = Settings(home=tmp_path / "solo", mcp=False, background=False)
+        app = create_app(settings, ledger=ledger, diagnosis=engine)
+        token, _ = ledger.issue_token("oncall", ["agent", "approver"], by="admin")
+        with live_server(app) as url:
+            yield url, token
+
+
+def test_the_approval_is_asked_inline_for_a_subset(cli: Cli, solo: tuple[str, str]) -> None:
+    url, token = solo
+    r = cli(
+        "diagnose", "database connection failures", "--env", "prod", "--ask",
+        "--server", url, "--token", token, home_arg=False,
+        stdin="s\n1,3\nincident 4711\n",
+    )  # fmt: skip
+    assert r.code == 0, r.err
+    assert "approve [a]ll, a [s]ubset, or [d]eny?" in r.out
+    assert "approved by oncall: incident 4711" in r.out
+    assert "Most likely root cause" in r.out or "Inconclusive" in r.out
+    listed = cli("sessions", "--json", "--server", url, "--token", token, home_arg=False).json()
+    assert len(listed[0]["approved"]) == 2
+    assert listed[0]["status"] == "completed"
+
+
+def test_a_session_is_denied_inline(cli: Cli, solo: tuple[str, str]) -> None:
+    url, token = solo
+    r = cli(
+        "diagnose", "db timeouts", "--ask", "--server", url, "--token", token, home_arg=False,
+        stdin="d\nnot during the freeze\n",
+    )  # fmt: skip
+    assert r.code == 0, r.err
+    assert "denied s_" in r.out
+    listed = cli("sessions", "--json", "--server", url, "--token", token, home_arg=False).json()
+    assert listed[0]["status"] == "denied"
+    assert listed[0]["reason"] == "not during the freeze"

@@ -163,6 +163,14 @@ def diagnose(
     env: Annotated[str, typer.Option("--env", help="prod, staging or dev.")] = "prod",
     server: Server = None,
     token: Token = None,
+    ask: Annotated[
+        bool | None,
+        typer.Option(
+            "--ask/--no-ask",
+            help="Ask for the approval here (default: when the input is a terminal).",
+            show_default=False,
+        ),
+    ] = None,
     as_json: Json = False,
 ) -> None:
     """Diagnose a problem: stream the analysis, approve credentials inline, see the cause."""
@@ -177,7 +185,8 @@ def diagnose(
                 _show(console, e)
         sid = events[0]["session_id"]
         waiting = next((e for e in events if e["type"] == "approval_required"), None)
-        if waiting is None or as_json or not sys.stdin.isatty():
+        interactive = sys.stdin.isatty() if ask is None else ask
+        if waiting is None or as_json or not interactive:
             if waiting is not None and not as_json:
                 console.print(f"an approver runs: episteme approve {sid} --reason '…'")
             return
