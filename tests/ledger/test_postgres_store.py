@@ -5,9 +5,11 @@ from __future__ import annotations
 import threading
 
 import psycopg
+from whenever import Instant, TimeDelta
 
 from episteme.ledger import AssertionInput, Ledger
 from episteme.ledger.store import open_store
+from episteme.timeutil import ManualClock, to_us
 
 
 def test_writers_under_serializable_isolation_are_retried_into_one_chain(pg_url: str) -> None:
@@ -84,3 +86,29 @@ def test_a_value_the_database_refuses_fails_alone_inside_a_group(pg_url: str) ->
         assert led.rebuild().ok
         assert led.store.current_on_subject("svc.n3") == []  # nothing half-written
         assert len(led.store.current_on_subject("svc.n4")) == 1
+
+
+def test_the_newest_reads_on_a_subject_match_the_general_statement(pg_url: str) -> None:
+    """PostgreSQL takes the newest reads of a subject per assertion (`NEWEST_SERVED`);
+    whatever the subject, prefix, time and limit, it answers as the general statement."""
+    clock = ManualClock(Instant.parse_iso("2026-11-21T09:00:00Z"))
+    with Ledger.init(pg_url, clock=clock) as ledger:
+        subjects = ["svc.a", "svc.a.x", "svc.b", "svc_c", "other"]
+        for n in range(40):
+            clock.advance(TimeDelta(seconds=1))
+            subject = subjects[n % len(subjects)]
+            ledger.assert_one(subject=subject, value=n, agent="w", lifecycle="approved")
+            for lens in ("approved", "all"):
+                ledger.query(subjects[(n * 3) % len(subjects)].split(".")[0], agent="r", lens=lens)
+                ledger.query(subject, agent="r", lens=lens)
+        store = ledger.store
+        times = [None, *(to_us(clock.now().subtract(seconds=s)) for s in (5, 17, 39, 80))]
+        for subject in ["svc", "svc.a", "svc.a.x", "svc_c", "svc.zzz", "other"]:
+            for until in times:
+                for limit in (1, 3, 50):
+                    fast = store.queries(subject=subject, until=until, limit=limit)
+                    store.NEWEST_SERVED = None  # the general statement
+                    slow = store.queries(subject=subject, until=until, limit=limit)
+                    del store.NEWEST_SERVED
+                    assert [q.id for q in fast] == [q.id for q in slow], (subject, until, limit)
+                    assert fast == slow

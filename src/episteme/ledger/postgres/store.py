@@ -48,6 +48,14 @@ class _Dialect:
     MATCH = "v.arow IN (SELECT rowid FROM assertions WHERE fts @@ to_tsquery('simple', ?))"
     HIDDEN = "(j.payload::jsonb -> 'hidden')"
     CONTEXT = "(j.payload::jsonb -> 'context')"
+    # The planner would hash every query that ever served the subject (hundreds of
+    # thousands for a busy one) before taking the newest few: take the newest per
+    # assertion instead, from the (arow, query_seq) index.
+    NEWEST_SERVED: str | None = (
+        "SELECT DISTINCT x.query_seq FROM assertions v CROSS JOIN LATERAL"
+        " (SELECT s.query_seq FROM served s WHERE s.arow = v.rowid AND s.query_seq <= ?"
+        " ORDER BY s.query_seq DESC LIMIT ?) x WHERE {where} ORDER BY x.query_seq DESC LIMIT ?"
+    )
 
     @staticmethod
     def match_text(text: str) -> str:

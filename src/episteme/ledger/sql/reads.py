@@ -113,6 +113,9 @@ class Reader(LearningReads, DiagnosisReads):
     """Assertions whose words match the parameter (made by `match_text`)."""
     HIDDEN = "json_extract(j.payload, '$.hidden')"
     CONTEXT = "json_extract(j.payload, '$.context')"
+    NEWEST_SERVED: str | None = None
+    """Where a store's planner needs it spelled out: the newest (at most N) query seqs up
+    to a seq that served an assertion under a subject (`{where}` on `v.subject`)."""
 
     def __init__(self, conn: Conn | None = None) -> None:
         self._fixed = conn
@@ -393,6 +396,8 @@ class Reader(LearningReads, DiagnosisReads):
         limit: int = 100,
     ) -> list[QueryRecord]:
         """Audited reads, newest first, filtered by agent, subject served and window."""
+        if subject is not None and agent is None and since is None and self.NEWEST_SERVED:
+            return self._newest_on_subject(subject, until, limit)
         clauses: list[str] = []
         args: list[Any] = []
         if agent is not None:
@@ -415,6 +420,33 @@ class Reader(LearningReads, DiagnosisReads):
             args += [*sargs, *sargs]
         where_sql = ("WHERE " + " AND ".join(clauses)) if clauses else ""
         return self._queries(where_sql, args, limit)
+
+    def _newest_on_subject(self, subject: str, until: int | None, limit: int) -> list[QueryRecord]:
+        """`queries(subject=, until=)` through `NEWEST_SERVED` (journal order is time order)."""
+        assert self.NEWEST_SERVED is not None
+        last = self.conn.execute(
+            "SELECT seq FROM queries"
+            + ("" if until is None else " WHERE at <= ?")
+            + " ORDER BY at DESC, seq DESC LIMIT 1",
+            [] if until is None else [Us(until)],
+        ).fetchone()
+        if last is None:
+            return []
+        bound = last[0]
+        where, sargs = _subject_clause(subject)
+        sql = self.NEWEST_SERVED.format(where=where)
+        seqs = {r[0] for r in self.conn.execute(sql, [bound, limit, *sargs, limit])}
+        own = self.conn.execute(
+            "SELECT seq FROM queries WHERE (subject = ? OR (subject > ? AND subject < ?))"
+            " AND seq <= ? ORDER BY seq DESC LIMIT ?",
+            [*sargs, bound, limit],
+        )
+        seqs.update(r[0] for r in own)
+        newest = sorted(seqs, reverse=True)[:limit]
+        if not newest:
+            return []
+        marks = ",".join("?" * len(newest))
+        return self._queries(f"WHERE q.seq IN ({marks})", newest, limit)
 
     def serving(self, assertion_id: str, limit: int) -> tuple[int, dict[str, int], list[str]]:
         """How often `assertion_id` was served, to whom, and the newest query ids."""
