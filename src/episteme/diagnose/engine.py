@@ -176,30 +176,33 @@ class DiagnosisEngine:
         row = await asyncio.to_thread(self.store.diagnosis_session, sid)
         if row is None:
             raise NotFound(f"no diagnosis session {sid!r}: see GET /sessions", field="id")
-        running = row["status"] in ("retrieving_credentials", "diagnosing")
+        return await self._settled(row)
+
+    async def _settled(self, row: dict[str, Any]) -> dict[str, Any]:
+        """`row`, after ending it if its time ran out: an approval not given in time, or
+        a diagnosis whose process stopped before it finished."""
+        sid, now = row["id"], self._now()
         stale_us = int((3 * self.config.specialist_timeout_s + 60) * 1_000_000)
-        if running and row["updated_at"] + stale_us <= self._now() and sid not in self._running:
-            # the process that took the approval stopped before it finished
-            message = "the server running this session stopped before it finished"
-            if await self._move(
-                sid, ["retrieving_credentials", "diagnosing"], status="error", error=message
-            ):
-                await self._emit(sid, "error", code="failed", message=message)
-            row = await asyncio.to_thread(self.store.diagnosis_session, sid)
-            assert row is not None
-        if row["status"] == "waiting_for_approval" and row["expires_at"] <= self._now():
-            if await self._move(
-                sid,
-                ["waiting_for_approval"],
-                status="expired",
-                error="the approval was not given in time",
-            ):
-                await self._emit(
-                    sid, "error", code="expired", message="the approval was not given in time"
-                )
-            row = await asyncio.to_thread(self.store.diagnosis_session, sid)
-            assert row is not None
-        return row
+        if row["status"] == "waiting_for_approval" and row["expires_at"] <= now:
+            ending = ("expired", "expired", "the approval was not given in time")
+        elif (
+            row["status"] in ("retrieving_credentials", "diagnosing")
+            and row["updated_at"] + stale_us <= now
+            and sid not in self._running
+        ):
+            ending = (
+                "error",
+                "failed",
+                "the server running this session stopped before it finished",
+            )
+        else:
+            return row
+        status, code, message = ending
+        if await self._move(sid, [row["status"]], status=status, error=message):
+            await self._emit(sid, "error", code=code, message=message)
+        fresh = await asyncio.to_thread(self.store.diagnosis_session, sid)
+        assert fresh is not None
+        return fresh
 
     # -- the flow ------------------------------------------------------------------------
 
@@ -281,7 +284,7 @@ class DiagnosisEngine:
 
     async def sessions(self, limit: int = 100) -> list[Session]:
         rows = await asyncio.to_thread(self.store.diagnosis_sessions, limit)
-        return [_session(await self._row(r["id"])) for r in rows]
+        return [_session(await self._settled(r)) for r in rows]
 
     async def approve(
         self, sid: str, *, approver: str, refs: Sequence[str] | None, reason: str

@@ -50,17 +50,6 @@ class DiagnosisReads:
         )
         return [(r[0], r[1]) for r in rows]
 
-    def incident(self, key: str) -> dict[str, Any] | None:
-        r = self.conn.execute(
-            "SELECT key, group_key, status, labels, session_id, alerts, opened_at, updated_at"
-            " FROM incidents WHERE key = ?",
-            (key,),
-        ).fetchone()
-        if r is None:
-            return None
-        names = ("key", "group_key", "status", "labels", "session_id", "alerts", "opened_at")
-        return {**dict(zip(names, r[:7], strict=True)), "updated_at": r[7]}
-
 
 class DiagnosisWrites:
     def _jobs_transaction(self) -> AbstractContextManager[Conn]:
