@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import sqlite3
 import threading
+from pathlib import Path
 
 from episteme.errors import Conflict
 from episteme.ledger import Ledger
@@ -43,3 +46,53 @@ def test_concurrent_writes_commit_in_groups_and_each_gets_its_own_outcome(
     assert ledger.verify().ok
     assert ledger.store.head()[0] == 8 * 24 * 2
     assert ledger.rebuild().ok
+    # every acknowledged write was flushed after its commit, some flushes serving several
+    durability = ledger.store.durability
+    if durability.deferred:  # PostgreSQL with synchronous_commit=off promises no flush
+        assert durability.durable == durability.committed
+        assert 0 < durability.flushes <= durability.committed
+
+
+def test_sqlite_commits_under_the_lock_without_sync_and_syncs_the_wal_after(
+    tmp_path: Path,
+) -> None:
+    # The writer's commit skips the sync (synchronous=NORMAL); the store fdatasyncs the
+    # live WAL file before acknowledging. A truncated WAL (same file) and a replaced
+    # WAL (new file: another program removed it) are both synced where they are.
+    from episteme.ledger.sqlite.store import SQLiteStore
+
+    path = tmp_path / "ledger.db"
+    Ledger.init(tmp_path).close()
+    store = SQLiteStore(path)
+    with Ledger(store) as led:
+        assert store._wconn.execute("PRAGMA synchronous").fetchone()[0] == 1  # NORMAL
+        led.assert_one(subject="svc.a", value=1, agent="a")
+        assert store.durability.durable == store.durability.committed > 0
+        wal = Path(f"{path}-wal")
+        assert os.fstat(store._wal).st_ino == wal.stat().st_ino
+        with sqlite3.connect(path) as other:
+            other.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        led.assert_one(subject="svc.a", value=2, agent="a")
+        assert os.fstat(store._wal).st_ino == wal.stat().st_ino
+        synced = store.durability.flushes
+        moved = tmp_path / "old-wal"
+        with sqlite3.connect(path) as other:
+            other.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        wal.rename(moved)  # as if the file had been deleted and made again
+        wal.write_bytes(b"")
+        store._sync_wal()
+        assert os.fstat(store._wal).st_ino == wal.stat().st_ino
+        assert store.durability.flushes == synced
+        wal.unlink()
+        moved.rename(wal)
+        store._sync_wal()
+        assert os.fstat(store._wal).st_ino == wal.stat().st_ino
+        assert led.verify().ok
+
+    full = SQLiteStore(path, defer_flush=False)
+    with Ledger(full) as led:
+        assert full._wconn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+        assert not full.durability.deferred
+        led.assert_one(subject="svc.a", value=3, agent="a")
+        assert full.durability.flushes == 0
+        assert led.verify().ok

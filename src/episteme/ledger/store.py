@@ -182,11 +182,15 @@ class Store(StoreReader, Protocol):
 POSTGRES_SCHEMES = ("postgresql://", "postgres://")
 
 
-def open_store(location: str | Path, *, create: bool = False, ensure: bool = False) -> Store:
+def open_store(
+    location: str | Path, *, create: bool = False, ensure: bool = False, defer_flush: bool = True
+) -> Store:
     """Open (or create) the store at a home directory or a database URL.
 
     `create`: a new ledger, refused where one exists. `ensure`: open the ledger there,
     creating it when there is none (what `episteme serve` does on a fresh home).
+    `defer_flush=False`: commits wait for the disk while holding the writer lock, as
+    before the flush moved after it (for benchmarks that compare the two).
     """
     from episteme.ledger.sqlite.store import SQLiteStore
 
@@ -199,7 +203,7 @@ def open_store(location: str | Path, *, create: bool = False, ensure: bool = Fal
                 "PostgreSQL support is not installed: pip install 'episteme[postgres]'",
                 field="db",
             ) from None
-        return PostgresStore(text, create=create, ensure=ensure)
+        return PostgresStore(text, create=create, ensure=ensure, defer_flush=defer_flush)
     if text.startswith("sqlite:///"):
         path = Path(text.removeprefix("sqlite:///"))
     elif "://" in text:
@@ -216,4 +220,4 @@ def open_store(location: str | Path, *, create: bool = False, ensure: bool = Fal
         path = home / DB_FILE
     if ensure and not (path.exists() and path.stat().st_size > 0):
         create = True
-    return SQLiteStore(path, create=create)
+    return SQLiteStore(path, create=create, defer_flush=defer_flush)

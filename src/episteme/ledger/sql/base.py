@@ -4,6 +4,17 @@ A store subclass provides the transaction (`_transaction_locked`, which holds th
 store's writer lock across processes) and names the database errors that fail a
 whole group (`FATAL`) or mean "run the group again" (`RETRY`, PostgreSQL's
 serialization failures). Everything else here is the same for SQLite and PostgreSQL.
+
+**The writer lock is not held through the flush.** A store may commit under the lock
+without waiting for the disk (SQLite's ``synchronous=NORMAL``, PostgreSQL's
+``synchronous_commit=off`` for that transaction) and give `_flush`, which makes every
+commit so far durable. `write` and `_transaction` call it after the lock is released
+and return only once their commit is covered, so an acknowledged write is as durable
+as before; meanwhile the next writer (thread or process) already holds the lock, and
+one flush serves every commit made while the previous flush ran. Logs are appended in
+order, so a crash keeps a prefix of the commits: the chain stays whole. The one thing a
+crash can now lose is a commit that another connection read before its writer was
+acknowledged.
 """
 
 from __future__ import annotations
@@ -33,13 +44,53 @@ from episteme.timeutil import from_us
 class _Pending:
     """One queued write and, once its group has committed, its outcome."""
 
-    __slots__ = ("build", "done", "error", "events", "now_us")
+    __slots__ = ("build", "done", "error", "events", "mark", "now_us")
 
     def __init__(self, build: BuildFn, now_us: int) -> None:
         self.build, self.now_us = build, now_us
         self.done = False
+        self.mark = 0
         self.error: Exception | None = None
         self.events: list[Event] = []
+
+
+class Durability:
+    """Counts commits and makes them durable after the writer lock is released.
+
+    `commit` runs under the writer lock once a transaction has committed (its data is
+    in the log, perhaps not yet on disk) and gives that commit's mark; `wait(mark)`
+    returns once a flush begun after that commit has finished. Threads that wait
+    together share one flush: whoever takes the flush lock flushes every commit counted
+    so far, and the others find their mark covered.
+    """
+
+    def __init__(self, flush: Callable[[], None] | None) -> None:
+        self._flush = flush
+        self._flush_lock = threading.Lock()
+        self.committed = 0
+        self.durable = 0
+        self.flushes = 0
+        """Flushes run since opening (fewer than commits when they were shared)."""
+
+    @property
+    def deferred(self) -> bool:
+        """Whether commits wait for the disk outside the lock (else inside, as usual)."""
+        return self._flush is not None
+
+    def commit(self) -> int:
+        self.committed += 1
+        return self.committed
+
+    def wait(self, mark: int) -> None:
+        if self._flush is None or self.durable >= mark:
+            return
+        with self._flush_lock:
+            if self.durable >= mark:
+                return
+            target = self.committed  # every commit counted so far has reached the log
+            self._flush()
+            self.flushes += 1
+            self.durable = max(self.durable, target)
 
 
 class SQLStore(Reader, LearningWrites, DiagnosisWrites):
@@ -60,6 +111,8 @@ class SQLStore(Reader, LearningWrites, DiagnosisWrites):
         self._queue: list[_Pending] = []
         self.retries = 0
         """Groups run again after a serialization failure or deadlock, since opening."""
+        self.durability = Durability(None)
+        """Commits wait for the disk inside the lock until a store sets a flush."""
 
     def _transaction_locked(self) -> AbstractContextManager[Conn]:
         """A write transaction holding the store's writer lock (across processes too)."""
@@ -87,8 +140,21 @@ class SQLStore(Reader, LearningWrites, DiagnosisWrites):
 
     @contextmanager
     def _transaction(self) -> Iterator[Conn]:
-        with self._lock, self._transaction_locked() as conn:
-            yield conn
+        with self._lock:
+            with self._transaction_locked() as conn:
+                yield conn
+            mark = self.durability.commit()
+        self._durable(mark)
+
+    def _durable(self, mark: int) -> None:
+        """Return once commit `mark` is on disk (the writer lock is not held here)."""
+        try:
+            self.durability.wait(mark)
+        except Exception as exc:
+            raise StoreUnavailable(
+                f"{self.where}: a write committed but could not be confirmed on disk "
+                f"({exc}): check the database before trusting it"
+            ) from None
 
     def write(self, build: BuildFn, now_us: int) -> list[Event]:
         """Append the events `build` returns, and project them, in one transaction.
@@ -112,6 +178,7 @@ class SQLStore(Reader, LearningWrites, DiagnosisWrites):
                 self._commit_group(group)
         if mine.error is not None:
             raise mine.error
+        self._durable(mine.mark)
         return mine.events
 
     def _commit_group(self, group: list[_Pending]) -> None:
@@ -119,6 +186,9 @@ class SQLStore(Reader, LearningWrites, DiagnosisWrites):
             for attempt in range(self.ATTEMPTS):
                 try:
                     self._run_group(group)
+                    mark = self.durability.commit()
+                    for item in group:
+                        item.mark = mark
                     return
                 except self.RETRY:
                     if attempt == self.ATTEMPTS - 1:

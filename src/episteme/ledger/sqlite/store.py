@@ -1,9 +1,16 @@
 """The SQLite store: the embedded default (DESIGN §3).
 
-WAL mode, ``synchronous=FULL``: an acknowledged write is on disk. One writer per
-store, serialised by a lock and ``BEGIN IMMEDIATE`` (which also serialises other
-processes on the same file); each read thread has its own connection. Every write
-appends events to the journal and projects them in the same transaction.
+WAL mode: an acknowledged write is on disk. One writer per store, serialised by a
+lock and ``BEGIN IMMEDIATE`` (which also serialises other processes on the same file);
+each read thread has its own connection. Every write appends events to the journal and
+projects them in the same transaction.
+
+The writer commits with ``synchronous=NORMAL`` (the WAL is written, not synced) and
+releases its locks; the WAL file is then synced with ``fdatasync`` before the write is
+acknowledged (`SQLStore` shares one sync among the writes waiting for it). That is the
+durability of ``synchronous=FULL`` without holding the lock through the sync, so other
+threads and processes write meanwhile. ``defer_flush=False`` keeps SQLite's own
+``synchronous=FULL`` commit.
 """
 
 from __future__ import annotations
@@ -23,7 +30,7 @@ from episteme.errors import Conflict, StoreUnavailable
 from episteme.ledger.journal import Draft
 from episteme.ledger.records import RebuildReport
 from episteme.ledger.sql import projector
-from episteme.ledger.sql.base import SQLStore
+from episteme.ledger.sql.base import Durability, SQLStore
 
 APPLICATION_ID = 0x45505354  # "EPST": marks the file as an Episteme ledger
 MIGRATIONS = (
@@ -139,7 +146,7 @@ class _Checkpointer:
 class SQLiteStore(SQLStore):
     """A ledger in one SQLite file."""
 
-    def __init__(self, path: Path, *, create: bool = False) -> None:
+    def __init__(self, path: Path, *, create: bool = False, defer_flush: bool = True) -> None:
         super().__init__()
         self.path = path
         self.url = f"sqlite:///{path}"
@@ -170,6 +177,8 @@ class SQLiteStore(SQLStore):
                 self._wconn.execute("PRAGMA journal_mode = WAL")
                 # checkpoints run on their own thread, not inside a commit: see _Checkpointer
                 self._wconn.execute("PRAGMA wal_autocheckpoint = 0")
+                if defer_flush:  # the WAL is synced after the lock is released: _sync_wal
+                    self._wconn.execute("PRAGMA synchronous = NORMAL")
             except BaseException:
                 self._wconn.close()  # a refused file must not keep a connection open
                 raise
@@ -183,6 +192,28 @@ class SQLiteStore(SQLStore):
         except OSError as exc:
             self._wconn.close()
             raise StoreUnavailable(f"cannot create the lock file beside {path}: {exc}") from None
+        self._wal = -1
+        if defer_flush:
+            self.durability = Durability(self._sync_wal)
+
+    def _sync_wal(self) -> None:
+        """Make every commit in the WAL durable: ``fdatasync`` of the WAL file.
+
+        The descriptor is reopened when the file was replaced (SQLite deletes the WAL
+        when the last connection closes; ours keep it open, but another program may
+        have). SQLite fsyncs the WAL before a checkpoint copies it and the database
+        after, so a commit already checkpointed is durable in the database file.
+        """
+        wal = f"{self.path}-wal"
+        try:
+            current = os.stat(wal).st_ino
+        except FileNotFoundError:
+            return  # no WAL: everything committed was checkpointed (and synced) into the file
+        if self._wal < 0 or os.fstat(self._wal).st_ino != current:
+            if self._wal >= 0:
+                os.close(self._wal)
+            self._wal = os.open(wal, os.O_RDONLY)
+        os.fdatasync(self._wal)
 
     def _check(self, conn: sqlite3.Connection) -> int:
         app = conn.execute("PRAGMA application_id").fetchone()[0]
@@ -223,6 +254,9 @@ class SQLiteStore(SQLStore):
         if self._flock >= 0:
             os.close(self._flock)
             self._flock = -1
+        if self._wal >= 0:
+            os.close(self._wal)
+            self._wal = -1
 
     def probe(self, timeout: float = 2.0) -> int:
         return self.head()[0]  # a local read: it answers or fails at once
@@ -329,6 +363,8 @@ class SQLiteStore(SQLStore):
                         raise
                 finally:
                     conn.execute("DETACH DATABASE fresh")
+                mark = self.durability.commit()
+            self._durable(mark)
             return RebuildReport(
                 ok=not diffs, events=count, differences=diffs, repaired=bool(repair and diffs)
             )
