@@ -3,7 +3,8 @@
 `Cluster.create()` runs initdb into a fresh directory under /tmp, `start()` brings
 the server up on a loopback port, `create_database()` hands out a fresh database URL
 and `destroy()` stops the server and removes everything. The cluster is tuned for
-speed, not durability: fsync and full-page writes are off.
+speed, not durability: fsync and full-page writes are off (commits still wait for
+the WAL to be written, as the store's deferred flush expects).
 
 initdb and postgres refuse to run as root, and CI runs the tests as root; there the
 binaries run as the `postgres` system user (which the Debian package creates) and the
@@ -282,7 +283,9 @@ class Cluster:
             "unix_socket_directories": _quote_conf(str(self.base)),
             "fsync": "off",
             "full_page_writes": "off",
-            "synchronous_commit": "off",
+            # on, as in production, so the store's deferred flush (a durable commit after
+            # each chain commit) runs in every test; fsync off keeps it cheap
+            "synchronous_commit": "on",
             "max_connections": "300",
             "shared_buffers": _quote_conf("64MB"),
         }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from typing import Any
 
 import psycopg
 from whenever import Instant, TimeDelta
@@ -112,3 +113,79 @@ def test_the_newest_reads_on_a_subject_match_the_general_statement(pg_url: str) 
                     del store.NEWEST_SERVED
                     assert [q.id for q in fast] == [q.id for q in slow], (subject, until, limit)
                     assert fast == slow
+
+
+def _flushed(admin: psycopg.Connection[Any], xid: int, since: str, upto: str) -> bool:
+    """Whether the commit record of transaction `xid` (a write's savepoint: listed among
+    the subtransactions of its commit) lies in the WAL flushed by `upto`; pg_walinspect
+    reads only flushed WAL, so a record past the flush is not found."""
+    ahead = admin.execute("SELECT %s::pg_lsn >= %s::pg_lsn", (since, upto)).fetchone()
+    if ahead and ahead[0]:
+        return False  # nothing written since `since` is flushed yet
+    row = admin.execute(
+        "SELECT count(*) FROM pg_get_wal_records_info(%s::pg_lsn, %s::pg_lsn)"
+        " WHERE resource_manager = 'Transaction' AND record_type = 'COMMIT'"
+        " AND (xid = %s::xid OR description ~ ('subxacts:.*\\m' || %s || '\\M'))",
+        (since, upto, str(xid), str(xid)),
+    ).fetchone()
+    return bool(row and row[0])
+
+
+def test_a_write_returns_only_once_its_commit_is_flushed(pg_url: str) -> None:
+    # The chain transaction commits without waiting for the WAL flush (so the chain lock
+    # is free sooner); the store must flush before returning. The WAL writer is put to
+    # sleep for 10 s, so only the store's own flush can cover the commit in time. The
+    # same check on a store whose flush is switched off shows the check can fail.
+    with psycopg.connect(pg_url, autocommit=True) as admin:
+        admin.execute("CREATE EXTENSION IF NOT EXISTS pg_walinspect")
+        admin.execute("ALTER SYSTEM SET wal_writer_delay = '10s'")
+        admin.execute("SELECT pg_reload_conf()")
+        try:
+            Ledger.init(pg_url).close()
+            with Ledger(open_store(pg_url)) as led:
+                assert getattr(led.store, "defer_flush", False)
+                flushed = 0
+                for n in range(5):
+                    since = _lsn(admin, "pg_current_wal_insert_lsn()")
+                    aid = led.assert_one(subject=f"svc.d{n}", value=n, agent="a").id
+                    upto = _lsn(admin, "pg_current_wal_flush_lsn()")
+                    flushed += _flushed(admin, _xmin(admin, aid), since, upto)
+                assert flushed == 5
+                led.store._FLUSH = "SELECT 1"  # type: ignore[attr-defined]  # no flush
+                unflushed = 0
+                for n in range(5):
+                    since = _lsn(admin, "pg_current_wal_insert_lsn()")
+                    aid = led.assert_one(subject=f"svc.u{n}", value=n, agent="a").id
+                    upto = _lsn(admin, "pg_current_wal_flush_lsn()")
+                    unflushed += not _flushed(admin, _xmin(admin, aid), since, upto)
+                assert unflushed > 0
+        finally:
+            admin.execute("ALTER SYSTEM RESET wal_writer_delay")
+            admin.execute("SELECT pg_reload_conf()")
+
+
+def _lsn(admin: psycopg.Connection[Any], expr: str) -> str:
+    row = admin.execute(f"SELECT {expr}::text").fetchone()
+    assert row is not None
+    return str(row[0])
+
+
+def _xmin(admin: psycopg.Connection[Any], assertion_id: str) -> int:
+    row = admin.execute(
+        "SELECT xmin::text::bigint FROM assertions WHERE id = %s", (assertion_id,)
+    ).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def test_chain_commits_keep_the_servers_setting_where_it_is_off(pg_url: str) -> None:
+    # A server set to commit asynchronously promises no flush: the store adds none.
+    with psycopg.connect(pg_url, autocommit=True) as admin:
+        name = admin.execute("SELECT current_database()").fetchone()
+        assert name is not None
+        admin.execute(f'ALTER DATABASE "{name[0]}" SET synchronous_commit = off')
+    Ledger.init(pg_url).close()
+    with Ledger(open_store(pg_url)) as led:
+        assert not getattr(led.store, "defer_flush", True)
+        led.assert_one(subject="svc.x", value=1, agent="a")
+        assert led.verify().ok

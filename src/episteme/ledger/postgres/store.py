@@ -3,10 +3,21 @@
 Connections come from a psycopg pool. A write runs in one transaction that first
 locks the single `chain_lock` row, so appends from every process form one linear
 chain; group commit (shared with SQLite) lets one commit serve the writes queued in
-this process meanwhile. Serialization failures and deadlocks (SQLSTATE 40001,
-40P01: routine on the distributed engines that speak this protocol) run the group
-again with backoff. A lost connection fails the writes of its group with
-`StoreUnavailable` and nothing half-written: the transaction did not commit. Reads
+this process meanwhile.
+
+That transaction commits with ``synchronous_commit = off``, so the server releases
+the row lock without waiting for the WAL flush. The write is acknowledged only after
+a flush that covers it: a one-statement transaction, sent in the same round trip,
+that writes a WAL record (``pg_logical_emit_message``) and so commits durably, after
+ours in the WAL. Writers in other processes take the lock while this one waits, and
+PostgreSQL flushes their commits together. Where the server's own setting is already
+``off``, or the function is missing (the distributed engines), the chain transaction
+commits as the server is set.
+
+Serialization failures and deadlocks (SQLSTATE 40001, 40P01: routine on the
+distributed engines that speak this protocol) run the group again with backoff. A
+lost connection fails the writes of its group with `StoreUnavailable` and nothing
+half-written: the transaction did not commit. Reads
 take a pooled connection per statement and try once more on a fresh connection
 when the server went away under them.
 """
@@ -116,9 +127,17 @@ class PostgresStore(_Dialect, SQLStore):
     RETRY = (psycopg.errors.SerializationFailure, psycopg.errors.DeadlockDetected)
 
     def __init__(
-        self, url: str, *, create: bool = False, ensure: bool = False, pool_size: int = 10
+        self,
+        url: str,
+        *,
+        create: bool = False,
+        ensure: bool = False,
+        pool_size: int = 10,
+        defer_flush: bool = True,
     ) -> None:
         super().__init__()
+        self.defer_flush = False
+        """Whether chain commits release the lock before the WAL flush (see `_chain_tx`)."""
         self.url = describe(url)
         self.where = self.url
         self._dsn = url
@@ -131,6 +150,7 @@ class PostgresStore(_Dialect, SQLStore):
                 self._prepare(conn, create=create, ensure=ensure)
                 row = conn.execute("SELECT current_schema()").fetchone()
                 self.schema = str(row[0]) if row else "public"
+                self.defer_flush = defer_flush and _can_defer_flush(conn)
         except psycopg.OperationalError as exc:
             raise self.unavailable(exc) from None
         except psycopg.Error as exc:  # e.g. a role without CREATE on the schema
@@ -265,19 +285,57 @@ class PostgresStore(_Dialect, SQLStore):
     # -- writing -----------------------------------------------------------------------
 
     def _transaction_locked(self) -> AbstractContextManager[Conn]:
-        return self._tx(chain=True)
+        return self._chain_tx()
 
     def _jobs_transaction(self) -> AbstractContextManager[Conn]:
-        return self._tx(chain=False)
+        return self._tx()
 
     @contextmanager
-    def _tx(self, *, chain: bool) -> Iterator[Conn]:
-        """A transaction on a pooled connection; `chain`: holding the journal's writer lock."""
-        try:
-            with self.pool.connection() as raw, raw.transaction():
-                if chain:
-                    raw.execute("SELECT id FROM chain_lock WHERE id = 1 FOR UPDATE")
+    def _tx(self) -> Iterator[Conn]:
+        """A transaction on a pooled connection (not holding the journal's writer lock)."""
+        with self._failures(), self.pool.connection() as raw, raw.transaction():
+            yield TxConn(raw)
+
+    @contextmanager
+    def _chain_tx(self) -> Iterator[Conn]:
+        """A transaction holding the journal's writer lock (the `chain_lock` row).
+
+        It runs in pipeline mode with its own BEGIN and COMMIT: BEGIN and the lock go
+        out with the transaction's first read (one round trip, not three), and COMMIT
+        goes out together with the statement that makes it durable (when the flush is
+        deferred): the server releases the lock at COMMIT, then waits for the disk on
+        that statement's own commit, which follows ours in the WAL, all in one round
+        trip. The write returns after both, so it is durable when acknowledged.
+        """
+        with self._failures(), self.pool.connection() as raw, raw.pipeline() as pipe:
+            raw.execute("BEGIN")
+            raw.execute(self._LOCK_DEFERRED if self.defer_flush else self._LOCK)
+            try:
                 yield TxConn(raw)
+                raw.execute("COMMIT")
+                if self.defer_flush:
+                    raw.execute(self._FLUSH)
+                pipe.sync()
+            except BaseException:
+                with contextlib.suppress(psycopg.Error):
+                    pipe.sync()  # out of an aborted pipeline, then roll back
+                    raw.execute("ROLLBACK")
+                    pipe.sync()
+                raise
+
+    _LOCK = "SELECT id FROM chain_lock WHERE id = 1 FOR UPDATE"
+    # the commit need not wait for the WAL flush: the flush follows it (see _chain_tx)
+    _LOCK_DEFERRED = (
+        "SELECT set_config('synchronous_commit', 'off', true), id"
+        " FROM chain_lock WHERE id = 1 FOR UPDATE"
+    )
+    _FLUSH = "SELECT pg_logical_emit_message(true, 'episteme', 'flush')"
+
+    @contextmanager
+    def _failures(self) -> Iterator[None]:
+        """Database failures of a write, as the store reports them."""
+        try:
+            yield
         except self.RETRY:
             raise
         except psycopg.errors.LockNotAvailable:
@@ -423,6 +481,22 @@ class _AdvisoryLeadership:
                     self._conn.execute("SELECT pg_advisory_unlock(%s)", (self._key,))
                 self._conn.close()
             self._conn = None
+
+
+def _can_defer_flush(conn: psycopg.Connection[Any]) -> bool:
+    """Whether chain commits can skip the flush and be flushed after: the server commits
+    synchronously by default and this role may write a WAL message. Not on engines
+    without either (CockroachDB, YugabyteDB): there every commit is as the server does."""
+    try:
+        row = conn.execute(
+            "SELECT current_setting('synchronous_commit', true),"
+            " to_regprocedure('pg_logical_emit_message(boolean,text,text)') IS NOT NULL"
+            " AND has_function_privilege('pg_logical_emit_message(boolean,text,text)',"
+            " 'execute')"
+        ).fetchone()
+    except psycopg.Error:
+        return False
+    return bool(row and row[0] not in (None, "off") and row[1])
 
 
 def _script(name: str) -> sql.SQL:
