@@ -275,6 +275,18 @@ def _library_windows(
     ledger: Ledger, subjects: list[str], threads: int, warmup: float, seconds: int
 ) -> list[int]:
     """Audited queries per 1-second window from `threads` threads calling `Ledger.query`."""
+
+    def query(_: int, i: int) -> None:
+        ledger.query(subjects[i % len(subjects)], agent=AGENT, lens="approved")
+
+    return windows(query, threads, warmup, seconds)
+
+
+def windows(
+    op: Callable[[int, int], object], threads: int, warmup: float, seconds: int
+) -> list[int]:
+    """Calls of `op(thread, i)` completed per 1-second window, from `threads` threads
+    calling it in a loop for `warmup` seconds (not counted) and then `seconds`."""
     start = time.perf_counter()
     t0, end = start + warmup, start + warmup + seconds
     counts = [[0] * seconds for _ in range(threads)]
@@ -284,7 +296,7 @@ def _library_windows(
         mine, i = counts[k], k
         try:
             while time.perf_counter() < end and not failed:
-                ledger.query(subjects[i % len(subjects)], agent=AGENT, lens="approved")
+                op(k, i)
                 i += threads
                 done = time.perf_counter()
                 if t0 <= done < end:
@@ -322,9 +334,20 @@ def _library_load(
 ) -> Load:
     """The library's rate in `processes` fresh processes of `threads` threads, started together."""
     args = {"home": str(home), "subjects": subjects, "threads": threads}
-    line = json.dumps(args | {"warmup": warmup, "seconds": seconds}) + "\n"
+    results = children_windows(_CHILD, args | {"warmup": warmup, "seconds": seconds}, processes)
+    return Load(windows=[sum(w) for w in zip(*results, strict=True)])
+
+
+def children_windows(code: str, args: dict[str, Any], processes: int) -> list[list[int]]:
+    """Run `code` in `processes` fresh interpreters started together; their windows.
+
+    Each child reads `args` as one JSON line, prints "ready" once set up, waits for a
+    "go" line (so none starts counting before all are ready) and prints its counts
+    per 1-second window as one JSON list.
+    """
+    line = json.dumps(args) + "\n"
     with contextlib.ExitStack() as stack:  # on leaving: pipes closed, processes waited for
-        procs = [stack.enter_context(_child()) for _ in range(processes)]
+        procs = [stack.enter_context(_child(code)) for _ in range(processes)]
         try:
             for p in procs:
                 _tell(p, line)
@@ -332,16 +355,15 @@ def _library_load(
                 _hear(p)
             for p in procs:
                 _tell(p, "go\n")
-            results = [json.loads(_hear(p)) for p in procs]
+            return [json.loads(_hear(p)) for p in procs]
         except BaseException:
             for p in procs:
                 p.kill()
             raise
-    return Load(windows=[sum(w) for w in zip(*results, strict=True)])
 
 
-def _child() -> subprocess.Popen[str]:
-    argv = [sys.executable, "-c", _CHILD]
+def _child(code: str) -> subprocess.Popen[str]:
+    argv = [sys.executable, "-c", code]
     return subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
 
 
@@ -355,7 +377,7 @@ def _hear(p: subprocess.Popen[str]) -> str:
     assert p.stdout is not None
     line = p.stdout.readline()
     if not line:
-        raise WorldError(f"a library floor process exited with {p.wait()}: see its errors above")
+        raise WorldError(f"a benchmark process exited with {p.wait()}: see its errors above")
     return line
 
 

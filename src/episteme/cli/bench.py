@@ -5,13 +5,14 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 from rich.table import Table
 
 from episteme.benchmark import http as http_bench
+from episteme.benchmark import writers as writers_bench
 from episteme.benchmark.generate import Spec, generate
 from episteme.benchmark.run import Report, run
 from episteme.cli.common import app, state
@@ -131,6 +132,11 @@ def _show(ctx: typer.Context, report: Report, output: Path | None, as_json: bool
     state(ctx).console.print(line)
 
 
+def _counts(flag: str, what: str, default: str) -> Any:
+    """A repeatable option of positive counts (its default given in the help)."""
+    return typer.Option(flag, min=1, help=f"{what} (repeatable) [{default}].", show_default=False)
+
+
 @bench_app.command("http")
 def bench_http(
     ctx: typer.Context,
@@ -146,13 +152,7 @@ def bench_http(
         int, typer.Option(min=1, help="Concurrent keep-alive connections of the load.")
     ] = 32,
     workers: Annotated[
-        list[int] | None,
-        typer.Option(
-            "--workers",
-            min=1,
-            help="Server workers to load with (repeatable) [1 and 2].",
-            show_default=False,
-        ),
+        list[int] | None, _counts("--workers", "Server workers to load with", "1 and 2")
     ] = None,
     threads: Annotated[
         int, typer.Option(min=1, help="Threads per process of the library floor.")
@@ -169,6 +169,36 @@ def bench_http(
     report = http_bench.run(
         home, runs=runs, seconds=seconds, warmup=warmup, connections=connections,
         workers=workers or (1, 2), threads=threads, warm_cache=warm,
+        progress=lambda step: typer.echo(f"measuring: {step}", err=True),
+    )  # fmt: skip
+    _show(ctx, report, output, as_json)
+
+
+@bench_app.command("writers")
+def bench_writers(
+    ctx: typer.Context,
+    home: BenchDir = None,
+    db: BenchDb = None,
+    processes: Annotated[
+        list[int] | None, _counts("--processes", "Writing processes to measure with", "1, 2 and 4")
+    ] = None,
+    threads: Annotated[int, typer.Option(min=1, help="Writing threads per process.")] = 1,
+    seconds: Annotated[int, typer.Option(min=1, help="Counted seconds of each run.")] = 5,
+    warmup: Annotated[float, typer.Option(min=0, help="Seconds of load before counting.")] = 1.0,
+    rounds: Annotated[
+        int, typer.Option(min=1, help="Alternations with the flush under the lock.")
+    ] = 3,
+    output: Annotated[Path | None, typer.Option(help="Write the JSON report here.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the JSON report.")] = False,
+) -> None:
+    """Measure durable single asserts per second from several processes on one ledger,
+    against the same load with the flush under the writer lock (the previous path)."""
+    where = _where(home, db)
+    if isinstance(where, Path) and not (where / DB_FILE).exists():
+        raise InvalidInput(f"no ledger in {where}: run `episteme bench generate --home {where}`")
+    report = writers_bench.run(
+        where, processes=processes or (1, 2, 4), threads=threads, seconds=seconds,
+        warmup=warmup, rounds=rounds,
         progress=lambda step: typer.echo(f"measuring: {step}", err=True),
     )  # fmt: skip
     _show(ctx, report, output, as_json)
