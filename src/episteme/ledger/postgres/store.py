@@ -311,7 +311,7 @@ class PostgresStore(_Dialect, SQLStore):
             raw.execute("BEGIN")
             raw.execute(self._LOCK_DEFERRED if self.defer_flush else self._LOCK)
             try:
-                yield TxConn(raw)
+                yield TxConn(raw, pipe)
                 raw.execute("COMMIT")
                 if self.defer_flush:
                     raw.execute(self._FLUSH)
@@ -348,12 +348,12 @@ class PostgresStore(_Dialect, SQLStore):
 
     @contextmanager
     def _pipelined(self, conn: Conn) -> Iterator[Callable[[], object]]:
-        """A group runs in pipeline mode: the journal row and the projection inserts of a
-        write go out together, and one round trip (`sync`) ends each write, instead of one
-        per statement."""
+        """A group runs in the chain transaction's pipeline: the journal row and the
+        projection inserts of a write go out together, and one round trip (`sync`) ends
+        each write, instead of one per statement."""
         assert isinstance(conn, TxConn)
-        with conn.raw.pipeline() as pipeline:
-            yield pipeline.sync
+        assert conn.pipe is not None, "a chain transaction runs in a pipeline"
+        yield conn.pipe.sync
 
     def _bulk(self, conn: Conn) -> AbstractContextManager[object]:
         """Backfill chunks run in psycopg's pipeline mode.

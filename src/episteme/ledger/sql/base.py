@@ -212,6 +212,9 @@ class SQLStore(Reader, LearningWrites, DiagnosisWrites):
                 item.done = True
 
     def _run_group(self, group: list[_Pending]) -> None:
+        if len(group) == 1:
+            self._run_one(group[0])
+            return
         with self._transaction_locked() as conn, self._pipelined(conn) as sync:
             reader = self._reader(conn)
             for item in group:
@@ -229,6 +232,22 @@ class SQLStore(Reader, LearningWrites, DiagnosisWrites):
                     conn.execute("ROLLBACK TO w")
                     conn.execute("RELEASE w")
                     item.error, item.events = self._item_error(exc), []
+
+    def _run_one(self, item: _Pending) -> None:
+        """A group of one write: no savepoint, as the transaction is the write's own and
+        anything that fails rolls all of it back (PostgreSQL reports a statement's error
+        at COMMIT, in the one round trip that ends the transaction)."""
+        try:
+            with self._transaction_locked() as conn:
+                reader = self._reader(conn)
+                seq, last_at, prev = reader.head()
+                at = max(item.now_us, last_at)
+                drafts = item.build(reader, at, seq + 1)
+                item.events = self._append(conn, drafts, seq, at, prev or GENESIS)
+        except self.FATAL + self.RETRY:
+            raise
+        except Exception as exc:
+            item.error, item.events = self._item_error(exc), []
 
     def _item_error(self, exc: Exception) -> Exception:
         """The error one failed write reports (a store may translate database errors)."""

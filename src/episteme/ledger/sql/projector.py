@@ -52,9 +52,24 @@ def apply(conn: Conn, ev: Event, data: dict[str, Any]) -> None:
     _HANDLERS[ev.kind](conn, ev, data)
 
 
+# A batch of one names its row by expressions, not values (see _insert_assertions)
+_NEXT_ROWID = "(SELECT coalesce(max(rowid), 0) + 1 FROM assertions)"
+_ROWID_OF = "(SELECT rowid FROM assertions WHERE id = ?)"
+
+
 def _insert_assertions(conn: Conn, ev: Event, batch: list[dict[str, Any]]) -> None:
-    """Insert a batch of assertion records: one statement per table, rowids in order."""
-    first = conn.execute("SELECT coalesce(max(rowid), 0) + 1 FROM assertions").fetchone()[0]
+    """Insert a batch of assertion records: one statement per table, rowids in order.
+
+    A batch of one (every single assert) leaves its row id to the database: the insert
+    takes the next one and the other tables look it up by assertion id, which spares
+    PostgreSQL a statement and a round trip. A larger batch reads the first row id once.
+    """
+    one = len(batch) == 1
+    if one:
+        first, new_row, row_of, ref = 0, _NEXT_ROWID, _ROWID_OF, 1
+    else:
+        first = conn.execute("SELECT coalesce(max(rowid), 0) + 1 FROM assertions").fetchone()[0]
+        new_row, row_of, ref = "?", "?", 0
     rows: list[tuple[Any, ...]] = []
     for a in batch:
         rows.append(
@@ -77,14 +92,15 @@ def _insert_assertions(conn: Conn, ev: Event, batch: list[dict[str, Any]]) -> No
         )
     conn.executemany(
         "INSERT INTO assertions (rowid, id, subject, value, kind, agent, source, evidence, epoch,"
-        " derived_from, valid_from, valid_to, recorded_at, seq)"
-        " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-        rows,
+        f" derived_from, valid_from, valid_to, recorded_at, seq) VALUES ({new_row},"
+        "?,?,?,?,?,?,?,?,?,?,?,?,?)",
+        [r[1:] for r in rows] if one else rows,
     )
+    # below, r[ref] names the row: its row id, or for a batch of one its assertion id
     if isinstance(conn, sqlite3.Connection):  # PostgreSQL computes its tsvector column itself
         conn.executemany(
-            "INSERT INTO assertions_fts (rowid, subject, value, source) VALUES (?,?,?,?)",
-            [(r[0], r[2], r[3], r[6]) for r in rows],
+            f"INSERT INTO assertions_fts (rowid, subject, value, source) VALUES ({row_of},?,?,?)",
+            [(r[ref], r[2], r[3], r[6]) for r in rows],
         )
     conn.executemany(
         "INSERT INTO derivations (parent, child) VALUES (?, ?) ON CONFLICT DO NOTHING",
@@ -92,9 +108,9 @@ def _insert_assertions(conn: Conn, ev: Event, batch: list[dict[str, Any]]) -> No
     )
     conn.executemany(
         "INSERT INTO versions (arow, seq, subject, lifecycle, confidence, tx_from, tx_to,"
-        " prev_lifecycle, actor, reason, cause) VALUES (?,?,?,?,?,?,?,NULL,?,NULL,'added')",
+        f" prev_lifecycle, actor, reason, cause) VALUES ({row_of},?,?,?,?,?,?,NULL,?,NULL,'added')",
         [
-            (r[0], ev.seq, r[2], a["lifecycle"], a["confidence"], Us(ev.at), Us(OPEN), ev.actor)
+            (r[ref], ev.seq, r[2], a["lifecycle"], a["confidence"], Us(ev.at), Us(OPEN), ev.actor)
             for r, a in zip(rows, batch, strict=True)
         ],
     )
