@@ -266,7 +266,7 @@ class Ledger(Learning, Tokens):
                     superseded += [[old, rec["id"]] for old in olds]
                     approved_now[inp.subject] = rec["id"]
                 records.append(rec)
-            already = r.existing_ids(list(seen))  # same content, agent and microsecond
+            already = r.existing_ids(list(seen), at)  # same content, agent and microsecond
             if already:
                 n, aid = min((seen[i], i) for i in already)
                 raise Conflict(f"assertion {n} is already recorded as {aid[:12]}")

@@ -220,10 +220,7 @@ class SQLStore(Reader, LearningWrites, DiagnosisWrites):
             for item in group:
                 conn.execute("SAVEPOINT w")
                 try:
-                    seq, last_at, prev = reader.head()
-                    at = max(item.now_us, last_at)
-                    drafts = item.build(reader, at, seq + 1)
-                    item.events = self._append(conn, drafts, seq, at, prev or GENESIS)
+                    self._apply(conn, reader, item)
                     conn.execute("RELEASE w")
                     sync()  # this write's errors surface here, while its savepoint stands
                 except self.FATAL + self.RETRY:
@@ -239,15 +236,19 @@ class SQLStore(Reader, LearningWrites, DiagnosisWrites):
         at COMMIT, in the one round trip that ends the transaction)."""
         try:
             with self._transaction_locked() as conn:
-                reader = self._reader(conn)
-                seq, last_at, prev = reader.head()
-                at = max(item.now_us, last_at)
-                drafts = item.build(reader, at, seq + 1)
-                item.events = self._append(conn, drafts, seq, at, prev or GENESIS)
+                self._apply(conn, self._reader(conn), item)
         except self.FATAL + self.RETRY:
             raise
         except Exception as exc:
             item.error, item.events = self._item_error(exc), []
+
+    def _apply(self, conn: Conn, reader: Reader, item: _Pending) -> None:
+        """Build one write's events on the journal's head and append them."""
+        seq, last_at, prev = reader.head()
+        reader.head_at = last_at  # we hold the writer lock: nothing is recorded later
+        at = max(item.now_us, last_at)
+        drafts = item.build(reader, at, seq + 1)
+        item.events = self._append(conn, drafts, seq, at, prev or GENESIS)
 
     def _item_error(self, exc: Exception) -> Exception:
         """The error one failed write reports (a store may translate database errors)."""

@@ -119,6 +119,9 @@ class Reader(LearningReads, DiagnosisReads):
 
     def __init__(self, conn: Conn | None = None) -> None:
         self._fixed = conn
+        self.head_at: int | None = None
+        """Set by a writer holding the writer lock: the time of the journal's last event,
+        so of every recorded assertion (nothing can be recorded later while it holds)."""
 
     @property
     def conn(self) -> Conn:
@@ -193,8 +196,12 @@ class Reader(LearningReads, DiagnosisReads):
         )
         return [row_assertion(r) for r in rows]
 
-    def existing_ids(self, ids: Sequence[str]) -> set[str]:
+    def existing_ids(self, ids: Sequence[str], recorded_at: int | None = None) -> set[str]:
+        # Assertion ids are content ids of a microsecond: none recorded later than the
+        # journal's head can exist yet (a writer's usual case, spared a round trip).
         if not ids:
+            return set()
+        if recorded_at is not None and self.head_at is not None and recorded_at > self.head_at:
             return set()
         marks = ",".join("?" * len(ids))
         rows = self.conn.execute(f"SELECT id FROM assertions WHERE id IN ({marks})", list(ids))
