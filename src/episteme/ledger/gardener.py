@@ -355,12 +355,13 @@ class GardenerLoop:
         if self.running:
             return
         self._stop.clear()
-        work = [("gardener", self._garden)]
+        # (name, work, how many done in one call mean that more are waiting)
+        work = [("gardener", self._garden, self.gardener.batch)]
         if self.deliver is not None:
-            work.append(("webhooks", self.deliver))
+            work.append(("webhooks", self.deliver, 1))
         self._threads = [
-            threading.Thread(target=self._run, args=(fn,), name=name, daemon=True)
-            for name, fn in work
+            threading.Thread(target=self._run, args=(fn, full), name=name, daemon=True)
+            for name, fn, full in work
         ]
         for t in self._threads:
             t.start()
@@ -379,7 +380,11 @@ class GardenerLoop:
     def running(self) -> bool:
         return any(t.is_alive() for t in self._threads)
 
-    def _run(self, work: Callable[[], int]) -> None:
+    def _run(self, work: Callable[[], int], full: int) -> None:
+        """Call `work` again at once while it finds `full` loads (a backlog), else after
+        `idle` seconds. Under a stream of audited queries a gardener step finds a few
+        events every time: stepping at once would commit its cursor hundreds of times a
+        second, competing with the writes it follows for the lock and the CPU."""
         backoff = self.idle
         while not self._stop.is_set():
             done = self._guard(work)
@@ -387,7 +392,7 @@ class GardenerLoop:
                 backoff = min(backoff * 2, 30.0)
             else:
                 backoff = self.idle
-                if done:
+                if done >= full:
                     continue
             self._stop.wait(backoff)
 
