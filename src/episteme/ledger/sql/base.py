@@ -54,6 +54,10 @@ class _Pending:
         self.events: list[Event] = []
 
 
+class _RolledBack(Exception):
+    """Leaves a write transaction (rolling it back) once its write's error is recorded."""
+
+
 class Durability:
     """Counts commits and makes them durable after the writer lock is released.
 
@@ -232,11 +236,20 @@ class SQLStore(Reader, LearningWrites, DiagnosisWrites):
 
     def _run_one(self, item: _Pending) -> None:
         """A group of one write: no savepoint, as the transaction is the write's own and
-        anything that fails rolls all of it back (PostgreSQL reports a statement's error
-        at COMMIT, in the one round trip that ends the transaction)."""
+        anything that fails rolls all of it back. Its error is reported as in a group:
+        what the write raised, not how the transaction ended (PostgreSQL reports a
+        statement's error at COMMIT, in the one round trip that ends the transaction)."""
         try:
             with self._transaction_locked() as conn:
-                self._apply(conn, self._reader(conn), item)
+                try:
+                    self._apply(conn, self._reader(conn), item)
+                except self.FATAL + self.RETRY:
+                    raise
+                except Exception as exc:
+                    item.error, item.events = self._item_error(exc), []
+                    raise _RolledBack from None
+        except _RolledBack:
+            pass
         except self.FATAL + self.RETRY:
             raise
         except Exception as exc:
