@@ -116,8 +116,9 @@ def test_the_newest_reads_on_a_subject_match_the_general_statement(pg_url: str) 
 
 
 def _flushed(admin: psycopg.Connection[Any], xid: int, since: str, upto: str) -> bool:
-    """Whether the commit record of transaction `xid` (a write's savepoint: listed among
-    the subtransactions of its commit) lies in the WAL flushed by `upto`; pg_walinspect
+    """Whether the commit record of transaction `xid` lies in the WAL flushed by `upto`
+    (`xid` is the row's xmin: the transaction itself for a write alone, or its savepoint,
+    listed among the commit's subtransactions, for a write in a group); pg_walinspect
     reads only flushed WAL, so a record past the flush is not found."""
     ahead = admin.execute("SELECT %s::pg_lsn >= %s::pg_lsn", (since, upto)).fetchone()
     if ahead and ahead[0]:

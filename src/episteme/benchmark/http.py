@@ -337,12 +337,11 @@ def _library_load(
 ) -> Load:
     """The library's rate in `processes` fresh processes of `threads` threads, started together."""
     args = {"home": str(home), "subjects": subjects, "threads": threads}
-    results = children_windows(_CHILD, args | {"warmup": warmup, "seconds": seconds}, processes)
-    return Load(windows=[sum(w) for w in zip(*results, strict=True)])
+    return children_load(_CHILD, args | {"warmup": warmup, "seconds": seconds}, processes)
 
 
-def children_windows(code: str, args: dict[str, Any], processes: int) -> list[list[int]]:
-    """Run `code` in `processes` fresh interpreters started together; their windows.
+def children_load(code: str, args: dict[str, Any], processes: int) -> Load:
+    """Run `code` in `processes` fresh interpreters started together; their summed windows.
 
     Each child reads `args` as one JSON line, prints "ready" once set up, waits for a
     "go" line (so none starts counting before all are ready) and prints its counts
@@ -358,11 +357,12 @@ def children_windows(code: str, args: dict[str, Any], processes: int) -> list[li
                 _hear(p)
             for p in procs:
                 _tell(p, "go\n")
-            return [json.loads(_hear(p)) for p in procs]
+            results = [json.loads(_hear(p)) for p in procs]
         except BaseException:
             for p in procs:
                 p.kill()
             raise
+    return Load(windows=[sum(w) for w in zip(*results, strict=True)])
 
 
 def _child(code: str) -> subprocess.Popen[str]:

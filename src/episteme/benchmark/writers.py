@@ -20,9 +20,9 @@ import secrets
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
 
-from episteme.benchmark.http import Load, _rate_figure, children_windows, windows
+from episteme.benchmark.floor import is_postgres
+from episteme.benchmark.http import Load, _rate_figure, children_load, windows
 from episteme.benchmark.run import Report, _machine
 from episteme.ledger.core import Ledger
 from episteme.ledger.sql.base import SQLStore
@@ -56,14 +56,6 @@ def _writer_child() -> None:
 _CHILD = "from episteme.benchmark.writers import _writer_child; _writer_child()"
 
 
-def _load(
-    where: str, defer: bool, processes: int, threads: int, warmup: float, seconds: int
-) -> Load:
-    args: dict[str, Any] = {"where": where, "defer": defer, "threads": threads}
-    results = children_windows(_CHILD, args | {"warmup": warmup, "seconds": seconds}, processes)
-    return Load(windows=[sum(w) for w in zip(*results, strict=True)])
-
-
 def run(
     where: Path | str,
     *,
@@ -86,7 +78,8 @@ def run(
             for defer in (r % 2 == 0, r % 2 == 1):
                 label = "flush after the lock" if defer else "flush under the lock"
                 say(f"{n} process{'es' * (n > 1)} × {threads}, {label}, round {r + 1}/{rounds}")
-                load = _load(location, defer, n, threads, warmup, seconds)
+                args = {"where": location, "defer": defer, "threads": threads}
+                load = children_load(_CHILD, args | {"warmup": warmup, "seconds": seconds}, n)
                 (ours if defer else held).windows.extend(load.windows)
         each = f"{threads} thread{'s' * (threads > 1)}"
         name = f"durable asserts/s, {n} process{'es' * (n > 1)} × {each}"
@@ -106,5 +99,5 @@ def run(
     machine = _machine() | {
         "load": {"threads_per_process": threads, "seconds": seconds, "rounds": rounds}
     }
-    backend = "postgresql" if location.startswith(("postgresql://", "postgres://")) else "sqlite"
+    backend = "postgresql" if is_postgres(location) else "sqlite"
     return Report(machine=machine, ledger=info, figures=figures, backend=backend)

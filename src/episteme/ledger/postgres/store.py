@@ -17,9 +17,8 @@ commits as the server is set.
 Serialization failures and deadlocks (SQLSTATE 40001, 40P01: routine on the
 distributed engines that speak this protocol) run the group again with backoff. A
 lost connection fails the writes of its group with `StoreUnavailable` and nothing
-half-written: the transaction did not commit. Reads
-take a pooled connection per statement and try once more on a fresh connection
-when the server went away under them.
+half-written: the transaction did not commit. Reads take a pooled connection per
+statement and try once more on a fresh connection when the server went away under them.
 """
 
 from __future__ import annotations

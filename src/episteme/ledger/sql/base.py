@@ -6,12 +6,13 @@ whole group (`FATAL`) or mean "run the group again" (`RETRY`, PostgreSQL's
 serialization failures). Everything else here is the same for SQLite and PostgreSQL.
 
 **The writer lock is not held through the flush.** A store may commit under the lock
-without waiting for the disk (SQLite's ``synchronous=NORMAL``, PostgreSQL's
-``synchronous_commit=off`` for that transaction) and give `_flush`, which makes every
-commit so far durable. `write` and `_transaction` call it after the lock is released
-and return only once their commit is covered, so an acknowledged write is as durable
-as before; meanwhile the next writer (thread or process) already holds the lock, and
-one flush serves every commit made while the previous flush ran. Logs are appended in
+without waiting for the disk (SQLite's ``synchronous=NORMAL``) and give its
+`Durability` a flush that makes every commit so far durable. `write` and `_transaction`
+wait for it after the lock is released and return only once their commit is covered, so
+an acknowledged write is as durable as before; meanwhile the next writer (thread or
+process) already holds the lock, and one flush serves every commit made while the
+previous flush ran. (PostgreSQL flushes inside its own transaction's round trip, after
+COMMIT has released the lock: see its store.) Logs are appended in
 order, so a crash keeps a prefix of the commits: the chain stays whole. The one thing a
 crash can now lose is a commit that another connection read before its writer was
 acknowledged.
