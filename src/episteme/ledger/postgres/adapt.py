@@ -86,12 +86,10 @@ class Fetched:
 class TxConn:
     """One psycopg connection inside a transaction, speaking the shared SQL."""
 
-    __slots__ = ("pipe", "raw")
+    __slots__ = ("raw",)
 
-    def __init__(self, raw: psycopg.Connection[Any], pipe: psycopg.Pipeline | None = None) -> None:
+    def __init__(self, raw: psycopg.Connection[Any]) -> None:
         self.raw = raw
-        self.pipe = pipe
-        """The pipeline the transaction runs in, if it runs in one."""
 
     def execute(self, sql: str, parameters: Sequence[Any] = (), /) -> Any:
         return self.raw.execute(translate(sql), parameters, binary=True)
