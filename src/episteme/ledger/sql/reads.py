@@ -32,7 +32,7 @@ from episteme.ledger.records import (
 )
 from episteme.ledger.sql.diagnosis import DiagnosisReads
 from episteme.ledger.sql.learning import LearningReads, where
-from episteme.ledger.sql.projector import OPEN, Conn, Us, us
+from episteme.ledger.sql.projector import OPEN, Conn, Rows, Us, us
 from episteme.timeutil import from_us
 
 _A_COLS = (
@@ -172,23 +172,24 @@ class Reader(LearningReads, DiagnosisReads):
             args.append(self.match_text(text))
         states: list[str] = sorted(lifecycles) if lifecycles is not None else []
         only = ""
-        counts: dict[str, int] = {}
+        hidden: Rows | None = None
         if lifecycles is not None and len(states) < len(Lifecycle):
             marks = ",".join("?" * len(states))
             only = f" AND v.lifecycle IN ({marks})"
-            counts = dict(
-                self.conn.execute(
-                    f"SELECT v.lifecycle, count(*) FROM versions v WHERE {where}"
-                    f" AND v.lifecycle NOT IN ({marks}) GROUP BY v.lifecycle",
-                    [*args, *states],
-                ).fetchall()
+            hidden = self.conn.execute(
+                f"SELECT v.lifecycle, count(*) FROM versions v WHERE {where}"
+                f" AND v.lifecycle NOT IN ({marks}) GROUP BY v.lifecycle",
+                [*args, *states],
             )
             args += states
         sql = (
             f"SELECT {_A_COLS} FROM versions v JOIN assertions a ON a.rowid = v.arow"
             f" WHERE {where}{only} ORDER BY v.arow"
         )
-        return [Candidate(*r) for r in self.conn.execute(sql, args)], counts
+        # both statements are sent before either is read: one round trip in a pipeline
+        rows = self.conn.execute(sql, args)
+        counts: dict[str, int] = {} if hidden is None else dict(hidden.fetchall())
+        return [Candidate(*r) for r in rows], counts
 
     def current_on_subject(self, subject: str) -> list[Assertion]:
         rows = self.conn.execute(
