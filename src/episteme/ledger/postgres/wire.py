@@ -53,7 +53,7 @@ _sessions: weakref.WeakKeyDictionary[psycopg.Connection[Any], _Session] = (
 )
 
 
-@lru_cache(maxsize=1024)
+@lru_cache(maxsize=4096)
 def numbered(sql: str) -> bytes:
     """The shared SQL in libpq's dialect: `$1, $2, …` placeholders, 'infinity' for OPEN."""
     count = itertools.count(1)

@@ -193,6 +193,10 @@ def _epoch_superseded(conn: Conn, ev: Event, data: dict[str, Any]) -> None:
     )
 
 
+SERVED_CHUNK = 100
+"""Served rows per statement (statements of each length are prepared once)."""
+
+
 def _query_served(conn: Conn, ev: Event, data: dict[str, Any]) -> None:
     returned = data["returned"]
     conn.execute(
@@ -212,18 +216,22 @@ def _query_served(conn: Conn, ev: Event, data: dict[str, Any]) -> None:
             data["latency_us"],
         ),
     )
-    if returned:
-        ids = [r[0] for r in returned]  # rows are [id, subject, lifecycle, confidence]
-        marks = ",".join("?" * len(ids))
-        rowids = dict(conn.execute(f"SELECT id, rowid FROM assertions WHERE id IN ({marks})", ids))
-        conn.executemany(
-            "INSERT INTO served (query_seq, arow, lifecycle, confidence) VALUES (?,?,?,?)",
-            [(ev.seq, rowids[r[0]], r[2], r[3]) for r in returned],
+    # Two statements per chunk of served rows, whatever their number, each finding the
+    # rows' ids in the statement itself: no lookup to wait for, no statement per row.
+    for i in range(0, len(returned), SERVED_CHUNK):
+        chunk = returned[i : i + SERVED_CHUNK]  # rows are [id, subject, lifecycle, confidence]
+        rows = ",".join(["(?,?,?)"] * len(chunk))
+        conn.execute(
+            "INSERT INTO served (query_seq, arow, lifecycle, confidence)"
+            f" SELECT ?, a.rowid, x.column2, x.column3 FROM (VALUES {rows}) AS x"
+            " JOIN assertions a ON a.id = x.column1",
+            [ev.seq, *(v for r in chunk for v in (r[0], r[2], r[3]))],
         )
-        conn.executemany(
-            "INSERT INTO exposure (arow, agent, n) VALUES (?, ?, 1)"
-            " ON CONFLICT (arow, agent) DO UPDATE SET n = exposure.n + 1",
-            [(rowids[r[0]], ev.actor) for r in returned],
+        marks = ",".join("?" * len(chunk))
+        conn.execute(
+            "INSERT INTO exposure (arow, agent, n) SELECT rowid, ?, 1 FROM assertions"
+            f" WHERE id IN ({marks}) ON CONFLICT (arow, agent) DO UPDATE SET n = exposure.n + 1",
+            [ev.actor, *(r[0] for r in chunk)],
         )
 
 
