@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -189,65 +188,6 @@ def test_correction_needs_a_reason_and_a_live_target(ledger: Ledger) -> None:
     ledger.correct(aid, by="alice", reason="wrong")
     with pytest.raises(Conflict):
         ledger.correct(aid, by="alice", reason="wrong again")
-
-
-def _answers_counted(ledger: Ledger, meanwhile: Any) -> list[int]:
-    """Count the ledger's reads of an answer; after the first, run `meanwhile` (a write
-    landing between a query's read and its audit event)."""
-    calls: list[int] = []
-    read = ledger.answer
-
-    def answer(*args: Any, **kwargs: Any) -> Any:
-        found = read(*args, **kwargs)
-        calls.append(1)
-        if len(calls) == 1:  # another thread's write: it waits if this read holds the lock
-            other = threading.Thread(target=meanwhile)
-            other.start()
-            other.join(10)
-            assert not other.is_alive(), "the first read held the writer lock"
-        return found
-
-    ledger.answer = answer  # type: ignore[method-assign]
-    return calls
-
-
-# SQLite reads a query's answer before taking the writer lock (PostgreSQL reads it under
-# the lock, where no write can land in between): these two run on a SQLite home.
-
-
-def test_a_query_answers_as_of_its_audit_event_when_a_write_lands_first(
-    home: Path, clock: ManualClock
-) -> None:
-    # The correction commits after the query first read RS256 as approved but before the
-    # query's event: what it serves and records must be the state at its event.
-    with Ledger.init(home, clock=clock) as ledger:
-        assert ledger.store.reads_before_lock
-        aid = fact(ledger, "RS256", lifecycle="approved")
-        calls = _answers_counted(ledger, lambda: ledger.correct(aid, by="alice", reason="ES256"))
-        q = ledger.query(JWT, agent="deploy")
-        assert q.items == []
-        assert q.hidden.count == 1
-        assert q.query_id is not None
-        record = ledger.store.query_record(q.query_id)
-        assert record is not None
-        assert record.returned == []
-        assert len(calls) == 2  # read again under the lock
-
-
-def test_a_query_keeps_its_first_read_when_only_reads_land_first(
-    home: Path, clock: ManualClock
-) -> None:
-    with Ledger.init(home, clock=clock) as ledger:
-        aid = fact(ledger, "RS256", lifecycle="approved")
-        calls = _answers_counted(ledger, lambda: ledger.query(JWT, agent="other"))
-        q = ledger.query(JWT, agent="deploy")
-        assert [i.assertion.id for i in q.items] == [aid]
-        assert q.query_id is not None
-        record = ledger.store.query_record(q.query_id)
-        assert record is not None
-        assert [s.assertion_id for s in record.returned] == [aid]
-        assert len(calls) == 2  # the inner query's read and this one's, once each
-        assert ledger.verify().ok
 
 
 def test_a_query_serving_more_than_a_statements_worth_is_recorded_whole(ledger: Ledger) -> None:

@@ -516,30 +516,14 @@ class Ledger(Learning, Tokens):
         text: str | None = None,
         context: dict[str, Any] | None = None,
     ) -> Answer:
-        """Read through a lens, audited: the answer carries its `query_id` receipt.
-
-        The answer and its audit event are one: what the event records as served is what
-        the ledger held at the event's place in the journal. Where the store reads
-        cheaply outside the writer lock, the answer is read first, from the journal's
-        head `seen` on (each statement sees at least what the one before it saw), and
-        under the lock it is read again only if an event after `seen` may change it.
-        The lock is then held for the append alone, and queries read concurrently.
-        """
+        """Read through a lens, audited: the answer carries its `query_id` receipt."""
         check_name(agent, "agent")
         check_context(context)
         start = time.perf_counter_ns()
         result: list[Answer] = []
-        early: Answer | None = None
-        seen = 0
-        if self.store.reads_before_lock:
-            seen = self.store.head()[0]
-            early = self.answer(subject, lens=lens, at=at, text=text)
 
         def build(r: StoreReader, now: int, seq: int) -> list[Draft]:
-            if early is not None and not r.changed_since(seen):
-                ans = early
-            else:
-                ans = self.answer(subject, lens=lens, at=at, text=text, reader=r)
+            ans = self.answer(subject, lens=lens, at=at, text=text, reader=r)
             latency = (time.perf_counter_ns() - start) // 1000
             qid = query_id_for(agent, now, seq)
             returned = [

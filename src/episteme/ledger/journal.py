@@ -56,11 +56,6 @@ class EventKind:
             ACCESS_DENIED,
         }
     )
-    NEUTRAL = frozenset({QUERY_SERVED, DECISION_RECORDED, CONSTRAINT_CHECKED}) | frozenset(
-        {WEBHOOK_SET, WEBHOOK_REMOVED, TOKEN_ISSUED, TOKEN_REVOKED, ACCESS_DENIED}
-    )
-    """Kinds that change no answer of a query (what was read, checked or decided, and
-    who may do what): a query read before them answers as one read after them."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -94,10 +94,6 @@ class StoreReader(Protocol):
         self, principal: str | None = None, since: int | None = None, limit: int = 100
     ) -> list[Denial]: ...
     def head(self) -> tuple[int, int, bytes | None]: ...
-    def changed_since(self, seq: int) -> bool:
-        """Whether an event after `seq` may change a query's answer."""
-        ...
-
     def events(self, after_seq: int = 0, until_at: int | None = None) -> Iterator[Event]: ...
     def checks(
         self,
@@ -136,11 +132,6 @@ class Store(StoreReader, Protocol):
     remote: bool
     """Reads cross a network (and may wait seconds when it fails): code on an event loop
     must run them on a worker thread. False for SQLite, whose reads are local."""
-    reads_before_lock: bool
-    """Audited queries read before taking the writer lock, and under it only check that
-    nothing they read has changed since (else read again): true where a read outside
-    the lock is cheap and concurrent (SQLite). PostgreSQL reads inside the write's own
-    pipeline, where a read costs no extra round trip."""
     migrated_from: int | None
     """The schema version this open upgraded from (None: it was current)."""
     """The database for messages: a file path, or a URL without its password."""

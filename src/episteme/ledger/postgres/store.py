@@ -145,7 +145,6 @@ class PostgresStore(_Dialect, SQLStore):
         self.migrated_from: int | None = None
         self.schema_version = SCHEMA_VERSION
         self.remote = True
-        self.reads_before_lock = False
         try:
             with self._connect() as conn:
                 self._prepare(conn, create=create, ensure=ensure)

@@ -17,7 +17,7 @@ import orjson
 
 from episteme.errors import InvalidInput, NotFound
 from episteme.ledger.access import Denial, Role, TokenRecord
-from episteme.ledger.journal import Event, EventKind
+from episteme.ledger.journal import Event
 from episteme.ledger.lenses import LensSpec
 from episteme.ledger.model import Assertion, Candidate, Hidden, Lifecycle
 from episteme.ledger.records import (
@@ -635,16 +635,6 @@ class Reader(LearningReads, DiagnosisReads):
             )
             for r in rows
         ]
-
-    def changed_since(self, seq: int) -> bool:
-        """Whether an event after `seq` may change what a query answers (anything but
-        the kinds that only record who read, checked, decided or was let in)."""
-        marks = ",".join("?" * len(EventKind.NEUTRAL))
-        row = self.conn.execute(
-            f"SELECT 1 FROM journal WHERE seq > ? AND kind NOT IN ({marks}) LIMIT 1",
-            (seq, *sorted(EventKind.NEUTRAL)),
-        ).fetchone()
-        return row is not None
 
     def head(self) -> tuple[int, int, bytes | None]:
         """(last seq, its time, its hash); (0, 0, None) when the journal is empty."""

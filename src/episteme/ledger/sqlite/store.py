@@ -154,7 +154,6 @@ class SQLiteStore(SQLStore):
         self.created = create
         self.schema_version = SCHEMA_VERSION
         self.remote = False
-        self.reads_before_lock = True
         self.migrated_from: int | None = None
         if create:
             if path.exists() and path.stat().st_size > 0:
