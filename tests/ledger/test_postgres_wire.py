@@ -10,6 +10,7 @@ from typing import Any
 import psycopg
 import pytest
 
+from episteme.ledger.postgres import wire as wire_module
 from episteme.ledger.postgres.adapt import TxConn, configure
 from episteme.ledger.postgres.wire import Wire, numbered
 from episteme.ledger.sql.projector import OPEN, Us
@@ -135,3 +136,26 @@ def test_a_lost_connection_is_closed_not_lent_again(
     assert raw.closed
     with psycopg.connect(pg_url) as check:
         assert check.execute("SELECT count(*) FROM w").fetchone() == (0,)
+
+
+def test_statements_past_the_prepared_limit_still_run(
+    raw: psycopg.Connection[Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # IN lists of every length are statements of every shape: past the limit they are
+    # parsed at each use instead of filling the server with prepared statements
+    monkeypatch.setattr(wire_module, "PREPARED_MAX", 3)
+    before = raw.execute("SELECT count(*) FROM pg_prepared_statements").fetchone()
+    wire = _in_transaction(raw)
+    wire.executemany("INSERT INTO w (k) VALUES (?)", [(k,) for k in range(10)])
+    found = [
+        wire.execute(f"SELECT count(*) FROM w WHERE k IN ({','.join('?' * n)})", list(range(n)))
+        for n in range(1, 8)
+    ]
+    wire.execute("COMMIT")
+    wire.sync()
+    wire.close()
+    assert [f.fetchone() for f in found] == [(n,) for n in range(1, 8)]
+    after = raw.execute("SELECT count(*) FROM pg_prepared_statements").fetchone()
+    assert before is not None
+    assert after is not None
+    assert after[0] - before[0] <= 3

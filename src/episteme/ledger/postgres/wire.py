@@ -33,6 +33,9 @@ from psycopg.adapt import PyFormat, Transformer
 
 from episteme.ledger.sql.projector import OPEN
 
+PREPARED_MAX = 256
+"""Statements prepared per connection; past this, new ones are parsed at every use."""
+
 _names = itertools.count()
 """Prepared statement names are never reused, so a statement that failed to prepare
 (and may or may not exist on the server) is simply prepared again under a new one."""
@@ -135,12 +138,19 @@ class Wire:
             values, types, formats = None, None, None
         key = (query, types)
         name = self._session.prepared.get(key)
+        if name is None and len(self._session.prepared) >= PREPARED_MAX:
+            # statements of many shapes (IN lists of every length): parse this one each time
+            self.pg.send_query_params(query, values, types, formats, pq.Format.BINARY)
+            return self._expect()
         if name is None:
             name = f"_ep_{next(_names)}".encode()
             self.pg.send_prepare(name, query, param_types=types)
             self._pending.append(_Prepare(self._session, key))
             self._session.prepared[key] = name
         self.pg.send_query_prepared(name, values, formats, pq.Format.BINARY)
+        return self._expect()
+
+    def _expect(self) -> Result:
         result = Result(self)
         self._pending.append(result)
         return result
