@@ -109,7 +109,7 @@ def test_a_statement_the_server_did_not_prepare_is_prepared_again(
     wire.close()
 
 
-def test_a_long_pipeline_reads_while_it_writes(raw: psycopg.Connection[Any]) -> None:
+def test_a_long_pipeline_keeps_every_reply_in_its_place(raw: psycopg.Connection[Any]) -> None:
     # 800 statements and 40 MB each way in one round trip, every reply in its place.
     note = "n" * 100_000
     wire = _in_transaction(raw)

@@ -96,8 +96,6 @@ class TxConn:
 
     def executemany(self, sql: str, parameters: Iterable[Sequence[Any]], /) -> None:
         rows = list(parameters)
-        if len(rows) == 1:  # the usual single assert: no cursor of its own to set up
-            self.raw.execute(translate(sql), rows[0], binary=True)
-        elif rows:
+        if rows:
             with self.raw.cursor() as cur:
                 cur.executemany(translate(sql), rows)

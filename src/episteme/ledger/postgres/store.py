@@ -306,7 +306,9 @@ class PostgresStore(_Dialect, SQLStore):
         (when the flush is deferred): the server releases the lock at COMMIT, then waits
         for the disk on that statement's own commit, which follows ours in the WAL, all
         in one round trip. The write returns after both, so it is durable when
-        acknowledged.
+        acknowledged. A backfill chunk rides the same pipeline: statements whose results
+        nobody reads go out without waiting, and a round trip is spent only where a
+        result is read.
         """
         with self._failures(), self.pool.connection() as raw:
             wire = Wire(raw)
@@ -353,18 +355,6 @@ class PostgresStore(_Dialect, SQLStore):
         each write, instead of one per statement."""
         assert isinstance(conn, Wire), "a chain transaction runs in a pipeline"
         yield conn.sync
-
-    def _bulk(self, conn: Conn) -> AbstractContextManager[object]:
-        """Backfill chunks run in the chain transaction's pipeline already.
-
-        Statements whose results nobody reads (the journal row, most projection inserts)
-        go out without waiting for their answers; a round trip is spent only where a
-        result is read (the next row id, the version a move closes). The server runs them
-        in order, so the outcome is the same; an error surfaces at the next read or at
-        the end of the chunk and rolls the chunk back.
-        """
-        assert isinstance(conn, Wire), "a chain transaction runs in a pipeline"
-        return contextlib.nullcontext()
 
     def _item_error(self, exc: Exception) -> Exception:
         if isinstance(exc, psycopg.DataError):  # e.g. a NUL character in a text field

@@ -25,7 +25,7 @@ import random
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import AbstractContextManager, contextmanager, nullcontext
+from contextlib import AbstractContextManager, contextmanager
 
 import orjson
 
@@ -138,10 +138,6 @@ class SQLStore(Reader, LearningWrites, DiagnosisWrites):
         """Around a group: statements whose results are not read may be sent without
         waiting (PostgreSQL's pipeline); the function it gives waits for them all."""
         yield lambda: None
-
-    def _bulk(self, conn: Conn) -> AbstractContextManager[object]:
-        """Around each chunk of a backfill: how this store batches statements."""
-        return nullcontext()
 
     @contextmanager
     def _transaction(self) -> Iterator[Conn]:
@@ -298,7 +294,7 @@ class SQLStore(Reader, LearningWrites, DiagnosisWrites):
             batch = list(itertools.islice(it, chunk))
             if not batch:
                 return total
-            with self._transaction() as conn, self._bulk(conn):
+            with self._transaction() as conn:
                 seq, last_at, prev = self._reader(conn).head()
                 prev = prev or GENESIS
                 for at, d in batch:
