@@ -25,12 +25,22 @@ def test_writers_under_serializable_isolation_are_retried_into_one_chain(pg_url:
     Ledger.init(pg_url).close()
     ledgers = [Ledger(open_store(pg_url)), Ledger(open_store(pg_url))]
     errors: list[BaseException] = []
+    # A group run again runs its writes' builds again: what each call returns must be
+    # what its last run recorded (not the rolled-back run's, nor both).
+    returned: list[tuple[str, str, str]] = []
 
     def write(i: int) -> None:
         led = ledgers[i % 2]
         try:
-            for n in range(15):
-                led.add([AssertionInput(subject=f"svc.w{i}", value=n, agent=f"agent-{i}")])
+            for n in range(10):
+                added = led.add([AssertionInput(subject=f"svc.w{i}", value=n, agent=f"a-{i}")])
+                assert [a.value for a in added] == [n]
+                if n % 2:
+                    q = led.query(f"svc.w{i}", agent=f"a-{i}", lens="latest")
+                    d = led.decide("deploy", agent=f"a-{i}", query_ids=[q.query_id])
+                    assert q.query_id is not None
+                    assert d.query_ids == [q.query_id]
+                    returned.append((added[0].id, q.query_id, d.id))
         except BaseException as exc:
             errors.append(exc)
 
@@ -48,8 +58,14 @@ def test_writers_under_serializable_isolation_are_retried_into_one_chain(pg_url:
         assert level == ("serializable",)
         report = ledgers[0].verify()
         assert report.ok
-        assert report.events == 60
+        assert report.events == 4 * (10 + 5 * 2)
         assert ledgers[0].rebuild().ok
+        assert len(returned) == 4 * 5
+        for aid, qid, did in returned:
+            assert ledgers[0].store.assertion(aid) is not None
+            decision = ledgers[1].trace(did).decision
+            assert decision is not None
+            assert decision.query_ids == [qid]
     finally:
         for led in ledgers:
             led.close()

@@ -271,7 +271,8 @@ class Ledger(Learning, Tokens):
                 n, aid = min((seen[i], i) for i in already)
                 raise Conflict(f"assertion {n} is already recorded as {aid[:12]}")
             payload = {"assertions": records, "superseded": superseded}
-            out.extend(records)
+            out[:] = records
+            gone.clear()
             gone.update(old for old, _ in superseded)
             return [Draft(EventKind.ASSERTIONS_ADDED, submitter, payload)]
 
@@ -327,7 +328,7 @@ class Ledger(Learning, Tokens):
                 superseded = [
                     i for i in self._approved_ids(r, current.subject, *window) if i != aid
                 ]
-            target.append(aid)
+            target[:] = [aid]
             payload = {"id": aid, "to": str(to), "reason": reason, "superseded": superseded}
             return [Draft(EventKind.ASSERTION_MOVED, by, payload)]
 
@@ -448,7 +449,7 @@ class Ledger(Learning, Tokens):
             retracted = [
                 a.id for a in r.epoch_members(epoch) if a.lifecycle is not Lifecycle.REJECTED
             ]
-            out.extend(retracted)
+            out[:] = retracted
             payload = {"epoch": epoch, "reason": reason, "retracted": retracted}
             return [Draft(EventKind.EPOCH_SUPERSEDED, by, payload)]
 
@@ -537,7 +538,7 @@ class Ledger(Learning, Tokens):
                 "latency_us": latency,
             }
             ans = ans.model_copy(update=update)
-            result.append(ans)
+            result[:] = [ans]
             payload = served_payload(
                 qid, lens, ans.subject, text, _us(at), returned, ans.hidden.model_dump(mode="json"),
                 latency, context or {},
@@ -590,7 +591,7 @@ class Ledger(Learning, Tokens):
                 cited.append(full)
             key = {"agent": agent, "at": at, "action": action, "q": cited, "seq": seq}
             did = "d_" + content_id(key)[:24]
-            out.append(did)
+            out[:] = [did]
             payload = {
                 "decision_id": did,
                 "action": action,

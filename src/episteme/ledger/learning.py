@@ -96,7 +96,7 @@ class Learning:
 
         def build(r: StoreReader, at: int, seq: int) -> list[Draft]:
             cid = "c_" + content_id({**body, "by": by, "at": at, "seq": seq})[:24]
-            made.append(cid)
+            made[:] = [cid]
             constraint = {"id": cid, **body, "origin": f"direct:{by}"}
             return [Draft(EventKind.CONSTRAINT_ADDED, by, {"constraint": constraint})]
 
@@ -156,7 +156,7 @@ class Learning:
             now = from_us(at)
             violations = rules.evaluate(found.values(), plan, list(items), now)
             kid = "k_" + content_id({"agent": agent, "at": at, "seq": seq})[:24]
-            out.append(
+            out[:] = [
                 CheckResult(
                     check_id=kid,
                     agent=agent,
@@ -167,7 +167,7 @@ class Learning:
                     checked=len(found),
                     violations=violations,
                 )
-            )
+            ]
             payload = {
                 "check_id": kid,
                 "plan": plan,

@@ -122,7 +122,7 @@ class Tokens:
             live = [t.id for t in targets if t.revoked_at is None]
             if not live:
                 raise Conflict(f"{ref} has no active token left to revoke")
-            ids.extend(live)
+            ids[:] = live
             return [Draft(EventKind.TOKEN_REVOKED, by, {"token_ids": live, "reason": reason})]
 
         self._write(build)
