@@ -8,9 +8,13 @@ import threading
 from pathlib import Path
 
 from episteme.errors import Conflict
-from episteme.ledger import Ledger
+from episteme.ledger import AssertionInput, Ledger
+from episteme.ledger.core import record
+from episteme.ledger.journal import Draft, EventKind
+from episteme.ledger.sql.base import SQLStore, _Pending
 from episteme.ledger.sqlite.store import SQLiteStore
-from episteme.timeutil import ManualClock
+from episteme.ledger.store import BuildFn, StoreReader
+from episteme.timeutil import ManualClock, to_us
 
 
 def test_concurrent_writes_commit_in_groups_and_each_gets_its_own_outcome(
@@ -47,13 +51,17 @@ def test_concurrent_writes_commit_in_groups_and_each_gets_its_own_outcome(
     assert ledger.verify().ok
     assert ledger.store.head()[0] == 8 * 24 * 2
     assert ledger.rebuild().ok
-    # SQLite: every acknowledged write was synced after its commit, some syncs serving
-    # several. PostgreSQL flushes in the commit's round trip instead (its WAL test).
+    # Every acknowledged write waited, after the writer lock, for a flush that covers its
+    # commit: SQLite syncs the WAL (one sync may serve several commits); PostgreSQL reads
+    # each commit's flush reply (its WAL test checks the flush itself).
     durability = ledger.store.durability
-    assert durability.deferred == isinstance(ledger.store, SQLiteStore)
-    if isinstance(ledger.store, SQLiteStore):
-        assert durability.durable == durability.committed
-        assert 0 < durability.flushes <= durability.committed
+    assert durability.deferred
+    assert durability.durable == durability.committed
+    assert 0 < durability.flushes <= durability.committed
+    if not isinstance(ledger.store, SQLiteStore):
+        assert durability.flushes == durability.committed
+        stats = ledger.store.pool.get_stats()  # type: ignore[attr-defined]
+        assert stats["pool_available"] == stats["pool_size"]  # every connection came back
 
 
 def test_sqlite_commits_under_the_lock_without_sync_and_syncs_the_wal_after(
@@ -97,3 +105,59 @@ def test_sqlite_commits_under_the_lock_without_sync_and_syncs_the_wal_after(
         led.assert_one(subject="svc.a", value=3, agent="a")
         assert full.durability.flushes == 0
         assert led.verify().ok
+
+
+def _added(subject: str, value: int) -> BuildFn:
+    """A write of one proposed assertion, built as `Ledger.add` builds it (without its
+    duplicate check, so that the database is the one to refuse a repeated id)."""
+
+    def build(r: StoreReader, at: int, seq: int) -> list[Draft]:
+        inp = AssertionInput(subject=subject, value=value, agent="grouped")
+        payload = {"assertions": [record(inp, "grouped", [], at)], "superseded": []}
+        return [Draft(EventKind.ASSERTIONS_ADDED, "grouped", payload)]
+
+    return build
+
+
+def _refused(r: StoreReader, at: int, seq: int) -> list[Draft]:
+    raise Conflict("refused by its build")
+
+
+def test_a_group_of_writes_commits_together_and_a_failing_one_fails_alone(
+    ledger: Ledger, clock: ManualClock
+) -> None:
+    # The group is formed by hand, as the writer lock's holder forms it from the queue.
+    # Every write carries the same time, so a repeated write repeats an assertion id: the
+    # database refuses it (a unique violation), not the build.
+    store = ledger.store
+    assert isinstance(store, SQLStore)
+    now = to_us(clock.now())
+    good = [_Pending(_added(f"svc.g{i}", i), now) for i in range(4)]
+    store._commit_group(good)
+    assert [p.error for p in good] == [None] * 4
+    assert [len(p.events) for p in good] == [1, 1, 1, 1]
+    seqs = [p.events[0].seq for p in good]
+    assert seqs == list(range(seqs[0], seqs[0] + 4))  # one chain, in queue order
+    assert store.regrouped == 0  # (on PostgreSQL: one pipeline, no write run twice)
+
+    mixed = [
+        _Pending(_added("svc.m0", 0), now),
+        _Pending(_added("svc.g1", 1), now),  # repeats good[1]: the database refuses it
+        _Pending(_added("svc.m2", 2), now),
+        _Pending(_refused, now),
+        _Pending(_added("svc.m4", 4), now),
+    ]
+    store._commit_group(mixed)
+    assert mixed[1].error is not None
+    assert mixed[1].events == []
+    assert isinstance(mixed[3].error, Conflict)
+    assert mixed[3].events == []
+    kept = [mixed[i] for i in (0, 2, 4)]
+    assert all(p.error is None and len(p.events) == 1 for p in kept)
+    assert [p.events[0].seq for p in kept] == [seqs[-1] + 1, seqs[-1] + 2, seqs[-1] + 3]
+    assert store.regrouped == (1 if store.PIPELINED else 0)
+    assert [a.value for a in store.current_on_subject("svc.g1")] == [1]
+    assert store.current_on_subject("svc.m4")[0].value == 4
+    assert ledger.verify().ok
+    assert ledger.store.head()[0] == seqs[-1] + 3
+    assert ledger.rebuild().ok

@@ -11,8 +11,8 @@ without waiting for the disk (SQLite's ``synchronous=NORMAL``) and give its
 wait for it after the lock is released and return only once their commit is covered, so
 an acknowledged write is as durable as before; meanwhile the next writer (thread or
 process) already holds the lock, and one flush serves every commit made while the
-previous flush ran. (PostgreSQL flushes inside its own transaction's round trip, after
-COMMIT has released the lock: see its store.) Logs are appended in
+previous flush ran. (PostgreSQL sends its flush with COMMIT and reads its reply after
+the lock is released: see its store.) Logs are appended in
 order, so a crash keeps a prefix of the commits: the chain stays whole. The one thing a
 crash can now lose is a commit that another connection read before its writer was
 acknowledged.
@@ -20,6 +20,7 @@ acknowledged.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import random
 import threading
@@ -55,6 +56,10 @@ class _Pending:
         self.events: list[Event] = []
 
 
+_Head = tuple[int, int, bytes | None]
+"""The journal's last (seq, time, hash); (0, 0, None) when it is empty."""
+
+
 class _RolledBack(Exception):
     """Leaves a write transaction (rolling it back) once its write's error is recorded."""
 
@@ -66,7 +71,9 @@ class Durability:
     in the log, perhaps not yet on disk) and gives that commit's mark; `wait(mark)`
     returns once a flush begun after that commit has finished. Threads that wait
     together share one flush: whoever takes the flush lock flushes every commit counted
-    so far, and the others find their mark covered.
+    so far, and the others find their mark covered. Every mark is waited for, by each
+    write of the group that got it (a store may hold something per commit until then:
+    PostgreSQL's flush reply and its connection).
     """
 
     def __init__(self, flush: Callable[[], None] | None) -> None:
@@ -106,6 +113,9 @@ class SQLStore(Reader, LearningWrites, DiagnosisWrites):
     RETRY: tuple[type[BaseException], ...] = ()
     """Errors after which the whole group runs again (serialization failures)."""
     ATTEMPTS = 8
+    PIPELINED = False
+    """Whether statement errors surface only when results are read (PostgreSQL's
+    pipeline): a group then runs in one pipeline first (`_run_together`)."""
 
     where: str
     """The database, for messages (never with a password)."""
@@ -116,6 +126,9 @@ class SQLStore(Reader, LearningWrites, DiagnosisWrites):
         self._queue: list[_Pending] = []
         self.retries = 0
         """Groups run again after a serialization failure or deadlock, since opening."""
+        self.regrouped = 0
+        """Groups run again write by write after one of their writes failed in the
+        pipeline (`_run_together`), since opening."""
         self.durability = Durability(None)
         """Commits wait for the disk inside the lock until a store sets a flush."""
 
@@ -166,8 +179,12 @@ class SQLStore(Reader, LearningWrites, DiagnosisWrites):
         Anything it raises leaves the ledger unchanged.
 
         Writes from concurrent threads commit in groups: the thread that takes the
-        writer lock runs every write queued so far, each in its own savepoint, and
-        commits them together, so one durable commit serves the whole group.
+        writer lock runs every write queued so far, each in its own savepoint (on
+        PostgreSQL, first all in one pipeline: `_run_together`), and commits them
+        together, so one durable commit serves the whole group.
+        `build` may run more than once (a group run again after a serialization
+        failure, or write by write after one of its writes failed): it must report
+        what it built by replacing, not appending, so that its last run is what counts.
         """
         mine = _Pending(build, now_us)
         with self._queue_lock:
@@ -178,6 +195,10 @@ class SQLStore(Reader, LearningWrites, DiagnosisWrites):
                     group, self._queue = self._queue, []
                 self._commit_group(group)
         if mine.error is not None:
+            # its group may have committed without it: every mark is waited for, so
+            # that a store reading each commit's flush reply reads this one's too
+            with contextlib.suppress(StoreUnavailable):
+                self._durable(mine.mark)
             raise mine.error
         self._durable(mine.mark)
         return mine.events
@@ -216,20 +237,46 @@ class SQLStore(Reader, LearningWrites, DiagnosisWrites):
         if len(group) == 1:
             self._run_one(group[0])
             return
+        if self.PIPELINED and self._run_together(group):
+            return
         with self._transaction_locked() as conn, self._pipelined(conn) as sync:
             reader = self._reader(conn)
+            head = reader.head()
             for item in group:
                 conn.execute("SAVEPOINT w")
                 try:
-                    self._apply(conn, reader, item)
+                    after = self._apply(conn, reader, item, head)
                     conn.execute("RELEASE w")
                     sync()  # this write's errors surface here, while its savepoint stands
+                    head = after
                 except self.FATAL + self.RETRY:
                     raise
                 except Exception as exc:  # this write fails alone; the group goes on
                     conn.execute("ROLLBACK TO w")
                     conn.execute("RELEASE w")
                     item.error, item.events = self._item_error(exc), []
+
+    def _run_together(self, group: list[_Pending]) -> bool:
+        """The group's writes one after another in one pipeline, with no savepoint and
+        no wait between them: a round trip is spent only where a write reads, and once at
+        COMMIT. Where any write fails, nothing of the group is kept and this returns False:
+        the group then runs again write by write (each in its savepoint, its errors read
+        before the next begins), so that the failing write fails alone. A write's `build`
+        may so run twice; only the last run's events are kept."""
+        try:
+            with self._transaction_locked() as conn:
+                reader = self._reader(conn)
+                head = reader.head()
+                for item in group:
+                    head = self._apply(conn, reader, item, head)
+        except self.FATAL + self.RETRY + (StoreUnavailable,):
+            raise
+        except Exception:
+            for item in group:
+                item.events = []
+            self.regrouped += 1
+            return False
+        return True
 
     def _run_one(self, item: _Pending) -> None:
         """A group of one write: no savepoint, as the transaction is the write's own and
@@ -239,7 +286,8 @@ class SQLStore(Reader, LearningWrites, DiagnosisWrites):
         try:
             with self._transaction_locked() as conn:
                 try:
-                    self._apply(conn, self._reader(conn), item)
+                    reader = self._reader(conn)
+                    self._apply(conn, reader, item, reader.head())
                 except self.FATAL + self.RETRY:
                     raise
                 except Exception as exc:
@@ -252,13 +300,18 @@ class SQLStore(Reader, LearningWrites, DiagnosisWrites):
         except Exception as exc:
             item.error, item.events = self._item_error(exc), []
 
-    def _apply(self, conn: Conn, reader: Reader, item: _Pending) -> None:
-        """Build one write's events on the journal's head and append them."""
-        seq, last_at, prev = reader.head()
+    def _apply(self, conn: Conn, reader: Reader, item: _Pending, head: _Head) -> _Head:
+        """Build one write's events on the journal's `head` and append them; the head
+        after them. (Inside one transaction the head moves only by our own appends.)"""
+        seq, last_at, prev = head
         reader.head_at = last_at  # we hold the writer lock: nothing is recorded later
         at = max(item.now_us, last_at)
         drafts = item.build(reader, at, seq + 1)
         item.events = self._append(conn, drafts, seq, at, prev or GENESIS)
+        if not item.events:
+            return head
+        last = item.events[-1]
+        return last.seq, last.at, last.hash
 
     def _item_error(self, exc: Exception) -> Exception:
         """The error one failed write reports (a store may translate database errors)."""
