@@ -148,11 +148,34 @@ def _flushed(admin: psycopg.Connection[Any], xid: int, since: str, upto: str) ->
     return bool(row and row[0])
 
 
+def _writes_flushed(pg_url: str, led: Ledger, threads: int, tag: str) -> tuple[int, int]:
+    """Of 5 single asserts per thread, how many had their commit flushed by the time
+    they returned (each thread checks its own writes on its own connection)."""
+    counts = [0] * threads
+
+    def write(k: int) -> None:
+        with psycopg.connect(pg_url, autocommit=True) as admin:
+            for n in range(5):
+                since = _lsn(admin, "pg_current_wal_insert_lsn()")
+                aid = led.assert_one(subject=f"svc.{tag}{k}", value=n, agent=f"a{k}").id
+                upto = _lsn(admin, "pg_current_wal_flush_lsn()")
+                counts[k] += _flushed(admin, _xmin(admin, aid), since, upto)
+
+    workers = [threading.Thread(target=write, args=(k,)) for k in range(threads)]
+    for t in workers:
+        t.start()
+    for t in workers:
+        t.join(60)
+    return sum(counts), 5 * threads
+
+
 def test_a_write_returns_only_once_its_commit_is_flushed(pg_url: str) -> None:
     # The chain transaction commits without waiting for the WAL flush (so the chain lock
-    # is free sooner); the store must flush before returning. The WAL writer is put to
-    # sleep for 10 s, so only the store's own flush can cover the commit in time. The
-    # same check on a store whose flush is switched off shows the check can fail.
+    # is free sooner); the store must flush before returning: in the commit's round trip
+    # for a write alone, after the store's lock for writes that queued behind others.
+    # The WAL writer is put to sleep for 10 s, so only the store's own flush can cover
+    # the commit in time. The same check on a store whose flush is switched off shows
+    # the check can fail.
     with psycopg.connect(pg_url, autocommit=True) as admin:
         admin.execute("CREATE EXTENSION IF NOT EXISTS pg_walinspect")
         admin.execute("ALTER SYSTEM SET wal_writer_delay = '10s'")
@@ -161,21 +184,14 @@ def test_a_write_returns_only_once_its_commit_is_flushed(pg_url: str) -> None:
             Ledger.init(pg_url).close()
             with Ledger(open_store(pg_url)) as led:
                 assert getattr(led.store, "defer_flush", False)
-                flushed = 0
-                for n in range(5):
-                    since = _lsn(admin, "pg_current_wal_insert_lsn()")
-                    aid = led.assert_one(subject=f"svc.d{n}", value=n, agent="a").id
-                    upto = _lsn(admin, "pg_current_wal_flush_lsn()")
-                    flushed += _flushed(admin, _xmin(admin, aid), since, upto)
-                assert flushed == 5
+                assert _writes_flushed(pg_url, led, 1, "alone") == (5, 5)
+                assert _writes_flushed(pg_url, led, 6, "queued") == (30, 30)
+                assert led.store.durability.flushes > 0  # flush replies read after the lock
                 led.store._FLUSH = "SELECT 1"  # type: ignore[attr-defined]  # no flush
-                unflushed = 0
-                for n in range(5):
-                    since = _lsn(admin, "pg_current_wal_insert_lsn()")
-                    aid = led.assert_one(subject=f"svc.u{n}", value=n, agent="a").id
-                    upto = _lsn(admin, "pg_current_wal_flush_lsn()")
-                    unflushed += not _flushed(admin, _xmin(admin, aid), since, upto)
-                assert unflushed > 0
+                flushed, total = _writes_flushed(pg_url, led, 1, "unflushed")
+                assert flushed < total
+                flushed, total = _writes_flushed(pg_url, led, 6, "unflushed")
+                assert flushed < total
         finally:
             admin.execute("ALTER SYSTEM RESET wal_writer_delay")
             admin.execute("SELECT pg_reload_conf()")

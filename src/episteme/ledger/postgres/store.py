@@ -310,10 +310,12 @@ class PostgresStore(_Dialect, SQLStore):
         three), and COMMIT goes out together with the statement that makes it durable
         (when the flush is deferred), in a segment of its own: the server releases the
         lock at COMMIT, then waits for the disk on that statement's own commit, which
-        follows ours in the WAL. COMMIT's reply is read here; the flush's is read after
-        the store's writer lock is released (`_FlushReplies.wait`), so this process's
-        next group can run meanwhile, and the write returns only after it, durable when
-        acknowledged. A backfill chunk rides the same pipeline: statements whose results
+        follows ours in the WAL. Where other writes of this process queue for its
+        writer lock, COMMIT's reply is read here and the flush's after the lock is
+        released (`_FlushReplies.wait`), so that the next group runs meanwhile; where
+        none does, both are read here (a second wait would only cost a wakeup). The
+        write returns only after the flush, durable when acknowledged. A backfill chunk
+        rides the same pipeline: statements whose results
         nobody reads go out without waiting, and a round trip is spent only where a
         result is read.
         """
@@ -325,13 +327,16 @@ class PostgresStore(_Dialect, SQLStore):
                 wire.execute(self._LOCK_DEFERRED if self.defer_flush else self._LOCK)
                 yield wire
                 wire.execute("COMMIT")
-                if self.defer_flush:
+                if self.defer_flush and self._queue:
+                    # writes wait for this process's lock: read the flush after it
                     wire.sync_point()
                     wire.execute(self._FLUSH)
                     wire.sync_point()
                     wire.receive()  # COMMIT
                     self._landed = _Landing(self, raw, wire)
                     return
+                if self.defer_flush:
+                    wire.execute(self._FLUSH)
                 wire.sync()
                 wire.close()
             except BaseException as exc:
@@ -500,7 +505,7 @@ class _FlushReplies(Durability):
     def commit(self) -> int:
         landing, self._store._landed = self._store._landed, None
         if landing is None:
-            return 0  # the transaction rolled back (a write of one that failed): no wait
+            return 0  # flushed in place, or rolled back (a write of one that failed)
         mark = super().commit()
         with self._guard:
             self._landings[mark] = landing
