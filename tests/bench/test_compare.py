@@ -1,0 +1,43 @@
+"""The version comparison of durable writes at a tiny size, on both backends: the
+installed version against a copy of its own source, alternating in fresh processes.
+No timing is asserted here; the ledger must verify afterwards and hold every write."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from episteme.ledger import Ledger
+from episteme.ledger.store import open_store
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_compare_writes_alternates_two_versions_on_one_ledger(location: str | Path) -> None:
+    open_store(location, ensure=True).close()
+    where = ["--home", str(location)] if isinstance(location, Path) else ["--db", location]
+    out = subprocess.run(
+        [
+            sys.executable, str(ROOT / "bench" / "compare_writes.py"),
+            "--old-src", str(ROOT / "src"), *where,
+            "--threads", "1", "--threads", "3", "--rounds", "2", "--seconds", "0.3",
+        ],
+        capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    rows = [json.loads(line) for line in out.stdout.splitlines()]
+    assert [r["threads"] for r in rows] == [1, 3]
+    for r in rows:
+        assert r["old_rate"] > 0
+        assert r["new_rate"] > 0
+        assert r["new_cpu_ms"] > 0
+        assert r["rate_ratio"] == round(r["new_rate"] / r["old_rate"], 2)
+    with Ledger.open(location) as ledger:
+        assert ledger.verify().ok
+        counted = ledger.store.conn.execute(
+            "SELECT count(*) FROM assertions WHERE subject LIKE 'bench.compare.%'"
+        ).fetchone()
+        assert counted is not None
+        assert counted[0] >= 4 * 2 * 50  # 8 rounds, each with its 50 warm-up writes
