@@ -51,17 +51,13 @@ def test_concurrent_writes_commit_in_groups_and_each_gets_its_own_outcome(
     assert ledger.verify().ok
     assert ledger.store.head()[0] == 8 * 24 * 2
     assert ledger.rebuild().ok
-    # Every acknowledged write waited, after the writer lock, for a flush that covers its
-    # commit: SQLite syncs the WAL (one sync may serve several commits); PostgreSQL reads
-    # each commit's flush reply (its WAL test checks the flush itself).
+    # SQLite: every acknowledged write was synced after its commit, some syncs serving
+    # several. PostgreSQL flushes in the commit's round trip instead (its WAL test).
     durability = ledger.store.durability
-    assert durability.deferred
-    assert durability.durable == durability.committed
-    assert 0 < durability.flushes <= durability.committed
-    if not isinstance(ledger.store, SQLiteStore):
-        assert durability.flushes == durability.committed
-        stats = ledger.store.pool.get_stats()  # type: ignore[attr-defined]
-        assert stats["pool_available"] == stats["pool_size"]  # every connection came back
+    assert durability.deferred == isinstance(ledger.store, SQLiteStore)
+    if isinstance(ledger.store, SQLiteStore):
+        assert durability.durable == durability.committed
+        assert 0 < durability.flushes <= durability.committed
 
 
 def test_sqlite_commits_under_the_lock_without_sync_and_syncs_the_wal_after(

@@ -43,7 +43,7 @@ from episteme.ledger.postgres.adapt import Fetched, TxConn, configure, translate
 from episteme.ledger.postgres.wire import Wire
 from episteme.ledger.records import RebuildReport
 from episteme.ledger.sql import projector
-from episteme.ledger.sql.base import Durability, SQLStore
+from episteme.ledger.sql.base import SQLStore
 from episteme.ledger.sql.projector import Conn
 from episteme.ledger.sql.reads import Reader, tsquery
 
@@ -174,10 +174,6 @@ class PostgresStore(_Dialect, SQLStore):
         self._conn = _PooledConn(self)
         self._leaderships: list[_AdvisoryLeadership] = []
         self._closed = threading.Event()
-        self._landed: _Landing | None = None
-        """The last chain transaction's flush reply, still on its way (under the lock)."""
-        if self.defer_flush:
-            self.durability = _FlushReplies(self)
 
     # -- connections -------------------------------------------------------------------
 
@@ -308,42 +304,27 @@ class PostgresStore(_Dialect, SQLStore):
         It runs in libpq's pipeline mode (`Wire`) with its own BEGIN and COMMIT: BEGIN
         and the lock go out with the transaction's first read (one round trip, not
         three), and COMMIT goes out together with the statement that makes it durable
-        (when the flush is deferred), in a segment of its own: the server releases the
-        lock at COMMIT, then waits for the disk on that statement's own commit, which
-        follows ours in the WAL. Where other writes of this process queue for its
-        writer lock, COMMIT's reply is read here and the flush's after the lock is
-        released (`_FlushReplies.wait`), so that the next group runs meanwhile; where
-        none does, both are read here (a second wait would only cost a wakeup). The
-        write returns only after the flush, durable when acknowledged. A backfill chunk
-        rides the same pipeline: statements whose results
+        (when the flush is deferred): the server releases the lock at COMMIT, then waits
+        for the disk on that statement's own commit, which follows ours in the WAL, all
+        in one round trip. The write returns after both, so it is durable when
+        acknowledged. A backfill chunk rides the same pipeline: statements whose results
         nobody reads go out without waiting, and a round trip is spent only where a
         result is read.
         """
-        with self._failures():
-            raw = self.pool.getconn()
+        with self._failures(), self.pool.connection() as raw:
             wire = Wire(raw)
             try:
                 wire.execute("BEGIN")
                 wire.execute(self._LOCK_DEFERRED if self.defer_flush else self._LOCK)
                 yield wire
                 wire.execute("COMMIT")
-                if self.defer_flush and self._queue:
-                    # writes wait for this process's lock: read the flush after it
-                    wire.sync_point()
-                    wire.execute(self._FLUSH)
-                    wire.sync_point()
-                    wire.receive()  # COMMIT
-                    self._landed = _Landing(self, raw, wire)
-                    return
                 if self.defer_flush:
                     wire.execute(self._FLUSH)
                 wire.sync()
                 wire.close()
             except BaseException as exc:
                 wire.abort(exc)
-                self.pool.putconn(raw)
                 raise
-            self.pool.putconn(raw)
 
     _LOCK = "SELECT id FROM chain_lock WHERE id = 1 FOR UPDATE"
     # the commit need not wait for the WAL flush: the flush follows it (see _chain_tx)
@@ -453,78 +434,6 @@ class PostgresStore(_Dialect, SQLStore):
         return RebuildReport(
             ok=not diffs, events=count, differences=diffs, repaired=bool(repair and diffs)
         )
-
-
-class _Landing:
-    """A committed chain transaction whose flush reply is still on its way. The first
-    write of its group to wait reads the reply (the commit is then on disk) and gives the
-    connection back to the pool; the others find it read."""
-
-    __slots__ = ("_lock", "_raw", "_store", "_wire", "done", "error")
-
-    def __init__(self, store: PostgresStore, raw: psycopg.Connection[Any], wire: Wire) -> None:
-        self._store, self._raw, self._wire = store, raw, wire
-        self._lock = threading.Lock()
-        self.done = False
-        self.error: Exception | None = None
-
-    def finish(self) -> None:
-        with self._lock:
-            if not self.done:
-                self.done = True
-                try:
-                    self._wire.receive()
-                    self._wire.close()
-                except BaseException as exc:
-                    self._wire.abort(exc)
-                    if not isinstance(exc, Exception):
-                        raise
-                    self.error = exc
-                finally:
-                    self._store.pool.putconn(self._raw)
-        if self.error is not None:
-            raise self.error
-
-
-class _FlushReplies(Durability):
-    """Durability on PostgreSQL: each chain transaction's flush reply (see `_chain_tx`)
-    is read after the store's writer lock is released, so that one group's wait for the
-    disk overlaps the next group's statements. WAL is flushed in order, so a reply read
-    for a later commit covers every earlier one too."""
-
-    def __init__(self, store: PostgresStore) -> None:
-        super().__init__(None)
-        self._store = store
-        self._landings: dict[int, _Landing] = {}
-        self._guard = threading.Lock()
-
-    @property
-    def deferred(self) -> bool:
-        return True
-
-    def commit(self) -> int:
-        landing, self._store._landed = self._store._landed, None
-        if landing is None:
-            return 0  # flushed in place, or rolled back (a write of one that failed)
-        mark = super().commit()
-        with self._guard:
-            self._landings[mark] = landing
-        return mark
-
-    def wait(self, mark: int) -> None:
-        with self._guard:
-            landing = self._landings.get(mark)
-        if landing is None:
-            if self.durable < mark:  # its reply was read, and was a failure
-                raise StoreUnavailable("the flush that covers this commit failed")
-            return
-        try:
-            landing.finish()
-        finally:
-            with self._guard:
-                if self._landings.pop(mark, None) is not None and landing.error is None:
-                    self.flushes += 1
-                    self.durable = max(self.durable, mark)
 
 
 class _AdvisoryLeadership:

@@ -163,33 +163,10 @@ class Wire:
 
     def sync(self) -> None:
         """Wait for every statement sent so far; raise the first error among them."""
-        self.sync_point()
-        error: psycopg.Error | None = None
-        while self._pending:
-            found = self._segment()
-            error = error or found
-        if error is not None:
-            raise error
-
-    def sync_point(self) -> None:
-        """End a segment of the pipeline here without waiting for it: a statement that
-        fails stops only the rest of its own segment, and `receive` reads one segment."""
         self.pg.pipeline_sync()
         self._pending.append(_SYNC)
-
-    def receive(self) -> None:
-        """Read the replies up to the first sync point sent (`sync_point`); raise the
-        first error among them. Later segments stay on their way."""
-        error = self._segment()
-        if error is not None:
-            raise error
-
-    def _segment(self) -> psycopg.Error | None:
-        """Read one segment's replies; the first error a statement of it reported.
-        (A failure to read them at all, a lost connection, is raised at once.)"""
         self._flush()
-        cut = self._pending.index(_SYNC) + 1
-        pending, self._pending = self._pending[:cut], self._pending[cut:]
+        pending, self._pending = self._pending, []
         error: psycopg.Error | None = None
         skipped: list[Result] = []
         for item in pending:
@@ -210,11 +187,13 @@ class Wire:
                 skipped.append(item)
             if error is None and res.status != pq.ExecStatus.PIPELINE_ABORTED:
                 error = psycopg.errors.error_from_result(res, encoding=self._encoding)
-        if skipped and error is None:
-            error = psycopg.OperationalError("the server skipped statements of a pipeline")
-        for item in skipped:
-            item.error = error  # a statement the server skipped reports what stopped it
-        return error
+        if skipped:
+            # a statement the server skipped reports the error that stopped it
+            if error is None:
+                error = psycopg.OperationalError("the server skipped statements of a pipeline")
+            for item in skipped:
+                item.error = error
+            raise error
 
     def load(self, res: pq.abc.PGresult) -> list[Any]:
         if not res.ntuples:

@@ -11,8 +11,8 @@ without waiting for the disk (SQLite's ``synchronous=NORMAL``) and give its
 wait for it after the lock is released and return only once their commit is covered, so
 an acknowledged write is as durable as before; meanwhile the next writer (thread or
 process) already holds the lock, and one flush serves every commit made while the
-previous flush ran. (PostgreSQL sends its flush with COMMIT and reads its reply after
-the lock is released: see its store.) Logs are appended in
+previous flush ran. (PostgreSQL flushes inside its own transaction's round trip, after
+COMMIT has released the lock: see its store.) Logs are appended in
 order, so a crash keeps a prefix of the commits: the chain stays whole. The one thing a
 crash can now lose is a commit that another connection read before its writer was
 acknowledged.
@@ -20,7 +20,6 @@ acknowledged.
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import random
 import threading
@@ -71,9 +70,7 @@ class Durability:
     in the log, perhaps not yet on disk) and gives that commit's mark; `wait(mark)`
     returns once a flush begun after that commit has finished. Threads that wait
     together share one flush: whoever takes the flush lock flushes every commit counted
-    so far, and the others find their mark covered. Every mark is waited for, by each
-    write of the group that got it (a store may hold something per commit until then:
-    PostgreSQL's flush reply and its connection).
+    so far, and the others find their mark covered.
     """
 
     def __init__(self, flush: Callable[[], None] | None) -> None:
@@ -195,10 +192,6 @@ class SQLStore(Reader, LearningWrites, DiagnosisWrites):
                     group, self._queue = self._queue, []
                 self._commit_group(group)
         if mine.error is not None:
-            # its group may have committed without it: every mark is waited for, so
-            # that a store reading each commit's flush reply reads this one's too
-            with contextlib.suppress(StoreUnavailable):
-                self._durable(mine.mark)
             raise mine.error
         self._durable(mine.mark)
         return mine.events
