@@ -22,22 +22,24 @@ TINY = Spec(assertions=300, subjects=30, agents=4, days=1, queries=400, seed=5)
 END = Instant.parse_iso("2026-11-21T12:00:00Z")
 
 
-def test_bench_http_runs_end_to_end(cli: Cli, tmp_path: Path) -> None:
-    home = tmp_path / "bench"
-    store = open_store(home, create=True)
+def test_bench_http_runs_end_to_end(cli: Cli, tmp_path: Path, location: str | Path) -> None:
+    # on either backend: the server and the library floor open the same ledger
+    store = open_store(location, create=True)
     try:
         summary = generate(store, TINY, end=END)
     finally:
         store.close()
+    where = ("--home", str(location)) if isinstance(location, Path) else ("--db", location)
     out = tmp_path / "results" / "http.json"
     r = cli(
-        "bench", "http", "--home", str(home), "--runs", "20", "--seconds", "1",
+        "bench", "http", *where, "--runs", "20", "--seconds", "1",
         "--warmup", "0.1", "--connections", "4", "--workers", "2", "--threads", "2",
         "--output", str(out), home_arg=False,
     )  # fmt: skip
     assert r.code == 0, r.err
     assert POINT in r.out
     data = json.loads(out.read_text())
+    assert data["backend"] == ("sqlite" if isinstance(location, Path) else "postgresql")
     figures = {f["name"]: f for f in data["figures"]}
     assert set(figures) == {
         "audited queries/s in the library, 1 thread",
@@ -59,7 +61,7 @@ def test_bench_http_runs_end_to_end(cli: Cli, tmp_path: Path) -> None:
     assert data["ledger"]["assertions"] == TINY.assertions
     # each timed query, over HTTP and in the library, was audited; the journal still verifies
     assert data["ledger"]["events"] >= summary.events + 2 * 20
-    with Ledger.open(home) as ledger:
+    with Ledger.open(location) as ledger:
         assert ledger.verify().ok
 
 
@@ -67,6 +69,10 @@ def test_bench_http_needs_a_ledger(cli: Cli, tmp_path: Path) -> None:
     r = cli("bench", "http", "--home", str(tmp_path / "nope"), home_arg=False)
     assert r.code == 2
     assert "bench generate" in r.err
+    for where in ([], ["--home", str(tmp_path), "--db", "postgresql://x@y/z"]):
+        r = cli("bench", "http", *where, home_arg=False)
+        assert r.code == 2
+        assert "exactly one of --home DIR (SQLite) and --db URL (PostgreSQL)" in r.err
 
 
 def test_response_heads_are_read_for_status_and_length() -> None:

@@ -36,7 +36,6 @@ import os
 import random
 import signal
 import socket
-import sqlite3
 import statistics
 import subprocess
 import sys
@@ -51,12 +50,13 @@ from typing import Any
 import httpx
 import orjson
 
-from episteme.benchmark.floor import warm_files
+from episteme.benchmark.floor import is_postgres, open_floor
 from episteme.benchmark.run import Figure, Report, _machine, _ms
 from episteme.errors import WorldError
 from episteme.ledger.core import Ledger
 from episteme.ledger.gardener import Gardener
-from episteme.ledger.store import DB_FILE
+from episteme.ledger.sql.base import SQLStore
+from episteme.ledger.sql.projector import Conn
 
 AGENT = "bench-http"
 POINT = "point query over HTTP (approved, audited)"
@@ -235,10 +235,11 @@ def _free_port() -> int:
 
 
 @contextlib.contextmanager
-def serve(home: Path, workers: int, timeout: float = 60.0) -> Iterator[Served]:
-    """Run ``episteme serve --home HOME --workers N`` on a free port until the block ends."""
+def serve(where: Path | str, workers: int, timeout: float = 60.0) -> Iterator[Served]:
+    """Run ``episteme serve --home WHERE --workers N`` on a free port until the block ends
+    (WHERE: a home directory or a PostgreSQL URL)."""
     port = _free_port()
-    argv = [sys.executable, "-m", "episteme", "serve", "--home", str(home)]
+    argv = [sys.executable, "-m", "episteme", "serve", "--home", str(where)]
     argv += ["--host", "127.0.0.1", "--port", str(port), "--workers", str(workers)]
     with tempfile.TemporaryFile("w+") as log:
         proc = subprocess.Popen(
@@ -320,7 +321,7 @@ def windows(
 def _library_child() -> None:
     """One process of the floor: JSON arguments on stdin; "ready", then on "go" its windows."""
     args = json.loads(sys.stdin.readline())
-    with Ledger.open(Path(args["home"])) as ledger:
+    with Ledger.open(args["where"]) as ledger:
         print("ready", flush=True)
         sys.stdin.readline()
         counts = _library_windows(
@@ -333,10 +334,15 @@ _CHILD = "from episteme.benchmark.http import _library_child; _library_child()"
 
 
 def _library_load(
-    home: Path, subjects: list[str], processes: int, threads: int, warmup: float, seconds: int
+    where: Path | str,
+    subjects: list[str],
+    processes: int,
+    threads: int,
+    warmup: float,
+    seconds: int,
 ) -> Load:
     """The library's rate in `processes` fresh processes of `threads` threads, started together."""
-    args = {"home": str(home), "subjects": subjects, "threads": threads}
+    args = {"where": str(where), "subjects": subjects, "threads": threads}
     return children_load(_CHILD, args | {"warmup": warmup, "seconds": seconds}, processes)
 
 
@@ -387,14 +393,15 @@ def _hear(p: subprocess.Popen[str]) -> str:
 # -- the figures -----------------------------------------------------------------------
 
 
-def _read_only(home: Path) -> sqlite3.Connection:
-    return sqlite3.connect(f"file:{home / DB_FILE}?mode=ro", uri=True)
+def _top(db: Conn) -> int:
+    row = db.execute("SELECT max(rowid) FROM assertions").fetchone()
+    return int(row[0] or 0) if row else 0
 
 
-def _probe_subjects(db: sqlite3.Connection, rng: random.Random, n: int = 2000) -> list[str]:
+def _probe_subjects(db: Conn, rng: random.Random, n: int = 2000) -> list[str]:
     """Subjects of random assertions: busy subjects come up as often as they are written."""
     q = db.execute
-    top = q("SELECT max(rowid) FROM assertions").fetchone()[0] or 0
+    top = _top(db)
     if not top:
         raise WorldError("the ledger holds no assertion: run `episteme bench generate` first")
     picks = [rng.randint(1, top) for _ in range(n)]
@@ -474,7 +481,7 @@ def _rate_figure(
 
 
 def run(
-    home: Path,
+    where: Path | str,
     *,
     runs: int = 2000,
     seconds: int = 10,
@@ -489,33 +496,34 @@ def run(
     """Measure the HTTP figures on the ledger in `home`, each beside its library floor.
 
     Args:
-        home: a ledger home, e.g. one made by `episteme bench generate`.
+        where: a ledger home or PostgreSQL URL, e.g. made by `episteme bench generate`.
         runs: timed point queries (and as many library ones), after a tenth as warm-up.
         seconds: length of each throughput measurement, in 1-second windows.
         warmup: seconds of load before each throughput measurement starts counting.
         connections: concurrent keep-alive connections of the load generator.
         workers: the `--workers` counts to measure throughput with.
         threads: threads per process of the library floor.
-        warm_cache: read the database files once first, as a running server has them.
+        warm_cache: bring the database into the cache first, as a running server has it.
         seed: the seed of the subjects drawn.
         progress: called with the name of each step as it starts.
     """
     say = progress or (lambda _: None)
     if warm_cache:
-        warm_files(home)
+        with contextlib.closing(open_floor(where)) as cache:
+            cache.warm()
     rng = random.Random(seed)
     figures: list[Figure] = []
-    with Ledger.open(home) as ledger:
+    with Ledger.open(where) as ledger:
+        assert isinstance(ledger.store, SQLStore)
         secret, _ = ledger.issue_token(AGENT, ["agent"], by="bench")
-        with contextlib.closing(_read_only(home)) as db:
-            subjects = _probe_subjects(db, rng)
+        subjects = _probe_subjects(ledger.store.conn, rng)
         say("library, 1 thread")
         single = Load(windows=_library_windows(ledger, subjects, 1, warmup, seconds))
         figures.append(_rate_figure("audited queries/s in the library, 1 thread", single, None, ""))
         for n in workers:
             say("gardener: catching up with the journal")
             Gardener(ledger).run_until_caught_up()
-            with serve(home, n) as server:
+            with serve(where, n) as server:
                 if n == workers[0]:
                     say("point query over HTTP")
                     figures.append(_point(ledger, server, secret, subjects, runs, rng))
@@ -525,15 +533,13 @@ def run(
                     _drive(server.port, requests, connections, warmup, seconds, server.pid)
                 )
             say(f"library, {n} process{'es' * (n > 1)} × {threads} threads")
-            floor = _library_load(home, subjects, n, threads, warmup, seconds)
+            floor = _library_load(where, subjects, n, threads, warmup, seconds)
             floor_name = f"the library in {n} process{'es' * (n > 1)} × {threads} threads"
             name = f"audited queries/s over HTTP, {n} worker{'s' * (n > 1)}"
             figures.append(
                 _rate_figure(name, load, floor, floor_name, f"{connections} connections")
             )
-        with contextlib.closing(_read_only(home)) as db:
-            top = db.execute("SELECT max(rowid) FROM assertions").fetchone()[0] or 0
-        info = {"assertions": top, "events": ledger.store.head()[0]}
+        info = {"assertions": _top(ledger.store.conn), "events": ledger.store.head()[0]}
     machine = _machine() | {
         "load": {
             "client": "asyncio HTTP/1.1 keep-alive client on the same machine and cores",
@@ -543,4 +549,5 @@ def run(
             "library_threads": threads,
         }
     }
-    return Report(machine=machine, ledger=info, figures=figures)
+    backend = "postgresql" if is_postgres(where) else "sqlite"
+    return Report(machine=machine, ledger=info, figures=figures, backend=backend)

@@ -22,7 +22,6 @@ from episteme.ledger.store import DB_FILE, POSTGRES_SCHEMES, open_store
 bench_app = typer.Typer(help="Benchmarks: generate a reference ledger, measure it.")
 app.add_typer(bench_app, name="bench")
 
-BenchHome = Annotated[Path, typer.Option("--home", help="Directory of the benchmark ledger.")]
 BenchDir = Annotated[
     Path | None,
     typer.Option("--home", help="Directory of a SQLite benchmark ledger.", show_default=False),
@@ -140,7 +139,8 @@ def _counts(flag: str, what: str, default: str) -> Any:
 @bench_app.command("http")
 def bench_http(
     ctx: typer.Context,
-    home: BenchHome,
+    home: BenchDir = None,
+    db: BenchDb = None,
     runs: Annotated[int, typer.Option(min=1, help="Timed point queries over HTTP.")] = 2000,
     seconds: Annotated[
         int, typer.Option(min=1, help="Length of each throughput run, in 1-second windows.")
@@ -158,16 +158,22 @@ def bench_http(
         int, typer.Option(min=1, help="Threads per process of the library floor.")
     ] = 8,
     warm: Annotated[
-        bool, typer.Option("--warm/--no-warm", help="Read the database files once first.")
+        bool,
+        typer.Option(
+            "--warm/--no-warm",
+            help="Bring the database into the cache first (SQLite: its files read once;"
+            " PostgreSQL: pg_prewarm where installed, else table scans).",
+        ),
     ] = True,
     output: Annotated[Path | None, typer.Option(help="Write the JSON report here.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the JSON report.")] = False,
 ) -> None:
     """Measure the API over HTTP (`episteme serve`) against the library in-process."""
-    if not (home / DB_FILE).exists():
-        raise InvalidInput(f"no ledger in {home}: run `episteme bench generate --home {home}`")
+    where = _where(home, db)
+    if isinstance(where, Path) and not (where / DB_FILE).exists():
+        raise InvalidInput(f"no ledger in {where}: run `episteme bench generate --home {where}`")
     report = http_bench.run(
-        home, runs=runs, seconds=seconds, warmup=warmup, connections=connections,
+        where, runs=runs, seconds=seconds, warmup=warmup, connections=connections,
         workers=workers or (1, 2), threads=threads, warm_cache=warm,
         progress=lambda step: typer.echo(f"measuring: {step}", err=True),
     )  # fmt: skip
