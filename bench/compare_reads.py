@@ -39,12 +39,14 @@ print(json.dumps({"p50": times[len(times) // 2], "p99": times[int(len(times) * 0
 """
 
 
-def _round(home: str, runs: int, lens: str, src: str | None) -> dict[str, float]:
+def run_round(code: str, args: list[str], src: str | None) -> dict[str, float]:
+    """Run `code` with `args` in a fresh interpreter (importing Episteme from `src`, else
+    the installed one); the JSON object it prints."""
     env = dict(os.environ)
     if src is not None:
         env["PYTHONPATH"] = src
     out = subprocess.run(
-        [sys.executable, "-c", _ROUND, home, str(runs), lens],
+        [sys.executable, "-c", code, *args],
         env=env,
         capture_output=True,
         text=True,
@@ -52,6 +54,10 @@ def _round(home: str, runs: int, lens: str, src: str | None) -> dict[str, float]
     )
     result: dict[str, float] = json.loads(out.stdout)
     return result
+
+
+def _round(home: str, runs: int, lens: str, src: str | None) -> dict[str, float]:
+    return run_round(_ROUND, [home, str(runs), lens], src)
 
 
 def main() -> None:

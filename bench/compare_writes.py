@@ -16,11 +16,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
-import subprocess
-import sys
 from collections.abc import Iterable
+
+from compare_reads import run_round  # beside this file
 
 _ROUND = """
 import json, secrets, sys, threading, time
@@ -53,18 +52,7 @@ print(json.dumps({"rate": n / elapsed, "cpu_ms": (time.process_time() - cpu) / n
 
 
 def _round(where: str, threads: int, seconds: float, src: str | None) -> dict[str, float]:
-    env = dict(os.environ)
-    if src is not None:
-        env["PYTHONPATH"] = src
-    out = subprocess.run(
-        [sys.executable, "-c", _ROUND, where, str(threads), str(seconds)],
-        env=env,
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    result: dict[str, float] = json.loads(out.stdout)
-    return result
+    return run_round(_ROUND, [where, str(threads), str(seconds)], src)
 
 
 def _range(values: Iterable[float]) -> list[float]:
