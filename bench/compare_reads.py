@@ -7,7 +7,9 @@ new version is the one installed. A and B are copies of the same SQLite benchmar
 ledger (`episteme bench generate`), one per version, since a newer version migrates
 the file. Rounds alternate old and new, each in a fresh process, so both see the same
 machine; each round times `runs` unaudited reads per lens on random subjects after 50
-warm-up reads. Prints the median over rounds of each round's p50 and p99, and new/old.
+warm-up reads (with `--audited`, audited queries, each a durable write: give each
+version its own copy). Prints the median over rounds of each round's p50 and p99, and
+new/old. A and B may be PostgreSQL URLs (`postgresql://…`) as well.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import sys
 _ROUND = """
 import json, random, sys, time
 from episteme.ledger import Ledger
-home, runs, lens = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+home, runs, lens, audited = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4] == "1"
 ledger = Ledger.open(home)
 subjects = [r[0] for r in ledger.store.conn.execute(
     "SELECT DISTINCT subject FROM assertions ORDER BY subject LIMIT 2000")]
@@ -31,7 +33,10 @@ times = []
 for i in range(runs + 50):
     subject = rng.choice(subjects)
     start = time.perf_counter_ns()
-    ledger.answer(subject, lens=lens)
+    if audited:
+        ledger.query(subject, agent="bench.compare", lens=lens)
+    else:
+        ledger.answer(subject, lens=lens)
     if i >= 50:
         times.append((time.perf_counter_ns() - start) / 1e6)
 times.sort()
@@ -56,8 +61,8 @@ def run_round(code: str, args: list[str], src: str | None) -> dict[str, float]:
     return result
 
 
-def _round(home: str, runs: int, lens: str, src: str | None) -> dict[str, float]:
-    return run_round(_ROUND, [home, str(runs), lens], src)
+def _round(home: str, runs: int, lens: str, audited: bool, src: str | None) -> dict[str, float]:
+    return run_round(_ROUND, [home, str(runs), lens, "1" if audited else "0"], src)
 
 
 def main() -> None:
@@ -68,12 +73,13 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--runs", type=int, default=2000)
     parser.add_argument("--lens", action="append", default=None)
+    parser.add_argument("--audited", action="store_true", help="time audited queries")
     args = parser.parse_args()
     for lens in args.lens or ["approved", "latest", "consensus"]:
         old, new = [], []
         for _ in range(args.rounds):
-            old.append(_round(args.old_home, args.runs, lens, args.old_src))
-            new.append(_round(args.new_home, args.runs, lens, None))
+            old.append(_round(args.old_home, args.runs, lens, args.audited, args.old_src))
+            new.append(_round(args.new_home, args.runs, lens, args.audited, None))
         row = {"lens": lens}
         for q in ("p50", "p99"):
             o = statistics.median(r[q] for r in old)

@@ -13,6 +13,7 @@ from whenever import Instant, TimeDelta
 
 from episteme.errors import Conflict, InvalidInput, NotFound
 from episteme.ledger import AssertionInput, Ledger, LensSpec, Lifecycle
+from episteme.ledger.model import HIDDEN_IDS
 from episteme.timeutil import ManualClock, parse_time
 
 JWT = "auth.jwt.algorithm"
@@ -303,6 +304,29 @@ def test_custom_lens_with_agent_allow_list(ledger: Ledger) -> None:
     ans = ledger.answer("auth", lens="platform-only")
     assert [i.assertion.id for i in ans.items] == [mine]
     assert ans.hidden.by_reason == {"agent": 1}
+
+
+def test_a_lens_names_what_it_hides_oldest_first(ledger: Ledger) -> None:
+    """Live alternatives a lens hides are named in the order they were recorded, whether
+    it read and hid them (too little confidence) or the store only counted and named
+    them (proposed, a lifecycle the lens cannot show): at most HIDDEN_IDS of them, with
+    exact counts."""
+    ledger.define_lens("sure", LensSpec(min_confidence=0.8), by="alice")
+    hidden = []
+    for i in range(30):
+        if i % 3 == 0:
+            hidden.append(fact(ledger, i, kind="observation", lifecycle="approved", confidence=0.5))
+        else:
+            hidden.append(fact(ledger, i, kind="observation"))
+    shown = fact(ledger, 99, kind="observation", lifecycle="approved", confidence=0.9)
+    for ans in (ledger.answer(JWT, lens="sure"), ledger.query(JWT, agent="deploy", lens="sure")):
+        assert [i.assertion.id for i in ans.items] == [shown]
+        assert ans.hidden.ids == hidden[:HIDDEN_IDS]
+        assert ans.hidden.count == 30
+        assert ans.hidden.by_lifecycle == {"approved": 10, "proposed": 20}
+        assert ans.hidden.by_reason == {"confidence": 10, "lifecycle": 20}
+    few = ledger.answer(JWT, lens="approved")  # every hidden one proposed, named by the store
+    assert few.hidden.ids == [h for i, h in enumerate(hidden) if i % 3][:HIDDEN_IDS]
 
 
 def test_built_in_lens_names_cannot_be_redefined(ledger: Ledger) -> None:

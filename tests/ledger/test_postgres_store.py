@@ -11,6 +11,7 @@ from whenever import Instant, TimeDelta
 from episteme.ledger import AssertionInput, Ledger
 from episteme.ledger.store import open_store
 from episteme.timeutil import ManualClock, to_us
+from tests.postgres import running_cluster
 
 
 def test_writers_under_serializable_isolation_are_retried_into_one_chain(pg_url: str) -> None:
@@ -221,3 +222,24 @@ def test_chain_commits_keep_the_servers_setting_where_it_is_off(pg_url: str) -> 
         assert not getattr(led.store, "defer_flush", True)
         led.assert_one(subject="svc.x", value=1, agent="a")
         assert led.verify().ok
+
+
+def test_reads_outside_a_write_come_back_by_themselves_after_a_restart() -> None:
+    """A lens's statements share one borrowed connection in a pipeline; after the server
+    restarts, the pool's dead connections are replaced and the next read answers."""
+    with running_cluster() as cluster:
+        url = cluster.create_database()
+        with Ledger.init(url) as ledger:
+            kept = ledger.assert_one(subject="svc.a", value=1, agent="a", lifecycle="approved")
+            ledger.assert_one(subject="svc.a", value=2, agent="b")
+            before = ledger.answer("svc", lens="approved")
+            cluster.stop("fast")
+            cluster.start()
+            after = ledger.answer("svc", lens="approved")
+            assert after.model_dump(exclude={"asked_at"}) == before.model_dump(exclude={"asked_at"})
+            assert [i.assertion.id for i in after.items] == [kept.id]
+            assert after.hidden.count == 1
+            assert len(after.hidden.ids) == 1
+            cluster.stop("fast")
+            cluster.start()
+            assert ledger.get(kept.id).id == kept.id  # a read of one statement, too

@@ -22,8 +22,10 @@ from whenever import Instant, TimeDelta
 
 from episteme.errors import EpistemeError
 from episteme.ledger import BUILTIN, Answer, AssertionInput, Ledger, Lifecycle
+from episteme.ledger.lenses import apply_lens
+from episteme.ledger.model import LIVE, Hidden
 from episteme.ledger.sql.projector import Us
-from episteme.timeutil import ManualClock, from_us
+from episteme.timeutil import ManualClock, from_us, to_us
 from tests.backends import BACKENDS, raw_connection
 
 T0 = Instant.parse_iso("2026-11-21T09:00:00Z")
@@ -151,6 +153,21 @@ def assert_only_approved(ans: Answer) -> None:
     assert all(i.assertion.lifecycle is Lifecycle.APPROVED for i in ans.items)
 
 
+def hidden_as_named(led: Ledger, subject: str, lens: str, at: Instant | None) -> Hidden:
+    """What an answer hides: live alternatives in lifecycles it cannot show are counted
+    and named by the store without being read."""
+    return led.answer(subject.removesuffix(".*"), lens=lens, at=at).hidden
+
+
+def hidden_as_read(led: Ledger, subject: str, lens: str, at: Instant | None) -> Hidden:
+    """The same, with every live alternative read as a row and hidden by the lens."""
+    spec = led.lens_spec(lens)
+    as_of = None if at is None else to_us(at)
+    found = led.store.candidates(subject.removesuffix(".*"), as_of, None, spec.lifecycles | LIVE)
+    valid_at = to_us(at or led.clock.now())
+    return apply_lens(spec, found.rows, lambda agent, subject: 1.0, found.elsewhere, valid_at)[1]
+
+
 def view(ans: Answer) -> tuple[Any, ...]:
     items = [(i.assertion.id, i.assertion.lifecycle, i.assertion.confidence) for i in ans.items]
     hidden = ans.hidden
@@ -274,6 +291,10 @@ def test_approved_lens_serves_only_approved_assertions(
             at = data.draw(st.none() | st.integers(times[0] - 1, times[-1] + 1).map(from_us))
             for subject in READS:
                 assert_only_approved(led.answer(subject, lens="approved", at=at))
+                for lens in LENSES:
+                    assert hidden_as_read(led, subject, lens, at) == hidden_as_named(
+                        led, subject, lens, at
+                    )
                 served = led.query(subject, agent="deploy", lens="approved", at=at)
                 assert_only_approved(served)
                 record = led.store.query_record(served.query_id or "")

@@ -490,9 +490,11 @@ class Ledger(Learning, Tokens):
             raise InvalidInput("give a subject, a prefix or --text words", field="subject")
         spec = self.lens_spec(lens, r)
         now = self.clock.now()
-        rows, elsewhere = r.candidates(subject, _us(at), text, spec.lifecycles | LIVE)
+        found = r.candidates(subject, _us(at), text, spec.lifecycles, listed=LIVE)
         trust = self._trust_at(at) if spec.pick == "ranked" or spec.min_trust else _no_trust
-        shown, hidden = apply_lens(spec, rows, trust, elsewhere, to_us(at or now))
+        shown, hidden = apply_lens(
+            spec, found.rows, trust, found.elsewhere, to_us(at or now), found.listed
+        )
         items = [Item.model_construct(assertion=c.assertion(), score=score) for c, score in shown]
         return Answer(
             query_id=None,

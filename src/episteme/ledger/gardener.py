@@ -171,7 +171,7 @@ class Gardener:
 
     def _conflicts(self, ev: Event, subject: str) -> list[Note]:
         """Conflicts on `subject` right after `ev` (as of its time: same on replay)."""
-        rows, _ = self.store.candidates(subject, ev.at, None, ["approved"])
+        rows = self.store.candidates(subject, ev.at, None, ["approved"]).rows
         current = [c.assertion() for c in rows if c.subject == subject]
         return [
             Note(

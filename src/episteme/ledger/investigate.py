@@ -53,10 +53,10 @@ def blame(r: StoreReader, ref: str) -> list[Blame]:
             found = r.assertion(full) if kind == "assertion" else None
             targets = [found] if found is not None else []
         except NotFound:
-            targets = [c.assertion() for c in r.candidates(check_subject(ref))[0]]
+            targets = [c.assertion() for c in r.candidates(check_subject(ref)).rows]
     else:
         subject = check_subject(ref.removesuffix(".*").removesuffix("."))
-        targets = [c.assertion() for c in r.candidates(subject)[0]]
+        targets = [c.assertion() for c in r.candidates(subject).rows]
     if not targets:
         raise NotFound(f"no assertion with id or subject {ref!r}", field="ref")
     out = []

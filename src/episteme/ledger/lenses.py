@@ -17,7 +17,7 @@ leaves out is counted in `Hidden`, so no answer hides silently.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Literal, Protocol, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, field_serializer
@@ -83,8 +83,10 @@ BUILTIN: dict[str, LensSpec] = {
 
 
 class LensRow(Protocol):
-    """What a lens looks at: any assertion-like row (an `Assertion` or a `Candidate`)."""
+    """What a lens looks at: an assertion as a store read it (a `Candidate`)."""
 
+    @property
+    def pos(self) -> int: ...
     @property
     def id(self) -> str: ...
     @property
@@ -112,13 +114,16 @@ def apply_lens(
     trust: TrustFn = prior_trust,
     elsewhere: Mapping[str, int] | None = None,
     valid_at: int | None = None,
+    listed: Sequence[tuple[int, str]] = (),
 ) -> tuple[list[tuple[R, float | None]], Hidden]:
     """Filter and pick `candidates`; return what is shown (with its score) and what is hidden.
 
     Candidates come in the order they were recorded (oldest first). `elsewhere` counts,
     by lifecycle, assertions the store did not return because the lens cannot show
-    their lifecycle: they are hidden too. `valid_at` (microseconds) is the moment whose
-    valid time counts; None shows assertions whatever their valid time.
+    their lifecycle: they are hidden too, and `listed` names the first of the live ones
+    as (`pos`, id), so that the hidden ids come in recording order as if they had been
+    read. `valid_at` (microseconds) is the moment whose valid time counts; None shows
+    assertions whatever their valid time.
     """
     shown: list[tuple[R, float | None]] = []
     hidden = _Tally()
@@ -127,12 +132,20 @@ def apply_lens(
         hidden.by_lifecycle[state] = hidden.by_lifecycle.get(state, 0) + n
         hidden.by_reason["lifecycle"] = hidden.by_reason.get("lifecycle", 0) + n
     ranked = spec.pick == "ranked"
+    named = iter(listed)
+    after = next(named, None)
     for a in candidates:
+        while after is not None and after[0] < a.pos:
+            hidden.name(after[1])
+            after = next(named, None)
         reason = _exclusion(spec, a, trust, valid_at)
         if reason is None:
             shown.append((a, a.confidence * trust(a.agent, a.subject) if ranked else None))
         else:
             hidden.hide(a, reason)
+    while after is not None:
+        hidden.name(after[1])
+        after = next(named, None)
     if spec.pick == "newest":
         newest: dict[str, tuple[R, float | None]] = {}
         for item in shown:
@@ -181,8 +194,13 @@ class _Tally:
         self.count += 1
         self.by_lifecycle[state] = self.by_lifecycle.get(state, 0) + 1
         self.by_reason[reason] = self.by_reason.get(reason, 0) + 1
-        if state in LIVE and len(self.ids) < HIDDEN_IDS:
-            self.ids.append(a.id)
+        if state in LIVE:
+            self.name(a.id)
+
+    def name(self, assertion_id: str) -> None:
+        """List a hidden live alternative (counted already) while there is room."""
+        if len(self.ids) < HIDDEN_IDS:
+            self.ids.append(assertion_id)
 
     def result(self) -> Hidden:
         return Hidden.model_construct(

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, NamedTuple
 
 import orjson
 from pydantic import (
@@ -198,7 +198,8 @@ class Candidate:
     """An assertion as a store reads it, before it is worth building an `Assertion`.
 
     Lenses decide on these light rows; only what a lens shows becomes an `Assertion`.
-    `value` and `derived_from` are JSON text, times are microseconds.
+    `value` and `derived_from` are JSON text, times are microseconds; `pos` is the
+    assertion's place in recording order (where a store read it: 0 otherwise).
     """
 
     id: str
@@ -215,6 +216,7 @@ class Candidate:
     recorded_at: int
     lifecycle: str
     confidence: float
+    pos: int = 0
 
     def assertion(self) -> Assertion:
         return Assertion.model_construct(
@@ -233,6 +235,19 @@ class Candidate:
             lifecycle=Lifecycle(self.lifecycle),
             confidence=self.confidence,
         )
+
+
+class Candidates(NamedTuple):
+    """What a store reads for a lens on one subject."""
+
+    rows: list[Candidate]
+    """The assertions in the lifecycles asked for, in recording order."""
+    elsewhere: dict[str, int]
+    """The others, counted by lifecycle."""
+    listed: list[tuple[int, str]]
+    """(`pos`, id) of the first `HIDDEN_IDS` of the others whose lifecycle was asked to
+    be listed, in recording order: what a lens names of what it hides, without reading
+    the rows."""
 
 
 class Hidden(BaseModel):

@@ -18,7 +18,7 @@ from episteme.ledger.access import Denial, TokenRecord
 from episteme.ledger.background import Job, JobRecord, Leadership
 from episteme.ledger.journal import Draft, Event, VerifyReport
 from episteme.ledger.lenses import LensSpec
-from episteme.ledger.model import Assertion, Candidate
+from episteme.ledger.model import Assertion, Candidates
 from episteme.ledger.records import (
     Change,
     CheckRecord,
@@ -47,7 +47,8 @@ class StoreReader(Protocol):
         as_of: int | None = None,
         text: str | None = None,
         lifecycles: Collection[str] | None = None,
-    ) -> tuple[list[Candidate], dict[str, int]]: ...
+        listed: Collection[str] = (),
+    ) -> Candidates: ...
     def current_on_subject(self, subject: str) -> list[Assertion]: ...
     def existing_ids(self, ids: Sequence[str], recorded_at: int | None = None) -> set[str]:
         """Which of these assertion ids are recorded (`recorded_at`: the time they would

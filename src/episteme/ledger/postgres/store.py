@@ -27,10 +27,10 @@ import contextlib
 import hashlib
 import secrets
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from importlib import resources
-from typing import Any
+from typing import Any, TypeVar
 
 import psycopg
 from psycopg import sql
@@ -39,6 +39,7 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 
 from episteme.errors import Conflict, InvalidInput, StoreUnavailable
 from episteme.ledger.journal import Event
+from episteme.ledger.model import Candidates
 from episteme.ledger.postgres.adapt import Fetched, TxConn, configure, translate
 from episteme.ledger.postgres.wire import Wire
 from episteme.ledger.records import RebuildReport
@@ -51,6 +52,9 @@ MIGRATIONS = ("0001_init.sql", "0002_gardener.sql", "0003_diagnosis.sql")
 SCHEMA_VERSION = len(MIGRATIONS)
 APPLICATION = "episteme"
 _MIGRATION_LOCK = 0x45505354_00000001  # advisory lock key: one migrating process at a time
+
+
+_T = TypeVar("_T")
 
 
 class _Dialect:
@@ -101,19 +105,10 @@ class _PooledConn:
         self._store = store
 
     def execute(self, sql_text: str, parameters: Any = (), /) -> Fetched:
-        pool = self._store.pool
-        for attempt in range(2):
-            try:
-                with pool.connection() as c:
-                    cur = c.execute(translate(sql_text), parameters, binary=True)
-                    return Fetched(cur.fetchall())
-            except PoolTimeout as exc:
-                raise self._store.unavailable(exc) from None
-            except psycopg.OperationalError as exc:
-                if attempt:
-                    raise self._store.unavailable(exc) from None
-                pool.check()  # the server restarted: drop the dead connections, try again
-        raise AssertionError("unreachable")
+        def run(c: psycopg.Connection[Any]) -> Fetched:
+            return Fetched(c.execute(translate(sql_text), parameters, binary=True).fetchall())
+
+        return self._store.borrowed(run)
 
     def executemany(self, sql_text: str, parameters: Any, /) -> None:
         raise TypeError("the read connection does not write")
@@ -195,6 +190,43 @@ class PostgresStore(_Dialect, SQLStore):
     @property
     def conn(self) -> Conn:
         return self._conn
+
+    def borrowed(self, read: Callable[[psycopg.Connection[Any]], _T]) -> _T:
+        """`read` on a connection borrowed from the pool (reads outside a write)."""
+        for attempt in range(2):
+            try:
+                with self.pool.connection() as c:
+                    return read(c)
+            except PoolTimeout as exc:
+                raise self.unavailable(exc) from None
+            except psycopg.OperationalError as exc:
+                if attempt:
+                    raise self.unavailable(exc) from None
+                self.pool.check()  # the server restarted: drop the dead connections, try again
+        raise AssertionError("unreachable")
+
+    def candidates(
+        self,
+        subject: str | None,
+        as_of: int | None = None,
+        text: str | None = None,
+        lifecycles: Collection[str] | None = None,
+        listed: Collection[str] = (),
+    ) -> Candidates:
+        """A lens's statements go out together on one borrowed connection: one round trip,
+        where each statement on its own would borrow one and wait for its answer."""
+
+        def read(raw: psycopg.Connection[Any]) -> Candidates:
+            wire = Wire(raw)
+            try:
+                found = _TxReader(wire).candidates(subject, as_of, text, lifecycles, listed)
+                wire.close()
+            except BaseException as exc:
+                wire.abort(exc)
+                raise
+            return found
+
+        return self.borrowed(read)
 
     def _reader(self, conn: Conn) -> Reader:
         return _TxReader(conn)

@@ -19,7 +19,7 @@ from episteme.errors import InvalidInput, NotFound
 from episteme.ledger.access import Denial, Role, TokenRecord
 from episteme.ledger.journal import Event
 from episteme.ledger.lenses import LensSpec
-from episteme.ledger.model import Assertion, Candidate, Hidden, Lifecycle
+from episteme.ledger.model import HIDDEN_IDS, Assertion, Candidate, Candidates, Hidden, Lifecycle
 from episteme.ledger.records import (
     Change,
     ConstraintRecord,
@@ -154,11 +154,13 @@ class Reader(LearningReads, DiagnosisReads):
         as_of: int | None = None,
         text: str | None = None,
         lifecycles: Collection[str] | None = None,
-    ) -> tuple[list[Candidate], dict[str, int]]:
+        listed: Collection[str] = (),
+    ) -> Candidates:
         """Assertions under `subject` in their state at `as_of` (None: now).
 
         With `lifecycles`, only assertions in those states come back as rows; the others
-        are counted by lifecycle (an index-only scan), so a lens that shows little of a
+        are counted by lifecycle (an index-only scan), and of those in the `listed`
+        states the first `HIDDEN_IDS` come back by id, so a lens that shows little of a
         long history reads little of it.
         """
         where, args = _subject_clause(subject)
@@ -173,6 +175,7 @@ class Reader(LearningReads, DiagnosisReads):
         states: list[str] = sorted(lifecycles) if lifecycles is not None else []
         only = ""
         hidden: Rows | None = None
+        first: Rows | None = None
         if lifecycles is not None and len(states) < len(Lifecycle):
             marks = ",".join("?" * len(states))
             only = f" AND v.lifecycle IN ({marks})"
@@ -181,15 +184,26 @@ class Reader(LearningReads, DiagnosisReads):
                 f" AND v.lifecycle NOT IN ({marks}) GROUP BY v.lifecycle",
                 [*args, *states],
             )
+            named = sorted(set(listed) - set(states))
+            if named:
+                # the join after the limit: a planner that sees ORDER BY … LIMIT over a
+                # join may walk every assertion in order instead (PostgreSQL's generic plan)
+                first = self.conn.execute(
+                    f"SELECT f.arow, a.id FROM (SELECT v.arow FROM versions v WHERE {where}"
+                    f" AND v.lifecycle IN ({','.join('?' * len(named))}) ORDER BY v.arow"
+                    f" LIMIT {HIDDEN_IDS}) f JOIN assertions a ON a.rowid = f.arow ORDER BY f.arow",
+                    [*args, *named],
+                )
             args += states
         sql = (
-            f"SELECT {_A_COLS} FROM versions v JOIN assertions a ON a.rowid = v.arow"
+            f"SELECT {_A_COLS}, v.arow FROM versions v JOIN assertions a ON a.rowid = v.arow"
             f" WHERE {where}{only} ORDER BY v.arow"
         )
-        # both statements are sent before either is read: one round trip in a pipeline
+        # the statements are sent before any is read: one round trip in a pipeline
         rows = self.conn.execute(sql, args)
         counts: dict[str, int] = {} if hidden is None else dict(hidden.fetchall())
-        return [Candidate(*r) for r in rows], counts
+        ids = [] if first is None else [(int(r[0]), str(r[1])) for r in first]
+        return Candidates([Candidate(*r) for r in rows], counts, ids)
 
     def current_on_subject(self, subject: str) -> list[Assertion]:
         rows = self.conn.execute(
