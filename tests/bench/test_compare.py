@@ -41,3 +41,26 @@ def test_compare_writes_alternates_two_versions_on_one_ledger(location: str | Pa
         ).fetchone()
         assert counted is not None
         assert counted[0] >= 4 * 2 * 50  # 8 rounds, each with its 50 warm-up writes
+
+
+def test_compare_reads_times_audited_queries_of_two_versions(location: str | Path) -> None:
+    with Ledger.init(location) as ledger:
+        for i in range(5):
+            ledger.assert_one(subject=f"svc.s{i}", value=i, agent="a", lifecycle="approved")
+    where = str(location)
+    out = subprocess.run(
+        [
+            sys.executable, str(ROOT / "bench" / "compare_reads.py"),
+            "--old-src", str(ROOT / "src"), "--old-home", where, "--new-home", where,
+            "--rounds", "2", "--runs", "20", "--lens", "approved", "--audited",
+        ],
+        capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    [row] = [json.loads(line) for line in out.stdout.splitlines()]
+    assert row["lens"] == "approved"
+    assert 0 < row["new_p50_ms"] <= row["new_p99_ms"]
+    assert abs(row["p50_ratio"] - row["new_p50_ms"] / row["old_p50_ms"]) < 0.01
+    with Ledger.open(location) as ledger:
+        audit = ledger.audit(agent="bench.compare", limit=1000)
+        assert len(audit) == 2 * 2 * (20 + 50)  # both versions, 2 rounds, with warm-ups

@@ -19,6 +19,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from episteme.ledger.model import HIDDEN_IDS
 from episteme.ledger.sql.projector import OPEN
 from episteme.ledger.sql.reads import Reader
 from episteme.ledger.store import DB_FILE, POSTGRES_SCHEMES
@@ -40,13 +41,26 @@ IMPACT = (
     " WHERE d.id IN (SELECT decision_id FROM reliance"
     " WHERE arow = (SELECT rowid FROM assertions WHERE id = ?))",
 )
-# {in}: the lifecycles a lens shows; {MATCH}, {HIDDEN}, {CONTEXT}: the store's dialect
+
+
+def _first(where: str) -> str:
+    """The ids of the first live alternatives a lens hides ({in}: their lifecycles)."""
+    return (
+        f"SELECT f.arow, a.id FROM (SELECT v.arow FROM versions v WHERE {where}"
+        f" AND v.lifecycle IN ({{in}}) ORDER BY v.arow LIMIT {HIDDEN_IDS}) f"
+        " JOIN assertions a ON a.rowid = f.arow ORDER BY f.arow"
+    )
+
+
+# {in}: the lifecycles a lens shows (hides, in *_counts and *_ids); {MATCH}, {HIDDEN},
+# {CONTEXT}: the store's dialect
 SQL: dict[str, str] = {
     "point": f"{_CURRENT} WHERE v.subject = ? AND v.tx_to = {OPEN} AND v.lifecycle IN ({{in}})",
     "point_counts": (
         f"SELECT v.lifecycle, count(*) FROM versions v WHERE v.subject = ? AND v.tx_to = {OPEN}"
         " AND v.lifecycle NOT IN ({in}) GROUP BY v.lifecycle"
     ),
+    "point_ids": _first(f"v.subject = ? AND v.tx_to = {OPEN}"),
     "as_of": (
         f"{_CURRENT} WHERE v.subject = ? AND v.tx_to > ? AND v.tx_from <= ?"
         " AND v.lifecycle IN ({in})"
@@ -55,6 +69,7 @@ SQL: dict[str, str] = {
         "SELECT v.lifecycle, count(*) FROM versions v WHERE v.subject = ? AND v.tx_to > ?"
         " AND v.tx_from <= ? AND v.lifecycle NOT IN ({in}) GROUP BY v.lifecycle"
     ),
+    "as_of_ids": _first("v.subject = ? AND v.tx_to > ? AND v.tx_from <= ?"),
     "served": (
         "SELECT q.id, q.at, q.agent, s.arow, s.lifecycle, {HIDDEN}"
         " FROM queries q JOIN journal j ON j.seq = q.seq"
@@ -92,6 +107,7 @@ SQL: dict[str, str] = {
         f"SELECT v.lifecycle, count(*) FROM versions v WHERE v.tx_to = {OPEN}"
         " AND v.lifecycle NOT IN ({in}) AND {MATCH} GROUP BY v.lifecycle"
     ),
+    "text_ids": _first(f"v.tx_to = {OPEN} AND {{MATCH}}"),
 }
 JOURNAL = "SELECT seq, at, actor, kind, payload, hash FROM journal"
 

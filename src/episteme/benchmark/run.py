@@ -200,13 +200,17 @@ class Bench:
     def lens_floor(
         self, lens: str, kind: str, args: Callable[[], tuple[Any, ...]]
     ) -> Callable[[int], None]:
-        """A lens reads the rows it may show (and the live alternatives), counts the rest."""
-        states = sorted(BUILTIN[lens].lifecycles | LIVE)
-        quoted = ",".join(f"'{x}'" for x in states)
+        """A lens reads the rows it may show, counts the rest, and names the first of the
+        live alternatives it cannot show."""
+        shown = BUILTIN[lens].lifecycles
+        quoted = ",".join(f"'{x}'" for x in sorted(shown))
         rows = self.db.sql(kind, quoted)
-        if len(states) == len(Lifecycle):
+        if len(shown) == len(Lifecycle):
             return self._floor_audited(rows, args)
-        return self._floor_audited(rows, args, self.db.sql(f"{kind}_counts", quoted))
+        more = [self.db.sql(f"{kind}_counts", quoted)]
+        if named := sorted(LIVE - shown):
+            more.append(self.db.sql(f"{kind}_ids", ",".join(f"'{x}'" for x in named)))
+        return self._floor_audited(rows, args, *more)
 
     def _floor_read(self, key: str, args: Callable[[], tuple[Any, ...]]) -> Callable[[int], None]:
         sql, rows = self.db.sql(key), self.db.rows
