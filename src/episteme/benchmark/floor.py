@@ -47,7 +47,7 @@ def _first(where: str) -> str:
     """The ids of the first live alternatives a lens hides ({in}: their lifecycles)."""
     return (
         f"SELECT f.arow, a.id FROM (SELECT v.arow FROM versions v WHERE {where}"
-        f" AND v.lifecycle IN ({{in}}) ORDER BY v.arow LIMIT {HIDDEN_IDS}) f"
+        f" AND v.lifecycle IN ({{in}}) ORDER BY v.arow + 0 LIMIT {HIDDEN_IDS}) f"
         " JOIN assertions a ON a.rowid = f.arow ORDER BY f.arow"
     )
 

@@ -204,11 +204,13 @@ class Reader(LearningReads, DiagnosisReads):
             )
             named = sorted(set(listed) - set(states))
             if named:
-                # the join after the limit: a planner that sees ORDER BY … LIMIT over a
-                # join may walk every assertion in order instead (PostgreSQL's generic plan)
+                # Sorted by an expression, and joined after the limit: a planner that can
+                # read rows in the order of ORDER BY … LIMIT may walk every version or
+                # assertion in key order, filtering, rather than find the few and sort
+                # them (PostgreSQL's generic plans did: 1.2 s against 14 ms at 1 M).
                 first = self.conn.execute(
                     f"SELECT f.arow, a.id FROM (SELECT v.arow FROM versions v WHERE {where}"
-                    f" AND v.lifecycle IN ({','.join('?' * len(named))}) ORDER BY v.arow"
+                    f" AND v.lifecycle IN ({','.join('?' * len(named))}) ORDER BY v.arow + 0"
                     f" LIMIT {HIDDEN_IDS}) f JOIN assertions a ON a.rowid = f.arow ORDER BY f.arow",
                     [*args, *named],
                 )
