@@ -251,6 +251,49 @@ async def test_a_secret_store_that_is_down_ends_the_session_in_error(ledger: Led
 
 
 @pytest.mark.anyio
+async def test_whoever_sees_a_session_move_finds_the_event_that_says_so(
+    ledger: Ledger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A status and its event are one write: a reader between the two (`wait`, then
+    the events) must not see a finished session whose last event is still missing."""
+    store = ledger.store
+    real = store.move_diagnosis_session
+    seen: list[tuple[str, str]] = []
+
+    def move_then_look(sid: str, frm: Sequence[str], changes: dict[str, Any], *rest: Any) -> bool:
+        moved = real(sid, frm, changes, *rest)
+        if moved:  # what any other reader would find at this moment
+            row = store.diagnosis_session(sid)
+            assert row is not None
+            last = orjson.loads(store.diagnosis_events(sid)[-1][1])["type"]
+            seen.append((row["status"], last))
+        return moved
+
+    monkeypatch.setattr(store, "move_diagnosis_session", move_then_look)
+    engine = DiagnosisEngine(ledger, Vault(), specialists={"database": database})
+    session = await engine.start("db connection refused", "prod", requester="dev")
+    await engine.approve(session.id, approver="lead", refs=None, reason="go")
+    assert (await engine.wait(session.id)).status == "completed"
+    failing = DiagnosisEngine(ledger, Vault(fail=True), specialists={"database": database})
+    broken = await failing.start("db connection refused", "prod", requester="dev")
+    await failing.approve(broken.id, approver="lead", refs=None, reason="go")
+    assert (await failing.wait(broken.id)).status == "error"
+    denied = await engine.start("db connection refused", "prod", requester="dev")
+    await engine.deny(denied.id, approver="lead", reason="not now")
+    assert seen == [
+        ("waiting_for_approval", "approval_required"),
+        ("retrieving_credentials", "approval_accepted"),
+        ("diagnosing", "diagnosis_started"),
+        ("completed", "diagnosis_complete"),
+        ("waiting_for_approval", "approval_required"),
+        ("retrieving_credentials", "approval_accepted"),
+        ("error", "error"),
+        ("waiting_for_approval", "approval_required"),
+        ("denied", "error"),
+    ]
+
+
+@pytest.mark.anyio
 async def test_the_model_writes_the_words_and_never_sees_a_secret(
     ledger: Ledger, vault: Vault
 ) -> None:

@@ -39,7 +39,6 @@ log = logging.getLogger(__name__)
 VERSION = 1
 """The version of the NDJSON events (field ``v`` of each)."""
 TERMINAL = frozenset({"completed", "error", "denied", "expired"})
-END_EVENTS = frozenset({"diagnosis_complete", "error"})
 """The events that close a session's stream."""
 BUNDLED = ("database", "cloud", "kubernetes", "observability")
 MAX_FINDINGS = 25
@@ -155,22 +154,29 @@ class DiagnosisEngine:
     def _now(self) -> int:
         return to_us(self.clock.now())
 
+    @staticmethod
+    def _event(sid: str, now: int, type: str, data: Mapping[str, Any]) -> str:
+        event = {"v": VERSION, "type": type, "session_id": sid, "at": from_us(now).format_iso()}
+        return orjson.dumps({**event, **data}).decode()
+
     async def _emit(self, sid: str, type: str, **data: Any) -> None:
         now = self._now()
-        event = {
-            "v": VERSION,
-            "type": type,
-            "session_id": sid,
-            "at": from_us(now).format_iso(),
-            **data,
-        }
         await asyncio.to_thread(
-            self.store.add_diagnosis_event, sid, now, orjson.dumps(event).decode()
+            self.store.add_diagnosis_event, sid, now, self._event(sid, now, type, data)
         )
 
-    async def _move(self, sid: str, frm: Sequence[str], **changes: Any) -> bool:
-        changes["updated_at"] = self._now()
-        return await asyncio.to_thread(self.store.move_diagnosis_session, sid, frm, changes)
+    async def _move(
+        self,
+        sid: str,
+        frm: Sequence[str],
+        then: tuple[str, Mapping[str, Any]] | None = None,
+        **changes: Any,
+    ) -> bool:
+        """Move the session from one of the statuses `frm`, writing `changes` and (with
+        `then`, an event's type and data) the event that says so, in one transaction."""
+        now = changes["updated_at"] = self._now()
+        event = None if then is None else (now, self._event(sid, now, *then))
+        return await asyncio.to_thread(self.store.move_diagnosis_session, sid, frm, changes, event)
 
     async def _row(self, sid: str) -> dict[str, Any]:
         row = await asyncio.to_thread(self.store.diagnosis_session, sid)
@@ -198,8 +204,8 @@ class DiagnosisEngine:
         else:
             return row
         status, code, message = ending
-        if await self._move(sid, [row["status"]], status=status, error=message):
-            await self._emit(sid, "error", code=code, message=message)
+        error = ("error", {"code": code, "message": message})
+        await self._move(sid, [row["status"]], error, status=status, error=message)
         fresh = await asyncio.to_thread(self.store.diagnosis_session, sid)
         assert fresh is not None
         return fresh
@@ -262,20 +268,19 @@ class DiagnosisEngine:
             "credentials": credentials,
             "requested": requested,
         }
+        required = {
+            "specialists": chosen,
+            "credentials": credentials,
+            "references": requested,
+            "expires_at": from_us(expires).format_iso(),
+        }
         await self._move(
             sid,
             ["analyzing"],
+            ("approval_required", required),
             status="waiting_for_approval",
             plan=orjson.dumps(plan).decode(),
             expires_at=expires,
-        )
-        await self._emit(
-            sid,
-            "approval_required",
-            specialists=chosen,
-            credentials=credentials,
-            references=requested,
-            expires_at=from_us(expires).format_iso(),
         )
         return await self.status(sid)
 
@@ -300,9 +305,11 @@ class DiagnosisEngine:
             raise InvalidInput(
                 f"not requested by this session: {', '.join(unknown)}", field="references"
             )
+        accepted = {"approver": approver, "references": sorted(set(chosen)), "reason": reason}
         moved = await self._move(
             sid,
             ["waiting_for_approval"],
+            ("approval_accepted", accepted),
             status="retrieving_credentials",
             approved=orjson.dumps(sorted(set(chosen))).decode(),
             decided_by=approver,
@@ -310,13 +317,6 @@ class DiagnosisEngine:
         )
         if not moved:
             raise Conflict(f"session {sid} was decided meanwhile: see GET /status/{sid}")
-        await self._emit(
-            sid,
-            "approval_accepted",
-            approver=approver,
-            references=sorted(set(chosen)),
-            reason=reason,
-        )
         self.spawn(self._diagnose(sid))
         return await self.status(sid)
 
@@ -331,11 +331,16 @@ class DiagnosisEngine:
             raise InvalidInput("a denial needs a reason", field="reason")
         session = _session(await self._row(sid))
         self._check_decidable(session, approver, "deny")
+        denied = ("error", {"code": "denied", "message": f"denied by {approver}: {reason}"})
         if not await self._move(
-            sid, ["waiting_for_approval"], status="denied", decided_by=approver, reason=reason
+            sid,
+            ["waiting_for_approval"],
+            denied,
+            status="denied",
+            decided_by=approver,
+            reason=reason,
         ):
             raise Conflict(f"session {sid} was decided meanwhile: see GET /status/{sid}")
-        await self._emit(sid, "error", code="denied", message=f"denied by {approver}: {reason}")
         await self._record(await self.status(sid))
         return await self.status(sid)
 
@@ -369,26 +374,20 @@ class DiagnosisEngine:
     ) -> AsyncIterator[dict[str, Any]]:
         """The session's events from number `after` on; with `follow`, until it ends
         (or, with `until_waiting`, until it waits for an approval)."""
-        await self._row(sid)
         seen = after
-        ended_at: float | None = None
-        last = ""
         while True:
+            # The status is read before the events: a session's status moves in the same
+            # transaction as the event that says so, so the events read next include it.
+            status = (await self._row(sid))["status"]
             rows = await asyncio.to_thread(self.store.diagnosis_events, sid, seen)
             for n, text in rows:
                 seen = n
-                event = orjson.loads(text)
-                last = event["type"]
-                yield {**event, "n": n}
-            status = (await self._row(sid))["status"]
-            if not follow or (until_waiting and status == "waiting_for_approval"):
+                yield {**orjson.loads(text), "n": n}
+            if not follow or status in TERMINAL:
                 return
-            if status in TERMINAL:
-                # the status moves just before the last event is written: wait for it
-                ended_at = ended_at or time.monotonic()
-                if last in END_EVENTS or time.monotonic() - ended_at > 2.0:
-                    return
-            await asyncio.sleep(0.1 if ended_at is None else 0.02)
+            if until_waiting and status == "waiting_for_approval":
+                return
+            await asyncio.sleep(0.1)
 
     async def close(self) -> None:
         for task in list(self._tasks):
@@ -418,8 +417,8 @@ class DiagnosisEngine:
             for ref in sorted(approved):
                 await self._emit(sid, "credential_retrieved", reference=ref)
             del values
-            await self._move(sid, ["retrieving_credentials"], status="diagnosing")
-            await self._emit(sid, "diagnosis_started")
+            started: tuple[str, dict[str, Any]] = ("diagnosis_started", {})
+            await self._move(sid, ["retrieving_credentials"], started, status="diagnosing")
             runnable, skipped = [], {}
             for name in session.specialists:
                 needs = set(session.credentials.get(name, {}).values())
@@ -443,9 +442,12 @@ class DiagnosisEngine:
             report.text = redact(await self.narrator.synthesis(session.problem, report))
             await self._emit(sid, "text", text=report.text)
             await self._move(
-                sid, ["diagnosing"], status="completed", result=report.model_dump_json()
+                sid,
+                ["diagnosing"],
+                ("diagnosis_complete", {"result": report.model_dump(mode="json")}),
+                status="completed",
+                result=report.model_dump_json(),
             )
-            await self._emit(sid, "diagnosis_complete", result=report.model_dump(mode="json"))
         except asyncio.CancelledError:
             await self._fail(sid, "the server stopped during the diagnosis")
             raise
@@ -458,9 +460,12 @@ class DiagnosisEngine:
 
     async def _fail(self, sid: str, message: str) -> None:
         await self._move(
-            sid, ["retrieving_credentials", "diagnosing"], status="error", error=message
+            sid,
+            ["retrieving_credentials", "diagnosing"],
+            ("error", {"code": "failed", "message": message}),
+            status="error",
+            error=message,
         )
-        await self._emit(sid, "error", code="failed", message=message)
 
     async def _specialist(
         self, sid: str, session: Session, name: str, lease: Lease, redact: Callable[[str], str]

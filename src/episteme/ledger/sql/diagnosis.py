@@ -24,6 +24,24 @@ def _row(r: Sequence[Any]) -> dict[str, Any]:
     return dict(zip(_SESSION_FIELDS, r, strict=True))
 
 
+_APPEND_TRIES = 20
+
+
+class _NumberTaken(Exception):
+    """Another append took the event number this transaction counted on."""
+
+
+def _append(conn: Conn, session_id: str, at_us: int, event: str) -> int | None:
+    """Append an event with the next number; None when a racing append took it."""
+    row = conn.execute(
+        "INSERT INTO diagnosis_events (session_id, n, at, event) SELECT ?,"
+        " coalesce(max(n), 0) + 1, ?, ? FROM diagnosis_events WHERE session_id = ?"
+        " ON CONFLICT DO NOTHING RETURNING n",
+        (session_id, Us(at_us), event, session_id),
+    ).fetchone()
+    return None if row is None else int(row[0])
+
+
 class DiagnosisReads:
     @property
     def conn(self) -> Conn:
@@ -70,36 +88,48 @@ class DiagnosisWrites:
             )
 
     def move_diagnosis_session(
-        self, session_id: str, from_status: Sequence[str], changes: dict[str, Any]
+        self,
+        session_id: str,
+        from_status: Sequence[str],
+        changes: dict[str, Any],
+        event: tuple[int, str] | None = None,
     ) -> bool:
         """Change a session only if its status is one of `from_status` (False otherwise):
-        two approvals racing on two servers cannot both win."""
+        two approvals racing on two servers cannot both win.
+
+        `event` (its time, its text) is appended in the same transaction, so whoever
+        reads the new status finds the event that goes with it.
+        """
         sets = ", ".join(f"{k} = ?" for k in changes)
         args = [Us(v) if k in _TIMES and v is not None else v for k, v in changes.items()]
         marks = ",".join("?" * len(from_status))
-        with self._jobs_transaction() as conn:
-            row = conn.execute(
-                f"UPDATE diagnosis_sessions SET {sets} WHERE id = ? AND status IN ({marks})"
-                " RETURNING id",
-                [*args, session_id, *from_status],
-            ).fetchone()
-        return row is not None
+        for _ in range(_APPEND_TRIES):
+            try:
+                with self._jobs_transaction() as conn:
+                    row = conn.execute(
+                        f"UPDATE diagnosis_sessions SET {sets} WHERE id = ?"
+                        f" AND status IN ({marks}) RETURNING id",
+                        [*args, session_id, *from_status],
+                    ).fetchone()
+                    if row is None:
+                        return False
+                    if event is not None and _append(conn, session_id, *event) is None:
+                        raise _NumberTaken  # undoes the move; the next try takes the next n
+                return True
+            except _NumberTaken:
+                continue
+        raise RuntimeError(f"session {session_id}: could not append an event")
 
     def add_diagnosis_event(self, session_id: str, at_us: int, event: str) -> int:
         """Append one event to a session's stream; its number (1, 2, ...).
 
         Two appends racing for the same number: the loser finds it taken and takes the next.
         """
-        for _ in range(20):
+        for _ in range(_APPEND_TRIES):
             with self._jobs_transaction() as conn:
-                row = conn.execute(
-                    "INSERT INTO diagnosis_events (session_id, n, at, event) SELECT ?,"
-                    " coalesce(max(n), 0) + 1, ?, ? FROM diagnosis_events WHERE session_id = ?"
-                    " ON CONFLICT DO NOTHING RETURNING n",
-                    (session_id, Us(at_us), event, session_id),
-                ).fetchone()
-            if row is not None:
-                return int(row[0])
+                n = _append(conn, session_id, at_us, event)
+            if n is not None:
+                return n
         raise RuntimeError(f"session {session_id}: could not append an event")
 
     def delete_diagnosis_session(self, session_id: str) -> bool:

@@ -30,9 +30,8 @@
     if (status && event.type !== "text") status.textContent = event.type.replace(/_/g, " ");
   }
 
-  // The server ends the stream when the session has ended (the engine may record the
-  // end just before its last event), so a stream that ends cleanly means: reload, and
-  // let the server render the outcome.
+  // The server ends the stream once the session has ended and its last event is sent,
+  // so a stream that ends cleanly means: reload, and let the server render the outcome.
   async function follow(list) {
     var note = document.getElementById("live-status");
     try {
