@@ -191,16 +191,18 @@ class Reader(LearningReads, DiagnosisReads):
             # one range per branch, so that PostgreSQL counts from the index alone (an OR
             # of the two ranges makes it visit the table's page of every version)
             ranges = [("1 = 1", [])] if subject is None else _subject_ranges(subject)
-            count_args: list[Any] = []
-            for _, range_args in ranges:
-                count_args += [*range_args, *rest_args, *states]
-            branches = " UNION ALL ".join(
-                f"SELECT v.lifecycle FROM versions v WHERE {r}{rest}"
-                f" AND v.lifecycle NOT IN ({marks})"
-                for r, _ in ranges
-            )
+
+            def branches(select: str, test: str, wanted: Sequence[str]) -> tuple[str, list[Any]]:
+                sql = " UNION ALL ".join(
+                    f"SELECT {select} FROM versions v WHERE {r}{rest}"
+                    f" AND v.lifecycle {test} ({','.join('?' * len(wanted))})"
+                    for r, _ in ranges
+                )
+                return sql, [a for _, r_args in ranges for a in (*r_args, *rest_args, *wanted)]
+
+            counted, count_args = branches("v.lifecycle", "NOT IN", states)
             hidden = self.conn.execute(
-                f"SELECT lifecycle, count(*) FROM ({branches}) x GROUP BY lifecycle", count_args
+                f"SELECT lifecycle, count(*) FROM ({counted}) x GROUP BY lifecycle", count_args
             )
             named = sorted(set(listed) - set(states))
             if named:
@@ -208,11 +210,12 @@ class Reader(LearningReads, DiagnosisReads):
                 # read rows in the order of ORDER BY … LIMIT may walk every version or
                 # assertion in key order, filtering, rather than find the few and sort
                 # them (PostgreSQL's generic plans did: 1.2 s against 14 ms at 1 M).
+                # One branch per range here too: SQLite's OR of two ranges costs twice.
+                found, found_args = branches("v.arow", "IN", named)
                 first = self.conn.execute(
-                    f"SELECT f.arow, a.id FROM (SELECT v.arow FROM versions v WHERE {where}"
-                    f" AND v.lifecycle IN ({','.join('?' * len(named))}) ORDER BY v.arow + 0"
+                    f"SELECT f.arow, a.id FROM (SELECT arow FROM ({found}) x ORDER BY arow + 0"
                     f" LIMIT {HIDDEN_IDS}) f JOIN assertions a ON a.rowid = f.arow ORDER BY f.arow",
-                    [*args, *named],
+                    found_args,
                 )
             args += states
         sql = (
