@@ -102,4 +102,8 @@ def test_api(case: schemathesis.Case, live: tuple[str, str]) -> None:
     # reaches the server as a valid request.
     if case.query and any(v is None for v in case.query.values()):
         reject()
+    # Nor is one given as a one-element list: `name=[true]` goes out as `name=true`, which a
+    # string parameter takes (a longer list is a repeated parameter, refused with 400).
+    if case.query and any(isinstance(v, list) and len(v) == 1 for v in case.query.values()):
+        reject()
     case.call_and_validate(base_url=url, headers={"Authorization": f"Bearer {secret}"})
