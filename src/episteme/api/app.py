@@ -25,7 +25,7 @@ from episteme.ledger.trust import TrustPolicy
 from episteme.ledger.webhooks import Deliverer
 from episteme.timeutil import Clock
 
-from . import admin_routes, diagnosis_routes, learning_routes, ledger_routes, problems
+from . import admin_routes, diagnosis_routes, fastpath, learning_routes, ledger_routes, problems
 from .deps import BodyLimit
 from .metrics import Metrics, TimingMiddleware
 from .schemas import Health
@@ -151,6 +151,12 @@ def create_app(
         return Response(body, media_type=content_type)
 
     app.add_middleware(BodyLimit, limit=settings.max_body)
+    if settings.fast_query:
+        [route] = [
+            r for r in ledger_routes.router.routes if getattr(r, "path", "") == fastpath.PATH
+        ]
+        fast = fastpath.QueryFastPath
+        app.add_middleware(fast, ledger=led, metrics=metrics, limit=settings.max_body, route=route)
     app.add_middleware(TimingMiddleware, metrics=metrics)
     return app
 

@@ -175,6 +175,11 @@ def correct(
 def query(
     body: QueryBody, ledger: LedgerDep, metrics: MetricsDep, who: Principal = Caller(Op.QUERY)
 ) -> Response:
+    return run_query(ledger, metrics, body, who)
+
+
+def run_query(ledger: Ledger, metrics: Metrics, body: QueryBody, who: Principal) -> Response:
+    """The audited query, as the route and its framework-free path (`fastpath`) answer it."""
     ans = ledger.query(
         body.subject, agent=who.name, lens=body.lens, at=body.at, text=body.text,
         context=body.context,

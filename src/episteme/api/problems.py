@@ -47,6 +47,12 @@ def problem(
     return Response(orjson.dumps(body), status, headers=headers or None, media_type=MEDIA_TYPE)
 
 
+def problem_of(exc: EpistemeError) -> Response:
+    """A library error as its problem (and, for a missing or bad token, the challenge)."""
+    headers = {"WWW-Authenticate": "Bearer"} if isinstance(exc, Unauthenticated) else {}
+    return problem(exc.status, exc.title, exc.message, exc.field, **headers)
+
+
 def responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI entries for the problems a route can answer with."""
     # The schema inline, not `model=`: FastAPI would file a model under application/json.
@@ -133,8 +139,7 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(EpistemeError)
     async def _episteme(request: Request, exc: EpistemeError) -> Response:
-        headers = {"WWW-Authenticate": "Bearer"} if isinstance(exc, Unauthenticated) else {}
-        return problem(exc.status, exc.title, exc.message, exc.field, **headers)
+        return problem_of(exc)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> Response:

@@ -29,6 +29,11 @@ class Settings(BaseModel):
     background: bool = Field(
         True, description="compete for the leadership of background work (one process leads)"
     )
+    fast_query: bool = Field(
+        True,
+        description="answer plain POST /v1/query calls without the framework (false: through"
+        " it, as every other route; the answers are the same)",
+    )
 
     @classmethod
     def from_env(cls, **overrides: object) -> Settings:

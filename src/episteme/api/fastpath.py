@@ -1,0 +1,149 @@
+"""`POST /v1/query`, the call agents make most, answered without the framework.
+
+Measured in-process on the 100 k benchmark ledger, the framework (routing, dependency
+solving, body validation) cost about as much CPU per audited query as the query itself;
+see docs/benchmarks.md, "Over HTTP". This middleware answers the plain case of that one
+route directly: a JSON object body that validates as `QueryBody`, a bearer token whose
+principal may query, no query parameters. Everything else (a body that does not parse or
+validate, no token, a refused one, a role that does not allow it, query parameters, a
+body over the limit) goes on to the app unchanged, with the body already read handed on,
+so that errors keep one shape and every refusal is recorded in one place. The query
+itself, its metrics and its encoding are `ledger_routes.run_query`, which the route
+calls too.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import anyio.to_thread
+import orjson
+from pydantic import ValidationError
+from starlette.routing import BaseRoute
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from episteme.errors import EpistemeError
+from episteme.ledger.access import Op, Principal
+from episteme.ledger.core import Ledger
+
+from .ledger_routes import run_query
+from .metrics import Metrics
+from .problems import problem_of
+from .schemas import QueryBody
+
+PATH = "/v1/query"
+
+
+class QueryFastPath:
+    def __init__(
+        self, app: ASGIApp, ledger: Ledger, metrics: Metrics, limit: int, route: BaseRoute
+    ) -> None:
+        self.app = app
+        self.ledger = ledger
+        self.metrics = metrics
+        self.limit = limit
+        self.route = route
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (
+            scope["type"] != "http"
+            or scope["path"] != PATH
+            or scope["method"] != "POST"
+            or scope["query_string"]
+        ):
+            await self.app(scope, receive, send)
+            return
+        secret, declared = _headers(scope)
+        if secret is None or declared > self.limit:
+            await self.app(scope, receive, send)
+            return
+        chunks: list[bytes] = []
+        size = 0
+        more = True
+        while more:
+            message = await receive()
+            if message["type"] != "http.request":  # the client went away
+                await self.app(scope, _replay(chunks, message, receive), send)
+                return
+            chunks.append(message.get("body", b""))
+            size += len(chunks[-1])
+            more = message.get("more_body", False)
+            if size > self.limit:
+                break
+        if more or size > self.limit:
+            await self.app(scope, _replay(chunks, None, receive, more), send)
+            return
+        body = b"".join(chunks)
+        principal = await self._principal(secret)
+        parsed = None if principal is None else _parse(body)
+        if principal is None or parsed is None:
+            await self.app(scope, _replay([body], None, receive), send)
+            return
+        scope["route"] = self.route  # latency metrics file it under the route's template
+        scope.setdefault("state", {})["principal"] = principal
+        try:
+            response = await anyio.to_thread.run_sync(
+                run_query, self.ledger, self.metrics, parsed, principal
+            )
+        except EpistemeError as exc:
+            response = problem_of(exc)
+        await response(scope, receive, send)
+
+    async def _principal(self, secret: str) -> Principal | None:
+        """The token's principal when it may query; None leaves the refusal to the app."""
+        try:
+            if self.ledger.store.remote:
+                who = await anyio.to_thread.run_sync(self.ledger.authenticate, secret)
+            else:
+                who = self.ledger.authenticate(secret)
+        except EpistemeError:
+            return None
+        return who if who.allows(Op.QUERY) else None
+
+
+def _headers(scope: Scope) -> tuple[str | None, int]:
+    """The bearer token (None: absent, or not a JSON request) and the declared length."""
+    secret: str | None = None
+    declared = 0
+    json = True
+    seen_auth = False
+    for name, value in scope["headers"]:
+        if name == b"authorization" and not seen_auth:
+            seen_auth = True
+            scheme, _, credentials = value.decode("latin-1").partition(" ")
+            if scheme.lower() == "bearer" and credentials:
+                secret = credentials
+        elif name == b"content-type":
+            json = value.split(b";", 1)[0].strip().lower() == b"application/json"
+        elif name == b"content-length":
+            declared = int(value) if value.isdigit() else 0
+    return (secret if json else None), declared
+
+
+def _parse(body: bytes) -> QueryBody | None:
+    """The body as the route would validate it (a JSON object), or None."""
+    try:
+        data: Any = orjson.loads(body)
+        if not isinstance(data, dict):
+            return None
+        return QueryBody.model_validate(data)
+    except (orjson.JSONDecodeError, ValidationError):
+        return None
+
+
+def _replay(
+    chunks: list[bytes], last: Message | None, receive: Receive, more: bool = False
+) -> Receive:
+    """`receive`, giving back first what was read from it already."""
+    pending: list[Message] = [
+        {"type": "http.request", "body": b"".join(chunks), "more_body": more or last is not None}
+    ]
+    if last is not None:
+        pending.append(last)
+
+    async def replayed() -> Message:
+        if pending:
+            return pending.pop(0)
+        return await receive()
+
+    return replayed
