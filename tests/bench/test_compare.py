@@ -64,3 +64,27 @@ def test_compare_reads_times_audited_queries_of_two_versions(location: str | Pat
     with Ledger.open(location) as ledger:
         audit = ledger.audit(agent="bench.compare", limit=1000)
         assert len(audit) == 2 * 2 * (20 + 50)  # both versions, 2 rounds, with warm-ups
+
+
+def test_api_cpu_times_both_paths_and_the_library(location: str | Path) -> None:
+    with Ledger.init(location) as ledger:
+        for i in range(5):
+            ledger.assert_one(subject=f"svc.s{i}", value=i, agent="a", lifecycle="approved")
+    out = subprocess.run(
+        [
+            sys.executable, str(ROOT / "bench" / "api_cpu.py"), "--home", str(location),
+            "--rounds", "2", "--runs", "10",
+        ],
+        capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout)
+    kinds = ["api, framework", "api, fast path", "library"]
+    assert list(report["cpu_ms_per_query"]) == kinds
+    for kind in kinds:
+        assert len(report["rounds_ms"][kind]) == 2
+        assert all(x > 0 for x in report["rounds_ms"][kind])
+    with Ledger.open(location) as ledger:
+        served = ledger.audit(agent="bench.api-cpu", limit=1000)
+        assert len(served) == 3 * 3 * 10  # three kinds, a warm-up round and two counted
+        assert ledger.verify().ok
