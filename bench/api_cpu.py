@@ -25,44 +25,10 @@ from typing import Any
 import orjson
 
 from episteme.api import Settings, create_app
+from episteme.benchmark.asgi import post
 from episteme.ledger import Ledger
 
 AGENT = "bench.api-cpu"
-
-
-async def _call(app: Any, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "POST",
-        "scheme": "http",
-        "path": "/v1/query",
-        "raw_path": b"/v1/query",
-        "query_string": b"",
-        "root_path": "",
-        "headers": [*headers, (b"content-length", str(len(body)).encode())],
-        "client": ("127.0.0.1", 1),
-        "server": ("127.0.0.1", 80),
-    }
-    given = False
-    status: list[int] = []
-
-    async def receive() -> dict[str, Any]:
-        nonlocal given
-        if not given:
-            given = True
-            return {"type": "http.request", "body": body, "more_body": False}
-        await asyncio.sleep(3600)
-        return {"type": "http.disconnect"}
-
-    async def send(message: dict[str, Any]) -> None:
-        if message["type"] == "http.response.start":
-            status.append(message["status"])
-
-    await app(scope, receive, send)
-    if status != [200]:
-        raise SystemExit(f"POST /v1/query answered {status}")
 
 
 async def _measure(home: str, rounds: int, runs: int) -> dict[str, Any]:
@@ -96,7 +62,10 @@ async def _measure(home: str, rounds: int, runs: int) -> dict[str, Any]:
                     ledger.query(subject, agent=AGENT, lens="approved")
                 else:
                     body = orjson.dumps({"subject": subject, "lens": "approved"})
-                    await _call(apps[name], headers, body)
+                    length = (b"content-length", str(len(body)).encode())
+                    status, _ = await post(apps[name], "/v1/query", [*headers, length], [body])
+                    if status != 200:
+                        raise SystemExit(f"POST /v1/query answered {status}")
             if n:
                 cpu[name].append((time.process_time() - start) / runs * 1e3)
     ledger.close()

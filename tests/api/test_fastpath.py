@@ -17,6 +17,7 @@ import pytest
 from starlette.testclient import TestClient
 
 from episteme.api import Settings, create_app, deps
+from episteme.benchmark.asgi import post
 from episteme.ledger import Ledger
 from tests.api.conftest import Api
 
@@ -150,51 +151,21 @@ def test_a_body_in_pieces_and_one_over_the_limit(ledger: Ledger, home: Any) -> N
     _seed(ledger)
     app = create_app(Settings(home=home, mcp=False, background=False, max_body=2048), ledger=ledger)
     secret, _ = ledger.issue_token("deploy-agent", ["agent"], by="admin")
+    headers = [
+        (b"host", b"testserver"),
+        (b"authorization", f"Bearer {secret}".encode()),
+        (b"content-type", b"application/json"),
+    ]
 
-    async def post(chunks: list[bytes]) -> tuple[int, bytes]:
-        scope = {
-            "type": "http",
-            "asgi": {"version": "3.0"},
-            "http_version": "1.1",
-            "method": "POST",
-            "scheme": "http",
-            "path": "/v1/query",
-            "raw_path": b"/v1/query",
-            "query_string": b"",
-            "root_path": "",
-            "headers": [
-                (b"host", b"testserver"),
-                (b"authorization", f"Bearer {secret}".encode()),
-                (b"content-type", b"application/json"),
-            ],
-            "client": ("127.0.0.1", 1),
-            "server": ("127.0.0.1", 80),
-        }
-        pending = [
-            {"type": "http.request", "body": c, "more_body": i < len(chunks) - 1}
-            for i, c in enumerate(chunks)
-        ]
-        sent: list[dict[str, Any]] = []
-
-        async def receive() -> dict[str, Any]:
-            if pending:
-                return pending.pop(0)
-            await asyncio.sleep(60)
-            return {"type": "http.disconnect"}
-
-        async def send(message: dict[str, Any]) -> None:
-            sent.append(message)
-
-        await app(scope, receive, send)
-        body = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
-        return sent[0]["status"], body
+    def send(pieces: list[bytes]) -> tuple[int, bytes]:
+        return asyncio.run(post(app, "/v1/query", headers, pieces))
 
     whole = orjson.dumps({"subject": "auth.jwt", "context": {"ticket": "OPS-1"}})
-    status, body = asyncio.run(post([whole[:5], whole[5:9], whole[9:]]))
+    status, body = send([whole[:5], whole[5:9], whole[9:]])
     assert status == 200, body
     assert orjson.loads(body)["subject"] == "auth.jwt"
     big = orjson.dumps({"subject": "auth", "context": {"pad": "x" * 3000}})
-    status, body = asyncio.run(post([big[:1000], big[1000:2000], big[2000:]]))
+    status, body = send([big[:1000], big[1000:2000], big[2000:]])
     assert status == 413, body
     assert "EPISTEME_MAX_BODY" in orjson.loads(body)["detail"]
     assert [r.context for r in ledger.audit(agent="deploy-agent")] == [{"ticket": "OPS-1"}]
