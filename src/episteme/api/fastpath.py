@@ -49,7 +49,7 @@ class QueryFastPath:
             scope["type"] != "http"
             or scope["path"] != PATH
             or scope["method"] != "POST"
-            or scope["query_string"]
+            or scope.get("query_string")
         ):
             await self.app(scope, receive, send)
             return
