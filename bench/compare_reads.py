@@ -8,8 +8,10 @@ ledger (`episteme bench generate`), one per version, since a newer version migra
 the file. Rounds alternate old and new, each in a fresh process, so both see the same
 machine; each round times `runs` unaudited reads per lens on random subjects after 50
 warm-up reads (with `--audited`, audited queries, each a durable write: give each
-version its own copy). Prints the median over rounds of each round's p50 and p99, and
-new/old. A and B may be PostgreSQL URLs (`postgresql://…`) as well.
+version its own copy; with `--diff`, `runs` whole-store diffs of the ledger's last 24
+hours after one warm-up diff, instead of reads). Prints the median over rounds of each
+round's p50 and p99, and new/old. A and B may be PostgreSQL URLs (`postgresql://…`) as
+well.
 """
 
 from __future__ import annotations
@@ -39,6 +41,24 @@ for i in range(runs + 50):
         ledger.answer(subject, lens=lens)
     if i >= 50:
         times.append((time.perf_counter_ns() - start) / 1e6)
+times.sort()
+print(json.dumps({"p50": times[len(times) // 2], "p99": times[int(len(times) * 0.99)]}))
+"""
+
+_DIFF = """
+import json, sys, time
+from episteme.ledger import Ledger
+from episteme.timeutil import from_us
+home, runs = sys.argv[1], int(sys.argv[2])
+ledger = Ledger.open(home)
+last = ledger.store.conn.execute("SELECT max(at) FROM journal").fetchone()[0]
+since, until = from_us(last - 86_400_000_000), from_us(last)
+ledger.diff(None, since=since, until=until)
+times = []
+for i in range(runs):
+    start = time.perf_counter_ns()
+    ledger.diff(None, since=since, until=until)
+    times.append((time.perf_counter_ns() - start) / 1e6)
 times.sort()
 print(json.dumps({"p50": times[len(times) // 2], "p99": times[int(len(times) * 0.99)]}))
 """
@@ -74,13 +94,18 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=2000)
     parser.add_argument("--lens", action="append", default=None)
     parser.add_argument("--audited", action="store_true", help="time audited queries")
+    parser.add_argument("--diff", action="store_true", help="time 24 h whole-store diffs")
     args = parser.parse_args()
-    for lens in args.lens or ["approved", "latest", "consensus"]:
+    for lens in ["diff"] if args.diff else args.lens or ["approved", "latest", "consensus"]:
         old, new = [], []
         for _ in range(args.rounds):
+            if args.diff:
+                old.append(run_round(_DIFF, [args.old_home, str(args.runs)], args.old_src))
+                new.append(run_round(_DIFF, [args.new_home, str(args.runs)], None))
+                continue
             old.append(_round(args.old_home, args.runs, lens, args.audited, args.old_src))
             new.append(_round(args.new_home, args.runs, lens, args.audited, None))
-        row = {"lens": lens}
+        row = {"figure" if args.diff else "lens": lens}
         for q in ("p50", "p99"):
             o = statistics.median(r[q] for r in old)
             n = statistics.median(r[q] for r in new)

@@ -88,3 +88,23 @@ def test_api_cpu_times_both_paths_and_the_library(location: str | Path) -> None:
         served = ledger.audit(agent="bench.api-cpu", limit=1000)
         assert len(served) == 3 * 3 * 10  # three kinds, a warm-up round and two counted
         assert ledger.verify().ok
+
+
+def test_compare_reads_times_diffs_of_two_versions(location: str | Path) -> None:
+    with Ledger.init(location) as ledger:
+        for i in range(5):
+            ledger.assert_one(subject=f"svc.s{i}", value=i, agent="a")
+    out = subprocess.run(
+        [
+            sys.executable, str(ROOT / "bench" / "compare_reads.py"),
+            "--old-src", str(ROOT / "src"), "--old-home", str(location),
+            "--new-home", str(location), "--rounds", "2", "--runs", "3", "--diff",
+        ],
+        capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    [row] = [json.loads(line) for line in out.stdout.splitlines()]
+    assert row["figure"] == "diff"
+    assert row["old_p50_ms"] > 0
+    assert row["new_p50_ms"] > 0
+    assert abs(row["p50_ratio"] - row["new_p50_ms"] / row["old_p50_ms"]) < 0.01
