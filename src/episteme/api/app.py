@@ -155,8 +155,13 @@ def create_app(
         [route] = [
             r for r in ledger_routes.router.routes if getattr(r, "path", "") == fastpath.PATH
         ]
-        fast = fastpath.QueryFastPath
-        app.add_middleware(fast, ledger=led, metrics=metrics, limit=settings.max_body, route=route)
+        app.add_middleware(
+            fastpath.QueryFastPath,
+            ledger=led,
+            metrics=metrics,
+            limit=settings.max_body,
+            route=route,
+        )
     app.add_middleware(TimingMiddleware, metrics=metrics)
     return app
 

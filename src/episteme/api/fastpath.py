@@ -70,7 +70,7 @@ class QueryFastPath:
             more = message.get("more_body", False)
             if size > self.limit:
                 break
-        if more or size > self.limit:
+        if size > self.limit:  # stopped reading there: the app's limit answers 413
             await self.app(scope, _replay(chunks, None, receive, more), send)
             return
         body = b"".join(chunks)

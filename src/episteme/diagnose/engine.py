@@ -39,7 +39,7 @@ log = logging.getLogger(__name__)
 VERSION = 1
 """The version of the NDJSON events (field ``v`` of each)."""
 TERMINAL = frozenset({"completed", "error", "denied", "expired"})
-"""The events that close a session's stream."""
+"""The statuses a session ends in (each written with the event that closes its stream)."""
 BUNDLED = ("database", "cloud", "kubernetes", "observability")
 MAX_FINDINGS = 25
 """Findings kept per specialist before synthesis."""
