@@ -129,13 +129,13 @@ class Store(StoreReader, Protocol):
     created: bool
     """True when opening this store created the ledger."""
     where: str
+    """The database for messages: a file path, or a URL without its password."""
     schema_version: int
     remote: bool
     """Reads cross a network (and may wait seconds when it fails): code on an event loop
     must run them on a worker thread. False for SQLite, whose reads are local."""
     migrated_from: int | None
     """The schema version this open upgraded from (None: it was current)."""
-    """The database for messages: a file path, or a URL without its password."""
 
     def write(self, build: BuildFn, now_us: int) -> list[Event]: ...
     def backfill(self, timed: Iterable[tuple[int, Draft]], chunk: int = 20_000) -> int: ...

@@ -216,8 +216,10 @@ def _query_served(conn: Conn, ev: Event, data: dict[str, Any]) -> None:
             data["latency_us"],
         ),
     )
-    # Two statements per chunk of served rows, whatever their number, each finding the
-    # rows' ids in the statement itself: no lookup to wait for, no statement per row.
+    if not returned:
+        return
+    # One statement per chunk of served rows, whatever their number, finding the rows'
+    # ids in the statement itself: no lookup to wait for, no statement per row.
     for i in range(0, len(returned), SERVED_CHUNK):
         chunk = returned[i : i + SERVED_CHUNK]  # rows are [id, subject, lifecycle, confidence]
         rows = ",".join(["(?,?,?)"] * len(chunk))
@@ -227,12 +229,13 @@ def _query_served(conn: Conn, ev: Event, data: dict[str, Any]) -> None:
             " JOIN assertions a ON a.id = x.column1",
             [ev.seq, *(v for r in chunk for v in (r[0], r[2], r[3]))],
         )
-        marks = ",".join("?" * len(chunk))
-        conn.execute(
-            "INSERT INTO exposure (arow, agent, n) SELECT rowid, ?, 1 FROM assertions"
-            f" WHERE id IN ({marks}) ON CONFLICT (arow, agent) DO UPDATE SET n = exposure.n + 1",
-            [ev.actor, *(r[0] for r in chunk)],
-        )
+    # then the exposure of every row at once, from the served rows just written (adjacent
+    # in their index) rather than by each id again (a random page of the id index each)
+    conn.execute(
+        "INSERT INTO exposure (arow, agent, n) SELECT arow, ?, 1 FROM served"
+        " WHERE query_seq = ? ON CONFLICT (arow, agent) DO UPDATE SET n = exposure.n + 1",
+        (ev.actor, ev.seq),
+    )
 
 
 def _decision(conn: Conn, ev: Event, data: dict[str, Any]) -> None:
