@@ -332,10 +332,16 @@ def test_trust_stays_in_bounds_and_no_correction_raises_it(
                 after = weigh([e for e in mine if e.seq <= ev.seq], ev.at, led.policy)[0]
                 assert after <= before + 1e-12, (agent, topic, ev.seq)
         # the running totals that present-time reads use agree with the evidence rows
-        now_trust = TrustBook(led.store, led.policy, clock).at(None)
+        # (read one pair at a time, and all at once as a ranked lens reads them, with a
+        # pair that has no evidence among them)
+        book = TrustBook(led.store, led.policy, clock)
+        one_by_one = book.at(None)
+        together = book.at(None, [*pairs, ("nobody", "auth.jwt")])
         for agent, topic in pairs:
             rows = [e for e in evidence if (e.agent, topic_of(e.subject)) == (agent, topic)]
             expected = weigh(rows, to_us(clock.now()), led.policy)[0]
-            assert now_trust(agent, topic) == pytest.approx(expected, rel=1e-9)
+            assert one_by_one(agent, topic) == pytest.approx(expected, rel=1e-9)
+            assert together(agent, topic) == one_by_one(agent, topic)
+        assert together("nobody", "auth.jwt") == 0.5
         gardener.replay()
         assert led.store.trust_evidence(None, None, None) == evidence

@@ -491,7 +491,10 @@ class Ledger(Learning, Tokens):
         spec = self.lens_spec(lens, r)
         now = self.clock.now()
         found = r.candidates(subject, _us(at), text, spec.lifecycles, listed=LIVE)
-        trust = self._trust_at(at) if spec.pick == "ranked" or spec.min_trust else _no_trust
+        if spec.pick == "ranked" or spec.min_trust:
+            trust = self._trust_at(at, [(c.agent, c.subject) for c in found.rows])
+        else:
+            trust = _no_trust
         shown, hidden = apply_lens(
             spec, found.rows, trust, found.elsewhere, to_us(at or now), found.listed
         )

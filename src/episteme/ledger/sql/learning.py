@@ -8,7 +8,7 @@ a batch is applied whole or not at all, and applying it twice changes nothing.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
@@ -152,13 +152,23 @@ class LearningReads:
             for r in rows
         ]
 
-    def trust_total(self, agent: str, topic: str) -> tuple[float, float, int] | None:
-        """(successes, failures, at): `agent`'s evidence on a top-level topic, decayed to `at`."""
-        r = self.conn.execute(
-            "SELECT successes, failures, at FROM trust_totals WHERE agent = ? AND topic = ?",
-            (agent, topic),
-        ).fetchone()
-        return None if r is None else (r[0], r[1], r[2])
+    def trust_totals(
+        self, pairs: Collection[tuple[str, str]]
+    ) -> dict[tuple[str, str], tuple[float, float, int]]:
+        """(successes, failures, at) by (agent, top-level topic), for those of `pairs` with
+        evidence: their evidence, decayed to `at`. One statement, however many pairs."""
+        wanted = set(pairs)
+        if not wanted:
+            return {}
+        agents = sorted({a for a, _ in wanted})
+        topics = sorted({t for _, t in wanted})
+        rows = self.conn.execute(
+            "SELECT agent, topic, successes, failures, at FROM trust_totals"
+            f" WHERE agent IN ({','.join('?' * len(agents))})"
+            f" AND topic IN ({','.join('?' * len(topics))})",
+            [*agents, *topics],
+        )
+        return {(r[0], r[1]): (r[2], r[3], r[4]) for r in rows if (r[0], r[1]) in wanted}
 
     def garden_cursor(self, name: str) -> Cursor:
         r = self.conn.execute(
