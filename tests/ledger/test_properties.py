@@ -343,5 +343,15 @@ def test_trust_stays_in_bounds_and_no_correction_raises_it(
             assert one_by_one(agent, topic) == pytest.approx(expected, rel=1e-9)
             assert together(agent, topic) == one_by_one(agent, topic)
         assert together("nobody", "auth.jwt") == 0.5
+        # at a past time, from the evidence rows recorded up to then, read both ways too
+        for when in (T0, T0.add(hours=12), clock.now().subtract(hours=1)):
+            one_by_one = book.at(when)
+            together = book.at(when, [*pairs, ("nobody", "auth.jwt")])
+            for agent, topic in pairs:
+                rows = [e for e in evidence if (e.agent, topic_of(e.subject)) == (agent, topic)]
+                expected = weigh(rows, to_us(when), led.policy)[0]
+                assert one_by_one(agent, topic) == pytest.approx(expected, rel=1e-9)
+                assert together(agent, topic) == one_by_one(agent, topic)
+            assert together("nobody", "auth.jwt") == 0.5
         gardener.replay()
         assert led.store.trust_evidence(None, None, None) == evidence

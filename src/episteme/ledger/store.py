@@ -31,7 +31,7 @@ from episteme.ledger.records import (
     RebuildReport,
     Version,
 )
-from episteme.ledger.sql.learning import Cursor, Evidence, Note
+from episteme.ledger.sql.learning import Cursor, Evidence, Note, Weighed
 
 DB_FILE = "ledger.db"
 
@@ -110,6 +110,7 @@ class StoreReader(Protocol):
     def notifications(
         self, type: str | None = None, since: int | None = None, limit: int = 100
     ) -> list[NotificationRecord]: ...
+    def trust_weights(self, agents: Sequence[str], topic: str, until: int) -> list[Weighed]: ...
     def trust_totals(
         self, pairs: Collection[tuple[str, str]]
     ) -> dict[tuple[str, str], tuple[float, float, int]]: ...

@@ -23,7 +23,7 @@ from whenever import Instant
 
 from episteme.errors import InvalidInput
 from episteme.ledger.lenses import TrustFn
-from episteme.ledger.sql.learning import Evidence
+from episteme.ledger.sql.learning import Evidence, Weighed
 from episteme.timeutil import Clock, from_us, to_us
 
 if TYPE_CHECKING:
@@ -110,7 +110,9 @@ def _decay(policy: TrustPolicy, age_us: int) -> float:
     return float(0.5 ** (max(0, age_us) / (policy.half_life_days * _DAY_US)))
 
 
-def weigh(rows: Iterable[Evidence], at_us: int, policy: TrustPolicy) -> tuple[float, float, float]:
+def weigh(
+    rows: Iterable[Evidence | Weighed], at_us: int, policy: TrustPolicy
+) -> tuple[float, float, float]:
     """(score, decayed successes, decayed failures) of `rows` at `at_us`."""
     s = f = 0.0
     for e in rows:
@@ -168,7 +170,7 @@ class TrustBook:
     A read at the present takes the gardener's running total for the agent and topic
     (one row); a read at a past time sums the evidence recorded up to then. The pairs a
     read will ask about, given up front (`wanted`), are read together: a ranked lens over
-    rows from 25 agents is one statement, not 25 (on PostgreSQL, 25 round trips).
+    rows from 25 agents is one statement per topic, not 25 (on PostgreSQL, round trips).
     """
 
     def __init__(self, reader: StoreReader, policy: TrustPolicy, clock: Clock) -> None:
@@ -192,16 +194,24 @@ class TrustBook:
                 d = _decay(p, at_us - since)
                 memo[key] = (p.prior + s * d) / (2 * p.prior + (s + f) * d)
 
-        if when is None:
-            present({(agent, topic_of(subject)) for agent, subject in wanted})
+        def past(keys: set[tuple[str, str]]) -> None:
+            by_topic: dict[str, list[str]] = {}
+            for agent, topic in sorted(keys):
+                by_topic.setdefault(topic, []).append(agent)
+            for topic, agents in by_topic.items():
+                mine: dict[str, list[Weighed]] = {a: [] for a in agents}
+                for w in self.reader.trust_weights(agents, topic, at_us):
+                    mine[w.agent].append(w)
+                for agent, rows in mine.items():
+                    memo[(agent, topic)] = weigh(rows, at_us, p)[0]
+
+        read = present if when is None else past
+        read({(agent, topic_of(subject)) for agent, subject in wanted})
 
         def trust(agent: str, subject: str) -> float:
             key = (agent, topic_of(subject))
             if key not in memo:
-                if when is None:
-                    present({key})
-                else:
-                    memo[key] = weigh(self.reader.trust_evidence(*key, at_us), at_us, p)[0]
+                read({key})
             return memo[key]
 
         return trust

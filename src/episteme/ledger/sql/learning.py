@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Collection, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -35,6 +35,15 @@ class Evidence:
     success: float
     failure: float
     reason: str
+
+
+class Weighed(NamedTuple):
+    """One piece of evidence as a score weighs it: whose, when, and its two weights."""
+
+    agent: str
+    at: int
+    success: float
+    failure: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,6 +138,20 @@ class LearningReads:
             args,
         )
         return [Evidence(*r) for r in rows]
+
+    def trust_weights(self, agents: Sequence[str], topic: str, until: int) -> list[Weighed]:
+        """The evidence of `agents` on `topic` and below recorded up to `until`, as
+        weights, in the order it was recorded. One statement, however many agents."""
+        if not agents:
+            return []
+        clause, args = _range("subject", topic)
+        rows = self.conn.execute(
+            "SELECT agent, at, success, failure FROM trust_evidence"
+            f" WHERE agent IN ({','.join('?' * len(agents))}) AND {clause} AND at <= ?"
+            " ORDER BY seq, agent, role, assertion_id",
+            [*agents, *args, Us(until)],
+        )
+        return [Weighed(*r) for r in rows]
 
     def notifications(
         self, type: str | None = None, since: int | None = None, limit: int = 100
