@@ -9,7 +9,8 @@ validate, no token, a refused one, a role that does not allow it, query paramete
 body over the limit) goes on to the app unchanged, with the body already read handed on,
 so that errors keep one shape and every refusal is recorded in one place. The query
 itself, its metrics and its encoding are `ledger_routes.run_query`, which the route
-calls too.
+calls too. Where the store is remote, reading the token and making the query share one
+trip to a worker thread.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import Any
 import anyio.to_thread
 import orjson
 from pydantic import ValidationError
+from starlette.responses import Response
 from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -74,31 +76,42 @@ class QueryFastPath:
             await self.app(scope, _replay(chunks, None, receive, more), send)
             return
         body = b"".join(chunks)
-        principal = await self._principal(secret)
-        parsed = None if principal is None else _parse(body)
-        if principal is None or parsed is None:
+        parsed = _parse(body)
+        scope["route"] = self.route  # latency metrics file it under the route's template
+        answered = None if parsed is None else await self._answer(secret, parsed)
+        if answered is None:  # (the router files it under whatever route it matches)
             await self.app(scope, _replay([body], None, receive), send)
             return
-        scope["route"] = self.route  # latency metrics file it under the route's template
+        principal, response = answered
         scope.setdefault("state", {})["principal"] = principal
-        try:
-            response = await anyio.to_thread.run_sync(
-                run_query, self.ledger, self.metrics, parsed, principal
-            )
-        except EpistemeError as exc:
-            response = problem_of(exc)
         await response(scope, receive, send)
 
-    async def _principal(self, secret: str) -> Principal | None:
-        """The token's principal when it may query; None leaves the refusal to the app."""
+    async def _answer(self, secret: str, body: QueryBody) -> tuple[Principal, Response] | None:
+        """The caller's principal and the answer; None when the token does not let it query
+        (the app then refuses it, and records the refusal)."""
+        if self.ledger.store.remote:  # the token's read and the query: one worker thread
+            return await anyio.to_thread.run_sync(self._answer_here, secret, body)
+        principal = self._principal(secret)  # a local read: it answers at once
+        if principal is None:
+            return None
+        return principal, await anyio.to_thread.run_sync(self._respond, body, principal)
+
+    def _answer_here(self, secret: str, body: QueryBody) -> tuple[Principal, Response] | None:
+        principal = self._principal(secret)
+        return None if principal is None else (principal, self._respond(body, principal))
+
+    def _principal(self, secret: str) -> Principal | None:
         try:
-            if self.ledger.store.remote:
-                who = await anyio.to_thread.run_sync(self.ledger.authenticate, secret)
-            else:
-                who = self.ledger.authenticate(secret)
+            who = self.ledger.authenticate(secret)
         except EpistemeError:
             return None
         return who if who.allows(Op.QUERY) else None
+
+    def _respond(self, body: QueryBody, principal: Principal) -> Response:
+        try:
+            return run_query(self.ledger, self.metrics, body, principal)
+        except EpistemeError as exc:
+            return problem_of(exc)
 
 
 def _headers(scope: Scope) -> tuple[str | None, int]:
