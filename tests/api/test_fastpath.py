@@ -19,6 +19,7 @@ from starlette.testclient import TestClient
 from episteme.api import Settings, create_app, deps
 from episteme.benchmark.asgi import post
 from episteme.ledger import Ledger
+from episteme.ledger.gardener import Gardener
 from tests.api.conftest import Api
 
 VOLATILE = {"query_id", "asked_at", "latency_us"}
@@ -76,6 +77,9 @@ def test_plain_queries_answer_as_the_route_does(
     api: Api, framework: TestClient, framework_calls: list[str], body: dict[str, Any]
 ) -> None:
     _seed(api.ledger)
+    # the app's gardener turns the approvals into trust in the background: caught up
+    # first, so that both reads rank with the same trust (the consensus case)
+    Gardener(api.ledger).run_until_caught_up()
     fast = api.call("POST", "/v1/query", json=body)
     assert framework_calls == []  # answered before the framework
     slow = framework.post("/v1/query", json=body, headers=api.auth("agent"))

@@ -91,7 +91,8 @@ def context(credentials: dict[str, str] | None = None, **settings: Any) -> Speci
         settings={"region": REGION, **settings},
         secret=SECRETS.__getitem__,
         credentials=SPLIT if credentials is None else credentials,
-        timeout_s=10,
+        timeout_s=30,  # a budget, not an expectation: moto on a loaded 2-core runner has
+        # taken over 7 s for one GetMetricData
     )
 
 

@@ -15,7 +15,7 @@ from episteme.ledger import Ledger
 from episteme.ledger.gardener import Gardener, GardenerLoop
 from episteme.ledger.trust import TrustPolicy
 from episteme.ledger.webhooks import Deliverer, WebhookSpec, deliveries, verify
-from episteme.timeutil import ManualClock
+from episteme.timeutil import ManualClock, to_us
 from tests.ledger.conftest import Receiver
 
 DAY = TimeDelta(hours=24)
@@ -105,6 +105,23 @@ def test_the_consensus_lens_ranks_by_confidence_times_trust(ledger: Ledger) -> N
     assert [i.assertion.value for i in ranked] == ["us-east-1", "eu-west-1"]
     assert ranked[1].assertion.id == a.id
     assert ranked[1].score == pytest.approx(0.9 * 0.2)
+
+
+def test_trust_reads_take_any_number_of_agents(ledger: Ledger, clock: ManualClock) -> None:
+    # a ranked read over values from many agents reads their trust in statements of
+    # TRUST_CHUNK; the ones with evidence come back, whichever statement they fall in
+    from episteme.ledger.sql.learning import TRUST_CHUNK
+
+    bad = ledger.assert_one(subject="svc.port", value=1, agent="mapper")
+    ledger.correct(bad.id, by="oncall", reason="wrong port")
+    Gardener(ledger).run_until_caught_up()
+    agents = [f"agent-{i:03d}" for i in range(2 * TRUST_CHUNK + 50)] + ["mapper"]
+    totals = ledger.store.trust_totals([(a, "svc") for a in agents])
+    assert list(totals) == [("mapper", "svc")]
+    weights = ledger.store.trust_weights(agents, "svc", to_us(clock.now()))
+    assert [(w.agent, w.failure) for w in weights] == [("mapper", 1.0)]
+    assert ledger.store.trust_totals([]) == {}
+    assert ledger.store.trust_weights([], "svc", to_us(clock.now())) == []
 
 
 # -- constraints and checks --------------------------------------------------------------

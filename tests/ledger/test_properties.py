@@ -332,26 +332,45 @@ def test_trust_stays_in_bounds_and_no_correction_raises_it(
                 after = weigh([e for e in mine if e.seq <= ev.seq], ev.at, led.policy)[0]
                 assert after <= before + 1e-12, (agent, topic, ev.seq)
         # the running totals that present-time reads use agree with the evidence rows
-        # (read one pair at a time, and all at once as a ranked lens reads them, with a
-        # pair that has no evidence among them)
-        book = TrustBook(led.store, led.policy, clock)
-        one_by_one = book.at(None)
-        together = book.at(None, [*pairs, ("nobody", "auth.jwt")])
-        for agent, topic in pairs:
-            rows = [e for e in evidence if (e.agent, topic_of(e.subject)) == (agent, topic)]
-            expected = weigh(rows, to_us(clock.now()), led.policy)[0]
-            assert one_by_one(agent, topic) == pytest.approx(expected, rel=1e-9)
-            assert together(agent, topic) == one_by_one(agent, topic)
-        assert together("nobody", "auth.jwt") == 0.5
-        # at a past time, from the evidence rows recorded up to then, read both ways too
-        for when in (T0, T0.add(hours=12), clock.now().subtract(hours=1)):
+        # Read one pair at a time, and all at once as a ranked lens reads them: pairs of
+        # (agent, subject) below each topic, and one agent with no evidence. All at once,
+        # the reads happen up front (one per topic at a past time) and no pair reads again.
+        reads = _CountedTrust(led.store)
+        book = TrustBook(reads, led.policy, clock)
+        wanted = [(agent, f"{topic}.svc.key") for agent, topic in pairs]
+        wanted.append(("nobody", "auth.jwt.alg"))
+        for when in (None, T0, T0.add(hours=12), clock.now().subtract(hours=1)):
+            at_us = to_us(when or clock.now())
             one_by_one = book.at(when)
-            together = book.at(when, [*pairs, ("nobody", "auth.jwt")])
-            for agent, topic in pairs:
+            singly = {}
+            for (agent, topic), (_, subject) in zip(pairs, wanted, strict=False):
                 rows = [e for e in evidence if (e.agent, topic_of(e.subject)) == (agent, topic)]
-                expected = weigh(rows, to_us(when), led.policy)[0]
-                assert one_by_one(agent, topic) == pytest.approx(expected, rel=1e-9)
-                assert together(agent, topic) == one_by_one(agent, topic)
-            assert together("nobody", "auth.jwt") == 0.5
+                expected = weigh(rows, at_us, led.policy)[0]
+                singly[agent, subject] = one_by_one(agent, subject)
+                assert singly[agent, subject] == pytest.approx(expected, rel=1e-9)
+                assert one_by_one(agent, topic) == singly[agent, subject]
+            reads.calls = 0
+            together = book.at(when, wanted)
+            topics = {topic for _, topic in pairs} | {"auth"}
+            assert reads.calls == (1 if when is None else len(topics))
+            for (agent, subject), score in singly.items():
+                assert together(agent, subject) == score
+            assert together("nobody", "auth.jwt.alg") == 0.5
+            assert reads.calls == (1 if when is None else len(topics))  # nothing read again
         gardener.replay()
         assert led.store.trust_evidence(None, None, None) == evidence
+
+
+class _CountedTrust:
+    """A store's trust reads, counted (what the batched trust read is measured by)."""
+
+    def __init__(self, store: Any) -> None:
+        self.store, self.calls = store, 0
+
+    def trust_totals(self, pairs: Any) -> Any:
+        self.calls += 1
+        return self.store.trust_totals(pairs)
+
+    def trust_weights(self, agents: Any, topic: str, until: int) -> Any:
+        self.calls += 1
+        return self.store.trust_weights(agents, topic, until)

@@ -170,7 +170,8 @@ class TrustBook:
     A read at the present takes the gardener's running total for the agent and topic
     (one row); a read at a past time sums the evidence recorded up to then. The pairs a
     read will ask about, given up front (`wanted`), are read together: a ranked lens over
-    rows from 25 agents is one statement per topic, not 25 (on PostgreSQL, round trips).
+    rows from 25 agents takes one statement at the present (one per topic at a past
+    time), not 25 (on PostgreSQL, 25 round trips).
     """
 
     def __init__(self, reader: StoreReader, policy: TrustPolicy, clock: Clock) -> None:
@@ -206,7 +207,9 @@ class TrustBook:
                     memo[(agent, topic)] = weigh(rows, at_us, p)[0]
 
         read = present if when is None else past
-        read({(agent, topic_of(subject)) for agent, subject in wanted})
+        keys = {(agent, topic_of(subject)) for agent, subject in wanted}
+        if keys:
+            read(keys)
 
         def trust(agent: str, subject: str) -> float:
             key = (agent, topic_of(subject))
@@ -219,4 +222,8 @@ class TrustBook:
 
 def fixed(fn: TrustFn) -> Callable[[Instant | None, Iterable[tuple[str, str]]], TrustFn]:
     """A trust function that ignores time (tests and callers with their own scores)."""
-    return lambda _when, _wanted: fn
+
+    def at(_when: Instant | None, _wanted: Iterable[tuple[str, str]] = ()) -> TrustFn:
+        return fn
+
+    return at

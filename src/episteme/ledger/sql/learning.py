@@ -8,10 +8,10 @@ a batch is applied whole or not at all, and applying it twice changes nothing.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 import orjson
 
@@ -82,6 +82,17 @@ def _range(column: str, prefix: str) -> tuple[str, list[Any]]:
     ]
 
 
+_T = TypeVar("_T")
+TRUST_CHUNK = 200
+"""Agents (or agent-topic pairs) per statement of a batched trust read: well inside every
+engine's limit on bound parameters."""
+
+
+def _chunks(items: Sequence[_T]) -> Iterator[Sequence[_T]]:
+    for i in range(0, len(items), TRUST_CHUNK):
+        yield items[i : i + TRUST_CHUNK]
+
+
 class LearningReads:
     """Reads of checks, webhooks, trust evidence, notifications and the cursor."""
 
@@ -141,17 +152,20 @@ class LearningReads:
 
     def trust_weights(self, agents: Sequence[str], topic: str, until: int) -> list[Weighed]:
         """The evidence of `agents` on `topic` and below recorded up to `until`, as
-        weights, in the order it was recorded. One statement, however many agents."""
-        if not agents:
-            return []
+        weights, each agent's in the order it was recorded. One statement per 200 agents."""
         clause, args = _range("subject", topic)
-        rows = self.conn.execute(
-            "SELECT agent, at, success, failure FROM trust_evidence"
-            f" WHERE agent IN ({','.join('?' * len(agents))}) AND {clause} AND at <= ?"
-            " ORDER BY seq, agent, role, assertion_id",
-            [*agents, *args, Us(until)],
-        )
-        return [Weighed(*r) for r in rows]
+        out: list[Weighed] = []
+        for chunk in _chunks(agents):
+            out += map(
+                Weighed._make,
+                self.conn.execute(
+                    "SELECT agent, at, success, failure FROM trust_evidence"
+                    f" WHERE agent IN ({','.join('?' * len(chunk))}) AND {clause} AND at <= ?"
+                    " ORDER BY seq, agent, role, assertion_id",
+                    [*chunk, *args, Us(until)],
+                ),
+            )
+        return out
 
     def notifications(
         self, type: str | None = None, since: int | None = None, limit: int = 100
@@ -179,19 +193,17 @@ class LearningReads:
         self, pairs: Collection[tuple[str, str]]
     ) -> dict[tuple[str, str], tuple[float, float, int]]:
         """(successes, failures, at) by (agent, top-level topic), for those of `pairs` with
-        evidence: their evidence, decayed to `at`. One statement, however many pairs."""
-        wanted = set(pairs)
-        if not wanted:
-            return {}
-        agents = sorted({a for a, _ in wanted})
-        topics = sorted({t for _, t in wanted})
-        rows = self.conn.execute(
-            "SELECT agent, topic, successes, failures, at FROM trust_totals"
-            f" WHERE agent IN ({','.join('?' * len(agents))})"
-            f" AND topic IN ({','.join('?' * len(topics))})",
-            [*agents, *topics],
-        )
-        return {(r[0], r[1]): (r[2], r[3], r[4]) for r in rows if (r[0], r[1]) in wanted}
+        evidence: their evidence, decayed to `at`. One statement per 200 pairs."""
+        found: dict[tuple[str, str], tuple[float, float, int]] = {}
+        for chunk in _chunks(sorted(set(pairs))):
+            rows = self.conn.execute(
+                "SELECT t.agent, t.topic, t.successes, t.failures, t.at"
+                f" FROM (VALUES {','.join(['(?,?)'] * len(chunk))}) AS x"
+                " JOIN trust_totals t ON t.agent = x.column1 AND t.topic = x.column2",
+                [v for pair in chunk for v in pair],
+            )
+            found |= {(r[0], r[1]): (r[2], r[3], r[4]) for r in rows}
+        return found
 
     def garden_cursor(self, name: str) -> Cursor:
         r = self.conn.execute(
