@@ -8,7 +8,8 @@ ledger (`episteme bench generate`), one per version, since a newer version migra
 the file. Rounds alternate old and new, each in a fresh process, so both see the same
 machine; each round times `runs` unaudited reads per lens on random subjects after 50
 warm-up reads (with `--audited`, audited queries, each a durable write: give each
-version its own copy; with `--diff`, `runs` whole-store diffs of the ledger's last 24
+version its own copy; with `--back H`, reads as of H hours before the ledger's last
+event, as `--at` reads; with `--diff`, `runs` whole-store diffs of the ledger's last 24
 hours after one warm-up diff, instead of reads). Prints the median over rounds of each
 round's p50 and p99, and new/old. A and B may be PostgreSQL URLs (`postgresql://…`) as
 well.
@@ -26,8 +27,11 @@ import sys
 _ROUND = """
 import json, random, sys, time
 from episteme.ledger import Ledger
+from episteme.timeutil import from_us
 home, runs, lens, audited = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4] == "1"
+back = float(sys.argv[5])
 ledger = Ledger.open(home)
+at = from_us(ledger.store.head()[1] - int(back * 3_600_000_000)) if back else None
 subjects = [r[0] for r in ledger.store.conn.execute(
     "SELECT DISTINCT subject FROM assertions ORDER BY subject LIMIT 2000")]
 rng = random.Random(1)
@@ -36,9 +40,9 @@ for i in range(runs + 50):
     subject = rng.choice(subjects)
     start = time.perf_counter_ns()
     if audited:
-        ledger.query(subject, agent="bench.compare", lens=lens)
+        ledger.query(subject, agent="bench.compare", lens=lens, at=at)
     else:
-        ledger.answer(subject, lens=lens)
+        ledger.answer(subject, lens=lens, at=at)
     if i >= 50:
         times.append((time.perf_counter_ns() - start) / 1e6)
 times.sort()
@@ -81,8 +85,10 @@ def run_round(code: str, args: list[str], src: str | None) -> dict[str, float]:
     return result
 
 
-def _round(home: str, runs: int, lens: str, audited: bool, src: str | None) -> dict[str, float]:
-    return run_round(_ROUND, [home, str(runs), lens, "1" if audited else "0"], src)
+def _round(
+    home: str, runs: int, lens: str, audited: bool, back: float, src: str | None
+) -> dict[str, float]:
+    return run_round(_ROUND, [home, str(runs), lens, "1" if audited else "0", str(back)], src)
 
 
 def main() -> None:
@@ -95,6 +101,9 @@ def main() -> None:
     parser.add_argument("--lens", action="append", default=None)
     parser.add_argument("--audited", action="store_true", help="time audited queries")
     parser.add_argument("--diff", action="store_true", help="time 24 h whole-store diffs")
+    parser.add_argument(
+        "--back", type=float, default=0.0, help="read as of this many hours before the last event"
+    )
     args = parser.parse_args()
     for lens in ["diff"] if args.diff else args.lens or ["approved", "latest", "consensus"]:
         old, new = [], []
@@ -103,8 +112,10 @@ def main() -> None:
                 old.append(run_round(_DIFF, [args.old_home, str(args.runs)], args.old_src))
                 new.append(run_round(_DIFF, [args.new_home, str(args.runs)], None))
                 continue
-            old.append(_round(args.old_home, args.runs, lens, args.audited, args.old_src))
-            new.append(_round(args.new_home, args.runs, lens, args.audited, None))
+            old.append(
+                _round(args.old_home, args.runs, lens, args.audited, args.back, args.old_src)
+            )
+            new.append(_round(args.new_home, args.runs, lens, args.audited, args.back, None))
         row = {"figure" if args.diff else "lens": lens}
         for q in ("p50", "p99"):
             o = statistics.median(r[q] for r in old)

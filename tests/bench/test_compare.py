@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from whenever import TimeDelta
+
 from episteme.ledger import Ledger
 from episteme.ledger.store import open_store
 
@@ -95,6 +97,33 @@ def test_api_cpu_times_both_paths_and_the_library(location: str | Path) -> None:
         served = ledger.audit(agent="bench.api-cpu", limit=1000)
         assert len(served) == 3 * 3 * 10  # three kinds, a warm-up round and two counted
         assert ledger.verify().ok
+
+
+def test_compare_reads_reads_as_of_hours_back(location: str | Path) -> None:
+    with Ledger.init(location) as ledger:
+        for i in range(5):
+            ledger.assert_one(subject=f"svc.s{i}", value=i, agent="a", lifecycle="approved")
+    where = str(location)
+    out = subprocess.run(
+        [
+            sys.executable, str(ROOT / "bench" / "compare_reads.py"),
+            "--old-src", str(ROOT / "src"), "--old-home", where, "--new-home", where,
+            "--rounds", "1", "--runs", "10", "--lens", "consensus", "--audited",
+            "--back", "1.5",
+        ],
+        capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    [row] = [json.loads(line) for line in out.stdout.splitlines()]
+    assert row["lens"] == "consensus"
+    assert _ratio_of(row, "p50")
+    with Ledger.open(location) as ledger:
+        audit = ledger.audit(agent="bench.compare", limit=1000)
+    assert len(audit) == 2 * (10 + 50)
+    assert {r.lens for r in audit} == {"consensus"}
+    for r in audit:  # each read as of 1.5 h before the last event when its round began
+        assert r.as_of is not None
+        assert (r.at - r.as_of) >= TimeDelta(minutes=90)
 
 
 def test_compare_reads_times_diffs_of_two_versions(location: str | Path) -> None:
