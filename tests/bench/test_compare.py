@@ -52,7 +52,9 @@ def test_compare_writes_alternates_two_versions_on_one_ledger(location: str | Pa
         assert counted[0] >= 4 * 2 * 50  # 8 rounds, each with its 50 warm-up writes
 
 
-def test_compare_reads_times_audited_queries_of_two_versions(location: str | Path) -> None:
+def _compare_reads(location: str | Path, *args: str) -> dict[str, float]:
+    """`compare_reads.py` of this version against itself on a ledger of five approved
+    assertions; the one row it prints."""
     with Ledger.init(location) as ledger:
         for i in range(5):
             ledger.assert_one(subject=f"svc.s{i}", value=i, agent="a", lifecycle="approved")
@@ -60,16 +62,24 @@ def test_compare_reads_times_audited_queries_of_two_versions(location: str | Pat
     out = subprocess.run(
         [
             sys.executable, str(ROOT / "bench" / "compare_reads.py"),
-            "--old-src", str(ROOT / "src"), "--old-home", where, "--new-home", where,
-            "--rounds", "2", "--runs", "20", "--lens", "approved", "--audited",
+            "--old-src", str(ROOT / "src"), "--old-home", where, "--new-home", where, *args,
         ],
         capture_output=True, text=True, timeout=300, check=False,
     )  # fmt: skip
     assert out.returncode == 0, out.stderr
-    [row] = [json.loads(line) for line in out.stdout.splitlines()]
+    rows = [json.loads(line) for line in out.stdout.splitlines()]
+    assert len(rows) == 1, out.stdout
+    row: dict[str, float] = rows[0]
+    assert _ratio_of(row, "p50")
+    return row
+
+
+def test_compare_reads_times_audited_queries_of_two_versions(location: str | Path) -> None:
+    row = _compare_reads(
+        location, "--rounds", "2", "--runs", "20", "--lens", "approved", "--audited"
+    )
     assert row["lens"] == "approved"
     assert 0 < row["new_p50_ms"] <= row["new_p99_ms"]
-    assert _ratio_of(row, "p50")
     with Ledger.open(location) as ledger:
         audit = ledger.audit(agent="bench.compare", limit=1000)
         assert len(audit) == 2 * 2 * (20 + 50)  # both versions, 2 rounds, with warm-ups
@@ -100,23 +110,9 @@ def test_api_cpu_times_both_paths_and_the_library(location: str | Path) -> None:
 
 
 def test_compare_reads_reads_as_of_hours_back(location: str | Path) -> None:
-    with Ledger.init(location) as ledger:
-        for i in range(5):
-            ledger.assert_one(subject=f"svc.s{i}", value=i, agent="a", lifecycle="approved")
-    where = str(location)
-    out = subprocess.run(
-        [
-            sys.executable, str(ROOT / "bench" / "compare_reads.py"),
-            "--old-src", str(ROOT / "src"), "--old-home", where, "--new-home", where,
-            "--rounds", "1", "--runs", "10", "--lens", "consensus", "--audited",
-            "--back", "1.5",
-        ],
-        capture_output=True, text=True, timeout=300, check=False,
-    )  # fmt: skip
-    assert out.returncode == 0, out.stderr
-    [row] = [json.loads(line) for line in out.stdout.splitlines()]
+    args = ["--rounds", "1", "--runs", "10", "--lens", "consensus", "--audited"]
+    row = _compare_reads(location, *args, "--back", "1.5")
     assert row["lens"] == "consensus"
-    assert _ratio_of(row, "p50")
     with Ledger.open(location) as ledger:
         audit = ledger.audit(agent="bench.compare", limit=1000)
     assert len(audit) == 2 * (10 + 50)
@@ -127,20 +123,7 @@ def test_compare_reads_reads_as_of_hours_back(location: str | Path) -> None:
 
 
 def test_compare_reads_times_diffs_of_two_versions(location: str | Path) -> None:
-    with Ledger.init(location) as ledger:
-        for i in range(5):
-            ledger.assert_one(subject=f"svc.s{i}", value=i, agent="a")
-    out = subprocess.run(
-        [
-            sys.executable, str(ROOT / "bench" / "compare_reads.py"),
-            "--old-src", str(ROOT / "src"), "--old-home", str(location),
-            "--new-home", str(location), "--rounds", "2", "--runs", "3", "--diff",
-        ],
-        capture_output=True, text=True, timeout=300, check=False,
-    )  # fmt: skip
-    assert out.returncode == 0, out.stderr
-    [row] = [json.loads(line) for line in out.stdout.splitlines()]
+    row = _compare_reads(location, "--rounds", "2", "--runs", "3", "--diff")
     assert row["figure"] == "diff"
     assert row["old_p50_ms"] > 0
     assert row["new_p50_ms"] > 0
-    assert _ratio_of(row, "p50")
