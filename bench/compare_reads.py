@@ -55,7 +55,7 @@ from episteme.ledger import Ledger
 from episteme.timeutil import from_us
 home, runs = sys.argv[1], int(sys.argv[2])
 ledger = Ledger.open(home)
-last = ledger.store.conn.execute("SELECT max(at) FROM journal").fetchone()[0]
+last = ledger.store.head()[1]
 since, until = from_us(last - 86_400_000_000), from_us(last)
 ledger.diff(None, since=since, until=until)
 times = []

@@ -337,13 +337,14 @@ def test_trust_stays_in_bounds_and_no_correction_raises_it(
         # the reads happen up front (one per topic at a past time) and no pair reads again.
         reads = _CountedTrust(led.store)
         book = TrustBook(reads, led.policy, clock)
-        wanted = [(agent, f"{topic}.svc.key") for agent, topic in pairs]
+        below = {(agent, topic): f"{topic}.svc.key" for agent, topic in pairs}
+        wanted = [(agent, subject) for (agent, _), subject in below.items()]
         wanted.append(("nobody", "auth.jwt.alg"))
         for when in (None, T0, T0.add(hours=12), clock.now().subtract(hours=1)):
             at_us = to_us(when or clock.now())
             one_by_one = book.at(when)
             singly = {}
-            for (agent, topic), (_, subject) in zip(pairs, wanted, strict=False):
+            for (agent, topic), subject in below.items():
                 rows = [e for e in evidence if (e.agent, topic_of(e.subject)) == (agent, topic)]
                 expected = weigh(rows, at_us, led.policy)[0]
                 singly[agent, subject] = one_by_one(agent, subject)

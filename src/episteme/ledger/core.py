@@ -491,8 +491,8 @@ class Ledger(Learning, Tokens):
         spec = self.lens_spec(lens, r)
         now = self.clock.now()
         found = r.candidates(subject, _us(at), text, spec.lifecycles, listed=LIVE)
-        if spec.pick == "ranked" or spec.min_trust:  # (rows the lens drops for other
-            # reasons are read too: still one statement)
+        if spec.pick == "ranked" or spec.min_trust:
+            # every row's trust in one read, those the lens drops for other reasons too
             trust = self._trust_at(at, [(c.agent, c.subject) for c in found.rows])
         else:
             trust = _no_trust
