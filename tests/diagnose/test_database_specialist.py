@@ -236,10 +236,28 @@ async def test_idle_transactions_a_lock_chain_and_connections_running_out(
         assert "reserved" in str(refused.evidence["server_message"])
 
 
+def _quiet(cluster: Cluster, timeout: float = 10.0) -> None:
+    """Wait until no other client backend is listed: one whose client has just closed (the
+    fixture's, the previous test's) leaves `pg_stat_activity` a moment later."""
+    deadline = time.monotonic() + timeout
+    with psycopg.connect(cluster.url(), autocommit=True) as conn:
+        while True:
+            row = conn.execute(
+                "SELECT count(*) FROM pg_stat_activity"
+                " WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()"
+            ).fetchone()
+            if row is not None and row[0] == 0:
+                return
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{row[0] if row else '?'} client sessions stayed open")
+            time.sleep(0.05)
+
+
 @pytest.mark.anyio
 async def test_a_quiet_database_without_pg_stat_statements(small: Cluster, dbname: str) -> None:
     # no host credential granted: the host comes from the settings
     granted = {k: v for k, v in REFS.items() if k != "host"}
+    _quiet(small)
     ctx = context(small, dbname, credentials=granted, host="127.0.0.1")
 
     found = by_code(await database.run(ctx))
