@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from pydantic import JsonValue
 from whenever import Instant
@@ -33,6 +33,8 @@ from episteme.ledger.model import (
     Answer,
     Assertion,
     AssertionInput,
+    Candidate,
+    Hidden,
     Item,
     Kind,
     Lifecycle,
@@ -165,6 +167,42 @@ def served_payload(
         "latency_us": latency_us,
         "context": context,
     }
+
+
+class _Look(NamedTuple):
+    """A lens's reading of the store, before any model is built."""
+
+    subject: str | None
+    now: Instant
+    shown: list[tuple[Candidate, float | None]]
+    hidden: Hidden
+
+
+def _answer_of(
+    look: _Look,
+    lens: str,
+    at: Instant | None,
+    text: str | None,
+    *,
+    query_id: str | None,
+    agent: str,
+    asked_at: Instant,
+    latency_us: int = 0,
+) -> Answer:
+    items = [Item.model_construct(assertion=c.assertion(), score=score) for c, score in look.shown]
+    return Answer(
+        query_id=query_id,
+        agent=agent,
+        lens=lens,
+        subject=look.subject,
+        text=text,
+        as_of=at,
+        asked_at=asked_at,
+        items=items,
+        hidden=look.hidden,
+        latency_us=latency_us,
+        conflicts=conflicts(i.assertion for i in items),
+    )
 
 
 class Ledger(Learning, Tokens):
@@ -482,7 +520,13 @@ class Ledger(Learning, Tokens):
         reader: StoreReader | None = None,
     ) -> Answer:
         """The answer a query would give, without auditing it (for replays and checks)."""
-        r = reader or self.store
+        look = self._look(subject, lens, at, text, reader or self.store)
+        return _answer_of(look, lens, at, text, query_id=None, agent="", asked_at=look.now)
+
+    def _look(
+        self, subject: str | None, lens: str, at: Instant | None, text: str | None, r: StoreReader
+    ) -> _Look:
+        """What a lens shows and hides, read from the store: the rows, no models yet."""
         if subject is not None:
             check_subject(subject.removesuffix(".*").removesuffix("."))
             subject = subject.removesuffix(".*").removesuffix(".")
@@ -499,19 +543,7 @@ class Ledger(Learning, Tokens):
         shown, hidden = apply_lens(
             spec, found.rows, trust, found.elsewhere, to_us(at or now), found.listed
         )
-        items = [Item.model_construct(assertion=c.assertion(), score=score) for c, score in shown]
-        return Answer(
-            query_id=None,
-            agent="",
-            lens=lens,
-            subject=subject,
-            text=text,
-            as_of=at,
-            asked_at=now,
-            items=items,
-            hidden=hidden,
-            conflicts=conflicts(i.assertion for i in items),
-        )
+        return _Look(subject, now, shown, hidden)
 
     def query(
         self,
@@ -527,32 +559,28 @@ class Ledger(Learning, Tokens):
         check_name(agent, "agent")
         check_context(context)
         start = time.perf_counter_ns()
-        result: list[Answer] = []
+        result: list[tuple[_Look, str, int, int]] = []
 
         def build(r: StoreReader, now: int, seq: int) -> list[Draft]:
-            ans = self.answer(subject, lens=lens, at=at, text=text, reader=r)
+            # Only the reads and the receipt under the writer lock: the answer's models
+            # are built after it is released (the lock is what concurrent writers share).
+            look = self._look(subject, lens, at, text, r)
             latency = (time.perf_counter_ns() - start) // 1000
             qid = query_id_for(agent, now, seq)
-            returned = [
-                [a.id, a.subject, str(a.lifecycle), a.confidence]
-                for a in (i.assertion for i in ans.items)
-            ]
-            update = {
-                "query_id": qid,
-                "agent": agent,
-                "asked_at": from_us(now),
-                "latency_us": latency,
-            }
-            ans = ans.model_copy(update=update)
-            result[:] = [ans]
+            returned = [[c.id, c.subject, c.lifecycle, c.confidence] for c, _ in look.shown]
+            result[:] = [(look, qid, now, latency)]
             payload = served_payload(
-                qid, lens, ans.subject, text, _us(at), returned, ans.hidden.model_dump(mode="json"),
-                latency, context or {},
+                qid, lens, look.subject, text, _us(at), returned,
+                look.hidden.model_dump(mode="json"), latency, context or {},
             )  # fmt: skip
             return [Draft(EventKind.QUERY_SERVED, agent, payload)]
 
         self._write(build)
-        return result[0]
+        look, qid, now, latency = result[0]
+        return _answer_of(
+            look, lens, at, text, query_id=qid, agent=agent, asked_at=from_us(now),
+            latency_us=latency,
+        )  # fmt: skip
 
     def define_lens(self, name: str, spec: LensSpec, *, by: str) -> LensSpec:
         """Store a named custom lens (redefining a custom name replaces it)."""
