@@ -7,8 +7,10 @@ SQL through `translate`, binary results). So ours / floor means the same on both
 backends: what the library adds over the engine.
 
 The statements are written once, in the SQL the stores share (`?` placeholders,
-times as `Us`); the few spellings that differ (full-text match, JSON fields of the
-journal) come from the store's own dialect, as the library's reads do.
+times as `Us`); the full-text match comes from the store's own dialect, as the library's
+reads do. The served and audit floors take a query's hidden tally and context out of its
+journal payload with the database's JSON functions, as raw SQL would; the library reads
+the payload and parses it itself (see `Reader._queries`).
 """
 
 from __future__ import annotations
@@ -52,8 +54,8 @@ def _first(where: str) -> str:
     )
 
 
-# {in}: the lifecycles a lens shows (hides, in *_counts and *_ids); {MATCH}, {HIDDEN},
-# {CONTEXT}: the store's dialect
+# {in}: the lifecycles a lens shows (hides, in *_counts and *_ids); {MATCH}: the store's
+# dialect; {HIDDEN}, {CONTEXT}: fields of the journal payload (`Floor.json_field`)
 SQL: dict[str, str] = {
     "point": f"{_CURRENT} WHERE v.subject = ? AND v.tx_to = {OPEN} AND v.lifecycle IN ({{in}})",
     "point_counts": (
@@ -117,6 +119,8 @@ class Floor:
 
     backend = ""
     dialect: type[Reader] = Reader
+    json_field = "json_extract(j.payload, '$.{}')"
+    """A field of the journal payload, in SQL (`{}`: its name)."""
     separate_fts = False
     """Whether full-text words live in their own table that an insert must fill."""
 
@@ -126,8 +130,8 @@ class Floor:
         d = self.dialect
         return (
             text.replace("{MATCH}", d.MATCH)
-            .replace("{HIDDEN}", d.HIDDEN)
-            .replace("{CONTEXT}", d.CONTEXT)
+            .replace("{HIDDEN}", self.json_field.format("hidden"))
+            .replace("{CONTEXT}", self.json_field.format("context"))
         )
 
     def match(self, text: str) -> str:
@@ -221,6 +225,7 @@ class PostgresFloor(Floor):
     """A raw psycopg connection, set up as the store sets up its own."""
 
     backend = "postgresql"
+    json_field = "(j.payload::jsonb -> '{}')"
     SETTINGS = ("fsync", "synchronous_commit", "full_page_writes", "shared_buffers")
 
     def __init__(self, url: str) -> None:

@@ -61,8 +61,6 @@ class _Dialect:
     """The statements PostgreSQL spells differently from SQLite."""
 
     MATCH = "v.arow IN (SELECT rowid FROM assertions WHERE fts @@ to_tsquery('simple', ?))"
-    HIDDEN = "(j.payload::jsonb -> 'hidden')"
-    CONTEXT = "(j.payload::jsonb -> 'context')"
     # The planner would hash every query that ever served the subject (hundreds of
     # thousands for a busy one) before taking the newest few: take the newest per
     # assertion instead, from the (arow, query_seq) index.

@@ -116,8 +116,6 @@ class Reader(LearningReads, DiagnosisReads):
 
     MATCH = "v.arow IN (SELECT rowid FROM assertions_fts WHERE assertions_fts MATCH ?)"
     """Assertions whose words match the parameter (made by `match_text`)."""
-    HIDDEN = "json_extract(j.payload, '$.hidden')"
-    CONTEXT = "json_extract(j.payload, '$.context')"
     NEWEST_SERVED: str | None = None
     """Where a store's planner needs it spelled out: the newest (at most N) query seqs up
     to a seq that served an assertion under a subject (`{where}` on `v.subject`)."""
@@ -515,13 +513,16 @@ class Reader(LearningReads, DiagnosisReads):
     def _queries(self, where: str, args: list[Any], limit: int) -> list[QueryRecord]:
         rows = self.conn.execute(
             "SELECT q.id, q.seq, q.at, q.agent, q.lens, q.subject, q.text, q.as_of,"
-            f" {self.HIDDEN}, q.latency_us, {self.CONTEXT}"
-            f" FROM queries q JOIN journal j ON j.seq = q.seq {where}"
+            f" j.payload, q.latency_us FROM queries q JOIN journal j ON j.seq = q.seq {where}"
             " ORDER BY q.at DESC, q.seq DESC"
             " LIMIT ?",
             [*args, limit],
         ).fetchall()
         served = self._served_items([r[1] for r in rows])
+        # The hidden tally and the context are read from the event's payload here, not by
+        # the database's JSON functions: those parse the whole payload once per field, and
+        # a query's payload lists everything it served (tens of kB for a wide prefix).
+        payloads = [orjson.loads(r[8]) for r in rows]
         return [
             QueryRecord.model_construct(
                 id=r[0],
@@ -533,11 +534,11 @@ class Reader(LearningReads, DiagnosisReads):
                 text=r[6],
                 as_of=_opt(r[7]),
                 returned=served.get(r[1], []),
-                hidden=Hidden.model_validate_json(r[8]),
+                hidden=Hidden.model_validate(p["hidden"]),
                 latency_us=r[9],
-                context=orjson.loads(r[10]),
+                context=p["context"],
             )
-            for r in rows
+            for r, p in zip(rows, payloads, strict=True)
         ]
 
     def _served_items(self, query_seqs: list[int]) -> dict[int, list[ServedItem]]:
