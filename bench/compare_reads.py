@@ -10,9 +10,11 @@ machine; each round times `runs` unaudited reads per lens on random subjects aft
 warm-up reads (with `--audited`, audited queries, each a durable write: give each
 version its own copy; with `--back H`, reads as of H hours before the ledger's last
 event, as `--at` reads; with `--diff`, `runs` whole-store diffs of the ledger's last 24
-hours after one warm-up diff, instead of reads). Prints the median over rounds of each
-round's p50 and p99, and new/old. A and B may be PostgreSQL URLs (`postgresql://…`) as
-well.
+hours after one warm-up diff, instead of reads; with `--investigate`, the on-call reads
+instead: `impact` of the most served assertion (`runs` / 5 times), `audit` of a random
+agent's last 6 hours, `served` on a random subject and `trace` of a random decision).
+Prints the median over rounds of each round's p50 and p99, and new/old. A and B may be
+PostgreSQL URLs (`postgresql://…`) as well.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import os
 import statistics
 import subprocess
 import sys
+from typing import Any
 
 _ROUND = """
 import json, random, sys, time
@@ -68,7 +71,45 @@ print(json.dumps({"p50": times[len(times) // 2], "p99": times[int(len(times) * 0
 """
 
 
-def run_round(code: str, args: list[str], src: str | None) -> dict[str, float]:
+_INVESTIGATE = """
+import json, random, sys, time
+from episteme.ledger import Ledger
+from episteme.timeutil import from_us
+home, runs = sys.argv[1], int(sys.argv[2])
+ledger = Ledger.open(home)
+rows = lambda sql: [r[0] for r in ledger.store.conn.execute(sql)]
+hot = rows("SELECT a.id FROM (SELECT arow, count(*) AS n FROM served GROUP BY arow"
+           " ORDER BY n DESC LIMIT 1) AS t JOIN assertions a ON a.rowid = t.arow")
+agents = rows("SELECT DISTINCT agent FROM queries ORDER BY agent LIMIT 200")
+subjects = rows("SELECT DISTINCT subject FROM assertions ORDER BY subject LIMIT 2000")
+decisions = rows("SELECT id FROM decisions ORDER BY seq LIMIT 2000")
+last = ledger.store.head()[1]
+since, until = from_us(last - 6 * 3_600_000_000), from_us(last)
+rng = random.Random(1)
+reads = {
+    "impact": (max(1, runs // 5), hot and (lambda: ledger.impact(hot[0]))),
+    "audit": (runs, agents and (lambda: ledger.audit(
+        agent=rng.choice(agents), since=since, until=until))),
+    "served": (runs, lambda: ledger.served(rng.choice(subjects))),
+    "trace": (runs, decisions and (lambda: ledger.trace(rng.choice(decisions)))),
+}
+out = {}
+for name, (n, read) in reads.items():
+    if not read:
+        continue
+    times = []
+    for i in range(n + 10):
+        start = time.perf_counter_ns()
+        read()
+        if i >= 10:
+            times.append((time.perf_counter_ns() - start) / 1e6)
+    times.sort()
+    out[name] = {"p50": times[len(times) // 2], "p99": times[int(len(times) * 0.99)]}
+print(json.dumps(out))
+"""
+
+
+def run_round(code: str, args: list[str], src: str | None) -> dict[str, Any]:
     """Run `code` with `args` in a fresh interpreter (importing Episteme from `src`, else
     the installed one); the JSON object it prints."""
     env = dict(os.environ)
@@ -81,7 +122,7 @@ def run_round(code: str, args: list[str], src: str | None) -> dict[str, float]:
         text=True,
         check=True,
     )
-    result: dict[str, float] = json.loads(out.stdout)
+    result: dict[str, Any] = json.loads(out.stdout)
     return result
 
 
@@ -102,9 +143,15 @@ def main() -> None:
     parser.add_argument("--audited", action="store_true", help="time audited queries")
     parser.add_argument("--diff", action="store_true", help="time 24 h whole-store diffs")
     parser.add_argument(
+        "--investigate", action="store_true", help="time impact, audit, served and trace"
+    )
+    parser.add_argument(
         "--back", type=float, default=0.0, help="read as of this many hours before the last event"
     )
     args = parser.parse_args()
+    if args.investigate:
+        _investigate(args)
+        return
     for lens in ["diff"] if args.diff else args.lens or ["approved", "latest", "consensus"]:
         old, new = [], []
         for _ in range(args.rounds):
@@ -116,16 +163,33 @@ def main() -> None:
                 _round(args.old_home, args.runs, lens, args.audited, args.back, args.old_src)
             )
             new.append(_round(args.new_home, args.runs, lens, args.audited, args.back, None))
-        row = {"figure" if args.diff else "lens": lens}
-        for q in ("p50", "p99"):
-            o = statistics.median(r[q] for r in old)
-            n = statistics.median(r[q] for r in new)
-            row |= {
-                f"old_{q}_ms": round(o, 3),
-                f"new_{q}_ms": round(n, 3),
-                f"{q}_ratio": round(n / o, 2),
-            }
-        print(json.dumps(row))
+        print(json.dumps(_row({"figure" if args.diff else "lens": lens}, old, new)))
+
+
+def _investigate(args: argparse.Namespace) -> None:
+    old, new = [], []
+    for _ in range(args.rounds):
+        old.append(run_round(_INVESTIGATE, [args.old_home, str(args.runs)], args.old_src))
+        new.append(run_round(_INVESTIGATE, [args.new_home, str(args.runs)], None))
+    for figure in new[0]:
+        print(
+            json.dumps(_row({"figure": figure}, [r[figure] for r in old], [r[figure] for r in new]))
+        )
+
+
+def _row(
+    row: dict[str, Any], old: list[dict[str, float]], new: list[dict[str, float]]
+) -> dict[str, Any]:
+    """`row` with the median over rounds of old's and new's p50 and p99, and new/old."""
+    for q in ("p50", "p99"):
+        o = statistics.median(r[q] for r in old)
+        n = statistics.median(r[q] for r in new)
+        row |= {
+            f"old_{q}_ms": round(o, 3),
+            f"new_{q}_ms": round(n, 3),
+            f"{q}_ratio": round(n / o, 2),
+        }
+    return row
 
 
 if __name__ == "__main__":

@@ -127,3 +127,32 @@ def test_compare_reads_times_diffs_of_two_versions(location: str | Path) -> None
     assert row["figure"] == "diff"
     assert row["old_p50_ms"] > 0
     assert row["new_p50_ms"] > 0
+
+
+def test_compare_reads_times_the_on_call_reads(location: str | Path) -> None:
+    with Ledger.init(location) as ledger:
+        ids = [
+            ledger.assert_one(subject=f"svc.s{i}", value=i, agent="a", lifecycle="approved").id
+            for i in range(5)
+        ]
+        queries = [ledger.query("svc", agent=f"agent-{i % 2}") for i in range(4)]
+        ledger.decide("rolled out", agent="agent-0", query_ids=[q.query_id or "" for q in queries])
+        seq = ledger.store.head()[0]
+    out = subprocess.run(
+        [
+            sys.executable, str(ROOT / "bench" / "compare_reads.py"),
+            "--old-src", str(ROOT / "src"), "--old-home", str(location),
+            "--new-home", str(location), "--rounds", "2", "--runs", "5", "--investigate",
+        ],
+        capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    rows = [json.loads(line) for line in out.stdout.splitlines()]
+    assert [r["figure"] for r in rows] == ["impact", "audit", "served", "trace"]
+    for row in rows:
+        assert 0 < row["new_p50_ms"] <= row["new_p99_ms"]
+        assert _ratio_of(row, "p50")
+        assert _ratio_of(row, "p99")
+    with Ledger.open(location) as ledger:  # the reads wrote nothing
+        assert ledger.store.head()[0] == seq
+        assert ledger.impact(ids[0]).queries == 4

@@ -224,23 +224,29 @@ def test_a_recorded_query_keeps_what_it_hid_and_its_context(ledger: Ledger) -> N
     added = ledger.add(
         [
             AssertionInput(
-                subject=f"svc.wide.s{i:03d}", value={"n": i, "pad": "x" * 40}, agent="ops",
+                subject=f"svc.wide.s{i:03d}",
+                value={"n": i, "pad": "x" * 40},
+                agent="ops",
                 lifecycle="approved" if i % 3 else "proposed",
-            )  # fmt: skip
+            )
             for i in range(150)
         ]
     )
     context = {"ticket": "INC-7", "why": ["deploy", "check"], "depth": {"n": 2}}
     ans = ledger.query("svc.wide", agent="deploy", context=context)
-    assert len(ans.items) == 100 and ans.hidden.count == 50
+    assert len(ans.items) == 100
+    assert ans.hidden.count == 50
     plain = ledger.query("svc.wide.s001", agent="deploy")
     for record in (ledger.store.query_record(ans.query_id or ""), ledger.audit(agent="deploy")[1]):
-        assert record is not None and record.id == ans.query_id
+        assert record is not None
+        assert record.id == ans.query_id
         assert record.hidden == ans.hidden
         assert record.context == context
         assert len(record.returned) == 100
     [newest] = ledger.audit(agent="deploy", limit=1)
-    assert newest.id == plain.query_id and newest.context == {} and newest.hidden.count == 0
+    assert newest.id == plain.query_id
+    assert newest.context == {}
+    assert newest.hidden.count == 0
     assert {a.id for a in added if a.lifecycle == "proposed"} >= set(ans.hidden.ids)
 
 
