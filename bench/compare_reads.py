@@ -12,9 +12,10 @@ version its own copy; with `--back H`, reads as of H hours before the ledger's l
 event, as `--at` reads; with `--diff`, `runs` whole-store diffs of the ledger's last 24
 hours after one warm-up diff, instead of reads; with `--investigate`, the on-call reads
 instead: `impact` of the most served assertion (`runs` / 5 times), `audit` of a random
-agent's last 6 hours, `served` on a random subject and `trace` of a random decision).
-Prints the median over rounds of each round's p50 and p99, and new/old. A and B may be
-PostgreSQL URLs (`postgresql://…`) as well.
+agent's last 6 hours and of the agent with the most queries in them (`runs` / 5 times),
+`served` on a random subject, `trace` of a random decision and `blame` of a random
+assertion). Prints the median over rounds of each round's p50 and p99, and new/old. A and
+B may be PostgreSQL URLs (`postgresql://…`) as well.
 """
 
 from __future__ import annotations
@@ -74,6 +75,7 @@ print(json.dumps({"p50": times[len(times) // 2], "p99": times[int(len(times) * 0
 _INVESTIGATE = """
 import json, random, sys, time
 from episteme.ledger import Ledger
+from episteme.ledger.sql.projector import Us
 from episteme.timeutil import from_us
 home, runs = sys.argv[1], int(sys.argv[2])
 ledger = Ledger.open(home)
@@ -83,15 +85,22 @@ hot = rows("SELECT a.id FROM (SELECT arow, count(*) AS n FROM served GROUP BY ar
 agents = rows("SELECT DISTINCT agent FROM queries ORDER BY agent LIMIT 200")
 subjects = rows("SELECT DISTINCT subject FROM assertions ORDER BY subject LIMIT 2000")
 decisions = rows("SELECT id FROM decisions ORDER BY seq LIMIT 2000")
+ids = rows("SELECT id FROM assertions ORDER BY rowid LIMIT 5000")
 last = ledger.store.head()[1]
 since, until = from_us(last - 6 * 3_600_000_000), from_us(last)
+busiest = [r[0] for r in ledger.store.conn.execute(
+    "SELECT agent FROM queries WHERE at >= ? GROUP BY agent ORDER BY count(*) DESC, agent"
+    " LIMIT 1", (Us(last - 6 * 3_600_000_000),))]
 rng = random.Random(1)
 reads = {
     "impact": (max(1, runs // 5), hot and (lambda: ledger.impact(hot[0]))),
     "audit": (runs, agents and (lambda: ledger.audit(
         agent=rng.choice(agents), since=since, until=until))),
+    "audit, busiest agent": (max(1, runs // 5), busiest and (lambda: ledger.audit(
+        agent=busiest[0], since=since, until=until))),
     "served": (runs, lambda: ledger.served(rng.choice(subjects))),
     "trace": (runs, decisions and (lambda: ledger.trace(rng.choice(decisions)))),
+    "blame": (runs, lambda: ledger.blame(rng.choice(ids))),
 }
 out = {}
 for name, (n, read) in reads.items():
@@ -143,7 +152,7 @@ def main() -> None:
     parser.add_argument("--audited", action="store_true", help="time audited queries")
     parser.add_argument("--diff", action="store_true", help="time 24 h whole-store diffs")
     parser.add_argument(
-        "--investigate", action="store_true", help="time impact, audit, served and trace"
+        "--investigate", action="store_true", help="time impact, audit, served, trace and blame"
     )
     parser.add_argument(
         "--back", type=float, default=0.0, help="read as of this many hours before the last event"

@@ -148,7 +148,14 @@ def test_compare_reads_times_the_on_call_reads(location: str | Path) -> None:
     )  # fmt: skip
     assert out.returncode == 0, out.stderr
     rows = [json.loads(line) for line in out.stdout.splitlines()]
-    assert [r["figure"] for r in rows] == ["impact", "audit", "served", "trace"]
+    assert [r["figure"] for r in rows] == [
+        "impact",
+        "audit",
+        "audit, busiest agent",
+        "served",
+        "trace",
+        "blame",
+    ]
     for row in rows:
         assert 0 < row["new_p50_ms"] <= row["new_p99_ms"]
         assert _ratio_of(row, "p50")

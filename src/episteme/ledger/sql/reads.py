@@ -116,6 +116,14 @@ class Reader(LearningReads, DiagnosisReads):
 
     MATCH = "v.arow IN (SELECT rowid FROM assertions_fts WHERE assertions_fts MATCH ?)"
     """Assertions whose words match the parameter (made by `match_text`)."""
+    QUERY_ROWS = (
+        "SELECT q.id, q.seq, q.at, q.agent, q.lens, q.subject, q.text, q.as_of, j.payload,"
+        " q.latency_us FROM queries q JOIN journal j ON j.seq = q.seq {where}"
+        " ORDER BY q.at DESC, q.seq DESC LIMIT ?"
+    )
+    """The newest query rows matching `{where}` (on `q`), with their journal payloads.
+    SQLite walks its (agent, at) index in this order, the row id last, and stops at the
+    limit."""
     NEWEST_SERVED: str | None = None
     """Where a store's planner needs it spelled out: the newest (at most N) query seqs up
     to a seq that served an assertion under a subject (`{where}` on `v.subject`)."""
@@ -511,13 +519,7 @@ class Reader(LearningReads, DiagnosisReads):
         return sum(agents.values()), agents, recent
 
     def _queries(self, where: str, args: list[Any], limit: int) -> list[QueryRecord]:
-        rows = self.conn.execute(
-            "SELECT q.id, q.seq, q.at, q.agent, q.lens, q.subject, q.text, q.as_of,"
-            f" j.payload, q.latency_us FROM queries q JOIN journal j ON j.seq = q.seq {where}"
-            " ORDER BY q.at DESC, q.seq DESC"
-            " LIMIT ?",
-            [*args, limit],
-        ).fetchall()
+        rows = self.conn.execute(self.QUERY_ROWS.format(where=where), [*args, limit]).fetchall()
         served = self._served_items([r[1] for r in rows])
         # The hidden tally and the context are read from the event's payload here, not by
         # the database's JSON functions: those parse the whole payload once per field, and
