@@ -3,19 +3,20 @@
     python bench/compare_reads.py --old-src OLD/src --old-home A --new-home B [--rounds 5]
 
 OLD/src is the `src` folder of another checkout (`git worktree add OLD <commit>`); the
-new version is the one installed. A and B are copies of the same SQLite benchmark
-ledger (`episteme bench generate`), one per version, since a newer version migrates
-the file. Rounds alternate old and new, each in a fresh process, so both see the same
-machine; each round times `runs` unaudited reads per lens on random subjects after 50
-warm-up reads (with `--audited`, audited queries, each a durable write: give each
-version its own copy; with `--back H`, reads as of H hours before the ledger's last
-event, as `--at` reads; with `--diff`, `runs` whole-store diffs of the ledger's last 24
-hours after one warm-up diff, instead of reads; with `--investigate`, the on-call reads
-instead: `impact` of the most served assertion (`runs` / 5 times), `audit` of a random
-agent's last 6 hours and of the agent with the most queries in them (`runs` / 5 times),
-`served` on a random subject, `trace` of a random decision and `blame` of a random
-assertion). Prints the median over rounds of each round's p50 and p99, and new/old. A and
-B may be PostgreSQL URLs (`postgresql://…`) as well.
+new version is the one installed. A and B are copies of the same SQLite benchmark ledger
+(`episteme bench generate`), one per version, since a newer version migrates the file.
+Rounds alternate old and new, each in a fresh process, so both see the same machine;
+each round times `runs` unaudited reads per lens on random subjects after 50 warm-up
+reads (with `--audited`, audited queries, each a durable write: give each version its
+own copy, and with `--held` also how long each held the writer lock, taken to released;
+with `--back H`, reads as of H hours before the ledger's last event, as `--at` reads;
+with `--diff`, `runs` whole-store diffs of the ledger's last 24 hours after one warm-up
+diff, instead of reads; with `--investigate`, the on-call reads instead: `audit` of the
+agent with the most queries in the ledger's last 6 hours and `impact` of the most served
+assertion (`runs` / 5 times each), `audit` of a random agent's last 6 hours, `served` on
+a random subject, `trace` of a random decision and `blame` of a random assertion).
+Prints the median over rounds of each round's p50 and p99, and new/old. A and B may be
+PostgreSQL URLs (`postgresql://…`) as well.
 """
 
 from __future__ import annotations
@@ -33,8 +34,21 @@ import json, random, sys, time
 from episteme.ledger import Ledger
 from episteme.timeutil import from_us
 home, runs, lens, audited = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4] == "1"
-back = float(sys.argv[5])
+back, held = float(sys.argv[5]), sys.argv[6] == "1"
 ledger = Ledger.open(home)
+locked = []
+if held:  # time each write transaction from the writer lock taken to its release
+    import contextlib
+    Store = type(ledger.store)
+    take = Store._transaction_locked
+    @contextlib.contextmanager
+    def timed(self):
+        with take(self) as conn:
+            start = time.perf_counter_ns()
+            yield conn
+            end = time.perf_counter_ns()
+        locked.append((end - start) / 1e6)
+    Store._transaction_locked = timed
 at = from_us(ledger.store.head()[1] - int(back * 3_600_000_000)) if back else None
 subjects = [r[0] for r in ledger.store.conn.execute(
     "SELECT DISTINCT subject FROM assertions ORDER BY subject LIMIT 2000")]
@@ -49,8 +63,14 @@ for i in range(runs + 50):
         ledger.answer(subject, lens=lens, at=at)
     if i >= 50:
         times.append((time.perf_counter_ns() - start) / 1e6)
+    else:
+        locked.clear()
 times.sort()
-print(json.dumps({"p50": times[len(times) // 2], "p99": times[int(len(times) * 0.99)]}))
+out = {"p50": times[len(times) // 2], "p99": times[int(len(times) * 0.99)]}
+if locked:
+    locked.sort()
+    out |= {"held_p50": locked[len(locked) // 2], "held_p99": locked[int(len(locked) * 0.99)]}
+print(json.dumps(out))
 """
 
 _DIFF = """
@@ -92,12 +112,12 @@ busiest = [r[0] for r in ledger.store.conn.execute(
     "SELECT agent FROM queries WHERE at >= ? GROUP BY agent ORDER BY count(*) DESC, agent"
     " LIMIT 1", (Us(last - 6 * 3_600_000_000),))]
 rng = random.Random(1)
-reads = {
+reads = {  # the busiest agent first, before other audits have shaped any plan cache
+    "audit, busiest agent": (max(1, runs // 5), busiest and (lambda: ledger.audit(
+        agent=busiest[0], since=since, until=until))),
     "impact": (max(1, runs // 5), hot and (lambda: ledger.impact(hot[0]))),
     "audit": (runs, agents and (lambda: ledger.audit(
         agent=rng.choice(agents), since=since, until=until))),
-    "audit, busiest agent": (max(1, runs // 5), busiest and (lambda: ledger.audit(
-        agent=busiest[0], since=since, until=until))),
     "served": (runs, lambda: ledger.served(rng.choice(subjects))),
     "trace": (runs, decisions and (lambda: ledger.trace(rng.choice(decisions)))),
     "blame": (runs, lambda: ledger.blame(rng.choice(ids))),
@@ -135,10 +155,9 @@ def run_round(code: str, args: list[str], src: str | None) -> dict[str, Any]:
     return result
 
 
-def _round(
-    home: str, runs: int, lens: str, audited: bool, back: float, src: str | None
-) -> dict[str, float]:
-    return run_round(_ROUND, [home, str(runs), lens, "1" if audited else "0", str(back)], src)
+def _round(args: argparse.Namespace, home: str, lens: str, src: str | None) -> dict[str, float]:
+    flags = ["1" if args.audited else "0", str(args.back), "1" if args.held else "0"]
+    return run_round(_ROUND, [home, str(args.runs), lens, *flags], src)
 
 
 def main() -> None:
@@ -155,6 +174,9 @@ def main() -> None:
         "--investigate", action="store_true", help="time impact, audit, served, trace and blame"
     )
     parser.add_argument(
+        "--held", action="store_true", help="with --audited: time the writer lock's holds too"
+    )
+    parser.add_argument(
         "--back", type=float, default=0.0, help="read as of this many hours before the last event"
     )
     args = parser.parse_args()
@@ -168,10 +190,8 @@ def main() -> None:
                 old.append(run_round(_DIFF, [args.old_home, str(args.runs)], args.old_src))
                 new.append(run_round(_DIFF, [args.new_home, str(args.runs)], None))
                 continue
-            old.append(
-                _round(args.old_home, args.runs, lens, args.audited, args.back, args.old_src)
-            )
-            new.append(_round(args.new_home, args.runs, lens, args.audited, args.back, None))
+            old.append(_round(args, args.old_home, lens, args.old_src))
+            new.append(_round(args, args.new_home, lens, None))
         print(json.dumps(_row({"figure" if args.diff else "lens": lens}, old, new)))
 
 
@@ -189,8 +209,11 @@ def _investigate(args: argparse.Namespace) -> None:
 def _row(
     row: dict[str, Any], old: list[dict[str, float]], new: list[dict[str, float]]
 ) -> dict[str, Any]:
-    """`row` with the median over rounds of old's and new's p50 and p99, and new/old."""
-    for q in ("p50", "p99"):
+    """`row` with the median over rounds of old's and new's p50 and p99 (and of the lock's
+    holds, where timed), and new/old."""
+    for q in ("p50", "p99", "held_p50", "held_p99"):
+        if q not in new[0]:
+            continue
         o = statistics.median(r[q] for r in old)
         n = statistics.median(r[q] for r in new)
         row |= {

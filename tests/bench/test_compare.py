@@ -76,10 +76,13 @@ def _compare_reads(location: str | Path, *args: str) -> dict[str, float]:
 
 def test_compare_reads_times_audited_queries_of_two_versions(location: str | Path) -> None:
     row = _compare_reads(
-        location, "--rounds", "2", "--runs", "20", "--lens", "approved", "--audited"
+        location, "--rounds", "2", "--runs", "20", "--lens", "approved", "--audited", "--held"
     )
     assert row["lens"] == "approved"
     assert 0 < row["new_p50_ms"] <= row["new_p99_ms"]
+    assert 0 < row["new_held_p50_ms"] <= row["new_held_p99_ms"]
+    assert row["new_held_p50_ms"] < row["new_p50_ms"]  # the lock is held inside the query
+    assert _ratio_of(row, "held_p50")
     with Ledger.open(location) as ledger:
         audit = ledger.audit(agent="bench.compare", limit=1000)
         assert len(audit) == 2 * 2 * (20 + 50)  # both versions, 2 rounds, with warm-ups
@@ -149,9 +152,9 @@ def test_compare_reads_times_the_on_call_reads(location: str | Path) -> None:
     assert out.returncode == 0, out.stderr
     rows = [json.loads(line) for line in out.stdout.splitlines()]
     assert [r["figure"] for r in rows] == [
+        "audit, busiest agent",
         "impact",
         "audit",
-        "audit, busiest agent",
         "served",
         "trace",
         "blame",
