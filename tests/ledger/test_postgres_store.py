@@ -6,8 +6,10 @@ import threading
 from typing import Any
 
 import psycopg
+import pytest
 from whenever import Instant, TimeDelta
 
+from episteme.errors import NotFound
 from episteme.ledger import AssertionInput, Ledger
 from episteme.ledger.store import open_store
 from episteme.timeutil import ManualClock, to_us
@@ -243,3 +245,47 @@ def test_reads_outside_a_write_come_back_by_themselves_after_a_restart() -> None
             cluster.stop("fast")
             cluster.start()
             assert ledger.get(kept.id).id == kept.id  # a read of one statement, too
+
+
+def test_an_investigation_reads_on_one_connection_and_leaves_it_usable(pg_url: str) -> None:
+    # blame, trace, impact, served and audit run their statements on one borrowed
+    # connection in a pipeline: each statement on its own would borrow one and wait
+    with Ledger.init(pg_url) as ledger:
+        first = ledger.assert_one(subject="svc.a", value=1, agent="ops", lifecycle="approved")
+        ledger.assert_one(subject="svc.a", value=2, agent="ops", derived_from=[first.id])
+        q = ledger.query("svc", agent="deploy", context={"ticket": "INC-1"})
+        d = ledger.decide("deployed", agent="deploy", query_ids=[q.query_id or ""])
+        store: Any = ledger.store
+        borrowed = store.borrowed
+        borrows: list[int] = []
+
+        def counted(read: Any) -> Any:
+            borrows.append(1)
+            return borrowed(read)
+
+        store.borrowed = counted
+        reads = {
+            "blame": lambda: ledger.blame("svc.a"),
+            "trace": lambda: ledger.trace(d.id),
+            "impact": lambda: ledger.impact(first.id),
+            "served": lambda: ledger.served("svc.a"),
+            "audit": lambda: ledger.audit(agent="deploy"),
+        }
+        for name, read in reads.items():
+            borrows.clear()
+            found = read()
+            assert found, name
+            assert len(borrows) == 1, name
+        assert ledger.trace(d.id).queries[0].context == {"ticket": "INC-1"}
+
+        # a read that finds nothing raises, and hands back a connection still usable
+        def replaced() -> tuple[int, int]:  # connections given back broken, and opened
+            stats = store.pool.get_stats()
+            return stats.get("returns_bad", 0), stats.get("connections_num", 0)
+
+        before = replaced()
+        for _ in range(store.pool.max_size + 1):
+            with pytest.raises(NotFound):
+                ledger.blame("svc.nothing")
+        assert replaced() == before
+        assert [b.assertion.id for b in ledger.blame(first.id)] == [first.id]

@@ -645,7 +645,8 @@ class Ledger(Learning, Tokens):
         self, subject: str, *, at: Instant | None = None, limit: int = 100
     ) -> list[QueryRecord]:
         """What agents were actually served about `subject`, up to `at` (newest first)."""
-        return investigate.served(self.store, check_subject(subject), _us(at), limit)
+        subject = check_subject(subject)
+        return self.store.reading(lambda r: investigate.served(r, subject, _us(at), limit))
 
     def audit(
         self,
@@ -661,7 +662,9 @@ class Ledger(Learning, Tokens):
             check_subject(subject)
         if agent is not None:
             check_name(agent, "agent")
-        return self.store.queries(agent, subject, _us(since), _us(until), limit)
+        return self.store.reading(
+            lambda r: r.queries(agent, subject, _us(since), _us(until), limit)
+        )
 
     def decisions(
         self,
@@ -684,15 +687,17 @@ class Ledger(Learning, Tokens):
 
     def blame(self, ref: str) -> list[Blame]:
         """Who introduced an assertion (by id) or each assertion on a subject."""
-        return investigate.blame(self.store, ref)
+        return self.store.reading(lambda r: investigate.blame(r, ref))
 
     def trace(self, ref: str) -> Trace:
         """Decision or query → queries → assertions → agents, sources, epochs."""
-        return investigate.trace(self.store, ref)
+        return self.store.reading(lambda r: investigate.trace(r, ref))
 
     def impact(self, ref: str, *, recent: int = 20) -> Impact:
         """Assertion → queries that served it, agents, decisions, derived assertions."""
-        return investigate.impact(self.store, self._resolve_assertion(self.store, ref), recent)
+        return self.store.reading(
+            lambda r: investigate.impact(r, self._resolve_assertion(r, ref), recent)
+        )
 
     # -- integrity ---------------------------------------------------------------------
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from episteme.errors import InvalidInput
 from episteme.ledger.access import Denial, TokenRecord
@@ -34,6 +34,9 @@ from episteme.ledger.records import (
 from episteme.ledger.sql.learning import Cursor, Evidence, Note, Weighed
 
 DB_FILE = "ledger.db"
+
+
+_T = TypeVar("_T")
 
 
 class StoreReader(Protocol):
@@ -141,6 +144,11 @@ class Store(StoreReader, Protocol):
     """The schema version this open upgraded from (None: it was current)."""
 
     def write(self, build: BuildFn, now_us: int) -> list[Event]: ...
+    def reading(self, read: Callable[[StoreReader], _T]) -> _T:
+        """`read`, given a reader for a run of statements (one connection for them all,
+        where a store would otherwise take one per statement)."""
+        ...
+
     def backfill(self, timed: Iterable[tuple[int, Draft]], chunk: int = 20_000) -> int: ...
     def import_events(self, events: Iterable[Event]) -> int: ...
     def verify(self) -> VerifyReport: ...

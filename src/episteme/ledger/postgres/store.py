@@ -47,6 +47,7 @@ from episteme.ledger.sql import projector
 from episteme.ledger.sql.base import SQLStore
 from episteme.ledger.sql.projector import Conn
 from episteme.ledger.sql.reads import Reader, tsquery
+from episteme.ledger.store import StoreReader
 
 MIGRATIONS = ("0001_init.sql", "0002_gardener.sql", "0003_diagnosis.sql")
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -222,18 +223,24 @@ class PostgresStore(_Dialect, SQLStore):
     ) -> Candidates:
         """A lens's statements go out together on one borrowed connection: one round trip,
         where each statement on its own would borrow one and wait for its answer."""
+        return self.reading(lambda r: r.candidates(subject, as_of, text, lifecycles, listed))
 
-        def read(raw: psycopg.Connection[Any]) -> Candidates:
+    def reading(self, read: Callable[[StoreReader], _T]) -> _T:
+        """`read` on one borrowed connection in pipeline mode (`Wire`): its statements are
+        prepared once per connection and go out without waiting, and a result is waited
+        for only when read; each statement on `conn` borrows a connection of its own."""
+
+        def run(raw: psycopg.Connection[Any]) -> _T:
             wire = Wire(raw)
             try:
-                found = _TxReader(wire).candidates(subject, as_of, text, lifecycles, listed)
+                done = read(_TxReader(wire))
                 wire.close()
-            except BaseException as exc:
-                wire.abort(exc)
+            except BaseException as exc:  # a read that found nothing raises too
+                wire.abort(exc, rollback=False)
                 raise
-            return found
+            return done
 
-        return self.borrowed(read)
+        return self.borrowed(run)
 
     def _reader(self, conn: Conn) -> Reader:
         return _TxReader(conn)

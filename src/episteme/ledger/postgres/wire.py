@@ -233,16 +233,18 @@ class Wire:
         if self.pg.pipeline_status != pq.PipelineStatus.OFF:
             self.pg.exit_pipeline_mode()
 
-    def abort(self, exc: BaseException) -> None:
-        """Roll back after `exc`. A connection whose state is unknown (interrupted
-        mid-reply, or failing again here) is closed instead, and its pool replaces it
-        rather than lend it out again."""
+    def abort(self, exc: BaseException, *, rollback: bool = True) -> None:
+        """Roll back after `exc` (reads outside a transaction: `rollback=False`, only
+        read what was sent). A connection whose state is unknown (interrupted mid-reply,
+        or failing again here) is closed instead, and its pool replaces it rather than
+        lend it out again."""
         if isinstance(exc, Exception):
             try:
                 with contextlib.suppress(psycopg.DatabaseError):
                     self.sync()  # what was sent before the failure
-                self.execute("ROLLBACK")
-                self.sync()
+                if rollback:
+                    self.execute("ROLLBACK")
+                    self.sync()
                 self.close()
                 return
             except Exception:

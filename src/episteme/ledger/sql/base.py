@@ -26,6 +26,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
+from typing import TypeVar
 
 import orjson
 
@@ -38,8 +39,10 @@ from episteme.ledger.sql.diagnosis import DiagnosisWrites
 from episteme.ledger.sql.learning import LearningWrites
 from episteme.ledger.sql.projector import Conn, Us
 from episteme.ledger.sql.reads import Reader
-from episteme.ledger.store import BuildFn
+from episteme.ledger.store import BuildFn, StoreReader
 from episteme.timeutil import from_us
+
+_T = TypeVar("_T")
 
 
 class _Pending:
@@ -142,6 +145,9 @@ class SQLStore(Reader, LearningWrites, DiagnosisWrites):
 
     def _reader(self, conn: Conn) -> Reader:
         return Reader(conn)
+
+    def reading(self, read: Callable[[StoreReader], _T]) -> _T:
+        return read(self)
 
     @contextmanager
     def _pipelined(self, conn: Conn) -> Iterator[Callable[[], object]]:
