@@ -8,15 +8,16 @@ new version is the one installed. A and B are copies of the same SQLite benchmar
 Rounds alternate old and new, each in a fresh process, so both see the same machine;
 each round times `runs` unaudited reads per lens on random subjects after 50 warm-up
 reads (with `--audited`, audited queries, each a durable write: give each version its
-own copy, and with `--held` also how long each held the writer lock, taken to released;
-with `--back H`, reads as of H hours before the ledger's last event, as `--at` reads;
-with `--diff`, `runs` whole-store diffs of the ledger's last 24 hours after one warm-up
-diff, instead of reads; with `--investigate`, the on-call reads instead: `audit` of the
-agent with the most queries in the ledger's last 6 hours and `impact` of the most served
-assertion (`runs` / 5 times each), `audit` of a random agent's last 6 hours, `served` on
-a random subject, `trace` of a random decision and `blame` of a random assertion).
-Prints the median over rounds of each round's p50 and p99, and new/old. A and B may be
-PostgreSQL URLs (`postgresql://…`) as well.
+own copy, and with `--held` also each one's time inside its write transaction, from
+after BEGIN to before COMMIT, under the writer lock; with `--back H`, reads as of H
+hours before the ledger's last event, as `--at` reads; with `--diff`, `runs` whole-store
+diffs of the ledger's last 24 hours after one warm-up diff, instead of reads; with
+`--investigate`, the on-call reads instead: `audit` of the agent with the most queries
+in the ledger's last 6 hours and `impact` of the most served assertion (`runs` / 5 times
+each), `audit` of a random agent's last 6 hours, `served` on a random subject, `trace`
+of a random decision and `blame` of a random assertion). Prints the median over rounds
+of each round's p50 and p99, and new/old. A and B may be PostgreSQL URLs
+(`postgresql://…`) as well.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ home, runs, lens, audited = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv
 back, held = float(sys.argv[5]), sys.argv[6] == "1"
 ledger = Ledger.open(home)
 locked = []
-if held:  # time each write transaction from the writer lock taken to its release
+if held:  # time each write transaction's work, from after BEGIN to before COMMIT
     import contextlib
     Store = type(ledger.store)
     take = Store._transaction_locked
@@ -174,12 +175,18 @@ def main() -> None:
         "--investigate", action="store_true", help="time impact, audit, served, trace and blame"
     )
     parser.add_argument(
-        "--held", action="store_true", help="with --audited: time the writer lock's holds too"
+        "--held",
+        action="store_true",
+        help="with --audited: also time each write transaction's work (BEGIN to COMMIT)",
     )
     parser.add_argument(
         "--back", type=float, default=0.0, help="read as of this many hours before the last event"
     )
     args = parser.parse_args()
+    if args.held and not args.audited:
+        parser.error("--held times audited queries' writes: add --audited")
+    if args.investigate and (args.audited or args.diff or args.lens or args.back):
+        parser.error("--investigate times its own reads: drop --audited, --diff, --lens, --back")
     if args.investigate:
         _investigate(args)
         return

@@ -287,5 +287,25 @@ def test_an_investigation_reads_on_one_connection_and_leaves_it_usable(pg_url: s
         for _ in range(store.pool.max_size + 1):
             with pytest.raises(NotFound):
                 ledger.blame("svc.nothing")
+        # and so does a statement the server refuses, read or left unread
+        for unread in (False, True):
+            with pytest.raises(psycopg.errors.DivisionByZero):
+                store.reading(lambda r, unread=unread: _refused(r, unread))
         assert replaced() == before
+        assert store.reading(lambda r: r.conn.execute("SELECT 1").fetchall()) == [(1,)]
+        # the statements of these reads (IN lists of every length) are not prepared: they
+        # would fill the allowance of prepared statements the connection's writes use
+        from episteme.ledger.postgres.wire import _sessions
+
+        prepared = sum(len(s.prepared) for s in list(_sessions.values()))
+        ledger.trace(d.id)
+        ledger.audit(agent="deploy")
+        assert sum(len(s.prepared) for s in list(_sessions.values())) == prepared
         assert [b.assertion.id for b in ledger.blame(first.id)] == [first.id]
+
+
+def _refused(r: Any, unread: bool) -> object:
+    failing = r.conn.execute("SELECT 1 / 0")
+    if unread:
+        return None  # left for the store to read when the reading ends
+    return failing.fetchall()

@@ -563,7 +563,9 @@ class Ledger(Learning, Tokens):
 
         def build(r: StoreReader, now: int, seq: int) -> list[Draft]:
             # Only the reads and the receipt under the writer lock: the answer's models
-            # are built after it is released (the lock is what concurrent writers share).
+            # are built after it is released (the lock is what concurrent writers share),
+            # from rows the store just returned. Only corrupt rows could fail there, and
+            # the receipt of such a read stays recorded.
             look = self._look(subject, lens, at, text, r)
             latency = (time.perf_counter_ns() - start) // 1000
             qid = query_id_for(agent, now, seq)

@@ -223,19 +223,24 @@ class PostgresStore(_Dialect, SQLStore):
     ) -> Candidates:
         """A lens's statements go out together on one borrowed connection: one round trip,
         where each statement on its own would borrow one and wait for its answer."""
-        return self.reading(lambda r: r.candidates(subject, as_of, text, lifecycles, listed))
+        # few shapes of statement, read at every query: prepared once per connection
+        return self._piped(lambda r: r.candidates(subject, as_of, text, lifecycles, listed))
 
     def reading(self, read: Callable[[StoreReader], _T]) -> _T:
-        """`read` on one borrowed connection in pipeline mode (`Wire`): its statements are
-        prepared once per connection and go out without waiting, and a result is waited
-        for only when read; each statement on `conn` borrows a connection of its own."""
+        """`read` on one borrowed connection in pipeline mode (`Wire`): its statements go
+        out without waiting, and a result is waited for only when read; each statement on
+        `conn` borrows a connection of its own. They are parsed at each use: their `IN`
+        lists come in every length, and prepared they would fill the connection's
+        allowance of prepared statements that the writes use."""
+        return self._piped(read, prepare=False)
 
+    def _piped(self, read: Callable[[StoreReader], _T], *, prepare: bool = True) -> _T:
         def run(raw: psycopg.Connection[Any]) -> _T:
-            wire = Wire(raw)
+            wire = Wire(raw, prepare=prepare)
             try:
                 done = read(_TxReader(wire))
-                wire.close()
-            except BaseException as exc:  # a read that found nothing raises too
+                wire.finish()
+            except BaseException as exc:  # a read that finds nothing raises too
                 wire.abort(exc, rollback=False)
                 raise
             return done

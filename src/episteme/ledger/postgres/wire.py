@@ -112,10 +112,13 @@ _OK = frozenset({pq.ExecStatus.COMMAND_OK, pq.ExecStatus.TUPLES_OK, pq.ExecStatu
 class Wire:
     """A connection in libpq's pipeline mode, speaking the shared SQL (a `Conn`)."""
 
-    __slots__ = ("_encoding", "_pending", "_poll", "_session", "pg", "raw")
+    __slots__ = ("_encoding", "_pending", "_poll", "_prepare", "_session", "pg", "raw")
 
-    def __init__(self, raw: psycopg.Connection[Any]) -> None:
+    def __init__(self, raw: psycopg.Connection[Any], *, prepare: bool = True) -> None:
+        """`prepare=False`: parse every statement at each use (statements of many shapes,
+        which would fill the connection's `PREPARED_MAX` that the writes use)."""
         self.raw = raw
+        self._prepare = prepare
         self.pg = raw.pgconn
         session = _sessions.get(raw)
         if session is None:
@@ -138,7 +141,7 @@ class Wire:
             values, types, formats = None, None, None
         key = (query, types)
         name = self._session.prepared.get(key)
-        if name is None and len(self._session.prepared) >= PREPARED_MAX:
+        if name is None and (not self._prepare or len(self._session.prepared) >= PREPARED_MAX):
             # statements of many shapes (IN lists of every length): parse this one each time
             self.pg.send_query_params(query, values, types, formats, pq.Format.BINARY)
             return self._expect()
@@ -233,20 +236,28 @@ class Wire:
         if self.pg.pipeline_status != pq.PipelineStatus.OFF:
             self.pg.exit_pipeline_mode()
 
+    def finish(self) -> None:
+        """Read what is still unread (raising its first error), then leave pipeline mode."""
+        if self._pending:
+            self.sync()
+        self.close()
+
     def abort(self, exc: BaseException, *, rollback: bool = True) -> None:
-        """Roll back after `exc` (reads outside a transaction: `rollback=False`, only
-        read what was sent). A connection whose state is unknown (interrupted mid-reply,
-        or failing again here) is closed instead, and its pool replaces it rather than
-        lend it out again."""
+        """Roll back after `exc`; reads outside a transaction (`rollback=False`) only read
+        what was sent. A connection whose state is unknown (interrupted mid-reply, failing
+        again here, or not idle afterwards) is closed instead, and its pool replaces it
+        rather than lend it out again."""
         if isinstance(exc, Exception):
             try:
-                with contextlib.suppress(psycopg.DatabaseError):
-                    self.sync()  # what was sent before the failure
+                if rollback or self._pending:
+                    with contextlib.suppress(psycopg.DatabaseError):
+                        self.sync()  # what was sent before the failure
                 if rollback:
                     self.execute("ROLLBACK")
                     self.sync()
                 self.close()
-                return
+                if self.pg.transaction_status == pq.TransactionStatus.IDLE:
+                    return
             except Exception:
                 pass
         self.raw.close()
