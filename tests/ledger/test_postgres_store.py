@@ -247,7 +247,9 @@ def test_reads_outside_a_write_come_back_by_themselves_after_a_restart() -> None
             assert ledger.get(kept.id).id == kept.id  # a read of one statement, too
 
 
-def test_an_investigation_reads_on_one_connection_and_leaves_it_usable(pg_url: str) -> None:
+def test_an_investigation_reads_on_one_connection_and_leaves_it_usable(
+    pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # blame, trace, impact, served and audit run their statements on one borrowed
     # connection in a pipeline: each statement on its own would borrow one and wait
     with Ledger.init(pg_url) as ledger:
@@ -293,14 +295,24 @@ def test_an_investigation_reads_on_one_connection_and_leaves_it_usable(pg_url: s
                 store.reading(lambda r, unread=unread: _refused(r, unread))
         assert replaced() == before
         assert store.reading(lambda r: r.conn.execute("SELECT 1").fetchall()) == [(1,)]
-        # the statements of these reads (IN lists of every length) are not prepared: they
-        # would fill the allowance of prepared statements the connection's writes use
+        # reads prepare their statements only while a connection has room below the reads'
+        # share (their IN lists come in every length); the rest is left to the writes
+        from episteme.ledger.postgres import store as pg_store
         from episteme.ledger.postgres.wire import _sessions
 
-        prepared = sum(len(s.prepared) for s in list(_sessions.values()))
-        ledger.trace(d.id)
-        ledger.audit(agent="deploy")
-        assert sum(len(s.prepared) for s in list(_sessions.values())) == prepared
+        def prepared() -> int:
+            return sum(len(s.prepared) for s in list(_sessions.values()))
+
+        def seven_ids(r: Any) -> object:  # an IN list of a length not read before
+            return r.assertions([f"{i:064x}" for i in range(7)])
+
+        had = prepared()
+        monkeypatch.setattr(pg_store, "READS_PREPARE_UP_TO", 0)
+        assert store.reading(seven_ids) == []
+        assert prepared() == had  # no room left for reads: parsed, not prepared
+        monkeypatch.setattr(pg_store, "READS_PREPARE_UP_TO", 128)
+        assert store.reading(seven_ids) == []
+        assert prepared() == had + 1
         assert [b.assertion.id for b in ledger.blame(first.id)] == [first.id]
 
 

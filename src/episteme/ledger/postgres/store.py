@@ -41,7 +41,7 @@ from episteme.errors import Conflict, InvalidInput, StoreUnavailable
 from episteme.ledger.journal import Event
 from episteme.ledger.model import Candidates
 from episteme.ledger.postgres.adapt import Fetched, TxConn, configure, translate
-from episteme.ledger.postgres.wire import Wire
+from episteme.ledger.postgres.wire import READS_PREPARE_UP_TO, Wire
 from episteme.ledger.records import RebuildReport
 from episteme.ledger.sql import projector
 from episteme.ledger.sql.base import SQLStore
@@ -223,20 +223,18 @@ class PostgresStore(_Dialect, SQLStore):
     ) -> Candidates:
         """A lens's statements go out together on one borrowed connection: one round trip,
         where each statement on its own would borrow one and wait for its answer."""
-        # few shapes of statement, read at every query: prepared once per connection
-        return self._piped(lambda r: r.candidates(subject, as_of, text, lifecycles, listed))
+        return self.reading(lambda r: r.candidates(subject, as_of, text, lifecycles, listed))
 
     def reading(self, read: Callable[[StoreReader], _T]) -> _T:
         """`read` on one borrowed connection in pipeline mode (`Wire`): its statements go
         out without waiting, and a result is waited for only when read; each statement on
-        `conn` borrows a connection of its own. They are parsed at each use: their `IN`
-        lists come in every length, and prepared they would fill the connection's
-        allowance of prepared statements that the writes use."""
-        return self._piped(read, prepare=False)
+        `conn` borrows a connection of its own. Statements are prepared once per
+        connection while it has fewer than `READS_PREPARE_UP_TO` (planning a join costs
+        more than running it), parsed at each use past that: reads build `IN` lists of
+        every length, and the rest of the allowance is the writes'."""
 
-    def _piped(self, read: Callable[[StoreReader], _T], *, prepare: bool = True) -> _T:
         def run(raw: psycopg.Connection[Any]) -> _T:
-            wire = Wire(raw, prepare=prepare)
+            wire = Wire(raw, room=READS_PREPARE_UP_TO)
             try:
                 done = read(_TxReader(wire))
                 wire.finish()

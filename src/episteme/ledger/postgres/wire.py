@@ -35,6 +35,9 @@ from episteme.ledger.sql.projector import OPEN
 
 PREPARED_MAX = 256
 """Statements prepared per connection; past this, new ones are parsed at every use."""
+READS_PREPARE_UP_TO = 128
+"""Reads outside a write prepare statements only while a connection has fewer than this,
+leaving the rest of `PREPARED_MAX` to writes: reads build `IN` lists of every length."""
 
 _names = itertools.count()
 """Prepared statement names are never reused, so a statement that failed to prepare
@@ -112,13 +115,13 @@ _OK = frozenset({pq.ExecStatus.COMMAND_OK, pq.ExecStatus.TUPLES_OK, pq.ExecStatu
 class Wire:
     """A connection in libpq's pipeline mode, speaking the shared SQL (a `Conn`)."""
 
-    __slots__ = ("_encoding", "_pending", "_poll", "_prepare", "_session", "pg", "raw")
+    __slots__ = ("_encoding", "_pending", "_poll", "_room", "_session", "pg", "raw")
 
-    def __init__(self, raw: psycopg.Connection[Any], *, prepare: bool = True) -> None:
-        """`prepare=False`: parse every statement at each use (statements of many shapes,
-        which would fill the connection's `PREPARED_MAX` that the writes use)."""
+    def __init__(self, raw: psycopg.Connection[Any], *, room: int = PREPARED_MAX) -> None:
+        """`room`: prepare new statements only while the connection has fewer prepared
+        than this (`READS_PREPARE_UP_TO` for reads outside a write)."""
         self.raw = raw
-        self._prepare = prepare
+        self._room = min(room, PREPARED_MAX)
         self.pg = raw.pgconn
         session = _sessions.get(raw)
         if session is None:
@@ -141,7 +144,7 @@ class Wire:
             values, types, formats = None, None, None
         key = (query, types)
         name = self._session.prepared.get(key)
-        if name is None and (not self._prepare or len(self._session.prepared) >= PREPARED_MAX):
+        if name is None and len(self._session.prepared) >= self._room:
             # statements of many shapes (IN lists of every length): parse this one each time
             self.pg.send_query_params(query, values, types, formats, pq.Format.BINARY)
             return self._expect()
