@@ -14,6 +14,7 @@ from whenever import Instant, TimeDelta
 from episteme.errors import Conflict, InvalidInput, NotFound
 from episteme.ledger import AssertionInput, Ledger, LensSpec, Lifecycle
 from episteme.ledger.model import HIDDEN_IDS
+from episteme.ledger.store import StoreReader
 from episteme.timeutil import ManualClock, parse_time
 
 JWT = "auth.jwt.algorithm"
@@ -248,6 +249,25 @@ def test_a_recorded_query_keeps_what_it_hid_and_its_context(ledger: Ledger) -> N
     assert newest.context == {}
     assert newest.hidden.count == 0
     assert {a.id for a in added if a.lifecycle == "proposed"} >= set(ans.hidden.ids)
+
+
+def test_an_investigation_reads_one_snapshot(ledger: Ledger) -> None:
+    # a query recorded between an investigation's statements is seen by all or none of
+    # them: impact's count, its agents and its newest queries agree
+    rs256 = fact(ledger, "RS256", lifecycle="approved")
+    first = ledger.query(JWT, agent="deploy").query_id
+
+    def read(r: StoreReader) -> tuple[object, object]:
+        before = r.serving(rs256, 5)
+        ledger.query(JWT, agent="audit")  # committed by the writer, on its own connection
+        return before, r.serving(rs256, 5)
+
+    before, after = ledger.store.reading(read)
+    assert before == after == (1, {"deploy": 1}, [first])
+    count, agents, _ = ledger.store.reading(lambda r: r.serving(rs256, 5))
+    assert (count, agents) == (2, {"audit": 1, "deploy": 1})
+    seen = ledger.impact(rs256)
+    assert seen.queries == len(seen.recent_queries) == 2
 
 
 # -- decisions and ids -------------------------------------------------------------------

@@ -9,7 +9,7 @@ import psycopg
 import pytest
 from whenever import Instant, TimeDelta
 
-from episteme.errors import NotFound
+from episteme.errors import NotFound, StoreUnavailable
 from episteme.ledger import AssertionInput, Ledger
 from episteme.ledger.store import open_store
 from episteme.timeutil import ManualClock, to_us
@@ -314,6 +314,31 @@ def test_an_investigation_reads_on_one_connection_and_leaves_it_usable(
         assert store.reading(seven_ids) == []
         assert prepared() == had + 1
         assert [b.assertion.id for b in ledger.blame(first.id)] == [first.id]
+
+
+def test_a_read_that_conflicts_runs_again(pg_url: str) -> None:
+    # distributed engines answer reads with 40001 too; a read changes nothing, so the
+    # store runs it again, and gives up with a clear error if it keeps conflicting
+    conflict = "DO $$ BEGIN RAISE EXCEPTION 'conflict' USING ERRCODE = '40001'; END $$"
+    with Ledger.init(pg_url) as ledger:
+        fact = ledger.assert_one(subject="svc.a", value=1, agent="ops")
+        store: Any = ledger.store
+        tries: list[int] = []
+
+        def flaky(r: Any) -> object:
+            tries.append(1)
+            if len(tries) < 3:
+                r.conn.execute(conflict).fetchall()
+            return r.assertion(fact.id)
+
+        found = store.reading(flaky)
+        assert found is not None
+        assert found.id == fact.id
+        assert len(tries) == 3
+        assert store.retries == 2
+        with pytest.raises(StoreUnavailable, match="reads kept conflicting after 8 attempts"):
+            store.reading(lambda r: r.conn.execute(conflict).fetchall())
+        assert ledger.blame(fact.id)[0].assertion.id == fact.id  # its connections still work
 
 
 def _refused(r: Any, unread: bool) -> object:

@@ -648,7 +648,9 @@ class Ledger(Learning, Tokens):
     ) -> list[QueryRecord]:
         """What agents were actually served about `subject`, up to `at` (newest first)."""
         subject = check_subject(subject)
-        return self.store.reading(lambda r: investigate.served(r, subject, _us(at), limit))
+        return self.store.reading(
+            lambda r: investigate.served(r, subject, _us(at), limit), snapshot=False
+        )  # one statement
 
     def audit(
         self,
@@ -665,8 +667,8 @@ class Ledger(Learning, Tokens):
         if agent is not None:
             check_name(agent, "agent")
         return self.store.reading(
-            lambda r: r.queries(agent, subject, _us(since), _us(until), limit)
-        )
+            lambda r: r.queries(agent, subject, _us(since), _us(until), limit), snapshot=False
+        )  # one statement
 
     def decisions(
         self,
@@ -685,7 +687,8 @@ class Ledger(Learning, Tokens):
 
     def diff(self, prefix: str | None, *, since: Instant, until: Instant | None = None) -> Diff:
         """What changed under `prefix` between two times."""
-        return investigate.diff(self.store, prefix, since, until or self.clock.now())
+        until = until or self.clock.now()
+        return self.store.reading(lambda r: investigate.diff(r, prefix, since, until))
 
     def blame(self, ref: str) -> list[Blame]:
         """Who introduced an assertion (by id) or each assertion on a subject."""

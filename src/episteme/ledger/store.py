@@ -144,9 +144,11 @@ class Store(StoreReader, Protocol):
     """The schema version this open upgraded from (None: it was current)."""
 
     def write(self, build: BuildFn, now_us: int) -> list[Event]: ...
-    def reading(self, read: Callable[[StoreReader], _T]) -> _T:
-        """`read`, given a reader for a run of statements (one connection for them all,
-        where a store would otherwise take one per statement)."""
+    def reading(self, read: Callable[[StoreReader], _T], *, snapshot: bool = True) -> _T:
+        """`read`, given a reader for a run of statements: one connection for them all,
+        where a store would otherwise take one per statement, and one snapshot, so that a
+        write committed meanwhile is seen by all of them or none (`snapshot=False` for a
+        read of one statement, which sees one already, or one that may mix)."""
         ...
 
     def backfill(self, timed: Iterable[tuple[int, Draft]], chunk: int = 20_000) -> int: ...

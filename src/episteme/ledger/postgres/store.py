@@ -56,6 +56,8 @@ _MIGRATION_LOCK = 0x45505354_00000001  # advisory lock key: one migrating proces
 
 
 _T = TypeVar("_T")
+SNAPSHOT = "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY"
+"""How a run of reads starts (`reading`): one snapshot for all its statements."""
 
 
 class _Dialect:
@@ -200,16 +202,23 @@ class PostgresStore(_Dialect, SQLStore):
         return self._conn
 
     def borrowed(self, read: Callable[[psycopg.Connection[Any]], _T]) -> _T:
-        """`read` on a connection borrowed from the pool (reads outside a write)."""
-        for attempt in range(2):
+        """`read` on a connection borrowed from the pool (reads outside a write). A read
+        that conflicts (SQLSTATE 40001, which distributed engines report for reads too)
+        runs again with backoff, and one that lost its server runs once more on a fresh
+        connection: reads change nothing."""
+        lost = False
+        for attempt in range(self.ATTEMPTS):
             try:
                 with self.pool.connection() as c:
                     return read(c)
             except PoolTimeout as exc:
                 raise self.unavailable(exc) from None
+            except self.RETRY:
+                self._conflicted(attempt, "reads")
             except psycopg.OperationalError as exc:
-                if attempt:
+                if lost:
                     raise self.unavailable(exc) from None
+                lost = True
                 self.pool.check()  # the server restarted: drop the dead connections, try again
         raise AssertionError("unreachable")
 
@@ -222,24 +231,36 @@ class PostgresStore(_Dialect, SQLStore):
         listed: Collection[str] = (),
     ) -> Candidates:
         """A lens's statements go out together on one borrowed connection: one round trip,
-        where each statement on its own would borrow one and wait for its answer."""
-        return self.reading(lambda r: r.candidates(subject, as_of, text, lifecycles, listed))
+        where each statement on its own would borrow one and wait for its answer. Not one
+        snapshot: an audited query reads inside its write's transaction, and this is for
+        the unaudited answer, which a snapshot's round trip slowed by 4 to 10 %."""
+        return self.reading(
+            lambda r: r.candidates(subject, as_of, text, lifecycles, listed), snapshot=False
+        )
 
-    def reading(self, read: Callable[[StoreReader], _T]) -> _T:
-        """`read` on one borrowed connection in pipeline mode (`Wire`): its statements go
-        out without waiting, and a result is waited for only when read; each statement on
-        `conn` borrows a connection of its own. Statements are prepared once per
-        connection while it has fewer than `READS_PREPARE_UP_TO` (planning a join costs
-        more than running it), parsed at each use past that: reads build `IN` lists of
-        every length, and the rest of the allowance is the writes'."""
+    def reading(self, read: Callable[[StoreReader], _T], *, snapshot: bool = True) -> _T:
+        """`read` in one snapshot, on one borrowed connection in pipeline mode (`Wire`).
+
+        Its statements run in one read-only REPEATABLE READ transaction, so a write
+        committed meanwhile is seen by all of them or none; the transaction costs a round
+        trip more (COMMIT), which `snapshot=False` saves. They go out without waiting,
+        and a result is waited for only when read; each statement on `conn` borrows a
+        connection of its own. Statements are prepared once per connection while it has
+        fewer than `READS_PREPARE_UP_TO` (planning a join costs more than running it),
+        parsed at each use past that: reads build `IN` lists of every length, and the rest
+        of the allowance is the writes'."""
 
         def run(raw: psycopg.Connection[Any]) -> _T:
             wire = Wire(raw, room=READS_PREPARE_UP_TO)
             try:
+                if snapshot:
+                    wire.execute(SNAPSHOT)
                 done = read(_TxReader(wire))
+                if snapshot:
+                    wire.execute("COMMIT")
                 wire.finish()
             except BaseException as exc:  # a read that finds nothing raises too
-                wire.abort(exc, rollback=False)
+                wire.abort(exc)
                 raise
             return done
 

@@ -245,19 +245,16 @@ class Wire:
             self.sync()
         self.close()
 
-    def abort(self, exc: BaseException, *, rollback: bool = True) -> None:
-        """Roll back after `exc`; reads outside a transaction (`rollback=False`) only read
-        what was sent. A connection whose state is unknown (interrupted mid-reply, failing
-        again here, or not idle afterwards) is closed instead, and its pool replaces it
-        rather than lend it out again."""
+    def abort(self, exc: BaseException) -> None:
+        """Roll back after `exc`. A connection whose state is unknown (interrupted
+        mid-reply, failing again here, or not idle afterwards) is closed instead, and its
+        pool replaces it rather than lend it out again."""
         if isinstance(exc, Exception):
             try:
-                if rollback or self._pending:
-                    with contextlib.suppress(psycopg.DatabaseError):
-                        self.sync()  # what was sent before the failure
-                if rollback:
-                    self.execute("ROLLBACK")
-                    self.sync()
+                with contextlib.suppress(psycopg.DatabaseError):
+                    self.sync()  # what was sent before the failure
+                self.execute("ROLLBACK")
+                self.sync()
                 self.close()
                 if self.pg.transaction_status == pq.TransactionStatus.IDLE:
                     return

@@ -59,6 +59,8 @@ class _Pending:
 
 
 _Head = tuple[int, int, bytes | None]
+
+
 """The journal's last (seq, time, hash); (0, 0, None) when it is empty."""
 
 
@@ -146,7 +148,7 @@ class SQLStore(Reader, LearningWrites, DiagnosisWrites):
     def _reader(self, conn: Conn) -> Reader:
         return Reader(conn)
 
-    def reading(self, read: Callable[[StoreReader], _T]) -> _T:
+    def reading(self, read: Callable[[StoreReader], _T], *, snapshot: bool = True) -> _T:
         return read(self)
 
     @contextmanager
@@ -202,6 +204,18 @@ class SQLStore(Reader, LearningWrites, DiagnosisWrites):
         self._durable(mine.mark)
         return mine.events
 
+    def _conflicted(self, attempt: int, what: str) -> None:
+        """After attempt `attempt` of `what` failed to serialize: wait to run it again
+        (2 ms doubling up to 0.2 s, jittered so the conflicting processes do not meet
+        again), or give up with a clear error after the last attempt."""
+        if attempt >= self.ATTEMPTS - 1:
+            raise StoreUnavailable(
+                f"{self.where}: {what} kept conflicting after {self.ATTEMPTS} attempts "
+                "(serialization failures): try again"
+            ) from None
+        self.retries += 1
+        time.sleep(min(0.2, 0.002 * 2**attempt) * (0.5 + random.random()))
+
     def _commit_group(self, group: list[_Pending]) -> None:
         try:
             for attempt in range(self.ATTEMPTS):
@@ -212,15 +226,9 @@ class SQLStore(Reader, LearningWrites, DiagnosisWrites):
                         item.mark = mark
                     return
                 except self.RETRY:
-                    if attempt == self.ATTEMPTS - 1:
-                        raise StoreUnavailable(
-                            f"{self.where}: writes kept conflicting after {self.ATTEMPTS} "
-                            "attempts (serialization failures): try again"
-                        ) from None
-                    self.retries += 1
+                    self._conflicted(attempt, "writes")
                     for item in group:
                         item.error, item.events = None, []
-                    time.sleep(min(0.2, 0.002 * 2**attempt) * (0.5 + random.random()))
         except BaseException as exc:
             failure = exc if isinstance(exc, Exception) else StoreUnavailable("write interrupted")
             for item in group:

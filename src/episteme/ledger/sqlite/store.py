@@ -21,16 +21,18 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from importlib import resources
 from pathlib import Path
+from typing import TypeVar
 
 from episteme.errors import Conflict, StoreUnavailable
 from episteme.ledger.journal import Draft
 from episteme.ledger.records import RebuildReport
 from episteme.ledger.sql import projector
 from episteme.ledger.sql.base import Durability, SQLStore
+from episteme.ledger.store import StoreReader
 
 APPLICATION_ID = 0x45505354  # "EPST": marks the file as an Episteme ledger
 MIGRATIONS = (
@@ -41,6 +43,8 @@ MIGRATIONS = (
     "0005_diagnosis.sql",
 )
 SCHEMA_VERSION = len(MIGRATIONS)
+
+_T = TypeVar("_T")
 
 
 def _connect(path: Path | str) -> sqlite3.Connection:
@@ -239,6 +243,18 @@ class SQLiteStore(SQLStore):
             self._local.conn = conn
             self._readers.append(conn)
         return conn
+
+    def reading(self, read: Callable[[StoreReader], _T], *, snapshot: bool = True) -> _T:
+        """`read` in one snapshot: its statements run in one read transaction on this
+        thread's reader, so a write committed meanwhile is seen by all of them or none."""
+        conn = self.conn
+        if not snapshot or conn.in_transaction:  # a read inside a read is in its snapshot
+            return read(self)
+        conn.execute("BEGIN")
+        try:
+            return read(self)
+        finally:
+            conn.execute("COMMIT")  # it wrote nothing: this only ends the snapshot
 
     def close(self) -> None:
         for lead in self._leaderships:
