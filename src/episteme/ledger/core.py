@@ -650,7 +650,7 @@ class Ledger(Learning, Tokens):
         subject = check_subject(subject)
         return self.store.reading(
             lambda r: investigate.served(r, subject, _us(at), limit), snapshot=False
-        )  # one statement
+        )  # query records never change once written: their reads agree without one
 
     def audit(
         self,
@@ -668,7 +668,7 @@ class Ledger(Learning, Tokens):
             check_name(agent, "agent")
         return self.store.reading(
             lambda r: r.queries(agent, subject, _us(since), _us(until), limit), snapshot=False
-        )  # one statement
+        )  # query records never change once written: their reads agree without one
 
     def decisions(
         self,

@@ -147,8 +147,8 @@ class Store(StoreReader, Protocol):
     def reading(self, read: Callable[[StoreReader], _T], *, snapshot: bool = True) -> _T:
         """`read`, given a reader for a run of statements: one connection for them all,
         where a store would otherwise take one per statement, and one snapshot, so that a
-        write committed meanwhile is seen by all of them or none (`snapshot=False` for a
-        read of one statement, which sees one already, or one that may mix)."""
+        write committed meanwhile is seen by all of them or none (`snapshot=False` for reads
+        that agree without one, or may mix)."""
         ...
 
     def backfill(self, timed: Iterable[tuple[int, Draft]], chunk: int = 20_000) -> int: ...
