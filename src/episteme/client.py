@@ -388,10 +388,13 @@ def _op_audit(
 
 
 def _op_diff(
-    prefix: str | None = None, *, since: Instant, until: Instant | None = None
+    prefix: str | None = None, *, since: Instant, until: Instant | None = None, limit: int = 1000
 ) -> _Call[Diff]:
-    """What changed under a subject prefix between two times."""
-    return _get("/v1/diff", Diff.model_validate_json, prefix=prefix, since=since, until=until)
+    """What changed under a subject prefix between two times: the newest `limit` changes,
+    with the counts and total of them all."""
+    return _get(
+        "/v1/diff", Diff.model_validate_json, prefix=prefix, since=since, until=until, limit=limit
+    )
 
 
 def _op_blame(ref: str) -> _Call[list[Blame]]:

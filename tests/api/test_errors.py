@@ -121,6 +121,8 @@ def test_the_limit_is_configurable(ledger: Ledger, home: Any) -> None:
         ("DELETE", "/v1/query", "agent", 405, ["DELETE"]),
         ("GET", "/v1/diff", "agent", 422, ["since", "Field required"]),
         ("GET", "/v1/audit?limit=0", "agent", 422, ["limit"]),
+        ("GET", "/v1/diff?since=2026-11-21T00:00:00Z&limit=0", "agent", 422, ["limit"]),
+        ("GET", "/v1/diff?since=2026-11-21T00:00:00Z&limit=100001", "agent", 422, ["limit"]),
         ("GET", "/v1/audit?since=9pm", "agent", 422, ["since"]),
     ],
 )

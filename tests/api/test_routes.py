@@ -67,6 +67,11 @@ def test_the_es256_story_over_http(api: Api, clock: ManualClock) -> None:
         "GET", "/v1/diff", params={"prefix": "auth", "since": "2026-11-21T00:00:00Z"}
     ).json()
     assert diff["counts"]["added"] == 2
+    newest = api.call(
+        "GET", "/v1/diff", params={"prefix": "auth", "since": "2026-11-21T00:00:00Z", "limit": 1}
+    ).json()
+    assert newest["changes"] == diff["changes"][-1:]
+    assert (newest["counts"], newest["total"]) == (diff["counts"], diff["total"])
     blame = api.call("GET", f"/v1/blame/{es[:10]}").json()
     assert blame[0]["assertion"]["agent"] == "agent-1"
     assert api.call("GET", "/v1/epochs/jwt-migration").json()["epoch"]["assertions"] == 1

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from whenever import TimeDelta
 
-from episteme.ledger import Ledger
+from episteme.ledger import AssertionInput, Ledger
 from episteme.ledger.store import open_store
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -185,3 +185,26 @@ def test_compare_reads_refuses_options_that_would_do_nothing(tmp_path: Path) -> 
         assert out.returncode == 2
         assert why in out.stderr
         assert "Traceback" not in out.stderr
+
+
+def test_diff_limit_times_the_full_and_the_newest_diff(
+    location: str | Path, tmp_path: Path
+) -> None:
+    with Ledger.init(location) as ledger:
+        ledger.add([AssertionInput(subject=f"svc.s{i}", value=i, agent="a") for i in range(1500)])
+    output = tmp_path / "diff.json"
+    out = subprocess.run(
+        [
+            sys.executable, str(ROOT / "bench" / "diff_limit.py"), str(location),
+            "--runs", "3", "--output", str(output),
+        ],
+        capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    figures = json.loads(output.read_text())
+    assert figures == json.loads(out.stdout)
+    assert figures["changes"] == 1500
+    for name in ("full", "full floor", "newest 1,000", "newest 1,000 floor"):
+        assert 0 < figures[name]["p50_ms"] <= figures[name]["p99_ms"], name
+    ratio = figures["newest 1,000"]["p50_ms"] / figures["full"]["p50_ms"]
+    assert abs(figures["newest/full p50"] - ratio) < 0.001

@@ -78,6 +78,7 @@ def test_every_figure_is_measured_beside_its_floor(location: str | Path) -> None
         "time-travel query (audited)",
         "served at a past time",
         "24h diff, whole store",
+        "24h diff, whole store, newest 1,000",
         "24h diff, one prefix",
         "blame",
         "trace of a decision",

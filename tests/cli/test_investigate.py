@@ -140,6 +140,21 @@ def test_diff_human_output(cli: Cli, scenario: Scenario) -> None:
     assert "1 added" in out
 
 
+def test_diff_shows_the_newest_and_says_how_many_more(cli: Cli, scenario: Scenario) -> None:
+    since = MORNING.subtract(minutes=1).format_iso()
+    everything = ok(cli("diff", "--from", since, "--json"))
+    d = ok(cli("diff", "--from", since, "--limit", "1", "--json"))
+    assert d["changes"] == everything["changes"][-1:]
+    assert (d["counts"], d["total"]) == (everything["counts"], everything["total"])
+    assert everything["total"] == len(everything["changes"]) > 1
+    out = done(cli("diff", "--from", since, "--limit", "1"))
+    assert f"the newest 1 of {everything['total']} changes" in out
+    bad = cli("diff", "--from", since, "--limit", "0")
+    assert bad.code != 0
+    assert "--limit" in bad.err
+    assert "Traceback" not in bad.err
+
+
 # -- blame -----------------------------------------------------------------------------
 
 

@@ -459,6 +459,33 @@ def test_diff_counts_changes_in_a_window(ledger: Ledger, clock: ManualClock) -> 
         ledger.diff("auth", since=until, until=since)
 
 
+def test_a_limited_diff_keeps_the_newest_and_counts_them_all(
+    ledger: Ledger, clock: ManualClock
+) -> None:
+    # a busy day holds a hundred thousand changes: a limit keeps the newest, and the
+    # counts and total still say what the whole window holds
+    since = clock.now()
+    later(clock)
+    added = ledger.add(
+        [AssertionInput(subject=f"svc.s{i}", value=i, agent="ops") for i in range(6)]
+    )
+    later(clock)
+    ledger.approve(added[1].id, by="alice")
+    ledger.correct(added[2].id, by="alice", reason="wrong", value=-2)
+    whole = ledger.diff("svc", since=since)
+    assert whole.total == len(whole.changes) == 9
+    for limit in (1, 3, 8):
+        part = ledger.diff("svc", since=since, limit=limit)
+        assert part.changes == whole.changes[-limit:]
+        assert (part.counts, part.total) == (whole.counts, 9)
+    assert ledger.diff("svc", since=since, limit=9) == whole
+    assert ledger.diff("svc", since=since, limit=50) == whole
+    assert whole.counts == {"added": 7, "approved": 1, "corrected": 1}
+    assert ledger.diff("nothing", since=since, limit=5).total == 0
+    with pytest.raises(InvalidInput, match="--limit must be at least 1"):
+        ledger.diff("svc", since=since, limit=0)
+
+
 def test_blame_of_a_subject_and_of_an_id(ledger: Ledger, clock: ManualClock) -> None:
     rs = fact(ledger, "RS256", lifecycle="approved", epoch="ingest-1")
     later(clock)

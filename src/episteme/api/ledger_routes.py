@@ -273,9 +273,17 @@ def diff(
     since: WireTime,
     prefix: Annotated[str | None, Query(max_length=255, pattern=SUBJECT)] = None,
     until: WireTime | None = None,
+    limit: Annotated[
+        int,
+        Query(
+            ge=1,
+            le=100_000,
+            description="The newest this many changes; `counts` and `total` are of them all.",
+        ),
+    ] = 1000,
     who: Principal = Caller(Op.READ),
 ) -> Response:
-    return encoded(ledger.diff(prefix, since=since, until=until))
+    return encoded(ledger.diff(prefix, since=since, until=until, limit=limit))
 
 
 @router.get(

@@ -289,6 +289,24 @@ def run(
             )
         )
 
+        newest_sql, counts_sql = b.db.sql("diff_newest"), b.db.sql("diff_counts")
+
+        def newest_floor(_: int) -> None:
+            b.db.rows(newest_sql, window())
+            b.db.rows(counts_sql, window())
+
+        figs.append(
+            b.figure(
+                "24h diff, whole store, newest 1,000",
+                lambda _: L.diff(
+                    None, since=from_us(window()[0]), until=from_us(window()[1]), limit=1000
+                ),
+                newest_floor,
+                runs=heavy_runs,
+                note="and the counts of all, as `episteme diff` shows",
+            )
+        )
+
         def prefix() -> Any:
             return b.pick(b.subjects).split(".")[0]
 

@@ -288,6 +288,9 @@ def diff(
     ] = None,
     from_: Annotated[str, typer.Option("--from", help="TIME to start from.")] = ...,  # type: ignore[assignment]
     to: TimeOpt = None,
+    limit: Annotated[
+        int, typer.Option(min=1, help="Show the newest this many (the counts are of all).")
+    ] = 100,
     home: Home = None,
     as_json: Json = False,
 ) -> None:
@@ -296,7 +299,7 @@ def diff(
     assert t1 is not None
     t2 = when(ctx, to, "--to")
     with open_ledger(ctx, home) as ledger:
-        d = ledger.diff(prefix, since=t1, until=t2)
+        d = ledger.diff(prefix, since=t1, until=t2, limit=limit)
     if not emit(ctx, as_json, d):
         render.diff(state(ctx).console, d)
 

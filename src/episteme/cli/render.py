@@ -134,6 +134,11 @@ def diff(console: Console, d: Diff) -> None:
             esc(c.reason),
         )
     console.print(t if d.changes else f"{title}: no changes")
+    if d.total > len(d.changes):
+        console.print(
+            f"the newest {len(d.changes):,} of {d.total:,} changes: narrow them with a prefix"
+            " or --to, or raise --limit"
+        )
     if d.counts:
         console.print(", ".join(f"{n} {k}" for k, n in sorted(d.counts.items())))
 

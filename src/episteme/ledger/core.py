@@ -685,10 +685,18 @@ class Ledger(Learning, Tokens):
             raise InvalidInput("--limit must be at least 1", field="limit")
         return self.store.decisions(agent, _us(since), _us(until), limit)
 
-    def diff(self, prefix: str | None, *, since: Instant, until: Instant | None = None) -> Diff:
-        """What changed under `prefix` between two times."""
+    def diff(
+        self,
+        prefix: str | None,
+        *,
+        since: Instant,
+        until: Instant | None = None,
+        limit: int | None = None,
+    ) -> Diff:
+        """What changed under `prefix` between two times: every change, or the newest
+        `limit` of them (with the counts and total of all)."""
         until = until or self.clock.now()
-        return self.store.reading(lambda r: investigate.diff(r, prefix, since, until))
+        return self.store.reading(lambda r: investigate.diff(r, prefix, since, until, limit))
 
     def blame(self, ref: str) -> list[Blame]:
         """Who introduced an assertion (by id) or each assertion on a subject."""

@@ -29,14 +29,31 @@ def served(r: StoreReader, subject: str, until: int | None, limit: int) -> list[
     return out
 
 
-def diff(r: StoreReader, prefix: str | None, since: Instant, until: Instant) -> Diff:
+def diff(
+    r: StoreReader, prefix: str | None, since: Instant, until: Instant, limit: int | None
+) -> Diff:
+    """The changes in (since, until]; with `limit`, the newest `limit` of them, and the
+    counts and total still of them all."""
     if prefix is not None:
         prefix = check_subject(prefix.removesuffix(".*").removesuffix("."), field="prefix")
     if until < since:
         raise InvalidInput("--to is before --from: swap them", field="to")
-    changes = r.changes(prefix, to_us(since), to_us(until))
-    counts = Counter(c.change for c in changes)
-    return Diff(prefix=prefix, since=since, until=until, changes=changes, counts=dict(counts))
+    if limit is not None and limit < 1:
+        raise InvalidInput("--limit must be at least 1", field="limit")
+    start, end = to_us(since), to_us(until)
+    changes = r.changes(prefix, start, end, limit)
+    if limit is None or len(changes) < limit:
+        counts = dict(Counter(c.change for c in changes))
+    else:  # there may be more than were read: count them all
+        counts = r.change_counts(prefix, start, end)
+    return Diff(
+        prefix=prefix,
+        since=since,
+        until=until,
+        changes=changes,
+        counts=counts,
+        total=sum(counts.values()),
+    )
 
 
 def _looks_like_id(ref: str) -> bool:

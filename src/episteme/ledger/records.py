@@ -172,7 +172,11 @@ class Diff(BaseModel):
     since: Instant
     until: Instant
     changes: list[Change]
+    """In journal order: all of the window's, or its newest when a limit was asked."""
     counts: dict[str, int]
+    """Changes of each kind in the whole window."""
+    total: int
+    """Changes in the whole window (more than `changes` holds when it was limited)."""
 
 
 class Blame(BaseModel):

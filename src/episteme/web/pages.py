@@ -30,6 +30,8 @@ from .session import Reader
 
 LENSES = ("approved", "latest", "consensus", "all")
 RECENT = 50
+DIFF_ROWS = 500
+"""The newest changes a page lists (a busy day has a hundred thousand)."""
 TRUST_DAYS = 30
 _HEX = re.compile(r"^[0-9a-f]{4,64}$")
 
@@ -42,13 +44,13 @@ def _moment(text: str, now: Instant) -> Instant | None:
 
 def _overview(ledger: Ledger, now: Instant) -> dict[str, Any]:
     since = now.subtract(hours=24)
-    diff = ledger.diff(None, since=since, until=now)
+    diff = ledger.diff(None, since=since, until=now, limit=DIFF_ROWS)
     hiding = [q for q in ledger.audit(since=since, until=now, limit=200) if q.hidden.count]
     return {
         "now": now,
         "changes": list(reversed(diff.changes))[:RECENT],
         "counts": diff.counts,
-        "total": len(diff.changes),
+        "total": diff.total,
         "notes": ledger.notifications(type="correction", since=since, limit=20),
         "corrected": [c for c in reversed(diff.changes) if c.change == "corrected"],
         "conflicts": ledger.conflicts(),
@@ -142,7 +144,7 @@ def diff_page(
     now = ledger.clock.now()
     start = parse_time(since or "24h", now)
     end = _moment(until, now) or now
-    result = ledger.diff(prefix.strip() or None, since=start, until=end)
+    result = ledger.diff(prefix.strip() or None, since=start, until=end, limit=DIFF_ROWS)
     return page(
         request,
         "diff.html",

@@ -305,14 +305,29 @@ class Reader(LearningReads, DiagnosisReads):
             for r in rows
         ]
 
-    def changes(self, subject: str | None, since: int, until: int) -> list[Change]:
+    def changes(
+        self, subject: str | None, since: int, until: int, limit: int | None = None
+    ) -> list[Change]:
         where, args = _subject_clause(subject)
+        window = f"{where} AND v.tx_from > ? AND v.tx_from <= ?"
+        args = [*args, Us(since), Us(until)]
+        source = "versions v"
+        if limit is not None:
+            # The newest `limit` versions, picked before the join, walking the time index
+            # backwards: a version's time is its event's, and the journal's time never
+            # goes back, so time then seq is seq order (sorting the window by seq alone
+            # read all of its 104,390 versions at 1 M to keep 1,000: 105 against 1.3 ms)
+            source = (
+                f"(SELECT * FROM versions v WHERE {window}"
+                " ORDER BY v.tx_from DESC, v.seq DESC, v.arow DESC, v.tx_to DESC LIMIT ?) v"
+            )
+            window, args = "1 = 1", [*args, limit]
         rows = self.conn.execute(
             "SELECT v.seq, v.tx_from, v.cause, a.id, a.subject, a.value, a.agent, v.lifecycle,"
-            " v.prev_lifecycle, v.actor, v.reason FROM versions v"
-            f" JOIN assertions a ON a.rowid = v.arow WHERE {where}"
-            " AND v.tx_from > ? AND v.tx_from <= ? ORDER BY v.seq, a.rowid, v.tx_to",
-            [*args, Us(since), Us(until)],
+            f" v.prev_lifecycle, v.actor, v.reason FROM {source}"
+            f" JOIN assertions a ON a.rowid = v.arow WHERE {window}"
+            " ORDER BY v.seq, v.arow, v.tx_to",
+            args,
         )
         life = _LIFECYCLES
         return [
@@ -331,6 +346,15 @@ class Reader(LearningReads, DiagnosisReads):
             )
             for r in rows
         ]
+
+    def change_counts(self, subject: str | None, since: int, until: int) -> dict[str, int]:
+        where, args = _subject_clause(subject)
+        rows = self.conn.execute(
+            f"SELECT v.cause, count(*) FROM versions v WHERE {where}"
+            " AND v.tx_from > ? AND v.tx_from <= ? GROUP BY v.cause",
+            [*args, Us(since), Us(until)],
+        )
+        return {r[0]: r[1] for r in rows}
 
     # -- epochs, lenses, constraints, corrections ----------------------------------
 
