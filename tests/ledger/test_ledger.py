@@ -14,6 +14,7 @@ from whenever import Instant, TimeDelta
 from episteme.errors import Conflict, InvalidInput, NotFound
 from episteme.ledger import AssertionInput, Ledger, LensSpec, Lifecycle
 from episteme.ledger.model import HIDDEN_IDS
+from episteme.ledger.records import Diff
 from episteme.ledger.store import StoreReader
 from episteme.timeutil import ManualClock, parse_time
 
@@ -482,6 +483,9 @@ def test_a_limited_diff_keeps_the_newest_and_counts_them_all(
     assert ledger.diff("svc", since=since, limit=50) == whole
     assert whole.counts == {"added": 7, "approved": 1, "corrected": 1}
     assert ledger.diff("nothing", since=since, limit=5).total == 0
+    # a diff from a server that did not count held every change
+    older = whole.model_dump(mode="json", exclude={"total"})
+    assert Diff.model_validate(older) == whole
     with pytest.raises(InvalidInput, match="--limit must be at least 1"):
         ledger.diff("svc", since=since, limit=0)
 

@@ -335,7 +335,9 @@ def test_a_read_that_conflicts_runs_again(pg_url: str) -> None:
         assert found is not None
         assert found.id == fact.id
         assert len(tries) == 3
-        assert store.retries == 2
+        assert store.read_retries == 2
+        assert store.retries == 0  # the writes'
+        assert store.workers()["read_retries"].startswith("2 since start")
         with pytest.raises(StoreUnavailable, match="reads kept conflicting after 8 attempts"):
             store.reading(lambda r: r.conn.execute(conflict).fetchall())
         assert ledger.blame(fact.id)[0].assertion.id == fact.id  # its connections still work

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from pydantic import BaseModel, Field, JsonValue
+from pydantic import BaseModel, Field, JsonValue, model_validator
 from whenever import Instant
 
 from episteme.ledger.model import Assertion, Hidden, Lifecycle
@@ -177,6 +177,14 @@ class Diff(BaseModel):
     """Changes of each kind in the whole window."""
     total: int
     """Changes in the whole window (more than `changes` holds when it was limited)."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _total_of_all(cls, data: Any) -> Any:
+        """A diff without a total (from a server before limits) held every change."""
+        if isinstance(data, dict) and "total" not in data and "changes" in data:
+            return {**data, "total": len(data["changes"])}
+        return data
 
 
 class Blame(BaseModel):

@@ -52,6 +52,8 @@ def _overview(ledger: Ledger, now: Instant) -> dict[str, Any]:
         "counts": diff.counts,
         "total": diff.total,
         "notes": ledger.notifications(type="correction", since=since, limit=20),
+        # shown until the gardener has turned corrections into notes: those among the
+        # newest changes
         "corrected": [c for c in reversed(diff.changes) if c.change == "corrected"],
         "conflicts": ledger.conflicts(),
         "hiding": hiding[:RECENT],

@@ -142,6 +142,8 @@ class PostgresStore(_Dialect, SQLStore):
         defer_flush: bool = True,
     ) -> None:
         super().__init__()
+        self.read_retries = 0
+        """Reads run again after a serialization failure (`borrowed`), since opening."""
         self.defer_flush = False
         """Whether chain commits release the lock before the WAL flush (see `_chain_tx`)."""
         self.url = describe(url)
@@ -206,21 +208,22 @@ class PostgresStore(_Dialect, SQLStore):
         that conflicts (SQLSTATE 40001, which distributed engines report for reads too)
         runs again with backoff, and one that lost its server runs once more on a fresh
         connection: reads change nothing."""
-        lost = False
-        for attempt in range(self.ATTEMPTS):
+        conflicts, lost = 0, False
+        while True:
             try:
                 with self.pool.connection() as c:
                     return read(c)
             except PoolTimeout as exc:
                 raise self.unavailable(exc) from None
             except self.RETRY:
-                self._conflicted(attempt, "reads")
+                self._conflicted(conflicts, "reads")
+                conflicts += 1
+                self.read_retries += 1
             except psycopg.OperationalError as exc:
                 if lost:
                     raise self.unavailable(exc) from None
                 lost = True
                 self.pool.check()  # the server restarted: drop the dead connections, try again
-        raise AssertionError("unreachable")
 
     def candidates(
         self,
@@ -299,6 +302,7 @@ class PostgresStore(_Dialect, SQLStore):
                 f" {stats.get('requests_waiting', 0)} waiting"
             ),
             "write_retries": f"{self.retries} since start (serialization failures, deadlocks)",
+            "read_retries": f"{self.read_retries} since start (serialization failures)",
         }
 
     # -- schema ------------------------------------------------------------------------

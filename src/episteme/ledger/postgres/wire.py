@@ -246,15 +246,16 @@ class Wire:
         self.close()
 
     def abort(self, exc: BaseException) -> None:
-        """Roll back after `exc`. A connection whose state is unknown (interrupted
-        mid-reply, failing again here, or not idle afterwards) is closed instead, and its
-        pool replaces it rather than lend it out again."""
+        """Roll back after `exc` (if a transaction is open). A connection whose state is
+        unknown (interrupted mid-reply, failing again here, or not idle afterwards) is
+        closed instead, and its pool replaces it rather than lend it out again."""
         if isinstance(exc, Exception):
             try:
                 with contextlib.suppress(psycopg.DatabaseError):
                     self.sync()  # what was sent before the failure
-                self.execute("ROLLBACK")
-                self.sync()
+                if self.pg.transaction_status != pq.TransactionStatus.IDLE:
+                    self.execute("ROLLBACK")
+                    self.sync()
                 self.close()
                 if self.pg.transaction_status == pq.TransactionStatus.IDLE:
                     return

@@ -213,7 +213,6 @@ class SQLStore(Reader, LearningWrites, DiagnosisWrites):
                 f"{self.where}: {what} kept conflicting after {self.ATTEMPTS} attempts "
                 "(serialization failures): try again"
             ) from None
-        self.retries += 1
         time.sleep(min(0.2, 0.002 * 2**attempt) * (0.5 + random.random()))
 
     def _commit_group(self, group: list[_Pending]) -> None:
@@ -227,6 +226,7 @@ class SQLStore(Reader, LearningWrites, DiagnosisWrites):
                     return
                 except self.RETRY:
                     self._conflicted(attempt, "writes")
+                    self.retries += 1
                     for item in group:
                         item.error, item.events = None, []
         except BaseException as exc:
