@@ -157,7 +157,8 @@ class Store(StoreReader, Protocol):
         """`read`, given a reader for a run of statements: one connection for them all,
         where a store would otherwise take one per statement, and one snapshot, so that a
         write committed meanwhile is seen by all of them or none (`snapshot=False` for reads
-        that agree without one, or may mix)."""
+        that agree without one, or may mix). Readings do not nest: on PostgreSQL an inner
+        one would borrow a second connection, with a snapshot of its own."""
         ...
 
     def backfill(self, timed: Iterable[tuple[int, Draft]], chunk: int = 20_000) -> int: ...
