@@ -8,6 +8,7 @@ import re
 import httpx
 import pytest
 
+from episteme.ledger import AssertionInput
 from episteme.ledger.gardener import Gardener
 from episteme.web.graph import LABEL_CHARS, Spec, layered, line_chart
 from episteme.web.investigate import form_value
@@ -53,6 +54,23 @@ def test_the_overview_lists_what_hid_and_what_waits(console: Console) -> None:
     assert "orchestrator asked auth.jwt with lens latest : 1 approved assertion hidden" in words
     assert "No diagnosis waits" in words
     assert "2 added" in words
+
+
+def test_a_busy_day_lists_the_newest_changes_and_counts_them_all(console: Console) -> None:
+    console.story.ledger.add(
+        [AssertionInput(subject=f"svc.s{i:03d}", value=i, agent="bulk") for i in range(600)]
+    )
+    console.sign_in("oncall")
+    r = console.get("/diff?since=24h")
+    words = text(r)
+    assert "602 changes" in words
+    assert "The newest 500 of 602" in words
+    assert r.text.count('class="change-added"') == 500
+    assert "svc.s599" in words  # the newest are the ones listed
+    assert "svc.s099" not in words
+    overview = text(console.get("/"))
+    assert "602 added" in overview
+    assert "The newest 50 of 602" in overview
 
 
 def test_trace_draws_decision_queries_assertions_agents_and_sources(console: Console) -> None:
