@@ -46,14 +46,7 @@ def diff(
         counts = dict(Counter(c.change for c in changes))
     else:  # there may be more than were read: count them all
         counts = r.change_counts(prefix, start, end)
-    return Diff(
-        prefix=prefix,
-        since=since,
-        until=until,
-        changes=changes,
-        counts=counts,
-        total=sum(counts.values()),
-    )
+    return Diff(prefix=prefix, since=since, until=until, changes=changes, counts=counts)
 
 
 def _looks_like_id(ref: str) -> bool:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from pydantic import BaseModel, Field, JsonValue, model_validator
+from pydantic import BaseModel, Field, JsonValue, computed_field
 from whenever import Instant
 
 from episteme.ledger.model import Assertion, Hidden, Lifecycle
@@ -175,16 +175,12 @@ class Diff(BaseModel):
     """In journal order: all of the window's, or its newest when a limit was asked."""
     counts: dict[str, int]
     """Changes of each kind in the whole window."""
-    total: int
-    """Changes in the whole window (more than `changes` holds when it was limited)."""
 
-    @model_validator(mode="before")
-    @classmethod
-    def _total_of_all(cls, data: Any) -> Any:
-        """A diff without a total (from a server before limits) held every change."""
-        if isinstance(data, dict) and "total" not in data and "changes" in data:
-            return {**data, "total": len(data["changes"])}
-        return data
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def total(self) -> int:
+        """Changes in the whole window (more than `changes` holds when it was limited)."""
+        return sum(self.counts.values())
 
 
 class Blame(BaseModel):

@@ -44,16 +44,16 @@ def _moment(text: str, now: Instant) -> Instant | None:
 
 def _overview(ledger: Ledger, now: Instant) -> dict[str, Any]:
     since = now.subtract(hours=24)
-    diff = ledger.diff(None, since=since, until=now, limit=DIFF_ROWS)
+    diff = ledger.diff(None, since=since, until=now, limit=RECENT)
     hiding = [q for q in ledger.audit(since=since, until=now, limit=200) if q.hidden.count]
     return {
         "now": now,
-        "changes": list(reversed(diff.changes))[:RECENT],
+        "changes": list(reversed(diff.changes)),
         "counts": diff.counts,
         "total": diff.total,
         "notes": ledger.notifications(type="correction", since=since, limit=20),
         # shown until the gardener has turned corrections into notes: those among the
-        # newest changes
+        # newest changes listed
         "corrected": [c for c in reversed(diff.changes) if c.change == "corrected"],
         "conflicts": ledger.conflicts(),
         "hiding": hiding[:RECENT],

@@ -26,7 +26,6 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
-from typing import TypeVar
 
 import orjson
 
@@ -39,10 +38,8 @@ from episteme.ledger.sql.diagnosis import DiagnosisWrites
 from episteme.ledger.sql.learning import LearningWrites
 from episteme.ledger.sql.projector import Conn, Us
 from episteme.ledger.sql.reads import Reader
-from episteme.ledger.store import BuildFn, StoreReader
+from episteme.ledger.store import BuildFn
 from episteme.timeutil import from_us
-
-_T = TypeVar("_T")
 
 
 class _Pending:
@@ -59,8 +56,6 @@ class _Pending:
 
 
 _Head = tuple[int, int, bytes | None]
-
-
 """The journal's last (seq, time, hash); (0, 0, None) when it is empty."""
 
 
@@ -147,9 +142,6 @@ class SQLStore(Reader, LearningWrites, DiagnosisWrites):
 
     def _reader(self, conn: Conn) -> Reader:
         return Reader(conn)
-
-    def reading(self, read: Callable[[StoreReader], _T], *, snapshot: bool = True) -> _T:
-        return read(self)
 
     @contextmanager
     def _pipelined(self, conn: Conn) -> Iterator[Callable[[], object]]:

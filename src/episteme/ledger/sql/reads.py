@@ -309,24 +309,23 @@ class Reader(LearningReads, DiagnosisReads):
         self, subject: str | None, since: int, until: int, limit: int | None = None
     ) -> list[Change]:
         where, args = _subject_clause(subject)
-        window = f"{where} AND v.tx_from > ? AND v.tx_from <= ?"
+        window = f"WHERE {where} AND v.tx_from > ? AND v.tx_from <= ?"
         args = [*args, Us(since), Us(until)]
-        source = "versions v"
+        source, outer = "versions v", window
         if limit is not None:
             # The newest `limit` versions, picked before the join, walking the time index
             # backwards: a version's time is its event's, and the journal's time never
             # goes back, so time then seq is seq order (sorting the window by seq alone
             # read all of its 104,390 versions at 1 M to keep 1,000: 105 against 1.3 ms)
             source = (
-                f"(SELECT * FROM versions v WHERE {window}"
+                f"(SELECT * FROM versions v {window}"
                 " ORDER BY v.tx_from DESC, v.seq DESC, v.arow DESC, v.tx_to DESC LIMIT ?) v"
             )
-            window, args = "1 = 1", [*args, limit]
+            outer, args = "", [*args, limit]
         rows = self.conn.execute(
             "SELECT v.seq, v.tx_from, v.cause, a.id, a.subject, a.value, a.agent, v.lifecycle,"
             f" v.prev_lifecycle, v.actor, v.reason FROM {source}"
-            f" JOIN assertions a ON a.rowid = v.arow WHERE {window}"
-            " ORDER BY v.seq, v.arow, v.tx_to",
+            f" JOIN assertions a ON a.rowid = v.arow {outer} ORDER BY v.seq, v.arow, v.tx_to",
             args,
         )
         life = _LIFECYCLES
