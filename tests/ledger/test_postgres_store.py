@@ -348,3 +348,48 @@ def _refused(r: Any, unread: bool) -> object:
     if unread:
         return None  # left for the store to read when the reading ends
     return failing.fetchall()
+
+
+def test_a_lens_plans_its_reads_of_a_subject_once(pg_url: str) -> None:
+    # PostgreSQL planned a lens's three statements at every query (it costs more than
+    # running them); the store has them planned once per connection, without parallel
+    # workers, and puts both settings back for the rest of the transaction
+    changed = (
+        "SELECT name, statement, generic_plans, custom_plans FROM pg_prepared_statements"
+        " WHERE statement LIKE '%lifecycle%'"
+    )
+    settings = (
+        "SELECT current_setting('plan_cache_mode'),"
+        " current_setting('max_parallel_workers_per_gather')"
+    )
+    with Ledger.init(pg_url) as ledger:
+        ledger.assert_one(subject="svc.a", value=1, agent="ops", lifecycle="approved")
+        proposal = ledger.assert_one(subject="svc.a.port", value=2, agent="ops")
+        ledger.assert_one(subject="svc.b", value=3, agent="ops", lifecycle="approved")
+        store: Any = ledger.store
+        assert store.plan_once is not None
+
+        def lens(r: Any) -> tuple[Any, ...]:
+            before = {row[0]: row[2:] for row in r.conn.execute(changed)}
+            was = r.conn.execute(settings).fetchone()
+            seen = [r.candidates(s, None, None, {"approved"}, {"proposed"}) for s in 3 * ["svc.a"]]
+            after = {row[0]: (row[1], row[2:]) for row in r.conn.execute(changed)}
+            return before, was, seen, after, r.conn.execute(settings).fetchone()
+
+        before, was, seen, after, now = store.reading(lens)
+        assert now == was  # the server's own settings, again
+        runs = {
+            name: (text, g - before.get(name, (0, 0))[0], c - before.get(name, (0, 0))[1])
+            for name, (text, (g, c)) in after.items()
+        }
+        lens_runs = [(g, c) for text, g, c in runs.values() if "versions v" in text and g + c]
+        assert sorted(lens_runs) == [(3, 0)] * 3  # rows, counts, names of the hidden
+        rows, elsewhere, listed = seen[0]
+        assert [c.subject for c in rows] == ["svc.a"]
+        assert elsewhere == {"proposed": 1}
+        assert [i for _, i in listed] == [proposal.id]
+        store.plan_once = None  # as the server plans them: the same answer
+        assert (
+            store.reading(lambda r: r.candidates("svc.a", None, None, {"approved"}, {"proposed"}))
+            == seen[0]
+        )
