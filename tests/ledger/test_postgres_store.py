@@ -371,13 +371,16 @@ def test_a_lens_plans_its_reads_of_a_subject_once(pg_url: str) -> None:
 
         def lens(r: Any) -> tuple[Any, ...]:
             before = {row[0]: row[2:] for row in r.conn.execute(changed)}
+            # what this transaction has, not what the server had when the store opened
+            r.conn.execute("SELECT set_config('max_parallel_workers_per_gather', '3', true)")
             was = r.conn.execute(settings).fetchone()
             seen = [r.candidates(s, None, None, {"approved"}, {"proposed"}) for s in 3 * ["svc.a"]]
             after = {row[0]: (row[1], row[2:]) for row in r.conn.execute(changed)}
             return before, was, seen, after, r.conn.execute(settings).fetchone()
 
         before, was, seen, after, now = store.reading(lens)
-        assert now == was  # the server's own settings, again
+        assert was[1] == "3"
+        assert now == was  # the transaction's own settings, again
         runs = {
             name: (text, g - before.get(name, (0, 0))[0], c - before.get(name, (0, 0))[1])
             for name, (text, (g, c)) in after.items()

@@ -564,29 +564,39 @@ def _can_defer_flush(conn: psycopg.Connection[Any]) -> bool:
     return bool(row and row[0] not in (None, "off") and row[1])
 
 
+_PLANNING = {"plan_cache_mode": "force_generic_plan", "max_parallel_workers_per_gather": "0"}
+
+
 def _plan_once(conn: psycopg.Connection[Any]) -> PlanOnce | None:
     """A lens's reads of a subject planned once per connection: a generic plan, without
     parallel workers (a plan that fits every subject expects more rows than one has, and
-    starting workers took 10 ms of a 1 ms read). Set for the statements' transaction
-    only, and put back after them; not on engines without the two settings."""
+    starting workers took 10 ms of a 1 ms read). The values the transaction had are kept
+    aside first (in `episteme.*` settings) and put back after the statements; all of it
+    lasts for the transaction only. Tried once here: an engine that lacks a setting or
+    refuses a value plans as it does."""
+
+    def each(template: str) -> str:
+        return "SELECT " + ", ".join(template.format(k=k, v=v) for k, v in _PLANNING.items())
+
+    plan = PlanOnce(
+        (
+            each("set_config('episteme.{k}', current_setting('{k}'), true)"),
+            each("set_config('{k}', '{v}', true)"),
+        ),
+        each("set_config('{k}', current_setting('episteme.{k}'), true)"),
+    )
+    now = each("current_setting('{k}')")
     try:
-        row = conn.execute(
-            "SELECT current_setting('plan_cache_mode', true),"
-            " current_setting('max_parallel_workers_per_gather', true)"
-        ).fetchone()
+        with conn.transaction():
+            was = conn.execute(now).fetchone()
+            for statement in plan.before:
+                conn.execute(statement)
+            conn.execute(plan.after)
+            if conn.execute(now).fetchone() != was:
+                return None
     except psycopg.Error:
         return None
-    if row is None or row[0] is None or row[1] is None:
-        return None
-    settings = (
-        "SELECT set_config('plan_cache_mode', {}, true),"
-        " set_config('max_parallel_workers_per_gather', {}, true)"
-    )
-    return PlanOnce(
-        settings.format("'force_generic_plan'", "'0'"),
-        settings.format("?", "?"),
-        (str(row[0]), str(row[1])),
-    )
+    return plan
 
 
 def _script(name: str) -> sql.SQL:

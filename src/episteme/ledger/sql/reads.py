@@ -118,10 +118,9 @@ class PlanOnce(NamedTuple):
     it kept choosing to, since its estimate for a plan that fits every subject is higher
     than for one subject's."""
 
-    before: str
+    before: tuple[str, ...]
     after: str
-    """Puts back the settings `before` changed, for the rest of the transaction."""
-    after_args: tuple[Any, ...]
+    """Puts back what `before` changed, as the transaction had it, for the rest of it."""
 
 
 class Reader(LearningReads, DiagnosisReads):
@@ -206,8 +205,8 @@ class Reader(LearningReads, DiagnosisReads):
         # a subject's reads only: their plans fit every subject (checked at 1 M), where a
         # text search's or the whole store's may depend on the words or the lifecycles
         plan = self.plan_once if subject is not None and text is None else None
-        if plan is not None:
-            self.conn.execute(plan.before)
+        for statement in () if plan is None else plan.before:
+            self.conn.execute(statement)
         args += rest_args
         states: list[str] = sorted(lifecycles) if lifecycles is not None else []
         only = ""
@@ -253,7 +252,7 @@ class Reader(LearningReads, DiagnosisReads):
         # the statements are sent before any is read: one round trip in a pipeline
         rows = self.conn.execute(sql, args)
         if plan is not None:
-            self.conn.execute(plan.after, plan.after_args)
+            self.conn.execute(plan.after)
         counts: dict[str, int] = {} if hidden is None else dict(hidden.fetchall())
         ids = [] if first is None else [(int(r[0]), str(r[1])) for r in first]
         return Candidates([Candidate(*r) for r in rows], counts, ids)
