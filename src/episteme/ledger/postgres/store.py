@@ -146,7 +146,6 @@ class PostgresStore(_Dialect, SQLStore):
         """Reads run again after a serialization failure (`borrowed`), since opening."""
         self.defer_flush = False
         """Whether chain commits release the lock before the WAL flush (see `_chain_tx`)."""
-        self.plan_once = None  # how its readers plan a lens's reads (`_plan_once`)
         self.url = describe(url)
         self.where = self.url
         self._dsn = url
@@ -160,7 +159,7 @@ class PostgresStore(_Dialect, SQLStore):
                 row = conn.execute("SELECT current_schema()").fetchone()
                 self.schema = str(row[0]) if row else "public"
                 self.defer_flush = defer_flush and _can_defer_flush(conn)
-                self.plan_once = _plan_once(conn)
+                self.plan_once = _plan_once(conn)  # how its readers plan a lens's reads
         except psycopg.OperationalError as exc:
             raise self.unavailable(exc) from None
         except psycopg.Error as exc:  # e.g. a role without CREATE on the schema

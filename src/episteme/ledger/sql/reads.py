@@ -82,6 +82,12 @@ def _subject_clause(subject: str | None) -> tuple[str, list[Any]]:
     return f"({same} OR ({below}))", args + more
 
 
+def _window(subject: str | None, since: int, until: int) -> tuple[str, list[Any]]:
+    """Versions (`v`) under `subject` recorded in (since, until]."""
+    where, args = _subject_clause(subject)
+    return f"WHERE {where} AND v.tx_from > ? AND v.tx_from <= ?", [*args, Us(since), Us(until)]
+
+
 def fts_query(text: str) -> str:
     """Quote each word so that user input is never FTS5 syntax."""
     words = [w.replace('"', '""') for w in text.split()]
@@ -205,8 +211,9 @@ class Reader(LearningReads, DiagnosisReads):
         # a subject's reads only: their plans fit every subject (checked at 1 M), where a
         # text search's or the whole store's may depend on the words or the lifecycles
         plan = self.plan_once if subject is not None and text is None else None
-        for statement in () if plan is None else plan.before:
-            self.conn.execute(statement)
+        if plan is not None:
+            for statement in plan.before:
+                self.conn.execute(statement)
         args += rest_args
         states: list[str] = sorted(lifecycles) if lifecycles is not None else []
         only = ""
@@ -331,9 +338,7 @@ class Reader(LearningReads, DiagnosisReads):
     def changes(
         self, subject: str | None, since: int, until: int, limit: int | None = None
     ) -> list[Change]:
-        where, args = _subject_clause(subject)
-        window = f"WHERE {where} AND v.tx_from > ? AND v.tx_from <= ?"
-        args = [*args, Us(since), Us(until)]
+        window, args = _window(subject, since, until)
         source, outer = "versions v", window
         if limit is not None:
             # The newest `limit` versions, picked before the join, walking the time index
@@ -370,11 +375,9 @@ class Reader(LearningReads, DiagnosisReads):
         ]
 
     def change_counts(self, subject: str | None, since: int, until: int) -> dict[str, int]:
-        where, args = _subject_clause(subject)
+        window, args = _window(subject, since, until)
         rows = self.conn.execute(
-            f"SELECT v.cause, count(*) FROM versions v WHERE {where}"
-            " AND v.tx_from > ? AND v.tx_from <= ? GROUP BY v.cause",
-            [*args, Us(since), Us(until)],
+            f"SELECT v.cause, count(*) FROM versions v {window} GROUP BY v.cause", args
         )
         return {r[0]: r[1] for r in rows}
 
