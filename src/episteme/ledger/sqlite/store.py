@@ -43,6 +43,8 @@ MIGRATIONS = (
     "0005_diagnosis.sql",
 )
 SCHEMA_VERSION = len(MIGRATIONS)
+WAL_RESTART_FRAMES = 65_536
+"""Pages (of 4 KiB) the WAL may hold before a checkpoint round starts it over."""
 
 _T = TypeVar("_T")
 
@@ -104,12 +106,29 @@ class _Checkpointer:
     Here commits only count; a thread checkpoints (PASSIVE: it never blocks writers)
     every `every` commits or `interval` seconds. Should it fall behind by `limit`
     commits, the writer checkpoints itself, so the WAL stays bounded.
+
+    Once the WAL holds `WAL_RESTART_FRAMES` pages and a round copied all it found,
+    `rest` copies what was committed during the round, with writers held off. SQLite
+    starts the WAL over only at a write that finds it copied whole up to its last
+    commit; under a steady stream of writes that moment never comes by itself, and the
+    file would grow by every commit's pages for as long as the stream lasts. SQLite
+    also syncs the database file only after a checkpoint that copied everything, which
+    under such a stream is `rest`: the thread syncs the file first, unlocked, so that
+    writers wait for the pages `rest` copies and not for the whole round's. The bound
+    is high because that sync costs throughput (docs/ledger.md).
     """
 
     def __init__(
-        self, path: Path, every: int = 200, interval: float = 1.0, limit: int = 20_000
+        self,
+        path: Path,
+        rest: Callable[[sqlite3.Connection], None] | None = None,
+        every: int = 200,
+        interval: float = 1.0,
+        limit: int = 20_000,
     ) -> None:
         self._conn = _connect(path)
+        self._db = os.open(path, os.O_RDONLY)
+        self._rest = rest
         self._every, self._interval, self._limit = every, interval, limit
         self._pending = 0
         self._wake = threading.Event()
@@ -134,8 +153,14 @@ class _Checkpointer:
             if self._pending and not self._stopping:
                 self._pending = 0
                 # busy or locked: the next round (or the writer's bound) catches up
-                with contextlib.suppress(sqlite3.OperationalError):
-                    self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+                with contextlib.suppress(sqlite3.OperationalError, StoreUnavailable, OSError):
+                    busy, frames, copied = self._conn.execute(
+                        "PRAGMA wal_checkpoint(PASSIVE)"
+                    ).fetchone()
+                    whole = not busy and frames == copied
+                    if self._rest is not None and whole and frames >= WAL_RESTART_FRAMES:
+                        os.fdatasync(self._db)
+                        self._rest(self._conn)
 
     def alive(self) -> bool:
         return self._thread.is_alive()
@@ -145,6 +170,7 @@ class _Checkpointer:
         self._wake.set()
         self._thread.join(timeout=10)
         self._conn.close()
+        os.close(self._db)
 
 
 class SQLiteStore(SQLStore):
@@ -313,9 +339,20 @@ class SQLiteStore(SQLStore):
         # Committed: nothing below may turn the write into a reported failure.
         with contextlib.suppress(sqlite3.Error, OSError, RuntimeError):
             if self._checkpointer is None:
-                self._checkpointer = _Checkpointer(self.path)
+                self._checkpointer = _Checkpointer(self.path, self._checkpoint_rest)
             if self._checkpointer.committed():
                 conn.execute("PRAGMA wal_checkpoint(PASSIVE)")  # it fell behind: catch up here
+
+    def _checkpoint_rest(self, conn: sqlite3.Connection) -> None:
+        """A checkpoint on `conn` with this process's writers and other processes' held
+        off (see `_Checkpointer`): afterwards the WAL holds nothing the database lacks,
+        and the next write starts it from its beginning."""
+        with self._lock:
+            self._lock_file(timeout=5.0)
+            try:
+                conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+            finally:
+                fcntl.flock(self._flock, fcntl.LOCK_UN)
 
     def _lock_file(self, timeout: float = 30.0) -> None:
         """Take the file lock, waiting at most `timeout` seconds (SQLite's busy timeout)."""
