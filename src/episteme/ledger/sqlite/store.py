@@ -127,14 +127,22 @@ class _Checkpointer:
         limit: int = 20_000,
     ) -> None:
         self._conn = _connect(path)
-        self._db = os.open(path, os.O_RDONLY)
+        try:
+            self._db = os.open(path, os.O_RDONLY)
+        except BaseException:
+            self._conn.close()
+            raise
         self._rest = rest
         self._every, self._interval, self._limit = every, interval, limit
         self._pending = 0
         self._wake = threading.Event()
         self._stopping = False
         self._thread = threading.Thread(target=self._run, name="episteme-checkpoint", daemon=True)
-        self._thread.start()
+        try:
+            self._thread.start()
+        except BaseException:
+            self._release()
+            raise
 
     def committed(self) -> bool:
         """Count a commit; True when the writer must checkpoint inline."""
@@ -147,30 +155,41 @@ class _Checkpointer:
         return False
 
     def _run(self) -> None:
-        while not self._stopping:
-            self._wake.wait(self._interval)
-            self._wake.clear()
-            if self._pending and not self._stopping:
-                self._pending = 0
-                # busy or locked: the next round (or the writer's bound) catches up
-                with contextlib.suppress(sqlite3.OperationalError, StoreUnavailable, OSError):
-                    busy, frames, copied = self._conn.execute(
-                        "PRAGMA wal_checkpoint(PASSIVE)"
-                    ).fetchone()
-                    whole = not busy and frames == copied
-                    if self._rest is not None and whole and frames >= WAL_RESTART_FRAMES:
-                        os.fdatasync(self._db)
-                        self._rest(self._conn)
+        try:
+            while not self._stopping:
+                self._wake.wait(self._interval)
+                self._wake.clear()
+                if self._pending and not self._stopping:
+                    self._pending = 0
+                    self._round()
+        finally:
+            self._release()  # the thread owns its connection: it closes it as it ends
+
+    def _round(self) -> None:
+        # busy or locked: the next round (or the writer's bound) catches up
+        with contextlib.suppress(sqlite3.OperationalError, StoreUnavailable, OSError):
+            busy, frames, copied = self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+            whole = not busy and frames == copied
+            if self._rest is not None and whole and frames >= WAL_RESTART_FRAMES:
+                os.fdatasync(self._db)
+                if not self._stopping:  # the store may be closing its locks
+                    self._rest(self._conn)
+
+    def _release(self) -> None:
+        try:
+            self._conn.close()
+        finally:
+            os.close(self._db)
 
     def alive(self) -> bool:
         return self._thread.is_alive()
 
     def close(self) -> None:
+        """Stop the thread, waiting at most 10 s for the round it is in to end; it closes
+        its connection and descriptor itself, so a round still running keeps them."""
         self._stopping = True
         self._wake.set()
         self._thread.join(timeout=10)
-        self._conn.close()
-        os.close(self._db)
 
 
 class SQLiteStore(SQLStore):
