@@ -12,7 +12,7 @@ import pytest
 from whenever import Instant
 
 from episteme.benchmark.generate import Spec, generate
-from episteme.benchmark.http import POINT, Load, _head
+from episteme.benchmark.http import POINT, POINT_ONE, Load, _head
 from episteme.errors import WorldError
 from episteme.ledger import Ledger
 from episteme.ledger.store import open_store
@@ -44,6 +44,7 @@ def test_bench_http_runs_end_to_end(cli: Cli, tmp_path: Path, location: str | Pa
     assert set(figures) == {
         "audited queries/s in the library, 1 thread",
         POINT,
+        POINT_ONE,
         "audited queries/s over HTTP, 2 workers",
     }
     for f in figures.values():
@@ -57,6 +58,12 @@ def test_bench_http_runs_end_to_end(cli: Cli, tmp_path: Path, location: str | Pa
         assert figures[name]["floor_ratio"] is not None
         assert figures[name]["budget_ratio"] is not None
     assert figures[POINT]["runs"] == 20
+    # the same runs, those whose answer held one item (here most or all of them), with
+    # their own floor and no budget of their own
+    assert 0 < figures[POINT_ONE]["runs"] <= 20
+    assert "held at most one item" in figures[POINT_ONE]["note"]
+    assert figures[POINT_ONE]["floor_ratio"] is not None
+    assert figures[POINT_ONE]["budget"] is None
     assert data["machine"]["load"]["connections"] == 4
     assert data["ledger"]["assertions"] == TINY.assertions
     # each timed query, over HTTP and in the library, was audited; the journal still verifies
