@@ -58,7 +58,7 @@ def test_bench_http_runs_end_to_end(cli: Cli, tmp_path: Path, location: str | Pa
         assert figures[name]["floor_ratio"] is not None
         assert figures[name]["budget_ratio"] is not None
     assert figures[POINT]["runs"] == 20
-    # the same runs, those whose answer held one item (here most or all of them), with
+    # the same runs, those whose answer held at most one item (here most or all), with
     # their own floor and no budget of their own
     assert 0 < figures[POINT_ONE]["runs"] <= 20
     assert "held at most one item" in figures[POINT_ONE]["note"]

@@ -60,7 +60,7 @@ from episteme.ledger.sql.projector import Conn
 
 AGENT = "bench-http"
 POINT = "point query over HTTP (approved, audited)"
-POINT_ONE = "point query over HTTP, answers of one item (approved, audited)"
+POINT_ONE = "point query over HTTP, answers of at most one item (approved, audited)"
 BUDGET_MS = {POINT: 5.0}
 BUDGET_RATE = {"audited queries/s over HTTP, 2 workers": 1_500.0}
 _BLOCK = 50  # runs per turn when the HTTP and library timings alternate

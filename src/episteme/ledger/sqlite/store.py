@@ -105,7 +105,7 @@ class _Checkpointer:
     so one audited read in a few hundred would pay for copying and syncing megabytes.
     Here commits only count; a thread checkpoints (PASSIVE: it never blocks writers)
     every `every` commits or `interval` seconds. Should it fall behind by `limit`
-    commits, the writer checkpoints itself, so the WAL stays bounded.
+    commits (a thread stuck or stopped), the writer checkpoints itself.
 
     Once the WAL holds `WAL_RESTART_FRAMES` pages and a round copied all it found,
     `rest` copies what was committed during the round, with writers held off. SQLite
@@ -121,7 +121,7 @@ class _Checkpointer:
     def __init__(
         self,
         path: Path,
-        rest: Callable[[sqlite3.Connection], None] | None = None,
+        rest: Callable[[sqlite3.Connection], None],
         every: int = 200,
         interval: float = 1.0,
         limit: int = 20_000,
@@ -170,7 +170,7 @@ class _Checkpointer:
         with contextlib.suppress(sqlite3.OperationalError, StoreUnavailable, OSError):
             busy, frames, copied = self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
             whole = not busy and frames == copied
-            if self._rest is not None and whole and frames >= WAL_RESTART_FRAMES:
+            if whole and frames >= WAL_RESTART_FRAMES:
                 os.fdatasync(self._db)
                 if not self._stopping:  # the store may be closing its locks
                     self._rest(self._conn)
@@ -338,8 +338,7 @@ class SQLiteStore(SQLStore):
         # at most 2 ms: SQLite's own busy handler sleeps in steps growing to 100 ms and
         # wakes late, so two writers would spend most of their time asleep. BEGIN
         # IMMEDIATE still guards against writers that skip this lock (the sqlite3 shell).
-        self._lock_file()
-        try:
+        with self._file_locked():
             try:
                 conn.execute("BEGIN IMMEDIATE")
             except sqlite3.OperationalError as exc:
@@ -353,8 +352,6 @@ class SQLiteStore(SQLStore):
             except BaseException:
                 conn.execute("ROLLBACK")
                 raise
-        finally:
-            fcntl.flock(self._flock, fcntl.LOCK_UN)
         # Committed: nothing below may turn the write into a reported failure.
         with contextlib.suppress(sqlite3.Error, OSError, RuntimeError):
             if self._checkpointer is None:
@@ -366,21 +363,18 @@ class SQLiteStore(SQLStore):
         """A checkpoint on `conn` with this process's writers and other processes' held
         off (see `_Checkpointer`): afterwards the WAL holds nothing the database lacks,
         and the next write starts it from its beginning."""
-        with self._lock:
-            self._lock_file(timeout=5.0)
-            try:
-                conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
-            finally:
-                fcntl.flock(self._flock, fcntl.LOCK_UN)
+        with self._lock, self._file_locked(timeout=5.0):
+            conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
 
-    def _lock_file(self, timeout: float = 30.0) -> None:
-        """Take the file lock, waiting at most `timeout` seconds (SQLite's busy timeout)."""
+    @contextmanager
+    def _file_locked(self, timeout: float = 30.0) -> Iterator[None]:
+        """Hold the file lock, waiting at most `timeout` seconds (SQLite's busy timeout)."""
         deadline = time.monotonic() + timeout
         pause = 0.0005
         while True:
             try:
                 fcntl.flock(self._flock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                return
+                break
             except BlockingIOError:
                 if time.monotonic() > deadline:
                     raise StoreUnavailable(
@@ -389,6 +383,10 @@ class SQLiteStore(SQLStore):
                     ) from None
                 time.sleep(pause)
                 pause = min(pause * 2, 0.002)
+        try:
+            yield
+        finally:
+            fcntl.flock(self._flock, fcntl.LOCK_UN)
 
     def backfill(self, timed: Iterable[tuple[int, Draft]], chunk: int = 20_000) -> int:
         # a bulk load touches index pages all over: give it a bigger page cache
