@@ -14,6 +14,7 @@ from whenever import TimeDelta
 from episteme.api import Settings, create_app
 from episteme.ledger import Ledger
 from episteme.ledger.gardener import Gardener
+from episteme.ledger.model import AssertionInput, Lifecycle
 from episteme.timeutil import ManualClock
 from tests.api.conftest import Api
 
@@ -362,3 +363,35 @@ def test_the_server_runs_the_gardener_when_it_leads(ledger: Ledger, home: Path) 
         assert workers["background"] == "leading"
         assert workers["gardener"].startswith(f"cursor {head}, 0 events behind")
         assert "gardener_errors" not in workers
+
+
+def _approved(subject: str, value: int) -> AssertionInput:
+    return AssertionInput(subject=subject, value=value, agent="seed", lifecycle=Lifecycle.APPROVED)
+
+
+def test_a_server_that_stops_closes_its_ledger_after_its_gardener_stopped(
+    location: str | Path, home: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A backlog that takes the gardener one long step (60 events of 40 approvals each,
+    # under its batch of 500): the server stops while that step runs.
+    with Ledger.init(location) as seeded:
+        for b in range(60):
+            seeded.add([_approved(f"svc.s{b}.k{i}", i) for i in range(40)])
+        head = seeded.store.head()[0]
+    db = location if isinstance(location, str) else None
+    app = create_app(Settings(home=home, db=db, mcp=False))  # the app opens (owns) the ledger
+    with TestClient(app):
+        deadline = time.monotonic() + 10
+        while not app.state.gardener.running and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert app.state.gardener.running
+    loop = app.state.gardener
+    assert not loop.running
+    # the step under way was dropped, not cut short by a closed store
+    assert loop.errors == 0, loop.last_error
+    assert "gardener:" not in caplog.text
+    with Ledger.open(location) as after:
+        gardener = Gardener(after)
+        assert gardener.status().cursor in (0, head)  # a step is recorded whole or not at all
+        gardener.run_until_caught_up()
+        assert gardener.status().cursor == head

@@ -111,3 +111,57 @@ def test_asserting_the_same_content_twice_in_one_microsecond_is_refused(ledger: 
     with pytest.raises(Conflict, match=first.id[:12]):
         ledger.add([_inp("svc.b", 2), _inp("svc.a", 1)])
     assert ledger.store.head() == head
+
+
+CLOSER = """
+import sys, threading, time
+from episteme.errors import StoreUnavailable
+from episteme.ledger import Ledger
+
+for round in range(4):
+    ledger = Ledger.open(sys.argv[1])
+    ended = []
+
+    def read() -> None:
+        try:
+            while True:
+                ledger.answer("close", lens="approved")
+        except StoreUnavailable:
+            ended.append("read")
+
+    def write() -> None:
+        try:
+            while True:
+                ledger.query("close", agent="closer", lens="approved")
+        except StoreUnavailable:
+            ended.append("write")
+
+    threads = [threading.Thread(target=read) for _ in range(3)]
+    threads.append(threading.Thread(target=write))
+    for t in threads:
+        t.start()
+    time.sleep(0.2)
+    ledger.close()  # under three readers and a writer
+    for t in threads:
+        t.join(10)
+    print(sorted(ended))
+"""
+
+
+def test_closing_a_ledger_under_reads_and_writes_ends_them_with_a_clear_error(
+    location: str | Path,
+) -> None:
+    # Closing a SQLite connection that another thread is using can crash the process
+    # (it did: a server stopping under its gardener). Closed mid-load, four times, the
+    # process lives, and every thread ends with StoreUnavailable, nothing else.
+    with Ledger.init(location) as ledger:
+        ledger.add([_inp(f"close.k{i}", i, lifecycle="approved") for i in range(200)])
+    proc = subprocess.run(
+        [sys.executable, "-c", CLOSER, str(location)], capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rounds = proc.stdout.splitlines()
+    assert rounds == ["['read', 'read', 'read', 'write']"] * 4, proc.stderr[-2000:]
+    with Ledger.open(location) as ledger:
+        report = ledger.verify()
+        assert report.ok, report.problem

@@ -64,6 +64,8 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with contextlib.AsyncExitStack() as stack:
+            if owned:  # closed last: everything started below stops before it closes
+                stack.callback(led.close)
             if mcp_mount is not None:
                 await stack.enter_async_context(mcp_mount.run())
             stack.push_async_callback(engine.close)
@@ -85,11 +87,7 @@ def create_app(
                 stack.callback(deliverer.close)
                 stack.callback(loop.stop)
                 stack.callback(leader.stop)
-            try:
-                yield
-            finally:
-                if owned:
-                    led.close()
+            yield
 
     app = FastAPI(
         title="Episteme",

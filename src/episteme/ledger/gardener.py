@@ -65,8 +65,11 @@ class Gardener:
 
     # -- following the journal -------------------------------------------------------
 
-    def step(self) -> int:
-        """Apply the next batch of events; how many were applied (0: caught up)."""
+    def step(self, stopping: Callable[[], bool] | None = None) -> int:
+        """Apply the next batch of events; how many were applied (0: caught up).
+
+        `stopping` is asked between events: once it says so, the batch is dropped
+        unrecorded (the cursor stays, so the next step applies those events again)."""
         cursor = self.store.garden_cursor(self.name).seq
         events = list(_take(self.store.events(after_seq=cursor), self.batch))
         if not events:
@@ -75,6 +78,8 @@ class Gardener:
         notes: list[Note] = []
         webhooks = self.ledger.webhooks()
         for ev in events:
+            if stopping is not None and stopping():
+                return 0
             new_evidence, new_notes = self._apply(ev, evidence)
             evidence += new_evidence
             notes += new_notes
@@ -397,7 +402,9 @@ class GardenerLoop:
             self._stop.wait(backoff)
 
     def _garden(self) -> int:
-        applied = self.gardener.step()
+        applied = self.gardener.step(self._stop.is_set)
+        if self._stop.is_set():
+            return applied
         if time.monotonic() - self._last_scan >= self.scan_every:
             self.gardener.scan()
             self._last_scan = time.monotonic()

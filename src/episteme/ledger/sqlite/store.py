@@ -211,8 +211,8 @@ class SQLiteStore(SQLStore):
         elif not path.exists():
             raise StoreUnavailable(f"no ledger at {path}: run `episteme init` first")
         self._local = threading.local()
+        self._closed = False
         self._leaderships: list[_FileLeadership] = []
-        self._readers: list[sqlite3.Connection] = []
         self._checkpointer: _Checkpointer | None = None
         try:
             self._wconn = _connect(path)
@@ -283,11 +283,15 @@ class SQLiteStore(SQLStore):
     def conn(self) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
         if conn is None:
+            self._check_open()
             conn = _connect(self.path)
             conn.execute("PRAGMA query_only = 1")
             self._local.conn = conn
-            self._readers.append(conn)
         return conn
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StoreUnavailable(f"the ledger at {self.path} was closed")
 
     def reading(self, read: Callable[[StoreReader], _T], *, snapshot: bool = True) -> _T:
         """`read` in one snapshot: its statements run in one read transaction on this
@@ -302,16 +306,19 @@ class SQLiteStore(SQLStore):
             conn.execute("COMMIT")  # it wrote nothing: this only ends the snapshot
 
     def close(self) -> None:
+        """Close the store. A read or write under way on another thread ends first: the
+        writer connection closes under the writer lock, and each thread's reader closes
+        when the last reference to it goes (at once, unless a read is using it). Closing
+        a connection that another thread is stepping can crash the process."""
+        self._closed = True
         for lead in self._leaderships:
             lead.release()
         if self._checkpointer is not None:
             self._checkpointer.close()
             self._checkpointer = None
-        for c in self._readers:
-            c.close()
-        self._readers.clear()
-        self._local = threading.local()
-        self._wconn.close()
+        self._local = threading.local()  # drops every thread's reader
+        with self._lock:
+            self._wconn.close()
         if self._flock >= 0:
             os.close(self._flock)
             self._flock = -1
@@ -333,6 +340,7 @@ class SQLiteStore(SQLStore):
 
     @contextmanager
     def _transaction_locked(self) -> Iterator[sqlite3.Connection]:
+        self._check_open()
         conn = self._wconn
         # Processes on one file (API workers) queue on a file lock polled in steps of
         # at most 2 ms: SQLite's own busy handler sleeps in steps growing to 100 ms and
