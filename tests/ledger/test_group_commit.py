@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
 import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from episteme.errors import Conflict
+from episteme.errors import Conflict, StoreUnavailable
 from episteme.ledger import AssertionInput, Ledger
 from episteme.ledger.core import record
 from episteme.ledger.journal import Draft, EventKind
@@ -183,3 +186,67 @@ def test_a_group_of_writes_commits_together_and_a_failing_one_fails_alone(
     assert ledger.verify().ok
     assert ledger.store.head()[0] == seqs[-1] + 3
     assert ledger.rebuild().ok
+
+
+def _open_files(path: Path) -> int:
+    """How many of this process's descriptors point at `path` (Linux /proc)."""
+    fd_dir = Path("/proc/self/fd")
+    found = 0
+    for fd in fd_dir.iterdir():
+        with contextlib.suppress(OSError):
+            found += os.readlink(fd) == str(path)
+    return found
+
+
+def _settles(count: Callable[[], int], expected: int, within: float = 5.0) -> int:
+    """`count()` once it equals `expected`, or as it is after `within` seconds."""
+    deadline = time.monotonic() + within
+    while (n := count()) != expected and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return n
+
+
+def test_sqlite_readers_close_with_their_threads_and_with_the_store(home: Path) -> None:
+    # A server's worker threads come and go (an idle one ends after seconds): each opens
+    # a reader, which used to stay open, with its page cache, until the store closed.
+    db = home / "ledger.db"
+    with Ledger.init(home) as ledger:
+        ledger.add([AssertionInput(subject=f"svc.k{i}", value=i, agent="a") for i in range(20)])
+        ledger.answer("svc", lens="all")  # this thread's reader
+
+        def read_in_a_thread() -> None:
+            t = threading.Thread(target=lambda: ledger.answer("svc", lens="all"))
+            t.start()
+            t.join()
+
+        # SQLite keeps the descriptor of a closed connection for the next one to reuse
+        # (closing it would drop the process's locks on the file): count from there
+        read_in_a_thread()
+        before = _settles(lambda: _open_files(db), 5)
+        for _ in range(25):
+            read_in_a_thread()
+        # a thread's locals are cleared just after join() returns: wait for the last one
+        assert _settles(lambda: _open_files(db), before) == before  # not before + 25
+
+        started, release = threading.Event(), threading.Event()
+        ended: list[BaseException] = []
+
+        def idle() -> None:  # a live thread that read once and waits
+            ledger.answer("svc", lens="all")
+            started.set()
+            release.wait(10)
+            try:
+                ledger.answer("svc", lens="all")  # its next read closes its reader
+            except BaseException as exc:
+                ended.append(exc)
+
+        t = threading.Thread(target=idle)
+        t.start()
+        assert started.wait(10)
+        ledger.close()  # closes this thread's reader; the idle thread's is left to it
+        assert _open_files(db) >= 1
+        release.set()
+        t.join()
+    assert [type(e) for e in ended] == [StoreUnavailable]
+    assert "was closed" in str(ended[0])
+    assert _settles(lambda: _open_files(db), 0) == 0

@@ -21,6 +21,7 @@ import os
 import sqlite3
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from importlib import resources
@@ -192,6 +193,22 @@ class _Checkpointer:
         self._thread.join(timeout=10)
 
 
+class _Reader:
+    """A thread's read connection, kept in the thread's locals: it closes as the thread
+    ends (a connection alone would wait for the garbage collector: it is in a cycle with
+    its statement cache), or when the store closes, whichever comes first."""
+
+    __slots__ = ("__weakref__", "conn", "owner")
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+        self.owner = threading.current_thread()
+
+    def __del__(self) -> None:
+        with contextlib.suppress(Exception):
+            self.conn.close()
+
+
 class SQLiteStore(SQLStore):
     """A ledger in one SQLite file."""
 
@@ -212,6 +229,8 @@ class SQLiteStore(SQLStore):
             raise StoreUnavailable(f"no ledger at {path}: run `episteme init` first")
         self._local = threading.local()
         self._closed = False
+        self._readers: weakref.WeakSet[_Reader] = weakref.WeakSet()  # held by their threads
+        self._readers_lock = threading.Lock()
         self._leaderships: list[_FileLeadership] = []
         self._checkpointer: _Checkpointer | None = None
         try:
@@ -281,12 +300,23 @@ class SQLiteStore(SQLStore):
 
     @property
     def conn(self) -> sqlite3.Connection:
-        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
-        if conn is None:
+        """This thread's reader (opened on its first read; it closes when the thread ends)."""
+        reader: _Reader | None = getattr(self._local, "reader", None)
+        if reader is None or self._closed:
+            return self._new_reader(reader)
+        return reader.conn
+
+    def _new_reader(self, reader: _Reader | None) -> sqlite3.Connection:
+        if self._closed:
+            if reader is not None:  # this thread's own, which close() left to this thread
+                self._local.reader = None
+                reader.conn.close()
             self._check_open()
-            conn = _connect(self.path)
-            conn.execute("PRAGMA query_only = 1")
-            self._local.conn = conn
+        conn = _connect(self.path)
+        conn.execute("PRAGMA query_only = 1")
+        self._local.reader = reader = _Reader(conn)
+        with self._readers_lock:
+            self._readers.add(reader)
         return conn
 
     def _check_open(self) -> None:
@@ -316,7 +346,15 @@ class SQLiteStore(SQLStore):
         if self._checkpointer is not None:
             self._checkpointer.close()
             self._checkpointer = None
-        self._local = threading.local()  # drops every thread's reader
+        # Readers of this thread and of threads that ended close now; another live
+        # thread's reader closes at that thread's next read, or when the thread ends.
+        me = threading.current_thread()
+        with self._readers_lock:
+            readers = list(self._readers)
+        for reader in readers:
+            if reader.owner is me or not reader.owner.is_alive():
+                reader.conn.close()
+        self._local.reader = None
         with self._lock:
             self._wconn.close()
         if self._flock >= 0:
