@@ -336,18 +336,17 @@ class SQLiteStore(SQLStore):
             conn.execute("COMMIT")  # it wrote nothing: this only ends the snapshot
 
     def close(self) -> None:
-        """Close the store. A read or write under way on another thread ends first: the
-        writer connection closes under the writer lock, and each thread's reader closes
-        when the last reference to it goes (at once, unless a read is using it). Closing
-        a connection that another thread is stepping can crash the process."""
+        """Close the store without closing a connection that another thread may be
+        using (that can crash the process): the writer connection closes under the writer
+        lock, after a write under way; a reader closes now if it is this thread's or its
+        thread has ended, else at its thread's next read (which raises StoreUnavailable)
+        or as that thread ends."""
         self._closed = True
         for lead in self._leaderships:
             lead.release()
         if self._checkpointer is not None:
             self._checkpointer.close()
             self._checkpointer = None
-        # Readers of this thread and of threads that ended close now; another live
-        # thread's reader closes at that thread's next read, or when the thread ends.
         me = threading.current_thread()
         with self._readers_lock:
             readers = list(self._readers)
