@@ -3,6 +3,7 @@ expiry, and a gardener that can be replayed and killed without changing its answ
 
 from __future__ import annotations
 
+import threading
 import time
 
 import httpx
@@ -396,6 +397,37 @@ def test_the_loop_keeps_following_the_journal_when_delivery_fails(ledger: Ledger
     assert loop.errors >= 1
     assert loop.last_error == "RuntimeError: the webhook store is away"
     assert not loop.running
+
+
+def test_a_loop_started_again_never_runs_two_delivery_threads(ledger: Ledger) -> None:
+    # Leadership lost and regained while a delivery hangs on a slow receiver: stop()
+    # gives up waiting, and the next start() used to revive the old thread beside the
+    # new one, so deliveries ran twice over from then on.
+    callers: list[int] = []
+
+    def slow() -> int:  # one delivery to a receiver that takes its time
+        callers.append(threading.get_ident())
+        time.sleep(0.8)
+        return 0
+
+    def delivering() -> int:
+        return sum(1 for t in threading.enumerate() if t.name == "webhooks")
+
+    loop = GardenerLoop(Gardener(ledger), deliver=slow, idle=0.01)
+    try:
+        for _ in range(2):
+            loop.start()
+            time.sleep(0.1)  # a delivery under way
+            loop.stop(timeout=0.1)  # gives up on it
+            assert not loop.running
+        loop.start()
+        time.sleep(2.0)  # the earlier threads end after their delivery; this one goes on
+        assert delivering() == 1
+        assert loop.running
+    finally:
+        loop.stop(timeout=3.0)
+    assert delivering() == 0
+    assert len(set(callers)) == 3  # one thread per start
 
 
 def test_a_trust_drop_past_the_alert_line_is_notified_once(

@@ -250,3 +250,44 @@ def test_sqlite_readers_close_with_their_threads_and_with_the_store(home: Path) 
     assert [type(e) for e in ended] == [StoreUnavailable]
     assert "was closed" in str(ended[0])
     assert _settles(lambda: _open_files(db), 0) == 0
+
+
+def _write_until_closed(ledger: Ledger, n: int, stop: threading.Event) -> None:
+    i = 0
+    while not stop.is_set():
+        try:
+            ledger.add([AssertionInput(subject=f"w{n}.k{i}", value="x" * 50_000, agent="a")])
+        except StoreUnavailable:
+            return
+        i += 1
+
+
+def test_closing_a_sqlite_store_under_writes_leaves_no_checkpointer_behind(tmp_path: Path) -> None:
+    # A write under way when close() ran used to start a new checkpointer after close()
+    # had stopped the old one: its thread and descriptors outlived the store.
+    for cycle in range(15):
+        home = tmp_path / f"home{cycle}"
+        Ledger.init(home).close()
+        ledger = Ledger.open(home)
+        stop = threading.Event()
+        writers = [
+            threading.Thread(target=_write_until_closed, args=(ledger, n, stop)) for n in range(2)
+        ]
+        for w in writers:
+            w.start()
+        time.sleep(0.05)
+        ledger.close()
+        stop.set()
+        for w in writers:
+            w.join()
+    left = [t for t in threading.enumerate() if t.name == "episteme-checkpoint"]
+    assert left == []
+    open_here = [fd for fd in Path("/proc/self/fd").iterdir() if str(tmp_path) in _readlink(fd)]
+    assert open_here == []
+
+
+def _readlink(fd: Path) -> str:
+    try:
+        return os.readlink(fd)
+    except OSError:  # closed since the listing
+        return ""

@@ -15,6 +15,7 @@ delivers them). In `episteme serve` the gardener runs in the process that holds 
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import socket
@@ -353,28 +354,39 @@ class GardenerLoop:
         self.errors = 0
         self.last_error: str | None = None
         self._last_scan = 0.0
-        self._stop = threading.Event()
+        self._stop = threading.Event()  # the current start's; each start has its own
         self._threads: list[threading.Thread] = []
+        self._stopping: list[threading.Thread] = []
+        """Threads of earlier starts that were asked to stop and had not yet (a slow
+        webhook receiver): they end after the work in hand, whatever starts later."""
 
     def start(self) -> None:
         if self.running:
             return
-        self._stop.clear()
+        self._stopping = [t for t in self._stopping if t.is_alive()]
+        stop = self._stop = threading.Event()
         # (name, work, how many done in one call mean that more are waiting)
-        work = [("gardener", self._garden, self.gardener.batch)]
+        work: list[tuple[str, Callable[[], int], int]] = [
+            ("gardener", functools.partial(self._garden, stop), self.gardener.batch)
+        ]
         if self.deliver is not None:
             work.append(("webhooks", self.deliver, 1))
         self._threads = [
-            threading.Thread(target=self._run, args=(fn, full), name=name, daemon=True)
+            threading.Thread(target=self._run, args=(fn, full, stop), name=name, daemon=True)
             for name, fn, full in work
         ]
         for t in self._threads:
             t.start()
 
     def stop(self, timeout: float = 5.0) -> None:
+        """Ask the threads to stop and wait up to `timeout` seconds for them (and for any
+        left from earlier starts)."""
         self._stop.set()
-        for t in self._threads:
-            t.join(timeout)
+        deadline = time.monotonic() + timeout
+        threads = [*self._stopping, *self._threads]
+        for t in threads:
+            t.join(max(0.0, deadline - time.monotonic()))
+        self._stopping = [t for t in threads if t.is_alive()]
         self._threads = []
 
     def wait(self, timeout: float) -> bool:
@@ -385,13 +397,13 @@ class GardenerLoop:
     def running(self) -> bool:
         return any(t.is_alive() for t in self._threads)
 
-    def _run(self, work: Callable[[], int], full: int) -> None:
+    def _run(self, work: Callable[[], int], full: int, stop: threading.Event) -> None:
         """Call `work` again at once while it finds `full` loads (a backlog), else after
         `idle` seconds. Under a stream of audited queries a gardener step finds a few
         events every time: stepping at once would commit its cursor hundreds of times a
         second, competing with the writes it follows for the lock and the CPU."""
         backoff = self.idle
-        while not self._stop.is_set():
+        while not stop.is_set():
             done = self._guard(work)
             if done is None:
                 backoff = min(backoff * 2, 30.0)
@@ -399,11 +411,11 @@ class GardenerLoop:
                 backoff = self.idle
                 if done >= full:
                     continue
-            self._stop.wait(backoff)
+            stop.wait(backoff)
 
-    def _garden(self) -> int:
-        applied = self.gardener.step(self._stop.is_set)
-        if self._stop.is_set():
+    def _garden(self, stop: threading.Event) -> int:
+        applied = self.gardener.step(stop.is_set)
+        if stop.is_set():
             return applied
         if time.monotonic() - self._last_scan >= self.scan_every:
             self.gardener.scan()

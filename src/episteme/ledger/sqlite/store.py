@@ -261,6 +261,7 @@ class SQLiteStore(SQLStore):
             self._wconn.close()
             raise StoreUnavailable(f"cannot create the lock file beside {path}: {exc}") from None
         self._wal = -1
+        self._wal_lock = threading.Lock()
         if defer_flush:
             self.durability = Durability(self._sync_wal)
 
@@ -273,15 +274,23 @@ class SQLiteStore(SQLStore):
         after, so a commit already checkpointed is durable in the database file.
         """
         wal = f"{self.path}-wal"
-        try:
-            current = os.stat(wal).st_ino
-        except FileNotFoundError:
-            return  # no WAL: everything committed was checkpointed (and synced) into the file
-        if self._wal < 0 or os.fstat(self._wal).st_ino != current:
-            if self._wal >= 0:
-                os.close(self._wal)
-            self._wal = os.open(wal, os.O_RDONLY)
-        os.fdatasync(self._wal)
+        with self._wal_lock:  # close() closes the descriptor under it, never mid-sync
+            try:
+                current = os.stat(wal).st_ino
+            except FileNotFoundError:
+                return  # no WAL: all committed was checkpointed (and synced) into the file
+            if self._closed:  # a commit that made it in as the store closed: sync it too
+                fd = os.open(wal, os.O_RDONLY)
+                try:
+                    os.fdatasync(fd)
+                finally:
+                    os.close(fd)
+                return
+            if self._wal < 0 or os.fstat(self._wal).st_ino != current:
+                if self._wal >= 0:
+                    os.close(self._wal)
+                self._wal = os.open(wal, os.O_RDONLY)
+            os.fdatasync(self._wal)
 
     def _check(self, conn: sqlite3.Connection) -> int:
         app = conn.execute("PRAGMA application_id").fetchone()[0]
@@ -341,12 +350,13 @@ class SQLiteStore(SQLStore):
         lock, after a write under way; a reader closes now if it is this thread's or its
         thread has ended, else at its thread's next read (which raises StoreUnavailable)
         or as that thread ends."""
-        self._closed = True
+        with self._lock:  # a write under way ends first, and none starts a checkpointer
+            self._closed = True
+            checkpointer, self._checkpointer = self._checkpointer, None
         for lead in self._leaderships:
             lead.release()
-        if self._checkpointer is not None:
-            self._checkpointer.close()
-            self._checkpointer = None
+        if checkpointer is not None:
+            checkpointer.close()
         me = threading.current_thread()
         with self._readers_lock:
             readers = list(self._readers)
@@ -359,9 +369,10 @@ class SQLiteStore(SQLStore):
         if self._flock >= 0:
             os.close(self._flock)
             self._flock = -1
-        if self._wal >= 0:
-            os.close(self._wal)
-            self._wal = -1
+        with self._wal_lock:
+            if self._wal >= 0:
+                os.close(self._wal)
+                self._wal = -1
 
     def probe(self, timeout: float = 2.0) -> int:
         return self.head()[0]  # a local read: it answers or fails at once
@@ -399,7 +410,7 @@ class SQLiteStore(SQLStore):
                 raise
         # Committed: nothing below may turn the write into a reported failure.
         with contextlib.suppress(sqlite3.Error, OSError, RuntimeError):
-            if self._checkpointer is None:
+            if self._checkpointer is None:  # under the writer lock, so not after close()
                 self._checkpointer = _Checkpointer(self.path, self._checkpoint_rest)
             if self._checkpointer.committed():
                 conn.execute("PRAGMA wal_checkpoint(PASSIVE)")  # it fell behind: catch up here
