@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
+import signal
+import threading
 import time
 from collections import Counter
 from pathlib import Path
@@ -114,3 +118,44 @@ def test_fifty_agents_for_twenty_seconds(tmp_path: Path) -> None:
             assert rows == (acked[name]["decide"], 1 if acked[name]["decide"] else 0)
         events = ledger.store.head()[0]
     assert events == AGENTS + total
+
+
+def test_a_server_told_to_stop_ends_a_stream_it_cannot_finish(tmp_path: Path) -> None:
+    # A client following a diagnosis that waits for approval holds its response open for
+    # as long as the session lives (an hour by default); the server used to wait for it.
+    home = tmp_path / "home"
+    with Ledger.init(home) as ledger:
+        token, _ = ledger.issue_token("dev", ["agent"], by="admin")
+    auth = {"Authorization": f"Bearer {token}"}
+    ended: list[float] = []
+    with served(home, "--shutdown-timeout", "1") as (url, proc):
+        body = {"problem": "database connection failures in prod", "environment": "prod"}
+        started = httpx.post(f"{url}/diagnose", json=body, headers=auth, timeout=30.0)
+        assert started.status_code == 201, started.text
+        assert started.json()["status"] == "waiting_for_approval"
+        sid = started.json()["id"]
+
+        def follow() -> None:
+            stream = httpx.stream(
+                "GET", f"{url}/status/{sid}?stream=true", headers=auth, timeout=None
+            )
+            with contextlib.suppress(httpx.HTTPError), stream as r:
+                for _ in r.iter_lines():
+                    pass
+            ended.append(time.monotonic())
+
+        follower = threading.Thread(target=follow)
+        follower.start()
+        time.sleep(1.0)  # the stream is open
+        assert not ended
+        asked = time.monotonic()
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=15)  # without a shutdown timeout: as long as the session lives
+        stopped = time.monotonic() - asked
+        follower.join(10)
+    assert ended
+    assert ended[0] - asked < 10
+    assert stopped < 10, stopped
+    with Ledger.open(home) as ledger:
+        report = ledger.verify()
+        assert report.ok, report.problem

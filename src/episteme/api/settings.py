@@ -29,6 +29,12 @@ class Settings(BaseModel):
     background: bool = Field(
         True, description="compete for the leadership of background work (one process leads)"
     )
+    shutdown_timeout: int = Field(
+        20,
+        ge=0,
+        description="seconds a stopping server waits for open requests (a followed stream,"
+        " a slow client) before it closes them",
+    )
     fast_query: bool = Field(
         True,
         description="answer plain POST /v1/query calls without the framework (false: through"

@@ -44,6 +44,13 @@ def serve(
     max_body: Annotated[
         int | None, typer.Option(help="Largest request body in bytes [env EPISTEME_MAX_BODY].")
     ] = None,
+    shutdown_timeout: Annotated[
+        int | None,
+        typer.Option(
+            help="Seconds to wait for open requests when stopping"
+            " [env EPISTEME_SHUTDOWN_TIMEOUT; 20].",
+        ),
+    ] = None,
 ) -> None:
     """Serve the REST API, /metrics and MCP at /mcp (creating the ledger and an admin token)."""
     import uvicorn
@@ -61,6 +68,7 @@ def serve(
         port=port,
         workers=workers,
         max_body=max_body,
+        shutdown_timeout=shutdown_timeout,
     )
     console = state(ctx).console
     ledger = Ledger.open(settings.location, clock=state(ctx).clock, ensure=True)
@@ -79,6 +87,7 @@ def serve(
             host=settings.host,
             port=settings.port,
             log_level="warning",
+            timeout_graceful_shutdown=settings.shutdown_timeout,
         )
         return
     metrics_dir = settings.home / "metrics"
@@ -93,6 +102,7 @@ def serve(
         port=settings.port,
         workers=settings.workers,
         log_level="warning",
+        timeout_graceful_shutdown=settings.shutdown_timeout,
     )
 
 
