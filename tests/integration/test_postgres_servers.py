@@ -21,6 +21,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 import httpx
@@ -475,6 +476,49 @@ def _bad_start(case: str, request: pytest.FixtureRequest) -> BadStart:
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute("UPDATE meta SET value = '99' WHERE key = 'schema_version'")
     return BadStart(url, "newer", (cluster.password,))
+
+
+def _cluster_processes(cluster: Cluster) -> list[int]:
+    """The postmaster of `cluster` and its children (Linux /proc)."""
+    postmaster = int((cluster.data_dir / "postmaster.pid").read_text().split("\n", 1)[0])
+    found = [postmaster]
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                stat = Path(f"/proc/{entry.name}/stat").read_text()
+                if int(stat[stat.rindex(")") + 2 :].split()[1]) == postmaster:
+                    found.append(int(entry.name))
+    return found
+
+
+@pytest.mark.slow
+def test_a_server_stops_when_postgres_stops_answering() -> None:
+    # A database that hangs (its processes stopped, as a frozen VM): the leader's check
+    # waits on it for ever, and stopping the server used to wait for that check too.
+    cluster = Cluster.create()  # a private cluster: freezing it disturbs no other test
+    frozen: list[int] = []
+    try:
+        cluster.start()
+        db = cluster.create_database()
+        with served(db) as (url, proc):
+            drain(proc)
+            assert _wait(
+                lambda: httpx.get(f"{url}/health").json()["workers"].get("background") == "leading",
+                10,
+            )
+            frozen = _cluster_processes(cluster)
+            for pid in frozen:
+                os.kill(pid, signal.SIGSTOP)
+            time.sleep(2.0)  # the leader's next check is under way, and waits
+            asked = time.monotonic()
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(timeout=60)  # before: until the database answered again
+            assert time.monotonic() - asked < 45
+    finally:
+        for pid in frozen:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
+        cluster.destroy()
 
 
 @pytest.mark.parametrize("command", ["serve", "verify"])

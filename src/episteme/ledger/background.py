@@ -104,6 +104,8 @@ class Leader:
             except Exception as exc:  # the store is away: not leading until it returns
                 log.warning("leadership %s: %s", self._leadership.name, exc)
                 now = False
+            if self._stop.is_set():  # stopped while it waited (a database that hung)
+                break
             if now != self.leading:
                 self.leading = now
                 if self._on_change is not None:

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import logging
 import secrets
 import threading
 from collections.abc import Callable, Collection, Iterator
@@ -48,6 +49,8 @@ from episteme.ledger.sql.base import SQLStore
 from episteme.ledger.sql.projector import Conn
 from episteme.ledger.sql.reads import PlanOnce, Reader, tsquery
 from episteme.ledger.store import StoreReader
+
+log = logging.getLogger(__name__)
 
 MIGRATIONS = ("0001_init.sql", "0002_gardener.sql", "0003_diagnosis.sql")
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -521,23 +524,42 @@ class _AdvisoryLeadership:
         self._key = int.from_bytes(digest, "big", signed=True)
         self._conn: psycopg.Connection[Any] | None = None
         self._held = False
+        self._busy = threading.Lock()  # held while the connection talks to the server
 
     def acquire(self) -> bool:
-        try:
-            if self._conn is None or self._conn.closed:
-                self._held = False
-                self._conn = self._store._connect()
-            if self._held:
-                self._conn.execute("SELECT 1")  # still connected, so still ours
-                return True
-            row = self._conn.execute("SELECT pg_try_advisory_lock(%s)", (self._key,)).fetchone()
-            self._held = bool(row and row[0])
-            return self._held
-        except (psycopg.OperationalError, StoreUnavailable):
-            self.release()
-            return False
+        with self._busy:
+            try:
+                if self._conn is None or self._conn.closed:
+                    self._held = False
+                    self._conn = self._store._connect()
+                if self._held:
+                    self._conn.execute("SELECT 1")  # still connected, so still ours
+                    return True
+                row = self._conn.execute("SELECT pg_try_advisory_lock(%s)", (self._key,)).fetchone()
+                self._held = bool(row and row[0])
+                return self._held
+            except (psycopg.OperationalError, StoreUnavailable):
+                self._drop()
+                return False
 
-    def release(self) -> None:
+    def release(self, wait: float = 2.0) -> None:
+        """Unlock and close, unless `acquire` is still waiting on the server after `wait`
+        seconds (a database that stopped answering): the unlock would wait as long, and
+        closing a connection another thread is using can crash the process. The session,
+        and the lock with it, then end when this process does."""
+        if not self._busy.acquire(timeout=wait):
+            log.warning(
+                "leadership %s: the database does not answer; the lock is left to end"
+                " with this process",
+                self.name,
+            )
+            return
+        try:
+            self._drop()
+        finally:
+            self._busy.release()
+
+    def _drop(self) -> None:
         held, self._held = self._held, False
         if self._conn is not None:
             with contextlib.suppress(psycopg.Error):
