@@ -4,6 +4,8 @@ retries with backoff, timeouts, giving up, Slack bodies, and secrets that stay s
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from collections.abc import Iterator, Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -185,6 +187,31 @@ def test_a_receiver_slower_than_the_timeout_is_a_timeout_and_retried(
     assert d.run_once() == 1
     assert only_delivery(store).state == "delivered"
     assert len(receiver.requests) == 2
+
+
+def test_a_deliverer_closed_mid_backlog_takes_no_more_jobs(
+    ledger: Ledger, clock: ManualClock, receiver: Receiver, client: httpx.Client
+) -> None:
+    # A server stopping with deliveries due: the delivery in hand ends, and the rest stay
+    # ready for the next leader instead of being leased, and tried, after the stop.
+    store = ledger.store
+    spec = WebhookSpec(name="hook", url=receiver.url, timeout_s=5.0)
+    for i in range(5):
+        enqueue(store, clock, n=note(key=f"correction:x_{i}"))
+    receiver.stall_s = 0.5
+    d = deliverer(store, clock, client, {"hook": spec})
+    handled: list[int] = []
+    worker = threading.Thread(target=lambda: handled.append(d.run_once()))
+    worker.start()
+    deadline = time.monotonic() + 5
+    while not receiver.requests and time.monotonic() < deadline:
+        time.sleep(0.01)
+    d.close()  # while the first delivery waits for its answer
+    worker.join(10)
+    assert handled == [1]
+    assert len(receiver.requests) == 1
+    states = sorted(j.state for j in store.jobs(QUEUE))
+    assert states == ["done", "ready", "ready", "ready", "ready"]
 
 
 def test_after_max_attempts_the_delivery_fails_for_good(

@@ -402,10 +402,11 @@ class Deliverer:
         self._own_client = client is None
         self._client = client if client is not None else httpx.Client(follow_redirects=False)
         self._environ = environ
+        self._closed = False
         logging.getLogger("httpx").addFilter(_HIDE_URLS)  # once: the same filter object
 
     def run_once(self, limit: int = 50) -> int:
-        """Deliver up to `limit` jobs that are due; how many were handled.
+        """Deliver up to `limit` jobs that are due, until closed; how many were handled.
 
         A failed delivery is recorded on its job, never raised; errors of the store
         itself (the database away) are raised.
@@ -415,7 +416,7 @@ class Deliverer:
         longest = max((s.timeout_s for s in specs.values()), default=5.0)
         lease_us = int(3 * longest * _SECOND_US) + _LEASE_MARGIN_US
         handled = 0
-        while handled < limit:
+        while handled < limit and not self._closed:  # closed: the jobs left wait, unleased
             job = self._store.lease_job(QUEUE, self._worker, self._now_us(), lease_us)
             if job is None:
                 break
@@ -517,7 +518,9 @@ class Deliverer:
         return to_us(self._clock.now())
 
     def close(self) -> None:
-        """Close the HTTP client, if it is the deliverer's own."""
+        """Take no more jobs (a `run_once` under way ends after the one in hand) and close
+        the HTTP client, if it is the deliverer's own."""
+        self._closed = True
         if self._own_client:
             self._client.close()
 
