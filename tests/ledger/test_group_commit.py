@@ -265,6 +265,10 @@ def _write_until_closed(ledger: Ledger, n: int, stop: threading.Event) -> None:
 def test_closing_a_sqlite_store_under_writes_leaves_no_checkpointer_behind(tmp_path: Path) -> None:
     # A write under way when close() ran used to start a new checkpointer after close()
     # had stopped the old one: its thread and descriptors outlived the store.
+    def checkpointers() -> set[threading.Thread]:
+        return {t for t in threading.enumerate() if t.name == "episteme-checkpoint"}
+
+    before = checkpointers()  # of ledgers that other tests left open
     for cycle in range(15):
         home = tmp_path / f"home{cycle}"
         Ledger.init(home).close()
@@ -280,8 +284,7 @@ def test_closing_a_sqlite_store_under_writes_leaves_no_checkpointer_behind(tmp_p
         stop.set()
         for w in writers:
             w.join()
-    left = [t for t in threading.enumerate() if t.name == "episteme-checkpoint"]
-    assert left == []
+    assert checkpointers() - before == set()
     open_here = [fd for fd in Path("/proc/self/fd").iterdir() if str(tmp_path) in _readlink(fd)]
     assert open_here == []
 
