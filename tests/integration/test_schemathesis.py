@@ -28,19 +28,19 @@ from tests.integration.processes import free_port
 _home: Path | None = None
 
 
-def _build(home: Path) -> tuple[object, str]:
+def _build(home: Path) -> tuple[object, str, Ledger]:
     ledger = Ledger.init(home)
     secret, _ = ledger.issue_token("fuzz-admin", ["admin"], by="setup")
     seed = ledger.assert_one(subject="auth.jwt.algorithm", value="RS256", agent="seed", epoch="e1")
     q = ledger.query("auth", agent="seed")
     ledger.decide("deploy", agent="seed", query_ids=[q.query_id or ""])
     del seed
-    return create_app(Settings(home=home, mcp=False), ledger=ledger), secret
+    return create_app(Settings(home=home, mcp=False), ledger=ledger), secret, ledger
 
 
 @pytest.fixture(scope="module")
 def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
-    app, secret = _build(tmp_path_factory.mktemp("fuzz") / "home")
+    app, secret, ledger = _build(tmp_path_factory.mktemp("fuzz") / "home")
     port = free_port()
     server = uvicorn.Server(
         uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning")  # type: ignore[arg-type]
@@ -54,6 +54,7 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
     yield f"http://127.0.0.1:{port}", secret
     server.should_exit = True
     thread.join(10)
+    ledger.close()  # the app was given it, so it is ours to close
 
 
 def _schema() -> schemathesis.BaseSchema:
@@ -62,9 +63,9 @@ def _schema() -> schemathesis.BaseSchema:
     # The document a live server serves is fetched in the test (below) and compared to
     # this one, built from an app over a scratch ledger, so that collection needs no server.
     with tempfile.TemporaryDirectory() as d:
-        app, _ = _build(Path(d) / "home")
+        app, _, ledger = _build(Path(d) / "home")
         doc = app.openapi()  # type: ignore[attr-defined]
-        app.state.ledger.close()  # type: ignore[attr-defined]
+        ledger.close()
     schema = schemathesis.openapi.from_dict(doc)
     schema = schema.exclude(path_regex="^/v1/tokens/")  # revoking would lock the fuzzer out
     schema.config.checks.positive_data_acceptance = PositiveDataAcceptanceConfig(

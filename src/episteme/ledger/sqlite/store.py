@@ -445,12 +445,16 @@ class SQLiteStore(SQLStore):
             fcntl.flock(self._flock, fcntl.LOCK_UN)
 
     def backfill(self, timed: Iterable[tuple[int, Draft]], chunk: int = 20_000) -> int:
-        # a bulk load touches index pages all over: give it a bigger page cache
-        self._wconn.execute("PRAGMA cache_size = -524288")
+        # a bulk load touches index pages all over: give it a bigger page cache (set under
+        # the writer lock: the connection is the writers')
+        with self._lock:
+            self._check_open()
+            self._wconn.execute("PRAGMA cache_size = -524288")
         try:
             return super().backfill(timed, chunk)
         finally:
-            self._wconn.execute("PRAGMA cache_size = -65536")
+            with self._lock, contextlib.suppress(sqlite3.ProgrammingError):  # closed since
+                self._wconn.execute("PRAGMA cache_size = -65536")
 
     def leadership(self, name: str) -> _FileLeadership:
         """Leadership of `name` among the processes on this file: a lock file beside it."""
