@@ -7,7 +7,11 @@ import socket
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import pytest
+
+from episteme.ledger import Ledger
 from episteme.ledger.copy import copy_ledger
+from episteme.ledger.sql import base
 from tests.cli.support import Scenario, assert_error, done, head, journal, ok, sql
 from tests.conftest import Cli
 
@@ -77,6 +81,11 @@ def test_sqlite_to_sqlite_through_a_url(cli: Cli, scenario: Scenario, tmp_path: 
     dest = tmp_path / "other" / "copy.db"
     done(cli("copy", "--from", str(tmp_path / "home"), "--to", f"sqlite:///{dest}", home_arg=False))
     assert journal(cli, f"sqlite:///{dest}") == journal(cli)
+    # a home directory in the URL stands for the ledger file in it
+    home_url = f"sqlite:///{tmp_path / 'home'}"
+    assert home_url.startswith("sqlite:////")  # absolute: the fourth slash is the root
+    done(cli("copy", "--from", home_url, "--to", str(tmp_path / "third"), home_arg=False))
+    assert journal(cli, str(tmp_path / "third")) == journal(cli)
 
 
 def test_an_empty_ledger_copies_as_empty(cli: Cli, tmp_path: Path, pg_url: str) -> None:
@@ -149,3 +158,27 @@ def test_the_library_returns_the_report(scenario: Scenario, home: Path, tmp_path
     assert report.verified
     assert report.events == report.head_seq == 7
     assert report.destination == str(tmp_path / "lib" / "ledger.db")
+
+
+def test_a_nul_character_recorded_before_it_was_refused_stops_a_copy_to_postgresql(
+    cli: Cli, tmp_path: Path, pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Earlier versions let SQLite record NUL characters, which PostgreSQL cannot store.
+    home = tmp_path / "old"
+    with monkeypatch.context() as m:
+        m.setattr(base, "check_no_nul", lambda payload, text: None)  # as they did
+        with Ledger.init(home) as led:
+            led.assert_one(subject="svc.a", value="fine", agent="ops")
+            led.assert_one(subject="svc.b", value=1, agent="ops", source="pasted\x00log")
+            seq = led.store.head()[0]
+    r = cli("copy", "--from", str(home), "--to", pg_url, home_arg=False)
+    assert_error(r, 2, f"event {seq} (assertions.added)", "NUL", "nothing was stored")
+    assert head(cli, pg_url)["events"] == 0
+    exported = tmp_path / "old.jsonl"
+    exported.write_text("".join(line + "\n" for line in journal(cli, str(home))))
+    r = cli("import", str(exported), "--db", pg_url, home_arg=False)
+    assert_error(r, 2, f"event {seq} (assertions.added)", "NUL", "nothing was stored")
+    assert head(cli, pg_url)["events"] == 0
+    # SQLite holds it, and takes a copy of the ledger as it is
+    done(cli("copy", "--from", str(home), "--to", str(tmp_path / "copy"), home_arg=False))
+    assert journal(cli, str(tmp_path / "copy")) == journal(cli, str(home))

@@ -364,3 +364,45 @@ async def test_a_session_left_running_by_a_stopped_server_ends_in_error(
     stale = await engine.status(session.id)
     assert stale.status == "error"
     assert stale.error == "the server running this session stopped before it finished"
+
+
+async def _binary_output(ctx: SpecialistContext) -> list[Finding]:
+    return [
+        Finding(
+            specialist="database",
+            code="db.connection_exhaustion",
+            severity="critical",
+            claim="97 of 100 connections in use by svc\x00worker",
+            evidence={"application_name": "svc\x00worker", "used": 97, "max_connections": 100},
+            tool="psycopg",
+            query="SELECT datname FROM pg_stat_activity -- \x00",
+        )
+    ]
+
+
+async def _binary_error(ctx: SpecialistContext) -> list[Finding]:
+    raise RuntimeError("kubectl said \x00\x00")
+
+
+@pytest.mark.anyio
+async def test_what_specialists_read_is_recorded_even_with_nul_characters(
+    ledger: Ledger, location: object
+) -> None:
+    # Real systems answer with NUL characters at times (a column, a log line). The session
+    # and the ledger keep that text as it is but for them: no backend can refuse it.
+    specialists = {"database": _binary_output, "kubernetes": _binary_error}
+    engine = DiagnosisEngine(ledger, Vault(), specialists=specialists)
+    session = await engine.start("db connections and pod restarts", "prod", requester="dev")
+    await engine.approve(session.id, approver="lead", refs=None, reason="go")
+    done = await engine.wait(session.id)
+    assert done.status == "completed", done.error
+    found = ledger.answer("diagnosis.prod.database", lens="all").items
+    assert len(found) == 1
+    recorded = found[0].assertion
+    assert recorded.value["claim"] == "97 of 100 connections in use by svc\ufffdworker"  # type: ignore[index,call-overload]
+    assert recorded.evidence == "SELECT datname FROM pg_stat_activity -- \ufffd"
+    events = await _events(engine, session.id)
+    error = next(e["error"] for e in events if e.get("specialist") == "kubernetes")
+    assert "kubectl said" in error
+    assert "\x00" not in _raw_rows(location)
+    assert ledger.verify().ok

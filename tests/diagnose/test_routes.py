@@ -156,3 +156,32 @@ def test_the_python_client_diagnoses_and_approves(ledger: Ledger, home: Path) ->
         assert done.result is not None
         assert done.result.hypotheses[0].rule == "connection_exhaustion"
         assert [s.id for s in agent.sessions()] == [session.id]
+
+
+def test_text_no_backend_can_store_is_refused_before_anything_opens(http: Http) -> None:
+    # A NUL character: PostgreSQL cannot store it, so neither backend takes it.
+    r = http("POST", "/diagnose", json={"problem": "db\u0000 timeouts", "environment": "prod"})
+    assert (r.status_code, r.json()["field"]) == (400, "problem"), r.text
+    assert "NUL character" in r.json()["detail"]
+    context = {"problem": "db timeouts", "context": {"ticket": "\u0000"}}
+    assert http("POST", "/diagnose", json=context).json()["field"] == "context"
+    assert http("GET", "/sessions").json() == []
+    sid = http("POST", "/diagnose", json={"problem": "db timeouts"}).json()["id"]
+    for verb in ("approve", "deny"):
+        r = http("POST", f"/{verb}/{sid}", "lead", json={"reason": "ok\u0000"})
+        assert (r.status_code, r.json()["field"]) == (400, "reason"), r.text
+    assert http("GET", f"/status/{sid}").json()["status"] == "waiting_for_approval"
+    alert = {
+        "version": "4",
+        "groupKey": '{}:{alertname="PostgresTooManyConnections"}',
+        "status": "firing",
+        "alerts": [{"status": "firing", "labels": {"team": "db\u0000"}}],
+    }
+    r = http("POST", "/alerts", json=alert)
+    assert r.status_code == 400, r.text
+    assert r.json()["field"] == "team"
+    assert r.json()["detail"].startswith("alerts[0].labels.team: text may not contain")
+    # Alertmanager's fields that are not kept may hold anything
+    alert["alerts"][0]["labels"] = {"team": "db"}
+    alert["alerts"][0]["extra"] = {"n": 2**70, "s": "\u0000"}
+    assert http("POST", "/alerts", json=alert).status_code == 202

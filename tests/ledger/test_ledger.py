@@ -730,3 +730,38 @@ def test_decisions_by_agent_and_window(ledger: Ledger, clock: ManualClock) -> No
     recent = ledger.decisions(since=clock.now().subtract(hours=1))
     assert {d.agent for d in recent} == {"deployer", "autoscaler"}
     assert [d.id for d in ledger.decisions(agent="deployer", limit=1)] == [second.id]
+
+
+# -- text no backend can store ---------------------------------------------------------
+
+_NUL_WRITES: dict[str, Any] = {
+    "value": lambda led, aid: led.assert_one(subject="svc.b", value={"k": ["a\x00"]}, agent="o"),
+    "source": lambda led, aid: led.assert_one(subject="svc.b", value=1, agent="o", source="\x00"),
+    "evidence": lambda led, aid: led.add(
+        [
+            AssertionInput(subject="svc.b", value=1, agent="o"),
+            AssertionInput(subject="svc.c", value=2, agent="o", evidence="log\x00tail"),
+        ]
+    ),
+    "context": lambda led, aid: led.query("svc", agent="o", context={"task": "t\x00"}),
+    "text": lambda led, aid: led.query(None, agent="o", text="rs256\x00"),
+    "action": lambda led, aid: led.decide("deploy\x00", agent="o", query_ids=[]),
+    "reason": lambda led, aid: led.correct(aid, by="oncall", reason="wrong\x00"),
+}
+
+
+@pytest.mark.parametrize("field", sorted(_NUL_WRITES))
+def test_a_nul_character_is_refused_on_every_backend_and_nothing_is_written(
+    ledger: Ledger, field: str
+) -> None:
+    # PostgreSQL can store no NUL in text or jsonb; SQLite could, and a ledger holding one
+    # could then never be copied there. Both refuse it, naming where it was.
+    aid = fact(ledger, "RS256", subject="svc.a", lifecycle="approved")
+    before = ledger.store.head()
+    with pytest.raises(InvalidInput, match=r"NUL character \(\\u0000\)") as refused:
+        _NUL_WRITES[field](ledger, aid)
+    assert refused.value.field == field
+    assert ledger.store.head() == before
+    assert ledger.verify().ok
+    # the same text without it is recorded
+    ledger.assert_one(subject="svc.b", value="a\ufffd", agent="o", source="s\x01")

@@ -187,6 +187,7 @@ def build(prefix: str) -> APIRouter:
     async def alerts(
         payload: AlertmanagerPayload, request: Request, who: Principal = Caller(Op.DIAGNOSE)
     ) -> Response:
+        payload.check_storable()
         engine = _engine(request)
         engine.spawn(receive(engine, payload, who.name))
         return Response(b'{"accepted":true}', 202, media_type="application/json")

@@ -109,7 +109,7 @@ def _validation_detail(exc: RequestValidationError) -> tuple[int, str, str, str 
         if name in ("agent", "by", "actor", "principal"):
             hint = ": who is acting comes from the bearer token, never from the body"
         return 422, "Unknown field", f"unknown field {name!r}{hint}", field
-    msg = err.get("msg", "invalid value")
+    msg = err.get("msg", "invalid value").removeprefix("Value error, ")
     if kind == "string_pattern_mismatch":
         name = next((p for p in reversed(loc) if not p.isdigit()), "")
         msg = _PATTERN_HINTS.get(name, msg)

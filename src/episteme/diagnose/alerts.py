@@ -17,6 +17,7 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field
 
 from episteme.diagnose.engine import DiagnosisEngine
+from episteme.ledger.canonical import check_texts
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +49,18 @@ class AlertmanagerPayload(BaseModel):
     externalURL: str = ""
     truncatedAlerts: int = 0
     alerts: list[Alert] = Field(min_length=1, max_length=1000)
+
+    def check_storable(self) -> None:
+        """Refuse text no backend can store (a NUL character, a lone surrogate) in what
+        an incident and its session keep, while Alertmanager waits for the answer: the
+        session opens after it."""
+        kept = self.model_dump(include=_KEPT)
+        kept["alerts"] = [a.model_dump(include=_KEPT_OF_ALERT) for a in self.alerts]
+        check_texts(kept)
+
+
+_KEPT = {"groupKey", "receiver", "externalURL", "groupLabels", "commonLabels", "commonAnnotations"}
+_KEPT_OF_ALERT = {"labels", "annotations", "fingerprint", "generatorURL"}
 
 
 def _fingerprint(alert: Alert) -> str:

@@ -30,8 +30,9 @@ from episteme.diagnose.findings import Finding, Run, SpecialistContext
 from episteme.diagnose.narrator import Narrator, Templates
 from episteme.diagnose.synthesis import Report, cap, synthesize
 from episteme.errors import Conflict, Forbidden, InvalidInput, NotFound
+from episteme.ledger.canonical import without_nul
 from episteme.ledger.core import Ledger
-from episteme.ledger.model import AssertionInput, Kind
+from episteme.ledger.model import AssertionInput, Kind, check_context, check_text
 from episteme.timeutil import from_us, to_us
 
 log = logging.getLogger(__name__)
@@ -225,6 +226,8 @@ class DiagnosisEngine:
         """Open a session and analyse it up to the approval step."""
         if not problem.strip():
             raise InvalidInput("describe the problem to diagnose", field="problem")
+        check_text(problem, "problem")
+        check_context(dict(context or {}))
         if environment not in ENVIRONMENTS:
             raise InvalidInput(
                 f"unknown environment {environment!r}: use prod, staging or dev",
@@ -297,6 +300,7 @@ class DiagnosisEngine:
         """Approve all requested references, or a subset; the diagnosis then runs here."""
         if not reason.strip():
             raise InvalidInput("an approval needs a reason", field="reason")
+        check_text(reason, "reason")
         session = _session(await self._row(sid))
         self._check_decidable(session, approver, "approve")
         chosen = list(session.requested if refs is None else refs)
@@ -329,6 +333,7 @@ class DiagnosisEngine:
     async def deny(self, sid: str, *, approver: str, reason: str) -> Session:
         if not reason.strip():
             raise InvalidInput("a denial needs a reason", field="reason")
+        check_text(reason, "reason")
         session = _session(await self._row(sid))
         self._check_decidable(session, approver, "deny")
         denied = ("error", {"code": "denied", "message": f"denied by {approver}: {reason}"})
@@ -511,62 +516,55 @@ class DiagnosisEngine:
 
     async def _record(self, session: Session) -> None:
         """The session, its findings and its conclusion, as observations in the ledger."""
-        env = session.environment
-        epoch = f"diagnosis-{session.id}"
-        source = f"diagnosis:{session.id}"
-        summary: dict[str, JsonValue] = {
-            "session": session.id,
-            "problem": session.problem,
-            "status": session.status,
-            "requester": session.requester,
-            "decided_by": session.decided_by,
-            "approved_references": list(session.approved or []),
-            "reason": session.reason,
-        }
-        rows = [
-            AssertionInput(
-                subject=f"diagnosis.{env}.session",
-                value=summary,
-                agent="diagnosis",
-                kind=Kind.OBSERVATION,
-                source=source,
-                epoch=epoch,
-            )
-        ]
-        if session.result is not None:
-            for f in session.result.findings:
-                rows.append(
-                    AssertionInput(
-                        subject=f"diagnosis.{env}.{f.specialist}.{f.code.replace('.', '_')}",
-                        value=f.model_dump(mode="json"),
-                        agent="diagnosis",
-                        kind=Kind.OBSERVATION,
-                        source=source,
-                        evidence=f.query,
-                        epoch=epoch,
-                        confidence=0.9,
-                    )
-                )
-            conclusion: dict[str, JsonValue] = {
-                "session": session.id,
-                "conclusion": session.result.conclusion,
-                "inconclusive": session.result.inconclusive,
-                "hypotheses": [h.title for h in session.result.hypotheses],
-            }
-            rows.append(
-                AssertionInput(
-                    subject=f"diagnosis.{env}.conclusion",
-                    value=conclusion,
-                    agent="diagnosis",
-                    kind=Kind.OBSERVATION,
-                    source=source,
-                    epoch=epoch,
-                )
-            )
         try:
+            rows = _observations(session)
             await asyncio.to_thread(self.ledger.add, rows)
         except Exception:  # the session's own state is already saved
             log.exception("diagnosis %s: could not record it in the ledger", session.id)
+
+
+def _observations(session: Session) -> list[AssertionInput]:
+    """What a session recorded: itself, its findings and its conclusion (the text its
+    specialists read from real systems kept as it is, but for NUL characters)."""
+    env = session.environment
+
+    def observed(what: str, value: JsonValue, **more: Any) -> AssertionInput:
+        return AssertionInput(
+            subject=f"diagnosis.{env}.{what}",
+            value=without_nul(value),
+            agent="diagnosis",
+            kind=Kind.OBSERVATION,
+            source=f"diagnosis:{session.id}",
+            epoch=f"diagnosis-{session.id}",
+            **more,
+        )
+
+    summary: dict[str, JsonValue] = {
+        "session": session.id,
+        "problem": session.problem,
+        "status": session.status,
+        "requester": session.requester,
+        "decided_by": session.decided_by,
+        "approved_references": list(session.approved or []),
+        "reason": session.reason,
+    }
+    rows = [observed("session", summary)]
+    if session.result is not None:
+        for f in session.result.findings:
+            code = f.code.replace(".", "_")
+            evidence = without_nul(f.query)
+            found = f.model_dump(mode="json")
+            rows.append(
+                observed(f"{f.specialist}.{code}", found, evidence=evidence, confidence=0.9)
+            )
+        conclusion: dict[str, JsonValue] = {
+            "session": session.id,
+            "conclusion": session.result.conclusion,
+            "inconclusive": session.result.inconclusive,
+            "hypotheses": [h.title for h in session.result.hypotheses],
+        }
+        rows.append(observed("conclusion", conclusion))
+    return rows
 
 
 def _redactor(values: Sequence[str]) -> Callable[[str], str]:

@@ -40,7 +40,7 @@ def canonical(obj: Any) -> str:
 def check_json(value: Any, depth: int = 0) -> str | None:
     """Why `value` cannot be stored as canonical JSON, or None when it can."""
     if isinstance(value, str):
-        return _check_text(value)
+        return check_text_value(value)
     if isinstance(value, bool) or value is None:
         return None
     if isinstance(value, float):
@@ -53,7 +53,7 @@ def check_json(value: Any, depth: int = 0) -> str | None:
         return next((r for r in (check_json(v, depth + 1) for v in value) if r), None)
     if isinstance(value, dict):
         for k, v in value.items():
-            problem = _check_text(k) if isinstance(k, str) else "object keys must be strings"
+            problem = check_text_value(k) if isinstance(k, str) else "object keys must be strings"
             problem = problem or check_json(v, depth + 1)
             if problem:
                 return problem
@@ -61,12 +61,74 @@ def check_json(value: Any, depth: int = 0) -> str | None:
     return f"{type(value).__name__} is not a JSON value"
 
 
-def _check_text(text: str) -> str | None:
+_NUL = "text may not contain the NUL character (\\u0000): remove it"
+
+
+def check_text_value(text: str) -> str | None:
+    """Why `text` cannot be stored on every backend, or None when it can."""
     try:
         text.encode()
     except UnicodeEncodeError:
         return "text must be valid Unicode (a lone surrogate such as \\ud800 is not)"
+    return _NUL if "\x00" in text else None
+
+
+def check_no_nul(payload: Any, text: str) -> None:
+    """Refuse an event whose payload holds a NUL character in any string, naming where.
+
+    `text` is the payload's canonical JSON, which writes NUL as ``\\u0000``: the cheap
+    test runs on it and the walk only when it may be there. PostgreSQL can store no NUL
+    in text or jsonb, so neither backend records one: every ledger can be copied to the
+    other.
+    """
+    if "\\u0000" in text:
+        check_texts(payload)
+
+
+def check_texts(value: Any) -> None:
+    """Refuse the first string or key in `value` that not every backend can store,
+    naming where it is (``alerts[0].labels.team``)."""
+    found = _bad_text(value, ())
+    if found is not None:
+        where, problem = found
+        field = next((p for p in reversed(where) if isinstance(p, str)), None)
+        named = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in where)
+        raise InvalidInput(f"{named.lstrip('.') or 'the input'}: {problem}", field=field)
+
+
+def _bad_text(value: Any, path: tuple[str | int, ...]) -> tuple[tuple[str | int, ...], str] | None:
+    """Where the first string that cannot be stored is (the keys and indexes leading to
+    it), and why."""
+    if isinstance(value, str):
+        problem = check_text_value(value)
+        return None if problem is None else (path, problem)
+    items: Any = ()
+    if isinstance(value, dict):
+        items = value.items()
+    elif isinstance(value, list | tuple):
+        items = enumerate(value)
+    for k, v in items:
+        if isinstance(k, str) and (problem := check_text_value(k)) is not None:
+            return (
+                *path,
+                k.encode(errors="backslashreplace").decode().replace("\x00", "\\u0000"),
+            ), problem
+        found = _bad_text(v, (*path, k))
+        if found is not None:
+            return found
     return None
+
+
+def without_nul(value: Any) -> Any:
+    """`value` with every NUL character replaced by U+FFFD, for text the system itself
+    produced (a command's output, an error) and records as it is; input is refused."""
+    if isinstance(value, str):
+        return value.replace("\x00", "\ufffd")
+    if isinstance(value, dict):
+        return {without_nul(k): without_nul(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [without_nul(v) for v in value]
+    return value
 
 
 def digest(data: str | bytes) -> str:

@@ -42,6 +42,7 @@ from episteme.ledger.model import (
     check_move,
     check_name,
     check_subject,
+    check_text,
     parse_assertion,
 )
 from episteme.ledger.records import (
@@ -532,6 +533,8 @@ class Ledger(Learning, Tokens):
             subject = subject.removesuffix(".*").removesuffix(".")
         elif text is None:
             raise InvalidInput("give a subject, a prefix or --text words", field="subject")
+        if text is not None:
+            check_text(text, "text")
         spec = self.lens_spec(lens, r)
         now = self.clock.now()
         found = r.candidates(subject, _us(at), text, spec.lifecycles, listed=LIVE)

@@ -237,7 +237,11 @@ def open_store(
             ) from None
         return PostgresStore(text, create=create, ensure=ensure, defer_flush=defer_flush)
     if text.startswith("sqlite:///"):
+        # the database file: relative to the working directory, or absolute with a fourth
+        # slash (sqlite:////srv/ledger.db); a home directory is taken for its ledger file
         path = Path(text.removeprefix("sqlite:///"))
+        if path.is_dir():
+            path = path / DB_FILE
     elif "://" in text:
         scheme = text.split("://", 1)[0]
         raise InvalidInput(

@@ -31,7 +31,7 @@ import orjson
 
 from episteme.errors import Conflict, IntegrityError, InvalidInput, NotFound, StoreUnavailable
 from episteme.ledger.background import Job, JobRecord
-from episteme.ledger.canonical import GENESIS, canonical
+from episteme.ledger.canonical import GENESIS, canonical, check_no_nul
 from episteme.ledger.journal import Draft, Event, EventKind, VerifyReport, link, verify_rows
 from episteme.ledger.sql import projector
 from episteme.ledger.sql.diagnosis import DiagnosisWrites
@@ -323,6 +323,7 @@ class SQLStore(Reader, LearningWrites, DiagnosisWrites):
         for d in drafts:
             seq += 1
             payload = canonical(d.payload)
+            check_no_nul(d.payload, payload)
             h = link(prev, seq, at, d.actor, d.kind, payload)
             ev = Event(seq, at, d.actor, d.kind, payload, h)
             conn.execute(
@@ -366,12 +367,21 @@ class SQLStore(Reader, LearningWrites, DiagnosisWrites):
             for ev in events:
                 if ev.kind not in EventKind.ALL:
                     raise IntegrityError(f"event {ev.seq} has unknown kind {ev.kind!r}")
-                conn.execute(
-                    "INSERT INTO journal (seq, at, actor, kind, payload, hash)"
-                    " VALUES (?,?,?,?,?,?)",
-                    (ev.seq, Us(ev.at), ev.actor, ev.kind, ev.payload, ev.hash),
-                )
-                projector.apply(conn, ev, ev.data())
+                try:
+                    conn.execute(
+                        "INSERT INTO journal (seq, at, actor, kind, payload, hash)"
+                        " VALUES (?,?,?,?,?,?)",
+                        (ev.seq, Us(ev.at), ev.actor, ev.kind, ev.payload, ev.hash),
+                    )
+                    projector.apply(conn, ev, ev.data())
+                except Exception as exc:
+                    refused = self._item_error(exc)
+                    if not isinstance(refused, InvalidInput):
+                        raise
+                    raise InvalidInput(
+                        f"event {ev.seq} ({ev.kind}) cannot be stored in {self.where}: "
+                        f"{refused.message}; nothing was stored"
+                    ) from None
                 count += 1
             return count
 

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from typing import Any
 
+from episteme.ledger.canonical import without_nul
 from episteme.ledger.sql.projector import Conn, Us, us
 
 SESSION_COLUMNS = (
@@ -25,6 +26,15 @@ def _row(r: Sequence[Any]) -> dict[str, Any]:
 
 
 _APPEND_TRIES = 20
+
+
+def _value(column: str, value: Any) -> Any:
+    """A column's value as stored: times as timestamps, and text without NUL characters,
+    which PostgreSQL cannot store (what a caller gives is checked before; what is left is
+    text the diagnosis produced, such as an error quoting a command's output)."""
+    if column in _TIMES and value is not None:
+        return Us(value)
+    return without_nul(value) if isinstance(value, str) else value
 
 
 class _NumberTaken(Exception):
@@ -75,9 +85,7 @@ class DiagnosisWrites:
 
     def save_diagnosis_session(self, row: dict[str, Any]) -> None:
         """Insert or update a session row (every column given)."""
-        values = [
-            Us(row[f]) if f in _TIMES and row[f] is not None else row[f] for f in _SESSION_FIELDS
-        ]
+        values = [_value(f, row[f]) for f in _SESSION_FIELDS]
         updates = ", ".join(f"{f} = excluded.{f}" for f in _SESSION_FIELDS[1:])
         marks = ",".join("?" * len(_SESSION_FIELDS))
         with self._jobs_transaction() as conn:
@@ -101,7 +109,7 @@ class DiagnosisWrites:
         reads the new status finds the event that goes with it.
         """
         sets = ", ".join(f"{k} = ?" for k in changes)
-        args = [Us(v) if k in _TIMES and v is not None else v for k, v in changes.items()]
+        args = [_value(k, v) for k, v in changes.items()]
         marks = ",".join("?" * len(from_status))
         for _ in range(_APPEND_TRIES):
             try:
