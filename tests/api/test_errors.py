@@ -238,3 +238,49 @@ def test_deep_values_are_refused(api: Api) -> None:
     r = api.call("POST", "/v1/assertions", json={"subject": "a.b", "value": value})
     assert r.status_code in (400, 422)
     assert "64 levels" in r.json()["detail"]
+
+
+@pytest.mark.parametrize(
+    ("content", "words"),
+    [
+        (b'{"subject": "a.b", "value": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", ["nests"]),
+        (b'{"subject": "a.b", "value": "caf\xe9"}', ["not UTF-8"]),
+        (b'{"subject": "a.b", "value": 1' + b"0" * 5000 + b"}", ["too many digits"]),
+    ],
+)
+def test_a_body_json_cannot_read_says_why(api: Api, content: bytes, words: list[str]) -> None:
+    before = _head(api)
+    r = api.call(
+        "POST", "/v1/assertions", content=content, headers={"content-type": "application/json"}
+    )
+    assert _problem(r, 400, *words)["title"] == "Malformed JSON"
+    assert _head(api) == before
+
+
+@pytest.mark.parametrize("media", ["application/x-www-form-urlencoded", "text/plain", None])
+@pytest.mark.parametrize("path", ["/v1/assertions", "/v1/query"])
+def test_a_body_not_sent_as_json_is_a_415(api: Api, path: str, media: str | None) -> None:
+    # what curl -d sends without -H 'Content-Type: application/json'
+    before = _head(api)
+    headers = {"content-type": media} if media else {}
+    r = api.call("POST", path, content=b'{"subject": "a.b", "value": 1}', headers=headers)
+    _problem(r, 415, "Content-Type: application/json")
+    assert _head(api) == before
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "field"),
+    [
+        ("/v1/assertions", {"subject": "a.b", "value": "a\u0000"}, "value"),
+        ("/v1/assertions", {"subject": "a.b", "value": 1, "source": "\u0000"}, "source"),
+        ("/v1/query", {"subject": "a.b", "context": {"k": "\u0000"}}, "context"),
+        ("/v1/decisions", {"action": "ship\u0000", "query_ids": []}, "action"),
+    ],
+)
+def test_a_nul_character_is_a_400_naming_the_field(
+    api: Api, path: str, body: dict[str, Any], field: str
+) -> None:
+    before = _head(api)
+    problem = _problem(api.call("POST", path, json=body), 400, "NUL character")
+    assert problem["field"] == field
+    assert _head(api) == before

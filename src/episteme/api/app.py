@@ -95,7 +95,7 @@ def create_app(
         description=DESCRIPTION,
         lifespan=lifespan,
         redirect_slashes=False,  # `/v1/assertions/` is a 404 problem, not a redirect
-        responses=problems.responses(400, 413, 422),
+        responses=problems.responses(400, 413, 415, 422),
     )
     app.state.ledger = led
     app.state.metrics = metrics

@@ -20,6 +20,7 @@ from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
 from episteme.errors import EpistemeError, Unauthenticated
+from episteme.ledger.canonical import MAX_DEPTH
 
 MEDIA_TYPE = "application/problem+json"
 log = logging.getLogger("episteme.api")
@@ -71,6 +72,7 @@ _DESCRIPTIONS = {
     409: "The current state forbids this change",
     405: "The route does not take this method",
     413: "The request body is over the size limit",
+    415: "The request body is not sent as JSON (Content-Type: application/json)",
     422: "The request does not match the schema: wrong type, missing or unknown field",
     503: "The store is unavailable",
 }
@@ -109,16 +111,37 @@ def _validation_detail(exc: RequestValidationError) -> tuple[int, str, str, str 
         if name in ("agent", "by", "actor", "principal"):
             hint = ": who is acting comes from the bearer token, never from the body"
         return 422, "Unknown field", f"unknown field {name!r}{hint}", field
+    given = err.get("input")
+    if not loc and isinstance(given, bytes):  # FastAPI reads JSON only when declared as such
+        return 415, "Unsupported media type", _NOT_JSON, None
     msg = err.get("msg", "invalid value").removeprefix("Value error, ")
     if kind == "string_pattern_mismatch":
         name = next((p for p in reversed(loc) if not p.isdigit()), "")
         msg = _PATTERN_HINTS.get(name, msg)
-    given = err.get("input")
     shown = f" (got {given!r})" if isinstance(given, str | int | float | bool) else ""
     if kind == "missing":
         shown = ""
     prefix = f"{field}: " if field else ""
     return 422, "Invalid request", f"{prefix}{msg}{shown}"[:500], field
+
+
+_FASTAPI_UNPARSED = "There was an error parsing the body"
+_NOT_JSON = "send the body as JSON, with the header Content-Type: application/json"
+
+
+def _unreadable(cause: BaseException | None) -> str:
+    """What to fix in a body FastAPI could not parse as JSON (it says only that it failed)."""
+    if isinstance(cause, RecursionError):
+        return f"the request body nests too deeply to read: values may nest {MAX_DEPTH} levels"
+    if isinstance(cause, UnicodeDecodeError):
+        return "the request body is not UTF-8: send JSON encoded as UTF-8"
+    if isinstance(cause, ValueError) and "digits" in str(cause):
+        return (
+            "a number in the request body has too many digits to read: "
+            "numbers must fit in 64 bits (send longer ones as strings)"
+        )
+    why = f" ({type(cause).__name__})" if cause is not None else ""
+    return f"the request body is not valid JSON{why}"
 
 
 def _allowed_methods(app: FastAPI, path: str) -> str:
@@ -155,6 +178,8 @@ def install(app: FastAPI) -> None:
             allowed = _allowed_methods(app, request.url.path)
             detail = f"{request.method} is not allowed on {request.url.path}: use {allowed}"
             return problem(405, "Method not allowed", detail, Allow=allowed)
+        if exc.status_code == 400 and exc.detail == _FASTAPI_UNPARSED:
+            return problem(400, "Malformed JSON", _unreadable(exc.__cause__))
         return problem(exc.status_code, "HTTP error", str(exc.detail), **(exc.headers or {}))
 
     @app.exception_handler(Exception)
