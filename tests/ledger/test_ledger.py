@@ -765,3 +765,25 @@ def test_a_nul_character_is_refused_on_every_backend_and_nothing_is_written(
     assert ledger.verify().ok
     # the same text without it is recorded
     ledger.assert_one(subject="svc.b", value="a\ufffd", agent="o", source="s\x01")
+
+
+@pytest.mark.parametrize(
+    ("read", "field"),
+    [
+        (lambda led: led.epoch("e1\x00"), "epoch"),
+        (lambda led: led.supersede_epoch("e1\x00", by="lead", reason="r"), "epoch"),
+        (lambda led: led.answer("svc", lens="strict\x00"), "lens"),
+        (lambda led: led.query("svc", agent="o", lens="strict\x00"), "lens"),
+    ],
+)
+def test_a_name_no_backend_can_look_up_is_refused_alike(
+    ledger: Ledger, read: Any, field: str
+) -> None:
+    # PostgreSQL refuses a NUL character even in a lookup; both backends answer as SQLite
+    # would for any other malformed name.
+    fact(ledger, 1, subject="svc.a", epoch="e1")
+    before = ledger.store.head()
+    with pytest.raises(InvalidInput, match=f"invalid {field}") as refused:
+        read(ledger)
+    assert refused.value.field == field
+    assert ledger.store.head() == before

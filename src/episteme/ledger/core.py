@@ -474,6 +474,7 @@ class Ledger(Learning, Tokens):
 
     def supersede_epoch(self, epoch: str, *, by: str, reason: str) -> list[str]:
         """Retract everything an epoch brought, in one event. Returns the retracted ids."""
+        check_name(epoch, "epoch")
         check_name(by, "by")
         if not reason.strip():
             raise InvalidInput("superseding an epoch needs a --reason", field="reason")
@@ -497,7 +498,7 @@ class Ledger(Learning, Tokens):
 
     def epoch(self, name: str) -> EpochRecord:
         """An epoch by name."""
-        found = self.store.epoch(name)
+        found = self.store.epoch(check_name(name, "epoch"))
         if found is None:
             raise NotFound(f"no epoch named {name!r}", field="epoch")
         return found
@@ -505,7 +506,7 @@ class Ledger(Learning, Tokens):
     # -- reading through lenses ---------------------------------------------------------
 
     def lens_spec(self, name: str, reader: StoreReader | None = None) -> LensSpec:
-        spec = BUILTIN.get(name) or (reader or self.store).lens(name)
+        spec = BUILTIN.get(name) or (reader or self.store).lens(check_name(name, "lens"))
         if spec is None:
             known = ", ".join([*BUILTIN, *self.store.lenses()])
             raise NotFound(f"no lens named {name!r}: use one of {known}", field="lens")
