@@ -109,7 +109,12 @@ def parse_time(text: str, now: Instant) -> Instant:
     except ValueError:
         pass
     for parse in (_parse_clock, _parse_relative, _parse_plain):
-        found = parse(raw, now)
+        try:
+            found = parse(raw, now)
+        except (ValueError, OverflowError):  # a time before year 1 or after 9999
+            raise InvalidInput(
+                f"time {text!r} is out of range: times run from year 1 to 9999"
+            ) from None
         if found is not None:
             return found
     raise InvalidInput(f"cannot read time {text!r}: use {HELP}")

@@ -349,6 +349,22 @@ USER_ERRORS: list[tuple[str, Args, tuple[str, ...]]] = [
         lambda s, t: ["epoch", "supersede", "rfc-research-1", "--by", "a", "--reason", ""],
         ("needs a --reason",),
     ),
+    # numbers and times past what the databases and the calendar hold
+    (
+        "limit-too-large",
+        lambda s, t: ["audit", "--limit", "99999999999999999999"],
+        ("--limit must be between 1 and 1,000,000",),
+    ),
+    (
+        "limit-zero",
+        lambda s, t: ["denials", "--limit", "0"],
+        ("--limit must be between 1 and 1,000,000",),
+    ),
+    (
+        "time-before-year-1",
+        lambda s, t: ["diff", "auth", "--from", "999999999d"],
+        ("--from: time '999999999d' is out of range",),
+    ),
     # files
     ("import-missing", lambda s, t: ["import", str(t / "nope.jsonl")], ("cannot read",)),
     ("init-existing", lambda s, t: ["init"], ("already holds a ledger",)),

@@ -486,7 +486,7 @@ def test_a_limited_diff_keeps_the_newest_and_counts_them_all(
     # a diff from a server that did not count held every change
     older = whole.model_dump(mode="json", exclude={"total"})
     assert Diff.model_validate(older) == whole
-    with pytest.raises(InvalidInput, match="--limit must be at least 1"):
+    with pytest.raises(InvalidInput, match="--limit must be between 1 and"):
         ledger.diff("svc", since=since, limit=0)
 
 
@@ -679,6 +679,29 @@ def test_clock_time_is_read_in_the_local_zone(monkeypatch: pytest.MonkeyPatch) -
 def test_unreadable_times_are_refused(text: str) -> None:
     with pytest.raises(InvalidInput):
         parse_time(text, NIGHT)
+
+
+@pytest.mark.parametrize("text", ["999999999d", "99999999999999999999w ago", "in 3000000d"])
+def test_times_past_the_calendar_are_refused(text: str) -> None:
+    with pytest.raises(InvalidInput, match="out of range: times run from year 1 to 9999"):
+        parse_time(text, NIGHT)
+
+
+@pytest.mark.parametrize("limit", [0, -1, 1_000_001, 2**70])
+def test_a_limit_out_of_range_is_refused_by_every_listing(ledger: Ledger, limit: int) -> None:
+    # 2**70 is more than either database's integers hold: refused before it gets there
+    listings = [
+        lambda: ledger.served("svc", limit=limit),
+        lambda: ledger.audit(limit=limit),
+        lambda: ledger.decisions(limit=limit),
+        lambda: ledger.diff(None, since=NIGHT.subtract(hours=1), until=NIGHT, limit=limit),
+        lambda: ledger.denials(limit=limit),
+        lambda: ledger.checks(limit=limit),
+        lambda: ledger.notifications(limit=limit),
+    ]
+    for listing in listings:
+        with pytest.raises(InvalidInput, match="--limit must be between 1 and 1,000,000"):
+            listing()
 
 
 def test_a_check_sees_constraints_above_and_below_its_subjects(ledger: Ledger) -> None:

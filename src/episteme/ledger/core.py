@@ -39,6 +39,7 @@ from episteme.ledger.model import (
     Kind,
     Lifecycle,
     check_context,
+    check_limit,
     check_move,
     check_name,
     check_subject,
@@ -652,6 +653,7 @@ class Ledger(Learning, Tokens):
     ) -> list[QueryRecord]:
         """What agents were actually served about `subject`, up to `at` (newest first)."""
         subject = check_subject(subject)
+        check_limit(limit)
         return self.store.reading(
             lambda r: investigate.served(r, subject, _us(at), limit), snapshot=False
         )  # query records never change once written: their reads agree without one
@@ -666,6 +668,7 @@ class Ledger(Learning, Tokens):
         limit: int = 100,
     ) -> list[QueryRecord]:
         """Audited reads by agent, subject and window, newest first."""
+        check_limit(limit)
         if subject is not None:
             check_subject(subject)
         if agent is not None:
@@ -685,8 +688,7 @@ class Ledger(Learning, Tokens):
         """Recorded decisions by agent and window, newest first."""
         if agent is not None:
             check_name(agent, "agent")
-        if limit < 1:
-            raise InvalidInput("--limit must be at least 1", field="limit")
+        check_limit(limit)
         return self.store.decisions(agent, _us(since), _us(until), limit)
 
     def diff(

@@ -10,7 +10,7 @@ from collections import Counter
 from whenever import Instant
 
 from episteme.errors import InvalidInput, NotFound
-from episteme.ledger.model import Assertion, check_subject
+from episteme.ledger.model import Assertion, check_limit, check_subject
 from episteme.ledger.records import Blame, Diff, Impact, QueryRecord, Trace
 from episteme.ledger.store import StoreReader
 from episteme.timeutil import to_us
@@ -38,8 +38,8 @@ def diff(
         prefix = check_subject(prefix.removesuffix(".*").removesuffix("."), field="prefix")
     if until < since:
         raise InvalidInput("--to is before --from: swap them", field="to")
-    if limit is not None and limit < 1:
-        raise InvalidInput("--limit must be at least 1", field="limit")
+    if limit is not None:
+        check_limit(limit)
     start, end = to_us(since), to_us(until)
     changes = r.changes(prefix, start, end, limit)
     if limit is None or len(changes) < limit:

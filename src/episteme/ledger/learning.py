@@ -20,7 +20,7 @@ from episteme.ledger.canonical import content_id
 from episteme.ledger.conflicts import conflicts
 from episteme.ledger.constraints import CheckResult, Violation
 from episteme.ledger.journal import Draft, Event, EventKind
-from episteme.ledger.model import check_context, check_name, check_subject
+from episteme.ledger.model import check_context, check_limit, check_name, check_subject
 from episteme.ledger.records import CheckRecord, ConstraintRecord, NotificationRecord
 from episteme.ledger.trust import TrustPolicy, TrustScore, scores
 from episteme.ledger.webhooks import NOTIFICATION_TYPES, WebhookSpec
@@ -193,8 +193,7 @@ class Learning:
         """Audited pre-flight checks by agent and window, newest first."""
         if agent is not None:
             check_name(agent, "agent")
-        if limit < 1:
-            raise InvalidInput("--limit must be at least 1", field="limit")
+        check_limit(limit)
         return self.store.checks(agent, _us(since), _us(until), limit)
 
     # -- trust, conflicts, notifications ---------------------------------------------
@@ -238,8 +237,7 @@ class Learning:
         if type is not None and type not in NOTIFICATION_TYPES:
             known = ", ".join(sorted(NOTIFICATION_TYPES))
             raise InvalidInput(f"unknown notification type {type!r}: use {known}", field="type")
-        if limit < 1:
-            raise InvalidInput("--limit must be at least 1", field="limit")
+        check_limit(limit)
         return self.store.notifications(type, _us(since), limit)
 
     # -- webhooks ----------------------------------------------------------------------

@@ -114,6 +114,17 @@ def check_text(text: str, field: str) -> str:
     return text
 
 
+MAX_LIMIT = 1_000_000
+"""The most rows one listing returns (a larger --limit is a mistake, not a wish)."""
+
+
+def check_limit(limit: int) -> int:
+    """Return `limit` if it can bound a listing: 1 to `MAX_LIMIT`."""
+    if not 1 <= limit <= MAX_LIMIT:
+        raise InvalidInput(f"--limit must be between 1 and {MAX_LIMIT:,}", field="limit")
+    return limit
+
+
 def check_context(context: dict[str, Any] | None) -> None:
     """Refuse a caller's context (task, session) that is not plain JSON."""
     problem = None if context is None else check_json(context)

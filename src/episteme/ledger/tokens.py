@@ -23,7 +23,7 @@ from episteme.ledger.access import (
     token_hash,
 )
 from episteme.ledger.journal import Draft, Event, EventKind
-from episteme.ledger.model import check_name
+from episteme.ledger.model import check_limit, check_name
 from episteme.timeutil import Clock, to_us
 
 if TYPE_CHECKING:
@@ -177,6 +177,5 @@ class Tokens:
         """Refused calls, newest first."""
         if principal is not None:
             check_name(principal, "principal")
-        if limit < 1:
-            raise InvalidInput("--limit must be at least 1", field="limit")
+        check_limit(limit)
         return self.store.denials(principal, _us(since), limit)

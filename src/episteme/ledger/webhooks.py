@@ -44,7 +44,7 @@ from whenever import Instant
 
 from episteme.errors import InvalidInput, NotFound
 from episteme.ledger.background import Job
-from episteme.ledger.model import check_name
+from episteme.ledger.model import check_limit, check_name
 from episteme.timeutil import Clock, rfc3339, to_us
 
 if TYPE_CHECKING:
@@ -558,8 +558,7 @@ _STATES: dict[str, DeliveryState] = {"leased": "sending", "done": "delivered", "
 
 def deliveries(store: Store, limit: int = 100) -> list[Delivery]:
     """The newest `limit` webhook deliveries, newest first."""
-    if limit < 1:
-        raise InvalidInput("--limit must be at least 1", field="limit")
+    check_limit(limit)
     out = []
     for job in store.jobs(QUEUE, limit):
         payload = job.payload if isinstance(job.payload, dict) else {}
