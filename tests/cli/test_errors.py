@@ -39,6 +39,12 @@ def _refused(
     return line
 
 
+def _latin1(tmp_path: Path) -> str:
+    path = tmp_path / "latin1.jsonl"
+    path.write_bytes(b'{"subject": "db.primary", "value": "caf\xe9"}\n')
+    return str(path)
+
+
 def _batch(tmp_path: Path, *lines: str) -> str:
     path = tmp_path / "batch.jsonl"
     path.write_text("\n".join(lines) + "\n")
@@ -366,6 +372,23 @@ USER_ERRORS: list[tuple[str, Args, tuple[str, ...]]] = [
         ("--from: time '999999999d' is out of range",),
     ),
     # files
+    (
+        "batch-not-utf8",
+        lambda s, t: ["assert", "--agent", "x", "--batch", _latin1(t)],
+        ("not UTF-8 text (byte 40 is not)",),
+    ),
+    (
+        "import-not-utf8",
+        lambda s, t: ["import", _latin1(t), "--home", str(t / "fresh")],
+        ("not UTF-8 text",),
+    ),
+    ("export-no-name", lambda s, t: ["export", "--output", ""], ("needs a file name",)),
+    ("export-to-a-directory", lambda s, t: ["export", "-o", str(t)], ("Is a directory",)),
+    (
+        "export-nowhere",
+        lambda s, t: ["export", "-o", str(t / "no" / "such" / "dir.jsonl")],
+        ("cannot write", "No such file or directory"),
+    ),
     ("import-missing", lambda s, t: ["import", str(t / "nope.jsonl")], ("cannot read",)),
     ("init-existing", lambda s, t: ["init"], ("already holds a ledger",)),
 ]

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
+import tempfile
 from pathlib import Path
-from typing import Annotated, Any
+from typing import IO, Annotated, Any
 
 import typer
 
@@ -101,11 +103,20 @@ def assert_(
             state(ctx).console.print(f"recorded {len(added)} assertions in one transaction")
 
 
-def _read_batch(batch: str, agent: str) -> list[Any]:
+def _read_text(source: str, named: str) -> str:
+    """The UTF-8 text of a file, or of stdin for -."""
     try:
-        text = sys.stdin.read() if batch == "-" else Path(batch).read_text()
+        return sys.stdin.read() if source == "-" else Path(source).read_text(encoding="utf-8")
     except OSError as exc:
-        raise InvalidInput(f"cannot read --batch {batch}: {exc.strerror}") from None
+        raise InvalidInput(f"cannot read {named}: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise InvalidInput(
+            f"cannot read {named}: it is not UTF-8 text (byte {exc.start + 1} is not)"
+        ) from None
+
+
+def _read_batch(batch: str, agent: str) -> list[Any]:
+    text = _read_text(batch, f"--batch {batch}")
     inputs = []
     for n, line in enumerate(text.splitlines(), 1):
         if not line.strip():
@@ -525,13 +536,35 @@ def export_(
 ) -> None:
     """Write the journal as JSON lines (one event per line)."""
     with open_ledger(ctx, home) as ledger:
-        out = sys.stdout if output == "-" else open(output, "w")  # noqa: SIM115
+        if output == "-":
+            _export_to(sys.stdout, ledger)
+            return
+        if not output:
+            raise InvalidInput("--output needs a file name, or - for stdout", field="output")
+        # Into a file beside the target, renamed over it once whole: a failed export
+        # leaves no half-written journal under the name asked for.
+        target = Path(output)
+        part: Path | None = None
         try:
-            for ev in ledger.export():
-                out.write(json.dumps(ev.to_json(), ensure_ascii=False) + "\n")
+            with tempfile.NamedTemporaryFile(
+                "w", dir=target.parent, prefix=f".{target.name}.", suffix=".part", delete=False
+            ) as out:
+                part = Path(out.name)
+                _export_to(out, ledger)
+                out.flush()
+                os.fsync(out.fileno())
+            os.replace(part, target)
+            part = None
+        except OSError as exc:
+            raise InvalidInput(f"cannot write {output}: {exc.strerror or exc}") from None
         finally:
-            if out is not sys.stdout:
-                out.close()
+            if part is not None:
+                part.unlink(missing_ok=True)
+
+
+def _export_to(out: IO[str], ledger: Ledger) -> None:
+    for ev in ledger.export():
+        out.write(json.dumps(ev.to_json(), ensure_ascii=False) + "\n")
 
 
 @app.command()
@@ -579,10 +612,7 @@ def import_(
 def _read_events(source: str) -> list[Event]:
     from episteme.ledger.canonical import canonical
 
-    try:
-        text = sys.stdin.read() if source == "-" else Path(source).read_text()
-    except OSError as exc:
-        raise InvalidInput(f"cannot read {source}: {exc.strerror}") from None
+    text = _read_text(source, source)
     events = []
     for n, line in enumerate(text.splitlines(), 1):
         if not line.strip():
