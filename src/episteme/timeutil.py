@@ -109,12 +109,7 @@ def parse_time(text: str, now: Instant) -> Instant:
     except ValueError:
         pass
     for parse in (_parse_clock, _parse_relative, _parse_plain):
-        try:
-            found = parse(raw, now)
-        except (ValueError, OverflowError):  # a time before year 1 or after 9999
-            raise InvalidInput(
-                f"time {text!r} is out of range: times run from year 1 to 9999"
-            ) from None
+        found = parse(raw, now)
         if found is not None:
             return found
     raise InvalidInput(f"cannot read time {text!r}: use {HELP}")
@@ -132,7 +127,10 @@ def _parse_relative(raw: str, now: Instant) -> Instant | None:
         if name is None:
             raise InvalidInput(f"unknown time unit {unit!r}: use s, m, h, d or w")
         total += int(amount) * (7 * _UNITS_US["d"] if name == "w" else _UNITS_US[name])
-    return from_us(to_us(now) + total if future else to_us(now) - total)
+    try:
+        return from_us(to_us(now) + total if future else to_us(now) - total)
+    except (ValueError, OverflowError):
+        raise InvalidInput(f"time {raw!r} is out of range: times run from year 1 to 9999") from None
 
 
 def _parse_clock(raw: str, now: Instant) -> Instant | None:

@@ -30,9 +30,9 @@ from episteme.diagnose.findings import Finding, Run, SpecialistContext
 from episteme.diagnose.narrator import Narrator, Templates
 from episteme.diagnose.synthesis import Report, cap, synthesize
 from episteme.errors import Conflict, Forbidden, InvalidInput, NotFound
-from episteme.ledger.canonical import without_nul
+from episteme.ledger.canonical import check_texts, without_nul
 from episteme.ledger.core import Ledger
-from episteme.ledger.model import AssertionInput, Kind, check_context, check_text
+from episteme.ledger.model import AssertionInput, Kind, check_context
 from episteme.timeutil import from_us, to_us
 
 log = logging.getLogger(__name__)
@@ -226,7 +226,7 @@ class DiagnosisEngine:
         """Open a session and analyse it up to the approval step."""
         if not problem.strip():
             raise InvalidInput("describe the problem to diagnose", field="problem")
-        check_text(problem, "problem")
+        check_texts({"problem": problem})
         check_context(dict(context or {}))
         if environment not in ENVIRONMENTS:
             raise InvalidInput(
@@ -300,7 +300,7 @@ class DiagnosisEngine:
         """Approve all requested references, or a subset; the diagnosis then runs here."""
         if not reason.strip():
             raise InvalidInput("an approval needs a reason", field="reason")
-        check_text(reason, "reason")
+        check_texts({"reason": reason})
         session = _session(await self._row(sid))
         self._check_decidable(session, approver, "approve")
         chosen = list(session.requested if refs is None else refs)
@@ -333,7 +333,7 @@ class DiagnosisEngine:
     async def deny(self, sid: str, *, approver: str, reason: str) -> Session:
         if not reason.strip():
             raise InvalidInput("a denial needs a reason", field="reason")
-        check_text(reason, "reason")
+        check_texts({"reason": reason})
         session = _session(await self._row(sid))
         self._check_decidable(session, approver, "deny")
         denied = ("error", {"code": "denied", "message": f"denied by {approver}: {reason}"})

@@ -22,7 +22,7 @@ from episteme.ledger.access import (
     Op,
     Principal,
 )
-from episteme.ledger.canonical import canonical, check_json, content_id
+from episteme.ledger.canonical import canonical, check_json, check_texts, content_id
 from episteme.ledger.conflicts import conflicts, covers
 from episteme.ledger.journal import Draft, Event, EventKind, VerifyReport, verify_chain
 from episteme.ledger.learning import Learning
@@ -43,7 +43,6 @@ from episteme.ledger.model import (
     check_move,
     check_name,
     check_subject,
-    check_text,
     parse_assertion,
 )
 from episteme.ledger.records import (
@@ -536,7 +535,7 @@ class Ledger(Learning, Tokens):
         elif text is None:
             raise InvalidInput("give a subject, a prefix or --text words", field="subject")
         if text is not None:
-            check_text(text, "text")
+            check_texts({"text": text})
         spec = self.lens_spec(lens, r)
         now = self.clock.now()
         found = r.candidates(subject, _us(at), text, spec.lifecycles, listed=LIVE)

@@ -27,7 +27,7 @@ from pydantic import (
 from whenever import Instant
 
 from episteme.errors import Conflict, InvalidInput
-from episteme.ledger.canonical import check_json, check_text_value
+from episteme.ledger.canonical import check_json
 from episteme.timeutil import from_us
 
 # No leading '-': such a subject would read as an option on the command line.
@@ -104,14 +104,6 @@ def check_name(name: str, what: str) -> str:
             field=what,
         )
     return name
-
-
-def check_text(text: str, field: str) -> str:
-    """Return free text (a problem, a reason) if every backend can store it."""
-    problem = check_text_value(text)
-    if problem:
-        raise InvalidInput(f"invalid {field}: {problem}", field=field)
-    return text
 
 
 MAX_LIMIT = 1_000_000
