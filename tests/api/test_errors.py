@@ -284,3 +284,50 @@ def test_a_nul_character_is_a_400_naming_the_field(
     problem = _problem(api.call("POST", path, json=body), 400, "NUL character")
     assert problem["field"] == field
     assert _head(api) == before
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "role", "body", "status", "words", "field"),
+    [
+        (
+            "GET",
+            "/v1/diff?since=2026-11-22T00:00:00Z&until=2026-11-21T00:00:00Z",
+            "agent",
+            None,
+            400,
+            ["the end of the window is before its start"],
+            "until",
+        ),
+        ("POST", "/v1/query", "agent", {"lens": "latest"}, 400, ["words to search for"], "subject"),
+        ("POST", "/v1/query", "agent", {"text": "!?"}, 400, ["no words to search for"], "text"),
+        ("POST", "/v1/assertions/{id}/correct", "supervisor", {"reason": " "}, 400, [], "reason"),
+        (
+            "POST",
+            "/v1/constraints",
+            "supervisor",
+            {"scope": "code", "reason": "r"},
+            400,
+            [],
+            "forbid",
+        ),
+        ("POST", "/v1/assertions/{id}/approve", "agent", {}, 403, ["the supervisor role"], None),
+    ],
+)
+def test_a_refusal_speaks_the_apis_words_not_the_commands(
+    api: Api,
+    method: str,
+    path: str,
+    role: str,
+    body: dict[str, Any] | None,
+    status: int,
+    words: list[str],
+    field: str | None,
+) -> None:
+    """A message the library raises reaches API callers, who have fields, not flags."""
+    added = api.call("POST", "/v1/assertions", json={"subject": "svc.a", "value": 1}).json()
+    before = _head(api)
+    r = api.call(method, path.format(id=added["id"]), role=role, json=body)
+    problem = _problem(r, status, *words)
+    assert "--" not in problem["detail"], problem
+    assert problem["field"] == field
+    assert _head(api) == before + (1 if status == 403 else 0)  # a refusal is recorded

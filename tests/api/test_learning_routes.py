@@ -154,7 +154,7 @@ BAD_INPUT = [
         "supervisor",
         {"scope": "code", "reason": "r"},
         400,
-        ["must forbid something", "--forbid"],
+        ["must forbid something", "a term, a pattern"],
         "forbid",
     ),
     (

@@ -181,7 +181,7 @@ USER_ERRORS: list[tuple[str, Args, tuple[str, ...]]] = [
     (
         "correct-blank-reason",
         lambda s, t: ["correct", s.es256[:8], "--by", "a", "--reason", " "],
-        ("needs a --reason",),
+        ("needs a reason",),
     ),
     # values
     (
@@ -312,7 +312,7 @@ USER_ERRORS: list[tuple[str, Args, tuple[str, ...]]] = [
     (
         "to-before-from",
         lambda s, t: ["diff", "auth", "--from", "2h", "--to", "3h"],
-        ("--to is before --from",),
+        ("window is before its start",),
     ),
     (
         "to-before-from-rfc3339",
@@ -323,7 +323,7 @@ USER_ERRORS: list[tuple[str, Args, tuple[str, ...]]] = [
             "--to",
             "2026-11-21T14:00:00Z",
         ],
-        ("--to is before --from",),
+        ("window is before its start",),
     ),
     # lenses
     (
@@ -353,18 +353,18 @@ USER_ERRORS: list[tuple[str, Args, tuple[str, ...]]] = [
     (
         "epoch-supersede-no-reason",
         lambda s, t: ["epoch", "supersede", "rfc-research-1", "--by", "a", "--reason", ""],
-        ("needs a --reason",),
+        ("needs a reason",),
     ),
     # numbers and times past what the databases and the calendar hold
     (
         "limit-too-large",
         lambda s, t: ["audit", "--limit", "99999999999999999999"],
-        ("--limit must be between 1 and 1,000,000",),
+        ("limit must be between 1 and 1,000,000",),
     ),
     (
         "limit-zero",
         lambda s, t: ["denials", "--limit", "0"],
-        ("--limit must be between 1 and 1,000,000",),
+        ("limit must be between 1 and 1,000,000",),
     ),
     (
         "time-before-year-1",

@@ -136,7 +136,9 @@ def test_bad_constraints_and_checks_are_one_line_errors(cli: Cli) -> None:
         "invalid regular expression '('",
     )
     assert_error(
-        cli("constraint", "add", "--scope", "", "--forbid", "x", "--reason", "r"), 2, "--scope"
+        cli("constraint", "add", "--scope", "", "--forbid", "x", "--reason", "r"),
+        2,
+        "needs a scope",
     )
     assert_error(
         cli("constraint", "add", "--scope", "code", "--reason", "r"), 2, "must forbid something"

@@ -351,6 +351,10 @@ async def test_check_constraints_after_a_correction(served: Served) -> None:
 
         bad_input = await client.call_tool("query_knowledge", {"subject": "-auth"})
         assert "invalid subject '-auth'" in error_text(bad_input)
+        # the library's refusals speak of fields, not of the command line's flags
+        nothing = error_text(await client.call_tool("query_knowledge", {"lens": "latest"}))
+        assert "give a subject, a prefix or words to search for" in nothing
+        assert "--" not in nothing
 
 
 INITIALIZE = {

@@ -212,12 +212,12 @@ def test_a_correction_with_forbid_protects_the_next_agent(ledger: Ledger) -> Non
 @pytest.mark.parametrize(
     ("fields", "expected"),
     [
-        ({"scope": "", "forbid": ["x"]}, "needs a --scope"),
+        ({"scope": "", "forbid": ["x"]}, "needs a scope"),
         ({"scope": "code", "patterns": ["(unclosed"]}, "invalid regular expression '(unclosed'"),
         ({"scope": "code"}, "must forbid something"),
-        ({"scope": "code", "forbid": [" "]}, "an empty --forbid"),
+        ({"scope": "code", "forbid": [" "]}, "an empty value in forbid"),
         ({"scope": "-bad", "forbid": ["x"]}, "invalid subject '-bad'"),
-        ({"scope": "code", "forbid": ["x"], "half_life_days": 0}, "--half-life"),
+        ({"scope": "code", "forbid": ["x"], "half_life_days": 0}, "the half-life must be between"),
     ],
 )
 def test_bad_constraints_are_refused_and_nothing_is_written(

@@ -338,6 +338,15 @@ def test_full_text_search(ledger: Ledger) -> None:
     assert [i.assertion.id for i in q.items] == [rs]
     with pytest.raises(InvalidInput):
         ledger.answer(None)
+    # words of punctuation only: the same refusal on both backends, and no audit record
+    head = ledger.store.head()
+    for text in ("  ", "!!!", "-- ...", "\"'"):
+        with pytest.raises(InvalidInput, match="no words to search for") as refused:
+            ledger.query(None, agent="deploy", text=text)
+        assert refused.value.field == "text"
+    assert ledger.store.head() == head
+    # a word of punctuation beside real words is left out, as both indexes do
+    assert [i.assertion.id for i in ledger.answer(None, lens="all", text="ES256 !!").items] == [es]
 
 
 def test_custom_lens_with_min_confidence(ledger: Ledger) -> None:
@@ -486,7 +495,7 @@ def test_a_limited_diff_keeps_the_newest_and_counts_them_all(
     # a diff from a server that did not count held every change
     older = whole.model_dump(mode="json", exclude={"total"})
     assert Diff.model_validate(older) == whole
-    with pytest.raises(InvalidInput, match="--limit must be between 1 and"):
+    with pytest.raises(InvalidInput, match="limit must be between 1 and"):
         ledger.diff("svc", since=since, limit=0)
 
 
@@ -700,7 +709,7 @@ def test_a_limit_out_of_range_is_refused_by_every_listing(ledger: Ledger, limit:
         lambda: ledger.notifications(limit=limit),
     ]
     for listing in listings:
-        with pytest.raises(InvalidInput, match="--limit must be between 1 and 1,000,000"):
+        with pytest.raises(InvalidInput, match="limit must be between 1 and 1,000,000"):
             listing()
 
 

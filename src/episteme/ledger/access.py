@@ -108,7 +108,7 @@ class Principal(BaseModel):
             have = ", ".join(sorted(self.roles)) or "no roles"
             raise Forbidden(
                 f"{op} needs the {need} role; {self.name} has {have}: "
-                f"ask an admin for a token with --role {need}"
+                f"ask an admin for a token with the {need} role"
             )
 
 
@@ -166,7 +166,7 @@ def token_hash(secret: str) -> str:
 
 def parse_roles(roles: list[str] | tuple[str, ...]) -> list[Role]:
     if not roles:
-        raise InvalidInput("a token needs at least one --role", field="roles")
+        raise InvalidInput("a token needs at least one role", field="roles")
     out: list[Role] = []
     for r in roles:
         try:

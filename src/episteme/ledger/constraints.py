@@ -87,22 +87,22 @@ def new_constraint(
 ) -> dict[str, Any]:
     """Validate a constraint and return its payload (without id and origin)."""
     if not scope.strip():
-        raise InvalidInput("a constraint needs a --scope: the subject it covers", field="scope")
+        raise InvalidInput("a constraint needs a scope: the subject it covers", field="scope")
     check_subject(scope, field="scope")
     if not reason.strip():
-        raise InvalidInput("a constraint needs a --reason: why it is forbidden", field="reason")
+        raise InvalidInput("a constraint needs a reason: why it is forbidden", field="reason")
     terms = _words(forbid, "forbid")
     idents = _words(items, "item")
     for p in patterns:
         _compile(p)
     if not (terms or patterns or idents):
         raise InvalidInput(
-            "a constraint must forbid something: give --forbid TERM, --pattern REGEX "
-            "or --identifier NAME",
+            "a constraint must forbid something: give a term, a pattern (a regular "
+            "expression) or an identifier",
             field="forbid",
         )
     if not 0 < half_life_days <= 3650:
-        raise InvalidInput("--half-life must be between 0 and 3650 days", field="half_life_days")
+        raise InvalidInput("the half-life must be between 0 and 3650 days", field="half_life_days")
     return {
         "scope": scope,
         "forbid": terms,
@@ -117,15 +117,15 @@ def new_constraint(
 def _words(values: Sequence[str], field: str) -> list[str]:
     out = [v.strip() for v in values]
     if any(not v for v in out):
-        raise InvalidInput(f"an empty --{field}: give a word to forbid", field=field)
+        raise InvalidInput(f"an empty value in {field}: give a word to forbid", field=field)
     if len(out) > MAX_TERMS:
-        raise InvalidInput(f"at most {MAX_TERMS} values of --{field}", field=field)
+        raise InvalidInput(f"at most {MAX_TERMS} values in {field}", field=field)
     return out
 
 
 def _compile(pattern: str) -> re.Pattern[str]:
     if not pattern or len(pattern) > MAX_PATTERN:
-        raise InvalidInput(f"a --pattern must have 1 to {MAX_PATTERN} characters", field="patterns")
+        raise InvalidInput(f"a pattern must have 1 to {MAX_PATTERN} characters", field="patterns")
     try:
         return re.compile(pattern, re.IGNORECASE)
     except re.error as exc:

@@ -396,10 +396,10 @@ class Ledger(Learning, Tokens):
         """Mark an assertion incorrect now; optionally record the right value and a constraint."""
         check_name(by, "by")
         if not reason.strip():
-            raise InvalidInput("a correction needs a --reason", field="reason")
+            raise InvalidInput("a correction needs a reason: say why it is wrong", field="reason")
         problem = None if value is _MISSING else check_json(value)
         if problem:
-            raise InvalidInput(f"invalid --value: {problem}", field="value")
+            raise InvalidInput(f"invalid value: {problem}", field="value")
         ids: dict[str, Any] = {}
 
         def build(r: StoreReader, at: int, seq: int) -> list[Draft]:
@@ -477,7 +477,7 @@ class Ledger(Learning, Tokens):
         check_name(epoch, "epoch")
         check_name(by, "by")
         if not reason.strip():
-            raise InvalidInput("superseding an epoch needs a --reason", field="reason")
+            raise InvalidInput("superseding an epoch needs a reason", field="reason")
         out: list[str] = []
 
         def build(r: StoreReader, at: int, seq: int) -> list[Draft]:
@@ -533,7 +533,7 @@ class Ledger(Learning, Tokens):
             check_subject(subject.removesuffix(".*").removesuffix("."))
             subject = subject.removesuffix(".*").removesuffix(".")
         elif text is None:
-            raise InvalidInput("give a subject, a prefix or --text words", field="subject")
+            raise InvalidInput("give a subject, a prefix or words to search for", field="subject")
         if text is not None:
             check_texts({"text": text})
         spec = self.lens_spec(lens, r)

@@ -37,7 +37,7 @@ def diff(
     if prefix is not None:
         prefix = check_subject(prefix.removesuffix(".*").removesuffix("."), field="prefix")
     if until < since:
-        raise InvalidInput("--to is before --from: swap them", field="to")
+        raise InvalidInput("the end of the window is before its start: swap them", field="until")
     if limit is not None:
         check_limit(limit)
     start, end = to_us(since), to_us(until)

@@ -142,9 +142,7 @@ class Learning:
             raise InvalidInput("give the plan to check: what you are about to do", field="plan")
         subjects = [check_subject(s, field="scope") for s in scope]
         if len(items) > MAX_ITEMS or any(not i.strip() for i in items):
-            raise InvalidInput(
-                f"--item takes 1 to {MAX_ITEMS} non-empty identifiers", field="items"
-            )
+            raise InvalidInput(f"items takes 1 to {MAX_ITEMS} non-empty identifiers", field="items")
         out: list[CheckResult] = []
 
         def build(r: StoreReader, at: int, seq: int) -> list[Draft]:

@@ -113,7 +113,7 @@ MAX_LIMIT = 1_000_000
 def check_limit(limit: int) -> int:
     """Return `limit` if it can bound a listing: 1 to `MAX_LIMIT`."""
     if not 1 <= limit <= MAX_LIMIT:
-        raise InvalidInput(f"--limit must be between 1 and {MAX_LIMIT:,}", field="limit")
+        raise InvalidInput(f"limit must be between 1 and {MAX_LIMIT:,}", field="limit")
     return limit
 
 

@@ -111,7 +111,7 @@ class Tokens:
         """Revoke a token by id, or every active token of a principal by name."""
         check_name(by, "by")
         if not reason.strip():
-            raise InvalidInput("revoking a token needs a --reason", field="reason")
+            raise InvalidInput("revoking a token needs a reason", field="reason")
         ids: list[str] = []
 
         def build(r: StoreReader, at: int, seq: int) -> list[Draft]:

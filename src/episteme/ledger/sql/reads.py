@@ -88,12 +88,21 @@ def _window(subject: str | None, since: int, until: int) -> tuple[str, list[Any]
     return f"WHERE {where} AND v.tx_from > ? AND v.tx_from <= ?", [*args, Us(since), Us(until)]
 
 
+def _search_words(text: str) -> list[list[str]]:
+    """Each word of `text` as its parts split at ASCII punctuation, as both backends
+    index text; words with no part are left out, and text with none is refused."""
+    words = [parts for w in text.split() if (parts := [t for t in _PUNCT.split(w) if t])]
+    if not words:
+        raise InvalidInput(
+            "no words to search for: give words with letters or digits", field="text"
+        )
+    return words
+
+
 def fts_query(text: str) -> str:
     """Quote each word so that user input is never FTS5 syntax."""
-    words = [w.replace('"', '""') for w in text.split()]
-    if not words:
-        raise InvalidInput("empty --text: give one or more words to search for", field="text")
-    return " ".join(f'"{w}"' for w in words)
+    _search_words(text)
+    return " ".join('"{}"'.format(w.replace('"', '""')) for w in text.split())
 
 
 def tsquery(text: str) -> str:
@@ -102,16 +111,7 @@ def tsquery(text: str) -> str:
     Words split at ASCII punctuation, as the `fts` column's text does; the database
     folds case on both sides (its `simple` configuration), so it is left alone here.
     """
-    phrases = []
-    for word in text.split():
-        tokens = [t for t in _PUNCT.split(word) if t]
-        if tokens:
-            phrases.append(" <-> ".join(f"'{t}'" for t in tokens))
-    if not phrases:
-        raise InvalidInput(
-            "no words to search for in --text: give words with letters or digits", field="text"
-        )
-    return " & ".join(phrases)
+    return " & ".join(" <-> ".join(f"'{t}'" for t in parts) for parts in _search_words(text))
 
 
 _PUNCT = re.compile(r"[\x21-\x2f\x3a-\x40\x5b-\x60\x7b-\x7e]+")
