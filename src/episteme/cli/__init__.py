@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import typer
 
 from episteme.cli.common import CliState, app
-from episteme.errors import EpistemeError
+from episteme.errors import EpistemeError, InvalidInput
 
 
 def _register() -> None:
@@ -25,11 +25,35 @@ def _register() -> None:
     from episteme.cli import secrets as secret_commands  # noqa: F401
 
 
+_LOCATION = ("--home", "--db")
+
+
+def _one_location(args: Sequence[str]) -> None:
+    """Refuse `--home` and `--db` given together: they are one option, and the parser
+    would keep the last in silence, serving a SQLite home to someone who also asked for
+    PostgreSQL. (One of them given twice is the usual override: the last wins.)"""
+    given = set()
+    for arg in args:
+        if arg == "--":
+            break
+        name = arg.partition("=")[0]
+        if name in _LOCATION:
+            given.add(name)
+    if len(given) > 1:
+        raise InvalidInput(
+            "--home and --db are one option, the ledger's location: give one of them"
+            " (a home directory or a database URL)",
+            field="home",
+        )
+
+
 def main(argv: Sequence[str] | None = None, *, cli_state: CliState | None = None) -> None:
     """Entry point of the console script (tests pass `argv` and a `CliState`)."""
     _register()
+    args = list(argv) if argv is not None else sys.argv[1:]
     try:
-        app(args=list(argv) if argv is not None else None, prog_name="episteme", obj=cli_state)
+        _one_location(args)
+        app(args=args, prog_name="episteme", obj=cli_state)
     except EpistemeError as exc:
         typer.echo(f"error: {exc.message}", err=True)
         sys.exit(exc.exit_code)
