@@ -112,10 +112,16 @@ class Leader:
                     self._on_change(now)
             self._stop.wait(self._interval)
 
-    def stop(self) -> None:
+    def stop(self, wait: float = 1.0) -> None:
+        """Stop trying, stop the work if leading, and give the leadership up.
+
+        The thread wakes at once unless it is waiting on the store (a database that
+        stopped answering): it is given `wait` seconds, and after them it will see the
+        stop and end without calling `on_change`, so the work stops here meanwhile.
+        """
         self._stop.set()
         if self._thread.is_alive():
-            self._thread.join(timeout=10)
+            self._thread.join(timeout=wait)
         if self.leading and self._on_change is not None:
             self._on_change(False)
         self.leading = False

@@ -380,7 +380,10 @@ class GardenerLoop:
 
     def stop(self, timeout: float = 5.0) -> None:
         """Ask the threads to stop and wait up to `timeout` seconds for them (and for any
-        left from earlier starts)."""
+        left from earlier starts). Stopping a stopped loop returns at once: the threads
+        still running were given their time (a database that stopped answering)."""
+        if not self._threads and self._stop.is_set():
+            return
         self._stop.set()
         deadline = time.monotonic() + timeout
         threads = [*self._stopping, *self._threads]

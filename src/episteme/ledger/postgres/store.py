@@ -525,6 +525,7 @@ class _AdvisoryLeadership:
         self._conn: psycopg.Connection[Any] | None = None
         self._held = False
         self._busy = threading.Lock()  # held while the connection talks to the server
+        self._left = False  # a release gave up on a database that did not answer
 
     def acquire(self) -> bool:
         with self._busy:
@@ -546,14 +547,18 @@ class _AdvisoryLeadership:
         """Unlock and close, unless `acquire` is still waiting on the server after `wait`
         seconds (a database that stopped answering): the unlock would wait as long, and
         closing a connection another thread is using can crash the process. The session,
-        and the lock with it, then end when this process does."""
-        if not self._busy.acquire(timeout=wait):
-            log.warning(
-                "leadership %s: the database does not answer; the lock is left to end"
-                " with this process",
-                self.name,
-            )
+        and the lock with it, then end when this process does; a later release does not
+        wait again for the same answer."""
+        if not self._busy.acquire(timeout=0 if self._left else wait):
+            if not self._left:
+                log.warning(
+                    "leadership %s: the database does not answer; the lock is left to end"
+                    " with this process",
+                    self.name,
+                )
+            self._left = True
             return
+        self._left = False
         try:
             self._drop()
         finally:
