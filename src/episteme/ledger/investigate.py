@@ -97,8 +97,8 @@ def trace(r: StoreReader, ref: str) -> Trace:
         queries = [found]
     else:
         raise InvalidInput(
-            f"trace follows a decision (d_…) or a query (q_…); for assertion {ref} "
-            "use `episteme blame` (where it came from) or `episteme impact` (where it went)"
+            f"trace follows a decision (d_…) or a query (q_…); for assertion {ref}, blame"
+            " says where it came from and impact where it went"
         )
     ids: list[str] = []
     for q in queries:

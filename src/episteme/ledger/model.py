@@ -80,7 +80,10 @@ def check_move(current: Lifecycle, target: Lifecycle, via: Via, assertion_id: st
         return
     hint = ""
     if target is Lifecycle.REJECTED and via == "review":
-        hint = f"; to mark an {current} assertion incorrect use `episteme correct {short}`"
+        hint = (
+            f"; to mark an {current} assertion incorrect, correct it (`episteme correct"
+            f" {short}`, or POST /v1/assertions/{short}/correct)"
+        )
     raise Conflict(f"assertion {short} is {current}: it cannot become {target}{hint}")
 
 
