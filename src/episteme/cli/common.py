@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -91,29 +90,6 @@ def when(ctx: typer.Context, text: str | None, option: str) -> Instant | None:
         return parse_time(text, state(ctx).clock.now())
     except InvalidInput as exc:
         raise InvalidInput(f"{option}: {exc.message}", field=option) from None
-
-
-def parse_value(text: str) -> Any:
-    """A VALUE on the command line: JSON when it looks like JSON, else a plain string."""
-    stripped = text.strip()
-    looks_json = stripped[:1] in ("{", "[", '"') or stripped in ("true", "false", "null")
-    if not looks_json:
-        try:
-            return json.loads(stripped) if stripped[:1] in "-0123456789" and stripped else text
-        except json.JSONDecodeError:
-            return text
-    try:
-        return json.loads(stripped, parse_constant=_no_constant)
-    except json.JSONDecodeError as exc:
-        raise InvalidInput(
-            f"malformed JSON value {text!r}: {exc.msg} at column {exc.colno}; "
-            'quote plain strings that start with {, [ or "',
-            field="value",
-        ) from None
-
-
-def _no_constant(name: str) -> Any:
-    raise InvalidInput(f"{name} is not a JSON value: use a finite number or a string")
 
 
 def emit(ctx: typer.Context, as_json: bool, data: BaseModel | list[Any] | dict[str, Any]) -> bool:

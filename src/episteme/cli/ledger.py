@@ -20,12 +20,12 @@ from episteme.cli.common import (
     emit,
     location,
     open_ledger,
-    parse_value,
     state,
     when,
 )
 from episteme.errors import InvalidInput
 from episteme.ledger import Ledger
+from episteme.ledger.canonical import read_value
 from episteme.ledger.journal import Event, verify_chain
 from episteme.ledger.lenses import LensSpec
 from episteme.ledger.model import Lifecycle, describe, parse_assertion
@@ -80,7 +80,7 @@ def assert_(
             raise InvalidInput("give SUBJECT and VALUE (or --batch FILE)")
         fields: dict[str, Any] = {
             "subject": subject,
-            "value": parse_value(value),
+            "value": read_value(value),
             "agent": agent,
             "confidence": confidence,
             "lifecycle": lifecycle,
@@ -376,7 +376,7 @@ def correct(
     as_json: Json = False,
 ) -> None:
     """Mark an assertion incorrect now; optionally record the right value and a constraint."""
-    extra: dict[str, Any] = {} if value is None else {"value": parse_value(value)}
+    extra: dict[str, Any] = {} if value is None else {"value": read_value(value)}
     with open_ledger(ctx, home) as ledger:
         c = ledger.correct(id, by=by, reason=reason, forbid=forbid, **extra)
     if emit(ctx, as_json, c):

@@ -7,6 +7,7 @@ same bytes, so the same id.
 
 from __future__ import annotations
 
+import json
 import math
 from typing import Any
 
@@ -147,3 +148,41 @@ def chain_hash(prev_hash: bytes, event_text: str) -> bytes:
     h = blake3.blake3(prev_hash)
     h.update(event_text.encode())
     return h.digest()
+
+
+def read_value(text: str) -> Any:
+    """A value typed by a person (a command's VALUE, a form's field): JSON when it looks
+    like JSON, else a plain string.
+
+    Read with Python's json module, which keeps every integer exact, so that one past
+    64 bits is refused here rather than turned into a float (orjson reads those as
+    floats); a value JSON cannot carry is refused as the ledger would refuse it.
+    """
+    stripped = text.strip()
+    looks_json = stripped[:1] in ("{", "[", '"') or stripped in ("true", "false", "null")
+    if not looks_json:
+        try:
+            value = json.loads(stripped) if stripped[:1] in "-0123456789" and stripped else text
+        except json.JSONDecodeError:
+            return text
+    else:
+        value = _read_json(text, stripped)
+    problem = check_json(value)
+    if problem:
+        raise InvalidInput(f"invalid value {text!r}: {problem}", field="value")
+    return value
+
+
+def _read_json(text: str, stripped: str) -> Any:
+    try:
+        return json.loads(stripped, parse_constant=_no_constant)
+    except json.JSONDecodeError as exc:
+        raise InvalidInput(
+            f"malformed JSON value {text!r}: {exc.msg} at column {exc.colno}; "
+            'quote plain strings that start with {, [ or "',
+            field="value",
+        ) from None
+
+
+def _no_constant(name: str) -> Any:
+    raise InvalidInput(f"{name} is not a JSON value: use a finite number or a string")

@@ -9,24 +9,20 @@ for a confirmation; only a principal whose roles allow `Op.CORRECT` gets either 
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
-import orjson
 from fastapi import APIRouter
-from pydantic import JsonValue
 from starlette.responses import Response
 
 from episteme.errors import InvalidInput
 from episteme.ledger.access import Op
+from episteme.ledger.canonical import read_value
 from episteme.ledger.model import Lifecycle
 from episteme.ledger.records import Impact, Trace
 
 from .graph import Graph, Spec, layered
 from .render import PageRoute, page, redirect, short, shown, when
 from .session import Allowed, Console, Reader
-
-_NUMBER = re.compile(r"^-?\d+(\.\d+)?([eE][+-]?\d+)?$")
 
 router = APIRouter(route_class=PageRoute, include_in_schema=False)
 
@@ -121,23 +117,6 @@ def impact_page(ref: str, who: Reader) -> Response:
     return page(who.request, "impact.html", impact=i, graph=impact_graph(i))
 
 
-def form_value(text: str) -> JsonValue:
-    """A value typed in the form, read as the CLI reads one: JSON when it looks like JSON
-    (``{``, ``[``, ``"``, a number, ``true``, ``false``, ``null``), else a plain string."""
-    s = text.strip()
-    if s[:1] in ("{", "[", '"') or s in ("true", "false", "null") or _NUMBER.match(s):
-        try:
-            value: JsonValue = orjson.loads(s)
-        except orjson.JSONDecodeError as exc:
-            raise InvalidInput(
-                f"malformed JSON value {s!r}: {exc}; quote plain strings that start with "
-                '{, [ or "',
-                field="value",
-            ) from None
-        return value
-    return s
-
-
 @router.get("/assertions/{ref}/correct")
 def correct_form(ref: str, who: Console = Allowed(Op.CORRECT)) -> Response:
     a = who.ledger.get(ref)
@@ -154,7 +133,7 @@ def correct(ref: str, who: Console = Allowed(Op.CORRECT, form=True)) -> Response
         if not form["reason"].strip():
             raise InvalidInput("say why it is wrong: a correction needs a reason", field="reason")
         if form["value"].strip():
-            extra["value"] = form_value(form["value"])
+            extra["value"] = read_value(form["value"])
     except InvalidInput as exc:
         return page(who.request, "correct.html", 400, a=a, form=form, error=exc.message)
     forbid = form["forbid"] == "on"
