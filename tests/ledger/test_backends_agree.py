@@ -21,6 +21,7 @@ from whenever import TimeDelta
 
 from episteme.errors import EpistemeError
 from episteme.ledger import BUILTIN, Ledger, LensSpec, Lifecycle
+from episteme.ledger.copy import copy_ledger
 from episteme.ledger.gardener import Gardener
 from episteme.ledger.journal import Event, EventKind
 from episteme.ledger.model import dump, parse_assertion
@@ -191,14 +192,25 @@ def test_the_same_program_gives_the_same_journal_and_answers_on_both_backends(
     program: list[tuple[Any, int]], data: st.DataObject, fresh_location: Fresh
 ) -> None:
     with ExitStack() as stack:
-        runs = []
+        runs, places = [], []
         for backend in ("sqlite", "postgresql"):
-            led, clock, _ = stack.enter_context(fresh_ledger(fresh_location, backend))
+            led, clock, where = stack.enter_context(fresh_ledger(fresh_location, backend))
             runs.append((led, WideRun(led, clock).play(program)))
+            places.append(where)
+        lite_where = places[0]
         (lite, lite_run), (pg, pg_run) = runs
 
         journal = lite.export()
         assert events(pg.export()) == events(journal)
+        # and the SQLite journal copied to PostgreSQL is the same journal, hashes and all,
+        # and gives the same answers
+        where = stack.enter_context(fresh_location("postgresql"))
+        copy_ledger(lite_where, where)
+        copied = stack.enter_context(Ledger.open(where, clock=lite_run.clock))
+        assert list(copied.export()) == list(lite.export())
+        assert [outcome(copied.answer, s, lens=n) for s in READS for n in BUILTIN] == [
+            outcome(lite.answer, s, lens=n) for s in READS for n in BUILTIN
+        ]
         assert (pg_run.ids, pg_run.query_ids, pg_run.refused) == (
             lite_run.ids,
             lite_run.query_ids,
