@@ -57,8 +57,8 @@ GOOD_LINE = '{"subject": "db.primary", "value": "db-1"}'
 USER_ERRORS: list[tuple[str, Args, tuple[str, ...]]] = [
     # subjects
     # the ledger's location, given as a home and as a URL at once (the test adds --home)
-    ("home-and-db", lambda s, t: ["audit", "--db", f"sqlite:///{t}/x.db"], ("--home and --db",)),
-    ("home-and-db=", lambda s, t: ["served", "a.b", f"--db={t}"], ("one option",)),
+    ("home-and-db", lambda s, t: ["audit", "--db", f"sqlite:///{t}/x.db"], ("not both",)),
+    ("home-and-db=", lambda s, t: ["served", "a.b", f"--db={t}"], ("--home DIR and --db URL",)),
     ("subject-double-dot", lambda s, t: ["assert", "a..b", "1", "--agent", "x"], ("'a..b'",)),
     ("subject-space", lambda s, t: ["assert", "a b", "1", "--agent", "x"], ("'a b'",)),
     ("subject-trailing-dot", lambda s, t: ["assert", "a.", "1", "--agent", "x"], ("'a.'",)),

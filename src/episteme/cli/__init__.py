@@ -41,8 +41,7 @@ def _one_location(args: Sequence[str]) -> None:
             given.add(name)
     if len(given) > 1:
         raise InvalidInput(
-            "--home and --db are one option, the ledger's location: give one of them"
-            " (a home directory or a database URL)",
+            "give one of --home DIR and --db URL, not both: each names the ledger to use",
             field="home",
         )
 
