@@ -310,6 +310,15 @@ def test_a_nul_character_is_a_400_naming_the_field(
             [],
             "forbid",
         ),
+        (
+            "POST",
+            "/v1/constraints",
+            "supervisor",
+            {"scope": "code", "reason": "r", "items": [" "]},
+            400,
+            ["an empty value in items"],
+            "items",
+        ),
         ("POST", "/v1/assertions/{id}/approve", "agent", {}, 403, ["the supervisor role"], None),
     ],
 )

@@ -92,7 +92,7 @@ def new_constraint(
     if not reason.strip():
         raise InvalidInput("a constraint needs a reason: why it is forbidden", field="reason")
     terms = _words(forbid, "forbid")
-    idents = _words(items, "item")
+    idents = _words(items, "items")
     for p in patterns:
         _compile(p)
     if not (terms or patterns or idents):
