@@ -159,3 +159,24 @@ def test_a_server_told_to_stop_ends_a_stream_it_cannot_finish(tmp_path: Path) ->
     with Ledger.open(home) as ledger:
         report = ledger.verify()
         assert report.ok, report.problem
+
+
+def test_two_servers_with_workers_on_one_home_keep_their_own_counters(tmp_path: Path) -> None:
+    # Each server with workers shares its counters through files; a second server on the
+    # same home used to wipe the first's files as it started, and the first's scrapes
+    # then reported nothing it had counted.
+    home = tmp_path / "shared"
+    with Ledger.init(home) as ledger:
+        token, _ = ledger.issue_token("reader", ["agent"], by="admin")
+    auth = {"Authorization": f"Bearer {token}"}
+    counted = 'episteme_queries_total{lens="latest"}'
+    with served(home, "--workers", "2") as (first, _):
+        for _ in range(3):
+            r = httpx.post(
+                f"{first}/v1/query", json={"subject": "svc", "lens": "latest"}, headers=auth
+            )
+            assert r.status_code == 200, r.text
+        with served(home, "--workers", "2") as (second, _):
+            assert f"{counted} 3.0" in httpx.get(f"{first}/metrics", headers=auth).text
+            assert counted not in httpx.get(f"{second}/metrics", headers=auth).text
+    assert sorted(p.name for p in home.iterdir() if p.is_dir()) == []  # nothing left behind

@@ -5,6 +5,7 @@ from __future__ import annotations
 import getpass
 import os
 import shutil
+import tempfile
 from typing import Annotated
 
 import typer
@@ -90,20 +91,24 @@ def serve(
             timeout_graceful_shutdown=settings.shutdown_timeout,
         )
         return
-    metrics_dir = settings.home / "metrics"
-    shutil.rmtree(metrics_dir, ignore_errors=True)
-    metrics_dir.mkdir(parents=True)
-    os.environ[MULTIPROC_ENV] = str(metrics_dir)
+    # The workers share their counters through files in a directory of this server's
+    # own: another server on the same home or database keeps its own, and none is
+    # left behind for the next start to read as its own.
+    metrics_dir = tempfile.mkdtemp(prefix="episteme-metrics-")
+    os.environ[MULTIPROC_ENV] = metrics_dir
     os.environ.update(settings.to_env())
-    uvicorn.run(
-        "episteme.api.app:factory",
-        factory=True,
-        host=settings.host,
-        port=settings.port,
-        workers=settings.workers,
-        log_level="warning",
-        timeout_graceful_shutdown=settings.shutdown_timeout,
-    )
+    try:
+        uvicorn.run(
+            "episteme.api.app:factory",
+            factory=True,
+            host=settings.host,
+            port=settings.port,
+            workers=settings.workers,
+            log_level="warning",
+            timeout_graceful_shutdown=settings.shutdown_timeout,
+        )
+    finally:
+        shutil.rmtree(metrics_dir, ignore_errors=True)
 
 
 token_app = typer.Typer(help="Bearer tokens: who may call the API and MCP.", no_args_is_help=True)
