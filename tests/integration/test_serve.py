@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import re
 import signal
 import threading
 import time
@@ -12,6 +13,7 @@ from collections import Counter
 from pathlib import Path
 
 import httpx
+import pytest
 
 from episteme.ledger import Ledger
 from tests.integration.processes import served
@@ -180,3 +182,31 @@ def test_two_servers_with_workers_on_one_home_keep_their_own_counters(tmp_path: 
             assert f"{counted} 3.0" in httpx.get(f"{first}/metrics", headers=auth).text
             assert counted not in httpx.get(f"{second}/metrics", headers=auth).text
     assert sorted(p.name for p in home.iterdir() if p.is_dir()) == []  # nothing left behind
+
+
+def test_the_console_of_a_server_with_workers_signs_in_on_every_worker(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Each worker process made its own random signing key unless EPISTEME_CONSOLE_KEY was
+    # set, so a sign-in, or a page after it, failed whenever another worker answered.
+    home = tmp_path / "console"
+    with Ledger.init(home) as ledger:
+        token, _ = ledger.issue_token("oncall", ["supervisor"], by="admin")
+    monkeypatch.delenv("EPISTEME_CONSOLE_KEY", raising=False)
+    with served(home, "--workers", "2") as (url, _):
+        for _ in range(6):
+            # a fresh connection for every request, so that either worker may answer
+            form = httpx.get(f"{url}/login")
+            csrf = re.search(r'name="csrf" value="([^"]+)"', form.text)
+            assert csrf is not None
+            cookies = dict(form.cookies)
+            signed = httpx.post(
+                f"{url}/login",
+                data={"csrf": csrf.group(1), "token": token, "next": "/"},
+                cookies=cookies,
+            )
+            assert signed.status_code == 303, signed.text
+            cookies |= dict(signed.cookies)
+            for _ in range(4):
+                page = httpx.get(f"{url}/", cookies=cookies)
+                assert page.status_code == 200, page.headers.get("location")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import getpass
 import os
+import secrets
 import shutil
 import tempfile
 from typing import Annotated
@@ -59,6 +60,7 @@ def serve(
     from episteme.api.app import create_app
     from episteme.api.metrics import MULTIPROC_ENV
     from episteme.api.settings import Settings
+    from episteme.web.session import KEY_ENV as CONSOLE_KEY_ENV
 
     where_db = home or os.environ.get("EPISTEME_DB") or None
     url = where_db if where_db and "://" in where_db else None
@@ -96,6 +98,9 @@ def serve(
     # left behind for the next start to read as its own.
     metrics_dir = tempfile.mkdtemp(prefix="episteme-metrics-")
     os.environ[MULTIPROC_ENV] = metrics_dir
+    # The console's sessions are signed with one key per process unless it is given:
+    # this server's workers share one of its making (several servers need it set).
+    os.environ.setdefault(CONSOLE_KEY_ENV, secrets.token_hex(32))
     os.environ.update(settings.to_env())
     try:
         uvicorn.run(

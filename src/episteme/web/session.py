@@ -4,8 +4,9 @@ The person pastes a token on `/login`; the server authenticates it with
 `Ledger.authenticate`, exactly as the API does, and sets a cookie (HttpOnly,
 SameSite=Strict, Secure over HTTPS) that holds the token's *id* and the principal,
 never the token itself, signed with HMAC-SHA256 under a key of this app and valid for
-8 hours. The key is random per app, so a restart signs everyone out; several worker
-processes must share one, set with ``EPISTEME_CONSOLE_KEY``. On every request the
+8 hours. The key is random per app, so a restart signs everyone out; `episteme serve`
+gives its workers one of its making, and several servers must share one, set with
+``EPISTEME_CONSOLE_KEY``. On every request the
 signature, the expiry and the token's record in the ledger are checked again, so
 revoking a token ends its console sessions at once.
 
