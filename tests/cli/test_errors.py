@@ -7,6 +7,7 @@ import hashlib
 import json
 import os
 import random
+import socket
 import sqlite3
 from collections.abc import Callable
 from contextlib import closing
@@ -56,6 +57,9 @@ GOOD_LINE = '{"subject": "db.primary", "value": "db-1"}'
 # (id, args, needles): user errors, exit 2.
 USER_ERRORS: list[tuple[str, Args, tuple[str, ...]]] = [
     # subjects
+    # an address the server could not listen on, refused before anything is created
+    ("serve-host", lambda s, t: ["serve", "--host", "not..a..host"], ("cannot listen on",)),
+    ("serve-port-0", lambda s, t: ["serve", "--port", "0"], ("port 0",)),
     # the ledger's location, given as a home and as a URL at once (the test adds --home)
     ("home-and-db", lambda s, t: ["audit", "--db", f"sqlite:///{t}/x.db"], ("not both",)),
     ("home-and-db=", lambda s, t: ["served", "a.b", f"--db={t}"], ("--home DIR and --db URL",)),
@@ -706,3 +710,13 @@ def test_a_database_error_the_store_did_not_expect_is_one_line(cli: Cli, home: P
     assert r.code == 1
     assert r.err.startswith("error: the ledger's database failed: no such table")
     assert "Traceback" not in r.err
+
+
+def test_serve_on_a_port_in_use_is_one_line_exit_1(cli: Cli, tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        r = cli("serve", "--port", str(port), "--home", str(tmp_path / "new"), home_arg=False)
+    assert_error(r, 1, f"cannot listen on 127.0.0.1:{port}", "in use")
+    assert not (tmp_path / "new").exists()  # no ledger, no admin token made for nothing

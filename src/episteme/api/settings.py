@@ -22,7 +22,7 @@ class Settings(BaseModel):
         None, description="database URL (postgresql://...); None: the SQLite file in home"
     )
     host: str = "127.0.0.1"
-    port: int = Field(8000, ge=0, le=65535)
+    port: int = Field(8000, ge=1, le=65535)
     workers: int = Field(1, ge=1, le=64)
     max_body: int = Field(MiB, ge=1024, description="largest request body, in bytes")
     mcp: bool = True

@@ -6,6 +6,7 @@ import getpass
 import os
 import secrets
 import shutil
+import socket
 import tempfile
 from typing import Annotated
 
@@ -23,6 +24,7 @@ from episteme.cli.common import (
     state,
     when,
 )
+from episteme.errors import InvalidInput, WorldError
 from episteme.ledger import Ledger
 
 
@@ -32,6 +34,33 @@ def local_actor() -> str:
         return f"local:{getpass.getuser()}"
     except (KeyError, OSError):  # no passwd entry (some containers)
         return "local:admin"
+
+
+def _check_listen(host: str, port: int) -> None:
+    """Refuse, in one line, an address this server could not listen on: a name that does
+    not resolve, an address of another machine, a port in use or not allowed. (The
+    server binds again as it starts; this check only says why it could not.)"""
+    where = f"{host}:{port}"
+    try:
+        found = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except (OSError, UnicodeError) as exc:
+        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise InvalidInput(
+            f"cannot listen on {where}: the host is not an address or a name this machine"
+            f" resolves ({why}); use an address such as 127.0.0.1 or 0.0.0.0",
+            field="host",
+        ) from None
+    family, kind, proto, _, address = found[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server does
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            raise ListenError(f"cannot listen on {where}: {exc.strerror or exc}") from None
+
+
+class ListenError(WorldError):
+    """The server's address cannot be bound: in use, not this machine's, not allowed."""
 
 
 @app.command()
@@ -73,6 +102,7 @@ def serve(
         max_body=max_body,
         shutdown_timeout=shutdown_timeout,
     )
+    _check_listen(settings.host, settings.port)  # before anything is created or printed
     console = state(ctx).console
     ledger = Ledger.open(settings.location, clock=state(ctx).clock, ensure=True)
     store_url = ledger.store.where
