@@ -7,6 +7,7 @@ from typing import Any
 
 import psycopg
 import pytest
+from psycopg.conninfo import conninfo_to_dict
 from whenever import Instant, TimeDelta
 
 from episteme.errors import NotFound, StoreUnavailable
@@ -402,3 +403,31 @@ def test_a_lens_plans_its_reads_of_a_subject_once(pg_url: str) -> None:
             store.reading(lambda r: r.candidates("svc.a", None, None, {"approved"}, {"proposed"}))
             == seen[0]
         )
+
+
+def test_every_connection_gives_up_on_a_silent_network(pg_url: str) -> None:
+    # A network that drops packets without a reset held a call for TCP's retransmissions
+    # (about 15 minutes); each connection now carries timeouts that end it, unless the
+    # URL sets its own. (Measured with a partition between two network namespaces, in
+    # docs/deploy.md; making one needs privileges a test run may not have.)
+    Ledger.init(pg_url).close()
+    separator = "&" if "?" in pg_url else "?"
+    for url, user_timeout in (
+        (pg_url, "60000"),
+        (f"{pg_url}{separator}tcp_user_timeout=5000", "5000"),
+    ):
+        store = open_store(url)
+        try:
+            with store.pool.connection() as pooled:
+                got = conninfo_to_dict(pooled.info.dsn)
+            lead = store.leadership("probe")
+            assert lead.acquire()
+            own = conninfo_to_dict(lead._conn.info.dsn)  # type: ignore[attr-defined]
+            lead.release()
+        finally:
+            store.close()
+        for params in (got, own):  # the pool's, and a session of its own
+            assert params["tcp_user_timeout"] == user_timeout
+            assert (params["keepalives"], params["keepalives_idle"]) == ("1", "30")
+            assert (params["keepalives_interval"], params["keepalives_count"]) == ("10", "3")
+            assert params["connect_timeout"] == "10"

@@ -35,7 +35,7 @@ from typing import Any, TypeVar
 
 import psycopg
 from psycopg import sql
-from psycopg.conninfo import conninfo_to_dict
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from episteme.errors import Conflict, InvalidInput, StoreUnavailable
@@ -106,6 +106,27 @@ def describe(url: str) -> str:
     return f"postgresql://{user}{host}:{port}/{parts.get('dbname') or ''}"
 
 
+LIVENESS = {
+    "connect_timeout": "10",
+    "keepalives": "1",
+    "keepalives_idle": "30",
+    "keepalives_interval": "10",
+    "keepalives_count": "3",
+    "tcp_user_timeout": "60000",
+}
+"""libpq settings each connection gets unless its URL gives its own. Without them a
+network that drops packets silently (a partition, a dead host: no reset) holds a call
+on TCP's retransmissions for about 15 minutes; with them the call fails after 60 s
+with the cause (`tcp_user_timeout`), and a dead idle connection is closed within about
+a minute (the keepalives), so the pool replaces it."""
+
+
+def with_liveness(url: str) -> str:
+    """`url` as connection settings, with `LIVENESS` for what it does not set."""
+    given = conninfo_to_dict(url)
+    return make_conninfo(url, **{k: v for k, v in LIVENESS.items() if k not in given})
+
+
 def _reason(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return text[0] if text else type(exc).__name__
@@ -151,7 +172,7 @@ class PostgresStore(_Dialect, SQLStore):
         """Whether chain commits release the lock before the WAL flush (see `_chain_tx`)."""
         self.url = describe(url)
         self.where = self.url
-        self._dsn = url
+        self._dsn = with_liveness(url)
         self.created = False
         self.migrated_from: int | None = None
         self.schema_version = SCHEMA_VERSION
@@ -170,7 +191,7 @@ class PostgresStore(_Dialect, SQLStore):
                 f"PostgreSQL at {self.url} refused to set up the ledger: {_reason(exc)}"
             ) from None
         self.pool = ConnectionPool(
-            url,
+            self._dsn,
             min_size=1,
             max_size=pool_size,
             kwargs={"autocommit": True},
@@ -190,7 +211,7 @@ class PostgresStore(_Dialect, SQLStore):
 
     def _connect(self) -> psycopg.Connection[Any]:
         try:
-            conn = psycopg.connect(self._dsn, autocommit=True, connect_timeout=10)
+            conn = psycopg.connect(self._dsn, autocommit=True)
         except psycopg.OperationalError as exc:
             raise self.unavailable(exc) from None
         configure(conn)
