@@ -38,28 +38,46 @@ def canonical(obj: Any) -> str:
         raise InvalidInput(f"not storable as JSON: {exc}") from None
 
 
-def check_json(value: Any, depth: int = 0) -> str | None:
+def check_json(value: Any) -> str | None:
     """Why `value` cannot be stored as canonical JSON, or None when it can."""
+    found = _problem(value, (), 0)
+    return None if found is None else found[1]
+
+
+_Where = tuple[str | int, ...]
+
+
+def _problem(value: Any, path: _Where, depth: int) -> tuple[_Where, str] | None:
+    """Where in `value` the first thing no backend can store is (the keys and indexes
+    leading to it), and why."""
     if isinstance(value, str):
-        return check_text_value(value)
-    if isinstance(value, bool) or value is None:
+        problem = check_text_value(value)
+    elif isinstance(value, bool) or value is None:
+        problem = None
+    elif isinstance(value, float):
+        problem = None if math.isfinite(value) else _NOT_FINITE
+    elif isinstance(value, int):
+        problem = None if -(2**63) <= value < 2**64 else "integers must fit in 64 bits"
+    elif depth >= MAX_DEPTH:
+        problem = f"values may nest at most {MAX_DEPTH} levels deep"
+    elif isinstance(value, list | tuple):
+        for i, v in enumerate(value):
+            if (found := _problem(v, (*path, i), depth + 1)) is not None:
+                return found
         return None
-    if isinstance(value, float):
-        return None if math.isfinite(value) else _NOT_FINITE
-    if isinstance(value, int):
-        return None if -(2**63) <= value < 2**64 else "integers must fit in 64 bits"
-    if depth >= MAX_DEPTH:
-        return f"values may nest at most {MAX_DEPTH} levels deep"
-    if isinstance(value, list | tuple):
-        return next((r for r in (check_json(v, depth + 1) for v in value) if r), None)
-    if isinstance(value, dict):
+    elif isinstance(value, dict):
         for k, v in value.items():
-            problem = check_text_value(k) if isinstance(k, str) else "object keys must be strings"
-            problem = problem or check_json(v, depth + 1)
-            if problem:
-                return problem
+            if not isinstance(k, str):
+                return path, "object keys must be strings"
+            if (problem := check_text_value(k)) is not None:
+                shown = k.encode(errors="backslashreplace").decode().replace("\x00", "\\u0000")
+                return (*path, shown), problem
+            if (found := _problem(v, (*path, k), depth + 1)) is not None:
+                return found
         return None
-    return f"{type(value).__name__} is not a JSON value"
+    else:
+        problem = f"{type(value).__name__} is not a JSON value"
+    return None if problem is None else (path, problem)
 
 
 _NUL = "text may not contain the NUL character (\\u0000): remove it"
@@ -87,37 +105,14 @@ def check_no_nul(payload: Any, text: str) -> None:
 
 
 def check_texts(value: Any) -> None:
-    """Refuse the first string or key in `value` that not every backend can store,
-    naming where it is (``alerts[0].labels.team``)."""
-    found = _bad_text(value, ())
+    """Refuse the first string or key in `value` (or anything else) that not every
+    backend can store, naming where it is (``alerts[0].labels.team``)."""
+    found = _problem(value, (), 0)
     if found is not None:
         where, problem = found
         field = next((p for p in reversed(where) if isinstance(p, str)), None)
         named = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in where)
         raise InvalidInput(f"{named.lstrip('.') or 'the input'}: {problem}", field=field)
-
-
-def _bad_text(value: Any, path: tuple[str | int, ...]) -> tuple[tuple[str | int, ...], str] | None:
-    """Where the first string that cannot be stored is (the keys and indexes leading to
-    it), and why."""
-    if isinstance(value, str):
-        problem = check_text_value(value)
-        return None if problem is None else (path, problem)
-    items: Any = ()
-    if isinstance(value, dict):
-        items = value.items()
-    elif isinstance(value, list | tuple):
-        items = enumerate(value)
-    for k, v in items:
-        if isinstance(k, str) and (problem := check_text_value(k)) is not None:
-            return (
-                *path,
-                k.encode(errors="backslashreplace").decode().replace("\x00", "\\u0000"),
-            ), problem
-        found = _bad_text(v, (*path, k))
-        if found is not None:
-            return found
-    return None
 
 
 def without_nul(value: Any) -> Any:
