@@ -16,9 +16,14 @@ commits as the server is set.
 
 Serialization failures and deadlocks (SQLSTATE 40001, 40P01: routine on the
 distributed engines that speak this protocol) run the group again with backoff. A
-lost connection fails the writes of its group with `StoreUnavailable` and nothing
-half-written: the transaction did not commit. Reads take a pooled connection per
-statement and try once more on a fresh connection when the server went away under them.
+connection lost before COMMIT fails the writes of its group with `StoreUnavailable`,
+and nothing is written. One lost after COMMIT was sent leaves the outcome with the
+database: the store waits for the writer lock on a fresh connection (so the lost
+transaction has ended) and looks for the journal rows it appended. The group's writes
+succeed when they are there (flushed first), fail as before when not, and fail saying
+that they may have been recorded when the database cannot tell in time
+(`SETTLE_SECONDS`). Reads take a pooled connection per statement and try once more on
+a fresh connection when the server went away under them.
 """
 
 from __future__ import annotations
@@ -26,9 +31,11 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
+import math
 import secrets
 import threading
-from collections.abc import Callable, Collection, Iterator
+import time
+from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from importlib import resources
 from typing import Any, TypeVar
@@ -39,10 +46,10 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from episteme.errors import Conflict, InvalidInput, StoreUnavailable
-from episteme.ledger.journal import Event
+from episteme.ledger.journal import Draft, Event
 from episteme.ledger.model import Candidates
 from episteme.ledger.postgres.adapt import Fetched, TxConn, configure, translate
-from episteme.ledger.postgres.wire import READS_PREPARE_UP_TO, Wire
+from episteme.ledger.postgres.wire import READS_PREPARE_UP_TO, Result, Wire
 from episteme.ledger.records import RebuildReport
 from episteme.ledger.sql import projector
 from episteme.ledger.sql.base import SQLStore
@@ -56,6 +63,9 @@ MIGRATIONS = ("0001_init.sql", "0002_gardener.sql", "0003_diagnosis.sql")
 SCHEMA_VERSION = len(MIGRATIONS)
 APPLICATION = "episteme"
 _MIGRATION_LOCK = 0x45505354_00000001  # advisory lock key: one migrating process at a time
+SETTLE_SECONDS = 3.0
+"""How long a write whose connection was lost after COMMIT keeps asking the database
+whether it committed, before it reports that it may have been recorded."""
 
 
 _T = TypeVar("_T")
@@ -170,6 +180,10 @@ class PostgresStore(_Dialect, SQLStore):
         """Reads run again after a serialization failure (`borrowed`), since opening."""
         self.defer_flush = False
         """Whether chain commits release the lock before the WAL flush (see `_chain_tx`)."""
+        self.appended: list[tuple[int, bytes]] = []
+        """The journal rows (sequence number, hash) the open chain transaction appended,
+        rows of savepoints rolled back included: how a write that lost its connection at
+        COMMIT learns whether it committed (`_committed`)."""
         self.url = describe(url)
         self.where = self.url
         self._dsn = with_liveness(url)
@@ -412,18 +426,38 @@ class PostgresStore(_Dialect, SQLStore):
         """
         with self._failures(), self.pool.connection() as raw:
             wire = Wire(raw)
+            commit: Result | None = None
+            self.appended = []
             try:
                 wire.execute("BEGIN")
                 wire.execute(self._LOCK_DEFERRED if self.defer_flush else self._LOCK)
                 yield wire
-                wire.execute("COMMIT")
+                commit = wire.execute("COMMIT")
                 if self.defer_flush:
                     wire.execute(self._FLUSH)
                 wire.sync()
                 wire.close()
             except BaseException as exc:
                 wire.abort(exc)
-                raise
+                if commit is None or commit.error is not None or not isinstance(exc, Exception):
+                    raise  # COMMIT not sent, or the server answered it: rolled back
+                outcome = self._committed(self.appended, lost=raw.closed)
+                if outcome is False:
+                    raise
+                if outcome is None:
+                    raise StoreUnavailable(
+                        f"{self.unavailable(exc).message}; this happened as a write was "
+                        "committing, and it may have been recorded: look for it in the "
+                        "ledger before making it again"
+                    ) from None
+                log.warning("a write committed as its connection was lost (%s)", _reason(exc))
+
+    def _append(
+        self, conn: Conn, drafts: Sequence[Draft], seq: int, at: int, prev: bytes
+    ) -> list[Event]:
+        events = super()._append(conn, drafts, seq, at, prev)
+        self.appended.extend((e.seq, e.hash) for e in events)
+        return events
 
     _LOCK = "SELECT id FROM chain_lock WHERE id = 1 FOR UPDATE"
     # the commit need not wait for the WAL flush: the flush follows it (see _chain_tx)
@@ -432,6 +466,44 @@ class PostgresStore(_Dialect, SQLStore):
         " FROM chain_lock WHERE id = 1 FOR UPDATE"
     )
     _FLUSH = "SELECT pg_logical_emit_message(true, 'episteme', 'flush')"
+
+    def _committed(self, appended: list[tuple[int, bytes]], *, lost: bool) -> bool | None:
+        """How a transaction ended that failed after COMMIT was sent (its connection lost,
+        or the statement after COMMIT refused), from the journal rows it `appended`: True
+        when the journal holds one of them, False when it holds none, None when the
+        database cannot say within `SETTLE_SECONDS`. The writer lock is taken first, so
+        the transaction has ended (a backend may still be finishing our COMMIT). A
+        savepoint rolled back inside it leaves rows that are not there; any one of them
+        found means it committed. A commit found here is flushed before this returns:
+        with the flush deferred, it may still be in the server's WAL buffers, and a flush
+        of our own covers everything before it."""
+        if not appended:
+            return None if lost else False  # nothing to look for
+        deadline = time.monotonic() + SETTLE_SECONDS
+        while True:
+            left = deadline - time.monotonic()
+            with (
+                contextlib.suppress(psycopg.Error),
+                psycopg.connect(  # libpq's shortest connect timeout is 2 s
+                    self._dsn, autocommit=True, connect_timeout=max(2, math.ceil(left))
+                ) as conn,
+            ):
+                with conn.transaction():
+                    conn.execute(f"SET LOCAL lock_timeout = {max(1, int(left * 1000))}")
+                    conn.execute(self._LOCK)
+                    rows = conn.execute(
+                        "SELECT seq, hash FROM journal WHERE seq = ANY(%s)",
+                        ([seq for seq, _ in appended],),
+                    ).fetchall()
+                found = {(int(seq), bytes(h)) for seq, h in rows}
+                if found.isdisjoint(appended):
+                    return False
+                if self.defer_flush:
+                    conn.execute(self._FLUSH)
+                return True
+            if time.monotonic() >= deadline:
+                return None
+            time.sleep(0.2)  # the database away for a moment
 
     @contextmanager
     def _failures(self) -> Iterator[None]:

@@ -1,0 +1,256 @@
+"""A write whose connection is lost while it commits (PostgreSQL): the store asks the
+database how the transaction ended, and reports the write as it really ended.
+
+The connection is cut by a TCP relay of ours between the store and a real server, at
+the moment the server's reply to COMMIT passes through it (the transaction has
+committed; the client never hears so), or the server's backend is ended inside COMMIT
+(a deferred trigger that sleeps holds it there), before the commit is recorded.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import psycopg
+import pytest
+from psycopg.conninfo import conninfo_to_dict
+
+from episteme.errors import InvalidInput, StoreUnavailable
+from episteme.ledger import Assertion, Ledger
+from episteme.ledger.postgres import store as pg_store
+from episteme.ledger.store import open_store
+
+COMMIT_REPLY = b"C\x00\x00\x00\x0bCOMMIT\x00"
+"""The server's CommandComplete message for COMMIT: the transaction has committed."""
+
+
+class Relay:
+    """A TCP relay to PostgreSQL that can cut a connection when a given reply passes
+    (dropping that reply), and refuse new connections for a while."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self._target = (host, port)
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port: int = self._listener.getsockname()[1]
+        self._lock = threading.Lock()
+        self._cut_at: bytes | None = None
+        self.cuts = 0
+        self.refusing = threading.Event()
+        self._open: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def cut_at(self, reply: bytes) -> None:
+        """Cut the next connection whose server sends `reply`, before the client sees it."""
+        with self._lock:
+            self._cut_at = reply
+
+    def close(self) -> None:
+        self._listener.close()
+        for s in list(self._open):
+            _shut(s)
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            if self.refusing.is_set():
+                _shut(client)
+                continue
+            server = socket.create_connection(self._target)
+            self._open += [client, server]
+            threading.Thread(target=self._pump, args=(client, server, False), daemon=True).start()
+            threading.Thread(target=self._pump, args=(server, client, True), daemon=True).start()
+
+    def _pump(self, src: socket.socket, dst: socket.socket, replies: bool) -> None:
+        tail = b""
+        try:
+            while data := src.recv(65536):
+                if replies and self._cutting(tail + data):
+                    break
+                dst.sendall(data)
+                tail = data[-len(COMMIT_REPLY) :]
+        except OSError:
+            pass
+        finally:
+            _shut(src)
+            _shut(dst)
+
+    def _cutting(self, data: bytes) -> bool:
+        with self._lock:
+            if self._cut_at is None or self._cut_at not in data:
+                return False
+            self._cut_at = None
+            self.cuts += 1
+            return True
+
+
+def _shut(s: socket.socket) -> None:
+    with contextlib.suppress(OSError):
+        s.shutdown(socket.SHUT_RDWR)
+    s.close()
+
+
+@pytest.fixture
+def relayed(pg_url: str) -> Iterator[tuple[Relay, str]]:
+    """The test database's URL through a relay, and the relay."""
+    parts = conninfo_to_dict(pg_url)
+    relay = Relay(str(parts["host"]), int(str(parts["port"])))
+    try:
+        yield relay, pg_url.replace(f":{parts['port']}/", f":{relay.port}/", 1)
+    finally:
+        relay.close()
+
+
+def _subjects(pg_url: str, subject: str) -> int:
+    with psycopg.connect(pg_url) as conn:
+        row = conn.execute("SELECT count(*) FROM assertions WHERE subject = %s", (subject,))
+        found = row.fetchone()
+    assert found is not None
+    return int(found[0])
+
+
+def test_a_write_that_committed_as_its_connection_was_lost_is_reported_written(
+    relayed: tuple[Relay, str], pg_url: str
+) -> None:
+    relay, url = relayed
+    Ledger.init(url).close()
+    with Ledger(open_store(url)) as led:
+        led.assert_one(subject="svc.before", value=1, agent="a")
+        relay.cut_at(COMMIT_REPLY)
+        written = led.assert_one(subject="svc.cut", value=2, agent="a")
+        assert relay.cuts == 1  # the reply to its COMMIT never reached the store
+        assert led.get(written.id).value == 2
+        after = led.assert_one(subject="svc.after", value=3, agent="a")  # the pool goes on
+        assert led.verify().ok
+        assert [e.kind for e in led.store.events()][-3:] == ["assertions.added"] * 3
+        assert after.id != written.id
+    assert _subjects(pg_url, "svc.cut") == 1  # once: written, not reported failed
+
+
+def test_a_write_whose_outcome_cannot_be_learned_says_it_may_be_recorded(
+    relayed: tuple[Relay, str], pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    relay, url = relayed
+    monkeypatch.setattr(pg_store, "SETTLE_SECONDS", 1.0)
+    Ledger.init(url).close()
+    with Ledger(open_store(url)) as led:
+        led.assert_one(subject="svc.before", value=1, agent="a")  # a connection in the pool
+        relay.cut_at(COMMIT_REPLY)
+        relay.refusing.set()  # the database stays out of reach while the store asks
+        with pytest.raises(StoreUnavailable) as failed:
+            led.assert_one(subject="svc.cut", value=2, agent="a")
+        assert relay.cuts == 1
+        message = failed.value.message
+        assert "may have been recorded" in message
+        assert "look for it in the ledger before making it again" in message
+        relay.refusing.clear()
+        shown = led.answer("svc.cut", lens="all").items
+        assert [i.assertion.value for i in shown] == [2]  # it had committed
+        assert led.verify().ok
+    assert _subjects(pg_url, "svc.cut") == 1
+
+
+def test_a_group_cut_at_commit_keeps_what_committed_and_refuses_what_failed(
+    relayed: tuple[Relay, str], pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Three writes queue behind the writer lock and commit as one group; the middle one
+    # carries a value PostgreSQL refuses, so it is rolled back to its savepoint and the
+    # next write takes its place in the journal. The reply to the group's COMMIT is cut:
+    # the rows the store looks for include the one rolled back, which is not there.
+    from episteme.ledger.sql import base
+
+    monkeypatch.setattr(base, "check_no_nul", lambda payload, text: None)  # as the server sees it
+    relay, url = relayed
+    Ledger.init(url).close()
+    with Ledger(open_store(url)) as led:
+        led.assert_one(subject="svc.before", value=0, agent="a")
+        store: Any = led.store
+        outcomes: dict[int, object] = {}
+
+        def write(i: int) -> None:
+            source = "bad\x00source" if i == 1 else f"runbook-{i}"
+            try:
+                outcomes[i] = led.assert_one(subject=f"svc.g{i}", value=i, agent="a", source=source)
+            except Exception as exc:
+                outcomes[i] = exc
+
+        threads = [threading.Thread(target=write, args=(i,)) for i in range(3)]
+        with store._lock:  # they queue as one group
+            for t in threads:
+                t.start()
+            deadline = time.monotonic() + 10
+            while len(store._queue) < 3 and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert len(store._queue) == 3
+            relay.cut_at(COMMIT_REPLY)
+        for t in threads:
+            t.join(30)
+        assert relay.cuts == 1
+        assert isinstance(outcomes[1], InvalidInput), outcomes[1]
+        kept = [outcomes[0], outcomes[2]]
+        assert all(isinstance(o, Assertion) for o in kept), kept
+        assert led.verify().ok
+        assert led.verify().events == 3
+    assert [_subjects(pg_url, f"svc.g{i}") for i in range(3)] == [1, 0, 1]
+
+
+SLOW_COMMIT = """
+CREATE FUNCTION slow_commit() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF NEW.payload LIKE '%svc.slow%' THEN PERFORM pg_sleep(30); END IF;
+    RETURN NULL;
+END $$;
+CREATE CONSTRAINT TRIGGER slow_commit AFTER INSERT ON journal
+    DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION slow_commit();
+"""
+
+
+def test_a_write_whose_server_ended_inside_commit_is_reported_not_written(pg_url: str) -> None:
+    Ledger.init(pg_url).close()
+    with psycopg.connect(pg_url, autocommit=True) as admin:
+        admin.execute(SLOW_COMMIT)
+        with Ledger(open_store(pg_url)) as led:
+            outcome: list[Any] = []
+
+            def write() -> None:
+                try:
+                    outcome.append(led.assert_one(subject="svc.slow", value=1, agent="a"))
+                except StoreUnavailable as exc:
+                    outcome.append(exc)
+
+            writer = threading.Thread(target=write)
+            writer.start()
+            pid = _sleeping_backend(admin)
+            admin.execute("SELECT pg_terminate_backend(%s)", (pid,))  # inside its COMMIT
+            writer.join(timeout=30)
+            assert len(outcome) == 1
+            failed = outcome[0]
+            assert isinstance(failed, StoreUnavailable), failed
+            assert "unavailable" in failed.message
+            assert "may have been recorded" not in failed.message  # the database said no
+            admin.execute("DROP TRIGGER slow_commit ON journal")
+            assert led.answer("svc.slow", lens="all").items == []
+            led.assert_one(subject="svc.next", value=2, agent="a")
+            assert led.verify().ok
+    assert _subjects(pg_url, "svc.slow") == 0
+
+
+def _sleeping_backend(admin: psycopg.Connection[Any]) -> int:
+    """The backend sleeping in the deferred trigger, once it is there."""
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        row = admin.execute(
+            "SELECT pid FROM pg_stat_activity WHERE wait_event = 'PgSleep'"
+            " AND pid <> pg_backend_pid()"
+        ).fetchone()
+        if row is not None:
+            return int(row[0])
+        time.sleep(0.05)
+    raise AssertionError("no write reached its COMMIT in 20 s")
