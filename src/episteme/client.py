@@ -58,6 +58,7 @@ from episteme.errors import (
 )
 from episteme.ledger.access import Denial, Principal, TokenRecord
 from episteme.ledger.constraints import CheckResult
+from episteme.ledger.gardener import GardenerStatus
 from episteme.ledger.journal import VerifyReport
 from episteme.ledger.learning import ConflictState, ConstraintState
 from episteme.ledger.lenses import LensSpec
@@ -70,11 +71,13 @@ from episteme.ledger.records import (
     Diff,
     EpochRecord,
     Impact,
+    NotificationRecord,
     QueryRecord,
     RebuildReport,
     Trace,
 )
 from episteme.ledger.trust import TrustScore
+from episteme.ledger.webhooks import Delivery, NotificationType, WebhookSpec
 from episteme.timeutil import rfc3339
 
 __all__ = ["AsyncClient", "Client", "EpochView"]
@@ -116,6 +119,10 @@ _CHECKS = TypeAdapter(list[CheckRecord])
 _TRUST = TypeAdapter(list[TrustScore])
 _CONFLICTS = TypeAdapter(list[ConflictState])
 _SESSIONS = TypeAdapter(list[Session])
+_DECISIONS = TypeAdapter(list[DecisionRecord])
+_NOTIFICATIONS = TypeAdapter(list[NotificationRecord])
+_WEBHOOKS = TypeAdapter(list[WebhookSpec])
+_DELIVERIES = TypeAdapter(list[Delivery])
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,11 +141,24 @@ class _Call(Generic[T]):
         return {"Content-Type": "application/json"} if self.content is not None else {}
 
 
-def _seg(ref: str) -> str:
-    """One path segment: `ref` percent-encoded, so that it cannot name another route."""
+def _seg(ref: str, field: str = "ref") -> str:
+    """One path segment: `ref` percent-encoded, so that it cannot name another route
+    (`.` and `..` would, once a URL's dot segments are resolved)."""
     if not ref:
-        raise InvalidInput("an empty id or name: give one", field="ref")
+        raise InvalidInput("an empty id or name: give one", field=field)
+    if ref in (".", ".."):
+        raise InvalidInput(f"{ref!r} is not an id or a name", field=field)
     return quote(ref, safe="")
+
+
+def _listed(values: Iterable[str] | None, field: str) -> list[str]:
+    """A list parameter as sent. One string is refused rather than read as a list of its
+    characters: a check whose scope became ``['a', 'u', 't', 'h']`` finds no violation."""
+    if values is None:
+        return []
+    if isinstance(values, str | bytes):
+        raise InvalidInput(f"{field} is a list: give [{field}] rather than one string", field=field)
+    return list(values)
 
 
 def _wire(value: Any) -> Any:
@@ -192,8 +212,9 @@ def _op_add_assertion(
     valid_to: Instant | None = None,
 ) -> _Call[Assertion]:
     """Record one assertion as the token's principal (proposed unless said otherwise)."""
-    body = {"subject": subject, "value": value, "confidence": confidence, "kind": kind}
-    body |= {"lifecycle": lifecycle, "derived_from": list(derived_from)}
+    body: dict[str, Any] = {"subject": subject, "value": value, "confidence": confidence}
+    body |= {"kind": kind, "lifecycle": lifecycle}
+    body |= {"derived_from": _listed(derived_from, "derived_from")}
     body |= _present(
         source=source, evidence=evidence, epoch=epoch, valid_from=valid_from, valid_to=valid_to
     )
@@ -267,7 +288,8 @@ def _op_check(
     context: Mapping[str, JsonValue] | None = None,
 ) -> _Call[CheckResult]:
     """Pre-flight, audited: the negative constraints a plan would violate (before doing it)."""
-    body = {"plan": plan, "scope": list(scope), "items": list(items)} | _present(context=context)
+    body: dict[str, Any] = {"plan": plan, "scope": _listed(scope, "scope")}
+    body |= {"items": _listed(items, "items")} | _present(context=context)
     return _send_json("POST", "/v1/constraints/check", body, CheckResult.model_validate_json)
 
 
@@ -285,9 +307,9 @@ def _op_add_constraint(
     body = {
         "scope": scope,
         "reason": reason,
-        "forbid": list(forbid),
-        "patterns": list(patterns),
-        "items": list(items),
+        "forbid": _listed(forbid, "forbid"),
+        "patterns": _listed(patterns, "patterns"),
+        "items": _listed(items, "items"),
         "half_life_days": half_life_days,
     } | _present(prefer=prefer)
     return _send_json("POST", "/v1/constraints", body, ConstraintState.model_validate_json)
@@ -305,7 +327,8 @@ def _op_approve_session(
     session_id: str, *, reason: str, references: Sequence[str] | None = None
 ) -> _Call[Session]:
     """Approve a session's credentials (all, or `references`); it then runs on the server."""
-    body = {"reason": reason, "references": None if references is None else list(references)}
+    listed = None if references is None else _listed(references, "references")
+    body = {"reason": reason, "references": listed}
     path = f"/v1/diagnosis/approve/{_seg(session_id)}"
     return _send_json("POST", path, body, Session.model_validate_json)
 
@@ -326,9 +349,25 @@ def _op_sessions(*, limit: int = 100) -> _Call[list[Session]]:
     return _get("/v1/diagnosis/sessions", _SESSIONS.validate_json, limit=limit)
 
 
+def _op_delete_session(session_id: str) -> _Call[None]:
+    """Delete a diagnosis session and its events (approver)."""
+    return _Call("DELETE", f"/v1/diagnosis/sessions/{_seg(session_id, 'id')}", _nothing)
+
+
+def _op_send_alerts(payload: Mapping[str, Any]) -> _Call[None]:
+    """Hand the server an Alertmanager webhook payload (version 4), as Alertmanager does:
+    it opens an incident and its diagnosis in the background."""
+    return _send_json("POST", "/v1/diagnosis/alerts", dict(payload), _nothing)
+
+
 def _op_constraints(scope: str | None = None) -> _Call[list[ConstraintState]]:
     """Constraints with their strength now."""
     return _get("/v1/constraints", _CONSTRAINTS.validate_json, scope=scope)
+
+
+def _op_constraint(ref: str) -> _Call[ConstraintState]:
+    """One constraint by id (or unique id prefix), with its strength now."""
+    return _get(f"/v1/constraints/{_seg(ref)}", ConstraintState.model_validate_json)
 
 
 def _op_checks(
@@ -357,12 +396,76 @@ def _op_conflicts(*, include_resolved: bool = False) -> _Call[list[ConflictState
     return _get("/v1/conflicts", _CONFLICTS.validate_json, **params)
 
 
+def _op_notifications(
+    *, type: NotificationType | None = None, since: Instant | None = None, limit: int = 100
+) -> _Call[list[NotificationRecord]]:
+    """What the gardener raised, newest first: corrections, conflicts, trust drops, expiries."""
+    return _get(
+        "/v1/notifications", _NOTIFICATIONS.validate_json, type=type, since=since, limit=limit
+    )
+
+
+def _op_gardener() -> _Call[GardenerStatus]:
+    """The gardener's cursor in the journal, and how far behind the head it is."""
+    return _get("/v1/gardener", GardenerStatus.model_validate_json)
+
+
+def _op_webhooks() -> _Call[list[WebhookSpec]]:
+    """The webhooks notifications go to (admin)."""
+    return _get("/v1/webhooks", _WEBHOOKS.validate_json)
+
+
+def _op_set_webhook(
+    name: str,
+    url: str,
+    *,
+    format: Literal["json", "slack"] = "json",
+    events: Sequence[NotificationType] | None = None,
+    secret: str | None = None,
+    timeout_s: float = 5.0,
+    max_attempts: int = 8,
+) -> _Call[WebhookSpec]:
+    """Add or replace a webhook (admin). `url` and `secret` may be ``env:VAR`` references,
+    resolved by the server; a secret value itself is refused."""
+    body: dict[str, Any] = {"url": url, "format": format, "timeout_s": timeout_s}
+    body |= {"max_attempts": max_attempts} | _present(secret=secret)
+    if events is not None:
+        body["events"] = _listed(events, "events")
+    path = f"/v1/webhooks/{_seg(name, 'name')}"
+    return _send_json("PUT", path, body, WebhookSpec.model_validate_json)
+
+
+def _op_remove_webhook(name: str) -> _Call[None]:
+    """Remove a webhook (admin)."""
+    return _Call("DELETE", f"/v1/webhooks/{_seg(name, 'name')}", _nothing)
+
+
+def _op_deliveries(*, limit: int = 100) -> _Call[list[Delivery]]:
+    """Webhook deliveries, newest first: state, attempts, last error, next try (admin)."""
+    return _get("/v1/webhooks/deliveries", _DELIVERIES.validate_json, limit=limit)
+
+
 def _op_decide(
     action: str, query_ids: Sequence[str], *, context: Mapping[str, JsonValue] | None = None
 ) -> _Call[DecisionRecord]:
     """Record an action and the query ids (receipts) it relied on."""
-    body = {"action": action, "query_ids": list(query_ids)} | _present(context=context)
+    body = {"action": action, "query_ids": _listed(query_ids, "query_ids")}
+    body |= _present(context=context)
     return _send_json("POST", "/v1/decisions", body, DecisionRecord.model_validate_json)
+
+
+def _op_decisions(
+    *,
+    agent: str | None = None,
+    since: Instant | None = None,
+    until: Instant | None = None,
+    limit: int = 100,
+) -> _Call[list[DecisionRecord]]:
+    """Recorded decisions by agent and window, newest first, with the receipts they cite."""
+    return _get(
+        "/v1/decisions", _DECISIONS.validate_json,
+        agent=agent, since=since, until=until, limit=limit,
+    )  # fmt: skip
 
 
 def _op_served(
@@ -432,10 +535,16 @@ def _op_lenses() -> _Call[dict[str, LensSpec]]:
     return _get("/v1/lenses", _LENSES.validate_json)
 
 
-def _op_define_lens(name: str, spec: LensSpec) -> _Call[LensSpec]:
-    """Define (or redefine) a custom lens."""
+def _op_define_lens(name: str, spec: LensSpec | Mapping[str, Any]) -> _Call[LensSpec]:
+    """Define (or redefine) a custom lens, from a `LensSpec` or a mapping of its fields."""
+    if not isinstance(spec, LensSpec):
+        try:
+            spec = LensSpec.model_validate(spec)
+        except ValidationError as exc:
+            raise InvalidInput(f"not a lens: {_first(exc)}", field="spec") from None
     body = spec.model_dump(mode="json")
-    return _send_json("PUT", f"/v1/lenses/{_seg(name)}", body, LensSpec.model_validate_json)
+    path = f"/v1/lenses/{_seg(name, 'name')}"
+    return _send_json("PUT", path, body, LensSpec.model_validate_json)
 
 
 def _op_create_token(
@@ -451,7 +560,7 @@ def _op_create_token(
         found = _Issued.model_validate_json(content)
         return found.token, found.record
 
-    body = {"name": name, "roles": list(roles)} | _present(kind=kind, expires=expires)
+    body = {"name": name, "roles": _listed(roles, "roles")} | _present(kind=kind, expires=expires)
     return _send_json("POST", "/v1/tokens", body, issued)
 
 
@@ -486,7 +595,9 @@ def _op_rebuild(*, repair: bool = False) -> _Call[RebuildReport]:
 
 
 def _op_health() -> _Call[dict[str, Any]]:
-    """Liveness (no token needed): ``status`` is ``ok`` or ``degraded``, never an error."""
+    """Liveness (no token needed): ``status`` is ``ok``, or ``degraded`` when the server
+    answers 503 with its report. A 503 without one (a proxy's page) raises
+    `StoreUnavailable`."""
     return _Call("GET", "/health", _json_object, also_ok=frozenset({503}))
 
 
@@ -495,7 +606,16 @@ def _op_metrics() -> _Call[str]:
     return _get("/metrics", bytes.decode)
 
 
+def _nothing(content: bytes) -> None:
+    """An answer with nothing to read (204, or an acceptance)."""
+
+
 _EXPORT = _Call("GET", "/v1/export", orjson.loads)
+
+
+def _session_events(session_id: str) -> _Call[Any]:
+    path = f"/v1/diagnosis/status/{_seg(session_id, 'id')}"
+    return _Call("GET", path, orjson.loads, params={"stream": "true"})
 
 
 def _json_object(content: bytes) -> dict[str, Any]:
@@ -503,6 +623,17 @@ def _json_object(content: bytes) -> dict[str, Any]:
     if not isinstance(found, dict):
         raise ValueError("expected a JSON object")
     return found
+
+
+def _line(call: _Call[Any], line: str) -> dict[str, Any]:
+    """One line of an NDJSON stream: a JSON object, or the error that it is not."""
+    try:
+        return _json_object(line.encode())
+    except ValueError:
+        raise StoreUnavailable(
+            f"a line of the answer to {call.method} {call.path} is not a JSON object; "
+            "are the client and the server the same version of Episteme?"
+        ) from None
 
 
 # -- answers and errors ----------------------------------------------------------------
@@ -525,11 +656,10 @@ def _answer(call: _Call[T], response: httpx.Response) -> T:
     try:
         return call.parse(response.content)
     except (ValidationError, ValueError) as exc:
+        if not response.is_success:  # a status read as an answer (503 from /health), unread
+            raise _problem(call, response) from None
         # Never the values: the answer may hold a secret (a new token) or private data.
-        where = ""
-        if isinstance(exc, ValidationError):
-            err = exc.errors()[0]
-            where = ": " + ".".join(str(p) for p in err["loc"]) + " " + err["msg"]
+        where = ": " + _first(exc) if isinstance(exc, ValidationError) else ""
         raise StoreUnavailable(
             f"the answer to {call.method} {call.path} is not what this client reads{where}; "
             "are the client and the server the same version of Episteme?"
@@ -545,32 +675,65 @@ def _problem(call: _Call[Any], response: httpx.Response) -> EpistemeError:
         body = None
     if isinstance(body, dict):
         title, detail, field = body.get("title"), body.get("detail"), body.get("field")
-    if not isinstance(detail, str) or not detail:
-        phrase = response.reason_phrase or "error"
-        detail = f"the server answered {status} {phrase} to {call.method} {call.path}"
     field = field if isinstance(field, str) else None
-    if status >= 500:
+    kind: type[EpistemeError] = _BY_STATUS.get(status, InvalidInput)
+    if status >= 500 or status == 429:
         integrity = status == 500 and title == IntegrityError.title
-        world: type[EpistemeError] = IntegrityError if integrity else StoreUnavailable
-        return world(detail, field=field)
-    return _BY_STATUS.get(status, InvalidInput)(detail, field=field)
+        kind = IntegrityError if integrity else StoreUnavailable
+    if not isinstance(detail, str) or not detail:
+        detail = _foreign(call, response)
+        if 300 <= status < 400:
+            field = "base_url"
+    error = kind(detail, field=field)
+    error.status = status  # as the server answered, which the error's type may not say
+    return error
 
 
-def _unreachable(url: str, exc: httpx.TransportError) -> StoreUnavailable:
+def _foreign(call: _Call[Any], response: httpx.Response) -> str:
+    """What an answer without Episteme's problem details says (a proxy's, or a server
+    that is not Episteme at this address)."""
+    status = response.status_code
+    said = f"the server answered {status} {response.reason_phrase or 'error'}"
+    said += f" to {call.method} {call.path}"
+    if 300 <= status < 400:
+        to = response.headers.get("location")
+        return f"{said}, pointing to {to}: give the client that address" if to else said
+    if status == 429:
+        wait = response.headers.get("retry-after")
+        return f"{said}: slow down, and retry after {wait} s" if wait else f"{said}: slow down"
+    if status in (401, 403, 404, 405):
+        return f"{said}, without Episteme's problem details: check the client's base URL"
+    return said
+
+
+def _first(exc: ValidationError) -> str:
+    """A validation error's first problem, by place: never the value."""
+    err = exc.errors()[0]
+    return ".".join(str(p) for p in err["loc"]) + " " + err["msg"]
+
+
+def _unreachable(url: str, call: _Call[Any], exc: httpx.RequestError) -> StoreUnavailable:
     why = str(exc) or type(exc).__name__
-    if isinstance(exc, httpx.TimeoutException) and not isinstance(exc, httpx.ConnectTimeout):
+    if isinstance(exc, httpx.DecodingError):
         return StoreUnavailable(
-            f"the Episteme server at {url} did not answer in time ({why}): a write may still "
-            "have been applied, so look before retrying, or give the client a longer timeout"
+            f"the answer to {call.method} {call.path} could not be decoded ({why}): "
+            "is something between the client and the server rewriting it?"
+        )
+    if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout):
+        return StoreUnavailable(
+            f"the Episteme server at {url} is unreachable ({why}): check the address, "
+            "and that `episteme serve` is running there"
+        )
+    doing = f"{call.method} {call.path}"
+    after = "retry" if call.method == "GET" else "the write may have been applied: look, then retry"
+    if isinstance(exc, httpx.TimeoutException):
+        return StoreUnavailable(
+            f"the Episteme server at {url} did not answer {doing} in time ({why}): {after}, "
+            "or give the client a longer timeout"
         )
     return StoreUnavailable(
-        f"the Episteme server at {url} is unreachable ({why}): check the address, "
-        "and that `episteme serve` is running there"
+        f"the connection to the Episteme server at {url} broke during {doing} ({why}): {after}"
     )
-
-
-def _event(line: str) -> dict[str, Any] | None:
-    return _json_object(line.encode()) if line.strip() else None
 
 
 # -- the two clients -------------------------------------------------------------------
@@ -581,7 +744,10 @@ class _Base:
 
     def __init__(self, base_url: str, *, timeout: float) -> None:
         # Credentials in the URL are dropped: the bearer token is the only credential.
-        self._url = httpx.URL(base_url).copy_with(username=None, password=None)
+        try:
+            self._url = httpx.URL(base_url).copy_with(username=None, password=None)
+        except httpx.InvalidURL as exc:
+            raise InvalidInput(f"not a server address: {exc}", field="base_url") from None
         self._timeout = httpx.Timeout(timeout)
         self.base_url = str(self._url)
 
@@ -677,8 +843,8 @@ class Client(_Base):
                 call.method, call.path, params=call.params, content=call.content,
                 headers=call.headers,
             )  # fmt: skip
-        except httpx.TransportError as exc:
-            raise _unreachable(self.base_url, exc) from exc
+        except httpx.RequestError as exc:
+            raise _unreachable(self.base_url, call, exc) from exc
         return _answer(call, response)
 
     def export(self) -> Iterator[dict[str, Any]]:
@@ -686,16 +852,29 @@ class Client(_Base):
 
         The request is made when iteration starts, so errors are raised there.
         """
+        return self._lines(_EXPORT)
+
+    def session_events(self, session_id: str) -> Iterator[dict[str, Any]]:
+        """A diagnosis session's events from its first, each as it happens, until the
+        session ends (completed, error, denied or expired): it waits through an approval."""
+        return self._lines(_session_events(session_id), follow=True)
+
+    def _lines(self, call: _Call[Any], *, follow: bool = False) -> Iterator[dict[str, Any]]:
+        """The objects of an NDJSON answer; with `follow`, waiting as long as the server
+        does between two lines (a session's events come when its work makes them)."""
+        wait = httpx.Timeout(self._timeout.connect, read=None) if follow else self._timeout
         try:
-            with self._http.stream(_EXPORT.method, _EXPORT.path) as response:
+            with self._http.stream(
+                call.method, call.path, params=call.params, timeout=wait
+            ) as response:
                 if not response.is_success:
                     response.read()
-                    raise _problem(_EXPORT, response)
+                    raise _problem(call, response)
                 for line in response.iter_lines():
-                    if (event := _event(line)) is not None:
-                        yield event
-        except httpx.TransportError as exc:
-            raise _unreachable(self.base_url, exc) from exc
+                    if line.strip():
+                        yield _line(call, line)
+        except httpx.RequestError as exc:
+            raise _unreachable(self.base_url, call, exc) from exc
 
     whoami = _sync(_op_whoami)
     add_assertion = _sync(_op_add_assertion)
@@ -709,15 +888,25 @@ class Client(_Base):
     check = _sync(_op_check)
     add_constraint = _sync(_op_add_constraint)
     constraints = _sync(_op_constraints)
+    constraint = _sync(_op_constraint)
     checks = _sync(_op_checks)
     trust = _sync(_op_trust)
     conflicts = _sync(_op_conflicts)
+    notifications = _sync(_op_notifications)
+    gardener = _sync(_op_gardener)
+    webhooks = _sync(_op_webhooks)
+    set_webhook = _sync(_op_set_webhook)
+    remove_webhook = _sync(_op_remove_webhook)
+    deliveries = _sync(_op_deliveries)
     diagnose = _sync(_op_diagnose)
     approve_session = _sync(_op_approve_session)
     deny_session = _sync(_op_deny_session)
     session = _sync(_op_session)
     sessions = _sync(_op_sessions)
+    delete_session = _sync(_op_delete_session)
+    send_alerts = _sync(_op_send_alerts)
     decide = _sync(_op_decide)
+    decisions = _sync(_op_decisions)
     served = _sync(_op_served)
     audit = _sync(_op_audit)
     diff = _sync(_op_diff)
@@ -777,25 +966,40 @@ class AsyncClient(_Base):
                 call.method, call.path, params=call.params, content=call.content,
                 headers=call.headers,
             )  # fmt: skip
-        except httpx.TransportError as exc:
-            raise _unreachable(self.base_url, exc) from exc
+        except httpx.RequestError as exc:
+            raise _unreachable(self.base_url, call, exc) from exc
         return _answer(call, response)
 
-    async def export(self) -> AsyncIterator[dict[str, Any]]:
+    def export(self) -> AsyncIterator[dict[str, Any]]:
         """The journal, one event per item, read as the server streams it.
 
         The request is made when iteration starts, so errors are raised there.
         """
+        return self._lines(_EXPORT)
+
+    def session_events(self, session_id: str) -> AsyncIterator[dict[str, Any]]:
+        """A diagnosis session's events from its first, each as it happens, until the
+        session ends (completed, error, denied or expired): it waits through an approval."""
+        return self._lines(_session_events(session_id), follow=True)
+
+    async def _lines(
+        self, call: _Call[Any], *, follow: bool = False
+    ) -> AsyncIterator[dict[str, Any]]:
+        """The objects of an NDJSON answer; with `follow`, waiting as long as the server
+        does between two lines (a session's events come when its work makes them)."""
+        wait = httpx.Timeout(self._timeout.connect, read=None) if follow else self._timeout
         try:
-            async with self._http.stream(_EXPORT.method, _EXPORT.path) as response:
+            async with self._http.stream(
+                call.method, call.path, params=call.params, timeout=wait
+            ) as response:
                 if not response.is_success:
                     await response.aread()
-                    raise _problem(_EXPORT, response)
+                    raise _problem(call, response)
                 async for line in response.aiter_lines():
-                    if (event := _event(line)) is not None:
-                        yield event
-        except httpx.TransportError as exc:
-            raise _unreachable(self.base_url, exc) from exc
+                    if line.strip():
+                        yield _line(call, line)
+        except httpx.RequestError as exc:
+            raise _unreachable(self.base_url, call, exc) from exc
 
     whoami = _async(_op_whoami)
     add_assertion = _async(_op_add_assertion)
@@ -809,15 +1013,25 @@ class AsyncClient(_Base):
     check = _async(_op_check)
     add_constraint = _async(_op_add_constraint)
     constraints = _async(_op_constraints)
+    constraint = _async(_op_constraint)
     checks = _async(_op_checks)
     trust = _async(_op_trust)
     conflicts = _async(_op_conflicts)
+    notifications = _async(_op_notifications)
+    gardener = _async(_op_gardener)
+    webhooks = _async(_op_webhooks)
+    set_webhook = _async(_op_set_webhook)
+    remove_webhook = _async(_op_remove_webhook)
+    deliveries = _async(_op_deliveries)
     diagnose = _async(_op_diagnose)
     approve_session = _async(_op_approve_session)
     deny_session = _async(_op_deny_session)
     session = _async(_op_session)
     sessions = _async(_op_sessions)
+    delete_session = _async(_op_delete_session)
+    send_alerts = _async(_op_send_alerts)
     decide = _async(_op_decide)
+    decisions = _async(_op_decisions)
     served = _async(_op_served)
     audit = _async(_op_audit)
     diff = _async(_op_diff)

@@ -47,10 +47,11 @@ class Clock(Protocol):
 
 
 class SystemClock:
-    """The real clock."""
+    """The real clock, in the ledger's resolution (microseconds): an instant it gives is
+    one the store keeps and the wire says exactly."""
 
     def now(self) -> Instant:
-        return Instant.now()
+        return from_us(to_us(Instant.now()))
 
 
 @dataclass

@@ -8,6 +8,7 @@ server does not produce is checked with httpx's mock transport, a plain function
 from __future__ import annotations
 
 import inspect
+import re
 import socket
 import traceback
 from collections.abc import Iterator
@@ -309,10 +310,14 @@ def test_a_slow_answer_is_not_called_unreachable() -> None:
     def slow(request: httpx.Request) -> httpx.Response:
         raise httpx.ReadTimeout("timed out", request=request)
 
-    client = Client("http://episteme.test", "ep_x", transport=httpx.MockTransport(slow))
-    with client, pytest.raises(StoreUnavailable, match="did not answer in time") as exc:
-        client.rebuild(repair=True)
-    assert "may still have been applied" in exc.value.message
+    with Client("http://episteme.test", "ep_x", transport=httpx.MockTransport(slow)) as client:
+        with pytest.raises(StoreUnavailable, match="did not answer POST /v1/rebuild in") as exc:
+            client.rebuild(repair=True)
+        assert "the write may have been applied: look, then retry" in exc.value.message
+        with pytest.raises(StoreUnavailable) as read:
+            client.verify()
+    assert "did not answer GET /v1/verify in time (timed out): retry" in read.value.message
+    assert "write" not in read.value.message
 
 
 def fake(status: int, body: bytes, content_type: str = "application/problem+json") -> Client:
@@ -388,8 +393,9 @@ def test_sync_and_async_clients_have_the_same_methods() -> None:
     sync, asynchronous = surface(Client), surface(AsyncClient)
     assert sync.keys() == asynchronous.keys()
     for name, sig in sync.items():
-        if name == "export":  # an Iterator and an AsyncIterator
-            assert inspect.isasyncgenfunction(AsyncClient.export)
+        if name in ("export", "session_events"):  # an Iterator and an AsyncIterator
+            assert sig.parameters == asynchronous[name].parameters, name
+            assert "AsyncIterator" in str(asynchronous[name].return_annotation), name
             continue
         assert str(sig) == str(asynchronous[name]), name
         assert inspect.iscoroutinefunction(getattr(AsyncClient, name)), name
@@ -413,3 +419,219 @@ def test_times_go_out_as_rfc3339() -> None:
     assert request.url.params["since"] == "2026-11-21T20:00:00.5Z"
     assert "until" not in request.url.params
     assert request.headers["authorization"] == "Bearer ep_x"
+
+
+# -- every route has a method ------------------------------------------------------------
+
+SESSION = "s_" + "0" * 24
+ROUTES: dict[str, tuple[str, tuple[object, ...], dict[str, object]]] = {
+    "POST /v1/assertions": ("add_assertion", (SUBJECT, "RS256"), {}),
+    "POST /v1/assertions/batch": ("add_assertions", ([{"subject": SUBJECT, "value": 1}],), {}),
+    "GET /v1/assertions/{ref}": ("get", ("a_1",), {}),
+    "POST /v1/assertions/{ref}/approve": ("approve", ("a_1",), {}),
+    "POST /v1/assertions/{ref}/correct": ("correct", ("a_1",), {"reason": "r"}),
+    "POST /v1/assertions/{ref}/deprecate": ("deprecate", ("a_1",), {}),
+    "POST /v1/assertions/{ref}/reject": ("reject", ("a_1",), {}),
+    "GET /v1/audit": ("audit", (), {}),
+    "GET /v1/blame/{ref}": ("blame", ("a_1",), {}),
+    "GET /v1/checks": ("checks", (), {}),
+    "GET /v1/conflicts": ("conflicts", (), {}),
+    "GET /v1/constraints": ("constraints", (), {}),
+    "POST /v1/constraints": ("add_constraint", ("auth",), {"reason": "r", "forbid": ["x"]}),
+    "POST /v1/constraints/check": ("check", ("plan", ["auth"]), {}),
+    "GET /v1/constraints/{ref}": ("constraint", ("c_1",), {}),
+    "GET /v1/decisions": ("decisions", (), {}),
+    "POST /v1/decisions": ("decide", ("act", ["q_1"]), {}),
+    "GET /v1/denials": ("denials", (), {}),
+    "POST /v1/diagnosis/alerts": ("send_alerts", ({"version": "4", "alerts": []},), {}),
+    "POST /v1/diagnosis/approve/{id}": ("approve_session", (SESSION,), {"reason": "r"}),
+    "POST /v1/diagnosis/deny/{id}": ("deny_session", (SESSION,), {"reason": "r"}),
+    "POST /v1/diagnosis/diagnose": ("diagnose", ("db down",), {}),
+    "GET /v1/diagnosis/sessions": ("sessions", (), {}),
+    "DELETE /v1/diagnosis/sessions/{id}": ("delete_session", (SESSION,), {}),
+    "GET /v1/diagnosis/status/{id}": ("session", (SESSION,), {}),
+    "GET /v1/diff": ("diff", ("auth",), {"since": Instant.from_utc(2026, 11, 21)}),
+    "GET /v1/epochs/{name}": ("epoch", ("e1",), {}),
+    "POST /v1/epochs/{name}/supersede": ("supersede_epoch", ("e1",), {"reason": "r"}),
+    "GET /v1/export": ("export", (), {}),
+    "GET /v1/gardener": ("gardener", (), {}),
+    "GET /v1/impact/{ref}": ("impact", ("a_1",), {}),
+    "GET /v1/lenses": ("lenses", (), {}),
+    "PUT /v1/lenses/{name}": ("define_lens", ("mine", {"description": "d"}), {}),
+    "GET /v1/notifications": ("notifications", (), {}),
+    "POST /v1/query": ("query", (SUBJECT,), {}),
+    "POST /v1/rebuild": ("rebuild", (), {}),
+    "GET /v1/served": ("served", (SUBJECT,), {}),
+    "GET /v1/tokens": ("tokens", (), {}),
+    "POST /v1/tokens": ("create_token", ("bot", ["agent"]), {}),
+    "POST /v1/tokens/{ref}/revoke": ("revoke_token", ("bot",), {"reason": "r"}),
+    "GET /v1/trace/{ref}": ("trace", ("d_1",), {}),
+    "GET /v1/trust": ("trust", (), {}),
+    "GET /v1/verify": ("verify", (), {}),
+    "GET /v1/webhooks": ("webhooks", (), {}),
+    "GET /v1/webhooks/deliveries": ("deliveries", (), {}),
+    "PUT /v1/webhooks/{name}": ("set_webhook", ("ops", "env:HOOK_URL"), {}),
+    "DELETE /v1/webhooks/{name}": ("remove_webhook", ("ops",), {}),
+    "GET /v1/whoami": ("whoami", (), {}),
+    "GET /health": ("health", (), {}),
+    "GET /metrics": ("metrics", (), {}),
+}
+ALIASES = {"POST /v1/check"}  # the older spelling of /v1/constraints/check
+
+
+def test_every_route_has_a_client_method_that_calls_it(ledger: Ledger, home: Path) -> None:
+    app = create_app(Settings(home=home, mcp=False), ledger=ledger)
+    served = {
+        f"{method.upper()} {path}"
+        for path, item in app.openapi()["paths"].items()
+        if path.startswith(("/v1/", "/health", "/metrics"))
+        for method in item
+    }
+    assert served - ALIASES == set(ROUTES)
+    seen: list[httpx.Request] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(418, json={"detail": "recorded", "status": 418})
+
+    for route, (name, args, kwargs) in ROUTES.items():
+        seen.clear()
+        with Client("http://episteme.test", "ep_x", transport=httpx.MockTransport(answer)) as c:
+            made = getattr(c, name)
+            with pytest.raises(InvalidInput, match="recorded"):
+                _drain(made(*args, **kwargs))
+        (request,) = seen
+        method, template = route.split(" ")
+        pattern = "^" + re.sub(r"\\{[a-z]+\\}", "[^/]+", re.escape(template)) + "$"
+        assert request.method == method, route
+        assert re.match(pattern, request.url.path), (route, request.url.path)
+
+
+def _drain(made: object) -> None:
+    """Run a stream's request too (a generator asks only when iterated)."""
+    if inspect.isgenerator(made):
+        next(made)
+
+
+def test_the_new_reads_and_webhooks_against_a_server(server: Server, clock: ManualClock) -> None:
+    with server.client("alice") as alice, server.client("root") as root:
+        fact = alice.add_assertion(SUBJECT, "ES256")
+        answer = alice.query(SUBJECT, lens="all")
+        decision = alice.decide("deploy v42", [answer.query_id])
+        assert [d.id for d in alice.decisions(agent="alice")] == [decision.id]
+        assert alice.decisions(agent="nobody") == []
+        alice.correct(fact.id, reason="production verifies RS256", value="RS256", forbid=True)
+        (constraint,) = alice.constraints(SUBJECT)
+        assert alice.constraint(constraint.constraint.id[:10]) == constraint
+        Gardener(server.ledger).run_until_caught_up()
+        assert [n.type for n in alice.notifications(type="correction")] == ["correction"]
+        assert alice.gardener().lag_events == 0
+
+        hook = root.set_webhook("ops", "env:HOOK_URL", events=["correction"], max_attempts=3)
+        assert hook.events == frozenset({"correction"})
+        assert [w.name for w in root.webhooks()] == ["ops"]
+        assert root.deliveries() == []
+        root.remove_webhook("ops")
+        assert root.webhooks() == []
+        with pytest.raises(NotFound):
+            root.remove_webhook("ops")
+        with pytest.raises(Forbidden):
+            alice.webhooks()
+
+
+def test_one_string_where_a_list_belongs_is_refused_before_sending() -> None:
+    seen: list[httpx.Request] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(200, json={})
+
+    with Client("http://episteme.test", "ep_x", transport=httpx.MockTransport(answer)) as c:
+        calls = {
+            "scope": lambda: c.check("set the algorithm to RS256", "auth"),
+            "items": lambda: c.check("plan", ["auth"], items="RS256"),
+            "forbid": lambda: c.add_constraint("auth", reason="r", forbid="node-fetch"),
+            "query_ids": lambda: c.decide("deploy", "q_0123456789ab"),
+            "roles": lambda: c.create_token("bot", "agent"),
+            "derived_from": lambda: c.add_assertion(SUBJECT, 1, derived_from="a_1"),
+            "references": lambda: c.approve_session(SESSION, reason="r", references="op://x"),
+            "events": lambda: c.set_webhook("ops", "env:URL", events="correction"),  # type: ignore[arg-type]
+        }
+        for field, call in calls.items():
+            with pytest.raises(InvalidInput, match="is a list") as exc:
+                call()
+            assert exc.value.field == field
+        for ref in (".", ".."):
+            with pytest.raises(InvalidInput, match="not an id or a name"):
+                c.get(ref)
+            with pytest.raises(InvalidInput, match="not an id or a name"):
+                c.revoke_token(ref, reason="r")
+        with pytest.raises(InvalidInput, match="not a lens") as lens:
+            c.define_lens("mine", {"min_confidence": "high"})
+        assert lens.value.field == "spec"
+    assert seen == []
+    with pytest.raises(InvalidInput) as url:
+        Client("http://[::1", "ep_x")
+    assert url.value.field == "base_url"
+
+
+def _answering(response: httpx.Response) -> Client:
+    return Client("http://episteme.test", "ep_x", transport=httpx.MockTransport(lambda r: response))
+
+
+def test_answers_that_are_not_episteme_problems_say_what_they_are() -> None:
+    moved = httpx.Response(301, headers={"Location": "https://episteme.example/v1/whoami"})
+    with pytest.raises(InvalidInput, match=r"pointing to https://episteme\.example") as exc:
+        _answering(moved).whoami()
+    assert (exc.value.status, exc.value.field) == (301, "base_url")
+    slow_down = httpx.Response(429, headers={"Retry-After": "30"}, text="too many")
+    with pytest.raises(StoreUnavailable, match="retry after 30 s") as limited:
+        _answering(slow_down).query(SUBJECT)
+    assert limited.value.status == 429
+    with pytest.raises(NotFound, match="check the client's base URL") as foreign:
+        _answering(httpx.Response(404, text="<html>nginx</html>")).get("a_1")
+    assert foreign.value.status == 404
+    with pytest.raises(InvalidInput) as not_allowed:
+        _answering(httpx.Response(405, text="")).verify()
+    assert not_allowed.value.status == 405
+    with pytest.raises(StoreUnavailable, match="503 Service Unavailable to GET /health"):
+        _answering(httpx.Response(503, text="<html>maintenance</html>")).health()
+
+    def garbled(request: httpx.Request) -> httpx.Response:  # decoded only as it is read
+        gzip = {"Content-Encoding": "gzip"}
+        return httpx.Response(200, headers=gzip, stream=httpx.ByteStream(b"not gzip"))
+
+    client = Client("http://episteme.test", "ep_x", transport=httpx.MockTransport(garbled))
+    with client, pytest.raises(StoreUnavailable, match="could not be decoded"):
+        client.whoami()
+
+
+@pytest.mark.parametrize(
+    "body", [b'{"seq":1}\n{"seq":2', b"<html>ok</html>", b'{"seq":1}\n[1,2]\n']
+)
+def test_an_export_line_that_is_not_an_event_is_a_typed_error(body: bytes) -> None:
+    with pytest.raises(StoreUnavailable, match="is not a JSON object"):
+        list(_answering(httpx.Response(200, content=body)).export())
+
+
+def test_a_diagnosis_session_followed_denied_and_deleted(server: Server) -> None:
+    with server.client("root") as root:
+        opened = root.diagnose("database connection failures in prod")
+        assert opened.status == "waiting_for_approval"
+        root.deny_session(opened.id, reason="not during the freeze")
+        events = list(root.session_events(opened.id))  # ends: the session is over
+        kinds = [e["type"] for e in events]
+        assert kinds[0] == "session_start"
+        assert "approval_required" in kinds
+        assert [e["n"] for e in events] == list(range(1, len(events) + 1))
+        root.delete_session(opened.id)
+        with pytest.raises(NotFound):
+            root.session(opened.id)
+        with pytest.raises(NotFound):
+            list(root.session_events(opened.id))
+        alert = {"status": "resolved", "labels": {"alertname": "PostgresTooManyConnections"}}
+        payload = {"version": "4", "groupKey": "g", "status": "resolved", "alerts": [alert]}
+        assert root.send_alerts(payload) is None  # 202: taken, worked on in the background
+        with pytest.raises(InvalidInput) as refused:
+            root.send_alerts({"version": "4", "alerts": []})
+        assert refused.value.field == "groupKey"

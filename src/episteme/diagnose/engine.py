@@ -41,6 +41,7 @@ VERSION = 1
 """The version of the NDJSON events (field ``v`` of each)."""
 TERMINAL = frozenset({"completed", "error", "denied", "expired"})
 """The statuses a session ends in (each written with the event that closes its stream)."""
+_DONE = {"approve": "approved", "deny": "denied"}
 BUNDLED = ("database", "cloud", "kubernetes", "observability")
 MAX_FINDINGS = 25
 """Findings kept per specialist before synthesis."""
@@ -353,7 +354,7 @@ class DiagnosisEngine:
         if session.status != "waiting_for_approval":
             raise Conflict(
                 f"session {session.id} is {session.status}: only a session waiting for "
-                f"approval can be {verb}d"
+                f"approval can be {_DONE.get(verb, verb)}"
             )
         if session.requester == approver and not self.config.self_approval and verb == "approve":
             raise Forbidden(

@@ -700,7 +700,8 @@ class Ledger(Learning, Tokens):
     ) -> Diff:
         """What changed under `prefix` between two times: every change, or the newest
         `limit` of them (with the counts and total of all)."""
-        until = until or self.clock.now()
+        # the window in the journal's resolution, as the answer echoes it
+        since, until = from_us(to_us(since)), from_us(to_us(until or self.clock.now()))
         return self.store.reading(lambda r: investigate.diff(r, prefix, since, until, limit))
 
     def blame(self, ref: str) -> list[Blame]:
