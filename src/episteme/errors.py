@@ -105,3 +105,9 @@ class IntegrityError(WorldError):
 
     status = 500
     title = "Integrity failure"
+
+
+def database_failed(exc: BaseException) -> StoreUnavailable:
+    """A database error the store did not turn into one of these (a damaged file, a disk
+    that failed under a read), as the world failing: the same words everywhere."""
+    return StoreUnavailable(f"the ledger's database failed: {exc}")

@@ -706,7 +706,12 @@ def test_a_database_error_the_store_did_not_expect_is_one_line(cli: Cli, home: P
     assert cli("init").code == 0
     with closing(sqlite3.connect(home / "ledger.db")) as raw, raw:
         raw.execute("DROP TABLE versions")  # a damaged file: a projection table is gone
-    r = cli("query", "a.b", "--agent", "x")
+    r = cli("query", "a.b", "--agent", "x")  # an audited read: a write
+    assert r.code == 1
+    assert r.err.startswith(f"error: cannot write to {home / 'ledger.db'}: no such table")
+    assert r.err.endswith("nothing of this write was recorded\n")
+    assert "Traceback" not in r.err
+    r = cli("blame", "a.b")  # a read
     assert r.code == 1
     assert r.err.startswith("error: the ledger's database failed: no such table")
     assert "Traceback" not in r.err

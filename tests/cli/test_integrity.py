@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import sqlite3
+from contextlib import closing
 from pathlib import Path
 
 from tests.cli.support import Scenario, done, head, journal, ok, sql
@@ -186,3 +188,38 @@ def test_import_of_an_empty_file_creates_an_empty_ledger(cli: Cli, tmp_path: Pat
         "imported": 0
     }
     assert head(cli, str(other))["events"] == 0
+
+
+def test_rebuild_refuses_a_journal_whose_chain_is_broken(
+    cli: Cli, home: Path, scenario: Scenario
+) -> None:
+    # An event changed on disk: a repair would copy the change into what agents are
+    # served, so rebuild refuses, with or without --repair, and changes nothing.
+    with closing(sqlite3.connect(home / "ledger.db")) as conn:
+        (seq,) = conn.execute(
+            "SELECT seq FROM journal WHERE kind = 'assertions.added' AND payload LIKE '%ES256%'"
+        ).fetchone()
+    sql(home / "ledger.db", "UPDATE journal SET payload = replace(payload, 'ES256', 'HS256')")
+    before = ok(cli("query", "auth.jwt.algorithm", "--agent", "a", "--lens", "all", "--json"))
+    for args in (("rebuild",), ("rebuild", "--repair")):
+        r = cli(*args)
+        assert r.code == 1, args
+        assert r.out == ""
+        assert r.err.startswith(f"error: the journal's chain is broken at event {seq} ("), r.err
+        assert "restore the ledger from a backup" in r.err
+        assert "--repair" not in r.err
+    after = ok(cli("query", "auth.jwt.algorithm", "--agent", "a", "--lens", "all", "--json"))
+    assert [i["assertion"] for i in after["items"]] == [i["assertion"] for i in before["items"]]
+
+
+def test_export_of_a_damaged_event_is_one_line_naming_it(
+    cli: Cli, home: Path, scenario: Scenario
+) -> None:
+    sql(home / "ledger.db", "UPDATE journal SET payload = '{\"subject\": ' WHERE seq = 3")
+    r = cli("export")
+    assert r.code == 1
+    assert r.err.strip().startswith("error: event 3 cannot be read back, its payload is damaged")
+    assert "Traceback" not in r.err
+    verified = cli("verify")
+    assert verified.code == 1
+    assert "event 3" in verified.err

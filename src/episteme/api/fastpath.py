@@ -15,7 +15,9 @@ trip to a worker thread.
 
 from __future__ import annotations
 
+import logging
 import re
+import sqlite3
 from typing import Any
 
 import anyio.to_thread
@@ -25,7 +27,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from episteme.errors import EpistemeError
+from episteme.errors import EpistemeError, database_failed
 from episteme.ledger.access import Op, Principal
 from episteme.ledger.core import Ledger
 
@@ -35,6 +37,7 @@ from .problems import problem_of
 from .schemas import QueryBody
 
 PATH = "/v1/query"
+log = logging.getLogger("episteme.api")
 
 
 class QueryFastPath:
@@ -113,6 +116,9 @@ class QueryFastPath:
             return run_query(self.ledger, self.metrics, body, principal)
         except EpistemeError as exc:
             return problem_of(exc)
+        except sqlite3.DatabaseError as exc:  # as the route's handler answers it
+            log.warning("the database failed on POST /v1/query: %s", exc)
+            return problem_of(database_failed(exc))
 
 
 def _headers(scope: Scope) -> tuple[str | None, int]:

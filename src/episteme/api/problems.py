@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import re
+import sqlite3
 from typing import Any
 
 import orjson
@@ -19,7 +20,7 @@ from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
-from episteme.errors import EpistemeError, Unauthenticated
+from episteme.errors import EpistemeError, Unauthenticated, database_failed
 from episteme.ledger.canonical import MAX_DEPTH
 
 MEDIA_TYPE = "application/problem+json"
@@ -181,6 +182,11 @@ def install(app: FastAPI) -> None:
         if exc.status_code == 400 and exc.detail == _FASTAPI_UNPARSED:
             return problem(400, "Malformed JSON", _unreadable(exc.__cause__))
         return problem(exc.status_code, "HTTP error", str(exc.detail), **(exc.headers or {}))
+
+    @app.exception_handler(sqlite3.DatabaseError)
+    async def _database(request: Request, exc: sqlite3.DatabaseError) -> Response:
+        log.warning("the database failed on %s %s: %s", request.method, request.url.path, exc)
+        return problem_of(database_failed(exc))
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> Response:

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import typer
 
 from episteme.cli.common import CliState, app
-from episteme.errors import EpistemeError, InvalidInput
+from episteme.errors import EpistemeError, InvalidInput, database_failed
 
 
 def _register() -> None:
@@ -59,8 +59,9 @@ def main(argv: Sequence[str] | None = None, *, cli_state: CliState | None = None
     except sqlite3.DatabaseError as exc:
         # The store turns the failures it expects into EpistemeErrors; anything else
         # from the database (a damaged file, a full disk) is the world failing.
-        typer.echo(f"error: the ledger's database failed: {exc}", err=True)
-        sys.exit(1)
+        failed = database_failed(exc)
+        typer.echo(f"error: {failed.message}", err=True)
+        sys.exit(failed.exit_code)
 
 
 _register()

@@ -16,7 +16,7 @@ from typing import Any, NamedTuple
 from pydantic import JsonValue
 from whenever import Instant
 
-from episteme.errors import Conflict, Forbidden, InvalidInput, NotFound
+from episteme.errors import Conflict, Forbidden, IntegrityError, InvalidInput, NotFound
 from episteme.ledger import investigate
 from episteme.ledger.access import (
     Op,
@@ -724,6 +724,16 @@ class Ledger(Learning, Tokens):
         return self.store.verify()
 
     def rebuild(self, *, repair: bool = False) -> RebuildReport:
+        """Replay the journal into fresh projections and compare (or `repair`). A journal
+        whose chain is broken is refused: projections rebuilt from it would serve what
+        was changed on disk, and a repair would spread it."""
+        checked = self.store.verify()
+        if not checked.ok:
+            raise IntegrityError(
+                f"the journal's chain is broken at event {checked.first_bad_seq} "
+                f"({checked.problem}): the projections cannot be rebuilt from it; "
+                "restore the ledger from a backup"
+            )
         return self.store.rebuild(repair)
 
     def export(self) -> Iterator[Event]:

@@ -17,6 +17,7 @@ import blake3
 import orjson
 from pydantic import BaseModel
 
+from episteme.errors import IntegrityError
 from episteme.ledger.canonical import GENESIS, chain_hash
 
 
@@ -79,7 +80,15 @@ class Event:
     hash: bytes
 
     def data(self) -> dict[str, Any]:
-        loaded: dict[str, Any] = json.loads(self.payload)
+        """The payload, read back. A row damaged on disk (a payload that is not JSON, or
+        none) raises `IntegrityError` naming the event, not a decoder's error."""
+        try:
+            loaded: dict[str, Any] = json.loads(self.payload)
+        except (TypeError, ValueError) as exc:
+            raise IntegrityError(
+                f"event {self.seq} cannot be read back, its payload is damaged ({exc}): "
+                "run `episteme verify`, and restore the ledger from a backup"
+            ) from None
         return loaded
 
     def to_json(self) -> dict[str, Any]:
@@ -89,7 +98,7 @@ class Event:
             "at": self.at,
             "actor": self.actor,
             "kind": self.kind,
-            "payload": json.loads(self.payload),
+            "payload": self.data(),
             "hash": self.hash.hex(),
         }
 

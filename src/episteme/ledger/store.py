@@ -254,6 +254,6 @@ def open_store(
         if home.exists() and not home.is_dir():
             raise InvalidInput(f"home {home} is a file: give a directory", field="home")
         path = home / DB_FILE
-    if ensure and not (path.exists() and path.stat().st_size > 0):
+    if ensure and not path.exists():
         create = True
     return SQLiteStore(path, create=create, defer_flush=defer_flush)

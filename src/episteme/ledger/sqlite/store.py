@@ -90,7 +90,7 @@ def migrate(conn: sqlite3.Connection, *, mark: bool = False) -> None:
         conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         conn.execute("COMMIT")
     except BaseException:
-        conn.execute("ROLLBACK")
+        _roll_back(conn)
         raise
 
 
@@ -209,8 +209,51 @@ class _Reader:
             self.conn.close()
 
 
+def _code(exc: sqlite3.Error) -> str:
+    """SQLite's primary result code of an error (``SQLITE_FULL``; extended codes such as
+    ``SQLITE_IOERR_WRITE`` read as their primary), or "" when unknown."""
+    name = getattr(exc, "sqlite_errorname", "") or ""
+    parts = name.split("_")
+    return "_".join(parts[:2]) if len(parts) > 2 else name
+
+
+_WHY_NOT = {
+    "SQLITE_FULL": " (free space on its disk, then retry)",
+    "SQLITE_READONLY": " (the file or its directory is read-only here)",
+    "SQLITE_IOERR": " (the disk failed or the file was changed under the ledger)",
+    "SQLITE_CANTOPEN": " (check that it and its directory are writable by this user)",
+}
+
+
+def _unopenable(path: Path, exc: sqlite3.DatabaseError, *, creating: bool) -> StoreUnavailable:
+    """Why a ledger file could not be opened, by what SQLite said."""
+    code = _code(exc)
+    if code == "SQLITE_NOTADB":
+        return StoreUnavailable(
+            f"{path} is not an Episteme ledger ({exc}): point --home at a ledger home "
+            "or run `episteme init` in an empty directory"
+        )
+    if code == "SQLITE_CORRUPT":
+        return StoreUnavailable(f"{path} is damaged ({exc}): restore the ledger from a backup")
+    hint = _WHY_NOT.get(code, " (check that its directory is writable and has space)")
+    verb = "create" if creating else "open"
+    return StoreUnavailable(f"cannot {verb} the ledger at {path}: {exc}{hint}")
+
+
+def _roll_back(conn: sqlite3.Connection) -> None:
+    """Roll back what is left of a failed write. SQLite may already have rolled it
+    back (a full disk, an I/O error), and its failure must not hide the first one."""
+    if conn.in_transaction:
+        with contextlib.suppress(sqlite3.Error):
+            conn.execute("ROLLBACK")
+
+
 class SQLiteStore(SQLStore):
     """A ledger in one SQLite file."""
+
+    FATAL = (sqlite3.OperationalError,)
+    """A full disk, an I/O error, a read-only file: the whole group fails (SQLite may have
+    rolled back the transaction, savepoints and all), never one write inside it."""
 
     def __init__(self, path: Path, *, create: bool = False, defer_flush: bool = True) -> None:
         super().__init__()
@@ -221,12 +264,24 @@ class SQLiteStore(SQLStore):
         self.schema_version = SCHEMA_VERSION
         self.remote = False
         self.migrated_from: int | None = None
+        made = False  # whether this created the file (removed again if creating fails)
         if create:
             if path.exists() and path.stat().st_size > 0:
                 raise Conflict(f"{path} already exists: it already holds a ledger")
-            path.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise StoreUnavailable(
+                    f"cannot create the home {path.parent}: {exc.strerror or exc}"
+                ) from None
+            made = not path.exists()
         elif not path.exists():
             raise StoreUnavailable(f"no ledger at {path}: run `episteme init` first")
+        elif path.stat().st_size == 0:
+            raise StoreUnavailable(
+                f"{path} is empty (0 bytes), not a ledger: restore it from a backup, or "
+                "remove it and run `episteme init` to start a new one"
+            )
         self._local = threading.local()
         self._closed = False
         self._readers: weakref.WeakSet[_Reader] = weakref.WeakSet()  # held by their threads
@@ -251,10 +306,10 @@ class SQLiteStore(SQLStore):
                 self._wconn.close()  # a refused file must not keep a connection open
                 raise
         except sqlite3.DatabaseError as exc:
-            raise StoreUnavailable(
-                f"{path} is not an Episteme ledger ({exc}): point --home at a ledger home "
-                "or run `episteme init` in an empty directory"
-            ) from None
+            if made:  # a half-made ledger (a full disk) would block the next `init`
+                for leftover in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
+                    leftover.unlink(missing_ok=True)
+            raise _unopenable(path, exc, creating=create) from None
         try:
             self._flock = os.open(f"{path}-lock", os.O_RDWR | os.O_CREAT, 0o600)
         except OSError as exc:
@@ -403,10 +458,13 @@ class SQLiteStore(SQLStore):
                 yield conn
                 conn.execute("COMMIT")
             except sqlite3.OperationalError as exc:  # disk full, I/O error, a lost lock
-                conn.execute("ROLLBACK")
-                raise StoreUnavailable(f"cannot write to {self.path}: {exc}") from None
+                _roll_back(conn)
+                raise StoreUnavailable(
+                    f"cannot write to {self.path}: {exc}{_WHY_NOT.get(_code(exc), '')}; "
+                    "nothing of this write was recorded"
+                ) from None
             except BaseException:
-                conn.execute("ROLLBACK")
+                _roll_back(conn)
                 raise
         # Committed: nothing below may turn the write into a reported failure.
         with contextlib.suppress(sqlite3.Error, OSError, RuntimeError):
@@ -489,7 +547,7 @@ class SQLiteStore(SQLStore):
                             _replace_projections(conn)
                         conn.execute("COMMIT")
                     except BaseException:
-                        conn.execute("ROLLBACK")
+                        _roll_back(conn)
                         raise
                 finally:
                     conn.execute("DETACH DATABASE fresh")
