@@ -138,18 +138,20 @@ async def test_stdio_lists_the_tools_and_acts_as_the_tokens_principal_until_revo
         assert client.server_info is not None
         assert client.server_info.name == "episteme"
         decision_id = await assert_query_decide_trace(client, "deploy-agent")
-        # Revoking the token stops the running server at its next call.
+        assert (await client.read_resource("episteme://lenses")).contents
+        # Revoking the token stops the running server at its next call, resources too.
         ledger.revoke_token("deploy-agent", by="admin", reason="rotated")
         refused = await client.call_tool("query_knowledge", {"subject": "auth"})
         assert "revoked" in error_text(refused)
+        with pytest.raises(Exception, match="revoked"):
+            await client.read_resource("episteme://lenses")
     # The ledger on disk says the same, read by another process.
     assert ledger.trace(decision_id).agents == ["deploy-agent"]
-    (denial,) = ledger.denials()
-    assert (denial.principal, denial.operation, denial.target) == (
-        "deploy-agent",
-        "authenticate",
-        "mcp:query_knowledge",
-    )
+    denials = [(d.principal, d.operation, d.target) for d in ledger.denials()]
+    assert sorted(denials) == [
+        ("deploy-agent", "authenticate", "mcp:episteme://lenses"),
+        ("deploy-agent", "authenticate", "mcp:query_knowledge"),
+    ]
 
 
 @pytest.mark.parametrize(
