@@ -118,7 +118,14 @@ def test_the_api_answers_a_full_disk_with_503(home: Path, clock: ManualClock) ->
                 assert r.status_code == 503, (path, r.text)
                 assert r.headers["content-type"] == "application/problem+json"
                 assert FULL in r.json()["detail"], path
-            assert client.get("/health").status_code in (200, 503)
+            health = client.get("/health")  # reads answer; no write does
+            assert health.status_code == 503
+            assert health.json()["status"] == "degraded"
+            assert health.json()["store"].startswith("writes failing: cannot write to")
+            assert FULL in health.json()["store"]
+            _fill_to(led, 1_000_000)  # space again
+            assert client.post("/v1/assertions", json=more, headers=auth).status_code == 201
+            assert client.get("/health").json()["status"] == "ok"
 
 
 # -- files it cannot open or create ----------------------------------------------------

@@ -8,6 +8,7 @@ mounted at ``/mcp`` behind the same bearer tokens.
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import AsyncIterator
 
 from fastapi import FastAPI
@@ -30,6 +31,10 @@ from .deps import BodyLimit
 from .metrics import Metrics, TimingMiddleware
 from .schemas import Health
 from .settings import Settings
+
+WRITE_FAILURE_SHOWN_S = 60.0
+"""How long `/health` reports a failed write (degraded, 503) unless a write commits: a
+server no write reaches (taken out of a balancer's rotation) is not held out for ever."""
 
 DESCRIPTION = """\
 The Episteme ledger over HTTP: what agents believed, why, who told them, and how to fix it.
@@ -128,7 +133,17 @@ def create_app(
                 loop: GardenerLoop | None = getattr(app.state, "gardener", None)
                 if loop is not None and loop.last_error:
                     workers["gardener_errors"] = f"{loop.errors}, last: {loop.last_error}"
-            body = Health(status="ok", store="ok", journal_events=events, workers=workers)
+            failed = led.store.write_failure
+            if failed is not None and time.monotonic() - failed[0] < WRITE_FAILURE_SHOWN_S:
+                # a full disk: the store answers reads, but no write (audited reads too)
+                body = Health(
+                    status="degraded",
+                    store=f"writes failing: {failed[1]}",
+                    journal_events=events,
+                    workers=workers,
+                )
+            else:
+                body = Health(status="ok", store="ok", journal_events=events, workers=workers)
         except Exception as exc:  # health must answer, whatever the store does
             store = f"unavailable: {type(exc).__name__}"
             body = Health(status="degraded", store=store, journal_events=0, workers={})

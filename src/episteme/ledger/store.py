@@ -151,6 +151,9 @@ class Store(StoreReader, Protocol):
     must run them on a worker thread. False for SQLite, whose reads are local."""
     migrated_from: int | None
     """The schema version this open upgraded from (None: it was current)."""
+    write_failure: tuple[float, str] | None
+    """When (monotonic seconds) and why the last writes failed as the world failing
+    (a full disk, the database away); None once writes commit again."""
 
     def write(self, build: BuildFn, now_us: int) -> list[Event]: ...
     def reading(self, read: Callable[[StoreReader], _T], *, snapshot: bool = True) -> _T:

@@ -128,6 +128,9 @@ class SQLStore(Reader, LearningWrites, DiagnosisWrites):
         pipeline (`_run_together`), since opening."""
         self.durability = Durability(None)
         """Commits wait for the disk inside the lock until a store sets a flush."""
+        self.write_failure: tuple[float, str] | None = None
+        """When (monotonic seconds) and why the last group of writes failed as the world
+        failing (a full disk, the database away); None once a group commits again."""
 
     def _transaction_locked(self) -> AbstractContextManager[Conn]:
         """A write transaction holding the store's writer lock (across processes too)."""
@@ -215,6 +218,7 @@ class SQLStore(Reader, LearningWrites, DiagnosisWrites):
                     mark = self.durability.commit()
                     for item in group:
                         item.mark = mark
+                    self.write_failure = None
                     return
                 except self.RETRY:
                     self._conflicted(attempt, "writes")
@@ -223,6 +227,8 @@ class SQLStore(Reader, LearningWrites, DiagnosisWrites):
                         item.error, item.events = None, []
         except BaseException as exc:
             failure = exc if isinstance(exc, Exception) else StoreUnavailable("write interrupted")
+            if isinstance(failure, StoreUnavailable):
+                self.write_failure = (time.monotonic(), failure.message)
             for item in group:
                 if item.error is None:
                     item.error, item.events = failure, []
@@ -294,8 +300,8 @@ class SQLStore(Reader, LearningWrites, DiagnosisWrites):
                     raise _RolledBack from None
         except _RolledBack:
             pass
-        except self.FATAL + self.RETRY:
-            raise
+        except self.FATAL + self.RETRY + (StoreUnavailable,):
+            raise  # the transaction failed, not the write: as for a group
         except Exception as exc:
             item.error, item.events = self._item_error(exc), []
 
