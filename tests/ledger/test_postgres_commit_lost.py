@@ -10,6 +10,7 @@ committed; the client never hears so), or the server's backend is ended inside C
 from __future__ import annotations
 
 import contextlib
+import secrets
 import socket
 import threading
 import time
@@ -24,6 +25,7 @@ from episteme.errors import InvalidInput, StoreUnavailable
 from episteme.ledger import Assertion, Ledger
 from episteme.ledger.postgres import store as pg_store
 from episteme.ledger.store import open_store
+from tests.postgres import Cluster
 
 COMMIT_REPLY = b"C\x00\x00\x00\x0bCOMMIT\x00"
 """The server's CommandComplete message for COMMIT: the transaction has committed."""
@@ -254,3 +256,49 @@ def _sleeping_backend(admin: psycopg.Connection[Any]) -> int:
             return int(row[0])
         time.sleep(0.05)
     raise AssertionError("no write reached its COMMIT in 20 s")
+
+
+def test_a_write_on_a_connection_the_server_ended_runs_again_on_a_fresh_one(
+    pg_url: str,
+) -> None:
+    # Idle pooled connections ended by the server (a restart, an idle timeout, a
+    # terminated backend): the first write found its connection dead before COMMIT
+    # and failed with 503. Nothing was sent to commit, so it now runs once more.
+    Ledger.init(pg_url).close()
+    with Ledger(open_store(pg_url)) as led, psycopg.connect(pg_url, autocommit=True) as admin:
+        led.assert_one(subject="svc.before", value=1, agent="a")
+        ended = admin.execute(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        ).fetchone()
+        assert ended is not None
+        assert ended[0] >= 1
+        written = led.assert_one(subject="svc.after", value=2, agent="a")
+        assert led.get(written.id).value == 2
+        assert led.verify().ok
+    assert _subjects(pg_url, "svc.after") == 1
+
+
+def test_no_connection_to_be_had_says_why(pg_cluster: Cluster) -> None:
+    # The pool's own attempts fail in its background, and a caller waiting for a
+    # connection used to hear only "no connection could be made within 10 s".
+    role = f"r_{secrets.token_hex(4)}"
+    url = pg_cluster.create_database()
+    name = conninfo_to_dict(url)["dbname"]
+    with psycopg.connect(pg_cluster.url(), autocommit=True) as admin:
+        admin.execute(f"CREATE ROLE {role} LOGIN PASSWORD 'pw-before'")
+        admin.execute(f'ALTER DATABASE "{name}" OWNER TO {role}')
+    mine = f"postgresql://{role}:pw-before@127.0.0.1:{pg_cluster.port}/{name}"
+    Ledger.init(mine).close()
+    with Ledger(open_store(mine)) as led, psycopg.connect(pg_cluster.url(), autocommit=True) as a:
+        led.assert_one(subject="svc.before", value=1, agent="a")
+        a.execute(f"ALTER ROLE {role} PASSWORD 'pw-after'")  # rotated under a running server
+        a.execute(
+            f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = '{role}'"
+        )
+        led.store.pool.timeout = 1.0  # type: ignore[attr-defined]  # not the 10 s it waits
+        with pytest.raises(StoreUnavailable) as refused:
+            led.assert_one(subject="svc.after", value=2, agent="a")
+    assert "no connection could be had within 10 s" in refused.value.message
+    assert f'password authentication failed for user "{role}"' in refused.value.message
+    assert "pw-" not in refused.value.message

@@ -158,6 +158,12 @@ class _PooledConn:
         raise TypeError("the read connection does not write")
 
 
+class _LostBeforeCommit(StoreUnavailable):
+    """A write transaction's connection was found dead before COMMIT was sent: nothing
+    was written, and the group may run again on a fresh connection (a pooled one the
+    server ended while it was idle: a restart, an idle timeout, a terminated backend)."""
+
+
 class PostgresStore(_Dialect, SQLStore):
     """A ledger in a PostgreSQL database (or one that speaks its protocol)."""
 
@@ -165,6 +171,7 @@ class PostgresStore(_Dialect, SQLStore):
     FATAL = (psycopg.OperationalError,)
     PIPELINED = True
     RETRY = (psycopg.errors.SerializationFailure, psycopg.errors.DeadlockDetected)
+    RECONNECT = (_LostBeforeCommit,)
 
     def __init__(
         self,
@@ -233,10 +240,22 @@ class PostgresStore(_Dialect, SQLStore):
 
     def unavailable(self, exc: BaseException) -> StoreUnavailable:
         if isinstance(exc, PoolTimeout):
-            why = "no connection could be made within 10 s"
+            why = f"no connection could be had within 10 s ({self._why_no_connection()})"
         else:
             why = _reason(exc)
         return StoreUnavailable(f"PostgreSQL at {self.url} is unavailable: {why}")
+
+    def _why_no_connection(self) -> str:
+        """Why the pool had no connection to give: one direct attempt says what the
+        pool's own attempts met (a password rotated, too many clients, the server
+        away), or, when it succeeds, that the pool's connections were all in use."""
+        try:
+            with psycopg.connect(self._dsn, autocommit=True, connect_timeout=2):
+                pass
+        except psycopg.Error as exc:
+            return _reason(exc).removeprefix("connection failed: ")
+        size = self.pool.max_size
+        return f"all {size} of this process's connections were busy: look for slow statements"
 
     @property
     def conn(self) -> Conn:
@@ -439,6 +458,9 @@ class PostgresStore(_Dialect, SQLStore):
                 wire.close()
             except BaseException as exc:
                 wire.abort(exc)
+                lost = raw.closed and isinstance(exc, psycopg.OperationalError)
+                if commit is None and lost and not isinstance(exc, self.RETRY):
+                    raise _LostBeforeCommit(self.unavailable(exc).message) from None
                 if commit is None or commit.error is not None or not isinstance(exc, Exception):
                     raise  # COMMIT not sent, or the server answered it: rolled back
                 outcome = self._committed(self.appended, lost=raw.closed)
@@ -451,6 +473,9 @@ class PostgresStore(_Dialect, SQLStore):
                         "ledger before making it again"
                     ) from None
                 log.warning("a write committed as its connection was lost (%s)", _reason(exc))
+
+    def _reconnect(self) -> None:
+        self.pool.check()  # the server ended one idle connection: maybe all of them
 
     def _append(
         self, conn: Conn, drafts: Sequence[Draft], seq: int, at: int, prev: bytes

@@ -109,6 +109,9 @@ class SQLStore(Reader, LearningWrites, DiagnosisWrites):
     """Errors inside one write that fail its whole group (a lost connection)."""
     RETRY: tuple[type[BaseException], ...] = ()
     """Errors after which the whole group runs again (serialization failures)."""
+    RECONNECT: tuple[type[BaseException], ...] = ()
+    """Errors after which the whole group runs once more, on a fresh connection: the
+    connection was found dead before COMMIT was sent, so nothing was written."""
     ATTEMPTS = 8
     PIPELINED = False
     """Whether statement errors surface only when results are read (PostgreSQL's
@@ -210,7 +213,11 @@ class SQLStore(Reader, LearningWrites, DiagnosisWrites):
             ) from None
         time.sleep(min(0.2, 0.002 * 2**attempt) * (0.5 + random.random()))
 
+    def _reconnect(self) -> None:
+        """Drop the connections a lost one may have company in (PostgreSQL's pool)."""
+
     def _commit_group(self, group: list[_Pending]) -> None:
+        reconnected = False
         try:
             for attempt in range(self.ATTEMPTS):
                 try:
@@ -223,8 +230,13 @@ class SQLStore(Reader, LearningWrites, DiagnosisWrites):
                 except self.RETRY:
                     self._conflicted(attempt, "writes")
                     self.retries += 1
-                    for item in group:
-                        item.error, item.events = None, []
+                except self.RECONNECT:
+                    if reconnected:
+                        raise
+                    reconnected = True  # once: a server that keeps ending them is away
+                    self._reconnect()
+                for item in group:
+                    item.error, item.events = None, []
         except BaseException as exc:
             failure = exc if isinstance(exc, Exception) else StoreUnavailable("write interrupted")
             if isinstance(failure, StoreUnavailable):
