@@ -14,11 +14,21 @@ In storage, integer microseconds since the Unix epoch. People may type:
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from whenever import SYSTEM_TZ, Date, Instant, Time, TimeDelta
+from whenever import (
+    SYSTEM_TZ,
+    Date,
+    Instant,
+    RepeatedTime,
+    SkippedTime,
+    Time,
+    TimeDelta,
+    TimeZoneNotFoundError,
+)
 
 from episteme.errors import InvalidInput
 
@@ -32,7 +42,7 @@ _UNIT_ALIASES = {
 _RELATIVE = re.compile(r"^(?:in\s+)?(?:(\d+)\s*([a-z]+)\s*)+(?:ago)?$")
 _PART = re.compile(r"(\d+)\s*([a-z]+)")
 _CLOCK = re.compile(r"^(?:(today|yesterday)\s+)?(\d{1,2})(?::(\d{2}))?(?::(\d{2}))?\s*(am|pm)?$")
-_PLAIN = re.compile(r"^(\d{4}-\d{2}-\d{2})(?:[ T](\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?))?$")
+_PLAIN = re.compile(r"^(\d{4}-\d{2}-\d{2})(?:[ t](\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?))?$")
 
 HELP = (
     "RFC 3339, a relative time (6h, 30m ago; in 30d for the future) or a local clock time "
@@ -86,12 +96,24 @@ def rfc3339(instant: Instant) -> str:
 
 
 def show(instant: Instant) -> str:
-    """UTC and local, for people: ``2026-11-21T21:00:00Z (22:00 CET)``."""
-    local = instant.to_tz(SYSTEM_TZ)
-    utc = from_us(to_us(instant)).round("second").format_iso()
-    if local.tz_id in ("UTC", "Etc/UTC"):
+    """UTC exactly (paste it back as a time and it names the same instant) and the local
+    clock, for people: ``2026-11-21T21:00:00Z (22:00 CET, UTC+01:00)``, with the local
+    date when it is not UTC's. UTC alone where the zone is UTC, unknown, or cannot say
+    the instant (the years at the ends of the range)."""
+    utc = rfc3339(instant)
+    try:
+        local = instant.to_tz(SYSTEM_TZ)
+    except ValueError:  # an unknown TZ, or out of its range
         return utc
-    return f"{utc} ({local.format('HH:mm')} {local.tz_id})"
+    if local.offset == TimeDelta() and local.tz_id in (None, "UTC", "Etc/UTC"):
+        return utc
+    minutes = int(local.offset.total("minutes"))
+    sign, minutes = ("-" if minutes < 0 else "+"), abs(minutes)
+    offset = f"UTC{sign}{minutes // 60:02d}:{minutes % 60:02d}"
+    day = "" if local.date() == instant.to_tz("UTC").date() else f"{local.date()} "
+    name = local.tz_abbrev() or local.tz_id or ""
+    label = f"{name}, {offset}" if name and not name.startswith(("+", "-")) else offset
+    return f"{utc} ({day}{local.format('HH:mm')} {label})"
 
 
 def parse_time(text: str, now: Instant) -> Instant:
@@ -105,6 +127,8 @@ def parse_time(text: str, now: Instant) -> Instant:
         raise InvalidInput(f"empty time: use {HELP}")
     if raw == "now":
         return now
+    if raw in ("today", "yesterday"):
+        raise InvalidInput(f"{raw!r} needs a clock time: {raw} 00:00, {raw} 21:00")
     try:
         return Instant.parse_iso(text.strip().upper().replace(" ", "T", 1))
     except ValueError:
@@ -150,12 +174,20 @@ def _parse_clock(raw: str, now: Instant) -> Instant | None:
         clock = Time(hour, minute, second)
     except ValueError as exc:
         raise InvalidInput(f"cannot read time {raw!r}: {exc}") from None
-    today = now.to_tz(SYSTEM_TZ).date()
+    try:
+        today = now.to_tz(SYSTEM_TZ).date()
+    except ValueError as exc:
+        raise _zone_error(exc) from None
     if day_word == "yesterday":
-        return _local(today.subtract(days=1), clock)
-    candidate = _local(today, clock)
-    if day_word is None and candidate > now:
-        candidate = _local(today.subtract(days=1), clock)
+        return _local(today.subtract(days=1), clock, latest_before=now)
+    if day_word == "today":
+        return _local(today, clock, latest_before=now)
+    try:
+        candidate = _local(today, clock, latest_before=now)
+    except InvalidInput:  # skipped today: yesterday's is the most recent occurrence
+        candidate = now.add(hours=1)
+    if candidate > now:
+        candidate = _local(today.subtract(days=1), clock, latest_before=now)
     return candidate
 
 
@@ -170,5 +202,42 @@ def _parse_plain(raw: str, now: Instant) -> Instant | None:
         raise InvalidInput(f"cannot read time {raw!r}: {exc}") from None
 
 
-def _local(day: Date, clock: Time) -> Instant:
-    return day.at(clock).assume_tz(SYSTEM_TZ, disambiguation="compatible").to_instant()
+def _zone_name() -> str:
+    return os.environ.get("TZ") or "the local time zone"
+
+
+def _local(day: Date, clock: Time, *, latest_before: Instant | None = None) -> Instant:
+    """`clock` on `day` in the local zone. A time the clocks skipped is refused; one they
+    went through twice is refused too, unless `latest_before` picks the later of the two
+    that is not after it (a bare clock time: its most recent occurrence)."""
+    plain = day.at(clock)
+    said = f"{day} {clock.format_iso()[:5]}"
+    try:
+        return plain.assume_tz(SYSTEM_TZ, disambiguation="raise").to_instant()
+    except SkippedTime:
+        raise InvalidInput(
+            f"{said} does not exist in {_zone_name()}: the clocks went forward over it; "
+            "give a time outside the skipped hour, or one with an offset (RFC 3339)"
+        ) from None
+    except RepeatedTime:
+        later = plain.assume_tz(SYSTEM_TZ, disambiguation="later").to_instant()
+        if latest_before is not None and later <= latest_before:
+            return later
+        earlier = plain.assume_tz(SYSTEM_TZ, disambiguation="earlier").to_instant()
+        if latest_before is not None:
+            return earlier
+        raise InvalidInput(
+            f"{said} happened twice in {_zone_name()}, as the clocks went back: give an "
+            f"offset to say which ({rfc3339(earlier)} or {rfc3339(later)})"
+        ) from None
+    except ValueError as exc:  # an unknown TZ, or out of range
+        raise _zone_error(exc) from None
+
+
+def _zone_error(exc: ValueError) -> InvalidInput:
+    if isinstance(exc, TimeZoneNotFoundError):
+        return InvalidInput(
+            f"the time zone TZ={os.environ.get('TZ', '')!r} is not one this machine knows: "
+            "set TZ to a name such as Europe/Berlin, or give times in RFC 3339 or as 6h ago"
+        )
+    return InvalidInput(f"time out of range ({exc}): times run from year 1 to 9999")

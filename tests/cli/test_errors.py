@@ -182,7 +182,7 @@ USER_ERRORS: list[tuple[str, Args, tuple[str, ...]]] = [
     (
         "decide-cites-assertion",
         lambda s, t: ["decide", "x", "--agent", "a", "--query", s.es256[:8]],
-        ("is a assertion id", "q_"),
+        ("is an assertion id", "q_"),
     ),
     ("decide-no-action", lambda s, t: ["decide", " ", "--agent", "a"], ("needs an action",)),
     (

@@ -819,3 +819,35 @@ def test_a_name_no_backend_can_look_up_is_refused_alike(
         read(ledger)
     assert refused.value.field == field
     assert ledger.store.head() == before
+
+
+def test_an_ambiguous_id_prefix_names_some_of_what_it_matches(ledger: Ledger) -> None:
+    ledger.assert_one(subject="svc.a", value=1, agent="a")
+    seen: dict[str, str] = {}
+    for n in range(300):  # until two query ids share their first four characters
+        qid = ledger.query("svc", agent=f"agent-{n}", lens="all").query_id
+        if qid[:4] in seen:
+            break
+        seen[qid[:4]] = qid
+    else:
+        pytest.fail("no two of 300 query ids share a 4-character prefix")
+    with pytest.raises(InvalidInput) as ambiguous:
+        ledger.trace(qid[:4])
+    message = ambiguous.value.message
+    assert message.startswith(f"id prefix '{qid[:4]}' is ambiguous (")
+    assert message.endswith("): give more characters")
+    assert f"{seen[qid[:4]][:8]}…" in message
+    assert f"{qid[:8]}…" in message
+
+
+def test_a_correction_to_the_value_it_marks_incorrect_is_refused(ledger: Ledger) -> None:
+    # it would reject the assertion, record the same value again, and forbid what it prefers
+    wrong = ledger.assert_one(subject="auth.jwt.algorithm", value="RS256", agent="a")
+    with pytest.raises(InvalidInput, match="already holds \"RS256\"") as same:
+        ledger.correct(wrong.id, by="oncall", reason="same", value="RS256", forbid=True)
+    assert same.value.field == "value"
+    assert ledger.get(wrong.id).lifecycle is Lifecycle.PROPOSED
+    assert ledger.constraints() == []
+    flag = ledger.assert_one(subject="feature.flag", value=True, agent="a")
+    fixed = ledger.correct(flag.id, by="oncall", reason="it is 1, not true", value=1)
+    assert fixed.replacement is not None

@@ -197,7 +197,8 @@ def impact(console: Console, im: Impact) -> None:
     a = im.assertion
     root = Tree(f"[bold]{a.subject}[/] = {val(a.value)}  {life(a.lifecycle)}  {a.id}")
     agents = ", ".join(f"{k} ×{n}" for k, n in im.agents.items()) or "nobody"
-    root.add(f"served in {im.queries} audited queries, to {agents}")
+    queries = "audited query" if im.queries == 1 else "audited queries"
+    root.add(f"served in {im.queries} {queries}, to {agents}")
     dec = root.add(f"{plural(len(im.decisions), 'decision')} cited those queries")
     for d in im.decisions:
         dec.add(f"{d.id}: {esc(d.action)} by {d.agent} at {when(d.at)}")

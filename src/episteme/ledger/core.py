@@ -38,6 +38,7 @@ from episteme.ledger.model import (
     Item,
     Kind,
     Lifecycle,
+    article,
     check_context,
     check_limit,
     check_move,
@@ -340,7 +341,7 @@ class Ledger(Learning, Tokens):
     def _resolve_assertion(self, r: StoreReader, ref: str) -> str:
         kind, full = r.resolve(ref)
         if kind != "assertion":
-            raise InvalidInput(f"{ref} is a {kind} id, not an assertion id", field="id")
+            raise InvalidInput(f"{ref} is {article(kind)} id, not an assertion id", field="id")
         return full
 
     def approve(self, ref: str, *, by: str, reason: str | None = None) -> Assertion:
@@ -407,6 +408,12 @@ class Ledger(Learning, Tokens):
             bad = r.assertion(aid)
             assert bad is not None
             check_move(bad.lifecycle, Lifecycle.REJECTED, "correction", aid)
+            if value is not _MISSING and canonical(value) == canonical(bad.value):
+                raise InvalidInput(
+                    f"assertion {aid[:12]} already holds {canonical(value)}: a correction "
+                    "gives the right value, not the one it marks incorrect",
+                    field="value",
+                )
             cid = "x_" + content_id({"id": aid, "by": by, "at": at, "reason": reason})[:24]
             replacement = None
             confirmed = None
@@ -627,7 +634,9 @@ class Ledger(Learning, Tokens):
             for ref in query_ids:
                 kind, full = r.resolve(ref)
                 if kind != "query":
-                    raise InvalidInput(f"{ref} is a {kind} id: cite query ids (q_…)", field="query")
+                    raise InvalidInput(
+                        f"{ref} is {article(kind)} id: cite query ids (q_…)", field="query"
+                    )
                 cited.append(full)
             key = {"agent": agent, "at": at, "action": action, "q": cited, "seq": seq}
             did = "d_" + content_id(key)[:24]

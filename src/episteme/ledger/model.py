@@ -81,7 +81,7 @@ def check_move(current: Lifecycle, target: Lifecycle, via: Via, assertion_id: st
     hint = ""
     if target is Lifecycle.REJECTED and via == "review":
         hint = (
-            f"; to mark an {current} assertion incorrect, correct it (`episteme correct"
+            f"; to mark {article(str(current))} assertion incorrect, correct it (`episteme correct"
             f" {short}`, or POST /v1/assertions/{short}/correct)"
         )
     raise Conflict(f"assertion {short} is {current}: it cannot become {target}{hint}")
@@ -366,3 +366,8 @@ def describe(exc: ValidationError) -> str:
 def _loc(exc: ValidationError) -> str | None:
     loc = exc.errors()[0]["loc"]
     return ".".join(str(p) for p in loc) if loc else None
+
+
+def article(word: str) -> str:
+    """`word` with its indefinite article: "an assertion", "a decision"."""
+    return f"{'an' if word[:1].lower() in 'aeiou' else 'a'} {word}"

@@ -291,12 +291,18 @@ class Reader(LearningReads, DiagnosisReads):
         if not all(c.isalnum() or c == "_" for c in ref):
             raise InvalidInput(f"{ref!r} is not an id: ids are hexadecimal", field="id")
         rows = self.conn.execute(
-            f"SELECT id FROM {table} WHERE id >= ? AND id < ? LIMIT 2", (ref, ref + "\U0010ffff")
+            f"SELECT id FROM {table} WHERE id >= ? AND id < ? ORDER BY id LIMIT 4",
+            (ref, ref + "\U0010ffff"),
         ).fetchall()
         if not rows:
             raise NotFound(f"no {kind} with id {ref!r}", field="id")
         if len(rows) > 1:
-            raise InvalidInput(f"id prefix {ref!r} is ambiguous: give more characters", field="id")
+            some = ", ".join(f"{str(r[0])[: len(ref) + 4]}…" for r in rows[:3])
+            more = ", …" if len(rows) > 3 else ""
+            raise InvalidInput(
+                f"id prefix {ref!r} is ambiguous ({some}{more}): give more characters",
+                field="id",
+            )
         return kind, str(rows[0][0])
 
     def derived(self, parent_ids: Sequence[str]) -> list[Assertion]:
