@@ -110,4 +110,13 @@ class IntegrityError(WorldError):
 def database_failed(exc: BaseException) -> StoreUnavailable:
     """A database error the store did not turn into one of these (a damaged file, a disk
     that failed under a read), as the world failing: the same words everywhere."""
-    return StoreUnavailable(f"the ledger's database failed: {exc}")
+    lines = str(exc).strip().splitlines()
+    said = lines[0] if lines else type(exc).__name__
+    return StoreUnavailable(f"the ledger's database failed: {said}")
+
+
+def from_database(exc: BaseException) -> bool:
+    """Whether `exc` was raised by a database driver: SQLite's, or psycopg's."""
+    import sqlite3
+
+    return isinstance(exc, sqlite3.DatabaseError) or type(exc).__module__.startswith("psycopg")

@@ -843,7 +843,7 @@ def test_an_ambiguous_id_prefix_names_some_of_what_it_matches(ledger: Ledger) ->
 def test_a_correction_to_the_value_it_marks_incorrect_is_refused(ledger: Ledger) -> None:
     # it would reject the assertion, record the same value again, and forbid what it prefers
     wrong = ledger.assert_one(subject="auth.jwt.algorithm", value="RS256", agent="a")
-    with pytest.raises(InvalidInput, match="already holds \"RS256\"") as same:
+    with pytest.raises(InvalidInput, match='already holds "RS256"') as same:
         ledger.correct(wrong.id, by="oncall", reason="same", value="RS256", forbid=True)
     assert same.value.field == "value"
     assert ledger.get(wrong.id).lifecycle is Lifecycle.PROPOSED

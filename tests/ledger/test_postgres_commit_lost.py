@@ -12,6 +12,8 @@ from __future__ import annotations
 import contextlib
 import secrets
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -302,3 +304,54 @@ def test_no_connection_to_be_had_says_why(pg_cluster: Cluster) -> None:
     assert "no connection could be had within 10 s" in refused.value.message
     assert f'password authentication failed for user "{role}"' in refused.value.message
     assert "pw-" not in refused.value.message
+
+
+def test_a_rolled_back_job_transaction_leaves_the_connection_usable(pg_url: str) -> None:
+    # psycopg prepares a statement it ran 5 times, and a transaction of its own that
+    # rolls back then sends DEALLOCATE ALL: the writes' own prepared statements went
+    # with it, and every later write on that connection failed (an HTTP 500) until the
+    # pool replaced it, an hour later.
+    from episteme.ledger.postgres.store import PostgresStore
+
+    Ledger.init(pg_url).close()
+    store = PostgresStore(pg_url, pool_size=1)  # one connection: the same one each time
+    with Ledger(store) as led:
+        led.assert_one(subject="svc.a", value=1, agent="a")
+        for i in range(6):  # psycopg prepares this insert
+            store.enqueue_job("q", {"i": i}, 1_800_000_000_000_000)
+        with pytest.raises(psycopg.errors.DivisionByZero), store._tx() as conn:
+            conn.execute("SELECT 1/0")
+        written = led.assert_one(subject="svc.a", value=2, agent="a")
+        assert written.id in {i.assertion.id for i in led.answer("svc", lens="all").items}
+        assert led.verify().ok
+
+
+def test_a_read_only_database_refuses_writes_in_one_line(pg_url: str) -> None:
+    # a standby, or a database or role set read-only: reads answer, writes say why
+    Ledger.init(pg_url).close()
+    with psycopg.connect(pg_url, autocommit=True) as admin:
+        name = conninfo_to_dict(pg_url)["dbname"]
+        admin.execute(f'ALTER DATABASE "{name}" SET default_transaction_read_only = on')
+    try:
+        with Ledger(open_store(pg_url)) as led:
+            with pytest.raises(StoreUnavailable) as refused:
+                led.assert_one(subject="svc.a", value=1, agent="a")
+            assert "refused the write: cannot execute" in refused.value.message
+            assert "read-only transaction" in refused.value.message
+            assert led.verify().ok  # reads answer
+        argv = ["assert", "svc.a", "1", "--agent", "a", "--db", pg_url]
+        done = subprocess.run(
+            [sys.executable, "-m", "episteme", *argv],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.returncode == 1
+        assert done.stderr.startswith("error: PostgreSQL at postgresql://")
+        assert "refused the write" in done.stderr
+        assert "Traceback" not in done.stderr
+        assert len(done.stderr.splitlines()) == 1
+    finally:
+        with psycopg.connect(pg_url, autocommit=True) as admin:
+            admin.execute("SET default_transaction_read_only = off")
+            admin.execute(f'ALTER DATABASE "{name}" RESET default_transaction_read_only')

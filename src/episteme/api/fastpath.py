@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import logging
 import re
-import sqlite3
 from typing import Any
 
 import anyio.to_thread
@@ -27,7 +26,13 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from episteme.errors import EpistemeError, database_failed
+from episteme.errors import (
+    EpistemeError,
+    UserError,
+    WorldError,
+    database_failed,
+    from_database,
+)
 from episteme.ledger.access import Op, Principal
 from episteme.ledger.core import Ledger
 
@@ -87,27 +92,39 @@ class QueryFastPath:
             await self.app(scope, _replay([body], None, receive), send)
             return
         principal, response = answered
-        scope.setdefault("state", {})["principal"] = principal
+        if principal is not None:
+            scope.setdefault("state", {})["principal"] = principal
         await response(scope, receive, send)
 
-    async def _answer(self, secret: str, body: QueryBody) -> tuple[Principal, Response] | None:
+    async def _answer(
+        self, secret: str, body: QueryBody
+    ) -> tuple[Principal | None, Response] | None:
         """The caller's principal and the answer; None when the token does not let it query
-        (the app then refuses it, and records the refusal)."""
+        (the app then refuses it, and records the refusal). A store that cannot say who
+        the token is answers 503 here: the route would wait for it as long again."""
         if self.ledger.store.remote:  # the token's read and the query: one worker thread
             return await anyio.to_thread.run_sync(self._answer_here, secret, body)
-        principal = self._principal(secret)  # a local read: it answers at once
+        try:
+            principal = self._principal(secret)  # a local read: it answers at once
+        except WorldError as exc:
+            return None, problem_of(exc)
         if principal is None:
             return None
         return principal, await anyio.to_thread.run_sync(self._respond, body, principal)
 
-    def _answer_here(self, secret: str, body: QueryBody) -> tuple[Principal, Response] | None:
-        principal = self._principal(secret)
+    def _answer_here(
+        self, secret: str, body: QueryBody
+    ) -> tuple[Principal | None, Response] | None:
+        try:
+            principal = self._principal(secret)
+        except WorldError as exc:
+            return None, problem_of(exc)
         return None if principal is None else (principal, self._respond(body, principal))
 
     def _principal(self, secret: str) -> Principal | None:
         try:
             who = self.ledger.authenticate(secret)
-        except EpistemeError:
+        except UserError:
             return None
         return who if who.allows(Op.QUERY) else None
 
@@ -116,9 +133,12 @@ class QueryFastPath:
             return run_query(self.ledger, self.metrics, body, principal)
         except EpistemeError as exc:
             return problem_of(exc)
-        except sqlite3.DatabaseError as exc:  # as the route's handler answers it
-            log.warning("the database failed on POST /v1/query: %s", exc)
-            return problem_of(database_failed(exc))
+        except Exception as exc:  # as the route's handler answers it
+            if not from_database(exc):
+                raise
+            failed = database_failed(exc)
+            log.warning("on POST /v1/query: %s", failed.message)
+            return problem_of(failed)
 
 
 def _headers(scope: Scope) -> tuple[str | None, int]:

@@ -8,6 +8,7 @@ validation and unknown routes are mapped here, once. An unexpected failure is a
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import sqlite3
@@ -183,10 +184,16 @@ def install(app: FastAPI) -> None:
             return problem(400, "Malformed JSON", _unreadable(exc.__cause__))
         return problem(exc.status_code, "HTTP error", str(exc.detail), **(exc.headers or {}))
 
-    @app.exception_handler(sqlite3.DatabaseError)
-    async def _database(request: Request, exc: sqlite3.DatabaseError) -> Response:
-        log.warning("the database failed on %s %s: %s", request.method, request.url.path, exc)
-        return problem_of(database_failed(exc))
+    async def _database(request: Request, exc: Exception) -> Response:
+        failed = database_failed(exc)
+        log.warning("on %s %s: %s", request.method, request.url.path, failed.message)
+        return problem_of(failed)
+
+    app.add_exception_handler(sqlite3.DatabaseError, _database)
+    with contextlib.suppress(ImportError):  # PostgreSQL support is an optional extra
+        import psycopg
+
+        app.add_exception_handler(psycopg.Error, _database)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> Response:

@@ -7,14 +7,13 @@ line on stderr with the error's exit code (2: your input, 1: the world).
 
 from __future__ import annotations
 
-import sqlite3
 import sys
 from collections.abc import Sequence
 
 import typer
 
 from episteme.cli.common import CliState, app
-from episteme.errors import EpistemeError, InvalidInput, database_failed
+from episteme.errors import EpistemeError, InvalidInput, database_failed, from_database
 
 
 def _register() -> None:
@@ -56,9 +55,11 @@ def main(argv: Sequence[str] | None = None, *, cli_state: CliState | None = None
     except EpistemeError as exc:
         typer.echo(f"error: {exc.message}", err=True)
         sys.exit(exc.exit_code)
-    except sqlite3.DatabaseError as exc:
+    except Exception as exc:
         # The store turns the failures it expects into EpistemeErrors; anything else
-        # from the database (a damaged file, a full disk) is the world failing.
+        # from the database (a damaged file, a privilege revoked) is the world failing.
+        if not from_database(exc):
+            raise
         failed = database_failed(exc)
         typer.echo(f"error: {failed.message}", err=True)
         sys.exit(failed.exit_code)

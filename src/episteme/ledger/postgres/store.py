@@ -49,7 +49,7 @@ from episteme.errors import Conflict, InvalidInput, StoreUnavailable
 from episteme.ledger.journal import Draft, Event
 from episteme.ledger.model import Candidates
 from episteme.ledger.postgres.adapt import Fetched, TxConn, configure, translate
-from episteme.ledger.postgres.wire import READS_PREPARE_UP_TO, Result, Wire
+from episteme.ledger.postgres.wire import READS_PREPARE_UP_TO, Result, Wire, forget
 from episteme.ledger.records import RebuildReport
 from episteme.ledger.sql import projector
 from episteme.ledger.sql.base import SQLStore
@@ -159,16 +159,22 @@ class _PooledConn:
 
 
 class _LostBeforeCommit(StoreUnavailable):
-    """A write transaction's connection was found dead before COMMIT was sent: nothing
-    was written, and the group may run again on a fresh connection (a pooled one the
-    server ended while it was idle: a restart, an idle timeout, a terminated backend)."""
+    """A write transaction's connection was found dead before COMMIT was sent, or without
+    the statements prepared on it: nothing was written, and the group may run again (on
+    a fresh connection, for one the server ended while it was idle: a restart, an idle
+    timeout, a terminated backend)."""
 
 
 class PostgresStore(_Dialect, SQLStore):
     """A ledger in a PostgreSQL database (or one that speaks its protocol)."""
 
     SKIP_LOCKED = " FOR UPDATE SKIP LOCKED"
-    FATAL = (psycopg.OperationalError,)
+    FATAL = (
+        psycopg.OperationalError,
+        psycopg.errors.ReadOnlySqlTransaction,
+        psycopg.errors.InsufficientPrivilege,
+    )
+    """The whole group fails: the connection, or what the server lets this role do."""
     PIPELINED = True
     RETRY = (psycopg.errors.SerializationFailure, psycopg.errors.DeadlockDetected)
     RECONNECT = (_LostBeforeCommit,)
@@ -254,6 +260,12 @@ class PostgresStore(_Dialect, SQLStore):
                 pass
         except psycopg.Error as exc:
             return _reason(exc).removeprefix("connection failed: ")
+        stats = self.pool.get_stats()
+        if stats.get("pool_size", 0) < self.pool.max_size:
+            return (
+                "the pool's own attempts had failed, and the database takes connections "
+                "again now: retry"
+            )
         size = self.pool.max_size
         return f"all {size} of this process's connections were busy: look for slow statements"
 
@@ -282,6 +294,10 @@ class PostgresStore(_Dialect, SQLStore):
                     raise self.unavailable(exc) from None
                 lost = True
                 self.pool.check()  # the server restarted: drop the dead connections, try again
+            except psycopg.errors.InvalidSqlStatementName:
+                if lost:
+                    raise
+                lost = True  # `reading` forgot the connection's statements: prepare again
 
     def candidates(
         self,
@@ -322,6 +338,8 @@ class PostgresStore(_Dialect, SQLStore):
                 wire.finish()
             except BaseException as exc:  # a read that finds nothing raises too
                 wire.abort(exc)
+                if isinstance(exc, psycopg.errors.InvalidSqlStatementName):
+                    forget(raw)
                 raise
             return done
 
@@ -426,8 +444,13 @@ class PostgresStore(_Dialect, SQLStore):
     @contextmanager
     def _tx(self) -> Iterator[Conn]:
         """A transaction on a pooled connection (not holding the journal's writer lock)."""
-        with self._failures(), self.pool.connection() as raw, raw.transaction():
-            yield TxConn(raw)
+        with self._failures(), self.pool.connection() as raw:
+            try:
+                with raw.transaction():
+                    yield TxConn(raw)
+            except BaseException:
+                forget(raw)  # psycopg's rollback may have deallocated every statement
+                raise
 
     @contextmanager
     def _chain_tx(self) -> Iterator[Conn]:
@@ -461,6 +484,9 @@ class PostgresStore(_Dialect, SQLStore):
                 lost = raw.closed and isinstance(exc, psycopg.OperationalError)
                 if commit is None and lost and not isinstance(exc, self.RETRY):
                     raise _LostBeforeCommit(self.unavailable(exc).message) from None
+                if isinstance(exc, psycopg.errors.InvalidSqlStatementName):
+                    forget(raw)  # the server dropped our statements: nothing ran, again
+                    raise _LostBeforeCommit(f"{self.url}: {_reason(exc)}") from None
                 if commit is None or commit.error is not None or not isinstance(exc, Exception):
                     raise  # COMMIT not sent, or the server answered it: rolled back
                 outcome = self._committed(self.appended, lost=raw.closed)
@@ -544,6 +570,12 @@ class PostgresStore(_Dialect, SQLStore):
             ) from None
         except (psycopg.OperationalError, PoolTimeout) as exc:
             raise self.unavailable(exc) from None
+        except (psycopg.errors.ReadOnlySqlTransaction, psycopg.errors.InsufficientPrivilege) as e:
+            raise StoreUnavailable(
+                f"PostgreSQL at {self.url} refused the write: {_reason(e)} (a standby, a "
+                "role or database set read-only, or a role without the rights docs/deploy.md "
+                "lists: point the ledger at the primary, or grant them)"
+            ) from None
 
     @contextmanager
     def _pipelined(self, conn: Conn) -> Iterator[Callable[[], object]]:

@@ -59,6 +59,13 @@ _sessions: weakref.WeakKeyDictionary[psycopg.Connection[Any], _Session] = (
 )
 
 
+def forget(raw: psycopg.Connection[Any]) -> None:
+    """Forget the statements prepared on `raw`: the server no longer has them (psycopg
+    sends DEALLOCATE ALL when a transaction of its own rolls back on a connection where
+    it prepared statements too). The next `Wire` prepares them again, under new names."""
+    _sessions.pop(raw, None)
+
+
 @lru_cache(maxsize=4096)
 def numbered(sql: str) -> bytes:
     """The shared SQL in libpq's dialect: `$1, $2, …` placeholders, 'infinity' for OPEN."""
