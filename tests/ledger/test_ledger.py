@@ -851,3 +851,31 @@ def test_a_correction_to_the_value_it_marks_incorrect_is_refused(ledger: Ledger)
     flag = ledger.assert_one(subject="feature.flag", value=True, agent="a")
     fixed = ledger.correct(flag.id, by="oncall", reason="it is 1, not true", value=1)
     assert fixed.replacement is not None
+
+
+def test_a_window_that_ends_before_it_starts_is_refused_everywhere(
+    ledger: Ledger, clock: ManualClock
+) -> None:
+    now = clock.now()
+    soon = now.add(hours=1)
+    calls = {
+        "audit": lambda: ledger.audit(since=soon, until=now),
+        "decisions": lambda: ledger.decisions(since=soon, until=now),
+        "checks": lambda: ledger.checks(since=soon, until=now),
+        "diff": lambda: ledger.diff("svc", since=soon, until=now),
+    }
+    for name, call in calls.items():
+        with pytest.raises(InvalidInput, match="before its start: swap them") as inverted:
+            call()
+        assert inverted.value.field == "until", name
+    with pytest.raises(InvalidInput, match="the window starts in the future") as ahead:
+        ledger.diff("svc", since=soon)
+    assert ahead.value.field == "since"
+
+
+def test_an_answer_says_its_time_as_its_receipt_records_it(ledger: Ledger) -> None:
+    at = Instant.parse_iso("2026-11-21T21:00:00.123456789Z")
+    answer = ledger.query("svc", agent="oncall", lens="all", at=at)
+    (record,) = ledger.audit(agent="oncall")
+    assert answer.as_of == record.as_of == Instant.parse_iso("2026-11-21T21:00:00.123456Z")
+    assert ledger.answer("svc", lens="all", at=at).as_of == answer.as_of

@@ -355,3 +355,33 @@ def test_a_read_only_database_refuses_writes_in_one_line(pg_url: str) -> None:
         with psycopg.connect(pg_url, autocommit=True) as admin:
             admin.execute("SET default_transaction_read_only = off")
             admin.execute(f'ALTER DATABASE "{name}" RESET default_transaction_read_only')
+
+
+def test_a_password_with_a_bare_at_sign_is_refused_unshown() -> None:
+    # libpq would read the rest of the password as the host, and messages show the host
+    with pytest.raises(InvalidInput) as refused:
+        open_store("postgresql://ops:Pa@ssWord9@127.0.0.1:5432/ledger")
+    assert "write an @ in the password as %40" in refused.value.message
+    assert "ssWord9" not in refused.value.message
+    with pytest.raises(InvalidInput) as odd:
+        open_store("postgresql://ops@127.0.0.1:5432/ledger?foo=bar")
+    assert "\n" not in odd.value.message
+
+
+def test_health_says_why_the_store_is_unavailable(relayed: tuple[Relay, str]) -> None:
+    from starlette.testclient import TestClient
+
+    from episteme.api import Settings, create_app
+
+    relay, url = relayed
+    Ledger.init(url).close()
+    with Ledger(open_store(url)) as led:
+        app = create_app(Settings(db=url, mcp=False, background=False), ledger=led)
+        with TestClient(app, raise_server_exceptions=False) as client:
+            assert client.get("/health").json()["store"] == "ok"
+            relay.close()  # the database is gone, and so are the connections to it
+            health = client.get("/health")
+            assert health.status_code == 503
+            store = health.json()["store"]
+            assert store.startswith("unavailable: PostgreSQL at postgresql://"), store
+            assert "is unavailable: " in store

@@ -18,6 +18,7 @@ from episteme import __version__, web
 from episteme.diagnose.config import DiagnosisConfig
 from episteme.diagnose.engine import DiagnosisEngine, lease_from_env
 from episteme.diagnose.narrator import from_env as narrator_from_env
+from episteme.errors import EpistemeError
 from episteme.ledger.access import Op
 from episteme.ledger.background import Leader
 from episteme.ledger.core import Ledger
@@ -145,7 +146,8 @@ def create_app(
             else:
                 body = Health(status="ok", store="ok", journal_events=events, workers=workers)
         except Exception as exc:  # health must answer, whatever the store does
-            store = f"unavailable: {type(exc).__name__}"
+            why = exc.message if isinstance(exc, EpistemeError) else type(exc).__name__
+            store = f"unavailable: {why}"  # the store's messages never hold a secret
             body = Health(status="degraded", store=store, journal_events=0, workers={})
         code = 200 if body.status == "ok" else 503
         return Response(body.model_dump_json(), code, media_type="application/json")

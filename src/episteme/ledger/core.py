@@ -44,6 +44,7 @@ from episteme.ledger.model import (
     check_move,
     check_name,
     check_subject,
+    check_window,
     parse_assertion,
 )
 from episteme.ledger.records import (
@@ -60,7 +61,7 @@ from episteme.ledger.records import (
 from episteme.ledger.store import Store, StoreReader, open_store
 from episteme.ledger.tokens import Tokens
 from episteme.ledger.trust import TrustBook, TrustPolicy, fixed
-from episteme.timeutil import Clock, SystemClock, from_us, to_us
+from episteme.timeutil import Clock, SystemClock, from_us, rfc3339, to_us
 
 _MISSING: Any = object()
 
@@ -139,6 +140,11 @@ def _from_record(rec: dict[str, Any], *, superseded: bool = False) -> Assertion:
         lifecycle=Lifecycle.SUPERSEDED if superseded else Lifecycle(rec["lifecycle"]),
         confidence=rec["confidence"],
     )
+
+
+def _micro(at: Instant | None) -> Instant | None:
+    """`at` in the journal's resolution (microseconds), the one receipts record."""
+    return None if at is None else from_us(to_us(at))
 
 
 def query_id_for(agent: str, at: int, seq: int) -> str:
@@ -529,6 +535,7 @@ class Ledger(Learning, Tokens):
         reader: StoreReader | None = None,
     ) -> Answer:
         """The answer a query would give, without auditing it (for replays and checks)."""
+        at = _micro(at)
         look = self._look(subject, lens, at, text, reader or self.store)
         return _answer_of(look, lens, at, text, query_id=None, agent="", asked_at=look.now)
 
@@ -567,6 +574,7 @@ class Ledger(Learning, Tokens):
         context: dict[str, Any] | None = None,
     ) -> Answer:
         """Read through a lens, audited: the answer carries its `query_id` receipt."""
+        at = _micro(at)  # as the receipt records it
         check_name(agent, "agent")
         check_context(context)
         start = time.perf_counter_ns()
@@ -677,6 +685,7 @@ class Ledger(Learning, Tokens):
     ) -> list[QueryRecord]:
         """Audited reads by agent, subject and window, newest first."""
         check_limit(limit)
+        check_window(since, until)
         if subject is not None:
             check_subject(subject)
         if agent is not None:
@@ -697,6 +706,7 @@ class Ledger(Learning, Tokens):
         if agent is not None:
             check_name(agent, "agent")
         check_limit(limit)
+        check_window(since, until)
         return self.store.decisions(agent, _us(since), _us(until), limit)
 
     def diff(
@@ -710,7 +720,13 @@ class Ledger(Learning, Tokens):
         """What changed under `prefix` between two times: every change, or the newest
         `limit` of them (with the counts and total of all)."""
         # the window in the journal's resolution, as the answer echoes it
-        since, until = from_us(to_us(since)), from_us(to_us(until or self.clock.now()))
+        now = self.clock.now()
+        if until is None and since > now:
+            raise InvalidInput(
+                f"the window starts in the future ({rfc3339(since)}): give a start in the past",
+                field="since",
+            )
+        since, until = from_us(to_us(since)), from_us(to_us(until or now))
         return self.store.reading(lambda r: investigate.diff(r, prefix, since, until, limit))
 
     def blame(self, ref: str) -> list[Blame]:

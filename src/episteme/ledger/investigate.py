@@ -10,7 +10,7 @@ from collections import Counter
 from whenever import Instant
 
 from episteme.errors import InvalidInput, NotFound
-from episteme.ledger.model import Assertion, check_limit, check_subject
+from episteme.ledger.model import Assertion, check_limit, check_subject, check_window
 from episteme.ledger.records import Blame, Diff, Impact, QueryRecord, Trace
 from episteme.ledger.store import StoreReader
 from episteme.timeutil import to_us
@@ -36,8 +36,7 @@ def diff(
     counts and total still of them all."""
     if prefix is not None:
         prefix = check_subject(prefix.removesuffix(".*").removesuffix("."), field="prefix")
-    if until < since:
-        raise InvalidInput("the end of the window is before its start: swap them", field="until")
+    check_window(since, until)
     if limit is not None:
         check_limit(limit)
     start, end = to_us(since), to_us(until)

@@ -20,7 +20,13 @@ from episteme.ledger.canonical import content_id
 from episteme.ledger.conflicts import conflicts
 from episteme.ledger.constraints import CheckResult, Violation
 from episteme.ledger.journal import Draft, Event, EventKind
-from episteme.ledger.model import check_context, check_limit, check_name, check_subject
+from episteme.ledger.model import (
+    check_context,
+    check_limit,
+    check_name,
+    check_subject,
+    check_window,
+)
 from episteme.ledger.records import CheckRecord, ConstraintRecord, NotificationRecord
 from episteme.ledger.trust import TrustPolicy, TrustScore, scores
 from episteme.ledger.webhooks import NOTIFICATION_TYPES, WebhookSpec
@@ -192,6 +198,7 @@ class Learning:
         if agent is not None:
             check_name(agent, "agent")
         check_limit(limit)
+        check_window(since, until)
         return self.store.checks(agent, _us(since), _us(until), limit)
 
     # -- trust, conflicts, notifications ---------------------------------------------

@@ -371,3 +371,9 @@ def _loc(exc: ValidationError) -> str | None:
 def article(word: str) -> str:
     """`word` with its indefinite article: "an assertion", "a decision"."""
     return f"{'an' if word[:1].lower() in 'aeiou' else 'a'} {word}"
+
+
+def check_window(since: Instant | None, until: Instant | None) -> None:
+    """A window whose end is before its start is refused, not answered "none"."""
+    if since is not None and until is not None and until < since:
+        raise InvalidInput("the end of the window is before its start: swap them", field="until")

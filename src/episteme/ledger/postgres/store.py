@@ -106,10 +106,16 @@ class _TxReader(_Dialect, Reader):
 
 def describe(url: str) -> str:
     """The database a URL names, for messages: never the password."""
+    if "://" in url and url.split("://", 1)[1].split("/", 1)[0].count("@") > 1:
+        # an unescaped @ in the password: libpq would read the rest of it as the host
+        raise InvalidInput(
+            "the URL has more than one @ before the host: write an @ in the password as %40",
+            field="db",
+        )
     try:
         parts = conninfo_to_dict(url)
     except psycopg.ProgrammingError as exc:
-        raise InvalidInput(f"not a PostgreSQL URL ({exc})", field="db") from None
+        raise InvalidInput(f"not a PostgreSQL URL ({_reason(exc)})", field="db") from None
     host = parts.get("host") or "localhost"
     port = parts.get("port") or "5432"
     user = f"{parts['user']}@" if parts.get("user") else ""
