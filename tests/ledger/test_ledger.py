@@ -879,3 +879,17 @@ def test_an_answer_says_its_time_as_its_receipt_records_it(ledger: Ledger) -> No
     (record,) = ledger.audit(agent="oncall")
     assert answer.as_of == record.as_of == Instant.parse_iso("2026-11-21T21:00:00.123456Z")
     assert ledger.answer("svc", lens="all", at=at).as_of == answer.as_of
+
+
+def test_trace_names_the_kind_of_id_it_was_given(ledger: Ledger) -> None:
+    wrong = ledger.assert_one(subject="auth.jwt.algorithm", value="ES256", agent="a")
+    fix = ledger.correct(wrong.id, by="oncall", reason="RS256", value="RS256", forbid=True)
+    assert fix.constraint is not None
+    for ref, kind in ((fix.correction.id, "a correction"), (fix.constraint.id, "a constraint")):
+        with pytest.raises(InvalidInput) as refused:
+            ledger.trace(ref[:8])
+        assert refused.value.message == (
+            f"trace follows a decision (d_…) or a query (q_…); {ref[:8]} is {kind} id"
+        )
+    with pytest.raises(InvalidInput, match="blame says where it came from"):
+        ledger.trace(wrong.id[:8])

@@ -10,7 +10,13 @@ from collections import Counter
 from whenever import Instant
 
 from episteme.errors import InvalidInput, NotFound
-from episteme.ledger.model import Assertion, check_limit, check_subject, check_window
+from episteme.ledger.model import (
+    Assertion,
+    article,
+    check_limit,
+    check_subject,
+    check_window,
+)
 from episteme.ledger.records import Blame, Diff, Impact, QueryRecord, Trace
 from episteme.ledger.store import StoreReader
 from episteme.timeutil import to_us
@@ -94,10 +100,14 @@ def trace(r: StoreReader, ref: str) -> Trace:
         found = r.query_record(full)
         assert found is not None
         queries = [found]
-    else:
+    elif kind == "assertion":
         raise InvalidInput(
             f"trace follows a decision (d_…) or a query (q_…); for assertion {ref}, blame"
             " says where it came from and impact where it went"
+        )
+    else:
+        raise InvalidInput(
+            f"trace follows a decision (d_…) or a query (q_…); {ref} is {article(kind)} id"
         )
     ids: list[str] = []
     for q in queries:
