@@ -259,3 +259,17 @@ def test_impact_human_output(cli: Cli, scenario: Scenario) -> None:
     assert "deploy-agent ×1" in out
     assert "2 decisions cited those queries" in out
     assert "0 assertions derived from it" in out
+
+
+def test_blame_shows_when_an_assertion_holds_in_the_world(cli: Cli) -> None:
+    done(cli("init"))
+    done(
+        cli(
+            "assert", "db.primary", "db-1", "--agent", "a",
+            "--valid-from", "2026-11-01T00:00:00Z", "--valid-to", "2026-12-01T00:00:00Z",
+        )
+    )  # fmt: skip
+    done(cli("assert", "db.replica", "db-2", "--agent", "a"))
+    out = done(cli("blame", "db.primary"))
+    assert "valid from 2026-11-01T00:00:00Z to 2026-12-01T00:00:00Z" in out
+    assert "valid from" not in done(cli("blame", "db.replica"))

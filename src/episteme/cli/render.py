@@ -149,6 +149,10 @@ def blame(console: Console, rows: Sequence[Blame]) -> None:
         tree = Tree(f"[bold]{a.subject}[/] = {val(a.value)}  {life(a.lifecycle)}  {a.id}")
         tree.add(f"introduced by [bold]{a.agent}[/] at {when(a.recorded_at)}")
         tree.add(f"kind {a.kind}, confidence {a.confidence:.2f}")
+        if a.valid_from or a.valid_to:  # when it holds in the world, as its agent said
+            start = when(a.valid_from) if a.valid_from else "always"
+            end = when(a.valid_to) if a.valid_to else "until further notice"
+            tree.add(f"valid from {start} to {end}")
         tree.add(f"source: {esc(a.source, '-')}; evidence: {esc(a.evidence, '-')}")
         if b.epoch:
             state = f", superseded by {b.epoch.superseded_by}" if b.epoch.superseded_at else ""
