@@ -214,6 +214,10 @@ def test_trace_a_query(cli: Cli, scenario: Scenario) -> None:
     [q] = tr["queries"]
     assert q["id"] == scenario.q_orch
     assert tr["agents"][0] == "orchestrator"
+    out = done(cli("trace", scenario.q_orch))
+    assert out.count(scenario.q_orch) == 1  # the query is the root, not also its own child
+    assert out.startswith(f"query {scenario.q_orch} by orchestrator lens 'latest'")
+    assert "auth.jwt.algorithm = ES256  served as proposed 0.87" in out
 
 
 def test_trace_human_output_shows_what_it_is_now(cli: Cli, scenario: Scenario) -> None:

@@ -170,17 +170,20 @@ def blame(console: Console, rows: Sequence[Blame]) -> None:
 
 
 def trace(console: Console, tr: Trace) -> None:
+    def read(q: QueryRecord) -> str:
+        return f"query {q.id} by [bold]{q.agent}[/] lens '{q.lens}' at {when(q.at)}" + (
+            f"  [yellow]{q.hidden.summary()}[/]" if q.hidden.count else ""
+        )
+
     if tr.decision:
         d = tr.decision
         root = Tree(f"[bold]decision[/] {d.id}: {esc(d.action)}  by {d.agent} at {when(d.at)}")
-    else:
-        root = Tree(f"[bold]query[/] {tr.root}")
+        nodes = [(root.add(read(q)), q) for q in tr.queries]
+    else:  # a query's trace: the query is the root, not a child of itself
+        root = Tree(read(tr.queries[0]) if tr.queries else f"[bold]query[/] {tr.root}")
+        nodes = [(root, q) for q in tr.queries[:1]]
     by_id = {a.id: a for a in tr.assertions}
-    for q in tr.queries:
-        node = root.add(
-            f"query {q.id} by [bold]{q.agent}[/] lens '{q.lens}' at {when(q.at)}"
-            + (f"  [yellow]{q.hidden.summary()}[/]" if q.hidden.count else "")
-        )
+    for node, q in nodes:
         for item in q.returned:
             a = by_id.get(item.assertion_id)
             leaf = node.add(
