@@ -25,6 +25,8 @@ Messages never contain secret values.
 
 from __future__ import annotations
 
+import sqlite3
+
 
 class EpistemeError(Exception):
     """Base of every error Episteme raises on purpose."""
@@ -117,6 +119,4 @@ def database_failed(exc: BaseException) -> StoreUnavailable:
 
 def from_database(exc: BaseException) -> bool:
     """Whether `exc` was raised by a database driver: SQLite's, or psycopg's."""
-    import sqlite3
-
     return isinstance(exc, sqlite3.DatabaseError) or type(exc).__module__.startswith("psycopg")

@@ -15,7 +15,6 @@ trip to a worker thread.
 
 from __future__ import annotations
 
-import logging
 import re
 from typing import Any
 
@@ -26,23 +25,16 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from episteme.errors import (
-    EpistemeError,
-    UserError,
-    WorldError,
-    database_failed,
-    from_database,
-)
+from episteme.errors import EpistemeError, UserError, WorldError, from_database
 from episteme.ledger.access import Op, Principal
 from episteme.ledger.core import Ledger
 
 from .ledger_routes import run_query
 from .metrics import Metrics
-from .problems import problem_of
+from .problems import database_problem, problem_of
 from .schemas import QueryBody
 
 PATH = "/v1/query"
-log = logging.getLogger("episteme.api")
 
 
 class QueryFastPath:
@@ -104,28 +96,28 @@ class QueryFastPath:
         the token is answers 503 here: the route would wait for it as long again."""
         if self.ledger.store.remote:  # the token's read and the query: one worker thread
             return await anyio.to_thread.run_sync(self._answer_here, secret, body)
-        try:
-            principal = self._principal(secret)  # a local read: it answers at once
-        except WorldError as exc:
-            return None, problem_of(exc)
-        if principal is None:
-            return None
-        return principal, await anyio.to_thread.run_sync(self._respond, body, principal)
+        who = self._principal(secret)  # a local read: it answers at once
+        if not isinstance(who, Principal):
+            return None if who is None else (None, who)
+        return who, await anyio.to_thread.run_sync(self._respond, body, who)
 
     def _answer_here(
         self, secret: str, body: QueryBody
     ) -> tuple[Principal | None, Response] | None:
-        try:
-            principal = self._principal(secret)
-        except WorldError as exc:
-            return None, problem_of(exc)
-        return None if principal is None else (principal, self._respond(body, principal))
+        who = self._principal(secret)
+        if not isinstance(who, Principal):
+            return None if who is None else (None, who)
+        return who, self._respond(body, who)
 
-    def _principal(self, secret: str) -> Principal | None:
+    def _principal(self, secret: str) -> Principal | Response | None:
+        """Who may query with `secret`; None for the route to refuse; the 503 when the
+        store cannot say."""
         try:
             who = self.ledger.authenticate(secret)
         except UserError:
             return None
+        except WorldError as exc:
+            return problem_of(exc)
         return who if who.allows(Op.QUERY) else None
 
     def _respond(self, body: QueryBody, principal: Principal) -> Response:
@@ -136,9 +128,7 @@ class QueryFastPath:
         except Exception as exc:  # as the route's handler answers it
             if not from_database(exc):
                 raise
-            failed = database_failed(exc)
-            log.warning("on POST /v1/query: %s", failed.message)
-            return problem_of(failed)
+            return database_problem("POST", PATH, exc)
 
 
 def _headers(scope: Scope) -> tuple[str | None, int]:

@@ -8,10 +8,8 @@ validation and unknown routes are mapped here, once. An unexpected failure is a
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import re
-import sqlite3
 from typing import Any
 
 import orjson
@@ -21,7 +19,7 @@ from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
-from episteme.errors import EpistemeError, Unauthenticated, database_failed
+from episteme.errors import EpistemeError, Unauthenticated, database_failed, from_database
 from episteme.ledger.canonical import MAX_DEPTH
 
 MEDIA_TYPE = "application/problem+json"
@@ -159,6 +157,14 @@ def _allowed_methods(app: FastAPI, path: str) -> str:
     return ", ".join(sorted(methods))
 
 
+def database_problem(method: str, path: str, exc: Exception) -> Response:
+    """A database error the store did not expect (a damaged file, a privilege revoked):
+    the world failing, 503 with the database's words, logged without a traceback."""
+    failed = database_failed(exc)
+    log.warning("on %s %s: %s", method, path, failed.message)
+    return problem_of(failed)
+
+
 def install(app: FastAPI) -> None:
     """Register the handlers that turn every error into a problem."""
 
@@ -184,19 +190,10 @@ def install(app: FastAPI) -> None:
             return problem(400, "Malformed JSON", _unreadable(exc.__cause__))
         return problem(exc.status_code, "HTTP error", str(exc.detail), **(exc.headers or {}))
 
-    async def _database(request: Request, exc: Exception) -> Response:
-        failed = database_failed(exc)
-        log.warning("on %s %s: %s", request.method, request.url.path, failed.message)
-        return problem_of(failed)
-
-    app.add_exception_handler(sqlite3.DatabaseError, _database)
-    with contextlib.suppress(ImportError):  # PostgreSQL support is an optional extra
-        import psycopg
-
-        app.add_exception_handler(psycopg.Error, _database)
-
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> Response:
+        if from_database(exc):
+            return database_problem(request.method, request.url.path, exc)
         log.exception("unexpected error on %s %s", request.method, request.url.path)
         detail = "unexpected server error: it was logged; retry, and report it if it persists"
         return problem(500, "Internal error", detail)

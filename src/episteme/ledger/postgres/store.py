@@ -490,11 +490,14 @@ class PostgresStore(_Dialect, SQLStore):
                 lost = raw.closed and isinstance(exc, psycopg.OperationalError)
                 if commit is None and lost and not isinstance(exc, self.RETRY):
                     raise _LostBeforeCommit(self.unavailable(exc).message) from None
-                if isinstance(exc, psycopg.errors.InvalidSqlStatementName):
-                    forget(raw)  # the server dropped our statements: nothing ran, again
+                stale = isinstance(exc, psycopg.errors.InvalidSqlStatementName)
+                if stale:
+                    forget(raw)  # the server dropped the statements prepared on it
+                rolled_back = commit is None or commit.error is not None  # or never sent
+                if stale and rolled_back:  # nothing was written: run it again
                     raise _LostBeforeCommit(f"{self.url}: {_reason(exc)}") from None
-                if commit is None or commit.error is not None or not isinstance(exc, Exception):
-                    raise  # COMMIT not sent, or the server answered it: rolled back
+                if rolled_back or not isinstance(exc, Exception):
+                    raise
                 outcome = self._committed(self.appended, lost=raw.closed)
                 if outcome is False:
                     raise
