@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import threading
+import time
+from collections.abc import Callable
 from typing import Any
 
 import psycopg
@@ -12,54 +14,75 @@ from whenever import Instant, TimeDelta
 
 from episteme.errors import NotFound, StoreUnavailable
 from episteme.ledger import AssertionInput, Ledger
+from episteme.ledger.postgres.store import MIGRATION_LOCK
 from episteme.ledger.store import open_store
 from episteme.timeutil import ManualClock, to_us
 from tests.postgres import running_cluster
 
 
-def test_writers_under_serializable_isolation_are_retried_into_one_chain(pg_url: str) -> None:
-    # Distributed engines run SERIALIZABLE: conflicts come back as SQLSTATE 40001, which
-    # the store answers by running the group again. Two stores (two pools), four threads.
-    with psycopg.connect(pg_url, autocommit=True) as admin:
+def _in_threads(work: Callable[[int], None], n: int) -> list[BaseException]:
+    """Run `work(i)` for i in range(n), each in its own thread; what they raised."""
+    errors: list[BaseException] = []
+
+    def run(i: int) -> None:
+        try:
+            work(i)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    return errors
+
+
+def _default_isolation(url: str, level: str) -> None:
+    with psycopg.connect(url, autocommit=True) as admin:
         name = admin.execute("SELECT current_database()").fetchone()
         assert name is not None
-        admin.execute(
-            f'ALTER DATABASE "{name[0]}" SET default_transaction_isolation = serializable'
-        )
+        admin.execute(f'ALTER DATABASE "{name[0]}" SET default_transaction_isolation = {level}')
+
+
+def test_serialization_failures_are_retried_into_one_chain(pg_url: str) -> None:
+    # Distributed engines run SERIALIZABLE: conflicts come back as SQLSTATE 40001, which
+    # the store answers by running the group again. A trigger raises 40001 in one
+    # transaction of five (by its id: a run again has a new one, and may pass), as such
+    # an engine would; two stores (two pools), four threads.
     Ledger.init(pg_url).close()
+    with psycopg.connect(pg_url, autocommit=True) as admin:
+        admin.execute(
+            "CREATE FUNCTION conflict() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
+            " IF txid_current() % 5 = 0 THEN RAISE EXCEPTION 'could not serialize access'"
+            " USING ERRCODE = '40001'; END IF; RETURN NEW; END $$"
+        )
+        admin.execute(
+            "CREATE TRIGGER conflict BEFORE INSERT ON journal"
+            " FOR EACH ROW EXECUTE FUNCTION conflict()"
+        )
     ledgers = [Ledger(open_store(pg_url)), Ledger(open_store(pg_url))]
-    errors: list[BaseException] = []
     # A group run again runs its writes' builds again: what each call returns must be
     # what its last run recorded (not the rolled-back run's, nor both).
     returned: list[tuple[str, str, str]] = []
 
     def write(i: int) -> None:
         led = ledgers[i % 2]
-        try:
-            for n in range(10):
-                added = led.add([AssertionInput(subject=f"svc.w{i}", value=n, agent=f"a-{i}")])
-                assert [a.value for a in added] == [n]
-                if n % 2:
-                    q = led.query(f"svc.w{i}", agent=f"a-{i}", lens="latest")
-                    d = led.decide("deploy", agent=f"a-{i}", query_ids=[q.query_id])
-                    assert q.query_id is not None
-                    assert d.query_ids == [q.query_id]
-                    returned.append((added[0].id, q.query_id, d.id))
-        except BaseException as exc:
-            errors.append(exc)
+        for n in range(10):
+            added = led.add([AssertionInput(subject=f"svc.w{i}", value=n, agent=f"a-{i}")])
+            assert [a.value for a in added] == [n]
+            if n % 2:
+                q = led.query(f"svc.w{i}", agent=f"a-{i}", lens="latest")
+                d = led.decide("deploy", agent=f"a-{i}", query_ids=[q.query_id])
+                assert q.query_id is not None
+                assert d.query_ids == [q.query_id]
+                returned.append((added[0].id, q.query_id, d.id))
 
-    threads = [threading.Thread(target=write, args=(i,)) for i in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(120)
+    errors = _in_threads(write, 4)
     try:
         assert errors == []
         retried = sum(getattr(led.store, "retries", 0) for led in ledgers)
         assert retried > 0  # the conflicts happened, and were absorbed
-        with psycopg.connect(pg_url) as check:
-            level = check.execute("SHOW transaction_isolation").fetchone()
-        assert level == ("serializable",)
         report = ledgers[0].verify()
         assert report.ok
         assert report.events == 4 * (10 + 5 * 2)
@@ -72,6 +95,76 @@ def test_writers_under_serializable_isolation_are_retried_into_one_chain(pg_url:
             assert decision.query_ids == [qid]
     finally:
         for led in ledgers:
+            led.close()
+
+
+@pytest.mark.parametrize("level", ["'repeatable read'", "serializable"])
+def test_writes_keep_one_chain_whatever_the_databases_default_isolation(
+    pg_url: str, level: str
+) -> None:
+    """Writes run READ COMMITTED on any database: under a snapshot taken at the writer
+    lock, a writer would not see the commit it waited for, and reuse its sequence number."""
+    _default_isolation(pg_url, level)
+    Ledger.init(pg_url).close()
+    ledgers = [Ledger(open_store(pg_url)), Ledger(open_store(pg_url))]
+
+    def write(i: int) -> None:
+        for n in range(15):
+            ledgers[i % 2].assert_one(subject=f"svc.w{i}", value=n, agent=f"a-{i}")
+
+    errors = _in_threads(write, 4)
+    try:
+        assert errors == []
+        assert sum(getattr(led.store, "retries", 0) for led in ledgers) == 0
+        report = ledgers[0].verify()
+        assert (report.ok, report.events) == (True, 4 * 15)
+        assert ledgers[1].rebuild().ok
+    finally:
+        for led in ledgers:
+            led.close()
+
+
+@pytest.mark.parametrize("level", ["'repeatable read'", "serializable"])
+def test_two_processes_set_up_one_fresh_database_whatever_its_isolation(
+    pg_url: str, level: str
+) -> None:
+    """Two servers starting at once on an empty database: one creates the ledger, the
+    other waits on the migration lock and then finds it (not "is not a ledger")."""
+    _default_isolation(pg_url, level)
+    opened: list[Ledger] = []
+    errors: list[BaseException] = []
+
+    def start() -> None:
+        try:
+            opened.append(Ledger.open(pg_url, ensure=True))
+        except BaseException as exc:
+            errors.append(exc)
+
+    with psycopg.connect(pg_url, autocommit=True) as holder, holder.transaction():
+        holder.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
+        threads = [threading.Thread(target=start) for _ in range(2)]
+        for t in threads:
+            t.start()
+        # both wait on the lock, their first statement, before either creates anything
+        waiting = 0
+        for _ in range(500):
+            row = holder.execute(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+            ).fetchone()
+            waiting = row[0] if row else 0
+            if waiting == 2:
+                break
+            time.sleep(0.01)
+        assert waiting == 2
+    for t in threads:
+        t.join(60)
+    try:
+        assert errors == []
+        assert len(opened) == 2
+        assert sorted(getattr(led.store, "created", None) for led in opened) == [False, True]
+        assert all(led.verify().ok for led in opened)
+    finally:
+        for led in opened:
             led.close()
 
 
@@ -431,3 +524,20 @@ def test_every_connection_gives_up_on_a_silent_network(pg_url: str) -> None:
             assert (params["keepalives"], params["keepalives_idle"]) == ("1", "30")
             assert (params["keepalives_interval"], params["keepalives_count"]) == ("10", "3")
             assert params["connect_timeout"] == "10"
+
+
+@pytest.mark.parametrize(
+    ("damage", "found"),
+    [
+        ("UPDATE meta SET value = 'abc' WHERE key = 'schema_version'", "found 'abc'"),
+        ("DELETE FROM meta WHERE key = 'schema_version'", "found none"),
+    ],
+)
+def test_a_damaged_schema_version_is_named_not_a_traceback(
+    pg_url: str, damage: str, found: str
+) -> None:
+    Ledger.init(pg_url).close()
+    with psycopg.connect(pg_url, autocommit=True) as admin:
+        admin.execute(damage)
+    with pytest.raises(StoreUnavailable, match=f"schema version .* not a number \\({found}\\)"):
+        Ledger.open(pg_url)

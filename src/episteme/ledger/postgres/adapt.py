@@ -51,8 +51,17 @@ class _JsonTextLoader(Loader):
         return bytes(data[1:]).decode()
 
 
+WRITE_BEGIN = "BEGIN ISOLATION LEVEL READ COMMITTED"
+"""How a write starts, whatever the database's default isolation: the chain transaction
+reads the journal's head after it holds the writer lock, and must see the commit of the
+writer before it (under REPEATABLE READ its snapshot, taken at the lock, would not, and
+two writers would take the same sequence number)."""
+
+
 def configure(conn: psycopg.Connection[Any]) -> None:
-    """Set up a new connection: adapters, and how long to wait for the writer lock."""
+    """Set up a new connection: adapters, writes in READ COMMITTED (`WRITE_BEGIN`), and
+    how long to wait for the writer lock."""
+    conn.isolation_level = psycopg.IsolationLevel.READ_COMMITTED  # psycopg's own BEGINs
     conn.adapters.register_dumper(Us, _UsDumper)
     conn.adapters.register_loader("timestamptz", _UsLoader)
     conn.adapters.register_loader("jsonb", _JsonTextLoader)

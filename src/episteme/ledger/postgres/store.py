@@ -48,7 +48,7 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 from episteme.errors import Conflict, InvalidInput, StoreUnavailable
 from episteme.ledger.journal import Draft, Event
 from episteme.ledger.model import Candidates
-from episteme.ledger.postgres.adapt import Fetched, TxConn, configure, translate
+from episteme.ledger.postgres.adapt import WRITE_BEGIN, Fetched, TxConn, configure, translate
 from episteme.ledger.postgres.wire import READS_PREPARE_UP_TO, Result, Wire, forget
 from episteme.ledger.records import RebuildReport
 from episteme.ledger.sql import projector
@@ -62,7 +62,7 @@ log = logging.getLogger(__name__)
 MIGRATIONS = ("0001_init.sql", "0002_gardener.sql", "0003_diagnosis.sql")
 SCHEMA_VERSION = len(MIGRATIONS)
 APPLICATION = "episteme"
-_MIGRATION_LOCK = 0x45505354_00000001  # advisory lock key: one migrating process at a time
+MIGRATION_LOCK = 0x45505354_00000001  # advisory lock key: one migrating process at a time
 SETTLE_SECONDS = 3.0
 """How long a write whose connection was lost after COMMIT keeps asking the database
 whether it committed, before it reports that it may have been recorded."""
@@ -393,7 +393,7 @@ class PostgresStore(_Dialect, SQLStore):
         """Check the database holds a ledger of a version we know; create or migrate it."""
         with conn.transaction():
             # one process at a time decides and migrates; the others then find it done
-            conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
             version = self._version(conn)
             if version is None:
                 if not (create or ensure):
@@ -427,7 +427,14 @@ class PostgresStore(_Dialect, SQLStore):
         rows = dict(conn.execute("SELECT key, value FROM meta").fetchall())
         if rows.get("application") != APPLICATION:
             raise StoreUnavailable(f"{self.url} is not an Episteme ledger: give an empty database")
-        return int(rows["schema_version"])
+        version = rows.get("schema_version")
+        if version is None or not version.isdigit():
+            found = "none" if version is None else repr(version[:40])
+            raise StoreUnavailable(
+                f"{self.url} holds a ledger whose schema version in table meta is not a "
+                f"number (found {found}): restore the database from a backup"
+            )
+        return int(version)
 
     @staticmethod
     def _migrate(conn: psycopg.Connection[Any], version: int) -> None:
@@ -477,7 +484,7 @@ class PostgresStore(_Dialect, SQLStore):
             commit: Result | None = None
             self.appended = []
             try:
-                wire.execute("BEGIN")
+                wire.execute(WRITE_BEGIN)
                 wire.execute(self._LOCK_DEFERRED if self.defer_flush else self._LOCK)
                 yield wire
                 commit = wire.execute("COMMIT")
@@ -548,6 +555,7 @@ class PostgresStore(_Dialect, SQLStore):
                     self._dsn, autocommit=True, connect_timeout=max(2, math.ceil(left))
                 ) as conn,
             ):
+                configure(conn)
                 with conn.transaction():
                     conn.execute(f"SET LOCAL lock_timeout = {max(1, int(left * 1000))}")
                     conn.execute(self._LOCK)
