@@ -240,6 +240,38 @@ def test_deep_values_are_refused(api: Api) -> None:
     assert "64 levels" in r.json()["detail"]
 
 
+@pytest.mark.parametrize("depth", [300, 900])
+@pytest.mark.parametrize(
+    ("path", "field", "named"),
+    [("/v1/assertions", "value", "value"), ("/v1/query", "context", "context.k")],
+)
+def test_values_past_the_validators_depth_say_the_limit(
+    api: Api, depth: int, path: str, field: str, named: str
+) -> None:
+    """Deeper than pydantic validates (255 levels), shallower than JSON parsing stops at."""
+    value: Any = 1
+    for _ in range(depth):
+        value = [value]
+    body = {"subject": "a.b", field: value if field == "value" else {"k": value}}
+    before = _head(api)
+    got = _problem(api.call("POST", path, json=body), 422, f"{named}: values may nest at most")
+    assert got["field"] == named
+    assert _head(api) == before
+
+
+def test_an_error_about_a_secret_field_does_not_show_it(api: Api) -> None:
+    """A webhook's signing secret or credentialed URL is refused without being echoed."""
+    canary = "s3cr3t-canary-" + "x" * 300
+    url = "http://user:PW-canary@hooks.example/" + "p" * 2100
+    for body in ({"url": "http://127.0.0.1:1/x", "secret": canary}, {"url": url}):
+        r = api.call("PUT", "/v1/webhooks/wx", role="admin", json=body)
+        assert r.status_code == 422
+        assert "canary" not in r.text
+    # a long value elsewhere is measured, not echoed
+    r = api.call("POST", "/v1/query", json={"subject": "a.b", "lens": "canary" * 50})
+    assert "canary" not in _problem(r, 422, "lens", "(got 300 characters)")["detail"]
+
+
 @pytest.mark.parametrize(
     ("content", "words"),
     [
@@ -263,7 +295,21 @@ def test_a_body_not_sent_as_json_is_a_415(api: Api, path: str, media: str | None
     # what curl -d sends without -H 'Content-Type: application/json'
     before = _head(api)
     headers = {"content-type": media} if media else {}
-    r = api.call("POST", path, content=b'{"subject": "a.b", "value": 1}', headers=headers)
+    # a body the route would take as JSON (the query's has no value: the fast path's case)
+    body = b'{"subject": "a.b"}' if path == "/v1/query" else b'{"subject": "a.b", "value": 1}'
+    r = api.call("POST", path, content=body, headers=headers)
+    _problem(r, 415, "Content-Type: application/json")
+    assert _head(api) == before
+
+
+@pytest.mark.parametrize("path", ["/v1/assertions", "/v1/query"])
+def test_the_first_content_type_is_the_one_read(api: Api, path: str) -> None:
+    before = _head(api)
+    body = b'{"subject": "a.b"}' if path == "/v1/query" else b'{"subject": "a.b", "value": 1}'
+    headers = [("content-type", "text/plain"), ("content-type", "application/json")]
+    r = api.client.request(
+        "POST", path, content=body, headers=[*api.auth("agent").items(), *headers]
+    )
     _problem(r, 415, "Content-Type: application/json")
     assert _head(api) == before
 

@@ -6,6 +6,7 @@ EPISTEME_TOKEN at startup and on each call, the HTTP endpoint each request's tok
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
@@ -265,6 +266,31 @@ async def test_http_takes_only_post(served: Served) -> None:
             r = await http.request(method, f"{served.url}/mcp", timeout=5)
             assert r.status_code == 405
             assert r.headers["allow"] == "POST"
+
+
+async def test_an_oversized_streamed_body_is_a_quiet_413(
+    served: Served, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A chunked body over the limit is the client's mistake: 413, and no error logged."""
+    secret = token(served.ledger, "deploy-agent")
+    headers = {
+        "Authorization": f"Bearer {secret}",
+        "Content-Type": "application/json",
+        "Accept": "application/json, text/event-stream",
+    }
+
+    async def chunks() -> AsyncIterator[bytes]:  # no Content-Length: Transfer-Encoding
+        yield b'{"jsonrpc": "2.0", "id": 1, "method": "tools/list", "params": {"x": "'
+        for _ in range(20):
+            yield b"x" * 100_000
+        yield b'"}}'
+
+    with caplog.at_level(logging.WARNING):
+        async with httpx2.AsyncClient(headers=headers) as http:
+            r = await http.post(f"{served.url}/mcp", content=chunks())
+    assert r.status_code == 413
+    assert "over 1,048,576 bytes" in r.json()["detail"]
+    assert [rec.getMessage() for rec in caplog.records if rec.levelno >= logging.WARNING] == []
 
 
 async def test_http_refuses_a_revoked_token_and_records_it(served: Served) -> None:

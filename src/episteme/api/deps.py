@@ -153,7 +153,16 @@ class BodyLimit:
             elif not replaced:
                 await send(message)
 
-        await self.app(scope, counting, sending)
+        try:
+            await self.app(scope, counting, sending)
+        except Exception:
+            # What the app raised on failing to read the body (the MCP transport answers,
+            # then raises again): the 413 is the whole answer, not a server error.
+            if not over:
+                raise
+            if not replaced:
+                response = problem(413, TooLarge.title, self._message(), "body")
+                await response(scope, receive, send)
 
     def _message(self) -> str:
         return (

@@ -135,7 +135,7 @@ def _headers(scope: Scope) -> tuple[str | None, int]:
     """The bearer token (None: absent, or not a JSON request) and the declared length."""
     secret: str | None = None
     declared = 0
-    json = True
+    json: bool | None = None  # None: no Content-Type, which the route refuses (415)
     seen_auth = False
     for name, value in scope["headers"]:
         if name == b"authorization" and not seen_auth:
@@ -143,7 +143,7 @@ def _headers(scope: Scope) -> tuple[str | None, int]:
             scheme, _, credentials = value.decode("latin-1").partition(" ")
             if scheme.lower() == "bearer" and credentials:
                 secret = credentials
-        elif name == b"content-type":
+        elif name == b"content-type" and json is None:  # the first, as the route reads it
             json = value.split(b";", 1)[0].strip().lower() == b"application/json"
         elif name == b"content-length":
             declared = int(value) if value.isdigit() else 0

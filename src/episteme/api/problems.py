@@ -114,17 +114,28 @@ def _validation_detail(exc: RequestValidationError) -> tuple[int, str, str, str 
     given = err.get("input")
     if not loc and isinstance(given, bytes):  # FastAPI reads JSON only when declared as such
         return 415, "Unsupported media type", _NOT_JSON, None
+    if kind == "recursion_depth_exceeded":  # pydantic's own limit, past the ledger's
+        # The path runs through every level ('value.list.0.list.0...'): name the field.
+        field = ".".join(loc[: next((i for i, p in enumerate(loc) if p in _JSON_TAGS), 1)])
+        return 422, "Invalid request", f"{field}: values may nest at most {MAX_DEPTH} levels", field
     msg = err.get("msg", "invalid value").removeprefix("Value error, ")
     if kind == "string_pattern_mismatch":
         name = next((p for p in reversed(loc) if not p.isdigit()), "")
         msg = _PATTERN_HINTS.get(name, msg)
     shown = f" (got {given!r})" if isinstance(given, str | int | float | bool) else ""
-    if kind == "missing":
+    if kind == "missing" or set(loc) & _NOT_ECHOED:
         shown = ""
+    elif kind == "string_too_long" and isinstance(given, str):
+        shown = f" (got {len(given):,} characters)"
     prefix = f"{field}: " if field else ""
     return 422, "Invalid request", f"{prefix}{msg}{shown}"[:500], field
 
 
+# The tags pydantic puts in the path of a value typed `JsonValue` (one per level).
+_JSON_TAGS = frozenset({"list", "dict", "str", "int", "float", "bool"})
+# Fields whose value may be a secret (a signing secret, a URL with credentials): an
+# error about them never shows what was sent.
+_NOT_ECHOED = frozenset({"secret", "url", "token", "password"})
 _FASTAPI_UNPARSED = "There was an error parsing the body"
 _NOT_JSON = "send the body as JSON, with the header Content-Type: application/json"
 
