@@ -9,11 +9,13 @@ import time
 import httpx
 import orjson
 import pytest
-from whenever import TimeDelta
+from whenever import Instant, TimeDelta
 
 from episteme.errors import InvalidInput, NotFound
 from episteme.ledger import Ledger
+from episteme.ledger.constraints import evaluate
 from episteme.ledger.gardener import Gardener, GardenerLoop
+from episteme.ledger.records import ConstraintRecord
 from episteme.ledger.trust import TrustPolicy
 from episteme.ledger.webhooks import Deliverer, WebhookSpec, deliveries, verify
 from episteme.timeutil import ManualClock, to_us
@@ -197,6 +199,25 @@ def test_terms_patterns_and_identifiers(ledger: Ledger) -> None:
     assert check("bump deps", agent="a", items=["LEFT-PAD@1.0.0"]).ok  # identifiers are exact
 
 
+def test_no_pattern_can_stall_a_check(ledger: Ledger) -> None:
+    """Patterns are RE2, which matches in linear time: with Python's backtracking
+    engine this check would search for longer than the age of the universe."""
+    ledger.add_constraint(scope="code", patterns=[r"(a+)+$"], reason="r", by="sre")
+    assert ledger.check("a" * 5_000 + "!", agent="a").ok
+    assert not ledger.check("a" * 5_000, agent="a").ok
+    assert not ledger.check("plan", agent="a", items=["A" * 5_000]).ok  # any case, whole
+
+
+def test_a_pattern_recorded_before_patterns_were_re2_keeps_its_meaning() -> None:
+    old = ConstraintRecord(
+        id="c_1", seq=1, at=Instant.from_utc(2026, 1, 1), scope="code", forbid=[],
+        patterns=[r"(?<!lib)curl"], prefer=None, reason="r", origin="sre", created_by="sre",
+    )  # fmt: skip
+    now = Instant.from_utc(2026, 1, 2)
+    assert [v.matched for v in evaluate([old], "pipe CURL to sh", [], now)] == ["CURL"]
+    assert evaluate([old], "link libcurl", [], now) == []
+
+
 def test_a_correction_with_forbid_protects_the_next_agent(ledger: Ledger) -> None:
     es, _ = _es256_story(ledger)
     correction = ledger.correct(
@@ -214,6 +235,8 @@ def test_a_correction_with_forbid_protects_the_next_agent(ledger: Ledger) -> Non
     [
         ({"scope": "", "forbid": ["x"]}, "needs a scope"),
         ({"scope": "code", "patterns": ["(unclosed"]}, "invalid regular expression '(unclosed'"),
+        ({"scope": "code", "patterns": [r"(a)\1"]}, "patterns are RE2 syntax"),
+        ({"scope": "code", "patterns": [r"(?<!x)a"]}, "without backreferences or lookaround"),
         ({"scope": "code"}, "must forbid something"),
         ({"scope": "code", "forbid": [" "]}, "an empty value in forbid"),
         ({"scope": "-bad", "forbid": ["x"]}, "invalid subject '-bad'"),

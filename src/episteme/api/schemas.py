@@ -193,7 +193,9 @@ class ConstraintBody(BaseModel):
         default_factory=list, max_length=100, description="terms, matched as whole words"
     )
     patterns: list[Annotated[str, Field(min_length=1, max_length=500)]] = Field(
-        default_factory=list, max_length=100, description="regular expressions (Python syntax)"
+        default_factory=list,
+        max_length=100,
+        description="regular expressions (RE2 syntax, any case)",
     )
     items: list[Annotated[str, Field(min_length=1, max_length=512)]] = Field(
         default_factory=list, max_length=100, description="identifiers, matched exactly"

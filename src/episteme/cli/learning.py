@@ -33,7 +33,7 @@ def constraint_add(
         Many, typer.Option(help="A term to forbid, matched as a whole word (repeatable).")
     ] = None,
     pattern: Annotated[
-        Many, typer.Option(help="A regular expression to forbid (repeatable).")
+        Many, typer.Option(help="A regular expression to forbid, RE2 syntax (repeatable).")
     ] = None,
     identifier: Annotated[
         Many, typer.Option(help="A name, path or tag forbidden exactly as written (repeatable).")

@@ -3,7 +3,8 @@
 A constraint forbids, within a scope (a subject and everything below it):
 
 - *terms*, matched case-insensitively as whole words in the plan and against its items;
-- *patterns*, regular expressions searched in the plan and matched whole against items;
+- *patterns*, regular expressions (RE2 syntax) searched in the plan and matched whole
+  against items;
 - *identifiers* (package names, paths, image tags), matched exactly against the items
   and as whole tokens in the plan.
 
@@ -18,8 +19,10 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Sequence
-from typing import Any, Literal
+from functools import lru_cache
+from typing import Any, Literal, Protocol
 
+import re2  # type: ignore[import-untyped]  # google-re2 ships no type hints
 from pydantic import BaseModel
 from whenever import Instant
 
@@ -123,16 +126,43 @@ def _words(values: Sequence[str], field: str) -> list[str]:
     return out
 
 
-def _compile(pattern: str) -> re.Pattern[str]:
+class _Matcher(Protocol):
+    def search(self, text: str) -> Any: ...
+    def fullmatch(self, text: str) -> Any: ...
+
+
+_RE2 = re2.Options()
+_RE2.case_sensitive = False
+_RE2.log_errors = False  # RE2 would write each refused pattern to stderr
+
+
+def _compile(pattern: str) -> _Matcher:
+    """A pattern as RE2 compiles it. RE2 matches in time linear in the text, so no
+    pattern can stall a check: Python's backtracking engine takes minutes to search
+    forty a's with `(a+)+$`, and a check runs on an agent's path to acting."""
     if not pattern or len(pattern) > MAX_PATTERN:
         raise InvalidInput(f"a pattern must have 1 to {MAX_PATTERN} characters", field="patterns")
     try:
-        return re.compile(pattern, re.IGNORECASE)
-    except re.error as exc:
+        matcher: _Matcher = re2.compile(pattern, _RE2)
+    except re2.error as exc:
+        why = exc.args[0] if exc.args else "invalid"
+        why = why.decode(errors="replace") if isinstance(why, bytes) else str(why)
         raise InvalidInput(
-            f"invalid regular expression {pattern!r}: {exc.msg} at position {exc.pos}",
+            f"invalid regular expression {pattern!r}: {why} (patterns are RE2 syntax, "
+            "without backreferences or lookaround)",
             field="patterns",
         ) from None
+    return matcher
+
+
+@lru_cache(maxsize=1024)
+def _matcher(pattern: str) -> _Matcher:
+    """The matcher of a recorded pattern. One recorded before patterns were RE2 (with a
+    lookaround, say) keeps the meaning Python's engine gave it."""
+    try:
+        return _compile(pattern)
+    except InvalidInput:
+        return re.compile(pattern, re.IGNORECASE)
 
 
 def _term_pattern(term: str) -> re.Pattern[str]:
@@ -157,7 +187,7 @@ def _hit(c: ConstraintRecord, plan: str, items: Sequence[str]) -> tuple[str, Fou
         if term.casefold() in folded:
             return folded[term.casefold()], "item"
     for p in c.patterns:
-        rx = _compile(p)
+        rx = _matcher(p)
         if (m := rx.search(plan)) is not None:
             return m.group(0), "plan"
         if (hit := next((i for i in items if rx.fullmatch(i)), None)) is not None:
