@@ -175,6 +175,48 @@ def test_unknown_revoked_and_expired_tokens(api: Api, clock: ManualClock) -> Non
     assert api.ledger.audit(agent="deploy-agent") == []
 
 
+@pytest.mark.parametrize(
+    ("content", "bad"),
+    [(b'{"subject": ', 400), (b'{"subject": 7, "value": 1}', 422), (b"[]", 422)],
+    ids=["malformed", "wrong type", "not an object"],
+)
+def test_the_token_is_judged_before_the_body(api: Api, content: bytes, bad: int) -> None:
+    """A bad body from a caller the route refuses is refused as that caller (and the
+    refusal recorded): a stranger learns nothing of the route's schema."""
+    revoked, _ = api.ledger.issue_token("old-bot", ["agent"], by="admin")
+    api.ledger.revoke_token("old-bot", by="admin", reason="rotated")
+    json_type = {"content-type": "application/json"}
+
+    def send(path: str, token: str | None) -> Any:
+        auth = {"Authorization": f"Bearer {token}"} if token else {}
+        return api.client.post(path, content=content, headers=auth | json_type)
+
+    before = len(api.ledger.denials())
+    _problem(send("/v1/assertions", None), 401, "no bearer token")
+    _problem(send("/v1/assertions", revoked), 401, "revoked")
+    _problem(send("/v1/query", revoked), 401, "revoked")
+    # an approver may not assert
+    _problem(send("/v1/assertions", api.tokens["approver"]), 403)
+    _problem(send("/v1/assertions", api.tokens["agent"]), bad)
+    refused = sorted((d.principal, d.operation) for d in api.ledger.denials())
+    assert len(refused) == before + 3
+    assert refused == sorted(
+        [("old-bot", "authenticate"), ("old-bot", "authenticate"), ("approver-1", "assert")]
+    )
+
+
+def test_head_answers_as_get_without_the_body(api: Api) -> None:
+    """A load balancer may check `HEAD /health`; every GET route takes HEAD."""
+    for path, role in (("/health", None), ("/v1/whoami", "agent")):
+        got, head = api.call("GET", path, role=role), api.call("HEAD", path, role=role)
+        assert (head.status_code, head.content) == (got.status_code, b"")
+        assert head.headers["content-type"] == got.headers["content-type"]
+        assert head.headers["content-length"] == str(len(got.content))
+    assert api.call("HEAD", "/v1/whoami", role=None).status_code == 401
+    refused = api.call("HEAD", "/v1/query")
+    assert (refused.status_code, refused.headers["allow"], refused.content) == (405, "POST", b"")
+
+
 def test_secrets_never_come_back(api: Api) -> None:
     """A token secret is in the create answer once, and nowhere else: not in lists or errors."""
     r = api.call(

@@ -28,7 +28,7 @@ from episteme.ledger.webhooks import Deliverer
 from episteme.timeutil import Clock
 
 from . import admin_routes, diagnosis_routes, fastpath, learning_routes, ledger_routes, problems
-from .deps import BodyLimit
+from .deps import BodyLimit, HeadAsGet
 from .metrics import Metrics, TimingMiddleware
 from .schemas import Health
 from .settings import Settings
@@ -178,6 +178,7 @@ def create_app(
             route=route,
         )
     app.add_middleware(TimingMiddleware, metrics=metrics)
+    app.add_middleware(HeadAsGet)
     return app
 
 

@@ -91,7 +91,26 @@ def allow(op: Op) -> Callable[..., Awaitable[Principal]]:
         request.state.principal = principal
         return principal
 
+    caller.op = op  # type: ignore[attr-defined]  # read by `refused_first`
     return caller
+
+
+async def refused_first(request: Request) -> None:
+    """Raise the refusal the route's caller would have met, if any (and record it).
+
+    FastAPI parses a JSON body before it runs a route's dependencies (it validates the
+    body after them), so a malformed one would be answered 400 before the token is
+    looked at, and a revoked token's attempt would go unrecorded."""
+    route = request.scope.get("route")
+    dependant = getattr(route, "dependant", None)
+    ops = [getattr(d.call, "op", None) for d in getattr(dependant, "dependencies", ())]
+    op = next((o for o in ops if isinstance(o, Op)), None)
+    if op is None:
+        return
+    scheme, _, credentials = request.headers.get("authorization", "").partition(" ")
+    secret = credentials.strip() if scheme.lower() == "bearer" and credentials.strip() else None
+    state = request.app.state
+    await authorize(state.ledger, state.metrics, secret, op, f"{request.method} {request.url.path}")
 
 
 def known_query(request: Request) -> None:
@@ -112,6 +131,28 @@ def known_query(request: Request) -> None:
             )
         if len(request.query_params.getlist(name)) > 1:
             raise InvalidInput(f"give the query parameter {name!r} once", field=name)
+
+
+class HeadAsGet:
+    """Answers HEAD as the route answers GET, without the body (RFC 9110 §9.3.2): a load
+    balancer's health check may ask `HEAD /health`. FastAPI routes take only the
+    methods they declare, and declaring HEAD would double the API reference."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] != "HEAD":
+            await self.app(scope, receive, send)
+            return
+
+        async def headers_only(message: Message) -> None:
+            if message["type"] != "http.response.body":
+                await send(message)
+            elif not message.get("more_body", False):
+                await send({"type": "http.response.body", "body": b""})
+
+        await self.app(dict(scope, method="GET"), receive, headers_only)
 
 
 class BodyLimit:

@@ -176,6 +176,17 @@ def database_problem(method: str, path: str, exc: Exception) -> Response:
     return problem_of(failed)
 
 
+async def _refused(request: Request) -> Response | None:
+    """The answer to a caller the route would refuse, before what is wrong with its body."""
+    from .deps import refused_first  # deps answers with this module's problems
+
+    try:
+        await refused_first(request)
+    except EpistemeError as exc:
+        return problem_of(exc)
+    return None
+
+
 def install(app: FastAPI) -> None:
     """Register the handlers that turn every error into a problem."""
 
@@ -185,6 +196,9 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> Response:
+        malformed = exc.errors()[0].get("type") == "json_invalid"  # found before the token
+        if malformed and (refused := await _refused(request)) is not None:
+            return refused
         status, title, detail, field = _validation_detail(exc)
         return problem(status, title, detail, field)
 
@@ -198,6 +212,8 @@ def install(app: FastAPI) -> None:
             detail = f"{request.method} is not allowed on {request.url.path}: use {allowed}"
             return problem(405, "Method not allowed", detail, Allow=allowed)
         if exc.status_code == 400 and exc.detail == _FASTAPI_UNPARSED:
+            if (refused := await _refused(request)) is not None:
+                return refused
             return problem(400, "Malformed JSON", _unreadable(exc.__cause__))
         return problem(exc.status_code, "HTTP error", str(exc.detail), **(exc.headers or {}))
 
