@@ -748,6 +748,24 @@ class _Base:
             self._url = httpx.URL(base_url).copy_with(username=None, password=None)
         except httpx.InvalidURL as exc:
             raise InvalidInput(f"not a server address: {exc}", field="base_url") from None
+        if self._url.scheme not in ("http", "https") or not self._url.host:
+            raise InvalidInput(
+                # not repeated: without a scheme, `user:password@host` reads as a path
+                "not a server address: give http:// or https://, a host and a port "
+                "(http://127.0.0.1:8000)",
+                field="base_url",
+            )
+        if self._url.query or self._url.fragment:
+            raise InvalidInput(
+                f"not a server address: {str(self._url)!r}: leave out the query (?…) and "
+                "fragment (#…); a path prefix is kept",
+                field="base_url",
+            )
+        if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not timeout > 0:
+            raise InvalidInput(
+                f"timeout {timeout!r}: give the seconds to wait, a number above 0",
+                field="timeout",
+            )
         self._timeout = httpx.Timeout(timeout)
         self.base_url = str(self._url)
 

@@ -16,8 +16,9 @@ belong (the store keeps a connection per thread).
 from __future__ import annotations
 
 import contextlib
+import inspect
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -25,16 +26,19 @@ import anyio.to_thread
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ResourceError, ToolError
 from mcp.server.transport_security import TransportSecuritySettings
-from mcp.types import ToolAnnotations
-from pydantic import BaseModel, Field, JsonValue
+from mcp.types import CallToolResult, InputRequiredResult, ToolAnnotations
+from pydantic import BaseModel, Field, JsonValue, ValidationError
 from starlette.requests import Request
 from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from episteme import __version__
+from episteme.api.problems import invalid_detail
+from episteme.api.schemas import Name, Subject
 from episteme.errors import EpistemeError, Forbidden, Unauthenticated
 from episteme.ledger.access import Op, Principal, TokenRefused
 from episteme.ledger.core import Ledger
+from episteme.ledger.learning import MAX_ITEM, MAX_ITEMS, MAX_PLAN, MAX_SCOPE
 from episteme.ledger.model import Answer, Hidden, Kind, Lifecycle, dump, parse_assertion
 from episteme.timeutil import parse_time, rfc3339
 
@@ -153,6 +157,31 @@ def _plain_logging() -> None:
         root.addHandler(handler)
 
 
+class _Server(MCPServer):
+    """The SDK's server, with tool descriptions dedented, and arguments that fail the
+    input schema answered in the API's words (the SDK sends pydantic's whole report,
+    with a link and the input)."""
+
+    def add_tool(  # type: ignore[override]  # the rest passes through by name
+        self, fn: Callable[..., Any], name: str | None = None, **rest: Any
+    ) -> None:
+        # a docstring's description without the indentation it has in the source
+        if rest.get("description") is None:
+            rest["description"] = inspect.cleandoc(fn.__doc__ or "")
+        super().add_tool(fn, name, **rest)
+
+    async def call_tool(
+        self, name: str, arguments: dict[str, Any], context: Context[Any, Any] | None = None
+    ) -> CallToolResult | InputRequiredResult:
+        try:
+            return await super().call_tool(name, arguments, context)
+        except ToolError as exc:
+            if not isinstance(exc.__cause__, ValidationError):
+                raise
+            detail = invalid_detail(exc.__cause__.errors())[2]
+            raise ToolError(f"Error executing tool {name}: {detail}") from None
+
+
 def build_server(
     ledger: Ledger, metrics: Metrics | None = None, *, token: str | None = None
 ) -> MCPServer:
@@ -165,7 +194,7 @@ def build_server(
             carries its own and `_Bearer` authenticates it.
     """
     _plain_logging()
-    server = MCPServer(
+    server = _Server(
         "episteme", instructions=INSTRUCTIONS, version=__version__, log_level="WARNING"
     )
 
@@ -204,12 +233,10 @@ def build_server(
     @server.tool(annotations=_WRITES)
     def add_assertion(
         ctx: Ctx,
-        subject: Annotated[
-            str, Field(description="dotted subject, e.g. auth.jwt.algorithm", max_length=255)
-        ],
+        subject: Annotated[Subject, Field(description="dotted subject, e.g. auth.jwt.algorithm")],
         value: Annotated[JsonValue, Field(description="the value: any JSON (string, number…)")],
         confidence: Annotated[
-            float, Field(description="how sure you are, from 0 to 1", ge=0.0, le=1.0)
+            float, Field(description="how sure you are, from 0 to 1", ge=0.0, le=1.0, strict=True)
         ] = 1.0,
         kind: Annotated[
             Kind,
@@ -224,8 +251,7 @@ def build_server(
             Field(description="why you believe it: output, quote, measurement", max_length=65536),
         ] = None,
         epoch: Annotated[
-            str | None,
-            Field(description="batch name when recording many from one document", max_length=256),
+            Name | None, Field(description="batch name when recording many from one document")
         ] = None,
         derived_from: Annotated[
             list[str] | None,
@@ -257,11 +283,8 @@ def build_server(
     def query_knowledge(
         ctx: Ctx,
         subject: Annotated[
-            str | None,
-            Field(
-                description="a subject, or a prefix covering everything below it (auth.jwt)",
-                max_length=512,
-            ),
+            Subject | None,
+            Field(description="a subject, or a prefix covering everything below it (auth.jwt)"),
         ] = None,
         text: Annotated[
             str | None,
@@ -270,11 +293,8 @@ def build_server(
             ),
         ] = None,
         lens: Annotated[
-            str,
-            Field(
-                description="approved (default; act on these), latest, consensus, all or custom",
-                max_length=256,
-            ),
+            Name,
+            Field(description="approved (default; act on these), latest, consensus, all or custom"),
         ] = "approved",
         at: Annotated[
             str | None,
@@ -373,22 +393,23 @@ def build_server(
             Field(
                 description="what you are about to do, in words, with names and values",
                 min_length=1,
-                max_length=65536,
+                max_length=MAX_PLAN,
             ),
         ],
         subjects: Annotated[
-            list[str] | None,
+            list[Subject] | None,
             Field(
                 description="the full subjects the plan changes (auth.jwt.algorithm): "
-                "constraints on them or on a subject above them apply; none checks them all"
+                "constraints on them or on a subject above them apply; none checks them all",
+                max_length=MAX_SCOPE,
             ),
         ] = None,
         items: Annotated[
-            list[str] | None,
+            list[Annotated[str, Field(min_length=1, max_length=MAX_ITEM)]] | None,
             Field(
                 description="identifiers the plan uses exactly as written: package names "
                 "(node-fetch), file paths, image tags",
-                max_length=200,
+                max_length=MAX_ITEMS,
             ),
         ] = None,
     ) -> dict[str, Any]:
@@ -398,8 +419,8 @@ def build_server(
         correction) and the alternative to use. Returns each violation with the
         reason, the preferred alternative, where the constraint came from and how
         strong it still is; a "warning" is a dormant constraint (not hit for months):
-        weigh it, but it does not block. The check is recorded: cite its check_id
-        when you explain what you did.
+        weigh it, but it does not block. The check is recorded under its check_id, which
+        the on-call person can look up.
         """
         who = caller(ctx, Op.CHECK, "check_constraints")
         with _reported():
@@ -572,6 +593,7 @@ def serve_stdio(ledger: Ledger, token: str | None) -> None:
     Raises:
         Unauthenticated: no token, or one that is unknown, revoked or expired (recorded).
     """
+    token = (token or "").strip()  # as a header's value is read: `$(cat file)` ends in \n
     if not token:
         raise Unauthenticated(
             f"{TOKEN_ENV} is not set: give the MCP server a token from "

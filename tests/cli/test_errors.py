@@ -173,7 +173,11 @@ USER_ERRORS: list[tuple[str, Args, tuple[str, ...]]] = [
     ("trace-unknown-query", lambda s, t: ["trace", "q_ffffff"], ("no query",)),
     ("trace-unknown-decision", lambda s, t: ["trace", "d_ffffff"], ("no decision",)),
     ("trace-short", lambda s, t: ["trace", "d_f"], ("too short",)),
-    ("trace-assertion", lambda s, t: ["trace", s.es256[:8]], ("blame says where it came from",)),
+    (
+        "trace-assertion",
+        lambda s, t: ["trace", s.es256[:8]],
+        ("its history (blame) says where it came from",),
+    ),
     (
         "decide-unknown-query",
         lambda s, t: ["decide", "x", "--agent", "a", "--query", "q_ffffff"],

@@ -14,6 +14,7 @@ import traceback
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -573,6 +574,30 @@ def test_one_string_where_a_list_belongs_is_refused_before_sending() -> None:
     with pytest.raises(InvalidInput) as url:
         Client("http://[::1", "ep_x")
     assert url.value.field == "base_url"
+
+
+@pytest.mark.parametrize("cls", [Client, AsyncClient])
+@pytest.mark.parametrize(
+    ("base_url", "timeout", "field", "words"),
+    [
+        ("127.0.0.1:8765", 10.0, "base_url", "give http:// or https://"),
+        ("ftp://episteme.test", 10.0, "base_url", "give http:// or https://"),
+        ("deploy:hunter2@episteme.test", 10.0, "base_url", "give http:// or https://"),
+        ("http://episteme.test?x=1", 10.0, "base_url", "leave out the query"),
+        ("http://episteme.test", -1, "timeout", "a number above 0"),
+        ("http://episteme.test", 0, "timeout", "a number above 0"),
+        ("http://episteme.test", True, "timeout", "a number above 0"),
+    ],
+)
+def test_an_unusable_address_or_timeout_is_refused_at_once(
+    cls: type[Client] | type[AsyncClient], base_url: str, timeout: Any, field: str, words: str
+) -> None:
+    """Refused when the client is made, before anything is sent, and never repeating a
+    password: not found out at the first call as "unreachable" or "may have been applied"."""
+    with pytest.raises(InvalidInput, match=words) as refused:
+        cls(base_url, "ep_x", timeout=timeout)
+    assert refused.value.field == field
+    assert "hunter2" not in str(refused.value)
 
 
 def _answering(response: httpx.Response) -> Client:

@@ -351,6 +351,48 @@ async def test_a_role_that_does_not_allow_the_tool_is_refused_and_recorded(
     assert served.ledger.audit() == []
 
 
+@pytest.mark.parametrize(
+    ("tool", "arguments", "words"),
+    [
+        ("record_decision", {"action": "x"}, "query_ids: Field required"),
+        ("add_assertion", {"subject": "a.b", "value": 1, "confidence": True}, "confidence:"),
+        ("query_knowledge", {"subject": "Auth JWT"}, "subject: use dotted segments"),
+        ("check_constraints", {"plan": "deploy", "subjects": ["x"] * 101}, "subjects:"),
+        ("check_constraints", {"plan": "deploy", "items": ["x" * 513]}, "items.0:"),
+    ],
+)
+async def test_arguments_off_the_schema_are_answered_in_one_line(
+    served: Served, tool: str, arguments: dict[str, Any], words: str
+) -> None:
+    """What the model sent wrong, as the API words it: no validation report, no link,
+    nothing recorded."""
+    led = served.ledger
+    secret = token(led, "deploy-agent")
+    before = led.store.head()
+    async with served.client(secret) as client:
+        text = error_text(await client.call_tool(tool, arguments))
+    assert text.startswith(f"Error executing tool {tool}: ")
+    assert words in text
+    for word in ("\n", "pydantic", "input_value"):
+        assert word not in text
+    assert led.store.head() == before
+
+
+async def test_tool_descriptions_match_what_the_tools_take(served: Served) -> None:
+    async with served.client(token(served.ledger, "deploy-agent")) as client:
+        tools = {t.name: t for t in (await client.list_tools()).tools}
+    for tool in tools.values():
+        assert tool.description is not None
+        assert not any(line.startswith(" ") for line in tool.description.splitlines())
+    query = tools["query_knowledge"].input_schema["properties"]
+    assert 255 in [o.get("maxLength") for o in query["subject"]["anyOf"]]
+    assert query["lens"]["maxLength"] == 128
+    check = tools["check_constraints"].input_schema["properties"]
+    assert 100 in [o.get("maxItems") for o in check["subjects"]["anyOf"]]
+    # no tool takes a check id: the description does not ask to cite one
+    assert "cite its check_id" not in (tools["check_constraints"].description or "")
+
+
 async def test_check_constraints_after_a_correction(served: Served) -> None:
     led = served.ledger
     async with served.client(token(led, "deploy-agent")) as client:
@@ -378,7 +420,8 @@ async def test_check_constraints_after_a_correction(served: Served) -> None:
         assert fine["summary"].startswith("no constraint violated")
 
         bad_input = await client.call_tool("query_knowledge", {"subject": "-auth"})
-        assert "invalid subject '-auth'" in error_text(bad_input)
+        assert "subject: use dotted segments" in error_text(bad_input)
+        assert "(got '-auth')" in error_text(bad_input)
         # the library's refusals speak of fields, not of the command line's flags
         nothing = error_text(await client.call_tool("query_knowledge", {"lens": "latest"}))
         assert "give a subject, a prefix or words to search for" in nothing

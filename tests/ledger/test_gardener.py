@@ -205,7 +205,7 @@ def test_no_pattern_can_stall_a_check(ledger: Ledger) -> None:
     ledger.add_constraint(scope="code", patterns=[r"(a+)+$"], reason="r", by="sre")
     assert ledger.check("a" * 5_000 + "!", agent="a").ok
     assert not ledger.check("a" * 5_000, agent="a").ok
-    assert not ledger.check("plan", agent="a", items=["A" * 5_000]).ok  # any case, whole
+    assert not ledger.check("plan", agent="a", items=["A" * 500]).ok  # any case, whole
 
 
 def test_a_pattern_recorded_before_patterns_were_re2_keeps_its_meaning() -> None:
@@ -257,6 +257,25 @@ def test_a_check_needs_a_plan(ledger: Ledger) -> None:
         ledger.check("  ", agent="a")
     with pytest.raises(NotFound):
         ledger.constraint("c_nothing")
+
+
+@pytest.mark.parametrize(
+    ("plan", "scope", "items", "words"),
+    [
+        ("x" * 65_537, [], [], "the plan has 65,537 characters"),
+        ("deploy", ["code"] * 101, [], "101 subjects in scope: give at most 100"),
+        ("deploy", [], ["x" * 513], "identifiers of 1 to 512 characters"),
+        ("deploy", [], ["x"] * 201, "up to 200 identifiers"),
+    ],
+)
+def test_a_check_has_the_same_limits_on_every_surface(
+    ledger: Ledger, plan: str, scope: list[str], items: list[str], words: str
+) -> None:
+    """The library refuses what the API's schema refuses: MCP and the CLI reach it directly."""
+    head = ledger.store.head()
+    with pytest.raises(InvalidInput, match=words):
+        ledger.check(plan, scope, agent="a", items=items)
+    assert ledger.store.head() == head
 
 
 # -- conflicts and expiry ------------------------------------------------------------------

@@ -288,8 +288,10 @@ def test_decision_citing_an_unknown_query_is_refused(ledger: Ledger) -> None:
     with pytest.raises(NotFound):
         ledger.decide("deploy", agent="deploy", query_ids=["q_0000000000000000deadbeef"])
     aid = fact(ledger, "RS256")
-    with pytest.raises(InvalidInput, match="cite query ids"):
+    with pytest.raises(InvalidInput, match=f"{aid} is an assertion id: give a query id \\(q_"):
         ledger.decide("deploy", agent="deploy", query_ids=[aid])
+    with pytest.raises(NotFound, match="no query with id 'abcd'"):
+        ledger.decide("deploy", agent="deploy", query_ids=["abcd"])
     with pytest.raises(InvalidInput, match="action"):
         ledger.decide(" ", agent="deploy", query_ids=[])
     assert ledger.store.head()[0] == head[0] + 1
@@ -891,5 +893,17 @@ def test_trace_names_the_kind_of_id_it_was_given(ledger: Ledger) -> None:
         assert refused.value.message == (
             f"trace follows a decision (d_…) or a query (q_…); {ref[:8]} is {kind} id"
         )
-    with pytest.raises(InvalidInput, match="blame says where it came from"):
+    with pytest.raises(InvalidInput, match="its history \\(blame\\) says where it came from"):
         ledger.trace(wrong.id[:8])
+
+
+def test_an_id_of_the_wrong_kind_is_named(ledger: Ledger) -> None:
+    made = ledger.add_constraint(scope="code", forbid=["eval"], reason="r", by="sre")
+    cid = made.constraint.id
+    assert ledger.constraint(cid[2:10]).constraint.id == cid  # without its letter
+    q = ledger.query("code", agent="a")
+    assert q.query_id is not None
+    with pytest.raises(InvalidInput, match="is a query id: give a constraint id \\(c_"):
+        ledger.constraint(q.query_id)
+    with pytest.raises(NotFound, match="no constraint with id 'abcdef'"):
+        ledger.constraint("abcdef")

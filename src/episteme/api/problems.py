@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Sequence
 from typing import Any
 
 import orjson
@@ -97,8 +98,10 @@ _PATTERN_HINTS = {
 }
 
 
-def _validation_detail(exc: RequestValidationError) -> tuple[int, str, str, str | None]:
-    err = exc.errors()[0]
+def invalid_detail(errors: Sequence[Any]) -> tuple[int, str, str, str | None]:
+    """(status, title, detail, field) for pydantic's errors about a request (the first
+    one), in words that say what to fix: also what the MCP tools answer."""
+    err = errors[0]
     loc = [str(p) for p in err.get("loc", ()) if p not in ("body", "query", "path", "header")]
     field = ".".join(loc) or None
     kind = err.get("type", "")
@@ -199,7 +202,7 @@ def install(app: FastAPI) -> None:
         malformed = exc.errors()[0].get("type") == "json_invalid"  # found before the token
         if malformed and (refused := await _refused(request)) is not None:
             return refused
-        status, title, detail, field = _validation_detail(exc)
+        status, title, detail, field = invalid_detail(exc.errors())
         return problem(status, title, detail, field)
 
     @app.exception_handler(HTTPException)

@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, JsonValue, WithJsonSchema
 from whenever import Instant
 
 from episteme.ledger.access import Role, TokenRecord
+from episteme.ledger.learning import MAX_ITEM, MAX_ITEMS, MAX_PLAN, MAX_SCOPE
 from episteme.ledger.model import MAX_SUBJECT, NAME_RE, SUBJECT_RE, Kind, Lifecycle
 
 WireTime = Annotated[
@@ -160,18 +161,18 @@ class CheckBody(BaseModel):
         {"plan": "set auth.jwt.algorithm to ES256", "scope": ["auth.jwt.algorithm"]},
     )
 
-    plan: str = Field(min_length=1, max_length=65536, description="what you are about to do")
+    plan: str = Field(min_length=1, max_length=MAX_PLAN, description="what you are about to do")
     scope: list[Subject] = Field(
         default_factory=list,
-        max_length=100,
+        max_length=MAX_SCOPE,
         description="subjects the plan touches; none checks every constraint",
     )
     subjects: list[Subject] = Field(
-        default_factory=list, max_length=100, description="the same as scope (older name)"
+        default_factory=list, max_length=MAX_SCOPE, description="the same as scope (older name)"
     )
-    items: list[Annotated[str, Field(min_length=1, max_length=512)]] = Field(
+    items: list[Annotated[str, Field(min_length=1, max_length=MAX_ITEM)]] = Field(
         default_factory=list,
-        max_length=200,
+        max_length=MAX_ITEMS,
         description="identifiers the plan uses: package names, paths, image tags",
     )
     context: dict[str, JsonValue] | None = Field(None, description="your task, session, ...")

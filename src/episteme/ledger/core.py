@@ -640,12 +640,7 @@ class Ledger(Learning, Tokens):
         def build(r: StoreReader, at: int, seq: int) -> list[Draft]:
             cited = []
             for ref in query_ids:
-                kind, full = r.resolve(ref)
-                if kind != "query":
-                    raise InvalidInput(
-                        f"{ref} is {article(kind)} id: cite query ids (q_…)", field="query"
-                    )
-                cited.append(full)
+                cited.append(r.resolve(ref, want="query")[1])
             key = {"agent": agent, "at": at, "action": action, "q": cited, "seq": seq}
             did = "d_" + content_id(key)[:24]
             out[:] = [did]

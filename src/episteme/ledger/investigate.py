@@ -102,8 +102,8 @@ def trace(r: StoreReader, ref: str) -> Trace:
         queries = [found]
     elif kind == "assertion":
         raise InvalidInput(
-            f"trace follows a decision (d_…) or a query (q_…); for assertion {ref}, blame"
-            " says where it came from and impact where it went"
+            f"trace follows a decision (d_…) or a query (q_…); {ref} is an assertion id: its"
+            " history (blame) says where it came from, and its impact where it went"
         )
     else:
         raise InvalidInput(

@@ -36,6 +36,9 @@ if TYPE_CHECKING:
     from episteme.ledger.store import BuildFn, Store, StoreReader
 
 MAX_ITEMS = 200
+MAX_ITEM = 512
+MAX_SCOPE = 100
+MAX_PLAN = 65_536
 
 
 class ConstraintState(BaseModel):
@@ -116,8 +119,7 @@ class Learning:
 
     def constraint(self, ref: str) -> ConstraintState:
         """A constraint by id (or unique prefix), with its strength now."""
-        kind, full = self.store.resolve(ref)
-        found = self.store.constraint(full) if kind == "constraint" else None
+        found = self.store.constraint(self.store.resolve(ref, want="constraint")[1])
         if found is None:
             raise NotFound(f"no constraint with id {ref!r}", field="id")
         return self._state(found, self.clock.now())
@@ -146,9 +148,22 @@ class Learning:
         check_context(context)
         if not plan.strip():
             raise InvalidInput("give the plan to check: what you are about to do", field="plan")
+        if len(plan) > MAX_PLAN:
+            raise InvalidInput(
+                f"the plan has {len(plan):,} characters: give at most {MAX_PLAN:,}", field="plan"
+            )
+        if len(scope) > MAX_SCOPE:
+            raise InvalidInput(
+                f"{len(scope):,} subjects in scope: give at most {MAX_SCOPE}, or none to check "
+                "every constraint",
+                field="scope",
+            )
         subjects = [check_subject(s, field="scope") for s in scope]
-        if len(items) > MAX_ITEMS or any(not i.strip() for i in items):
-            raise InvalidInput(f"items takes 1 to {MAX_ITEMS} non-empty identifiers", field="items")
+        if len(items) > MAX_ITEMS or any(not i.strip() or len(i) > MAX_ITEM for i in items):
+            raise InvalidInput(
+                f"items takes up to {MAX_ITEMS} identifiers of 1 to {MAX_ITEM} characters",
+                field="items",
+            )
         out: list[CheckResult] = []
 
         def build(r: StoreReader, at: int, seq: int) -> list[Draft]:

@@ -19,7 +19,15 @@ from episteme.errors import InvalidInput, NotFound
 from episteme.ledger.access import Denial, Role, TokenRecord
 from episteme.ledger.journal import Event
 from episteme.ledger.lenses import LensSpec
-from episteme.ledger.model import HIDDEN_IDS, Assertion, Candidate, Candidates, Hidden, Lifecycle
+from episteme.ledger.model import (
+    HIDDEN_IDS,
+    Assertion,
+    Candidate,
+    Candidates,
+    Hidden,
+    Lifecycle,
+    article,
+)
 from episteme.ledger.records import (
     Change,
     ConstraintRecord,
@@ -49,6 +57,7 @@ _ID_PREFIXES = {
     "c_": "constraint",
     "k_": "check",
 }
+_LETTERS = {kind: letter for letter, kind in _ID_PREFIXES.items()}
 _ID_TABLES = {
     "query": "queries",
     "decision": "decisions",
@@ -281,19 +290,34 @@ class Reader(LearningReads, DiagnosisReads):
         rows = self.conn.execute(f"SELECT id FROM assertions WHERE id IN ({marks})", list(ids))
         return {r[0] for r in rows}
 
-    def resolve(self, ref: str) -> tuple[str, str]:
-        """Resolve an id or a unique prefix of one (at least 4 characters) to (kind, id)."""
+    def resolve(self, ref: str, want: str | None = None) -> tuple[str, str]:
+        """Resolve an id or a unique prefix of one (at least 4 characters) to (kind, id).
+
+        `want`, the kind the caller takes (query, constraint…): an id of another kind is
+        refused, naming both, and one given without its letter (`2f30…` for `c_2f30…`)
+        is looked up among that kind before among assertions."""
         ref = ref.strip()
         kind = _ID_PREFIXES.get(ref[:2], "assertion")
-        table = _ID_TABLES.get(kind, "assertions")
         if len(ref) < 4:
             raise InvalidInput(f"id {ref!r} is too short: give at least 4 characters", field="id")
         if not all(c.isalnum() or c == "_" for c in ref):
             raise InvalidInput(f"{ref!r} is not an id: ids are hexadecimal", field="id")
-        rows = self.conn.execute(
-            f"SELECT id FROM {table} WHERE id >= ? AND id < ? ORDER BY id LIMIT 4",
-            (ref, ref + "\U0010ffff"),
-        ).fetchall()
+        rows = []
+        if want is not None and want != kind:
+            letter = _LETTERS.get(want)
+            if letter is not None and kind == "assertion":  # no letter: try want's first
+                rows = self._starting(want, letter + ref)
+            if rows:
+                kind = want
+            elif kind != "assertion" or self._starting(kind, ref):
+                hint = f" ({_LETTERS[want]}…)" if want in _LETTERS else ""
+                raise InvalidInput(
+                    f"{ref} is {article(kind)} id: give {article(want)} id{hint}", field="id"
+                )
+            else:
+                raise NotFound(f"no {want} with id {ref!r}", field="id")
+        else:
+            rows = self._starting(kind, ref)
         if not rows:
             raise NotFound(f"no {kind} with id {ref!r}", field="id")
         if len(rows) > 1:
@@ -304,6 +328,16 @@ class Reader(LearningReads, DiagnosisReads):
                 field="id",
             )
         return kind, str(rows[0][0])
+
+    def _starting(self, kind: str, prefix: str) -> list[Any]:
+        """Up to 4 ids of `kind` that start with `prefix`, in order."""
+        return list(
+            self.conn.execute(
+                f"SELECT id FROM {_ID_TABLES.get(kind, 'assertions')}"
+                " WHERE id >= ? AND id < ? ORDER BY id LIMIT 4",
+                (prefix, prefix + "\U0010ffff"),
+            ).fetchall()
+        )
 
     def derived(self, parent_ids: Sequence[str]) -> list[Assertion]:
         """Assertions derived from any of `parent_ids`, transitively."""
