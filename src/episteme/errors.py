@@ -5,7 +5,8 @@
     EpistemeError                 anything Episteme raises on purpose
     ├── UserError                 your mistake: fix the input and retry   (HTTP 4xx, exit 2)
     │   ├── InvalidInput          a value that cannot be used             (400)
-    │   │   └── TooLarge          a request body over the size limit      (413)
+    │   │   ├── TooLarge          a request body over the size limit      (413)
+    │   │   └── BodyStalled       a request body that stopped arriving    (408)
     │   ├── Unauthenticated       no token, or one that is unknown,
     │   │                         expired or revoked                      (401)
     │   ├── Forbidden             the token's roles do not allow it       (403)
@@ -60,6 +61,13 @@ class TooLarge(InvalidInput):
 
     status = 413
     title = "Request too large"
+
+
+class BodyStalled(InvalidInput):
+    """A request body that stopped arriving before its end."""
+
+    status = 408
+    title = "Request timeout"
 
 
 class Unauthenticated(UserError):

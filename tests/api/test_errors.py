@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import socket
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 from whenever import TimeDelta
@@ -342,6 +344,74 @@ def test_a_body_not_sent_as_json_is_a_415(api: Api, path: str, media: str | None
     r = api.call("POST", path, content=body, headers=headers)
     _problem(r, 415, "Content-Type: application/json")
     assert _head(api) == before
+
+
+@pytest.mark.parametrize("path", ["/v1/assertions", "/v1/query"])
+def test_a_body_that_stops_arriving_is_a_408(
+    api: Api, path: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A Content-Length that promises more than is sent must not hold the connection for
+    ever (on a real server: the in-process client cannot send a short body)."""
+    from episteme.api import deps
+    from tests.integration.server import live_server
+
+    monkeypatch.setattr(deps, "BODY_WAIT_S", 0.3)
+    before = _head(api)
+    body = b'{"subject": "a.b"'
+    with live_server(api.app) as url:
+        where = urlsplit(url)
+        conn = socket.create_connection((where.hostname, where.port), timeout=10)
+        conn.sendall(
+            f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            f"Authorization: Bearer {api.tokens['agent']}\r\n"
+            f"Content-Length: {len(body) + 50}\r\n\r\n".encode()
+            + body
+        )
+        answer = b""
+        while b"\r\n\r\n" not in answer or not answer.rstrip().endswith(b"}"):
+            chunk = conn.recv(65536)
+            if not chunk:
+                break
+            answer += chunk
+        conn.close()
+    head, _, content = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 408 "), answer
+    assert b"application/problem+json" in head
+    assert b"stopped arriving" in content
+    assert _head(api) == before
+
+
+@pytest.mark.parametrize("path", ["/v1/assertions", "/v1/query"])
+def test_a_compressed_body_is_a_415_saying_so(api: Api, path: str) -> None:
+    import gzip
+
+    before = _head(api)
+    body = b'{"subject": "a.b"}' if path == "/v1/query" else b'{"subject": "a.b", "value": 1}'
+    headers = {"content-type": "application/json", "content-encoding": "gzip"}
+    r = api.call("POST", path, content=gzip.compress(body), headers=headers)
+    _problem(r, 415, "compressed (gzip): send it uncompressed")
+    assert _head(api) == before
+
+
+@pytest.mark.parametrize(
+    ("body", "field", "words"),
+    [
+        ({"lifecycle": "rejected"}, "lifecycle", "Input should be 'proposed' or 'approved'"),
+        (
+            {"valid_from": "2026-01-02T00:00:00Z", "valid_to": "2026-01-01T00:00:00Z"},
+            "valid_to",
+            "valid_to must be after valid_from",
+        ),
+    ],
+)
+def test_a_refused_assertion_names_its_field_plainly(
+    api: Api, body: dict[str, Any], field: str, words: str
+) -> None:
+    r = api.call("POST", "/v1/assertions", json={"subject": "a.b", "value": 1} | body)
+    problem = _problem(r, r.status_code, words)
+    assert 400 <= r.status_code < 500
+    assert problem["field"] == field
+    assert "<" not in problem["detail"]
 
 
 @pytest.mark.parametrize("path", ["/v1/assertions", "/v1/query"])

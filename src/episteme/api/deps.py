@@ -10,17 +10,25 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Annotated
 
+import anyio
 import anyio.to_thread
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from episteme.errors import Forbidden, InvalidInput, TooLarge, Unauthenticated
+from episteme.errors import (
+    BodyStalled,
+    EpistemeError,
+    Forbidden,
+    InvalidInput,
+    TooLarge,
+    Unauthenticated,
+)
 from episteme.ledger.access import Op, Principal, TokenRefused
 from episteme.ledger.core import Ledger
 
 from .metrics import Metrics
-from .problems import problem
+from .problems import problem, problem_of
 
 _bearer = HTTPBearer(auto_error=False, description="A token from `episteme token create`")
 
@@ -133,6 +141,23 @@ def known_query(request: Request) -> None:
             raise InvalidInput(f"give the query parameter {name!r} once", field=name)
 
 
+BODY_WAIT_S = 30.0
+"""How long a request body may pause before the request is refused (408)."""
+
+
+async def next_part(receive: Receive) -> Message:
+    """The next part of a request body, or `BodyStalled` when none comes in `BODY_WAIT_S`:
+    a client whose Content-Length promises more than it sends would otherwise hold its
+    connection, and a worker's task, for ever."""
+    with anyio.move_on_after(BODY_WAIT_S):
+        return await receive()
+    raise BodyStalled(
+        f"the request body stopped arriving: nothing came for {BODY_WAIT_S:.0f} s; send it "
+        "whole (and check that Content-Length is the body's length)",
+        field="body",
+    )
+
+
 class HeadAsGet:
     """Answers HEAD as the route answers GET, without the body (RFC 9110 §9.3.2): a load
     balancer's health check may ask `HEAD /health`. FastAPI routes take only the
@@ -171,26 +196,38 @@ class BodyLimit:
                 response = problem(413, TooLarge.title, self._message(), "body")
                 await response(scope, receive, send)
                 return
+            if name == b"content-encoding" and value.strip().lower() not in (b"", b"identity"):
+                coding = value.decode("latin-1").strip()
+                detail = f"the request body is compressed ({coding}): send it uncompressed"
+                await problem(415, "Unsupported media type", detail, "body")(scope, receive, send)
+                return
         seen = 0
-        over = False
+        whole = False  # the body has all come: what follows is a wait for a disconnect
+        refused: EpistemeError | None = None
         replaced = False
 
         async def counting() -> Message:
-            nonlocal seen, over
-            message = await receive()
+            nonlocal seen, whole, refused
+            if whole:
+                return await receive()
+            try:
+                message = await next_part(receive)
+            except BodyStalled as exc:
+                refused = exc  # the route fails to read its body; its answer is replaced
+                raise
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
+                whole = not message.get("more_body", False)
                 if seen > self.limit:
-                    over = True  # the route fails to read its body; its answer is replaced
-                    raise TooLarge(self._message(), field="body")
+                    refused = TooLarge(self._message(), field="body")
+                    raise refused
             return message
 
         async def sending(message: Message) -> None:
             nonlocal replaced
-            if over and message["type"] == "http.response.start":
+            if refused is not None and message["type"] == "http.response.start":
                 replaced = True
-                response = problem(413, TooLarge.title, self._message(), "body")
-                await response(scope, receive, send)
+                await problem_of(refused)(scope, receive, send)
             elif not replaced:
                 await send(message)
 
@@ -198,12 +235,11 @@ class BodyLimit:
             await self.app(scope, counting, sending)
         except Exception:
             # What the app raised on failing to read the body (the MCP transport answers,
-            # then raises again): the 413 is the whole answer, not a server error.
-            if not over:
+            # then raises again): the 413 or 408 is the whole answer, not a server error.
+            if refused is None:
                 raise
             if not replaced:
-                response = problem(413, TooLarge.title, self._message(), "body")
-                await response(scope, receive, send)
+                await problem_of(refused)(scope, receive, send)
 
     def _message(self) -> str:
         return (

@@ -25,10 +25,11 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from episteme.errors import EpistemeError, UserError, WorldError, from_database
+from episteme.errors import BodyStalled, EpistemeError, UserError, WorldError, from_database
 from episteme.ledger.access import Op, Principal
 from episteme.ledger.core import Ledger
 
+from .deps import next_part
 from .ledger_routes import run_query
 from .metrics import Metrics
 from .problems import database_problem, problem_of
@@ -64,7 +65,11 @@ class QueryFastPath:
         size = 0
         more = True
         while more:
-            message = await receive()
+            try:
+                message = await next_part(receive)
+            except BodyStalled as exc:
+                await problem_of(exc)(scope, receive, send)
+                return
             if message["type"] != "http.request":  # the client went away
                 await self.app(scope, _replay(chunks, message, receive), send)
                 return

@@ -22,6 +22,7 @@ from starlette.responses import Response
 
 from episteme.errors import EpistemeError, Unauthenticated, database_failed, from_database
 from episteme.ledger.canonical import MAX_DEPTH
+from episteme.ledger.model import plain_message
 
 MEDIA_TYPE = "application/problem+json"
 log = logging.getLogger("episteme.api")
@@ -121,7 +122,7 @@ def invalid_detail(errors: Sequence[Any]) -> tuple[int, str, str, str | None]:
         # The path runs through every level ('value.list.0.list.0...'): name the field.
         field = ".".join(loc[: next((i for i, p in enumerate(loc) if p in _JSON_TAGS), 1)])
         return 422, "Invalid request", f"{field}: values may nest at most {MAX_DEPTH} levels", field
-    msg = err.get("msg", "invalid value").removeprefix("Value error, ")
+    msg = plain_message(err.get("msg", "invalid value"))
     if kind == "string_pattern_mismatch":
         name = next((p for p in reversed(loc) if not p.isdigit()), "")
         msg = _PATTERN_HINTS.get(name, msg)

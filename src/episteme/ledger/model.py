@@ -20,9 +20,9 @@ from pydantic import (
     Field,
     JsonValue,
     ValidationError,
+    ValidationInfo,
     computed_field,
     field_validator,
-    model_validator,
 )
 from whenever import Instant
 
@@ -173,11 +173,14 @@ class AssertionInput(BaseModel):
             raise ValueError("start with a letter or digit; then letters, digits or _ . @ : -")
         return v
 
-    @model_validator(mode="after")
-    def _valid_interval(self) -> AssertionInput:
-        if self.valid_from and self.valid_to and self.valid_to <= self.valid_from:
+    @field_validator("valid_to")
+    @classmethod
+    def _valid_interval(cls, v: Instant | None, info: ValidationInfo) -> Instant | None:
+        # a field's check (valid_from is validated before it), so the error names the field
+        start = info.data.get("valid_from")
+        if v is not None and start is not None and v <= start:
             raise ValueError("valid_to must be after valid_from")
-        return self
+        return v
 
 
 class Assertion(BaseModel):
@@ -358,9 +361,18 @@ def describe(exc: ValidationError) -> str:
     given = err.get("input")
     if isinstance(given, str | int | float | bool) and err["type"] != "missing":
         loc += f" {given!r}"
-    msg = err["msg"].removeprefix("Value error, ")
+    msg = plain_message(err["msg"])
     more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
     return f"{loc}: {msg}{more}"
+
+
+_ENUM_REPR = re.compile(r"<\w+\.\w+: ('[^']*')>")
+
+
+def plain_message(msg: str) -> str:
+    """pydantic's message for people: no "Value error, " and no enum reprs (it lists the
+    values a literal takes as ``<Lifecycle.PROPOSED: 'proposed'>``)."""
+    return _ENUM_REPR.sub(r"\1", msg.removeprefix("Value error, "))
 
 
 def _loc(exc: ValidationError) -> str | None:
