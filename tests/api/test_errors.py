@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 import socket
 from typing import Any
 from urllib.parse import urlsplit
 
+import httpx
 import pytest
 from whenever import TimeDelta
 
@@ -344,6 +346,41 @@ def test_a_body_not_sent_as_json_is_a_415(api: Api, path: str, media: str | None
     r = api.call("POST", path, content=body, headers=headers)
     _problem(r, 415, "Content-Type: application/json")
     assert _head(api) == before
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body", "breaks"),
+    [("GET", "/v1/lenses", None, "lenses"), ("POST", "/v1/query", {"subject": "a.b"}, "query")],
+)
+def test_an_unexpected_error_is_a_500_logged_once(
+    api: Api,
+    method: str,
+    path: str,
+    body: dict[str, Any] | None,
+    breaks: str,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """On a real server: one traceback in the log, nothing of it in the answer."""
+    from tests.integration.server import live_server
+
+    def bug(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("canary-bug")
+
+    monkeypatch.setattr(api.ledger, breaks, bug)
+    server_log = logging.getLogger("uvicorn.error")  # it does not reach the root logger
+    with caplog.at_level(logging.WARNING), live_server(api.app) as url:
+        server_log.addHandler(caplog.handler)  # after the server set up its logging
+        try:
+            headers = {"Authorization": f"Bearer {api.tokens['agent']}"}
+            r = httpx.request(method, url + path, json=body, headers=headers, timeout=10)
+        finally:
+            server_log.removeHandler(caplog.handler)
+    _problem(r, 500, "unexpected server error: it was logged")
+    assert "canary" not in r.text
+    logged = [rec for rec in caplog.records if rec.levelno >= logging.WARNING]
+    assert [rec.getMessage() for rec in logged] == [f"unexpected error on {method} {path}"]
+    assert logged[0].exc_info is not None
 
 
 @pytest.mark.parametrize("path", ["/v1/assertions", "/v1/query"])

@@ -165,6 +165,7 @@ def create_app(
         body, content_type = metrics.expose()
         return Response(body, media_type=content_type)
 
+    app.add_middleware(problems.LastResort)  # the first added: it wraps the routes alone
     app.add_middleware(BodyLimit, limit=settings.max_body)
     if settings.fast_query:
         [route] = [

@@ -25,14 +25,14 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from episteme.errors import BodyStalled, EpistemeError, UserError, WorldError, from_database
+from episteme.errors import BodyStalled, EpistemeError, UserError, WorldError
 from episteme.ledger.access import Op, Principal
 from episteme.ledger.core import Ledger
 
 from .deps import next_part
 from .ledger_routes import run_query
 from .metrics import Metrics
-from .problems import database_problem, problem_of
+from .problems import problem_of, unexpected
 from .schemas import QueryBody
 
 PATH = "/v1/query"
@@ -130,10 +130,8 @@ class QueryFastPath:
             return run_query(self.ledger, self.metrics, body, principal)
         except EpistemeError as exc:
             return problem_of(exc)
-        except Exception as exc:  # as the route's handler answers it
-            if not from_database(exc):
-                raise
-            return database_problem("POST", PATH, exc)
+        except Exception as exc:  # as the route's would be answered
+            return unexpected("POST", PATH, exc)
 
 
 def _headers(scope: Scope) -> tuple[str | None, int]:

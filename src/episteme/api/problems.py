@@ -19,6 +19,7 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from episteme.errors import EpistemeError, Unauthenticated, database_failed, from_database
 from episteme.ledger.canonical import MAX_DEPTH
@@ -223,8 +224,43 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> Response:
-        if from_database(exc):
-            return database_problem(request.method, request.url.path, exc)
-        log.exception("unexpected error on %s %s", request.method, request.url.path)
-        detail = "unexpected server error: it was logged; retry, and report it if it persists"
-        return problem(500, "Internal error", detail)
+        # raised outside `LastResort` (in a middleware around it); Starlette then raises
+        # it again, for the server to log
+        return unexpected(request.method, request.url.path, exc)
+
+
+def unexpected(method: str, path: str, exc: Exception) -> Response:
+    """The answer to an exception no handler took: a database's failure is 503 with its
+    words; anything else is logged with its traceback and answered 500, naming nothing."""
+    if from_database(exc):
+        return database_problem(method, path, exc)
+    log.error("unexpected error on %s %s", method, path, exc_info=exc)
+    detail = "unexpected server error: it was logged; retry, and report it if it persists"
+    return problem(500, "Internal error", detail)
+
+
+class LastResort:
+    """Answers what the routes raised and no handler took (`unexpected`), and logs it
+    once. Starlette's handler of last resort answers too, then raises the exception again
+    for the server, which logs its traceback a second time."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def watching(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, watching)
+        except Exception as exc:
+            if started:  # too late to answer: the server closes the connection
+                raise
+            await unexpected(scope["method"], scope["path"], exc)(scope, receive, send)
