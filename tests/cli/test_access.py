@@ -44,7 +44,23 @@ def test_token_refusals(cli: Cli) -> None:
     assert_error(cli("token", "revoke", "nobody", "--reason", "x"), 2, "no token or principal")
     cli("token", "create", "--name", "a", "--role", "agent")
     cli("token", "revoke", "a", "--reason", "x")
-    assert_error(cli("token", "revoke", "a", "--reason", "again"), 2, "no active token")
+    assert_error(cli("token", "revoke", "a", "--reason", "again"), 2, "already revoked")
+
+
+def test_a_token_is_revoked_by_its_secret_without_repeating_it(cli: Cli) -> None:
+    """A leaked secret is what its finder holds: it revokes the token, and is never shown."""
+    assert cli("init").code == 0
+    made = cli("token", "create", "--name", "ci-bot", "--role", "agent", "--json").json()
+    secret, tid = made["token"], made["record"]["id"]
+    r = cli("token", "revoke", secret, "--reason", "found in a CI log", "--json")
+    assert r.code == 0
+    assert [t["id"] for t in r.json()] == [tid]
+    assert secret not in r.out + r.err
+    again = cli("token", "revoke", secret, "--reason", "again")
+    assert_error(again, 2, f"token {tid} of ci-bot is already revoked")
+    unknown = cli("token", "revoke", secret + "x", "--reason", "x")
+    assert_error(unknown, 2, "no token or principal the token whose secret was given")
+    assert secret not in again.err + unknown.err
 
 
 def test_denials_and_check(cli: Cli, home: object) -> None:

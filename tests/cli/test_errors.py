@@ -729,3 +729,23 @@ def test_serve_on_a_port_in_use_is_one_line_exit_1(cli: Cli, tmp_path: Path) -> 
         r = cli("serve", "--port", str(port), "--home", str(tmp_path / "new"), home_arg=False)
     assert_error(r, 1, f"cannot listen on 127.0.0.1:{port}", "in use")
     assert not (tmp_path / "new").exists()  # no ledger, no admin token made for nothing
+
+
+def test_serve_home_wins_over_episteme_db(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`serve --home A` with EPISTEME_DB set serves A, as `token list --home A` reads A."""
+    from episteme.cli.server import serve_settings
+
+    monkeypatch.setenv("EPISTEME_DB", str(tmp_path / "b"))
+    assert serve_settings(str(tmp_path / "a")).location == tmp_path / "a"
+    assert serve_settings(None).location == tmp_path / "b"
+    monkeypatch.setenv("EPISTEME_DB", "postgresql://u@db.example/ledger")
+    assert serve_settings(str(tmp_path / "a")).location == tmp_path / "a"
+    assert serve_settings(None).location == "postgresql://u@db.example/ledger"
+    assert serve_settings("postgresql://u@other/x").location == "postgresql://u@other/x"
+    # and so in the workers, which read the settings back from the variables it sets
+    monkeypatch.setenv("EPISTEME_DB", str(tmp_path / "b"))
+    for name, value in serve_settings(str(tmp_path / "a")).to_env().items():
+        monkeypatch.setenv(name, value)
+    from episteme.api.settings import Settings
+
+    assert Settings.from_env().location == tmp_path / "a"

@@ -210,3 +210,44 @@ def test_the_console_of_a_server_with_workers_signs_in_on_every_worker(
             for _ in range(4):
                 page = httpx.get(f"{url}/", cookies=cookies)
                 assert page.status_code == 200, page.headers.get("location")
+
+
+def _children(pid: int) -> list[int]:
+    """The processes whose parent is `pid` (Linux: from /proc)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                stat = (entry / "stat").read_text()
+                if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                    found.append(int(entry.name))
+    return found
+
+
+def _running(pid: int) -> bool:
+    """Whether `pid` runs (an exited process not yet reaped, a zombie, does not)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def test_workers_stop_when_their_server_is_killed(tmp_path: Path) -> None:
+    """SIGKILL leaves a server no chance to stop its workers: they notice, and stop, so
+    that none goes on answering on its port with no one to restart or stop it."""
+    home = tmp_path / "killed"
+    with served(home, "--workers", "2") as (url, proc):
+        workers = _children(proc.pid)
+        assert len(workers) >= 2  # the workers and multiprocessing's resource tracker
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+        deadline = time.monotonic() + 20
+        while any(_running(w) for w in workers) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        left = [w for w in workers if _running(w)]
+        for w in left:  # not to leave them running if the test fails
+            os.kill(w, signal.SIGKILL)
+        assert left == []
+        with pytest.raises(httpx.ConnectError):
+            httpx.get(f"{url}/health", timeout=2)

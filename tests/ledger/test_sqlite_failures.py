@@ -8,8 +8,10 @@ where the transaction is rolled back by SQLite itself before the store sees the 
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -173,3 +175,49 @@ def test_a_ledger_that_could_not_be_made_leaves_nothing_behind(
     assert not (home / "ledger.db").exists()  # so that `init` may try again
     monkeypatch.undo()
     Ledger.init(home).close()
+
+
+def _as_nobody(work: Callable[[], str]) -> str:
+    """`work()` run as a user without rights (root passes every permission check): in a
+    forked child that drops to uid 65534 when this process is root; what it returned."""
+    if os.geteuid() != 0:
+        return work()
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child
+        try:
+            os.setgid(65534)
+            os.setuid(65534)
+            out = work()
+        except BaseException as exc:
+            out = f"{type(exc).__name__}: {exc}"
+        os.write(write, out.encode())
+        os._exit(0)
+    os.close(write)
+    with os.fdopen(read, "rb") as got:
+        out = got.read().decode()
+    os.waitpid(pid, 0)
+    return out
+
+
+@pytest.mark.parametrize("below", ["", "sub"])
+def test_a_home_this_user_may_not_enter_is_one_line(tmp_path: Path, below: str) -> None:
+    closed = tmp_path / "closed"
+    closed.mkdir()
+    closed.chmod(0)
+    tmp_path.chmod(0o755)
+    home = closed / below if below else closed
+
+    def open_it() -> str:
+        try:
+            Ledger.open(home, ensure=True)
+        except StoreUnavailable as exc:
+            return f"StoreUnavailable: {exc}"
+        return "opened"
+
+    try:
+        said = _as_nobody(open_it)
+    finally:
+        closed.chmod(0o700)
+    assert said.startswith(f"StoreUnavailable: cannot open the ledger at {home}"), said
+    assert "permission denied" in said

@@ -8,6 +8,9 @@ mounted at ``/mcp`` behind the same bearer tokens.
 from __future__ import annotations
 
 import contextlib
+import os
+import signal
+import threading
 import time
 from collections.abc import AsyncIterator
 
@@ -185,4 +188,22 @@ def create_app(
 
 def factory() -> FastAPI:
     """Entry point for uvicorn workers: settings from `EPISTEME_*` variables."""
+    _leave_with_parent()
     return create_app(Settings.from_env())
+
+
+PARENT_POLL_S = 1.0
+
+
+def _leave_with_parent() -> None:
+    """Stop this worker when the process that started it is gone. Killed with SIGKILL,
+    `episteme serve` cannot stop its workers, which would go on answering on its port
+    (and keep the next start from binding it) with no one to restart or stop them."""
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(PARENT_POLL_S)
+        os.kill(os.getpid(), signal.SIGTERM)  # uvicorn's own graceful stop
+
+    threading.Thread(target=watch, name="episteme-parent-watch", daemon=True).start()

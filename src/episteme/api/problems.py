@@ -128,7 +128,7 @@ def invalid_detail(errors: Sequence[Any]) -> tuple[int, str, str, str | None]:
         name = next((p for p in reversed(loc) if not p.isdigit()), "")
         msg = _PATTERN_HINTS.get(name, msg)
     shown = f" (got {given!r})" if isinstance(given, str | int | float | bool) else ""
-    if kind == "missing" or set(loc) & _NOT_ECHOED:
+    if kind == "missing" or set(loc) & _NOT_ECHOED or (shown and repr(given) in msg):
         shown = ""
     elif kind == "string_too_long" and isinstance(given, str):
         shown = f" (got {len(given):,} characters)"

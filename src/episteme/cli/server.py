@@ -8,7 +8,8 @@ import secrets
 import shutil
 import socket
 import tempfile
-from typing import Annotated
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -26,6 +27,9 @@ from episteme.cli.common import (
 )
 from episteme.errors import InvalidInput, WorldError
 from episteme.ledger import Ledger
+
+if TYPE_CHECKING:
+    from episteme.api.settings import Settings
 
 
 def local_actor() -> str:
@@ -59,6 +63,40 @@ def _check_listen(host: str, port: int) -> None:
             raise ListenError(f"cannot listen on {where}: {exc.strerror or exc}") from None
 
 
+def serve_settings(home: str | None, **flags: object) -> Settings:
+    """The server's settings: flags over `EPISTEME_*` variables over defaults. The ledger
+    is `--home` (a directory or a database URL), else `EPISTEME_DB`, else the default
+    home, as for every other command: a `--home` given wins over `EPISTEME_DB`."""
+    from episteme.api.settings import Settings
+
+    where = home or os.environ.get("EPISTEME_DB") or None
+    url = where if where and "://" in where else None
+    # db="" rather than None: None would leave EPISTEME_DB's value in place
+    return Settings.from_env(home=None if url else (where or default_home()), db=url or "", **flags)
+
+
+METRICS_PREFIX = "episteme-metrics-"
+
+
+def _remove_stale_metrics() -> None:
+    """Remove the counters' directories of servers that were killed (SIGKILL leaves them):
+    each is named after its server's process, and is stale once that process is gone."""
+    for found in Path(tempfile.gettempdir()).glob(f"{METRICS_PREFIX}*-*"):
+        pid = found.name.removeprefix(METRICS_PREFIX).split("-", 1)[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(found, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)  # no signal: only whether the process exists
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's
+        return True
+    return True
+
+
 class ListenError(WorldError):
     """The server's address cannot be bound: in use, not this machine's, not allowed."""
 
@@ -88,14 +126,10 @@ def serve(
 
     from episteme.api.app import create_app
     from episteme.api.metrics import MULTIPROC_ENV
-    from episteme.api.settings import Settings
     from episteme.web.session import KEY_ENV as CONSOLE_KEY_ENV
 
-    where_db = home or os.environ.get("EPISTEME_DB") or None
-    url = where_db if where_db and "://" in where_db else None
-    settings = Settings.from_env(
-        home=None if url else (where_db or default_home()),
-        db=url,
+    settings = serve_settings(
+        home,
         host=host,
         port=port,
         workers=workers,
@@ -112,7 +146,8 @@ def serve(
             secret, record = made
             console.print(f"created admin token {record.id}; it is shown once, keep it safe:")
             console.print(secret, markup=False, highlight=False)
-    where = f"http://{settings.host}:{settings.port}"
+    host = f"[{settings.host}]" if ":" in settings.host else settings.host  # IPv6
+    where = f"http://{host}:{settings.port}"
     console.print(f"serving {store_url} on {where} (API reference: {where}/docs)")
     if settings.workers == 1:
         uvicorn.run(
@@ -126,7 +161,8 @@ def serve(
     # The workers share their counters through files in a directory of this server's
     # own: another server on the same home or database keeps its own, and none is
     # left behind for the next start to read as its own.
-    metrics_dir = tempfile.mkdtemp(prefix="episteme-metrics-")
+    _remove_stale_metrics()
+    metrics_dir = tempfile.mkdtemp(prefix=f"{METRICS_PREFIX}{os.getpid()}-")
     os.environ[MULTIPROC_ENV] = metrics_dir
     # The console's sessions are signed with one key per process unless it is given:
     # this server's workers share one of its making (several servers need it set).
@@ -194,7 +230,12 @@ def token_list(
 @token_app.command("revoke")
 def token_revoke(
     ctx: typer.Context,
-    ref: Annotated[str, typer.Argument(help="A token id (t_…), or a principal: all its tokens.")],
+    ref: Annotated[
+        str,
+        typer.Argument(
+            help="A token id (t_…), its secret (ep_…, never shown), or a principal: all its tokens."
+        ),
+    ],
     reason: Annotated[str, typer.Option("--reason", help="Why.")],
     home: Home = None,
     as_json: Json = False,

@@ -13,7 +13,7 @@ from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
-from episteme.errors import InvalidInput
+from episteme.errors import InvalidInput, StoreUnavailable
 from episteme.ledger.access import Denial, TokenRecord
 from episteme.ledger.background import Job, JobRecord, Leadership
 from episteme.ledger.journal import Draft, Event, VerifyReport
@@ -239,6 +239,18 @@ def open_store(
                 field="db",
             ) from None
         return PostgresStore(text, create=create, ensure=ensure, defer_flush=defer_flush)
+    try:
+        path, create = _sqlite_file(text, create=create, ensure=ensure)
+    except PermissionError as exc:  # a directory on the way that this user may not enter
+        raise StoreUnavailable(
+            f"cannot open the ledger at {text}: permission denied on {exc.filename or text}: "
+            "run as a user who may read and write it, or give another home"
+        ) from None
+    return SQLiteStore(path, create=create, defer_flush=defer_flush)
+
+
+def _sqlite_file(text: str, *, create: bool, ensure: bool) -> tuple[Path, bool]:
+    """The SQLite file `text` names, and whether to create it."""
     if text.startswith("sqlite:///"):
         # the database file: relative to the working directory, or absolute with a fourth
         # slash (sqlite:////srv/ledger.db); a home directory is taken for its ledger file
@@ -259,4 +271,4 @@ def open_store(
         path = home / DB_FILE
     if ensure and not path.exists():
         create = True
-    return SQLiteStore(path, create=create, defer_flush=defer_flush)
+    return path, create

@@ -13,6 +13,7 @@ from whenever import Instant
 
 from episteme.errors import Conflict, InvalidInput, NotFound, Unauthenticated
 from episteme.ledger.access import (
+    TOKEN_PREFIX,
     Denial,
     Principal,
     TokenRecord,
@@ -108,20 +109,29 @@ class Tokens:
         return self.store.tokens(principal)
 
     def revoke_token(self, ref: str, *, by: str, reason: str) -> list[TokenRecord]:
-        """Revoke a token by id, or every active token of a principal by name."""
+        """Revoke a token by id or by its secret (what someone holding a leaked token
+        has), or every active token of a principal by name."""
         check_name(by, "by")
         if not reason.strip():
             raise InvalidInput("revoking a token needs a reason", field="reason")
         ids: list[str] = []
+        secret = ref.strip().startswith(TOKEN_PREFIX)
+        shown = "the token whose secret was given" if secret else repr(ref)
 
         def build(r: StoreReader, at: int, seq: int) -> list[Draft]:
-            found = r.token(token_id=ref) if ref.startswith("t_") else None
-            targets = [found] if found else r.tokens(ref)
+            if secret:  # never repeated: found by its hash, named by its id
+                found = r.token(hash=token_hash(ref.strip()))
+            else:
+                found = r.token(token_id=ref) if ref.startswith("t_") else None
+            targets = [found] if found else [] if secret else r.tokens(ref)
             if not targets:
-                raise NotFound(f"no token or principal {ref!r}: see `episteme token list`")
+                raise NotFound(
+                    f"no token or principal {shown}: see `episteme token list`", field="ref"
+                )
             live = [t.id for t in targets if t.revoked_at is None]
             if not live:
-                raise Conflict(f"{ref} has no active token left to revoke")
+                name = f"token {targets[0].id}" if len(targets) == 1 else ref
+                raise Conflict(f"{name} of {targets[0].principal} is already revoked")
             ids[:] = live
             return [Draft(EventKind.TOKEN_REVOKED, by, {"token_ids": live, "reason": reason})]
 
