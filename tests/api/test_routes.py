@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from whenever import TimeDelta
 
 from episteme.timeutil import ManualClock
@@ -155,6 +157,7 @@ def test_health_and_metrics(api: Api) -> None:
     assert h.status_code == 200
     assert h.json()["store"] == "ok"
     assert h.json()["journal_events"] == 4
+    assert h.json()["process"] == os.getpid()  # in-process: this one answered
     api.call("POST", "/v1/assertions", json={"subject": "a.b", "value": 1})
     api.call("POST", "/v1/query", json={"subject": "a.b"})
     api.call("POST", "/v1/query", json={"subject": "a.b", "lens": "latest"})

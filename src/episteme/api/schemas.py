@@ -7,6 +7,7 @@ on subjects, names and lifecycle moves.
 
 from __future__ import annotations
 
+import os
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, WithJsonSchema
@@ -210,6 +211,11 @@ class Health(BaseModel):
     store: str
     journal_events: int
     workers: dict[str, str]
+    process: int = Field(
+        default_factory=os.getpid,
+        description="the server process that answered: with several workers each answers"
+        " for itself, and one of all the servers on a ledger leads its background work",
+    )
 
 
 class WebhookBody(BaseModel):
