@@ -420,7 +420,7 @@ def test_a_correction_reaches_a_webhook_signed(
 
 
 def test_the_loop_keeps_following_the_journal_when_delivery_fails(ledger: Ledger) -> None:
-    def broken() -> int:
+    def broken(stopped: object) -> int:
         raise RuntimeError("the webhook store is away")
 
     loop = GardenerLoop(Gardener(ledger), deliver=broken, idle=0.01)
@@ -447,7 +447,7 @@ def test_a_loop_started_again_never_runs_two_delivery_threads(ledger: Ledger) ->
     # new one, so deliveries ran twice over from then on.
     callers: list[int] = []
 
-    def slow() -> int:  # one delivery to a receiver that takes its time
+    def slow(stopped: object) -> int:  # one delivery to a receiver that takes its time
         callers.append(threading.get_ident())
         time.sleep(0.8)
         return 0

@@ -541,3 +541,24 @@ def test_a_damaged_schema_version_is_named_not_a_traceback(
         admin.execute(damage)
     with pytest.raises(StoreUnavailable, match=f"schema version .* not a number \\({found}\\)"):
         Ledger.open(pg_url)
+
+
+def test_the_server_ends_a_silent_leaders_session_within_seconds(pg_url: str) -> None:
+    """The lock is the session's: by default the server keeps a dead client's session,
+    and so the lock, for over 2 hours. The leadership's connection asks for less (on TCP,
+    which the tests use: a Unix socket ignores these)."""
+    with Ledger.open(pg_url, ensure=True) as led:
+        lead = led.store.leadership("background")
+        assert lead.acquire()
+        conn = lead._conn  # type: ignore[attr-defined]
+        shown = {
+            name: conn.execute(f"SHOW {name}").fetchone()[0]
+            for name in ("tcp_keepalives_idle", "tcp_keepalives_interval", "tcp_keepalives_count")
+        }
+        assert shown == {
+            "tcp_keepalives_idle": "10",
+            "tcp_keepalives_interval": "5",
+            "tcp_keepalives_count": "3",
+        }
+        assert conn.execute("SHOW tcp_user_timeout").fetchone()[0] == "30000"
+        lead.release()

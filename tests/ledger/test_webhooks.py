@@ -121,6 +121,33 @@ def test_a_signature_verifies_with_the_right_secret_time_and_body_only() -> None
 # -- delivery -----------------------------------------------------------------------------
 
 
+def test_a_process_that_stops_leading_leases_no_more_deliveries(
+    ledger: Ledger, clock: ManualClock, receiver: Receiver, client: httpx.Client
+) -> None:
+    """Leadership lost during a run: the delivery in hand ends, the rest wait unleased for
+    the new leader (they went on, up to 50, taking turns with it)."""
+    store = ledger.store
+    spec = WebhookSpec(name="hook", url=f"{receiver.url}/in")
+    for n in range(5):
+        enqueue(store, clock, n=note(key=f"correction:x_{n}"))
+    d = deliverer(store, clock, client, {"hook": spec})
+    leading = [True]
+
+    def stopped() -> bool:
+        return not leading[0]
+
+    real = d._attempt
+
+    def attempt_then_lose_leadership(*args: Any) -> None:
+        real(*args)
+        leading[0] = False
+
+    d._attempt = attempt_then_lose_leadership  # type: ignore[method-assign]
+    assert d.run_once(stopped) == 1
+    jobs = store.jobs(QUEUE)
+    assert sorted((j.state, j.attempts) for j in jobs) == [("done", 1)] + [("ready", 0)] * 4
+
+
 def test_500_twice_then_200_is_delivered_on_the_third_attempt(
     ledger: Ledger, clock: ManualClock, receiver: Receiver, client: httpx.Client
 ) -> None:

@@ -345,7 +345,7 @@ class GardenerLoop:
         self,
         gardener: Gardener,
         *,
-        deliver: Callable[[], int] | None = None,
+        deliver: Callable[[Callable[[], bool]], int] | None = None,
         idle: float = 0.5,
         scan_every: float = 10.0,
     ) -> None:
@@ -369,8 +369,8 @@ class GardenerLoop:
         work: list[tuple[str, Callable[[], int], int]] = [
             ("gardener", functools.partial(self._garden, stop), self.gardener.batch)
         ]
-        if self.deliver is not None:
-            work.append(("webhooks", self.deliver, 1))
+        if self.deliver is not None:  # told when to stop, between two deliveries
+            work.append(("webhooks", functools.partial(self.deliver, stop.is_set), 1))
         self._threads = [
             threading.Thread(target=self._run, args=(fn, full, stop), name=name, daemon=True)
             for name, fn, full in work

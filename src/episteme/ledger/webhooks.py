@@ -405,8 +405,9 @@ class Deliverer:
         self._closed = False
         logging.getLogger("httpx").addFilter(_HIDE_URLS)  # once: the same filter object
 
-    def run_once(self, limit: int = 50) -> int:
-        """Deliver up to `limit` jobs that are due, until closed; how many were handled.
+    def run_once(self, stopped: Callable[[], bool] | None = None, limit: int = 50) -> int:
+        """Deliver up to `limit` jobs that are due, until closed or `stopped()` (this
+        process no longer leads the background work); how many were handled.
 
         A failed delivery is recorded on its job, never raised; errors of the store
         itself (the database away) are raised.
@@ -416,7 +417,8 @@ class Deliverer:
         longest = max((s.timeout_s for s in specs.values()), default=5.0)
         lease_us = int(3 * longest * _SECOND_US) + _LEASE_MARGIN_US
         handled = 0
-        while handled < limit and not self._closed:  # closed: the jobs left wait, unleased
+        # closed or stopped: the jobs left wait, unleased, for whoever leads
+        while handled < limit and not self._closed and not (stopped and stopped()):
             job = self._store.lease_job(QUEUE, self._worker, self._now_us(), lease_us)
             if job is None:
                 break

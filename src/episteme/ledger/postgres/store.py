@@ -137,6 +137,20 @@ with the cause (`tcp_user_timeout`), and a dead idle connection is closed within
 a minute (the keepalives), so the pool replaces it."""
 
 
+LEADER_LIVENESS = {
+    "tcp_keepalives_idle": "10",
+    "tcp_keepalives_interval": "5",
+    "tcp_keepalives_count": "3",
+    "tcp_user_timeout": "30000",
+}
+"""The server's side of a leadership's connection. The lock lives as long as the server
+keeps the session, and by default the server keeps a silent client's session for about
+2 h 11 min (keepalives after 7,200 s idle, then 9 probes 75 s apart): a leader whose host
+died or was cut off would hold the lock, and no one would lead, for that long. With
+these the server ends the session within about 30 s of silence, whether it had data
+waiting to be acknowledged (`tcp_user_timeout`) or not (the keepalives)."""
+
+
 def with_liveness(url: str) -> str:
     """`url` as connection settings, with `LIVENESS` for what it does not set."""
     given = conninfo_to_dict(url)
@@ -700,6 +714,7 @@ class _AdvisoryLeadership:
                 if self._conn is None or self._conn.closed:
                     self._held = False
                     self._conn = self._store._connect()
+                    _server_side_liveness(self._conn)
                 if self._held:
                     self._conn.execute("SELECT 1")  # still connected, so still ours
                     return True
@@ -739,6 +754,18 @@ class _AdvisoryLeadership:
                     self._conn.execute("SELECT pg_advisory_unlock(%s)", (self._key,))
                 self._conn.close()
             self._conn = None
+
+
+def _server_side_liveness(conn: psycopg.Connection[Any]) -> None:
+    """`LEADER_LIVENESS` on `conn`, each where the server has the setting (PostgreSQL has
+    them all; a Unix socket ignores them, and some compatible engines lack them)."""
+    for name, value in LEADER_LIVENESS.items():
+        try:
+            conn.execute(f"SET {name} = {value}")
+        except psycopg.OperationalError:
+            raise
+        except psycopg.Error:  # a setting this engine does not have
+            log.debug("leadership connection: %s not set", name)
 
 
 def _can_defer_flush(conn: psycopg.Connection[Any]) -> bool:
