@@ -731,6 +731,22 @@ def test_serve_on_a_port_in_use_is_one_line_exit_1(cli: Cli, tmp_path: Path) -> 
     assert not (tmp_path / "new").exists()  # no ledger, no admin token made for nothing
 
 
+def test_serve_warns_of_a_misspelt_setting(
+    cli: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("EPISTEME_WORKRES", "2")
+    monkeypatch.setenv("EPISTEME_WEBHOOK_SECRET", "x")  # a name of the user's: not a typo
+    with socket.socket() as taken:  # the server stops there, having warned
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        r = cli("serve", "--port", str(port), "--home", str(tmp_path / "new"), home_arg=False)
+    assert r.err.splitlines()[0] == (
+        "warning: EPISTEME_WORKRES is not a setting, and is ignored: did you mean EPISTEME_WORKERS?"
+    )
+    assert "WEBHOOK" not in r.err
+
+
 def test_serve_home_wins_over_episteme_db(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """`serve --home A` with EPISTEME_DB set serves A, as `token list --home A` reads A."""
     from episteme.cli.server import serve_settings

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import os
 from pathlib import Path
 
@@ -55,6 +56,20 @@ class Settings(BaseModel):
         except ValidationError as exc:
             raise InvalidInput(f"invalid server setting: {describe(exc)}") from None
         return settings.model_copy(update={"home": settings.home.expanduser()})
+
+    @classmethod
+    def misspelt(cls) -> list[str]:
+        """`EPISTEME_*` variables that look like a setting's but are none (EPISTEME_WORKRES):
+        one line each, naming the setting meant. Others are left alone: names of the
+        user's choosing (a webhook's secret) start with EPISTEME_ too."""
+        names = [f"EPISTEME_{name.upper()}" for name in cls.model_fields]
+        out = []
+        for var in sorted(os.environ):
+            if var.startswith("EPISTEME_") and var not in names:
+                close = difflib.get_close_matches(var, names, n=1, cutoff=0.85)
+                if close:
+                    out.append(f"{var} is not a setting, and is ignored: did you mean {close[0]}?")
+        return out
 
     @property
     def location(self) -> str | Path:

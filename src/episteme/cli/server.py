@@ -136,6 +136,8 @@ def serve(
         max_body=max_body,
         shutdown_timeout=shutdown_timeout,
     )
+    for warning in type(settings).misspelt():
+        typer.echo(f"warning: {warning}", err=True)
     _check_listen(settings.host, settings.port)  # before anything is created or printed
     console = state(ctx).console
     ledger = Ledger.open(settings.location, clock=state(ctx).clock, ensure=True)
