@@ -61,6 +61,9 @@ def test_a_token_is_revoked_by_its_secret_without_repeating_it(cli: Cli) -> None
     unknown = cli("token", "revoke", secret + "x", "--reason", "x")
     assert_error(unknown, 2, "no token or principal the token whose secret was given")
     assert secret not in again.err + unknown.err
+    # a principal may be named like a secret
+    cli("token", "create", "--name", "ep_bot", "--role", "agent")
+    assert cli("token", "revoke", "ep_bot", "--reason", "x").code == 0
 
 
 def test_denials_and_check(cli: Cli, home: object) -> None:

@@ -123,15 +123,15 @@ class Tokens:
                 found = r.token(hash=token_hash(ref.strip()))
             else:
                 found = r.token(token_id=ref) if ref.startswith("t_") else None
-            targets = [found] if found else [] if secret else r.tokens(ref)
+            targets = [found] if found else r.tokens(ref)  # a principal named ep_…
             if not targets:
                 raise NotFound(
                     f"no token or principal {shown}: see `episteme token list`", field="ref"
                 )
             live = [t.id for t in targets if t.revoked_at is None]
             if not live:
-                name = f"token {targets[0].id}" if len(targets) == 1 else ref
-                raise Conflict(f"{name} of {targets[0].principal} is already revoked")
+                which = f"token {targets[0].id}" if len(targets) == 1 else "every token"
+                raise Conflict(f"{which} of {targets[0].principal} is already revoked")
             ids[:] = live
             return [Draft(EventKind.TOKEN_REVOKED, by, {"token_ids": live, "reason": reason})]
 
