@@ -232,6 +232,8 @@ def install(app: FastAPI) -> None:
 def unexpected(method: str, path: str, exc: Exception) -> Response:
     """The answer to an exception no handler took: a database's failure is 503 with its
     words; anything else is logged with its traceback and answered 500, naming nothing."""
+    if isinstance(exc, EpistemeError):  # one raised where no handler was around it
+        return problem_of(exc)
     if from_database(exc):
         return database_problem(method, path, exc)
     log.error("unexpected error on %s %s", method, path, exc_info=exc)
