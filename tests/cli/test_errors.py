@@ -765,3 +765,26 @@ def test_serve_home_wins_over_episteme_db(tmp_path: Path, monkeypatch: pytest.Mo
     from episteme.api.settings import Settings
 
     assert Settings.from_env().location == tmp_path / "a"
+
+
+def test_serve_removes_the_counters_of_killed_servers_only(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A server killed with SIGKILL leaves its counters' directory; the next start removes
+    it, and leaves those of servers still running."""
+    import subprocess
+    import sys
+    import tempfile
+
+    from episteme.cli import server
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)  # fmt: skip
+    dead = tmp_path / f"{server.METRICS_PREFIX}{gone.stdout.strip()}-x1"
+    alive = tmp_path / f"{server.METRICS_PREFIX}{os.getpid()}-x2"
+    other = tmp_path / "episteme-metrics-notapid"
+    for d in (dead, alive, other):
+        d.mkdir()
+    server._remove_stale_metrics()
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([alive.name, other.name])

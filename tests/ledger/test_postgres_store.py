@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import psycopg
@@ -38,6 +39,18 @@ def _in_threads(work: Callable[[int], None], n: int) -> list[BaseException]:
     return errors
 
 
+@contextmanager
+def _two_stores(url: str) -> Iterator[list[Ledger]]:
+    """Two ledgers on one database, each with its own store (its own pool), as two
+    processes would have them; closed afterwards."""
+    ledgers = [Ledger(open_store(url)), Ledger(open_store(url))]
+    try:
+        yield ledgers
+    finally:
+        for led in ledgers:
+            led.close()
+
+
 def _default_isolation(url: str, level: str) -> None:
     with psycopg.connect(url, autocommit=True) as admin:
         name = admin.execute("SELECT current_database()").fetchone()
@@ -61,7 +74,6 @@ def test_serialization_failures_are_retried_into_one_chain(pg_url: str) -> None:
             "CREATE TRIGGER conflict BEFORE INSERT ON journal"
             " FOR EACH ROW EXECUTE FUNCTION conflict()"
         )
-    ledgers = [Ledger(open_store(pg_url)), Ledger(open_store(pg_url))]
     # A group run again runs its writes' builds again: what each call returns must be
     # what its last run recorded (not the rolled-back run's, nor both).
     returned: list[tuple[str, str, str]] = []
@@ -78,8 +90,8 @@ def test_serialization_failures_are_retried_into_one_chain(pg_url: str) -> None:
                 assert d.query_ids == [q.query_id]
                 returned.append((added[0].id, q.query_id, d.id))
 
-    errors = _in_threads(write, 4)
-    try:
+    with _two_stores(pg_url) as ledgers:
+        errors = _in_threads(write, 4)
         assert errors == []
         retried = sum(getattr(led.store, "retries", 0) for led in ledgers)
         assert retried > 0  # the conflicts happened, and were absorbed
@@ -93,9 +105,6 @@ def test_serialization_failures_are_retried_into_one_chain(pg_url: str) -> None:
             decision = ledgers[1].trace(did).decision
             assert decision is not None
             assert decision.query_ids == [qid]
-    finally:
-        for led in ledgers:
-            led.close()
 
 
 @pytest.mark.parametrize("level", ["'repeatable read'", "serializable"])
@@ -106,22 +115,17 @@ def test_writes_keep_one_chain_whatever_the_databases_default_isolation(
     lock, a writer would not see the commit it waited for, and reuse its sequence number."""
     _default_isolation(pg_url, level)
     Ledger.init(pg_url).close()
-    ledgers = [Ledger(open_store(pg_url)), Ledger(open_store(pg_url))]
+    with _two_stores(pg_url) as ledgers:
 
-    def write(i: int) -> None:
-        for n in range(15):
-            ledgers[i % 2].assert_one(subject=f"svc.w{i}", value=n, agent=f"a-{i}")
+        def write(i: int) -> None:
+            for n in range(15):
+                ledgers[i % 2].assert_one(subject=f"svc.w{i}", value=n, agent=f"a-{i}")
 
-    errors = _in_threads(write, 4)
-    try:
-        assert errors == []
+        assert _in_threads(write, 4) == []
         assert sum(getattr(led.store, "retries", 0) for led in ledgers) == 0
         report = ledgers[0].verify()
         assert (report.ok, report.events) == (True, 4 * 15)
         assert ledgers[1].rebuild().ok
-    finally:
-        for led in ledgers:
-            led.close()
 
 
 @pytest.mark.parametrize("level", ["'repeatable read'", "serializable"])

@@ -14,6 +14,7 @@ from typing import Annotated
 import anyio.to_thread
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from episteme.errors import (
@@ -103,8 +104,8 @@ def allow(op: Op) -> Callable[..., Awaitable[Principal]]:
     return caller
 
 
-async def refused_first(request: Request) -> None:
-    """Raise the refusal the route's caller would have met, if any (and record it).
+async def refused_first(request: Request) -> Response | None:
+    """The refusal the route's caller would have met, if any (recorded as every refusal).
 
     FastAPI parses a JSON body before it runs a route's dependencies (it validates the
     body after them), so a malformed one would be answered 400 before the token is
@@ -114,11 +115,16 @@ async def refused_first(request: Request) -> None:
     ops = [getattr(d.call, "op", None) for d in getattr(dependant, "dependencies", ())]
     op = next((o for o in ops if isinstance(o, Op)), None)
     if op is None:
-        return
+        return None
     scheme, _, credentials = request.headers.get("authorization", "").partition(" ")
     secret = credentials.strip() if scheme.lower() == "bearer" and credentials.strip() else None
     state = request.app.state
-    await authorize(state.ledger, state.metrics, secret, op, f"{request.method} {request.url.path}")
+    target = f"{request.method} {request.url.path}"
+    try:
+        await authorize(state.ledger, state.metrics, secret, op, target)
+    except EpistemeError as exc:
+        return problem_of(exc)
+    return None
 
 
 def known_query(request: Request) -> None:

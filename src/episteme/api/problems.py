@@ -185,11 +185,7 @@ async def _refused(request: Request) -> Response | None:
     """The answer to a caller the route would refuse, before what is wrong with its body."""
     from .deps import refused_first  # deps answers with this module's problems
 
-    try:
-        await refused_first(request)
-    except EpistemeError as exc:
-        return problem_of(exc)
-    return None
+    return await refused_first(request)
 
 
 def install(app: FastAPI) -> None:

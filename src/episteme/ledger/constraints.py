@@ -138,7 +138,7 @@ _RE2.log_errors = False  # RE2 would write each refused pattern to stderr
 
 def _compile(pattern: str) -> _Matcher:
     """A pattern as RE2 compiles it. RE2 matches in time linear in the text, so no
-    pattern can stall a check: Python's backtracking engine takes minutes to search
+    pattern can stall a check: Python's backtracking engine takes days to search
     forty a's with `(a+)+$`, and a check runs on an agent's path to acting."""
     if not pattern or len(pattern) > MAX_PATTERN:
         raise InvalidInput(f"a pattern must have 1 to {MAX_PATTERN} characters", field="patterns")

@@ -302,22 +302,17 @@ class Reader(LearningReads, DiagnosisReads):
             raise InvalidInput(f"id {ref!r} is too short: give at least 4 characters", field="id")
         if not all(c.isalnum() or c == "_" for c in ref):
             raise InvalidInput(f"{ref!r} is not an id: ids are hexadecimal", field="id")
-        rows = []
-        if want is not None and want != kind:
-            letter = _LETTERS.get(want)
-            if letter is not None and kind == "assertion":  # no letter: try want's first
-                rows = self._starting(want, letter + ref)
-            if rows:
-                kind = want
-            elif kind != "assertion" or self._starting(kind, ref):
-                hint = f" ({_LETTERS[want]}…)" if want in _LETTERS else ""
-                raise InvalidInput(
-                    f"{ref} is {article(kind)} id: give {article(want)} id{hint}", field="id"
-                )
-            else:
-                raise NotFound(f"no {want} with id {ref!r}", field="id")
-        else:
+        if want is None or want == kind:
             rows = self._starting(kind, ref)
+        elif kind == "assertion" and (rows := self._starting(want, _LETTERS.get(want, "") + ref)):
+            kind = want  # the wanted kind's id without its letter
+        elif kind == "assertion" and not self._starting(kind, ref):
+            raise NotFound(f"no {want} with id {ref!r}", field="id")
+        else:
+            hint = f" ({_LETTERS[want]}…)" if want in _LETTERS else ""
+            raise InvalidInput(
+                f"{ref} is {article(kind)} id: give {article(want)} id{hint}", field="id"
+            )
         if not rows:
             raise NotFound(f"no {kind} with id {ref!r}", field="id")
         if len(rows) > 1:
