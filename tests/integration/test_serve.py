@@ -163,6 +163,28 @@ def test_a_server_told_to_stop_ends_a_stream_it_cannot_finish(tmp_path: Path) ->
         assert report.ok, report.problem
 
 
+def test_head_on_a_followed_stream_answers_and_frees_the_connection(tmp_path: Path) -> None:
+    # HEAD is answered as GET without the body; a followed diagnosis used to run on for
+    # nobody, keeping the connection busy until the session ended (an hour by default).
+    home = tmp_path / "home"
+    with Ledger.init(home) as ledger:
+        token, _ = ledger.issue_token("dev", ["agent"], by="admin")
+    auth = {"Authorization": f"Bearer {token}"}
+    with served(home) as (url, _proc):
+        body = {"problem": "database connection failures in prod", "environment": "prod"}
+        started = httpx.post(f"{url}/diagnose", json=body, headers=auth, timeout=30.0)
+        assert started.json()["status"] == "waiting_for_approval", started.text
+        sid = started.json()["id"]
+        with httpx.Client(base_url=url, headers=auth, timeout=5.0) as one_connection:
+            head = one_connection.head(f"/status/{sid}", params={"stream": "true"})
+            assert head.status_code == 200
+            assert head.headers["content-type"] == "application/x-ndjson"
+            assert head.content == b""
+            # the same keep-alive connection serves the next request at once
+            assert one_connection.get("/health").status_code == 200
+            assert one_connection.head("/v1/export").status_code == 403
+
+
 def test_two_servers_with_workers_on_one_home_keep_their_own_counters(tmp_path: Path) -> None:
     # Each server with workers shares its counters through files; a second server on the
     # same home used to wipe the first's files as it started, and the first's scrapes

@@ -171,7 +171,11 @@ async def next_part(receive: Receive) -> Message:
 class HeadAsGet:
     """Answers HEAD as the route answers GET, without the body (RFC 9110 §9.3.2): a load
     balancer's health check may ask `HEAD /health`. FastAPI routes take only the
-    methods they declare, and declaring HEAD would double the API reference."""
+    methods they declare, and declaring HEAD would double the API reference.
+
+    The response ends with its headers. The server then tells the route the client has
+    gone, so a streamed answer (an export, a followed diagnosis) stops where it is
+    rather than running to its end for nobody, holding the connection."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -182,10 +186,11 @@ class HeadAsGet:
             return
 
         async def headers_only(message: Message) -> None:
-            if message["type"] != "http.response.body":
+            if message["type"] == "http.response.start":
                 await send(message)
-            elif not message.get("more_body", False):
                 await send({"type": "http.response.body", "body": b""})
+            elif message["type"] != "http.response.body":
+                await send(message)
 
         await self.app(dict(scope, method="GET"), receive, headers_only)
 
