@@ -43,7 +43,7 @@ import orjson
 from pydantic import BaseModel, JsonValue, TypeAdapter, ValidationError
 from whenever import Instant
 
-from episteme import __version__
+from episteme import __version__, ndjson
 from episteme.diagnose.engine import Session
 from episteme.errors import (
     Conflict,
@@ -625,10 +625,10 @@ def _json_object(content: bytes) -> dict[str, Any]:
     return found
 
 
-def _line(call: _Call[Any], line: str) -> dict[str, Any]:
+def _line(call: _Call[Any], line: bytes) -> dict[str, Any]:
     """One line of an NDJSON stream: a JSON object, or the error that it is not."""
     try:
-        return _json_object(line.encode())
+        return _json_object(line)
     except ValueError:
         raise StoreUnavailable(
             f"a line of the answer to {call.method} {call.path} is not a JSON object; "
@@ -888,9 +888,8 @@ class Client(_Base):
                 if not response.is_success:
                     response.read()
                     raise _problem(call, response)
-                for line in response.iter_lines():
-                    if line.strip():
-                        yield _line(call, line)
+                for line in ndjson.lines(response.iter_bytes()):
+                    yield _line(call, line)
         except httpx.RequestError as exc:
             raise _unreachable(self.base_url, call, exc) from exc
 
@@ -1013,9 +1012,8 @@ class AsyncClient(_Base):
                 if not response.is_success:
                     await response.aread()
                     raise _problem(call, response)
-                async for line in response.aiter_lines():
-                    if line.strip():
-                        yield _line(call, line)
+                async for line in ndjson.alines(response.aiter_bytes()):
+                    yield _line(call, line)
         except httpx.RequestError as exc:
             raise _unreachable(self.base_url, call, exc) from exc
 

@@ -604,6 +604,24 @@ def test_import_into_a_non_empty_home_is_refused(
     assert head(cli)["ok"] is True
 
 
+def test_values_with_unicode_line_separators_go_out_and_back(cli: Cli, tmp_path: Path) -> None:
+    # JSON leaves U+2028, U+2029 and U+0085 unescaped; splitting lines at them, as
+    # str.splitlines does, made such a batch or export unreadable.
+    odd = "line\u2028sep\u2029para\x85next"
+    done(cli("init"))
+    batch = tmp_path / "batch.jsonl"
+    batch.write_text(json.dumps({"subject": "text.odd", "value": odd}, ensure_ascii=False) + "\n")
+    done(cli("assert", "--batch", str(batch), "--agent", "bot"))
+    dump = tmp_path / "journal.jsonl"
+    done(cli("export", "-o", str(dump)))
+    assert "\u2028" in dump.read_text()  # as it was written: unescaped
+    other = tmp_path / "other"
+    done(cli("import", str(dump), "--home", str(other), home_arg=False))
+    assert head(cli, str(other)) == head(cli)
+    answer = ok(cli("query", "text.odd", "--lens", "latest", "--json", "-a", "x"))
+    assert answer["items"][0]["assertion"]["value"] == odd
+
+
 def _tampered(lines: list[str], seq: int) -> list[str]:
     out = list(lines)
     event = json.loads(out[seq - 1])

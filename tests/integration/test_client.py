@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 from whenever import Instant, TimeDelta
 
@@ -237,6 +238,24 @@ async def test_async_export_and_denials(server: Server) -> None:
         assert events
         assert events == [event async for event in root.export()]
         assert (await root.health())["status"] == "ok"
+
+
+@pytest.mark.anyio
+async def test_streams_split_lines_at_newlines_alone(server: Server) -> None:
+    # JSON leaves U+2028, U+2029 and U+0085 unescaped in strings; splitting at them as
+    # str.splitlines does broke every export once one value held one.
+    odd = "line\u2028sep\u2029para\x85next"
+    with server.client("root") as root:
+        root.add_assertion("text.odd", odd)
+        opened = root.diagnose(f"database connection failures in prod{odd}")
+        root.deny_session(opened.id, reason=odd)
+        exported = list(root.export())
+        assert odd in orjson.dumps(exported).decode()
+        events = list(root.session_events(opened.id))
+        assert odd in orjson.dumps(events).decode()
+    async with server.aclient("root") as root_async:
+        assert [e async for e in root_async.export()] == exported
+        assert [e async for e in root_async.session_events(opened.id)] == events
 
 
 # -- errors ----------------------------------------------------------------------------

@@ -20,6 +20,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from episteme import ndjson
 from episteme.cli.common import Json, app, emit, state
 from episteme.errors import (
     Conflict,
@@ -89,9 +90,8 @@ class _Api:
                 if r.status_code >= 400:
                     r.read()
                     self._check(r)
-                for line in r.iter_lines():
-                    if line.strip():
-                        yield orjson.loads(line)
+                for line in ndjson.lines(r.iter_bytes()):
+                    yield orjson.loads(line)
         except httpx.TransportError as exc:
             raise StoreUnavailable(f"{self.url} is unreachable ({type(exc).__name__})") from None
 

@@ -11,6 +11,7 @@ from typing import IO, Annotated, Any
 
 import typer
 
+from episteme import ndjson
 from episteme.cli import render
 from episteme.cli.common import (
     Home,
@@ -118,9 +119,7 @@ def _read_text(source: str, named: str) -> str:
 def _read_batch(batch: str, agent: str) -> list[Any]:
     text = _read_text(batch, f"--batch {batch}")
     inputs = []
-    for n, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
+    for n, line in ndjson.numbered(text):
         try:
             data = json.loads(line)
         except json.JSONDecodeError as exc:
@@ -614,9 +613,7 @@ def _read_events(source: str) -> list[Event]:
 
     text = _read_text(source, source)
     events = []
-    for n, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
+    for n, line in ndjson.numbered(text):
         try:
             d = json.loads(line)
             events.append(
