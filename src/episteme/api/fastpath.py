@@ -150,6 +150,8 @@ def _headers(scope: Scope) -> tuple[str | None, int]:
             json = value.split(b";", 1)[0].strip().lower() == b"application/json"
         elif name == b"content-length":
             declared = int(value) if value.isdigit() else 0
+        elif name == b"content-encoding" and value.strip().lower() not in (b"", b"identity"):
+            json = False  # compressed: the app refuses it (415)
     return (secret if json else None), declared
 
 
