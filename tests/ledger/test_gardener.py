@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 import time
+from pathlib import Path
 
 import httpx
 import orjson
@@ -14,6 +15,7 @@ from whenever import Instant, TimeDelta
 from episteme.errors import InvalidInput, NotFound
 from episteme.ledger import Ledger
 from episteme.ledger.constraints import evaluate
+from episteme.ledger.copy import copy_ledger
 from episteme.ledger.gardener import Gardener, GardenerLoop
 from episteme.ledger.records import ConstraintRecord
 from episteme.ledger.trust import TrustPolicy
@@ -488,3 +490,40 @@ def test_a_trust_drop_past_the_alert_line_is_notified_once(
         assert "fell to 0.33" in drop.summary
         gardener.replay()
         assert len(ledger.notifications(type="trust_drop")) == 1
+
+
+def test_a_copy_or_an_import_delivers_no_notification_twice(
+    ledger: Ledger, location: str | Path, clock: ManualClock, tmp_path: Path
+) -> None:
+    # The gardener of a copied ledger starts from the first event. It used to queue a
+    # delivery of every notification the source had sent long before: a page for each
+    # old correction, conflict and trust drop.
+    ledger.set_webhook(WebhookSpec(name="pager", url="http://127.0.0.1:9/hook"), by="admin")
+    es, _ = _es256_story(ledger)
+    first = ledger.correct(es, by="oncall", reason="prod expects RS256", value="RS256")
+    Gardener(ledger).run_until_caught_up()  # raised (and queued) at the source
+    sent = {n.key for n in ledger.notifications()}
+    assert f"correction:{first.correction.id}" in sent
+    port = ledger.assert_one(subject="svc.port", value=82, agent="bot")
+    unsent = ledger.correct(port.id, by="oncall", reason="it listens on 81", value=81)  # not yet
+
+    copy_ledger(location, tmp_path / "copy")
+    with Ledger.open(tmp_path / "copy", clock=clock) as copied:
+        Gardener(copied).run_until_caught_up()
+        queued = {d.key for d in deliveries(copied.store)}
+        assert f"correction:{unsent.correction.id}" in queued  # never sent: sent from here
+        assert not queued & sent
+        raised = {n.key for n in copied.notifications()}
+
+    Gardener(ledger).run_until_caught_up()
+    assert raised == {n.key for n in ledger.notifications()}  # as the source, in the end
+
+    with Ledger.init(tmp_path / "imported", clock=clock) as imported:
+        imported.import_events(ledger.export())  # a journal alone: all of it raised before
+        Gardener(imported).run_until_caught_up()
+        assert deliveries(imported.store) == []
+        assert {n.key for n in imported.notifications()} == raised
+        later = imported.assert_one(subject="svc.port", value=80, agent="bot")
+        new = imported.correct(later.id, by="oncall", reason="no", value=81)
+        Gardener(imported).run_until_caught_up()
+        assert f"correction:{new.correction.id}" in {d.key for d in deliveries(imported.store)}

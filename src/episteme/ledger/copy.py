@@ -19,6 +19,7 @@ from pydantic import BaseModel
 from episteme.errors import Conflict, EpistemeError, IntegrityError, InvalidInput
 from episteme.ledger.canonical import GENESIS
 from episteme.ledger.journal import Event, link
+from episteme.ledger.sql.learning import GARDENER
 from episteme.ledger.store import Store, open_store
 
 
@@ -65,7 +66,12 @@ def copy_ledger(source: str | Path, dest: str | Path) -> CopyReport:
                     "or a fresh home as the destination",
                     field="dest",
                 )
-            count = dst.import_events(_chained(src, head_seq))
+            gardened = src.garden_cursor(GARDENER)  # what the source raised and sent
+            count = dst.import_events(
+                _chained(src, head_seq),
+                raised_until=gardened.seq,
+                scanned_at=gardened.scanned_at,
+            )
             report = dst.verify()
             copied = dst.head()[2]
             if not report.ok or copied != head:

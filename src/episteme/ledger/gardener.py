@@ -31,14 +31,14 @@ from episteme.ledger.conflicts import conflicts
 from episteme.ledger.core import Ledger
 from episteme.ledger.journal import Event, EventKind
 from episteme.ledger.model import Assertion, Lifecycle
-from episteme.ledger.sql.learning import Evidence, Note
+from episteme.ledger.sql.learning import GARDENER, RAISED_ELSEWHERE, Evidence, Note
 from episteme.ledger.trust import topic_of, weigh
 from episteme.ledger.webhooks import Notification, job_payload
 from episteme.timeutil import from_us, to_us
 
 log = logging.getLogger(__name__)
 
-NAME = "gardener"
+NAME = GARDENER
 BATCH = 500
 FIRST_SCAN_US = 86_400_000_000
 """How far back the first expiry scan of a ledger looks (one day)."""
@@ -84,7 +84,11 @@ class Gardener:
             new_evidence, new_notes = self._apply(ev, evidence)
             evidence += new_evidence
             notes += new_notes
-        deliveries = [self._deliver(n, webhooks) for n in notes]
+        raised = self.store.garden_cursor(RAISED_ELSEWHERE).seq  # copied or imported
+        deliveries = [
+            self._deliver(n, {} if n.seq is not None and n.seq <= raised else webhooks)
+            for n in notes
+        ]
         now = to_us(self.ledger.clock.now())
         half_life = self.policy.half_life_days * 86_400_000_000
         self.store.garden_commit(

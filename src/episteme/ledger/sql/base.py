@@ -35,7 +35,7 @@ from episteme.ledger.canonical import GENESIS, canonical, check_no_nul
 from episteme.ledger.journal import Draft, Event, EventKind, VerifyReport, link, verify_rows
 from episteme.ledger.sql import projector
 from episteme.ledger.sql.diagnosis import DiagnosisWrites
-from episteme.ledger.sql.learning import LearningWrites
+from episteme.ledger.sql.learning import GARDENER, RAISED_ELSEWHERE, LearningWrites
 from episteme.ledger.sql.projector import Conn, Us
 from episteme.ledger.sql.reads import Reader
 from episteme.ledger.store import BuildFn
@@ -376,12 +376,25 @@ class SQLStore(Reader, LearningWrites, DiagnosisWrites):
                     seq += 1
             total += len(batch)
 
-    def import_events(self, events: Iterable[Event]) -> int:
-        """Load a verified journal into this empty store, projecting every event."""
+    def import_events(
+        self,
+        events: Iterable[Event],
+        *,
+        raised_until: int | None = None,
+        scanned_at: int | None = None,
+    ) -> int:
+        """Load a verified journal into this empty store, projecting every event.
+
+        Notifications from the events up to `raised_until` (all of them when None) were
+        raised where the journal comes from, so they are not delivered from here again;
+        the gardener looks for expiries after `scanned_at` (the last event's time when
+        None) rather than over the day before it starts.
+        """
         with self._transaction() as conn:
             if self._reader(conn).head()[0] != 0:
                 raise Conflict(f"{self.where} is not empty: import into a fresh ledger")
             count = 0
+            last: Event | None = None
             for ev in events:
                 if ev.kind not in EventKind.ALL:
                     raise IntegrityError(f"event {ev.seq} has unknown kind {ev.kind!r}")
@@ -401,6 +414,18 @@ class SQLStore(Reader, LearningWrites, DiagnosisWrites):
                         f"{refused.message}; nothing was stored"
                     ) from None
                 count += 1
+                last = ev
+            if last is not None:
+                raised = last.seq if raised_until is None else min(raised_until, last.seq)
+                scanned = last.at if scanned_at is None else scanned_at
+                conn.executemany(
+                    "INSERT INTO gardener (name, cursor, updated_at, scanned_at)"
+                    " VALUES (?, ?, ?, ?)",
+                    [
+                        (RAISED_ELSEWHERE, raised, Us(last.at), None),
+                        (GARDENER, 0, Us(last.at), Us(scanned)),
+                    ],
+                )
             return count
 
     def verify(self) -> VerifyReport:

@@ -84,6 +84,12 @@ def _range(column: str, prefix: str) -> tuple[str, list[Any]]:
 
 _T = TypeVar("_T")
 TRUST_CHUNK = 200
+GARDENER = "gardener"
+"""The gardener's cursor: the last event it applied, and when it last looked for expiries."""
+RAISED_ELSEWHERE = "raised-elsewhere"
+"""Not a gardener: a mark set when a journal is imported or copied. Notifications that the
+events up to it raise were raised by the ledger they came from, and delivered there; the
+gardener here records them without delivering them again."""
 """Agents (or agent-topic pairs) per statement of a batched trust read: well inside every
 engine's limit on bound parameters."""
 
