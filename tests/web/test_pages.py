@@ -144,6 +144,10 @@ def test_who_may_not_correct_sees_no_button_and_gets_403(console: Console) -> No
     assert console.story.ledger.get(es).lifecycle == "proposed"
     denial = console.story.ledger.denials(principal="agent-1")[0]
     assert denial.operation == "correct"
+    # counted with the API's refusals, as the ledger records them
+    registry = console.client.app.state.metrics.registry  # type: ignore[attr-defined]
+    counted = registry.get_sample_value("episteme_auth_refusals_total", {"status": "403"})
+    assert counted == len(console.story.ledger.denials(principal="agent-1")) == 2
 
 
 def test_the_agent_page_shows_trust_falling_after_the_gardener(console: Console) -> None:

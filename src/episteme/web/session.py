@@ -222,6 +222,7 @@ def signed_in(op: Op = Op.READ, *, form: bool = False) -> Callable[[Request], Aw
                     "and send it again"
                 )
         if not who.allows(op):
+            request.app.state.metrics.denied.labels("403").inc()
             try:
                 who.require(op)
             except Forbidden as exc:
