@@ -206,6 +206,27 @@ def test_two_servers_with_workers_on_one_home_keep_their_own_counters(tmp_path: 
     assert sorted(p.name for p in home.iterdir() if p.is_dir()) == []  # nothing left behind
 
 
+def test_a_counters_directory_in_the_environment_is_not_a_single_servers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # prometheus-client reads PROMETHEUS_MULTIPROC_DIR when it is imported: inherited by
+    # `serve` with one worker, it made the server write its counters there, carry them
+    # over restarts, or stop at its first request when the directory was gone.
+    home = tmp_path / "home"
+    with Ledger.init(home) as ledger:
+        token, _ = ledger.issue_token("reader", ["agent"], by="admin")
+    auth = {"Authorization": f"Bearer {token}"}
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path / "gone"))
+    for _ in range(2):  # a restart starts from nothing
+        with served(home) as (url, proc):
+            r = httpx.post(f"{url}/v1/query", json={"subject": "svc"}, headers=auth)
+            assert r.status_code == 200, r.text
+            scraped = httpx.get(f"{url}/metrics", headers=auth).text
+            assert 'episteme_queries_total{lens="approved"} 1.0' in scraped
+            assert proc.poll() is None
+    assert not (tmp_path / "gone").exists()
+
+
 def test_the_console_of_a_server_with_workers_signs_in_on_every_worker(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -122,6 +122,10 @@ def serve(
     ] = None,
 ) -> None:
     """Serve the REST API, /metrics and MCP at /mcp (creating the ledger and an admin token)."""
+    # The counters' directory is this command's to make (below, for several workers). One
+    # inherited from the environment would be read when prometheus-client is imported,
+    # and a single worker would write its counters there (or fail to, if it is gone).
+    os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
     import uvicorn
 
     from episteme.api.app import create_app
