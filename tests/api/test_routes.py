@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
+from typing import Any
 
 from whenever import TimeDelta
 
@@ -150,6 +152,63 @@ def test_tokens_over_http(api: Api) -> None:
         api.client.get("/v1/whoami", headers={"Authorization": f"Bearer {secret}"}).status_code
         == 401
     )
+
+
+def _asgi(app: Any, method: str, path: str, headers: dict[str, str], parts: list[Any]) -> None:
+    """One request straight to the app, its body in `parts` (a message dict each)."""
+    scope = {
+        "type": "http", "asgi": {"version": "3.0", "spec_version": "2.3"},
+        "http_version": "1.1", "method": method, "scheme": "http", "path": path,
+        "raw_path": path.encode(), "query_string": b"", "root_path": "",
+        "headers": [(k.lower().encode(), v.encode()) for k, v in headers.items()],
+        "client": ("127.0.0.1", 5000), "server": ("127.0.0.1", 8000), "state": {},
+    }  # fmt: skip
+
+    async def receive() -> Any:
+        return parts.pop(0) if parts else {"type": "http.disconnect"}
+
+    async def send(message: Any) -> None:
+        pass
+
+    asyncio.run(app(scope, receive, send))
+
+
+def _count(api: Api, route: str, method: str, status: str) -> float | None:
+    registry = api.app.state.metrics.registry
+    labels = {"route": route, "method": method, "status": status}
+    value: float | None = registry.get_sample_value(
+        "episteme_http_request_duration_seconds_count", labels
+    )
+    return value
+
+
+def test_latency_is_filed_under_the_route_whoever_answers(api: Api) -> None:
+    # Requests refused before the router ran (a body over the limit, a compressed one),
+    # the reference pages, HEAD and clients that hung up were filed under `unmatched`,
+    # under GET, or as the 400 nobody received.
+    big = {"Content-Type": "application/json", "Content-Length": str(2 * 1024 * 1024)}
+    assert api.call("POST", "/v1/assertions", headers=big, content=b"{}").status_code == 413
+    gzip = {"Content-Type": "application/json", "Content-Encoding": "gzip"}
+    api.call("POST", "/v1/decisions", headers=gzip, content=b"{}")
+    assert api.call("HEAD", "/health", role=None).status_code == 200
+    assert api.client.get("/docs").status_code == 200
+    assert api.client.get("/openapi.json").status_code == 200
+    assert api.client.get("/mcpfoo").status_code == 404
+    auth = api.auth("agent") | {"Content-Type": "application/json"}
+    for path in ("/v1/assertions", "/v1/query"):  # the framework, and the shortcut
+        cut = [{"type": "http.request", "body": b'{"subj', "more_body": True}]
+        _asgi(api.app, "POST", path, auth, cut)
+    assert _count(api, "/v1/assertions", "POST", "413") == 1
+    assert _count(api, "/v1/decisions", "POST", "415") == 1
+    assert _count(api, "/health", "HEAD", "200") == 1
+    assert _count(api, "/docs", "GET", "200") == 1
+    assert _count(api, "/openapi.json", "GET", "200") == 1
+    assert _count(api, "unmatched", "GET", "404") == 1
+    assert _count(api, "/v1/assertions", "POST", "499") == 1
+    assert _count(api, "/v1/query", "POST", "499") == 1
+    assert _count(api, "unmatched", "POST", "413") is None
+    text = api.call("GET", "/metrics").text
+    assert 'le="30.0"' in text  # a stalled body's 408 is seen in a quantile
 
 
 def test_health_and_metrics(api: Api) -> None:

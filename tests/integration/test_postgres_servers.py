@@ -545,3 +545,42 @@ def test_a_bad_database_at_start_is_one_line_and_no_secret(
     assert "Traceback" not in done.stdout + done.stderr
     for secret in bad.secrets:
         assert secret not in done.stdout + done.stderr
+
+
+def test_metrics_answer_while_postgres_is_away() -> None:
+    # A scrape looked its token up in the database, so for a whole outage Prometheus saw
+    # failed scrapes (503 after 10 s, its own timeout), and none of the outage's 503s.
+    cluster = Cluster.create()  # a private cluster: stopping it disturbs no other test
+    try:
+        cluster.start()
+        db = cluster.create_database()
+        with Ledger.init(db) as ledger:
+            scraper, _ = ledger.issue_token("prometheus", ["approver"], by="admin")
+            stranger, _ = ledger.issue_token("never-scraped", ["approver"], by="admin")
+        with served(db) as (url, _proc):
+            auth = {"Authorization": f"Bearer {scraper}"}
+            first = httpx.get(f"{url}/metrics", headers=auth, timeout=30)
+            assert first.status_code == 200
+            assert "episteme_store_up 1.0" in first.text
+            assert "episteme_journal_events 2.0" in first.text
+
+            cluster.stop("fast")
+            failed = httpx.post(f"{url}/v1/query", json={"subject": "a"}, headers=auth, timeout=30)
+            assert failed.status_code == 503
+            asked = time.monotonic()
+            during = httpx.get(f"{url}/metrics", headers=auth, timeout=30)
+            assert time.monotonic() - asked < 5
+            assert during.status_code == 200, during.text
+            assert "episteme_store_up 0.0" in during.text
+            assert "episteme_journal_events" not in during.text
+            assert 'route="/v1/query",status="503"' in during.text
+            unknown = {"Authorization": f"Bearer {stranger}"}
+            assert httpx.get(f"{url}/metrics", headers=unknown, timeout=30).status_code == 503
+            assert httpx.get(f"{url}/metrics", timeout=30).status_code == 401
+
+            cluster.start()
+            back = httpx.get(f"{url}/metrics", headers=auth, timeout=30)
+            assert back.status_code == 200
+            assert "episteme_store_up 1.0" in back.text
+    finally:
+        cluster.destroy()

@@ -13,8 +13,9 @@ import signal
 import threading
 import time
 from collections.abc import AsyncIterator
+from typing import Annotated
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from starlette.responses import Response
 
 from episteme import __version__, web
@@ -22,7 +23,6 @@ from episteme.diagnose.config import DiagnosisConfig
 from episteme.diagnose.engine import DiagnosisEngine, lease_from_env
 from episteme.diagnose.narrator import from_env as narrator_from_env
 from episteme.errors import EpistemeError
-from episteme.ledger.access import Op
 from episteme.ledger.background import Leader
 from episteme.ledger.core import Ledger
 from episteme.ledger.gardener import Gardener, GardenerLoop, worker_name
@@ -31,7 +31,7 @@ from episteme.ledger.webhooks import Deliverer
 from episteme.timeutil import Clock
 
 from . import admin_routes, diagnosis_routes, fastpath, learning_routes, ledger_routes, problems
-from .deps import BodyLimit, HeadAsGet
+from .deps import BodyLimit, HeadAsGet, scraper
 from .metrics import Metrics, TimingMiddleware
 from .schemas import Health
 from .settings import Settings
@@ -111,12 +111,16 @@ def create_app(
     app.state.settings = settings
     app.state.diagnosis = engine
     problems.install(app)
-    app.include_router(ledger_routes.router)
-    app.include_router(learning_routes.router)
-    app.include_router(admin_routes.router)
-    app.include_router(diagnosis_routes.build(""))
-    app.include_router(diagnosis_routes.build("/v1/diagnosis"))
-    app.include_router(web.router)
+    routers = [
+        ledger_routes.router,
+        learning_routes.router,
+        admin_routes.router,
+        diagnosis_routes.build(""),
+        diagnosis_routes.build("/v1/diagnosis"),
+        web.router,
+    ]
+    for router in routers:
+        app.include_router(router)
     app.mount(web.STATIC_PATH, web.static_files(), name="static")
     if mcp_mount is not None:
         app.router.routes.append(mcp_mount.route)
@@ -164,7 +168,7 @@ def create_app(
             **problems.responses(401, 403),
         },
     )
-    def scrape(who: object = ledger_routes.Caller(Op.READ)) -> Response:
+    def scrape(who: Annotated[None, Depends(scraper())]) -> Response:
         body, content_type = metrics.expose()
         return Response(body, media_type=content_type)
 
@@ -181,8 +185,11 @@ def create_app(
             limit=settings.max_body,
             route=route,
         )
-    app.add_middleware(TimingMiddleware, metrics=metrics)
     app.add_middleware(HeadAsGet)
+    # outermost, so that it sees HEAD; the routes, to name those the router never saw
+    every = [r for r in app.router.routes if getattr(r, "path", None)]
+    every += [r for router in routers for r in router.routes]
+    app.add_middleware(TimingMiddleware, metrics=metrics, routes=every)
     return app
 
 

@@ -8,6 +8,8 @@ and `allow` refuses, and records, a call whose roles do not cover it.
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import time
 from collections.abc import Awaitable, Callable
 from typing import Annotated
 
@@ -22,6 +24,7 @@ from episteme.errors import (
     EpistemeError,
     Forbidden,
     InvalidInput,
+    StoreUnavailable,
     TooLarge,
     Unauthenticated,
 )
@@ -101,6 +104,41 @@ def allow(op: Op) -> Callable[..., Awaitable[Principal]]:
         return principal
 
     caller.op = op  # type: ignore[attr-defined]  # read by `refused_first`
+    return caller
+
+
+SCRAPER_MEMORY_S = 600.0
+"""How long a worker remembers a token that read `/metrics`, for when the store is away."""
+_SCRAPERS = 64
+
+
+def scraper() -> Callable[..., Awaitable[None]]:
+    """The dependency of `/metrics`: any valid token, as `allow(Op.READ)` asks, except
+    while the store is away. Then no token can be looked up, and a scrape would fail for
+    the whole outage, hiding its own 503s; a token that scraped this worker within
+    `SCRAPER_MEMORY_S` is answered instead (a digest of it is kept, never the token)."""
+    seen: dict[bytes, float] = {}
+
+    async def caller(
+        request: Request, ledger: LedgerDep, metrics: MetricsDep, creds: Credentials
+    ) -> None:
+        secret = creds.credentials if creds else None
+        key = None if secret is None else hashlib.blake2b(secret.encode(), digest_size=16).digest()
+        now = time.monotonic()
+        if key is not None and seen.get(key, 0.0) > now:
+            try:
+                await anyio.to_thread.run_sync(ledger.store.probe)  # within 2 s
+            except StoreUnavailable:
+                return
+        target = f"{request.method} {request.url.path}"
+        await authorize(ledger, metrics, secret, Op.READ, target)
+        known_query(request)
+        if key is not None:
+            if len(seen) >= _SCRAPERS:
+                for old in [k for k, until in seen.items() if until <= now] or [next(iter(seen))]:
+                    del seen[old]
+            seen[key] = now + SCRAPER_MEMORY_S
+
     return caller
 
 

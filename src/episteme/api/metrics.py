@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -22,24 +22,39 @@ from prometheus_client import (
 )
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
+from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from episteme.errors import EpistemeError
 from episteme.ledger.core import Ledger
 from episteme.ledger.model import Answer
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
-BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+# Up to a minute: a wait for a body (408 after 30 s) or for a database that went away
+# (503 after 10 s) must show in a quantile, not vanish into +Inf.
+BUCKETS = (
+    0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0
+)  # fmt: skip
+GONE = "499"
+"""The status filed for a client that went away before it was answered (as nginx does)."""
 
 
 class _Journal(Collector):
-    """The journal's length, read from the store at scrape time (true across workers)."""
+    """Whether the store answers, and the journal's length, read from the store at scrape
+    time (true across workers). While the store is away, the length is left out."""
 
     def __init__(self, ledger: Ledger) -> None:
         self._ledger = ledger
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
-        seq = self._ledger.store.head()[0]
-        yield GaugeMetricFamily("episteme_journal_events", "Events in the journal", value=seq)
+        try:
+            seq: int | None = self._ledger.store.probe()  # within 2 s
+        except EpistemeError:
+            seq = None
+        up = "Whether the store answered this scrape (1) or not within 2 s (0)"
+        yield GaugeMetricFamily("episteme_store_up", up, value=0 if seq is None else 1)
+        if seq is not None:
+            yield GaugeMetricFamily("episteme_journal_events", "Events in the journal", value=seq)
 
 
 class Metrics:
@@ -84,33 +99,52 @@ class Metrics:
 
 
 class TimingMiddleware:
-    """Observes every request's latency under its route template (never the raw path)."""
+    """Observes every request's latency under its route template (never the raw path).
 
-    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+    A request the router never saw (refused before it: a body over the limit, a stalled
+    body) is filed under the template its path matches; one that matches none, under
+    `unmatched`. A client that went away before its answer is filed as 499."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics, routes: Sequence[BaseRoute]) -> None:
         self.app = app
         self.metrics = metrics
+        self.routes = routes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         start = time.perf_counter()
-        status = [500]
+        status: int | None = None  # None: no answer has begun
+        gone = False
 
         async def sending(message: Message) -> None:
+            nonlocal status
             if message["type"] == "http.response.start":
-                status[0] = message["status"]
+                status = message["status"]
             await send(message)
 
+        async def receiving() -> Message:
+            nonlocal gone
+            message = await receive()
+            if message["type"] == "http.disconnect" and status is None:
+                gone = True
+            return message
+
         try:
-            await self.app(scope, receive, sending)
+            await self.app(scope, receiving, sending)
         finally:
-            route = scope.get("route")
-            template = getattr(route, "path", None) or _prefix(scope["path"])
-            self.metrics.requests.labels(template, scope["method"], str(status[0])).observe(
+            code = GONE if gone else str(500 if status is None else status)
+            self.metrics.requests.labels(self._template(scope), scope["method"], code).observe(
                 time.perf_counter() - start
             )
 
-
-def _prefix(path: str) -> str:
-    return "/mcp" if path.startswith("/mcp") else "unmatched"
+    def _template(self, scope: Scope) -> str:
+        path = getattr(scope.get("route"), "path", None)
+        if path:
+            return str(path)
+        for route in self.routes:
+            match, _ = route.matches(scope)
+            if match is not Match.NONE:
+                return str(getattr(route, "path", "unmatched"))
+        return "unmatched"
