@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -15,8 +16,10 @@ from whenever import Instant, TimeDelta
 
 from episteme.errors import NotFound, StoreUnavailable
 from episteme.ledger import AssertionInput, Ledger
+from episteme.ledger.gardener import Gardener
 from episteme.ledger.postgres.store import MIGRATION_LOCK
 from episteme.ledger.store import open_store
+from episteme.ledger.webhooks import WebhookSpec, deliveries
 from episteme.timeutil import ManualClock, to_us
 from tests.postgres import running_cluster
 
@@ -593,3 +596,32 @@ def test_the_server_ends_a_silent_leaders_session_within_seconds(pg_url: str) ->
         }
         assert conn.execute("SHOW tcp_user_timeout").fetchone()[0] == "30000"
         lead.release()
+
+
+RIGHTS = (  # as docs/deploy.md lists them
+    "GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {role}",
+    "GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO {role}",
+)
+
+
+def test_a_role_with_the_rights_deploy_md_lists_serves_everything(pg_cluster: Any) -> None:
+    # docs/deploy.md listed rights on the tables alone; the job queue's ids come from a
+    # sequence, so the gardener failed on every batch that queued a webhook delivery.
+    role = f"app_{secrets.token_hex(4)}"
+    url = pg_cluster.create_database()
+    name = conninfo_to_dict(url)["dbname"]
+    Ledger.init(url).close()  # the owner creates the schema
+    with psycopg.connect(url, autocommit=True) as admin:
+        admin.execute(f"CREATE ROLE {role} LOGIN PASSWORD 'app'")
+        for grant in RIGHTS:
+            admin.execute(grant.format(role=role))
+    app = f"postgresql://{role}:app@127.0.0.1:{pg_cluster.port}/{name}"
+    with Ledger.open(app) as ledger:
+        ledger.set_webhook(WebhookSpec(name="pager", url="http://127.0.0.1:9/hook"), by="admin")
+        wrong = ledger.assert_one(subject="svc.a", value=1, agent="bot", lifecycle="approved")
+        ledger.query("svc", agent="deploy")
+        ledger.correct(wrong.id, by="oncall", reason="it is 2", value=2, forbid=True)
+        ledger.issue_token("deploy", ["agent"], by="admin")
+        assert Gardener(ledger).run_until_caught_up() > 0
+        assert [d.state for d in deliveries(ledger.store)] == ["pending"]
+        assert ledger.verify().ok
