@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import sqlite3
 import threading
@@ -294,3 +295,79 @@ def _readlink(fd: Path) -> str:
         return os.readlink(fd)
     except OSError:  # closed since the listing
         return ""
+
+
+def test_a_write_waits_for_the_writer_lock_no_longer_than_its_own_limit(
+    home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A write queued behind a group that was waiting for another process's lock used to
+    # wait for that group's limit and then for its own, in full: 60 s where 30 s was said.
+    from episteme.ledger.sql import base
+
+    monkeypatch.setattr(base, "WRITE_WAIT_S", 2.0, raising=False)
+    outcomes: dict[str, tuple[float, BaseException | None]] = {}
+
+    def write(ledger: Ledger, name: str) -> None:
+        began = time.monotonic()
+        try:
+            ledger.assert_one(subject=f"svc.{name}", value=1, agent="a")
+            outcomes[name] = (time.monotonic() - began, None)
+        except BaseException as exc:
+            outcomes[name] = (time.monotonic() - began, exc)
+
+    with Ledger.init(home) as ledger:
+        held = os.open(f"{ledger.store.path}-lock", os.O_RDWR)  # type: ignore[attr-defined]
+        fcntl.flock(held, fcntl.LOCK_EX)  # another process's writer, stuck
+        try:
+            first = threading.Thread(target=write, args=(ledger, "first"))
+            first.start()
+            time.sleep(1.0)
+            second = threading.Thread(target=write, args=(ledger, "second"))
+            second.start()
+            first.join(40)
+            second.join(40)
+        finally:
+            fcntl.flock(held, fcntl.LOCK_UN)
+            os.close(held)
+        for name in ("first", "second"):
+            waited, error = outcomes[name]
+            assert isinstance(error, StoreUnavailable), (name, error)
+            assert "locked by another writer" in error.message or "ahead of it" in error.message
+            assert 1.9 < waited < 2.6, (name, waited)
+        ledger.assert_one(subject="svc.after", value=1, agent="a")  # the lock is free again
+        assert ledger.verify().ok
+
+
+def test_a_write_behind_a_long_one_gives_up_unrecorded(
+    ledger: Ledger, clock: ManualClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # It leaves the queue as it gives up, so no later group runs it after its caller was
+    # told it failed.
+    from episteme.ledger.sql import base
+
+    monkeypatch.setattr(base, "WRITE_WAIT_S", 1.0)
+    store = ledger.store
+    assert isinstance(store, SQLStore)
+    now = to_us(clock.now())
+    slow = _added("svc.slow", 1)
+    ran: list[str] = []
+
+    def long(r: StoreReader, at: int, seq: int) -> list[Draft]:
+        time.sleep(2.5)
+        return slow(r, at, seq)
+
+    def behind(r: StoreReader, at: int, seq: int) -> list[Draft]:
+        ran.append("behind")
+        return _added("svc.behind", 1)(r, at, seq)
+
+    ahead = threading.Thread(target=store.write, args=(long, now))
+    ahead.start()
+    time.sleep(0.3)
+    began = time.monotonic()
+    with pytest.raises(StoreUnavailable, match="ahead of it"):
+        store.write(behind, now)
+    assert 0.9 < time.monotonic() - began < 1.5
+    ahead.join(10)
+    store.write(_added("svc.after", 1), now)  # the next group holds the one after alone
+    assert ran == []
+    assert [e.seq for e in store.events()] == [1, 2]

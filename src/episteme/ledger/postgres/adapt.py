@@ -18,6 +18,7 @@ import psycopg
 from psycopg.adapt import Dumper, Loader
 from psycopg.pq import Format
 
+from episteme.ledger.sql.base import WRITE_WAIT_S
 from episteme.ledger.sql.projector import OPEN, Us
 
 _PG_EPOCH_US = 946_684_800_000_000  # 2000-01-01, PostgreSQL's epoch, in Unix microseconds
@@ -65,7 +66,7 @@ def configure(conn: psycopg.Connection[Any]) -> None:
     conn.adapters.register_dumper(Us, _UsDumper)
     conn.adapters.register_loader("timestamptz", _UsLoader)
     conn.adapters.register_loader("jsonb", _JsonTextLoader)
-    conn.execute("SET lock_timeout = '30s'")
+    conn.execute(f"SET lock_timeout = '{WRITE_WAIT_S:.0f}s'")
 
 
 @lru_cache(maxsize=1024)

@@ -52,7 +52,7 @@ from episteme.ledger.postgres.adapt import WRITE_BEGIN, Fetched, TxConn, configu
 from episteme.ledger.postgres.wire import READS_PREPARE_UP_TO, Result, Wire, forget
 from episteme.ledger.records import RebuildReport
 from episteme.ledger.sql import projector
-from episteme.ledger.sql.base import SQLStore
+from episteme.ledger.sql.base import WRITE_WAIT_S, SQLStore
 from episteme.ledger.sql.projector import Conn
 from episteme.ledger.sql.reads import PlanOnce, Reader, tsquery
 from episteme.ledger.store import StoreReader
@@ -504,6 +504,9 @@ class PostgresStore(_Dialect, SQLStore):
             self.appended = []
             try:
                 wire.execute(WRITE_BEGIN)
+                left = self._lock_wait()
+                if left < WRITE_WAIT_S - 1:  # its group waited in this process already
+                    wire.execute(f"SET LOCAL lock_timeout = {max(1, int(left * 1000))}")
                 wire.execute(self._LOCK_DEFERRED if self.defer_flush else self._LOCK)
                 yield wire
                 commit = wire.execute("COMMIT")

@@ -41,14 +41,19 @@ from episteme.ledger.sql.reads import Reader
 from episteme.ledger.store import BuildFn
 from episteme.timeutil import from_us
 
+WRITE_WAIT_S = 30.0
+"""The longest a write waits to start, for the writer lock in this process and across
+processes together; then it fails (503) with nothing recorded."""
+
 
 class _Pending:
     """One queued write and, once its group has committed, its outcome."""
 
-    __slots__ = ("build", "done", "error", "events", "mark", "now_us")
+    __slots__ = ("build", "deadline", "done", "error", "events", "mark", "now_us")
 
     def __init__(self, build: BuildFn, now_us: int) -> None:
         self.build, self.now_us = build, now_us
+        self.deadline = time.monotonic() + WRITE_WAIT_S
         self.done = False
         self.mark = 0
         self.error: Exception | None = None
@@ -124,6 +129,8 @@ class SQLStore(Reader, LearningWrites, DiagnosisWrites):
         self._lock = threading.Lock()
         self._queue_lock = threading.Lock()
         self._queue: list[_Pending] = []
+        self._deadline: float | None = None
+        """While a group runs: when its oldest write stops waiting to start."""
         self.retries = 0
         """Groups run again after a serialization failure or deadlock, since opening."""
         self.regrouped = 0
@@ -138,6 +145,13 @@ class SQLStore(Reader, LearningWrites, DiagnosisWrites):
     def _transaction_locked(self) -> AbstractContextManager[Conn]:
         """A write transaction holding the store's writer lock (across processes too)."""
         raise NotImplementedError
+
+    def _lock_wait(self) -> float:
+        """How long the transaction starting now may wait for the writer lock across
+        processes: what is left of its group's `WRITE_WAIT_S`, or all of it."""
+        if self._deadline is None:
+            return WRITE_WAIT_S
+        return max(0.0, self._deadline - time.monotonic())
 
     SKIP_LOCKED = ""
     """How a job lease skips rows other workers hold (PostgreSQL: FOR UPDATE SKIP LOCKED)."""
@@ -192,11 +206,28 @@ class SQLStore(Reader, LearningWrites, DiagnosisWrites):
         mine = _Pending(build, now_us)
         with self._queue_lock:
             self._queue.append(mine)
-        with self._lock:
+        if not self._lock.acquire(timeout=WRITE_WAIT_S):
+            with self._queue_lock:
+                queued = any(p is mine for p in self._queue)
+                self._queue = [p for p in self._queue if p is not mine]
+            if queued:
+                raise StoreUnavailable(
+                    f"{self.where}: this write waited {WRITE_WAIT_S:.0f} s for the writes "
+                    "ahead of it (a long one, or a stuck process holding the writer lock); "
+                    "nothing of it was recorded: try again"
+                )
+            self._lock.acquire()  # a group with this write in it runs: wait for its end
+        try:
             if not mine.done:
                 with self._queue_lock:
                     group, self._queue = self._queue, []
-                self._commit_group(group)
+                self._deadline = min(p.deadline for p in group)
+                try:
+                    self._commit_group(group)
+                finally:
+                    self._deadline = None
+        finally:
+            self._lock.release()
         if mine.error is not None:
             raise mine.error
         self._durable(mine.mark)

@@ -32,7 +32,7 @@ from episteme.errors import Conflict, StoreUnavailable
 from episteme.ledger.journal import Draft
 from episteme.ledger.records import RebuildReport
 from episteme.ledger.sql import projector
-from episteme.ledger.sql.base import Durability, SQLStore
+from episteme.ledger.sql.base import WRITE_WAIT_S, Durability, SQLStore
 from episteme.ledger.store import StoreReader
 
 APPLICATION_ID = 0x45505354  # "EPST": marks the file as an Episteme ledger
@@ -449,7 +449,7 @@ class SQLiteStore(SQLStore):
         # at most 2 ms: SQLite's own busy handler sleeps in steps growing to 100 ms and
         # wakes late, so two writers would spend most of their time asleep. BEGIN
         # IMMEDIATE still guards against writers that skip this lock (the sqlite3 shell).
-        with self._file_locked():
+        with self._file_locked(self._lock_wait()):
             try:
                 conn.execute("BEGIN IMMEDIATE")
             except sqlite3.OperationalError as exc:
@@ -481,8 +481,8 @@ class SQLiteStore(SQLStore):
             conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
 
     @contextmanager
-    def _file_locked(self, timeout: float = 30.0) -> Iterator[None]:
-        """Hold the file lock, waiting at most `timeout` seconds (SQLite's busy timeout)."""
+    def _file_locked(self, timeout: float) -> Iterator[None]:
+        """Hold the file lock, waiting at most `timeout` seconds."""
         deadline = time.monotonic() + timeout
         pause = 0.0005
         while True:
@@ -492,8 +492,9 @@ class SQLiteStore(SQLStore):
             except BlockingIOError:
                 if time.monotonic() > deadline:
                     raise StoreUnavailable(
-                        f"{self.path} stayed locked by another writer for {timeout:.0f} s: "
-                        "check for a stuck import, backfill or stopped process"
+                        f"{self.path} stayed locked by another writer: check for a stuck "
+                        f"import, backfill or stopped process (a write waits {WRITE_WAIT_S:.0f}"
+                        " s at most to start)"
                     ) from None
                 time.sleep(pause)
                 pause = min(pause * 2, 0.002)
