@@ -34,6 +34,7 @@ from collections.abc import (
     Sequence,
 )
 from dataclasses import dataclass
+from datetime import datetime
 from enum import Enum
 from typing import Any, Concatenate, Generic, Literal, ParamSpec, TypeVar
 from urllib.parse import quote
@@ -41,11 +42,12 @@ from urllib.parse import quote
 import httpx
 import orjson
 from pydantic import BaseModel, JsonValue, TypeAdapter, ValidationError
-from whenever import Instant
+from whenever import Instant, OffsetDateTime, ZonedDateTime
 
 from episteme import __version__, ndjson
 from episteme.diagnose.engine import Session
 from episteme.errors import (
+    BodyStalled,
     Conflict,
     EpistemeError,
     Forbidden,
@@ -151,6 +153,10 @@ def _seg(ref: str, field: str = "ref") -> str:
     return quote(ref, safe="")
 
 
+TIMEOUT_S = 60.0
+"""How long a client waits for the server on each step of a call, unless told."""
+
+
 def _listed(values: Iterable[str] | None, field: str) -> list[str]:
     """A list parameter as sent. One string is refused rather than read as a list of its
     characters: a check whose scope became ``['a', 'u', 't', 'h']`` finds no violation."""
@@ -162,9 +168,18 @@ def _listed(values: Iterable[str] | None, field: str) -> list[str]:
 
 
 def _wire(value: Any) -> Any:
-    """Instants as RFC 3339, everywhere in a body or a query."""
+    """Times as RFC 3339 in UTC, everywhere in a body or a query: `Instant`, whenever's
+    offset and zoned times, and aware `datetime`s (a naive one names no moment)."""
     if isinstance(value, Instant):
         return rfc3339(value)
+    if isinstance(value, OffsetDateTime | ZonedDateTime):
+        return rfc3339(value.to_instant())
+    if isinstance(value, datetime):
+        if value.tzinfo is None or value.utcoffset() is None:
+            raise InvalidInput(
+                f"{value.isoformat()} names no moment: give a time zone (or an Instant)"
+            )
+        return rfc3339(Instant(value))
     if isinstance(value, Mapping):
         return {k: _wire(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
@@ -223,7 +238,18 @@ def _op_add_assertion(
 
 def _op_add_assertions(assertions: Iterable[Mapping[str, Any]]) -> _Call[list[Assertion]]:
     """Record a batch (dicts with `add_assertion`'s fields): all of them, or none."""
-    body = {"assertions": [dict(a) for a in assertions]}
+    if isinstance(assertions, Mapping | str | bytes):
+        raise InvalidInput(
+            "assertions is a list: give [assertion] rather than one", field="assertions"
+        )
+    listed = list(assertions)
+    for n, a in enumerate(listed):
+        if not isinstance(a, Mapping):
+            raise InvalidInput(
+                f"assertion {n}: give a dict of add_assertion's fields, not {type(a).__name__}",
+                field="assertions",
+            )
+    body = {"assertions": [dict(a) for a in listed]}
     return _send_json("POST", "/v1/assertions/batch", body, _ASSERTIONS.validate_json)
 
 
@@ -643,6 +669,7 @@ _BY_STATUS: dict[int, type[EpistemeError]] = {
     401: Unauthenticated,
     403: Forbidden,
     404: NotFound,
+    408: BodyStalled,
     409: Conflict,
     413: TooLarge,
     422: InvalidInput,
@@ -756,9 +783,9 @@ class _Base:
                 field="base_url",
             )
         if self._url.query or self._url.fragment:
-            raise InvalidInput(
-                f"not a server address: {str(self._url)!r}: leave out the query (?…) and "
-                "fragment (#…); a path prefix is kept",
+            raise InvalidInput(  # not repeated: a query may carry a secret
+                "not a server address: leave out the query (?…) and fragment (#…); "
+                "a path prefix is kept",
                 field="base_url",
             )
         if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not timeout > 0:
@@ -828,7 +855,10 @@ class Client(_Base):
     Args:
         base_url: the server, e.g. ``http://127.0.0.1:8000`` (a path prefix is kept).
         token: the bearer token; only `health` works without one.
-        timeout: seconds to wait for the server on each step of a call.
+        timeout: seconds to wait for the server on each step of a call. The default is
+            above the server's own longest wait (a write waits up to 30 s to start, a
+            database connection up to 10 s), so that its 503 says what happened rather
+            than a timeout here leaving a write in doubt.
         transport: an `httpx` transport to use instead of the network (tests).
     """
 
@@ -837,7 +867,7 @@ class Client(_Base):
         base_url: str,
         token: str | None,
         *,
-        timeout: float = 10.0,
+        timeout: float = TIMEOUT_S,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
         super().__init__(base_url, timeout=timeout)
@@ -950,7 +980,10 @@ class AsyncClient(_Base):
     Args:
         base_url: the server, e.g. ``http://127.0.0.1:8000`` (a path prefix is kept).
         token: the bearer token; only `health` works without one.
-        timeout: seconds to wait for the server on each step of a call.
+        timeout: seconds to wait for the server on each step of a call. The default is
+            above the server's own longest wait (a write waits up to 30 s to start, a
+            database connection up to 10 s), so that its 503 says what happened rather
+            than a timeout here leaving a write in doubt.
         transport: an `httpx` async transport (e.g. ``httpx.ASGITransport(app)``).
     """
 
@@ -959,7 +992,7 @@ class AsyncClient(_Base):
         base_url: str,
         token: str | None,
         *,
-        timeout: float = 10.0,
+        timeout: float = TIMEOUT_S,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         super().__init__(base_url, timeout=timeout)

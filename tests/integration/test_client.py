@@ -7,23 +7,26 @@ server does not produce is checked with httpx's mock transport, a plain function
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import re
 import socket
 import traceback
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
 import httpx
 import orjson
 import pytest
-from whenever import Instant, TimeDelta
+from whenever import Instant, OffsetDateTime, TimeDelta
 
 from episteme.api import Settings, create_app
 from episteme.client import AsyncClient, Client, EpochView
 from episteme.errors import (
+    BodyStalled,
     Conflict,
     EpistemeError,
     Forbidden,
@@ -354,6 +357,7 @@ def fake(status: int, body: bytes, content_type: str = "application/problem+json
         (500, "Internal error", StoreUnavailable),
         (503, "Service unavailable", StoreUnavailable),
         (405, "Method not allowed", InvalidInput),
+        (408, "Request timeout", BodyStalled),
     ],
 )
 def test_other_statuses_map_by_status_and_title(
@@ -434,11 +438,24 @@ def test_times_go_out_as_rfc3339() -> None:
     at = Instant.parse_iso("2026-11-21T21:00:00.5+01:00")
     with Client("http://episteme.test/prefix", "ep_x", transport=httpx.MockTransport(answer)) as c:
         c.audit(since=at, subject=SUBJECT)
-    (request,) = seen
+        # whenever's other times and an aware datetime, in a query and in a body
+        offset = OffsetDateTime.parse_iso("2026-11-21T21:00:00.5+01:00")
+        zoned = offset.to_tz("Europe/Paris")
+        aware = datetime(2026, 11, 21, 21, 0, 0, 500000, tzinfo=timezone(timedelta(hours=1)))
+        for given in (offset, zoned, aware):
+            c.audit(since=given)  # type: ignore[arg-type]
+            with contextlib.suppress(EpistemeError):  # the fake's answer is not an assertion
+                c.add_assertion(SUBJECT, 1, valid_from=given)  # type: ignore[arg-type]
+        with pytest.raises(InvalidInput, match="names no moment"):
+            c.add_assertion(SUBJECT, 1, valid_from=datetime(2026, 11, 21))  # type: ignore[arg-type]
+    request, *others = seen
     assert request.url.path == "/prefix/v1/audit"
     assert request.url.params["since"] == "2026-11-21T20:00:00.5Z"
     assert "until" not in request.url.params
     assert request.headers["authorization"] == "Bearer ep_x"
+    for query, body in zip(others[::2], others[1::2], strict=True):
+        assert query.url.params["since"] == "2026-11-21T20:00:00.5Z"
+        assert orjson.loads(body.content)["valid_from"] == "2026-11-21T20:00:00.5Z"
 
 
 # -- every route has a method ------------------------------------------------------------
@@ -577,6 +594,11 @@ def test_one_string_where_a_list_belongs_is_refused_before_sending() -> None:
             "references": lambda: c.approve_session(SESSION, reason="r", references="op://x"),
             "events": lambda: c.set_webhook("ops", "env:URL", events="correction"),  # type: ignore[arg-type]
         }
+        one = {"subject": SUBJECT, "value": 1}
+        calls["assertions"] = lambda: c.add_assertions(one)  # type: ignore[arg-type]
+        with pytest.raises(InvalidInput, match="assertion 1: give a dict") as item:
+            c.add_assertions([one, "x"])  # type: ignore[list-item]
+        assert item.value.field == "assertions"
         for field, call in calls.items():
             with pytest.raises(InvalidInput, match="is a list") as exc:
                 call()
@@ -603,6 +625,7 @@ def test_one_string_where_a_list_belongs_is_refused_before_sending() -> None:
         ("ftp://episteme.test", 10.0, "base_url", "give http:// or https://"),
         ("deploy:hunter2@episteme.test", 10.0, "base_url", "give http:// or https://"),
         ("http://episteme.test?x=1", 10.0, "base_url", "leave out the query"),
+        ("http://episteme.test/?token=hunter2", 10.0, "base_url", "leave out the query"),
         ("http://episteme.test", -1, "timeout", "a number above 0"),
         ("http://episteme.test", 0, "timeout", "a number above 0"),
         ("http://episteme.test", True, "timeout", "a number above 0"),
@@ -679,3 +702,14 @@ def test_a_diagnosis_session_followed_denied_and_deleted(server: Server) -> None
         with pytest.raises(InvalidInput) as refused:
             root.send_alerts({"version": "4", "alerts": []})
         assert refused.value.field == "groupKey"
+
+
+def test_the_default_timeout_outlasts_the_servers_own_waits() -> None:
+    # At 10 s, a write waiting for the writer lock (up to 30 s) or a database connection
+    # (10 s) timed out here first: "may have been applied", where the server would have
+    # answered 503 with the cause, and nothing written.
+    from episteme.ledger.sql.base import WRITE_WAIT_S
+
+    for cls in (Client, AsyncClient):
+        waits = cls("http://episteme.test", "ep_x")._timeout
+        assert waits.read is not None and waits.read > WRITE_WAIT_S + 10
