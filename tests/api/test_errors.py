@@ -538,3 +538,20 @@ def test_a_refusal_speaks_the_apis_words_not_the_commands(
     assert "--" not in problem["detail"], problem
     assert problem["field"] == field
     assert _head(api) == before + (1 if status == 403 else 0)  # a refusal is recorded
+
+
+def test_a_post_without_a_body_is_told_so(api: Api) -> None:
+    # It said "Field required" and named no field; a body whose fields are all optional
+    # (rebuild's) may be left out.
+    a = api.ledger.assert_one(subject="svc.a", value=1, agent="bot")
+    for path, role in [
+        ("/v1/query", "agent"),
+        (f"/v1/assertions/{a.id}/correct", "supervisor"),
+        ("/v1/tokens/t_abcdef/revoke", "admin"),
+    ]:
+        r = api.call("POST", path, role=role)
+        _problem(r, 422, "the request body is missing: send a JSON object")
+        assert r.json()["field"] == "body"
+    rebuilt = api.call("POST", "/v1/rebuild", role="admin")
+    assert rebuilt.status_code == 200, rebuilt.text
+    assert rebuilt.json()["repaired"] is False

@@ -100,9 +100,10 @@ def verify(ledger: LedgerDep, who: Principal = Caller(Op.INTEGRITY)) -> Response
     summary="Replay the journal into fresh projections; compare; optionally repair",
 )
 def rebuild(
-    body: RebuildBody, ledger: LedgerDep, who: Principal = Caller(Op.INTEGRITY)
+    ledger: LedgerDep, body: RebuildBody | None = None, who: Principal = Caller(Op.INTEGRITY)
 ) -> Response:
-    return encoded(ledger.rebuild(repair=body.repair))
+    """With no body: compare only (`{"repair": false}`)."""
+    return encoded(ledger.rebuild(repair=body is not None and body.repair))
 
 
 @router.get(

@@ -119,6 +119,11 @@ def invalid_detail(errors: Sequence[Any]) -> tuple[int, str, str, str | None]:
     given = err.get("input")
     if not loc and isinstance(given, bytes):  # FastAPI reads JSON only when declared as such
         return 415, "Unsupported media type", _NOT_JSON, None
+    if kind == "missing" and not loc and tuple(err.get("loc", ())) == ("body",):
+        detail = (
+            "the request body is missing: send a JSON object of this route's fields (see /docs)"
+        )
+        return 422, "Invalid request", detail, "body"
     if kind == "recursion_depth_exceeded":  # pydantic's own limit, past the ledger's
         # The path runs through every level ('value.list.0.list.0...'): name the field.
         field = ".".join(loc[: next((i for i, p in enumerate(loc) if p in _JSON_TAGS), 1)])
