@@ -423,11 +423,20 @@ def _op_conflicts(*, include_resolved: bool = False) -> _Call[list[ConflictState
 
 
 def _op_notifications(
-    *, type: NotificationType | None = None, since: Instant | None = None, limit: int = 100
+    *,
+    type: NotificationType | None = None,
+    since: Instant | None = None,
+    until: Instant | None = None,
+    limit: int = 100,
 ) -> _Call[list[NotificationRecord]]:
     """What the gardener raised, newest first: corrections, conflicts, trust drops, expiries."""
     return _get(
-        "/v1/notifications", _NOTIFICATIONS.validate_json, type=type, since=since, limit=limit
+        "/v1/notifications",
+        _NOTIFICATIONS.validate_json,
+        type=type,
+        since=since,
+        until=until,
+        limit=limit,
     )
 
 
@@ -602,11 +611,20 @@ def _op_revoke_token(ref: str, *, reason: str) -> _Call[list[TokenRecord]]:
 
 
 def _op_denials(
-    *, principal: str | None = None, since: Instant | None = None, limit: int = 100
+    *,
+    principal: str | None = None,
+    since: Instant | None = None,
+    until: Instant | None = None,
+    limit: int = 100,
 ) -> _Call[list[Denial]]:
     """Refused calls, newest first: who tried what, and why it was refused."""
     return _get(
-        "/v1/denials", _DENIALS.validate_json, principal=principal, since=since, limit=limit
+        "/v1/denials",
+        _DENIALS.validate_json,
+        principal=principal,
+        since=since,
+        until=until,
+        limit=limit,
     )
 
 

@@ -80,10 +80,11 @@ def denials(
     ledger: LedgerDep,
     principal: Annotated[str | None, Query(max_length=128, pattern=NAME)] = None,
     since: WireTime | None = None,
+    until: WireTime | None = None,
     limit: Limit = 100,
     who: Principal = Caller(Op.DENIALS),
 ) -> Response:
-    return encoded(ledger.denials(principal=principal, since=since, limit=limit))
+    return encoded(ledger.denials(principal=principal, since=since, until=until, limit=limit))
 
 
 @router.get(

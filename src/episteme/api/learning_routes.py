@@ -159,10 +159,11 @@ def notifications(
     ledger: LedgerDep,
     type: NotificationType | None = None,
     since: WireTime | None = None,
+    until: WireTime | None = None,
     limit: Limit = 100,
     who: Principal = Caller(Op.READ),
 ) -> Response:
-    return encoded(ledger.notifications(type=type, since=since, limit=limit))
+    return encoded(ledger.notifications(type=type, since=since, until=until, limit=limit))
 
 
 @router.get(

@@ -226,13 +226,19 @@ def notifications(
         str | None, typer.Option(help="correction, conflict, trust_drop or expired.")
     ] = None,
     since: TimeOpt = None,
+    until: TimeOpt = None,
     limit: Annotated[int, typer.Option(help="At most this many.")] = 100,
     home: Home = None,
     as_json: Json = False,
 ) -> None:
     """What the gardener raised, newest first (what webhooks are sent)."""
     with open_ledger(ctx, home) as ledger:
-        rows = ledger.notifications(type=type, since=when(ctx, since, "--since"), limit=limit)
+        rows = ledger.notifications(
+            type=type,
+            since=when(ctx, since, "--since"),
+            until=when(ctx, until, "--until"),
+            limit=limit,
+        )
     if not emit(ctx, as_json, rows):
         table = Table("at", "type", "summary")
         for n in rows:

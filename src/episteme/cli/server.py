@@ -259,12 +259,18 @@ def denials(
     ctx: typer.Context,
     principal: Annotated[str | None, typer.Option(help="Only this principal.")] = None,
     since: TimeOpt = None,
+    until: TimeOpt = None,
     limit: Annotated[int, typer.Option(help="At most this many.")] = 100,
     home: Home = None,
     as_json: Json = False,
 ) -> None:
     """Refused calls, newest first: who tried what, and why it was refused."""
     with open_ledger(ctx, home) as ledger:
-        rows = ledger.denials(principal=principal, since=when(ctx, since, "--since"), limit=limit)
+        rows = ledger.denials(
+            principal=principal,
+            since=when(ctx, since, "--since"),
+            until=when(ctx, until, "--until"),
+            limit=limit,
+        )
     if not emit(ctx, as_json, rows):
         state(ctx).console.print(render.denials(rows))

@@ -251,14 +251,20 @@ class Learning:
         return out
 
     def notifications(
-        self, *, type: str | None = None, since: Instant | None = None, limit: int = 100
+        self,
+        *,
+        type: str | None = None,
+        since: Instant | None = None,
+        until: Instant | None = None,
+        limit: int = 100,
     ) -> list[NotificationRecord]:
         """What the gardener raised (corrections, conflicts, trust drops, expiries)."""
         if type is not None and type not in NOTIFICATION_TYPES:
             known = ", ".join(sorted(NOTIFICATION_TYPES))
             raise InvalidInput(f"unknown notification type {type!r}: use {known}", field="type")
         check_limit(limit)
-        return self.store.notifications(type, _us(since), limit)
+        check_window(since, until)
+        return self.store.notifications(type, _us(since), limit, _us(until))
 
     # -- webhooks ----------------------------------------------------------------------
 

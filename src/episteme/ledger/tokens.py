@@ -24,7 +24,7 @@ from episteme.ledger.access import (
     token_hash,
 )
 from episteme.ledger.journal import Draft, Event, EventKind
-from episteme.ledger.model import check_limit, check_name
+from episteme.ledger.model import check_limit, check_name, check_window
 from episteme.timeutil import Clock, to_us
 
 if TYPE_CHECKING:
@@ -182,10 +182,16 @@ class Tokens:
         self._write(build)
 
     def denials(
-        self, *, principal: str | None = None, since: Instant | None = None, limit: int = 100
+        self,
+        *,
+        principal: str | None = None,
+        since: Instant | None = None,
+        until: Instant | None = None,
+        limit: int = 100,
     ) -> list[Denial]:
-        """Refused calls, newest first."""
+        """Refused calls, newest first (`until` inclusive)."""
         if principal is not None:
             check_name(principal, "principal")
         check_limit(limit)
-        return self.store.denials(principal, _us(since), limit)
+        check_window(since, until)
+        return self.store.denials(principal, _us(since), limit, _us(until))

@@ -174,10 +174,14 @@ class LearningReads:
         return out
 
     def notifications(
-        self, type: str | None = None, since: int | None = None, limit: int = 100
+        self,
+        type: str | None = None,
+        since: int | None = None,
+        limit: int = 100,
+        until: int | None = None,
     ) -> list[NotificationRecord]:
         """Notifications the gardener raised, newest first."""
-        cond, args = where(("type = ?", type), ("at >= ?", us(since)))
+        cond, args = where(("type = ?", type), ("at >= ?", us(since)), ("at <= ?", us(until)))
         rows = self.conn.execute(
             "SELECT key, type, seq, at, summary, data FROM notifications"
             f" WHERE {cond} ORDER BY at DESC, key LIMIT ?",

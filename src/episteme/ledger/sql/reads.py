@@ -739,9 +739,15 @@ class Reader(LearningReads, DiagnosisReads):
         ]
 
     def denials(
-        self, principal: str | None = None, since: int | None = None, limit: int = 100
+        self,
+        principal: str | None = None,
+        since: int | None = None,
+        limit: int = 100,
+        until: int | None = None,
     ) -> list[Denial]:
-        cond, args = where(("principal = ?", principal), ("at >= ?", us(since)))
+        cond, args = where(
+            ("principal = ?", principal), ("at >= ?", us(since)), ("at <= ?", us(until))
+        )
         rows = self.conn.execute(
             "SELECT seq, at, principal, token_id, operation, target, reason FROM denials"
             f" WHERE {cond} ORDER BY seq DESC LIMIT ?",
