@@ -7,6 +7,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -14,8 +15,9 @@ import pytest
 from psycopg.conninfo import conninfo_to_dict
 from whenever import Instant, TimeDelta
 
-from episteme.errors import NotFound, StoreUnavailable
+from episteme.errors import InvalidInput, NotFound, StoreUnavailable
 from episteme.ledger import AssertionInput, Ledger
+from episteme.ledger.copy import copy_ledger
 from episteme.ledger.gardener import Gardener
 from episteme.ledger.postgres.store import MIGRATION_LOCK
 from episteme.ledger.store import open_store
@@ -625,3 +627,49 @@ def test_a_role_with_the_rights_deploy_md_lists_serves_everything(pg_cluster: An
         assert Gardener(ledger).run_until_caught_up() > 0
         assert [d.state for d in deliveries(ledger.store)] == ["pending"]
         assert ledger.verify().ok
+
+
+def _too_long_for_tsvector() -> str:
+    # about 970 KB of distinct words: a tsvector of about 1.2 MB, over PostgreSQL's 1 MB
+    return " ".join(f"w{i}q{i * 7919 % 100_003}" for i in range(70_000))
+
+
+def test_a_value_over_a_postgresql_limit_fails_its_own_write_alone(pg_url: str) -> None:
+    # SQLSTATE class 54 is an OperationalError to psycopg: it failed every write of its
+    # group as "PostgreSQL is unavailable", so one agent's long text turned most other
+    # agents' writes into 503s (398 of 411 in 12 threads).
+    big = _too_long_for_tsvector()
+    with Ledger.init(pg_url) as ledger:
+        with pytest.raises(InvalidInput, match="refused a value: string is too long for tsvector"):
+            ledger.assert_one(subject="svc.big", value=big, agent="bot")
+        failures: list[BaseException] = []
+
+        def small(n: int) -> None:
+            for i in range(15):
+                try:
+                    ledger.assert_one(subject=f"svc.s{n}.k{i}", value=i, agent=f"a{n}")
+                except BaseException as exc:
+                    failures.append(exc)
+
+        def large(n: int) -> None:
+            for _ in range(5):
+                with pytest.raises(InvalidInput):
+                    ledger.assert_one(subject="svc.big", value=big, agent="bot")
+
+        errors = _in_threads(lambda n: small(n) if n < 6 else large(n), 8)
+        assert errors == []
+        assert failures == []
+        assert ledger.store.head()[0] == 6 * 15
+        assert ledger.verify().ok
+
+
+def test_a_copy_of_a_value_postgresql_cannot_hold_stores_nothing(
+    pg_url: str, tmp_path: Path
+) -> None:
+    with Ledger.init(tmp_path / "home") as ledger:  # SQLite has no such limit
+        ledger.assert_one(subject="svc.a", value=1, agent="bot")
+        ledger.assert_one(subject="svc.big", value=_too_long_for_tsvector(), agent="bot")
+    with pytest.raises(InvalidInput, match=r"cannot be stored in .*tsvector.*nothing was stored"):
+        copy_ledger(tmp_path / "home", pg_url)
+    with Ledger.open(pg_url) as copied:
+        assert copied.store.head()[0] == 0

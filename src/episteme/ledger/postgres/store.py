@@ -164,6 +164,13 @@ def with_liveness(url: str) -> str:
     return make_conninfo(url, **{k: v for k, v in LIVENESS.items() if k not in given})
 
 
+def _over_limit(exc: BaseException) -> bool:
+    """A statement over one of PostgreSQL's limits (SQLSTATE class 54: a text too long for
+    a tsvector, a statement too complex). An OperationalError to psycopg, but the fault of
+    one write's value: the connection and the transaction's other writes are sound."""
+    return str(getattr(exc, "sqlstate", None) or "").startswith("54")
+
+
 def _reason(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return text[0] if text else type(exc).__name__
@@ -608,6 +615,8 @@ class PostgresStore(_Dialect, SQLStore):
                 "check for a stuck import or backfill"
             ) from None
         except (psycopg.OperationalError, PoolTimeout) as exc:
+            if _over_limit(exc):
+                raise  # one write's value, not the database: that write fails alone
             raise self.unavailable(exc) from None
         except (psycopg.errors.ReadOnlySqlTransaction, psycopg.errors.InsufficientPrivilege) as e:
             raise StoreUnavailable(
@@ -624,8 +633,13 @@ class PostgresStore(_Dialect, SQLStore):
         assert isinstance(conn, Wire), "a chain transaction runs in a pipeline"
         yield conn.sync
 
+    def _fails_group(self, exc: BaseException) -> bool:
+        return super()._fails_group(exc) and not _over_limit(exc)
+
     def _item_error(self, exc: Exception) -> Exception:
         if isinstance(exc, psycopg.DataError):  # e.g. a NUL character in a text field
+            return InvalidInput(f"PostgreSQL refused a value: {_reason(exc)}")
+        if _over_limit(exc):  # e.g. a text too long for the full-text index
             return InvalidInput(f"PostgreSQL refused a value: {_reason(exc)}")
         return exc
 

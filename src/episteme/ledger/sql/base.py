@@ -297,9 +297,9 @@ class SQLStore(Reader, LearningWrites, DiagnosisWrites):
                     conn.execute("RELEASE w")
                     sync()  # this write's errors surface here, while its savepoint stands
                     head = after
-                except self.FATAL + self.RETRY:
-                    raise
                 except Exception as exc:  # this write fails alone; the group goes on
+                    if self._fails_group(exc):
+                        raise
                     conn.execute("ROLLBACK TO w")
                     conn.execute("RELEASE w")
                     item.error, item.events = self._item_error(exc), []
@@ -317,9 +317,9 @@ class SQLStore(Reader, LearningWrites, DiagnosisWrites):
                 head = reader.head()
                 for item in group:
                     head = self._apply(conn, reader, item, head)
-        except self.FATAL + self.RETRY + (StoreUnavailable,):
-            raise
-        except Exception:
+        except Exception as exc:
+            if self._fails_group(exc) or isinstance(exc, StoreUnavailable):
+                raise
             for item in group:
                 item.events = []
             self.regrouped += 1
@@ -336,16 +336,16 @@ class SQLStore(Reader, LearningWrites, DiagnosisWrites):
                 try:
                     reader = self._reader(conn)
                     self._apply(conn, reader, item, reader.head())
-                except self.FATAL + self.RETRY:
-                    raise
                 except Exception as exc:
+                    if self._fails_group(exc):
+                        raise
                     item.error, item.events = self._item_error(exc), []
                     raise _RolledBack from None
         except _RolledBack:
             pass
-        except self.FATAL + self.RETRY + (StoreUnavailable,):
-            raise  # the transaction failed, not the write: as for a group
         except Exception as exc:
+            if self._fails_group(exc) or isinstance(exc, StoreUnavailable):
+                raise  # the transaction failed, not the write: as for a group
             item.error, item.events = self._item_error(exc), []
 
     def _apply(self, conn: Conn, reader: Reader, item: _Pending, head: _Head) -> _Head:
@@ -360,6 +360,11 @@ class SQLStore(Reader, LearningWrites, DiagnosisWrites):
             return head
         last = item.events[-1]
         return last.seq, last.at, last.hash
+
+    def _fails_group(self, exc: BaseException) -> bool:
+        """Whether `exc`, raised by one write, fails its whole group (`FATAL`) or runs
+        the group again (`RETRY`), rather than failing that write alone."""
+        return isinstance(exc, self.FATAL + self.RETRY)
 
     def _item_error(self, exc: Exception) -> Exception:
         """The error one failed write reports (a store may translate database errors)."""
@@ -421,6 +426,22 @@ class SQLStore(Reader, LearningWrites, DiagnosisWrites):
         the gardener looks for expiries after `scanned_at` (the last event's time when
         None) rather than over the day before it starts.
         """
+        try:
+            return self._import(events, raised_until, scanned_at)
+        except (Conflict, IntegrityError, InvalidInput):
+            raise
+        except Exception as exc:  # found at COMMIT (PostgreSQL's pipeline): no event named
+            refused = self._item_error(exc)
+            if not isinstance(refused, InvalidInput):
+                raise
+            raise InvalidInput(
+                f"the journal cannot be stored in {self.where}: {refused.message}; "
+                "nothing was stored"
+            ) from None
+
+    def _import(
+        self, events: Iterable[Event], raised_until: int | None, scanned_at: int | None
+    ) -> int:
         with self._transaction() as conn:
             if self._reader(conn).head()[0] != 0:
                 raise Conflict(f"{self.where} is not empty: import into a fresh ledger")
