@@ -385,3 +385,29 @@ def test_health_says_why_the_store_is_unavailable(relayed: tuple[Relay, str]) ->
             store = health.json()["store"]
             assert store.startswith("unavailable: PostgreSQL at postgresql://"), store
             assert "is unavailable: " in store
+
+
+@pytest.mark.parametrize(
+    ("location", "words"),
+    [
+        ("postgresql://ops:Canary7%@127.0.0.1:5432/ledger", "invalid percent-encoded"),
+        ("postgresql://ops:Can/ary7@127.0.0.1:5432/ledger", "percent-encode / as %2F"),
+        ("postgresql://ops:Can ary7@127.0.0.1:5432/ledger", "unexpected spaces"),
+        ("host=127.0.0.1 user=ops password=Canary7 dbname=x", "key=value connection string"),
+    ],
+)
+def test_a_password_written_wrongly_is_never_shown(location: str, words: str) -> None:
+    # The parser's message quoted it; with a / in it, libpq read the user as the host and
+    # the rest became the database's name in every message; a key=value string was
+    # taken for a SQLite path and named as one.
+    with pytest.raises(InvalidInput) as refused:
+        open_store(location)
+    assert words in refused.value.message
+    for piece in ("Canary7", "Can/", "ary7"):
+        assert piece not in refused.value.message
+    # a percent-encoded one is read as written
+    from episteme.ledger.postgres.store import describe
+
+    assert describe("postgresql://ops:Can%2Fary%407@127.0.0.1:5432/ledger") == (
+        "postgresql://ops@127.0.0.1:5432/ledger"
+    )

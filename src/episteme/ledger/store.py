@@ -9,6 +9,7 @@ implements the same protocol.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
@@ -231,6 +232,9 @@ class Store(StoreReader, Protocol):
 POSTGRES_SCHEMES = ("postgresql://", "postgres://")
 
 
+_CONNINFO = re.compile(r"(?:^|\s)(?:host|hostaddr|dbname|user|password|port|sslmode)\s*=")
+
+
 def open_store(
     location: str | Path, *, create: bool = False, ensure: bool = False, defer_flush: bool = True
 ) -> Store:
@@ -244,6 +248,12 @@ def open_store(
     from episteme.ledger.sqlite.store import SQLiteStore
 
     text = str(location)
+    if _CONNINFO.search(text) and not text.startswith(POSTGRES_SCHEMES):
+        raise InvalidInput(  # not repeated: it may hold a password
+            "that looks like a key=value connection string: give the database as a "
+            "postgresql:// URL (a password in it percent-encoded)",
+            field="db",
+        )
     if text.startswith(POSTGRES_SCHEMES):
         try:
             from episteme.ledger.postgres.store import PostgresStore

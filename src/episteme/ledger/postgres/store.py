@@ -32,6 +32,7 @@ import contextlib
 import hashlib
 import logging
 import math
+import re
 import secrets
 import threading
 import time
@@ -39,6 +40,7 @@ from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from importlib import resources
 from typing import Any, TypeVar
+from urllib.parse import unquote
 
 import psycopg
 from psycopg import sql
@@ -111,6 +113,14 @@ class _TxReader(_Dialect, Reader):
     """Reads on one connection: a write's transaction, or a run of reads (`reading`)."""
 
 
+def _typed_password(url: str) -> str | None:
+    """The password as written in a URL (`scheme://user:PASSWORD@host...`), or None."""
+    found = re.match(r"[A-Za-z][A-Za-z0-9+.-]*://(?P<userinfo>[^@]*)@", url)
+    if found is None or ":" not in found["userinfo"]:
+        return None
+    return found["userinfo"].partition(":")[2] or None
+
+
 def describe(url: str) -> str:
     """The database a URL names, for messages: never the password."""
     if "://" in url and url.split("://", 1)[1].split("/", 1)[0].count("@") > 1:
@@ -119,10 +129,22 @@ def describe(url: str) -> str:
             "the URL has more than one @ before the host: write an @ in the password as %40",
             field="db",
         )
+    typed = _typed_password(url)
     try:
         parts = conninfo_to_dict(url)
     except psycopg.ProgrammingError as exc:
-        raise InvalidInput(f"not a PostgreSQL URL ({_reason(exc)})", field="db") from None
+        why = _reason(exc)
+        if typed:  # the parser quotes what it could not read: the password, perhaps
+            why = why.replace(typed, "***")
+        raise InvalidInput(f"not a PostgreSQL URL ({why})", field="db") from None
+    if typed is not None and parts.get("password") != unquote(typed):
+        # e.g. a / in it: libpq then reads the user as the host and the password's start
+        # as the port, and the rest would show up in messages as the database's name
+        raise InvalidInput(
+            "the URL's password is not written as a URL needs it (not shown): percent-encode "
+            "/ as %2F, @ as %40, % as %25, # as %23, ? as %3F and a space as %20",
+            field="db",
+        )
     host = parts.get("host") or "localhost"
     port = parts.get("port") or "5432"
     user = f"{parts['user']}@" if parts.get("user") else ""
