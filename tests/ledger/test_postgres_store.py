@@ -673,3 +673,23 @@ def test_a_copy_of_a_value_postgresql_cannot_hold_stores_nothing(
         copy_ledger(tmp_path / "home", pg_url)
     with Ledger.open(pg_url) as copied:
         assert copied.store.head()[0] == 0
+
+
+@pytest.mark.parametrize("encoding", ["LATIN1", "SQL_ASCII"])
+def test_a_database_that_does_not_store_utf8_is_refused_at_once(
+    pg_cluster: Any, encoding: str
+) -> None:
+    # LATIN1 took the ledger, then answered 500 for the first value it cannot encode;
+    # SQL_ASCII took it, then called it "not an Episteme ledger" at every open.
+    name = f"enc_{secrets.token_hex(4)}"
+    with psycopg.connect(pg_cluster.url(), autocommit=True) as admin:
+        admin.execute(
+            f"CREATE DATABASE {name} ENCODING '{encoding}' LC_COLLATE 'C' LC_CTYPE 'C'"
+            " TEMPLATE template0"
+        )
+    url = pg_cluster.url(name)
+    for opening in (Ledger.init, Ledger.open):
+        with pytest.raises(InvalidInput, match=f"stores text as {encoding}; the ledger needs UTF8"):
+            opening(url)
+    with psycopg.connect(url) as conn:
+        assert conn.execute("SELECT to_regclass('journal')").fetchone() == (None,)

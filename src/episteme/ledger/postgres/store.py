@@ -439,6 +439,16 @@ class PostgresStore(_Dialect, SQLStore):
 
     def _prepare(self, conn: psycopg.Connection[Any], *, create: bool, ensure: bool) -> None:
         """Check the database holds a ledger of a version we know; create or migrate it."""
+        row = conn.execute("SHOW server_encoding").fetchone()
+        found = row[0] if row else "?"  # bytes where the database has no encoding
+        encoding = found.decode("ascii", "replace") if isinstance(found, bytes) else str(found)
+        if encoding.upper() != "UTF8":  # text it cannot encode would fail later, as a 500
+            raise InvalidInput(
+                f"{self.url} stores text as {encoding}; the ledger needs UTF8: create the "
+                "database with ENCODING 'UTF8' (and TEMPLATE template0 if the cluster "
+                "default is another)",
+                field="db",
+            )
         with conn.transaction():
             # one process at a time decides and migrates; the others then find it done
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
