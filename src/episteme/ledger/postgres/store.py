@@ -668,6 +668,13 @@ class PostgresStore(_Dialect, SQLStore):
     def _fails_group(self, exc: BaseException) -> bool:
         return super()._fails_group(exc) and not _over_limit(exc)
 
+    def _bulk(self, conn: Conn) -> None:
+        # The projection's lookups are by key (a query's served rows, an assertion's
+        # row). Planned while the tables look empty, they scan them whole, once per
+        # event, as the import fills them: after a failed or killed copy, whose rows
+        # vacuum then counted as none, a copy of 32,467 events took 134 s against 13 s.
+        conn.execute("SET LOCAL enable_seqscan = off")
+
     def _item_error(self, exc: Exception) -> Exception:
         if isinstance(exc, psycopg.DataError):  # e.g. a NUL character in a text field
             return InvalidInput(f"PostgreSQL refused a value: {_reason(exc)}")

@@ -361,6 +361,9 @@ class SQLStore(Reader, LearningWrites, DiagnosisWrites):
         last = item.events[-1]
         return last.seq, last.at, last.hash
 
+    def _bulk(self, conn: Conn) -> None:
+        """Set up a transaction that loads a whole journal (`import_events`)."""
+
     def _fails_group(self, exc: BaseException) -> bool:
         """Whether `exc`, raised by one write, fails its whole group (`FATAL`) or runs
         the group again (`RETRY`), rather than failing that write alone."""
@@ -445,6 +448,7 @@ class SQLStore(Reader, LearningWrites, DiagnosisWrites):
         with self._transaction() as conn:
             if self._reader(conn).head()[0] != 0:
                 raise Conflict(f"{self.where} is not empty: import into a fresh ledger")
+            self._bulk(conn)
             count = 0
             last: Event | None = None
             for ev in events:
