@@ -693,3 +693,16 @@ def test_a_database_that_does_not_store_utf8_is_refused_at_once(
             opening(url)
     with psycopg.connect(url) as conn:
         assert conn.execute("SELECT to_regclass('journal')").fetchone() == (None,)
+
+
+def test_the_health_probe_answers_in_time_while_the_journal_is_locked(pg_url: str) -> None:
+    # Its 2 s covered getting a connection, not the statement: an operator's lock on the
+    # journal (VACUUM FULL, LOCK TABLE) held /health for the writers' 30 s lock timeout.
+    with Ledger.init(pg_url) as ledger, psycopg.connect(pg_url) as operator:
+        operator.execute("LOCK TABLE journal IN ACCESS EXCLUSIVE MODE")
+        asked = time.monotonic()
+        with pytest.raises(StoreUnavailable, match="statement timeout"):
+            ledger.store.probe(timeout=1.0)
+        assert time.monotonic() - asked < 10
+        operator.rollback()
+        assert ledger.store.probe() == 0

@@ -413,7 +413,10 @@ class PostgresStore(_Dialect, SQLStore):
         """The journal's length, within `timeout`: `/health` must answer while the database
         is away, not after the pool's usual wait (and retry) for a connection."""
         try:
-            with self.pool.connection(timeout=timeout) as c:
+            with self.pool.connection(timeout=timeout) as c, c.transaction():
+                # and the statement too: a lock on the journal (an operator's VACUUM FULL
+                # or LOCK TABLE) held it for the writers' 30 s
+                c.execute(f"SET LOCAL statement_timeout = {max(1, int(timeout * 1000))}")
                 row = c.execute("SELECT coalesce(max(seq), 0) FROM journal").fetchone()
         except PoolTimeout:
             raise StoreUnavailable(
@@ -643,8 +646,9 @@ class PostgresStore(_Dialect, SQLStore):
             raise
         except psycopg.errors.LockNotAvailable:
             raise StoreUnavailable(
-                f"{self.url}: the ledger stayed locked by another writer for 30 s: "
-                "check for a stuck import or backfill"
+                f"{self.url}: the ledger stayed locked for {WRITE_WAIT_S:.0f} s: look for a "
+                "stuck import or backfill, or a statement locking its tables (VACUUM FULL, "
+                "ALTER TABLE, LOCK TABLE)"
             ) from None
         except (psycopg.OperationalError, PoolTimeout) as exc:
             if _over_limit(exc):
