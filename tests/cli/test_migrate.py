@@ -51,3 +51,29 @@ def test_a_role_that_may_not_create_tables_gets_one_line(cli: Cli, pg_url: str) 
     assert "refused to set up the ledger" in r.err
     assert "permission denied" in r.err
     assert "not-a-secret-canary" not in r.err + r.out
+
+
+def test_an_older_ledger_a_role_may_not_migrate_says_to_migrate(cli: Cli, pg_url: str) -> None:
+    # It said only "refused to set up the ledger: permission denied for schema public".
+    import psycopg
+
+    assert cli("init", "--db", pg_url, home_arg=False).code == 0
+    with psycopg.connect(pg_url, autocommit=True) as admin:  # as version 2 left it
+        admin.execute("DROP TABLE incidents, diagnosis_events, diagnosis_sessions")
+        admin.execute("UPDATE meta SET value = '2' WHERE key = 'schema_version'")
+        admin.execute("DROP ROLE IF EXISTS app_only")
+        admin.execute("CREATE ROLE app_only LOGIN PASSWORD 'not-a-secret-canary'")
+        admin.execute(
+            "GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO app_only"
+        )
+        admin.execute("REVOKE CREATE ON SCHEMA public FROM PUBLIC")
+    user_url = pg_url.replace("postgres:", "app_only:not-a-secret-canary@", 1)
+    user_url = user_url.split("@", 1)[0] + "@" + pg_url.split("@", 1)[1]
+    r = cli("verify", "--db", user_url, home_arg=False)
+    assert r.code == 1
+    assert r.err.count("\n") == 1, r.err
+    assert "schema version 2, and this episteme needs 3" in r.err
+    assert "run `episteme migrate` as a role that may create tables" in r.err
+    assert "not-a-secret-canary" not in r.err + r.out
+    migrated = cli("migrate", "--db", pg_url, "--json", home_arg=False)  # as the owner
+    assert migrated.json()["migrated_from"] == 2

@@ -270,6 +270,13 @@ class PostgresStore(_Dialect, SQLStore):
         except psycopg.OperationalError as exc:
             raise self.unavailable(exc) from None
         except psycopg.Error as exc:  # e.g. a role without CREATE on the schema
+            upgrading = self.migrated_from
+            if upgrading is not None:  # an older ledger this role may not migrate
+                raise StoreUnavailable(
+                    f"{self.url} holds a ledger of schema version {upgrading}, and this "
+                    f"episteme needs {SCHEMA_VERSION}; migrating it failed: {_reason(exc)}: "
+                    "run `episteme migrate` as a role that may create tables in its schema"
+                ) from None
             raise StoreUnavailable(
                 f"PostgreSQL at {self.url} refused to set up the ledger: {_reason(exc)}"
             ) from None
@@ -472,8 +479,8 @@ class PostgresStore(_Dialect, SQLStore):
                     f"({SCHEMA_VERSION}): upgrade episteme"
                 )
             if version < SCHEMA_VERSION:
+                self.migrated_from = version  # (named in the error if migrating fails)
                 self._migrate(conn, version)
-                self.migrated_from = version
 
     def _version(self, conn: psycopg.Connection[Any]) -> int | None:
         found = conn.execute("SELECT to_regclass('meta'), to_regclass('journal')").fetchone()
