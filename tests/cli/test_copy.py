@@ -182,3 +182,31 @@ def test_a_nul_character_recorded_before_it_was_refused_stops_a_copy_to_postgres
     # SQLite holds it, and takes a copy of the ledger as it is
     done(cli("copy", "--from", str(home), "--to", str(tmp_path / "copy"), home_arg=False))
     assert journal(cli, str(tmp_path / "copy")) == journal(cli, str(home))
+
+
+def test_diagnosis_sessions_come_along(
+    cli: Cli, scenario: Scenario, tmp_path: Path, pg_url: str
+) -> None:
+    # They are kept beside the journal, not projected from it: a copy left them behind,
+    # and a session waiting for approval vanished.
+    source = tmp_path / "home"
+    with Ledger.open(source) as ledger:
+        session = {
+            "id": "s_" + "1" * 24, "status": "waiting_for_approval",
+            "problem": "db connections failing", "environment": "prod", "context": "{}",
+            "requester": "oncall", "plan": '{"steps": []}', "approved": None,
+            "decided_by": None, "reason": None, "result": None, "error": None,
+            "incident": None, "created_at": 1_795_000_000_000_000,
+            "updated_at": 1_795_000_000_500_000, "expires_at": 1_795_003_600_000_000,
+        }  # fmt: skip
+        ledger.store.save_diagnosis_session(session)
+        for n in range(2):
+            ledger.store.add_diagnosis_event(
+                session["id"], 1_795_000_000_000_000 + n, f'{{"n": {n}}}'
+            )
+        events = ledger.store.diagnosis_timed_events(session["id"])
+    out = done(cli("copy", "--from", str(source), "--to", pg_url, home_arg=False))
+    assert "events and 1 diagnosis session from" in out
+    with Ledger.open(pg_url) as copied:
+        assert copied.store.diagnosis_session(session["id"]) == session
+        assert copied.store.diagnosis_timed_events(session["id"]) == events

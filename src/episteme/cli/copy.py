@@ -33,6 +33,8 @@ def copy_(
     if not emit(ctx, as_json, report):
         n = f"{report.events} event{'' if report.events == 1 else 's'}"
         head = f"head {report.head_hash[:12]}…" if report.head_hash else "empty journal"
+        if report.sessions:
+            n += f" and {report.sessions} diagnosis session{'' if report.sessions == 1 else 's'}"
         state(ctx).console.print(
             f"copied {n} from {report.source} to {report.destination}; chain verified ({head})",
             markup=False,

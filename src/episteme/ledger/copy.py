@@ -33,6 +33,8 @@ class CopyReport(BaseModel):
     head_hash: str | None
     """The hex hash of the last copied event; None when the source was empty."""
     verified: bool
+    sessions: int = 0
+    """Diagnosis sessions copied, with their events (they live beside the journal)."""
 
 
 def copy_ledger(source: str | Path, dest: str | Path) -> CopyReport:
@@ -80,8 +82,10 @@ def copy_ledger(source: str | Path, dest: str | Path) -> CopyReport:
                     f"the copy in {dst.where} does not match the source: {why}; "
                     "discard it and copy again"
                 )
+            sessions = _copy_sessions(src, dst)
             return CopyReport(
                 events=count,
+                sessions=sessions,
                 source=src.where,
                 destination=dst.where,
                 head_seq=head_seq,
@@ -133,6 +137,17 @@ def _chained(src: Store, head_seq: int) -> Iterator[Event]:
             f"the source's journal ended at event {expected - 1}, before its head "
             f"{head_seq}: run `episteme verify` on {src.where}; nothing was copied"
         )
+
+
+def _copy_sessions(src: Store, dst: Store) -> int:
+    """The source's diagnosis sessions and their events, as they are: they are kept beside
+    the journal, not projected from it (a session waiting for approval stays waiting)."""
+    rows = src.diagnosis_sessions(limit=2**62)
+    for row in rows:
+        dst.save_diagnosis_session(row)
+        for _, at, event in src.diagnosis_timed_events(row["id"]):
+            dst.add_diagnosis_event(row["id"], at, event)
+    return len(rows)
 
 
 def _events(n: int) -> str:

@@ -72,11 +72,15 @@ class DiagnosisReads:
         return [_row(r) for r in rows]
 
     def diagnosis_events(self, session_id: str, after: int = 0) -> list[tuple[int, str]]:
+        return [(n, event) for n, _, event in self.diagnosis_timed_events(session_id, after)]
+
+    def diagnosis_timed_events(self, session_id: str, after: int = 0) -> list[tuple[int, int, str]]:
+        """A session's events after number `after`: (number, time in µs, event)."""
         rows = self.conn.execute(
-            "SELECT n, event FROM diagnosis_events WHERE session_id = ? AND n > ? ORDER BY n",
+            "SELECT n, at, event FROM diagnosis_events WHERE session_id = ? AND n > ? ORDER BY n",
             (session_id, after),
         )
-        return [(r[0], r[1]) for r in rows]
+        return [(int(r[0]), int(r[1]), r[2]) for r in rows]
 
 
 class DiagnosisWrites:
