@@ -907,3 +907,21 @@ def test_an_id_of_the_wrong_kind_is_named(ledger: Ledger) -> None:
         ledger.constraint(q.query_id)
     with pytest.raises(NotFound, match="no constraint with id 'abcdef'"):
         ledger.constraint("abcdef")
+
+
+def test_ids_resolve_by_prefix_whatever_their_case_or_letter(ledger: Ledger) -> None:
+    # A token id's prefix was "no token or principal", an upper-case prefix "no assertion",
+    # and a query's hex without its q_ "no assertion with id" for trace.
+    a = ledger.assert_one(subject="svc.a", value=1, agent="bot")
+    assert ledger.get(a.id[:8].upper()).id == a.id
+    q = ledger.query("svc", agent="deploy")
+    d = ledger.decide("deployed", agent="deploy", query_ids=[q.query_id or ""])
+    assert ledger.trace((q.query_id or "")[2:10]).queries[0].id == q.query_id
+    assert ledger.trace(d.id[2:10]).decision is not None
+    with pytest.raises(NotFound, match="no decision or query with id"):
+        ledger.trace("abcdef01")
+    _, first = ledger.issue_token("deploy", ["agent"], by="admin")
+    _, second = ledger.issue_token("deploy", ["agent"], by="admin")
+    [revoked] = ledger.revoke_token(first.id[:8], by="admin", reason="rotated")
+    assert revoked.id == first.id
+    assert ledger.store.token(token_id=second.id).revoked_at is None  # type: ignore[union-attr]

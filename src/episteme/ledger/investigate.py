@@ -90,7 +90,12 @@ def blame(r: StoreReader, ref: str) -> list[Blame]:
 
 
 def trace(r: StoreReader, ref: str) -> Trace:
-    kind, full = r.resolve(ref)
+    try:
+        kind, full = r.resolve(ref)
+    except NotFound:
+        if ref.strip()[1:2] == "_":
+            raise
+        kind, full = _decision_or_query(r, ref.strip())  # its hex without the letter
     decision = None
     if kind == "decision":
         decision = r.decision(full)
@@ -140,4 +145,16 @@ def impact(r: StoreReader, assertion_id: str, recent: int) -> Impact:
         agents=agents,
         decisions=r.decisions_citing_assertion(assertion_id),
         derived=r.derived([assertion_id]),
+    )
+
+
+def _decision_or_query(r: StoreReader, bare: str) -> tuple[str, str]:
+    for letter in ("d_", "q_"):
+        try:
+            return r.resolve(letter + bare)
+        except NotFound:
+            continue
+    raise NotFound(
+        f"no decision or query with id {bare!r}: trace follows a decision (d_…) or a query (q_…)",
+        field="id",
     )

@@ -122,7 +122,7 @@ class Tokens:
             if secret:  # never repeated: found by its hash, named by its id
                 found = r.token(hash=token_hash(ref.strip()))
             else:
-                found = r.token(token_id=ref) if ref.startswith("t_") else None
+                found = _by_id(r, ref) if ref.startswith("t_") else None
             targets = [found] if found else r.tokens(ref)  # a principal named ep_…
             if not targets:
                 raise NotFound(
@@ -195,3 +195,18 @@ class Tokens:
         check_limit(limit)
         check_window(since, until)
         return self.store.denials(principal, _us(since), limit, _us(until))
+
+
+def _by_id(r: StoreReader, ref: str) -> TokenRecord | None:
+    """The token whose id is `ref`, or begins with it (at least 4 of its hex digits, as
+    other ids take), when one alone does."""
+    exact = r.token(token_id=ref)
+    if exact is not None or len(ref) < 6:
+        return exact
+    matches = [t for t in r.tokens() if t.id.startswith(ref.lower())]
+    if len(matches) > 1:
+        raise InvalidInput(
+            f"token id prefix {ref!r} matches {len(matches)} tokens: give more of it",
+            field="ref",
+        )
+    return matches[0] if matches else None

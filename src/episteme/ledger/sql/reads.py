@@ -295,8 +295,8 @@ class Reader(LearningReads, DiagnosisReads):
 
         `want`, the kind the caller takes (query, constraint…): an id of another kind is
         refused, naming both, and one given without its letter (`2f30…` for `c_2f30…`)
-        is looked up among that kind before among assertions."""
-        ref = ref.strip()
+        is looked up among that kind before among assertions. Case does not matter."""
+        ref = ref.strip().lower()
         kind = _ID_PREFIXES.get(ref[:2], "assertion")
         if len(ref) < 4:
             raise InvalidInput(f"id {ref!r} is too short: give at least 4 characters", field="id")
