@@ -30,7 +30,7 @@ from mcp.types import CallToolResult, InputRequiredResult, ToolAnnotations
 from pydantic import BaseModel, Field, JsonValue, ValidationError
 from starlette.requests import Request
 from starlette.routing import BaseRoute, Route
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from episteme import __version__
 from episteme.api.problems import invalid_detail
@@ -552,7 +552,60 @@ class _Bearer:
             await problem(405, "Method not allowed", detail, Allow="POST")(scope, receive, send)
             return
         scope["state"] = {**scope.get("state", {}), "principal": who}
-        await self.app(scope, receive, send)
+        await self.app(scope, receive, _Refusals(self, scope, receive, send, who))
+
+
+_WHY = {
+    421: "this server is bound to a loopback address: it answers requests to 127.0.0.1, "
+    "localhost or [::1] only (a name that points here from elsewhere is refused)",
+    403: "a page of another origin may not call this server (DNS-rebinding protection); "
+    "MCP clients send no Origin, or a loopback one",
+}
+
+
+class _Refusals:
+    """Sends the SDK's own refusals of a request (a Host or an Origin its DNS-rebinding
+    check does not take: plain text) as problem+json, as every other error; a 403 is
+    counted and recorded as every refusal is."""
+
+    def __init__(
+        self, bearer: _Bearer, scope: Scope, receive: Receive, send: Send, who: Principal
+    ) -> None:
+        self.bearer, self.scope, self.receive, self.send, self.who = (
+            bearer, scope, receive, send, who
+        )  # fmt: skip
+        self.status: int | None = None
+        self.text = b""
+
+    async def __call__(self, message: Message) -> None:
+        if message["type"] == "http.response.start":
+            plain = dict(message.get("headers", [])).get(b"content-type", b"")
+            if message["status"] in _WHY and b"json" not in plain:
+                self.status = message["status"]
+                return
+        elif self.status is not None and message["type"] == "http.response.body":
+            self.text += message.get("body", b"")
+            if not message.get("more_body", False):
+                await self._refuse()
+            return
+        await self.send(message)
+
+    async def _refuse(self) -> None:
+        from episteme.api.problems import problem
+
+        assert self.status is not None
+        said = self.text.decode("utf-8", "replace").strip() or "refused"
+        detail = f"{said}: {_WHY[self.status]}"
+        title = "Forbidden" if self.status == 403 else "Misdirected request"
+        if self.status == 403:
+            ledger, who = self.bearer.ledger, self.who
+            if self.bearer.metrics is not None:
+                self.bearer.metrics.denied.labels("403").inc()
+            target = f"{self.scope['method']} {self.scope['path']}"
+            await anyio.to_thread.run_sync(
+                ledger.deny, who.name, who.token_id, "mcp", target, detail
+            )
+        await problem(self.status, title, detail, None)(self.scope, self.receive, self.send)
 
 
 @dataclass(frozen=True)

@@ -463,3 +463,31 @@ async def test_dns_rebinding_checks_follow_the_bind_address(
     async with endpoint.run(), httpx2.AsyncClient(transport=transport) as http:
         r = await http.post("http://127.0.0.1/mcp", json=INITIALIZE, headers=headers)
     assert r.status_code == status, r.text
+
+
+@pytest.mark.parametrize(
+    ("headers", "status", "words"),
+    [
+        ({"Host": "attacker.example:8765"}, 421, "answers requests to 127.0.0.1, localhost"),
+        ({"Origin": "http://attacker.example"}, 403, "a page of another origin may not call"),
+    ],
+)
+async def test_a_refused_host_or_origin_is_a_problem_and_a_403_is_recorded(
+    ledger: Ledger, headers: dict[str, str], status: int, words: str
+) -> None:
+    # The SDK answers them in plain text; the 403 was neither recorded nor counted.
+    endpoint = mount(ledger, None, host="127.0.0.1")
+    app = Starlette(routes=[endpoint.route])
+    sent = {
+        "Authorization": f"Bearer {token(ledger, 'deploy-agent')}",
+        "Accept": "application/json, text/event-stream",
+        **headers,
+    }
+    transport = httpx2.ASGITransport(app=app)
+    async with endpoint.run(), httpx2.AsyncClient(transport=transport) as http:
+        r = await http.post("http://127.0.0.1/mcp", json=INITIALIZE, headers=sent)
+    assert r.status_code == status, r.text
+    assert r.headers["content-type"] == "application/problem+json"
+    assert words in r.json()["detail"]
+    denials = ledger.denials(principal="deploy-agent")
+    assert [d.operation for d in denials] == (["mcp"] if status == 403 else [])
