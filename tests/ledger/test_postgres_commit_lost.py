@@ -339,6 +339,8 @@ def test_a_read_only_database_refuses_writes_in_one_line(pg_url: str) -> None:
             assert "refused the write: cannot execute" in refused.value.message
             assert "read-only transaction" in refused.value.message
             assert led.verify().ok  # reads answer
+            with pytest.raises(StoreUnavailable, match="cannot execute CREATE SCHEMA"):
+                led.rebuild()  # what failed, not its clean-up (DROP SCHEMA)
         argv = ["assert", "svc.a", "1", "--agent", "a", "--db", pg_url]
         done = subprocess.run(
             [sys.executable, "-m", "episteme", *argv],

@@ -716,7 +716,7 @@ class PostgresStore(_Dialect, SQLStore):
                 seen[0] = ev.seq
                 yield ev
 
-        with self._connect() as raw:
+        with self._failures(), self._connect() as raw:
             try:
                 raw.execute(sql.SQL("CREATE SCHEMA {}").format(fresh))
                 raw.execute(sql.SQL("SET search_path TO {}").format(fresh))
@@ -759,12 +759,21 @@ class PostgresStore(_Dialect, SQLStore):
                                     target, cols, cols, source
                                 )
                             )
-            finally:
-                raw.execute("RESET search_path")
-                raw.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(fresh))
+            except BaseException:
+                # the failure is what to report, not the clean-up's (which a read-only
+                # database refuses too, naming DROP SCHEMA where CREATE SCHEMA failed)
+                with contextlib.suppress(psycopg.Error):
+                    _drop_scratch(raw, fresh)
+                raise
+            _drop_scratch(raw, fresh)
         return RebuildReport(
             ok=not diffs, events=count, differences=diffs, repaired=bool(repair and diffs)
         )
+
+
+def _drop_scratch(raw: psycopg.Connection[Any], schema: sql.Identifier) -> None:
+    raw.execute("RESET search_path")
+    raw.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(schema))
 
 
 class _AdvisoryLeadership:
