@@ -651,7 +651,10 @@ def _op_metrics() -> _Call[str]:
 
 
 def _nothing(content: bytes) -> None:
-    """An answer with nothing to read (204, or an acceptance)."""
+    """An answer with nothing to read (204, or an acceptance). Anything but nothing or
+    JSON is not the server's (a proxy's sign-in page answering 200): refused as such."""
+    if content.strip():
+        orjson.loads(content)  # a JSONDecodeError is a ValueError: `_answer` names it
 
 
 _EXPORT = _Call("GET", "/v1/export", orjson.loads)

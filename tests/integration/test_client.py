@@ -663,6 +663,10 @@ def test_answers_that_are_not_episteme_problems_say_what_they_are() -> None:
     assert not_allowed.value.status == 405
     with pytest.raises(StoreUnavailable, match="503 Service Unavailable to GET /health"):
         _answering(httpx.Response(503, text="<html>maintenance</html>")).health()
+    sign_in = httpx.Response(200, text="<html>sign in to the proxy</html>")
+    with pytest.raises(StoreUnavailable, match="is not what this client reads"):
+        _answering(sign_in).remove_webhook("ops")  # it was taken as done
+    assert _answering(httpx.Response(204)).remove_webhook("ops") is None
 
     def garbled(request: httpx.Request) -> httpx.Response:  # decoded only as it is read
         gzip = {"Content-Encoding": "gzip"}
