@@ -37,14 +37,21 @@ def test_migrate_without_a_ledger_says_how_to_make_one(cli: Cli) -> None:
     assert "episteme init" in r.err
 
 
-def test_a_role_that_may_not_create_tables_gets_one_line(cli: Cli, pg_url: str) -> None:
+def _role(pg_url: str, role: str, *grants: str) -> str:
+    """The URL of a new login role (password a canary) on `pg_url`'s database."""
     import psycopg
 
     with psycopg.connect(pg_url, autocommit=True) as admin:
-        admin.execute("DROP ROLE IF EXISTS reader_only")
-        admin.execute("CREATE ROLE reader_only LOGIN PASSWORD 'not-a-secret-canary'")
-    user_url = pg_url.replace("postgres:", "reader_only:not-a-secret-canary@", 1)
-    user_url = user_url.split("@", 1)[0] + "@" + pg_url.split("@", 1)[1]
+        admin.execute(f"DROP ROLE IF EXISTS {role}")
+        admin.execute(f"CREATE ROLE {role} LOGIN PASSWORD 'not-a-secret-canary'")
+        for grant in grants:
+            admin.execute(grant.format(role=role))
+    user_url = pg_url.replace("postgres:", f"{role}:not-a-secret-canary@", 1)
+    return user_url.split("@", 1)[0] + "@" + pg_url.split("@", 1)[1]
+
+
+def test_a_role_that_may_not_create_tables_gets_one_line(cli: Cli, pg_url: str) -> None:
+    user_url = _role(pg_url, "reader_only")
     r = cli("init", "--db", user_url, home_arg=False)
     assert r.code == 1
     assert r.err.count("\n") == 1, r.err
@@ -61,14 +68,9 @@ def test_an_older_ledger_a_role_may_not_migrate_says_to_migrate(cli: Cli, pg_url
     with psycopg.connect(pg_url, autocommit=True) as admin:  # as version 2 left it
         admin.execute("DROP TABLE incidents, diagnosis_events, diagnosis_sessions")
         admin.execute("UPDATE meta SET value = '2' WHERE key = 'schema_version'")
-        admin.execute("DROP ROLE IF EXISTS app_only")
-        admin.execute("CREATE ROLE app_only LOGIN PASSWORD 'not-a-secret-canary'")
-        admin.execute(
-            "GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO app_only"
-        )
         admin.execute("REVOKE CREATE ON SCHEMA public FROM PUBLIC")
-    user_url = pg_url.replace("postgres:", "app_only:not-a-secret-canary@", 1)
-    user_url = user_url.split("@", 1)[0] + "@" + pg_url.split("@", 1)[1]
+    tables = "GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {role}"
+    user_url = _role(pg_url, "app_only", tables)
     r = cli("verify", "--db", user_url, home_arg=False)
     assert r.code == 1
     assert r.err.count("\n") == 1, r.err

@@ -22,6 +22,13 @@ AGENTS = 50
 SECONDS = 20.0
 
 
+def _home(home: Path, name: str, role: str) -> tuple[Path, dict[str, str]]:
+    """A new ledger at `home`, and the headers of a token of `name` with `role` there."""
+    with Ledger.init(home) as ledger:
+        token, _ = ledger.issue_token(name, [role], by="admin")
+    return home, {"Authorization": f"Bearer {token}"}
+
+
 def test_a_fresh_home_gets_one_admin_token_shown_once_and_never_stored(tmp_path: Path) -> None:
     home = tmp_path / "fresh"
     with served(home) as (url, proc):
@@ -125,10 +132,7 @@ def test_fifty_agents_for_twenty_seconds(tmp_path: Path) -> None:
 def test_a_server_told_to_stop_ends_a_stream_it_cannot_finish(tmp_path: Path) -> None:
     # A client following a diagnosis that waits for approval holds its response open for
     # as long as the session lives (an hour by default); the server used to wait for it.
-    home = tmp_path / "home"
-    with Ledger.init(home) as ledger:
-        token, _ = ledger.issue_token("dev", ["agent"], by="admin")
-    auth = {"Authorization": f"Bearer {token}"}
+    home, auth = _home(tmp_path / "home", "dev", "agent")
     ended: list[float] = []
     with served(home, "--shutdown-timeout", "1") as (url, proc):
         body = {"problem": "database connection failures in prod", "environment": "prod"}
@@ -166,10 +170,7 @@ def test_a_server_told_to_stop_ends_a_stream_it_cannot_finish(tmp_path: Path) ->
 def test_head_on_a_followed_stream_answers_and_frees_the_connection(tmp_path: Path) -> None:
     # HEAD is answered as GET without the body; a followed diagnosis used to run on for
     # nobody, keeping the connection busy until the session ended (an hour by default).
-    home = tmp_path / "home"
-    with Ledger.init(home) as ledger:
-        token, _ = ledger.issue_token("dev", ["agent"], by="admin")
-    auth = {"Authorization": f"Bearer {token}"}
+    home, auth = _home(tmp_path / "home", "dev", "agent")
     with served(home) as (url, _proc):
         body = {"problem": "database connection failures in prod", "environment": "prod"}
         started = httpx.post(f"{url}/diagnose", json=body, headers=auth, timeout=30.0)
@@ -189,10 +190,7 @@ def test_two_servers_with_workers_on_one_home_keep_their_own_counters(tmp_path: 
     # Each server with workers shares its counters through files; a second server on the
     # same home used to wipe the first's files as it started, and the first's scrapes
     # then reported nothing it had counted.
-    home = tmp_path / "shared"
-    with Ledger.init(home) as ledger:
-        token, _ = ledger.issue_token("reader", ["agent"], by="admin")
-    auth = {"Authorization": f"Bearer {token}"}
+    home, auth = _home(tmp_path / "shared", "reader", "agent")
     counted = 'episteme_queries_total{lens="latest"}'
     with served(home, "--workers", "2") as (first, _):
         for _ in range(3):
@@ -212,10 +210,7 @@ def test_a_counters_directory_in_the_environment_is_not_a_single_servers(
     # prometheus-client reads PROMETHEUS_MULTIPROC_DIR when it is imported: inherited by
     # `serve` with one worker, it made the server write its counters there, carry them
     # over restarts, or stop at its first request when the directory was gone.
-    home = tmp_path / "home"
-    with Ledger.init(home) as ledger:
-        token, _ = ledger.issue_token("reader", ["agent"], by="admin")
-    auth = {"Authorization": f"Bearer {token}"}
+    home, auth = _home(tmp_path / "home", "reader", "agent")
     monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path / "gone"))
     for _ in range(2):  # a restart starts from nothing
         with served(home) as (url, proc):
