@@ -60,6 +60,7 @@ def test_sqlite_to_postgresql_and_back(
         "head_seq": len(original),
         "head_hash": json.loads(original[-1])["hash"],
         "verified": True,
+        "sessions": 0,
     }
     assert report["destination"].startswith("postgresql://")
     assert journal(cli, pg_url) == original
