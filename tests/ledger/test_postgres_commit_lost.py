@@ -413,3 +413,7 @@ def test_a_password_written_wrongly_is_never_shown(location: str, words: str) ->
     assert describe("postgresql://ops:Can%2Fary%407@127.0.0.1:5432/ledger") == (
         "postgresql://ops@127.0.0.1:5432/ledger"
     )
+    # an @ in the query is no password
+    assert describe("postgresql://127.0.0.1:5432/ledger?application_name=a@b") == (
+        "postgresql://127.0.0.1:5432/ledger"
+    )

@@ -115,7 +115,7 @@ class _TxReader(_Dialect, Reader):
 
 def _typed_password(url: str) -> str | None:
     """The password as written in a URL (`scheme://user:PASSWORD@host...`), or None."""
-    found = re.match(r"[A-Za-z][A-Za-z0-9+.-]*://(?P<userinfo>[^@]*)@", url)
+    found = re.match(r"[A-Za-z][A-Za-z0-9+.-]*://(?P<userinfo>[^@?#]*)@", url)
     if found is None or ":" not in found["userinfo"]:
         return None
     return found["userinfo"].partition(":")[2] or None
