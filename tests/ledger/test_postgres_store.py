@@ -706,3 +706,16 @@ def test_the_health_probe_answers_in_time_while_the_journal_is_locked(pg_url: st
         assert time.monotonic() - asked < 10
         operator.rollback()
         assert ledger.store.probe() == 0
+
+
+def test_the_pool_size_is_a_setting(pg_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Ten connections a process was fixed: a database with a small max_connections
+    # could not take several servers with several workers each.
+    monkeypatch.setenv("EPISTEME_DB_POOL", "3")
+    with Ledger.init(pg_url) as ledger:
+        assert ledger.store.pool.max_size == 3  # type: ignore[attr-defined]
+        assert "connections" in ledger.store.workers()["pool"]
+    for wrong in ("0", "101", "ten"):
+        monkeypatch.setenv("EPISTEME_DB_POOL", wrong)
+        with pytest.raises(InvalidInput, match=r"EPISTEME_DB_POOL=.*1 to 100"):
+            Ledger.open(pg_url)

@@ -32,11 +32,12 @@ import contextlib
 import hashlib
 import logging
 import math
+import os
 import re
 import secrets
 import threading
 import time
-from collections.abc import Callable, Collection, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from importlib import resources
 from typing import Any, TypeVar
@@ -111,6 +112,23 @@ class _Dialect:
 
 class _TxReader(_Dialect, Reader):
     """Reads on one connection: a write's transaction, or a run of reads (`reading`)."""
+
+
+POOL_ENV = "EPISTEME_DB_POOL"
+POOL_SIZE = 10
+
+
+def pool_size_from_env(environ: Mapping[str, str] = os.environ) -> int:
+    """The connections each process's pool may hold: `EPISTEME_DB_POOL`, else 10."""
+    raw = environ.get(POOL_ENV, "").strip()
+    if not raw:
+        return POOL_SIZE
+    if not raw.isdigit() or not 1 <= int(raw) <= 100:
+        raise InvalidInput(
+            f"{POOL_ENV}={raw!r}: give the connections each process may hold, 1 to 100",
+            field=POOL_ENV,
+        )
+    return int(raw)
 
 
 def _typed_password(url: str) -> str | None:
@@ -241,7 +259,7 @@ class PostgresStore(_Dialect, SQLStore):
         *,
         create: bool = False,
         ensure: bool = False,
-        pool_size: int = 10,
+        pool_size: int | None = None,
         defer_flush: bool = True,
     ) -> None:
         super().__init__()
@@ -254,6 +272,7 @@ class PostgresStore(_Dialect, SQLStore):
         rows of savepoints rolled back included: how a write that lost its connection at
         COMMIT learns whether it committed (`_committed`)."""
         self.url = describe(url)
+        size = pool_size or pool_size_from_env()  # refused before anything is made
         self.where = self.url
         self._dsn = with_liveness(url)
         self.created = False
@@ -283,7 +302,7 @@ class PostgresStore(_Dialect, SQLStore):
         self.pool = ConnectionPool(
             self._dsn,
             min_size=1,
-            max_size=pool_size,
+            max_size=size,
             kwargs={"autocommit": True},
             configure=configure,
             timeout=10.0,
