@@ -213,8 +213,6 @@ def build_server(
             try:
                 who.require(op)
             except Forbidden as exc:
-                if metrics is not None:
-                    metrics.denied.labels("403").inc()
                 ledger.deny(who.name, who.token_id, str(op), f"mcp:{target}", exc.message)
                 raise error(exc.message) from None
         return who
@@ -527,8 +525,8 @@ class _Bearer:
             else:
                 who = self.ledger.authenticate(given)
         except Unauthenticated as exc:
-            if self.metrics is not None:
-                self.metrics.denied.labels("401").inc()
+            if self.metrics is not None and not isinstance(exc, TokenRefused):
+                self.metrics.denied.labels("401").inc()  # a refused token's is in `deny`
             if isinstance(exc, TokenRefused):
                 target = f"{scope['method']} {scope['path']}"
                 deny = self.ledger.deny
@@ -599,8 +597,6 @@ class _Refusals:
         title = "Forbidden" if self.status == 403 else "Misdirected request"
         if self.status == 403:
             ledger, who = self.bearer.ledger, self.who
-            if self.bearer.metrics is not None:
-                self.bearer.metrics.denied.labels("403").inc()
             target = f"{self.scope['method']} {self.scope['path']}"
             await anyio.to_thread.run_sync(
                 ledger.deny, who.name, who.token_id, "mcp", target, detail

@@ -569,7 +569,7 @@ def test_metrics_answer_while_postgres_is_away() -> None:
             assert failed.status_code == 503
             asked = time.monotonic()
             during = httpx.get(f"{url}/metrics", headers=auth, timeout=30)
-            assert time.monotonic() - asked < 5
+            assert time.monotonic() - asked < 8  # 10 s before: the pool's wait
             assert during.status_code == 200, during.text
             assert "episteme_store_up 0.0" in during.text
             assert "episteme_journal_events" not in during.text

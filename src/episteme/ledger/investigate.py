@@ -5,6 +5,7 @@ Each function reads the projections through a `StoreReader`; none writes.
 
 from __future__ import annotations
 
+import contextlib
 from collections import Counter
 
 from whenever import Instant
@@ -149,11 +150,9 @@ def impact(r: StoreReader, assertion_id: str, recent: int) -> Impact:
 
 
 def _decision_or_query(r: StoreReader, bare: str) -> tuple[str, str]:
-    for letter in ("d_", "q_"):
-        try:
-            return r.resolve(letter + bare)
-        except NotFound:
-            continue
+    for want in ("decision", "query"):
+        with contextlib.suppress(NotFound):
+            return r.resolve(bare, want=want)
     raise NotFound(
         f"no decision or query with id {bare!r}: trace follows a decision (d_…) or a query (q_…)",
         field="id",

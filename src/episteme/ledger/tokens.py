@@ -6,7 +6,7 @@ call is recorded as an event (who tried what). `Tokens` is mixed into `Ledger`.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from whenever import Instant
@@ -40,6 +40,9 @@ class Tokens:
 
     store: Store
     clock: Clock
+    refusal_listeners: list[Callable[[str], None]]
+    """Each called with the operation of every refusal `deny` records, once it is recorded
+    (how a server counts them in `/metrics`)."""
 
     def _write(self, build: BuildFn) -> list[Event]:
         raise NotImplementedError
@@ -122,7 +125,7 @@ class Tokens:
             if secret:  # never repeated: found by its hash, named by its id
                 found = r.token(hash=token_hash(ref.strip()))
             else:
-                found = _by_id(r, ref) if ref.startswith("t_") else None
+                found = _by_id(r, ref) if ref.startswith("t_") else None  # or a prefix
             targets = [found] if found else r.tokens(ref)  # a principal named ep_…
             if not targets:
                 raise NotFound(
@@ -180,6 +183,8 @@ class Tokens:
             return [Draft(EventKind.ACCESS_DENIED, principal, payload)]
 
         self._write(build)
+        for listener in self.refusal_listeners:
+            listener(operation)
 
     def denials(
         self,
@@ -198,15 +203,9 @@ class Tokens:
 
 
 def _by_id(r: StoreReader, ref: str) -> TokenRecord | None:
-    """The token whose id is `ref`, or begins with it (at least 4 of its hex digits, as
-    other ids take), when one alone does."""
-    exact = r.token(token_id=ref)
-    if exact is not None or len(ref) < 6:
-        return exact
-    matches = [t for t in r.tokens() if t.id.startswith(ref.lower())]
-    if len(matches) > 1:
-        raise InvalidInput(
-            f"token id prefix {ref!r} matches {len(matches)} tokens: give more of it",
-            field="ref",
-        )
-    return matches[0] if matches else None
+    """The token whose id is `ref` or a unique prefix of it; None: no such token (`ref`
+    may then be a principal's name)."""
+    try:
+        return r.token(token_id=r.resolve(ref, want="token")[1])
+    except NotFound:
+        return None

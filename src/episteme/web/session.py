@@ -222,7 +222,6 @@ def signed_in(op: Op = Op.READ, *, form: bool = False) -> Callable[[Request], Aw
                     "and send it again"
                 )
         if not who.allows(op):
-            request.app.state.metrics.denied.labels("403").inc()
             try:
                 who.require(op)
             except Forbidden as exc:
@@ -295,7 +294,6 @@ async def login(request: Request) -> Response:
     try:
         principal: Principal = await _blocking(ledger, ledger.authenticate, token)
     except TokenRefused as exc:
-        request.app.state.metrics.denied.labels("401").inc()
         await anyio.to_thread.run_sync(
             ledger.deny, exc.principal, exc.token_id, "authenticate", "POST /login", exc.message
         )

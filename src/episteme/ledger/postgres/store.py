@@ -67,15 +67,15 @@ SCHEMA_VERSION = len(MIGRATIONS)
 APPLICATION = "episteme"
 MIGRATION_LOCK = 0x45505354_00000001  # advisory lock key: one migrating process at a time
 SETTLE_SECONDS = 3.0
-# How long the pool keeps trying to replace a lost connection before it gives up. Its
-# attempts back off by doubling with no ceiling (1, 2, 4 ... s), so a long wait would
-# leave a long gap between attempts: after a 70 s outage, 48 s passed between the
-# database's return and the first call it served. Once the pool gives up, the next
-# call that finds no connection starts a fresh attempt at once; calls during the
-# outage get 503 after the pool's 10 s wait, as before.
-RECONNECT_S = 10.0
 """How long a write whose connection was lost after COMMIT keeps asking the database
 whether it committed, before it reports that it may have been recorded."""
+RECONNECT_S = 10.0
+"""How long the pool keeps trying to replace a lost connection before it gives up. Its
+attempts back off by doubling with no ceiling (1, 2, 4 ... s), so a long wait would
+leave a long gap between attempts: after a 70 s outage, 48 s passed between the
+database's return and the first call it served. Once the pool gives up, the next call
+that finds no connection starts a fresh attempt at once; calls during the outage get
+503 after the pool's 10 s wait, as before."""
 
 
 _T = TypeVar("_T")
@@ -706,9 +706,8 @@ class PostgresStore(_Dialect, SQLStore):
         conn.execute("SET LOCAL enable_seqscan = off")
 
     def _item_error(self, exc: Exception) -> Exception:
-        if isinstance(exc, psycopg.DataError):  # e.g. a NUL character in a text field
-            return InvalidInput(f"PostgreSQL refused a value: {_reason(exc)}")
-        if _over_limit(exc):  # e.g. a text too long for the full-text index
+        # a NUL character in a text field, a text too long for the full-text index
+        if isinstance(exc, psycopg.DataError) or _over_limit(exc):
             return InvalidInput(f"PostgreSQL refused a value: {_reason(exc)}")
         return exc
 

@@ -56,6 +56,7 @@ _ID_PREFIXES = {
     "x_": "correction",
     "c_": "constraint",
     "k_": "check",
+    "t_": "token",
 }
 _LETTERS = {kind: letter for letter, kind in _ID_PREFIXES.items()}
 _ID_TABLES = {
@@ -64,6 +65,7 @@ _ID_TABLES = {
     "correction": "corrections",
     "constraint": "constraints",
     "check": "checks",
+    "token": "tokens",
 }
 
 
