@@ -22,6 +22,7 @@ from episteme.ledger import Ledger
 from episteme.timeutil import ManualClock
 from tests.backends import BACKENDS
 from tests.postgres import Cluster, running_cluster
+from tests.receiver import Receiver, running_receiver
 
 T0 = Instant.parse_iso("2026-11-21T09:00:00Z")
 
@@ -136,3 +137,10 @@ def pg_url(pg_cluster: Cluster) -> Iterator[str]:
     url = pg_cluster.create_database()
     yield url
     pg_cluster.drop_database(unquote(urlsplit(url).path.removeprefix("/")))
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    """A local HTTP server that records the webhook deliveries it is sent."""
+    with running_receiver() as rec:
+        yield rec

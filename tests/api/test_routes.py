@@ -4,13 +4,24 @@ from __future__ import annotations
 
 import asyncio
 import os
+import secrets
+import time
+from pathlib import Path
 from typing import Any
 
+import psycopg
+from psycopg.conninfo import conninfo_to_dict
+from starlette.testclient import TestClient
 from whenever import TimeDelta
 
+from episteme.api import Settings, create_app
+from episteme.ledger import Ledger
 from episteme.ledger.gardener import Gardener
+from episteme.ledger.webhooks import WebhookSpec
 from episteme.timeutil import ManualClock
 from tests.api.conftest import Api
+from tests.postgres import Cluster
+from tests.receiver import Receiver
 
 
 def test_the_es256_story_over_http(api: Api, clock: ManualClock) -> None:
@@ -229,6 +240,106 @@ def test_health_and_metrics(api: Api) -> None:
     labels = 'method="POST",route="/v1/query",status="200"'
     assert f"episteme_http_request_duration_seconds_count{{{labels}}} 2.0" in text
     assert "episteme_journal_events 8.0" in text
+
+
+def _sample(text: str, name: str) -> float:
+    """The value of one sample of the exposition (`name` with its labels, if any)."""
+    for line in text.splitlines():
+        if line.startswith(f"{name} "):
+            return float(line.rsplit(" ", 1)[1])
+    raise AssertionError(f"{name} is not in /metrics")
+
+
+def test_metrics_say_how_far_background_work_is_behind(
+    ledger: Ledger, home: Path, clock: ManualClock
+) -> None:
+    # Only /health said the gardener had stopped, in words, on the worker that led it:
+    # nothing an alert could read said that trust and notifications were not following.
+    app = create_app(Settings(home=home, mcp=False, background=False), ledger=ledger)
+    token, _ = ledger.issue_token("prometheus", ["agent"], by="admin")
+    ledger.set_webhook(WebhookSpec(name="pager", url="http://127.0.0.1:9/hook"), by="admin")
+    wrong = ledger.assert_one(subject="svc.a", value=1, agent="bot", lifecycle="approved")
+    ledger.correct(wrong.id, by="oncall", reason="it is 2", value=2)
+    clock.advance(TimeDelta(seconds=90))
+    with TestClient(app) as client:
+
+        def scrape() -> str:
+            answer = client.get("/metrics", headers={"Authorization": f"Bearer {token}"})
+            assert answer.status_code == 200, answer.text
+            return answer.text
+
+        text = scrape()
+        assert _sample(text, "episteme_gardener_lag_events") == ledger.store.head()[0]
+        assert _sample(text, "episteme_gardener_lag_seconds") == 90.0
+        assert _sample(text, "episteme_webhook_deliveries_waiting") == 0
+        assert _sample(text, "episteme_webhook_oldest_waiting_seconds") == 0
+        for work in ("gardener", "webhooks"):  # a series at 0 before anything fails
+            assert _sample(text, f'episteme_background_errors_total{{work="{work}"}}') == 0
+        Gardener(ledger).run_until_caught_up()  # the correction's notification is queued
+        clock.advance(TimeDelta(seconds=30))
+        text = scrape()
+        assert _sample(text, "episteme_gardener_lag_events") == 0
+        assert _sample(text, "episteme_gardener_lag_seconds") == 0
+        assert _sample(text, "episteme_webhook_deliveries_waiting") == 1
+        assert _sample(text, "episteme_webhook_oldest_waiting_seconds") == 30.0
+
+
+def test_metrics_count_webhook_deliveries_by_outcome(api: Api, receiver: Receiver) -> None:
+    ledger = api.ledger
+    hooks = {
+        "delivered": receiver.url,
+        "retrying": "http://127.0.0.1:9/hook",  # nothing listens: tried again later
+    }
+    for name, url in hooks.items():
+        ledger.set_webhook(WebhookSpec(name=name, url=url), by="admin")
+    gone = WebhookSpec(name="failed", url="http://127.0.0.1:9/hook", max_attempts=1)
+    ledger.set_webhook(gone, by="admin")
+    wrong = ledger.assert_one(subject="svc.a", value=1, agent="bot", lifecycle="approved")
+    ledger.correct(wrong.id, by="oncall", reason="it is 2", value=2)
+    want = {f'episteme_webhook_deliveries_total{{outcome="{o}"}}': 1.0 for o in hooks}
+    want['episteme_webhook_deliveries_total{outcome="failed"}'] = 1.0
+    deadline = time.monotonic() + 30
+    while True:  # the app's own gardener and deliverer do the work
+        text = api.call("GET", "/metrics").text
+        got = {name: _sample(text, name) for name in want}
+        if got == want or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert got == want
+    assert len(receiver.requests) == 1
+    assert _sample(text, "episteme_webhook_deliveries_waiting") == 1  # the one to retry
+
+
+def test_metrics_count_the_gardeners_failures(pg_cluster: Cluster, home: Path) -> None:
+    # A serving role without USAGE on the job queue's sequence (docs/deploy.md once left
+    # it out): the gardener failed at every batch that queued a delivery, and /health
+    # still answered 200 "ok". The failures are counted now, and the lag grows.
+    role = f"app_{secrets.token_hex(4)}"
+    url = pg_cluster.create_database()
+    Ledger.init(url).close()
+    with psycopg.connect(url, autocommit=True) as admin:
+        admin.execute(f"CREATE ROLE {role} LOGIN PASSWORD 'app'")
+        admin.execute(
+            f"GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {role}"
+        )
+    name = conninfo_to_dict(url)["dbname"]
+    served = f"postgresql://{role}:app@127.0.0.1:{pg_cluster.port}/{name}"
+    with Ledger.open(served) as ledger:
+        token, _ = ledger.issue_token("prometheus", ["agent"], by="admin")
+        ledger.set_webhook(WebhookSpec(name="pager", url="http://127.0.0.1:9/hook"), by="admin")
+        wrong = ledger.assert_one(subject="svc.a", value=1, agent="bot", lifecycle="approved")
+        ledger.correct(wrong.id, by="oncall", reason="it is 2", value=2)
+        app = create_app(Settings(home=home, mcp=False), ledger=ledger)
+        with TestClient(app) as client:
+            deadline = time.monotonic() + 30
+            failures = 'episteme_background_errors_total{work="gardener"}'
+            while True:
+                text = client.get("/metrics", headers={"Authorization": f"Bearer {token}"}).text
+                if _sample(text, failures) >= 2 or time.monotonic() > deadline:
+                    break
+                time.sleep(0.2)
+            assert _sample(text, failures) >= 2  # tried again, and failed again
+            assert _sample(text, "episteme_gardener_lag_events") > 0
 
 
 def test_denials_and_notifications_page_back_with_until(api: Api, clock: ManualClock) -> None:

@@ -21,7 +21,7 @@ from episteme.ledger.records import ConstraintRecord
 from episteme.ledger.trust import TrustPolicy
 from episteme.ledger.webhooks import Deliverer, WebhookSpec, deliveries, verify
 from episteme.timeutil import ManualClock, to_us
-from tests.ledger.conftest import Receiver
+from tests.receiver import Receiver
 
 DAY = TimeDelta(hours=24)
 SUBJECT = "auth.jwt.algorithm"

@@ -36,7 +36,7 @@ from episteme.ledger.webhooks import (
     verify,
 )
 from episteme.timeutil import ManualClock, to_us
-from tests.ledger.conftest import Receiver
+from tests.receiver import Receiver
 
 SECRET = b"s3cret"
 SECOND_US = 1_000_000

@@ -83,6 +83,8 @@ def create_app(
                 # and the webhook deliveries start when this process leads, stop when not
                 deliverer = Deliverer(led.store, led.webhooks, led.clock, worker=worker_name())
                 loop = GardenerLoop(Gardener(led), deliver=deliverer.run_once)
+                loop.error_listeners.append(metrics.background_failed)
+                deliverer.outcome_listeners.append(metrics.delivered)
                 app.state.gardener = loop
 
                 def lead(leading: bool) -> None:

@@ -28,7 +28,10 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from episteme.errors import EpistemeError
 from episteme.ledger.core import Ledger
+from episteme.ledger.gardener import Gardener
 from episteme.ledger.model import Answer
+from episteme.ledger.webhooks import QUEUE
+from episteme.timeutil import to_us
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 # Up to a minute: a wait for a body (408 after 30 s) or for a database that went away
@@ -41,8 +44,9 @@ GONE = "499"
 
 
 class _Journal(Collector):
-    """Whether the store answers, and the journal's length, read from the store at scrape
-    time (true across workers). While the store is away, the length is left out."""
+    """Whether the store answers, the journal's length, how far the gardener is behind it
+    and the webhook deliveries waiting, read from the store at scrape time (true across
+    workers and servers). While the store is away, only the first is given."""
 
     def __init__(self, ledger: Ledger) -> None:
         self._ledger = ledger
@@ -57,8 +61,35 @@ class _Journal(Collector):
                 seq = self._ledger.store.probe()  # within 2 s
         up = "Whether the store answered this scrape (1) or not within 2 s (0)"
         yield GaugeMetricFamily("episteme_store_up", up, value=0 if seq is None else 1)
-        if seq is not None:
-            yield GaugeMetricFamily("episteme_journal_events", "Events in the journal", value=seq)
+        if seq is None:
+            return
+        yield GaugeMetricFamily("episteme_journal_events", "Events in the journal", value=seq)
+        try:
+            garden = Gardener(self._ledger).status()
+            waiting, oldest = self._ledger.store.waiting_jobs(QUEUE)
+        except EpistemeError:
+            return  # gone since the probe: the next scrape says so
+        now = to_us(self._ledger.clock.now())
+        yield GaugeMetricFamily(
+            "episteme_gardener_lag_events",
+            "Journal events the gardener has not applied yet (trust, notifications)",
+            value=garden.lag_events,
+        )
+        yield GaugeMetricFamily(
+            "episteme_gardener_lag_seconds",
+            "Age of the oldest event the gardener has not applied (0 when caught up)",
+            value=garden.lag_seconds,
+        )
+        yield GaugeMetricFamily(
+            "episteme_webhook_deliveries_waiting",
+            "Webhook deliveries queued and not yet done (due, or retried later)",
+            value=waiting,
+        )
+        yield GaugeMetricFamily(
+            "episteme_webhook_oldest_waiting_seconds",
+            "How long the oldest waiting webhook delivery has been queued (0 when none)",
+            value=0.0 if oldest is None else max(0, now - oldest) / 1_000_000,
+        )
 
 
 class Metrics:
@@ -89,6 +120,23 @@ class Metrics:
             ["status"],
             registry=own,
         )
+        self.background_errors = Counter(
+            "episteme_background_errors",
+            "Failed rounds of background work (the gardener, webhook deliveries): the"
+            " database away, a bug; each is logged and retried",
+            ["work"],
+            registry=own,
+        )
+        self.deliveries = Counter(
+            "episteme_webhook_deliveries",
+            "Webhook delivery attempts by outcome: delivered, retrying, failed (for good)",
+            ["outcome"],
+            registry=own,
+        )
+        for work in ("gardener", "webhooks"):  # at 0 from the start: alerts see a series
+            self.background_errors.labels(work)
+        for outcome in ("delivered", "retrying", "failed"):
+            self.deliveries.labels(outcome)
         if multi:
             multiprocess.MultiProcessCollector(self.registry)  # type: ignore[no-untyped-call]
         self._journal = _Journal(ledger)
@@ -105,6 +153,12 @@ class Metrics:
 
     def _recorded(self, operation: str) -> None:
         self.denied.labels("401" if operation == "authenticate" else "403").inc()
+
+    def background_failed(self, work: str) -> None:
+        self.background_errors.labels(work).inc()
+
+    def delivered(self, outcome: str) -> None:
+        self.deliveries.labels(outcome).inc()
 
     def answered(self, ans: Answer) -> None:
         self.queries.labels(ans.lens).inc()

@@ -119,10 +119,10 @@ class Gardener:
         head = self.store.head()[0]
         lag_seconds = 0.0
         if head > cursor.seq:
-            oldest = next(self.store.events(after_seq=cursor.seq), None)
+            oldest = self.store.event_at(cursor.seq)
             if oldest is not None:
                 now = to_us(self.ledger.clock.now())
-                lag_seconds = max(0, now - oldest.at) / 1_000_000
+                lag_seconds = max(0, now - oldest) / 1_000_000
         return GardenerStatus(
             cursor=cursor.seq,
             head=head,
@@ -357,6 +357,8 @@ class GardenerLoop:
         self.idle, self.scan_every = idle, scan_every
         self.errors = 0
         self.last_error: str | None = None
+        self.error_listeners: list[Callable[[str], None]] = []
+        """Told the name of the work ("gardener", "webhooks") at each failure."""
         self._last_scan = 0.0
         self._stop = threading.Event()  # the current start's; each start has its own
         self._threads: list[threading.Thread] = []
@@ -376,7 +378,7 @@ class GardenerLoop:
         if self.deliver is not None:  # told when to stop, between two deliveries
             work.append(("webhooks", functools.partial(self.deliver, stop.is_set), 1))
         self._threads = [
-            threading.Thread(target=self._run, args=(fn, full, stop), name=name, daemon=True)
+            threading.Thread(target=self._run, args=(name, fn, full, stop), name=name, daemon=True)
             for name, fn, full in work
         ]
         for t in self._threads:
@@ -404,14 +406,14 @@ class GardenerLoop:
     def running(self) -> bool:
         return any(t.is_alive() for t in self._threads)
 
-    def _run(self, work: Callable[[], int], full: int, stop: threading.Event) -> None:
+    def _run(self, name: str, work: Callable[[], int], full: int, stop: threading.Event) -> None:
         """Call `work` again at once while it finds `full` loads (a backlog), else after
         `idle` seconds. Under a stream of audited queries a gardener step finds a few
         events every time: stepping at once would commit its cursor hundreds of times a
         second, competing with the writes it follows for the lock and the CPU."""
         backoff = self.idle
         while not stop.is_set():
-            done = self._guard(work)
+            done = self._guard(name, work)
             if done is None:
                 backoff = min(backoff * 2, 30.0)
             else:
@@ -429,12 +431,14 @@ class GardenerLoop:
             self._last_scan = time.monotonic()
         return applied
 
-    def _guard(self, work: Callable[[], int]) -> int | None:
+    def _guard(self, name: str, work: Callable[[], int]) -> int | None:
         """Run `work`; on any error, count and log it and return None (the loop goes on)."""
         try:
             return work()
         except Exception as exc:  # the loop must outlive any one failure
             self.errors += 1
             self.last_error = f"{type(exc).__name__}: {exc}"[:500]
-            log.warning("gardener: %s", self.last_error)
+            log.warning("%s: %s", name, self.last_error)
+            for listener in self.error_listeners:
+                listener(name)
             return None

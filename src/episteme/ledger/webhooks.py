@@ -403,6 +403,9 @@ class Deliverer:
         self._client = client if client is not None else httpx.Client(follow_redirects=False)
         self._environ = environ
         self._closed = False
+        self.outcome_listeners: list[Callable[[str], None]] = []
+        """Told each attempt's outcome: "delivered", "retrying" (failed, tried again
+        later) or "failed" (failed for good)."""
         logging.getLogger("httpx").addFilter(_HIDE_URLS)  # once: the same filter object
 
     def run_once(self, stopped: Callable[[], bool] | None = None, limit: int = 50) -> int:
@@ -427,8 +430,12 @@ class Deliverer:
                 self._attempt(job, specs)
             except _Failed as failure:
                 self._fail(job, failure)
+                outcome = "retrying" if failure.retry else "failed"
             else:
                 self._complete(job)
+                outcome = "delivered"
+            for listener in self.outcome_listeners:
+                listener(outcome)
         return handled
 
     def _attempt(self, job: Job, specs: Mapping[str, WebhookSpec]) -> None:

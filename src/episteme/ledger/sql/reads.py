@@ -774,6 +774,13 @@ class Reader(LearningReads, DiagnosisReads):
         row = r.fetchone()
         return (0, 0, None) if row is None else (row[0], row[1], row[2])
 
+    def event_at(self, after_seq: int) -> int | None:
+        """The time of the first event after `after_seq`; None at the journal's end."""
+        row = self.conn.execute(
+            "SELECT at FROM journal WHERE seq > ? ORDER BY seq LIMIT 1", [after_seq]
+        ).fetchone()
+        return None if row is None else int(row[0])
+
     def events(self, after_seq: int = 0, until_at: int | None = None) -> Iterator[Event]:
         """Journal events in order, read in pages so that memory stays flat.
 

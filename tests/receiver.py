@@ -1,14 +1,13 @@
-"""Fixtures of the ledger tests: a local HTTP receiver for webhooks."""
+"""A local HTTP receiver for webhooks (the `receiver` fixture of tests/conftest.py)."""
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-
-import pytest
 
 
 @dataclass
@@ -40,8 +39,8 @@ class Receiver:
         return 200
 
 
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
+@contextlib.contextmanager
+def running_receiver() -> Iterator[Receiver]:
     rec = Receiver()
 
     class Handler(BaseHTTPRequestHandler):
