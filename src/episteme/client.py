@@ -605,9 +605,10 @@ def _op_tokens(name: str | None = None) -> _Call[list[TokenRecord]]:
 
 
 def _op_revoke_token(ref: str, *, reason: str) -> _Call[list[TokenRecord]]:
-    """Revoke a token by id, or every active token of a principal by name."""
-    path = f"/v1/tokens/{_seg(ref)}/revoke"
-    return _send_json("POST", path, {"reason": reason}, _TOKENS.validate_json)
+    """Revoke a token by id or by its secret, or every active token of a principal by
+    name. `ref` goes in the body: a secret in a URL is kept by proxies and logs."""
+    body = {"ref": ref, "reason": reason}
+    return _send_json("POST", "/v1/tokens/revoke", body, _TOKENS.validate_json)
 
 
 def _op_denials(

@@ -73,6 +73,7 @@ POLICY: dict[tuple[str, str], str] = {
     ("PUT", "/v1/lenses/{name}"): "supervisor",
     ("POST", "/v1/tokens"): "admin",
     ("GET", "/v1/tokens"): "admin",
+    ("POST", "/v1/tokens/revoke"): "admin",
     ("POST", "/v1/tokens/{ref}/revoke"): "admin",
     ("GET", "/v1/denials"): "supervisor",
     ("GET", "/v1/verify"): "admin",
@@ -111,7 +112,9 @@ def _request(aid: str, path: str, method: str) -> dict[str, Any]:
         "/v1/rebuild": {"repair": False},
     }
     body = bodies.get(path)
-    if path.endswith(("/correct", "/supersede", "/revoke")):
+    if path == "/v1/tokens/revoke":
+        body = {"ref": aid, "reason": "wrong"}
+    elif path.endswith(("/correct", "/supersede", "/revoke")):
         body = {"reason": "wrong"}
     elif path.endswith(("/approve", "/deprecate", "/reject")):
         body = {}

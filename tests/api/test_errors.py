@@ -245,6 +245,40 @@ def test_secrets_never_come_back(api: Api) -> None:
     assert not any(canary in str(row) for row in rows)
 
 
+def test_a_secret_sent_to_revoke_is_never_recorded(api: Api) -> None:
+    # A supervisor who found a leaked token and tried to revoke it by its secret (in the
+    # path, as the client sent it) was refused, and the refusal recorded the path: the
+    # live secret, in the journal for good, in every supervisor's `denials`.
+    r = api.call("POST", "/v1/tokens", role="admin", json={"name": "leaky", "roles": ["agent"]})
+    canary = r.json()["token"]
+    for path, body in (
+        (f"/v1/tokens/{canary}/revoke", {"reason": "found in a CI log"}),
+        (f"/v1/tokens/{canary[:12]}/revoke", {"reason": "found in a CI log"}),
+        ("/v1/tokens/revoke", {"ref": canary, "reason": "found in a CI log"}),
+    ):
+        refused = api.call("POST", path, role="supervisor", json=body)
+        assert refused.status_code == 403, refused.text
+        assert canary[:12] not in refused.text
+    denials = api.call("GET", "/v1/denials", role="supervisor").json()
+    targets = [d["target"] for d in denials[:3]]
+    assert targets == [
+        "POST /v1/tokens/revoke",
+        "POST /v1/tokens/ep_…/revoke",
+        "POST /v1/tokens/ep_…/revoke",
+    ]
+    journal = api.call("GET", "/v1/export", role="admin").text
+    assert canary[:12] not in journal
+    # an admin revokes it by its secret in a body, which no proxy or log keeps
+    done = api.call(
+        "POST", "/v1/tokens/revoke", role="admin", json={"ref": canary, "reason": "leaked"}
+    )
+    assert done.status_code == 200, done.text
+    assert [t["principal"] for t in done.json()] == ["leaky"]
+    assert canary not in done.text
+    again = api.client.get("/v1/whoami", headers={"Authorization": f"Bearer {canary}"})
+    assert again.status_code == 401
+
+
 def test_unknown_and_repeated_query_parameters_are_refused(api: Api) -> None:
     """A typo must not widen an answer: `agnet=` would otherwise list every agent's reads."""
     _problem(

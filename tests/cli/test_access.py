@@ -64,6 +64,13 @@ def test_a_token_is_revoked_by_its_secret_without_repeating_it(cli: Cli) -> None
     # a principal may be named like a secret
     cli("token", "create", "--name", "ep_bot", "--role", "agent")
     assert cli("token", "revoke", "ep_bot", "--reason", "x").code == 0
+    # names that would be read as something else: a token id (in either case), or the
+    # operating-system user a local command records (an HTTP caller passing as one)
+    for name, words in (
+        ("T_bot", "t_… names token ids"),
+        ("local:root", "local:… names the operating-system users"),
+    ):
+        assert_error(cli("token", "create", "--name", name, "--role", "agent"), 2, words)
 
 
 def test_denials_and_check(cli: Cli, home: object) -> None:

@@ -925,3 +925,5 @@ def test_ids_resolve_by_prefix_whatever_their_case_or_letter(ledger: Ledger) -> 
     [revoked] = ledger.revoke_token(first.id[:8], by="admin", reason="rotated")
     assert revoked.id == first.id
     assert ledger.store.token(token_id=second.id).revoked_at is None  # type: ignore[union-attr]
+    [revoked] = ledger.revoke_token(second.id[:8].upper(), by="admin", reason="rotated")
+    assert revoked.id == second.id  # T_…: was "no token or principal"

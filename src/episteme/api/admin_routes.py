@@ -16,7 +16,7 @@ from episteme.ledger.records import RebuildReport
 from .deps import LedgerDep
 from .ledger_routes import Caller, Limit, encoded
 from .problems import responses
-from .schemas import NAME, IssuedToken, ReasonBody, RebuildBody, TokenBody, WireTime
+from .schemas import NAME, IssuedToken, ReasonBody, RebuildBody, RevokeBody, TokenBody, WireTime
 
 router = APIRouter(prefix="/v1", responses=responses(401, 403, 422, 503))
 
@@ -52,6 +52,19 @@ def list_tokens(
     who: Principal = Caller(Op.TOKENS),
 ) -> Response:
     return encoded(ledger.tokens(name))
+
+
+@router.post(
+    "/tokens/revoke",
+    response_model=list[TokenRecord],
+    responses=responses(400, 404, 409),
+    tags=["access"],
+    summary="Revoke a token by id or by its secret, or every active token of a principal",
+)
+def revoke_named_token(
+    body: RevokeBody, ledger: LedgerDep, who: Principal = Caller(Op.TOKENS)
+) -> Response:
+    return encoded(ledger.revoke_token(body.ref, by=who.name, reason=body.reason))
 
 
 @router.post(

@@ -125,6 +125,18 @@ class ReasonBody(BaseModel):
     reason: str = Field(min_length=1, max_length=4096)
 
 
+class RevokeBody(BaseModel):
+    model_config = _examples({"ref": "deploy-agent", "reason": "leaked in a CI log"})
+
+    ref: str = Field(
+        min_length=1,
+        max_length=256,
+        description="a token's id, its secret (ep_…: a secret never goes in a URL, which"
+        " proxies and logs keep), or a principal's name (then every active token of it)",
+    )
+    reason: str = Field(min_length=1, max_length=4096)
+
+
 class RebuildBody(BaseModel):
     model_config = _examples({"repair": False})
 

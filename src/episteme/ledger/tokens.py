@@ -19,6 +19,7 @@ from episteme.ledger.access import (
     TokenRecord,
     TokenRefused,
     default_kind,
+    hide_secrets,
     new_secret,
     parse_roles,
     token_hash,
@@ -63,9 +64,15 @@ class Tokens:
         so two processes starting on a fresh home cannot both create one).
         """
         check_name(principal, "name")
-        if principal.startswith("t_"):
+        if principal[:2].lower() == "t_":
             raise InvalidInput(
                 "t_… names token ids: choose a principal name without it", field="name"
+            )
+        if principal.startswith("local:"):
+            raise InvalidInput(
+                "local:… names the operating-system users of local commands: choose a"
+                " principal name without it",
+                field="name",
             )
         check_name(by, "by")
         parsed = parse_roles(list(roles))
@@ -125,7 +132,7 @@ class Tokens:
             if secret:  # never repeated: found by its hash, named by its id
                 found = r.token(hash=token_hash(ref.strip()))
             else:
-                found = _by_id(r, ref) if ref.startswith("t_") else None  # or a prefix
+                found = _by_id(r, ref) if ref[:2].lower() == "t_" else None  # or a prefix
             targets = [found] if found else r.tokens(ref)  # a principal named ep_…
             if not targets:
                 raise NotFound(
@@ -177,8 +184,8 @@ class Tokens:
             payload = {  # bounded: a refused caller chooses the path it asks for
                 "token_id": token_id,
                 "operation": operation,
-                "target": None if target is None else target[:256],
-                "reason": reason[:1024],
+                "target": None if target is None else hide_secrets(target)[:256],
+                "reason": hide_secrets(reason)[:1024],
             }
             return [Draft(EventKind.ACCESS_DENIED, principal, payload)]
 
