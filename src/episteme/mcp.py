@@ -16,17 +16,19 @@ belong (the store keeps a connection per thread).
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import inspect
 import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import anyio.to_thread
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ResourceError, ToolError
 from mcp.server.transport_security import TransportSecuritySettings
 from mcp.types import CallToolResult, InputRequiredResult, ToolAnnotations
+from mcp.types import Tool as MCPTool
 from pydantic import BaseModel, Field, JsonValue, ValidationError
 from starlette.requests import Request
 from starlette.routing import BaseRoute, Route
@@ -157,10 +159,27 @@ def _plain_logging() -> None:
         root.addHandler(handler)
 
 
+_Tool = TypeVar("_Tool", bound=Callable[..., Any])
+
+_CALLER: contextvars.ContextVar[Principal] = contextvars.ContextVar("episteme_mcp_caller")
+"""The principal of the tool call under way, authorized before its arguments were read
+(the worker thread a tool runs on gets a copy of the context)."""
+
+
 class _Server(MCPServer):
-    """The SDK's server, with tool descriptions dedented, and arguments that fail the
-    input schema answered in the API's words (the SDK sends pydantic's whole report,
-    with a link and the input)."""
+    """The SDK's server, with tool descriptions dedented; each call's token judged before
+    its arguments, as the API judges it before a body; arguments a tool does not take
+    refused, as the API refuses an unknown field (the SDK drops them, so a misspelt
+    `item` checked a plan against nothing); and arguments that fail the input schema
+    answered in the API's words (the SDK sends pydantic's whole report, with a link and
+    the input)."""
+
+    def __init__(
+        self, *args: Any, authorize: Callable[[str, Context[Any, Any] | None], Principal], **kw: Any
+    ) -> None:
+        super().__init__(*args, **kw)
+        self._authorize = authorize
+        self._takes: dict[str, list[str]] = {}
 
     def add_tool(  # type: ignore[override]  # the rest passes through by name
         self, fn: Callable[..., Any], name: str | None = None, **rest: Any
@@ -168,11 +187,30 @@ class _Server(MCPServer):
         # a docstring's description without the indentation it has in the source
         if rest.get("description") is None:
             rest["description"] = inspect.cleandoc(fn.__doc__ or "")
+        self._takes[name or fn.__name__] = list(inspect.signature(fn).parameters)
         super().add_tool(fn, name, **rest)
+
+    async def list_tools(self) -> list[MCPTool]:
+        # no argument but those named: what call_tool enforces, said in the schema
+        return [
+            t.model_copy(update={"input_schema": {**t.input_schema, "additionalProperties": False}})
+            for t in await super().list_tools()
+        ]
 
     async def call_tool(
         self, name: str, arguments: dict[str, Any], context: Context[Any, Any] | None = None
     ) -> CallToolResult | InputRequiredResult:
+        takes = self._takes.get(name)
+        if takes is None:  # an unknown tool: the SDK says so
+            return await super().call_tool(name, arguments, context)
+        who = await anyio.to_thread.run_sync(self._authorize, name, context)  # a read
+        unknown = [key for key in arguments if key not in takes]
+        if unknown:
+            raise ToolError(
+                f"Error executing tool {name}: unknown argument {unknown[0]!r}:"
+                f" {name} takes {', '.join(takes)}"
+            )
+        reset = _CALLER.set(who)
         try:
             return await super().call_tool(name, arguments, context)
         except ToolError as exc:
@@ -180,6 +218,8 @@ class _Server(MCPServer):
                 raise
             detail = invalid_detail(exc.__cause__.errors())[2]
             raise ToolError(f"Error executing tool {name}: {detail}") from None
+        finally:
+            _CALLER.reset(reset)
 
 
 def build_server(
@@ -194,12 +234,33 @@ def build_server(
             carries its own and `_Bearer` authenticates it.
     """
     _plain_logging()
+    ops: dict[str, Op] = {}  # what each tool does, for its authorization
+
+    def authorize(name: str, context: Context[Any, Any] | None) -> Principal:
+        return caller(context, ops[name], name)
+
     server = _Server(
-        "episteme", instructions=INSTRUCTIONS, version=__version__, log_level="WARNING"
+        "episteme",
+        instructions=INSTRUCTIONS,
+        version=__version__,
+        log_level="WARNING",
+        authorize=authorize,
     )
 
-    def caller(ctx: Ctx, op: Op, target: str, error: type[Exception] = ToolError) -> Principal:
-        request = ctx.request_context.request
+    def tool(op: Op, annotations: ToolAnnotations) -> Callable[[_Tool], _Tool]:
+        def register(fn: _Tool) -> _Tool:
+            ops[fn.__name__] = op
+            return server.tool(annotations=annotations)(fn)
+
+        return register
+
+    def caller(
+        ctx: Context[Any, Any] | None, op: Op, target: str, error: type[Exception] = ToolError
+    ) -> Principal:
+        request = None
+        if ctx is not None:
+            with contextlib.suppress(ValueError):  # no request under way: none to read
+                request = ctx.request_context.request
         who = None if request is None else request.scope.get("state", {}).get("principal")
         return allowed(who, op, target, error)
 
@@ -228,9 +289,8 @@ def build_server(
         except Unauthenticated as exc:
             raise error(exc.message) from None
 
-    @server.tool(annotations=_WRITES)
+    @tool(Op.ASSERT, _WRITES)
     def add_assertion(
-        ctx: Ctx,
         subject: Annotated[Subject, Field(description="dotted subject, e.g. auth.jwt.algorithm")],
         value: Annotated[JsonValue, Field(description="the value: any JSON (string, number…)")],
         confidence: Annotated[
@@ -261,7 +321,7 @@ def build_server(
         It is stored with lifecycle "proposed": the approved lens does not show it until
         a supervisor approves it. Returns the assertion with its id.
         """
-        who = caller(ctx, Op.ASSERT, "add_assertion")
+        who = _CALLER.get()
         with _reported():
             fields = {
                 "subject": subject,
@@ -277,9 +337,8 @@ def build_server(
             added = ledger.add([parse_assertion(fields)], actor=who.name)[0]
         return dict(dump(added))
 
-    @server.tool(annotations=_READ_ONLY)
+    @tool(Op.QUERY, _READ_ONLY)
     def query_knowledge(
-        ctx: Ctx,
         subject: Annotated[
             Subject | None,
             Field(description="a subject, or a prefix covering everything below it (auth.jwt)"),
@@ -308,7 +367,7 @@ def build_server(
         Returns the values with their lifecycle and confidence, what the lens hid, and a
         query_id receipt to cite in record_decision. Give a subject, text or both.
         """
-        who = caller(ctx, Op.QUERY, "query_knowledge")
+        who = _CALLER.get()
         with _reported():
             when = None if at is None else parse_time(at, ledger.clock.now())
             ans = ledger.query(
@@ -318,9 +377,8 @@ def build_server(
             metrics.answered(ans)
         return knowledge(ans)
 
-    @server.tool(annotations=_WRITES)
+    @tool(Op.DECIDE, _WRITES)
     def record_decision(
-        ctx: Ctx,
         action: Annotated[
             str,
             Field(
@@ -343,14 +401,13 @@ def build_server(
         Call it after acting. Returns the decision with its id (d_…), which the on-call
         person traces back to the facts, agents and sources behind it.
         """
-        who = caller(ctx, Op.DECIDE, "record_decision")
+        who = _CALLER.get()
         with _reported():
             done = ledger.decide(action, agent=who.name, query_ids=query_ids, context=context)
         return dict(dump(done))
 
-    @server.tool(annotations=_READ_ONLY)
+    @tool(Op.READ, _READ_ONLY)
     def get_history(
-        ctx: Ctx,
         ref: Annotated[
             str,
             Field(description="an assertion id (or unique prefix), or a subject", max_length=255),
@@ -361,14 +418,12 @@ def build_server(
         With a subject, the history of each assertion on it. Each entry lists the
         lifecycle moves with who made them and why, and any corrections.
         """
-        caller(ctx, Op.READ, "get_history")
         with _reported():
             found = ledger.blame(ref)
         return {"history": dump(found)}
 
-    @server.tool(annotations=_READ_ONLY)
+    @tool(Op.READ, _READ_ONLY)
     def trace_decision(
-        ctx: Ctx,
         ref: Annotated[
             str, Field(description="a decision id (d_…) or a query id (q_…)", max_length=128)
         ],
@@ -378,14 +433,12 @@ def build_server(
         Returns the decision, the queries it cited, the assertions they served, and the
         agents, sources and batches (epochs) behind those assertions.
         """
-        caller(ctx, Op.READ, "trace_decision")
         with _reported():
             found = ledger.trace(ref)
         return dict(dump(found))
 
-    @server.tool(annotations=_WRITES)
+    @tool(Op.CHECK, _WRITES)
     def check_constraints(
-        ctx: Ctx,
         plan: Annotated[
             str,
             Field(
@@ -420,7 +473,7 @@ def build_server(
         weigh it, but it does not block. The check is recorded under its check_id, which
         the on-call person can look up.
         """
-        who = caller(ctx, Op.CHECK, "check_constraints")
+        who = _CALLER.get()
         with _reported():
             result = ledger.check(plan, subjects or [], agent=who.name, items=items or [])
         violations = [

@@ -314,13 +314,12 @@ async def test_each_token_acts_as_its_own_principal(served: Served) -> None:
     ids = {}
     for agent in ("deploy-agent", "orchestrator"):
         async with served.client(token(served.ledger, agent)) as client:
-            # A name in the arguments changes nothing: the principal is the token's.
-            added = ok(
-                await client.call_tool(
-                    "add_assertion",
-                    {"subject": f"svc.{agent}.owner", "value": "sre", "agent": "someone-else"},
-                )
-            )
+            # A name in the arguments is refused, not obeyed: the principal is the token's.
+            posing = {"subject": f"svc.{agent}.owner", "value": "sre", "agent": "someone-else"}
+            refused = await client.call_tool("add_assertion", posing)
+            assert "unknown argument 'agent'" in error_text(refused)
+            del posing["agent"]
+            added = ok(await client.call_tool("add_assertion", posing))
             assert added["agent"] == agent
             read = ok(await client.call_tool("query_knowledge", {"subject": "svc", "lens": "all"}))
             done = ok(
@@ -334,6 +333,44 @@ async def test_each_token_acts_as_its_own_principal(served: Served) -> None:
         assert trace.decision is not None
         assert trace.decision.agent == agent
         assert {q.agent for q in trace.queries} == {agent}
+
+
+async def test_an_argument_a_tool_does_not_take_is_refused(served: Served) -> None:
+    # The SDK dropped it: `item` for `items` checked the plan against nothing and said
+    # ok, and a misspelt window stored an assertion valid for ever.
+    served.ledger.add_constraint(
+        scope="probe.deps", reason="CVE", by="oncall", items=["node-fetch"], prefer="undici"
+    )
+    async with served.client(token(served.ledger, "deploy-agent")) as client:
+        tools = {t.name: t.input_schema for t in (await client.list_tools()).tools}
+        assert all(schema["additionalProperties"] is False for schema in tools.values())
+        plan = {"plan": "add a package", "subjects": ["probe.deps"]}
+        caught = await client.call_tool("check_constraints", {**plan, "items": ["node-fetch"]})
+        assert ok(caught)["ok"] is False
+        for wrong in ({**plan, "item": ["node-fetch"]}, {**plan, "scope": ["probe.deps"]}):
+            refused = await client.call_tool("check_constraints", wrong)
+            text = error_text(refused)
+            assert f"unknown argument {next(iter(set(wrong) - set(plan)))!r}" in text
+            assert "check_constraints takes plan, subjects, items" in text
+        window = {"subject": "probe.w", "value": 1, "valid_from": "2030-01-01T00:00:00Z"}
+        assert "unknown argument 'valid_from'" in error_text(
+            await client.call_tool("add_assertion", window)
+        )
+        assert "unknown argument 'lense'" in error_text(
+            await client.call_tool("query_knowledge", {"subject": "probe", "lense": "latest"})
+        )
+    assert served.ledger.store.current_on_subject("probe.w") == []
+    assert len(served.ledger.checks()) == 1  # the refused calls recorded nothing
+
+
+async def test_a_refusal_is_recorded_before_the_arguments_are_read(served: Served) -> None:
+    # The SDK checked the arguments first: a call the role does not allow, with a bad
+    # argument, was answered with the schema's complaint and never recorded.
+    async with served.client(token(served.ledger, "carol", "approver")) as client:
+        for arguments in ({"subject": "a.b", "value": 1, "confidence": "bad"}, {"x": 1}):
+            refused = await client.call_tool("add_assertion", arguments)
+            assert "assert needs the agent role" in error_text(refused)
+    assert [d.operation for d in served.ledger.denials()] == ["assert", "assert"]
 
 
 async def test_a_role_that_does_not_allow_the_tool_is_refused_and_recorded(
