@@ -10,7 +10,8 @@ import httpx
 from episteme.ledger import AssertionInput
 from episteme.ledger.gardener import Gardener
 from episteme.web.graph import LABEL_CHARS, Spec, layered, line_chart
-from tests.web.conftest import Console
+from tests.integration.server import live_server
+from tests.web.conftest import CSRF, Console, Story
 
 
 def text(r: httpx.Response) -> str:
@@ -215,3 +216,42 @@ def test_the_line_chart_puts_values_on_the_plot() -> None:
     assert chart.series[0].points.count(",") == 3
     assert [label for _, label in chart.x_ticks] == ["11-20", "11-21", "11-22"]
     assert chart.series[0].last_y > chart.top + chart.plot_h / 2  # below the 0.5 line
+
+
+def test_revoking_a_token_ends_the_streams_it_follows(story: Story) -> None:
+    # A followed stream checked its token once, at the start: a revoked supervisor kept
+    # receiving a session's events (its findings too, once run) until the session ended.
+    approver, _ = story.ledger.issue_token("second", ["approver"], by="admin")
+    with live_server(story.app()) as url, httpx.Client(base_url=url, timeout=30) as browser:
+        started = httpx.post(
+            f"{url}/v1/diagnosis/diagnose",
+            json={"problem": "database connection failures", "environment": "prod"},
+            headers={"Authorization": f"Bearer {story.tokens['agent-1']}"},
+        )
+        sid = started.json()["id"]
+        form = browser.get("/login").text
+        csrf = CSRF.search(form)
+        assert csrf is not None
+        data = {"csrf": csrf.group(1), "token": story.tokens["oncall"], "next": "/"}
+        assert browser.post("/login", data=data).status_code == 303
+        oncall = {"Authorization": f"Bearer {story.tokens['oncall']}"}
+        with (
+            httpx.stream(
+                "GET", f"{url}/v1/diagnosis/status/{sid}?stream=true", headers=oncall, timeout=30
+            ) as api,
+            browser.stream("GET", f"/diagnosis/{sid}/events") as console,
+        ):
+            followed = [api.iter_lines(), console.iter_lines()]
+            for lines in followed:  # what was there when each stream began
+                assert "approval_required" in next(line for line in lines if "approval" in line)
+            story.ledger.revoke_token("oncall", by="admin", reason="left the team")
+            denied = httpx.post(
+                f"{url}/v1/diagnosis/deny/{sid}",
+                json={"reason": "not now"},
+                headers={"Authorization": f"Bearer {approver}"},
+            )
+            assert denied.json()["status"] == "denied"
+            for lines in followed:
+                assert [line for line in lines if line] == []  # ended, the denial unsent
+    refused = [(d.principal, d.operation) for d in story.ledger.denials()]
+    assert refused == [("oncall", "authenticate")] * 2

@@ -66,6 +66,12 @@ def _streams(request: Request, stream: bool) -> bool:
     return stream or NDJSON in request.headers.get("accept", "")
 
 
+def _reader(request: Request, who: Principal) -> tuple[Principal, str]:
+    """Who follows a stream, and where (as a refusal would record it): the token is
+    checked again as the events come, so that revoking it ends the stream."""
+    return who, f"{request.method} {request.url.path}"
+
+
 def _ndjson(events: AsyncIterator[dict[str, Any]]) -> StreamingResponse:
     async def lines() -> AsyncIterator[bytes]:
         async for event in events:
@@ -124,7 +130,7 @@ def build(prefix: str) -> APIRouter:
             id, approver=who.name, refs=body.references, reason=body.reason
         )
         if _streams(request, stream):
-            return _ndjson(engine.events(id, after=before))
+            return _ndjson(engine.events(id, after=before, reader=_reader(request, who)))
         return _json(session, 202)
 
     @router.post(
@@ -153,7 +159,7 @@ def build(prefix: str) -> APIRouter:
         engine = _engine(request)
         if _streams(request, stream):
             await engine.status(id)  # a 404 before the stream starts
-            return _ndjson(engine.events(id))
+            return _ndjson(engine.events(id, reader=_reader(request, who)))
         return _json(await engine.status(id))
 
     @router.get("/sessions", response_model=list[Session], summary="Sessions, newest first")

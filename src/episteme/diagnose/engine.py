@@ -30,6 +30,7 @@ from episteme.diagnose.findings import Finding, Run, SpecialistContext
 from episteme.diagnose.narrator import Narrator, Templates
 from episteme.diagnose.synthesis import Report, cap, synthesize
 from episteme.errors import Conflict, Forbidden, InvalidInput, NotFound
+from episteme.ledger.access import Principal
 from episteme.ledger.canonical import check_texts, without_nul
 from episteme.ledger.core import Ledger
 from episteme.ledger.model import AssertionInput, Kind, check_context
@@ -376,16 +377,29 @@ class DiagnosisEngine:
         return session
 
     async def events(
-        self, sid: str, *, after: int = 0, follow: bool = True, until_waiting: bool = False
+        self,
+        sid: str,
+        *,
+        after: int = 0,
+        follow: bool = True,
+        until_waiting: bool = False,
+        reader: tuple[Principal, str] | None = None,
     ) -> AsyncIterator[dict[str, Any]]:
         """The session's events from number `after` on; with `follow`, until it ends
-        (or, with `until_waiting`, until it waits for an approval)."""
-        seen = after
+        (or, with `until_waiting`, until it waits for an approval). With `reader` (who
+        reads, and what: the route), its token is checked again before each new batch of
+        events: revoked or expired, the events end there (and the attempt is recorded)."""
+        seen, authorized_now = after, True
         while True:
             # The status is read before the events: a session's status moves in the same
             # transaction as the event that says so, so the events read next include it.
             status = (await self._row(sid))["status"]
             rows = await asyncio.to_thread(self.store.diagnosis_events, sid, seen)
+            if rows and reader is not None and not authorized_now:
+                still = await asyncio.to_thread(self.ledger.recheck, *reader)
+                if not still:
+                    return
+            authorized_now = False
             for n, text in rows:
                 seen = n
                 yield {**orjson.loads(text), "n": n}

@@ -94,8 +94,10 @@ async def events(sid: SessionId, who: Reader, after: Annotated[int, Query(ge=0)]
     engine = who.engine
     await engine.status(sid)  # an unknown session is a 404 page, before the stream starts
 
+    reader = (who.principal, f"GET {who.request.url.path}")  # revoked: the stream ends
+
     async def lines() -> AsyncIterator[bytes]:
-        async for event in engine.events(sid, after=after):
+        async for event in engine.events(sid, after=after, reader=reader):
             yield orjson.dumps({**event, "line": describe(event)}) + b"\n"
 
     headers = {k: HEADERS[k] for k in ("Cache-Control", "X-Content-Type-Options")}
