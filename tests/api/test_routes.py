@@ -17,7 +17,7 @@ from whenever import TimeDelta
 from episteme.api import Settings, create_app
 from episteme.ledger import Ledger
 from episteme.ledger.gardener import Gardener
-from episteme.ledger.webhooks import WebhookSpec
+from episteme.ledger.webhooks import WebhookSpec, deliveries
 from episteme.timeutil import ManualClock
 from tests.api.conftest import Api
 from tests.postgres import Cluster
@@ -308,6 +308,29 @@ def test_metrics_count_webhook_deliveries_by_outcome(api: Api, receiver: Receive
     assert got == want
     assert len(receiver.requests) == 1
     assert _sample(text, "episteme_webhook_deliveries_waiting") == 1  # the one to retry
+
+
+def test_a_stopping_server_hands_back_the_delivery_in_hand(
+    ledger: Ledger, home: Path, receiver: Receiver
+) -> None:
+    # A receiver slower than the 5 s a stopping server gives its background work: the
+    # job stayed leased to the gone process (up to 3 x timeout_s + 30 s), and was sent
+    # again only then.
+    receiver.stall_s = 30
+    hook = WebhookSpec(name="slow", url=receiver.url, timeout_s=30)
+    ledger.set_webhook(hook, by="admin")
+    wrong = ledger.assert_one(subject="svc.a", value=1, agent="bot", lifecycle="approved")
+    ledger.correct(wrong.id, by="oncall", reason="it is 2", value=2)
+    with TestClient(create_app(Settings(home=home, mcp=False), ledger=ledger)):
+        deadline = time.monotonic() + 30
+        while not receiver.requests:
+            assert time.monotonic() < deadline, "nothing was delivered"
+            time.sleep(0.05)
+    (delivery,) = deliveries(ledger.store)
+    assert (delivery.state, delivery.attempts) == ("retrying", 1)
+    assert delivery.error == "the server stopped while sending it"
+    assert delivery.next_attempt is not None
+    assert delivery.next_attempt <= ledger.clock.now()  # due at once, for the next leader
 
 
 def test_metrics_count_the_gardeners_failures(pg_cluster: Cluster, home: Path) -> None:

@@ -19,7 +19,7 @@ from episteme.errors import InvalidInput, NotFound, StoreUnavailable
 from episteme.ledger import AssertionInput, Ledger
 from episteme.ledger.copy import copy_ledger
 from episteme.ledger.gardener import Gardener
-from episteme.ledger.postgres.store import MIGRATION_LOCK
+from episteme.ledger.postgres.store import LEADER_LIVENESS, MIGRATION_LOCK
 from episteme.ledger.store import open_store
 from episteme.ledger.webhooks import WebhookSpec, deliveries
 from episteme.timeutil import ManualClock, to_us
@@ -597,7 +597,28 @@ def test_the_server_ends_a_silent_leaders_session_within_seconds(pg_url: str) ->
             "tcp_keepalives_count": "3",
         }
         assert conn.execute("SHOW tcp_user_timeout").fetchone()[0] == "30000"
+        assert conn.execute("SHOW idle_session_timeout").fetchone()[0] == "30s"
         lead.release()
+
+
+def test_a_frozen_leader_loses_the_lead_to_a_standby(
+    pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A stopped process (SIGSTOP, a paused VM) whose host still acknowledged its TCP held
+    # the lock, and so the background work of every server, for as long as it was
+    # stopped. A leader that stops asking on its connection is one whose process froze:
+    # here for 3 s (30 s when served), on a clock of the server's own.
+    monkeypatch.setitem(LEADER_LIVENESS, "idle_session_timeout", "3000")
+    with Ledger.open(pg_url, ensure=True) as first, Ledger.open(pg_url) as second:
+        frozen, standby = (led.store.leadership("background") for led in (first, second))
+        assert frozen.acquire()
+        deadline = time.monotonic() + 15
+        while not standby.acquire():  # the standby asks every second, as Leader does
+            assert time.monotonic() < deadline, "the frozen leader kept the lead"
+            time.sleep(0.5)
+        assert not frozen.acquire()  # thawed: it finds it has lost the lead, and says so
+        standby.release()
+        frozen.release()
 
 
 RIGHTS = (  # as docs/deploy.md lists them

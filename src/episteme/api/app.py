@@ -96,6 +96,7 @@ def create_app(
                 leader = Leader(led.store.leadership("background"), on_change=lead)
                 app.state.leader = leader.start()
                 stack.callback(deliverer.close)
+                stack.callback(deliverer.hand_back)  # what loop.stop could not wait for
                 stack.callback(loop.stop)
                 stack.callback(leader.stop)
             yield
@@ -141,7 +142,7 @@ def create_app(
                     f" ({status.lag_seconds:.1f} s)"
                 )
                 loop: GardenerLoop | None = getattr(app.state, "gardener", None)
-                if loop is not None and loop.last_error:
+                if loop is not None and loop.running and loop.last_error:
                     workers["gardener_errors"] = f"{loop.errors}, last: {loop.last_error}"
             failed = led.store.write_failure
             if failed is not None and time.monotonic() - failed[0] < WRITE_FAILURE_SHOWN_S:

@@ -19,6 +19,7 @@ Receivers check the ``X-Episteme-Signature`` header with `verify`: the header is
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import logging
@@ -42,7 +43,7 @@ from pydantic import (
 )
 from whenever import Instant
 
-from episteme.errors import InvalidInput, NotFound
+from episteme.errors import EpistemeError, InvalidInput, NotFound
 from episteme.ledger.background import Job
 from episteme.ledger.model import check_limit, check_name
 from episteme.timeutil import Clock, rfc3339, to_us
@@ -403,6 +404,8 @@ class Deliverer:
         self._client = client if client is not None else httpx.Client(follow_redirects=False)
         self._environ = environ
         self._closed = False
+        self._in_hand: Job | None = None
+        """The job being delivered now, handed back by `close` if it is still so."""
         self.outcome_listeners: list[Callable[[str], None]] = []
         """Told each attempt's outcome: "delivered", "retrying" (failed, tried again
         later) or "failed" (failed for good)."""
@@ -426,6 +429,7 @@ class Deliverer:
             if job is None:
                 break
             handled += 1
+            self._in_hand = job
             try:
                 self._attempt(job, specs)
             except _Failed as failure:
@@ -434,6 +438,8 @@ class Deliverer:
             else:
                 self._complete(job)
                 outcome = "delivered"
+            finally:
+                self._in_hand = None
             for listener in self.outcome_listeners:
                 listener(outcome)
         return handled
@@ -525,6 +531,19 @@ class Deliverer:
 
     def _now_us(self) -> int:
         return to_us(self._clock.now())
+
+    def hand_back(self) -> None:
+        """Take no more jobs, and hand back the delivery in hand, if any: ready again at
+        once for whichever process leads, rather than leased for minutes more to one that
+        is about to exit (a stopping server waited for it, and a slow receiver kept it).
+        Its receiver may get it twice, as after any retry."""
+        self._closed = True
+        job = self._in_hand
+        if job is not None:
+            failure = _Failed("the server stopped while sending it", retry=True)
+            log.warning("webhook job %s: %s; handed back", job.id, failure.text)
+            with contextlib.suppress(EpistemeError):  # settled meanwhile, or the store away
+                self._store.fail_job(job.id, self._worker, self._now_us(), failure.text, 0)
 
     def close(self) -> None:
         """Take no more jobs (a `run_once` under way ends after the one in hand) and close

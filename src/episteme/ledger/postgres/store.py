@@ -189,13 +189,18 @@ LEADER_LIVENESS = {
     "tcp_keepalives_interval": "5",
     "tcp_keepalives_count": "3",
     "tcp_user_timeout": "30000",
+    "idle_session_timeout": "30000",
 }
 """The server's side of a leadership's connection. The lock lives as long as the server
 keeps the session, and by default the server keeps a silent client's session for about
 2 h 11 min (keepalives after 7,200 s idle, then 9 probes 75 s apart): a leader whose host
 died or was cut off would hold the lock, and no one would lead, for that long. With
 these the server ends the session within about 30 s of silence, whether it had data
-waiting to be acknowledged (`tcp_user_timeout`) or not (the keepalives)."""
+waiting to be acknowledged (`tcp_user_timeout`) or not (the keepalives). A process that
+is frozen but whose host still answers for it (stopped, a paused VM, stuck in the
+kernel) keeps its connection alive; the leader asks on its connection every second, so a
+session idle for 30 s (`idle_session_timeout`, PostgreSQL 14 on) is one whose process
+stopped asking, and the server ends it."""
 
 
 def with_liveness(url: str) -> str:
