@@ -8,6 +8,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
+import orjson
 import pytest
 from whenever import TimeDelta
 
@@ -277,6 +278,26 @@ def test_a_secret_sent_to_revoke_is_never_recorded(api: Api) -> None:
     assert canary not in done.text
     again = api.client.get("/v1/whoami", headers={"Authorization": f"Bearer {canary}"})
     assert again.status_code == 401
+
+
+def test_an_error_quotes_a_long_value_by_its_start_and_length(api: Api) -> None:
+    # The whole value came back in the error (500,127 characters to a model over MCP).
+    for value, words in (
+        ("x" * 3_900 + "\u0000", "(3,901 characters): text may not contain the NUL"),
+        (10**3000, "(a number of 3,001 digits)"),
+    ):
+        raw = (
+            b'{"subject": "svc.a", "value": '
+            + (orjson.dumps(value) if isinstance(value, str) else str(value).encode())
+            + b"}"
+        )
+        r = api.call(
+            "POST", "/v1/assertions", content=raw, headers={"Content-Type": "application/json"}
+        )
+        assert r.status_code in (400, 422), r.text
+        detail = r.json()["detail"]
+        assert words in detail
+        assert len(detail) < 300
 
 
 def test_unknown_and_repeated_query_parameters_are_refused(api: Api) -> None:

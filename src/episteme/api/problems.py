@@ -24,6 +24,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from episteme.errors import EpistemeError, Unauthenticated, database_failed, from_database
 from episteme.ledger.canonical import MAX_DEPTH
 from episteme.ledger.model import plain_message
+from episteme.text import quoted
 
 MEDIA_TYPE = "application/problem+json"
 log = logging.getLogger("episteme.api")
@@ -132,7 +133,7 @@ def invalid_detail(errors: Sequence[Any]) -> tuple[int, str, str, str | None]:
     if kind == "string_pattern_mismatch":
         name = next((p for p in reversed(loc) if not p.isdigit()), "")
         msg = _PATTERN_HINTS.get(name, msg)
-    shown = f" (got {given!r})" if isinstance(given, str | int | float | bool) else ""
+    shown = f" (got {quoted(given)})" if isinstance(given, str | int | float | bool) else ""
     if kind == "missing" or set(loc) & _NOT_ECHOED or (shown and repr(given) in msg):
         shown = ""
     elif kind == "string_too_long" and isinstance(given, str):

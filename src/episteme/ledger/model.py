@@ -28,6 +28,7 @@ from whenever import Instant
 
 from episteme.errors import Conflict, InvalidInput
 from episteme.ledger.canonical import check_json
+from episteme.text import quoted
 from episteme.timeutil import from_us
 
 # No leading '-': such a subject would read as an option on the command line.
@@ -360,7 +361,7 @@ def describe(exc: ValidationError) -> str:
     loc = ".".join(str(p) for p in err["loc"]) or "input"
     given = err.get("input")
     if isinstance(given, str | int | float | bool) and err["type"] != "missing":
-        loc += f" {given!r}"
+        loc += f" {quoted(given)}"
     msg = plain_message(err["msg"])
     more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
     return f"{loc}: {msg}{more}"

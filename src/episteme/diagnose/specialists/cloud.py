@@ -71,6 +71,7 @@ from urllib.parse import urlsplit, urlunsplit
 from pydantic import JsonValue
 
 from episteme.diagnose.findings import Finding, Severity, SpecialistContext, SpecialistError
+from episteme.text import shorten
 
 __all__ = ["NAME", "SpecialistError", "run"]
 
@@ -328,7 +329,7 @@ class _Aws:
             if code.isdigit():  # an error body the client could not parse: read its XML
                 code = _xml_field(message, "Code") or code
                 message = _xml_field(message, "Message") or message
-            message = service.scrub(_short(message))
+            message = service.scrub(shorten(message))
             if status == 401 or any(c in code for c in _REFUSED):
                 raise SpecialistError(
                     f"{service.where} refused {service.signed_with} for {call}: "
@@ -346,10 +347,10 @@ class _Aws:
             ) from None
         except (errors.ConnectionError, errors.HTTPClientError) as exc:
             raise SpecialistError(
-                f"cannot reach {service.where}: {service.scrub(_short(str(exc)))}"
+                f"cannot reach {service.where}: {service.scrub(shorten(str(exc)))}"
             ) from None
         except errors.BotoCoreError as exc:
-            raise _CallFailed(call, service.scrub(_short(str(exc)))) from None
+            raise _CallFailed(call, service.scrub(shorten(str(exc)))) from None
 
 
 async def _aws(ctx: SpecialistContext) -> _Aws:
@@ -752,8 +753,3 @@ def _display(url: str) -> str:
     if "@" not in parts.netloc:
         return url
     return urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]))
-
-
-def _short(text: str, limit: int = 300) -> str:
-    flat = " ".join(text.split())
-    return flat if len(flat) <= limit else flat[: limit - 1] + "…"

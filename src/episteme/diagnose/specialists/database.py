@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import asyncio
 import math
-import re
 from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -45,6 +44,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import JsonValue
 
 from episteme.diagnose.findings import Finding, Severity, SpecialistContext, SpecialistError
+from episteme.text import shorten
 
 if TYPE_CHECKING:
     from psycopg import AsyncConnection
@@ -415,7 +415,7 @@ async def _lock_chains(conn: Conn, target: _Target, limits: _Limits) -> list[Fin
     claim = (
         f"{len(blocked)} session(s) wait on locks held by pid "
         f"{', '.join(map(str, heads)) or first['blocker_pid']} "
-        f"({first['blocker_state']}: {_short(first['blocker_query'])}); "
+        f"({first['blocker_state']}: {shorten(first['blocker_query'], 80)}); "
         f"the longest wait is {longest:g} s."
     )
     evidence: dict[str, JsonValue] = {
@@ -489,7 +489,7 @@ LIMIT 5"""
     severity: Severity = "warning" if top["mean_ms"] >= limits.slow_statement_ms else "info"
     claim = (
         f"The slowest statement by mean time takes {top['mean_ms']:g} ms over "
-        f"{top['calls']} call(s): {_short(top['query'])}"
+        f"{top['calls']} call(s): {shorten(top['query'], 80)}"
     )
     evidence: dict[str, JsonValue] = {
         "threshold_ms": limits.slow_statement_ms,
@@ -504,11 +504,6 @@ LIMIT 5"""
 async def _rows(conn: Conn, sql: str) -> list[dict[str, Any]]:
     cur = await conn.execute(sql)
     return list(await cur.fetchall())
-
-
-def _short(text: str | None, limit: int = 80) -> str:
-    flat = re.sub(r"\s+", " ", text or "").strip()
-    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
 
 
 def _finding(

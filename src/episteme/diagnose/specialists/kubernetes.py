@@ -61,6 +61,7 @@ from urllib.parse import urlsplit, urlunsplit
 from pydantic import JsonValue
 
 from episteme.diagnose.findings import Finding, Severity, SpecialistContext, SpecialistError
+from episteme.text import shorten
 
 if TYPE_CHECKING:
     from kubernetes.client import (
@@ -228,14 +229,14 @@ async def _read(cluster: _Cluster, timeout_s: float) -> _Lists:
                     f"{cluster.where} refused {cluster.signed_with} (401 Unauthorized) for {path}"
                 ) from None
             if not exc.status:  # TLS and other failures before any answer
-                reason = cluster.scrub(_short(str(exc.reason)))
+                reason = cluster.scrub(shorten(str(exc.reason)))
                 raise SpecialistError(f"cannot reach {cluster.where}: {reason}") from None
             raise _ListFailed(path, _api_error(exc, cluster)) from None
         except api.http_error as exc:
-            reason = cluster.scrub(_short(str(exc)))
+            reason = cluster.scrub(shorten(str(exc)))
             raise SpecialistError(f"cannot reach {cluster.where}: {reason}") from None
         except ValueError as exc:  # an answer that is not the list it should be
-            error = f"unexpected answer: {cluster.scrub(_short(str(exc)))}"
+            error = f"unexpected answer: {cluster.scrub(shorten(str(exc)))}"
             raise _ListFailed(path, error) from None
 
     def pods() -> V1PodList:
@@ -291,7 +292,7 @@ def _api_error(exc: ApiException, cluster: _Cluster) -> str:
     except ValueError:
         message = str(exc.body or "")
     text = f"{exc.status} {exc.reason or ''}".strip()
-    return cluster.scrub(_short(f"{text}: {message}" if message else text))
+    return cluster.scrub(shorten(f"{text}: {message}" if message else text))
 
 
 # -- the look ---------------------------------------------------------------------------
@@ -412,7 +413,7 @@ def _crashloop(cluster: _Cluster, path: str, pod: str, cs: V1ContainerStatus) ->
             "exit_code": last.exit_code,
             "signal": last.signal,
             "finished_at": _time(last.finished_at),
-            "message": _short(last.message, MESSAGE_CHARS) if last.message else None,
+            "message": shorten(last.message, MESSAGE_CHARS) if last.message else None,
         }
         claim += f"; it last exited with code {last.exit_code} ({last.reason or 'no reason'})"
     evidence: dict[str, JsonValue] = {
@@ -420,7 +421,7 @@ def _crashloop(cluster: _Cluster, path: str, pod: str, cs: V1ContainerStatus) ->
         "container": cs.name,
         "image": cs.image,
         "restarts": cs.restart_count,
-        "waiting_message": _short(waiting.message, MESSAGE_CHARS) if waiting.message else None,
+        "waiting_message": shorten(waiting.message, MESSAGE_CHARS) if waiting.message else None,
         "last_termination": termination,
     }
     return _finding(cluster, "k8s.crashloop", "critical", claim + ".", evidence, path)
@@ -489,7 +490,7 @@ def _probe_finding(
     if not not_ready and not unhealthy:
         return None
     count = sum(_count(e) for e in unhealthy)
-    messages = list(dict.fromkeys(_short(e.message or "", MESSAGE_CHARS) for e in unhealthy))
+    messages = list(dict.fromkeys(shorten(e.message or "", MESSAGE_CHARS) for e in unhealthy))
     parts = []
     if not_ready:
         names = ", ".join(cs.name for cs, _ in not_ready)
@@ -559,7 +560,7 @@ def _events_finding(cluster: _Cluster, path: str, events: list[CoreV1Event]) -> 
             objects[reason].append(label)
         when = _when(event) or floor
         if reason not in latest or when >= latest[reason][0]:
-            latest[reason] = (when, _short(event.message or "", MESSAGE_CHARS))
+            latest[reason] = (when, shorten(event.message or "", MESSAGE_CHARS))
     total = sum(counts.values())
     top: list[JsonValue] = [
         {
@@ -693,8 +694,3 @@ def _display(url: str) -> str:
     if "@" not in parts.netloc:
         return url
     return urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]))
-
-
-def _short(text: str, limit: int = 300) -> str:
-    flat = " ".join(text.split())
-    return flat if len(flat) <= limit else flat[: limit - 1] + "…"

@@ -53,6 +53,7 @@ import httpx
 from pydantic import JsonValue
 
 from episteme.diagnose.findings import Finding, Severity, SpecialistContext, SpecialistError
+from episteme.text import shorten
 
 NAME = "observability"
 DEFAULT_PATTERNS = ("ERROR", "FATAL", "panic", "Traceback")
@@ -150,11 +151,11 @@ async def _prom_query(
     try:
         body = r.json()
     except ValueError:
-        return None, f"HTTP {r.status_code}, not a Prometheus answer: {_short(r.text)}"
+        return None, f"HTTP {r.status_code}, not a Prometheus answer: {shorten(r.text)}"
     if not isinstance(body, dict) or body.get("status") != "success":
         error = body.get("error") if isinstance(body, dict) else None
         kind = body.get("errorType") if isinstance(body, dict) else None
-        return None, f"HTTP {r.status_code} {kind or 'error'}: {_short(str(error or r.text))}"
+        return None, f"HTTP {r.status_code} {kind or 'error'}: {shorten(str(error or r.text))}"
     data = body.get("data") or {}
     result = data.get("result")
     if data.get("resultType") == "scalar" and isinstance(result, list):
@@ -324,7 +325,7 @@ async def _loki(ctx: SpecialistContext, client: httpx.AsyncClient) -> list[Findi
     except ValueError:
         body = None
     if r.status_code != 200 or not isinstance(body, dict) or body.get("status") != "success":
-        error = f"HTTP {r.status_code}: {_short(r.text)}"
+        error = f"HTTP {r.status_code}: {shorten(r.text)}"
         return [_log_unavailable(f"Loki at {api.shown}", error, logql, "loki", where, api.ref)]
     data = body.get("data") or {}
     kind, result = data.get("resultType"), data.get("result") or []
@@ -518,8 +519,3 @@ def _display(url: str) -> str:
     """A URL without the user and password it may carry."""
     parsed = httpx.URL(url)
     return str(parsed.copy_with(username=None, password=None)) if parsed.userinfo else url
-
-
-def _short(text: str, limit: int = 300) -> str:
-    flat = " ".join(text.split())
-    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
