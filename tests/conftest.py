@@ -13,11 +13,10 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import pytest
-from rich.console import Console
 from whenever import Instant
 
 from episteme.cli import main
-from episteme.cli.common import CliState
+from episteme.cli.common import CliState, ShownConsole
 from episteme.ledger import Ledger
 from episteme.timeutil import ManualClock
 from tests.backends import BACKENDS
@@ -107,7 +106,7 @@ def cli(home: Path, clock: ManualClock, capsys: pytest.CaptureFixture[str]) -> C
         import sys
 
         argv = [*args, "--home", str(home)] if home_arg else list(args)
-        state = CliState(clock=clock, console=Console(highlight=False, width=200))
+        state = CliState(clock=clock, console=ShownConsole(highlight=False, width=200))
         old_stdin = sys.stdin
         if stdin is not None:
             sys.stdin = io.StringIO(stdin)

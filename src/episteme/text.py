@@ -23,3 +23,23 @@ def quoted(value: str | int | float | bool, limit: int = 60) -> str:
     if isinstance(value, str):
         return f"{shorten(value, limit)!r} ({len(value):,} characters)"
     return f"(a number of {len(shown.lstrip('-')):,} digits)"
+
+
+# C0 controls but tab and newline, DEL, C1 controls, and the bidirectional overrides and
+# isolates (which reorder what follows them on screen): each shown as its escape.
+_INVISIBLE = {
+    c: f"\\u{c:04x}"  # as JSON writes them, so that --json output stays JSON
+    for c in (
+        *(c for c in range(0x20) if c not in (0x09, 0x0A)),
+        *range(0x7F, 0xA0),
+        *range(0x202A, 0x202F),
+        *range(0x2066, 0x206A),
+    )
+}
+
+
+def visible(text: str) -> str:
+    """`text` as a terminal should show it: control characters (an escape sequence could
+    erase a line, recolour it or move the cursor, so that a value written by an agent
+    reads as another) and bidirectional overrides written as their escapes, `\\u001b`."""
+    return text.translate(_INVISIBLE)

@@ -9,11 +9,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rich.console import Console
 from whenever import Instant
 
 from episteme.cli import main
-from episteme.cli.common import CliState
+from episteme.cli.common import CliState, ShownConsole
 from episteme.timeutil import ManualClock
 from tests.conftest import Cli, Result
 
@@ -159,7 +158,7 @@ def runner(home: Path, clock: ManualClock) -> Cli:
         out, err = io.StringIO(), io.StringIO()
         code = 0
         with redirect_stdout(out), redirect_stderr(err):
-            state = CliState(clock=clock, console=Console(highlight=False, width=200))
+            state = CliState(clock=clock, console=ShownConsole(highlight=False, width=200))
             try:
                 main(argv, cli_state=state)
             except SystemExit as exc:

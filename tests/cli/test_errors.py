@@ -7,14 +7,23 @@ import hashlib
 import json
 import os
 import random
+import signal
 import socket
 import sqlite3
+import stat
+import subprocess
+import sys
+import threading
+import time
 from collections.abc import Callable
 from contextlib import closing
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from episteme.ledger.canonical import GENESIS, canonical
+from episteme.ledger.journal import link
 from tests.cli.support import (
     Scenario,
     assert_error,
@@ -806,3 +815,139 @@ def test_serve_removes_the_counters_of_killed_servers_only(
         d.mkdir()
     server._remove_stale_metrics()
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([alive.name, other.name])
+
+
+# -- what a terminal shows, and values Python cannot read -------------------------------
+
+
+def test_control_characters_are_shown_as_escapes(cli: Cli, home: Path) -> None:
+    # An escape sequence in a value reached the terminal: "erase the line, go green"
+    # made an approved RS256 read as "ES256-looks-fine" to the person on call.
+    done(cli("init"))
+    forged = "RS256\x1b[2K\x1b[32mES256-looks-fine\x1b[0m\u202e"
+    ok(cli("assert", "esc.x", forged, "--agent", "evil", "--json"))
+    q = ok(cli("query", "esc", "--agent", "oncall", "--lens", "latest", "--json"))
+    done(cli("decide", "ok\x1b[1A\x1b[2Kfake", "--agent", "evil", "--query", q["query_id"]))
+    for args in (
+        ("query", "esc", "--agent", "oncall", "--lens", "latest"),
+        ("blame", "esc.x"),
+        ("decisions",),
+    ):
+        out = done(cli(*args))
+        assert "\x1b" not in out
+        assert "\u202e" not in out
+        assert "\\u001b[" in out
+    shown = "RS256\\u001b[2K\\u001b[32mES256-looks-fine\\u001b[0m\\u202e"
+    assert shown in done(cli("blame", "esc.x"))
+    r = cli("get", "\x1b[2Kx")  # what an error repeats, too
+    assert r.code == 2
+    assert "\x1b" not in r.err
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["1" * 5000, "[" + "1" * 5000 + "]", "[" * 5000 + "]" * 5000],
+)
+def test_a_value_python_cannot_read_is_one_line(cli: Cli, home: Path, value: str) -> None:
+    # A 5,000-digit number and a value nested 5,000 deep were tracebacks.
+    done(cli("init"))
+    words = (
+        "integers must fit in 64 bits"
+        if "1" * 100 in value or "9" * 100 in value
+        else ("values may nest at most 64 levels deep")
+    )
+    assert_error(cli("assert", "a.b", value, "--agent", "bot"), 2, words)
+    line = '{"subject": "a.b", "value": ' + value + "}\n"
+    assert_error(cli("assert", "--batch", "-", "--agent", "bot", stdin=line), 2, "line 1", words)
+
+
+def test_an_import_whose_chain_holds_but_whose_events_do_not(
+    cli: Cli, scenario: Scenario, tmp_path: Path
+) -> None:
+    # The chain's hash has no key: an edited export chained again (or one from a newer
+    # version) verified, then raised KeyError or OverflowError from the projection.
+    lines = journal(cli)
+    cases: dict[str, tuple[Callable[[dict[str, Any]], None], str]] = {
+        "no id": (
+            lambda e: e["payload"]["assertions"][0].pop("id"),
+            "event 1 (assertions.added) is not one this version can read (KeyError: 'id')",
+        ),
+        "far future": (lambda e: e.update(at=10**30), "event 1 (assertions.added) is not one"),
+        "seq inf": (lambda e: e.update(seq=1e400), "line 1 of -: Infinity is not a JSON value"),
+    }
+    for name, (change, words) in cases.items():
+        other = tmp_path / name.replace(" ", "-")
+        text = "\n".join(_rechained(lines, change)) + "\n"
+        r = cli("import", "-", "--home", str(other), home_arg=False, stdin=text)
+        assert_error(r, 2, words)
+    deep = '{"seq": 1, "payload": ' + "[" * 100_000 + "]" * 100_000 + "}\n"
+    r = cli("import", "-", "--home", str(tmp_path / "deep"), home_arg=False, stdin=deep)
+    assert_error(r, 2, "line 1 of -: values may nest at most 64 levels deep")
+
+
+def _rechained(lines: list[str], change: Callable[[dict[str, Any]], None]) -> list[str]:
+    """The journal with its first event changed by `change`, every hash computed again."""
+    events = [json.loads(line) for line in lines]
+    change(events[0])
+    prev, out = GENESIS, []
+    for e in events:
+        payload = canonical(e["payload"])
+        if isinstance(e["seq"], int) and isinstance(e["at"], int):
+            prev = link(prev, e["seq"], e["at"], e["actor"], e["kind"], payload)
+        e["hash"] = prev.hex()
+        out.append(json.dumps(e))
+    return out
+
+
+def test_export_never_writes_over_the_ledger_itself(
+    cli: Cli, scenario: Scenario, home: Path
+) -> None:
+    # -o HOME/ledger.db replaced the database with its journal.
+    before = journal(cli)
+    for name in ("ledger.db", "ledger.db-wal", "ledger.db-lock"):
+        r = cli("export", "-o", str(home / name))
+        assert_error(r, 2, "is the ledger's own file: export somewhere else")
+    link_to_it = home.parent / "alias.db"
+    link_to_it.symlink_to(home / "ledger.db")
+    assert_error(cli("export", "-o", str(link_to_it)), 2, "the ledger's own file")
+    assert journal(cli) == before
+
+
+def test_export_to_what_is_not_a_plain_file_writes_into_it(
+    cli: Cli, scenario: Scenario, tmp_path: Path
+) -> None:
+    # A full disk is the world failing (exit 1, not 2). And a device or a pipe is written
+    # to, never renamed over: `-o /dev/full` replaced the device with the journal. (A link
+    # to it here, so that a regression replaces the link, not the machine's device.)
+    full = tmp_path / "full"
+    full.symlink_to("/dev/full")
+    assert_error(cli("export", "-o", str(full)), 1, "No space left on device")
+    assert full.is_symlink()
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    got: list[bytes] = []
+    reader = threading.Thread(target=lambda: got.append(fifo.read_bytes()), daemon=True)
+    reader.start()
+    done(cli("export", "-o", str(fifo)))
+    reader.join(10)
+    assert got[0].decode().splitlines() == journal(cli)
+    assert stat.S_ISFIFO(fifo.stat().st_mode)
+
+
+def test_sigterm_stops_a_command_through_its_clean_ups(tmp_path: Path) -> None:
+    # SIGTERM killed a command where it stood (an export's part-file was left behind);
+    # it now ends it as Ctrl-C does. Here `import -` waits on its input when told.
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    argv = [sys.executable, "-m", "episteme", "import", "-", "--home", str(tmp_path / "h")]
+    proc = subprocess.Popen(
+        argv, stdin=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=tmp_path
+    )
+    assert proc.stdin is not None
+    proc.stdin.write(b'{"seq": 1')  # a line begun, never ended
+    proc.stdin.flush()
+    time.sleep(2.0)  # started and reading (a slower start only makes the signal wait)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 143, err
+    assert b"Traceback" not in err
+    assert not (tmp_path / "h").exists()

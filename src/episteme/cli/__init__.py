@@ -7,13 +7,19 @@ line on stderr with the error's exit code (2: your input, 1: the world).
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
 import sys
 from collections.abc import Sequence
+from types import FrameType
+from typing import NoReturn
 
 import typer
 
 from episteme.cli.common import CliState, app
 from episteme.errors import EpistemeError, InvalidInput, database_failed, from_database
+from episteme.text import visible
 
 
 def _register() -> None:
@@ -45,24 +51,42 @@ def _one_location(args: Sequence[str]) -> None:
         )
 
 
+def _stop(signum: int, frame: FrameType | None) -> None:
+    """SIGTERM ends a command as Ctrl-C does, through its clean-ups (a transaction rolled
+    back, an export's part-file removed), rather than where it stands."""
+    raise SystemExit(128 + signum)
+
+
 def main(argv: Sequence[str] | None = None, *, cli_state: CliState | None = None) -> None:
     """Entry point of the console script (tests pass `argv` and a `CliState`)."""
     _register()
     args = list(argv) if argv is not None else sys.argv[1:]
+    if argv is None:  # the process's own command (`serve` puts uvicorn's in its place)
+        signal.signal(signal.SIGTERM, _stop)
     try:
         _one_location(args)
         app(args=args, prog_name="episteme", obj=cli_state)
     except EpistemeError as exc:
-        typer.echo(f"error: {exc.message}", err=True)
-        sys.exit(exc.exit_code)
+        _fail(exc.message, exc.exit_code)
     except Exception as exc:
         # The store turns the failures it expects into EpistemeErrors; anything else
         # from the database (a damaged file, a privilege revoked) is the world failing.
-        if not from_database(exc):
-            raise
-        failed = database_failed(exc)
-        typer.echo(f"error: {failed.message}", err=True)
-        sys.exit(failed.exit_code)
+        if from_database(exc):
+            failed = database_failed(exc)
+            _fail(failed.message, failed.exit_code)
+        if isinstance(exc, BrokenPipeError):  # the reader went away (| head): be quiet
+            with contextlib.suppress(OSError, ValueError, AttributeError):
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            sys.exit(1)
+        if isinstance(exc, OSError):  # writing the output: a full disk, a closed stdout
+            _fail(f"{exc.strerror or type(exc).__name__}", 1)
+        raise
+
+
+def _fail(message: str, code: int) -> NoReturn:
+    with contextlib.suppress(OSError, ValueError):  # stderr closed as well
+        typer.echo(f"error: {visible(message)}", err=True)
+    sys.exit(code)
 
 
 _register()

@@ -10,12 +10,14 @@ from typing import Annotated, Any
 import typer
 from pydantic import BaseModel
 from rich.console import Console
+from rich.text import Text
 from whenever import Instant
 
 from episteme.cli import render
 from episteme.errors import InvalidInput
 from episteme.ledger import Ledger
 from episteme.ledger.model import dump
+from episteme.text import visible
 from episteme.timeutil import HELP as TIME_HELP
 from episteme.timeutil import Clock, SystemClock, parse_time
 
@@ -37,10 +39,20 @@ class CliState:
     console: Console = field(default_factory=lambda: _console())
 
 
+class ShownConsole(Console):
+    """Rich's console, showing the control characters of what it prints as escapes:
+    agents write the values, sources and actions people read here, and an escape
+    sequence in one could rewrite what the terminal shows (erase "RS256", print
+    "ES256" in green). Rich's own markup is unaffected: it holds no control character."""
+
+    def render_str(self, text: str, **kw: Any) -> Text:
+        return super().render_str(visible(text), **kw)
+
+
 def _console() -> Console:
     probe = Console()
     # Piped output (logs, CI, the demo's transcript) gets room for whole ids and times.
-    return Console(highlight=False, width=None if probe.is_terminal else 160)
+    return ShownConsole(highlight=False, width=None if probe.is_terminal else 160)
 
 
 def default_home() -> Path:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import os
 import sys
@@ -24,12 +26,13 @@ from episteme.cli.common import (
     state,
     when,
 )
-from episteme.errors import InvalidInput
+from episteme.errors import InvalidInput, WorldError
 from episteme.ledger import Ledger
-from episteme.ledger.canonical import read_value
+from episteme.ledger.canonical import loads_exact, read_value
 from episteme.ledger.journal import Event, verify_chain
 from episteme.ledger.lenses import LensSpec
 from episteme.ledger.model import Lifecycle, describe, parse_assertion
+from episteme.text import shorten
 
 Agent = Annotated[str, typer.Option("--agent", "-a", help="Who is asking or asserting.")]
 By = Annotated[str, typer.Option("--by", help="Who makes this change.")]
@@ -121,11 +124,13 @@ def _read_batch(batch: str, agent: str) -> list[Any]:
     inputs = []
     for n, line in ndjson.numbered(text):
         try:
-            data = json.loads(line)
+            data = loads_exact(line)
         except json.JSONDecodeError as exc:
             raise InvalidInput(
                 f"line {n}: malformed JSON: {exc.msg} at column {exc.colno}"
             ) from None
+        except InvalidInput as exc:
+            raise InvalidInput(f"line {n}: {exc.message}") from None
         if not isinstance(data, dict):
             raise InvalidInput(f"line {n}: expected a JSON object with subject and value")
         data.setdefault("agent", agent)
@@ -536,15 +541,25 @@ def export_(
     """Write the journal as JSON lines (one event per line)."""
     with open_ledger(ctx, home) as ledger:
         if output == "-":
+            if sys.stdout is None:
+                raise InvalidInput("standard output is closed: give --output FILE")
             _export_to(sys.stdout, ledger)
             return
         if not output:
             raise InvalidInput("--output needs a file name, or - for stdout", field="output")
         # Into a file beside the target, renamed over it once whole: a failed export
-        # leaves no half-written journal under the name asked for.
-        target = Path(output)
+        # leaves no half-written journal under the name asked for. A link is followed
+        # (its file is written, the link kept), and what is not a plain file (a pipe,
+        # /dev/stdout) is written to as it is: renaming over it would replace it.
+        given = Path(output)
+        _not_the_ledger(given, ledger)
         part: Path | None = None
         try:
+            if given.exists() and not given.is_file():
+                with open(given, "w", encoding="utf-8") as stream:
+                    _export_to(stream, ledger)
+                return
+            target = given.resolve()
             with tempfile.NamedTemporaryFile(
                 "w", dir=target.parent, prefix=f".{target.name}.", suffix=".part", delete=False
             ) as out:
@@ -555,10 +570,29 @@ def export_(
             os.replace(part, target)
             part = None
         except OSError as exc:
-            raise InvalidInput(f"cannot write {output}: {exc.strerror or exc}") from None
+            why = f"cannot write {output}: {exc.strerror or exc}"
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EIO):  # the world failing
+                raise WorldError(why) from None
+            raise InvalidInput(why) from None
         finally:
             if part is not None:
                 part.unlink(missing_ok=True)
+
+
+def _not_the_ledger(target: Path, ledger: Ledger) -> None:
+    """Refuse to export over the ledger's own files (`-o HOME/ledger.db` replaced the
+    database with its journal: what lives beside the journal was lost)."""
+    path = getattr(ledger.store, "path", None)
+    if not isinstance(path, Path):
+        return  # PostgreSQL: no file of its own here
+    for own in (path, *(Path(f"{path}{end}") for end in ("-wal", "-shm", "-lock"))):
+        same = target.resolve() == own.resolve()
+        with contextlib.suppress(OSError):
+            same = same or os.path.samefile(target, own)
+        if same:
+            raise InvalidInput(
+                f"{target} is the ledger's own file: export somewhere else", field="output"
+            )
 
 
 def _export_to(out: IO[str], ledger: Ledger) -> None:
@@ -615,7 +649,7 @@ def _read_events(source: str) -> list[Event]:
     events = []
     for n, line in ndjson.numbered(text):
         try:
-            d = json.loads(line)
+            d = loads_exact(line)
             events.append(
                 Event(
                     int(d["seq"]),
@@ -626,6 +660,9 @@ def _read_events(source: str) -> list[Event]:
                     bytes.fromhex(d["hash"]),
                 )
             )
-        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
-            raise InvalidInput(f"line {n} of {source} is not an exported event: {exc}") from None
+        except InvalidInput as exc:
+            raise InvalidInput(f"line {n} of {source}: {exc.message}") from None
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError, OverflowError) as exc:
+            why = shorten(str(exc), 200)
+            raise InvalidInput(f"line {n} of {source} is not an exported event: {why}") from None
     return events

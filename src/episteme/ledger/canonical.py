@@ -15,6 +15,7 @@ import blake3
 import orjson
 
 from episteme.errors import InvalidInput
+from episteme.text import quoted
 
 _NOT_FINITE = "numbers must be finite: JSON has no NaN or Infinity"
 
@@ -155,28 +156,44 @@ def read_value(text: str) -> Any:
     """
     stripped = text.strip()
     looks_json = stripped[:1] in ("{", "[", '"') or stripped in ("true", "false", "null")
-    if not looks_json:
-        try:
-            value = json.loads(stripped) if stripped[:1] in "-0123456789" and stripped else text
-        except json.JSONDecodeError:
-            return text
-    else:
-        value = _read_json(text, stripped)
-    problem = check_json(value)
-    if problem:
-        raise InvalidInput(f"invalid value {text!r}: {problem}", field="value")
-    return value
-
-
-def _read_json(text: str, stripped: str) -> Any:
     try:
-        return json.loads(stripped, parse_constant=_no_constant)
+        if looks_json:
+            value = loads_exact(stripped)
+        elif stripped and stripped[:1] in "-0123456789":
+            try:
+                value = loads_exact(stripped)
+            except json.JSONDecodeError:
+                return text  # not a number after all (1.2.3): a plain string
+        else:
+            return text
     except json.JSONDecodeError as exc:
         raise InvalidInput(
-            f"malformed JSON value {text!r}: {exc.msg} at column {exc.colno}; "
+            f"malformed JSON value {quoted(text)}: {exc.msg} at column {exc.colno}; "
             'quote plain strings that start with {, [ or "',
             field="value",
         ) from None
+    except InvalidInput as exc:
+        raise InvalidInput(f"invalid value {quoted(text)}: {exc.message}", field="value") from None
+    problem = check_json(value)
+    if problem:
+        raise InvalidInput(f"invalid value {quoted(text)}: {problem}", field="value")
+    return value
+
+
+def loads_exact(text: str) -> Any:
+    """JSON read with every integer exact (Python's reader: orjson reads a number past 64
+    bits as a float). Malformed text raises `json.JSONDecodeError`, the caller's to word;
+    what Python's reader cannot hold raises `InvalidInput` saying what the ledger allows:
+    nesting past its stack, an integer of more than 4,300 digits, NaN or Infinity."""
+    try:
+        return json.loads(text, parse_constant=_no_constant)
+    except RecursionError:
+        problem = f"values may nest at most {MAX_DEPTH} levels deep"
+    except json.JSONDecodeError:
+        raise
+    except ValueError:
+        problem = "integers must fit in 64 bits"
+    raise InvalidInput(problem)
 
 
 def _no_constant(name: str) -> Any:

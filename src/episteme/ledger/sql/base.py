@@ -39,6 +39,7 @@ from episteme.ledger.sql.learning import GARDENER, RAISED_ELSEWHERE, LearningWri
 from episteme.ledger.sql.projector import Conn, Us
 from episteme.ledger.sql.reads import Reader
 from episteme.ledger.store import BuildFn
+from episteme.text import shorten
 from episteme.timeutil import from_us
 
 WRITE_WAIT_S = 30.0
@@ -461,6 +462,14 @@ class SQLStore(Reader, LearningWrites, DiagnosisWrites):
                         (ev.seq, Us(ev.at), ev.actor, ev.kind, ev.payload, ev.hash),
                     )
                     projector.apply(conn, ev, ev.data())
+                except (KeyError, TypeError, ValueError, OverflowError, AttributeError) as exc:
+                    # a chain that verifies, around a payload this version cannot read
+                    # (edited and chained again, or written by a newer version)
+                    why = shorten(f"{type(exc).__name__}: {exc}", 160)
+                    raise InvalidInput(
+                        f"event {ev.seq} ({ev.kind}) is not one this version can read"
+                        f" ({why}); nothing was stored"
+                    ) from None
                 except Exception as exc:
                     refused = self._item_error(exc)
                     if not isinstance(refused, InvalidInput):

@@ -268,13 +268,17 @@ class SQLiteStore(SQLStore):
         if create:
             if path.exists() and path.stat().st_size > 0:
                 raise Conflict(f"{path} already exists: it already holds a ledger")
+            made = not path.exists()
             try:
-                path.parent.mkdir(parents=True, exist_ok=True)
+                # the home and the ledger are the owner's alone: they hold every value,
+                # source and refusal agents recorded (SQLite gives the WAL the same mode)
+                path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+                if made:
+                    os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
             except OSError as exc:
                 raise StoreUnavailable(
                     f"cannot create the home {path.parent}: {exc.strerror or exc}"
                 ) from None
-            made = not path.exists()
         elif not path.exists():
             raise StoreUnavailable(f"no ledger at {path}: run `episteme init` first")
         elif path.stat().st_size == 0:
