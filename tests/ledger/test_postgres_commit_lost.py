@@ -396,6 +396,10 @@ def test_health_says_why_the_store_is_unavailable(relayed: tuple[Relay, str]) ->
         ("postgresql://ops:Can/ary7@127.0.0.1:5432/ledger", "percent-encode / as %2F"),
         ("postgresql://ops:Can ary7@127.0.0.1:5432/ledger", "unexpected spaces"),
         ("host=127.0.0.1 user=ops password=Canary7 dbname=x", "key=value connection string"),
+        # given as ?password=, it was quoted with the rest of the URL
+        ("postgresql://ops@[::1/ledger?password=Canary7", "not a PostgreSQL URL"),
+        ("postgresql://ops@127.0.0.1/ledger?password=Canary7%zz", "invalid percent-encoded"),
+        ("postgresql://ops@127.0.0.1/ledger?password=Can%20ary7&x", "not a PostgreSQL URL"),
     ],
 )
 def test_a_password_written_wrongly_is_never_shown(location: str, words: str) -> None:

@@ -152,8 +152,11 @@ def describe(url: str) -> str:
         parts = conninfo_to_dict(url)
     except psycopg.ProgrammingError as exc:
         why = _reason(exc)
-        if typed:  # the parser quotes what it could not read: the password, perhaps
-            why = why.replace(typed, "***")
+        # the parser quotes what it could not read: the password, perhaps, in the user
+        # part or as ?password=…
+        given = [typed, *re.findall(r"[?&]password=([^&#]*)", url)]
+        for secret in sorted({g for g in given if g} | {unquote(g) for g in given if g}):
+            why = why.replace(secret, "***")
         raise InvalidInput(f"not a PostgreSQL URL ({why})", field="db") from None
     if typed is not None and parts.get("password") != unquote(typed):
         # e.g. a / in it: libpq then reads the user as the host and the password's start
