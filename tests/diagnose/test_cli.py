@@ -6,6 +6,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from starlette.applications import Starlette
+from starlette.responses import HTMLResponse, PlainTextResponse
+from starlette.routing import Route
 
 from episteme.api import Settings, create_app
 from episteme.diagnose.config import DiagnosisConfig
@@ -118,3 +121,37 @@ def test_a_session_is_denied_inline(cli: Cli, solo: tuple[str, str]) -> None:
     listed = cli("sessions", "--json", "--server", url, "--token", token, home_arg=False).json()
     assert listed[0]["status"] == "denied"
     assert listed[0]["reason"] == "not during the freeze"
+
+
+def test_a_wrong_server_is_one_line_that_keeps_its_password(
+    cli: Cli, served: tuple[str, str, str]
+) -> None:
+    # These commands had an HTTP client of their own: a malformed address or a server
+    # that is not Episteme gave a traceback or a whole HTML page, and an address with
+    # credentials had them sent as Basic auth (so the token was not) and echoed back.
+    url, dev, _ = served
+    host = url.removeprefix("http://")
+    foreign = Starlette(routes=[
+        Route("/v1/diagnosis/sessions", lambda r: PlainTextResponse("<html>hi</html>")),
+        Route("/v1/diagnosis/deny/{id}", lambda r: HTMLResponse("<h1>Not here</h1>\n" * 15, 404),
+              methods=["POST"]),
+    ])  # fmt: skip
+    with live_server(foreign) as other:
+        cases = [
+            (("sessions", "--server", "http://h:abc"), 2, "not a server address"),
+            (("sessions", "--server", "notaurl"), 2, "give http:// or https://"),
+            (("sessions", "--server", other), 1, "not what this client reads"),
+            (("deny", "s_x", "--reason", "r", "--server", other), 2, "answered 404 Not Found"),
+            (("sessions", "--server", "http://u:Canary9@127.0.0.1:9"), 1, "unreachable"),
+        ]
+        for args, code, words in cases:
+            r = cli(*args, "--token", dev, home_arg=False)
+            assert r.code == code, r.err
+            assert words in r.err
+            assert len(r.err.splitlines()) == 1, r.err
+            assert "Canary9" not in r.err
+    # the token is sent, whatever credentials the address carries
+    with_credentials = f"http://u:Canary9@{host}"
+    listed = cli("sessions", "--json", "--server", with_credentials, "--token", dev,
+                 home_arg=False)  # fmt: skip
+    assert listed.code == 0, listed.err

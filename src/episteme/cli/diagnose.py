@@ -8,28 +8,21 @@ the approval inline: all, a subset, or deny, with a reason.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from collections.abc import Iterator
 from typing import Annotated, Any
 
-import httpx
 import orjson
 import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from episteme import ndjson
 from episteme.cli.common import Json, app, emit, state
-from episteme.errors import (
-    Conflict,
-    Forbidden,
-    InvalidInput,
-    NotFound,
-    StoreUnavailable,
-    Unauthenticated,
-)
+from episteme.client import Client
+from episteme.errors import InvalidInput
 
 Server = Annotated[
     str | None,
@@ -39,61 +32,43 @@ Token = Annotated[
     str | None,
     typer.Option(help="Bearer token [env EPISTEME_TOKEN].", show_default=False),
 ]
-NDJSON = "application/x-ndjson"
+_ENDS = frozenset({"diagnosis_complete", "error"})
+"""The events after which a session has nothing more to say."""
 
 
-class _Api:
-    def __init__(self, server: str | None, token: str | None) -> None:
-        url = server or os.environ.get("EPISTEME_URL")
-        secret = token or os.environ.get("EPISTEME_TOKEN")
-        if not url:
-            raise InvalidInput("give --server URL (or set EPISTEME_URL) of an `episteme serve`")
-        if not secret:
-            raise InvalidInput("give --token (or set EPISTEME_TOKEN): a token of yours")
-        self.url = url.rstrip("/")
-        self.http = httpx.Client(
-            base_url=self.url,
-            headers={"Authorization": f"Bearer {secret}"},
-            timeout=httpx.Timeout(30.0, read=None),
-            trust_env=False,
-        )
+@contextlib.contextmanager
+def _client(server: str | None, token: str | None) -> Iterator[Client]:
+    """The Python client for the server the options (or the environment) name: it checks
+    the address, keeps the token out of every message, and reads only Episteme's answers
+    (a proxy's page or another server's is one line, not a traceback)."""
+    url = server or os.environ.get("EPISTEME_URL")
+    secret = token or os.environ.get("EPISTEME_TOKEN")
+    if not url:
+        raise InvalidInput("give --server URL (or set EPISTEME_URL) of an `episteme serve`")
+    if not secret:
+        raise InvalidInput("give --token (or set EPISTEME_TOKEN): a token of yours")
+    with Client(url, secret) as client:
+        yield client
 
-    def __enter__(self) -> _Api:
-        return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.http.close()
-
-    def _check(self, r: httpx.Response) -> None:
-        if r.status_code < 400:
+def _follow(
+    client: Client, sid: str, *, after: int = 0, until: str | None = None
+) -> Iterator[dict[str, Any]]:
+    """A session's events numbered above `after`, as they come, until it ends (or until
+    an event of type `until`)."""
+    for event in client.session_events(sid):
+        if event.get("n", 0) <= after:
+            continue
+        yield event
+        if event.get("type") in _ENDS or event.get("type") == until:
             return
-        try:
-            detail = r.json().get("detail") or r.text
-        except ValueError:
-            detail = r.text
-        kind = {401: Unauthenticated, 403: Forbidden, 404: NotFound, 409: Conflict}.get(
-            r.status_code, InvalidInput if r.status_code < 500 else StoreUnavailable
-        )
-        raise kind(str(detail))
 
-    def call(self, method: str, path: str, body: Any = None) -> Any:
-        try:
-            r = self.http.request(method, path, json=body)
-        except httpx.TransportError as exc:
-            raise StoreUnavailable(f"{self.url} is unreachable ({type(exc).__name__})") from None
-        self._check(r)
-        return None if r.status_code == 204 else r.json()
 
-    def stream(self, path: str, body: Any) -> Iterator[dict[str, Any]]:
-        try:
-            with self.http.stream("POST", path, json=body, headers={"Accept": NDJSON}) as r:
-                if r.status_code >= 400:
-                    r.read()
-                    self._check(r)
-                for line in ndjson.lines(r.iter_bytes()):
-                    yield orjson.loads(line)
-        except httpx.TransportError as exc:
-            raise StoreUnavailable(f"{self.url} is unreachable ({type(exc).__name__})") from None
+def _print(console: Console, event: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        console.print(orjson.dumps(event).decode(), markup=False, highlight=False)
+    else:
+        _show(console, event)
 
 
 def _show(console: Console, event: dict[str, Any]) -> None:
@@ -175,16 +150,13 @@ def diagnose(
 ) -> None:
     """Diagnose a problem: stream the analysis, approve credentials inline, see the cause."""
     console = state(ctx).console
-    with _Api(server, token) as api:
-        events = list(api.stream("/diagnose", {"problem": problem, "environment": env}))
-        if as_json:
-            for e in events:
-                console.print(orjson.dumps(e).decode(), markup=False, highlight=False)
-        else:
-            for e in events:
-                _show(console, e)
-        sid = events[0]["session_id"]
-        waiting = next((e for e in events if e["type"] == "approval_required"), None)
+    with _client(server, token) as client:
+        sid = client.diagnose(problem, environment=env).id
+        seen, waiting = 0, None
+        for event in _follow(client, sid, until="approval_required"):
+            _print(console, event, as_json)
+            seen = event.get("n", seen)
+            waiting = event if event.get("type") == "approval_required" else None
         interactive = sys.stdin.isatty() if ask is None else ask
         if waiting is None or as_json or not interactive:
             if waiting is not None and not as_json:
@@ -192,11 +164,12 @@ def diagnose(
             return
         verb, refs, reason = _ask(console, list(waiting["references"]))
         if verb == "deny":
-            api.call("POST", f"/deny/{sid}", {"reason": reason})
+            client.deny_session(sid, reason=reason)
             console.print(f"denied {sid}")
             return
-        for e in api.stream(f"/approve/{sid}", {"references": refs, "reason": reason}):
-            _show(console, e)
+        client.approve_session(sid, reason=reason, references=refs)
+        for event in _follow(client, sid, after=seen):
+            _show(console, event)
 
 
 def approve_session(
@@ -212,12 +185,13 @@ def approve_session(
     if not reason:
         raise InvalidInput("approving credentials needs a --reason")
     console = state(ctx).console
-    with _Api(server, token) as api:
-        for e in api.stream(f"/approve/{sid}", {"references": refs or None, "reason": reason}):
-            if as_json:
-                console.print(orjson.dumps(e).decode(), markup=False, highlight=False)
-            else:
-                _show(console, e)
+    with _client(server, token) as client:
+        client.approve_session(sid, reason=reason, references=refs or None)
+        shown = False  # from the approval on: what came before was shown to the requester
+        for event in _follow(client, sid):
+            shown = shown or event.get("type") == "approval_accepted"
+            if shown:
+                _print(console, event, as_json)
 
 
 @app.command()
@@ -230,8 +204,8 @@ def deny(
     as_json: Json = False,
 ) -> None:
     """Deny a diagnosis session's credentials: it ends, nothing is fetched."""
-    with _Api(server, token) as api:
-        session = api.call("POST", f"/deny/{id}", {"reason": reason})
+    with _client(server, token) as client:
+        session = client.deny_session(id, reason=reason)
     if not emit(ctx, as_json, session):
         state(ctx).console.print(f"denied {id}")
 
@@ -245,13 +219,11 @@ def sessions(
     as_json: Json = False,
 ) -> None:
     """Diagnosis sessions, newest first."""
-    with _Api(server, token) as api:
-        rows = api.call("GET", f"/sessions?limit={limit}")
+    with _client(server, token) as client:
+        rows = client.sessions(limit=limit)
     if emit(ctx, as_json, rows):
         return
     table = Table("session", "status", "env", "requester", "problem")
     for s in rows:
-        table.add_row(
-            s["id"], s["status"], s["environment"], s["requester"], escape(s["problem"][:60])
-        )
+        table.add_row(s.id, s.status, s.environment, s.requester, escape(s.problem[:60]))
     state(ctx).console.print(table if rows else "no session")
