@@ -6,6 +6,7 @@
     ├── UserError                 your mistake: fix the input and retry   (HTTP 4xx, exit 2)
     │   ├── InvalidInput          a value that cannot be used             (400)
     │   │   ├── TooLarge          a request body over the size limit      (413)
+    │   │   ├── Unsupported       a body compressed, or not JSON          (415)
     │   │   └── BodyStalled       a request body that stopped arriving    (408)
     │   ├── Unauthenticated       no token, or one that is unknown,
     │   │                         expired or revoked                      (401)
@@ -61,6 +62,13 @@ class TooLarge(InvalidInput):
 
     status = 413
     title = "Request too large"
+
+
+class Unsupported(InvalidInput):
+    """A request body in a form the server does not read (compressed, not JSON)."""
+
+    status = 415
+    title = "Unsupported media type"
 
 
 class BodyStalled(InvalidInput):

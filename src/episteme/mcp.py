@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import anyio.to_thread
+import orjson
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ResourceError, ToolError
 from mcp.server.transport_security import TransportSecuritySettings
@@ -35,8 +36,10 @@ from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from episteme import __version__
+from episteme.api.deps import MCP_PATH
 from episteme.api.problems import invalid_detail
 from episteme.api.schemas import Name, Subject
+from episteme.api.settings import MiB
 from episteme.errors import EpistemeError, Forbidden, Unauthenticated
 from episteme.ledger.access import Op, Principal, TokenRefused
 from episteme.ledger.core import Ledger
@@ -48,7 +51,7 @@ if TYPE_CHECKING:
     from episteme.api.metrics import Metrics
 
 TOKEN_ENV = "EPISTEME_TOKEN"
-PATH = "/mcp"
+PATH = MCP_PATH
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 INSTRUCTIONS = """\
@@ -175,10 +178,15 @@ class _Server(MCPServer):
     the input)."""
 
     def __init__(
-        self, *args: Any, authorize: Callable[[str, Context[Any, Any] | None], Principal], **kw: Any
+        self,
+        *args: Any,
+        authorize: Callable[[str, Context[Any, Any] | None], Principal],
+        max_body: int,
+        **kw: Any,
     ) -> None:
         super().__init__(*args, **kw)
         self._authorize = authorize
+        self._max_body = max_body
         self._takes: dict[str, list[str]] = {}
 
     def add_tool(  # type: ignore[override]  # the rest passes through by name
@@ -204,6 +212,12 @@ class _Server(MCPServer):
         if takes is None:  # an unknown tool: the SDK says so
             return await super().call_tool(name, arguments, context)
         who = await anyio.to_thread.run_sync(self._authorize, name, context)  # a read
+        size = len(orjson.dumps(arguments))  # over HTTP the body was measured already
+        if size > self._max_body:  # stdio has no body: its lines are as long as sent
+            raise ToolError(
+                f"Error executing tool {name}: the arguments are {size:,} bytes, over"
+                f" {self._max_body:,}: send less, or raise EPISTEME_MAX_BODY on the server"
+            )
         unknown = [key for key in arguments if key not in takes]
         if unknown:
             raise ToolError(
@@ -223,7 +237,11 @@ class _Server(MCPServer):
 
 
 def build_server(
-    ledger: Ledger, metrics: Metrics | None = None, *, token: str | None = None
+    ledger: Ledger,
+    metrics: Metrics | None = None,
+    *,
+    token: str | None = None,
+    max_body: int = MiB,
 ) -> MCPServer:
     """The MCP server over `ledger`.
 
@@ -232,6 +250,7 @@ def build_server(
         metrics: counts answers and refusals when given (the HTTP server's).
         token: the caller's bearer token over stdio. None for HTTP, where each request
             carries its own and `_Bearer` authenticates it.
+        max_body: the largest arguments a call may send, in bytes (EPISTEME_MAX_BODY).
     """
     _plain_logging()
     ops: dict[str, Op] = {}  # what each tool does, for its authorization
@@ -245,6 +264,7 @@ def build_server(
         version=__version__,
         log_level="WARNING",
         authorize=authorize,
+        max_body=max_body,
     )
 
     def tool(op: Op, annotations: ToolAnnotations) -> Callable[[_Tool], _Tool]:
@@ -669,14 +689,16 @@ class Mount:
         return self.server.session_manager.run()
 
 
-def mount(ledger: Ledger, metrics: Metrics | None, *, host: str = "127.0.0.1") -> Mount:
+def mount(
+    ledger: Ledger, metrics: Metrics | None, *, host: str = "127.0.0.1", max_body: int = MiB
+) -> Mount:
     """The MCP server at exactly ``/mcp``, behind bearer tokens.
 
     Stateless and with JSON responses, so that any worker behind a load balancer can
     answer any request. `host` is the address the server binds: it decides the
     DNS-rebinding checks (`_security`).
     """
-    server = build_server(ledger, metrics)
+    server = build_server(ledger, metrics, max_body=max_body)
     app = server.streamable_http_app(
         streamable_http_path=PATH,
         stateless_http=True,
@@ -689,7 +711,7 @@ def mount(ledger: Ledger, metrics: Metrics | None, *, host: str = "127.0.0.1") -
 # -- stdio -----------------------------------------------------------------------------
 
 
-def serve_stdio(ledger: Ledger, token: str | None) -> None:
+def serve_stdio(ledger: Ledger, token: str | None, *, max_body: int = MiB) -> None:
     """Serve MCP on stdin/stdout as the principal of `token`, until stdin closes.
 
     Raises:
@@ -708,4 +730,4 @@ def serve_stdio(ledger: Ledger, token: str | None) -> None:
         raise Unauthenticated(f"{TOKEN_ENV}: {exc.message}") from None
     except Unauthenticated as exc:
         raise Unauthenticated(f"{TOKEN_ENV}: {exc.message}") from None
-    build_server(ledger, token=token).run("stdio")
+    build_server(ledger, token=token, max_body=max_body).run("stdio")

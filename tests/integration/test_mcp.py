@@ -20,6 +20,7 @@ import httpx2
 import pytest
 from mcp import Client, StdioServerParameters
 from mcp.client.streamable_http import streamable_http_client
+from mcp.shared.exceptions import MCPError
 from mcp.types import CallToolResult, TextContent, TextResourceContents
 from starlette.applications import Starlette
 
@@ -114,13 +115,34 @@ async def assert_query_decide_trace(client: Client, agent: str) -> str:
 # -- stdio -----------------------------------------------------------------------------
 
 
-def stdio(home: str | Path, secret: str) -> Client:
+def stdio(home: str | Path, secret: str, **env: str) -> Client:
     params = StdioServerParameters(
         command=EPISTEME[0],
         args=[*EPISTEME[1:], "mcp", "--home", str(home)],
-        env={"EPISTEME_TOKEN": secret},
+        env={"EPISTEME_TOKEN": secret, **env},
     )
     return Client(params)
+
+
+async def test_the_apis_size_limit_holds_over_stdio_and_is_told_over_http(
+    ledger: Ledger, location: str | Path, home: Path
+) -> None:
+    # Over stdio there was no limit (a 20 MB value was stored, and read back to the
+    # model whole); over HTTP the 413 reached the model as "Server returned an error
+    # response", its problem details dropped by the SDK.
+    secret = token(ledger, "deploy-agent")
+    async with stdio(location, secret, EPISTEME_MAX_BODY="4096") as client:
+        refused = await client.call_tool("add_assertion", {"subject": "a.b", "value": "x" * 5000})
+        assert "the arguments are 5,0" in error_text(refused)
+        assert "over 4,096: send less, or raise EPISTEME_MAX_BODY" in error_text(refused)
+        ok(await client.call_tool("add_assertion", {"subject": "a.b", "value": "x" * 1000}))
+    app = create_app(Settings(home=home, max_body=4096), ledger=ledger)
+    with live_server(app) as url:
+        async with Served(url, ledger).client(secret) as client:
+            with pytest.raises(MCPError, match="the request body is over 4,096 bytes"):
+                await client.call_tool("add_assertion", {"subject": "a.c", "value": "x" * 5000})
+    assert [a.value for a in ledger.store.current_on_subject("a.b")] == ["x" * 1000]
+    assert ledger.store.current_on_subject("a.c") == []
 
 
 async def test_stdio_lists_the_tools_and_acts_as_the_tokens_principal_until_revoked(
@@ -289,7 +311,7 @@ async def test_an_oversized_streamed_body_is_a_quiet_413(
         async with httpx2.AsyncClient(headers=headers) as http:
             r = await http.post(f"{served.url}/mcp", content=chunks())
     assert r.status_code == 413
-    assert "over 1,048,576 bytes" in r.json()["detail"]
+    assert "over 1,048,576 bytes" in r.json()["error"]["message"]  # JSON-RPC, for MCP
     assert [rec.getMessage() for rec in caplog.records if rec.levelno >= logging.WARNING] == []
 
 

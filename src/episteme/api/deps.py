@@ -16,7 +16,7 @@ from typing import Annotated
 import anyio.to_thread
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from starlette.responses import Response
+from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from episteme.errors import (
@@ -27,12 +27,13 @@ from episteme.errors import (
     StoreUnavailable,
     TooLarge,
     Unauthenticated,
+    Unsupported,
 )
 from episteme.ledger.access import Op, Principal, TokenRefused
 from episteme.ledger.core import Ledger
 
 from .metrics import Metrics
-from .problems import problem, problem_of
+from .problems import problem_of
 
 _bearer = HTTPBearer(auto_error=False, description="A token from `episteme token create`")
 
@@ -232,6 +233,20 @@ class HeadAsGet:
         await self.app(dict(scope, method="GET"), receive, headers_only)
 
 
+MCP_PATH = "/mcp"
+
+
+def refusal(scope: Scope, exc: EpistemeError) -> Response:
+    """A refusal made before a route: problem details, or at `/mcp` a JSON-RPC error
+    (its clients read one in a non-2xx answer; problem details they replace with
+    "Server returned an error response", and the model never learns what to fix)."""
+    if scope.get("path") == MCP_PATH:
+        error = {"code": -32600, "message": exc.message}  # Invalid Request
+        body = {"jsonrpc": "2.0", "id": None, "error": error}
+        return JSONResponse(body, exc.status)
+    return problem_of(exc)
+
+
 class BodyLimit:
     """Refuses request bodies over `limit` bytes with 413, before a route reads them."""
 
@@ -245,13 +260,12 @@ class BodyLimit:
             return
         for name, value in scope["headers"]:
             if name == b"content-length" and value.isdigit() and int(value) > self.limit:
-                response = problem(413, TooLarge.title, self._message(), "body")
-                await response(scope, receive, send)
+                await refusal(scope, TooLarge(self._message(), field="body"))(scope, receive, send)
                 return
             if name == b"content-encoding" and value.strip().lower() not in (b"", b"identity"):
                 coding = value.decode("latin-1").strip()
                 detail = f"the request body is compressed ({coding}): send it uncompressed"
-                await problem(415, "Unsupported media type", detail, "body")(scope, receive, send)
+                await refusal(scope, Unsupported(detail, field="body"))(scope, receive, send)
                 return
         seen = 0
         whole = False  # the body has all come: what follows is a wait for a disconnect
@@ -279,7 +293,7 @@ class BodyLimit:
             nonlocal replaced
             if refused is not None and message["type"] == "http.response.start":
                 replaced = True
-                await problem_of(refused)(scope, receive, send)
+                await refusal(scope, refused)(scope, receive, send)
             elif not replaced:
                 await send(message)
 
@@ -291,7 +305,7 @@ class BodyLimit:
             if refused is None:
                 raise
             if not replaced:
-                await problem_of(refused)(scope, receive, send)
+                await refusal(scope, refused)(scope, receive, send)
 
     def _message(self) -> str:
         return (

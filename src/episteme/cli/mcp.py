@@ -16,7 +16,9 @@ def mcp_stdio(ctx: typer.Context, home: Home = None) -> None:
     An MCP client (Claude Code, Cursor, …) starts this command; stdout carries only
     the protocol. A missing, unknown, revoked or expired token stops it with one line.
     """
+    from episteme.api.settings import Settings
     from episteme.mcp import TOKEN_ENV, serve_stdio
 
+    limit = Settings.from_env().max_body  # EPISTEME_MAX_BODY, as a server's
     with open_ledger(ctx, home) as ledger:
-        serve_stdio(ledger, os.environ.get(TOKEN_ENV))
+        serve_stdio(ledger, os.environ.get(TOKEN_ENV), max_body=limit)
