@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import logging
 import socket
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
 import orjson
 import pytest
+from starlette.testclient import TestClient
 from whenever import TimeDelta
 
 from episteme.api import Settings, create_app
@@ -610,3 +612,25 @@ def test_a_post_without_a_body_is_told_so(api: Api) -> None:
     rebuilt = api.call("POST", "/v1/rebuild", role="admin")
     assert rebuilt.status_code == 200, rebuilt.text
     assert rebuilt.json()["repaired"] is False
+
+
+def test_two_authorization_headers_are_refused_at_every_door(
+    api: Api, ledger: Ledger, home: Path
+) -> None:
+    # The API and the query shortcut read the first, /mcp the last: one request acted
+    # as two principals, depending on the door.
+    app = create_app(Settings(home=home), ledger=ledger)  # with /mcp
+    two = [
+        ("Authorization", "Bearer ep_bogus"),
+        ("Authorization", f"Bearer {api.tokens['agent']}"),
+    ]
+    with TestClient(app) as client:
+        for method, path, body in (
+            ("GET", "/v1/whoami", None),
+            ("POST", "/v1/query", {"subject": "auth"}),
+            ("POST", "/mcp", {"jsonrpc": "2.0", "id": 1, "method": "tools/list"}),
+        ):
+            headers = [*two, ("Accept", "application/json, text/event-stream")]
+            r = client.request(method, path, json=body, headers=headers)
+            assert r.status_code == 400, (path, r.text)
+            assert "2 Authorization headers: send one" in r.text

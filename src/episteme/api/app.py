@@ -31,7 +31,7 @@ from episteme.ledger.webhooks import Deliverer
 from episteme.timeutil import Clock
 
 from . import admin_routes, diagnosis_routes, fastpath, learning_routes, ledger_routes, problems
-from .deps import BodyLimit, HeadAsGet, scraper
+from .deps import BodyLimit, HeadAsGet, OneCredential, scraper
 from .metrics import Metrics, TimingMiddleware
 from .schemas import Health
 from .settings import Settings
@@ -189,6 +189,7 @@ def create_app(
             route=route,
         )
     app.add_middleware(HeadAsGet)
+    app.add_middleware(OneCredential)  # before any door reads the token
     # outermost, so that it sees HEAD; the routes, to name those the router never saw
     every = [r for r in app.router.routes if getattr(r, "path", None)]
     every += [r for router in routers for r in router.routes]

@@ -247,6 +247,27 @@ def refusal(scope: Scope, exc: EpistemeError) -> Response:
     return problem_of(exc)
 
 
+class OneCredential:
+    """Refuses a request with more than one Authorization header (400). Each door read
+    its own: the API and the query shortcut the first, `/mcp` the last, so behind a
+    proxy that adds one the same request acted as two principals."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            given = sum(1 for name, _ in scope["headers"] if name == b"authorization")
+            if given > 1:
+                exc = InvalidInput(
+                    f"{given} Authorization headers: send one (is a proxy adding its own?)",
+                    field="authorization",
+                )
+                await refusal(scope, exc)(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
 class BodyLimit:
     """Refuses request bodies over `limit` bytes with 413, before a route reads them."""
 
