@@ -758,7 +758,8 @@ def _foreign(call: _Call[Any], response: httpx.Response) -> str:
 def _first(exc: ValidationError) -> str:
     """A validation error's first problem, by place: never the value."""
     err = exc.errors()[0]
-    return ".".join(str(p) for p in err["loc"]) + " " + err["msg"]
+    where = ".".join(str(p) for p in err["loc"])
+    return f"{where} {err['msg']}" if where else err["msg"]
 
 
 def _unreachable(url: str, call: _Call[Any], exc: httpx.RequestError) -> StoreUnavailable:
@@ -820,6 +821,16 @@ class _Base:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.base_url!r})"
+
+    @staticmethod
+    def _usable(closed: bool) -> None:
+        """Refuse a call on a closed client as every other mistake is refused (httpx
+        raises a bare RuntimeError, which no `except EpistemeError` catches)."""
+        if closed:
+            raise InvalidInput(
+                "this client is closed: make a new one (or call it inside its with block)",
+                field="client",
+            )
 
 
 def _headers(token: str | None) -> dict[str, str]:
@@ -908,6 +919,7 @@ class Client(_Base):
         self._http.close()
 
     def _send(self, call: _Call[T]) -> T:
+        self._usable(self._http.is_closed)
         try:
             response = self._http.request(
                 call.method, call.path, params=call.params, content=call.content,
@@ -932,6 +944,7 @@ class Client(_Base):
     def _lines(self, call: _Call[Any], *, follow: bool = False) -> Iterator[dict[str, Any]]:
         """The objects of an NDJSON answer; with `follow`, waiting as long as the server
         does between two lines (a session's events come when its work makes them)."""
+        self._usable(self._http.is_closed)
         wait = httpx.Timeout(self._timeout.connect, read=None) if follow else self._timeout
         try:
             with self._http.stream(
@@ -1032,7 +1045,12 @@ class AsyncClient(_Base):
         """Close the connections; the client cannot be used afterwards."""
         await self._http.aclose()
 
+    async def close(self) -> None:
+        """`aclose`, under the name `Client` gives it."""
+        await self.aclose()
+
     async def _send(self, call: _Call[T]) -> T:
+        self._usable(self._http.is_closed)
         try:
             response = await self._http.request(
                 call.method, call.path, params=call.params, content=call.content,
@@ -1059,6 +1077,7 @@ class AsyncClient(_Base):
     ) -> AsyncIterator[dict[str, Any]]:
         """The objects of an NDJSON answer; with `follow`, waiting as long as the server
         does between two lines (a session's events come when its work makes them)."""
+        self._usable(self._http.is_closed)
         wait = httpx.Timeout(self._timeout.connect, read=None) if follow else self._timeout
         try:
             async with self._http.stream(

@@ -410,13 +410,15 @@ def test_sync_and_async_clients_have_the_same_methods() -> None:
         return {
             name: inspect.signature(getattr(cls, name))
             for name in dir(cls)
-            if not name.startswith("_") and name not in ("close", "aclose")
-            and callable(getattr(cls, name))
-        }  # fmt: skip
+            if not name.startswith("_") and name != "aclose" and callable(getattr(cls, name))
+        }
 
     sync, asynchronous = surface(Client), surface(AsyncClient)
     assert sync.keys() == asynchronous.keys()
     for name, sig in sync.items():
+        if name == "close":  # the async one also under the name asyncio gives it
+            assert inspect.iscoroutinefunction(AsyncClient.close)
+            continue
         if name in ("export", "session_events"):  # an Iterator and an AsyncIterator
             assert sig.parameters == asynchronous[name].parameters, name
             assert "AsyncIterator" in str(asynchronous[name].return_annotation), name
@@ -719,3 +721,22 @@ def test_the_default_timeout_outlasts_the_servers_own_waits() -> None:
         waits = cls("http://episteme.test", "ep_x")._timeout
         assert waits.read is not None
         assert waits.read > WRITE_WAIT_S + 10
+
+
+@pytest.mark.anyio
+async def test_a_closed_client_says_so_as_its_other_errors_do(server: Server) -> None:
+    # httpx's bare RuntimeError reached the caller, past every `except EpistemeError`.
+    sync = server.client("deploy-bot")
+    sync.close()
+    for call in (sync.whoami, lambda: list(sync.export())):
+        with pytest.raises(InvalidInput, match="this client is closed") as closed:
+            call()
+        assert closed.value.field == "client"
+    agent = AsyncClient(server.url, server.tokens["deploy-bot"])
+    async with agent:
+        assert (await agent.whoami()).name == "deploy-bot"
+    await agent.close()  # twice, and under Client's name: nothing to do
+    with pytest.raises(InvalidInput, match="this client is closed"):
+        await agent.whoami()
+    with pytest.raises(InvalidInput, match="this client is closed"):
+        [event async for event in agent.export()]
