@@ -59,13 +59,15 @@ def test_a_token_is_revoked_by_its_secret_without_repeating_it(cli: Cli) -> None
     again = cli("token", "revoke", secret, "--reason", "again")
     assert_error(again, 2, f"token {tid} of ci-bot is already revoked")
     unknown = cli("token", "revoke", secret + "x", "--reason", "x")
-    assert_error(unknown, 2, "no token or principal the token whose secret was given")
+    assert_error(unknown, 2, "no token has the secret given: see `episteme token list`")
     assert secret not in again.err + unknown.err
     # a principal may be named like a secret
     cli("token", "create", "--name", "ep_bot", "--role", "agent")
     assert cli("token", "revoke", "ep_bot", "--reason", "x").code == 0
     # names that would be read as something else: a token id (in either case), or the
     # operating-system user a local command records (an HTTP caller passing as one)
+    past = cli("token", "create", "--name", "soon", "--role", "agent", "--expires", "1h")
+    assert_error(past, 2, "the expiry is in the past", "write 'in 30d', not '30d'")
     for name, words in (
         ("T_bot", "t_… names token ids"),
         ("local:root", "local:… names the operating-system users"),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -34,6 +35,21 @@ def test_a_bad_items_file_is_one_line_and_exit_2(cli: Cli, tmp_path: Path) -> No
     assert r.err.startswith(f"error: --items {path}: vaults.0.items.0.x: Extra inputs")
     assert len(r.err.strip().splitlines()) == 1
     assert CANARY not in r.out + r.err
+
+
+def test_an_address_it_cannot_listen_on_is_refused_before_it_starts(cli: Cli) -> None:
+    # It printed the vaults and a new token, then waited in silence for ever.
+    r = cli("dev-vault", "--port", "99999", home_arg=False)
+    assert r.code == 2
+    assert "--port" in r.err
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        r = cli("dev-vault", "--port", str(port), home_arg=False)
+    assert r.code == 1
+    assert r.err == f"error: cannot listen on 127.0.0.1:{port}: Address already in use\n"
+    assert r.out == ""
 
 
 @contextmanager

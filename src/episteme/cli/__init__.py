@@ -59,7 +59,6 @@ def _stop(signum: int, frame: FrameType | None) -> None:
 
 def main(argv: Sequence[str] | None = None, *, cli_state: CliState | None = None) -> None:
     """Entry point of the console script (tests pass `argv` and a `CliState`)."""
-    _register()
     args = list(argv) if argv is not None else sys.argv[1:]
     if argv is None:  # the process's own command (`serve` puts uvicorn's in its place)
         signal.signal(signal.SIGTERM, _stop)
@@ -89,6 +88,9 @@ def _fail(message: str, code: int) -> NoReturn:
     sys.exit(code)
 
 
-_register()
+try:
+    _register()  # the commands' modules: a second or so, which Ctrl-C may cut short
+except KeyboardInterrupt:
+    sys.exit(130)  # quietly, as a command stopped by Ctrl-C does
 
 __all__ = ["app", "main"]

@@ -16,7 +16,7 @@ _LOOPBACK = ("127.0.0.1", "localhost", "::1")
 def dev_vault(
     ctx: typer.Context,
     host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port.")] = 8080,
+    port: Annotated[int, typer.Option(help="Port.", min=1, max=65535)] = 8080,
     items: Annotated[
         Path | None,
         typer.Option(
@@ -38,9 +38,11 @@ def dev_vault(
     """Serve a development 1Password Connect API (fake credentials) for diagnosis and tests."""
     import uvicorn
 
+    from episteme.cli.server import check_listen
     from episteme.secrets.devitems import default_items, load_items, references
     from episteme.secrets.devserver import create_devserver_app, new_token
 
+    check_listen(host, port)  # before anything is printed: uvicorn would wait in silence
     spec = load_items(items) if items is not None else default_items()
     secret = token or new_token()
     server = create_devserver_app(spec, secret)

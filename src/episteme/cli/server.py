@@ -40,7 +40,7 @@ def local_actor() -> str:
         return "local:admin"
 
 
-def _check_listen(host: str, port: int) -> None:
+def check_listen(host: str, port: int) -> None:
     """Refuse, in one line, an address this server could not listen on: a name that does
     not resolve, an address of another machine, a port in use or not allowed. (The
     server binds again as it starts; this check only says why it could not.)"""
@@ -142,7 +142,7 @@ def serve(
     )
     for warning in type(settings).misspelt():
         typer.echo(f"warning: {warning}", err=True)
-    _check_listen(settings.host, settings.port)  # before anything is created or printed
+    check_listen(settings.host, settings.port)  # before anything is created or printed
     console = state(ctx).console
     ledger = Ledger.open(settings.location, clock=state(ctx).clock, ensure=True)
     store_url = ledger.store.where

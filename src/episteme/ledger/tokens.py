@@ -80,7 +80,11 @@ class Tokens:
         if kind not in ("agent", "human"):
             raise InvalidInput(f"unknown kind {kind!r}: use agent or human", field="kind")
         if expires is not None and expires <= self.clock.now():
-            raise InvalidInput("the expiry is in the past: give a future time", field="expires")
+            raise InvalidInput(
+                "the expiry is in the past: give a future time (a relative one reads as"
+                " a time ago: write 'in 30d', not '30d')",
+                field="expires",
+            )
         secret = new_secret()
         digest = token_hash(secret)
         token_id = "t_" + digest[:12]
@@ -126,7 +130,7 @@ class Tokens:
             raise InvalidInput("revoking a token needs a reason", field="reason")
         ids: list[str] = []
         secret = ref.strip().startswith(TOKEN_PREFIX)
-        shown = "the token whose secret was given" if secret else repr(ref)
+        missing = "no token has the secret given" if secret else f"no token or principal {ref!r}"
 
         def build(r: StoreReader, at: int, seq: int) -> list[Draft]:
             if secret:  # never repeated: found by its hash, named by its id
@@ -135,9 +139,7 @@ class Tokens:
                 found = _by_id(r, ref) if ref[:2].lower() == "t_" else None  # or a prefix
             targets = [found] if found else r.tokens(ref)  # a principal named ep_…
             if not targets:
-                raise NotFound(
-                    f"no token or principal {shown}: see `episteme token list`", field="ref"
-                )
+                raise NotFound(f"{missing}: see `episteme token list`", field="ref")
             live = [t.id for t in targets if t.revoked_at is None]
             if not live:
                 which = f"token {targets[0].id}" if len(targets) == 1 else "every token"
