@@ -593,6 +593,15 @@ def test_a_home_that_is_a_file(cli: Cli, tmp_path: Path) -> None:
     assert f.read_text() == "hello"
 
 
+def test_a_ledger_file_that_is_a_directory(cli: Cli, tmp_path: Path) -> None:
+    # init said the home "already holds a ledger", verify to check that it is writable
+    home = tmp_path / "home"
+    (home / "ledger.db").mkdir(parents=True)
+    for command in ("init", "verify"):
+        r = cli(command, "--home", str(home), home_arg=False)
+        assert_error(r, 1, "ledger.db is a directory, not a ledger file")
+
+
 def test_init_twice_is_refused(cli: Cli, scenario: Scenario) -> None:
     before = journal(cli)
     assert_error(cli("init"), 2, "already holds a ledger")

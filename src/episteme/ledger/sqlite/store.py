@@ -265,6 +265,10 @@ class SQLiteStore(SQLStore):
         self.remote = False
         self.migrated_from: int | None = None
         made = False  # whether this created the file (removed again if creating fails)
+        if path.is_dir():
+            raise StoreUnavailable(
+                f"{path} is a directory, not a ledger file: move it away, or use another home"
+            )
         if create:
             if path.exists() and path.stat().st_size > 0:
                 raise Conflict(f"{path} already exists: it already holds a ledger")
