@@ -23,6 +23,7 @@ from episteme.ledger.postgres.store import LEADER_LIVENESS, MIGRATION_LOCK
 from episteme.ledger.store import open_store
 from episteme.ledger.webhooks import WebhookSpec, deliveries
 from episteme.timeutil import ManualClock, to_us
+from tests.conftest import Cli, Result
 from tests.postgres import running_cluster
 
 
@@ -740,3 +741,38 @@ def test_the_pool_size_is_a_setting(pg_url: str, monkeypatch: pytest.MonkeyPatch
         monkeypatch.setenv("EPISTEME_DB_POOL", wrong)
         with pytest.raises(InvalidInput, match=r"EPISTEME_DB_POOL=.*1 to 100"):
             Ledger.open(pg_url)
+
+
+def test_the_gardener_command_keeps_its_lead_and_says_when_it_loses_it(
+    pg_url: str, cli: Cli, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # `episteme gardener` took the lead once and never asked on its connection again:
+    # with the idle timeout, the server ended its session after 30 s, and a server took
+    # the lead while the gardener went on working beside it.
+    monkeypatch.setitem(LEADER_LIVENESS, "idle_session_timeout", "2000")
+    Ledger.init(pg_url).close()
+    done: list[Result] = []
+    runner = threading.Thread(
+        target=lambda: done.append(cli("gardener", "--home", pg_url, home_arg=False))
+    )
+    runner.start()
+    with Ledger.open(pg_url) as other, psycopg.connect(pg_url, autocommit=True) as admin:
+        locks = "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'"
+        deadline = time.monotonic() + 15
+        while admin.execute(locks).fetchone() == (0,):  # until the gardener leads
+            assert time.monotonic() < deadline, done
+            time.sleep(0.1)
+        standby = other.store.leadership("background")
+        time.sleep(5)  # past twice the idle timeout
+        assert not standby.acquire(), "the gardener lost its lead while it ran"
+        admin.execute(  # the database ends its session
+            "SELECT pg_terminate_backend(pid) FROM pg_locks"
+            " WHERE locktype = 'advisory' AND pid <> pg_backend_pid()"
+        )
+        runner.join(15)
+        assert not runner.is_alive()
+        (result,) = done
+        assert result.code == 1, result.err
+        assert "lost the lead of the background work" in result.err
+        assert standby.acquire()
+        standby.release()

@@ -11,7 +11,7 @@ from rich.table import Table
 
 from episteme.cli.common import Home, Json, app, emit, open_ledger, state
 from episteme.cli.server import local_actor
-from episteme.errors import InvalidInput
+from episteme.errors import InvalidInput, WorldError
 from episteme.ledger.gardener import BATCH, Gardener, GardenerLoop, worker_name
 from episteme.ledger.webhooks import Deliverer, WebhookSpec, deliveries
 from episteme.timeutil import show
@@ -64,10 +64,18 @@ def gardener_run(
         try:
             while loop.running:
                 loop.wait(1.0)
+                # asked every second, as a server's leader asks: the lead is the session's,
+                # which the database ends when it goes quiet (a frozen leader's)
+                if not leadership.acquire():
+                    raise WorldError(
+                        "lost the lead of the background work (its database session ended):"
+                        " another process may lead it now; start this again to compete"
+                    )
         except KeyboardInterrupt:
             pass
         finally:
             loop.stop()
+            deliverer.hand_back()
             deliverer.close()
             leadership.release()
 
