@@ -893,6 +893,9 @@ class Client(_Base):
             database connection up to 10 s), so that its 503 says what happened rather
             than a timeout here leaving a write in doubt.
         transport: an `httpx` transport to use instead of the network (tests).
+        trust_env: use the proxies and certificate files the environment names
+            (``HTTPS_PROXY``, ``SSL_CERT_FILE``…), as httpx does; False: connect to the
+            server directly, so that no proxy sees the token (the CLI's choice).
     """
 
     def __init__(
@@ -902,10 +905,15 @@ class Client(_Base):
         *,
         timeout: float = TIMEOUT_S,
         transport: httpx.BaseTransport | None = None,
+        trust_env: bool = True,
     ) -> None:
         super().__init__(base_url, timeout=timeout)
         self._http = httpx.Client(
-            base_url=self._url, headers=_headers(token), timeout=self._timeout, transport=transport
+            base_url=self._url,
+            headers=_headers(token),
+            timeout=self._timeout,
+            transport=transport,
+            trust_env=trust_env,
         )
 
     def __enter__(self) -> Client:
@@ -1020,6 +1028,8 @@ class AsyncClient(_Base):
             database connection up to 10 s), so that its 503 says what happened rather
             than a timeout here leaving a write in doubt.
         transport: an `httpx` async transport (e.g. ``httpx.ASGITransport(app)``).
+        trust_env: use the proxies and certificate files the environment names, as
+            httpx does; False: connect to the server directly.
     """
 
     def __init__(
@@ -1029,10 +1039,15 @@ class AsyncClient(_Base):
         *,
         timeout: float = TIMEOUT_S,
         transport: httpx.AsyncBaseTransport | None = None,
+        trust_env: bool = True,
     ) -> None:
         super().__init__(base_url, timeout=timeout)
         self._http = httpx.AsyncClient(
-            base_url=self._url, headers=_headers(token), timeout=self._timeout, transport=transport
+            base_url=self._url,
+            headers=_headers(token),
+            timeout=self._timeout,
+            transport=transport,
+            trust_env=trust_env,
         )
 
     async def __aenter__(self) -> AsyncClient:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import inspect
+import json
 import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -169,6 +170,20 @@ _CALLER: contextvars.ContextVar[Principal] = contextvars.ContextVar("episteme_mc
 (the worker thread a tool runs on gets a copy of the context)."""
 
 
+def _size(arguments: dict[str, Any]) -> int:
+    """The arguments' size as JSON. orjson refuses an integer past 64 bits, which the
+    tool's own checks name better (`value: integers must fit in 64 bits`): such a value
+    is measured as Python writes it, and one Python will not write either (over 4,300
+    digits) is left to those checks too."""
+    try:
+        return len(orjson.dumps(arguments))
+    except orjson.JSONEncodeError:
+        try:
+            return len(json.dumps(arguments))
+        except (TypeError, ValueError):
+            return 0
+
+
 class _Server(MCPServer):
     """The SDK's server, with tool descriptions dedented; each call's token judged before
     its arguments, as the API judges it before a body; arguments a tool does not take
@@ -212,7 +227,7 @@ class _Server(MCPServer):
         if takes is None:  # an unknown tool: the SDK says so
             return await super().call_tool(name, arguments, context)
         who = await anyio.to_thread.run_sync(self._authorize, name, context)  # a read
-        size = len(orjson.dumps(arguments))  # over HTTP the body was measured already
+        size = _size(arguments)  # over HTTP the body was measured already
         if size > self._max_body:  # stdio has no body: its lines are as long as sent
             raise ToolError(
                 f"Error executing tool {name}: the arguments are {size:,} bytes, over"

@@ -17,6 +17,9 @@ def shorten(text: str | None, limit: int = 300) -> str:
 def quoted(value: str | int | float | bool, limit: int = 60) -> str:
     """What was sent, quoted in an error: whole when short; when long, its start and its
     length, so that an error never carries back a megabyte (nor a 3,000-digit number)."""
+    if isinstance(value, int) and value.bit_length() > 14_000:
+        # past what repr writes (4,300 digits); about 0.30103 decimal digits a bit
+        return f"(a number of about {int(value.bit_length() * 0.30103) + 1:,} digits)"
     shown = repr(value)
     if len(shown) <= limit:
         return shown

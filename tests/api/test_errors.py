@@ -271,7 +271,13 @@ def test_a_secret_sent_to_revoke_is_never_recorded(api: Api) -> None:
     ]
     journal = api.call("GET", "/v1/export", role="admin").text
     assert canary[:12] not in journal
-    # an admin revokes it by its secret in a body, which no proxy or log keeps
+    # an admin is told to send it in a body, which no proxy or log keeps, and does
+    in_path = api.call(
+        "POST", f"/v1/tokens/{canary}/revoke", role="admin", json={"reason": "leaked"}
+    )
+    assert in_path.status_code == 400
+    assert "send it as `ref` in the body of POST /v1/tokens/revoke" in in_path.json()["detail"]
+    assert canary[:12] not in in_path.text
     done = api.call(
         "POST", "/v1/tokens/revoke", role="admin", json={"ref": canary, "reason": "leaked"}
     )

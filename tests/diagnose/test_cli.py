@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from starlette.applications import Starlette
@@ -155,3 +156,25 @@ def test_a_wrong_server_is_one_line_that_keeps_its_password(
     listed = cli("sessions", "--json", "--server", with_credentials, "--token", dev,
                  home_arg=False)  # fmt: skip
     assert listed.code == 0, listed.err
+
+
+def test_the_token_goes_to_the_server_not_to_a_proxy(
+    cli: Cli, served: tuple[str, str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # With an environment's proxy, the token went to it (over plain http, to read).
+    url, dev, _ = served
+    seen: list[str] = []
+
+    async def proxy(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            seen.append(dict(scope["headers"]).get(b"authorization", b"").decode())
+            await PlainTextResponse("proxied", 502)(scope, receive, send)
+
+    with live_server(proxy) as proxy_url:
+        for name in ("HTTP_PROXY", "http_proxy", "ALL_PROXY"):
+            monkeypatch.setenv(name, proxy_url)
+        monkeypatch.delenv("NO_PROXY", raising=False)
+        monkeypatch.delenv("no_proxy", raising=False)
+        r = cli("sessions", "--json", "--server", url, "--token", dev, home_arg=False)
+    assert r.code == 0, r.err
+    assert seen == []

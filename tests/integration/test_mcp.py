@@ -6,8 +6,10 @@ EPISTEME_TOKEN at startup and on each call, the HTTP endpoint each request's tok
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Iterator
@@ -124,6 +126,33 @@ def stdio(home: str | Path, secret: str, **env: str) -> Client:
     return Client(params)
 
 
+def test_stdio_stops_at_once_on_sigterm(ledger: Ledger, location: str | Path) -> None:
+    # A handler that ends commands through their clean-ups made it wait, on SIGTERM, for
+    # its stdin reader: until the client closed the pipe, or a supervisor's SIGKILL.
+    env = {**os.environ, "EPISTEME_TOKEN": token(ledger, "deploy-agent")}
+    proc = subprocess.Popen(
+        [*EPISTEME, "mcp", "--home", str(location)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
+    )  # fmt: skip
+    assert proc.stdin is not None
+    assert proc.stdout is not None
+    hello = {
+        "jsonrpc": "2.0", "id": 1, "method": "initialize",
+        "params": {"protocolVersion": "2025-06-18", "capabilities": {},
+                   "clientInfo": {"name": "t", "version": "1"}},
+    }  # fmt: skip
+    proc.stdin.write(json.dumps(hello).encode() + b"\n")
+    proc.stdin.flush()
+    assert b'"result"' in proc.stdout.readline()  # serving
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=5)
+    finally:
+        proc.kill()
+        proc.communicate()
+    assert proc.returncode == -signal.SIGTERM
+
+
 async def test_the_apis_size_limit_holds_over_stdio_and_is_told_over_http(
     ledger: Ledger, location: str | Path, home: Path
 ) -> None:
@@ -136,6 +165,10 @@ async def test_the_apis_size_limit_holds_over_stdio_and_is_told_over_http(
         assert "the arguments are 5,0" in error_text(refused)
         assert "over 4,096: send less, or raise EPISTEME_MAX_BODY" in error_text(refused)
         ok(await client.call_tool("add_assertion", {"subject": "a.b", "value": "x" * 1000}))
+        big = await client.call_tool("add_assertion", {"subject": "a.d", "value": 10**30})
+        assert "value 1000000000000000000000000000000: integers must fit in 64 bits" in (
+            error_text(big)  # measuring the arguments must not answer for the tool
+        )
     app = create_app(Settings(home=home, max_body=4096), ledger=ledger)
     with live_server(app) as url:
         async with Served(url, ledger).client(secret) as client:

@@ -9,7 +9,8 @@ import orjson
 from fastapi import APIRouter, Path, Query
 from starlette.responses import Response, StreamingResponse
 
-from episteme.ledger.access import Denial, Op, Principal, TokenRecord
+from episteme.errors import InvalidInput
+from episteme.ledger.access import Denial, Op, Principal, TokenRecord, hide_secrets
 from episteme.ledger.journal import VerifyReport
 from episteme.ledger.records import RebuildReport
 
@@ -80,6 +81,12 @@ def revoke_token(
     ledger: LedgerDep,
     who: Principal = Caller(Op.TOKENS),
 ) -> Response:
+    if hide_secrets(ref) != ref:
+        raise InvalidInput(
+            "a token's secret does not go in a URL, which proxies and logs keep: send it as"
+            " `ref` in the body of POST /v1/tokens/revoke (and revoke it: take it as leaked)",
+            field="ref",
+        )
     return encoded(ledger.revoke_token(ref, by=who.name, reason=body.reason))
 
 

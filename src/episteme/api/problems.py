@@ -22,6 +22,7 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from episteme.errors import EpistemeError, Unauthenticated, database_failed, from_database
+from episteme.ledger.access import hide_secrets
 from episteme.ledger.canonical import MAX_DEPTH
 from episteme.ledger.model import plain_message
 from episteme.text import quoted
@@ -183,7 +184,7 @@ def database_problem(method: str, path: str, exc: Exception) -> Response:
     """A database error the store did not expect (a damaged file, a privilege revoked):
     the world failing, 503 with the database's words, logged without a traceback."""
     failed = database_failed(exc)
-    log.warning("on %s %s: %s", method, path, failed.message)
+    log.warning("on %s %s: %s", method, hide_secrets(path), failed.message)
     return problem_of(failed)
 
 
@@ -238,7 +239,7 @@ def unexpected(method: str, path: str, exc: Exception) -> Response:
         return problem_of(exc)
     if from_database(exc):
         return database_problem(method, path, exc)
-    log.error("unexpected error on %s %s", method, path, exc_info=exc)
+    log.error("unexpected error on %s %s", method, hide_secrets(path), exc_info=exc)
     detail = "unexpected server error: it was logged; retry, and report it if it persists"
     return problem(500, "Internal error", detail)
 

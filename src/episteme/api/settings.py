@@ -43,10 +43,12 @@ class Settings(BaseModel):
     )
 
     @classmethod
-    def from_env(cls, **overrides: object) -> Settings:
-        """Settings from `EPISTEME_*` variables, then the given overrides (None is skipped)."""
+    def from_env(cls, *only: str, **overrides: object) -> Settings:
+        """Settings from `EPISTEME_*` variables (those of the fields named in `only`, when
+        given; the others keep their defaults), then the given overrides (None is
+        skipped)."""
         raw: dict[str, object] = {}
-        for name in cls.model_fields:
+        for name in only or cls.model_fields:
             value = os.environ.get(f"EPISTEME_{name.upper()}")
             if value is not None and value != "":
                 raw[name] = value

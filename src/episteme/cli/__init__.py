@@ -78,7 +78,7 @@ def main(argv: Sequence[str] | None = None, *, cli_state: CliState | None = None
                 os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
             sys.exit(1)
         if isinstance(exc, OSError):  # writing the output: a full disk, a closed stdout
-            _fail(f"{exc.strerror or type(exc).__name__}", 1)
+            _fail(str(exc) or type(exc).__name__, 1)
         raise
 
 

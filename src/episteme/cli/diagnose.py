@@ -47,7 +47,7 @@ def _client(server: str | None, token: str | None) -> Iterator[Client]:
         raise InvalidInput("give --server URL (or set EPISTEME_URL) of an `episteme serve`")
     if not secret:
         raise InvalidInput("give --token (or set EPISTEME_TOKEN): a token of yours")
-    with Client(url, secret) as client:
+    with Client(url, secret, trust_env=False) as client:  # no proxy sees the token
         yield client
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 
 import typer
 
@@ -19,6 +20,10 @@ def mcp_stdio(ctx: typer.Context, home: Home = None) -> None:
     from episteme.api.settings import Settings
     from episteme.mcp import TOKEN_ENV, serve_stdio
 
-    limit = Settings.from_env().max_body  # EPISTEME_MAX_BODY, as a server's
+    # EPISTEME_MAX_BODY as a server reads it; the server's other settings are not ours
+    limit = Settings.from_env("max_body").max_body
+    # SIGTERM ends it at once, as before: its loop waits on a stdin reader that a clean
+    # stop would wait for (until the client closes the pipe), and it holds no write open
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     with open_ledger(ctx, home) as ledger:
         serve_stdio(ledger, os.environ.get(TOKEN_ENV), max_body=limit)
