@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -272,7 +273,7 @@ def test_metrics_say_how_far_background_work_is_behind(
         assert _sample(text, "episteme_gardener_lag_events") == ledger.store.head()[0]
         assert _sample(text, "episteme_gardener_lag_seconds") == 90.0
         assert _sample(text, "episteme_webhook_deliveries_waiting") == 0
-        assert _sample(text, "episteme_webhook_oldest_waiting_seconds") == 0
+        assert _sample(text, "episteme_webhook_oldest_due_seconds") == 0
         for work in ("gardener", "webhooks"):  # a series at 0 before anything fails
             assert _sample(text, f'episteme_background_errors_total{{work="{work}"}}') == 0
         Gardener(ledger).run_until_caught_up()  # the correction's notification is queued
@@ -281,7 +282,7 @@ def test_metrics_say_how_far_background_work_is_behind(
         assert _sample(text, "episteme_gardener_lag_events") == 0
         assert _sample(text, "episteme_gardener_lag_seconds") == 0
         assert _sample(text, "episteme_webhook_deliveries_waiting") == 1
-        assert _sample(text, "episteme_webhook_oldest_waiting_seconds") == 30.0
+        assert _sample(text, "episteme_webhook_oldest_due_seconds") == 30.0
 
 
 def test_metrics_count_webhook_deliveries_by_outcome(api: Api, receiver: Receiver) -> None:
@@ -363,6 +364,38 @@ def test_metrics_count_the_gardeners_failures(pg_cluster: Cluster, home: Path) -
                 time.sleep(0.2)
             assert _sample(text, failures) >= 2  # tried again, and failed again
             assert _sample(text, "episteme_gardener_lag_events") > 0
+
+
+def test_a_scrape_and_health_answer_in_time_while_a_table_they_read_is_locked(
+    pg_url: str, home: Path
+) -> None:
+    # The lag and the deliveries were read after the bounded probe, without a bound: a
+    # lock on the job queue or the gardener's row held the scrape past Prometheus's 10 s,
+    # and every series was lost with it.
+    with Ledger.init(pg_url) as ledger, psycopg.connect(pg_url) as operator:
+        token, _ = ledger.issue_token("prometheus", ["agent"], by="admin")
+        app = create_app(Settings(home=home, mcp=False, background=False), ledger=ledger)
+        with TestClient(app) as client:
+            for table, health_reads_it in (("jobs", False), ("gardener", True)):
+                operator.execute(f"LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE")
+                got: list[tuple[str, str]] = []
+
+                def scrape(got: list[tuple[str, str]] = got) -> None:
+                    auth = {"Authorization": f"Bearer {token}"}
+                    got.append((client.get("/metrics", headers=auth).text,
+                                client.get("/health").text))  # fmt: skip
+
+                asking = threading.Thread(target=scrape)
+                asking.start()
+                asking.join(12)
+                answered = not asking.is_alive()
+                operator.rollback()  # the lock goes: a scrape still waiting ends
+                asking.join(30)
+                assert answered, f"held by the lock on {table}"
+                text, health = got[0]
+                assert _sample(text, "episteme_store_up") == 0
+                assert "episteme_gardener_lag_events" not in text
+                assert ('"status":"degraded"' in health) is health_reads_it
 
 
 def test_denials_and_notifications_page_back_with_until(api: Api, clock: ManualClock) -> None:

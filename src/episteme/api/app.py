@@ -131,12 +131,13 @@ def create_app(
     @app.get("/health", response_model=Health, tags=["service"], summary="Liveness, no token")
     def health() -> Response:
         try:
-            events = led.store.probe()  # first: answers within 2 s when the store is away
+            # within 2 s, whatever the store does (away, or its journal locked)
+            status = led.store.probe_reading(Gardener(led).status)
+            events = status.head
             workers = led.store.workers()
             leader: Leader | None = getattr(app.state, "leader", None)
             if leader is not None:
                 workers["background"] = leader.state()
-                status = Gardener(led).status()
                 workers["gardener"] = (
                     f"cursor {status.cursor}, {status.lag_events} events behind"
                     f" ({status.lag_seconds:.1f} s)"

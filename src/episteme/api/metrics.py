@@ -28,8 +28,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from episteme.errors import EpistemeError
 from episteme.ledger.core import Ledger
-from episteme.ledger.gardener import Gardener
+from episteme.ledger.gardener import Gardener, GardenerStatus
 from episteme.ledger.model import Answer
+from episteme.ledger.store import StoreReader
 from episteme.ledger.webhooks import QUEUE
 from episteme.timeutil import to_us
 
@@ -55,21 +56,18 @@ class _Journal(Collector):
         has just found it so (`Metrics.store_away`), and need not be waited for twice."""
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
-        seq: int | None = None
+        got: _Read | None = None
         if time.monotonic() >= self.away_until:
-            with contextlib.suppress(EpistemeError):
-                seq = self._ledger.store.probe()  # within 2 s
+            with contextlib.suppress(EpistemeError):  # all of it within 2 s, or nothing
+                got = self._ledger.store.probe_reading(self._read)
         up = "Whether the store answered this scrape (1) or not within 2 s (0)"
-        yield GaugeMetricFamily("episteme_store_up", up, value=0 if seq is None else 1)
-        if seq is None:
+        yield GaugeMetricFamily("episteme_store_up", up, value=0 if got is None else 1)
+        if got is None:
             return
-        yield GaugeMetricFamily("episteme_journal_events", "Events in the journal", value=seq)
-        try:
-            garden = Gardener(self._ledger).status()
-            waiting, oldest = self._ledger.store.waiting_jobs(QUEUE)
-        except EpistemeError:
-            return  # gone since the probe: the next scrape says so
-        now = to_us(self._ledger.clock.now())
+        garden, (waiting, oldest_due), now = got
+        yield GaugeMetricFamily(
+            "episteme_journal_events", "Events in the journal", value=garden.head
+        )
         yield GaugeMetricFamily(
             "episteme_gardener_lag_events",
             "Journal events the gardener has not applied yet (trust, notifications)",
@@ -86,10 +84,17 @@ class _Journal(Collector):
             value=waiting,
         )
         yield GaugeMetricFamily(
-            "episteme_webhook_oldest_waiting_seconds",
-            "How long the oldest waiting webhook delivery has been queued (0 when none)",
-            value=0.0 if oldest is None else max(0, now - oldest) / 1_000_000,
+            "episteme_webhook_oldest_due_seconds",
+            "How long the longest-due webhook delivery has been due (0 when none is)",
+            value=0.0 if oldest_due is None else max(0, now - oldest_due) / 1_000_000,
         )
+
+    def _read(self, r: StoreReader) -> _Read:
+        now = to_us(self._ledger.clock.now())
+        return Gardener(self._ledger).status(r), r.waiting_jobs(QUEUE, now), now
+
+
+_Read = tuple[GardenerStatus, tuple[int, int | None], int]
 
 
 class Metrics:

@@ -32,6 +32,7 @@ from episteme.ledger.core import Ledger
 from episteme.ledger.journal import Event, EventKind
 from episteme.ledger.model import Assertion, Lifecycle
 from episteme.ledger.sql.learning import GARDENER, RAISED_ELSEWHERE, Evidence, Note
+from episteme.ledger.store import StoreReader
 from episteme.ledger.trust import topic_of, weigh
 from episteme.ledger.webhooks import Notification, job_payload
 from episteme.timeutil import from_us, to_us
@@ -114,12 +115,15 @@ class Gardener:
         self.store.garden_commit(self.name, cursor.seq, cursor.seq, [], notes, now, now)
         return len(gone)
 
-    def status(self) -> GardenerStatus:
-        cursor = self.store.garden_cursor(self.name)
-        head = self.store.head()[0]
+    def status(self, reader: StoreReader | None = None) -> GardenerStatus:
+        """Where the gardener is, read from the store (or from `reader`: one bounded
+        read for `/health` and `/metrics`)."""
+        r = reader or self.store
+        cursor = r.garden_cursor(self.name)
+        head = r.head()[0]
         lag_seconds = 0.0
         if head > cursor.seq:
-            oldest = self.store.event_at(cursor.seq)
+            oldest = r.event_at(cursor.seq)
             if oldest is not None:
                 now = to_us(self.ledger.clock.now())
                 lag_seconds = max(0, now - oldest) / 1_000_000

@@ -113,6 +113,11 @@ class StoreReader(Protocol):
     ) -> list[Denial]: ...
     def head(self) -> tuple[int, int, bytes | None]: ...
     def event_at(self, after_seq: int) -> int | None: ...
+    def waiting_jobs(self, queue: str, now_us: int) -> tuple[int, int | None]:
+        """How many jobs of `queue` wait to run (due, or retried later), and since when
+        the longest-due of them has been due (µs; None when none is due)."""
+        ...
+
     def events(self, after_seq: int = 0, until_at: int | None = None) -> Iterator[Event]: ...
     def checks(
         self,
@@ -169,6 +174,11 @@ class Store(StoreReader, Protocol):
     (a full disk, the database away); None once writes commit again."""
 
     def write(self, build: BuildFn, now_us: int) -> list[Event]: ...
+    def probe_reading(self, read: Callable[[StoreReader], _T], timeout: float = 2.0) -> _T:
+        """`read`, its connection and its statements bounded by `timeout` together, as
+        `probe` is: what `/health` and `/metrics` read besides the journal's length."""
+        ...
+
     def reading(self, read: Callable[[StoreReader], _T], *, snapshot: bool = True) -> _T:
         """`read`, given a reader for a run of statements: one connection for them all,
         where a store would otherwise take one per statement, and one snapshot, so that a
@@ -230,11 +240,6 @@ class Store(StoreReader, Protocol):
     ) -> None: ...
     def jobs(self, queue: str, limit: int = 100) -> list[JobRecord]:
         """The newest `limit` jobs of `queue`, newest first, whatever their state."""
-        ...
-
-    def waiting_jobs(self, queue: str) -> tuple[int, int | None]:
-        """How many jobs of `queue` wait to run (due or not), and when the oldest of them
-        was queued (µs; None when none waits)."""
         ...
 
 

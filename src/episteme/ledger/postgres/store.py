@@ -446,12 +446,15 @@ class PostgresStore(_Dialect, SQLStore):
     def probe(self, timeout: float = 2.0) -> int:
         """The journal's length, within `timeout`: `/health` must answer while the database
         is away, not after the pool's usual wait (and retry) for a connection."""
+        return self.probe_reading(lambda r: r.head()[0], timeout)
+
+    def probe_reading(self, read: Callable[[StoreReader], _T], timeout: float = 2.0) -> _T:
         try:
             with self.pool.connection(timeout=timeout) as c, c.transaction():
-                # and the statement too: a lock on the journal (an operator's VACUUM FULL
+                # and the statements too: a lock on the journal (an operator's VACUUM FULL
                 # or LOCK TABLE) held it for the writers' 30 s
                 c.execute(f"SET LOCAL statement_timeout = {max(1, int(timeout * 1000))}")
-                row = c.execute("SELECT coalesce(max(seq), 0) FROM journal").fetchone()
+                return read(self._reader(TxConn(c)))
         except PoolTimeout:
             raise StoreUnavailable(
                 f"PostgreSQL at {self.url} is unavailable: no connection within {timeout:g} s"
@@ -459,7 +462,6 @@ class PostgresStore(_Dialect, SQLStore):
         except psycopg.OperationalError as exc:
             self.pool.check()  # drop the dead connections so the next call reconnects
             raise self.unavailable(exc) from None
-        return int(row[0]) if row else 0
 
     def workers(self) -> dict[str, str]:
         stats = self.pool.get_stats()

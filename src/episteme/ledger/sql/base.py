@@ -577,14 +577,6 @@ class SQLStore(Reader, LearningWrites, DiagnosisWrites):
                 f"job {job_id} is not leased to {worker}: its lease ran out or it is done"
             )
 
-    def waiting_jobs(self, queue: str) -> tuple[int, int | None]:
-        # the partial index of ready jobs holds exactly these
-        row = self.conn.execute(
-            "SELECT count(*), min(created_at) FROM jobs WHERE queue = ? AND state = 'ready'",
-            (queue,),
-        ).fetchone()
-        return int(row[0]), None if row[1] is None else int(row[1])
-
     def jobs(self, queue: str, limit: int = 100) -> list[JobRecord]:
         """The newest `limit` jobs of `queue`, newest first, whatever their state."""
         rows = self.conn.execute(

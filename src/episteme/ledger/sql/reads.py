@@ -774,6 +774,15 @@ class Reader(LearningReads, DiagnosisReads):
         row = r.fetchone()
         return (0, 0, None) if row is None else (row[0], row[1], row[2])
 
+    def waiting_jobs(self, queue: str, now_us: int) -> tuple[int, int | None]:
+        # both from the partial index of ready jobs, (queue, run_after): no row is read
+        row = self.conn.execute(
+            "SELECT count(*), min(CASE WHEN run_after <= ? THEN run_after END) FROM jobs"
+            " WHERE queue = ? AND state = 'ready'",
+            (Us(now_us), queue),
+        ).fetchone()
+        return int(row[0]), None if row[1] is None else int(row[1])
+
     def event_at(self, after_seq: int) -> int | None:
         """The time of the first event after `after_seq`; None at the journal's end."""
         row = self.conn.execute(

@@ -440,6 +440,9 @@ class SQLiteStore(SQLStore):
     def probe(self, timeout: float = 2.0) -> int:
         return self.head()[0]  # a local read: it answers or fails at once
 
+    def probe_reading(self, read: Callable[[StoreReader], _T], timeout: float = 2.0) -> _T:
+        return read(self)  # local reads, as probe's
+
     def workers(self) -> dict[str, str]:
         """The store's background threads and their state (for `/health`)."""
         cp = self._checkpointer
