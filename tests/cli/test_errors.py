@@ -954,9 +954,19 @@ def test_sigterm_stops_a_command_through_its_clean_ups(tmp_path: Path) -> None:
     assert proc.stdin is not None
     proc.stdin.write(b'{"seq": 1')  # a line begun, never ended
     proc.stdin.flush()
-    time.sleep(2.0)  # started and reading (a slower start only makes the signal wait)
+    deadline = time.monotonic() + 60
+    while not _catches(proc.pid, signal.SIGTERM):  # the command's handler is in place
+        assert time.monotonic() < deadline, "the command never started"
+        time.sleep(0.05)
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=30)
     assert proc.returncode == 143, err
     assert b"Traceback" not in err
     assert not (tmp_path / "h").exists()
+
+
+def _catches(pid: int, signum: int) -> bool:
+    """Whether process `pid` has a handler of its own for `signum` (Linux's SigCgt)."""
+    status = Path(f"/proc/{pid}/status").read_text()
+    caught = next(line for line in status.splitlines() if line.startswith("SigCgt:"))
+    return bool(int(caught.split()[1], 16) >> (signum - 1) & 1)

@@ -6,6 +6,7 @@ import functools
 import re
 
 import httpx
+import orjson
 
 from episteme.ledger import AssertionInput
 from episteme.ledger.gardener import Gardener
@@ -251,7 +252,10 @@ def test_revoking_a_token_ends_the_streams_it_follows(story: Story) -> None:
                 headers={"Authorization": f"Bearer {approver}"},
             )
             assert denied.json()["status"] == "denied"
-            for lines in followed:
-                assert [line for line in lines if line] == []  # ended, the denial unsent
+            for lines in followed:  # ended, saying why, the denial unsent
+                (last,) = [orjson.loads(line) for line in lines if line]
+                assert (last["type"], last["code"]) == ("error", "unauthenticated")
+                assert "revoked while it was being answered" in last["message"]
+                assert "n" not in last
     refused = [(d.principal, d.operation) for d in story.ledger.denials()]
     assert refused == [("oncall", "authenticate")] * 2

@@ -57,7 +57,8 @@ def _follow(
     """A session's events numbered above `after`, as they come, until it ends (or until
     an event of type `until`)."""
     for event in client.session_events(sid):
-        if event.get("n", 0) <= after:
+        n = event.get("n")
+        if isinstance(n, int) and n <= after:
             continue
         yield event
         if event.get("type") in _ENDS or event.get("type") == until:

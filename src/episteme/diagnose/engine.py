@@ -388,7 +388,9 @@ class DiagnosisEngine:
         """The session's events from number `after` on; with `follow`, until it ends
         (or, with `until_waiting`, until it waits for an approval). With `reader` (who
         reads, and what: the route), its token is checked again before each new batch of
-        events: revoked or expired, the events end there (and the attempt is recorded)."""
+        events: revoked or expired, the events end there with an `error` event (code
+        `unauthenticated`, no `n`: it is this reader's, not the session's), and the attempt
+        is recorded."""
         seen, authorized_now = after, True
         while True:
             # The status is read before the events: a session's status moves in the same
@@ -396,8 +398,10 @@ class DiagnosisEngine:
             status = (await self._row(sid))["status"]
             rows = await asyncio.to_thread(self.store.diagnosis_events, sid, seen)
             if rows and reader is not None and not authorized_now:
-                still = await asyncio.to_thread(self.ledger.recheck, *reader)
-                if not still:
+                refused = await asyncio.to_thread(self.ledger.recheck, *reader)
+                if refused is not None:  # said, so that the end is not taken for the end
+                    said = {"code": "unauthenticated", "message": refused}
+                    yield orjson.loads(self._event(sid, self._now(), "error", said))
                     return
             authorized_now = False
             for n, text in rows:

@@ -177,20 +177,20 @@ class Tokens:
             name=found.principal, kind=found.kind, roles=frozenset(found.roles), token_id=found.id
         )
 
-    def recheck(self, who: Principal, target: str) -> bool:
-        """Whether `who`'s token is still active, for an answer that goes on after the
-        request was authorized (a followed stream). When it is not, the attempt is
-        recorded as a refused authentication, and the answer should end."""
+    def recheck(self, who: Principal, target: str) -> str | None:
+        """None while `who`'s token is still active, for an answer that goes on after the
+        request was authorized (a followed stream); else why it is not, the attempt then
+        recorded as a refused authentication: the answer should say so, and end."""
         found = self.store.token(token_id=who.token_id)
         if found is not None and found.principal == who.name:
             state = found.state(self.clock.now())
             if state == "active":
-                return True
+                return None
             why = f"token {found.id} of {found.principal} {state} while it was being answered"
         else:
             why = f"token {who.token_id} of {who.name} is gone"
         self.deny(who.name, who.token_id, "authenticate", target, why)
-        return False
+        return why
 
     def deny(
         self, principal: str, token_id: str | None, operation: str, target: str | None, reason: str
