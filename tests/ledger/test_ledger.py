@@ -167,6 +167,26 @@ def test_correction_to_the_approved_value_confirms_it_instead_of_duplicating(
     assert len(ledger.answer(JWT, lens="all").items) == 2
 
 
+def test_a_correction_confirms_only_the_same_json_value(ledger: Ledger) -> None:
+    # true "confirmed" an approved 1 (Python's True == 1): the correction named a value
+    # no assertion held, and its constraint preferred one nothing said.
+    one = ledger.assert_one(subject="svc.flag", value=1, agent="a", kind="observation",
+                            lifecycle="approved")  # fmt: skip
+    zero = ledger.assert_one(subject="svc.flag", value=0, agent="b", kind="observation",
+                             lifecycle="approved")  # fmt: skip
+    c = ledger.correct(zero.id, by="oncall", reason="it is on", value=True)
+    assert c.replacement is not None
+    assert c.replacement.id != one.id
+    assert c.replacement.value is True
+    same = ledger.assert_one(subject="svc.list", value=[1], agent="a", kind="observation",
+                             lifecycle="approved")  # fmt: skip
+    other = ledger.assert_one(subject="svc.list", value=[2], agent="b", kind="observation",
+                              lifecycle="approved")  # fmt: skip
+    confirmed = ledger.correct(other.id, by="oncall", reason="one", value=[1])
+    assert confirmed.replacement is not None
+    assert confirmed.replacement.id == same.id  # the same JSON: confirmed, as before
+
+
 def test_correction_with_forbid_records_a_constraint(ledger: Ledger) -> None:
     bad = fact(ledger, "none", lifecycle="approved")
     c = ledger.correct(bad, by="alice", reason="alg none", value="RS256", forbid=True)

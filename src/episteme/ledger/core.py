@@ -426,11 +426,14 @@ class Ledger(Learning, Tokens):
             confirmed = None
             superseded: list[str] = []
             if value is not _MISSING:
+                right = canonical(value)  # as JSON: true is not 1, nor 1.0 (Python's ==)
                 confirmed = next(
                     (
                         a.id
                         for a in r.current_on_subject(bad.subject)
-                        if a.lifecycle is Lifecycle.APPROVED and a.value == value and a.id != aid
+                        if a.lifecycle is Lifecycle.APPROVED
+                        and a.id != aid
+                        and canonical(a.value) == right
                     ),
                     None,
                 )
