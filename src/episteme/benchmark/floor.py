@@ -81,22 +81,22 @@ SQL: dict[str, str] = {
     ),
     "diff": (
         "SELECT v.seq, v.cause, a.id, a.subject, a.value, v.lifecycle, v.actor FROM versions v"
-        " JOIN assertions a ON a.rowid = v.arow WHERE v.tx_from > ? AND v.tx_from <= ?"
+        " JOIN assertions a ON a.rowid = v.arow WHERE v.tx_from >= ? AND v.tx_from <= ?"
     ),
     "diff_newest": (  # the newest 1,000 (`DIFF_COUNTS`: and the counts of all)
         "SELECT v.seq, v.cause, a.id, a.subject, a.value, v.lifecycle, v.actor FROM (SELECT *"
-        " FROM versions v WHERE v.tx_from > ? AND v.tx_from <= ?"
+        " FROM versions v WHERE v.tx_from >= ? AND v.tx_from <= ?"
         " ORDER BY v.tx_from DESC, v.seq DESC, v.arow DESC, v.tx_to DESC LIMIT 1000) v"
         " JOIN assertions a ON a.rowid = v.arow"
     ),
     "diff_counts": (
-        "SELECT v.cause, count(*) FROM versions v WHERE v.tx_from > ? AND v.tx_from <= ?"
+        "SELECT v.cause, count(*) FROM versions v WHERE v.tx_from >= ? AND v.tx_from <= ?"
         " GROUP BY v.cause"
     ),
     "diff_prefix": (
         "SELECT v.seq, v.cause, a.id, a.subject, a.value, v.lifecycle, v.actor FROM versions v"
         " JOIN assertions a ON a.rowid = v.arow WHERE (v.subject = ? OR (v.subject > ?"
-        " AND v.subject < ?)) AND v.tx_from > ? AND v.tx_from <= ?"
+        " AND v.subject < ?)) AND v.tx_from >= ? AND v.tx_from <= ?"
     ),
     "blame": (
         f"SELECT {', '.join('a.' + c.strip() for c in ASSERTION_COLUMNS.split(','))}, v.*"

@@ -39,7 +39,7 @@ def served(r: StoreReader, subject: str, until: int | None, limit: int) -> list[
 def diff(
     r: StoreReader, prefix: str | None, since: Instant, until: Instant, limit: int | None
 ) -> Diff:
-    """The changes in (since, until]; with `limit`, the newest `limit` of them, and the
+    """The changes in [since, until]; with `limit`, the newest `limit` of them, and the
     counts and total still of them all."""
     if prefix is not None:
         prefix = check_subject(prefix.removesuffix(".*").removesuffix("."), field="prefix")

@@ -65,11 +65,11 @@ class StoreReader(Protocol):
     def changes(
         self, subject: str | None, since: int, until: int, limit: int | None = None
     ) -> list[Change]:
-        """Changes in (since, until] in journal order; the newest `limit` when given."""
+        """Changes in [since, until] in journal order; the newest `limit` when given."""
         ...
 
     def change_counts(self, subject: str | None, since: int, until: int) -> dict[str, int]:
-        """How many changes of each kind (`Change.change`) in (since, until]."""
+        """How many changes of each kind (`Change.change`) in [since, until]."""
         ...
 
     def epoch(self, name: str) -> EpochRecord | None: ...

@@ -94,9 +94,9 @@ def _subject_clause(subject: str | None) -> tuple[str, list[Any]]:
 
 
 def _window(subject: str | None, since: int, until: int) -> tuple[str, list[Any]]:
-    """Versions (`v`) under `subject` recorded in (since, until]."""
+    """Versions (`v`) under `subject` recorded in [since, until]."""
     where, args = _subject_clause(subject)
-    return f"WHERE {where} AND v.tx_from > ? AND v.tx_from <= ?", [*args, Us(since), Us(until)]
+    return f"WHERE {where} AND v.tx_from >= ? AND v.tx_from <= ?", [*args, Us(since), Us(until)]
 
 
 def _search_words(text: str) -> list[list[str]]:
