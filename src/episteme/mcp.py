@@ -39,7 +39,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from episteme import __version__
 from episteme.api.deps import MCP_PATH
 from episteme.api.problems import invalid_detail
-from episteme.api.schemas import Name, Subject
+from episteme.api.schemas import Name, Prefix, Subject
 from episteme.api.settings import MiB
 from episteme.errors import EpistemeError, Forbidden, Unauthenticated
 from episteme.ledger.access import Op, Principal, TokenRefused
@@ -375,7 +375,7 @@ def build_server(
     @tool(Op.QUERY, _READ_ONLY)
     def query_knowledge(
         subject: Annotated[
-            Subject | None,
+            Prefix | None,
             Field(description="a subject, or a prefix covering everything below it (auth.jwt)"),
         ] = None,
         text: Annotated[

@@ -429,3 +429,24 @@ def test_denials_and_notifications_page_back_with_until(api: Api, clock: ManualC
             params={"since": oldest, "until": "2000-01-01T00:00:00Z"},
         )
         assert wrong_way.status_code == 400
+
+
+def test_a_prefix_may_end_in_a_dot_or_dot_star_at_every_read(api: Api) -> None:
+    # docs/ledger.md accepts `auth.jwt.*` and `auth.`; query, diff and blame took them,
+    # served and audit refused them (422 over the API, an error in the library).
+    api.ledger.assert_one(subject="auth.jwt.alg", value="RS256", agent="a", lifecycle="approved")
+    plain = api.call("POST", "/v1/query", json={"subject": "auth.jwt"}).json()["items"]
+    for written in ("auth.jwt.*", "auth.jwt."):
+        q = api.call("POST", "/v1/query", json={"subject": written})
+        assert q.status_code == 200, q.text
+        assert q.json()["items"] == plain
+        for path, params in (
+            ("/v1/served", {"subject": written}),
+            ("/v1/audit", {"subject": written}),
+            ("/v1/diff", {"prefix": written, "since": "2026-11-01T00:00:00Z"}),
+        ):
+            r = api.call("GET", path, params=params)
+            assert r.status_code == 200, (path, r.text)
+        assert api.ledger.served(written) and api.ledger.audit(subject=written)
+    refused = api.call("POST", "/v1/query", json={"subject": "auth.*.jwt"})
+    assert refused.status_code == 422

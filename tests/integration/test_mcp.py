@@ -414,6 +414,9 @@ async def test_an_argument_a_tool_does_not_take_is_refused(served: Served) -> No
         assert "unknown argument 'lense'" in error_text(
             await client.call_tool("query_knowledge", {"subject": "probe", "lense": "latest"})
         )
+        # a prefix written with .* reads as the API and the CLI read it
+        starred = ok(await client.call_tool("query_knowledge", {"subject": "probe.*"}))
+        assert starred["lens"] == "approved"
     assert served.ledger.store.current_on_subject("probe.w") == []
     assert len(served.ledger.checks()) == 1  # the refused calls recorded nothing
 

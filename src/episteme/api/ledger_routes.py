@@ -34,7 +34,7 @@ from .metrics import Metrics
 from .problems import responses
 from .schemas import (
     NAME,
-    SUBJECT,
+    PREFIX,
     AssertionBody,
     BatchBody,
     CorrectBody,
@@ -227,7 +227,7 @@ def decisions(
 )
 def served(
     ledger: LedgerDep,
-    subject: Annotated[str, Query(max_length=255, pattern=SUBJECT)],
+    subject: Annotated[str, Query(max_length=257, pattern=PREFIX)],
     at: WireTime | None = None,
     limit: Limit = 100,
     who: Principal = Caller(Op.READ),
@@ -245,7 +245,7 @@ def served(
 def audit(
     ledger: LedgerDep,
     agent: Annotated[str | None, Query(max_length=128, pattern=NAME)] = None,
-    subject: Annotated[str | None, Query(max_length=255, pattern=SUBJECT)] = None,
+    subject: Annotated[str | None, Query(max_length=257, pattern=PREFIX)] = None,
     since: WireTime | None = None,
     until: WireTime | None = None,
     limit: Limit = 100,
@@ -265,7 +265,7 @@ def audit(
 def diff(
     ledger: LedgerDep,
     since: WireTime,
-    prefix: Annotated[str | None, Query(max_length=255, pattern=SUBJECT)] = None,
+    prefix: Annotated[str | None, Query(max_length=257, pattern=PREFIX)] = None,
     until: WireTime | None = None,
     limit: Annotated[
         int,

@@ -34,8 +34,11 @@ WireTime = Annotated[
 
 
 SUBJECT = SUBJECT_RE.pattern
+PREFIX = SUBJECT.removesuffix("$") + r"(?:\.\*|\.)?$"
+"""A subject read as a prefix: as a subject, or with a trailing ``.`` or ``.*``."""
 NAME = NAME_RE.pattern
 Subject = Annotated[str, Field(max_length=MAX_SUBJECT, pattern=SUBJECT)]
+Prefix = Annotated[str, Field(max_length=MAX_SUBJECT + 2, pattern=PREFIX)]
 Name = Annotated[str, Field(max_length=128, pattern=NAME)]
 
 
@@ -80,8 +83,8 @@ class QueryBody(BaseModel):
         {"text": "jwt algorithm", "lens": "consensus"},
     )
 
-    subject: Subject | None = Field(
-        None, description="a subject, or a prefix covering everything below it"
+    subject: Prefix | None = Field(
+        None, description="a subject, or a prefix covering everything below it (auth.jwt.*)"
     )
     text: str | None = Field(None, max_length=1024, description="full-text words")
     lens: Name = Field("approved", description="approved (default), latest, consensus, all, custom")

@@ -43,7 +43,7 @@ from episteme.ledger.model import (
     check_limit,
     check_move,
     check_name,
-    check_subject,
+    check_prefix,
     check_window,
     parse_assertion,
 )
@@ -548,8 +548,7 @@ class Ledger(Learning, Tokens):
     ) -> _Look:
         """What a lens shows and hides, read from the store: the rows, no models yet."""
         if subject is not None:
-            check_subject(subject.removesuffix(".*").removesuffix("."))
-            subject = subject.removesuffix(".*").removesuffix(".")
+            subject = check_prefix(subject)
         elif text is None:
             raise InvalidInput("give a subject, a prefix or words to search for", field="subject")
         if text is not None:
@@ -667,7 +666,7 @@ class Ledger(Learning, Tokens):
         self, subject: str, *, at: Instant | None = None, limit: int = 100
     ) -> list[QueryRecord]:
         """What agents were actually served about `subject`, up to `at` (newest first)."""
-        subject = check_subject(subject)
+        subject = check_prefix(subject)
         check_limit(limit)
         return self.store.reading(
             lambda r: investigate.served(r, subject, _us(at), limit), snapshot=False
@@ -686,7 +685,7 @@ class Ledger(Learning, Tokens):
         check_limit(limit)
         check_window(since, until)
         if subject is not None:
-            check_subject(subject)
+            subject = check_prefix(subject)
         if agent is not None:
             check_name(agent, "agent")
         return self.store.reading(

@@ -15,7 +15,7 @@ from episteme.ledger.model import (
     Assertion,
     article,
     check_limit,
-    check_subject,
+    check_prefix,
     check_window,
 )
 from episteme.ledger.records import Blame, Diff, Impact, QueryRecord, Trace
@@ -42,7 +42,7 @@ def diff(
     """The changes in [since, until]; with `limit`, the newest `limit` of them, and the
     counts and total still of them all."""
     if prefix is not None:
-        prefix = check_subject(prefix.removesuffix(".*").removesuffix("."), field="prefix")
+        prefix = check_prefix(prefix, field="prefix")
     check_window(since, until)
     if limit is not None:
         check_limit(limit)
@@ -69,9 +69,9 @@ def blame(r: StoreReader, ref: str) -> list[Blame]:
             found = r.assertion(full) if kind == "assertion" else None
             targets = [found] if found is not None else []
         except NotFound:
-            targets = [c.assertion() for c in r.candidates(check_subject(ref)).rows]
+            targets = [c.assertion() for c in r.candidates(check_prefix(ref)).rows]
     else:
-        subject = check_subject(ref.removesuffix(".*").removesuffix("."))
+        subject = check_prefix(ref)
         targets = [c.assertion() for c in r.candidates(subject).rows]
     if not targets:
         raise NotFound(f"no assertion with id or subject {ref!r}", field="ref")

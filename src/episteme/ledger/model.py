@@ -99,6 +99,12 @@ def check_subject(subject: str, *, field: str = "subject") -> str:
     return subject
 
 
+def check_prefix(prefix: str, *, field: str = "subject") -> str:
+    """A subject read as a prefix (it covers everything below it), written plainly or
+    with a trailing ``.`` or ``.*`` (``auth.jwt.*``); returned plain."""
+    return check_subject(prefix.removesuffix(".*").removesuffix("."), field=field)
+
+
 def check_name(name: str, what: str) -> str:
     """Return `name` if it can identify an agent, a person, an epoch or a lens."""
     if not NAME_RE.match(name):
