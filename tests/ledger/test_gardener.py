@@ -337,6 +337,20 @@ def test_an_expired_assertion_stops_being_current(ledger: Ledger, clock: ManualC
     assert note.data["assertion_id"] == a.id
 
 
+def test_a_replay_keeps_where_the_expiry_scan_was(ledger: Ledger, clock: ManualClock) -> None:
+    # Replay reset the scan's mark: its next look went back one day only, and an expiry
+    # between that and the last scan was never raised.
+    gardener = Gardener(ledger)
+    gardener.scan()  # the scan's mark: now
+    start = clock.now()
+    ledger.assert_one(subject="oncall.primary", value="alice", agent="pager",
+                      lifecycle="approved", valid_to=start.add(hours=1))  # fmt: skip
+    clock.advance(TimeDelta(hours=72))  # a long weekend without a scan
+    gardener.replay()
+    assert gardener.scan() == 1
+    assert [n.type for n in ledger.notifications(type="expired")] == ["expired"]
+
+
 # -- the gardener itself -------------------------------------------------------------------
 
 

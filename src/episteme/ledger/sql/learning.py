@@ -306,15 +306,16 @@ class LearningWrites:
     def garden_reset(self, name: str, now_us: int) -> None:
         """Forget the trust evidence and move the cursor back to the start (replay).
 
-        Notifications stay: replaying raises none twice.
+        Notifications stay: replaying raises none twice. The expiry scan carries on from
+        where it was (it follows the clock, not the journal): reset, its next look went
+        back one day only, and expiries between that and its last scan were never raised.
         """
         with self._jobs_transaction() as conn:
             conn.execute("DELETE FROM trust_evidence")
             conn.execute("DELETE FROM trust_totals")
             conn.execute(
                 "INSERT INTO gardener (name, cursor, updated_at) VALUES (?, 0, ?)"
-                " ON CONFLICT (name) DO UPDATE SET cursor = 0, updated_at = excluded.updated_at,"
-                " scanned_at = NULL",
+                " ON CONFLICT (name) DO UPDATE SET cursor = 0, updated_at = excluded.updated_at",
                 (name, Us(now_us)),
             )
 
