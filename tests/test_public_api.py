@@ -34,8 +34,8 @@ def test_ledger_methods() -> None:
         "define_lens",
         "denials", "deny", "deprecate", "diff",
         "epoch", "export", "get", "impact", "import_events", "init", "issue_token", "lens_spec",
-        "lenses", "notifications", "open", "query", "rebuild", "reject", "remove_webhook",
-        "revoke_token", "served", "set_webhook",
+        "lenses", "notifications", "open", "query", "rebuild", "recheck", "reject",
+        "remove_webhook", "revoke_token", "served", "set_webhook",
         "supersede_epoch", "tokens", "trace", "trust_scores", "verify", "webhooks",
     ]  # fmt: skip
 
@@ -45,6 +45,7 @@ def test_exception_tree() -> None:
     for user in (
         e.InvalidInput,
         e.TooLarge,
+        e.Unsupported,
         e.Unauthenticated,
         e.Forbidden,
         e.NotFound,

@@ -480,7 +480,7 @@ async def test_tool_descriptions_match_what_the_tools_take(served: Served) -> No
         assert tool.description is not None
         assert not any(line.startswith(" ") for line in tool.description.splitlines())
     query = tools["query_knowledge"].input_schema["properties"]
-    assert 255 in [o.get("maxLength") for o in query["subject"]["anyOf"]]
+    assert 257 in [o.get("maxLength") for o in query["subject"]["anyOf"]]  # 255 and ".*"
     assert query["lens"]["maxLength"] == 128
     check = tools["check_constraints"].input_schema["properties"]
     assert 100 in [o.get("maxItems") for o in check["subjects"]["anyOf"]]
