@@ -74,7 +74,7 @@ def test_an_older_ledger_a_role_may_not_migrate_says_to_migrate(cli: Cli, pg_url
     r = cli("verify", "--db", user_url, home_arg=False)
     assert r.code == 1
     assert r.err.count("\n") == 1, r.err
-    assert "schema version 2, and this episteme needs 3" in r.err
+    assert "schema version 2, and this episteme needs 4" in r.err
     assert "run `episteme migrate` as a role that may create tables" in r.err
     assert "not-a-secret-canary" not in r.err + r.out
     migrated = cli("migrate", "--db", pg_url, "--json", home_arg=False)  # as the owner

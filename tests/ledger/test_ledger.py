@@ -348,6 +348,19 @@ def test_ambiguous_id_prefix_is_refused(ledger: Ledger) -> None:
 # -- reading -----------------------------------------------------------------------------
 
 
+def test_full_text_search_folds_accents_alike_on_both_backends(ledger: Ledger) -> None:
+    # SQLite's FTS5 folds accents, PostgreSQL's 'simple' configuration did not: `zurich`
+    # found Zürich on one backend and nothing on the other.
+    zh = fact(ledger, "Zürich", subject="dc.primary", source="runbook://dc/naïve")
+    sp = fact(ledger, "São Paulo – backup", subject="dc.backup")
+    for words, found in (
+        ("zurich", {zh}), ("Zürich", {zh}), ("ZÜRICH", {zh}), ("naive", {zh}),
+        ("sao", {sp}), ("São", {sp}), ("paulo backup", {sp}), ("\u017fao", {sp}),
+    ):  # fmt: skip
+        got = {i.assertion.id for i in ledger.answer(None, lens="all", text=words).items}
+        assert got == found, words
+
+
 def test_full_text_search(ledger: Ledger) -> None:
     es = fact(ledger, "ES256", agent="research", source="https://example.org/jwt-es256")
     rs = fact(ledger, "RS256", lifecycle="approved")

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import secrets
+import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +22,7 @@ from episteme.ledger import AssertionInput, Ledger
 from episteme.ledger.copy import copy_ledger
 from episteme.ledger.gardener import Gardener
 from episteme.ledger.postgres.store import LEADER_LIVENESS, MIGRATION_LOCK
+from episteme.ledger.sql.reads import ACCENTED, UNACCENTED
 from episteme.ledger.store import open_store
 from episteme.ledger.webhooks import WebhookSpec, deliveries
 from episteme.timeutil import ManualClock, to_us
@@ -776,3 +779,38 @@ def test_the_gardener_command_keeps_its_lead_and_says_when_it_loses_it(
         assert "lost the lead of the background work" in result.err
         assert standby.acquire()
         standby.release()
+
+
+def test_the_accent_fold_is_fts5s_and_the_migrations(pg_url: str) -> None:
+    # The letters PostgreSQL folds are those SQLite's FTS5 indexes as their base letter,
+    # and migration 0004 folds the same ones as the queries do.
+    fts5 = sqlite3.connect(":memory:")
+    fts5.execute("CREATE VIRTUAL TABLE t USING fts5(x)")
+    fts5.execute("CREATE VIRTUAL TABLE v USING fts5vocab(t, 'row')")
+    folded = {}
+    for c in map(chr, [*range(0xC0, 0x250), *range(0x1E00, 0x1F00)]):
+        fts5.execute("DELETE FROM t")
+        fts5.execute("INSERT INTO t VALUES (?)", (c,))
+        terms = [row[0] for row in fts5.execute("SELECT term FROM v")]
+        if c.isalpha() and len(terms) == 1 and terms[0] not in (c, c.lower()):
+            folded[c] = terms[0]
+    assert dict(zip(ACCENTED, UNACCENTED, strict=True)) == folded
+    sql = (resources.files("episteme.ledger.postgres") / "0004_fold_accents.sql").read_text()
+    assert f"'{ACCENTED}',\n    '{UNACCENTED}'" in sql
+    # a ledger made before 0004 is folded when it is opened
+    with Ledger.init(pg_url) as ledger:
+        ledger.assert_one(subject="dc.primary", value="Zürich", agent="ops")
+    with psycopg.connect(pg_url, autocommit=True) as admin:  # as 0001 made the column
+        admin.execute("DROP INDEX assertions_fts")
+        admin.execute("ALTER TABLE assertions DROP COLUMN fts")
+        admin.execute(
+            "ALTER TABLE assertions ADD COLUMN fts tsvector GENERATED ALWAYS AS"
+            " (to_tsvector('simple', subject || ' ' || value)) STORED"
+        )
+        admin.execute("CREATE INDEX assertions_fts ON assertions USING gin (fts)")
+        admin.execute("UPDATE meta SET value = '3' WHERE key = 'schema_version'")
+    with Ledger.open(pg_url) as ledger:
+        assert ledger.store.migrated_from == 3
+        assert [i.assertion.value for i in ledger.answer(None, text="zurich").items] == []
+        found = ledger.answer(None, lens="all", text="zurich").items
+        assert [i.assertion.value for i in found] == ["Zürich"]

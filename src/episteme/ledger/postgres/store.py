@@ -62,7 +62,7 @@ from episteme.ledger.store import StoreReader
 
 log = logging.getLogger(__name__)
 
-MIGRATIONS = ("0001_init.sql", "0002_gardener.sql", "0003_diagnosis.sql")
+MIGRATIONS = ("0001_init.sql", "0002_gardener.sql", "0003_diagnosis.sql", "0004_fold_accents.sql")
 SCHEMA_VERSION = len(MIGRATIONS)
 APPLICATION = "episteme"
 MIGRATION_LOCK = 0x45505354_00000001  # advisory lock key: one migrating process at a time

@@ -116,13 +116,40 @@ def fts_query(text: str) -> str:
     return " ".join('"{}"'.format(w.replace('"', '""')) for w in text.split())
 
 
+ACCENTED = (
+    "ÀÁÂÃÄÅÇÈÉÊËÌÍÎÏÑÒÓÔÕÖÙÚÛÜÝàáâãäåçèéêëìíîïñòóôõöùúûüýÿĀāĂăĄąĆ"
+    "ćĈĉĊċČčĎďĒēĔĕĖėĘęĚěĜĝĞğĠġĢģĤĥĨĩĪīĬĭĮįİĴĵĶķĹĺĻļĽľŃńŅņŇňŌōŎŏŐő"
+    "ŔŕŖŗŘřŚśŜŝŞşŠšŢţŤťŨũŪūŬŭŮůŰűŲųŴŵŶŷŸŹźŻżŽžſƠơƯưǍǎǏǐǑǒǓǔǦǧǨǩǪǫ"
+    "ǰǴǵǸǹȀȁȂȃȄȅȆȇȈȉȊȋȌȍȎȏȐȑȒȓȔȕȖȗȘșȚțȞȟȦȧȨȩȮȯȲȳḀḁḂḃḄḅḆḇḊḋḌḍḎḏḐḑḒ"
+    "ḓḘḙḚḛḞḟḠḡḢḣḤḥḦḧḨḩḪḫḬḭḰḱḲḳḴḵḶḷḺḻḼḽḾḿṀṁṂṃṄṅṆṇṈṉṊṋṔṕṖṗṘṙṚṛṞṟṠṡṢ"
+    "ṣṪṫṬṭṮṯṰṱṲṳṴṵṶṷṼṽṾṿẀẁẂẃẄẅẆẇẈẉẊẋẌẍẎẏẐẑẒẓẔẕẖẗẘẙẛẠạẢảẸẹẺẻẼẽỈỉỊị"
+    "ỌọỎỏỤụỦủỲỳỴỵỶỷỸỹ"
+)
+"""The Latin letters with one diacritic that SQLite's FTS5 (tokenizer unicode61, which
+removes diacritics) indexes as their base letter, and the long s (U+017F); `UNACCENTED`
+holds those base letters, in the same order. PostgreSQL's `fts` column and its queries fold the same
+letters (`translate`, migration 0004), so that a word is found alike on both."""
+UNACCENTED = (
+    "aaaaaaceeeeiiiinooooouuuuyaaaaaaceeeeiiiinooooouuuuyyaaaaaac"
+    "cccccccddeeeeeeeeeegggggggghhiiiiiiiiijjkkllllllnnnnnnoooooo"
+    "rrrrrrssssssssttttuuuuuuuuuuuuwwyyyzzzzzzsoouuaaiioouuggkkoo"
+    "jggnnaaaaeeeeiiiioooorrrruuuusstthhaaeeooyyaabbbbbbddddddddd"
+    "deeeeffgghhhhhhhhhhiikkkkkkllllllmmmmmmnnnnnnnnpppprrrrrrsss"
+    "sttttttttuuuuuuvvvvwwwwwwwwwwxxxxyyzzzzzzhtwysaaaaeeeeeeiiii"
+    "oooouuuuyyyyyyyy"
+)
+_FOLD = str.maketrans(ACCENTED, UNACCENTED)
+
+
 def tsquery(text: str) -> str:
     """PostgreSQL's reading of `fts_query`: each word a phrase of its parts.
 
-    Words split at ASCII punctuation, as the `fts` column's text does; the database
-    folds case on both sides (its `simple` configuration), so it is left alone here.
+    Words split at ASCII punctuation, as the `fts` column's text does, their accents
+    folded as it folds them (`ACCENTED`); the database folds case on both sides (its
+    `simple` configuration), so it is left alone here.
     """
-    return " & ".join(" <-> ".join(f"'{t}'" for t in parts) for parts in _search_words(text))
+    words = _search_words(text.translate(_FOLD))
+    return " & ".join(" <-> ".join(f"'{t}'" for t in parts) for parts in words)
 
 
 _PUNCT = re.compile(r"[\x21-\x2f\x3a-\x40\x5b-\x60\x7b-\x7e]+")
