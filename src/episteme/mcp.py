@@ -196,7 +196,7 @@ class _Server(MCPServer):
         self,
         *args: Any,
         authorize: Callable[[str, Context[Any, Any] | None], Principal],
-        max_body: int,
+        max_body: int | None,
         **kw: Any,
     ) -> None:
         super().__init__(*args, **kw)
@@ -227,8 +227,9 @@ class _Server(MCPServer):
         if takes is None:  # an unknown tool: the SDK says so
             return await super().call_tool(name, arguments, context)
         who = await anyio.to_thread.run_sync(self._authorize, name, context)  # a read
-        size = _size(arguments)  # over HTTP the body was measured already
-        if size > self._max_body:  # stdio has no body: its lines are as long as sent
+        # over stdio (no body: a line is as long as sent); over HTTP the body was measured
+        size = 0 if self._max_body is None else _size(arguments)
+        if self._max_body is not None and size > self._max_body:
             raise ToolError(
                 f"Error executing tool {name}: the arguments are {size:,} bytes, over"
                 f" {self._max_body:,}: send less, or raise EPISTEME_MAX_BODY on the server"
@@ -256,7 +257,7 @@ def build_server(
     metrics: Metrics | None = None,
     *,
     token: str | None = None,
-    max_body: int = MiB,
+    max_body: int | None = None,
 ) -> MCPServer:
     """The MCP server over `ledger`.
 
@@ -265,7 +266,8 @@ def build_server(
         metrics: counts answers and refusals when given (the HTTP server's).
         token: the caller's bearer token over stdio. None for HTTP, where each request
             carries its own and `_Bearer` authenticates it.
-        max_body: the largest arguments a call may send, in bytes (EPISTEME_MAX_BODY).
+        max_body: the largest arguments a call may send, in bytes (EPISTEME_MAX_BODY),
+            measured here over stdio; None over HTTP, where the body limit measured them.
     """
     _plain_logging()
     ops: dict[str, Op] = {}  # what each tool does, for its authorization
@@ -704,16 +706,14 @@ class Mount:
         return self.server.session_manager.run()
 
 
-def mount(
-    ledger: Ledger, metrics: Metrics | None, *, host: str = "127.0.0.1", max_body: int = MiB
-) -> Mount:
+def mount(ledger: Ledger, metrics: Metrics | None, *, host: str = "127.0.0.1") -> Mount:
     """The MCP server at exactly ``/mcp``, behind bearer tokens.
 
     Stateless and with JSON responses, so that any worker behind a load balancer can
     answer any request. `host` is the address the server binds: it decides the
     DNS-rebinding checks (`_security`).
     """
-    server = build_server(ledger, metrics, max_body=max_body)
+    server = build_server(ledger, metrics)  # the app's body limit holds its calls
     app = server.streamable_http_app(
         streamable_http_path=PATH,
         stateless_http=True,

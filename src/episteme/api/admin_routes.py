@@ -87,7 +87,7 @@ def revoke_token(
             " `ref` in the body of POST /v1/tokens/revoke (and revoke it: take it as leaked)",
             field="ref",
         )
-    return encoded(ledger.revoke_token(ref, by=who.name, reason=body.reason))
+    return revoke_named_token(RevokeBody(ref=ref, reason=body.reason), ledger, who)
 
 
 @router.get(

@@ -68,7 +68,7 @@ def create_app(
     if settings.mcp:
         from episteme.mcp import mount
 
-        mcp_mount = mount(led, metrics, host=settings.host, max_body=settings.max_body)
+        mcp_mount = mount(led, metrics, host=settings.host)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -405,7 +405,7 @@ class Deliverer:
         self._environ = environ
         self._closed = False
         self._in_hand: Job | None = None
-        """The job being delivered now, handed back by `close` if it is still so."""
+        """The job being delivered now, handed back by `hand_back` if it is still so."""
         self.outcome_listeners: list[Callable[[str], None]] = []
         """Told each attempt's outcome: "delivered", "retrying" (failed, tried again
         later) or "failed" (failed for good)."""
