@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from episteme.ledger.postgres import store as postgres_store
 from episteme.ledger.sqlite import store as sqlite_store
 from tests.backends import old_sqlite_ledger
 from tests.conftest import Cli
@@ -74,7 +75,7 @@ def test_an_older_ledger_a_role_may_not_migrate_says_to_migrate(cli: Cli, pg_url
     r = cli("verify", "--db", user_url, home_arg=False)
     assert r.code == 1
     assert r.err.count("\n") == 1, r.err
-    assert "schema version 2, and this episteme needs 4" in r.err
+    assert f"schema version 2, and this episteme needs {postgres_store.SCHEMA_VERSION}" in r.err
     assert "run `episteme migrate` as a role that may create tables" in r.err
     assert "not-a-secret-canary" not in r.err + r.out
     migrated = cli("migrate", "--db", pg_url, "--json", home_arg=False)  # as the owner

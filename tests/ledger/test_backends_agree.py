@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import ExitStack
 from typing import Any
 
+import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from whenever import TimeDelta
@@ -25,6 +26,7 @@ from episteme.ledger.copy import copy_ledger
 from episteme.ledger.gardener import Gardener
 from episteme.ledger.journal import Event, EventKind
 from episteme.ledger.model import dump, parse_assertion
+from episteme.ledger.webhooks import WebhookSpec, deliveries
 from episteme.timeutil import from_us
 from tests.ledger.test_properties import (
     READS,
@@ -231,3 +233,40 @@ def test_the_same_program_gives_the_same_journal_and_answers_on_both_backends(
         assert [outcome(pg.answer, s, lens="consensus") for s in READS] == [
             outcome(lite.answer, s, lens="consensus") for s in READS
         ]
+
+
+def test_what_the_gardener_and_checks_keep_reads_back_as_written_on_both_backends(
+    fresh_location: Fresh,
+) -> None:
+    # Notifications, webhook jobs, check violations and specs are JSON the store keeps
+    # beside the journal: a wrong value of 1e16 or -0.0 must read back as itself (not
+    # 10000000000000000 or 0.0), keys in the order written, on either backend.
+    value = {"z": -0.0, "n": 1e16, "a": [1.0, -0.0, 2**63 - 1]}
+    texts = []
+    for backend in ("sqlite", "postgresql"):
+        with fresh_ledger(fresh_location, backend) as (led, clock, _):
+            led.set_webhook(
+                WebhookSpec(name="pager", url="http://127.0.0.1:9/", timeout_s=2.5), by="oncall"
+            )
+            led.define_lens("custom", LensSpec(min_confidence=0.25, pick="newest"), by="oncall")
+            bad = led.assert_one(
+                subject="svc.a.jwt", value=value, agent="alice", lifecycle="approved"
+            )
+            led.assert_one(subject="svc.a.jwt", value=-0.0, agent="bob", lifecycle="approved")
+            clock.advance(TimeDelta(seconds=1))
+            led.correct(bad.id, by="oncall", reason="prod verifies RS256", value=1e16, forbid=True)
+            led.add_constraint(scope="svc", reason="no ES", by="oncall", forbid=["ES256", "ES384"])
+            led.check("use ES256 on svc.a", ["svc.a"], agent="deploy")
+            Gardener(led).run_until_caught_up()
+            read = {
+                "notifications": dump(led.notifications(limit=100)),
+                "deliveries": dump(deliveries(led.store)),
+                "checks": dump(led.checks(limit=100)),
+                "lenses": dump(led.lenses()),
+                "webhooks": dump(led.webhooks()),
+                "constraints": dump(led.constraints()),
+            }
+            texts.append(orjson.dumps(timeless(read)).decode())
+    lite, pg = texts
+    assert '"wrong_value":{"a":[1.0,-0.0,9223372036854775807],"n":1e+16,"z":-0.0}' in lite
+    assert pg == lite

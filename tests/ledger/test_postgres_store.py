@@ -18,10 +18,10 @@ from psycopg.conninfo import conninfo_to_dict
 from whenever import Instant, TimeDelta
 
 from episteme.errors import InvalidInput, NotFound, StoreUnavailable
-from episteme.ledger import AssertionInput, Ledger
+from episteme.ledger import AssertionInput, Ledger, LensSpec
 from episteme.ledger.copy import copy_ledger
 from episteme.ledger.gardener import Gardener
-from episteme.ledger.postgres.store import LEADER_LIVENESS, MIGRATION_LOCK
+from episteme.ledger.postgres.store import _JSON_COLUMNS, LEADER_LIVENESS, MIGRATION_LOCK
 from episteme.ledger.sql.reads import ACCENTED, UNACCENTED
 from episteme.ledger.store import open_store
 from episteme.ledger.webhooks import WebhookSpec, deliveries
@@ -814,3 +814,33 @@ def test_the_accent_fold_is_fts5s_and_the_migrations(pg_url: str) -> None:
         assert [i.assertion.value for i in ledger.answer(None, text="zurich").items] == []
         found = ledger.answer(None, lens="all", text="zurich").items
         assert [i.assertion.value for i in found] == ["Zürich"]
+
+
+def test_json_columns_migrated_from_jsonb_rebuild_as_they_are(pg_url: str) -> None:
+    # Migration 0005 keeps JSON as text; the rows a ledger wrote as jsonb before it are
+    # rewritten in the store's canonical form, so a rebuild finds nothing to repair.
+    with Ledger.init(pg_url) as ledger:
+        ledger.issue_token("deploy", ["agent", "supervisor"], by="oncall")
+        ledger.define_lens("custom", LensSpec(min_confidence=0.25, pick="newest"), by="oncall")
+        ledger.add_constraint(scope="svc", reason="no ES", by="oncall", forbid=["ES256", "x, y"])
+        ledger.check("use ES256", ["svc.a", "svc.b"], agent="deploy")
+        ledger.set_webhook(WebhookSpec(name="pager", url="http://127.0.0.1:9/"), by="oncall")
+    with psycopg.connect(pg_url, autocommit=True) as admin:  # as 0001 to 0004 made them
+        for table, _, columns in _JSON_COLUMNS:
+            for column in columns:
+                admin.execute(f"ALTER TABLE {table} ALTER COLUMN {column} DROP DEFAULT")
+                admin.execute(
+                    f"ALTER TABLE {table} ALTER COLUMN {column} TYPE jsonb USING {column}::jsonb"
+                )
+        admin.execute("UPDATE meta SET value = '4' WHERE key = 'schema_version'")
+        assert admin.execute("SELECT roles::text FROM tokens").fetchone() == (
+            '["agent", "supervisor"]',
+        )
+    with Ledger.open(pg_url) as ledger:
+        assert ledger.store.migrated_from == 4
+        report = ledger.rebuild(repair=False)
+        assert (report.ok, report.differences) == (True, {})
+    with psycopg.connect(pg_url, autocommit=True) as admin:
+        assert admin.execute("SELECT roles::text FROM tokens").fetchone() == (
+            '["agent","supervisor"]',
+        )

@@ -43,12 +43,14 @@ from importlib import resources
 from typing import Any, TypeVar
 from urllib.parse import unquote
 
+import orjson
 import psycopg
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from episteme.errors import Conflict, InvalidInput, StoreUnavailable
+from episteme.ledger.canonical import canonical
 from episteme.ledger.journal import Draft, Event
 from episteme.ledger.model import Candidates
 from episteme.ledger.postgres.adapt import WRITE_BEGIN, Fetched, TxConn, configure, translate
@@ -62,7 +64,13 @@ from episteme.ledger.store import StoreReader
 
 log = logging.getLogger(__name__)
 
-MIGRATIONS = ("0001_init.sql", "0002_gardener.sql", "0003_diagnosis.sql", "0004_fold_accents.sql")
+MIGRATIONS = (
+    "0001_init.sql",
+    "0002_gardener.sql",
+    "0003_diagnosis.sql",
+    "0004_fold_accents.sql",
+    "0005_json_as_text.sql",
+)
 SCHEMA_VERSION = len(MIGRATIONS)
 APPLICATION = "episteme"
 MIGRATION_LOCK = 0x45505354_00000001  # advisory lock key: one migrating process at a time
@@ -537,6 +545,8 @@ class PostgresStore(_Dialect, SQLStore):
     def _migrate(conn: psycopg.Connection[Any], version: int) -> None:
         for name in MIGRATIONS[version:]:
             conn.execute(_script(name))
+        if 0 < version < _JSON_AS_TEXT:
+            _canonical_json_columns(conn)
         conn.execute(
             "INSERT INTO meta (key, value) VALUES ('application', %s), ('schema_version', %s)"
             " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
@@ -926,6 +936,50 @@ def _plan_once(conn: psycopg.Connection[Any]) -> PlanOnce | None:
     except psycopg.Error:
         return None
     return plan
+
+
+_JSON_AS_TEXT = MIGRATIONS.index("0005_json_as_text.sql") + 1
+"""The schema version from which JSON columns hold the store's canonical text."""
+
+_JSON_COLUMNS = (
+    ("assertions", "id", ("derived_from",)),
+    ("constraints", "id", ("forbid", "patterns", "items")),
+    ("lenses", "name", ("spec",)),
+    ("tokens", "id", ("roles",)),
+    ("checks", "id", ("scope", "items", "violations")),
+    ("webhooks", "name", ("spec",)),
+    ("notifications", "key", ("data",)),
+    ("jobs", "id", ("payload",)),
+)
+
+
+def _canonical_json_columns(conn: psycopg.Connection[Any]) -> None:
+    """Rewrite in canonical form the JSON that migration 0005 turned from jsonb into its
+    text, so that rows written before it compare equal to the ones a rebuild writes.
+    jsonb's text separates with ", " and ": ", sorts keys otherwise and escapes otherwise;
+    a text with none of these (`[]`, `["agent"]`) is canonical already."""
+    for table, key, columns in _JSON_COLUMNS:
+        for column in columns:
+            found = conn.execute(
+                sql.SQL("SELECT {}, {} FROM {} WHERE {} ~ %s").format(
+                    sql.Identifier(key),
+                    sql.Identifier(column),
+                    sql.Identifier(table),
+                    sql.Identifier(column),
+                ),
+                (r'(, |": |\\)',),
+            ).fetchall()
+            changed = [
+                (new, k) for k, text in found if (new := canonical(orjson.loads(text))) != text
+            ]
+            if changed:
+                with conn.cursor() as cur:
+                    cur.executemany(
+                        sql.SQL("UPDATE {} SET {} = %s WHERE {} = %s").format(
+                            sql.Identifier(table), sql.Identifier(column), sql.Identifier(key)
+                        ),
+                        changed,
+                    )
 
 
 def _script(name: str) -> sql.SQL:
