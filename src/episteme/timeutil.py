@@ -141,7 +141,7 @@ def parse_time(text: str, now: Instant) -> Instant:
 
 
 def _parse_relative(raw: str, now: Instant) -> Instant | None:
-    if not _RELATIVE.match(raw):
+    if not _RELATIVE.fullmatch(raw):
         return None
     future = raw.startswith("in ")
     if future and raw.endswith("ago"):
@@ -159,7 +159,7 @@ def _parse_relative(raw: str, now: Instant) -> Instant | None:
 
 
 def _parse_clock(raw: str, now: Instant) -> Instant | None:
-    m = _CLOCK.match(raw)
+    m = _CLOCK.fullmatch(raw)
     if m is None:
         return None
     day_word, hh, mm, ss, ampm = m.groups()
@@ -192,7 +192,7 @@ def _parse_clock(raw: str, now: Instant) -> Instant | None:
 
 
 def _parse_plain(raw: str, now: Instant) -> Instant | None:
-    m = _PLAIN.match(raw)
+    m = _PLAIN.fullmatch(raw)
     if m is None:
         return None
     day, clock = m.groups()

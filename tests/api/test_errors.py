@@ -278,6 +278,10 @@ def test_a_secret_sent_to_revoke_is_never_recorded(api: Api) -> None:
     assert in_path.status_code == 400
     assert "send it as `ref` in the body of POST /v1/tokens/revoke" in in_path.json()["detail"]
     assert canary[:12] not in in_path.text
+    # with no body too: the missing body was named first, and a caller who added one sent
+    # the secret in a URL again
+    bare = api.call("POST", f"/v1/tokens/{canary}/revoke", role="admin")
+    assert (bare.status_code, bare.json()["detail"]) == (400, in_path.json()["detail"])
     done = api.call(
         "POST", "/v1/tokens/revoke", role="admin", json={"ref": canary, "reason": "leaked"}
     )

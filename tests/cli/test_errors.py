@@ -7,6 +7,7 @@ import hashlib
 import json
 import os
 import random
+import re
 import signal
 import socket
 import sqlite3
@@ -22,6 +23,7 @@ from typing import Any
 
 import pytest
 
+import episteme
 from episteme.ledger.canonical import GENESIS, canonical
 from episteme.ledger.journal import link
 from tests.cli.support import (
@@ -154,12 +156,12 @@ USER_ERRORS: list[tuple[str, Args, tuple[str, ...]]] = [
     (
         "deprecate-proposed",
         lambda s, t: ["deprecate", s.es256[:8], "--by", "alice"],
-        ("is proposed: it cannot become deprecated",),
+        ("cannot become deprecated; a proposed assertion can be approved or rejected",),
     ),
     (
         "approve-approved",
         lambda s, t: ["approve", s.rs256[:8], "--by", "alice"],
-        ("is approved: it cannot become approved",),
+        ("is approved: it cannot become approved; an approved assertion can be deprecated",),
     ),
     # ids
     ("unknown-id", lambda s, t: ["approve", "ffffffff", "--by", "a"], ("no assertion",)),
@@ -487,7 +489,9 @@ def test_missing_required_options_are_typer_usage_errors(cli: Cli, scenario: Sce
     assert_usage_error(cli("decide", "x"), "Missing option '--agent'")
     assert_usage_error(cli("epoch", "supersede", "e", "--by", "a"), "Missing option '--reason'")
     assert_usage_error(cli("lens", "define", "l"), "Missing option '--by'")
-    assert_usage_error(cli("served", "auth", "--limit", "0"), "--limit")
+    # a limit out of range is the ledger's one line on every listing, as for denials
+    assert_error(cli("served", "auth", "--limit", "0"), 2, "limit must be between 1 and")
+    assert_error(cli("audit", "--limit", "-1"), 2, "limit must be between 1 and")
     assert_usage_error(
         cli("assert", "a.b", "1", "--agent", "x", "--confidence", "high"), "--confidence"
     )
@@ -781,6 +785,29 @@ def test_serve_warns_of_a_misspelt_setting(
         "warning: EPISTEME_WORKRES is not a setting, and is ignored: did you mean EPISTEME_WORKERS?"
     )
     assert "WEBHOOK" not in r.err
+
+
+def test_every_variable_the_code_reads_is_known_to_the_misspelling_check(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # EPISTEME_DB_POL and EPISTEME_CONSOLE_KY were ignored without a word: the check knew
+    # only the server's settings.
+    from episteme.api.settings import OTHER_VARIABLES, Settings
+
+    source = Path(episteme.__file__).parent
+    read = {
+        name
+        for path in source.rglob("*.py")
+        for name in re.findall(r'"(EPISTEME_[A-Z0-9_]+)"', path.read_text())
+    }
+    known = {f"EPISTEME_{name.upper()}" for name in Settings.model_fields} | set(OTHER_VARIABLES)
+    assert read <= known, sorted(read - known)
+    for typo, meant in (
+        ("EPISTEME_DB_POL", "EPISTEME_DB_POOL"),
+        ("EPISTEME_CONSOLE_KY", "EPISTEME_CONSOLE_KEY"),
+    ):
+        monkeypatch.setenv(typo, "1")
+        assert any(meant in line for line in Settings.misspelt()), typo
 
 
 def test_serve_home_wins_over_episteme_db(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import sqlite3
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -13,8 +15,10 @@ from whenever import Instant, TimeDelta
 
 from episteme.errors import Conflict, InvalidInput, NotFound
 from episteme.ledger import AssertionInput, Ledger, LensSpec, Lifecycle
+from episteme.ledger.canonical import canonical
 from episteme.ledger.model import HIDDEN_IDS
 from episteme.ledger.records import Diff
+from episteme.ledger.sql.projector import JSON_ESCAPES, search_sql, search_text
 from episteme.ledger.store import StoreReader
 from episteme.timeutil import ManualClock, parse_time
 
@@ -361,6 +365,40 @@ def test_full_text_search_folds_accents_alike_on_both_backends(ledger: Ledger) -
         assert got == found, words
 
 
+def test_full_text_search_reads_words_around_escapes_and_combining_accents(
+    ledger: Ledger,
+) -> None:
+    # A value's text is its JSON: "line\nsecond" was indexed as "line" and "nsecond", so
+    # "second" found nothing on either backend; "e" and a combining acute accent folded
+    # on SQLite alone.
+    nl = fact(ledger, "first line\nsecond line", subject="notes.a")
+    tab = fact(ledger, {"k": "tab\there", "q": 'say "hi"\\now'}, subject="notes.b")
+    mark = fact(ledger, "e\u0301cole \u001bred", subject="notes.c")
+    for words, found in (
+        ("second", {nl}), ("line second", {nl}), ("nsecond", set()),
+        ("here", {tab}), ("there", set()), ("hi", {tab}), ("now", {tab}), ("nnow", set()),
+        ("ecole", {mark}), ("école", {mark}), ("e\u0301cole", {mark}), ("red", {mark}),
+    ):  # fmt: skip
+        got = {i.assertion.id for i in ledger.answer(None, lens="all", text=words).items}
+        assert got == found, words
+
+
+def test_the_search_text_is_the_same_in_python_and_in_each_migration() -> None:
+    half = len(JSON_ESCAPES) // 2  # SQLite's view: two stages of nested calls
+    stages = (search_sql("value", JSON_ESCAPES[:half]), search_sql("value", JSON_ESCAPES[half:]))
+    sqlite_view = (resources.files("episteme.ledger.sqlite") / "0006_search_text.sql").read_text()
+    assert all(stage in sqlite_view for stage in stages)
+    postgres = (resources.files("episteme.ledger.postgres") / "0005_text.sql").read_text()
+    assert search_sql("value") in postgres
+    with sqlite3.connect(":memory:") as conn:
+        for value in ("a\\\\nb", '"\\"\\\\\\n\\t"', canonical('x\x01\x1fy\b\f\r\n\t"\\')):
+            (got,) = conn.execute(
+                f"SELECT {stages[1]} FROM (SELECT {stages[0]} AS value FROM (SELECT ? AS value))",
+                (value,),
+            ).fetchone()
+            assert got == search_text(value), value
+
+
 def test_full_text_search(ledger: Ledger) -> None:
     es = fact(ledger, "ES256", agent="research", source="https://example.org/jwt-es256")
     rs = fact(ledger, "RS256", lifecycle="approved")
@@ -425,6 +463,28 @@ def test_a_lens_names_what_it_hides_oldest_first(ledger: Ledger) -> None:
         assert ans.hidden.by_reason == {"confidence": 10, "lifecycle": 20}
     few = ledger.answer(JWT, lens="approved")  # every hidden one proposed, named by the store
     assert few.hidden.ids == [h for i, h in enumerate(hidden) if i % 3][:HIDDEN_IDS]
+
+
+def test_a_lens_that_picks_the_newest_names_the_older_in_recording_order(
+    ledger: Ledger,
+) -> None:
+    # Older values were named after everything else: `latest` over p.x, p.y, p.y, p.x
+    # named [y1, x1], and an approved alternative hidden as older fell out of the first 20.
+    x1, y1 = fact(ledger, 1, subject="p.x"), fact(ledger, 1, subject="p.y")
+    y2, x2 = fact(ledger, 2, subject="p.y"), fact(ledger, 2, subject="p.x")
+    for ans in (ledger.answer("p", lens="latest"), ledger.query("p", agent="o", lens="latest")):
+        assert [i.assertion.id for i in ans.items] == [x2, y2]  # subjects as they first came
+        assert ans.hidden.ids == [x1, y1]
+    spec = LensSpec(lifecycles=frozenset({Lifecycle.APPROVED}), pick="newest")
+    ledger.define_lens("newest-approved", spec, by="alice")
+    seen = {"kind": "observation"}  # observations: a second approval supersedes nothing
+    older = fact(ledger, "ES256", lifecycle="approved", **seen)
+    proposals = [fact(ledger, n, **seen) for n in range(HIDDEN_IDS)]
+    newest = fact(ledger, "RS256", lifecycle="approved", **seen)
+    ans = ledger.answer(JWT, lens="newest-approved")
+    assert [i.assertion.id for i in ans.items] == [newest]
+    assert ans.hidden.ids == [older, *proposals][:HIDDEN_IDS]
+    assert ans.hidden.by_reason == {"older": 1, "lifecycle": HIDDEN_IDS}
 
 
 def test_built_in_lens_names_cannot_be_redefined(ledger: Ledger) -> None:
@@ -833,6 +893,41 @@ def test_a_nul_character_is_refused_on_every_backend_and_nothing_is_written(
     assert ledger.verify().ok
     # the same text without it is recorded
     ledger.assert_one(subject="svc.b", value="a\ufffd", agent="o", source="s\x01")
+
+
+_SURROGATE_WRITES: dict[str, Any] = {
+    "patterns": lambda led: led.add_constraint(
+        scope="svc", reason="r", by="oncall", patterns=["ES\ud800"]
+    ),
+    "forbid": lambda led: led.add_constraint(scope="svc", reason="r", by="o", forbid=["\udfff"]),
+    "prefer": lambda led: led.add_constraint(
+        scope="svc", reason="r", by="o", forbid=["ES256"], prefer="RS\ud800"
+    ),
+    "plan": lambda led: led.check("deploy \ud800", ["svc"], agent="deploy"),
+    "action": lambda led: led.decide("roll \ud800", agent="deploy", query_ids=[]),
+}
+
+
+@pytest.mark.parametrize("field", sorted(_SURROGATE_WRITES))
+def test_a_lone_surrogate_is_refused_naming_its_field(ledger: Ledger, field: str) -> None:
+    # RE2 raised UnicodeEncodeError on a pattern (a traceback in the CLI), and the journal
+    # refused the rest as "not storable as JSON: str is not valid UTF-8", naming nothing.
+    before = ledger.store.head()
+    with pytest.raises(InvalidInput, match=r"valid Unicode \(a lone surrogate") as refused:
+        _SURROGATE_WRITES[field](ledger)
+    assert refused.value.field == field
+    assert ledger.store.head() == before
+
+
+@pytest.mark.parametrize("name", ["svc.a\n", "alice\n"])
+def test_a_name_or_subject_ending_in_a_newline_is_refused(ledger: Ledger, name: str) -> None:
+    # `$` matches before a final newline: the library took "alice\n" as a principal,
+    # which `token list` showed as "alice", and "svc.a\n" as a subject (the API refused).
+    with pytest.raises(InvalidInput):
+        ledger.assert_one(subject=name if "." in name else "svc.a", value=1, agent=name)
+    with pytest.raises(InvalidInput):
+        ledger.issue_token(name, ["agent"], by="oncall")
+    assert ledger.store.head() is None or ledger.verify().events == 0
 
 
 @pytest.mark.parametrize(

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from typing import Annotated
 
 import orjson
-from fastapi import APIRouter, Path, Query
+from fastapi import APIRouter, Depends, Path, Query
 from starlette.responses import Response, StreamingResponse
 
 from episteme.errors import InvalidInput
@@ -68,6 +68,16 @@ def revoke_named_token(
     return encoded(ledger.revoke_token(body.ref, by=who.name, reason=body.reason))
 
 
+def _ref_without_secret(ref: Annotated[str, Path(max_length=256)]) -> str:
+    if hide_secrets(ref) != ref:
+        raise InvalidInput(
+            "a token's secret does not go in a URL, which proxies and logs keep: send it as"
+            " `ref` in the body of POST /v1/tokens/revoke (and revoke it: take it as leaked)",
+            field="ref",
+        )
+    return ref
+
+
 @router.post(
     "/tokens/{ref}/revoke",
     response_model=list[TokenRecord],
@@ -76,17 +86,11 @@ def revoke_named_token(
     summary="Revoke a token by id, or every active token of a principal by name",
 )
 def revoke_token(
-    ref: Annotated[str, Path(max_length=256)],
     body: ReasonBody,
     ledger: LedgerDep,
     who: Principal = Caller(Op.TOKENS),
+    ref: str = Depends(_ref_without_secret),  # judged before the body is
 ) -> Response:
-    if hide_secrets(ref) != ref:
-        raise InvalidInput(
-            "a token's secret does not go in a URL, which proxies and logs keep: send it as"
-            " `ref` in the body of POST /v1/tokens/revoke (and revoke it: take it as leaked)",
-            field="ref",
-        )
     return revoke_named_token(RevokeBody(ref=ref, reason=body.reason), ledger, who)
 
 

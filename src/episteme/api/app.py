@@ -128,7 +128,18 @@ def create_app(
     if mcp_mount is not None:
         app.router.routes.append(mcp_mount.route)
 
-    @app.get("/health", response_model=Health, tags=["service"], summary="Liveness, no token")
+    @app.get(
+        "/health",
+        response_model=Health,
+        tags=["service"],
+        summary="Liveness, no token",
+        responses={
+            503: {
+                "model": Health,
+                "description": "Degraded: the store does not answer, or writes fail",
+            }
+        },
+    )
     def health() -> Response:
         try:
             # within 2 s, whatever the store does (away, or its journal locked)

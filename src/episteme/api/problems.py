@@ -37,7 +37,7 @@ class Problem(BaseModel):
     type: str = Field(examples=["urn:episteme:problem:not-found"])
     title: str = Field(examples=["Not found"])
     status: int = Field(examples=[404])
-    detail: str = Field(examples=["no assertion with id 'a_7f3e': check the id or prefix"])
+    detail: str = Field(examples=["no assertion with id '7f3e9a'"])
     field: str | None = Field(None, examples=["id"])
 
 
@@ -64,9 +64,66 @@ def responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     # The schema inline, not `model=`: FastAPI would file a model under application/json.
     schema = Problem.model_json_schema()
     return {
-        status: {"description": _DESCRIPTIONS[status], "content": {MEDIA_TYPE: {"schema": schema}}}
+        status: {
+            "description": _DESCRIPTIONS[status],
+            "content": {MEDIA_TYPE: {"schema": schema, "example": _example(status)}},
+        }
         for status in statuses
     }
+
+
+def _example(status: int) -> dict[str, Any]:
+    title, detail, field = _EXAMPLES[status]
+    return {"type": _slug(title), "title": title, "status": status, "detail": detail} | {
+        "field": field
+    }
+
+
+_EXAMPLES: dict[int, tuple[str, str, str | None]] = {
+    400: (
+        "Invalid input",
+        "unknown query parameter 'agnt': this route takes agent, limit, since, subject, until",
+        "agnt",
+    ),
+    401: (
+        "Unauthenticated",
+        "no bearer token: send `Authorization: Bearer <token>` (an admin creates one with"
+        " `episteme token create`)",
+        None,
+    ),
+    403: (
+        "Forbidden",
+        "tokens needs the admin role; deploy-agent has agent: ask an admin for a token with"
+        " the admin role",
+        None,
+    ),
+    404: ("Not found", "no assertion with id '7f3e9a'", "id"),
+    405: ("Method not allowed", "DELETE is not allowed on /v1/query: use POST", None),
+    409: (
+        "Conflict",
+        "assertion 7f3e9a01b2c4 is proposed: it cannot become deprecated; a proposed assertion"
+        " can be approved or rejected",
+        None,
+    ),
+    413: (
+        "Request too large",
+        "the request body is over 1,048,576 bytes: send less, or raise EPISTEME_MAX_BODY on"
+        " the server",
+        "body",
+    ),
+    415: (
+        "Unsupported media type",
+        "send the body as JSON, with the header Content-Type: application/json",
+        None,
+    ),
+    422: ("Unknown field", "unknown field 'subjct'", "subjct"),
+    503: (
+        "Service unavailable",
+        "PostgreSQL at postgresql://episteme@db.internal:5432/episteme is unavailable: no"
+        " connection within 10 s",
+        None,
+    ),
+}
 
 
 _DESCRIPTIONS = {

@@ -15,6 +15,28 @@ DEFAULT_HOME = Path("~/.episteme")
 MiB = 1024 * 1024
 
 
+OTHER_VARIABLES = (
+    "EPISTEME_CONSOLE_KEY",
+    "EPISTEME_DB_POOL",
+    "EPISTEME_DEV_VAULT_TOKEN",
+    "EPISTEME_DIAGNOSIS_CONFIG",
+    "EPISTEME_MODEL",
+    "EPISTEME_MODEL_API_KEY",
+    "EPISTEME_MODEL_BASE_URL",
+    "EPISTEME_OP_CONNECT_HOST",
+    "EPISTEME_OP_CONNECT_TIMEOUT",
+    "EPISTEME_OP_CONNECT_TOKEN",
+    "EPISTEME_TOKEN",
+    "EPISTEME_URL",
+    "EPISTEME_VAULT_ADDR",
+    "EPISTEME_VAULT_NAMESPACE",
+    "EPISTEME_VAULT_TIMEOUT",
+    "EPISTEME_VAULT_TOKEN",
+)
+"""The variables other parts read (the store's pool, the console, diagnosis, secret
+stores, the client): a near miss of one of them is misspelt too."""
+
+
 class Settings(BaseModel):
     """How `episteme serve` runs. Every field has an `EPISTEME_<NAME>` variable."""
 
@@ -64,7 +86,7 @@ class Settings(BaseModel):
         """`EPISTEME_*` variables that look like a setting's but are none (EPISTEME_WORKRES):
         one line each, naming the setting meant. Others are left alone: names of the
         user's choosing (a webhook's secret) start with EPISTEME_ too."""
-        names = [f"EPISTEME_{name.upper()}" for name in cls.model_fields]
+        names = [f"EPISTEME_{name.upper()}" for name in cls.model_fields] + list(OTHER_VARIABLES)
         out = []
         for var in sorted(os.environ):
             if var.startswith("EPISTEME_") and var not in names:

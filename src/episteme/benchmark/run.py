@@ -33,7 +33,7 @@ from episteme.ledger.canonical import canonical
 from episteme.ledger.core import Ledger, content_record
 from episteme.ledger.lenses import BUILTIN
 from episteme.ledger.model import LIVE, AssertionInput, Kind, Lifecycle
-from episteme.ledger.sql.projector import OPEN, Us
+from episteme.ledger.sql.projector import OPEN, Us, search_text
 from episteme.timeutil import from_us, to_us
 
 BUDGET_MS = {
@@ -447,7 +447,7 @@ def _writes(b: Bench) -> list[Figure]:
         if db.separate_fts:  # PostgreSQL computes its text-search column itself
             db.runmany(
                 "INSERT INTO assertions_fts (rowid, subject, value, source) VALUES (?,?,?,?)",
-                [(r[0], r[2], r[3], r[6]) for r in rows],
+                [(r[0], r[2], search_text(r[3]), r[6]) for r in rows],
             )
         db.runmany(
             f"INSERT INTO versions VALUES (?,0,?,'proposed',0.9,?,{OPEN},NULL,'b',NULL,'added')",

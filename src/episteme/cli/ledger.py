@@ -239,7 +239,7 @@ def served(
     ctx: typer.Context,
     subject: str,
     at: TimeOpt = None,
-    limit: Annotated[int, typer.Option(min=1)] = 50,
+    limit: Annotated[int, typer.Option(help="At most this many.")] = 50,
     home: Home = None,
     as_json: Json = False,
 ) -> None:
@@ -259,7 +259,7 @@ def audit(
     subject: Annotated[str | None, typer.Option()] = None,
     since: TimeOpt = None,
     until: TimeOpt = None,
-    limit: Annotated[int, typer.Option(min=1)] = 100,
+    limit: Annotated[int, typer.Option(help="At most this many.")] = 100,
     home: Home = None,
     as_json: Json = False,
 ) -> None:
@@ -278,7 +278,7 @@ def decisions(
     agent: Annotated[str | None, typer.Option("--agent", "-a")] = None,
     since: TimeOpt = None,
     until: TimeOpt = None,
-    limit: Annotated[int, typer.Option(min=1)] = 100,
+    limit: Annotated[int, typer.Option(help="At most this many.")] = 100,
     home: Home = None,
     as_json: Json = False,
 ) -> None:
@@ -304,7 +304,7 @@ def diff(
     from_: Annotated[str, typer.Option("--from", help="TIME to start from.")] = ...,  # type: ignore[assignment]
     to: TimeOpt = None,
     limit: Annotated[
-        int, typer.Option(min=1, help="Show the newest this many (the counts are of all).")
+        int, typer.Option(help="Show the newest this many (the counts are of all).")
     ] = 100,
     home: Home = None,
     as_json: Json = False,

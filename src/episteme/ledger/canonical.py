@@ -36,6 +36,7 @@ def canonical(obj: Any) -> str:
     try:
         return orjson.dumps(obj, option=orjson.OPT_SORT_KEYS).decode()
     except orjson.JSONEncodeError as exc:
+        check_texts(obj)  # names the field, where a text or a number is the cause
         raise InvalidInput(f"not storable as JSON: {exc}") from None
 
 
@@ -167,8 +168,9 @@ def read_value(text: str) -> Any:
         else:
             return text
     except json.JSONDecodeError as exc:
+        what = exc.msg.removesuffix(" at")  # "Invalid control character at"
         raise InvalidInput(
-            f"malformed JSON value {quoted(text)}: {exc.msg} at column {exc.colno}; "
+            f"malformed JSON value {quoted(text)}: {what} at column {exc.colno}; "
             'quote plain strings that start with {, [ or "',
             field="value",
         ) from None

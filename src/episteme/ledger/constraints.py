@@ -27,6 +27,7 @@ from pydantic import BaseModel
 from whenever import Instant
 
 from episteme.errors import InvalidInput
+from episteme.ledger.canonical import check_texts
 from episteme.ledger.model import check_subject
 from episteme.ledger.records import ConstraintRecord
 from episteme.timeutil import to_us
@@ -89,6 +90,8 @@ def new_constraint(
     half_life_days: float = DEFAULT_HALF_LIFE_DAYS,
 ) -> dict[str, Any]:
     """Validate a constraint and return its payload (without id and origin)."""
+    texts = {"scope": scope, "reason": reason, "forbid": list(forbid), "prefer": prefer}
+    check_texts(texts | {"patterns": list(patterns), "items": list(items)})
     if not scope.strip():
         raise InvalidInput("a constraint needs a scope: the subject it covers", field="scope")
     check_subject(scope, field="scope")

@@ -132,28 +132,35 @@ def apply_lens(
         hidden.by_lifecycle[state] = hidden.by_lifecycle.get(state, 0) + n
         hidden.by_reason["lifecycle"] = hidden.by_reason.get("lifecycle", 0) + n
     ranked = spec.pick == "ranked"
+    decided = [(a, _exclusion(spec, a, trust, valid_at)) for a in candidates]
+    newest: dict[str, int] = {}  # subject -> position in `decided` of its newest shown
+    if spec.pick == "newest":
+        for i, (a, reason) in enumerate(decided):
+            if reason is None:
+                newest[a.subject] = i
+    picked: dict[str, tuple[R, float | None]] = {}  # in the order subjects first show
     named = iter(listed)
     after = next(named, None)
-    for a in candidates:
+    for i, (a, reason) in enumerate(decided):
         while after is not None and after[0] < a.pos:
             hidden.name(after[1])
             after = next(named, None)
-        reason = _exclusion(spec, a, trust, valid_at)
+        if reason is None and newest and newest[a.subject] != i:
+            picked.setdefault(a.subject, (a, None))
+            reason = "older"  # hidden where it was recorded, so ids keep their order
         if reason is None:
-            shown.append((a, a.confidence * trust(a.agent, a.subject) if ranked else None))
+            item = (a, a.confidence * trust(a.agent, a.subject) if ranked else None)
+            if newest:
+                picked[a.subject] = item
+            else:
+                shown.append(item)
         else:
             hidden.hide(a, reason)
     while after is not None:
         hidden.name(after[1])
         after = next(named, None)
-    if spec.pick == "newest":
-        newest: dict[str, tuple[R, float | None]] = {}
-        for item in shown:
-            previous = newest.get(item[0].subject)
-            if previous is not None:
-                hidden.hide(previous[0], "older")
-            newest[item[0].subject] = item
-        shown = list(newest.values())
+    if newest:
+        shown = list(picked.values())
     elif ranked:
         shown.sort(key=lambda i: (i[0].subject, -(i[1] or 0.0)))
     return shown, hidden.result()

@@ -79,18 +79,28 @@ def check_move(current: Lifecycle, target: Lifecycle, via: Via, assertion_id: st
         return
     if via in ("correction", "retraction") and target is Lifecycle.REJECTED:
         return
-    hint = ""
     if target is Lifecycle.REJECTED and via == "review":
         hint = (
             f"; to mark {article(str(current))} assertion incorrect, correct it (`episteme correct"
             f" {short}`, or POST /v1/assertions/{short}/correct)"
         )
+    else:
+        hint = f"; {article(str(current))} assertion {_ALLOWED[current]}"
     raise Conflict(f"assertion {short} is {current}: it cannot become {target}{hint}")
+
+
+_ALLOWED = {
+    Lifecycle.PROPOSED: "can be approved or rejected",
+    Lifecycle.APPROVED: "can be deprecated, or corrected if it is wrong",
+    Lifecycle.DEPRECATED: "can only be corrected, if it is wrong",
+    Lifecycle.SUPERSEDED: "can only be corrected, if it is wrong",
+}
+"""The moves left to an assertion of each lifecycle but rejected, as refusals name them."""
 
 
 def check_subject(subject: str, *, field: str = "subject") -> str:
     """Return `subject` if it is a dotted key such as ``auth.jwt.algorithm``."""
-    if len(subject) > MAX_SUBJECT or not SUBJECT_RE.match(subject):
+    if len(subject) > MAX_SUBJECT or not SUBJECT_RE.fullmatch(subject):
         raise InvalidInput(
             f"invalid subject {subject!r}: use dotted segments of letters, digits, '_' or '-', "
             f"not starting with '-' (e.g. auth.jwt.algorithm), at most {MAX_SUBJECT} characters",
@@ -107,7 +117,7 @@ def check_prefix(prefix: str, *, field: str = "subject") -> str:
 
 def check_name(name: str, what: str) -> str:
     """Return `name` if it can identify an agent, a person, an epoch or a lens."""
-    if not NAME_RE.match(name):
+    if not NAME_RE.fullmatch(name):
         raise InvalidInput(
             f"invalid {what} {name!r}: start with a letter or digit; then letters, digits "
             "or _ . @ : -, at most 128 characters",
@@ -158,7 +168,7 @@ class AssertionInput(BaseModel):
     @field_validator("subject")
     @classmethod
     def _subject(cls, v: str) -> str:
-        if len(v) > MAX_SUBJECT or not SUBJECT_RE.match(v):
+        if len(v) > MAX_SUBJECT or not SUBJECT_RE.fullmatch(v):
             raise ValueError(
                 "use dotted segments of letters, digits, '_' or '-', not starting with '-' "
                 "(e.g. auth.jwt.algorithm)"
@@ -176,7 +186,7 @@ class AssertionInput(BaseModel):
     @field_validator("agent", "epoch")
     @classmethod
     def _name(cls, v: str | None) -> str | None:
-        if v is not None and not NAME_RE.match(v):
+        if v is not None and not NAME_RE.fullmatch(v):
             raise ValueError("start with a letter or digit; then letters, digits or _ . @ : -")
         return v
 

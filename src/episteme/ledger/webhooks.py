@@ -240,7 +240,7 @@ def _invalid(exc: ValidationError) -> InvalidInput:
 
 def _env_name(value: str, field: str) -> str:
     name = value.removeprefix(_ENV_PREFIX)
-    if not _ENV_NAME.match(name):
+    if not _ENV_NAME.fullmatch(name):
         raise ValueError(
             f"{_ENV_PREFIX}{name!r} is not a variable name: use letters, digits and _ "
             f"(for example env:EPISTEME_WEBHOOK_{field.upper()})"

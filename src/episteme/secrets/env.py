@@ -51,7 +51,7 @@ def parse_env_ref(text: str) -> str:
     if scheme_of(raw) != "env":
         raise _bad(raw, "it is not an env:// reference", "env://VAR_NAME")
     name = raw[len("env://") :]
-    if not _NAME.match(name):
+    if not _NAME.fullmatch(name):
         raise _bad(raw, "the name is not letters, digits and '_'", "env://VAR_NAME")
     return name
 

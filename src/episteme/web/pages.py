@@ -80,7 +80,7 @@ def find(who: Reader, q: str = "") -> Response:
         return redirect(f"/trace/{safe}")
     if ref.startswith("s_"):
         return redirect(f"/diagnosis/{safe}")
-    if _HEX.match(ref):
+    if _HEX.fullmatch(ref):
         return redirect(f"/blame/{safe}")
     return redirect(f"/subjects/{safe}")
 

@@ -69,7 +69,7 @@ MIGRATIONS = (
     "0002_gardener.sql",
     "0003_diagnosis.sql",
     "0004_fold_accents.sql",
-    "0005_json_as_text.sql",
+    "0005_text.sql",
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 APPLICATION = "episteme"
@@ -938,7 +938,7 @@ def _plan_once(conn: psycopg.Connection[Any]) -> PlanOnce | None:
     return plan
 
 
-_JSON_AS_TEXT = MIGRATIONS.index("0005_json_as_text.sql") + 1
+_JSON_AS_TEXT = MIGRATIONS.index("0005_text.sql") + 1
 """The schema version from which JSON columns hold the store's canonical text."""
 
 _JSON_COLUMNS = (

@@ -10,6 +10,7 @@ JSON fields of the journal) are class attributes that a store's reader overrides
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Collection, Iterator, Sequence
 from typing import Any, NamedTuple
 
@@ -148,7 +149,7 @@ def tsquery(text: str) -> str:
     folded as it folds them (`ACCENTED`); the database folds case on both sides (its
     `simple` configuration), so it is left alone here.
     """
-    words = _search_words(text.translate(_FOLD))
+    words = _search_words(unicodedata.normalize("NFC", text).translate(_FOLD))
     return " & ".join(" <-> ".join(f"'{t}'" for t in parts) for parts in words)
 
 

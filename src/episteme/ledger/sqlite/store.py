@@ -42,6 +42,7 @@ MIGRATIONS = (
     "0003_jobs.sql",
     "0004_gardener.sql",
     "0005_diagnosis.sql",
+    "0006_search_text.sql",
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 WAL_RESTART_FRAMES = 65_536
