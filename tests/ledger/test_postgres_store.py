@@ -571,6 +571,10 @@ def test_every_connection_gives_up_on_a_silent_network(pg_url: str) -> None:
     [
         ("UPDATE meta SET value = 'abc' WHERE key = 'schema_version'", "found 'abc'"),
         ("DELETE FROM meta WHERE key = 'schema_version'", "found none"),
+        # a traceback (ValueError: "²" is a digit to str.isdigit), and a migration of a
+        # ledger from nothing ("relation meta already exists")
+        ("UPDATE meta SET value = '²' WHERE key = 'schema_version'", "found '²'"),
+        ("UPDATE meta SET value = '0' WHERE key = 'schema_version'", "found '0'"),
     ],
 )
 def test_a_damaged_schema_version_is_named_not_a_traceback(
@@ -579,8 +583,69 @@ def test_a_damaged_schema_version_is_named_not_a_traceback(
     Ledger.init(pg_url).close()
     with psycopg.connect(pg_url, autocommit=True) as admin:
         admin.execute(damage)
-    with pytest.raises(StoreUnavailable, match=f"schema version .* not a number \\({found}\\)"):
+    with pytest.raises(
+        StoreUnavailable, match=f"schema version .* not a version number \\({found}\\)"
+    ):
         Ledger.open(pg_url)
+
+
+def test_the_ledger_is_the_one_in_the_connections_own_schema(pg_url: str) -> None:
+    # With search_path "app, public", a ledger in public was taken for app's: `init` said
+    # "already holds a ledger" and writes went to public's journal.
+    with Ledger.init(pg_url) as public:
+        public.assert_one(subject="svc.a", value="public's", agent="a")
+    with psycopg.connect(pg_url, autocommit=True) as admin:
+        admin.execute("CREATE SCHEMA app")
+    in_app = pg_url + ("&" if "?" in pg_url else "?") + "options=-csearch_path%3Dapp,public"
+    with Ledger.init(in_app) as app:
+        assert app.store.schema == "app"
+        app.assert_one(subject="svc.a", value="app's", agent="a")
+        assert [i.assertion.value for i in app.answer("svc.a", lens="all").items] == ["app's"]
+    with Ledger.open(pg_url) as public:
+        assert [i.assertion.value for i in public.answer("svc.a", lens="all").items] == ["public's"]
+        assert public.verify().events == 1
+
+
+def test_a_process_starting_during_a_long_migration_waits_for_it(
+    pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Starters waited for the migration lock under the 30 s lock timeout of a write: every
+    # server, gardener and second `migrate` started beside a migration of over 30 s (0004
+    # at 150,000 assertions: 46 s) exited, "unavailable: canceling statement due to lock
+    # timeout". Here writes wait 1 s, and the migration holds its lock for 3.
+    monkeypatch.setattr("episteme.ledger.postgres.adapt.WRITE_WAIT_S", 1.0)
+    Ledger.init(pg_url).close()
+    with psycopg.connect(pg_url) as migrating:
+        migrating.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
+        release = threading.Timer(3.0, migrating.commit)
+        release.start()
+        started = time.monotonic()
+        with Ledger.open(pg_url) as led:
+            assert time.monotonic() - started >= 2.5
+            assert led.verify().ok
+        release.join()
+
+
+def test_a_migration_blocked_by_another_session_says_so(
+    pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # It said "migrating it failed: canceling statement due to lock timeout: run `episteme
+    # migrate` as a role that may create tables", to the owner, while a pg_dump held a table.
+    monkeypatch.setattr("episteme.ledger.postgres.adapt.WRITE_WAIT_S", 1.0)
+    monkeypatch.setattr("episteme.ledger.postgres.store.WRITE_WAIT_S", 1.0)
+    Ledger.init(pg_url).close()
+    with psycopg.connect(pg_url, autocommit=True) as admin:
+        admin.execute("UPDATE meta SET value = '4' WHERE key = 'schema_version'")
+    with psycopg.connect(pg_url) as reader:
+        reader.execute("SELECT 1 FROM assertions LIMIT 1")  # its transaction stays open
+        with pytest.raises(StoreUnavailable) as blocked:
+            Ledger.open(pg_url)
+        reader.rollback()
+    message = blocked.value.message
+    assert "schema version 4, and this episteme needs" in message
+    assert "migrating it waited 1 s for its tables, which another session holds" in message
+    with Ledger.open(pg_url) as led:  # once it is gone, the next start migrates
+        assert led.store.migrated_from == 4
 
 
 def test_the_server_ends_a_silent_leaders_session_within_seconds(pg_url: str) -> None:

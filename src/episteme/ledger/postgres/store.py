@@ -302,6 +302,16 @@ class PostgresStore(_Dialect, SQLStore):
                 self.schema = str(row[0]) if row else "public"
                 self.defer_flush = defer_flush and _can_defer_flush(conn)
                 self.plan_once = _plan_once(conn)  # how its readers plan a lens's reads
+        except psycopg.errors.LockNotAvailable as exc:
+            if self.migrated_from is None:
+                raise self.unavailable(exc) from None
+            raise StoreUnavailable(
+                f"{self.url} holds a ledger of schema version {self.migrated_from}, and this"
+                f" episteme needs {SCHEMA_VERSION}; migrating it waited {WRITE_WAIT_S:.0f} s"
+                " for its tables, which another session holds (an open transaction, a"
+                " pg_dump, a server of the older version): end it, then run `episteme"
+                " migrate`"
+            ) from None
         except psycopg.OperationalError as exc:
             raise self.unavailable(exc) from None
         except psycopg.Error as exc:  # e.g. a role without CREATE on the schema
@@ -497,8 +507,18 @@ class PostgresStore(_Dialect, SQLStore):
                 field="db",
             )
         with conn.transaction():
-            # one process at a time decides and migrates; the others then find it done
-            conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
+            # one process at a time decides and migrates; the others then find it done,
+            # however long it takes (minutes at a million assertions): their wait is not
+            # the 30 s a write may wait for a lock
+            got = conn.execute("SELECT pg_try_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
+            if got.fetchone() != (True,):
+                log.warning(
+                    "%s: another process is creating or migrating the ledger; waiting for it",
+                    self.url,
+                )
+                conn.execute("SET LOCAL lock_timeout = 0")
+                conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
+                conn.execute("RESET lock_timeout")
             version = self._version(conn)
             if version is None:
                 if not (create or ensure):
@@ -520,7 +540,12 @@ class PostgresStore(_Dialect, SQLStore):
                 self._migrate(conn, version)
 
     def _version(self, conn: psycopg.Connection[Any]) -> int | None:
-        found = conn.execute("SELECT to_regclass('meta'), to_regclass('journal')").fetchone()
+        # in the schema where the ledger's tables are made, not wherever the search path
+        # finds a table of that name (another schema's ledger, another app's `meta`)
+        found = conn.execute(
+            "SELECT to_regclass(format('%I.meta', current_schema())),"
+            " to_regclass(format('%I.journal', current_schema()))"
+        ).fetchone()
         assert found is not None
         if found[0] is None:
             if found[1] is not None:
@@ -533,11 +558,11 @@ class PostgresStore(_Dialect, SQLStore):
         if rows.get("application") != APPLICATION:
             raise StoreUnavailable(f"{self.url} is not an Episteme ledger: give an empty database")
         version = rows.get("schema_version")
-        if version is None or not version.isdigit():
+        if version is None or not (version.isascii() and version.isdigit()) or int(version) < 1:
             found = "none" if version is None else repr(version[:40])
             raise StoreUnavailable(
                 f"{self.url} holds a ledger whose schema version in table meta is not a "
-                f"number (found {found}): restore the database from a backup"
+                f"version number (found {found}): restore the database from a backup"
             )
         return int(version)
 
