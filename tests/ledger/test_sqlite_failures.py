@@ -10,8 +10,12 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import subprocess
+import sys
 import threading
+import time
 from collections.abc import Callable
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -146,15 +150,69 @@ def test_a_damaged_file_is_called_damaged(home: Path) -> None:
     )
 
 
-def test_an_empty_file_is_not_replaced_by_a_new_ledger(home: Path) -> None:
+def test_an_empty_file_is_not_replaced_by_a_new_ledger(
+    home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # `serve` opens a home with ensure=True: a ledger.db emptied by accident must not
     # become a fresh ledger (and a fresh admin token) without a word
+    monkeypatch.setattr("episteme.ledger.store.ENSURE_WAIT_S", 0.5)  # for it to be made
     home.mkdir(parents=True, exist_ok=True)
     (home / "ledger.db").write_bytes(b"")
     with pytest.raises(StoreUnavailable, match=r"is empty \(0 bytes\), not a ledger"):
         Ledger.open(home, ensure=True)
     assert (home / "ledger.db").stat().st_size == 0
     Ledger.init(home).close()  # `episteme init` may still start one there
+
+
+def test_a_creation_that_died_leaves_a_home_init_can_start_again(
+    home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # `init` killed after SQLite wrote its first page (WAL mode) and before the schema
+    # left a 4 KiB file: `init` said "already holds a ledger", `serve` "not an Episteme
+    # ledger", and only removing the file by hand helped.
+    home.mkdir(parents=True, exist_ok=True)
+    with closing(sqlite3.connect(home / "ledger.db")) as blank:
+        blank.execute("PRAGMA journal_mode = WAL")
+    assert (home / "ledger.db").stat().st_size > 0
+    monkeypatch.setattr("episteme.ledger.store.ENSURE_WAIT_S", 0.5)  # for it to be made
+    with pytest.raises(StoreUnavailable, match=r"holds no ledger yet .* run `episteme init`"):
+        Ledger.open(home, ensure=True)  # never made anew without a word, as an empty file
+    with Ledger.init(home) as led:
+        led.assert_one(subject="svc.a", value=1, agent="a")
+    with Ledger.open(home) as led:
+        assert led.verify().events == 1
+
+
+_OPEN_AT_ONCE = """
+import sys, time
+from pathlib import Path
+from episteme.ledger import Ledger
+start = float(sys.argv[2])
+while time.time() < start:  # all at the same moment, as far as a clock can tell
+    pass
+with Ledger.open(Path(sys.argv[1]), ensure=True) as led:
+    led.assert_one(subject="svc.a", value=sys.argv[3], agent="a")
+"""
+
+
+def test_processes_opening_a_fresh_home_at_once_all_open_one_ledger(tmp_path: Path) -> None:
+    # `serve` started four times on a fresh home: most lost, "is empty (0 bytes)" or
+    # "not an Episteme ledger", as they found another's file before its schema.
+    for trial in range(4):
+        home = tmp_path / f"home-{trial}"
+        start = time.time() + 1.0
+        procs = [
+            subprocess.Popen(
+                [sys.executable, "-c", _OPEN_AT_ONCE, str(home), str(start), str(n)],
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for n in range(4)
+        ]
+        errors = [p.communicate(timeout=60)[1] for p in procs]
+        assert [p.returncode for p in procs] == [0] * 4, errors
+        with Ledger.open(home) as led:
+            assert led.verify().events == 4
 
 
 def test_a_home_that_cannot_be_created_is_one_error(tmp_path: Path) -> None:

@@ -10,11 +10,12 @@ implements the same protocol.
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
-from episteme.errors import InvalidInput, StoreUnavailable
+from episteme.errors import Conflict, InvalidInput, StoreUnavailable
 from episteme.ledger.access import Denial, TokenRecord
 from episteme.ledger.background import Job, JobRecord, Leadership
 from episteme.ledger.journal import Draft, Event, VerifyReport
@@ -284,10 +285,18 @@ def open_store(
             f"cannot open the ledger at {text}: permission denied on {exc.filename or text}: "
             "run as a user who may read and write it, or give another home"
         ) from None
-    return SQLiteStore(path, create=create, defer_flush=defer_flush)
+    try:
+        return SQLiteStore(path, create=create, defer_flush=defer_flush)
+    except Conflict:
+        if not ensure:
+            raise
+        # another process made it between the look and the creation: open theirs
+        return SQLiteStore(path, defer_flush=defer_flush)
 
 
 def _sqlite_file(text: str, *, create: bool, ensure: bool) -> tuple[Path, bool]:
+    from episteme.ledger.sqlite.store import is_blank
+
     """The SQLite file `text` names, and whether to create it."""
     if text.startswith("sqlite:///"):
         # the database file: relative to the working directory, or absolute with a fourth
@@ -309,4 +318,15 @@ def _sqlite_file(text: str, *, create: bool, ensure: bool) -> tuple[Path, bool]:
         path = home / DB_FILE
     if ensure and not path.exists():
         create = True
+    elif ensure and not create:
+        # a blank file may be another process's ledger in the making (`serve` started
+        # twice on a fresh home): give it the time to be made; one that stays blank (an
+        # emptied file, a creation that died) is refused when opened, never made anew
+        deadline = time.monotonic() + ENSURE_WAIT_S
+        while is_blank(path) and time.monotonic() < deadline:
+            time.sleep(0.05)
     return path, create
+
+
+ENSURE_WAIT_S = 10.0
+"""How long opening a ledger that may be created waits for a blank file to become one."""

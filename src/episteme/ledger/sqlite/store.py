@@ -27,6 +27,7 @@ from contextlib import contextmanager
 from importlib import resources
 from pathlib import Path
 from typing import TypeVar
+from urllib.parse import quote
 
 from episteme.errors import Conflict, StoreUnavailable
 from episteme.ledger.journal import Draft
@@ -223,6 +224,7 @@ _WHY_NOT = {
     "SQLITE_READONLY": " (the file or its directory is read-only here)",
     "SQLITE_IOERR": " (the disk failed or the file was changed under the ledger)",
     "SQLITE_CANTOPEN": " (check that it and its directory are writable by this user)",
+    "SQLITE_BUSY": " (another process held it for 30 s: retry when it is done)",
 }
 
 
@@ -239,6 +241,44 @@ def _unopenable(path: Path, exc: sqlite3.DatabaseError, *, creating: bool) -> St
     hint = _WHY_NOT.get(code, " (check that its directory is writable and has space)")
     verb = "create" if creating else "open"
     return StoreUnavailable(f"cannot {verb} the ledger at {path}: {exc}{hint}")
+
+
+def _while_busy(work: Callable[[], None], limit: float = 30.0) -> None:
+    """`work`, again while another process holds the file. SQLite answers some of what
+    creating a ledger does (switching it to WAL while another process creates it too)
+    with SQLITE_BUSY at once, without waiting out its busy timeout."""
+    deadline = time.monotonic() + limit
+    while True:
+        try:
+            return work()
+        except sqlite3.OperationalError as exc:
+            if _code(exc) != "SQLITE_BUSY" or time.monotonic() > deadline:
+                raise
+        time.sleep(0.05)
+
+
+def is_blank(path: Path) -> bool:
+    """Whether `path` is a SQLite file that holds nothing yet: empty, or as a creation
+    left it before its first transaction (one that died, or one under way now, which the
+    creation's own lock then waits for)."""
+    try:
+        if path.stat().st_size == 0:
+            return True
+        conn = sqlite3.connect(f"file:{quote(str(path))}?mode=ro", uri=True, timeout=30.0)
+    except (OSError, sqlite3.Error):
+        return False  # opening it says what is wrong
+    try:
+        return _blank(conn)
+    except sqlite3.Error:
+        return False
+    finally:
+        conn.close()
+
+
+def _blank(conn: sqlite3.Connection) -> bool:
+    marks = conn.execute("SELECT * FROM pragma_application_id, pragma_user_version").fetchone()
+    tables = conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
+    return bool(marks == (0, 0) and tables == 0)
 
 
 def _roll_back(conn: sqlite3.Connection) -> None:
@@ -271,7 +311,7 @@ class SQLiteStore(SQLStore):
                 f"{path} is a directory, not a ledger file: move it away, or use another home"
             )
         if create:
-            if path.exists() and path.stat().st_size > 0:
+            if path.exists() and not is_blank(path):
                 raise Conflict(f"{path} already exists: it already holds a ledger")
             made = not path.exists()
             try:
@@ -280,6 +320,8 @@ class SQLiteStore(SQLStore):
                 path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
                 if made:
                     os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+            except FileExistsError:  # another process creating it too: theirs, blank
+                made = False
             except OSError as exc:
                 raise StoreUnavailable(
                     f"cannot create the home {path.parent}: {exc.strerror or exc}"
@@ -288,8 +330,8 @@ class SQLiteStore(SQLStore):
             raise StoreUnavailable(f"no ledger at {path}: run `episteme init` first")
         elif path.stat().st_size == 0:
             raise StoreUnavailable(
-                f"{path} is empty (0 bytes), not a ledger: restore it from a backup, or "
-                "remove it and run `episteme init` to start a new one"
+                f"{path} is empty (0 bytes), not a ledger: run `episteme init` to start a "
+                "new one there, or restore it from a backup"
             )
         self._local = threading.local()
         self._closed = False
@@ -301,10 +343,10 @@ class SQLiteStore(SQLStore):
             self._wconn = _connect(path)
             try:
                 if create:
-                    create_schema(self._wconn)
+                    _while_busy(lambda: create_schema(self._wconn))
                 version = self._check(self._wconn)
                 if version < SCHEMA_VERSION:
-                    migrate(self._wconn)
+                    _while_busy(lambda: migrate(self._wconn))
                     self.migrated_from = version
                 self._wconn.execute("PRAGMA journal_mode = WAL")
                 # checkpoints run on their own thread, not inside a commit: see _Checkpointer
@@ -359,6 +401,11 @@ class SQLiteStore(SQLStore):
     def _check(self, conn: sqlite3.Connection) -> int:
         app = conn.execute("PRAGMA application_id").fetchone()[0]
         version = conn.execute("PRAGMA user_version").fetchone()[0]
+        if app != APPLICATION_ID and _blank(conn):
+            raise StoreUnavailable(
+                f"{self.path} holds no ledger yet (its creation did not finish): run "
+                "`episteme init` to start one there"
+            )
         if app != APPLICATION_ID:
             raise StoreUnavailable(
                 f"{self.path} is a SQLite file but not an Episteme ledger: "
