@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+from importlib import resources
 from pathlib import Path
 
 from episteme.ledger.postgres import store as postgres_store
@@ -80,3 +82,32 @@ def test_an_older_ledger_a_role_may_not_migrate_says_to_migrate(cli: Cli, pg_url
     assert "not-a-secret-canary" not in r.err + r.out
     migrated = cli("migrate", "--db", pg_url, "--json", home_arg=False)  # as the owner
     assert migrated.json()["migrated_from"] == 2
+
+
+SHIPPED = {  # the first 16 hex digits of each migration's SHA-256
+    "sqlite/0001_init.sql": "7f5796c0d8c3b84e",
+    "sqlite/0002_access.sql": "5d7d06972150170d",
+    "sqlite/0003_jobs.sql": "60d7ce63a57291cd",
+    "sqlite/0004_gardener.sql": "0f85e703740c4ffe",
+    "sqlite/0005_diagnosis.sql": "30e3eb03348fee06",
+    "sqlite/0006_search_text.sql": "816ba65baebaba8a",
+    "postgres/0001_init.sql": "218d26316bd72f6e",
+    "postgres/0002_gardener.sql": "02cf9945fddd5223",
+    "postgres/0003_diagnosis.sql": "e198f36d225b63db",
+    "postgres/0004_fold_accents.sql": "a125cbc7c3a3e0b7",
+    "postgres/0005_text.sql": "1797a63d92c4d267",
+}
+
+
+def test_a_migration_once_shipped_is_never_edited() -> None:
+    # A ledger at version N was made by the migrations up to N as they were then. A table
+    # added to 0002 (PostgreSQL) and 0004 (SQLite) after ledgers at those versions existed
+    # was never made in them: `migrate` found nothing to do, and the gardener failed at
+    # the first correction ("no such table: trust_totals"). Change the schema in a new
+    # file, and add its digest here.
+    found = {}
+    for package, store in (("sqlite", sqlite_store), ("postgres", postgres_store)):
+        for name in store.MIGRATIONS:
+            text = (resources.files(f"episteme.ledger.{package}") / name).read_bytes()
+            found[f"{package}/{name}"] = hashlib.sha256(text).hexdigest()[:16]
+    assert found == SHIPPED
