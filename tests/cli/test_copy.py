@@ -12,6 +12,7 @@ import pytest
 from episteme.ledger import Ledger
 from episteme.ledger.copy import copy_ledger
 from episteme.ledger.sql import base
+from episteme.ledger.sqlite.store import SQLiteStore
 from tests.cli.support import Scenario, assert_error, done, head, journal, ok, sql
 from tests.conftest import Cli
 
@@ -211,3 +212,49 @@ def test_diagnosis_sessions_come_along(
     with Ledger.open(pg_url) as copied:
         assert copied.store.diagnosis_session(session["id"]) == session
         assert copied.store.diagnosis_timed_events(session["id"]) == events
+
+
+def test_a_copy_stopped_among_the_sessions_is_finished_by_copying_again(
+    cli: Cli, scenario: Scenario, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Sessions are copied after the journal's transaction, a few rows at a time: a copy
+    # stopped there (SIGTERM after 100 of 1,500) left a destination with the whole journal
+    # and some sessions, one cut short, and copying again was refused ("already holds").
+    source, dest = tmp_path / "home", tmp_path / "dest"
+    with Ledger.open(source) as ledger:
+        for s in range(3):
+            row = {
+                "id": f"s_{s:024d}", "status": "done", "problem": f"problem {s}",
+                "environment": "prod", "context": "{}", "requester": "oncall",
+                "plan": '{"steps": []}', "approved": True, "decided_by": "oncall",
+                "reason": None, "result": "{}", "error": None, "incident": None,
+                "created_at": 1_795_000_000_000_000 + s, "updated_at": 1_795_000_000_500_000,
+                "expires_at": 1_795_003_600_000_000,
+            }  # fmt: skip
+            ledger.store.save_diagnosis_session(row)
+            for n in range(4):
+                ledger.store.add_diagnosis_event(row["id"], 1_795_000_000_000_000 + n, f"{n}")
+        sessions = {
+            r["id"]: (r, ledger.store.diagnosis_timed_events(r["id"]))
+            for r in ledger.store.diagnosis_sessions(limit=10)
+        }
+    appended = []
+    add = SQLiteStore.add_diagnosis_event
+
+    def stops(self: SQLiteStore, session_id: str, at_us: int, event: str) -> int:
+        if len(appended) == 6:  # in the second session
+            raise KeyboardInterrupt
+        appended.append(event)
+        return add(self, session_id, at_us, event)
+
+    monkeypatch.setattr(SQLiteStore, "add_diagnosis_event", stops)
+    with pytest.raises(KeyboardInterrupt):
+        copy_ledger(source, dest)
+    monkeypatch.setattr(SQLiteStore, "add_diagnosis_event", add)
+    out = done(cli("copy", "--from", str(source), "--to", str(dest), home_arg=False))
+    assert "found the journal copied already; finished the copy (copied 0 events and 3" in out
+    assert journal(cli, str(dest)) == journal(cli, str(source))
+    with Ledger.open(dest) as copied:
+        for sid, (row, events) in sessions.items():
+            assert copied.store.diagnosis_session(sid) == row
+            assert copied.store.diagnosis_timed_events(sid) == events

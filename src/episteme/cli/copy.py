@@ -35,8 +35,11 @@ def copy_(
         head = f"head {report.head_hash[:12]}…" if report.head_hash else "empty journal"
         if report.sessions:
             n += f" and {report.sessions} diagnosis session{'' if report.sessions == 1 else 's'}"
+        what = f"copied {n}"
+        if report.resumed:
+            what = f"found the journal copied already; finished the copy ({what})"
         state(ctx).console.print(
-            f"copied {n} from {report.source} to {report.destination}; chain verified ({head})",
+            f"{what} from {report.source} to {report.destination}; chain verified ({head})",
             markup=False,
             soft_wrap=True,
         )

@@ -35,17 +35,24 @@ class CopyReport(BaseModel):
     verified: bool
     sessions: int = 0
     """Diagnosis sessions copied, with their events (they live beside the journal)."""
+    resumed: bool = False
+    """The destination held this journal already (to its head): a copy that stopped while
+    copying the sessions, which this one finished."""
 
 
 def copy_ledger(source: str | Path, dest: str | Path) -> CopyReport:
     """Copy the ledger at `source` into the empty store at `dest`, and verify the copy.
+
+    A destination that holds the source's journal already, to the same head, is the
+    destination of a copy that stopped while copying the diagnosis sessions: this copy
+    finishes it.
 
     Both are what `open_store` takes: a home directory, ``sqlite:///PATH`` or a
     ``postgresql://`` URL. The destination is created when absent.
 
     Raises:
         InvalidInput: `source` and `dest` are the same ledger.
-        Conflict: the destination already holds events.
+        Conflict: the destination already holds events (other than the source's journal).
         StoreUnavailable: either store cannot be opened or used (the source must exist).
         IntegrityError: the source's chain is broken (nothing is copied), or the copy
             does not verify to the source's head.
@@ -61,19 +68,22 @@ def copy_ledger(source: str | Path, dest: str | Path) -> CopyReport:
                     "give another destination",
                     field="dest",
                 )
-            held = dst.head()[0]
-            if held:
+            held, _, held_head = dst.head()
+            resumed = bool(held) and (held, held_head) == (head_seq, head)
+            if held and not resumed:
                 raise Conflict(
                     f"{dst.where} already holds {_events(held)}: give an empty database "
                     "or a fresh home as the destination",
                     field="dest",
                 )
-            gardened = src.garden_cursor(GARDENER)  # what the source raised and sent
-            count = dst.import_events(
-                _chained(src, head_seq),
-                raised_until=gardened.seq,
-                scanned_at=gardened.scanned_at,
-            )
+            count = 0
+            if not resumed:  # else this journal is there: a copy stopped in its sessions
+                gardened = src.garden_cursor(GARDENER)  # what the source raised and sent
+                count = dst.import_events(
+                    _chained(src, head_seq),
+                    raised_until=gardened.seq,
+                    scanned_at=gardened.scanned_at,
+                )
             report = dst.verify()
             copied = dst.head()[2]
             if not report.ok or copied != head:
@@ -85,6 +95,7 @@ def copy_ledger(source: str | Path, dest: str | Path) -> CopyReport:
             sessions = _copy_sessions(src, dst)
             return CopyReport(
                 events=count,
+                resumed=resumed,
                 sessions=sessions,
                 source=src.where,
                 destination=dst.where,
@@ -141,11 +152,15 @@ def _chained(src: Store, head_seq: int) -> Iterator[Event]:
 
 def _copy_sessions(src: Store, dst: Store) -> int:
     """The source's diagnosis sessions and their events, as they are: they are kept beside
-    the journal, not projected from it (a session waiting for approval stays waiting)."""
+    the journal, not projected from it (a session waiting for approval stays waiting).
+    Each is copied in short transactions of its own; a copy that stopped among them is
+    finished by copying again: a session's row is written over, and its events continue
+    after the last one the destination holds."""
     rows = src.diagnosis_sessions(limit=2**62)
     for row in rows:
         dst.save_diagnosis_session(row)
-        for _, at, event in src.diagnosis_timed_events(row["id"]):
+        held = dst.diagnosis_timed_events(row["id"])
+        for _, at, event in src.diagnosis_timed_events(row["id"], after=len(held)):
             dst.add_diagnosis_event(row["id"], at, event)
     return len(rows)
 
