@@ -267,7 +267,8 @@ class Served:
     @asynccontextmanager
     async def client(self, secret: str, mode: str = "auto") -> AsyncIterator[Client]:
         headers = {"Authorization": f"Bearer {secret}"}
-        async with httpx2.AsyncClient(headers=headers) as http:
+        # httpx's 5 s read timeout failed a call on a machine loaded by other work
+        async with httpx2.AsyncClient(headers=headers, timeout=30.0) as http:
             transport = streamable_http_client(f"{self.url}/mcp", http_client=http)
             async with Client(transport, mode=mode) as client:
                 yield client
