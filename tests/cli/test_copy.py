@@ -62,6 +62,7 @@ def test_sqlite_to_postgresql_and_back(
         "head_hash": json.loads(original[-1])["hash"],
         "verified": True,
         "sessions": 0,
+        "resumed": False,
     }
     assert report["destination"].startswith("postgresql://")
     assert journal(cli, pg_url) == original
@@ -258,3 +259,38 @@ def test_a_copy_stopped_among_the_sessions_is_finished_by_copying_again(
         for sid, (row, events) in sessions.items():
             assert copied.store.diagnosis_session(sid) == row
             assert copied.store.diagnosis_timed_events(sid) == events
+
+
+def test_copying_again_never_takes_back_what_a_finished_copy_went_on_to_do(
+    cli: Cli, scenario: Scenario, tmp_path: Path
+) -> None:
+    # Copying again onto a finished copy (its head still the source's) wrote the source's
+    # session rows over the destination's: a session approved there went back to waiting.
+    source, dest = tmp_path / "home", tmp_path / "dest"
+    row = {
+        "id": "s_" + "2" * 24, "status": "waiting_for_approval", "problem": "p",
+        "environment": "prod", "context": "{}", "requester": "oncall", "plan": "{}",
+        "approved": None, "decided_by": None, "reason": None, "result": None, "error": None,
+        "incident": None, "created_at": 1_795_000_000_000_000,
+        "updated_at": 1_795_000_000_000_000, "expires_at": 1_795_003_600_000_000,
+    }  # fmt: skip
+    with Ledger.open(source) as ledger:
+        ledger.store.save_diagnosis_session(row)
+        ledger.store.add_diagnosis_event(row["id"], 1_795_000_000_000_000, "asked")
+    done(cli("copy", "--from", str(source), "--to", str(dest), home_arg=False))
+    went_on = row | {"status": "done", "decided_by": "oncall"}
+    with Ledger.open(dest) as copied:
+        copied.store.save_diagnosis_session(went_on)
+        copied.store.add_diagnosis_event(row["id"], 1_795_000_000_000_001, "approved here")
+    done(cli("copy", "--from", str(source), "--to", str(dest), home_arg=False))
+    with Ledger.open(dest) as copied:
+        assert copied.store.diagnosis_session(row["id"]) == went_on
+        assert [e for _, _, e in copied.store.diagnosis_timed_events(row["id"])] == [
+            "asked",
+            "approved here",
+        ]
+    # and a source that recorded more since an earlier copy is named as such
+    with Ledger.open(source) as ledger:
+        ledger.assert_one(subject="svc.b", value=1, agent="a")
+    r = cli("copy", "--from", str(source), "--to", str(dest), home_arg=False)
+    assert_error(r, 2, "holds this ledger's journal to event 7 (an earlier copy)", "1 more")

@@ -604,6 +604,19 @@ def test_the_ledger_is_the_one_in_the_connections_own_schema(pg_url: str) -> Non
     with Ledger.open(pg_url) as public:
         assert [i.assertion.value for i in public.answer("svc.a", lens="all").items] == ["public's"]
         assert public.verify().events == 1
+    # a schema made later in front of the ledger's (one named after the role, as
+    # PostgreSQL advises) must not become a new, empty ledger that `serve` then serves
+    with psycopg.connect(pg_url, autocommit=True) as admin:
+        admin.execute("CREATE SCHEMA newer")
+    in_front = pg_url + ("&" if "?" in pg_url else "?") + "options=-csearch_path%3Dnewer,public"
+    for ensure in (True, False):
+        with pytest.raises(StoreUnavailable, match=r"schema 'newer' holds no ledger, but its"):
+            Ledger.open(in_front, ensure=ensure)
+    with psycopg.connect(pg_url, autocommit=True) as admin:
+        assert admin.execute("SELECT to_regclass('newer.meta')").fetchone() == (None,)
+    nowhere = pg_url + ("&" if "?" in pg_url else "?") + "options=-csearch_path%3Dmissing"
+    with pytest.raises(StoreUnavailable, match="no schema of the connection's search_path"):
+        Ledger.open(nowhere, ensure=True)
 
 
 def test_a_process_starting_during_a_long_migration_waits_for_it(
@@ -626,16 +639,21 @@ def test_a_process_starting_during_a_long_migration_waits_for_it(
         release.join()
 
 
-def test_a_migration_blocked_by_another_session_says_so(
-    pg_url: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # It said "migrating it failed: canceling statement due to lock timeout: run `episteme
-    # migrate` as a role that may create tables", to the owner, while a pg_dump held a table.
+def _a_ledger_to_migrate_where_writes_wait_1s(pg_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A ledger at schema version 4, and a lock wait of 1 s instead of a write's 30."""
     monkeypatch.setattr("episteme.ledger.postgres.adapt.WRITE_WAIT_S", 1.0)
     monkeypatch.setattr("episteme.ledger.postgres.store.WRITE_WAIT_S", 1.0)
     Ledger.init(pg_url).close()
     with psycopg.connect(pg_url, autocommit=True) as admin:
         admin.execute("UPDATE meta SET value = '4' WHERE key = 'schema_version'")
+
+
+def test_a_migration_blocked_by_another_session_says_so(
+    pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # It said "migrating it failed: canceling statement due to lock timeout: run `episteme
+    # migrate` as a role that may create tables", to the owner, while a pg_dump held a table.
+    _a_ledger_to_migrate_where_writes_wait_1s(pg_url, monkeypatch)
     with psycopg.connect(pg_url) as reader:
         reader.execute("SELECT 1 FROM assertions LIMIT 1")  # its transaction stays open
         with pytest.raises(StoreUnavailable) as blocked:
@@ -646,6 +664,26 @@ def test_a_migration_blocked_by_another_session_says_so(
     assert "migrating it waited 1 s for its tables, which another session holds" in message
     with Ledger.open(pg_url) as led:  # once it is gone, the next start migrates
         assert led.store.migrated_from == 4
+
+
+def test_a_process_that_waited_for_the_migration_lock_still_bounds_its_migration(
+    pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # After waiting (with no limit) for another process's migration lock, the wait was
+    # reset to the server's default, none: its own migration then waited for ever behind
+    # a reader of the old version, and every later reader queued behind it.
+    _a_ledger_to_migrate_where_writes_wait_1s(pg_url, monkeypatch)
+    with psycopg.connect(pg_url) as reader, psycopg.connect(pg_url) as migrating:
+        reader.execute("SELECT 1 FROM assertions LIMIT 1")  # its transaction stays open
+        migrating.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
+        release = threading.Timer(1.0, migrating.rollback)  # it gave up, as above
+        release.start()
+        started = time.monotonic()
+        with pytest.raises(StoreUnavailable, match="migrating it waited 1 s for its tables"):
+            Ledger.open(pg_url)
+        assert time.monotonic() - started < 10
+        release.join()
+        reader.rollback()
 
 
 def test_the_server_ends_a_silent_leaders_session_within_seconds(pg_url: str) -> None:

@@ -120,7 +120,8 @@ _EXAMPLES: dict[int, tuple[str, str, str | None]] = {
     503: (
         "Service unavailable",
         "PostgreSQL at postgresql://episteme@db.internal:5432/episteme is unavailable: no"
-        " connection within 10 s",
+        " connection could be had within 10 s (all 10 of this process's connections were"
+        " busy: look for slow statements)",
         None,
     ),
 }

@@ -71,6 +71,13 @@ def copy_ledger(source: str | Path, dest: str | Path) -> CopyReport:
             held, _, held_head = dst.head()
             resumed = bool(held) and (held, held_head) == (head_seq, head)
             if held and not resumed:
+                if held < head_seq and _hash_at(src, held) == held_head:
+                    raise Conflict(
+                        f"{dst.where} holds this ledger's journal to event {held} (an earlier"
+                        f" copy), and the source has recorded {head_seq - held} more since:"
+                        " give an empty database or a fresh home as the destination",
+                        field="dest",
+                    )
                 raise Conflict(
                     f"{dst.where} already holds {_events(held)}: give an empty database "
                     "or a fresh home as the destination",
@@ -154,15 +161,32 @@ def _copy_sessions(src: Store, dst: Store) -> int:
     """The source's diagnosis sessions and their events, as they are: they are kept beside
     the journal, not projected from it (a session waiting for approval stays waiting).
     Each is copied in short transactions of its own; a copy that stopped among them is
-    finished by copying again: a session's row is written over, and its events continue
-    after the last one the destination holds."""
+    finished by copying again: a session the destination lacks is copied, and one whose
+    events are the first of the source's gets the rest. A session the destination holds
+    otherwise (one that went on there after a finished copy) is left as it is."""
     rows = src.diagnosis_sessions(limit=2**62)
     for row in rows:
-        dst.save_diagnosis_session(row)
+        if dst.diagnosis_session(row["id"]) is None:
+            dst.save_diagnosis_session(row)
         held = dst.diagnosis_timed_events(row["id"])
-        for _, at, event in src.diagnosis_timed_events(row["id"], after=len(held)):
+        events = src.diagnosis_timed_events(row["id"])
+        if held != events[: len(held)]:
+            continue  # a session that went on at the destination: its own since
+        for _, at, event in events[len(held) :]:
             dst.add_diagnosis_event(row["id"], at, event)
     return len(rows)
+
+
+def _hash_at(store: Store, seq: int) -> bytes | None:
+    """The hash of a store's event `seq`, or None when it has none."""
+    found = store.events(after_seq=seq - 1)
+    try:
+        first = next(found, None)
+    finally:
+        close = getattr(found, "close", None)
+        if close is not None:  # a generator reading a cursor: free it now
+            close()
+    return first.hash if first is not None and first.seq == seq else None
 
 
 def _events(n: int) -> str:

@@ -516,10 +516,12 @@ class PostgresStore(_Dialect, SQLStore):
                     "%s: another process is creating or migrating the ledger; waiting for it",
                     self.url,
                 )
+                found = conn.execute("SHOW lock_timeout").fetchone()
                 conn.execute("SET LOCAL lock_timeout = 0")
                 conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
-                conn.execute("RESET lock_timeout")
-            version = self._version(conn)
+                # back to the wait of a write, for the migration this process may now run
+                conn.execute("SELECT set_config('lock_timeout', %s, true)", found)
+            version = self._version(conn, creating=create)
             if version is None:
                 if not (create or ensure):
                     raise StoreUnavailable(
@@ -539,19 +541,36 @@ class PostgresStore(_Dialect, SQLStore):
                 self.migrated_from = version  # (named in the error if migrating fails)
                 self._migrate(conn, version)
 
-    def _version(self, conn: psycopg.Connection[Any]) -> int | None:
+    def _version(self, conn: psycopg.Connection[Any], *, creating: bool = False) -> int | None:
         # in the schema where the ledger's tables are made, not wherever the search path
         # finds a table of that name (another schema's ledger, another app's `meta`)
         found = conn.execute(
-            "SELECT to_regclass(format('%I.meta', current_schema())),"
-            " to_regclass(format('%I.journal', current_schema()))"
+            "SELECT s, to_regclass(format('%I.meta', s)), to_regclass(format('%I.journal', s)),"
+            " to_regclass('meta')::text FROM (SELECT current_schema() AS s) AS here"
+            " WHERE s IS NOT NULL UNION ALL SELECT NULL, NULL, NULL, NULL"
+            " WHERE current_schema() IS NULL"
         ).fetchone()
         assert found is not None
-        if found[0] is None:
-            if found[1] is not None:
+        schema, meta, journal, elsewhere = found
+        if schema is None:
+            raise StoreUnavailable(
+                f"{self.url}: no schema of the connection's search_path exists, so there is"
+                " nowhere to keep the ledger: create one, or set search_path to one"
+            )
+        if meta is None:
+            if journal is not None:
                 raise StoreUnavailable(
                     f"{self.url} has a journal table but is not an Episteme ledger: "
                     "give an empty database"
+                )
+            if elsewhere is not None and not creating:
+                # a schema made in front of the ledger's on the search path (one named
+                # after the role, as PostgreSQL advises): never a new ledger in its place
+                raise StoreUnavailable(
+                    f"{self.url}: the connection's schema {schema!r} holds no ledger, but"
+                    f" its search_path finds one at {elsewhere}: set search_path (in the"
+                    " URL: options=-csearch_path%3D...) to the ledger's schema, or run"
+                    f" `episteme init` to start a new one in {schema!r}"
                 )
             return None
         rows = dict(conn.execute("SELECT key, value FROM meta").fetchall())
@@ -568,6 +587,7 @@ class PostgresStore(_Dialect, SQLStore):
 
     @staticmethod
     def _migrate(conn: psycopg.Connection[Any], version: int) -> None:
+        conn.execute("SET LOCAL standard_conforming_strings = on")  # '\\' is two characters
         for name in MIGRATIONS[version:]:
             conn.execute(_script(name))
         if 0 < version < _JSON_AS_TEXT:
@@ -784,6 +804,7 @@ class PostgresStore(_Dialect, SQLStore):
                 raw.execute(sql.SQL("CREATE SCHEMA {}").format(fresh))
                 raw.execute(sql.SQL("SET search_path TO {}").format(fresh))
                 with raw.transaction():
+                    raw.execute("SET LOCAL standard_conforming_strings = on")
                     for name in MIGRATIONS:
                         raw.execute(_script(name))
                     count = self.replay(TxConn(raw), track(self.events()))

@@ -319,9 +319,10 @@ class SQLiteStore(SQLStore):
                 # source and refusal agents recorded (SQLite gives the WAL the same mode)
                 path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
                 if made:
-                    os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
-            except FileExistsError:  # another process creating it too: theirs, blank
-                made = False
+                    try:
+                        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+                    except FileExistsError:  # another process creating it too: theirs
+                        made = False
             except OSError as exc:
                 raise StoreUnavailable(
                     f"cannot create the home {path.parent}: {exc.strerror or exc}"
@@ -357,7 +358,9 @@ class SQLiteStore(SQLStore):
                 self._wconn.close()  # a refused file must not keep a connection open
                 raise
         except sqlite3.DatabaseError as exc:
-            if made:  # a half-made ledger (a full disk) would block the next `init`
+            # a half-made ledger (a full disk) would block the next `init`; but another
+            # process may have made it since, and be writing to it
+            if made and is_blank(path):
                 for leftover in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
                     leftover.unlink(missing_ok=True)
             raise _unopenable(path, exc, creating=create) from None
