@@ -84,6 +84,25 @@ def test_an_older_ledger_a_role_may_not_migrate_says_to_migrate(cli: Cli, pg_url
     assert migrated.json()["migrated_from"] == 2
 
 
+def test_an_older_ledger_on_a_read_only_database_says_to_migrate_the_primary(
+    cli: Cli, pg_url: str
+) -> None:
+    # A standby answers every write "read-only transaction": the advice was to migrate
+    # "as a role that may create tables", which no role can do there.
+    import psycopg
+
+    assert cli("init", "--db", pg_url, home_arg=False).code == 0
+    with psycopg.connect(pg_url, autocommit=True) as admin:
+        admin.execute("UPDATE meta SET value = '4' WHERE key = 'schema_version'")
+        name = admin.execute("SELECT current_database()").fetchone()
+        assert name is not None
+        admin.execute(f'ALTER DATABASE "{name[0]}" SET default_transaction_read_only = on')
+    r = cli("verify", "--db", pg_url, home_arg=False)
+    assert r.code == 1
+    assert r.err.count("\n") == 1, r.err
+    assert "read-only transaction: run `episteme migrate` on the primary" in r.err
+
+
 SHIPPED = {  # the first 16 hex digits of each migration's SHA-256
     "sqlite/0001_init.sql": "7f5796c0d8c3b84e",
     "sqlite/0002_access.sql": "5d7d06972150170d",

@@ -317,10 +317,14 @@ class PostgresStore(_Dialect, SQLStore):
         except psycopg.Error as exc:  # e.g. a role without CREATE on the schema
             upgrading = self.migrated_from
             if upgrading is not None:  # an older ledger this role may not migrate
+                how = (
+                    "run `episteme migrate` on the primary, with this episteme"
+                    if isinstance(exc, psycopg.errors.ReadOnlySqlTransaction)  # a standby
+                    else "run `episteme migrate` as a role that may create tables in its schema"
+                )
                 raise StoreUnavailable(
                     f"{self.url} holds a ledger of schema version {upgrading}, and this "
-                    f"episteme needs {SCHEMA_VERSION}; migrating it failed: {_reason(exc)}: "
-                    "run `episteme migrate` as a role that may create tables in its schema"
+                    f"episteme needs {SCHEMA_VERSION}; migrating it failed: {_reason(exc)}: " + how
                 ) from None
             raise StoreUnavailable(
                 f"PostgreSQL at {self.url} refused to set up the ledger: {_reason(exc)}"
