@@ -681,7 +681,7 @@ def test_a_process_that_waited_for_the_migration_lock_still_bounds_its_migration
         started = time.monotonic()
         with pytest.raises(StoreUnavailable, match="migrating it waited 1 s for its tables"):
             Ledger.open(pg_url)
-        assert time.monotonic() - started < 10
+        assert time.monotonic() - started < 30  # bounded: it waited for ever before
         release.join()
         reader.rollback()
 

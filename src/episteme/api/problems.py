@@ -48,9 +48,18 @@ def _slug(title: str) -> str:
 def problem(
     status: int, title: str, detail: str, field: str | None = None, **headers: str
 ) -> Response:
-    body = {"type": _slug(title), "title": title, "status": status, "detail": detail}
-    body["field"] = field
+    body = _body(status, title, detail, field)
     return Response(orjson.dumps(body), status, headers=headers or None, media_type=MEDIA_TYPE)
+
+
+def _body(status: int, title: str, detail: str, field: str | None) -> dict[str, Any]:
+    return {
+        "type": _slug(title),
+        "title": title,
+        "status": status,
+        "detail": detail,
+        "field": field,
+    }
 
 
 def problem_of(exc: EpistemeError) -> Response:
@@ -66,16 +75,11 @@ def responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     return {
         status: {
             "description": _DESCRIPTIONS[status],
-            "content": {MEDIA_TYPE: {"schema": schema, "example": _example(status)}},
+            "content": {
+                MEDIA_TYPE: {"schema": schema, "example": _body(status, *_EXAMPLES[status])}
+            },
         }
         for status in statuses
-    }
-
-
-def _example(status: int) -> dict[str, Any]:
-    title, detail, field = _EXAMPLES[status]
-    return {"type": _slug(title), "title": title, "status": status, "detail": detail} | {
-        "field": field
     }
 
 

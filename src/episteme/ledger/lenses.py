@@ -133,12 +133,11 @@ def apply_lens(
         hidden.by_reason["lifecycle"] = hidden.by_reason.get("lifecycle", 0) + n
     ranked = spec.pick == "ranked"
     decided = [(a, _exclusion(spec, a, trust, valid_at)) for a in candidates]
-    newest: dict[str, int] = {}  # subject -> position in `decided` of its newest shown
+    newest: dict[str, int] = {}  # subject -> where in `decided` its newest shown one is
     if spec.pick == "newest":
         for i, (a, reason) in enumerate(decided):
             if reason is None:
                 newest[a.subject] = i
-    picked: dict[str, tuple[R, float | None]] = {}  # in the order subjects first show
     named = iter(listed)
     after = next(named, None)
     for i, (a, reason) in enumerate(decided):
@@ -146,21 +145,17 @@ def apply_lens(
             hidden.name(after[1])
             after = next(named, None)
         if reason is None and newest and newest[a.subject] != i:
-            picked.setdefault(a.subject, (a, None))
             reason = "older"  # hidden where it was recorded, so ids keep their order
         if reason is None:
-            item = (a, a.confidence * trust(a.agent, a.subject) if ranked else None)
-            if newest:
-                picked[a.subject] = item
-            else:
-                shown.append(item)
+            if not newest:
+                shown.append((a, a.confidence * trust(a.agent, a.subject) if ranked else None))
         else:
             hidden.hide(a, reason)
     while after is not None:
         hidden.name(after[1])
         after = next(named, None)
-    if newest:
-        shown = list(picked.values())
+    if newest:  # subjects in the order they first showed, each with its newest
+        shown = [(decided[i][0], None) for i in newest.values()]
     elif ranked:
         shown.sort(key=lambda i: (i[0].subject, -(i[1] or 0.0)))
     return shown, hidden.result()

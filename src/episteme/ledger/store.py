@@ -295,9 +295,9 @@ def open_store(
 
 
 def _sqlite_file(text: str, *, create: bool, ensure: bool) -> tuple[Path, bool]:
+    """The SQLite file `text` names, and whether to create it."""
     from episteme.ledger.sqlite.store import is_blank
 
-    """The SQLite file `text` names, and whether to create it."""
     if text.startswith("sqlite:///"):
         # the database file: relative to the working directory, or absolute with a fourth
         # slash (sqlite:////srv/ledger.db); a home directory is taken for its ledger file

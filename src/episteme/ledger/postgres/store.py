@@ -548,19 +548,21 @@ class PostgresStore(_Dialect, SQLStore):
     def _version(self, conn: psycopg.Connection[Any], *, creating: bool = False) -> int | None:
         # in the schema where the ledger's tables are made, not wherever the search path
         # finds a table of that name (another schema's ledger, another app's `meta`)
-        found = conn.execute(
-            "SELECT s, to_regclass(format('%I.meta', s)), to_regclass(format('%I.journal', s)),"
-            " to_regclass('meta')::text FROM (SELECT current_schema() AS s) AS here"
-            " WHERE s IS NOT NULL UNION ALL SELECT NULL, NULL, NULL, NULL"
-            " WHERE current_schema() IS NULL"
-        ).fetchone()
-        assert found is not None
-        schema, meta, journal, elsewhere = found
+        row = conn.execute("SELECT current_schema()").fetchone()
+        schema = row[0] if row else None
         if schema is None:
             raise StoreUnavailable(
                 f"{self.url}: no schema of the connection's search_path exists, so there is"
                 " nowhere to keep the ledger: create one, or set search_path to one"
             )
+        found = conn.execute(
+            "SELECT to_regclass(format('%%I.meta', %s::text)),"
+            " to_regclass(format('%%I.journal', %s::text)),"
+            " to_regclass('meta')::text",
+            (schema, schema),
+        ).fetchone()
+        assert found is not None
+        meta, journal, elsewhere = found
         if meta is None:
             if journal is not None:
                 raise StoreUnavailable(

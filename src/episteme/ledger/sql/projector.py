@@ -37,6 +37,8 @@ holds never starts another."""
 
 def search_text(value: str) -> str:
     """The text search indexes for a value's canonical JSON (`JSON_ESCAPES`)."""
+    if "\\" not in value:  # every escape starts with one: most values have none
+        return value
     for escape in JSON_ESCAPES:
         value = value.replace(escape, " ")
     return value
