@@ -402,11 +402,13 @@ def _op_checks(
     since: Instant | None = None,
     until: Instant | None = None,
     limit: int = 100,
+    before: int | None = None,
 ) -> _Call[list[CheckRecord]]:
-    """Audited pre-flight checks, newest first."""
+    """Audited pre-flight checks, newest first; `before` (the last item's `seq`) pages on."""
     return _get(
-        "/v1/checks", _CHECKS.validate_json, agent=agent, since=since, until=until, limit=limit
-    )
+        "/v1/checks", _CHECKS.validate_json,
+        agent=agent, since=since, until=until, limit=limit, before=before,
+    )  # fmt: skip
 
 
 def _op_trust(
@@ -428,16 +430,14 @@ def _op_notifications(
     since: Instant | None = None,
     until: Instant | None = None,
     limit: int = 100,
+    after: str | None = None,
 ) -> _Call[list[NotificationRecord]]:
-    """What the gardener raised, newest first: corrections, conflicts, trust drops, expiries."""
+    """What the gardener raised, newest first: corrections, conflicts, trust drops, expiries;
+    `after` (the last item's `key`) pages on."""
     return _get(
-        "/v1/notifications",
-        _NOTIFICATIONS.validate_json,
-        type=type,
-        since=since,
-        until=until,
-        limit=limit,
-    )
+        "/v1/notifications", _NOTIFICATIONS.validate_json,
+        type=type, since=since, until=until, limit=limit, after=after,
+    )  # fmt: skip
 
 
 def _op_gardener() -> _Call[GardenerStatus]:
@@ -495,19 +495,24 @@ def _op_decisions(
     since: Instant | None = None,
     until: Instant | None = None,
     limit: int = 100,
+    before: int | None = None,
 ) -> _Call[list[DecisionRecord]]:
-    """Recorded decisions by agent and window, newest first, with the receipts they cite."""
+    """Recorded decisions by agent and window, newest first, with the receipts they cite;
+    `before` (the last item's `seq`) pages on."""
     return _get(
         "/v1/decisions", _DECISIONS.validate_json,
-        agent=agent, since=since, until=until, limit=limit,
+        agent=agent, since=since, until=until, limit=limit, before=before,
     )  # fmt: skip
 
 
 def _op_served(
-    subject: str, *, at: Instant | None = None, limit: int = 100
+    subject: str, *, at: Instant | None = None, limit: int = 100, before: int | None = None
 ) -> _Call[list[QueryRecord]]:
-    """What agents were actually served about a subject, up to a time."""
-    return _get("/v1/served", _QUERIES.validate_json, subject=subject, at=at, limit=limit)
+    """What agents were actually served about a subject, up to a time; `before` (the last
+    item's `seq`) pages on."""
+    return _get(
+        "/v1/served", _QUERIES.validate_json, subject=subject, at=at, limit=limit, before=before
+    )
 
 
 def _op_audit(
@@ -517,11 +522,13 @@ def _op_audit(
     since: Instant | None = None,
     until: Instant | None = None,
     limit: int = 100,
+    before: int | None = None,
 ) -> _Call[list[QueryRecord]]:
-    """Audited reads by agent, subject and window, newest first."""
+    """Audited reads by agent, subject and window, newest first; `before` (the last item's
+    `seq`) pages on."""
     return _get(
         "/v1/audit", _QUERIES.validate_json,
-        agent=agent, subject=subject, since=since, until=until, limit=limit,
+        agent=agent, subject=subject, since=since, until=until, limit=limit, before=before,
     )  # fmt: skip
 
 
@@ -617,16 +624,14 @@ def _op_denials(
     since: Instant | None = None,
     until: Instant | None = None,
     limit: int = 100,
+    before: int | None = None,
 ) -> _Call[list[Denial]]:
-    """Refused calls, newest first: who tried what, and why it was refused."""
+    """Refused calls, newest first: who tried what, and why it was refused; `before` (the
+    last item's `seq`) pages on."""
     return _get(
-        "/v1/denials",
-        _DENIALS.validate_json,
-        principal=principal,
-        since=since,
-        until=until,
-        limit=limit,
-    )
+        "/v1/denials", _DENIALS.validate_json,
+        principal=principal, since=since, until=until, limit=limit, before=before,
+    )  # fmt: skip
 
 
 def _op_verify() -> _Call[VerifyReport]:

@@ -21,6 +21,7 @@ from episteme.ledger.gardener import Gardener
 from episteme.ledger.webhooks import WebhookSpec, deliveries
 from episteme.timeutil import ManualClock
 from tests.api.conftest import Api
+from tests.ledger.test_paging import fill
 from tests.postgres import Cluster
 from tests.receiver import Receiver
 
@@ -451,3 +452,40 @@ def test_a_prefix_may_end_in_a_dot_or_dot_star_at_every_read(api: Api) -> None:
         assert api.ledger.audit(subject=written)
     refused = api.call("POST", "/v1/query", json={"subject": "auth.*.jwt"})
     assert refused.status_code == 422
+
+
+def test_every_list_pages_on_by_position_past_a_shared_time(api: Api) -> None:
+    # `until` cannot get past more than `limit` items at one time; `before` (a seq) and,
+    # for notifications, `after` (a key) can. The clock stands still here.
+    fill(api.ledger)
+    lists = {
+        "/v1/audit": ({}, "before", "seq"),
+        "/v1/served": ({"subject": "svc"}, "before", "seq"),
+        "/v1/decisions": ({}, "before", "seq"),
+        "/v1/checks": ({}, "before", "seq"),
+        "/v1/denials": ({}, "before", "seq"),
+        "/v1/notifications": ({}, "after", "key"),
+    }
+    for path, (params, cursor, field) in lists.items():
+        every = api.call("GET", path, role="supervisor", params=params | {"limit": 1000}).json()
+        assert len(every) >= 7, path
+        assert len({item["at"] for item in every}) == 1, path
+        walked: list[dict[str, Any]] = []
+        at: dict[str, Any] = {}
+        while True:
+            got = api.call("GET", path, role="supervisor", params=params | at | {"limit": 3})
+            assert got.status_code == 200, got.text
+            if not got.json():
+                break
+            walked += got.json()
+            at = {cursor: walked[-1][field]}
+        assert walked == every, path
+    for path, bad, status, says in [
+        ("/v1/audit", {"before": 0}, 422, "before: Input should be greater than or equal to 1"),
+        ("/v1/decisions", {"before": "seq-4"}, 422, "before: Input should be a valid integer"),
+        ("/v1/checks", {"before": 2**63}, 422, "before: Input should be less than or equal"),
+        ("/v1/notifications", {"after": "no-such-key"}, 400, "no notification has the key"),
+    ]:
+        refused = api.call("GET", path, role="supervisor", params=bad)
+        assert refused.status_code == status, (path, refused.text)
+        assert says in refused.json()["detail"], refused.text

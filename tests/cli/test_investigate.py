@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+from episteme.ledger import Ledger
 from episteme.timeutil import ManualClock
 from tests.cli.support import (
     AFTERNOON,
@@ -14,6 +17,7 @@ from tests.cli.support import (
     ok,
 )
 from tests.conftest import Cli
+from tests.ledger.test_paging import fill
 
 # -- served ----------------------------------------------------------------------------
 
@@ -276,3 +280,36 @@ def test_blame_shows_when_an_assertion_holds_in_the_world(cli: Cli) -> None:
     out = done(cli("blame", "db.primary"))
     assert "valid from 2026-11-01T00:00:00Z to 2026-12-01T00:00:00Z" in out
     assert "valid from" not in done(cli("blame", "db.replica"))
+
+
+# -- pages -----------------------------------------------------------------------------
+
+
+def test_a_full_page_says_how_to_ask_for_the_next(cli: Cli, home: Path, clock: ManualClock) -> None:
+    with Ledger.init(home, clock=clock) as ledger:
+        fill(ledger)  # seven of each, all at one time
+    every = ok(cli("decisions", "--json", "--limit", "1000"))
+    first = done(cli("decisions", "--limit", "4"))
+    hint = f"4 shown; for older ones add --before {every[3]['seq']}"
+    assert hint in first
+    rest = done(cli("decisions", "--limit", "4", "--before", str(every[3]["seq"])))
+    assert [d["id"] for d in every[4:]] == [line.split()[0] for line in rest.splitlines()]
+    assert "shown; for older" not in rest  # three: not a full page
+    for command in ("audit", "checks", "denials", "served svc"):
+        rows = ok(cli(*command.split(), "--json", "--limit", "1000"))
+        assert f"--before {rows[1]['seq']}" in done(cli(*command.split(), "--limit", "2"))
+        older = ok(cli(*command.split(), "--json", "--before", str(rows[1]["seq"])))
+        assert older == rows[2:], command
+    notes = ok(cli("notifications", "--json", "--type", "correction"))
+    shown = done(cli("notifications", "--type", "correction", "--limit", "3"))
+    assert f"for older ones add --after {notes[2]['key']}" in shown
+    after = ok(cli("notifications", "--json", "--type", "correction", "--after", notes[2]["key"]))
+    assert after == notes[3:]
+    refused = cli("audit", "--before", "0")
+    assert refused.code == 2  # bad input, as for every command
+    assert refused.err.strip() == (
+        "error: before must be a journal position (an item's seq), 1 or more"
+    )
+    unknown = cli("notifications", "--after", "nope")
+    assert unknown.code == 2
+    assert "no notification has the key 'nope'" in unknown.err

@@ -41,6 +41,7 @@ from episteme.ledger import Ledger, LensSpec, Lifecycle
 from episteme.ledger.gardener import Gardener
 from episteme.timeutil import ManualClock
 from tests.integration.server import live_server
+from tests.ledger.test_paging import fill
 
 SUBJECT = "auth.jwt.algorithm"
 PLAN = "set auth.jwt.algorithm to ES256 in the gateway config"
@@ -579,6 +580,39 @@ def test_the_new_reads_and_webhooks_against_a_server(server: Server, clock: Manu
             root.remove_webhook("ops")
         with pytest.raises(Forbidden):
             alice.webhooks()
+
+
+@pytest.mark.anyio
+async def test_both_clients_page_on_by_position(server: Server) -> None:
+    fill(server.ledger)  # seven of each, all at one time (the server runs in a thread)
+    with server.client("alice") as alice:
+        every = alice.audit(limit=1000)
+        pages = [alice.audit(limit=5)]
+        pages.append(alice.audit(limit=5, before=pages[-1][-1].seq))
+        pages.append(alice.audit(limit=5, before=pages[-1][-1].seq))
+        assert [q.id for page in pages for q in page] == [q.id for q in every]
+        assert len(pages[-1]) == len(every) - 10
+        notes = alice.notifications(type="correction", limit=4)
+        notes += alice.notifications(type="correction", limit=4, after=notes[-1].key)
+        assert notes == alice.notifications(type="correction")
+        assert len(notes) == 7
+        with pytest.raises(InvalidInput, match="no notification has the key 'gone'"):
+            alice.notifications(after="gone")
+    async with server.aclient("alice") as asynchronous:
+        first = await asynchronous.decisions(limit=4)
+        rest = await asynchronous.decisions(limit=4, before=first[-1].seq)
+        assert first + rest == await asynchronous.decisions()
+        assert len(rest) == 3
+        served = await asynchronous.served("svc", limit=6)
+        served += await asynchronous.served("svc", limit=6, before=served[-1].seq)
+        assert [q.id for q in served] == [q.id for q in await asynchronous.served("svc")]
+        checks = await asynchronous.checks(limit=6)
+        rest_checks = await asynchronous.checks(before=checks[-1].seq)
+        assert checks + rest_checks == await asynchronous.checks()
+        assert len(rest_checks) == 1
+        denials = await asynchronous.denials(limit=6)
+        rest_denials = await asynchronous.denials(before=denials[-1].seq)
+        assert denials + rest_denials == await asynchronous.denials()
 
 
 def test_one_string_where_a_list_belongs_is_refused_before_sending() -> None:

@@ -13,7 +13,7 @@ import pytest
 from whenever import Instant, TimeDelta
 
 from episteme.errors import InvalidInput, NotFound
-from episteme.ledger import Ledger
+from episteme.ledger import Ledger, learning
 from episteme.ledger.constraints import evaluate
 from episteme.ledger.copy import copy_ledger
 from episteme.ledger.gardener import Gardener, GardenerLoop
@@ -311,6 +311,23 @@ def test_two_approved_values_at_once_are_a_conflict(ledger: Ledger, clock: Manua
     # the gardener raised it once, whatever it replays
     gardener.replay()
     assert len(ledger.notifications(type="conflict")) == 1
+
+
+def test_every_open_conflict_is_listed_however_many_were_raised(
+    ledger: Ledger, clock: ManualClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Conflicts were read from the newest 1,000 conflict notifications: an older one
+    # still open was never listed. They are read a page at a time (3 here), all at
+    # one time, which paging by time could not get past.
+    monkeypatch.setattr(learning, "PAGE", 3)
+    later = clock.now().add(hours=24)  # a narrower window: both values stay approved
+    for n in range(7):
+        ledger.assert_one(subject=f"svc.s{n}", value="RS256", agent="a", lifecycle="approved")
+        ledger.assert_one(
+            subject=f"svc.s{n}", value="ES256", agent="a", lifecycle="approved", valid_from=later
+        )
+    Gardener(ledger).run_until_caught_up()
+    assert sorted(c.subject for c in ledger.conflicts()) == [f"svc.s{n}" for n in range(7)]
 
 
 def test_an_expired_assertion_stops_being_current(ledger: Ledger, clock: ManualClock) -> None:

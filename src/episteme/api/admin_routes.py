@@ -15,7 +15,7 @@ from episteme.ledger.journal import VerifyReport
 from episteme.ledger.records import RebuildReport
 
 from .deps import LedgerDep
-from .ledger_routes import Caller, Limit, encoded
+from .ledger_routes import Before, Caller, Limit, encoded
 from .problems import responses
 from .schemas import NAME, IssuedToken, ReasonBody, RebuildBody, RevokeBody, TokenBody, WireTime
 
@@ -97,6 +97,7 @@ def revoke_token(
 @router.get(
     "/denials",
     response_model=list[Denial],
+    responses=responses(400),
     tags=["access"],
     summary="Refused calls, newest first: who tried what, and why it was refused",
 )
@@ -106,9 +107,11 @@ def denials(
     since: WireTime | None = None,
     until: WireTime | None = None,
     limit: Limit = 100,
+    before: Before = None,
     who: Principal = Caller(Op.DENIALS),
 ) -> Response:
-    return encoded(ledger.denials(principal=principal, since=since, until=until, limit=limit))
+    rows = ledger.denials(principal=principal, since=since, until=until, limit=limit, before=before)
+    return encoded(rows)
 
 
 @router.get(

@@ -17,7 +17,7 @@ from episteme.ledger.trust import TrustScore
 from episteme.ledger.webhooks import Delivery, WebhookSpec, deliveries
 
 from .deps import LedgerDep
-from .ledger_routes import Caller, Limit, Ref, encoded
+from .ledger_routes import Before, Caller, Limit, Ref, encoded
 from .problems import responses
 from .schemas import NAME, SUBJECT, CheckBody, ConstraintBody, WebhookBody, WireTime
 
@@ -110,9 +110,10 @@ def checks(
     since: WireTime | None = None,
     until: WireTime | None = None,
     limit: Limit = 100,
+    before: Before = None,
     who: Principal = Caller(Op.READ),
 ) -> Response:
-    return encoded(ledger.checks(agent=agent, since=since, until=until, limit=limit))
+    return encoded(ledger.checks(agent=agent, since=since, until=until, limit=limit, before=before))
 
 
 # -- trust, conflicts, notifications, the gardener -----------------------------------------
@@ -152,6 +153,7 @@ def conflicts(
 @router.get(
     "/notifications",
     response_model=list[NotificationRecord],
+    responses=responses(400),
     tags=["trust"],
     summary="What the gardener raised: corrections, conflicts, trust drops, expiries",
 )
@@ -161,9 +163,20 @@ def notifications(
     since: WireTime | None = None,
     until: WireTime | None = None,
     limit: Limit = 100,
+    after: Annotated[
+        str | None,
+        Query(
+            max_length=1024,
+            description="The next page: the notifications that follow the one with this"
+            " `key` (the last of the page before). Unlike `until`, it gets past any number"
+            " of notifications that share one time.",
+        ),
+    ] = None,
     who: Principal = Caller(Op.READ),
 ) -> Response:
-    return encoded(ledger.notifications(type=type, since=since, until=until, limit=limit))
+    return encoded(
+        ledger.notifications(type=type, since=since, until=until, limit=limit, after=after)
+    )
 
 
 @router.get(

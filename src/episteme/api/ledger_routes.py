@@ -17,7 +17,14 @@ from starlette.responses import Response
 from episteme.ledger.access import Op, Principal
 from episteme.ledger.core import Ledger
 from episteme.ledger.lenses import LensSpec
-from episteme.ledger.model import Answer, Assertion, AssertionInput, dump, parse_assertion
+from episteme.ledger.model import (
+    MAX_SEQ,
+    Answer,
+    Assertion,
+    AssertionInput,
+    dump,
+    parse_assertion,
+)
 from episteme.ledger.records import (
     Blame,
     Correction,
@@ -48,6 +55,16 @@ from .schemas import (
 router = APIRouter(prefix="/v1", responses=responses(401, 403, 422, 503))
 Ref = Annotated[str, Path(description="an id or a unique prefix of one", max_length=128)]
 Limit = Annotated[int, Query(ge=1, le=1000)]
+Before = Annotated[
+    int | None,
+    Query(
+        ge=1,
+        le=MAX_SEQ,
+        description="The next page: the items recorded before this journal position (the"
+        " `seq` of the last item of the page before). Unlike `until`, it gets past any number"
+        " of items that share one time.",
+    ),
+]
 
 
 def Caller(op: Op) -> Any:  # a capital: it reads as a type in signatures
@@ -210,9 +227,11 @@ def decisions(
     since: WireTime | None = None,
     until: WireTime | None = None,
     limit: Limit = 100,
+    before: Before = None,
     who: Principal = Caller(Op.READ),
 ) -> Response:
-    return encoded(ledger.decisions(agent=agent, since=since, until=until, limit=limit))
+    rows = ledger.decisions(agent=agent, since=since, until=until, limit=limit, before=before)
+    return encoded(rows)
 
 
 # -- investigation ---------------------------------------------------------------------
@@ -230,9 +249,10 @@ def served(
     subject: Annotated[str, Query(max_length=257, pattern=PREFIX)],
     at: WireTime | None = None,
     limit: Limit = 100,
+    before: Before = None,
     who: Principal = Caller(Op.READ),
 ) -> Response:
-    return encoded(ledger.served(subject, at=at, limit=limit))
+    return encoded(ledger.served(subject, at=at, limit=limit, before=before))
 
 
 @router.get(
@@ -249,9 +269,12 @@ def audit(
     since: WireTime | None = None,
     until: WireTime | None = None,
     limit: Limit = 100,
+    before: Before = None,
     who: Principal = Caller(Op.READ),
 ) -> Response:
-    rows = ledger.audit(agent=agent, subject=subject, since=since, until=until, limit=limit)
+    rows = ledger.audit(
+        agent=agent, subject=subject, since=since, until=until, limit=limit, before=before
+    )
     return encoded(rows)
 
 

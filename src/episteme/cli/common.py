@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import shlex
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
@@ -74,6 +76,15 @@ Home = Annotated[
 ]
 Json = Annotated[bool, typer.Option("--json", help="Print JSON for machines.")]
 TimeOpt = Annotated[str | None, typer.Option(help=f"TIME: {TIME_HELP}.", show_default=False)]
+Before = Annotated[
+    int | None,
+    typer.Option(
+        metavar="SEQ",
+        help="The next page: what was recorded before this journal position (the seq a full"
+        " page ends with; it says so under it).",
+        show_default=False,
+    ),
+]
 
 
 def state(ctx: typer.Context) -> CliState:
@@ -102,6 +113,17 @@ def when(ctx: typer.Context, text: str | None, option: str) -> Instant | None:
         return parse_time(text, state(ctx).clock.now())
     except InvalidInput as exc:
         raise InvalidInput(f"{option}: {exc.message}", field=option) from None
+
+
+def next_page(ctx: typer.Context, rows: Sequence[Any], limit: int, option: str) -> None:
+    """Under a full page, the option that asks for the next: `--before` and the last
+    item's seq, or `--after` and its key."""
+    if rows and len(rows) == limit:
+        last = rows[-1]
+        at = last.seq if option == "--before" else shlex.quote(last.key)
+        state(ctx).console.print(
+            f"[dim]{limit:,} shown; for older ones add {option} {at}[/]", highlight=False
+        )
 
 
 def emit(ctx: typer.Context, as_json: bool, data: BaseModel | list[Any] | dict[str, Any]) -> bool:

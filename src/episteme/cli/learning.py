@@ -9,7 +9,18 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from episteme.cli.common import Home, Json, TimeOpt, app, emit, open_ledger, state, when
+from episteme.cli.common import (
+    Before,
+    Home,
+    Json,
+    TimeOpt,
+    app,
+    emit,
+    next_page,
+    open_ledger,
+    state,
+    when,
+)
 from episteme.cli.render import short, val
 from episteme.cli.server import local_actor
 from episteme.ledger.learning import ConstraintState
@@ -148,6 +159,7 @@ def checks(
     since: TimeOpt = None,
     until: TimeOpt = None,
     limit: Annotated[int, typer.Option(help="At most this many.")] = 100,
+    before: Before = None,
     home: Home = None,
     as_json: Json = False,
 ) -> None:
@@ -158,6 +170,7 @@ def checks(
             since=when(ctx, since, "--since"),
             until=when(ctx, until, "--until"),
             limit=limit,
+            before=before,
         )
     if not emit(ctx, as_json, rows):
         table = Table("check", "at", "agent", "plan", "hits")
@@ -165,6 +178,7 @@ def checks(
             hits = ", ".join(f"{v['matched']} ({v['severity']})" for v in r.violations) or "-"
             table.add_row(r.id, show(r.at), r.agent, escape(r.plan[:60]), escape(hits))
         state(ctx).console.print(table if rows else "no check recorded")
+        next_page(ctx, rows, limit, "--before")
 
 
 @app.command()
@@ -228,6 +242,15 @@ def notifications(
     since: TimeOpt = None,
     until: TimeOpt = None,
     limit: Annotated[int, typer.Option(help="At most this many.")] = 100,
+    after: Annotated[
+        str | None,
+        typer.Option(
+            metavar="KEY",
+            help="The next page: what follows the notification of this key (a full page"
+            " says which).",
+            show_default=False,
+        ),
+    ] = None,
     home: Home = None,
     as_json: Json = False,
 ) -> None:
@@ -238,9 +261,11 @@ def notifications(
             since=when(ctx, since, "--since"),
             until=when(ctx, until, "--until"),
             limit=limit,
+            after=after,
         )
     if not emit(ctx, as_json, rows):
         table = Table("at", "type", "summary")
         for n in rows:
             table.add_row(show(n.at), n.type, escape(n.summary))
         state(ctx).console.print(table if rows else "nothing raised")
+        next_page(ctx, rows, limit, "--after")

@@ -16,12 +16,14 @@ import typer
 from episteme import ndjson
 from episteme.cli import render
 from episteme.cli.common import (
+    Before,
     Home,
     Json,
     TimeOpt,
     app,
     emit,
     location,
+    next_page,
     open_ledger,
     state,
     when,
@@ -240,16 +242,18 @@ def served(
     subject: str,
     at: TimeOpt = None,
     limit: Annotated[int, typer.Option(help="At most this many.")] = 50,
+    before: Before = None,
     home: Home = None,
     as_json: Json = False,
 ) -> None:
     """What agents were actually served about SUBJECT, up to --at (from the audit)."""
     instant = when(ctx, at, "--at")
     with open_ledger(ctx, home) as ledger:
-        rows = ledger.served(subject, at=instant, limit=limit)
+        rows = ledger.served(subject, at=instant, limit=limit, before=before)
     if not emit(ctx, as_json, rows):
         until = f" up to {render.when(instant)}" if instant else ""
         render.queries(state(ctx).console, f"served about {subject}{until}", rows)
+        next_page(ctx, rows, limit, "--before")
 
 
 @app.command()
@@ -260,16 +264,20 @@ def audit(
     since: TimeOpt = None,
     until: TimeOpt = None,
     limit: Annotated[int, typer.Option(help="At most this many.")] = 100,
+    before: Before = None,
     home: Home = None,
     as_json: Json = False,
 ) -> None:
     """Audited reads, newest first, by agent, subject and time window."""
     t1, t2 = when(ctx, since, "--since"), when(ctx, until, "--until")
     with open_ledger(ctx, home) as ledger:
-        rows = ledger.audit(agent=agent, subject=subject, since=t1, until=t2, limit=limit)
+        rows = ledger.audit(
+            agent=agent, subject=subject, since=t1, until=t2, limit=limit, before=before
+        )
     if not emit(ctx, as_json, rows):
         who = f" by {agent}" if agent else ""
         render.queries(state(ctx).console, f"queries{who}", rows)
+        next_page(ctx, rows, limit, "--before")
 
 
 @app.command()
@@ -279,13 +287,14 @@ def decisions(
     since: TimeOpt = None,
     until: TimeOpt = None,
     limit: Annotated[int, typer.Option(help="At most this many.")] = 100,
+    before: Before = None,
     home: Home = None,
     as_json: Json = False,
 ) -> None:
     """Recorded decisions, newest first, by agent and time window."""
     t1, t2 = when(ctx, since, "--since"), when(ctx, until, "--until")
     with open_ledger(ctx, home) as ledger:
-        rows = ledger.decisions(agent=agent, since=t1, until=t2, limit=limit)
+        rows = ledger.decisions(agent=agent, since=t1, until=t2, limit=limit, before=before)
     if not emit(ctx, as_json, rows):
         console = state(ctx).console
         for d in rows:
@@ -293,6 +302,7 @@ def decisions(
             console.print(f"{d.id} {render.when(d.at)} {d.agent}: {d.action} (cited {cited})")
         if not rows:
             console.print("no decision recorded")
+        next_page(ctx, rows, limit, "--before")
 
 
 @app.command()

@@ -15,12 +15,14 @@ import typer
 
 from episteme.cli import render
 from episteme.cli.common import (
+    Before,
     Home,
     Json,
     TimeOpt,
     app,
     default_home,
     emit,
+    next_page,
     open_ledger,
     state,
     when,
@@ -261,6 +263,7 @@ def denials(
     since: TimeOpt = None,
     until: TimeOpt = None,
     limit: Annotated[int, typer.Option(help="At most this many.")] = 100,
+    before: Before = None,
     home: Home = None,
     as_json: Json = False,
 ) -> None:
@@ -271,6 +274,8 @@ def denials(
             since=when(ctx, since, "--since"),
             until=when(ctx, until, "--until"),
             limit=limit,
+            before=before,
         )
     if not emit(ctx, as_json, rows):
         state(ctx).console.print(render.denials(rows))
+        next_page(ctx, rows, limit, "--before")

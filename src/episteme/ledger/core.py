@@ -39,6 +39,7 @@ from episteme.ledger.model import (
     Kind,
     Lifecycle,
     article,
+    check_before,
     check_context,
     check_limit,
     check_move,
@@ -663,13 +664,20 @@ class Ledger(Learning, Tokens):
     # -- investigation -----------------------------------------------------------------
 
     def served(
-        self, subject: str, *, at: Instant | None = None, limit: int = 100
+        self,
+        subject: str,
+        *,
+        at: Instant | None = None,
+        limit: int = 100,
+        before: int | None = None,
     ) -> list[QueryRecord]:
-        """What agents were actually served about `subject`, up to `at` (newest first)."""
+        """What agents were actually served about `subject`, up to `at` (newest first);
+        with `before`, the page below that journal position (the last item's `seq`)."""
         subject = check_prefix(subject)
         check_limit(limit)
+        check_before(before)
         return self.store.reading(
-            lambda r: investigate.served(r, subject, _us(at), limit), snapshot=False
+            lambda r: investigate.served(r, subject, _us(at), limit, before), snapshot=False
         )  # query records never change once written: their reads agree without one
 
     def audit(
@@ -680,16 +688,20 @@ class Ledger(Learning, Tokens):
         since: Instant | None = None,
         until: Instant | None = None,
         limit: int = 100,
+        before: int | None = None,
     ) -> list[QueryRecord]:
-        """Audited reads by agent, subject and window, newest first."""
+        """Audited reads by agent, subject and window, newest first; with `before`, the
+        page below that journal position (the last item's `seq`)."""
         check_limit(limit)
         check_window(since, until)
+        check_before(before)
         if subject is not None:
             subject = check_prefix(subject)
         if agent is not None:
             check_name(agent, "agent")
         return self.store.reading(
-            lambda r: r.queries(agent, subject, _us(since), _us(until), limit), snapshot=False
+            lambda r: r.queries(agent, subject, _us(since), _us(until), limit, before=before),
+            snapshot=False,
         )  # query records never change once written: their reads agree without one
 
     def decisions(
@@ -699,13 +711,16 @@ class Ledger(Learning, Tokens):
         since: Instant | None = None,
         until: Instant | None = None,
         limit: int = 100,
+        before: int | None = None,
     ) -> list[DecisionRecord]:
-        """Recorded decisions by agent and window, newest first."""
+        """Recorded decisions by agent and window, newest first; with `before`, the page
+        below that journal position (the last item's `seq`)."""
         if agent is not None:
             check_name(agent, "agent")
         check_limit(limit)
         check_window(since, until)
-        return self.store.decisions(agent, _us(since), _us(until), limit)
+        check_before(before)
+        return self.store.decisions(agent, _us(since), _us(until), limit, before=before)
 
     def diff(
         self,

@@ -25,9 +25,11 @@ from episteme.timeutil import to_us
 _HEX = frozenset("0123456789abcdef")
 
 
-def served(r: StoreReader, subject: str, until: int | None, limit: int) -> list[QueryRecord]:
+def served(
+    r: StoreReader, subject: str, until: int | None, limit: int, before: int | None = None
+) -> list[QueryRecord]:
     """Audited reads that served something under `subject`, with only those items."""
-    records = r.queries(subject=subject, until=until, limit=limit)
+    records = r.queries(subject=subject, until=until, limit=limit, before=before)
     below = subject + "."
     out = []
     for q in records:

@@ -8,7 +8,7 @@ gardener's (`episteme.ledger.gardener`), read here.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, JsonValue
@@ -21,6 +21,7 @@ from episteme.ledger.conflicts import conflicts
 from episteme.ledger.constraints import CheckResult, Violation
 from episteme.ledger.journal import Draft, Event, EventKind
 from episteme.ledger.model import (
+    check_before,
     check_context,
     check_limit,
     check_name,
@@ -39,6 +40,8 @@ MAX_ITEMS = 200
 MAX_ITEM = 512
 MAX_SCOPE = 100
 MAX_PLAN = 65_536
+PAGE = 1000
+"""How many notifications are read at a time where all of them are needed."""
 
 
 class ConstraintState(BaseModel):
@@ -208,13 +211,16 @@ class Learning:
         since: Instant | None = None,
         until: Instant | None = None,
         limit: int = 100,
+        before: int | None = None,
     ) -> list[CheckRecord]:
-        """Audited pre-flight checks by agent and window, newest first."""
+        """Audited pre-flight checks by agent and window, newest first; with `before`, the
+        page below that journal position (the last item's `seq`)."""
         if agent is not None:
             check_name(agent, "agent")
         check_limit(limit)
         check_window(since, until)
-        return self.store.checks(agent, _us(since), _us(until), limit)
+        check_before(before)
+        return self.store.checks(agent, _us(since), _us(until), limit, before=before)
 
     # -- trust, conflicts, notifications ---------------------------------------------
 
@@ -233,7 +239,7 @@ class Learning:
     def conflicts(self, *, include_resolved: bool = False) -> list[ConflictState]:
         """Conflicts the gardener raised, newest first; open ones only unless asked."""
         out = []
-        for n in self.store.notifications("conflict", limit=1000):
+        for n in self._every_notification("conflict"):
             ids = list(n.data["assertion_ids"])
             now = self.store.assertions(ids)
             still = {c.key for c in conflicts(now)}
@@ -250,6 +256,14 @@ class Learning:
                 out.append(state)
         return out
 
+    def _every_notification(self, type: str) -> Iterator[NotificationRecord]:
+        """Every notification of `type`, newest first, a page at a time."""
+        page = self.store.notifications(type, limit=PAGE)
+        yield from page
+        while len(page) == PAGE:
+            page = self.store.notifications(type, limit=PAGE, after=page[-1].key)
+            yield from page
+
     def notifications(
         self,
         *,
@@ -257,14 +271,17 @@ class Learning:
         since: Instant | None = None,
         until: Instant | None = None,
         limit: int = 100,
+        after: str | None = None,
     ) -> list[NotificationRecord]:
-        """What the gardener raised (corrections, conflicts, trust drops, expiries)."""
+        """What the gardener raised (corrections, conflicts, trust drops, expiries), newest
+        first; with `after`, the page that follows the notification of that key (the last
+        item's `key`)."""
         if type is not None and type not in NOTIFICATION_TYPES:
             known = ", ".join(sorted(NOTIFICATION_TYPES))
             raise InvalidInput(f"unknown notification type {type!r}: use {known}", field="type")
         check_limit(limit)
         check_window(since, until)
-        return self.store.notifications(type, _us(since), limit, _us(until))
+        return self.store.notifications(type, _us(since), limit, _us(until), after=after)
 
     # -- webhooks ----------------------------------------------------------------------
 

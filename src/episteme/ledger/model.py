@@ -402,6 +402,18 @@ def article(word: str) -> str:
     return f"{'an' if word[:1].lower() in 'aeiou' else 'a'} {word}"
 
 
+MAX_SEQ = 2**63 - 1
+"""The largest journal position a store can hold (a signed 64-bit integer)."""
+
+
+def check_before(before: int | None) -> None:
+    """`before`, the position a page of a list starts below, is a journal seq: 1 up."""
+    if before is not None and not 1 <= before <= MAX_SEQ:
+        raise InvalidInput(
+            "before must be a journal position (an item's seq), 1 or more", field="before"
+        )
+
+
 def check_window(since: Instant | None, until: Instant | None) -> None:
     """A window whose end is before its start is refused, not answered "none"."""
     if since is not None and until is not None and until < since:

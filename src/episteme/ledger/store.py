@@ -90,6 +90,8 @@ class StoreReader(Protocol):
         since: int | None = None,
         until: int | None = None,
         limit: int = 100,
+        *,
+        before: int | None = None,
     ) -> list[QueryRecord]: ...
     def serving(self, assertion_id: str, limit: int) -> tuple[int, dict[str, int], list[str]]: ...
     def decision(self, decision_id: str) -> DecisionRecord | None: ...
@@ -99,6 +101,8 @@ class StoreReader(Protocol):
         since: int | None = None,
         until: int | None = None,
         limit: int = 100,
+        *,
+        before: int | None = None,
     ) -> list[DecisionRecord]: ...
     def decisions_citing_assertion(self, assertion_id: str) -> list[DecisionRecord]: ...
     def token(
@@ -111,6 +115,8 @@ class StoreReader(Protocol):
         since: int | None = None,
         limit: int = 100,
         until: int | None = None,
+        *,
+        before: int | None = None,
     ) -> list[Denial]: ...
     def head(self) -> tuple[int, int, bytes | None]: ...
     def event_at(self, after_seq: int) -> int | None: ...
@@ -126,6 +132,8 @@ class StoreReader(Protocol):
         since: int | None = None,
         until: int | None = None,
         limit: int = 100,
+        *,
+        before: int | None = None,
     ) -> list[CheckRecord]: ...
     def webhook_specs(self) -> dict[str, tuple[dict[str, Any], int, str]]: ...
     def trust_evidence(
@@ -137,6 +145,8 @@ class StoreReader(Protocol):
         since: int | None = None,
         limit: int = 100,
         until: int | None = None,
+        *,
+        after: str | None = None,
     ) -> list[NotificationRecord]: ...
     def trust_weights(self, agents: Sequence[str], topic: str, until: int) -> list[Weighed]: ...
     def trust_totals(

@@ -25,7 +25,7 @@ from episteme.ledger.access import (
     token_hash,
 )
 from episteme.ledger.journal import Draft, Event, EventKind
-from episteme.ledger.model import check_limit, check_name, check_window
+from episteme.ledger.model import check_before, check_limit, check_name, check_window
 from episteme.timeutil import Clock, to_us
 
 if TYPE_CHECKING:
@@ -217,13 +217,16 @@ class Tokens:
         since: Instant | None = None,
         until: Instant | None = None,
         limit: int = 100,
+        before: int | None = None,
     ) -> list[Denial]:
-        """Refused calls, newest first (`until` inclusive)."""
+        """Refused calls, newest first (`until` inclusive); with `before`, the page below
+        that journal position (the last item's `seq`)."""
         if principal is not None:
             check_name(principal, "principal")
         check_limit(limit)
         check_window(since, until)
-        return self.store.denials(principal, _us(since), limit, _us(until))
+        check_before(before)
+        return self.store.denials(principal, _us(since), limit, _us(until), before=before)
 
 
 def _by_id(r: StoreReader, ref: str) -> TokenRecord | None:

@@ -70,6 +70,7 @@ MIGRATIONS = (
     "0003_diagnosis.sql",
     "0004_fold_accents.sql",
     "0005_text.sql",
+    "0006_list_order.sql",
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 APPLICATION = "episteme"

@@ -15,6 +15,7 @@ from typing import Any, NamedTuple, TypeVar
 
 import orjson
 
+from episteme.errors import InvalidInput
 from episteme.ledger.canonical import canonical
 from episteme.ledger.model import Assertion, Candidate
 from episteme.ledger.records import CheckRecord, NotificationRecord
@@ -74,6 +75,17 @@ def where(*filters: tuple[str, Any]) -> tuple[str, list[Any]]:
     return " AND ".join([c for c, _ in given] or ["1 = 1"]), [v for _, v in given]
 
 
+def earlier(alias: str, seq: int | None) -> tuple[tuple[str, Any], tuple[str, Any]]:
+    """`where` filters for the rows of a list (newest first) recorded before journal
+    position `seq`, for the next page: below it, and (so that an index on the time stops
+    where the page starts, not at the newest row) at most the time of the last event
+    before it, which no earlier event exceeds."""
+    return (f"{alias}seq < ?", seq), (
+        f"{alias}at <= (SELECT at FROM journal WHERE seq < ? ORDER BY seq DESC LIMIT 1)",
+        seq,
+    )
+
+
 def _range(column: str, prefix: str) -> tuple[str, list[Any]]:
     return f"({column} = ? OR ({column} > ? AND {column} < ?))", [
         prefix,
@@ -112,12 +124,19 @@ class LearningReads:
         since: int | None = None,
         until: int | None = None,
         limit: int = 100,
+        *,
+        before: int | None = None,
     ) -> list[CheckRecord]:
         """Audited pre-flight checks, newest first."""
-        cond, args = where(("agent = ?", agent), ("at >= ?", us(since)), ("at <= ?", us(until)))
+        cond, args = where(
+            ("agent = ?", agent),
+            ("at >= ?", us(since)),
+            ("at <= ?", us(until)),
+            *earlier("", before),
+        )
         rows = self.conn.execute(
             "SELECT id, seq, at, agent, plan, scope, items, checked, violations, context"
-            f" FROM checks WHERE {cond} ORDER BY seq DESC LIMIT ?",
+            f" FROM checks WHERE {cond} ORDER BY at DESC, seq DESC LIMIT ?",
             [*args, limit],
         )
         return [
@@ -179,9 +198,24 @@ class LearningReads:
         since: int | None = None,
         limit: int = 100,
         until: int | None = None,
+        *,
+        after: str | None = None,
     ) -> list[NotificationRecord]:
-        """Notifications the gardener raised, newest first."""
+        """Notifications the gardener raised, newest first (the newest time first, then by
+        key); with `after`, those that follow the notification of that key."""
         cond, args = where(("type = ?", type), ("at >= ?", us(since)), ("at <= ?", us(until)))
+        if after is not None:
+            found = self.conn.execute(
+                "SELECT at FROM notifications WHERE key = ?", [after]
+            ).fetchone()
+            if found is None:
+                raise InvalidInput(
+                    f"no notification has the key {after!r}: `after` takes the key of the"
+                    " last notification of the page before",
+                    field="after",
+                )
+            cond += " AND at <= ? AND (at < ? OR key > ?)"
+            args += [Us(found[0]), Us(found[0]), after]
         rows = self.conn.execute(
             "SELECT key, type, seq, at, summary, data FROM notifications"
             f" WHERE {cond} ORDER BY at DESC, key LIMIT ?",

@@ -40,7 +40,7 @@ from episteme.ledger.records import (
     Version,
 )
 from episteme.ledger.sql.diagnosis import DiagnosisReads
-from episteme.ledger.sql.learning import LearningReads, where
+from episteme.ledger.sql.learning import LearningReads, earlier, where
 from episteme.ledger.sql.projector import OPEN, Conn, Rows, Us, us
 from episteme.timeutil import from_us
 
@@ -559,47 +559,46 @@ class Reader(LearningReads, DiagnosisReads):
         since: int | None = None,
         until: int | None = None,
         limit: int = 100,
+        *,
+        before: int | None = None,
     ) -> list[QueryRecord]:
-        """Audited reads, newest first, filtered by agent, subject served and window."""
+        """Audited reads, newest first, filtered by agent, subject served and window, and
+        with `before`, recorded before that journal position."""
         if subject is not None and agent is None and since is None and self.NEWEST_SERVED:
-            return self._newest_on_subject(subject, until, limit)
-        clauses: list[str] = []
-        args: list[Any] = []
-        if agent is not None:
-            clauses.append("q.agent = ?")
-            args.append(agent)
-        if since is not None:
-            clauses.append("q.at >= ?")
-            args.append(Us(since))
-        if until is not None:
-            clauses.append("q.at <= ?")
-            args.append(Us(until))
+            return self._newest_on_subject(subject, until, limit, before)
+        cond, args = where(
+            ("q.agent = ?", agent),
+            ("q.at >= ?", us(since)),
+            ("q.at <= ?", us(until)),
+            *earlier("q.", before),
+        )
+        clauses = [cond]
         if subject is not None:
-            where, sargs = _subject_clause(subject)
+            on, sargs = _subject_clause(subject)
             clauses.append(
                 "(q.seq IN (SELECT s.query_seq FROM served s JOIN assertions v"
                 " ON v.rowid = s.arow WHERE "
-                + where
+                + on
                 + ") OR q.subject = ? OR (q.subject > ? AND q.subject < ?))"
             )
             args += [*sargs, *sargs]
-        where_sql = ("WHERE " + " AND ".join(clauses)) if clauses else ""
-        return self._queries(where_sql, args, limit)
+        return self._queries("WHERE " + " AND ".join(clauses), args, limit)
 
-    def _newest_on_subject(self, subject: str, until: int | None, limit: int) -> list[QueryRecord]:
-        """`queries(subject=, until=)` through `NEWEST_SERVED` (journal order is time order)."""
+    def _newest_on_subject(
+        self, subject: str, until: int | None, limit: int, before: int | None
+    ) -> list[QueryRecord]:
+        """`queries(subject=, until=, before=)` through `NEWEST_SERVED` (journal order
+        is time order)."""
         assert self.NEWEST_SERVED is not None
+        cond, args = where(("at <= ?", us(until)), *earlier("", before))
         last = self.conn.execute(
-            "SELECT seq FROM queries"
-            + ("" if until is None else " WHERE at <= ?")
-            + " ORDER BY at DESC, seq DESC LIMIT 1",
-            [] if until is None else [Us(until)],
+            f"SELECT seq FROM queries WHERE {cond} ORDER BY at DESC, seq DESC LIMIT 1", args
         ).fetchone()
         if last is None:
             return []
         bound = last[0]
-        where, sargs = _subject_clause(subject)
-        sql = self.NEWEST_SERVED.format(where=where)
+        on, sargs = _subject_clause(subject)
+        sql = self.NEWEST_SERVED.format(where=on)
         seqs = {r[0] for r in self.conn.execute(sql, [bound, limit, *sargs, limit])}
         own = self.conn.execute(
             "SELECT seq FROM queries WHERE (subject = ? OR (subject > ? AND subject < ?))"
@@ -684,13 +683,18 @@ class Reader(LearningReads, DiagnosisReads):
         since: int | None = None,
         until: int | None = None,
         limit: int = 100,
+        *,
+        before: int | None = None,
     ) -> list[DecisionRecord]:
         """Recorded decisions, newest first, by agent and window."""
         cond, args = where(
-            ("d.agent = ?", agent), ("d.at >= ?", us(since)), ("d.at <= ?", us(until))
+            ("d.agent = ?", agent),
+            ("d.at >= ?", us(since)),
+            ("d.at <= ?", us(until)),
+            *earlier("d.", before),
         )
         rows = self.conn.execute(
-            f"SELECT d.id FROM decisions d WHERE {cond} ORDER BY d.seq DESC LIMIT ?",
+            f"SELECT d.id FROM decisions d WHERE {cond} ORDER BY d.at DESC, d.seq DESC LIMIT ?",
             [*args, limit],
         ).fetchall()
         if not rows:
@@ -774,9 +778,14 @@ class Reader(LearningReads, DiagnosisReads):
         since: int | None = None,
         limit: int = 100,
         until: int | None = None,
+        *,
+        before: int | None = None,
     ) -> list[Denial]:
         cond, args = where(
-            ("principal = ?", principal), ("at >= ?", us(since)), ("at <= ?", us(until))
+            ("principal = ?", principal),
+            ("at >= ?", us(since)),
+            ("at <= ?", us(until)),
+            *earlier("", before),
         )
         rows = self.conn.execute(
             "SELECT seq, at, principal, token_id, operation, target, reason FROM denials"

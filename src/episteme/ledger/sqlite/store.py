@@ -44,6 +44,7 @@ MIGRATIONS = (
     "0004_gardener.sql",
     "0005_diagnosis.sql",
     "0006_search_text.sql",
+    "0007_list_order.sql",
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 WAL_RESTART_FRAMES = 65_536
