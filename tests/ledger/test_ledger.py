@@ -13,9 +13,10 @@ import pytest
 import whenever
 from whenever import Instant, TimeDelta
 
-from episteme.errors import Conflict, InvalidInput, NotFound
+from episteme.errors import Conflict, IntegrityError, InvalidInput, NotFound
 from episteme.ledger import AssertionInput, Ledger, LensSpec, Lifecycle
-from episteme.ledger.canonical import canonical
+from episteme.ledger.canonical import GENESIS, canonical
+from episteme.ledger.journal import link, verify_chain
 from episteme.ledger.model import HIDDEN_IDS
 from episteme.ledger.records import Diff
 from episteme.ledger.sql.projector import JSON_ESCAPES, search_sql, search_text
@@ -732,6 +733,26 @@ def test_import_of_a_tampered_export_is_refused(
 
     with Ledger.init(tmp_path / "copy") as copy:
         with pytest.raises(InvalidInput, match="broken at event 2"):
+            copy.import_events(events)
+        assert copy.store.head() == (0, 0, None)
+
+
+def test_import_of_a_journal_whose_time_goes_back_is_refused(
+    ledger: Ledger, clock: ManualClock, tmp_path: Path
+) -> None:
+    # Every store records an event at its predecessor's time or later, and lists page by
+    # it; a journal chained again with an earlier time was taken whole.
+    _history(ledger, clock)
+    events = list(ledger.export())
+    back = events[2].at - 1_000_000
+    prev = GENESIS
+    for i, e in enumerate(events):
+        at = back if i == 3 else e.at
+        h = link(prev, e.seq, at, e.actor, e.kind, e.payload)
+        events[i], prev = dataclasses.replace(e, at=at, hash=h), h
+    assert verify_chain(events).ok
+    with Ledger.init(tmp_path / "copy") as copy:
+        with pytest.raises(IntegrityError, match="event 4 is recorded before event 3"):
             copy.import_events(events)
         assert copy.store.head() == (0, 0, None)
 

@@ -159,7 +159,7 @@ def on_both_backends(
     scratch schema: about a second an example, ten times a SQLite one. PostgreSQL runs
     a third as many, enough to hold its store to the same properties (every run draws
     new programs), while SQLite explores the programs. No example database is kept:
-    the bodies share one inner function, and a failure prints how to reproduce it.
+    the bodies share one inner function, and a failure prints its falsifying example.
     """
 
     def wrap(body: Callable[..., None]) -> Callable[..., None]:

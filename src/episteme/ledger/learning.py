@@ -8,7 +8,7 @@ gardener's (`episteme.ledger.gardener`), read here.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, JsonValue
@@ -42,6 +42,8 @@ MAX_SCOPE = 100
 MAX_PLAN = 65_536
 PAGE = 1000
 """How many notifications are read at a time where all of them are needed."""
+MAX_KEY = 1024
+"""The longest notification key `after` takes (keys are a type and ids)."""
 
 
 class ConstraintState(BaseModel):
@@ -256,13 +258,19 @@ class Learning:
                 out.append(state)
         return out
 
-    def _every_notification(self, type: str) -> Iterator[NotificationRecord]:
-        """Every notification of `type`, newest first, a page at a time."""
-        page = self.store.notifications(type, limit=PAGE)
-        yield from page
-        while len(page) == PAGE:
-            page = self.store.notifications(type, limit=PAGE, after=page[-1].key)
-            yield from page
+    def _every_notification(self, type: str) -> list[NotificationRecord]:
+        """Every notification of `type`, newest first, read a page at a time in one
+        snapshot (a replay that raises them again meanwhile is not seen half done)."""
+
+        def walk(r: StoreReader) -> list[NotificationRecord]:
+            page = r.notifications(type, limit=PAGE)
+            found = list(page)
+            while len(page) == PAGE:
+                page = r.notifications(type, limit=PAGE, after=page[-1].key)
+                found += page
+            return found
+
+        return self.store.reading(walk)
 
     def notifications(
         self,
@@ -279,6 +287,13 @@ class Learning:
         if type is not None and type not in NOTIFICATION_TYPES:
             known = ", ".join(sorted(NOTIFICATION_TYPES))
             raise InvalidInput(f"unknown notification type {type!r}: use {known}", field="type")
+        if after is not None and (
+            not isinstance(after, str) or not 0 < len(after) <= MAX_KEY or "\x00" in after
+        ):
+            raise InvalidInput(
+                f"after must be a notification's key (text of 1 to {MAX_KEY:,} characters)",
+                field="after",
+            )
         check_limit(limit)
         check_window(since, until)
         return self.store.notifications(type, _us(since), limit, _us(until), after=after)

@@ -455,6 +455,14 @@ class SQLStore(Reader, LearningWrites, DiagnosisWrites):
             for ev in events:
                 if ev.kind not in EventKind.ALL:
                     raise IntegrityError(f"event {ev.seq} has unknown kind {ev.kind!r}")
+                if last is not None and ev.at < last.at:
+                    # every store records an event at its predecessor's time or later,
+                    # and lists rely on it (time order is journal order)
+                    raise IntegrityError(
+                        f"event {ev.seq} is recorded before event {last.seq}, the one ahead"
+                        " of it: no ledger writes a journal whose time goes back; nothing"
+                        " was stored"
+                    )
                 try:
                     conn.execute(
                         "INSERT INTO journal (seq, at, actor, kind, payload, hash)"
