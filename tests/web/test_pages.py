@@ -167,6 +167,27 @@ def test_the_agent_page_shows_trust_falling_after_the_gardener(console: Console)
     assert "auth 0.43" in orchestrator
 
 
+def test_the_agent_page_links_to_older_reads_when_it_lists_a_full_page(
+    console: Console,
+) -> None:
+    # It listed the newest 100 reads and counted "100", however many there were.
+    console.sign_in("oncall")
+    asked = [console.story.ledger.query("auth", agent="busy-agent") for _ in range(130)]
+    first = console.get("/agents/busy-agent")
+    assert '<span class="count">100+</span>' in first.text
+    link = re.search(r'href="(/agents/busy-agent\?[^"#]*)#queries">Older reads', first.text)
+    assert link is not None
+    older = console.get(link.group(1).replace("&amp;", "&"))
+    assert older.status_code == 200
+    assert '<span class="count">30</span> <small>older ones</small>' in older.text
+    assert "Older reads" not in older.text
+    shown = re.findall(r'href="/trace/(q_[0-9a-f]+)"', first.text + older.text)
+    assert shown == [a.query_id for a in reversed(asked)]
+    refused = console.get("/agents/busy-agent?before=0")
+    assert refused.status_code == 400
+    assert "before must be a journal position" in refused.text
+
+
 def test_find_goes_to_the_right_page(console: Console) -> None:
     console.sign_in("oncall")
     story = console.story

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 import anyio.to_thread
 from fastapi import APIRouter, Request
@@ -33,6 +33,8 @@ RECENT = 50
 DIFF_ROWS = 500
 """The newest changes a page lists (a busy day has a hundred thousand)."""
 TRUST_DAYS = 30
+READS = 100
+"""The audited reads an agent's page lists; a full page links to the next."""
 _HEX = re.compile(r"^[0-9a-f]{4,64}$")
 
 router = APIRouter(route_class=PageRoute, include_in_schema=False)
@@ -175,12 +177,17 @@ def _trust_chart(ledger: Ledger, agent: str, now: Instant) -> Chart | None:
 
 
 @router.get("/agents/{name}")
-def agent_page(name: str, who: Reader, since: str = "7d", until: str = "") -> Response:
+def agent_page(
+    name: str, who: Reader, since: str = "7d", until: str = "", before: int | None = None
+) -> Response:
     ledger = who.ledger
     now = ledger.clock.now()
     start = parse_time(since or "7d", now)
     end = _moment(until, now) or now
-    queries = ledger.audit(agent=name, since=start, until=end, limit=100)
+    queries = ledger.audit(agent=name, since=start, until=end, limit=READS, before=before)
+    older = None
+    if len(queries) == READS:  # there may be more: the next page starts below the last
+        older = "?" + urlencode({"since": since, "until": until, "before": queries[-1].seq})
     return page(
         who.request,
         "agent.html",
@@ -189,6 +196,8 @@ def agent_page(name: str, who: Reader, since: str = "7d", until: str = "") -> Re
         start=start,
         end=end,
         queries=queries,
+        older=older,
+        paged=before is not None,
         decisions=ledger.decisions(agent=name, since=start, until=end),
         scores=ledger.trust_scores(agent=name),
         chart=_trust_chart(ledger, name, now),
