@@ -475,9 +475,10 @@ def _op_remove_webhook(name: str) -> _Call[None]:
     return _Call("DELETE", f"/v1/webhooks/{_seg(name, 'name')}", _nothing)
 
 
-def _op_deliveries(*, limit: int = 100) -> _Call[list[Delivery]]:
-    """Webhook deliveries, newest first: state, attempts, last error, next try (admin)."""
-    return _get("/v1/webhooks/deliveries", _DELIVERIES.validate_json, limit=limit)
+def _op_deliveries(*, limit: int = 100, before: int | None = None) -> _Call[list[Delivery]]:
+    """Webhook deliveries, newest first: state, attempts, last error, next try (admin);
+    `before` (the last item's `job_id`) pages on."""
+    return _get("/v1/webhooks/deliveries", _DELIVERIES.validate_json, limit=limit, before=before)
 
 
 def _op_decide(

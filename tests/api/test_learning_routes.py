@@ -275,6 +275,13 @@ def test_webhooks_keep_only_env_references(api: Api) -> None:
     r = api.call("GET", "/v1/webhooks/deliveries", role="admin")
     assert r.status_code == 200, r.text
     assert [(d["webhook"], d["type"]) for d in r.json()] == [("oncall", "correction")]
+    job = r.json()[0]["job_id"]
+    older = api.call("GET", "/v1/webhooks/deliveries", role="admin", params={"before": job})
+    assert older.status_code == 200, older.text
+    assert older.json() == []
+    zero = api.call("GET", "/v1/webhooks/deliveries", role="admin", params={"before": 0})
+    assert zero.status_code == 422
+    assert "before" in zero.json()["detail"]
     assert api.call("GET", "/v1/webhooks", role="agent").status_code == 403
 
     assert api.call("DELETE", "/v1/webhooks/oncall", role="admin").status_code == 204

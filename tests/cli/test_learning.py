@@ -275,6 +275,16 @@ def test_a_correction_is_queued_for_the_webhooks_that_take_it(cli: Cli) -> None:
     assert queued["type"] == "correction"
     assert queued["state"] == "pending"
     assert queued["attempts"] == 0
+    # a second correction: two deliveries, a page of one says how to ask for the next
+    [rs] = ok(cli("assert", SUBJECT, "RS512", "--agent", "research-agent", "--json"))
+    ok(cli("correct", rs["id"], "--by", "oncall", "--reason", "not that either", "--json"))
+    ok(cli("gardener", "--once", "--json"))
+    newest, oldest = ok(cli("webhook", "deliveries", "--json"))
+    assert oldest == queued
+    page = done(cli("webhook", "deliveries", "--limit", "1"))
+    assert f"1 shown; for older ones add --before {newest['job_id']}" in page
+    older = ok(cli("webhook", "deliveries", "--before", str(newest["job_id"]), "--json"))
+    assert older == [queued]
 
 
 def test_a_literal_webhook_secret_is_refused_without_echoing_it(cli: Cli) -> None:

@@ -279,6 +279,18 @@ def test_an_unknown_webhook_fails_for_good_without_a_request(
     assert receiver.requests == []
 
 
+def test_deliveries_page_on_by_job_id(ledger: Ledger, clock: ManualClock) -> None:
+    ids = [enqueue(ledger.store, clock, n=note(f"correction:x_{n}")) for n in range(5)]
+    pages = [deliveries(ledger.store, limit=2)]
+    while pages[-1]:
+        pages.append(deliveries(ledger.store, limit=2, before=pages[-1][-1].job_id))
+    assert [d.job_id for page in pages for d in page] == ids[::-1]
+    assert [len(page) for page in pages] == [2, 2, 1, 0]
+    with pytest.raises(InvalidInput, match="before must be a delivery's job id") as exc:
+        deliveries(ledger.store, before=0)
+    assert exc.value.field == "before"
+
+
 def test_a_missing_environment_variable_is_named_and_retried(
     ledger: Ledger, clock: ManualClock, receiver: Receiver, client: httpx.Client
 ) -> None:

@@ -12,6 +12,7 @@ from episteme.ledger.access import Op, Principal
 from episteme.ledger.constraints import CheckResult
 from episteme.ledger.gardener import Gardener, GardenerStatus
 from episteme.ledger.learning import ConflictState, ConstraintState
+from episteme.ledger.model import MAX_SEQ
 from episteme.ledger.records import CheckRecord, NotificationRecord
 from episteme.ledger.trust import TrustScore
 from episteme.ledger.webhooks import Delivery, WebhookSpec, deliveries
@@ -242,6 +243,17 @@ def remove_webhook(
     summary="Deliveries, newest first: state, attempts, last error, next try (admin)",
 )
 def webhook_deliveries(
-    ledger: LedgerDep, limit: Limit = 100, who: Principal = Caller(Op.WEBHOOKS)
+    ledger: LedgerDep,
+    limit: Limit = 100,
+    before: Annotated[
+        int | None,
+        Query(
+            ge=1,
+            le=MAX_SEQ,
+            description="The next page: the deliveries queued before this one (the"
+            " `job_id` of the last of the page before).",
+        ),
+    ] = None,
+    who: Principal = Caller(Op.WEBHOOKS),
 ) -> Response:
-    return encoded(deliveries(ledger.store, limit))
+    return encoded(deliveries(ledger.store, limit, before=before))

@@ -115,12 +115,13 @@ def when(ctx: typer.Context, text: str | None, option: str) -> Instant | None:
         raise InvalidInput(f"{option}: {exc.message}", field=option) from None
 
 
-def next_page(ctx: typer.Context, rows: Sequence[Any], limit: int, option: str) -> None:
-    """Under a full page, the option that asks for the next: `--before` and the last
-    item's seq, or `--after` and its key."""
+def next_page(
+    ctx: typer.Context, rows: Sequence[Any], limit: int, option: str, field: str = "seq"
+) -> None:
+    """Under a full page, the option that asks for the next, with the last item's
+    `field` (its seq, a notification's key, a delivery's job id)."""
     if rows and len(rows) == limit:
-        last = rows[-1]
-        at = last.seq if option == "--before" else shlex.quote(last.key)
+        at = shlex.quote(str(getattr(rows[-1], field)))
         state(ctx).console.print(
             f"[dim]{limit:,} shown; for older ones add {option} {at}[/]", highlight=False
         )

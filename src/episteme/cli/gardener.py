@@ -9,7 +9,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from episteme.cli.common import Home, Json, app, emit, open_ledger, state
+from episteme.cli.common import Home, Json, app, emit, next_page, open_ledger, state
 from episteme.cli.server import local_actor
 from episteme.errors import InvalidInput, WorldError
 from episteme.ledger.gardener import BATCH, Gardener, GardenerLoop, worker_name
@@ -184,12 +184,20 @@ def webhook_remove(
 def webhook_deliveries(
     ctx: typer.Context,
     limit: Annotated[int, typer.Option(help="At most this many.")] = 50,
+    before: Annotated[
+        int | None,
+        typer.Option(
+            metavar="JOB_ID",
+            help="The next page: the deliveries queued before this one (a full page says which).",
+            show_default=False,
+        ),
+    ] = None,
     home: Home = None,
     as_json: Json = False,
 ) -> None:
     """Deliveries, newest first: state, attempts, the last error and the next try."""
     with open_ledger(ctx, home) as ledger:
-        rows = deliveries(ledger.store, limit)
+        rows = deliveries(ledger.store, limit, before=before)
     if not emit(ctx, as_json, rows):
         table = Table("webhook", "notification", "state", "attempts", "last error", "next try")
         for d in rows:
@@ -202,3 +210,4 @@ def webhook_deliveries(
                 show(d.next_attempt) if d.next_attempt else "-",
             )
         state(ctx).console.print(table if rows else "no delivery yet")
+        next_page(ctx, rows, limit, "--before", "job_id")

@@ -268,4 +268,4 @@ def notifications(
         for n in rows:
             table.add_row(show(n.at), n.type, escape(n.summary))
         state(ctx).console.print(table if rows else "nothing raised")
-        next_page(ctx, rows, limit, "--after")
+        next_page(ctx, rows, limit, "--after", "key")

@@ -249,8 +249,9 @@ class Store(StoreReader, Protocol):
     def fail_job(
         self, job_id: int, worker: str, now_us: int, error: str, retry_in_us: int | None
     ) -> None: ...
-    def jobs(self, queue: str, limit: int = 100) -> list[JobRecord]:
-        """The newest `limit` jobs of `queue`, newest first, whatever their state."""
+    def jobs(self, queue: str, limit: int = 100, before: int | None = None) -> list[JobRecord]:
+        """The newest `limit` jobs of `queue`, newest first, whatever their state; with
+        `before`, those queued before the job of that id."""
         ...
 
 

@@ -45,7 +45,7 @@ from whenever import Instant
 
 from episteme.errors import EpistemeError, InvalidInput, NotFound
 from episteme.ledger.background import Job
-from episteme.ledger.model import check_limit, check_name
+from episteme.ledger.model import MAX_SEQ, check_limit, check_name
 from episteme.timeutil import Clock, rfc3339, to_us
 
 if TYPE_CHECKING:
@@ -584,11 +584,14 @@ class Delivery(BaseModel):
 _STATES: dict[str, DeliveryState] = {"leased": "sending", "done": "delivered", "failed": "failed"}
 
 
-def deliveries(store: Store, limit: int = 100) -> list[Delivery]:
-    """The newest `limit` webhook deliveries, newest first."""
+def deliveries(store: Store, limit: int = 100, *, before: int | None = None) -> list[Delivery]:
+    """The newest `limit` webhook deliveries, newest first; with `before`, those queued
+    before the delivery of that job id (the last of the page before)."""
     check_limit(limit)
+    if before is not None and not 1 <= before <= MAX_SEQ:
+        raise InvalidInput("before must be a delivery's job id, 1 or more", field="before")
     out = []
-    for job in store.jobs(QUEUE, limit):
+    for job in store.jobs(QUEUE, limit, before):
         payload = job.payload if isinstance(job.payload, dict) else {}
         note = payload.get("notification")
         note = note if isinstance(note, dict) else {}

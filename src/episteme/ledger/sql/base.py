@@ -585,12 +585,14 @@ class SQLStore(Reader, LearningWrites, DiagnosisWrites):
                 f"job {job_id} is not leased to {worker}: its lease ran out or it is done"
             )
 
-    def jobs(self, queue: str, limit: int = 100) -> list[JobRecord]:
-        """The newest `limit` jobs of `queue`, newest first, whatever their state."""
+    def jobs(self, queue: str, limit: int = 100, before: int | None = None) -> list[JobRecord]:
+        """The newest `limit` jobs of `queue`, newest first, whatever their state; with
+        `before`, those queued before the job of that id."""
+        below, args = ("", [queue]) if before is None else (" AND id < ?", [queue, before])
         rows = self.conn.execute(
             "SELECT id, queue, payload, state, attempts, run_after, created_at, done_at, error"
-            " FROM jobs WHERE queue = ? ORDER BY id DESC LIMIT ?",
-            (queue, limit),
+            f" FROM jobs WHERE queue = ?{below} ORDER BY id DESC LIMIT ?",
+            [*args, limit],
         ).fetchall()
         return [
             JobRecord.model_construct(
