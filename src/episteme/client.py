@@ -370,9 +370,9 @@ def _op_session(session_id: str) -> _Call[Session]:
     return _get(f"/v1/diagnosis/status/{_seg(session_id)}", Session.model_validate_json)
 
 
-def _op_sessions(*, limit: int = 100) -> _Call[list[Session]]:
-    """Diagnosis sessions, newest first."""
-    return _get("/v1/diagnosis/sessions", _SESSIONS.validate_json, limit=limit)
+def _op_sessions(*, limit: int = 100, after: str | None = None) -> _Call[list[Session]]:
+    """Diagnosis sessions, newest first; `after` (the last item's `id`) pages on."""
+    return _get("/v1/diagnosis/sessions", _SESSIONS.validate_json, limit=limit, after=after)
 
 
 def _op_delete_session(session_id: str) -> _Call[None]:

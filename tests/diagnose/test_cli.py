@@ -70,6 +70,16 @@ def test_deny_and_the_errors_a_user_meets(cli: Cli, served: tuple[str, str, str]
     r = cli("approve", sid, "--reason", "go", "--server", url, "--token", lead, home_arg=False)
     assert r.code == 2
     assert "is denied" in r.err
+    # a second session: a page of one names the option that asks for the next
+    again = cli("diagnose", "db timeouts", "--json", "--server", url, "--token", dev,
+                home_arg=False)  # fmt: skip
+    assert again.code == 0, again.err
+    both = cli("sessions", "--json", "--server", url, "--token", dev, home_arg=False).json()
+    first = cli("sessions", "--limit", "1", "--server", url, "--token", dev, home_arg=False)
+    assert f"1 shown; for older ones add --after {both[0]['id']}" in first.out
+    rest = cli("sessions", "--json", "--after", both[0]["id"], "--server", url, "--token", dev,
+               home_arg=False)  # fmt: skip
+    assert rest.json() == both[1:]
     r = cli("sessions", "--server", "http://127.0.0.1:9", "--token", dev, home_arg=False)
     assert r.code == 1
     assert "unreachable" in r.err

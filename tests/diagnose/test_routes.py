@@ -85,6 +85,26 @@ def test_diagnose_approve_stream_to_the_root_cause(http: Http, prefix: str) -> N
     assert http("GET", f"{prefix}/status/{sid}").status_code == 404
 
 
+def test_sessions_page_on_by_id_past_a_shared_time(http: Http) -> None:
+    # the clock stands still: every session starts at one time, ordered by id after it
+    body = {"problem": "db timeouts", "environment": "staging"}
+    made = {http("POST", "/diagnose", json=body).json()["id"] for _ in range(5)}
+    every = http("GET", "/sessions").json()
+    assert {s["id"] for s in every} == made
+    walked: list[dict[str, Any]] = []
+    page = http("GET", "/v1/diagnosis/sessions", params={"limit": 2}).json()
+    while page:
+        walked += page
+        after = {"limit": 2, "after": page[-1]["id"]}
+        page = http("GET", "/v1/diagnosis/sessions", params=after).json()
+    assert walked == every
+    gone = http("GET", "/sessions", params={"after": "s_" + "0" * 24})
+    assert gone.status_code == 400
+    assert "no diagnosis session 's_000000000000000000000000'" in gone.json()["detail"]
+    long = http("GET", "/sessions", params={"after": "s" * 1025})
+    assert long.status_code == 422
+
+
 def test_json_answers_and_problems(http: Http) -> None:
     made = http("POST", "/diagnose", json={"problem": "db timeouts", "environment": "staging"})
     assert made.status_code == 201

@@ -20,6 +20,7 @@ from starlette.responses import Response, StreamingResponse
 from episteme.diagnose.alerts import AlertmanagerPayload, receive
 from episteme.diagnose.engine import DiagnosisEngine, Session
 from episteme.ledger.access import Op, Principal
+from episteme.ledger.model import MAX_KEY
 
 from .ledger_routes import Caller
 from .problems import responses
@@ -166,9 +167,17 @@ def build(prefix: str) -> APIRouter:
     async def sessions(
         request: Request,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+        after: Annotated[
+            str | None,
+            Query(
+                max_length=MAX_KEY,
+                description="The next page: the sessions that follow the one with this id"
+                " (the last of the page before).",
+            ),
+        ] = None,
         who: Principal = Caller(Op.READ),
     ) -> Response:
-        rows = await _engine(request).sessions(limit)
+        rows = await _engine(request).sessions(limit, after=after)
         body = b"[" + b",".join(s.model_dump_json().encode() for s in rows) + b"]"
         return Response(body, media_type="application/json")
 

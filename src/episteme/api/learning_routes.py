@@ -12,7 +12,7 @@ from episteme.ledger.access import Op, Principal
 from episteme.ledger.constraints import CheckResult
 from episteme.ledger.gardener import Gardener, GardenerStatus
 from episteme.ledger.learning import ConflictState, ConstraintState
-from episteme.ledger.model import MAX_SEQ
+from episteme.ledger.model import MAX_KEY, MAX_SEQ
 from episteme.ledger.records import CheckRecord, NotificationRecord
 from episteme.ledger.trust import TrustScore
 from episteme.ledger.webhooks import Delivery, WebhookSpec, deliveries
@@ -167,7 +167,7 @@ def notifications(
     after: Annotated[
         str | None,
         Query(
-            max_length=1024,
+            max_length=MAX_KEY,
             description="The next page: the notifications that follow the one with this"
             " `key` (the last of the page before). Unlike `until`, it gets past any number"
             " of notifications that share one time.",

@@ -20,7 +20,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from episteme.cli.common import Json, app, emit, state
+from episteme.cli.common import Json, app, emit, next_page, state
 from episteme.client import Client
 from episteme.errors import InvalidInput
 
@@ -215,16 +215,25 @@ def deny(
 def sessions(
     ctx: typer.Context,
     limit: Annotated[int, typer.Option(help="At most this many.")] = 50,
+    after: Annotated[
+        str | None,
+        typer.Option(
+            metavar="SESSION",
+            help="The next page: the sessions that follow this one (a full page says which).",
+            show_default=False,
+        ),
+    ] = None,
     server: Server = None,
     token: Token = None,
     as_json: Json = False,
 ) -> None:
     """Diagnosis sessions, newest first."""
     with _client(server, token) as client:
-        rows = client.sessions(limit=limit)
+        rows = client.sessions(limit=limit, after=after)
     if emit(ctx, as_json, rows):
         return
     table = Table("session", "status", "env", "requester", "problem")
     for s in rows:
         table.add_row(s.id, s.status, s.environment, s.requester, escape(s.problem[:60]))
     state(ctx).console.print(table if rows else "no session")
+    next_page(ctx, rows, limit, "--after", "id")

@@ -33,7 +33,7 @@ from episteme.errors import Conflict, Forbidden, InvalidInput, NotFound
 from episteme.ledger.access import Principal
 from episteme.ledger.canonical import check_texts, without_nul
 from episteme.ledger.core import Ledger
-from episteme.ledger.model import AssertionInput, Kind, check_context
+from episteme.ledger.model import AssertionInput, Kind, check_after, check_context, check_limit
 from episteme.timeutil import from_us, to_us
 
 log = logging.getLogger(__name__)
@@ -292,8 +292,12 @@ class DiagnosisEngine:
     async def status(self, sid: str) -> Session:
         return _session(await self._row(sid))
 
-    async def sessions(self, limit: int = 100) -> list[Session]:
-        rows = await asyncio.to_thread(self.store.diagnosis_sessions, limit)
+    async def sessions(self, limit: int = 100, *, after: str | None = None) -> list[Session]:
+        """Sessions, newest first; with `after`, the page that follows the session of
+        that id (the last of the page before)."""
+        check_limit(limit)
+        check_after(after, "a session's id")
+        rows = await asyncio.to_thread(self.store.diagnosis_sessions, limit, after)
         return [_session(await self._settled(r)) for r in rows]
 
     async def approve(

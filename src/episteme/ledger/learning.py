@@ -21,6 +21,7 @@ from episteme.ledger.conflicts import conflicts
 from episteme.ledger.constraints import CheckResult, Violation
 from episteme.ledger.journal import Draft, Event, EventKind
 from episteme.ledger.model import (
+    check_after,
     check_before,
     check_context,
     check_limit,
@@ -42,8 +43,6 @@ MAX_SCOPE = 100
 MAX_PLAN = 65_536
 PAGE = 1000
 """How many notifications are read at a time where all of them are needed."""
-MAX_KEY = 1024
-"""The longest notification key `after` takes (keys are a type and ids)."""
 
 
 class ConstraintState(BaseModel):
@@ -287,13 +286,7 @@ class Learning:
         if type is not None and type not in NOTIFICATION_TYPES:
             known = ", ".join(sorted(NOTIFICATION_TYPES))
             raise InvalidInput(f"unknown notification type {type!r}: use {known}", field="type")
-        if after is not None and (
-            not isinstance(after, str) or not 0 < len(after) <= MAX_KEY or "\x00" in after
-        ):
-            raise InvalidInput(
-                f"after must be a notification's key (text of 1 to {MAX_KEY:,} characters)",
-                field="after",
-            )
+        check_after(after, "a notification's key")
         check_limit(limit)
         check_window(since, until)
         return self.store.notifications(type, _us(since), limit, _us(until), after=after)

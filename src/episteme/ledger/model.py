@@ -414,6 +414,21 @@ def check_before(before: int | None) -> None:
         )
 
 
+MAX_KEY = 1024
+"""The longest key or id an `after` takes (a notification's key, a session's id)."""
+
+
+def check_after(after: str | None, what: str) -> None:
+    """`after`, the key or id a page of a list follows, is text that such an item can
+    have: 1 to `MAX_KEY` characters, no NUL."""
+    if after is not None and (
+        not isinstance(after, str) or not 0 < len(after) <= MAX_KEY or "\x00" in after
+    ):
+        raise InvalidInput(
+            f"after must be {what} (text of 1 to {MAX_KEY:,} characters)", field="after"
+        )
+
+
 def check_window(since: Instant | None, until: Instant | None) -> None:
     """A window whose end is before its start is refused, not answered "none"."""
     if since is not None and until is not None and until < since:

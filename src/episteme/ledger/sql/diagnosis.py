@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from typing import Any
 
+from episteme.errors import InvalidInput
 from episteme.ledger.canonical import without_nul
 from episteme.ledger.sql.projector import Conn, Us, us
 
@@ -63,11 +64,28 @@ class DiagnosisReads:
         ).fetchone()
         return None if r is None else _row(r)
 
-    def diagnosis_sessions(self, limit: int = 100) -> list[dict[str, Any]]:
+    def diagnosis_sessions(
+        self, limit: int = 100, after: str | None = None
+    ) -> list[dict[str, Any]]:
+        """Sessions, newest first (then by id); with `after`, those that follow the
+        session of that id."""
+        cond, args = "", []
+        if after is not None:
+            found = self.conn.execute(
+                "SELECT created_at FROM diagnosis_sessions WHERE id = ?", (after,)
+            ).fetchone()
+            if found is None:
+                raise InvalidInput(
+                    f"no diagnosis session {after!r}: `after` takes the id of the last"
+                    " session of the page before",
+                    field="after",
+                )
+            cond = " WHERE created_at <= ? AND (created_at < ? OR id > ?)"
+            args = [Us(found[0]), Us(found[0]), after]
         rows = self.conn.execute(
-            f"SELECT {SESSION_COLUMNS} FROM diagnosis_sessions ORDER BY created_at DESC, id"
-            " LIMIT ?",
-            (limit,),
+            f"SELECT {SESSION_COLUMNS} FROM diagnosis_sessions{cond}"
+            " ORDER BY created_at DESC, id LIMIT ?",
+            [*args, limit],
         )
         return [_row(r) for r in rows]
 
