@@ -103,6 +103,7 @@ def test_sessions_page_on_by_id_past_a_shared_time(http: Http) -> None:
     assert "no diagnosis session 's_000000000000000000000000'" in gone.json()["detail"]
     long = http("GET", "/sessions", params={"after": "s" * 1025})
     assert long.status_code == 422
+    assert http("GET", "/sessions", params={"after": ""}).status_code == 422
 
 
 def test_json_answers_and_problems(http: Http) -> None:

@@ -177,6 +177,9 @@ def test_the_agent_page_links_to_older_reads_when_it_lists_a_full_page(
     assert '<span class="count">100+</span>' in first.text
     link = re.search(r'href="(/agents/busy-agent\?[^"#]*)#queries">Older reads', first.text)
     assert link is not None
+    # the window as it was resolved: "7d" read again at the click would move its start
+    assert "since=2026-11-" in link.group(1)
+    assert "7d" not in link.group(1)
     older = console.get(link.group(1).replace("&amp;", "&"))
     assert older.status_code == 200
     assert '<span class="count">30</span> <small>older ones</small>' in older.text

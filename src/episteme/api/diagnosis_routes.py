@@ -170,6 +170,7 @@ def build(prefix: str) -> APIRouter:
         after: Annotated[
             str | None,
             Query(
+                min_length=1,
                 max_length=MAX_KEY,
                 description="The next page: the sessions that follow the one with this id"
                 " (the last of the page before).",

@@ -167,6 +167,7 @@ def notifications(
     after: Annotated[
         str | None,
         Query(
+            min_length=1,
             max_length=MAX_KEY,
             description="The next page: the notifications that follow the one with this"
             " `key` (the last of the page before). Unlike `until`, it gets past any number"

@@ -259,7 +259,7 @@ class Learning:
 
     def _every_notification(self, type: str) -> list[NotificationRecord]:
         """Every notification of `type`, newest first, read a page at a time in one
-        snapshot (a replay that raises them again meanwhile is not seen half done)."""
+        snapshot: a replay that raises them again meanwhile does not end the walk."""
 
         def walk(r: StoreReader) -> list[NotificationRecord]:
             page = r.notifications(type, limit=PAGE)

@@ -187,7 +187,9 @@ def agent_page(
     queries = ledger.audit(agent=name, since=start, until=end, limit=READS, before=before)
     older = None
     if len(queries) == READS:  # there may be more: the next page starts below the last
-        older = "?" + urlencode({"since": since, "until": until, "before": queries[-1].seq})
+        # the window as resolved now: "7d" read again at the click would move its start
+        window = {"since": start.format_iso(), "until": end.format_iso()}
+        older = "?" + urlencode(window | {"before": queries[-1].seq})
     return page(
         who.request,
         "agent.html",
@@ -198,7 +200,8 @@ def agent_page(
         queries=queries,
         older=older,
         paged=before is not None,
-        decisions=ledger.decisions(agent=name, since=start, until=end),
+        decisions=ledger.decisions(agent=name, since=start, until=end, limit=READS),
+        full=READS,
         scores=ledger.trust_scores(agent=name),
         chart=_trust_chart(ledger, name, now),
     )

@@ -77,7 +77,8 @@ class DiagnosisReads:
             if found is None:
                 raise InvalidInput(
                     f"no diagnosis session {after!r}: `after` takes the id of the last"
-                    " session of the page before",
+                    " session of the page before; if it was deleted since, start again"
+                    " from the newest",
                     field="after",
                 )
             cond = " WHERE created_at <= ? AND (created_at < ? OR id > ?)"
