@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -169,3 +171,26 @@ def test_demo_tells_the_story_and_leaves_a_ledger_that_verifies(cli: Cli, tmp_pa
     report = head(cli, str(home))
     assert report["ok"] is True
     assert report["events"] >= 10
+
+
+HEAVY = ("httpx", "episteme.client", "episteme.api", "fastapi", "uvicorn", "mcp")
+"""What a ledger command does not need: httpx alone (with its own command line's
+modules) and the client took about a sixth of a second from every command's start."""
+
+
+@pytest.mark.parametrize("command", [["init"], ["blame", "auth"], ["audit", "--json"]])
+def test_a_ledger_command_starts_without_the_http_stack(tmp_path: Path, command: list[str]) -> None:
+    code = (
+        "import atexit, sys\n"
+        f"atexit.register(lambda: print(sorted(m for m in {HEAVY!r} if m in sys.modules)))\n"
+        "from episteme.cli import main\n"
+        "main(sys.argv[1:])\n"
+    )
+    home = ["--home", str(tmp_path / "home")]
+    if command != ["init"]:
+        subprocess.run([sys.executable, "-m", "episteme", "init", *home], check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", code, *command, *home], capture_output=True, text=True, check=False
+    )
+    assert out.returncode in (0, 2), out.stderr  # 2: blame of a subject with no assertion
+    assert out.stdout.splitlines()[-1] == "[]"

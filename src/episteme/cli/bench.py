@@ -5,19 +5,22 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 from rich.table import Table
 
-from episteme.benchmark import http as http_bench
-from episteme.benchmark import writers as writers_bench
 from episteme.benchmark.generate import Spec, generate
-from episteme.benchmark.run import Report, run
 from episteme.cli.common import app, state
 from episteme.errors import InvalidInput
 from episteme.ledger.store import DB_FILE, POSTGRES_SCHEMES, open_store
+
+if TYPE_CHECKING:
+    from episteme.benchmark.run import Report
+
+# The measuring modules load in their commands: the HTTP benchmark brings httpx and the
+# API, a fifth of a second that every other command would pay at start.
 
 bench_app = typer.Typer(help="Benchmarks: generate a reference ledger, measure it.")
 app.add_typer(bench_app, name="bench")
@@ -107,6 +110,8 @@ def bench_run(
     where = _where(home, db)
     if isinstance(where, Path) and not (where / DB_FILE).exists():
         raise InvalidInput(f"no ledger in {where}: run `episteme bench generate --home {where}`")
+    from episteme.benchmark.run import run
+
     report = run(where, runs=runs, heavy_runs=heavy_runs, rebuild=rebuild, warm_cache=warm)
     _show(ctx, report, output, as_json)
 
@@ -172,6 +177,8 @@ def bench_http(
     where = _where(home, db)
     if isinstance(where, Path) and not (where / DB_FILE).exists():
         raise InvalidInput(f"no ledger in {where}: run `episteme bench generate --home {where}`")
+    from episteme.benchmark import http as http_bench
+
     report = http_bench.run(
         where, runs=runs, seconds=seconds, warmup=warmup, connections=connections,
         workers=workers or (1, 2), threads=threads, warm_cache=warm,
@@ -202,6 +209,8 @@ def bench_writers(
     where = _where(home, db)
     if isinstance(where, Path) and not (where / DB_FILE).exists():
         raise InvalidInput(f"no ledger in {where}: run `episteme bench generate --home {where}`")
+    from episteme.benchmark import writers as writers_bench
+
     report = writers_bench.run(
         where, processes=processes or (1, 2, 4), threads=threads, seconds=seconds,
         warmup=warmup, rounds=rounds,

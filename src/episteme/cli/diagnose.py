@@ -12,7 +12,7 @@ import contextlib
 import os
 import sys
 from collections.abc import Iterator
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import orjson
 import typer
@@ -21,8 +21,10 @@ from rich.markup import escape
 from rich.table import Table
 
 from episteme.cli.common import Json, app, emit, next_page, state
-from episteme.client import Client
 from episteme.errors import InvalidInput
+
+if TYPE_CHECKING:
+    from episteme.client import Client
 
 Server = Annotated[
     str | None,
@@ -47,6 +49,8 @@ def _client(server: str | None, token: str | None) -> Iterator[Client]:
         raise InvalidInput("give --server URL (or set EPISTEME_URL) of an `episteme serve`")
     if not secret:
         raise InvalidInput("give --token (or set EPISTEME_TOKEN): a token of yours")
+    from episteme.client import Client  # here: httpx costs every other command its start
+
     with Client(url, secret, trust_env=False) as client:  # no proxy sees the token
         yield client
 

@@ -30,7 +30,6 @@ import threading
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Literal, get_args
 
-import httpx
 import orjson
 from pydantic import (
     BaseModel,
@@ -49,6 +48,8 @@ from episteme.ledger.model import MAX_SEQ, check_limit, check_name
 from episteme.timeutil import Clock, rfc3339, to_us
 
 if TYPE_CHECKING:
+    import httpx
+
     from episteme.ledger.store import Store
 
 log = logging.getLogger(__name__)
@@ -134,7 +135,7 @@ class WebhookSpec(BaseModel):
             _env_name(value, "url")
         elif not _is_http_url(value):
             raise ValueError(_URL_HELP)
-        elif httpx.URL(value).userinfo:
+        elif _url(value).userinfo:
             raise ValueError(
                 "a URL with credentials in it is refused: put it in an environment "
                 "variable and give env:VARNAME"
@@ -248,9 +249,17 @@ def _env_name(value: str, field: str) -> str:
     return name
 
 
+def _url(value: str) -> httpx.URL:
+    import httpx  # here: the CLI starts faster without it (it loads its own CLI's modules)
+
+    return httpx.URL(value)
+
+
 def _is_http_url(value: str) -> bool:
+    import httpx
+
     try:
-        url = httpx.URL(value)
+        url = _url(value)
     except (httpx.InvalidURL, TypeError):
         return False
     return url.scheme in ("http", "https") and bool(url.host) and value == value.strip()
@@ -355,10 +364,12 @@ class _HideURLs(logging.Filter):
 
     def hide(self, url: str, label: str) -> None:
         with self._lock:
-            self._labels[str(httpx.URL(url))] = label
+            self._labels[str(_url(url))] = label
 
     def filter(self, record: logging.LogRecord) -> bool:
         if isinstance(record.args, tuple) and self._labels:
+            import httpx  # loaded already: httpx is what logs
+
             record.args = tuple(
                 self._labels.get(str(a), a) if isinstance(a, httpx.URL) else a for a in record.args
             )
@@ -401,7 +412,11 @@ class Deliverer:
         self._clock = clock
         self._worker = worker
         self._own_client = client is None
-        self._client = client if client is not None else httpx.Client(follow_redirects=False)
+        if client is None:
+            import httpx
+
+            client = httpx.Client(follow_redirects=False)
+        self._client = client
         self._environ = environ
         self._closed = False
         self._in_hand: Job | None = None
@@ -486,6 +501,8 @@ class Deliverer:
     ) -> int:
         # Only the status is read: the answer's body is the receiver's business, and
         # its error texts never reach the job (they may quote the URL).
+        import httpx
+
         try:
             with self._client.stream(
                 "POST", url, content=body, headers=headers, timeout=httpx.Timeout(timeout_s)
