@@ -9,7 +9,7 @@ from tests.bench.support import ROOT, run_script
 
 
 def test_cli_start_times_a_command_and_the_import() -> None:
-    out = run_script("cli_start.py", "--old-src", str(ROOT / "src"), "--runs", "2")
+    out = run_script("cli_start.py", "--old-src", str(ROOT / "src"), "--runs", "1")
     assert out.returncode == 0, out.stderr
     lines = out.stdout.splitlines()
     assert [line.split(":")[0] for line in lines] == ["episteme blame auth", "import episteme.cli"]
