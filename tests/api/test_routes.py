@@ -9,6 +9,7 @@ import threading
 import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
@@ -479,6 +480,22 @@ def test_every_list_pages_on_by_position_past_a_shared_time(api: Api) -> None:
                 break
             walked += got.json()
             at = {cursor: walked[-1][field]}
+            # a full page links to the next, the same query with the cursor; a short one not
+            if len(got.json()) == 3:
+                link = got.headers["link"]
+                assert link.startswith(f"<{path}?"), link
+                assert link.endswith('>; rel="next"'), link
+                assert f"{cursor}={quote(str(at[cursor]), safe='')}" in link, link
+                assert "limit=3" in link
+                following = api.call("GET", link[1:].split(">")[0], role="supervisor")
+                assert (
+                    following.json()
+                    == api.call(
+                        "GET", path, role="supervisor", params=params | at | {"limit": 3}
+                    ).json()
+                )
+            else:
+                assert "link" not in got.headers
         assert walked == every, path
     for path, bad, status, says in [
         ("/v1/audit", {"before": 0}, 422, "before: Input should be greater than or equal to 1"),

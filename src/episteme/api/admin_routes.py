@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from typing import Annotated
 
 import orjson
-from fastapi import APIRouter, Depends, Path, Query
+from fastapi import APIRouter, Depends, Path, Query, Request
 from starlette.responses import Response, StreamingResponse
 
 from episteme.errors import InvalidInput
@@ -15,7 +15,7 @@ from episteme.ledger.journal import VerifyReport
 from episteme.ledger.records import RebuildReport
 
 from .deps import LedgerDep
-from .ledger_routes import Before, Caller, Limit, encoded
+from .ledger_routes import Before, Caller, Limit, encoded, listed
 from .problems import responses
 from .schemas import NAME, IssuedToken, ReasonBody, RebuildBody, RevokeBody, TokenBody, WireTime
 
@@ -102,6 +102,7 @@ def revoke_token(
     summary="Refused calls, newest first: who tried what, and why it was refused",
 )
 def denials(
+    request: Request,
     ledger: LedgerDep,
     principal: Annotated[str | None, Query(max_length=128, pattern=NAME)] = None,
     since: WireTime | None = None,
@@ -111,7 +112,7 @@ def denials(
     who: Principal = Caller(Op.DENIALS),
 ) -> Response:
     rows = ledger.denials(principal=principal, since=since, until=until, limit=limit, before=before)
-    return encoded(rows)
+    return listed(request, rows, limit)
 
 
 @router.get(

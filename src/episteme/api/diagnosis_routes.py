@@ -22,7 +22,7 @@ from episteme.diagnose.engine import DiagnosisEngine, Session
 from episteme.ledger.access import Op, Principal
 from episteme.ledger.model import MAX_KEY
 
-from .ledger_routes import Caller
+from .ledger_routes import Caller, listed
 from .problems import responses
 
 NDJSON = "application/x-ndjson"
@@ -179,8 +179,7 @@ def build(prefix: str) -> APIRouter:
         who: Principal = Caller(Op.READ),
     ) -> Response:
         rows = await _engine(request).sessions(limit, after=after)
-        body = b"[" + b",".join(s.model_dump_json().encode() for s in rows) + b"]"
-        return Response(body, media_type="application/json")
+        return listed(request, rows, limit, "after", "id")
 
     @router.delete(
         "/sessions/{id}",

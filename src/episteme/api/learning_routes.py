@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Path, Query
+from fastapi import APIRouter, Path, Query, Request
 from starlette.responses import Response
 
 from episteme.ledger.access import Op, Principal
@@ -18,7 +18,7 @@ from episteme.ledger.trust import TrustScore
 from episteme.ledger.webhooks import Delivery, WebhookSpec, deliveries
 
 from .deps import LedgerDep
-from .ledger_routes import Before, Caller, Limit, Ref, encoded
+from .ledger_routes import Before, Caller, Limit, Ref, encoded, listed
 from .problems import responses
 from .schemas import NAME, SUBJECT, CheckBody, ConstraintBody, WebhookBody, WireTime
 
@@ -106,6 +106,7 @@ def check_alias(body: CheckBody, ledger: LedgerDep, who: Principal = Caller(Op.C
     summary="Audited pre-flight checks by agent and window, newest first",
 )
 def checks(
+    request: Request,
     ledger: LedgerDep,
     agent: Annotated[str | None, Query(max_length=128, pattern=NAME)] = None,
     since: WireTime | None = None,
@@ -114,7 +115,8 @@ def checks(
     before: Before = None,
     who: Principal = Caller(Op.READ),
 ) -> Response:
-    return encoded(ledger.checks(agent=agent, since=since, until=until, limit=limit, before=before))
+    rows = ledger.checks(agent=agent, since=since, until=until, limit=limit, before=before)
+    return listed(request, rows, limit)
 
 
 # -- trust, conflicts, notifications, the gardener -----------------------------------------
@@ -159,6 +161,7 @@ def conflicts(
     summary="What the gardener raised: corrections, conflicts, trust drops, expiries",
 )
 def notifications(
+    request: Request,
     ledger: LedgerDep,
     type: NotificationType | None = None,
     since: WireTime | None = None,
@@ -176,9 +179,8 @@ def notifications(
     ] = None,
     who: Principal = Caller(Op.READ),
 ) -> Response:
-    return encoded(
-        ledger.notifications(type=type, since=since, until=until, limit=limit, after=after)
-    )
+    rows = ledger.notifications(type=type, since=since, until=until, limit=limit, after=after)
+    return listed(request, rows, limit, "after", "key")
 
 
 @router.get(
@@ -244,6 +246,7 @@ def remove_webhook(
     summary="Deliveries, newest first: state, attempts, last error, next try (admin)",
 )
 def webhook_deliveries(
+    request: Request,
     ledger: LedgerDep,
     limit: Limit = 100,
     before: Annotated[
@@ -257,4 +260,4 @@ def webhook_deliveries(
     ] = None,
     who: Principal = Caller(Op.WEBHOOKS),
 ) -> Response:
-    return encoded(deliveries(ledger.store, limit, before=before))
+    return listed(request, deliveries(ledger.store, limit, before=before), limit, field="job_id")

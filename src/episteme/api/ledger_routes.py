@@ -7,10 +7,11 @@ only documenting it, so nothing is validated twice on the way out.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Annotated, Any
 
 import orjson
-from fastapi import APIRouter, Depends, Path, Query
+from fastapi import APIRouter, Depends, Path, Query, Request
 from pydantic import BaseModel
 from starlette.responses import Response
 
@@ -74,6 +75,18 @@ def Caller(op: Op) -> Any:  # a capital: it reads as a type in signatures
 def encoded(data: BaseModel | list[Any] | dict[str, Any], status: int = 200) -> Response:
     body = data.model_dump_json() if isinstance(data, BaseModel) else orjson.dumps(dump(data))
     return Response(body, status, media_type="application/json")
+
+
+def listed(
+    request: Request, rows: Sequence[Any], limit: int, cursor: str = "before", field: str = "seq"
+) -> Response:
+    """A page of a list. A full one links to the next (`Link: <…>; rel="next"`, RFC
+    8288): this request with `cursor` set to the last item's `field`."""
+    response = encoded(list(rows))
+    if rows and len(rows) == limit:
+        url = request.url.include_query_params(**{cursor: getattr(rows[-1], field)})
+        response.headers["Link"] = f'<{url.path}?{url.query}>; rel="next"'
+    return response
 
 
 def _input(body: AssertionBody, who: Principal, n: int | None = None) -> AssertionInput:
@@ -222,6 +235,7 @@ def decide(body: DecisionBody, ledger: LedgerDep, who: Principal = Caller(Op.DEC
     summary="Recorded decisions by agent and window, newest first",
 )
 def decisions(
+    request: Request,
     ledger: LedgerDep,
     agent: Annotated[str | None, Query(max_length=128, pattern=NAME)] = None,
     since: WireTime | None = None,
@@ -231,7 +245,7 @@ def decisions(
     who: Principal = Caller(Op.READ),
 ) -> Response:
     rows = ledger.decisions(agent=agent, since=since, until=until, limit=limit, before=before)
-    return encoded(rows)
+    return listed(request, rows, limit)
 
 
 # -- investigation ---------------------------------------------------------------------
@@ -245,6 +259,7 @@ def decisions(
     summary="What agents were actually served about a subject, up to a time",
 )
 def served(
+    request: Request,
     ledger: LedgerDep,
     subject: Annotated[str, Query(max_length=257, pattern=PREFIX)],
     at: WireTime | None = None,
@@ -252,7 +267,7 @@ def served(
     before: Before = None,
     who: Principal = Caller(Op.READ),
 ) -> Response:
-    return encoded(ledger.served(subject, at=at, limit=limit, before=before))
+    return listed(request, ledger.served(subject, at=at, limit=limit, before=before), limit)
 
 
 @router.get(
@@ -263,6 +278,7 @@ def served(
     summary="Audited reads by agent, subject and window, newest first",
 )
 def audit(
+    request: Request,
     ledger: LedgerDep,
     agent: Annotated[str | None, Query(max_length=128, pattern=NAME)] = None,
     subject: Annotated[str | None, Query(max_length=257, pattern=PREFIX)] = None,
@@ -275,7 +291,7 @@ def audit(
     rows = ledger.audit(
         agent=agent, subject=subject, since=since, until=until, limit=limit, before=before
     )
-    return encoded(rows)
+    return listed(request, rows, limit)
 
 
 @router.get(
