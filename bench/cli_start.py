@@ -31,8 +31,11 @@ def _env(src: Path, cache: Path) -> dict[str, str]:
 
 def _run(argv: list[str], env: dict[str, str]) -> float:
     began = time.perf_counter()
-    subprocess.run([sys.executable, *argv], env=env, capture_output=True, check=False)
-    return time.perf_counter() - began
+    done = subprocess.run([sys.executable, *argv], env=env, capture_output=True, check=False)
+    took = time.perf_counter() - began
+    if done.returncode not in (0, 2):  # 2: `blame` of a subject with no assertion
+        sys.exit(f"{' '.join(argv)} failed ({done.returncode}): {done.stderr.decode()[-500:]}")
+    return took
 
 
 def main() -> None:

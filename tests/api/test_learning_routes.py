@@ -276,6 +276,8 @@ def test_webhooks_keep_only_env_references(api: Api) -> None:
     assert r.status_code == 200, r.text
     assert [(d["webhook"], d["type"]) for d in r.json()] == [("oncall", "correction")]
     job = r.json()[0]["job_id"]
+    one = api.call("GET", "/v1/webhooks/deliveries", role="admin", params={"limit": 1})
+    assert one.headers["link"] == f'<?limit=1&before={job}>; rel="next"'
     older = api.call("GET", "/v1/webhooks/deliveries", role="admin", params={"before": job})
     assert older.status_code == 200, older.text
     assert older.json() == []

@@ -483,11 +483,11 @@ def test_every_list_pages_on_by_position_past_a_shared_time(api: Api) -> None:
             # a full page links to the next, the same query with the cursor; a short one not
             if len(got.json()) == 3:
                 link = got.headers["link"]
-                assert link.startswith(f"<{path}?"), link
+                assert link.startswith("<?"), link  # relative to the page's own address
                 assert link.endswith('>; rel="next"'), link
                 assert f"{cursor}={quote(str(at[cursor]), safe='')}" in link, link
                 assert "limit=3" in link
-                following = api.call("GET", link[1:].split(">")[0], role="supervisor")
+                following = api.call("GET", path + link[1:].split(">")[0], role="supervisor")
                 assert (
                     following.json()
                     == api.call(

@@ -97,7 +97,7 @@ def test_sessions_page_on_by_id_past_a_shared_time(http: Http) -> None:
         walked += got.json()
         if len(got.json()) == 2:  # a full page links to the next
             link = got.headers["link"]
-            assert link == f'</v1/diagnosis/sessions?limit=2&after={walked[-1]["id"]}>; rel="next"'
+            assert link == f'<?limit=2&after={walked[-1]["id"]}>; rel="next"'
         else:
             assert "link" not in got.headers
         after = {"limit": 2, "after": walked[-1]["id"]}

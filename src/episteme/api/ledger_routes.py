@@ -80,12 +80,14 @@ def encoded(data: BaseModel | list[Any] | dict[str, Any], status: int = 200) -> 
 def listed(
     request: Request, rows: Sequence[Any], limit: int, cursor: str = "before", field: str = "seq"
 ) -> Response:
-    """A page of a list. A full one links to the next (`Link: <…>; rel="next"`, RFC
-    8288): this request with `cursor` set to the last item's `field`."""
+    """A page of a list. A full one links to the next (`Link: <?…>; rel="next"`, RFC
+    8288): this request's query with `cursor` set to the last item's `field`, as a
+    reference relative to the request's own address, which a proxy that strips a
+    prefix from the path leaves right."""
     response = encoded(list(rows))
     if rows and len(rows) == limit:
         url = request.url.include_query_params(**{cursor: getattr(rows[-1], field)})
-        response.headers["Link"] = f'<{url.path}?{url.query}>; rel="next"'
+        response.headers["Link"] = f'<?{url.query}>; rel="next"'
     return response
 
 
