@@ -105,7 +105,7 @@ def test_sessions_page_on_by_id_past_a_shared_time(http: Http) -> None:
     assert walked == every
     gone = http("GET", "/sessions", params={"after": "s_" + "0" * 24})
     assert gone.status_code == 400
-    assert "no diagnosis session 's_000000000000000000000000'" in gone.json()["detail"]
+    assert "no diagnosis session has the id 's_000000000000000000000000'" in gone.json()["detail"]
     long = http("GET", "/sessions", params={"after": "s" * 1025})
     assert long.status_code == 422
     assert http("GET", "/sessions", params={"after": ""}).status_code == 422

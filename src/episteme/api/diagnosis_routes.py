@@ -20,9 +20,8 @@ from starlette.responses import Response, StreamingResponse
 from episteme.diagnose.alerts import AlertmanagerPayload, receive
 from episteme.diagnose.engine import DiagnosisEngine, Session
 from episteme.ledger.access import Op, Principal
-from episteme.ledger.model import MAX_KEY
 
-from .ledger_routes import Caller, listed
+from .ledger_routes import Caller, listed, page_after
 from .problems import responses
 
 NDJSON = "application/x-ndjson"
@@ -169,11 +168,8 @@ def build(prefix: str) -> APIRouter:
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
         after: Annotated[
             str | None,
-            Query(
-                min_length=1,
-                max_length=MAX_KEY,
-                description="The next page: the sessions that follow the one with this id"
-                " (the last of the page before).",
+            page_after(
+                "the sessions that follow the one with this id (the last of the page before)"
             ),
         ] = None,
         who: Principal = Caller(Op.READ),

@@ -12,13 +12,12 @@ from episteme.ledger.access import Op, Principal
 from episteme.ledger.constraints import CheckResult
 from episteme.ledger.gardener import Gardener, GardenerStatus
 from episteme.ledger.learning import ConflictState, ConstraintState
-from episteme.ledger.model import MAX_KEY, MAX_SEQ
 from episteme.ledger.records import CheckRecord, NotificationRecord
 from episteme.ledger.trust import TrustScore
 from episteme.ledger.webhooks import Delivery, WebhookSpec, deliveries
 
 from .deps import LedgerDep
-from .ledger_routes import Before, Caller, Limit, Ref, encoded, listed
+from .ledger_routes import Before, Caller, Limit, Ref, encoded, listed, page_after, page_before
 from .problems import responses
 from .schemas import NAME, SUBJECT, CheckBody, ConstraintBody, WebhookBody, WireTime
 
@@ -169,12 +168,10 @@ def notifications(
     limit: Limit = 100,
     after: Annotated[
         str | None,
-        Query(
-            min_length=1,
-            max_length=MAX_KEY,
-            description="The next page: the notifications that follow the one with this"
-            " `key` (the last of the page before). Unlike `until`, it gets past any number"
-            " of notifications that share one time.",
+        page_after(
+            "the notifications that follow the one with this `key` (the last of the page"
+            " before). Unlike `until`, it gets past any number of notifications that share"
+            " one time"
         ),
     ] = None,
     who: Principal = Caller(Op.READ),
@@ -251,11 +248,8 @@ def webhook_deliveries(
     limit: Limit = 100,
     before: Annotated[
         int | None,
-        Query(
-            ge=1,
-            le=MAX_SEQ,
-            description="The next page: the deliveries queued before this one (the"
-            " `job_id` of the last of the page before).",
+        page_before(
+            "the deliveries queued before this one (the `job_id` of the last of the page before)"
         ),
     ] = None,
     who: Principal = Caller(Op.WEBHOOKS),

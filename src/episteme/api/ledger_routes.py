@@ -19,6 +19,7 @@ from episteme.ledger.access import Op, Principal
 from episteme.ledger.core import Ledger
 from episteme.ledger.lenses import LensSpec
 from episteme.ledger.model import (
+    MAX_KEY,
     MAX_SEQ,
     Answer,
     Assertion,
@@ -56,14 +57,23 @@ from .schemas import (
 router = APIRouter(prefix="/v1", responses=responses(401, 403, 422, 503))
 Ref = Annotated[str, Path(description="an id or a unique prefix of one", max_length=128)]
 Limit = Annotated[int, Query(ge=1, le=1000)]
+
+
+def page_before(what: str) -> Any:
+    """The query parameter `before` of a list: the next page is `what`."""
+    return Query(ge=1, le=MAX_SEQ, description=f"The next page: {what}.")
+
+
+def page_after(what: str) -> Any:
+    """The query parameter `after` of a list: the next page is `what`."""
+    return Query(min_length=1, max_length=MAX_KEY, description=f"The next page: {what}.")
+
+
 Before = Annotated[
     int | None,
-    Query(
-        ge=1,
-        le=MAX_SEQ,
-        description="The next page: the items recorded before this journal position (the"
-        " `seq` of the last item of the page before). Unlike `until`, it gets past any number"
-        " of items that share one time.",
+    page_before(
+        "the items recorded before this journal position (the `seq` of the last item of the"
+        " page before). Unlike `until`, it gets past any number of items that share one time"
     ),
 ]
 

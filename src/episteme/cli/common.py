@@ -76,15 +76,18 @@ Home = Annotated[
 ]
 Json = Annotated[bool, typer.Option("--json", help="Print JSON for machines.")]
 TimeOpt = Annotated[str | None, typer.Option(help=f"TIME: {TIME_HELP}.", show_default=False)]
-Before = Annotated[
-    int | None,
-    typer.Option(
-        metavar="SEQ",
-        help="The next page: what was recorded before this journal position (the seq a full"
-        " page ends with; it says so under it).",
+
+
+def page_option(metavar: str, what: str) -> Any:
+    """The option that asks a list for its next page: `what` it gives."""
+    return typer.Option(
+        metavar=metavar,
+        help=f"The next page: {what} (a full page says which).",
         show_default=False,
-    ),
-]
+    )
+
+
+Before = Annotated[int | None, page_option("SEQ", "what was recorded before this journal position")]
 
 
 def state(ctx: typer.Context) -> CliState:

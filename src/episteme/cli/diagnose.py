@@ -20,7 +20,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from episteme.cli.common import Json, app, emit, next_page, state
+from episteme.cli.common import Json, app, emit, next_page, page_option, state
 from episteme.errors import InvalidInput
 
 if TYPE_CHECKING:
@@ -220,12 +220,7 @@ def sessions(
     ctx: typer.Context,
     limit: Annotated[int, typer.Option(help="At most this many.")] = 50,
     after: Annotated[
-        str | None,
-        typer.Option(
-            metavar="SESSION",
-            help="The next page: the sessions that follow this one (a full page says which).",
-            show_default=False,
-        ),
+        str | None, page_option("SESSION", "the sessions that follow this one")
     ] = None,
     server: Server = None,
     token: Token = None,

@@ -9,7 +9,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from episteme.cli.common import Home, Json, app, emit, next_page, open_ledger, state
+from episteme.cli.common import Home, Json, app, emit, next_page, open_ledger, page_option, state
 from episteme.cli.server import local_actor
 from episteme.errors import InvalidInput, WorldError
 from episteme.ledger.gardener import BATCH, Gardener, GardenerLoop, worker_name
@@ -185,12 +185,7 @@ def webhook_deliveries(
     ctx: typer.Context,
     limit: Annotated[int, typer.Option(help="At most this many.")] = 50,
     before: Annotated[
-        int | None,
-        typer.Option(
-            metavar="JOB_ID",
-            help="The next page: the deliveries queued before this one (a full page says which).",
-            show_default=False,
-        ),
+        int | None, page_option("JOB_ID", "the deliveries queued before this one")
     ] = None,
     home: Home = None,
     as_json: Json = False,

@@ -18,6 +18,7 @@ from episteme.cli.common import (
     emit,
     next_page,
     open_ledger,
+    page_option,
     state,
     when,
 )
@@ -243,13 +244,7 @@ def notifications(
     until: TimeOpt = None,
     limit: Annotated[int, typer.Option(help="At most this many.")] = 100,
     after: Annotated[
-        str | None,
-        typer.Option(
-            metavar="KEY",
-            help="The next page: what follows the notification of this key (a full page"
-            " says which).",
-            show_default=False,
-        ),
+        str | None, page_option("KEY", "what follows the notification of this key")
     ] = None,
     home: Home = None,
     as_json: Json = False,

@@ -406,12 +406,11 @@ MAX_SEQ = 2**63 - 1
 """The largest journal position a store can hold (a signed 64-bit integer)."""
 
 
-def check_before(before: int | None) -> None:
-    """`before`, the position a page of a list starts below, is a journal seq: 1 up."""
+def check_before(before: int | None, what: str = "a journal position (an item's seq)") -> None:
+    """`before`, the position a page of a list starts below (a journal seq, or a job's
+    id), is a positive 64-bit integer."""
     if before is not None and not 1 <= before <= MAX_SEQ:
-        raise InvalidInput(
-            "before must be a journal position (an item's seq), 1 or more", field="before"
-        )
+        raise InvalidInput(f"before must be {what}, 1 or more", field="before")
 
 
 MAX_KEY = 1024

@@ -44,7 +44,7 @@ from whenever import Instant
 
 from episteme.errors import EpistemeError, InvalidInput, NotFound
 from episteme.ledger.background import Job
-from episteme.ledger.model import MAX_SEQ, check_limit, check_name
+from episteme.ledger.model import check_before, check_limit, check_name
 from episteme.timeutil import Clock, rfc3339, to_us
 
 if TYPE_CHECKING:
@@ -605,8 +605,7 @@ def deliveries(store: Store, limit: int = 100, *, before: int | None = None) -> 
     """The newest `limit` webhook deliveries, newest first; with `before`, those queued
     before the delivery of that job id (the last of the page before)."""
     check_limit(limit)
-    if before is not None and not 1 <= before <= MAX_SEQ:
-        raise InvalidInput("before must be a delivery's job id, 1 or more", field="before")
+    check_before(before, "a delivery's job id")
     out = []
     for job in store.jobs(QUEUE, limit, before):
         payload = job.payload if isinstance(job.payload, dict) else {}

@@ -10,8 +10,8 @@ from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from typing import Any
 
-from episteme.errors import InvalidInput
 from episteme.ledger.canonical import without_nul
+from episteme.ledger.sql.learning import following
 from episteme.ledger.sql.projector import Conn, Us, us
 
 SESSION_COLUMNS = (
@@ -69,20 +69,14 @@ class DiagnosisReads:
     ) -> list[dict[str, Any]]:
         """Sessions, newest first (then by id); with `after`, those that follow the
         session of that id."""
-        cond, args = "", []
+        cond = ""
+        args: list[Any] = []
         if after is not None:
-            found = self.conn.execute(
-                "SELECT created_at FROM diagnosis_sessions WHERE id = ?", (after,)
-            ).fetchone()
-            if found is None:
-                raise InvalidInput(
-                    f"no diagnosis session {after!r}: `after` takes the id of the last"
-                    " session of the page before; if it was deleted since, start again"
-                    " from the newest",
-                    field="after",
-                )
-            cond = " WHERE created_at <= ? AND (created_at < ? OR id > ?)"
-            args = [Us(found[0]), Us(found[0]), after]
+            next_page, args = following(
+                self.conn, "diagnosis_sessions", "id", "created_at", after, "diagnosis session",
+                "; if it was deleted since, start again from the newest",
+            )  # fmt: skip
+            cond = f" WHERE {next_page}"
         rows = self.conn.execute(
             f"SELECT {SESSION_COLUMNS} FROM diagnosis_sessions{cond}"
             " ORDER BY created_at DESC, id LIMIT ?",

@@ -86,6 +86,23 @@ def earlier(alias: str, seq: int | None) -> tuple[tuple[str, Any], tuple[str, An
     )
 
 
+def following(
+    conn: Conn, table: str, key: str, at: str, after: str, what: str, hint: str = ""
+) -> tuple[str, list[Any]]:
+    """A condition (and its arguments) for the rows of `table`, listed by `at` newest
+    first then by `key`, that follow the row whose `key` is `after`: the next page. One
+    that names no row is refused, rather than answered with an empty page that would end
+    a walk early."""
+    found = conn.execute(f"SELECT {at} FROM {table} WHERE {key} = ?", [after]).fetchone()
+    if found is None:
+        raise InvalidInput(
+            f"no {what} has the {key} {after!r}: `after` takes the {key} of the last of the"
+            f" page before{hint}",
+            field="after",
+        )
+    return f"{at} <= ? AND ({at} < ? OR {key} > ?)", [Us(found[0]), Us(found[0]), after]
+
+
 def _range(column: str, prefix: str) -> tuple[str, list[Any]]:
     return f"({column} = ? OR ({column} > ? AND {column} < ?))", [
         prefix,
@@ -205,17 +222,10 @@ class LearningReads:
         key); with `after`, those that follow the notification of that key."""
         cond, args = where(("type = ?", type), ("at >= ?", us(since)), ("at <= ?", us(until)))
         if after is not None:
-            found = self.conn.execute(
-                "SELECT at FROM notifications WHERE key = ?", [after]
-            ).fetchone()
-            if found is None:
-                raise InvalidInput(
-                    f"no notification has the key {after!r}: `after` takes the key of the"
-                    " last notification of the page before",
-                    field="after",
-                )
-            cond += " AND at <= ? AND (at < ? OR key > ?)"
-            args += [Us(found[0]), Us(found[0]), after]
+            next_page, more = following(
+                self.conn, "notifications", "key", "at", after, "notification"
+            )
+            cond, args = f"{cond} AND {next_page}", [*args, *more]
         rows = self.conn.execute(
             "SELECT key, type, seq, at, summary, data FROM notifications"
             f" WHERE {cond} ORDER BY at DESC, key LIMIT ?",
