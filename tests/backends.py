@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import os
+from collections.abc import Callable, Iterator
 from contextlib import closing, contextmanager
 from pathlib import Path
 from typing import Any
@@ -45,3 +46,27 @@ def old_sqlite_ledger(home: Path) -> Path:
     conn.execute("PRAGMA user_version = 1")
     conn.close()
     return path
+
+
+def as_nobody(work: Callable[[], str]) -> str:
+    """`work()` run as a user without rights (root passes every permission check): in a
+    forked child that drops to uid 65534 when this process is root; what it returned."""
+    if os.geteuid() != 0:
+        return work()
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child
+        try:
+            os.setgid(65534)
+            os.setuid(65534)
+            out = work()
+        except BaseException as exc:
+            out = f"{type(exc).__name__}: {exc}"
+        with os.fdopen(write, "wb") as pipe:
+            pipe.write(out.encode())
+        os._exit(0)
+    os.close(write)
+    with os.fdopen(read, "rb") as got:
+        out = got.read().decode()
+    os.waitpid(pid, 0)
+    return out

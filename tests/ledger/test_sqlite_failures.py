@@ -8,13 +8,11 @@ where the transaction is rolled back by SQLite itself before the store sees the 
 
 from __future__ import annotations
 
-import os
 import sqlite3
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
 from contextlib import closing
 from pathlib import Path
 from typing import Any
@@ -27,6 +25,7 @@ from episteme.errors import StoreUnavailable
 from episteme.ledger import AssertionInput, Ledger
 from episteme.ledger.sqlite import store as sqlite_store
 from episteme.timeutil import ManualClock
+from tests.backends import as_nobody
 
 FULL = "database or disk is full (free space on its disk, then retry)"
 BIG = "x" * 20_000
@@ -235,29 +234,6 @@ def test_a_ledger_that_could_not_be_made_leaves_nothing_behind(
     Ledger.init(home).close()
 
 
-def _as_nobody(work: Callable[[], str]) -> str:
-    """`work()` run as a user without rights (root passes every permission check): in a
-    forked child that drops to uid 65534 when this process is root; what it returned."""
-    if os.geteuid() != 0:
-        return work()
-    read, write = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # the child
-        try:
-            os.setgid(65534)
-            os.setuid(65534)
-            out = work()
-        except BaseException as exc:
-            out = f"{type(exc).__name__}: {exc}"
-        os.write(write, out.encode())
-        os._exit(0)
-    os.close(write)
-    with os.fdopen(read, "rb") as got:
-        out = got.read().decode()
-    os.waitpid(pid, 0)
-    return out
-
-
 @pytest.mark.parametrize("below", ["", "sub"])
 def test_a_home_this_user_may_not_enter_is_one_line(tmp_path: Path, below: str) -> None:
     closed = tmp_path / "closed"
@@ -274,7 +250,7 @@ def test_a_home_this_user_may_not_enter_is_one_line(tmp_path: Path, below: str) 
         return "opened"
 
     try:
-        said = _as_nobody(open_it)
+        said = as_nobody(open_it)
     finally:
         closed.chmod(0o700)
     assert said.startswith(f"StoreUnavailable: cannot open the ledger at {home}"), said

@@ -7,7 +7,7 @@ import shlex
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import typer
 from pydantic import BaseModel
@@ -16,7 +16,7 @@ from rich.text import Text
 from whenever import Instant
 
 from episteme.cli import render
-from episteme.errors import InvalidInput
+from episteme.errors import EpistemeError, InvalidInput
 from episteme.ledger import Ledger
 from episteme.ledger.model import dump
 from episteme.text import visible
@@ -103,10 +103,34 @@ def location(home: str | None) -> str | Path:
     return home or default_home()
 
 
-def open_ledger(ctx: typer.Context, home: str | None) -> Ledger:
+def open_ledger(
+    ctx: typer.Context, home: str | None, *, reads: Literal["journal", "knowledge"] | None = None
+) -> Ledger:
+    """The ledger at `home`, for a command that writes, or that only `reads`.
+
+    A command that only reads opens it read-only, so that it reads a ledger on read-only
+    media or one this user may not write, and changes nothing: "journal" (verify,
+    export) reads it as it is, whatever its schema version; "knowledge" reads its
+    projections with this version's queries, so an older ledger is migrated first where
+    it can be, as every start does (where it cannot, its reads say why).
+    """
+    from episteme.ledger.store import open_store
     from episteme.ledger.trust import TrustPolicy
 
-    return Ledger.open(location(home), clock=state(ctx).clock, policy=TrustPolicy.from_env())
+    where = location(home)
+    if reads is None:
+        store = open_store(where)
+    else:
+        store = open_store(where, read_only=True)
+        if reads == "knowledge" and store.schema_version < store.SCHEMA_VERSION:
+            try:
+                writable = open_store(where)
+            except EpistemeError:
+                pass  # read-only media, or another user's: reading explains
+            else:
+                store.close()
+                store = writable
+    return Ledger(store, clock=state(ctx).clock, policy=TrustPolicy.from_env())
 
 
 def when(ctx: typer.Context, text: str | None, option: str) -> Instant | None:

@@ -83,7 +83,7 @@ def gardener_run(
 @gardener_app.command("status")
 def gardener_status(ctx: typer.Context, home: Home = None, as_json: Json = False) -> None:
     """Where the gardener is: its cursor, the journal's head, and the lag."""
-    with open_ledger(ctx, home) as ledger:
+    with open_ledger(ctx, home, reads="knowledge") as ledger:
         status = Gardener(ledger).status()
     if not emit(ctx, as_json, status):
         updated = show(status.updated_at) if status.updated_at else "never"
@@ -155,7 +155,7 @@ def webhook_add(
 @webhook_app.command("list")
 def webhook_list(ctx: typer.Context, home: Home = None, as_json: Json = False) -> None:
     """The webhooks notifications go to."""
-    with open_ledger(ctx, home) as ledger:
+    with open_ledger(ctx, home, reads="knowledge") as ledger:
         hooks = ledger.webhooks()
     if not emit(ctx, as_json, list(hooks.values())):
         console = state(ctx).console
@@ -191,7 +191,7 @@ def webhook_deliveries(
     as_json: Json = False,
 ) -> None:
     """Deliveries, newest first: state, attempts, the last error and the next try."""
-    with open_ledger(ctx, home) as ledger:
+    with open_ledger(ctx, home, reads="knowledge") as ledger:
         rows = deliveries(ledger.store, limit, before=before)
     if not emit(ctx, as_json, rows):
         table = Table("webhook", "notification", "state", "attempts", "last error", "next try")

@@ -82,7 +82,7 @@ def constraint_list(
     as_json: Json = False,
 ) -> None:
     """Constraints with their strength now (dormant ones still answer, as warnings)."""
-    with open_ledger(ctx, home) as ledger:
+    with open_ledger(ctx, home, reads="knowledge") as ledger:
         rows = ledger.constraints(scope)
     if not emit(ctx, as_json, rows):
         state(ctx).console.print(_constraints(rows) if rows else "no constraint recorded")
@@ -91,7 +91,7 @@ def constraint_list(
 @constraint_app.command("show")
 def constraint_show(ctx: typer.Context, id: str, home: Home = None, as_json: Json = False) -> None:
     """One constraint by id (or unique prefix)."""
-    with open_ledger(ctx, home) as ledger:
+    with open_ledger(ctx, home, reads="knowledge") as ledger:
         found = ledger.constraint(id)
     if not emit(ctx, as_json, found):
         c = found.constraint
@@ -165,7 +165,7 @@ def checks(
     as_json: Json = False,
 ) -> None:
     """Audited pre-flight checks, newest first: who checked what, and what it hit."""
-    with open_ledger(ctx, home) as ledger:
+    with open_ledger(ctx, home, reads="knowledge") as ledger:
         rows = ledger.checks(
             agent=agent,
             since=when(ctx, since, "--since"),
@@ -194,7 +194,7 @@ def trust(
     as_json: Json = False,
 ) -> None:
     """Trust per agent and topic, and the evidence that moved it (see docs/trust.md)."""
-    with open_ledger(ctx, home) as ledger:
+    with open_ledger(ctx, home, reads="knowledge") as ledger:
         rows = ledger.trust_scores(agent=agent, topic=topic, at=when(ctx, at, "--at"))
     if emit(ctx, as_json, rows):
         return
@@ -220,7 +220,7 @@ def conflicts(
     as_json: Json = False,
 ) -> None:
     """Subjects with two approved values at once (raised by the gardener)."""
-    with open_ledger(ctx, home) as ledger:
+    with open_ledger(ctx, home, reads="knowledge") as ledger:
         rows = ledger.conflicts(include_resolved=all_)
     if emit(ctx, as_json, rows):
         return
@@ -250,7 +250,7 @@ def notifications(
     as_json: Json = False,
 ) -> None:
     """What the gardener raised, newest first (what webhooks are sent)."""
-    with open_ledger(ctx, home) as ledger:
+    with open_ledger(ctx, home, reads="knowledge") as ledger:
         rows = ledger.notifications(
             type=type,
             since=when(ctx, since, "--since"),

@@ -248,7 +248,7 @@ def served(
 ) -> None:
     """What agents were actually served about SUBJECT, up to --at (from the audit)."""
     instant = when(ctx, at, "--at")
-    with open_ledger(ctx, home) as ledger:
+    with open_ledger(ctx, home, reads="knowledge") as ledger:
         rows = ledger.served(subject, at=instant, limit=limit, before=before)
     if not emit(ctx, as_json, rows):
         until = f" up to {render.when(instant)}" if instant else ""
@@ -270,7 +270,7 @@ def audit(
 ) -> None:
     """Audited reads, newest first, by agent, subject and time window."""
     t1, t2 = when(ctx, since, "--since"), when(ctx, until, "--until")
-    with open_ledger(ctx, home) as ledger:
+    with open_ledger(ctx, home, reads="knowledge") as ledger:
         rows = ledger.audit(
             agent=agent, subject=subject, since=t1, until=t2, limit=limit, before=before
         )
@@ -293,7 +293,7 @@ def decisions(
 ) -> None:
     """Recorded decisions, newest first, by agent and time window."""
     t1, t2 = when(ctx, since, "--since"), when(ctx, until, "--until")
-    with open_ledger(ctx, home) as ledger:
+    with open_ledger(ctx, home, reads="knowledge") as ledger:
         rows = ledger.decisions(agent=agent, since=t1, until=t2, limit=limit, before=before)
     if not emit(ctx, as_json, rows):
         console = state(ctx).console
@@ -323,7 +323,7 @@ def diff(
     t1 = when(ctx, from_, "--from")
     assert t1 is not None
     t2 = when(ctx, to, "--to")
-    with open_ledger(ctx, home) as ledger:
+    with open_ledger(ctx, home, reads="knowledge") as ledger:
         d = ledger.diff(prefix, since=t1, until=t2, limit=limit)
     if not emit(ctx, as_json, d):
         render.diff(state(ctx).console, d)
@@ -332,7 +332,7 @@ def diff(
 @app.command()
 def blame(ctx: typer.Context, subject_or_id: str, home: Home = None, as_json: Json = False) -> None:
     """Who introduced an assertion, from what source and epoch, and every move since."""
-    with open_ledger(ctx, home) as ledger:
+    with open_ledger(ctx, home, reads="knowledge") as ledger:
         rows = ledger.blame(subject_or_id)
     if not emit(ctx, as_json, rows):
         render.blame(state(ctx).console, rows)
@@ -341,7 +341,7 @@ def blame(ctx: typer.Context, subject_or_id: str, home: Home = None, as_json: Js
 @app.command()
 def trace(ctx: typer.Context, id: str, home: Home = None, as_json: Json = False) -> None:
     """Decision or query → queries → assertions → agents, sources, epochs."""
-    with open_ledger(ctx, home) as ledger:
+    with open_ledger(ctx, home, reads="knowledge") as ledger:
         tr = ledger.trace(id)
     if not emit(ctx, as_json, tr):
         render.trace(state(ctx).console, tr)
@@ -350,7 +350,7 @@ def trace(ctx: typer.Context, id: str, home: Home = None, as_json: Json = False)
 @app.command()
 def impact(ctx: typer.Context, id: str, home: Home = None, as_json: Json = False) -> None:
     """Assertion → queries that served it, agents that saw it, decisions, derived assertions."""
-    with open_ledger(ctx, home) as ledger:
+    with open_ledger(ctx, home, reads="knowledge") as ledger:
         im = ledger.impact(id)
     if not emit(ctx, as_json, im):
         render.impact(state(ctx).console, im)
@@ -434,7 +434,7 @@ def epoch_supersede(
 @epoch_app.command("show")
 def epoch_show(ctx: typer.Context, epoch: str, home: Home = None, as_json: Json = False) -> None:
     """An epoch and the assertions it brought."""
-    with open_ledger(ctx, home) as ledger:
+    with open_ledger(ctx, home, reads="knowledge") as ledger:
         record = ledger.epoch(epoch)
         members = ledger.store.epoch_members(epoch)
     if not emit(ctx, as_json, {"epoch": record.model_dump(mode="json"), "assertions": members}):
@@ -448,7 +448,7 @@ app.add_typer(lens_app, name="lens")
 @lens_app.command("list")
 def lens_list(ctx: typer.Context, home: Home = None, as_json: Json = False) -> None:
     """Built-in and custom lenses."""
-    with open_ledger(ctx, home) as ledger:
+    with open_ledger(ctx, home, reads="knowledge") as ledger:
         lenses = ledger.lenses()
     if not emit(ctx, as_json, {k: v.model_dump(mode="json") for k, v in lenses.items()}):
         for name, spec in lenses.items():
@@ -505,7 +505,7 @@ def lens_define(
 @app.command()
 def verify(ctx: typer.Context, home: Home = None, as_json: Json = False) -> None:
     """Recompute the journal's hash chain; exit 1 naming the first bad event."""
-    with open_ledger(ctx, home) as ledger:
+    with open_ledger(ctx, home, reads="journal") as ledger:
         report = ledger.verify()
     if not emit(ctx, as_json, report):
         if report.ok:
@@ -549,7 +549,7 @@ def export_(
     home: Home = None,
 ) -> None:
     """Write the journal as JSON lines (one event per line)."""
-    with open_ledger(ctx, home) as ledger:
+    with open_ledger(ctx, home, reads="journal") as ledger:
         if output == "-":
             if sys.stdout is None:
                 raise InvalidInput("standard output is closed: give --output FILE")

@@ -228,7 +228,7 @@ def token_list(
     as_json: Json = False,
 ) -> None:
     """Tokens with their principal, roles and state (never secrets)."""
-    with open_ledger(ctx, home) as ledger:
+    with open_ledger(ctx, home, reads="knowledge") as ledger:
         rows = ledger.tokens(name)
         now = ledger.clock.now()
     if not emit(ctx, as_json, rows):
@@ -268,7 +268,7 @@ def denials(
     as_json: Json = False,
 ) -> None:
     """Refused calls, newest first: who tried what, and why it was refused."""
-    with open_ledger(ctx, home) as ledger:
+    with open_ledger(ctx, home, reads="knowledge") as ledger:
         rows = ledger.denials(
             principal=principal,
             since=when(ctx, since, "--since"),

@@ -19,7 +19,7 @@ from pydantic import BaseModel
 from episteme.errors import Conflict, EpistemeError, IntegrityError, InvalidInput
 from episteme.ledger.canonical import GENESIS
 from episteme.ledger.journal import Event, link
-from episteme.ledger.sql.learning import GARDENER
+from episteme.ledger.sql.learning import GARDENER, Cursor
 from episteme.ledger.store import Store, open_store
 
 
@@ -57,7 +57,7 @@ def copy_ledger(source: str | Path, dest: str | Path) -> CopyReport:
         IntegrityError: the source's chain is broken (nothing is copied), or the copy
             does not verify to the source's head.
     """
-    src = _open(source, "source")
+    src = _open(source, "source", read_only=True)
     try:
         head_seq, _, head = src.head()
         dst = _open(dest, "destination", ensure=True)
@@ -85,7 +85,13 @@ def copy_ledger(source: str | Path, dest: str | Path) -> CopyReport:
                 )
             count = 0
             if not resumed:  # else this journal is there: a copy stopped in its sessions
-                gardened = src.garden_cursor(GARDENER)  # what the source raised and sent
+                # what the source raised and sent (an older source, not migrated, may not
+                # have had a gardener: its new home's gardener then starts from the first)
+                gardened = (
+                    src.garden_cursor(GARDENER)
+                    if src.holds("gardener")
+                    else Cursor(GARDENER, 0, None, None)
+                )
                 count = dst.import_events(
                     _chained(src, head_seq),
                     raised_until=gardened.seq,
@@ -116,10 +122,12 @@ def copy_ledger(source: str | Path, dest: str | Path) -> CopyReport:
         src.close()
 
 
-def _open(location: str | Path, role: str, *, ensure: bool = False) -> Store:
+def _open(
+    location: str | Path, role: str, *, ensure: bool = False, read_only: bool = False
+) -> Store:
     """Open one end, saying in any error which end it was."""
     try:
-        return open_store(location, ensure=ensure)
+        return open_store(location, ensure=ensure, read_only=read_only)
     except EpistemeError as exc:
         raise type(exc)(f"{role}: {exc.message}", field=exc.field) from None
 
@@ -164,6 +172,8 @@ def _copy_sessions(src: Store, dst: Store) -> int:
     finished by copying again: a session the destination lacks is copied, and one whose
     events are the first of the source's gets the rest. A session the destination holds
     otherwise (one that went on there after a finished copy) is left as it is."""
+    if not src.holds("diagnosis"):
+        return 0  # an older source, not migrated: it kept no sessions
     rows = src.diagnosis_sessions(limit=2**62)
     for row in rows:
         if dst.diagnosis_session(row["id"]) is None:

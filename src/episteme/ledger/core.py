@@ -240,9 +240,12 @@ class Ledger(Learning, Tokens):
         clock: Clock | None = None,
         ensure: bool = False,
         policy: TrustPolicy | None = None,
+        read_only: bool = False,
     ) -> Ledger:
-        """Open the ledger at a home directory or database URL (`ensure`: create if none)."""
-        return cls(open_store(location, ensure=ensure), clock=clock, policy=policy)
+        """Open the ledger at a home directory or database URL (`ensure`: create if none;
+        `read_only`: write nothing to it, see `open_store`)."""
+        store = open_store(location, ensure=ensure, read_only=read_only)
+        return cls(store, clock=clock, policy=policy)
 
     @classmethod
     def init(cls, location: str | Path, *, clock: Clock | None = None) -> Ledger:

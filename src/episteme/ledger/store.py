@@ -13,7 +13,7 @@ import re
 import time
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import Any, ClassVar, Protocol, TypeVar
 
 from episteme.errors import Conflict, InvalidInput, StoreUnavailable
 from episteme.ledger.access import Denial, TokenRecord
@@ -177,6 +177,12 @@ class Store(StoreReader, Protocol):
     where: str
     """The database for messages: a file path, or a URL without its password."""
     schema_version: int
+    """The ledger's schema version: this episteme's, except in an older ledger opened
+    with `read_only` (which is not migrated)."""
+    read_only: bool
+    """Opened to read only: nothing is written, migrations included (`open_store`)."""
+    SCHEMA_VERSION: ClassVar[int]
+    """The schema version this episteme writes."""
     remote: bool
     """Reads cross a network (and may wait seconds when it fails): code on an event loop
     must run them on a worker thread. False for SQLite, whose reads are local."""
@@ -185,6 +191,12 @@ class Store(StoreReader, Protocol):
     write_failure: tuple[float, str] | None
     """When (monotonic seconds) and why the last writes failed as the world failing
     (a full disk, the database away); None once writes commit again."""
+
+    def holds(self, part: str) -> bool:
+        """Whether the ledger's schema has `part` ("gardener": the gardener's state;
+        "diagnosis": diagnosis sessions), which an older ledger opened with `read_only`
+        may lack."""
+        ...
 
     def write(self, build: BuildFn, now_us: int) -> list[Event]: ...
     def probe_reading(self, read: Callable[[StoreReader], _T], timeout: float = 2.0) -> _T:
@@ -264,7 +276,12 @@ _CONNINFO = re.compile(r"(?:^|\s)(?:host|hostaddr|dbname|user|password|port|sslm
 
 
 def open_store(
-    location: str | Path, *, create: bool = False, ensure: bool = False, defer_flush: bool = True
+    location: str | Path,
+    *,
+    create: bool = False,
+    ensure: bool = False,
+    defer_flush: bool = True,
+    read_only: bool = False,
 ) -> Store:
     """Open (or create) the store at a home directory or a database URL.
 
@@ -272,7 +289,11 @@ def open_store(
     creating it when there is none (what `episteme serve` does on a fresh home).
     `defer_flush=False`: commits wait for the disk while holding the writer lock, as
     before the flush moved after it (for benchmarks that compare the two).
+    `read_only`: open an existing ledger without writing to it at all: no migration (an
+    older ledger's journal can be read; its projections cannot), no lock file, and any
+    write refused. It reads a ledger on read-only media, or one this user may not write.
     """
+    assert not (read_only and (create or ensure))
     from episteme.ledger.sqlite.store import SQLiteStore
 
     text = str(location)
@@ -290,7 +311,9 @@ def open_store(
                 "PostgreSQL support is not installed: pip install 'episteme[postgres]'",
                 field="db",
             ) from None
-        return PostgresStore(text, create=create, ensure=ensure, defer_flush=defer_flush)
+        return PostgresStore(
+            text, create=create, ensure=ensure, defer_flush=defer_flush, read_only=read_only
+        )
     try:
         path, create = _sqlite_file(text, create=create, ensure=ensure)
     except PermissionError as exc:  # a directory on the way that this user may not enter
@@ -299,7 +322,7 @@ def open_store(
             "run as a user who may read and write it, or give another home"
         ) from None
     try:
-        return SQLiteStore(path, create=create, defer_flush=defer_flush)
+        return SQLiteStore(path, create=create, defer_flush=defer_flush, read_only=read_only)
     except Conflict:
         if not ensure:
             raise

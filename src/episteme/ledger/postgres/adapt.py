@@ -69,6 +69,12 @@ def configure(conn: psycopg.Connection[Any]) -> None:
     conn.execute(f"SET lock_timeout = '{WRITE_WAIT_S:.0f}s'")
 
 
+def configure_read_only(conn: psycopg.Connection[Any]) -> None:
+    """`configure`, and every transaction read-only: the server refuses any write."""
+    configure(conn)
+    conn.execute("SET default_transaction_read_only = on")
+
+
 @lru_cache(maxsize=1024)
 def translate(sql: str) -> str:
     """The shared SQL in psycopg's dialect."""

@@ -40,7 +40,7 @@ import time
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from importlib import resources
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 from urllib.parse import unquote
 
 import orjson
@@ -53,7 +53,14 @@ from episteme.errors import Conflict, InvalidInput, StoreUnavailable
 from episteme.ledger.canonical import canonical
 from episteme.ledger.journal import Draft, Event
 from episteme.ledger.model import Candidates
-from episteme.ledger.postgres.adapt import WRITE_BEGIN, Fetched, TxConn, configure, translate
+from episteme.ledger.postgres.adapt import (
+    WRITE_BEGIN,
+    Fetched,
+    TxConn,
+    configure,
+    configure_read_only,
+    translate,
+)
 from episteme.ledger.postgres.wire import READS_PREPARE_UP_TO, Result, Wire, forget
 from episteme.ledger.records import RebuildReport
 from episteme.ledger.sql import projector
@@ -269,6 +276,11 @@ class PostgresStore(_Dialect, SQLStore):
     PIPELINED = True
     RETRY = (psycopg.errors.SerializationFailure, psycopg.errors.DeadlockDetected)
     RECONNECT = (_LostBeforeCommit,)
+    SCHEMA_VERSION = SCHEMA_VERSION
+    SINCE: ClassVar[dict[str, int]] = {
+        "gardener": MIGRATIONS.index("0002_gardener.sql") + 1,
+        "diagnosis": MIGRATIONS.index("0003_diagnosis.sql") + 1,
+    }
 
     def __init__(
         self,
@@ -278,8 +290,11 @@ class PostgresStore(_Dialect, SQLStore):
         ensure: bool = False,
         pool_size: int | None = None,
         defer_flush: bool = True,
+        read_only: bool = False,
     ) -> None:
         super().__init__()
+        assert not (read_only and (create or ensure))
+        self.read_only = read_only
         self.read_retries = 0
         """Reads run again after a serialization failure (`borrowed`), since opening."""
         self.defer_flush = False
@@ -298,10 +313,13 @@ class PostgresStore(_Dialect, SQLStore):
         self.remote = True
         try:
             with self._connect() as conn:
-                self._prepare(conn, create=create, ensure=ensure)
+                if read_only:
+                    self._found(conn)
+                else:
+                    self._prepare(conn, create=create, ensure=ensure)
                 row = conn.execute("SELECT current_schema()").fetchone()
                 self.schema = str(row[0]) if row else "public"
-                self.defer_flush = defer_flush and _can_defer_flush(conn)
+                self.defer_flush = defer_flush and not read_only and _can_defer_flush(conn)
                 self.plan_once = _plan_once(conn)  # how its readers plan a lens's reads
         except psycopg.errors.LockNotAvailable as exc:
             if self.migrated_from is None:
@@ -335,7 +353,7 @@ class PostgresStore(_Dialect, SQLStore):
             min_size=1,
             max_size=size,
             kwargs={"autocommit": True},
-            configure=configure,
+            configure=configure_read_only if read_only else configure,
             timeout=10.0,
             reconnect_timeout=RECONNECT_S,
             open=True,
@@ -352,7 +370,7 @@ class PostgresStore(_Dialect, SQLStore):
             conn = psycopg.connect(self._dsn, autocommit=True)
         except psycopg.OperationalError as exc:
             raise self.unavailable(exc) from None
-        configure(conn)
+        (configure_read_only if self.read_only else configure)(conn)
         return conn
 
     def unavailable(self, exc: BaseException) -> StoreUnavailable:
@@ -437,6 +455,7 @@ class PostgresStore(_Dialect, SQLStore):
         fewer than `READS_PREPARE_UP_TO` (planning a join costs more than running it),
         parsed at each use past that: reads build `IN` lists of every length, and the rest
         of the allowance is the writes'."""
+        self._current()
 
         def run(raw: psycopg.Connection[Any]) -> _T:
             wire = Wire(raw, room=READS_PREPARE_UP_TO)
@@ -546,6 +565,19 @@ class PostgresStore(_Dialect, SQLStore):
                 self.migrated_from = version  # (named in the error if migrating fails)
                 self._migrate(conn, version)
 
+    def _found(self, conn: psycopg.Connection[Any]) -> None:
+        """Check the database holds a ledger of a version we know, changing nothing: an
+        older one is kept as found (`schema_version`)."""
+        version = self._version(conn)
+        if version is None:
+            raise StoreUnavailable(f"no ledger in {self.url}: give the database that holds it")
+        if version > SCHEMA_VERSION:
+            raise StoreUnavailable(
+                f"{self.url} has schema version {version}, newer than this episteme "
+                f"({SCHEMA_VERSION}): upgrade episteme"
+            )
+        self.schema_version = version
+
     def _version(self, conn: psycopg.Connection[Any], *, creating: bool = False) -> int | None:
         # in the schema where the ledger's tables are made, not wherever the search path
         # finds a table of that name (another schema's ledger, another app's `meta`)
@@ -608,9 +640,11 @@ class PostgresStore(_Dialect, SQLStore):
     # -- writing -----------------------------------------------------------------------
 
     def _transaction_locked(self) -> AbstractContextManager[Conn]:
+        self._writable()
         return self._chain_tx()
 
     def _jobs_transaction(self) -> AbstractContextManager[Conn]:
+        self._writable()
         return self._tx()
 
     @contextmanager
@@ -785,6 +819,7 @@ class PostgresStore(_Dialect, SQLStore):
 
     def leadership(self, name: str) -> _AdvisoryLeadership:
         """Leadership of `name` among every process on this database (freed by `close`)."""
+        self._writable()
         lead = _AdvisoryLeadership(name, self)
         self._leaderships.append(lead)
         return lead
@@ -797,6 +832,7 @@ class PostgresStore(_Dialect, SQLStore):
         The replay catches up under the writer lock before comparing, so writes that
         land meanwhile are not reported as differences.
         """
+        self._writable()
         fresh = sql.Identifier(f"episteme_rebuild_{secrets.token_hex(4)}")
         main = sql.Identifier(self.schema)
         seen = [0]

@@ -26,6 +26,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
+from typing import ClassVar
 
 import orjson
 
@@ -125,6 +126,35 @@ class SQLStore(Reader, LearningWrites, DiagnosisWrites):
 
     where: str
     """The database, for messages (never with a password)."""
+    SCHEMA_VERSION: ClassVar[int] = 0
+    """The schema version this episteme writes (each store's)."""
+    SINCE: ClassVar[dict[str, int]] = {}
+    """The schema version that added each part kept beside the journal (`holds`)."""
+    schema_version: int
+    read_only = False
+
+    def holds(self, part: str) -> bool:
+        return self.schema_version >= self.SINCE[part]
+
+    def _writable(self) -> None:
+        """Refuse a write to a store opened to read only."""
+        if self.read_only:
+            raise StoreUnavailable(
+                f"the ledger at {self.where} was opened to read only: nothing can be written "
+                "to it this way"
+            )
+
+    def _current(self) -> None:
+        """Refuse to read the projections of an older ledger opened to read only."""
+        if self.schema_version < self.SCHEMA_VERSION:
+            raise StoreUnavailable(
+                f"{self.where} holds a ledger of schema version {self.schema_version}, and "
+                f"this episteme reads version {self.SCHEMA_VERSION}; opened to read only, it "
+                "was not migrated: its journal can be verified, exported and copied, and "
+                "reading its knowledge needs `episteme migrate` where it can be written (on "
+                "the primary, as a role that may create tables, or on a copy where this one "
+                "must stay as it is)"
+            )
 
     def __init__(self) -> None:
         self._lock = threading.Lock()

@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from importlib import resources
 from pathlib import Path
-from typing import TypeVar
+from typing import ClassVar, TypeVar
 from urllib.parse import quote
 
 from episteme.errors import Conflict, StoreUnavailable
@@ -54,7 +54,11 @@ _T = TypeVar("_T")
 
 
 def _connect(path: Path | str) -> sqlite3.Connection:
-    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30.0)
+    """A connection to the file at `path`, or to a ``file:`` URI."""
+    uri = isinstance(path, str) and path.startswith("file:")
+    conn = sqlite3.connect(
+        path, isolation_level=None, check_same_thread=False, timeout=30.0, uri=uri
+    )
     try:
         conn.execute("PRAGMA busy_timeout = 30000")
         conn.execute("PRAGMA synchronous = FULL")
@@ -63,6 +67,41 @@ def _connect(path: Path | str) -> sqlite3.Connection:
         conn.close()  # e.g. a file that is not a database
         raise
     return conn
+
+
+def _connect_read_only(path: Path) -> tuple[sqlite3.Connection, str]:
+    """A connection that cannot write to the ledger at `path`, and the URI that opened it
+    (its readers open the same).
+
+    SQLite reads a WAL-mode file through its shared-memory file (``-shm``), which it
+    creates when absent: where this user may not create it (read-only media, a home
+    another user owns), a file without a write-ahead log to read is opened as immutable,
+    and one whose log holds commits is refused, since it would be read without them.
+    """
+    base = f"file:{quote(str(path))}?mode=ro"
+    try:
+        conn = _connect(base)
+        try:
+            conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        except BaseException:
+            conn.close()
+            raise
+        return conn, base
+    except sqlite3.OperationalError as exc:
+        # read-only media answer CANTOPEN; a directory this user may not write, READONLY
+        if _code(exc) not in ("SQLITE_CANTOPEN", "SQLITE_READONLY"):
+            raise
+    wal = Path(f"{path}-wal")
+    with contextlib.suppress(FileNotFoundError):
+        if wal.stat().st_size > 0:
+            raise StoreUnavailable(
+                f"cannot read the ledger at {path}: its write-ahead log {wal.name} holds "
+                f"commits, and SQLite reads them only through {path.name}-shm, which this "
+                "user cannot create there: copy the home's files to a directory you may "
+                "write, and read the copy"
+            )
+    uri = f"{base}&immutable=1"
+    return _connect(uri), uri
 
 
 def _schema_sql(name: str) -> str:
@@ -229,7 +268,9 @@ _WHY_NOT = {
 }
 
 
-def _unopenable(path: Path, exc: sqlite3.DatabaseError, *, creating: bool) -> StoreUnavailable:
+def _unopenable(
+    path: Path, exc: sqlite3.DatabaseError, *, creating: bool, reading: bool = False
+) -> StoreUnavailable:
     """Why a ledger file could not be opened, by what SQLite said."""
     code = _code(exc)
     if code == "SQLITE_NOTADB":
@@ -239,7 +280,10 @@ def _unopenable(path: Path, exc: sqlite3.DatabaseError, *, creating: bool) -> St
         )
     if code == "SQLITE_CORRUPT":
         return StoreUnavailable(f"{path} is damaged ({exc}): restore the ledger from a backup")
-    hint = _WHY_NOT.get(code, " (check that its directory is writable and has space)")
+    if reading:
+        hint = " (check that this user may read it and its directory)"
+    else:
+        hint = _WHY_NOT.get(code, " (check that its directory is writable and has space)")
     verb = "create" if creating else "open"
     return StoreUnavailable(f"cannot {verb} the ledger at {path}: {exc}{hint}")
 
@@ -296,9 +340,17 @@ class SQLiteStore(SQLStore):
     FATAL = (sqlite3.OperationalError,)
     """A full disk, an I/O error, a read-only file: the whole group fails (SQLite may have
     rolled back the transaction, savepoints and all), never one write inside it."""
+    SCHEMA_VERSION = SCHEMA_VERSION
+    SINCE: ClassVar[dict[str, int]] = {
+        "gardener": MIGRATIONS.index("0004_gardener.sql") + 1,
+        "diagnosis": MIGRATIONS.index("0005_diagnosis.sql") + 1,
+    }
 
-    def __init__(self, path: Path, *, create: bool = False, defer_flush: bool = True) -> None:
+    def __init__(
+        self, path: Path, *, create: bool = False, defer_flush: bool = True, read_only: bool = False
+    ) -> None:
         super().__init__()
+        assert not (create and read_only)
         self.path = path
         self.url = f"sqlite:///{path}"
         self.where = str(path)
@@ -306,6 +358,8 @@ class SQLiteStore(SQLStore):
         self.schema_version = SCHEMA_VERSION
         self.remote = False
         self.migrated_from: int | None = None
+        self.read_only = read_only
+        self._uri: str | Path = path  # what each reader connects to
         made = False  # whether this created the file (removed again if creating fails)
         if path.is_dir():
             raise StoreUnavailable(
@@ -341,6 +395,12 @@ class SQLiteStore(SQLStore):
         self._readers_lock = threading.Lock()
         self._leaderships: list[_FileLeadership] = []
         self._checkpointer: _Checkpointer | None = None
+        self._wal = -1
+        self._wal_lock = threading.Lock()
+        self._flock = -1
+        if read_only:
+            self._open_read_only()
+            return
         try:
             self._wconn = _connect(path)
             try:
@@ -370,10 +430,23 @@ class SQLiteStore(SQLStore):
         except OSError as exc:
             self._wconn.close()
             raise StoreUnavailable(f"cannot create the lock file beside {path}: {exc}") from None
-        self._wal = -1
-        self._wal_lock = threading.Lock()
         if defer_flush:
             self.durability = Durability(self._sync_wal)
+
+    def _open_read_only(self) -> None:
+        """Open without writing to the ledger: no migration, no lock file, and every
+        connection read-only. An older schema is kept as found (`schema_version`): its
+        journal can be read and verified; its projections cannot (`reading` says so)."""
+        try:
+            self._wconn, self._uri = _connect_read_only(self.path)
+        except sqlite3.DatabaseError as exc:
+            raise _unopenable(self.path, exc, creating=False, reading=True) from None
+        try:
+            self._wconn.execute("PRAGMA query_only = 1")
+            self.schema_version = self._check(self._wconn)
+        except BaseException:
+            self._wconn.close()
+            raise
 
     def _sync_wal(self) -> None:
         """Make every commit in the WAL durable: ``fdatasync`` of the WAL file.
@@ -436,7 +509,7 @@ class SQLiteStore(SQLStore):
                 self._local.reader = None
                 reader.conn.close()
             self._check_open()
-        conn = _connect(self.path)
+        conn = _connect(self._uri)
         conn.execute("PRAGMA query_only = 1")
         self._local.reader = reader = _Reader(conn)
         with self._readers_lock:
@@ -450,6 +523,7 @@ class SQLiteStore(SQLStore):
     def reading(self, read: Callable[[StoreReader], _T], *, snapshot: bool = True) -> _T:
         """`read` in one snapshot: its statements run in one read transaction on this
         thread's reader, so a write committed meanwhile is seen by all of them or none."""
+        self._current()
         conn = self.conn
         if not snapshot or conn.in_transaction:  # a read inside a read is in its snapshot
             return read(self)
@@ -507,6 +581,7 @@ class SQLiteStore(SQLStore):
     @contextmanager
     def _transaction_locked(self) -> Iterator[sqlite3.Connection]:
         self._check_open()
+        self._writable()
         conn = self._wconn
         # Processes on one file (API workers) queue on a file lock polled in steps of
         # at most 2 ms: SQLite's own busy handler sleeps in steps growing to 100 ms and
@@ -571,6 +646,7 @@ class SQLiteStore(SQLStore):
         # the writer lock: the connection is the writers')
         with self._lock:
             self._check_open()
+            self._writable()
             self._wconn.execute("PRAGMA cache_size = -524288")
         try:
             return super().backfill(timed, chunk)
@@ -580,6 +656,7 @@ class SQLiteStore(SQLStore):
 
     def leadership(self, name: str) -> _FileLeadership:
         """Leadership of `name` among the processes on this file: a lock file beside it."""
+        self._writable()
         lead = _FileLeadership(name, Path(f"{self.path}-lead-{name}"))
         self._leaderships.append(lead)
         return lead
@@ -588,6 +665,7 @@ class SQLiteStore(SQLStore):
 
     def rebuild(self, repair: bool = False) -> RebuildReport:
         """Replay the journal into fresh projections; compare; optionally replace."""
+        self._writable()
         fresh_path = self.path.with_name(self.path.name + ".rebuild")
         for suffix in ("", "-wal", "-shm"):
             Path(str(fresh_path) + suffix).unlink(missing_ok=True)
