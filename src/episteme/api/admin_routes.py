@@ -15,7 +15,7 @@ from episteme.ledger.journal import VerifyReport
 from episteme.ledger.records import RebuildReport
 
 from .deps import LedgerDep
-from .ledger_routes import Before, Caller, Limit, encoded, listed
+from .ledger_routes import Before, Caller, Limit, encoded, listed, paged
 from .problems import responses
 from .schemas import NAME, IssuedToken, ReasonBody, RebuildBody, RevokeBody, TokenBody, WireTime
 
@@ -97,7 +97,7 @@ def revoke_token(
 @router.get(
     "/denials",
     response_model=list[Denial],
-    responses=responses(400),
+    responses=paged(400),
     tags=["access"],
     summary="Refused calls, newest first: who tried what, and why it was refused",
 )

@@ -21,7 +21,7 @@ from episteme.diagnose.alerts import AlertmanagerPayload, receive
 from episteme.diagnose.engine import DiagnosisEngine, Session
 from episteme.ledger.access import Op, Principal
 
-from .ledger_routes import Caller, listed, page_after
+from .ledger_routes import Caller, listed, page_after, paged
 from .problems import responses
 
 NDJSON = "application/x-ndjson"
@@ -162,7 +162,12 @@ def build(prefix: str) -> APIRouter:
             return _ndjson(engine.events(id, reader=_reader(request, who)))
         return _json(await engine.status(id))
 
-    @router.get("/sessions", response_model=list[Session], summary="Sessions, newest first")
+    @router.get(
+        "/sessions",
+        response_model=list[Session],
+        responses=paged(),
+        summary="Sessions, newest first",
+    )
     async def sessions(
         request: Request,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,

@@ -17,7 +17,17 @@ from episteme.ledger.trust import TrustScore
 from episteme.ledger.webhooks import Delivery, WebhookSpec, deliveries
 
 from .deps import LedgerDep
-from .ledger_routes import Before, Caller, Limit, Ref, encoded, listed, page_after, page_before
+from .ledger_routes import (
+    Before,
+    Caller,
+    Limit,
+    Ref,
+    encoded,
+    listed,
+    page_after,
+    page_before,
+    paged,
+)
 from .problems import responses
 from .schemas import NAME, SUBJECT, CheckBody, ConstraintBody, WebhookBody, WireTime
 
@@ -100,7 +110,7 @@ def check_alias(body: CheckBody, ledger: LedgerDep, who: Principal = Caller(Op.C
 @router.get(
     "/checks",
     response_model=list[CheckRecord],
-    responses=responses(400),
+    responses=paged(400),
     tags=["constraints"],
     summary="Audited pre-flight checks by agent and window, newest first",
 )
@@ -155,7 +165,7 @@ def conflicts(
 @router.get(
     "/notifications",
     response_model=list[NotificationRecord],
-    responses=responses(400),
+    responses=paged(400),
     tags=["trust"],
     summary="What the gardener raised: corrections, conflicts, trust drops, expiries",
 )
@@ -239,6 +249,7 @@ def remove_webhook(
 @router.get(
     "/webhooks/deliveries",
     response_model=list[Delivery],
+    responses=paged(),
     tags=["webhooks"],
     summary="Deliveries, newest first: state, attempts, last error, next try (admin)",
 )

@@ -87,6 +87,22 @@ def encoded(data: BaseModel | list[Any] | dict[str, Any], status: int = 200) -> 
     return Response(body, status, media_type="application/json")
 
 
+def paged(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """The OpenAPI responses of a list: a page, with the `Link` to the next (`listed`),
+    and the problems `statuses`."""
+    link = {
+        "description": (
+            'On a full page, the next page: `<?QUERY>; rel="next"` (RFC 8288), this'
+            " request's query with its cursor set to the last item's, relative to this"
+            " request's address. Absent on the last page."
+        ),
+        "schema": {"type": "string"},
+        "example": '<?agent=deploy-agent&limit=100&before=48213>; rel="next"',
+    }
+    page = {"description": "A page of the list, newest first", "headers": {"Link": link}}
+    return {200: page} | responses(*statuses)
+
+
 def listed(
     request: Request, rows: Sequence[Any], limit: int, cursor: str = "before", field: str = "seq"
 ) -> Response:
@@ -242,7 +258,7 @@ def decide(body: DecisionBody, ledger: LedgerDep, who: Principal = Caller(Op.DEC
 @router.get(
     "/decisions",
     response_model=list[DecisionRecord],
-    responses=responses(400),
+    responses=paged(400),
     tags=["decisions"],
     summary="Recorded decisions by agent and window, newest first",
 )
@@ -266,7 +282,7 @@ def decisions(
 @router.get(
     "/served",
     response_model=list[QueryRecord],
-    responses=responses(400),
+    responses=paged(400),
     tags=["investigation"],
     summary="What agents were actually served about a subject, up to a time",
 )
@@ -285,7 +301,7 @@ def served(
 @router.get(
     "/audit",
     response_model=list[QueryRecord],
-    responses=responses(400),
+    responses=paged(400),
     tags=["investigation"],
     summary="Audited reads by agent, subject and window, newest first",
 )
