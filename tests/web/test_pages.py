@@ -167,15 +167,12 @@ def test_the_agent_page_shows_trust_falling_after_the_gardener(console: Console)
     assert "auth 0.43" in orchestrator
 
 
-def test_the_agent_page_links_to_older_reads_when_it_lists_a_full_page(
-    console: Console,
-) -> None:
-    # It listed the newest 100 reads and counted "100", however many there were.
-    console.sign_in("oncall")
-    asked = [console.story.ledger.query("auth", agent="busy-agent") for _ in range(130)]
+def _newest_and_older(console: Console, section: str, label: str) -> str:
+    """The busy agent's page and the page its full `section` links to (`label`), as one
+    text: the first lists 100 and counts "100+", the second the 30 left and no link."""
     first = console.get("/agents/busy-agent")
     assert '<span class="count">100+</span>' in first.text
-    link = re.search(r'href="(/agents/busy-agent\?[^"#]*)#queries">Older reads', first.text)
+    link = re.search(rf'href="(/agents/busy-agent\?[^"#]*)#{section}">{label}', first.text)
     assert link is not None
     # the window as it was resolved: "7d" read again at the click would move its start
     assert "since=2026-11-" in link.group(1)
@@ -183,12 +180,38 @@ def test_the_agent_page_links_to_older_reads_when_it_lists_a_full_page(
     older = console.get(link.group(1).replace("&amp;", "&"))
     assert older.status_code == 200
     assert '<span class="count">30</span> <small>older ones</small>' in older.text
-    assert "Older reads" not in older.text
-    shown = re.findall(r'href="/trace/(q_[0-9a-f]+)"', first.text + older.text)
-    assert shown == [a.query_id for a in reversed(asked)]
+    assert label not in older.text
+    return first.text + older.text
+
+
+def test_the_agent_page_links_to_older_reads_when_it_lists_a_full_page(
+    console: Console,
+) -> None:
+    # It listed the newest 100 reads and counted "100", however many there were.
+    console.sign_in("oncall")
+    asked = [console.story.ledger.query("auth", agent="busy-agent") for _ in range(130)]
+    both = _newest_and_older(console, "queries", "Older reads")
+    assert re.findall(r'href="/trace/(q_[0-9a-f]+)"', both) == [a.query_id for a in reversed(asked)]
     refused = console.get("/agents/busy-agent?before=0")
     assert refused.status_code == 400
     assert "before must be a journal position" in refused.text
+
+
+def test_the_agent_page_links_to_older_decisions_when_it_lists_a_full_page(
+    console: Console,
+) -> None:
+    # It listed the newest 100 decisions, marked "100+", with no way to see the others.
+    console.sign_in("oncall")
+    read = console.story.ledger.query("auth", agent="busy-agent")
+    made = [
+        console.story.ledger.decide(f"restart {n}", agent="busy-agent", query_ids=[read.query_id])
+        for n in range(130)
+    ]
+    both = _newest_and_older(console, "decisions", "Older decisions")
+    assert "Older reads" not in both  # one read: its list is whole
+    assert re.findall(r'href="/trace/(d_[0-9a-f]+)"', both) == [d.id for d in reversed(made)]
+    refused = console.get("/agents/busy-agent?decisions_before=0")
+    assert refused.status_code == 400
 
 
 def test_find_goes_to_the_right_page(console: Console) -> None:

@@ -176,20 +176,33 @@ def _trust_chart(ledger: Ledger, agent: str, now: Instant) -> Chart | None:
     return line_chart(series, labels)
 
 
+def _older(rows: list[Any], cursor: str, start: Instant, end: Instant) -> str | None:
+    """The query of the page after a full one (there may be more), which starts below its
+    last item: the window as resolved now ("7d" read again at the click would move its
+    start), and `cursor` set to the last item's seq."""
+    if len(rows) < READS:
+        return None
+    window = {"since": start.format_iso(), "until": end.format_iso()}
+    return "?" + urlencode(window | {cursor: rows[-1].seq})
+
+
 @router.get("/agents/{name}")
 def agent_page(
-    name: str, who: Reader, since: str = "7d", until: str = "", before: int | None = None
+    name: str,
+    who: Reader,
+    since: str = "7d",
+    until: str = "",
+    before: int | None = None,
+    decisions_before: int | None = None,
 ) -> Response:
     ledger = who.ledger
     now = ledger.clock.now()
     start = parse_time(since or "7d", now)
     end = _moment(until, now) or now
     queries = ledger.audit(agent=name, since=start, until=end, limit=READS, before=before)
-    older = None
-    if len(queries) == READS:  # there may be more: the next page starts below the last
-        # the window as resolved now: "7d" read again at the click would move its start
-        window = {"since": start.format_iso(), "until": end.format_iso()}
-        older = "?" + urlencode(window | {"before": queries[-1].seq})
+    decisions = ledger.decisions(
+        agent=name, since=start, until=end, limit=READS, before=decisions_before
+    )
     return page(
         who.request,
         "agent.html",
@@ -198,10 +211,11 @@ def agent_page(
         start=start,
         end=end,
         queries=queries,
-        older=older,
+        older=_older(queries, "before", start, end),
         paged=before is not None,
-        decisions=ledger.decisions(agent=name, since=start, until=end, limit=READS),
-        full=READS,
+        decisions=decisions,
+        older_decisions=_older(decisions, "decisions_before", start, end),
+        decisions_paged=decisions_before is not None,
         scores=ledger.trust_scores(agent=name),
         chart=_trust_chart(ledger, name, now),
     )
