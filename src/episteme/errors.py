@@ -118,6 +118,11 @@ class StoreUnavailable(WorldError):
     """The store cannot be opened or used (missing, foreign, corrupt, locked, newer)."""
 
 
+class SchemaBehind(StoreUnavailable):
+    """A ledger of an older schema that was not migrated here (a role or a database that
+    may not, or a store opened to read only): what can still be read, and how to migrate."""
+
+
 class IntegrityError(WorldError):
     """The journal's chain or the projections do not match what was recorded."""
 

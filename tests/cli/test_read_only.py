@@ -11,6 +11,7 @@ import os
 import shutil
 import sqlite3
 import tempfile
+import threading
 from collections.abc import Iterator
 from contextlib import closing
 from pathlib import Path
@@ -166,6 +167,58 @@ def test_a_live_ledger_is_read_with_its_latest_commits_through_its_shared_memory
         assert [v["assertion"]["value"] for v in r.json()] == ["RS256"]
 
 
+def test_a_live_ledger_whose_shared_memory_this_user_cannot_open_is_refused(
+    shared: Path,
+) -> None:
+    # Its -wal and -shm are the server's own (0600): the reader fell back to reading the
+    # file as immutable, and answered from it without the server's newer commits.
+    theirs = shared / "home"
+    with _live(theirs):
+        theirs.chmod(0o555)
+        (theirs / "ledger.db").chmod(0o444)
+        [r] = _as_nobody(theirs, ("blame", "auth", "--json"))
+    assert (r.code, r.out) == (1, "")
+    assert r.err.startswith(f"error: cannot read the ledger at {theirs / 'ledger.db'}: its")
+    assert "give this user read access to the home's files (ledger.db-wal and" in r.err
+
+
+def test_a_ledger_written_while_it_is_read_as_immutable_fails_the_read(shared: Path) -> None:
+    # Read as it is on disk (no -shm, which the reader may not create), SQLite takes no
+    # lock and sees no commit: a writer starting meanwhile changes pages under the read.
+    theirs = shared / "home"
+    with _live(theirs):
+        pass  # closed: no -wal, no -shm, as a stopped server leaves it
+    _readable_only(theirs)
+    opened_r, opened_w = os.pipe()
+    written_r, written_w = os.pipe()
+
+    def write_meanwhile() -> None:
+        os.read(opened_r, 1)
+        for inside in (theirs, *theirs.iterdir()):
+            inside.chmod(0o755 if inside.is_dir() else 0o644)
+        with Ledger.open(theirs) as writer:
+            writer.assert_one(subject="auth.jwt.issuer", value="https://a", agent="ops")
+        os.write(written_w, b"1")
+
+    def read() -> str:
+        with Ledger.open(theirs, read_only=True) as ledger:
+            first = ledger.verify().events
+            os.write(opened_w, b"1")
+            os.read(written_r, 1)
+            try:
+                ledger.verify()
+            except StoreUnavailable as exc:
+                return f"{first} then {exc.message}"
+            return f"{first} then read"
+
+    writer = threading.Thread(target=write_meanwhile)
+    writer.start()
+    said = as_nobody(read)
+    writer.join()
+    assert said.startswith("1 then the ledger at "), said
+    assert "was written while it was read as it was on disk" in said
+
+
 def test_a_log_of_commits_without_its_shared_memory_file_is_refused_not_misread(
     shared: Path,
 ) -> None:
@@ -218,6 +271,8 @@ def test_an_older_ledger_is_verified_exported_and_copied_without_being_migrated(
     )
     assert copied["events"] == verified["events"]
     assert copied["sessions"] == 0
+    itself = cli("copy", "--from", str(old), "--to", str(old), home_arg=False)
+    assert_error(itself, 2, "the same ledger")  # refused before it was opened to write
     for name, digest in _digest(old).items():  # SQLite's -wal and -shm may have appeared
         assert before.get(name, digest) == digest, name
     with closing(sqlite3.connect(path)) as conn:
@@ -241,19 +296,22 @@ def test_an_older_ledger_is_verified_exported_and_copied_without_being_migrated(
 def test_an_older_ledger_that_cannot_be_migrated_says_what_can_be_read(
     scenario: Scenario, home: Path, shared: Path
 ) -> None:
+    # Only the reads made through a snapshot met the schema check; the others (decisions,
+    # checks, tokens, …) ended with "the ledger's database failed: no such table: …".
     old = shared / "old"
     _old_ledger_with_a_journal(home, old)
     _readable_only(old)
-
-    verified, blamed = _as_nobody(old, ("verify",), ("blame", "auth.jwt.algorithm"))
-    v_code, v_out = verified.code, verified.out
-    b_code, b_out, b_err = blamed.code, blamed.out, blamed.err
-    assert v_code == 0
-    assert v_out.startswith("chain ok: ")
-    assert (b_code, b_out) == (1, "")
-    assert b_err.count("\n") == 1
-    assert "holds a ledger of schema version 1, and this episteme reads version" in b_err
-    assert "`episteme migrate` where it can be written" in b_err
+    asks = _asks(scenario)
+    said = _as_nobody(old, *asks, ("export",))
+    for ask, r in zip([*asks, ("export",)], said, strict=True):
+        if ask in (("verify",), ("export",)):
+            assert r.code == 0, f"{ask}: {r.err}"
+            continue
+        assert (r.code, r.out) == (1, ""), ask
+        assert r.err.count("\n") == 1, f"{ask}: {r.err}"
+        assert "holds a ledger of schema version 1, and this episteme reads version" in r.err
+        assert "was not migrated (migrating it failed: cannot open the ledger at" in r.err
+        assert "`episteme migrate` where it can be written" in r.err
 
 
 def test_a_ledger_opened_to_read_only_refuses_every_write(location: str | Path) -> None:
@@ -292,15 +350,17 @@ def test_postgresql_read_by_a_role_that_may_only_select(
         pytest.raises(psycopg.errors.ReadOnlySqlTransaction),
     ):
         c.execute("DELETE FROM tokens")
-    # an older ledger: its journal is read as it is, and it stays at its version
+    # an older ledger: its journal is read as it is, by the reader and by the owner, who
+    # may migrate it and does not
     with psycopg.connect(pg_url, autocommit=True) as admin:
         admin.execute("UPDATE meta SET value = '4' WHERE key = 'schema_version'")
-    assert ok(cli("verify", "--json", "--db", reader, home_arg=False))["ok"]
-    exported = cli("export", "--db", reader, home_arg=False)
-    assert exported.code == 0
-    assert exported.out == cli("export").out
+    for who in (reader, pg_url):
+        assert ok(cli("verify", "--json", "--db", who, home_arg=False))["ok"]
+        exported = cli("export", "--db", who, home_arg=False)
+        assert exported.code == 0
+        assert exported.out == cli("export").out
     blame = cli("blame", "auth.jwt.algorithm", "--db", reader, home_arg=False)
-    assert_error(blame, 1, "schema version 4, and this episteme reads version")
+    assert_error(blame, 1, "schema version 4, and this episteme needs", "as a role that may create")
     with psycopg.connect(pg_url, autocommit=True) as admin:
         assert admin.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == (
             "4",

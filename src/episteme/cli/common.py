@@ -16,7 +16,7 @@ from rich.text import Text
 from whenever import Instant
 
 from episteme.cli import render
-from episteme.errors import EpistemeError, InvalidInput
+from episteme.errors import EpistemeError, InvalidInput, SchemaBehind
 from episteme.ledger import Ledger
 from episteme.ledger.model import dump
 from episteme.text import visible
@@ -117,20 +117,21 @@ def open_ledger(
     from episteme.ledger.store import open_store
     from episteme.ledger.trust import TrustPolicy
 
+    policy = TrustPolicy.from_env()  # refused before the ledger is opened, or migrated
     where = location(home)
     if reads is None:
-        store = open_store(where)
-    else:
-        store = open_store(where, read_only=True)
-        if reads == "knowledge" and store.schema_version < store.SCHEMA_VERSION:
-            try:
-                writable = open_store(where)
-            except EpistemeError:
-                pass  # read-only media, or another user's: reading explains
-            else:
-                store.close()
-                store = writable
-    return Ledger(store, clock=state(ctx).clock, policy=TrustPolicy.from_env())
+        return Ledger(open_store(where), clock=state(ctx).clock, policy=policy)
+    store = open_store(where, read_only=True)
+    if reads == "knowledge" and store.schema_version < store.SCHEMA_VERSION:
+        try:
+            store.close()
+            store = open_store(where)  # migrated, as every start does
+        except SchemaBehind:  # a role or a database that may not migrate it: it says so
+            raise
+        except EpistemeError as exc:  # read-only media, or another user's
+            store.check_current(why=f"migrating it failed: {exc.message}")
+            raise
+    return Ledger(store, clock=state(ctx).clock, policy=policy)
 
 
 def when(ctx: typer.Context, text: str | None, option: str) -> Instant | None:

@@ -20,7 +20,7 @@ from episteme.errors import Conflict, EpistemeError, IntegrityError, InvalidInpu
 from episteme.ledger.canonical import GENESIS
 from episteme.ledger.journal import Event, link
 from episteme.ledger.sql.learning import GARDENER, Cursor
-from episteme.ledger.store import Store, open_store
+from episteme.ledger.store import POSTGRES_SCHEMES, Store, open_store
 
 
 class CopyReport(BaseModel):
@@ -60,14 +60,11 @@ def copy_ledger(source: str | Path, dest: str | Path) -> CopyReport:
     src = _open(source, "source", read_only=True)
     try:
         head_seq, _, head = src.head()
+        _not_the_source(src, dest)
         dst = _open(dest, "destination", ensure=True)
         try:
             if _identity(src) == _identity(dst):
-                raise InvalidInput(
-                    f"the source and the destination are the same ledger ({src.where}): "
-                    "give another destination",
-                    field="dest",
-                )
+                raise _the_same(src)
             held, _, held_head = dst.head()
             resumed = bool(held) and (held, held_head) == (head_seq, head)
             if held and not resumed:
@@ -130,6 +127,31 @@ def _open(
         return open_store(location, ensure=ensure, read_only=read_only)
     except EpistemeError as exc:
         raise type(exc)(f"{role}: {exc.message}", field=exc.field) from None
+
+
+def _the_same(src: Store) -> InvalidInput:
+    return InvalidInput(
+        f"the source and the destination are the same ledger ({src.where}): "
+        "give another destination",
+        field="dest",
+    )
+
+
+def _not_the_source(src: Store, dest: str | Path) -> None:
+    """Refuse a SQLite destination that is the source before opening it to write, which
+    would migrate an older source (a PostgreSQL one is known by its URL once open)."""
+    if str(dest).startswith(POSTGRES_SCHEMES):
+        return
+    try:
+        there = open_store(dest, read_only=True)
+    except EpistemeError:
+        return  # no ledger there yet: it cannot be the source
+    try:
+        same = _identity(there) == _identity(src)
+    finally:
+        there.close()
+    if same:
+        raise _the_same(src)
 
 
 def _identity(store: Store) -> str:

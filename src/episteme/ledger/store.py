@@ -198,6 +198,12 @@ class Store(StoreReader, Protocol):
         may lack."""
         ...
 
+    def check_current(self, why: str = "") -> None:
+        """Raise StoreUnavailable, saying what can still be read (and `why` it was not
+        migrated), when the ledger is of an older schema: opened with `read_only`, it is
+        not migrated, and its projections cannot be read (`reading` refuses them)."""
+        ...
+
     def write(self, build: BuildFn, now_us: int) -> list[Event]: ...
     def probe_reading(self, read: Callable[[StoreReader], _T], timeout: float = 2.0) -> _T:
         """`read`, its connection and its statements bounded by `timeout` together, as
@@ -319,7 +325,8 @@ def open_store(
     except PermissionError as exc:  # a directory on the way that this user may not enter
         raise StoreUnavailable(
             f"cannot open the ledger at {text}: permission denied on {exc.filename or text}: "
-            "run as a user who may read and write it, or give another home"
+            f"run as a user who may {'read' if read_only else 'read and write'} it, or give"
+            " another home"
         ) from None
     try:
         return SQLiteStore(path, create=create, defer_flush=defer_flush, read_only=read_only)

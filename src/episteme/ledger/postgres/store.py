@@ -49,7 +49,7 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from episteme.errors import Conflict, InvalidInput, StoreUnavailable
+from episteme.errors import Conflict, InvalidInput, SchemaBehind, StoreUnavailable
 from episteme.ledger.canonical import canonical
 from episteme.ledger.journal import Draft, Event
 from episteme.ledger.model import Candidates
@@ -324,7 +324,7 @@ class PostgresStore(_Dialect, SQLStore):
         except psycopg.errors.LockNotAvailable as exc:
             if self.migrated_from is None:
                 raise self.unavailable(exc) from None
-            raise StoreUnavailable(
+            raise SchemaBehind(
                 f"{self.url} holds a ledger of schema version {self.migrated_from}, and this"
                 f" episteme needs {SCHEMA_VERSION}; migrating it waited {WRITE_WAIT_S:.0f} s"
                 " for its tables, which another session holds (an open transaction, a"
@@ -341,7 +341,7 @@ class PostgresStore(_Dialect, SQLStore):
                     if isinstance(exc, psycopg.errors.ReadOnlySqlTransaction)  # a standby
                     else "run `episteme migrate` as a role that may create tables in its schema"
                 )
-                raise StoreUnavailable(
+                raise SchemaBehind(
                     f"{self.url} holds a ledger of schema version {upgrading}, and this "
                     f"episteme needs {SCHEMA_VERSION}; migrating it failed: {_reason(exc)}: " + how
                 ) from None
@@ -455,7 +455,7 @@ class PostgresStore(_Dialect, SQLStore):
         fewer than `READS_PREPARE_UP_TO` (planning a join costs more than running it),
         parsed at each use past that: reads build `IN` lists of every length, and the rest
         of the allowance is the writes'."""
-        self._current()
+        self.check_current()
 
         def run(raw: psycopg.Connection[Any]) -> _T:
             wire = Wire(raw, room=READS_PREPARE_UP_TO)

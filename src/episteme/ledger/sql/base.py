@@ -30,7 +30,14 @@ from typing import ClassVar
 
 import orjson
 
-from episteme.errors import Conflict, IntegrityError, InvalidInput, NotFound, StoreUnavailable
+from episteme.errors import (
+    Conflict,
+    IntegrityError,
+    InvalidInput,
+    NotFound,
+    SchemaBehind,
+    StoreUnavailable,
+)
 from episteme.ledger.background import Job, JobRecord
 from episteme.ledger.canonical import GENESIS, canonical, check_no_nul
 from episteme.ledger.journal import Draft, Event, EventKind, VerifyReport, link, verify_rows
@@ -144,16 +151,15 @@ class SQLStore(Reader, LearningWrites, DiagnosisWrites):
                 "to it this way"
             )
 
-    def _current(self) -> None:
-        """Refuse to read the projections of an older ledger opened to read only."""
+    def check_current(self, why: str = "") -> None:
         if self.schema_version < self.SCHEMA_VERSION:
-            raise StoreUnavailable(
+            raise SchemaBehind(
                 f"{self.where} holds a ledger of schema version {self.schema_version}, and "
                 f"this episteme reads version {self.SCHEMA_VERSION}; opened to read only, it "
-                "was not migrated: its journal can be verified, exported and copied, and "
-                "reading its knowledge needs `episteme migrate` where it can be written (on "
-                "the primary, as a role that may create tables, or on a copy where this one "
-                "must stay as it is)"
+                f"was not migrated{f' ({why})' if why else ''}: its journal can be verified,"
+                " exported and copied, and reading its knowledge needs `episteme migrate`"
+                " where it can be written (on the primary, as a role that may create tables,"
+                " or on a copy where this one must stay as it is)"
             )
 
     def __init__(self) -> None:

@@ -74,9 +74,11 @@ def _connect_read_only(path: Path) -> tuple[sqlite3.Connection, str]:
     (its readers open the same).
 
     SQLite reads a WAL-mode file through its shared-memory file (``-shm``), which it
-    creates when absent: where this user may not create it (read-only media, a home
-    another user owns), a file without a write-ahead log to read is opened as immutable,
-    and one whose log holds commits is refused, since it would be read without them.
+    creates when absent. Where this user may not create it (read-only media, a home
+    another user owns), a file that no process has open (no ``-shm``) and whose log is
+    empty is opened as immutable: as it is on disk, which `SQLiteStore` then checks no
+    writer changes. One whose ``-shm`` exists (a process has it open, or had) or whose
+    log holds commits is refused: it would be read without them.
     """
     base = f"file:{quote(str(path))}?mode=ro"
     try:
@@ -91,17 +93,27 @@ def _connect_read_only(path: Path) -> tuple[sqlite3.Connection, str]:
         # read-only media answer CANTOPEN; a directory this user may not write, READONLY
         if _code(exc) not in ("SQLITE_CANTOPEN", "SQLITE_READONLY"):
             raise
-    wal = Path(f"{path}-wal")
-    with contextlib.suppress(FileNotFoundError):
-        if wal.stat().st_size > 0:
-            raise StoreUnavailable(
-                f"cannot read the ledger at {path}: its write-ahead log {wal.name} holds "
-                f"commits, and SQLite reads them only through {path.name}-shm, which this "
-                "user cannot create there: copy the home's files to a directory you may "
-                "write, and read the copy"
-            )
+    wal, shm = Path(f"{path}-wal"), Path(f"{path}-shm")
+    logged = wal.exists() and wal.stat().st_size > 0
+    if logged or shm.exists():
+        why = f"its write-ahead log {wal.name} holds commits" if logged else "a process has it open"
+        raise StoreUnavailable(
+            f"cannot read the ledger at {path}: {why}, and SQLite reads it then only "
+            f"through {shm.name}, which this user cannot open or create there: give this "
+            f"user read access to the home's files ({wal.name} and {shm.name} too), or "
+            "copy the home's files to a directory you may write, and read the copy"
+        )
     uri = f"{base}&immutable=1"
     return _connect(uri), uri
+
+
+def _stamp(path: Path) -> tuple[int, int, int] | None:
+    """A file's identity, size and modification time; None when there is none."""
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return None
+    return (st.st_ino, st.st_size, st.st_mtime_ns)
 
 
 def _schema_sql(name: str) -> str:
@@ -360,6 +372,8 @@ class SQLiteStore(SQLStore):
         self.migrated_from: int | None = None
         self.read_only = read_only
         self._uri: str | Path = path  # what each reader connects to
+        self._still: tuple[object, ...] | None = None
+        """Read as immutable: the stamps of its files, which no writer may change."""
         made = False  # whether this created the file (removed again if creating fails)
         if path.is_dir():
             raise StoreUnavailable(
@@ -447,6 +461,22 @@ class SQLiteStore(SQLStore):
         except BaseException:
             self._wconn.close()
             raise
+        if "immutable=1" in str(self._uri):
+            self._still = self._stamps()
+
+    def _stamps(self) -> tuple[object, ...]:
+        return tuple(_stamp(Path(f"{self.path}{end}")) for end in ("", "-wal", "-shm"))
+
+    def _unchanged(self) -> None:
+        """Read as immutable, SQLite takes no lock and sees no commit: a process that
+        wrote the ledger meanwhile (it cannot have been writing when it was opened) makes
+        what was read unreliable, and the read fails rather than answer from it."""
+        if self._still is not None and self._stamps() != self._still:
+            raise StoreUnavailable(
+                f"the ledger at {self.path} was written while it was read as it was on disk"
+                " (this user may not open the files through which SQLite follows a writer):"
+                " read it again once nothing writes it, or as a user who may"
+            )
 
     def _sync_wal(self) -> None:
         """Make every commit in the WAL durable: ``fdatasync`` of the WAL file.
@@ -498,6 +528,7 @@ class SQLiteStore(SQLStore):
     @property
     def conn(self) -> sqlite3.Connection:
         """This thread's reader (opened on its first read; it closes when the thread ends)."""
+        self._unchanged()  # each statement, as immutable: the one before it read reliably
         reader: _Reader | None = getattr(self._local, "reader", None)
         if reader is None or self._closed:
             return self._new_reader(reader)
@@ -523,15 +554,19 @@ class SQLiteStore(SQLStore):
     def reading(self, read: Callable[[StoreReader], _T], *, snapshot: bool = True) -> _T:
         """`read` in one snapshot: its statements run in one read transaction on this
         thread's reader, so a write committed meanwhile is seen by all of them or none."""
-        self._current()
+        self.check_current()
         conn = self.conn
         if not snapshot or conn.in_transaction:  # a read inside a read is in its snapshot
-            return read(self)
+            done = read(self)
+            self._unchanged()
+            return done
         conn.execute("BEGIN")
         try:
-            return read(self)
+            done = read(self)
         finally:
             conn.execute("COMMIT")  # it wrote nothing: this only ends the snapshot
+        self._unchanged()
+        return done
 
     def close(self) -> None:
         """Close the store without closing a connection that another thread may be
