@@ -528,7 +528,8 @@ class SQLiteStore(SQLStore):
     @property
     def conn(self) -> sqlite3.Connection:
         """This thread's reader (opened on its first read; it closes when the thread ends)."""
-        self._unchanged()  # each statement, as immutable: the one before it read reliably
+        if self._still is not None:  # read as immutable: the statement before read reliably
+            self._unchanged()
         reader: _Reader | None = getattr(self._local, "reader", None)
         if reader is None or self._closed:
             return self._new_reader(reader)
