@@ -137,28 +137,73 @@ def test_json_answers_and_problems(http: Http) -> None:
     assert "is denied" in again.json()["detail"]
 
 
-def test_alertmanager_posts_twice_and_one_session_opens(http: Http) -> None:
-    payload = {
+def _sessions_once_settled(http: Http, count: int) -> list[dict[str, Any]]:
+    """The sessions, once `count` of them are open and waiting (the route answers at
+    once; a session opens just after)."""
+    for _ in range(200):
+        sessions = http("GET", "/sessions").json()
+        if len(sessions) >= count and all(s["status"] == "waiting_for_approval" for s in sessions):
+            break
+        time.sleep(0.05)
+    return list(sessions)
+
+
+def _alerting(
+    name: str,
+    common: dict[str, str],
+    summary: str,
+    labels: dict[str, str],
+    status: str = "firing",
+) -> dict[str, Any]:
+    """What Alertmanager posts for one alert of the group `name`."""
+    return {
         "version": "4",
-        "groupKey": '{}:{alertname="PostgresTooManyConnections"}',
-        "status": "firing",
+        "groupKey": f'{{}}:{{alertname="{name}"}}',
+        "status": status,
         "receiver": "episteme",
-        "commonLabels": {"alertname": "PostgresTooManyConnections", "datname": "app"},
-        "commonAnnotations": {"summary": "connections near max_connections"},
-        "alerts": [{"status": "firing", "labels": {"instance": "db-1"}, "fingerprint": "f1"}],
+        "commonLabels": {"alertname": name, **common},
+        "commonAnnotations": {"summary": summary},
+        "alerts": [{"status": status, "labels": labels, "fingerprint": f"f-{name}"}],
     }
+
+
+def test_alertmanager_posts_twice_and_one_session_opens(http: Http) -> None:
+    payload = _alerting(
+        "PostgresTooManyConnections",
+        {"datname": "app"},
+        "connections near max_connections",
+        {"instance": "db-1"},
+    )
     for _ in range(2):
         r = http("POST", "/alerts", json=payload)
         assert r.status_code == 202
     bad = http("POST", "/alerts", json={**payload, "version": "3"})
     assert bad.status_code == 422
-    for _ in range(200):  # the route answers at once; the session opens just after
-        sessions = http("GET", "/sessions").json()
-        if sessions and sessions[0]["status"] == "waiting_for_approval":
-            break
-        time.sleep(0.05)
+    sessions = _sessions_once_settled(http, 1)
     assert len(sessions) == 1
     assert sessions[0]["specialists"][0] == "database"
+
+
+def test_an_alert_that_resolved_and_fires_again_opens_a_new_diagnosis(http: Http) -> None:
+    # Its incident stayed open for good: the same alert firing a week later opened no
+    # incident and no diagnosis.
+    firing, resolved = (
+        _alerting(
+            "PodCrashLooping",
+            {"namespace": "checkout"},
+            "checkout pods in CrashLoopBackOff",
+            {"pod": "checkout-7d9"},
+            status,
+        )
+        for status in ("firing", "resolved")
+    )
+    for payload, sessions in ((firing, 1), (firing, 1), (resolved, 1), (firing, 2)):
+        assert http("POST", "/alerts", json=payload).status_code == 202
+        seen = _sessions_once_settled(http, sessions)
+        time.sleep(0.1)  # a session the payload should not have opened would be here now
+        seen = _sessions_once_settled(http, sessions)
+        assert len(seen) == sessions, (payload["status"], seen)
+    assert [s["specialists"] for s in seen] == [["kubernetes"], ["kubernetes"]]
 
 
 def test_the_python_client_diagnoses_and_approves(ledger: Ledger, home: Path) -> None:

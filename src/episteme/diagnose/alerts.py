@@ -2,8 +2,9 @@
 
 Alertmanager sends a group of alerts again and again while they fire (its repeat
 interval): an incident is keyed by the group key and each alert's fingerprint, so the
-same alert opens one incident however often it arrives. A payload with at least one new
-firing alert opens one session for the group.
+same alert opens one incident however often it arrives. A resolved alert resolves its
+incident, and the same alert firing later opens it again. A payload with at least one
+new firing alert opens one session for the group.
 """
 
 from __future__ import annotations
@@ -85,19 +86,20 @@ def environment_of(labels: dict[str, str]) -> str:
 
 
 async def receive(engine: DiagnosisEngine, payload: AlertmanagerPayload, requester: str) -> int:
-    """Open incidents for the payload's new firing alerts and start one session for them;
-    the number of incidents opened."""
+    """Open incidents for the payload's new firing alerts and start one session for them,
+    and resolve the incidents of its resolved alerts; the number of incidents opened."""
     now = engine._now()
     opened = []
     for alert in payload.alerts:
-        if alert.status != "firing":
-            continue
         key = (
             "i_"
             + hashlib.blake2b(
                 f"{payload.groupKey}\x00{_fingerprint(alert)}".encode(), digest_size=12
             ).hexdigest()
         )
+        if alert.status == "resolved":
+            await asyncio.to_thread(engine.store.resolve_incident, key, now)
+            continue
         text = orjson.dumps({**payload.commonLabels, **alert.labels}).decode()
         new, _ = await asyncio.to_thread(
             engine.store.open_incident, key, payload.groupKey, text, now

@@ -168,7 +168,8 @@ class DiagnosisWrites:
     def open_incident(
         self, key: str, group_key: str, labels: str, now_us: int
     ) -> tuple[bool, dict[str, Any] | None]:
-        """Open an incident for `key`, or count one more alert on the open one.
+        """Open an incident for `key`, open it again when it was resolved (the alert
+        fires anew), or count one more alert on the open one.
 
         (True, None) when this call opened it; (False, its row) when it was open already.
         """
@@ -179,6 +180,13 @@ class DiagnosisWrites:
                 " ON CONFLICT (key) DO NOTHING RETURNING key",
                 (key, group_key, labels, Us(now_us), Us(now_us)),
             ).fetchone()
+            if new is None:  # it fired before: again, if it had resolved since
+                new = conn.execute(
+                    "UPDATE incidents SET status = 'open', labels = ?, session_id = NULL,"
+                    " alerts = 1, opened_at = ?, updated_at = ? WHERE key = ?"
+                    " AND status = 'resolved' RETURNING key",
+                    (labels, Us(now_us), Us(now_us), key),
+                ).fetchone()
             if new is not None:
                 return True, None
             conn.execute(
@@ -189,6 +197,17 @@ class DiagnosisWrites:
                 "SELECT status, session_id FROM incidents WHERE key = ?", (key,)
             ).fetchone()
         return False, {"status": r[0], "session_id": r[1]}
+
+    def resolve_incident(self, key: str, now_us: int) -> bool:
+        """Mark the open incident `key` resolved (its alert stopped firing): the next time
+        it fires, it opens again. Whether there was one open."""
+        with self._jobs_transaction() as conn:
+            row = conn.execute(
+                "UPDATE incidents SET status = 'resolved', updated_at = ? WHERE key = ?"
+                " AND status = 'open' RETURNING key",
+                (Us(now_us), key),
+            ).fetchone()
+        return row is not None
 
     def link_incident(self, key: str, session_id: str, now_us: int) -> None:
         with self._jobs_transaction() as conn:
