@@ -12,8 +12,8 @@ from collections.abc import Iterable, Mapping
 
 KEYWORDS: dict[str, tuple[str, ...]] = {
     "database": (
-        "database", "db", "connection pool", "query", "sql", "postgres", "mysql",
-        "timeout", "connection", "transaction", "deadlock",
+        "database", "db", "connection pool", "query", "queries", "sql", "postgres", "mysql",
+        "timeout", "timed out", "connection", "transaction", "deadlock",
     ),
     "cloud": (
         "aws", "ec2", "cloudwatch", "instance", "cpu", "memory usage", "scaling",
@@ -22,6 +22,9 @@ KEYWORDS: dict[str, tuple[str, ...]] = {
     "kubernetes": (
         "kubernetes", "k8s", "pod", "container", "deployment", "replica", "crashloop",
         "oom", "health check", "liveness", "readiness",
+        # the words Kubernetes itself shows, as people paste them
+        "crashloopbackoff", "oomkilled", "imagepullbackoff", "errimagepull", "evicted",
+        "statefulset", "daemonset", "replicaset", "kubelet", "node notready",
     ),
     "observability": (
         "error rate", "errors", "latency", "logs", "log", "prometheus", "alert", "5xx",
@@ -40,8 +43,11 @@ LABELS: dict[str, tuple[str, ...]] = {
 
 
 def _matches(text: str, word: str) -> bool:
-    # whole words, so that "db" does not match "feedback" nor "pod" "tripod"
-    return re.search(rf"(?<![a-z0-9]){re.escape(word)}(?![a-z0-9])", text) is not None
+    # whole words, so that "db" does not match "feedback" nor "pod" "tripod"; a plural
+    # ("pods", "replicas", "deadlocks") or a word that runs on with another (k8s's
+    # "CrashLoop-BackOff", "OOM-killed", "oom_kill") is the word too
+    pattern = rf"(?<![a-z0-9]){re.escape(word)}(?:e?s)?(?![a-z0-9])"
+    return re.search(pattern, text.replace("-", " ").replace("_", " ")) is not None
 
 
 def select(
