@@ -445,9 +445,14 @@ def test_a_refused_lifecycle_move_on_a_rejected_assertion(cli: Cli, scenario: Sc
     for args in (
         ["approve", scenario.es256[:8], "--by", "alice"],
         ["reject", scenario.es256[:8], "--by", "alice"],
-        ["correct", scenario.es256[:8], "--by", "alice", "--reason", "again"],
     ):
         assert_error(cli(*args), 2, "is rejected; a rejected assertion cannot move again")
+    assert journal(cli) == before
+    # rejected in review, it can still be marked incorrect, once
+    done(cli("correct", scenario.es256[:8], "--by", "oncall", "--reason", "prod is RS256"))
+    before = journal(cli)
+    again = cli("correct", scenario.es256[:8], "--by", "alice", "--reason", "again")
+    assert_error(again, 2, "was corrected already (x_", "by oncall: prod is RS256)")
     assert journal(cli) == before
 
 

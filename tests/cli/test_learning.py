@@ -3,6 +3,8 @@ trust after a correction, conflicts, notifications and webhooks."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from whenever import TimeDelta
 
@@ -40,25 +42,21 @@ def _axios(cli: Cli) -> str:
     return cid
 
 
+def _correct(cli: Cli, aid: str) -> dict[str, Any]:
+    """Oncall corrects `aid` with RS256 and a constraint; the correction's JSON."""
+    fix = ("--value", "RS256", "--forbid", "--json")
+    fixed: dict[str, Any] = ok(
+        cli("correct", aid[:12], "--by", "oncall", "--reason", "prod expects RS256", *fix)
+    )
+    assert fixed["constraint"]["forbid"] == ["ES256"]
+    return fixed
+
+
 def _corrected(cli: Cli) -> str:
     """ES256 asserted by research-agent, corrected by oncall with RS256 and a constraint."""
     ok(cli("init", "--json"))
     [es] = ok(cli("assert", SUBJECT, "ES256", "--agent", "research-agent", "--json"))
-    fixed = ok(
-        cli(
-            "correct",
-            es["id"][:12],
-            "--by",
-            "oncall",
-            "--reason",
-            "prod expects RS256",
-            "--value",
-            "RS256",
-            "--forbid",
-            "--json",
-        )
-    )
-    assert fixed["constraint"]["forbid"] == ["ES256"]
+    _correct(cli, es["id"])
     eid: str = es["id"]
     return eid
 
@@ -183,6 +181,31 @@ def test_a_correction_through_the_gardener_lowers_trust(cli: Cli) -> None:
     assert ok(cli("trust", "--topic", "auth", "--json")) == scores
     assert ok(cli("notifications", "--json")) == notes
     assert ok(cli("gardener", "status", "--json"))["lag_events"] == 0
+
+
+def test_a_proposal_rejected_in_review_after_an_agent_acted_on_it_is_corrected(
+    cli: Cli,
+) -> None:
+    # The deploy agent read ES256 through `latest` while it was proposed, and acted; a
+    # reviewer then rejected it. `correct` was refused ("a rejected assertion cannot move
+    # again"): no trust moved, and no constraint protected the next agent.
+    ok(cli("init", "--json"))
+    [es] = ok(cli("assert", SUBJECT, "ES256", "--agent", "research-agent", "--json"))
+    read = ok(cli("query", SUBJECT, "--agent", "deploy-agent", "--lens", "latest", "--json"))
+    done(cli("decide", "ship ES256", "--agent", "deploy-agent", "--query", read["query_id"]))
+    done(cli("reject", es["id"][:12], "--by", "reviewer"))
+    fixed = _correct(cli, es["id"])
+    assert fixed["correction"]["assertion_id"] == es["id"]
+    [blame] = ok(cli("blame", es["id"], "--json"))
+    moves = [(v["prev_lifecycle"], v["lifecycle"], v["cause"]) for v in blame["history"]]
+    assert moves[-1] == ("rejected", "rejected", "corrected")
+    assert blame["corrections"][0]["reason"] == "prod expects RS256"
+    r = cli("check", "--plan", "sign with ES256", "--scope", SUBJECT, "--item", "ES256")
+    assert r.code == VIOLATION, r.err
+    ok(cli("gardener", "--once", "--json"))
+    scores = {s["agent"]: s["score"] for s in ok(cli("trust", "--topic", "auth", "--json"))}
+    assert scores["research-agent"] < 0.5
+    assert scores["deploy-agent"] < 0.5  # it relied on the value
 
 
 def test_two_approved_values_at_once_are_listed_as_a_conflict(cli: Cli) -> None:

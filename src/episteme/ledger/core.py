@@ -62,6 +62,7 @@ from episteme.ledger.records import (
 from episteme.ledger.store import Store, StoreReader, open_store
 from episteme.ledger.tokens import Tokens
 from episteme.ledger.trust import TrustBook, TrustPolicy, fixed
+from episteme.text import shorten
 from episteme.timeutil import Clock, SystemClock, from_us, rfc3339, to_us
 
 _MISSING: Any = object()
@@ -418,7 +419,15 @@ class Ledger(Learning, Tokens):
             aid = self._resolve_assertion(r, ref)
             bad = r.assertion(aid)
             assert bad is not None
-            check_move(bad.lifecycle, Lifecycle.REJECTED, "correction", aid)
+            if bad.lifecycle is not Lifecycle.REJECTED:
+                check_move(bad.lifecycle, Lifecycle.REJECTED, "correction", aid)
+            elif done := r.corrections_of(aid):
+                raise Conflict(
+                    f"assertion {aid[:12]} was corrected already ({done[0].id} by "
+                    f"{done[0].by}: {shorten(done[0].reason, 80)}): it is marked incorrect"
+                )
+            # else rejected in review, or retracted with its epoch, and never marked
+            # incorrect: agents may have been served it (and acted) while it was proposed
             if value is not _MISSING and canonical(value) == canonical(bad.value):
                 raise InvalidInput(
                     f"assertion {aid[:12]} already holds {canonical(value)}: a correction "
