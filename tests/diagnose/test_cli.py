@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -52,6 +53,42 @@ def test_diagnose_then_approve_from_another_terminal(
     assert CANARY not in r.out
     listed = cli("sessions", "--json", "--server", url, "--token", dev, home_arg=False).json()
     assert [(s["id"], s["status"]) for s in listed] == [(sid, "completed")]
+
+
+def test_a_session_is_shown_followed_and_deleted(cli: Cli, served: tuple[str, str, str]) -> None:
+    # A session an alert opened, or one approved in the console, could be read only
+    # through the console or curl: no command showed one session or removed it.
+    url, dev, lead = served
+
+    def run(*args: str, token: str = dev) -> Any:
+        return cli(*args, "--server", url, "--token", token, home_arg=False)
+
+    made = run("diagnose", "database connection failures", "--json")
+    sid = made.out.split('"session_id":"', 1)[1].split('"', 1)[0]
+    waiting = run("session", "show", sid)
+    assert waiting.code == 0, waiting.err
+    assert f"session {sid} (prod): waiting_for_approval" in waiting.out
+    assert "asks for op://Infrastructure/prod-db/password" in waiting.out
+    assert f"an approver runs: episteme approve {sid}" in waiting.out
+    assert run("approve", sid, "--reason", "incident 4711", token=lead).code == 0
+    shown = run("session", "show", sid)
+    assert "completed" in shown.out
+    assert "decided by lead: incident 4711" in shown.out
+    assert "Most likely root cause: Database connection exhaustion" in shown.out
+    assert CANARY not in shown.out
+    assert run("session", "show", sid, "--json").json()["status"] == "completed"
+    followed = run("session", "show", sid, "--follow", "--json")
+    kinds = [json.loads(line)["type"] for line in followed.out.splitlines()]  # one a line
+    assert kinds[0] == "session_start"
+    assert kinds[-1] == "diagnosis_complete"
+    refused = run("session", "delete", sid)
+    assert refused.code == 2
+    assert "needs the approver role" in refused.err
+    assert run("session", "delete", sid, token=lead).out == f"deleted {sid}\n"
+    gone = run("session", "show", sid)
+    assert gone.code == 2
+    assert gone.err.startswith("error: ")
+    assert gone.err.count("\n") == 1
 
 
 def test_deny_and_the_errors_a_user_meets(cli: Cli, served: tuple[str, str, str]) -> None:

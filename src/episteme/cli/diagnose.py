@@ -1,4 +1,5 @@
-"""Diagnosis commands: `diagnose`, `deny`, `sessions` (and `approve` for `s_…` ids).
+"""Diagnosis commands: `diagnose`, `deny`, `sessions`, `session show|delete` (and `approve`
+for `s_…` ids).
 
 They talk to an `episteme serve` (`--server`, env EPISTEME_URL; token from `--token` or
 EPISTEME_TOKEN): credentials are fetched by the server that takes the approval, never by
@@ -70,8 +71,9 @@ def _follow(
 
 
 def _print(console: Console, event: dict[str, Any], as_json: bool) -> None:
-    if as_json:
-        console.print(orjson.dumps(event).decode(), markup=False, highlight=False)
+    if as_json:  # one line an event, however wide: piped output was wrapped at 160
+        line = orjson.dumps(event).decode()
+        console.print(line, markup=False, highlight=False, emoji=False, soft_wrap=True)
     else:
         _show(console, event)
 
@@ -236,3 +238,64 @@ def sessions(
         table.add_row(s.id, s.status, s.environment, s.requester, escape(s.problem[:60]))
     state(ctx).console.print(table if rows else "no session")
     next_page(ctx, rows, limit, "--after", "id")
+
+
+session_app = typer.Typer(help="One diagnosis session: what it found, or remove it.")
+app.add_typer(session_app, name="session")
+SessionId = Annotated[str, typer.Argument(help="The session id (s_…).")]
+
+
+@session_app.command("show")
+def session_show(
+    ctx: typer.Context,
+    id: SessionId,
+    follow: Annotated[
+        bool,
+        typer.Option("--follow", help="Then stream its events until it ends (from its first on)."),
+    ] = False,
+    server: Server = None,
+    token: Token = None,
+    as_json: Json = False,
+) -> None:
+    """A session: its status, the credential references it asked for, who decided, and
+    what it found (a session an alert opened, or one approved in the console)."""
+    console = state(ctx).console
+    with _client(server, token) as client:
+        session = client.session(id)
+        if follow:
+            for event in _follow(client, id):
+                _print(console, event, as_json)
+            return
+    if emit(ctx, as_json, session):
+        return
+    console.print(f"[bold]session {session.id}[/] ({session.environment}): {session.status}")
+    console.print(f"problem: {escape(session.problem)}")
+    console.print(f"requested by {escape(session.requester)} at {session.created_at}")
+    if session.incident:
+        console.print(f"incident: {session.incident}")
+    console.print("specialists: " + (", ".join(session.specialists) or "none"))
+    for ref in session.requested:
+        console.print(f"  asks for {escape(ref)}")
+    if session.decided_by:
+        console.print(f"decided by {escape(session.decided_by)}: {escape(session.reason or '')}")
+    if session.status == "waiting_for_approval":
+        console.print(f"an approver runs: episteme approve {session.id} --reason '…'")
+    if session.error:
+        console.print(f"[red]error:[/] {escape(session.error)}")
+    if session.result is not None:
+        _report(console, session.result.model_dump(mode="json"))
+
+
+@session_app.command("delete")
+def session_delete(
+    ctx: typer.Context,
+    id: SessionId,
+    server: Server = None,
+    token: Token = None,
+    as_json: Json = False,
+) -> None:
+    """Delete a session and its events (approver); what it recorded in the ledger stays."""
+    with _client(server, token) as client:
+        client.delete_session(id)
+    if not emit(ctx, as_json, {"deleted": id}):
+        state(ctx).console.print(f"deleted {id}")
