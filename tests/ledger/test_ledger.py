@@ -1086,3 +1086,27 @@ def test_ids_resolve_by_prefix_whatever_their_case_or_letter(ledger: Ledger) -> 
     assert ledger.store.token(token_id=second.id).revoked_at is None  # type: ignore[union-attr]
     [revoked] = ledger.revoke_token(second.id[:8].upper(), by="admin", reason="rotated")
     assert revoked.id == second.id  # T_…: was "no token or principal"
+
+
+def test_an_assertion_added_and_superseded_in_one_batch_lists_its_moves_in_order(
+    ledger: Ledger, clock: ManualClock
+) -> None:
+    # Two approved values of one fact in one batch: the first is added, then superseded
+    # by the second, in one event. A correction in the same microsecond closed its second
+    # version at the time its first was closed, and the versions, ordered by their times
+    # after the event, came in either order (the backends disagreed).
+    first, _ = ledger.add(
+        [
+            AssertionInput(subject="svc.a.b", value=1, agent="alice", lifecycle="approved"),
+            AssertionInput(subject="svc.a.b", value=2, agent="alice", lifecycle="approved"),
+        ]
+    )
+    ledger.correct(first.id, by="oncall", reason="wrong", value=3)  # the clock stands still
+    causes = [v.cause for v in ledger.blame(first.id)[0].history]
+    assert causes == ["added", "superseded", "corrected"]
+    since = clock.now().subtract(seconds=1)
+    every = [(c.change, c.assertion_id) for c in ledger.diff("svc", since=since).changes]
+    assert [c for c, a in every if a == first.id] == causes
+    for limit in range(1, len(every) + 1):  # the newest `limit`, in the same order
+        newest = ledger.diff("svc", since=since, limit=limit).changes
+        assert [(c.change, c.assertion_id) for c in newest] == every[-limit:], limit
