@@ -86,7 +86,8 @@ SQL: dict[str, str] = {
     "diff_newest": (  # the newest 1,000 (`DIFF_COUNTS`: and the counts of all)
         "SELECT v.seq, v.cause, a.id, a.subject, a.value, v.lifecycle, v.actor FROM (SELECT *"
         " FROM versions v WHERE v.tx_from >= ? AND v.tx_from <= ?"
-        " ORDER BY v.tx_from DESC, v.seq DESC, v.arow DESC, v.tx_to DESC LIMIT 1000) v"
+        " ORDER BY v.tx_from DESC, v.seq DESC, v.arow DESC, (v.prev_lifecycle IS NOT NULL) DESC"
+        " LIMIT 1000) v"
         " JOIN assertions a ON a.rowid = v.arow"
     ),
     "diff_counts": (
