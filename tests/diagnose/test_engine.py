@@ -26,6 +26,7 @@ from episteme.diagnose.findings import Finding, SpecialistContext
 from episteme.diagnose.narrator import ModelNarrator
 from episteme.errors import Conflict, Forbidden, InvalidInput, NotFound
 from episteme.ledger import Ledger
+from episteme.ledger.webhooks import WebhookSpec, deliveries
 from episteme.timeutil import ManualClock
 from tests.backends import raw_connection
 
@@ -318,6 +319,30 @@ async def test_the_model_writes_the_words_and_never_sees_a_secret(
     assert done.result.text == "It is the pool."
     assert len(prompts) == 3  # propose, analysis, synthesis
     assert not any(CANARY in p or "db.internal" in p for p in prompts)
+
+
+@pytest.mark.anyio
+async def test_a_session_waiting_for_its_approver_is_sent_to_the_webhooks(
+    engine: DiagnosisEngine, ledger: Ledger
+) -> None:
+    # An alert's session waited for an approver nobody told: after an hour it expired.
+    ledger.set_webhook(WebhookSpec(name="pager", url="http://127.0.0.1:9/page"), by="admin")
+    only = WebhookSpec(name="trust", url="http://127.0.0.1:9/t", events=frozenset({"trust_drop"}))
+    ledger.set_webhook(only, by="admin")
+    session = await engine.start("database connection failures", "prod", requester="dev-1")
+    [note] = ledger.notifications(type="approval")
+    assert note.key == f"approval:{session.id}"
+    assert note.data["session_id"] == session.id
+    assert note.data["references"] == session.requested
+    assert f"diagnosis {session.id} (prod) waits for an approver until" in note.summary
+    assert note.summary.endswith(f"`episteme approve {session.id} --reason …`")
+    [queued] = deliveries(ledger.store)
+    assert (queued.webhook, queued.key, queued.state) == ("pager", note.key, "pending")
+    await engine.approve(session.id, approver="lead", refs=None, reason="go")
+    await engine.wait(session.id)
+    assert len(ledger.notifications(type="approval")) == 1  # raised once
+    dumped = orjson.dumps([n.model_dump(mode="json") for n in ledger.notifications()])
+    assert CANARY.encode() not in dumped
 
 
 @pytest.mark.anyio

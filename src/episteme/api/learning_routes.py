@@ -3,7 +3,7 @@ notifications, the gardener's state and webhooks. Thin calls into `Ledger`."""
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Request
 from starlette.responses import Response
@@ -14,7 +14,7 @@ from episteme.ledger.gardener import Gardener, GardenerStatus
 from episteme.ledger.learning import ConflictState, ConstraintState
 from episteme.ledger.records import CheckRecord, NotificationRecord
 from episteme.ledger.trust import TrustScore
-from episteme.ledger.webhooks import Delivery, WebhookSpec, deliveries
+from episteme.ledger.webhooks import Delivery, NotificationType, WebhookSpec, deliveries
 
 from .deps import LedgerDep
 from .ledger_routes import (
@@ -32,7 +32,6 @@ from .problems import responses
 from .schemas import NAME, SUBJECT, CheckBody, ConstraintBody, WebhookBody, WireTime
 
 router = APIRouter(prefix="/v1", responses=responses(401, 403, 422, 503))
-NotificationType = Literal["correction", "conflict", "trust_drop", "expired"]
 
 
 # -- constraints and pre-flight checks ---------------------------------------------------

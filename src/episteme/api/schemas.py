@@ -16,6 +16,7 @@ from whenever import Instant
 from episteme.ledger.access import Role, TokenRecord
 from episteme.ledger.learning import MAX_ITEM, MAX_ITEMS, MAX_PLAN, MAX_SCOPE
 from episteme.ledger.model import MAX_SUBJECT, NAME_RE, SUBJECT_RE, Kind, Lifecycle
+from episteme.ledger.webhooks import NOTIFICATION_TYPES, NotificationType
 
 WireTime = Annotated[
     Instant,
@@ -247,8 +248,10 @@ class WebhookBody(BaseModel):
         max_length=2048, description="http(s)://… or env:VAR (a URL that is itself a secret)"
     )
     format: Literal["json", "slack"] = "json"
-    events: list[Literal["correction", "conflict", "trust_drop", "expired"]] | None = Field(
-        None, max_length=4, description="the notification types it takes (default: all)"
+    events: list[NotificationType] | None = Field(
+        None,
+        max_length=len(NOTIFICATION_TYPES),
+        description="the notification types it takes (default: all)",
     )
     secret: str | None = Field(
         None, max_length=256, description="env:VAR holding the HMAC signing secret"

@@ -3,7 +3,7 @@ deliveries`."""
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, get_args
 
 import typer
 from rich.markup import escape
@@ -13,7 +13,7 @@ from episteme.cli.common import Home, Json, app, emit, next_page, open_ledger, p
 from episteme.cli.server import local_actor
 from episteme.errors import InvalidInput, WorldError
 from episteme.ledger.gardener import BATCH, Gardener, GardenerLoop, worker_name
-from episteme.ledger.webhooks import Deliverer, WebhookSpec, deliveries
+from episteme.ledger.webhooks import Deliverer, NotificationType, WebhookSpec, deliveries
 from episteme.timeutil import show
 
 gardener_app = typer.Typer(
@@ -110,8 +110,6 @@ def gardener_replay(ctx: typer.Context, home: Home = None, as_json: Json = False
 webhook_app = typer.Typer(help="Webhooks: where corrections, conflicts and trust drops go.")
 app.add_typer(webhook_app, name="webhook")
 
-Event = Literal["correction", "conflict", "trust_drop", "expired"]
-
 
 @webhook_app.command("add")
 def webhook_add(
@@ -123,7 +121,7 @@ def webhook_add(
     format: Annotated[str, typer.Option(help="json or slack.")] = "json",
     event: Annotated[
         list[str] | None,
-        typer.Option(help="correction, conflict, trust_drop, expired (repeatable; default all)."),
+        typer.Option(help=f"{', '.join(get_args(NotificationType))} (repeatable; default all)."),
     ] = None,
     secret: Annotated[
         str | None, typer.Option(help="env:VAR holding the HMAC signing secret.")

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, get_args
 
 import typer
 from rich.markup import escape
@@ -25,6 +25,7 @@ from episteme.cli.common import (
 from episteme.cli.render import short, val
 from episteme.cli.server import local_actor
 from episteme.ledger.learning import ConstraintState
+from episteme.ledger.webhooks import NotificationType
 from episteme.timeutil import show
 
 VIOLATION = 3
@@ -238,7 +239,7 @@ def conflicts(
 def notifications(
     ctx: typer.Context,
     type: Annotated[
-        str | None, typer.Option(help="correction, conflict, trust_drop or expired.")
+        str | None, typer.Option(help=f"{', '.join(get_args(NotificationType))}.")
     ] = None,
     since: TimeOpt = None,
     until: TimeOpt = None,

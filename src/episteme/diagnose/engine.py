@@ -29,11 +29,14 @@ from episteme.diagnose.config import ENVIRONMENTS, DiagnosisConfig
 from episteme.diagnose.findings import Finding, Run, SpecialistContext
 from episteme.diagnose.narrator import Narrator, Templates
 from episteme.diagnose.synthesis import Report, cap, synthesize
-from episteme.errors import Conflict, Forbidden, InvalidInput, NotFound
+from episteme.errors import Conflict, EpistemeError, Forbidden, InvalidInput, NotFound
 from episteme.ledger.access import Principal
 from episteme.ledger.canonical import check_texts, without_nul
 from episteme.ledger.core import Ledger
+from episteme.ledger.gardener import addressed
 from episteme.ledger.model import AssertionInput, Kind, check_after, check_context, check_limit
+from episteme.ledger.sql.learning import Note
+from episteme.text import shorten
 from episteme.timeutil import from_us, to_us
 
 log = logging.getLogger(__name__)
@@ -287,7 +290,38 @@ class DiagnosisEngine:
             plan=orjson.dumps(plan).decode(),
             expires_at=expires,
         )
-        return await self.status(sid)
+        session = await self.status(sid)
+        await asyncio.to_thread(self._waiting, session)
+        return session
+
+    def _waiting(self, session: Session) -> None:
+        """Tell the webhooks that take "approval" that `session` waits for an approver:
+        one an alert opened at 3 a.m. would otherwise expire unseen. Failing to raise it
+        leaves the session waiting, as it would be without webhooks."""
+        expires = session.expires_at.format_iso() if session.expires_at else "never"
+        note = Note(
+            key=f"approval:{session.id}",
+            type="approval",
+            seq=None,
+            at=to_us(session.updated_at),
+            summary=f"diagnosis {session.id} ({session.environment}) waits for an approver"
+            f" until {expires}: {shorten(session.problem, 120)}; approve with"
+            f" `episteme approve {session.id} --reason …`",
+            data={
+                "session_id": session.id,
+                "problem": session.problem,
+                "environment": session.environment,
+                "requester": session.requester,
+                "specialists": session.specialists,
+                "references": session.requested,
+                "incident": session.incident,
+                "expires_at": expires,
+            },
+        )
+        try:
+            self.store.raise_notes([addressed(note, self.ledger.webhooks())], self._now())
+        except EpistemeError:
+            log.exception("could not raise the approval notification of %s", session.id)
 
     async def status(self, sid: str) -> Session:
         return _session(await self._row(sid))

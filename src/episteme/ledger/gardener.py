@@ -87,8 +87,7 @@ class Gardener:
             notes += new_notes
         raised = self.store.garden_cursor(RAISED_ELSEWHERE).seq  # copied or imported
         deliveries = [
-            self._deliver(n, {} if n.seq is not None and n.seq <= raised else webhooks)
-            for n in notes
+            addressed(n, {} if n.seq is not None and n.seq <= raised else webhooks) for n in notes
         ]
         now = to_us(self.ledger.clock.now())
         half_life = self.policy.half_life_days * 86_400_000_000
@@ -111,7 +110,7 @@ class Gardener:
         after = cursor.scanned_at if cursor.scanned_at is not None else now - FIRST_SCAN_US
         gone = self.store.expired(after, now)
         webhooks = self.ledger.webhooks()
-        notes = [self._deliver(_expired(a), webhooks) for a in gone]
+        notes = [addressed(_expired(a), webhooks) for a in gone]
         self.store.garden_commit(self.name, cursor.seq, cursor.seq, [], notes, now, now)
         return len(gone)
 
@@ -289,23 +288,24 @@ class Gardener:
                 )
         return out
 
-    @staticmethod
-    def _deliver(note: Note, webhooks: dict[str, Any]) -> Note:
-        notification = Notification.model_validate(
-            {
-                "key": note.key,
-                "type": note.type,
-                "at": from_us(note.at),
-                "summary": note.summary,
-                "data": note.data,
-            }
-        )
-        targets = tuple(
-            (name, job_payload(name, notification))
-            for name, spec in sorted(webhooks.items())
-            if note.type in spec.events
-        )
-        return Note(note.key, note.type, note.seq, note.at, note.summary, note.data, targets)
+
+def addressed(note: Note, webhooks: dict[str, Any]) -> Note:
+    """`note`, with a delivery to each of `webhooks` that takes its type."""
+    notification = Notification.model_validate(
+        {
+            "key": note.key,
+            "type": note.type,
+            "at": from_us(note.at),
+            "summary": note.summary,
+            "data": note.data,
+        }
+    )
+    targets = tuple(
+        (name, job_payload(name, notification))
+        for name, spec in sorted(webhooks.items())
+        if note.type in spec.events
+    )
+    return Note(note.key, note.type, note.seq, note.at, note.summary, note.data, targets)
 
 
 def _row(

@@ -61,7 +61,8 @@ SIGNATURE_HEADER = "X-Episteme-Signature"
 EVENT_HEADER = "X-Episteme-Event"
 DELIVERY_HEADER = "X-Episteme-Delivery"
 
-NotificationType = Literal["correction", "conflict", "trust_drop", "expired"]
+NotificationType = Literal["correction", "conflict", "trust_drop", "expired", "approval"]
+"""What a notification is about; "approval": a diagnosis session waits for an approver."""
 NOTIFICATION_TYPES: frozenset[NotificationType] = frozenset(get_args(NotificationType))
 Format = Literal["json", "slack"]
 DeliveryState = Literal["pending", "retrying", "sending", "delivered", "failed"]

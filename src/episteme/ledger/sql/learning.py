@@ -331,21 +331,15 @@ class LearningWrites:
                 )  # fmt: skip
                 if half_life_us:
                     _add_totals(conn, evidence, half_life_us)
-            for n in notes:
-                new = conn.execute(
-                    "INSERT INTO notifications (key, type, seq, at, summary, data)"
-                    " VALUES (?,?,?,?,?,?) ON CONFLICT DO NOTHING RETURNING key",
-                    (n.key, n.type, n.seq, Us(n.at), n.summary, canonical(n.data)),
-                ).fetchone()
-                if new is None:
-                    continue  # raised before: delivered (or queued) once already
-                for _, payload in n.deliver:
-                    conn.execute(
-                        "INSERT INTO jobs (queue, payload, state, attempts, run_after,"
-                        " created_at) VALUES ('webhook', ?, 'ready', 0, ?, ?)",
-                        (canonical(payload), Us(now_us), Us(now_us)),
-                    )
+            _raise(conn, notes, now_us)
         return True
+
+    def raise_notes(self, notes: Sequence[Note], now_us: int) -> None:
+        """Record notifications raised outside the journal (a diagnosis session waiting
+        for its approver), and queue their deliveries, in one transaction; one raised
+        before (its key) is left as it is, and not delivered again."""
+        with self._jobs_transaction() as conn:
+            _raise(conn, notes, now_us)
 
     def garden_reset(self, name: str, now_us: int) -> None:
         """Forget the trust evidence and move the cursor back to the start (replay).
@@ -361,6 +355,23 @@ class LearningWrites:
                 "INSERT INTO gardener (name, cursor, updated_at) VALUES (?, 0, ?)"
                 " ON CONFLICT (name) DO UPDATE SET cursor = 0, updated_at = excluded.updated_at",
                 (name, Us(now_us)),
+            )
+
+
+def _raise(conn: Conn, notes: Sequence[Note], now_us: int) -> None:
+    for n in notes:
+        new = conn.execute(
+            "INSERT INTO notifications (key, type, seq, at, summary, data)"
+            " VALUES (?,?,?,?,?,?) ON CONFLICT DO NOTHING RETURNING key",
+            (n.key, n.type, n.seq, Us(n.at), n.summary, canonical(n.data)),
+        ).fetchone()
+        if new is None:
+            continue  # raised before: delivered (or queued) once already
+        for _, payload in n.deliver:
+            conn.execute(
+                "INSERT INTO jobs (queue, payload, state, attempts, run_after,"
+                " created_at) VALUES ('webhook', ?, 'ready', 0, ?, ?)",
+                (canonical(payload), Us(now_us), Us(now_us)),
             )
 
 
