@@ -469,7 +469,10 @@ def test_a_spec_round_trips_and_describes_itself_as_given() -> None:
         ({"secret": "env:"}, "invalid webhook secret: env:'' is not a variable name"),
         ({"format": "teams"}, "invalid webhook format: input should be 'json' or 'slack'"),
         ({"events": ["correction", "birthday"]}, "invalid webhook events: input should be"),
-        ({"events": []}, "invalid webhook events: name at least one of approval, conflict, correction"),
+        (
+            {"events": []},
+            "invalid webhook events: name at least one of approval, conflict, correction",
+        ),
         ({"timeout_s": 0}, "invalid webhook timeout_s: 0.0 is out of range: give more than 0"),
         ({"timeout_s": 61}, "invalid webhook timeout_s: 61.0 is out of range"),
         ({"max_attempts": 0}, "invalid webhook max_attempts: 0 is out of range: give 1 to 50"),
