@@ -432,7 +432,7 @@ def _op_notifications(
     limit: int = 100,
     after: str | None = None,
 ) -> _Call[list[NotificationRecord]]:
-    """What the gardener raised, newest first: corrections, conflicts, trust drops, expiries;
+    """What was raised, newest first: corrections, conflicts, trust drops, expiries, approvals;
     `after` (the last item's `key`) pages on."""
     return _get(
         "/v1/notifications", _NOTIFICATIONS.validate_json,

@@ -154,8 +154,11 @@ def _alerting(
     summary: str,
     labels: dict[str, str],
     status: str = "firing",
+    starts: str | None = None,
 ) -> dict[str, Any]:
-    """What Alertmanager posts for one alert of the group `name`."""
+    """What Alertmanager posts for one alert of the group `name` (`starts`: when it began
+    to fire, which Alertmanager repeats in every notification of that firing)."""
+    alert = {"status": status, "labels": labels, "fingerprint": f"f-{name}"}
     return {
         "version": "4",
         "groupKey": f'{{}}:{{alertname="{name}"}}',
@@ -163,7 +166,7 @@ def _alerting(
         "receiver": "episteme",
         "commonLabels": {"alertname": name, **common},
         "commonAnnotations": {"summary": summary},
-        "alerts": [{"status": status, "labels": labels, "fingerprint": f"f-{name}"}],
+        "alerts": [alert | ({"startsAt": starts} if starts else {})],
     }
 
 
@@ -184,26 +187,49 @@ def test_alertmanager_posts_twice_and_one_session_opens(http: Http) -> None:
     assert sessions[0]["specialists"][0] == "database"
 
 
-def test_an_alert_that_resolved_and_fires_again_opens_a_new_diagnosis(http: Http) -> None:
+@pytest.mark.parametrize("timed", [True, False])
+def test_an_alert_that_resolved_and_fires_again_opens_a_new_diagnosis(
+    http: Http, timed: bool
+) -> None:
     # Its incident stayed open for good: the same alert firing a week later opened no
-    # incident and no diagnosis.
-    firing, resolved = (
-        _alerting(
+    # incident and no diagnosis. Alertmanager says when each firing began (`startsAt`);
+    # without it, the resolved notification is what lets the alert open again.
+    def alert(status: str, starts: str) -> dict[str, Any]:
+        return _alerting(
             "PodCrashLooping",
             {"namespace": "checkout"},
             "checkout pods in CrashLoopBackOff",
             {"pod": "checkout-7d9"},
             status,
+            starts if timed else None,
         )
-        for status in ("firing", "resolved")
-    )
-    for payload, sessions in ((firing, 1), (firing, 1), (resolved, 1), (firing, 2)):
+
+    week = ("2026-11-14T03:00:00Z", "2026-11-21T03:00:00Z")
+    steps = [
+        (alert("firing", week[0]), 1),
+        (alert("firing", week[0]), 1),  # repeated while it fires
+        (alert("resolved", week[0]), 1),
+        (alert("firing", week[1]), 2),
+        (alert("firing", week[1]), 2),
+    ]
+    for payload, sessions in steps:
         assert http("POST", "/alerts", json=payload).status_code == 202
         seen = _sessions_once_settled(http, sessions)
         time.sleep(0.1)  # a session the payload should not have opened would be here now
         seen = _sessions_once_settled(http, sessions)
         assert len(seen) == sessions, (payload["status"], seen)
     assert [s["specialists"] for s in seen] == [["kubernetes"], ["kubernetes"]]
+
+
+def test_a_new_firing_opens_a_diagnosis_when_no_resolved_notification_came(
+    http: Http,
+) -> None:
+    # With `send_resolved: false`, Alertmanager never says an alert stopped: a firing
+    # that began later is a new one all the same.
+    for starts, sessions in (("2026-11-14T03:00:00Z", 1), ("2026-11-21T03:00:00Z", 2)):
+        payload = _alerting("DiskFull", {"instance": "db-1"}, "disk full", {}, starts=starts)
+        assert http("POST", "/alerts", json=payload).status_code == 202
+        assert len(_sessions_once_settled(http, sessions)) == sessions
 
 
 def test_the_python_client_diagnoses_and_approves(ledger: Ledger, home: Path) -> None:

@@ -166,7 +166,7 @@ def conflicts(
     response_model=list[NotificationRecord],
     responses=paged(400),
     tags=["trust"],
-    summary="What the gardener raised: corrections, conflicts, trust drops, expiries",
+    summary="What was raised: corrections, conflicts, trust drops, expiries, approvals",
 )
 def notifications(
     request: Request,

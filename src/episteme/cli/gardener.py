@@ -107,7 +107,9 @@ def gardener_replay(ctx: typer.Context, home: Home = None, as_json: Json = False
         state(ctx).console.print(f"replayed {applied} events; cursor at {status.cursor}")
 
 
-webhook_app = typer.Typer(help="Webhooks: where corrections, conflicts and trust drops go.")
+webhook_app = typer.Typer(
+    help="Webhooks: where corrections, conflicts, trust drops and approvals go."
+)
 app.add_typer(webhook_app, name="webhook")
 
 

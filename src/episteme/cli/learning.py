@@ -250,7 +250,7 @@ def notifications(
     home: Home = None,
     as_json: Json = False,
 ) -> None:
-    """What the gardener raised, newest first (what webhooks are sent)."""
+    """What was raised, newest first (what webhooks are sent)."""
     with open_ledger(ctx, home, reads="knowledge") as ledger:
         rows = ledger.notifications(
             type=type,

@@ -1,10 +1,11 @@
 """Alertmanager's webhook (version 4) → incidents → diagnosis up to the approval step.
 
 Alertmanager sends a group of alerts again and again while they fire (its repeat
-interval): an incident is keyed by the group key and each alert's fingerprint, so the
-same alert opens one incident however often it arrives. A resolved alert resolves its
-incident, and the same alert firing later opens it again. A payload with at least one
-new firing alert opens one session for the group.
+interval): an incident is keyed by the group key, each alert's fingerprint and when it
+started firing (`startsAt`, the same in every repeat), so the same alert opens one
+incident however often it arrives, and firing again after it stopped, a new one. A
+resolved alert resolves its incident. A payload with at least one new firing alert opens
+one session for the group.
 """
 
 from __future__ import annotations
@@ -91,10 +92,13 @@ async def receive(engine: DiagnosisEngine, payload: AlertmanagerPayload, request
     now = engine._now()
     opened = []
     for alert in payload.alerts:
+        # an alert without `startsAt` keys by group and fingerprint alone: resolving its
+        # incident is then what lets it open again
+        episode = f"\x00{alert.startsAt}" if alert.startsAt else ""
         key = (
             "i_"
             + hashlib.blake2b(
-                f"{payload.groupKey}\x00{_fingerprint(alert)}".encode(), digest_size=12
+                f"{payload.groupKey}\x00{_fingerprint(alert)}{episode}".encode(), digest_size=12
             ).hexdigest()
         )
         if alert.status == "resolved":

@@ -23,11 +23,11 @@ KEYWORDS: dict[str, tuple[str, ...]] = {
         "kubernetes", "k8s", "pod", "container", "deployment", "replica", "crashloop",
         "oom", "health check", "liveness", "readiness",
         # the words Kubernetes itself shows, as people paste them
-        "crashloopbackoff", "oomkilled", "imagepullbackoff", "errimagepull", "evicted",
+        "crashloopbackoff", "oomkilled", "imagepullbackoff", "errimagepull",
         "statefulset", "daemonset", "replicaset", "kubelet", "node notready",
     ),
     "observability": (
-        "error rate", "errors", "latency", "logs", "log", "prometheus", "alert", "5xx",
+        "error rate", "errors", "latency", "log", "prometheus", "alert", "5xx",
         "metrics",
     ),
 }  # fmt: skip
@@ -43,11 +43,11 @@ LABELS: dict[str, tuple[str, ...]] = {
 
 
 def _matches(text: str, word: str) -> bool:
-    # whole words, so that "db" does not match "feedback" nor "pod" "tripod"; a plural
-    # ("pods", "replicas", "deadlocks") or a word that runs on with another (k8s's
-    # "CrashLoop-BackOff", "OOM-killed", "oom_kill") is the word too
+    # whole words, so that "db" does not match "feedback" nor "pod" "tripod", or their
+    # plurals ("pods", "replicas", "deadlocks"); a hyphen or an underscore ends a word
+    # ("OOM-killed", "oom_kill" hold "oom")
     pattern = rf"(?<![a-z0-9]){re.escape(word)}(?:e?s)?(?![a-z0-9])"
-    return re.search(pattern, text.replace("-", " ").replace("_", " ")) is not None
+    return re.search(pattern, text) is not None
 
 
 def select(

@@ -29,7 +29,7 @@ from episteme.diagnose.config import ENVIRONMENTS, DiagnosisConfig
 from episteme.diagnose.findings import Finding, Run, SpecialistContext
 from episteme.diagnose.narrator import Narrator, Templates
 from episteme.diagnose.synthesis import Report, cap, synthesize
-from episteme.errors import Conflict, EpistemeError, Forbidden, InvalidInput, NotFound
+from episteme.errors import Conflict, Forbidden, InvalidInput, NotFound
 from episteme.ledger.access import Principal
 from episteme.ledger.canonical import check_texts, without_nul
 from episteme.ledger.core import Ledger
@@ -291,7 +291,8 @@ class DiagnosisEngine:
             expires_at=expires,
         )
         session = await self.status(sid)
-        await asyncio.to_thread(self._waiting, session)
+        if session.status == "waiting_for_approval":  # not decided, or gone, since
+            await asyncio.to_thread(self._waiting, session)
         return session
 
     def _waiting(self, session: Session) -> None:
@@ -320,7 +321,7 @@ class DiagnosisEngine:
         )
         try:
             self.store.raise_notes([addressed(note, self.ledger.webhooks())], self._now())
-        except EpistemeError:
+        except Exception:  # the session is waiting all the same: its caller goes on
             log.exception("could not raise the approval notification of %s", session.id)
 
     async def status(self, sid: str) -> Session:

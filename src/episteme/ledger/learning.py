@@ -280,7 +280,7 @@ class Learning:
         limit: int = 100,
         after: str | None = None,
     ) -> list[NotificationRecord]:
-        """What the gardener raised (corrections, conflicts, trust drops, expiries), newest
+        """What was raised (corrections, conflicts, trust drops, expiries, approvals), newest
         first; with `after`, the page that follows the notification of that key (the last
         item's `key`)."""
         if type is not None and type not in NOTIFICATION_TYPES:

@@ -110,7 +110,8 @@ class CheckRecord(BaseModel):
 
 
 class NotificationRecord(BaseModel):
-    """Something the gardener raised: a correction, a conflict, a trust drop, an expiry."""
+    """Something raised: a correction, a conflict, a trust drop, an expiry (by the gardener),
+    or a diagnosis waiting for its approver."""
 
     key: str
     type: str

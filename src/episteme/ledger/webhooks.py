@@ -78,7 +78,7 @@ _URL_HELP = "give an http:// or https:// URL, or env:VARNAME to read it from the
 
 
 class Notification(BaseModel):
-    """Something the gardener raised, as a webhook receives it."""
+    """Something raised (by the gardener, or by diagnosis), as a webhook receives it."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 

@@ -218,7 +218,7 @@ class LearningReads:
         *,
         after: str | None = None,
     ) -> list[NotificationRecord]:
-        """Notifications the gardener raised, newest first (the newest time first, then by
+        """Notifications raised, newest first (the newest time first, then by
         key); with `after`, those that follow the notification of that key."""
         cond, args = where(("type = ?", type), ("at >= ?", us(since)), ("at <= ?", us(until)))
         if after is not None:

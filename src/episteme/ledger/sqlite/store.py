@@ -451,6 +451,7 @@ class SQLiteStore(SQLStore):
         """Open without writing to the ledger: no migration, no lock file, and every
         connection read-only. An older schema is kept as found (`schema_version`): its
         journal can be read and verified; its projections cannot (`reading` says so)."""
+        stamps = self._stamps()  # before the look for a -shm: a writer since is seen
         try:
             self._wconn, self._uri = _connect_read_only(self.path)
         except sqlite3.DatabaseError as exc:
@@ -458,11 +459,12 @@ class SQLiteStore(SQLStore):
         try:
             self._wconn.execute("PRAGMA query_only = 1")
             self.schema_version = self._check(self._wconn)
+            if "immutable=1" in str(self._uri):
+                self._still = stamps
+                self._unchanged()
         except BaseException:
             self._wconn.close()
             raise
-        if "immutable=1" in str(self._uri):
-            self._still = self._stamps()
 
     def _stamps(self) -> tuple[object, ...]:
         return tuple(_stamp(Path(f"{self.path}{end}")) for end in ("", "-wal", "-shm"))
