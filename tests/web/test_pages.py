@@ -114,8 +114,30 @@ def test_correcting_shows_the_impact_first_then_corrects(console: Console) -> No
     correction = console.story.ledger.blame(es)[0].corrections[0]
     assert (correction.by, correction.constraint_id is not None) == ("oncall", True)
     again = console.post(f"/assertions/{es}/correct", {**review, "step": "apply"})
-    assert "already rejected" in again.text
+    assert "This assertion was marked incorrect already, by oncall" in text(again)
+    assert len(console.story.ledger.blame(es)[0].corrections) == 1
     assert "ES256 is wrong (prod verifies RS256)" in text(console.get("/"))  # on the overview
+    assert "Correct</a>" not in console.get(f"/blame/{es}").text
+
+
+def test_a_proposal_rejected_in_review_is_corrected_from_its_blame_page(
+    console: Console,
+) -> None:
+    # Rejected in review after an agent was served it: the console offered no correction
+    # ("already rejected: there is nothing left to correct"), where the CLI and API take it.
+    console.sign_in("oncall")
+    es = console.story.es256
+    console.story.ledger.reject(es, by="reviewer")
+    assert f'href="/assertions/{es}/correct">Correct</a>' in console.get(f"/blame/{es}").text
+    form = text(console.get(f"/assertions/{es}/correct"))
+    assert "It is rejected (in review, or with its epoch), but nobody marked it incorrect" in form
+    review = {"csrf": console.csrf(), "step": "review", "reason": "prod verifies RS256"}
+    assert "Mark ES256 on" in text(console.post(f"/assertions/{es}/correct", review))
+    done = console.post(f"/assertions/{es}/correct", {**review, "step": "apply"})
+    assert done.status_code == 303
+    [correction] = console.story.ledger.corrections(es)
+    assert (correction.by, correction.reason) == ("oncall", "prod verifies RS256")
+    assert "Correct</a>" not in console.get(f"/blame/{es}").text
 
 
 def test_a_correction_needs_a_reason_and_readable_json(console: Console) -> None:

@@ -51,6 +51,7 @@ from episteme.ledger.model import (
 from episteme.ledger.records import (
     Blame,
     Correction,
+    CorrectionRecord,
     DecisionRecord,
     Diff,
     EpochRecord,
@@ -396,6 +397,11 @@ class Ledger(Learning, Tokens):
     def get(self, ref: str) -> Assertion:
         """The assertion with this id (or unique id prefix), in its current state."""
         return self._get(self._resolve_assertion(self.store, ref))
+
+    def corrections(self, ref: str) -> list[CorrectionRecord]:
+        """The correction that marked an assertion incorrect, if one did (a list of at
+        most one): an assertion can be corrected until one has."""
+        return self.store.reading(lambda r: r.corrections_of(self._resolve_assertion(r, ref)))
 
     def correct(
         self,

@@ -17,7 +17,6 @@ from starlette.responses import Response
 from episteme.errors import InvalidInput
 from episteme.ledger.access import Op
 from episteme.ledger.canonical import read_value
-from episteme.ledger.model import Lifecycle
 from episteme.ledger.records import Impact, Trace
 
 from .graph import Graph, Spec, layered
@@ -120,13 +119,15 @@ def impact_page(ref: str, who: Reader) -> Response:
 @router.get("/assertions/{ref}/correct")
 def correct_form(ref: str, who: Console = Allowed(Op.CORRECT)) -> Response:
     a = who.ledger.get(ref)
-    return page(who.request, "correct.html", a=a, form={}, error=None)
+    done = who.ledger.corrections(a.id)
+    return page(who.request, "correct.html", a=a, done=done, form={}, error=None)
 
 
 @router.post("/assertions/{ref}/correct")
 def correct(ref: str, who: Console = Allowed(Op.CORRECT, form=True)) -> Response:
     ledger = who.ledger
     a = ledger.get(ref)
+    done = ledger.corrections(a.id)
     form = {k: who.field(k) for k in ("reason", "value")} | {"forbid": who.field("forbid")}
     extra: dict[str, Any] = {}
     try:
@@ -135,22 +136,23 @@ def correct(ref: str, who: Console = Allowed(Op.CORRECT, form=True)) -> Response
         if form["value"].strip():
             extra["value"] = read_value(form["value"])
     except InvalidInput as exc:
-        return page(who.request, "correct.html", 400, a=a, form=form, error=exc.message)
+        return page(who.request, "correct.html", 400, a=a, done=done, form=form, error=exc.message)
     forbid = form["forbid"] == "on"
-    if who.field("step") != "apply" or a.lifecycle is Lifecycle.REJECTED:
+    if who.field("step") != "apply" or done:
         impact = ledger.impact(a.id)
         return page(
             who.request,
             "confirm.html",
             a=a,
+            done=done,
             form=form,
             right=shown(extra["value"]) if "value" in extra else None,
             forbid=forbid,
             impact=impact,
             graph=impact_graph(impact),
         )
-    done = ledger.correct(
+    made = ledger.correct(
         a.id, by=who.principal.name, reason=form["reason"].strip(), forbid=forbid, **extra
     )
     who.request.app.state.metrics.corrections.inc()
-    return redirect(f"/blame/{a.id}?corrected={short(done.correction.id)}")
+    return redirect(f"/blame/{a.id}?corrected={short(made.correction.id)}")
