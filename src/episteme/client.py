@@ -307,7 +307,7 @@ def _op_query(
 
 
 def _op_check(
-    plan: str,
+    plan: str = "",
     scope: Sequence[str] = (),
     *,
     items: Sequence[str] = (),

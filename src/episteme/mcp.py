@@ -479,11 +479,11 @@ def build_server(
         plan: Annotated[
             str,
             Field(
-                description="what you are about to do, in words, with names and values",
-                min_length=1,
+                description="what you are about to do, in words, with names and values"
+                " (may be left out when items names what it uses)",
                 max_length=MAX_PLAN,
             ),
-        ],
+        ] = "",
         subjects: Annotated[
             list[Subject] | None,
             Field(

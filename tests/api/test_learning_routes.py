@@ -166,7 +166,7 @@ BAD_INPUT = [
         ["unknown field 'colour'"],
         "colour",
     ),
-    ("POST", "/v1/constraints/check", "agent", {"plan": ""}, 422, ["plan"], "plan"),
+    ("POST", "/v1/constraints/check", "agent", {"plan": ""}, 400, ["give the plan"], "plan"),
     ("POST", "/v1/constraints/check", "agent", {"plan": " "}, 400, ["give the plan"], "plan"),
     (
         "POST",

@@ -106,6 +106,9 @@ def test_a_constraint_stops_a_plan_and_checks_are_audited(cli: Cli) -> None:
     assert "origin: direct:oncall" in shown
     assert "hits: 1" in shown
     assert ok(cli("constraint", "show", cid[:8], "--json"))["constraint"]["id"] == cid
+    alone = cli("check", "--scope", "code.http_client", "--item", "node-fetch", "--json")
+    assert alone.code == VIOLATION, alone.err  # the identifiers alone, no words
+    assert alone.json()["violations"][0]["constraint"]["id"] == cid
 
 
 def test_a_constraint_fades_and_a_hit_renews_it(cli: Cli, clock: ManualClock) -> None:

@@ -254,9 +254,14 @@ def test_bad_constraints_are_refused_and_nothing_is_written(
     assert ledger.store.head() == head
 
 
-def test_a_check_needs_a_plan(ledger: Ledger) -> None:
+def test_a_check_needs_a_plan_or_the_items_it_uses(ledger: Ledger) -> None:
     with pytest.raises(InvalidInput, match="give the plan"):
         ledger.check("  ", agent="a")
+    # the identifiers alone (DESIGN: "a plan, text and/or identifiers"): refused before
+    ledger.add_constraint(scope="code.http_client", forbid=["node-fetch"], reason="r", by="s")
+    result = ledger.check("", ["code.http_client"], agent="a", items=["node-fetch"])
+    assert [v.matched for v in result.violations] == ["node-fetch"]
+    assert ledger.checks(agent="a")[0].plan == ""
     with pytest.raises(NotFound):
         ledger.constraint("c_nothing")
 

@@ -178,7 +178,11 @@ class CheckBody(BaseModel):
         {"plan": "set auth.jwt.algorithm to ES256", "scope": ["auth.jwt.algorithm"]},
     )
 
-    plan: str = Field(min_length=1, max_length=MAX_PLAN, description="what you are about to do")
+    plan: str = Field(
+        "",
+        max_length=MAX_PLAN,
+        description="what you are about to do (may be left out when `items` names what it uses)",
+    )
     scope: list[Subject] = Field(
         default_factory=list,
         max_length=MAX_SCOPE,

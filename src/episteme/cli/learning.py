@@ -124,7 +124,9 @@ def _constraints(rows: list[ConstraintState]) -> Table:
 @app.command()
 def check(
     ctx: typer.Context,
-    plan: Annotated[str, typer.Option(help="What you are about to do, in words.")],
+    plan: Annotated[
+        str, typer.Option(help="What you are about to do, in words (or give --item alone).")
+    ] = "",
     scope: Annotated[
         Many, typer.Option("--scope", "--subject", "-s", help="A subject it touches (repeatable).")
     ] = None,

@@ -144,14 +144,18 @@ class Learning:
         items: Sequence[str] = (),
         context: dict[str, Any] | None = None,
     ) -> CheckResult:
-        """Pre-flight, audited: the constraints in `scope` that `plan` or `items` would break.
+        """Pre-flight, audited: the constraints in `scope` that `plan` or `items` would break
+        (a plan in words, or the identifiers it uses alone, or both).
 
         Every constraint hit is fresh again from now, dormant ones included.
         """
         check_name(agent, "agent")
         check_context(context)
-        if not plan.strip():
-            raise InvalidInput("give the plan to check: what you are about to do", field="plan")
+        if not plan.strip() and not items:
+            raise InvalidInput(
+                "give the plan to check (what you are about to do) or the items it uses",
+                field="plan",
+            )
         if len(plan) > MAX_PLAN:
             raise InvalidInput(
                 f"the plan has {len(plan):,} characters: give at most {MAX_PLAN:,}", field="plan"
