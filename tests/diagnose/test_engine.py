@@ -346,6 +346,31 @@ async def test_a_session_waiting_for_its_approver_is_sent_to_the_webhooks(
 
 
 @pytest.mark.anyio
+async def test_a_label_the_alerts_of_a_group_do_not_share_still_picks_specialists(
+    engine: DiagnosisEngine,
+) -> None:
+    # Each alert has its own `pod`, so Alertmanager leaves it out of commonLabels: the
+    # Kubernetes specialist was chosen from commonLabels alone, and not asked.
+    payload = AlertmanagerPayload.model_validate(
+        {
+            "version": "4",
+            "groupKey": '{}:{alertname="HighRestarts"}',
+            "status": "firing",
+            "commonLabels": {"alertname": "HighRestarts"},
+            "commonAnnotations": {"summary": "restarts climbing"},
+            "alerts": [
+                {"status": "firing", "labels": {"pod": f"api-{n}"}, "fingerprint": f"p{n}"}
+                for n in range(2)
+            ],
+        }
+    )
+    assert await receive(engine, payload, "alertmanager") == 2
+    [session] = await engine.sessions()
+    assert session.specialists == ["kubernetes"]
+    assert session.why["kubernetes"] == ["alert label pod"]
+
+
+@pytest.mark.anyio
 async def test_an_alert_sent_twice_opens_one_incident(engine: DiagnosisEngine) -> None:
     payload = AlertmanagerPayload.model_validate(
         {

@@ -91,6 +91,7 @@ async def receive(engine: DiagnosisEngine, payload: AlertmanagerPayload, request
     and resolve the incidents of its resolved alerts; the number of incidents opened."""
     now = engine._now()
     opened = []
+    labels = dict(payload.commonLabels)  # and those of each new firing alert, below
     for alert in payload.alerts:
         # an alert without `startsAt` keys by group and fingerprint alone: resolving its
         # incident is then what lets it open again
@@ -110,10 +111,13 @@ async def receive(engine: DiagnosisEngine, payload: AlertmanagerPayload, request
         )
         if new:
             opened.append(key)
+            # a label the alerts of the group do not share (each its own `pod`) is not
+            # in commonLabels: its name still says which specialists to ask
+            for name, value in alert.labels.items():
+                labels.setdefault(name, value)
     if not opened:
         return 0
-    labels = dict(payload.commonLabels)
-    environment = environment_of(labels)
+    environment = environment_of(payload.commonLabels)
     if environment not in ("prod", "staging", "dev"):
         environment = "prod"
     session = await engine.start(
