@@ -45,7 +45,7 @@ from pydantic import BaseModel, JsonValue, TypeAdapter, ValidationError
 from whenever import Instant, OffsetDateTime, ZonedDateTime
 
 from episteme import __version__, ndjson
-from episteme.diagnose.engine import Session
+from episteme.diagnose.engine import Incident, Session
 from episteme.errors import (
     BodyStalled,
     Conflict,
@@ -121,6 +121,7 @@ _CHECKS = TypeAdapter(list[CheckRecord])
 _TRUST = TypeAdapter(list[TrustScore])
 _CONFLICTS = TypeAdapter(list[ConflictState])
 _SESSIONS = TypeAdapter(list[Session])
+_INCIDENTS = TypeAdapter(list[Incident])
 _DECISIONS = TypeAdapter(list[DecisionRecord])
 _NOTIFICATIONS = TypeAdapter(list[NotificationRecord])
 _WEBHOOKS = TypeAdapter(list[WebhookSpec])
@@ -373,6 +374,17 @@ def _op_session(session_id: str) -> _Call[Session]:
 def _op_sessions(*, limit: int = 100, after: str | None = None) -> _Call[list[Session]]:
     """Diagnosis sessions, newest first; `after` (the last item's `id`) pages on."""
     return _get("/v1/diagnosis/sessions", _SESSIONS.validate_json, limit=limit, after=after)
+
+
+def _op_incidents(
+    *, limit: int = 100, status: str | None = None, after: str | None = None
+) -> _Call[list[Incident]]:
+    """Incidents alerts opened, newest first (`status`: "open" or "resolved"); `after`
+    (the last item's `key`) pages on."""
+    return _get(
+        "/v1/diagnosis/incidents", _INCIDENTS.validate_json,
+        limit=limit, status=status, after=after,
+    )  # fmt: skip
 
 
 def _op_delete_session(session_id: str) -> _Call[None]:
@@ -999,6 +1011,7 @@ class Client(_Base):
     deny_session = _sync(_op_deny_session)
     session = _sync(_op_session)
     sessions = _sync(_op_sessions)
+    incidents = _sync(_op_incidents)
     delete_session = _sync(_op_delete_session)
     send_alerts = _sync(_op_send_alerts)
     decide = _sync(_op_decide)
@@ -1139,6 +1152,7 @@ class AsyncClient(_Base):
     deny_session = _async(_op_deny_session)
     session = _async(_op_session)
     sessions = _async(_op_sessions)
+    incidents = _async(_op_incidents)
     delete_session = _async(_op_delete_session)
     send_alerts = _async(_op_send_alerts)
     decide = _async(_op_decide)

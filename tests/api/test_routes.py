@@ -474,6 +474,8 @@ def test_the_api_reference_declares_the_link_of_every_list_that_pages(api: Api) 
         "/v1/webhooks/deliveries",
         "/v1/diagnosis/sessions",
         "/sessions",
+        "/v1/diagnosis/incidents",
+        "/incidents",
     }
     page = document["paths"]["/v1/audit"]["get"]["responses"]["200"]
     assert page["content"]["application/json"]["schema"]["type"] == "array"  # still there

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,7 @@ from starlette.responses import HTMLResponse, PlainTextResponse
 from starlette.routing import Route
 
 from episteme.api import Settings, create_app
+from episteme.client import Client
 from episteme.diagnose.config import DiagnosisConfig
 from episteme.diagnose.engine import DiagnosisEngine
 from episteme.ledger import Ledger
@@ -89,6 +91,37 @@ def test_a_session_is_shown_followed_and_deleted(cli: Cli, served: tuple[str, st
     assert gone.code == 2
     assert gone.err.startswith("error: ")
     assert gone.err.count("\n") == 1
+
+
+def test_incidents_list_what_alerts_opened(cli: Cli, served: tuple[str, str, str]) -> None:
+    url, dev, _ = served
+    alert = {
+        "version": "4",
+        "groupKey": '{}:{alertname="DiskFull"}',
+        "status": "firing",
+        "commonLabels": {"alertname": "DiskFull"},
+        "alerts": [{"status": "firing", "labels": {"instance": "db-1"}, "fingerprint": "d1"}],
+    }
+
+    def run(*args: str) -> Any:
+        return cli(*args, "--server", url, "--token", dev, home_arg=False)
+
+    with Client(url, dev) as client:
+        client.send_alerts(alert)
+    for _ in range(100):  # the route answers at once; the incident opens just after
+        listed = run("incidents", "--json").json()
+        if listed and listed[0]["session_id"]:
+            break
+        time.sleep(0.05)
+    [incident] = listed
+    table = run("incidents").out
+    assert incident["key"] in table
+    assert "DiskFull" in table
+    assert incident["session_id"] in table
+    assert run("incidents", "--status", "resolved").out == "no incident\n"
+    refused = run("incidents", "--status", "closed")
+    assert refused.code == 2
+    assert refused.err.count("\n") == 1
 
 
 def test_deny_and_the_errors_a_user_meets(cli: Cli, served: tuple[str, str, str]) -> None:

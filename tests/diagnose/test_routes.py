@@ -10,6 +10,7 @@ from typing import Any
 import orjson
 import pytest
 from starlette.testclient import TestClient
+from whenever import TimeDelta
 
 from episteme.api import Settings, create_app
 from episteme.client import Client
@@ -230,6 +231,40 @@ def test_a_new_firing_opens_a_diagnosis_when_no_resolved_notification_came(
         payload = _alerting("DiskFull", {"instance": "db-1"}, "disk full", {}, starts=starts)
         assert http("POST", "/alerts", json=payload).status_code == 202
         assert len(_sessions_once_settled(http, sessions)) == sessions
+
+
+def test_incidents_are_listed_with_their_state_and_sessions(http: Http, ledger: Ledger) -> None:
+    # An incident an alert opened could not be seen anywhere, open or resolved.
+    def alert(status: str, starts: str) -> dict[str, Any]:
+        return _alerting("DiskFull", {"instance": "db-1"}, "disk full", {}, status, starts)
+
+    week = ("2026-11-14T03:00:00Z", "2026-11-21T03:00:00Z")
+    for payload, sessions in (
+        (alert("firing", week[0]), 1),
+        (alert("firing", week[0]), 1),
+        (alert("resolved", week[0]), 1),
+        (alert("firing", week[1]), 2),
+    ):
+        assert http("POST", "/alerts", json=payload).status_code == 202
+        settled = _sessions_once_settled(http, sessions)
+        ledger.clock.advance(TimeDelta(minutes=1))  # type: ignore[attr-defined]
+    for _ in range(100):  # the resolution is applied just after the route answers
+        every = http("GET", "/v1/diagnosis/incidents").json()
+        if [i["status"] for i in every] == ["open", "resolved"]:
+            break
+        time.sleep(0.05)
+    assert [i["status"] for i in every] == ["open", "resolved"]
+    assert [i["alerts"] for i in every] == [1, 2]  # the first was sent twice
+    assert [i["session_id"] for i in every] == [s["id"] for s in settled]
+    assert every[0]["labels"] == {"alertname": "DiskFull", "instance": "db-1"}
+    opened = http("GET", "/v1/diagnosis/incidents", params={"status": "open"}).json()
+    assert opened == every[:1]
+    first = http("GET", "/v1/diagnosis/incidents", params={"limit": 1})
+    assert first.headers["link"] == f'<?limit=1&after={every[0]["key"]}>; rel="next"'
+    rest = http("GET", "/v1/diagnosis/incidents", params={"after": every[0]["key"]}).json()
+    assert rest == every[1:]
+    bad = http("GET", "/v1/diagnosis/incidents", params={"status": "closed"})
+    assert bad.status_code == 422
 
 
 def test_the_python_client_diagnoses_and_approves(ledger: Ledger, home: Path) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import orjson
 from fastapi import APIRouter, Path, Query, Request
@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, JsonValue
 from starlette.responses import Response, StreamingResponse
 
 from episteme.diagnose.alerts import AlertmanagerPayload, receive
-from episteme.diagnose.engine import DiagnosisEngine, Session
+from episteme.diagnose.engine import DiagnosisEngine, Incident, Session
 from episteme.ledger.access import Op, Principal
 
 from .ledger_routes import Caller, listed, page_after, paged
@@ -181,6 +181,30 @@ def build(prefix: str) -> APIRouter:
     ) -> Response:
         rows = await _engine(request).sessions(limit, after=after)
         return listed(request, rows, limit, "after", "id")
+
+    @router.get(
+        "/incidents",
+        response_model=list[Incident],
+        responses=paged(400),
+        summary="Incidents alerts opened, newest first, and the sessions they opened",
+    )
+    async def incidents(
+        request: Request,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+        status: Annotated[
+            Literal["open", "resolved"] | None,
+            Query(description="Only the open ones (still firing), or the resolved."),
+        ] = None,
+        after: Annotated[
+            str | None,
+            page_after(
+                "the incidents that follow the one with this key (the last of the page before)"
+            ),
+        ] = None,
+        who: Principal = Caller(Op.READ),
+    ) -> Response:
+        rows = await _engine(request).incidents(limit, after=after, status=status)
+        return listed(request, rows, limit, "after", "key")
 
     @router.delete(
         "/sessions/{id}",

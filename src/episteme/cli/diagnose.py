@@ -1,5 +1,5 @@
-"""Diagnosis commands: `diagnose`, `deny`, `sessions`, `session show|delete` (and `approve`
-for `s_…` ids).
+"""Diagnosis commands: `diagnose`, `deny`, `sessions`, `session show|delete`, `incidents`
+(and `approve` for `s_…` ids).
 
 They talk to an `episteme serve` (`--server`, env EPISTEME_URL; token from `--token` or
 EPISTEME_TOKEN): credentials are fetched by the server that takes the approval, never by
@@ -23,6 +23,7 @@ from rich.table import Table
 
 from episteme.cli.common import Json, app, emit, next_page, page_option, state
 from episteme.errors import InvalidInput
+from episteme.timeutil import show
 
 if TYPE_CHECKING:
     from episteme.client import Client
@@ -238,6 +239,32 @@ def sessions(
         table.add_row(s.id, s.status, s.environment, s.requester, escape(s.problem[:60]))
     state(ctx).console.print(table if rows else "no session")
     next_page(ctx, rows, limit, "--after", "id")
+
+
+@app.command()
+def incidents(
+    ctx: typer.Context,
+    status: Annotated[
+        str | None, typer.Option(help="open (still firing) or resolved.", show_default=False)
+    ] = None,
+    limit: Annotated[int, typer.Option(help="At most this many.")] = 50,
+    after: Annotated[str | None, page_option("KEY", "the incidents that follow this one")] = None,
+    server: Server = None,
+    token: Token = None,
+    as_json: Json = False,
+) -> None:
+    """Incidents Alertmanager's alerts opened, newest first, and their sessions."""
+    with _client(server, token) as client:
+        rows = client.incidents(limit=limit, status=status, after=after)
+    if emit(ctx, as_json, rows):
+        return
+    table = Table("incident", "status", "alert", "sent", "session", "opened")
+    for i in rows:
+        name = i.labels.get("alertname", "")
+        table.add_row(i.key, i.status, escape(name), str(i.alerts), i.session_id or "-",
+                      show(i.opened_at))  # fmt: skip
+    state(ctx).console.print(table if rows else "no incident")
+    next_page(ctx, rows, limit, "--after", "key")
 
 
 session_app = typer.Typer(help="One diagnosis session: what it found, or remove it.")

@@ -18,7 +18,7 @@ import logging
 import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping, Sequence
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import orjson
 from pydantic import BaseModel, JsonValue
@@ -84,6 +84,22 @@ class Session(BaseModel):
     created_at: Instant
     updated_at: Instant
     expires_at: Instant | None
+
+
+class Incident(BaseModel):
+    """An alert that fired, as Alertmanager sent it, and the session it opened."""
+
+    key: str
+    group_key: str
+    status: Literal["open", "resolved"]
+    labels: dict[str, str]
+    """The group's common labels and the alert's own."""
+    session_id: str | None
+    """The diagnosis session it opened (None for a moment, while it opens)."""
+    alerts: int
+    """How many notifications of it came (Alertmanager repeats a firing alert)."""
+    opened_at: Instant
+    updated_at: Instant
 
 
 def _session(row: Mapping[str, Any]) -> Session:
@@ -334,6 +350,28 @@ class DiagnosisEngine:
         check_after(after, "a session's id")
         rows = await asyncio.to_thread(self.store.diagnosis_sessions, limit, after)
         return [_session(await self._settled(r)) for r in rows]
+
+    async def incidents(
+        self, limit: int = 100, *, after: str | None = None, status: str | None = None
+    ) -> list[Incident]:
+        """Incidents alerts opened, newest first, `status` alone if given; with `after`,
+        the page that follows the incident of that key (the last of the page before)."""
+        check_limit(limit)
+        check_after(after, "an incident's key")
+        if status not in (None, "open", "resolved"):
+            raise InvalidInput(f"unknown status {status!r}: use open or resolved", field="status")
+        rows = await asyncio.to_thread(self.store.incidents, limit, after, status)
+        return [
+            Incident.model_construct(
+                **r
+                | {
+                    "labels": orjson.loads(r["labels"]),
+                    "opened_at": from_us(r["opened_at"]),
+                    "updated_at": from_us(r["updated_at"]),
+                }
+            )
+            for r in rows
+        ]
 
     async def approve(
         self, sid: str, *, approver: str, refs: Sequence[str] | None, reason: str

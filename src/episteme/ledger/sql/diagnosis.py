@@ -84,6 +84,32 @@ class DiagnosisReads:
         )
         return [_row(r) for r in rows]
 
+    def incidents(
+        self, limit: int = 100, after: str | None = None, status: str | None = None
+    ) -> list[dict[str, Any]]:
+        """Incidents alerts opened, newest first (then by key), `status` ("open",
+        "resolved") alone if given; with `after`, those that follow the incident of that
+        key."""
+        conds: list[str] = []
+        args: list[Any] = []
+        if status is not None:
+            conds.append("status = ?")
+            args.append(status)
+        if after is not None:
+            next_page, more = following(
+                self.conn, "incidents", "key", "opened_at", after, "incident"
+            )
+            conds.append(next_page)
+            args += more
+        where = f" WHERE {' AND '.join(conds)}" if conds else ""
+        rows = self.conn.execute(
+            "SELECT key, group_key, status, labels, session_id, alerts, opened_at, updated_at"
+            f" FROM incidents{where} ORDER BY opened_at DESC, key LIMIT ?",
+            [*args, limit],
+        )
+        names = ("key", "group_key", "status", "labels", "session_id", "alerts", "opened_at")
+        return [dict(zip((*names, "updated_at"), r, strict=True)) for r in rows]
+
     def diagnosis_events(self, session_id: str, after: int = 0) -> list[tuple[int, str]]:
         return [(n, event) for n, _, event in self.diagnosis_timed_events(session_id, after)]
 
