@@ -206,20 +206,34 @@ def test_an_alert_that_resolved_and_fires_again_opens_a_new_diagnosis(
         )
 
     week = ("2026-11-14T03:00:00Z", "2026-11-21T03:00:00Z")
+    # each payload, and the incidents (state, notifications) once it is handled: keyed
+    # by its firing, the first firing's incident stays; untimed, the one incident opens
+    # again
+    again = [("open", 1), ("resolved", 2)] if timed else [("open", 1)]
     steps = [
-        (alert("firing", week[0]), 1),
-        (alert("firing", week[0]), 1),  # repeated while it fires
-        (alert("resolved", week[0]), 1),
-        (alert("firing", week[1]), 2),
-        (alert("firing", week[1]), 2),
+        (alert("firing", week[0]), 1, [("open", 1)]),
+        (alert("firing", week[0]), 1, [("open", 2)]),  # repeated while it fires
+        (alert("resolved", week[0]), 1, [("resolved", 2)]),
+        (alert("firing", week[1]), 2, again),
+        (alert("firing", week[1]), 2, [(s, n + (s == "open")) for s, n in again]),
     ]
-    for payload, sessions in steps:
+    for payload, sessions, incidents in steps:
         assert http("POST", "/alerts", json=payload).status_code == 202
-        seen = _sessions_once_settled(http, sessions)
-        time.sleep(0.1)  # a session the payload should not have opened would be here now
+        _incidents_become(http, incidents)  # each handled before the next is sent
         seen = _sessions_once_settled(http, sessions)
         assert len(seen) == sessions, (payload["status"], seen)
     assert [s["specialists"] for s in seen] == [["kubernetes"], ["kubernetes"]]
+
+
+def _incidents_become(http: Http, expected: list[tuple[str, int]]) -> None:
+    """Wait until the incidents are `expected` (state, notifications), in any order: the
+    route answers at once, and the payload is handled just after."""
+    for _ in range(200):
+        got = [(i["status"], i["alerts"]) for i in http("GET", "/v1/diagnosis/incidents").json()]
+        if sorted(got) == sorted(expected):
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"incidents {got}, expected {expected}")
 
 
 def test_a_new_firing_opens_a_diagnosis_when_no_resolved_notification_came(
@@ -265,6 +279,41 @@ def test_incidents_are_listed_with_their_state_and_sessions(http: Http, ledger: 
     assert rest == every[1:]
     bad = http("GET", "/v1/diagnosis/incidents", params={"status": "closed"})
     assert bad.status_code == 422
+
+
+def test_incidents_opened_at_one_time_page_one_at_a_time(http: Http) -> None:
+    # Every alert of one payload opens its incident at the same moment: a page of one
+    # must still get past each, with and without a status.
+    firing = _alerting("NodeDown", {}, "nodes down", {})
+    firing["alerts"] = [
+        {"status": "firing", "labels": {"node": f"n{n}"}, "fingerprint": f"n{n}"} for n in range(3)
+    ]
+    assert http("POST", "/alerts", json=firing).status_code == 202
+    _sessions_once_settled(http, 1)
+    gone = {
+        **firing,
+        "status": "resolved",
+        "alerts": [{**firing["alerts"][1], "status": "resolved"}],
+    }
+    assert http("POST", "/alerts", json=gone).status_code == 202
+    for _ in range(100):  # the resolution is applied just after the route answers
+        every = http("GET", "/v1/diagnosis/incidents").json()
+        if sorted(i["status"] for i in every) == ["open", "open", "resolved"]:
+            break
+        time.sleep(0.05)
+    assert len({i["opened_at"] for i in every}) == 1
+    for status in (None, "open"):
+        asked = {} if status is None else {"status": status}
+        whole = http("GET", "/v1/diagnosis/incidents", params=asked).json()
+        walked: list[dict[str, Any]] = []
+        at: dict[str, str] = {}
+        while page := http(
+            "GET", "/v1/diagnosis/incidents", params=asked | at | {"limit": 1}
+        ).json():
+            walked += page
+            at = {"after": page[-1]["key"]}
+        assert walked == whole
+        assert len(walked) == (3 if status is None else 2)
 
 
 def test_the_python_client_diagnoses_and_approves(ledger: Ledger, home: Path) -> None:

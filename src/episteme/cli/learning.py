@@ -180,7 +180,8 @@ def checks(
         table = Table("check", "at", "agent", "plan", "hits")
         for r in rows:
             hits = ", ".join(f"{v['matched']} ({v['severity']})" for v in r.violations) or "-"
-            table.add_row(r.id, show(r.at), r.agent, escape(r.plan[:60]), escape(hits))
+            plan = r.plan or "items: " + ", ".join(r.items)  # identifiers alone, no words
+            table.add_row(r.id, show(r.at), r.agent, escape(plan[:60]), escape(hits))
         state(ctx).console.print(table if rows else "no check recorded")
         next_page(ctx, rows, limit, "--before")
 

@@ -106,8 +106,11 @@ async def receive(engine: DiagnosisEngine, payload: AlertmanagerPayload, request
             await asyncio.to_thread(engine.store.resolve_incident, key, now)
             continue
         text = orjson.dumps({**payload.commonLabels, **alert.labels}).decode()
+        # keyed by its firing, a resolved incident stays resolved: a repeat of that
+        # firing that comes after the resolution (notifications are handled as they
+        # come, not in order) counts, and opens nothing
         new, _ = await asyncio.to_thread(
-            engine.store.open_incident, key, payload.groupKey, text, now
+            engine.store.open_incident, key, payload.groupKey, text, now, not alert.startsAt
         )
         if new:
             opened.append(key)

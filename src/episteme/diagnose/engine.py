@@ -95,7 +95,8 @@ class Incident(BaseModel):
     labels: dict[str, str]
     """The group's common labels and the alert's own."""
     session_id: str | None
-    """The diagnosis session it opened (None for a moment, while it opens)."""
+    """The diagnosis session it opened: None while it opens, or when opening it failed;
+    a session deleted since keeps its id here."""
     alerts: int
     """How many notifications of it came (Alertmanager repeats a firing alert)."""
     opened_at: Instant
@@ -362,7 +363,7 @@ class DiagnosisEngine:
             raise InvalidInput(f"unknown status {status!r}: use open or resolved", field="status")
         rows = await asyncio.to_thread(self.store.incidents, limit, after, status)
         return [
-            Incident.model_construct(
+            Incident(
                 **r
                 | {
                     "labels": orjson.loads(r["labels"]),

@@ -137,7 +137,7 @@ class Learning:
 
     def check(
         self,
-        plan: str,
+        plan: str = "",
         scope: Sequence[str] = (),
         *,
         agent: str,
@@ -151,11 +151,13 @@ class Learning:
         """
         check_name(agent, "agent")
         check_context(context)
-        if not plan.strip() and not items:
-            raise InvalidInput(
-                "give the plan to check (what you are about to do) or the items it uses",
-                field="plan",
-            )
+        if not plan.strip():
+            if not items:
+                raise InvalidInput(
+                    "give the plan to check (what you are about to do) or the items it uses",
+                    field="plan",
+                )
+            plan = ""  # the items alone: no words to record
         if len(plan) > MAX_PLAN:
             raise InvalidInput(
                 f"the plan has {len(plan):,} characters: give at most {MAX_PLAN:,}", field="plan"

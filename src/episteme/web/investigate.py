@@ -113,7 +113,8 @@ def trace_page(ref: str, who: Reader) -> Response:
 @router.get("/impact/{ref}")
 def impact_page(ref: str, who: Reader) -> Response:
     i = who.ledger.impact(ref)
-    return page(who.request, "impact.html", impact=i, graph=impact_graph(i))
+    done = who.ledger.corrections(i.assertion.id)
+    return page(who.request, "impact.html", impact=i, graph=impact_graph(i), done=done)
 
 
 @router.get("/assertions/{ref}/correct")

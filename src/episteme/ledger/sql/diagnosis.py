@@ -20,6 +20,16 @@ SESSION_COLUMNS = (
 )
 _SESSION_FIELDS = tuple(c.strip() for c in SESSION_COLUMNS.split(","))
 _TIMES = {"created_at", "updated_at", "expires_at"}
+_INCIDENT_FIELDS = (
+    "key",
+    "group_key",
+    "status",
+    "labels",
+    "session_id",
+    "alerts",
+    "opened_at",
+    "updated_at",
+)
 
 
 def _row(r: Sequence[Any]) -> dict[str, Any]:
@@ -103,12 +113,11 @@ class DiagnosisReads:
             args += more
         where = f" WHERE {' AND '.join(conds)}" if conds else ""
         rows = self.conn.execute(
-            "SELECT key, group_key, status, labels, session_id, alerts, opened_at, updated_at"
-            f" FROM incidents{where} ORDER BY opened_at DESC, key LIMIT ?",
+            f"SELECT {', '.join(_INCIDENT_FIELDS)} FROM incidents{where}"
+            " ORDER BY opened_at DESC, key LIMIT ?",
             [*args, limit],
         )
-        names = ("key", "group_key", "status", "labels", "session_id", "alerts", "opened_at")
-        return [dict(zip((*names, "updated_at"), r, strict=True)) for r in rows]
+        return [dict(zip(_INCIDENT_FIELDS, r, strict=True)) for r in rows]
 
     def diagnosis_events(self, session_id: str, after: int = 0) -> list[tuple[int, str]]:
         return [(n, event) for n, _, event in self.diagnosis_timed_events(session_id, after)]
@@ -192,12 +201,12 @@ class DiagnosisWrites:
         return row is not None
 
     def open_incident(
-        self, key: str, group_key: str, labels: str, now_us: int
+        self, key: str, group_key: str, labels: str, now_us: int, reopen: bool = True
     ) -> tuple[bool, dict[str, Any] | None]:
-        """Open an incident for `key`, open it again when it was resolved (the alert
-        fires anew), or count one more alert on the open one.
+        """Open an incident for `key`, open it again when it was resolved and `reopen`
+        (the alert fires anew), or count one more alert on it.
 
-        (True, None) when this call opened it; (False, its row) when it was open already.
+        (True, None) when this call opened it; (False, its row) when it was there already.
         """
         with self._jobs_transaction() as conn:
             new = conn.execute(
@@ -206,7 +215,7 @@ class DiagnosisWrites:
                 " ON CONFLICT (key) DO NOTHING RETURNING key",
                 (key, group_key, labels, Us(now_us), Us(now_us)),
             ).fetchone()
-            if new is None:  # it fired before: again, if it had resolved since
+            if new is None and reopen:  # it fired before: again, if it had resolved since
                 new = conn.execute(
                     "UPDATE incidents SET status = 'open', labels = ?, session_id = NULL,"
                     " alerts = 1, opened_at = ?, updated_at = ? WHERE key = ?"
