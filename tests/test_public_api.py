@@ -30,7 +30,8 @@ def test_ledger_methods() -> None:
     assert public == [
         "add", "add_constraint", "answer", "approve", "assert_one", "audit", "authenticate",
         "blame", "bootstrap_admin", "check", "checks",
-        "close", "conflicts", "constraint", "constraints", "correct", "decide", "decisions",
+        "close", "conflicts", "constraint", "constraints", "correct", "corrections", "decide",
+        "decisions",
         "define_lens",
         "denials", "deny", "deprecate", "diff",
         "epoch", "export", "get", "impact", "import_events", "init", "issue_token", "lens_spec",

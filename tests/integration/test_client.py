@@ -488,6 +488,7 @@ ROUTES: dict[str, tuple[str, tuple[object, ...], dict[str, object]]] = {
     "POST /v1/diagnosis/deny/{id}": ("deny_session", (SESSION,), {"reason": "r"}),
     "POST /v1/diagnosis/diagnose": ("diagnose", ("db down",), {}),
     "GET /v1/diagnosis/sessions": ("sessions", (), {}),
+    "GET /v1/diagnosis/incidents": ("incidents", (), {}),
     "DELETE /v1/diagnosis/sessions/{id}": ("delete_session", (SESSION,), {}),
     "GET /v1/diagnosis/status/{id}": ("session", (SESSION,), {}),
     "GET /v1/diff": ("diff", ("auth",), {"since": Instant.from_utc(2026, 11, 21)}),
