@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -138,15 +138,27 @@ def test_json_answers_and_problems(http: Http) -> None:
     assert "is denied" in again.json()["detail"]
 
 
-def _sessions_once_settled(http: Http, count: int) -> list[dict[str, Any]]:
-    """The sessions, once `count` of them are open and waiting (the route answers at
-    once; a session opens just after)."""
+def _polled(http: Http, path: str, settled: Callable[[Any], bool]) -> Any:
+    """What GET `path` answers once `settled` holds of it: the alerts route answers at
+    once, and handles the payload just after. Fails after 10 s, with the last answer."""
     for _ in range(200):
-        sessions = http("GET", "/sessions").json()
-        if len(sessions) >= count and all(s["status"] == "waiting_for_approval" for s in sessions):
-            break
+        got = http("GET", path).json()
+        if settled(got):
+            return got
         time.sleep(0.05)
-    return list(sessions)
+    raise AssertionError(f"GET {path} never settled: {got}")
+
+
+def _sessions_once_settled(http: Http, count: int) -> list[dict[str, Any]]:
+    """The sessions, once `count` of them are open and waiting for their approver."""
+    waiting = "waiting_for_approval"
+    return list(
+        _polled(
+            http,
+            "/sessions",
+            lambda got: len(got) >= count and all(s["status"] == waiting for s in got),
+        )
+    )
 
 
 def _alerting(
@@ -225,15 +237,15 @@ def test_an_alert_that_resolved_and_fires_again_opens_a_new_diagnosis(
     assert [s["specialists"] for s in seen] == [["kubernetes"], ["kubernetes"]]
 
 
-def _incidents_become(http: Http, expected: list[tuple[str, int]]) -> None:
-    """Wait until the incidents are `expected` (state, notifications), in any order: the
-    route answers at once, and the payload is handled just after."""
-    for _ in range(200):
-        got = [(i["status"], i["alerts"]) for i in http("GET", "/v1/diagnosis/incidents").json()]
-        if sorted(got) == sorted(expected):
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"incidents {got}, expected {expected}")
+def _incidents_become(http: Http, expected: list[tuple[str, int]]) -> list[dict[str, Any]]:
+    """The incidents, once they are `expected` (state, notifications), in any order."""
+    return list(
+        _polled(
+            http,
+            "/v1/diagnosis/incidents",
+            lambda got: sorted((i["status"], i["alerts"]) for i in got) == sorted(expected),
+        )
+    )
 
 
 def test_a_new_firing_opens_a_diagnosis_when_no_resolved_notification_came(
@@ -262,13 +274,8 @@ def test_incidents_are_listed_with_their_state_and_sessions(http: Http, ledger: 
         assert http("POST", "/alerts", json=payload).status_code == 202
         settled = _sessions_once_settled(http, sessions)
         ledger.clock.advance(TimeDelta(minutes=1))  # type: ignore[attr-defined]
-    for _ in range(100):  # the resolution is applied just after the route answers
-        every = http("GET", "/v1/diagnosis/incidents").json()
-        if [i["status"] for i in every] == ["open", "resolved"]:
-            break
-        time.sleep(0.05)
-    assert [i["status"] for i in every] == ["open", "resolved"]
-    assert [i["alerts"] for i in every] == [1, 2]  # the first was sent twice
+    every = _incidents_become(http, [("open", 1), ("resolved", 2)])  # the first sent twice
+    assert [(i["status"], i["alerts"]) for i in every] == [("open", 1), ("resolved", 2)]
     assert [i["session_id"] for i in every] == [s["id"] for s in settled]
     assert every[0]["labels"] == {"alertname": "DiskFull", "instance": "db-1"}
     opened = http("GET", "/v1/diagnosis/incidents", params={"status": "open"}).json()
@@ -296,11 +303,7 @@ def test_incidents_opened_at_one_time_page_one_at_a_time(http: Http) -> None:
         "alerts": [{**firing["alerts"][1], "status": "resolved"}],
     }
     assert http("POST", "/alerts", json=gone).status_code == 202
-    for _ in range(100):  # the resolution is applied just after the route answers
-        every = http("GET", "/v1/diagnosis/incidents").json()
-        if sorted(i["status"] for i in every) == ["open", "open", "resolved"]:
-            break
-        time.sleep(0.05)
+    every = _incidents_become(http, [("open", 1), ("open", 1), ("resolved", 1)])
     assert len({i["opened_at"] for i in every}) == 1
     for status in (None, "open"):
         asked = {} if status is None else {"status": status}

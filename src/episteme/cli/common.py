@@ -111,8 +111,9 @@ def open_ledger(
     A command that only reads opens it read-only, so that it reads a ledger on read-only
     media or one this user may not write, and changes nothing: "journal" (verify,
     export) reads it as it is, whatever its schema version; "knowledge" reads its
-    projections with this version's queries, so an older ledger is migrated first where
-    it can be, as every start does (where it cannot, its reads say why).
+    projections with this version's queries, so an older ledger is migrated first, as
+    every start does; where it cannot be, the open fails saying why and what can still
+    be read.
     """
     from episteme.ledger.store import open_store
     from episteme.ledger.trust import TrustPolicy

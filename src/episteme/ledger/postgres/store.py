@@ -556,11 +556,7 @@ class PostgresStore(_Dialect, SQLStore):
                 return
             if create:
                 raise Conflict(f"{self.url} already holds a ledger")
-            if version > SCHEMA_VERSION:
-                raise StoreUnavailable(
-                    f"{self.url} has schema version {version}, newer than this episteme "
-                    f"({SCHEMA_VERSION}): upgrade episteme"
-                )
+            self._not_newer(version)
             if version < SCHEMA_VERSION:
                 self.migrated_from = version  # (named in the error if migrating fails)
                 self._migrate(conn, version)
@@ -571,12 +567,15 @@ class PostgresStore(_Dialect, SQLStore):
         version = self._version(conn)
         if version is None:
             raise StoreUnavailable(f"no ledger in {self.url}: give the database that holds it")
+        self._not_newer(version)
+        self.schema_version = version
+
+    def _not_newer(self, version: int) -> None:
         if version > SCHEMA_VERSION:
             raise StoreUnavailable(
                 f"{self.url} has schema version {version}, newer than this episteme "
                 f"({SCHEMA_VERSION}): upgrade episteme"
             )
-        self.schema_version = version
 
     def _version(self, conn: psycopg.Connection[Any], *, creating: bool = False) -> int | None:
         # in the schema where the ledger's tables are made, not wherever the search path

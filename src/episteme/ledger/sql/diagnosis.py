@@ -11,7 +11,7 @@ from contextlib import AbstractContextManager
 from typing import Any
 
 from episteme.ledger.canonical import without_nul
-from episteme.ledger.sql.learning import following
+from episteme.ledger.sql.learning import following, where
 from episteme.ledger.sql.projector import Conn, Us, us
 
 SESSION_COLUMNS = (
@@ -100,20 +100,14 @@ class DiagnosisReads:
         """Incidents alerts opened, newest first (then by key), `status` ("open",
         "resolved") alone if given; with `after`, those that follow the incident of that
         key."""
-        conds: list[str] = []
-        args: list[Any] = []
-        if status is not None:
-            conds.append("status = ?")
-            args.append(status)
+        cond, args = where(("status = ?", status))
         if after is not None:
             next_page, more = following(
                 self.conn, "incidents", "key", "opened_at", after, "incident"
             )
-            conds.append(next_page)
-            args += more
-        where = f" WHERE {' AND '.join(conds)}" if conds else ""
+            cond, args = f"{cond} AND {next_page}", [*args, *more]
         rows = self.conn.execute(
-            f"SELECT {', '.join(_INCIDENT_FIELDS)} FROM incidents{where}"
+            f"SELECT {', '.join(_INCIDENT_FIELDS)} FROM incidents WHERE {cond}"
             " ORDER BY opened_at DESC, key LIMIT ?",
             [*args, limit],
         )

@@ -69,9 +69,9 @@ def _connect(path: Path | str) -> sqlite3.Connection:
     return conn
 
 
-def _connect_read_only(path: Path) -> tuple[sqlite3.Connection, str]:
-    """A connection that cannot write to the ledger at `path`, and the URI that opened it
-    (its readers open the same).
+def _connect_read_only(path: Path) -> tuple[sqlite3.Connection, str, bool]:
+    """A connection that cannot write to the ledger at `path`, the URI that opened it
+    (its readers open the same), and whether that is as immutable.
 
     SQLite reads a WAL-mode file through its shared-memory file (``-shm``), which it
     creates when absent. Where this user may not create it (read-only media, a home
@@ -88,7 +88,7 @@ def _connect_read_only(path: Path) -> tuple[sqlite3.Connection, str]:
         except BaseException:
             conn.close()
             raise
-        return conn, base
+        return conn, base, False
     except sqlite3.OperationalError as exc:
         # read-only media answer CANTOPEN; a directory this user may not write, READONLY
         if _code(exc) not in ("SQLITE_CANTOPEN", "SQLITE_READONLY"):
@@ -104,7 +104,7 @@ def _connect_read_only(path: Path) -> tuple[sqlite3.Connection, str]:
             "copy the home's files to a directory you may write, and read the copy"
         )
     uri = f"{base}&immutable=1"
-    return _connect(uri), uri
+    return _connect(uri), uri, True
 
 
 def _stamp(path: Path) -> tuple[int, int, int] | None:
@@ -453,13 +453,13 @@ class SQLiteStore(SQLStore):
         journal can be read and verified; its projections cannot (`reading` says so)."""
         stamps = self._stamps()  # before the look for a -shm: a writer since is seen
         try:
-            self._wconn, self._uri = _connect_read_only(self.path)
+            self._wconn, self._uri, immutable = _connect_read_only(self.path)
         except sqlite3.DatabaseError as exc:
             raise _unopenable(self.path, exc, creating=False, reading=True) from None
         try:
             self._wconn.execute("PRAGMA query_only = 1")
             self.schema_version = self._check(self._wconn)
-            if "immutable=1" in str(self._uri):
+            if immutable:
                 self._still = stamps
                 self._unchanged()
         except BaseException:
