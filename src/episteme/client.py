@@ -192,8 +192,10 @@ def _present(**fields: Any) -> dict[str, Any]:
     return {k: v for k, v in fields.items() if v is not None}
 
 
-def _get(path: str, parse: Callable[[bytes], T], **params: str | int | Instant | None) -> _Call[T]:
-    query = {k: _wire(v) for k, v in params.items() if v is not None}
+def _get(
+    path: str, parse: Callable[[bytes], T], **params: str | int | Instant | list[str] | None
+) -> _Call[T]:
+    query = {k: _wire(v) for k, v in params.items() if v is not None and v != []}
     return _Call("GET", path, parse, params=query or None)
 
 
@@ -313,15 +315,19 @@ def _op_check(
     *,
     items: Sequence[str] = (),
     context: Mapping[str, JsonValue] | None = None,
+    tags: Sequence[str] = (),
 ) -> _Call[CheckResult]:
-    """Pre-flight, audited: the negative constraints a plan would violate (before doing it)."""
+    """Pre-flight, audited: the negative constraints a plan would violate (before doing it),
+    among those on the subjects of `scope` and those of `tags` (all, naming neither)."""
     body: dict[str, Any] = {"plan": plan, "scope": _listed(scope, "scope")}
     body |= {"items": _listed(items, "items")} | _present(context=context)
+    if tags:
+        body["tags"] = _listed(tags, "tags")
     return _send_json("POST", "/v1/constraints/check", body, CheckResult.model_validate_json)
 
 
 def _op_add_constraint(
-    scope: str,
+    scope: str | None = None,
     *,
     reason: str,
     forbid: Sequence[str] = (),
@@ -329,16 +335,19 @@ def _op_add_constraint(
     items: Sequence[str] = (),
     prefer: str | None = None,
     half_life_days: float = 30.0,
+    tags: Sequence[str] = (),
 ) -> _Call[ConstraintState]:
-    """Record a negative constraint (supervisor)."""
+    """Record a negative constraint (supervisor) on `scope` (a subject and all below it),
+    on plans of `tags` (deploy, npm), or both."""
     body = {
-        "scope": scope,
         "reason": reason,
         "forbid": _listed(forbid, "forbid"),
         "patterns": _listed(patterns, "patterns"),
         "items": _listed(items, "items"),
         "half_life_days": half_life_days,
-    } | _present(prefer=prefer)
+    } | _present(scope=scope, prefer=prefer)
+    if tags:
+        body["tags"] = _listed(tags, "tags")
     return _send_json("POST", "/v1/constraints", body, ConstraintState.model_validate_json)
 
 
@@ -398,9 +407,14 @@ def _op_send_alerts(payload: Mapping[str, Any]) -> _Call[None]:
     return _send_json("POST", "/v1/diagnosis/alerts", dict(payload), _nothing)
 
 
-def _op_constraints(scope: str | None = None) -> _Call[list[ConstraintState]]:
-    """Constraints with their strength now."""
-    return _get("/v1/constraints", _CONSTRAINTS.validate_json, scope=scope)
+def _op_constraints(
+    scope: str | None = None, tags: Sequence[str] = ()
+) -> _Call[list[ConstraintState]]:
+    """Constraints with their strength now: all, or those a check of `scope` (a subject)
+    and `tags` would meet."""
+    return _get(
+        "/v1/constraints", _CONSTRAINTS.validate_json, scope=scope, tag=_listed(tags, "tags")
+    )
 
 
 def _op_constraint(ref: str) -> _Call[ConstraintState]:

@@ -39,10 +39,11 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from episteme import __version__
 from episteme.api.deps import MCP_PATH
 from episteme.api.problems import invalid_detail
-from episteme.api.schemas import Name, Prefix, Subject
+from episteme.api.schemas import Name, Prefix, Subject, Tag
 from episteme.api.settings import MiB
 from episteme.errors import EpistemeError, Forbidden, Unauthenticated
 from episteme.ledger.access import Op, Principal, TokenRefused
+from episteme.ledger.constraints import MAX_TAGS
 from episteme.ledger.core import Ledger
 from episteme.ledger.learning import MAX_ITEM, MAX_ITEMS, MAX_PLAN, MAX_SCOPE
 from episteme.ledger.model import Answer, Hidden, Kind, Lifecycle, dump, parse_assertion
@@ -72,9 +73,10 @@ Before acting on a fact, read it with query_knowledge. Choose the lens on purpos
 Every answer says what the lens hid (summary, hidden). When something was hidden,
 mention it instead of assuming there is nothing else.
 
-Before you change anything, call check_constraints with your plan in words and the
-subjects it touches. If it reports a violation, do not go ahead: use the preferred
-alternative it names, or ask a person.
+Before you change anything, call check_constraints with your plan in words, the
+subjects it touches and the kind of action it is (tags: deploy, npm, db-migration). If
+it reports a violation, do not go ahead: use the preferred alternative it names, or ask
+a person.
 
 After you act, call record_decision with what you did and the query_ids of the reads
 you relied on. Citing them lets the on-call person trace the action back to the facts,
@@ -500,6 +502,15 @@ def build_server(
                 max_length=MAX_ITEMS,
             ),
         ] = None,
+        tags: Annotated[
+            list[Tag] | None,
+            Field(
+                description="the kinds of action the plan is (deploy, npm, db-migration, "
+                "terraform): constraints on those kinds apply too; with neither subjects nor "
+                "tags every constraint is checked",
+                max_length=MAX_TAGS,
+            ),
+        ] = None,
     ) -> dict[str, Any]:
         """Check a plan against the ledger's negative constraints before you act.
 
@@ -512,7 +523,9 @@ def build_server(
         """
         who = _CALLER.get()
         with _reported():
-            result = ledger.check(plan, subjects or [], agent=who.name, items=items or [])
+            result = ledger.check(
+                plan, subjects or [], agent=who.name, items=items or [], tags=tags or []
+            )
         violations = [
             {
                 "severity": v.severity,
@@ -520,6 +533,7 @@ def build_server(
                 "matched": v.matched,
                 "found_in": v.found_in,
                 "scope": v.constraint.scope,
+                "tags": v.constraint.tags,
                 "prefer": v.constraint.prefer,
                 "reason": v.constraint.reason,
                 "origin": v.constraint.origin,

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Path, Query, Request
 from starlette.responses import Response
 
 from episteme.ledger.access import Op, Principal
-from episteme.ledger.constraints import CheckResult
+from episteme.ledger.constraints import MAX_TAGS, CheckResult
 from episteme.ledger.gardener import Gardener, GardenerStatus
 from episteme.ledger.learning import ConflictState, ConstraintState
 from episteme.ledger.records import CheckRecord, NotificationRecord
@@ -29,7 +29,7 @@ from .ledger_routes import (
     paged,
 )
 from .problems import responses
-from .schemas import NAME, SUBJECT, CheckBody, ConstraintBody, WebhookBody, WireTime
+from .schemas import NAME, SUBJECT, CheckBody, ConstraintBody, Tag, WebhookBody, WireTime
 
 router = APIRouter(prefix="/v1", responses=responses(401, 403, 422, 503))
 
@@ -57,14 +57,19 @@ def add_constraint(
     response_model=list[ConstraintState],
     responses=responses(400),
     tags=["constraints"],
-    summary="Constraints with their strength now (in scope of a subject, or all)",
+    summary="Constraints with their strength now (those a check of a subject or tags meets,"
+    " or all)",
 )
 def list_constraints(
     ledger: LedgerDep,
     scope: Annotated[str | None, Query(max_length=255, pattern=SUBJECT)] = None,
+    tag: Annotated[
+        list[Tag] | None,
+        Query(max_length=MAX_TAGS, description="a tag (repeatable): constraints of these tags"),
+    ] = None,
     who: Principal = Caller(Op.READ),
 ) -> Response:
-    return encoded(ledger.constraints(scope))
+    return encoded(ledger.constraints(scope, tag or []))
 
 
 @router.get(
@@ -80,7 +85,9 @@ def get_constraint(ref: Ref, ledger: LedgerDep, who: Principal = Caller(Op.READ)
 
 def _check(body: CheckBody, ledger: LedgerDep, who: Principal) -> Response:
     scope = [*body.scope, *(s for s in body.subjects if s not in body.scope)]
-    result = ledger.check(body.plan, scope, agent=who.name, items=body.items, context=body.context)
+    result = ledger.check(
+        body.plan, scope, agent=who.name, items=body.items, context=body.context, tags=body.tags
+    )
     return encoded(result)
 
 

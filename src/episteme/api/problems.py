@@ -161,7 +161,10 @@ _PATTERN_HINTS = {
     "principal": _NAME_HINT,
     "lens": _NAME_HINT,
     "name": _NAME_HINT,
+    "tags": "a tag is a word of letters, digits, '.', '_', ':', '/' or '-', starting with a"
+    " letter or digit (e.g. deploy, npm, db-migration)",
 }
+_PATTERN_HINTS["tag"] = _PATTERN_HINTS["tags"]
 
 
 def invalid_detail(errors: Sequence[Any]) -> tuple[int, str, str, str | None]:

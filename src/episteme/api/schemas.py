@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, JsonValue, WithJsonSchema
 from whenever import Instant
 
 from episteme.ledger.access import Role, TokenRecord
+from episteme.ledger.constraints import MAX_TAGS, TAG
 from episteme.ledger.learning import MAX_ITEM, MAX_ITEMS, MAX_PLAN, MAX_SCOPE
 from episteme.ledger.model import MAX_SUBJECT, NAME_RE, SUBJECT_RE, Kind, Lifecycle
 from episteme.ledger.webhooks import NOTIFICATION_TYPES, NotificationType
@@ -39,6 +40,7 @@ PREFIX = SUBJECT.removesuffix("$") + r"(?:\.\*|\.)?$"
 """A subject read as a prefix: as a subject, or with a trailing ``.`` or ``.*``."""
 NAME = NAME_RE.pattern
 Subject = Annotated[str, Field(max_length=MAX_SUBJECT, pattern=SUBJECT)]
+Tag = Annotated[str, Field(max_length=64, pattern=TAG)]
 Prefix = Annotated[str, Field(max_length=MAX_SUBJECT + 2, pattern=PREFIX)]
 Name = Annotated[str, Field(max_length=128, pattern=NAME)]
 
@@ -176,6 +178,7 @@ class CheckBody(BaseModel):
             "items": ["node-fetch"],
         },
         {"plan": "set auth.jwt.algorithm to ES256", "scope": ["auth.jwt.algorithm"]},
+        {"plan": "deploy checkout v2.4.1 to prod", "tags": ["deploy"]},
     )
 
     plan: str = Field(
@@ -190,6 +193,12 @@ class CheckBody(BaseModel):
     )
     subjects: list[Subject] = Field(
         default_factory=list, max_length=MAX_SCOPE, description="the same as scope (older name)"
+    )
+    tags: list[Tag] = Field(
+        default_factory=list,
+        max_length=MAX_TAGS,
+        description="the kinds of plan it is (deploy, npm, db-migration): constraints of "
+        "these tags apply too; with neither scope nor tags every constraint is checked",
     )
     items: list[Annotated[str, Field(min_length=1, max_length=MAX_ITEM)]] = Field(
         default_factory=list,
@@ -206,10 +215,22 @@ class ConstraintBody(BaseModel):
             "forbid": ["node-fetch"],
             "prefer": "axios",
             "reason": "node-fetch v2 leaks sockets behind our proxy",
-        }
+        },
+        {
+            "tags": ["deploy"],
+            "patterns": ["--force"],
+            "reason": "a forced deploy skips the canary that caught the last two outages",
+        },
     )
 
-    scope: Subject = Field(description="the subject it covers, and all below it")
+    scope: Subject | None = Field(
+        None, description="the subject it covers, and all below it (or give tags)"
+    )
+    tags: list[Tag] = Field(
+        default_factory=list,
+        max_length=MAX_TAGS,
+        description="the kinds of plan it covers (deploy, npm): a check naming one meets it",
+    )
     reason: str = Field(min_length=1, max_length=4096, description="why it is forbidden")
     forbid: list[Annotated[str, Field(min_length=1, max_length=512)]] = Field(
         default_factory=list, max_length=100, description="terms, matched as whole words"

@@ -40,8 +40,14 @@ Many = list[str] | None
 @constraint_app.command("add")
 def constraint_add(
     ctx: typer.Context,
-    scope: Annotated[str, typer.Option(help="The subject it covers, and all below it.")],
     reason: Annotated[str, typer.Option(help="Why it is forbidden (shown to agents).")],
+    scope: Annotated[
+        str | None, typer.Option(help="The subject it covers, and all below it (or --tag).")
+    ] = None,
+    tag: Annotated[
+        Many,
+        typer.Option(help="A kind of plan it covers: deploy, npm, db-migration (repeatable)."),
+    ] = None,
     forbid: Annotated[
         Many, typer.Option(help="A term to forbid, matched as a whole word (repeatable).")
     ] = None,
@@ -70,6 +76,7 @@ def constraint_add(
             items=identifier or [],
             prefer=prefer,
             half_life_days=half_life,
+            tags=tag or [],
         )
     if not emit(ctx, as_json, made):
         state(ctx).console.print(_constraints([made]))
@@ -79,12 +86,14 @@ def constraint_add(
 def constraint_list(
     ctx: typer.Context,
     scope: Annotated[str | None, typer.Option(help="Only those in scope of this subject.")] = None,
+    tag: Annotated[Many, typer.Option(help="Only those of this tag (repeatable).")] = None,
     home: Home = None,
     as_json: Json = False,
 ) -> None:
-    """Constraints with their strength now (dormant ones still answer, as warnings)."""
+    """Constraints with their strength now (dormant ones still answer, as warnings); with
+    --scope or --tag, those a check of them would meet."""
     with open_ledger(ctx, home, reads="knowledge") as ledger:
-        rows = ledger.constraints(scope)
+        rows = ledger.constraints(scope, tag or [])
     if not emit(ctx, as_json, rows):
         state(ctx).console.print(_constraints(rows) if rows else "no constraint recorded")
 
@@ -112,7 +121,7 @@ def _constraints(rows: list[ConstraintState]) -> Table:
         style = "green" if s.state == "active" else "dim"
         table.add_row(
             short(c.id),
-            c.scope,
+            escape(", ".join([*([c.scope] if c.scope else []), *(f"#{t}" for t in c.tags)])),
             escape(", ".join(forbids)),
             escape(c.prefer or "-"),
             f"{s.strength:.2f}",
@@ -133,13 +142,20 @@ def check(
     item: Annotated[
         Many, typer.Option(help="An identifier it uses: package, path, image (repeatable).")
     ] = None,
+    tag: Annotated[
+        Many,
+        typer.Option("--tag", "-t", help="The kind of plan: deploy, npm... (repeatable)."),
+    ] = None,
     agent: Annotated[str | None, typer.Option(help="Who checks [local user].")] = None,
     home: Home = None,
     as_json: Json = False,
 ) -> None:
-    """Pre-flight, audited: the constraints a plan would violate (exit 3 if any)."""
+    """Pre-flight, audited: the constraints a plan would violate (exit 3 if any); with no
+    --scope and no --tag, every constraint is checked."""
     with open_ledger(ctx, home) as ledger:
-        result = ledger.check(plan, scope or [], agent=agent or local_actor(), items=item or [])
+        result = ledger.check(
+            plan, scope or [], agent=agent or local_actor(), items=item or [], tags=tag or []
+        )
     if not emit(ctx, as_json, result):
         console = state(ctx).console
         for v in result.violations:

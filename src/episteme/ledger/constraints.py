@@ -1,6 +1,7 @@
 """Negative constraints and the pre-flight check of a plan against them (DESIGN §2).
 
-A constraint forbids, within a scope (a subject and everything below it):
+A constraint forbids, within a scope (a subject and everything below it, tags naming
+the kinds of plan it covers, or both):
 
 - *terms*, matched case-insensitively as whole words in the plan and against its items;
 - *patterns*, regular expressions (RE2 syntax) searched in the plan and matched whole
@@ -37,6 +38,11 @@ DORMANT_BELOW = 0.25
 DEFAULT_HALF_LIFE_DAYS = 30.0
 MAX_PATTERN = 500
 MAX_TERMS = 100
+MAX_TAGS = 20
+TAG = r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,63}$"
+"""A tag: a word such as ``deploy``, ``npm`` or ``db-migration`` (any case; kept in
+lower case), up to 64 characters."""
+_TAG_RE = re.compile(TAG)
 _DAY_US = 86_400_000_000
 
 Severity = Literal["violation", "warning"]
@@ -62,6 +68,7 @@ class CheckResult(BaseModel):
     at: Instant | None = None
     plan: str
     scope: list[str]
+    tags: list[str] = []
     items: list[str] = []
     checked: int
     violations: list[Violation]
@@ -79,22 +86,50 @@ def strength(c: ConstraintRecord, now: Instant) -> float:
     return float(0.5 ** (age_days / c.half_life_days))
 
 
+def check_tags(tags: Sequence[str], *, field: str = "tags") -> list[str]:
+    """`tags` in lower case, each once, in the order given; refused unless each is a
+    word of letters, digits and ``. _ : / -`` (such as ``deploy`` or ``db-migration``)."""
+    out: list[str] = []
+    for tag in tags:
+        if not isinstance(tag, str) or not _TAG_RE.fullmatch(tag):
+            raise InvalidInput(
+                f"invalid tag {tag!r}: use a word of letters, digits, '.', '_', ':', '/' or "
+                "'-', starting with a letter or digit (e.g. deploy, npm, db-migration), at "
+                "most 64 characters",
+                field=field,
+            )
+        if (folded := tag.lower()) not in out:
+            out.append(folded)
+    if len(out) > MAX_TAGS:
+        raise InvalidInput(f"at most {MAX_TAGS} tags", field=field)
+    return out
+
+
 def new_constraint(
     *,
-    scope: str,
+    scope: str | None,
     reason: str,
     forbid: Sequence[str] = (),
     patterns: Sequence[str] = (),
     items: Sequence[str] = (),
     prefer: str | None = None,
     half_life_days: float = DEFAULT_HALF_LIFE_DAYS,
+    tags: Sequence[str] = (),
 ) -> dict[str, Any]:
     """Validate a constraint and return its payload (without id and origin)."""
     texts = {"scope": scope, "reason": reason, "forbid": list(forbid), "prefer": prefer}
     check_texts(texts | {"patterns": list(patterns), "items": list(items)})
-    if not scope.strip():
-        raise InvalidInput("a constraint needs a scope: the subject it covers", field="scope")
-    check_subject(scope, field="scope")
+    labels = check_tags(tags)
+    if scope is not None and not scope.strip():
+        scope = None
+    if scope is None and not labels:
+        raise InvalidInput(
+            "a constraint needs a scope: the subject it covers, or tags naming the kinds of "
+            "plan it covers (deploy, npm)",
+            field="scope",
+        )
+    if scope is not None:
+        check_subject(scope, field="scope")
     if not reason.strip():
         raise InvalidInput("a constraint needs a reason: why it is forbidden", field="reason")
     terms = _words(forbid, "forbid")
@@ -111,6 +146,7 @@ def new_constraint(
         raise InvalidInput("the half-life must be between 0 and 3650 days", field="half_life_days")
     return {
         "scope": scope,
+        **({"tags": labels} if labels else {}),  # recorded where given, as a check's are
         "forbid": terms,
         "patterns": list(patterns),
         "items": idents,
@@ -203,6 +239,12 @@ def _hit(c: ConstraintRecord, plan: str, items: Sequence[str]) -> tuple[str, Fou
     return None
 
 
+def covers(c: ConstraintRecord) -> str:
+    """What a constraint covers, in words: ``on auth.jwt``, ``in deploy plans``."""
+    kinds = f"in {' or '.join(c.tags)} plans" if c.tags else ""
+    return " or ".join(w for w in (f"on {c.scope}" if c.scope else "", kinds) if w)
+
+
 def evaluate(
     found: Iterable[ConstraintRecord], plan: str, items: Sequence[str], now: Instant
 ) -> list[Violation]:
@@ -216,7 +258,7 @@ def evaluate(
         severity: Severity = "violation" if power >= DORMANT_BELOW else "warning"
         prefer = f"; use {c.prefer!r} instead" if c.prefer else ""
         dormant = " (dormant constraint, revived by this hit)" if severity == "warning" else ""
-        message = f"{hit[0]!r} is forbidden on {c.scope}: {c.reason}{prefer}{dormant}"
+        message = f"{hit[0]!r} is forbidden {covers(c)}: {c.reason}{prefer}{dormant}"
         out.append(
             Violation(
                 constraint=c,

@@ -66,6 +66,22 @@ class ConflictState(BaseModel):
     lifecycles: dict[str, str]
 
 
+def _covering(
+    r: StoreReader, subjects: Sequence[str], tags: Sequence[str]
+) -> list[ConstraintRecord]:
+    """The constraints on `subjects` (above and below them) and those of `tags`, in the
+    order they were made; every constraint when both are empty."""
+    if not subjects and not tags:
+        return r.constraints(None)
+    found: dict[str, ConstraintRecord] = {}
+    for subject in subjects:
+        for c in r.constraints(subject):
+            found.setdefault(c.id, c)
+    for c in r.constraints_tagged(tags):
+        found.setdefault(c.id, c)
+    return sorted(found.values(), key=lambda c: c.seq)
+
+
 def _us(instant: Instant | None) -> int | None:
     return None if instant is None else to_us(instant)
 
@@ -85,7 +101,7 @@ class Learning:
     def add_constraint(
         self,
         *,
-        scope: str,
+        scope: str | None = None,
         reason: str,
         by: str,
         forbid: Sequence[str] = (),
@@ -93,8 +109,10 @@ class Learning:
         items: Sequence[str] = (),
         prefer: str | None = None,
         half_life_days: float = rules.DEFAULT_HALF_LIFE_DAYS,
+        tags: Sequence[str] = (),
     ) -> ConstraintState:
-        """Record a negative constraint: what must not be done in `scope`, and why."""
+        """Record a negative constraint: what must not be done in `scope` (a subject and all
+        below it) or in plans of `tags` (``deploy``, ``npm``), and why."""
         check_name(by, "by")
         body = rules.new_constraint(
             scope=scope,
@@ -104,6 +122,7 @@ class Learning:
             items=items,
             prefer=prefer,
             half_life_days=half_life_days,
+            tags=tags,
         )
         made: list[str] = []
 
@@ -128,12 +147,17 @@ class Learning:
             raise NotFound(f"no constraint with id {ref!r}", field="id")
         return self._state(found, self.clock.now())
 
-    def constraints(self, scope: str | None = None) -> list[ConstraintState]:
-        """Every constraint (or those in scope of `scope`), with its strength now."""
+    def constraints(
+        self, scope: str | None = None, tags: Sequence[str] = ()
+    ) -> list[ConstraintState]:
+        """Every constraint, or those a check of `scope` (a subject) and `tags` would meet,
+        with its strength now."""
         if scope is not None:
             check_subject(scope, field="scope")
+        labels = rules.check_tags(tags)
         now = self.clock.now()
-        return [self._state(c, now) for c in self.store.constraints(scope)]
+        found = _covering(self.store, [scope] if scope is not None else [], labels)
+        return [self._state(c, now) for c in found]
 
     def check(
         self,
@@ -143,9 +167,12 @@ class Learning:
         agent: str,
         items: Sequence[str] = (),
         context: dict[str, Any] | None = None,
+        tags: Sequence[str] = (),
     ) -> CheckResult:
-        """Pre-flight, audited: the constraints in `scope` that `plan` or `items` would break
-        (a plan in words, or the identifiers it uses alone, or both).
+        """Pre-flight, audited: the constraints that `plan` or `items` would break (a plan
+        in words, or the identifiers it uses alone, or both) among those on the subjects
+        of `scope` (above and below them) and those of `tags`; naming neither checks them
+        all.
 
         Every constraint hit is fresh again from now, dormant ones included.
         """
@@ -169,6 +196,7 @@ class Learning:
                 field="scope",
             )
         subjects = [check_subject(s, field="scope") for s in scope]
+        labels = rules.check_tags(tags)
         if len(items) > MAX_ITEMS or any(not i.strip() or len(i) > MAX_ITEM for i in items):
             raise InvalidInput(
                 f"items takes up to {MAX_ITEMS} identifiers of 1 to {MAX_ITEM} characters",
@@ -177,13 +205,9 @@ class Learning:
         out: list[CheckResult] = []
 
         def build(r: StoreReader, at: int, seq: int) -> list[Draft]:
-            found: dict[str, ConstraintRecord] = {}
-            scopes: list[str | None] = [*subjects] or [None]
-            for subject in scopes:
-                for c in r.constraints(subject):
-                    found.setdefault(c.id, c)
+            found = _covering(r, subjects, labels)
             now = from_us(at)
-            violations = rules.evaluate(found.values(), plan, list(items), now)
+            violations = rules.evaluate(found, plan, list(items), now)
             kid = "k_" + content_id({"agent": agent, "at": at, "seq": seq})[:24]
             out[:] = [
                 CheckResult(
@@ -192,6 +216,7 @@ class Learning:
                     at=now,
                     plan=plan,
                     scope=subjects,
+                    tags=labels,
                     items=list(items),
                     checked=len(found),
                     violations=violations,
@@ -201,6 +226,7 @@ class Learning:
                 "check_id": kid,
                 "plan": plan,
                 "scope": subjects,
+                **({"tags": labels} if labels else {}),
                 "items": list(items),
                 "checked": len(found),
                 "violations": [_served(v) for v in violations],

@@ -74,12 +74,15 @@ class DecisionRecord(BaseModel):
 
 
 class ConstraintRecord(BaseModel):
-    """A negative constraint: what must not be done in a scope, and what to do instead."""
+    """A negative constraint: what must not be done in a scope, and what to do instead.
+
+    Its scope is a subject (and all below it), tags (the kinds of plan it covers, such
+    as ``deploy`` or ``npm``), or both."""
 
     id: str
     seq: int
     at: Instant
-    scope: str
+    scope: str | None
     forbid: list[str]
     patterns: list[str]
     prefer: str | None
@@ -91,6 +94,8 @@ class ConstraintRecord(BaseModel):
     half_life_days: float = 30.0
     hits: int = 0
     last_hit_at: Instant | None = None
+    tags: list[str] = []
+    """The kinds of plan it covers; a check naming one of them meets it."""
 
 
 class CheckRecord(BaseModel):
@@ -107,6 +112,7 @@ class CheckRecord(BaseModel):
     violations: list[dict[str, Any]]
     """``{constraint_id, matched, found_in, strength, severity}`` as answered."""
     context: dict[str, Any]
+    tags: list[str] = []
 
 
 class NotificationRecord(BaseModel):

@@ -78,6 +78,7 @@ MIGRATIONS = (
     "0004_fold_accents.sql",
     "0005_text.sql",
     "0006_list_order.sql",
+    "0007_constraint_tags.sql",
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 APPLICATION = "episteme"

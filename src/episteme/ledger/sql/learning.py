@@ -152,7 +152,7 @@ class LearningReads:
             *earlier("", before),
         )
         rows = self.conn.execute(
-            "SELECT id, seq, at, agent, plan, scope, items, checked, violations, context"
+            "SELECT id, seq, at, agent, plan, scope, items, checked, violations, context, tags"
             f" FROM checks WHERE {cond} ORDER BY at DESC, seq DESC LIMIT ?",
             [*args, limit],
         )
@@ -168,6 +168,7 @@ class LearningReads:
                 checked=r[7],
                 violations=orjson.loads(r[8]),
                 context=orjson.loads(r[9]),
+                tags=orjson.loads(r[10]),
             )
             for r in rows
         ]

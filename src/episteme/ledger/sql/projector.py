@@ -289,7 +289,7 @@ def _decision(conn: Conn, ev: Event, data: dict[str, Any]) -> None:
 def _insert_constraint(conn: Conn, ev: Event, c: dict[str, Any]) -> None:
     conn.execute(
         "INSERT INTO constraints (id, seq, at, scope, forbid, patterns, prefer, reason, origin,"
-        " created_by, items, half_life_days) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+        " created_by, items, half_life_days, tags) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
         (
             c["id"],
             ev.seq,
@@ -303,7 +303,12 @@ def _insert_constraint(conn: Conn, ev: Event, c: dict[str, Any]) -> None:
             ev.actor,
             canonical(c.get("items", [])),  # constraints of the first schema had neither
             float(c.get("half_life_days", 30.0)),
+            canonical(tags := c.get("tags", [])),  # nor tags, before version 8
         ),
+    )
+    conn.executemany(
+        "INSERT INTO constraint_tags (tag, constraint_id) VALUES (?,?)",
+        [(t, c["id"]) for t in tags],
     )
 
 
@@ -315,10 +320,10 @@ def _checked(conn: Conn, ev: Event, data: dict[str, Any]) -> None:
     """An audited pre-flight check; each constraint it hit is fresh again from now."""
     conn.execute(
         "INSERT INTO checks (id, seq, at, agent, plan, scope, items, checked, violations,"
-        " context) VALUES (?,?,?,?,?,?,?,?,?,?)",
+        " context, tags) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
         (data["check_id"], ev.seq, Us(ev.at), ev.actor, data["plan"], canonical(data["scope"]),
          canonical(data["items"]), data["checked"], canonical(data["violations"]),
-         canonical(data["context"])),
+         canonical(data["context"]), canonical(data.get("tags", []))),
     )  # fmt: skip
     conn.executemany(
         "UPDATE constraints SET hits = hits + 1, last_hit_at = ? WHERE id = ?",
@@ -412,6 +417,7 @@ PROJECTIONS = (
     "citations",
     "corrections",
     "constraints",
+    "constraint_tags",
     "checks",
     "webhooks",
     "lenses",

@@ -503,10 +503,20 @@ class Reader(LearningReads, DiagnosisReads):
             [scope, scope, scope + ".", scope + "/"],
         )
 
+    def constraints_tagged(self, tags: Sequence[str]) -> list[ConstraintRecord]:
+        if not tags:
+            return []
+        return self._constraints(
+            "WHERE id IN (SELECT constraint_id FROM constraint_tags WHERE tag IN"
+            f" ({', '.join('?' * len(tags))}))",
+            list(tags),
+        )
+
     def _constraints(self, where: str, args: list[Any]) -> list[ConstraintRecord]:
         rows = self.conn.execute(
             "SELECT id, seq, at, scope, forbid, patterns, prefer, reason, origin, created_by,"
-            f" items, half_life_days, hits, last_hit_at FROM constraints {where} ORDER BY seq",
+            f" items, half_life_days, hits, last_hit_at, tags FROM constraints {where}"
+            " ORDER BY seq",
             args,
         )
         return [
@@ -525,6 +535,7 @@ class Reader(LearningReads, DiagnosisReads):
                 half_life_days=r[11],
                 hits=r[12],
                 last_hit_at=_opt(r[13]),
+                tags=orjson.loads(r[14]),
             )
             for r in rows
         ]

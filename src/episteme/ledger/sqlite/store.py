@@ -45,6 +45,7 @@ MIGRATIONS = (
     "0005_diagnosis.sql",
     "0006_search_text.sql",
     "0007_list_order.sql",
+    "0008_constraint_tags.sql",
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 WAL_RESTART_FRAMES = 65_536
