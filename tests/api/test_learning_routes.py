@@ -116,6 +116,40 @@ def test_a_constraint_stops_an_agents_plan_and_the_check_is_audited(api: Api) ->
     assert [c["constraint"]["id"] for c in listed.json()] == [cid]
 
 
+def test_a_constraint_of_tags_over_http(api: Api) -> None:
+    forced = {"tags": ["deploy"], "patterns": ["--force"], "reason": "skips the canary"}
+    r = api.call("POST", "/v1/constraints", role="supervisor", json=forced)
+    assert r.status_code == 201, r.text
+    made = r.json()["constraint"]
+    assert (made["scope"], made["tags"]) == (None, ["deploy"])
+    plan = {"plan": "kubectl apply --force", "tags": ["deploy"]}
+    result = api.call("POST", "/v1/constraints/check", json=plan).json()
+    assert result["tags"] == ["deploy"]
+    assert [v["constraint"]["id"] for v in result["violations"]] == [made["id"]]
+    assert "forbidden in deploy plans" in result["violations"][0]["message"]
+    other = api.call("POST", "/v1/check", json=plan | {"tags": ["terraform"]}).json()
+    assert other["checked"] == 0
+    assert [c["tags"] for c in api.call("GET", "/v1/checks").json()] == [["terraform"], ["deploy"]]
+    one = api.call("GET", "/v1/constraints", params={"tag": ["rollout", "deploy"]}).json()
+    assert [c["constraint"]["id"] for c in one] == [made["id"]]
+    assert api.call("GET", "/v1/constraints", params={"tag": "npm"}).json() == []
+
+    head = _head(api)
+    for path, body in (
+        ("/v1/constraints", {"forbid": ["x"], "reason": "no scope, no tag"}),
+        ("/v1/constraints", forced | {"tags": ["two words"]}),
+        ("/v1/constraints/check", {"plan": "p", "tags": ["-x"]}),
+        ("/v1/constraints/check", {"plan": "p", "tags": "deploy"}),
+    ):
+        r = api.call("POST", path, role="supervisor", json=body)
+        problem = _problem(r, (400, 422))
+        assert problem["field"] in ("scope", "tags", "tags.0"), problem
+        assert "tag" in problem["detail"], problem
+    bad = api.call("GET", "/v1/constraints", params={"tag": "no way"})
+    assert "e.g. deploy" in _problem(bad, 422)["detail"]
+    assert _head(api) == head  # nothing written
+
+
 def test_a_constraint_fades_in_thirty_days_and_a_hit_renews_it(
     api: Api, clock: ManualClock
 ) -> None:

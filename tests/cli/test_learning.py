@@ -129,6 +129,43 @@ def test_a_constraint_fades_and_a_hit_renews_it(cli: Cli, clock: ManualClock) ->
     assert "dormant constraint" in r.out
 
 
+def test_a_constraint_of_tags_stops_a_plan_of_that_kind(cli: Cli) -> None:
+    ok(cli("init", "--json"))
+    made = ok(
+        cli(
+            "constraint", "add", "--tag", "deploy", "--tag", "Rollout", "--pattern", "--force",
+            "--reason", "a forced deploy skips the canary", "--prefer", "the canary", "--json",
+        )
+    )  # fmt: skip
+    assert (made["constraint"]["scope"], made["constraint"]["tags"]) == (
+        None,
+        ["deploy", "rollout"],
+    )
+    cid = made["constraint"]["id"]
+    plan = "kubectl apply --force -f checkout.yaml"
+    r = cli("check", "--plan", plan, "-t", "deploy", "--agent", "deploy-agent")
+    assert r.code == VIOLATION, r.err
+    assert "'--force' is forbidden in deploy or rollout plans" in r.out
+    assert "use 'the canary' instead" in r.out
+    other = cli("check", "--plan", plan, "--tag", "terraform", "--json")
+    assert other.code == 0, other.err
+    assert other.json()["checked"] == 0
+    assert [c["tags"] for c in ok(cli("checks", "--json"))] == [["terraform"], ["deploy"]]
+    listed = done(cli("constraint", "list", "--tag", "rollout"))
+    assert "#deploy, #rollout" in listed
+    assert cid[:8] in listed
+    assert done(cli("constraint", "list", "--tag", "npm")) == (
+        "no constraint meets that subject or tag\n"
+    )
+    assert_error(
+        cli("constraint", "add", "--tag", "two words", "--forbid", "x", "--reason", "r"),
+        2,
+        "invalid tag 'two words'",
+    )
+    assert_error(cli("check", "--plan", "p", "--tag", "-x"), 2, "invalid tag '-x'")
+    assert_error(cli("constraint", "add", "--forbid", "x", "--reason", "r"), 2, "needs a scope")
+
+
 def test_bad_constraints_and_checks_are_one_line_errors(cli: Cli) -> None:
     ok(cli("init", "--json"))
     assert_error(

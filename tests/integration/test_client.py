@@ -145,6 +145,16 @@ def test_es256_story_sync(server: Server, clock: ManualClock) -> None:
         assert [v.constraint.prefer for v in stopped.violations] == ["axios"]
         assert [c.id for c in agent.checks(agent="deploy-bot", limit=1)] == [stopped.check_id]
         assert len(agent.constraints()) == 2
+        forced = alice.add_constraint(tags=["deploy"], patterns=["--force"], reason="no canary")
+        assert forced.constraint.scope is None
+        deploy = agent.check("kubectl apply --force", tags=["deploy"])
+        assert (deploy.tags, deploy.checked, deploy.ok) == (["deploy"], 1, False)
+        assert [c.constraint.id for c in agent.constraints(tags=["deploy"])] == [
+            forced.constraint.id
+        ]
+        assert agent.constraints("code", ["deploy"])[0].constraint.prefer == "axios"
+        with pytest.raises(InvalidInput, match="tags is a list"):
+            agent.check("plan", tags="deploy")
         assert agent.conflicts() == []
 
         impact = alice.impact(wrong.id)

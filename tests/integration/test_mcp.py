@@ -515,6 +515,21 @@ async def test_check_constraints_after_a_correction(served: Served) -> None:
         assert fine["ok"] is True
         assert fine["summary"].startswith("no constraint violated")
 
+        # a constraint on a kind of action, met by the checks that name it
+        forced = led.add_constraint(tags=["deploy"], patterns=["--force"], reason="r", by="o")
+        deploy = {"plan": "kubectl apply --force", "tags": ["deploy"]}
+        stopped = ok(await client.call_tool("check_constraints", deploy))
+        assert stopped["ok"] is False
+        assert [v["constraint_id"] for v in stopped["violations"]] == [forced.constraint.id]
+        assert stopped["violations"][0]["tags"] == ["deploy"]
+        assert "forbidden in deploy plans" in stopped["summary"]
+        other = ok(await client.call_tool("check_constraints", deploy | {"tags": ["npm"]}))
+        assert other["summary"].startswith("no constraint applies")
+        bad_tag = error_text(
+            await client.call_tool("check_constraints", deploy | {"tags": ["a b"]})
+        )
+        assert "e.g. deploy" in bad_tag
+
         bad_input = await client.call_tool("query_knowledge", {"subject": "-auth"})
         assert "subject: use dotted segments" in error_text(bad_input)
         assert "(got '-auth')" in error_text(bad_input)

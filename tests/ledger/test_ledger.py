@@ -848,6 +848,136 @@ def test_a_check_sees_constraints_above_and_below_its_subjects(ledger: Ledger) -
         assert ledger.check(plan, subjects, agent="deploy-agent").checked == 0, subjects
 
 
+def test_a_constraint_of_tags_meets_the_checks_that_name_one(ledger: Ledger) -> None:
+    # DESIGN §2: a constraint's scope is a subject prefix or a tag. A rule about an action
+    # ("never force a deploy") is on no subject: it could not be recorded at all.
+    forced = ledger.add_constraint(
+        tags=["Deploy", "rollout", "deploy"],
+        patterns=[r"--force\b"],
+        reason="a forced deploy skips the canary",
+        prefer="kubectl rollout with the canary",
+        by="oncall",
+    )
+    assert forced.constraint.scope is None
+    assert forced.constraint.tags == ["deploy", "rollout"]  # lower case, each once
+    both = ledger.add_constraint(
+        scope="code.http_client", tags=["npm"], items=["node-fetch"], reason="leaks", by="oncall"
+    )
+    plan = "kubectl apply --force and npm install node-fetch"
+    named = ledger.check(plan, agent="deploy-agent", tags=["DEPLOY"])
+    assert named.tags == ["deploy"]
+    assert [v.constraint.id for v in named.violations] == [forced.constraint.id]
+    assert named.violations[0].message == (
+        "'--force' is forbidden in deploy or rollout plans: a forced deploy skips the canary;"
+        " use 'kubectl rollout with the canary' instead"
+    )
+    # a subject meets the constraints on it, and not those of a tag it does not name
+    on_subject = ledger.check(plan, ["code.http_client.retries"], agent="deploy-agent")
+    assert [v.constraint.id for v in on_subject.violations] == [both.constraint.id]
+    assert "forbidden on code.http_client or in npm plans" in on_subject.violations[0].message
+    assert ledger.check(plan, ["billing"], agent="deploy-agent").checked == 0
+    assert ledger.check(plan, agent="deploy-agent", tags=["terraform"]).checked == 0
+    # subjects and tags together: each constraint once, whichever way it was met
+    union = ledger.check(plan, ["code"], agent="deploy-agent", tags=["npm", "rollout"])
+    assert union.checked == 2
+    assert ledger.check(plan, agent="deploy-agent").checked == 2  # naming neither: all
+    # the audit keeps the tags each check named; the list filters by tag
+    assert [c.tags for c in ledger.checks(limit=6)] == [[], ["npm", "rollout"], ["terraform"],
+                                                        [], [], ["deploy"]]  # fmt: skip
+    assert [s.constraint.id for s in ledger.constraints(tags=["rollout"])] == [forced.constraint.id]
+    assert [s.constraint.id for s in ledger.constraints("billing", ["npm"])] == [both.constraint.id]
+    assert ledger.constraint(forced.constraint.id).constraint.hits == 3
+    assert ledger.rebuild().ok
+
+
+def test_tags_are_words_and_a_constraint_needs_a_scope_or_one(ledger: Ledger) -> None:
+    head = ledger.store.head()
+    for tags in (["two words"], ["-leading"], [""], ["x" * 65], ["ok", "é"]):
+        with pytest.raises(InvalidInput, match=r"invalid tag .*e\.g\. deploy") as bad:
+            ledger.add_constraint(tags=tags, forbid=["x"], reason="r", by="oncall")
+        assert bad.value.field == "tags"
+        with pytest.raises(InvalidInput, match="invalid tag"):
+            ledger.check("plan", agent="a", tags=tags)
+        with pytest.raises(InvalidInput, match="invalid tag"):
+            ledger.constraints(tags=tags)
+    with pytest.raises(InvalidInput, match="at most 20 tags"):
+        ledger.add_constraint(tags=[f"t{n}" for n in range(21)], forbid=["x"], reason="r", by="o")
+    for scope in (None, "", "  "):
+        with pytest.raises(InvalidInput, match="needs a scope: the subject it covers, or tags"):
+            ledger.add_constraint(scope=scope, forbid=["x"], reason="r", by="oncall")
+    assert ledger.store.head() == head  # nothing written
+
+
+def test_constraints_and_checks_keep_through_the_migration_that_adds_tags(
+    location: str | Path, clock: ManualClock
+) -> None:
+    # A ledger of the version before: the same journal (a constraint or check that names
+    # no tag is recorded as before), its constraints table as that version made it.
+    with Ledger.init(location, clock=clock) as ledger:
+        a = ledger.assert_one(subject="auth.jwt.algorithm", value="ES256", agent="research")
+        ledger.approve(a.id, by="oncall")
+        ledger.correct(a.id, by="oncall", reason="prod verifies RS256", value="RS256", forbid=True)
+        ledger.add_constraint(scope="code", items=["node-fetch"], reason="leaks", by="oncall")
+        assert not ledger.check("roll out ES256", ["auth"], agent="deploy-agent").ok
+        before = ledger.constraints()
+        checks = ledger.checks()
+        version = ledger.store.schema_version
+    _set_back_to_untagged_constraints(location)
+    with Ledger.open(location, clock=clock) as ledger:
+        assert ledger.store.migrated_from == version - 1
+        assert ledger.constraints() == before
+        assert ledger.checks() == checks
+        assert ledger.rebuild().ok
+        assert not ledger.check("roll out ES256", ["auth.jwt"], agent="deploy-agent").ok
+        tagged = ledger.add_constraint(tags=["deploy"], forbid=["friday"], reason="r", by="o")
+        [hit] = ledger.check("deploy on friday", agent="x", tags=["deploy"]).violations
+        assert (hit.constraint.id, hit.constraint.tags) == (tagged.constraint.id, ["deploy"])
+        assert ledger.verify().ok
+        assert ledger.rebuild().ok
+
+
+def _set_back_to_untagged_constraints(location: str | Path) -> None:
+    """Undo what the migration that adds tags made: a ledger as the version before left it."""
+    if isinstance(location, Path):
+        conn = sqlite3.connect(location / "ledger.db", isolation_level=None)
+        columns = (
+            "id, seq, at, scope, forbid, patterns, prefer, reason, origin, created_by, items,"
+            " half_life_days, hits, last_hit_at"
+        )
+        for statement in (
+            "BEGIN",
+            "CREATE TABLE old (id TEXT PRIMARY KEY, seq INTEGER NOT NULL, at INTEGER NOT NULL,"
+            " scope TEXT NOT NULL, forbid TEXT NOT NULL, patterns TEXT NOT NULL, prefer TEXT,"
+            " reason TEXT NOT NULL, origin TEXT NOT NULL, created_by TEXT NOT NULL,"
+            " items TEXT NOT NULL DEFAULT '[]', half_life_days REAL NOT NULL DEFAULT 30,"
+            " hits INTEGER NOT NULL DEFAULT 0, last_hit_at INTEGER) WITHOUT ROWID",
+            f"INSERT INTO old SELECT {columns} FROM constraints",
+            "DROP TABLE constraints",
+            "ALTER TABLE old RENAME TO constraints",
+            "CREATE INDEX constraints_scope ON constraints (scope)",
+            "DROP TABLE constraint_tags",
+            "ALTER TABLE checks DROP COLUMN tags",
+            "DROP INDEX incidents_opened",
+            "PRAGMA user_version = 7",
+            "COMMIT",
+        ):
+            conn.execute(statement)
+        conn.close()
+        return
+    import psycopg
+
+    with psycopg.connect(location, autocommit=True) as conn:
+        for statement in (
+            "ALTER TABLE constraints ALTER COLUMN scope SET NOT NULL",
+            "ALTER TABLE constraints DROP COLUMN tags",
+            "DROP TABLE constraint_tags",
+            "ALTER TABLE checks DROP COLUMN tags",
+            "DROP INDEX incidents_opened",
+            "UPDATE meta SET value = '6' WHERE key = 'schema_version'",
+        ):
+            conn.execute(statement)
+
+
 def test_a_ledger_of_the_previous_schema_is_upgraded_on_open(tmp_path: Path) -> None:
     import sqlite3
 

@@ -11,7 +11,8 @@ import asyncio
 import hashlib
 import time
 from collections.abc import Awaitable, Callable
-from typing import Annotated
+from types import UnionType
+from typing import Annotated, Union, get_args, get_origin
 
 import anyio.to_thread
 from fastapi import Depends, Request
@@ -175,14 +176,21 @@ def known_query(request: Request) -> None:
     if dependant is None:
         return
     allowed = {p.alias for p in dependant.query_params}
+    many = {p.alias for p in dependant.query_params if _listed(p.field_info.annotation)}
     for name in request.query_params:
         if name not in allowed:
             known = ", ".join(sorted(allowed)) or "none"
             raise InvalidInput(
                 f"unknown query parameter {name!r}: this route takes {known}", field=name
             )
-        if len(request.query_params.getlist(name)) > 1:
+        if name not in many and len(request.query_params.getlist(name)) > 1:
             raise InvalidInput(f"give the query parameter {name!r} once", field=name)
+
+
+def _listed(annotation: object) -> bool:
+    """Whether a query parameter takes a list (`?tag=a&tag=b`), optional or not."""
+    kinds = get_args(annotation) if get_origin(annotation) in (Union, UnionType) else ()
+    return any(get_origin(k) is list for k in (annotation, *kinds))
 
 
 BODY_WAIT_S = 30.0

@@ -95,7 +95,10 @@ def constraint_list(
     with open_ledger(ctx, home, reads="knowledge") as ledger:
         rows = ledger.constraints(scope, tag or [])
     if not emit(ctx, as_json, rows):
-        state(ctx).console.print(_constraints(rows) if rows else "no constraint recorded")
+        none = (
+            "no constraint meets that subject or tag" if scope or tag else "no constraint recorded"
+        )
+        state(ctx).console.print(_constraints(rows) if rows else none)
 
 
 @constraint_app.command("show")
