@@ -1,16 +1,20 @@
 """How long the newest migrations of each backend take on a generated ledger: SQLite's
-6 and 7 (text search reindexed through a view; two indexes for lists) and PostgreSQL's
-5 and 6 (JSON columns as text, the full-text column recomputed: one rewrite of
-`assertions`; the same two indexes).
+6, 7 and 8 (text search reindexed through a view; two indexes for lists; constraints
+made again with tags, an index of incidents) and PostgreSQL's 5, 6 and 7 (JSON columns
+as text, the full-text column recomputed: one rewrite of `assertions`; the same two
+indexes; constraints' tags).
 
-    PYTHONPATH=. python bench/migrations.py [--assertions 100000] [--rounds 3]
+    PYTHONPATH=. python bench/migrations.py [--assertions 100000] [--constraints 1000]
+        [--rounds 3]
 
 Generates one ledger of each kind with `episteme bench generate --assertions N
 --subjects 2000 --queries 0` (PostgreSQL in the test suite's throwaway cluster, from the
-Debian binaries: fsync off, so the figure leaves out the disk's flushes), then, each
-round, sets it back to the version before (the schema that version made) and times the
-first open, which migrates it. Prints each round's time and the median, and checks that
-the migrated ledger verifies and that a rebuild finds nothing to repair.
+Debian binaries: fsync off, so the figure leaves out the disk's flushes) and records
+`--constraints` constraints and as many checks that hit them. Then, each round, it sets
+the ledger back to a version before (the schema that version made: the newest one
+alone, then the newest ones together) and times the first open, which migrates it.
+Prints each round's time and the median, and checks that the migrated ledger verifies
+and that a rebuild finds nothing to repair.
 """
 
 from __future__ import annotations
@@ -23,15 +27,14 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
 
 import psycopg
+from tests.backends import POSTGRES_BEFORE_TAGS, SQLITE_BEFORE_TAGS, back_to_jsonb
 from tests.postgres import running_cluster
 
 from episteme.ledger import Ledger
-from episteme.ledger.postgres.store import _JSON_COLUMNS
 
 _SQLITE_BEFORE = """
 DROP TABLE assertions_fts;
@@ -46,10 +49,16 @@ PRAGMA user_version = 5;
 """
 
 
-def _generate(where: str, assertions: int) -> None:
+def _generate(where: str, assertions: int, constraints: int) -> None:
     spec = ["--assertions", str(assertions), "--subjects", "2000", "--queries", "0"]
     command = [sys.executable, "-m", "episteme", "bench", "generate", *spec, *where.split(" ", 1)]
     subprocess.run(command, check=True, capture_output=True)
+    location = where.split(" ", 1)[1]
+    with Ledger.open(Path(location) if where.startswith("--home") else location) as led:
+        for n in range(constraints):
+            scope = f"svc.s{n % 2000}"
+            led.add_constraint(scope=scope, forbid=[f"bad-{n}"], reason="bench", by="oncall")
+            led.check(f"use bad-{n}", [scope], agent="deploy-agent")
 
 
 def _timed_open(location: str | Path, version: int) -> float:
@@ -63,71 +72,83 @@ def _timed_open(location: str | Path, version: int) -> float:
     return took
 
 
-def sqlite_rounds(assertions: int, rounds: int) -> tuple[list[float], float]:
+Rounds = dict[str, tuple[list[float], float]]
+"""Each run's name: the time of each round (s), and the size of what it rewrote (MB)."""
+
+
+def sqlite_rounds(assertions: int, constraints: int, rounds: int) -> Rounds:
     base = Path(tempfile.mkdtemp(prefix="episteme-migrations-"))
     try:
-        _generate(f"--home {base / 'made'}", assertions)
+        _generate(f"--home {base / 'made'}", assertions, constraints)
         made = base / "made" / "ledger.db"
-        with sqlite3.connect(made) as conn:
-            conn.executescript(_SQLITE_BEFORE)
-            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        times = []
-        for n in range(rounds):
-            home = base / f"round-{n}"
-            home.mkdir()
-            shutil.copy(made, home / "ledger.db")
-            times.append(_timed_open(home, 5))
-            shutil.rmtree(home)
-        return times, made.stat().st_size / 1e6
+        out: Rounds = {}
+        for name, version, script in (
+            ("SQLite 7 -> 8", 7, SQLITE_BEFORE_TAGS),
+            ("SQLite 5 -> 8", 5, SQLITE_BEFORE_TAGS + _SQLITE_BEFORE),
+        ):
+            times = []
+            for n in range(rounds):
+                home = base / f"round-{n}"
+                home.mkdir()
+                shutil.copy(made, home / "ledger.db")
+                with sqlite3.connect(home / "ledger.db") as conn:
+                    conn.executescript(script)
+                    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+                times.append(_timed_open(home, version))
+                shutil.rmtree(home)
+            out[name] = (times, made.stat().st_size / 1e6)
+        return out
     finally:
         shutil.rmtree(base)
 
 
-def postgres_rounds(assertions: int, rounds: int) -> tuple[list[float], float]:
+def postgres_rounds(assertions: int, constraints: int, rounds: int) -> Rounds:
     before = (resources.files("episteme.ledger.postgres") / "0004_fold_accents.sql").read_text()
+
+    def back_to_4(conn: psycopg.Connection[tuple[object, ...]]) -> None:
+        for statement in POSTGRES_BEFORE_TAGS:
+            conn.execute(statement)
+        conn.execute(before)  # the full-text column as version 4 made it
+        conn.execute("DROP INDEX decisions_at, notifications_at")
+        back_to_jsonb(conn)
+
+    def back_to_6(conn: psycopg.Connection[tuple[object, ...]]) -> None:
+        for statement in POSTGRES_BEFORE_TAGS:
+            conn.execute(statement)
+
     with running_cluster() as cluster:
         url = cluster.create_database()
-        _generate(f"--db {url}", assertions)
-        times, size = [], 0.0
-
-        def back(conn: psycopg.Connection[tuple[object, ...]]) -> None:
-            conn.execute(before)  # the full-text column as version 4 made it
-            conn.execute("DROP INDEX decisions_at, notifications_at")
-            for table, _, columns in _JSON_COLUMNS:
-                for column in columns:
-                    conn.execute(f"ALTER TABLE {table} ALTER COLUMN {column} DROP DEFAULT")
-                    conn.execute(
-                        f"ALTER TABLE {table} ALTER COLUMN {column} TYPE jsonb"
-                        f" USING {column}::jsonb"
-                    )
-            conn.execute("UPDATE meta SET value = '4' WHERE key = 'schema_version'")
-            conn.execute("VACUUM ANALYZE")
-
-        for _ in range(rounds):
-            with psycopg.connect(url, autocommit=True) as conn:
-                back(conn)
-                found = conn.execute("SELECT pg_total_relation_size('assertions')").fetchone()
-                size = (found[0] if found else 0) / 1e6
-            times.append(_timed_open(url, 4))
-        return times, size
+        _generate(f"--db {url}", assertions, constraints)
+        out: Rounds = {}
+        for name, version, back in (
+            ("PostgreSQL 6 -> 7", 6, back_to_6),
+            ("PostgreSQL 4 -> 7", 4, back_to_4),
+        ):
+            times, size = [], 0.0
+            for _ in range(rounds):
+                with psycopg.connect(url, autocommit=True) as conn:
+                    back(conn)
+                    conn.execute("VACUUM ANALYZE")
+                    found = conn.execute("SELECT pg_total_relation_size('assertions')").fetchone()
+                    size = (found[0] if found else 0) / 1e6
+                times.append(_timed_open(url, version))
+            out[name] = (times, size)
+        return out
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--assertions", type=int, default=100_000)
+    parser.add_argument("--constraints", type=int, default=1_000)
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
-    runs: dict[str, Callable[[int, int], tuple[list[float], float]]] = {
-        "SQLite 5 -> 7": sqlite_rounds,
-        "PostgreSQL 4 -> 6": postgres_rounds,
-    }
-    for name, run in runs.items():
-        times, size = run(args.assertions, args.rounds)
-        shown = ", ".join(f"{t:.2f}" for t in times)
-        print(
-            f"{name}: {args.assertions:,} assertions ({size:.0f} MB): {shown} s;"
-            f" median {statistics.median(times):.2f} s"
-        )
+    for run in (sqlite_rounds, postgres_rounds):
+        for name, (times, size) in run(args.assertions, args.constraints, args.rounds).items():
+            shown = ", ".join(f"{t:.2f}" for t in times)
+            print(
+                f"{name}: {args.assertions:,} assertions, {args.constraints:,} constraints"
+                f" ({size:.0f} MB): {shown} s; median {statistics.median(times):.3f} s"
+            )
 
 
 if __name__ == "__main__":

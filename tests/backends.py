@@ -30,6 +30,67 @@ def raw_connection(location: str | Path) -> Iterator[Any]:
         yield conn
 
 
+SQLITE_BEFORE_TAGS = """
+CREATE TABLE old (
+    id TEXT PRIMARY KEY, seq INTEGER NOT NULL, at INTEGER NOT NULL, scope TEXT NOT NULL,
+    forbid TEXT NOT NULL, patterns TEXT NOT NULL, prefer TEXT, reason TEXT NOT NULL,
+    origin TEXT NOT NULL, created_by TEXT NOT NULL, items TEXT NOT NULL DEFAULT '[]',
+    half_life_days REAL NOT NULL DEFAULT 30, hits INTEGER NOT NULL DEFAULT 0,
+    last_hit_at INTEGER
+) WITHOUT ROWID;
+INSERT INTO old SELECT id, seq, at, scope, forbid, patterns, prefer, reason, origin,
+    created_by, items, half_life_days, hits, last_hit_at FROM constraints;
+DROP TABLE constraints;
+ALTER TABLE old RENAME TO constraints;
+CREATE INDEX constraints_scope ON constraints (scope);
+DROP TABLE constraint_tags;
+ALTER TABLE checks DROP COLUMN tags;
+DROP INDEX incidents_opened;
+PRAGMA user_version = 7;
+"""
+"""SQLite's schema 8 set back to 7 (constraints without tags), for a ledger holding no
+constraint of tags: what version 7 made of the same journal."""
+
+POSTGRES_BEFORE_TAGS = (
+    "ALTER TABLE constraints ALTER COLUMN scope SET NOT NULL",
+    "ALTER TABLE constraints DROP COLUMN tags",
+    "DROP TABLE constraint_tags",
+    "ALTER TABLE checks DROP COLUMN tags",
+    "DROP INDEX incidents_opened",
+    "UPDATE meta SET value = '6' WHERE key = 'schema_version'",
+)
+"""The same on PostgreSQL: schema 7 set back to 6."""
+
+
+def set_back_before_tags(location: str | Path) -> None:
+    """A ledger of this version as the version before constraints had tags left it."""
+    if isinstance(location, Path):
+        import sqlite3
+
+        with closing(sqlite3.connect(location / "ledger.db", isolation_level=None)) as conn:
+            conn.executescript(f"BEGIN; {SQLITE_BEFORE_TAGS} COMMIT;")
+        return
+    import psycopg
+
+    with psycopg.connect(location, autocommit=True) as conn:
+        for statement in POSTGRES_BEFORE_TAGS:
+            conn.execute(statement)
+
+
+def back_to_jsonb(conn: Any) -> None:
+    """PostgreSQL's JSON columns as versions 1 to 4 made them (jsonb), and the ledger at
+    version 4, on a psycopg connection in autocommit."""
+    from episteme.ledger.postgres.store import _JSON_COLUMNS
+
+    for table, _, columns in _JSON_COLUMNS:
+        for column in columns:
+            conn.execute(f"ALTER TABLE {table} ALTER COLUMN {column} DROP DEFAULT")
+            conn.execute(
+                f"ALTER TABLE {table} ALTER COLUMN {column} TYPE jsonb USING {column}::jsonb"
+            )
+    conn.execute("UPDATE meta SET value = '4' WHERE key = 'schema_version'")
+
+
 def old_sqlite_ledger(home: Path) -> Path:
     """A ledger file of schema version 1, as the first release wrote it; its path."""
     import sqlite3

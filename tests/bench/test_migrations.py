@@ -10,9 +10,16 @@ from tests.bench.support import run_script
 
 
 def test_migrations_times_each_backends_newest_migrations() -> None:
-    out = run_script("migrations.py", "--assertions", "300", "--rounds", "2")
+    out = run_script("migrations.py", "--assertions", "300", "--constraints", "20", "--rounds", "2")
     assert out.returncode == 0, out.stderr
     lines = out.stdout.splitlines()
-    assert [line.split(":")[0] for line in lines] == ["SQLite 5 -> 7", "PostgreSQL 4 -> 6"]
+    assert [line.split(":")[0] for line in lines] == [
+        "SQLite 7 -> 8",
+        "SQLite 5 -> 8",
+        "PostgreSQL 6 -> 7",
+        "PostgreSQL 4 -> 7",
+    ]
     for line in lines:
-        assert re.search(r": 300 assertions \(\d+ MB\): [\d.]+, [\d.]+ s; median [\d.]+ s$", line)
+        assert re.search(
+            r": 300 assertions, 20 constraints \(\d+ MB\): [\d.]+, [\d.]+ s; median [\d.]+ s$", line
+        )

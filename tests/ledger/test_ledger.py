@@ -22,6 +22,7 @@ from episteme.ledger.records import Diff
 from episteme.ledger.sql.projector import JSON_ESCAPES, search_sql, search_text
 from episteme.ledger.store import StoreReader
 from episteme.timeutil import ManualClock, parse_time
+from tests.backends import set_back_before_tags
 
 JWT = "auth.jwt.algorithm"
 
@@ -922,7 +923,7 @@ def test_constraints_and_checks_keep_through_the_migration_that_adds_tags(
         before = ledger.constraints()
         checks = ledger.checks()
         version = ledger.store.schema_version
-    _set_back_to_untagged_constraints(location)
+    set_back_before_tags(location)
     with Ledger.open(location, clock=clock) as ledger:
         assert ledger.store.migrated_from == version - 1
         assert ledger.constraints() == before
@@ -934,48 +935,6 @@ def test_constraints_and_checks_keep_through_the_migration_that_adds_tags(
         assert (hit.constraint.id, hit.constraint.tags) == (tagged.constraint.id, ["deploy"])
         assert ledger.verify().ok
         assert ledger.rebuild().ok
-
-
-def _set_back_to_untagged_constraints(location: str | Path) -> None:
-    """Undo what the migration that adds tags made: a ledger as the version before left it."""
-    if isinstance(location, Path):
-        conn = sqlite3.connect(location / "ledger.db", isolation_level=None)
-        columns = (
-            "id, seq, at, scope, forbid, patterns, prefer, reason, origin, created_by, items,"
-            " half_life_days, hits, last_hit_at"
-        )
-        for statement in (
-            "BEGIN",
-            "CREATE TABLE old (id TEXT PRIMARY KEY, seq INTEGER NOT NULL, at INTEGER NOT NULL,"
-            " scope TEXT NOT NULL, forbid TEXT NOT NULL, patterns TEXT NOT NULL, prefer TEXT,"
-            " reason TEXT NOT NULL, origin TEXT NOT NULL, created_by TEXT NOT NULL,"
-            " items TEXT NOT NULL DEFAULT '[]', half_life_days REAL NOT NULL DEFAULT 30,"
-            " hits INTEGER NOT NULL DEFAULT 0, last_hit_at INTEGER) WITHOUT ROWID",
-            f"INSERT INTO old SELECT {columns} FROM constraints",
-            "DROP TABLE constraints",
-            "ALTER TABLE old RENAME TO constraints",
-            "CREATE INDEX constraints_scope ON constraints (scope)",
-            "DROP TABLE constraint_tags",
-            "ALTER TABLE checks DROP COLUMN tags",
-            "DROP INDEX incidents_opened",
-            "PRAGMA user_version = 7",
-            "COMMIT",
-        ):
-            conn.execute(statement)
-        conn.close()
-        return
-    import psycopg
-
-    with psycopg.connect(location, autocommit=True) as conn:
-        for statement in (
-            "ALTER TABLE constraints ALTER COLUMN scope SET NOT NULL",
-            "ALTER TABLE constraints DROP COLUMN tags",
-            "DROP TABLE constraint_tags",
-            "ALTER TABLE checks DROP COLUMN tags",
-            "DROP INDEX incidents_opened",
-            "UPDATE meta SET value = '6' WHERE key = 'schema_version'",
-        ):
-            conn.execute(statement)
 
 
 def test_a_ledger_of_the_previous_schema_is_upgraded_on_open(tmp_path: Path) -> None:

@@ -22,11 +22,12 @@ from episteme.ledger import AssertionInput, Ledger, LensSpec
 from episteme.ledger.copy import copy_ledger
 from episteme.ledger.gardener import Gardener
 from episteme.ledger.postgres import store as postgres_store
-from episteme.ledger.postgres.store import _JSON_COLUMNS, LEADER_LIVENESS, MIGRATION_LOCK
+from episteme.ledger.postgres.store import LEADER_LIVENESS, MIGRATION_LOCK
 from episteme.ledger.sql.reads import ACCENTED, UNACCENTED
 from episteme.ledger.store import open_store
 from episteme.ledger.webhooks import WebhookSpec, deliveries
 from episteme.timeutil import ManualClock, to_us
+from tests.backends import back_to_jsonb
 from tests.conftest import Cli, Result
 from tests.postgres import running_cluster
 
@@ -933,13 +934,7 @@ def test_json_columns_migrated_from_jsonb_rebuild_as_they_are(pg_url: str) -> No
         ledger.check("use ES256", ["svc.a", "svc.b"], agent="deploy")
         ledger.set_webhook(WebhookSpec(name="pager", url="http://127.0.0.1:9/"), by="oncall")
     with psycopg.connect(pg_url, autocommit=True) as admin:  # as 0001 to 0004 made them
-        for table, _, columns in _JSON_COLUMNS:
-            for column in columns:
-                admin.execute(f"ALTER TABLE {table} ALTER COLUMN {column} DROP DEFAULT")
-                admin.execute(
-                    f"ALTER TABLE {table} ALTER COLUMN {column} TYPE jsonb USING {column}::jsonb"
-                )
-        admin.execute("UPDATE meta SET value = '4' WHERE key = 'schema_version'")
+        back_to_jsonb(admin)
         assert admin.execute("SELECT roles::text FROM tokens").fetchone() == (
             '["agent", "supervisor"]',
         )
