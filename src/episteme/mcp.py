@@ -515,7 +515,8 @@ def build_server(
         """Check a plan against the ledger's negative constraints before you act.
 
         A constraint records what must not be done on a subject (usually after a
-        correction) and the alternative to use. Returns each violation with the
+        correction) or in a kind of action (its tags: deploy, npm), and the alternative
+        to use. Returns each violation with the
         reason, the preferred alternative, where the constraint came from and how
         strong it still is; a "warning" is a dormant constraint (not hit for months):
         weigh it, but it does not block. The check is recorded under its check_id, which
@@ -556,6 +557,7 @@ def build_server(
             "ok": result.ok,
             "check_id": result.check_id,
             "checked": result.checked,
+            "tags": result.tags,
             "summary": summary,
             "violations": violations,
         }

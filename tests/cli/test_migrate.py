@@ -86,6 +86,38 @@ def test_an_older_ledger_a_role_may_not_migrate_says_to_migrate(cli: Cli, pg_url
     assert migrated.json()["migrated_from"] == 2
 
 
+def test_default_privileges_give_the_serving_role_the_tables_a_migration_adds(
+    cli: Cli, pg_url: str
+) -> None:
+    # docs/deploy.md: GRANT ... ON ALL TABLES covers the tables there are; version 7's
+    # constraint_tags, made by the owner's migration, was refused to the serving role.
+    from tests.backends import set_back_before_tags
+
+    assert cli("init", "--db", pg_url, home_arg=False).code == 0
+    set_back_before_tags(pg_url)
+    grants = "GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {role}"
+    sequences = "GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO {role}"
+    tag = ("constraint", "add", "--tag", "deploy", "--forbid", "friday", "--reason", "r")
+    app_url = _role(pg_url, "app_later", grants, sequences)
+    migrated = cli("migrate", "--db", pg_url, "--json", home_arg=False)  # as the owner
+    assert migrated.json()["migrated_from"] == postgres_store.SCHEMA_VERSION - 1
+    refused = cli(*tag, "--db", app_url, home_arg=False)
+    assert refused.code == 1
+    assert "permission denied for table constraint_tags" in refused.err
+    assert refused.err.count("\n") == 1, refused.err
+    # the same with default privileges set by the migrating role beforehand
+    defaults = (
+        "ALTER DEFAULT PRIVILEGES IN SCHEMA public"
+        " GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES TO {role}"
+    )
+    set_back_before_tags(pg_url)
+    app_url = _role(pg_url, "app_ahead", grants, sequences, defaults)
+    assert cli("migrate", "--db", pg_url, home_arg=False).code == 0
+    made = cli(*tag, "--db", app_url, "--json", home_arg=False)
+    assert made.code == 0, made.err
+    assert made.json()["constraint"]["tags"] == ["deploy"]
+
+
 def test_an_older_ledger_on_a_read_only_database_says_to_migrate_the_primary(
     cli: Cli, pg_url: str
 ) -> None:

@@ -522,6 +522,7 @@ async def test_check_constraints_after_a_correction(served: Served) -> None:
         assert stopped["ok"] is False
         assert [v["constraint_id"] for v in stopped["violations"]] == [forced.constraint.id]
         assert stopped["violations"][0]["tags"] == ["deploy"]
+        assert stopped["tags"] == ["deploy"]
         assert "forbidden in deploy plans" in stopped["summary"]
         other = ok(await client.call_tool("check_constraints", deploy | {"tags": ["npm"]}))
         assert other["summary"].startswith("no constraint applies")

@@ -901,8 +901,21 @@ def test_tags_are_words_and_a_constraint_needs_a_scope_or_one(ledger: Ledger) ->
             ledger.check("plan", agent="a", tags=tags)
         with pytest.raises(InvalidInput, match="invalid tag"):
             ledger.constraints(tags=tags)
-    with pytest.raises(InvalidInput, match="at most 20 tags"):
-        ledger.add_constraint(tags=[f"t{n}" for n in range(21)], forbid=["x"], reason="r", by="o")
+    with pytest.raises(InvalidInput, match="at most 20 tags"):  # counted as given, as the API
+        ledger.add_constraint(tags=["t"] * 21, forbid=["x"], reason="r", by="o")
+    # one string where a list belongs: "deploy" read as the tags d, e, p, l, o, y
+    calls = {
+        "tags": lambda: ledger.add_constraint(tags="deploy", forbid=["x"], reason="r", by="o"),
+        "forbid": lambda: ledger.add_constraint(scope="a", forbid="ES256", reason="r", by="o"),
+        "scope": lambda: ledger.check("p", "auth", agent="a"),
+        "items": lambda: ledger.check("p", agent="a", items="node-fetch"),
+    }
+    for field, call in calls.items():
+        with pytest.raises(InvalidInput, match=f"{field} is a list: give") as bad:
+            call()
+        assert bad.value.field == field
+    with pytest.raises(InvalidInput, match="tags is a list"):
+        ledger.check("p", agent="a", tags="deploy")
     for scope in (None, "", "  "):
         with pytest.raises(InvalidInput, match="needs a scope: the subject it covers, or tags"):
             ledger.add_constraint(scope=scope, forbid=["x"], reason="r", by="oncall")

@@ -189,6 +189,43 @@ def test_the_agent_page_shows_trust_falling_after_the_gardener(console: Console)
     assert "auth 0.43" in orchestrator
 
 
+def test_the_agent_page_shows_what_its_pre_flight_checks_found(console: Console) -> None:
+    # Whether the deploy agent checked its plan, and what the check said, was in the
+    # ledger (`episteme checks`) but not on the agent's page.
+    console.sign_in("oncall")
+    led = console.story.ledger
+    fix = led.correct(console.story.es256, by="oncall", reason="RS256", value="RS256", forbid=True)
+    led.add_constraint(tags=["deploy"], patterns=["--force"], reason="no canary", by="oncall")
+    stopped = led.check("roll out ES256 keys", ["auth.jwt.algorithm"], agent="deploy-bot")
+    fine = led.check("", agent="deploy-bot", items=["helm"], tags=["deploy"])
+    page = console.get("/agents/deploy-bot")
+    assert page.status_code == 200
+    words = text(page)
+    assert fix.constraint is not None
+    assert "Pre-flight checks 2 " in words
+    assert (
+        (  # newest first
+            f"passed items helm on #deploy · 1 checked {fine.check_id} "
+            f"2026-11-22 03:00:00Z violated “roll out ES256 keys” on auth.jwt.algorithm · 1 checked"
+            f" ES256 (violation, constraint {fix.constraint.id[:14]} ) {stopped.check_id}"
+        )
+        in words
+    )
+    assert "No pre-flight check in this window." in text(console.get("/agents/research-agent"))
+
+
+def test_the_agent_page_links_to_older_checks_when_it_lists_a_full_page(
+    console: Console,
+) -> None:
+    console.sign_in("oncall")
+    made = [
+        console.story.ledger.check(f"restart {n}", agent="busy-agent").check_id for n in range(130)
+    ]
+    both = _newest_and_older(console, "checks", "Older checks")
+    assert re.findall(r"<code>(k_[0-9a-f]+)</code>", both) == list(reversed(made))
+    assert console.get("/agents/busy-agent?checks_before=0").status_code == 400
+
+
 def _newest_and_older(console: Console, section: str, label: str) -> str:
     """The busy agent's page and the page its full `section` links to (`label`), as one
     text: the first lists 100 and counts "100+", the second the 30 left and no link."""

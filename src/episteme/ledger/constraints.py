@@ -86,9 +86,22 @@ def strength(c: ConstraintRecord, now: Instant) -> float:
     return float(0.5 ** (age_days / c.half_life_days))
 
 
+def check_list(values: Sequence[str], field: str) -> None:
+    """Refuse one string where a list of them belongs: read as a list of its characters,
+    ``"deploy"`` would be the tags d, e, p, l, o, y, and a check of them would meet none
+    of the constraints on deploys."""
+    if isinstance(values, str | bytes):
+        raise InvalidInput(
+            f"{field} is a list: give [{values!r}] rather than one string", field=field
+        )
+
+
 def check_tags(tags: Sequence[str], *, field: str = "tags") -> list[str]:
     """`tags` in lower case, each once, in the order given; refused unless each is a
     word of letters, digits and ``. _ : / -`` (such as ``deploy`` or ``db-migration``)."""
+    check_list(tags, field)
+    if len(tags) > MAX_TAGS:
+        raise InvalidInput(f"at most {MAX_TAGS} tags", field=field)
     out: list[str] = []
     for tag in tags:
         if not isinstance(tag, str) or not _TAG_RE.fullmatch(tag):
@@ -100,8 +113,6 @@ def check_tags(tags: Sequence[str], *, field: str = "tags") -> list[str]:
             )
         if (folded := tag.lower()) not in out:
             out.append(folded)
-    if len(out) > MAX_TAGS:
-        raise InvalidInput(f"at most {MAX_TAGS} tags", field=field)
     return out
 
 
@@ -117,6 +128,8 @@ def new_constraint(
     tags: Sequence[str] = (),
 ) -> dict[str, Any]:
     """Validate a constraint and return its payload (without id and origin)."""
+    for name, values in (("forbid", forbid), ("patterns", patterns), ("items", items)):
+        check_list(values, name)
     texts = {"scope": scope, "reason": reason, "forbid": list(forbid), "prefer": prefer}
     check_texts(texts | {"patterns": list(patterns), "items": list(items)})
     labels = check_tags(tags)

@@ -18,7 +18,7 @@ from episteme.errors import InvalidInput, NotFound
 from episteme.ledger import constraints as rules
 from episteme.ledger.canonical import content_id
 from episteme.ledger.conflicts import conflicts
-from episteme.ledger.constraints import CheckResult, Violation
+from episteme.ledger.constraints import CheckResult, Violation, check_list
 from episteme.ledger.journal import Draft, Event, EventKind
 from episteme.ledger.model import (
     check_after,
@@ -156,7 +156,8 @@ class Learning:
             check_subject(scope, field="scope")
         labels = rules.check_tags(tags)
         now = self.clock.now()
-        found = _covering(self.store, [scope] if scope is not None else [], labels)
+        subjects = [scope] if scope is not None else []
+        found = self.store.reading(lambda r: _covering(r, subjects, labels))
         return [self._state(c, now) for c in found]
 
     def check(
@@ -189,6 +190,8 @@ class Learning:
             raise InvalidInput(
                 f"the plan has {len(plan):,} characters: give at most {MAX_PLAN:,}", field="plan"
             )
+        check_list(scope, "scope")
+        check_list(items, "items")
         if len(scope) > MAX_SCOPE:
             raise InvalidInput(
                 f"{len(scope):,} subjects in scope: give at most {MAX_SCOPE}, or none to check "

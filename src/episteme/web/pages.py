@@ -194,6 +194,7 @@ def agent_page(
     until: str = "",
     before: int | None = None,
     decisions_before: int | None = None,
+    checks_before: int | None = None,
 ) -> Response:
     ledger = who.ledger
     now = ledger.clock.now()
@@ -203,6 +204,7 @@ def agent_page(
     decisions = ledger.decisions(
         agent=name, since=start, until=end, limit=READS, before=decisions_before
     )
+    checks = ledger.checks(agent=name, since=start, until=end, limit=READS, before=checks_before)
     return page(
         who.request,
         "agent.html",
@@ -216,6 +218,9 @@ def agent_page(
         decisions=decisions,
         older_decisions=_older(decisions, "decisions_before", start, end),
         decisions_paged=decisions_before is not None,
+        checks=checks,
+        older_checks=_older(checks, "checks_before", start, end),
+        checks_paged=checks_before is not None,
         scores=ledger.trust_scores(agent=name),
         chart=_trust_chart(ledger, name, now),
     )
