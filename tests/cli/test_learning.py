@@ -151,6 +151,7 @@ def test_a_constraint_of_tags_stops_a_plan_of_that_kind(cli: Cli) -> None:
     assert other.code == 0, other.err
     assert other.json()["checked"] == 0
     assert [c["tags"] for c in ok(cli("checks", "--json"))] == [["terraform"], ["deploy"]]
+    assert "#terraform" in done(cli("checks"))
     listed = done(cli("constraint", "list", "--tag", "rollout"))
     assert "#deploy, #rollout" in listed
     assert cid[:8] in listed

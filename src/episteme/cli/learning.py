@@ -124,13 +124,18 @@ def _constraints(rows: list[ConstraintState]) -> Table:
         style = "green" if s.state == "active" else "dim"
         table.add_row(
             short(c.id),
-            escape(", ".join([*([c.scope] if c.scope else []), *(f"#{t}" for t in c.tags)])),
+            escape(_covered([c.scope] if c.scope else [], c.tags)),
             escape(", ".join(forbids)),
             escape(c.prefer or "-"),
             f"{s.strength:.2f}",
             f"[{style}]{s.state}[/]",
         )
     return table
+
+
+def _covered(subjects: list[str], tags: list[str]) -> str:
+    """Subjects and tags as the tables show them: ``auth.jwt, #deploy``."""
+    return ", ".join([*subjects, *(f"#{t}" for t in tags)])
 
 
 @app.command()
@@ -196,11 +201,12 @@ def checks(
             before=before,
         )
     if not emit(ctx, as_json, rows):
-        table = Table("check", "at", "agent", "plan", "hits")
+        table = Table("check", "at", "agent", "plan", "on", "hits")
         for r in rows:
             hits = ", ".join(f"{v['matched']} ({v['severity']})" for v in r.violations) or "-"
             plan = r.plan or "items: " + ", ".join(r.items)  # identifiers alone, no words
-            table.add_row(r.id, show(r.at), r.agent, escape(plan[:60]), escape(hits))
+            on = _covered(r.scope, r.tags) or "all"
+            table.add_row(r.id, show(r.at), r.agent, escape(plan[:60]), escape(on), escape(hits))
         state(ctx).console.print(table if rows else "no check recorded")
         next_page(ctx, rows, limit, "--before")
 
