@@ -490,7 +490,8 @@ def build_server(
             list[Subject] | None,
             Field(
                 description="the full subjects the plan changes (auth.jwt.algorithm): "
-                "constraints on them or on a subject above them apply; none checks them all",
+                "constraints on them or on a subject above them apply; none checks every "
+                "constraint on a subject",
                 max_length=MAX_SCOPE,
             ),
         ] = None,
@@ -506,8 +507,8 @@ def build_server(
             list[Tag] | None,
             Field(
                 description="the kinds of action the plan is (deploy, npm, db-migration, "
-                "terraform): constraints on those kinds apply too; with neither subjects nor "
-                "tags every constraint is checked",
+                "terraform): constraints on those kinds apply; none checks every constraint "
+                "of a kind",
                 max_length=MAX_TAGS,
             ),
         ] = None,

@@ -148,7 +148,8 @@ def test_es256_story_sync(server: Server, clock: ManualClock) -> None:
         forced = alice.add_constraint(tags=["deploy"], patterns=["--force"], reason="no canary")
         assert forced.constraint.scope is None
         deploy = agent.check("kubectl apply --force", tags=["deploy"])
-        assert (deploy.tags, deploy.checked, deploy.ok) == (["deploy"], 1, False)
+        # the deploy constraint, and those on subjects: the check named none
+        assert (deploy.tags, deploy.checked, deploy.ok) == (["deploy"], 3, False)
         assert [c.constraint.id for c in agent.constraints(tags=["deploy"])] == [
             forced.constraint.id
         ]

@@ -864,30 +864,41 @@ def test_a_constraint_of_tags_meets_the_checks_that_name_one(ledger: Ledger) -> 
     both = ledger.add_constraint(
         scope="code.http_client", tags=["npm"], items=["node-fetch"], reason="leaks", by="oncall"
     )
-    plan = "kubectl apply --force and npm install node-fetch"
+    es = ledger.assert_one(subject="auth.jwt.algorithm", value="ES256", agent="research")
+    fix = ledger.correct(es.id, by="oncall", reason="prod verifies RS256", forbid=True)
+    assert fix.constraint is not None
+    plan = "kubectl apply --force: ES256 keys, npm install node-fetch"
+    names = {forced.constraint.id: "forced", both.constraint.id: "both", fix.constraint.id: "es"}
+
+    def met(subjects: list[str], tags: list[str]) -> list[str]:
+        result = ledger.check(plan, subjects, agent="deploy-agent", tags=tags)
+        assert result.checked == len(result.violations)  # the plan breaks every one met
+        return sorted(names[v.constraint.id] for v in result.violations)
+
     named = ledger.check(plan, agent="deploy-agent", tags=["DEPLOY"])
     assert named.tags == ["deploy"]
-    assert [v.constraint.id for v in named.violations] == [forced.constraint.id]
     assert named.violations[0].message == (
         "'--force' is forbidden in deploy or rollout plans: a forced deploy skips the canary;"
         " use 'kubectl rollout with the canary' instead"
     )
-    # a subject meets the constraints on it, and not those of a tag it does not name
-    on_subject = ledger.check(plan, ["code.http_client.retries"], agent="deploy-agent")
-    assert [v.constraint.id for v in on_subject.violations] == [both.constraint.id]
-    assert "forbidden on code.http_client or in npm plans" in on_subject.violations[0].message
-    assert ledger.check(plan, ["billing"], agent="deploy-agent").checked == 0
-    assert ledger.check(plan, agent="deploy-agent", tags=["terraform"]).checked == 0
-    # subjects and tags together: each constraint once, whichever way it was met
-    union = ledger.check(plan, ["code"], agent="deploy-agent", tags=["npm", "rollout"])
-    assert union.checked == 2
-    assert ledger.check(plan, agent="deploy-agent").checked == 2  # naming neither: all
-    # the audit keeps the tags each check named; the list filters by tag
-    assert [c.tags for c in ledger.checks(limit=6)] == [[], ["npm", "rollout"], ["terraform"],
-                                                        [], [], ["deploy"]]  # fmt: skip
+    # A side a check names narrows that side; one it leaves out narrows nothing. A deploy
+    # agent that names the kind of plan and not the subject still meets the constraint
+    # the correction put on auth.jwt.algorithm.
+    assert met([], ["deploy"]) == ["both", "es", "forced"]
+    assert met(["code.http_client.retries"], []) == ["both", "forced"]
+    assert met(["billing"], []) == ["both", "forced"]  # of any kind: both has a tag
+    assert met(["billing"], ["terraform"]) == []
+    assert met(["auth"], ["deploy"]) == ["es", "forced"]
+    assert met(["code"], ["npm", "rollout"]) == ["both", "forced"]  # each once
+    assert met([], []) == ["both", "es", "forced"]
+    assert "forbidden on code.http_client or in npm plans" in " ".join(
+        v.message for v in ledger.check(plan, ["code"], agent="a", tags=["npm"]).violations
+    )
+    # the audit keeps the tags each check named; the list filters strictly
+    assert [c.tags for c in ledger.checks(limit=3)] == [["npm"], [], ["npm", "rollout"]]
     assert [s.constraint.id for s in ledger.constraints(tags=["rollout"])] == [forced.constraint.id]
     assert [s.constraint.id for s in ledger.constraints("billing", ["npm"])] == [both.constraint.id]
-    assert ledger.constraint(forced.constraint.id).constraint.hits == 3
+    assert ledger.constraint(forced.constraint.id).constraint.hits == 7
     assert ledger.rebuild().ok
 
 

@@ -189,7 +189,8 @@ class CheckBody(BaseModel):
     scope: list[Subject] = Field(
         default_factory=list,
         max_length=MAX_SCOPE,
-        description="subjects the plan touches; none checks every constraint",
+        description="subjects the plan touches: the constraints on them, above and below"
+        " them; none checks every constraint on a subject",
     )
     subjects: list[Subject] = Field(
         default_factory=list, max_length=MAX_SCOPE, description="the same as scope (older name)"
@@ -197,8 +198,8 @@ class CheckBody(BaseModel):
     tags: list[Tag] = Field(
         default_factory=list,
         max_length=MAX_TAGS,
-        description="the kinds of plan it is (deploy, npm, db-migration): constraints of "
-        "these tags apply too; with neither scope nor tags every constraint is checked",
+        description="the kinds of plan it is (deploy, npm, db-migration): the constraints "
+        "of these tags; none checks every constraint of a tag",
     )
     items: list[Annotated[str, Field(min_length=1, max_length=MAX_ITEM)]] = Field(
         default_factory=list,

@@ -158,8 +158,9 @@ def check(
     home: Home = None,
     as_json: Json = False,
 ) -> None:
-    """Pre-flight, audited: the constraints a plan would violate (exit 3 if any); with no
-    --scope and no --tag, every constraint is checked."""
+    """Pre-flight, audited: the constraints a plan would violate (exit 3 if any). --scope
+    narrows the constraints on subjects, --tag those of tags; a side left out narrows
+    nothing."""
     with open_ledger(ctx, home) as ledger:
         result = ledger.check(
             plan, scope or [], agent=agent or local_actor(), items=item or [], tags=tag or []

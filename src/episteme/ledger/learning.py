@@ -67,18 +67,28 @@ class ConflictState(BaseModel):
 
 
 def _covering(
-    r: StoreReader, subjects: Sequence[str], tags: Sequence[str]
+    r: StoreReader, subjects: Sequence[str], tags: Sequence[str], *, open_axes: bool = False
 ) -> list[ConstraintRecord]:
     """The constraints on `subjects` (above and below them) and those of `tags`, in the
-    order they were made; every constraint when both are empty."""
+    order they were made; every constraint when both are empty.
+
+    With `open_axes` (a check), a side left empty is not a filter but unknown: naming
+    tags alone still meets every constraint on a subject, and naming subjects alone
+    every constraint of a tag. A check that says what kind of plan it is must not miss
+    the constraint a correction put on the subject it did not name."""
+    every = r.constraints(None) if not subjects or not tags else []
     if not subjects and not tags:
-        return r.constraints(None)
+        return every
     found: dict[str, ConstraintRecord] = {}
     for subject in subjects:
         for c in r.constraints(subject):
             found.setdefault(c.id, c)
     for c in r.constraints_tagged(tags):
         found.setdefault(c.id, c)
+    if open_axes:
+        for c in every:
+            if (not subjects and c.scope is not None) or (not tags and c.tags):
+                found.setdefault(c.id, c)
     return sorted(found.values(), key=lambda c: c.seq)
 
 
@@ -171,9 +181,12 @@ class Learning:
         tags: Sequence[str] = (),
     ) -> CheckResult:
         """Pre-flight, audited: the constraints that `plan` or `items` would break (a plan
-        in words, or the identifiers it uses alone, or both) among those on the subjects
-        of `scope` (above and below them) and those of `tags`; naming neither checks them
-        all.
+        in words, or the identifiers it uses alone, or both).
+
+        `scope` (subjects) and `tags` (kinds of plan) each narrow what is checked on their
+        side: the constraints on those subjects (above and below them), those of those
+        tags. A side left empty narrows nothing: with tags alone, every constraint on a
+        subject is checked too; with neither, every constraint.
 
         Every constraint hit is fresh again from now, dormant ones included.
         """
@@ -208,7 +221,7 @@ class Learning:
         out: list[CheckResult] = []
 
         def build(r: StoreReader, at: int, seq: int) -> list[Draft]:
-            found = _covering(r, subjects, labels)
+            found = _covering(r, subjects, labels, open_axes=True)
             now = from_us(at)
             violations = rules.evaluate(found, plan, list(items), now)
             kid = "k_" + content_id({"agent": agent, "at": at, "seq": seq})[:24]
