@@ -76,20 +76,16 @@ def _covering(
     tags alone still meets every constraint on a subject, and naming subjects alone
     every constraint of a tag. A check that says what kind of plan it is must not miss
     the constraint a correction put on the subject it did not name."""
-    every = r.constraints(None) if not subjects or not tags else []
     if not subjects and not tags:
-        return every
-    found: dict[str, ConstraintRecord] = {}
+        return r.constraints(None)
+    met: list[ConstraintRecord] = []
     for subject in subjects:
-        for c in r.constraints(subject):
-            found.setdefault(c.id, c)
-    for c in r.constraints_tagged(tags):
-        found.setdefault(c.id, c)
-    if open_axes:
-        for c in every:
-            if (not subjects and c.scope is not None) or (not tags and c.tags):
-                found.setdefault(c.id, c)
-    return sorted(found.values(), key=lambda c: c.seq)
+        met += r.constraints(subject)
+    if not subjects and open_axes:
+        met += [c for c in r.constraints(None) if c.scope is not None]
+    if tags or open_axes:
+        met += r.constraints_tagged(tags or None)  # None: of any tag
+    return sorted({c.id: c for c in met}.values(), key=lambda c: c.seq)
 
 
 def _us(instant: Instant | None) -> int | None:

@@ -503,7 +503,9 @@ class Reader(LearningReads, DiagnosisReads):
             [scope, scope, scope + ".", scope + "/"],
         )
 
-    def constraints_tagged(self, tags: Sequence[str]) -> list[ConstraintRecord]:
+    def constraints_tagged(self, tags: Sequence[str] | None) -> list[ConstraintRecord]:
+        if tags is None:  # of any tag
+            return self._constraints("WHERE id IN (SELECT constraint_id FROM constraint_tags)", [])
         if not tags:
             return []
         return self._constraints(
