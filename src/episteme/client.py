@@ -410,8 +410,8 @@ def _op_send_alerts(payload: Mapping[str, Any]) -> _Call[None]:
 def _op_constraints(
     scope: str | None = None, tags: Sequence[str] = ()
 ) -> _Call[list[ConstraintState]]:
-    """Constraints with their strength now: all, or those a check of `scope` (a subject)
-    and `tags` would meet."""
+    """Constraints with their strength now: all, or those on `scope` (a subject, above and
+    below it) and those of `tags`."""
     return _get(
         "/v1/constraints", _CONSTRAINTS.validate_json, scope=scope, tag=_listed(tags, "tags")
     )

@@ -490,7 +490,7 @@ def build_server(
             list[Subject] | None,
             Field(
                 description="the full subjects the plan changes (auth.jwt.algorithm): "
-                "constraints on them or on a subject above them apply; none checks every "
+                "constraints on them, above or below them apply; none checks every "
                 "constraint on a subject",
                 max_length=MAX_SCOPE,
             ),

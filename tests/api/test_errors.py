@@ -581,7 +581,7 @@ def test_a_nul_character_is_a_400_naming_the_field(
             "supervisor",
             {"scope": "code", "reason": "r", "items": [" "]},
             400,
-            ["an empty value in items"],
+            ["an empty value among the identifiers to forbid"],
             "items",
         ),
         ("POST", "/v1/assertions/{id}/approve", "agent", {}, 403, ["the supervisor role"], None),

@@ -164,6 +164,9 @@ def test_a_constraint_of_tags_stops_a_plan_of_that_kind(cli: Cli) -> None:
         "invalid tag 'two words'",
     )
     assert_error(cli("check", "--plan", "p", "--tag", "-x"), 2, "invalid tag '-x'")
+    long = assert_error(cli("check", "--plan", "p", "--tag", "t" * 300), 2, "(300 characters)")
+    assert "t" * 100 not in long  # measured, not repeated
+    assert "(1 constraint in scope)" in done(cli("check", "--plan", "p", "--tag", "deploy"))
     assert_error(cli("constraint", "add", "--forbid", "x", "--reason", "r"), 2, "needs a scope")
 
 
@@ -209,6 +212,14 @@ def test_a_correction_through_the_gardener_lowers_trust(cli: Cli) -> None:
     assert research["moves"][0]["assertion_id"] == es
     assert "corrected by oncall" in research["moves"][0]["reason"]
     assert "research-agent on auth: 0.33" in done(cli("trust", "--topic", "auth"))
+    # one without evidence: said of that agent, not of every agent
+    assert done(cli("trust", "--agent", "nobody")) == (
+        "no trust evidence yet for nobody: it stands at 0.50 on every topic\n"
+    )
+    assert done(cli("trust", "--topic", "billing")) == (
+        "no trust evidence yet on billing: every agent stands at 0.50\n"
+    )
+    assert_error(cli("trust", "--topic", "Bad Topic"), 2, "invalid topic 'Bad Topic'")
 
     notes = ok(cli("notifications", "--json"))
     [note] = [n for n in notes if n["type"] == "correction"]
@@ -277,6 +288,8 @@ def test_two_approved_values_at_once_are_listed_as_a_conflict(cli: Cli) -> None:
     assert conflict["open"] is True
     assert set(conflict["values"]) == {"RS256", "ES256"}
     assert f"open {SUBJECT}" in done(cli("conflicts"))
+    both = done(cli("query", SUBJECT, "--at", "in 2d", "--lens", "all", "--agent", "oncall"))
+    assert f"conflict on {SUBJECT}: 2 approved values" in both  # as the JSON says
     [note] = ok(cli("notifications", "--type", "conflict", "--json"))
     assert note["key"] == conflict["key"]
 

@@ -57,8 +57,7 @@ def add_constraint(
     response_model=list[ConstraintState],
     responses=responses(400),
     tags=["constraints"],
-    summary="Constraints with their strength now (those a check of a subject or tags meets,"
-    " or all)",
+    summary="Constraints with their strength now (on a subject, of tags, or all)",
 )
 def list_constraints(
     ledger: LedgerDep,

@@ -91,7 +91,7 @@ def constraint_list(
     as_json: Json = False,
 ) -> None:
     """Constraints with their strength now (dormant ones still answer, as warnings); with
-    --scope or --tag, those a check of them would meet."""
+    --scope, those on that subject (above and below it); with --tag, those of that tag."""
     with open_ledger(ctx, home, reads="knowledge") as ledger:
         rows = ledger.constraints(scope, tag or [])
     if not emit(ctx, as_json, rows):
@@ -175,7 +175,8 @@ def check(
                 f"(strength {v.strength:.2f}, {short(v.constraint.id)}, from {escape(origin)})"
             )
         if not result.violations:
-            console.print(f"no violation ({result.checked} constraints in scope)")
+            many = "constraint" if result.checked == 1 else "constraints"
+            console.print(f"no violation ({result.checked} {many} in scope)")
         console.print(f"check id {result.check_id}", style="dim")
     if not result.ok:
         raise typer.Exit(VIOLATION)
@@ -230,7 +231,13 @@ def trust(
         return
     console = state(ctx).console
     if not rows:
-        console.print("no trust evidence yet: every agent stands at 0.50")
+        who = f" for {escape(agent)}" if agent else ""
+        where = f" on {topic}" if topic else ""
+        stands = "it stands" if agent else "every agent stands"
+        console.print(
+            f"no trust evidence yet{who}{where}: {stands} at 0.50"
+            + ("" if topic else " on every topic" if agent else "")
+        )
         return
     for s in rows:
         console.print(

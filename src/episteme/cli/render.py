@@ -92,6 +92,8 @@ def answer(console: Console, ans: Answer) -> None:
     hidden = ans.hidden.summary()
     style = "yellow" if ans.hidden.count else "dim"
     console.print(f"[{style}]{hidden}[/]   query_id [bold]{ans.query_id or '-'}[/]")
+    for c in ans.conflicts:  # two approved values at once: say so, as the JSON does
+        console.print(f"[red]{esc(c.summary())}[/]")
 
 
 def queries(console: Console, title: str, rows: Sequence[QueryRecord]) -> None:

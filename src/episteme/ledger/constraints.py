@@ -31,6 +31,7 @@ from episteme.errors import InvalidInput
 from episteme.ledger.canonical import check_texts
 from episteme.ledger.model import check_subject
 from episteme.ledger.records import ConstraintRecord
+from episteme.text import quoted, shorten
 from episteme.timeutil import to_us
 
 DORMANT_BELOW = 0.25
@@ -105,8 +106,9 @@ def check_tags(tags: Sequence[str], *, field: str = "tags") -> list[str]:
     out: list[str] = []
     for tag in tags:
         if not isinstance(tag, str) or not _TAG_RE.fullmatch(tag):
+            shown = quoted(tag) if isinstance(tag, str) else repr(tag)
             raise InvalidInput(
-                f"invalid tag {tag!r}: use a word of letters, digits, '.', '_', ':', '/' or "
+                f"invalid tag {shown}: use a word of letters, digits, '.', '_', ':', '/' or "
                 "'-', starting with a letter or digit (e.g. deploy, npm, db-migration), at "
                 "most 64 characters",
                 field=field,
@@ -156,7 +158,9 @@ def new_constraint(
             field="forbid",
         )
     if not 0 < half_life_days <= 3650:
-        raise InvalidInput("the half-life must be between 0 and 3650 days", field="half_life_days")
+        raise InvalidInput(
+            "the half-life must be more than 0 and at most 3650 days", field="half_life_days"
+        )
     return {
         "scope": scope,
         **({"tags": labels} if labels else {}),  # recorded where given, as a check's are
@@ -169,12 +173,17 @@ def new_constraint(
     }
 
 
+_FORBIDDEN = {"forbid": "terms", "items": "identifiers"}
+"""What each list of forbidden words is, in the words of a refusal."""
+
+
 def _words(values: Sequence[str], field: str) -> list[str]:
     out = [v.strip() for v in values]
+    what = _FORBIDDEN[field]
     if any(not v for v in out):
-        raise InvalidInput(f"an empty value in {field}: give a word to forbid", field=field)
+        raise InvalidInput(f"an empty value among the {what} to forbid: give a word", field=field)
     if len(out) > MAX_TERMS:
-        raise InvalidInput(f"at most {MAX_TERMS} values in {field}", field=field)
+        raise InvalidInput(f"at most {MAX_TERMS} {what} to forbid", field=field)
     return out
 
 
@@ -200,7 +209,7 @@ def _compile(pattern: str) -> _Matcher:
         why = exc.args[0] if exc.args else "invalid"
         why = why.decode(errors="replace") if isinstance(why, bytes) else str(why)
         raise InvalidInput(
-            f"invalid regular expression {pattern!r}: {why} (patterns are RE2 syntax, "
+            f"invalid regular expression '{shorten(pattern, 80)}': {why} (patterns are RE2 syntax, "
             "without backreferences or lookaround)",
             field="patterns",
         ) from None

@@ -156,8 +156,8 @@ class Learning:
     def constraints(
         self, scope: str | None = None, tags: Sequence[str] = ()
     ) -> list[ConstraintState]:
-        """Every constraint, or those a check of `scope` (a subject) and `tags` would meet,
-        with its strength now."""
+        """Every constraint, or those on `scope` (a subject, above and below it) and those
+        of `tags`, with its strength now."""
         if scope is not None:
             check_subject(scope, field="scope")
         labels = rules.check_tags(tags)
@@ -284,10 +284,13 @@ class Learning:
     def conflicts(self, *, include_resolved: bool = False) -> list[ConflictState]:
         """Conflicts the gardener raised, newest first; open ones only unless asked."""
         out = []
+        at = self.clock.now()
         for n in self._every_notification("conflict"):
             ids = list(n.data["assertion_ids"])
             now = self.store.assertions(ids)
-            still = {c.key for c in conflicts(now)}
+            # a side past its valid time is no longer current: what overlapped is history
+            current = [a for a in now if a.valid_to is None or a.valid_to > at]
+            still = {c.key for c in conflicts(current)}
             state = ConflictState(
                 key=n.key,
                 subject=n.data["subject"],

@@ -101,8 +101,9 @@ _ALLOWED = {
 def check_subject(subject: str, *, field: str = "subject") -> str:
     """Return `subject` if it is a dotted key such as ``auth.jwt.algorithm``."""
     if len(subject) > MAX_SUBJECT or not SUBJECT_RE.fullmatch(subject):
+        noun = "topic" if field == "topic" else "subject"
         raise InvalidInput(
-            f"invalid subject {subject!r}: use dotted segments of letters, digits, '_' or '-', "
+            f"invalid {noun} {subject!r}: use dotted segments of letters, digits, '_' or '-', "
             f"not starting with '-' (e.g. auth.jwt.algorithm), at most {MAX_SUBJECT} characters",
             field=field,
         )
