@@ -214,6 +214,40 @@ def test_the_agent_page_shows_what_its_pre_flight_checks_found(console: Console)
     assert "No pre-flight check in this window." in text(console.get("/agents/research-agent"))
 
 
+def test_the_constraints_page_lists_them_on_a_subject_or_of_a_tag(console: Console) -> None:
+    # Constraints could be seen with the CLI and the API only.
+    console.sign_in("oncall")
+    led = console.story.ledger
+    assert "No constraint recorded" in text(console.get("/constraints"))
+    fix = led.correct(console.story.es256, by="oncall", reason="RS256", value="RS256", forbid=True)
+    forced = led.add_constraint(
+        tags=["deploy"], patterns=["--force"], reason="no canary", prefer="a canary", by="oncall"
+    )
+    assert fix.constraint is not None
+    led.check("roll out ES256", ["auth"], agent="deploy-bot")
+    page = console.get("/constraints")
+    assert 'href="/constraints" aria-current="page"' in page.text
+    words = text(page)
+    assert "2 constraints." in words
+    newest = words.index(forced.constraint.id[:14])
+    assert newest < words.index(fix.constraint.id[:14])
+    assert "#deploy /--force/ a canary no canary 1.00 active 0" in words
+    assert "auth.jwt.algorithm ES256 RS256 RS256 1.00 active 1" in words
+    assert f'id="{forced.constraint.id}"' in page.text
+    tagged = text(console.get("/constraints?tag=Deploy"))
+    assert "1 constraint of #deploy ." in tagged
+    assert fix.constraint.id[:14] not in tagged
+    on_auth = text(console.get("/constraints?scope=auth"))
+    assert "1 constraint on auth (above and below it)." in on_auth
+    assert forced.constraint.id[:14] not in on_auth
+    assert "on that subject or of that tag" in text(console.get("/constraints?tag=npm"))
+    bad = console.get("/constraints?scope=a..b")
+    assert bad.status_code == 400
+    assert "invalid subject" in bad.text
+    agent = console.get("/agents/deploy-bot")
+    assert f'href="/constraints#{fix.constraint.id}"' in agent.text
+
+
 def test_the_agent_page_links_to_older_checks_when_it_lists_a_full_page(
     console: Console,
 ) -> None:

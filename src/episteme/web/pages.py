@@ -1,4 +1,5 @@
-"""Console pages over the ledger: the overview, a subject in time, diff, blame and agents.
+"""Console pages over the ledger: the overview, a subject in time, diff, blame, agents and
+negative constraints.
 
 Each page is a thin skin like an API route: it parses what the person typed (times in
 any form `episteme.timeutil.parse_time` reads), calls `Ledger` methods, and renders the
@@ -155,6 +156,18 @@ def diff_page(
         diff=result,
         changes=list(reversed(result.changes)),
         form={"prefix": prefix, "since": since, "until": until},
+    )
+
+
+@router.get("/constraints")
+def constraints_page(who: Reader, scope: str = "", tag: str = "") -> Response:
+    """Negative constraints, newest first: all, or those on a subject or of a tag."""
+    found = who.ledger.constraints(scope.strip() or None, [tag.strip()] if tag.strip() else [])
+    return page(
+        who.request,
+        "constraints.html",
+        constraints=list(reversed(found)),
+        form={"scope": scope, "tag": tag},
     )
 
 
