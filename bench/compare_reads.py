@@ -15,7 +15,11 @@ diffs of the ledger's last 24 hours after one warm-up diff, instead of reads; wi
 `--investigate`, the on-call reads instead: `audit` of the agent with the most queries
 in the ledger's last 6 hours and `impact` of the most served assertion (`runs` / 5 times
 each), `audit` of a random agent's last 6 hours, `served` on a random subject, `trace`
-of a random decision and `blame` of a random assertion). Prints the median over rounds
+of a random decision and `blame` of a random assertion; with `--checks`, pre-flight
+checks of a plan on one random subject (every other one breaking a constraint on it),
+each a durable write like an audited query,
+against `--constraints` constraints on the ledger's subjects, which the first round on
+a copy records when it holds none). Prints the median over rounds
 of each round's p50 and p99, and new/old. A and B may be PostgreSQL URLs
 (`postgresql://…`) as well.
 """
@@ -139,6 +143,31 @@ print(json.dumps(out))
 """
 
 
+_CHECKS = """
+import json, random, sys, time
+from episteme.ledger import Ledger
+home, runs, constraints = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+ledger = Ledger.open(home)
+subjects = [r[0] for r in ledger.store.conn.execute(
+    "SELECT DISTINCT subject FROM assertions ORDER BY subject LIMIT 2000")]
+rng = random.Random(1)
+if not ledger.constraints():  # the same constraints on each copy, made by either version
+    for n in range(constraints):
+        ledger.add_constraint(scope=subjects[n % len(subjects)], forbid=[f"bad-{n}"],
+                              reason="bench", by="bench.compare")
+times = []
+for i in range(runs + 50):
+    k = rng.randrange(len(subjects))
+    term = f"bad-{k}" if i % 2 else "something allowed"  # every other plan breaks one
+    start = time.perf_counter_ns()
+    ledger.check(f"use {term} on {subjects[k]}", [subjects[k]], agent="bench.compare")
+    if i >= 50:
+        times.append((time.perf_counter_ns() - start) / 1e6)
+times.sort()
+print(json.dumps({"p50": times[len(times) // 2], "p99": times[int(len(times) * 0.99)]}))
+"""
+
+
 def run_round(code: str, args: list[str], src: str | None) -> dict[str, Any]:
     """Run `code` with `args` in a fresh interpreter (importing Episteme from `src`, else
     the installed one); the JSON object it prints."""
@@ -175,6 +204,12 @@ def main() -> None:
         "--investigate", action="store_true", help="time impact, audit, served, trace and blame"
     )
     parser.add_argument(
+        "--checks", action="store_true", help="time audited pre-flight checks (durable writes)"
+    )
+    parser.add_argument(
+        "--constraints", type=int, default=1000, help="with --checks: constraints to record"
+    )
+    parser.add_argument(
         "--held",
         action="store_true",
         help="with --audited: also time each write transaction's work (BEGIN to COMMIT)",
@@ -187,8 +222,17 @@ def main() -> None:
         parser.error("--held times audited queries' writes: add --audited")
     if args.investigate and (args.audited or args.diff or args.lens or args.back):
         parser.error("--investigate times its own reads: drop --audited, --diff, --lens, --back")
+    if args.checks and (args.audited or args.diff or args.lens or args.back or args.investigate):
+        parser.error("--checks times checks alone: drop the options of reads")
     if args.investigate:
         _investigate(args)
+        return
+    if args.checks:
+        old, new = [], []
+        for _ in range(args.rounds):
+            for home, src, out in ((args.old_home, args.old_src, old), (args.new_home, None, new)):
+                out.append(run_round(_CHECKS, [home, str(args.runs), str(args.constraints)], src))
+        print(json.dumps(_row({"figure": "check"}, old, new)))
         return
     for lens in ["diff"] if args.diff else args.lens or ["approved", "latest", "consensus"]:
         old, new = [], []

@@ -317,8 +317,9 @@ def _op_check(
     context: Mapping[str, JsonValue] | None = None,
     tags: Sequence[str] = (),
 ) -> _Call[CheckResult]:
-    """Pre-flight, audited: the negative constraints a plan would violate (before doing it),
-    among those on the subjects of `scope` and those of `tags` (all, naming neither)."""
+    """Pre-flight, audited: the negative constraints a plan would violate (before doing it).
+    `scope` (subjects) and `tags` each narrow their own side; a side left out narrows
+    nothing."""
     body: dict[str, Any] = {"plan": plan, "scope": _listed(scope, "scope")}
     body |= {"items": _listed(items, "items")} | _present(context=context)
     if tags:

@@ -76,6 +76,18 @@ def _compare_reads(location: str | Path, *args: str) -> dict[str, float]:
     return row
 
 
+def test_compare_reads_times_pre_flight_checks_of_two_versions(location: str | Path) -> None:
+    args = ("--rounds", "2", "--runs", "20", "--checks", "--constraints", "7")
+    row = _compare_reads(location, *args)
+    assert row["figure"] == "check"
+    assert 0 < row["new_p50_ms"] <= row["new_p99_ms"]
+    with Ledger.open(location) as ledger:
+        assert len(ledger.constraints()) == 7  # recorded once, by the first round
+        checks = ledger.checks(agent="bench.compare", limit=1000)
+        assert len(checks) == 2 * 2 * (20 + 50)  # both versions, 2 rounds, with warm-ups
+        assert any(c.violations for c in checks)  # plans that break a constraint, too
+
+
 def test_compare_reads_times_audited_queries_of_two_versions(location: str | Path) -> None:
     row = _compare_reads(
         location, "--rounds", "2", "--runs", "20", "--lens", "approved", "--audited", "--held"

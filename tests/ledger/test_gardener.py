@@ -356,6 +356,13 @@ def test_a_conflict_whose_overlap_has_passed_is_resolved_by_time(
     assert ledger.conflicts() == []
     [resolved] = ledger.conflicts(include_resolved=True)
     assert (resolved.key, resolved.open) == (conflict.key, False)
+    # one raised about a window already past when it was raised stays for a person
+    now = clock.now()
+    ledger.assert_one(subject="svc.host", value="a", agent="a", lifecycle="approved")
+    past = {"valid_from": now.subtract(hours=48), "valid_to": now.subtract(hours=24)}
+    ledger.assert_one(subject="svc.host", value="b", agent="b", lifecycle="approved", **past)
+    Gardener(ledger).run_until_caught_up()
+    assert [c.subject for c in ledger.conflicts()] == ["svc.host"]
 
 
 def test_an_expired_assertion_stops_being_current(ledger: Ledger, clock: ManualClock) -> None:

@@ -205,8 +205,8 @@ def test_the_agent_page_shows_what_its_pre_flight_checks_found(console: Console)
     assert "Pre-flight checks 2 " in words
     assert (
         (  # newest first
-            f"passed items helm on #deploy · 2 checked {fine.check_id} "
-            f"2026-11-22 03:00:00Z violated “roll out ES256 keys” on auth.jwt.algorithm · 2 checked"
+            f"passed items helm on #deploy and any subject · 2 checked {fine.check_id} "
+            f"2026-11-22 03:00:00Z violated “roll out ES256 keys” on auth.jwt.algorithm and any tag · 2 checked"
             f" ES256 (violation, constraint {fix.constraint.id[:14]} ) {stopped.check_id}"
         )
         in words

@@ -85,8 +85,12 @@ def constraint_add(
 @constraint_app.command("list")
 def constraint_list(
     ctx: typer.Context,
-    scope: Annotated[str | None, typer.Option(help="Only those in scope of this subject.")] = None,
-    tag: Annotated[Many, typer.Option(help="Only those of this tag (repeatable).")] = None,
+    scope: Annotated[
+        str | None, typer.Option(help="Those on this subject (above and below it).")
+    ] = None,
+    tag: Annotated[
+        Many, typer.Option(help="Those of this tag (repeatable; with --scope, either).")
+    ] = None,
     home: Home = None,
     as_json: Json = False,
 ) -> None:

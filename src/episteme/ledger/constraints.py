@@ -31,7 +31,7 @@ from episteme.errors import InvalidInput
 from episteme.ledger.canonical import check_texts
 from episteme.ledger.model import check_subject
 from episteme.ledger.records import ConstraintRecord
-from episteme.text import quoted, shorten
+from episteme.text import quoted
 from episteme.timeutil import to_us
 
 DORMANT_BELOW = 0.25
@@ -197,6 +197,13 @@ _RE2.case_sensitive = False
 _RE2.log_errors = False  # RE2 would write each refused pattern to stderr
 
 
+def _cut(pattern: str, limit: int = 80) -> str:
+    """A pattern as typed (no escapes doubled, spaces kept), cut when long."""
+    return (
+        pattern if len(pattern) <= limit else f"{pattern[: limit - 1]}… ({len(pattern)} characters)"
+    )
+
+
 def _compile(pattern: str) -> _Matcher:
     """A pattern as RE2 compiles it. RE2 matches in time linear in the text, so no
     pattern can stall a check: Python's backtracking engine takes days to search
@@ -209,7 +216,7 @@ def _compile(pattern: str) -> _Matcher:
         why = exc.args[0] if exc.args else "invalid"
         why = why.decode(errors="replace") if isinstance(why, bytes) else str(why)
         raise InvalidInput(
-            f"invalid regular expression '{shorten(pattern, 80)}': {why} (patterns are RE2 syntax, "
+            f"invalid regular expression '{_cut(pattern)}': {why} (patterns are RE2 syntax, "
             "without backreferences or lookaround)",
             field="patterns",
         ) from None

@@ -204,7 +204,7 @@ class Learning:
         if len(scope) > MAX_SCOPE:
             raise InvalidInput(
                 f"{len(scope):,} subjects in scope: give at most {MAX_SCOPE}, or none to check "
-                "every constraint",
+                "every constraint on a subject",
                 field="scope",
             )
         subjects = [check_subject(s, field="scope") for s in scope]
@@ -288,9 +288,13 @@ class Learning:
         for n in self._every_notification("conflict"):
             ids = list(n.data["assertion_ids"])
             now = self.store.assertions(ids)
-            # a side past its valid time is no longer current: what overlapped is history
+            still = {c.key for c in conflicts(now)}
             current = [a for a in now if a.valid_to is None or a.valid_to > at]
-            still = {c.key for c in conflicts(current)}
+            ended = [a.valid_to for a in now if a.valid_to is not None and a.valid_to <= at]
+            if still and not conflicts(current) and max(ended) > n.at:
+                # the overlap was current when raised, and is history now: resolved by
+                # time (one raised about a window already past stays for a person)
+                still = set()
             state = ConflictState(
                 key=n.key,
                 subject=n.data["subject"],
