@@ -175,15 +175,16 @@ def known_query(request: Request) -> None:
     dependant = getattr(route, "dependant", None)
     if dependant is None:
         return
-    allowed = {p.alias for p in dependant.query_params}
-    many = {p.alias for p in dependant.query_params if _listed(p.field_info.annotation)}
+    allowed = {p.alias: p for p in dependant.query_params}
     for name in request.query_params:
         if name not in allowed:
             known = ", ".join(sorted(allowed)) or "none"
             raise InvalidInput(
                 f"unknown query parameter {name!r}: this route takes {known}", field=name
             )
-        if name not in many and len(request.query_params.getlist(name)) > 1:
+        if len(request.query_params.getlist(name)) > 1 and not _listed(
+            allowed[name].field_info.annotation
+        ):
             raise InvalidInput(f"give the query parameter {name!r} once", field=name)
 
 
