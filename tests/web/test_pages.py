@@ -206,8 +206,9 @@ def test_the_agent_page_shows_what_its_pre_flight_checks_found(console: Console)
     assert (
         (  # newest first
             f"passed items helm on #deploy and any subject · 2 checked {fine.check_id} "
-            f"2026-11-22 03:00:00Z violated “roll out ES256 keys” on auth.jwt.algorithm and any tag · 2 checked"
-            f" ES256 (violation, constraint {fix.constraint.id[:14]} ) {stopped.check_id}"
+            "2026-11-22 03:00:00Z violated “roll out ES256 keys” on auth.jwt.algorithm and any tag"
+            f" · 2 checked ES256 (violation, constraint {fix.constraint.id[:14]} )"
+            f" {stopped.check_id}"
         )
         in words
     )
@@ -246,6 +247,52 @@ def test_the_constraints_page_lists_them_on_a_subject_or_of_a_tag(console: Conso
     assert "invalid subject" in bad.text
     agent = console.get("/agents/deploy-bot")
     assert f'href="/constraints#{fix.constraint.id}"' in agent.text
+
+
+def test_a_supervisor_records_a_constraint_from_the_console(console: Console) -> None:
+    console.sign_in("oncall")
+    assert 'href="/constraints/new"' in console.get("/constraints").text
+    form = console.get("/constraints/new")
+    assert form.status_code == 200
+    head = console.story.ledger.store.head()
+    fields = {"csrf": console.csrf("/constraints/new"), "scope": "", "tags": "Deploy, rollout",
+              "forbid": "", "patterns": "--force\\b\n\n", "items": "", "prefer": "a canary",
+              "reason": "a forced deploy skips the canary", "half_life": "14"}  # fmt: skip
+    for bad, why in (
+        ({"tags": ""}, "needs a scope: the subject it covers, or tags"),
+        ({"tags": "two words!"}, "invalid tag"),
+        ({"patterns": "("}, "invalid regular expression"),
+        ({"half_life": "soon"}, "the half-life is a number of days, not &#39;soon&#39;"),
+        ({"half_life": "0"}, "more than 0"),
+    ):
+        refused = console.post("/constraints/new", fields | bad)
+        assert refused.status_code == 400, bad
+        assert why in refused.text, bad
+        assert "a forced deploy skips the canary" in refused.text  # what was typed is kept
+    assert console.story.ledger.store.head() == head  # nothing written
+    made = console.post("/constraints/new", fields)
+    assert made.status_code == 303
+    [state] = console.story.ledger.constraints(tags=["deploy"])
+    c = state.constraint
+    assert made.headers["location"] == f"/constraints#{c.id}"
+    assert (c.scope, c.tags, c.patterns, c.prefer) == (None, ["deploy", "rollout"],
+                                                       ["--force\\b"], "a canary")  # fmt: skip
+    assert (c.created_by, c.origin, c.half_life_days) == ("oncall", "direct:oncall", 14.0)
+    # no CSRF token: refused, nothing written
+    head = console.story.ledger.store.head()
+    assert console.post("/constraints/new", fields | {"csrf": ""}).status_code in (400, 403)
+    assert console.story.ledger.store.head() == head
+
+
+def test_an_agent_may_not_record_a_constraint_from_the_console(console: Console) -> None:
+    console.sign_in("agent-1")
+    assert 'href="/constraints/new"' not in console.get("/constraints").text
+    assert console.get("/constraints/new").status_code == 403
+    r = console.post("/constraints/new", {"csrf": console.csrf(), "reason": "r", "tags": "x",
+                                          "forbid": "y"})  # fmt: skip
+    assert r.status_code == 403
+    assert console.story.ledger.constraints() == []
+    assert console.story.ledger.denials(principal="agent-1")[0].operation == "constrain"
 
 
 def test_the_agent_page_links_to_older_checks_when_it_lists_a_full_page(

@@ -20,6 +20,7 @@ from starlette.responses import Response
 from whenever import Instant
 
 from episteme.errors import InvalidInput, NotFound
+from episteme.ledger.access import Op
 from episteme.ledger.core import Ledger
 from episteme.ledger.model import Assertion
 from episteme.ledger.records import Version
@@ -27,7 +28,7 @@ from episteme.timeutil import parse_time
 
 from .graph import Chart, line_chart
 from .render import PageRoute, page, redirect
-from .session import Reader
+from .session import Allowed, Console, Reader
 
 LENSES = ("approved", "latest", "consensus", "all")
 RECENT = 50
@@ -169,6 +170,54 @@ def constraints_page(who: Reader, scope: str = "", tag: str = "") -> Response:
         constraints=list(reversed(found)),
         form={"scope": scope, "tag": tag},
     )
+
+
+_CONSTRAINT_FIELDS = (
+    "scope",
+    "tags",
+    "forbid",
+    "patterns",
+    "items",
+    "prefer",
+    "reason",
+    "half_life",
+)
+
+
+def _lines(text: str) -> list[str]:
+    """A text area's values, one a line (a pattern may hold commas and spaces)."""
+    return [line.strip() for line in text.splitlines() if line.strip()]
+
+
+@router.get("/constraints/new")
+def constraint_form(who: Console = Allowed(Op.CONSTRAIN)) -> Response:
+    return page(who.request, "constraint_new.html", form={"half_life": "30"}, error=None)
+
+
+@router.post("/constraints/new")
+def constraint_add(who: Console = Allowed(Op.CONSTRAIN, form=True)) -> Response:
+    form = {k: who.field(k) for k in _CONSTRAINT_FIELDS}
+    try:
+        try:
+            half_life = float(form["half_life"] or "30")
+        except ValueError:
+            raise InvalidInput(
+                f"the half-life is a number of days, not {form['half_life']!r}", field="half_life"
+            ) from None
+        made = who.ledger.add_constraint(
+            scope=form["scope"].strip() or None,
+            tags=re.split(r"[\s,]+", form["tags"].strip()) if form["tags"].strip() else [],
+            forbid=_lines(form["forbid"]),
+            patterns=_lines(form["patterns"]),
+            items=_lines(form["items"]),
+            prefer=form["prefer"].strip() or None,
+            reason=form["reason"],
+            half_life_days=half_life,
+            by=who.principal.name,
+        )
+    except InvalidInput as exc:
+        return page(who.request, "constraint_new.html", 400, form=form, error=exc.message)
+    return redirect(f"/constraints#{made.constraint.id}")
 
 
 @router.get("/blame/{ref}")

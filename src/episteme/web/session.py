@@ -183,7 +183,11 @@ class Console:
     def can(self) -> dict[str, bool]:
         """What the pages may offer: buttons appear only for what the roles allow."""
         allows = self.principal.allows
-        return {"correct": allows(Op.CORRECT), "approve": allows(Op.APPROVE_CREDENTIALS)}
+        return {
+            "correct": allows(Op.CORRECT),
+            "approve": allows(Op.APPROVE_CREDENTIALS),
+            "constrain": allows(Op.CONSTRAIN),
+        }
 
     def field(self, name: str) -> str:
         """The first value of a form field ('' when absent)."""
