@@ -927,6 +927,18 @@ def test_tags_are_words_and_a_constraint_needs_a_scope_or_one(ledger: Ledger) ->
         assert bad.value.field == field
     with pytest.raises(InvalidInput, match="tags is a list"):
         ledger.check("p", agent="a", tags="deploy")
+    limits = {
+        "reason": ({"reason": "r" * 4097}, "the reason has 4,097 characters: give at most 4,096"),
+        "prefer": ({"prefer": "p" * 513}, "what to prefer has 513 characters: give at most 512"),
+        "forbid": ({"forbid": ["f" * 513]}, "the terms to forbid have at most 512 characters"),
+        "items": ({"items": ["i" * 513]}, "the identifiers to forbid have at most 512 characters"),
+    }
+    for field, (given, why) in limits.items():
+        with pytest.raises(InvalidInput, match=why) as long:
+            ledger.add_constraint(
+                **({"scope": "a", "forbid": ["x"], "reason": "r"} | given), by="o"
+            )
+        assert long.value.field == field
     for scope in (None, "", "  "):
         with pytest.raises(InvalidInput, match="needs a scope: the subject it covers, or tags"):
             ledger.add_constraint(scope=scope, forbid=["x"], reason="r", by="oncall")

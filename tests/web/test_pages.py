@@ -255,8 +255,8 @@ def test_a_supervisor_records_a_constraint_from_the_console(console: Console) ->
     form = console.get("/constraints/new")
     assert form.status_code == 200
     head = console.story.ledger.store.head()
-    fields = {"csrf": console.csrf("/constraints/new"), "scope": "", "tags": "Deploy, rollout",
-              "forbid": "", "patterns": "--force\\b\n\n", "items": "", "prefer": "a canary",
+    fields = {"csrf": console.csrf("/constraints/new"), "scope": "", "tags": "Deploy, rollout,",
+              "forbid": "", "patterns": "--force\\b\r\n\r\n", "items": "", "prefer": "a canary",
               "reason": "a forced deploy skips the canary", "half_life": "14"}  # fmt: skip
     for bad, why in (
         ({"tags": ""}, "needs a scope: the subject it covers, or tags"),
@@ -264,11 +264,14 @@ def test_a_supervisor_records_a_constraint_from_the_console(console: Console) ->
         ({"patterns": "("}, "invalid regular expression"),
         ({"half_life": "soon"}, "the half-life is a number of days, not &#39;soon&#39;"),
         ({"half_life": "0"}, "more than 0"),
+        ({"half_life": "nan"}, "more than 0"),
+        ({"half_life": "x" * 300}, "(300 characters)"),
+        ({"reason": "r" * 5000}, "the reason has 5,000 characters: give at most 4,096"),
     ):
         refused = console.post("/constraints/new", fields | bad)
         assert refused.status_code == 400, bad
         assert why in refused.text, bad
-        assert "a forced deploy skips the canary" in refused.text  # what was typed is kept
+        assert "--force\\b" in refused.text  # what was typed is kept
     assert console.story.ledger.store.head() == head  # nothing written
     made = console.post("/constraints/new", fields)
     assert made.status_code == 303
@@ -280,7 +283,7 @@ def test_a_supervisor_records_a_constraint_from_the_console(console: Console) ->
     assert (c.created_by, c.origin, c.half_life_days) == ("oncall", "direct:oncall", 14.0)
     # no CSRF token: refused, nothing written
     head = console.story.ledger.store.head()
-    assert console.post("/constraints/new", fields | {"csrf": ""}).status_code in (400, 403)
+    assert console.post("/constraints/new", fields | {"csrf": ""}).status_code == 403
     assert console.story.ledger.store.head() == head
 
 
@@ -292,7 +295,11 @@ def test_an_agent_may_not_record_a_constraint_from_the_console(console: Console)
                                           "forbid": "y"})  # fmt: skip
     assert r.status_code == 403
     assert console.story.ledger.constraints() == []
-    assert console.story.ledger.denials(principal="agent-1")[0].operation == "constrain"
+    denied = console.story.ledger.denials(principal="agent-1")
+    assert [(d.operation, d.target) for d in denied[:2]] == [
+        ("constrain", "POST /constraints/new"),
+        ("constrain", "GET /constraints/new"),
+    ]
 
 
 def test_the_agent_page_links_to_older_checks_when_it_lists_a_full_page(

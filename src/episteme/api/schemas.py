@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, JsonValue, WithJsonSchema
 from whenever import Instant
 
 from episteme.ledger.access import Role, TokenRecord
-from episteme.ledger.constraints import MAX_TAGS, TAG
+from episteme.ledger.constraints import MAX_PATTERN, MAX_REASON, MAX_TAGS, MAX_WORD, TAG
 from episteme.ledger.learning import MAX_ITEM, MAX_ITEMS, MAX_PLAN, MAX_SCOPE
 from episteme.ledger.model import MAX_SUBJECT, NAME_RE, SUBJECT_RE, Kind, Lifecycle
 from episteme.ledger.webhooks import NOTIFICATION_TYPES, NotificationType
@@ -232,19 +232,19 @@ class ConstraintBody(BaseModel):
         max_length=MAX_TAGS,
         description="the kinds of plan it covers (deploy, npm): a check naming one meets it",
     )
-    reason: str = Field(min_length=1, max_length=4096, description="why it is forbidden")
-    forbid: list[Annotated[str, Field(min_length=1, max_length=512)]] = Field(
+    reason: str = Field(min_length=1, max_length=MAX_REASON, description="why it is forbidden")
+    forbid: list[Annotated[str, Field(min_length=1, max_length=MAX_WORD)]] = Field(
         default_factory=list, max_length=100, description="terms, matched as whole words"
     )
-    patterns: list[Annotated[str, Field(min_length=1, max_length=500)]] = Field(
+    patterns: list[Annotated[str, Field(min_length=1, max_length=MAX_PATTERN)]] = Field(
         default_factory=list,
         max_length=100,
         description="regular expressions (RE2 syntax, any case)",
     )
-    items: list[Annotated[str, Field(min_length=1, max_length=512)]] = Field(
+    items: list[Annotated[str, Field(min_length=1, max_length=MAX_WORD)]] = Field(
         default_factory=list, max_length=100, description="identifiers, matched exactly"
     )
-    prefer: str | None = Field(None, max_length=512, description="the preferred alternative")
+    prefer: str | None = Field(None, max_length=MAX_WORD, description="the preferred alternative")
     half_life_days: float = Field(30.0, gt=0, le=3650, description="freshness half-life")
 
 

@@ -39,6 +39,10 @@ DORMANT_BELOW = 0.25
 DEFAULT_HALF_LIFE_DAYS = 30.0
 MAX_PATTERN = 500
 MAX_TERMS = 100
+MAX_WORD = 512
+"""The longest term, identifier or preferred alternative."""
+MAX_REASON = 4096
+"""The longest reason: agents are shown it at every hit."""
 MAX_TAGS = 20
 TAG = r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,63}$"
 """A tag: a word such as ``deploy``, ``npm`` or ``db-migration`` (any case; kept in
@@ -147,6 +151,16 @@ def new_constraint(
         check_subject(scope, field="scope")
     if not reason.strip():
         raise InvalidInput("a constraint needs a reason: why it is forbidden", field="reason")
+    if len(reason) > MAX_REASON:
+        raise InvalidInput(
+            f"the reason has {len(reason):,} characters: give at most {MAX_REASON:,}",
+            field="reason",
+        )
+    if prefer is not None and len(prefer) > MAX_WORD:
+        raise InvalidInput(
+            f"what to prefer has {len(prefer):,} characters: give at most {MAX_WORD}",
+            field="prefer",
+        )
     terms = _words(forbid, "forbid")
     idents = _words(items, "items")
     for p in patterns:
@@ -184,6 +198,10 @@ def _words(values: Sequence[str], field: str) -> list[str]:
         raise InvalidInput(f"an empty value among the {what} to forbid: give a word", field=field)
     if len(out) > MAX_TERMS:
         raise InvalidInput(f"at most {MAX_TERMS} {what} to forbid", field=field)
+    if any(len(v) > MAX_WORD for v in out):
+        raise InvalidInput(
+            f"the {what} to forbid have at most {MAX_WORD} characters each", field=field
+        )
     return out
 
 

@@ -24,6 +24,7 @@ from episteme.ledger.access import Op
 from episteme.ledger.core import Ledger
 from episteme.ledger.model import Assertion
 from episteme.ledger.records import Version
+from episteme.text import quoted
 from episteme.timeutil import parse_time
 
 from .graph import Chart, line_chart
@@ -185,8 +186,9 @@ _CONSTRAINT_FIELDS = (
 
 
 def _lines(text: str) -> list[str]:
-    """A text area's values, one a line (a pattern may hold commas and spaces)."""
-    return [line.strip() for line in text.splitlines() if line.strip()]
+    """A text area's values, one a line, as typed (a pattern may hold commas, and spaces
+    at its ends); blank lines left out."""
+    return [line for line in text.splitlines() if line.strip()]
 
 
 @router.get("/constraints/new")
@@ -202,11 +204,12 @@ def constraint_add(who: Console = Allowed(Op.CONSTRAIN, form=True)) -> Response:
             half_life = float(form["half_life"] or "30")
         except ValueError:
             raise InvalidInput(
-                f"the half-life is a number of days, not {form['half_life']!r}", field="half_life"
+                f"the half-life is a number of days, not {quoted(form['half_life'])}",
+                field="half_life",
             ) from None
         made = who.ledger.add_constraint(
             scope=form["scope"].strip() or None,
-            tags=re.split(r"[\s,]+", form["tags"].strip()) if form["tags"].strip() else [],
+            tags=[t for t in re.split(r"[\s,]+", form["tags"]) if t],
             forbid=_lines(form["forbid"]),
             patterns=_lines(form["patterns"]),
             items=_lines(form["items"]),
