@@ -54,6 +54,25 @@ def test_the_overview_lists_what_hid_and_what_waits(console: Console) -> None:
     assert "orchestrator asked auth.jwt with lens latest : 1 approved assertion hidden" in words
     assert "No diagnosis waits" in words
     assert "2 added" in words
+    assert "No pre-flight check was stopped." in words
+
+
+def test_the_overview_lists_the_plans_a_constraint_stopped(console: Console) -> None:
+    # An agent trying what a correction forbade is a signal for the on-call person.
+    console.sign_in("oncall")
+    led = console.story.ledger
+    fix = led.correct(console.story.es256, by="oncall", reason="RS256", value="RS256", forbid=True)
+    assert fix.constraint is not None
+    stopped = led.check("roll out ES256 keys", ["auth"], agent="deploy-bot")
+    led.check("rotate the RS256 key", ["auth"], agent="deploy-bot")  # passes: not listed
+    page = console.get("/")
+    words = text(page)
+    assert "Plans a constraint stopped 1 " in words
+    assert (
+        f"deploy-bot checked “roll out ES256 keys”: ES256 is forbidden ( {fix.constraint.id[:14]} )"
+    ) in words
+    assert f"{stopped.check_id}" in words
+    assert f'href="/constraints#{fix.constraint.id}"' in page.text
 
 
 def test_a_busy_day_lists_the_newest_changes_and_counts_them_all(console: Console) -> None:

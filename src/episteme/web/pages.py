@@ -51,6 +51,8 @@ def _overview(ledger: Ledger, now: Instant) -> dict[str, Any]:
     since = now.subtract(hours=24)
     diff = ledger.diff(None, since=since, until=now, limit=RECENT)
     hiding = [q for q in ledger.audit(since=since, until=now, limit=200) if q.hidden.count]
+    checks = ledger.checks(since=since, until=now, limit=200)
+    stopped = [c for c in checks if any(v["severity"] == "violation" for v in c.violations)]
     return {
         "now": now,
         "changes": list(reversed(diff.changes)),
@@ -62,6 +64,7 @@ def _overview(ledger: Ledger, now: Instant) -> dict[str, Any]:
         "corrected": [c for c in reversed(diff.changes) if c.change == "corrected"],
         "conflicts": ledger.conflicts(),
         "hiding": hiding[:RECENT],
+        "stopped": stopped[:RECENT],
     }
 
 
