@@ -65,8 +65,18 @@ wide_op = st.one_of(
     op,
     st.tuples(st.just("add"), st.lists(st.tuples(wide_assertion, st.none() | ref), max_size=3)),
     st.tuples(st.just("lens"), st.sampled_from((0.0, 0.5, 0.95)), st.booleans()),
-    st.tuples(st.just("constrain"), st.sampled_from(("svc", "svc.a", "-bad")), st.booleans()),
-    st.tuples(st.just("check"), st.sampled_from(("use ES256", "rotate RS256", " ")), st.booleans()),
+    st.tuples(
+        st.just("constrain"),
+        st.sampled_from(("svc", "svc.a", "-bad", None)),
+        st.booleans(),
+        st.sampled_from(((), ("deploy",), ("Deploy", "npm"), ("bad tag",))),
+    ),
+    st.tuples(
+        st.just("check"),
+        st.sampled_from(("use ES256", "rotate RS256", " ")),
+        st.booleans(),
+        st.sampled_from(((), ("deploy",), ("npm", "terraform"))),
+    ),
     st.tuples(st.just("search"), st.sampled_from(SEARCHES), st.sampled_from(("all", "custom"))),
 )
 wide_programs = st.lists(st.tuples(wide_op, step_us), min_size=6, max_size=30).map(
@@ -93,12 +103,14 @@ class WideRun(Run):
             )
             led.define_lens("custom", spec, by="oncall")
         elif name == "constrain":
-            scope, pattern = args
+            scope, pattern, tags = args
             terms = {"patterns": ["ES(256|384)"]} if pattern else {"forbid": ["ES256"]}
-            led.add_constraint(scope=scope, reason="prod verifies RS256", by="oncall", **terms)
+            led.add_constraint(
+                scope=scope, tags=tags, reason="prod verifies RS256", by="oncall", **terms
+            )
         elif name == "check":
-            plan, scoped = args
-            led.check(plan, ["svc.a"] if scoped else [], agent="deploy")
+            plan, scoped, tags = args
+            led.check(plan, ["svc.a"] if scoped else [], agent="deploy", tags=tags)
         elif name == "search":
             text, lens = args
             self.query_ids.append(
@@ -178,6 +190,7 @@ def reads(led: Ledger, run: Run, times: list[int]) -> Iterator[tuple[str, Any]]:
     for name in ("e1", "e2", "e3"):
         yield f"epoch {name}", outcome(led.epoch, name)
     yield "constraints", outcome(led.constraints)
+    yield "constraints of deploy or on svc.a", outcome(led.constraints, "svc.a", ["deploy"])
     yield "checks", outcome(led.checks, limit=1000)
     yield "lenses", outcome(led.lenses)
     yield "gardener", outcome(Gardener(led).run_until_caught_up)
