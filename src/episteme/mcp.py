@@ -469,8 +469,9 @@ def build_server(
     ) -> dict[str, Any]:
         """Follow a decision or a query back to what it rested on.
 
-        Returns the decision, the queries it cited, the assertions they served, and the
-        agents, sources and batches (epochs) behind those assertions.
+        Returns the decision, the queries it cited, the assertions they served, the
+        agents, sources and batches (epochs) behind those assertions, and the pre-flight
+        checks the deciding agent made in the hour before it (checks).
         """
         with _reported():
             found = ledger.trace(ref)

@@ -230,6 +230,16 @@ def test_trace_human_output_shows_what_it_is_now(cli: Cli, scenario: Scenario) -
     assert "auth.jwt.algorithm = ES256  served as proposed 0.87" in out
     assert "(now rejected)" in out
     assert "epochs: rfc-research-1" in out
+    assert "no pre-flight check by deploy-agent in the hour before it" in out
+    # once it checks before it acts, the trace says so, and what the check found
+    done(cli("constraint", "add", "--scope", "auth", "--forbid", "ES256", "--reason", "RS256"))
+    stopped = cli("check", "--plan", "deploy ES256 again", "-s", "auth", "--agent", "deploy-agent")
+    assert stopped.code == 3
+    d = ok(cli("decide", "deployed RS256", "--agent", "deploy-agent", "--json"))
+    after = done(cli("trace", d["id"]))
+    assert "pre-flight checks by deploy-agent in the hour before it:" in after
+    assert "violated (ES256)  deploy ES256 again  k_" in after
+    assert ok(cli("trace", d["id"], "--json"))["checks"][0]["plan"] == "deploy ES256 again"
 
 
 # -- impact ----------------------------------------------------------------------------

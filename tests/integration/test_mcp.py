@@ -105,6 +105,7 @@ async def assert_query_decide_trace(client: Client, agent: str) -> str:
     assert {q["agent"] for q in trace["queries"]} == {agent}
     assert [a["id"] for a in trace["assertions"]] == [added["id"]]
     assert trace["agents"] == [agent]
+    assert trace["checks"] == []  # it did not check its plan before acting
 
     history = ok(await client.call_tool("get_history", {"ref": added["id"][:12]}))
     (entry,) = history["history"]

@@ -657,6 +657,31 @@ def test_trace_of_a_decision_and_of_a_query(ledger: Ledger) -> None:
         ledger.trace(rs)
 
 
+def test_a_decisions_trace_says_what_its_agent_checked_in_the_hour_before(
+    ledger: Ledger, clock: ManualClock
+) -> None:
+    # At 3 a.m. the question is also whether the deploy agent checked its plan at all.
+    ledger.add_constraint(scope="auth", forbid=["ES256"], reason="prod verifies RS256", by="o")
+    too_early = ledger.check("use ES256", ["auth"], agent="deploy")
+    clock.advance(TimeDelta(minutes=61))
+    stopped = ledger.check("use ES256", ["auth.jwt"], agent="deploy")
+    clock.advance(TimeDelta(minutes=1))
+    passed = ledger.check("rotate the RS256 key", ["auth"], agent="deploy")
+    ledger.check("use ES256", ["auth"], agent="someone-else")  # not the deciding agent
+    read = ledger.query(JWT, agent="deploy")
+    assert read.query_id is not None
+    d = ledger.decide("deployed", agent="deploy", query_ids=[read.query_id])
+    later = ledger.check("use ES256 again", ["auth"], agent="deploy")  # after it
+    t = ledger.trace(d.id)
+    assert [c.id for c in t.checks] == [passed.check_id, stopped.check_id]  # newest first
+    assert t.checks[1].violations[0]["matched"] == "ES256"
+    assert too_early.check_id not in {c.id for c in t.checks}
+    assert later.check_id not in {c.id for c in t.checks}
+    assert ledger.trace(read.query_id).checks == []  # a query's trace has none
+    quiet = ledger.decide("restarted", agent="orchestrator", query_ids=[])
+    assert ledger.trace(quiet.id).checks == []
+
+
 def test_impact_of_an_assertion(ledger: Ledger) -> None:
     root = fact(ledger, "10.0.0.0/8", subject="net.cidr", lifecycle="approved")
     child = fact(ledger, "10.1.0.0/16", subject="net.subnet", derived_from=[root[:8]])

@@ -101,6 +101,20 @@ def test_trace_draws_decision_queries_assertions_agents_and_sources(console: Con
                   "auth.jwt.algorithm = ES256", "research-agent", "rfc-research-1"):  # fmt: skip
         assert label in svg, label
     assert svg.count('class="edge"') == 5  # d→q, q→a, a→agent, agent→source, agent→epoch
+    assert "No pre-flight check by this agent in the hour before this decision." in text(r)
+
+
+def test_a_decisions_trace_page_lists_the_checks_before_it(console: Console) -> None:
+    console.sign_in("oncall")
+    led = console.story.ledger
+    led.add_constraint(scope="auth", forbid=["ES256"], reason="RS256", by="oncall")
+    stopped = led.check("deploy ES256", ["auth"], agent="deploy-bot")
+    d = led.decide("deployed RS256", agent="deploy-bot", query_ids=[])
+    page = console.get(f"/trace/{d.id}")
+    words = text(page)
+    assert "Pre-flight checks by deploy-bot in the hour before 1 " in words
+    assert "violated “deploy ES256” ES256 (" in words
+    assert str(stopped.check_id) in words
 
 
 def test_impact_and_blame(console: Console) -> None:

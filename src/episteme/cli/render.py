@@ -200,6 +200,27 @@ def trace(console: Console, tr: Trace) -> None:
         f"agents: {', '.join(tr.agents)}  sources: {esc(', '.join(tr.sources), '-')}  "
         f"epochs: {', '.join(tr.epochs) or '-'}"
     )
+    if tr.decision:
+        checked(console, tr)
+
+
+def checked(console: Console, tr: Trace) -> None:
+    """A decision's pre-flight checks: what its agent checked in the hour before it."""
+    assert tr.decision is not None
+    who = tr.decision.agent
+    if not tr.checks:
+        console.print(f"[yellow]no pre-flight check by {who} in the hour before it[/]")
+        return
+    console.print(f"pre-flight checks by {who} in the hour before it:")
+    for c in tr.checks:
+        hits = [v for v in c.violations if v["severity"] == "violation"]
+        outcome = "[green]passed[/]"
+        if hits:
+            outcome = f"[red]violated[/] ({esc(', '.join(v['matched'] for v in hits))})"
+        elif c.violations:
+            outcome = "[yellow]warned[/]"
+        plan = c.plan or "items " + ", ".join(c.items)
+        console.print(f"  {when(c.at)} {outcome}  {esc(plan[:80])}  {c.id}")
 
 
 def impact(console: Console, im: Impact) -> None:

@@ -18,11 +18,16 @@ from episteme.ledger.model import (
     check_prefix,
     check_window,
 )
-from episteme.ledger.records import Blame, Diff, Impact, QueryRecord, Trace
+from episteme.ledger.records import Blame, CheckRecord, Diff, Impact, QueryRecord, Trace
 from episteme.ledger.store import StoreReader
 from episteme.timeutil import to_us
 
 _HEX = frozenset("0123456789abcdef")
+
+
+CHECKS_BEFORE_US = 3_600_000_000
+"""How far back a decision's trace looks for its agent's pre-flight checks: an hour."""
+CHECKS_SHOWN = 20
 
 
 def served(
@@ -100,10 +105,15 @@ def trace(r: StoreReader, ref: str) -> Trace:
             raise
         kind, full = _decision_or_query(r, ref.strip())  # its hex without the letter
     decision = None
+    checks: list[CheckRecord] = []
     if kind == "decision":
         decision = r.decision(full)
         assert decision is not None
         queries = r.query_records(decision.query_ids)
+        at = to_us(decision.at)
+        checks = r.checks(
+            decision.agent, at - CHECKS_BEFORE_US, at, CHECKS_SHOWN, before=decision.seq
+        )
     elif kind == "query":
         found = r.query_record(full)
         assert found is not None
@@ -132,6 +142,7 @@ def trace(r: StoreReader, ref: str) -> Trace:
         agents=list(dict.fromkeys(agents)),
         sources=list(dict.fromkeys(a.source for a in assertions if a.source)),
         epochs=list(dict.fromkeys(a.epoch for a in assertions if a.epoch)),
+        checks=checks,
     )
 
 

@@ -211,6 +211,9 @@ class Trace(BaseModel):
     agents: list[str]
     sources: list[str]
     epochs: list[str]
+    checks: list[CheckRecord] = Field(default_factory=list)
+    """A decision's: the pre-flight checks its agent made in the hour before it (at most
+    20, newest first), whether or not they were about it: none says it did not check."""
 
 
 class Impact(BaseModel):
