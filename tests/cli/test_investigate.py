@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from episteme.ledger import Ledger
@@ -240,6 +241,16 @@ def test_trace_human_output_shows_what_it_is_now(cli: Cli, scenario: Scenario) -
     assert "pre-flight checks by deploy-agent in the hour before it:" in after
     assert "violated (ES256)  deploy ES256 again  k_" in after
     assert ok(cli("trace", d["id"], "--json"))["checks"][0]["plan"] == "deploy ES256 again"
+    assert ok(cli("trace", scenario.q_orch, "--json"))["checks"] is None  # a query's: unsaid
+    for n in range(20):  # a busy agent: the newest 20, and the command for the rest
+        done(cli("check", "--plan", f"restart {n}", "--agent", "deploy-agent"))
+    d = ok(cli("decide", "restarted", "--agent", "deploy-agent", "--json"))
+    busy = done(cli("trace", d["id"]))
+    assert "the newest 20 pre-flight checks by deploy-agent in the hour before it:" in busy
+    hint = re.search(r"older ones: (episteme checks --agent deploy-agent .*)", busy)
+    assert hint is not None
+    older = ok(cli(*hint.group(1).split()[1:], "--json"))
+    assert [c["plan"] for c in older] == ["deploy ES256 again"]
 
 
 # -- impact ----------------------------------------------------------------------------

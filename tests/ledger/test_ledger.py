@@ -677,7 +677,7 @@ def test_a_decisions_trace_says_what_its_agent_checked_in_the_hour_before(
     assert t.checks[1].violations[0]["matched"] == "ES256"
     assert too_early.check_id not in {c.id for c in t.checks}
     assert later.check_id not in {c.id for c in t.checks}
-    assert ledger.trace(read.query_id).checks == []  # a query's trace has none
+    assert ledger.trace(read.query_id).checks is None  # a query's trace does not say
     quiet = ledger.decide("restarted", agent="orchestrator", query_ids=[])
     assert ledger.trace(quiet.id).checks == []
 

@@ -112,9 +112,22 @@ def test_a_decisions_trace_page_lists_the_checks_before_it(console: Console) -> 
     d = led.decide("deployed RS256", agent="deploy-bot", query_ids=[])
     page = console.get(f"/trace/{d.id}")
     words = text(page)
-    assert "Pre-flight checks by deploy-bot in the hour before 1 " in words
+    assert "Pre-flight checks by deploy-bot in the hour before it 1 " in words
     assert "violated “deploy ES256” ES256 (" in words
     assert str(stopped.check_id) in words
+    assert "Older checks of that hour" not in words
+    # an agent that checks often: the newest 20, and a link to the rest of that hour
+    made = [led.check(f"plan {n}", agent="busy-bot").check_id for n in range(25)]
+    busy = led.decide("deployed", agent="busy-bot", query_ids=[])
+    page = console.get(f"/trace/{busy.id}")
+    assert "in the hour before it 20+ " in text(page)
+    link = re.search(
+        r'href="(/agents/busy-bot\?[^"#]*)#checks">Older checks of that hour', page.text
+    )
+    assert link is not None
+    rest = text(console.get(link.group(1).replace("&amp;", "&")))
+    assert all(k in rest for k in made[:5])
+    assert made[5] not in rest
 
 
 def test_impact_and_blame(console: Console) -> None:

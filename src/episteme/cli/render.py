@@ -14,9 +14,18 @@ from whenever import Instant
 
 from episteme.ledger.access import Denial, TokenRecord
 from episteme.ledger.canonical import canonical
+from episteme.ledger.investigate import CHECKS_BEFORE_US, CHECKS_SHOWN
 from episteme.ledger.model import Answer, Assertion
-from episteme.ledger.records import Blame, Diff, Impact, QueryRecord, Trace
-from episteme.timeutil import show
+from episteme.ledger.records import (
+    Blame,
+    CheckRecord,
+    DecisionRecord,
+    Diff,
+    Impact,
+    QueryRecord,
+    Trace,
+)
+from episteme.timeutil import from_us, rfc3339, show, to_us
 
 _STYLE = {
     "approved": "green",
@@ -200,19 +209,18 @@ def trace(console: Console, tr: Trace) -> None:
         f"agents: {', '.join(tr.agents)}  sources: {esc(', '.join(tr.sources), '-')}  "
         f"epochs: {', '.join(tr.epochs) or '-'}"
     )
-    if tr.decision:
-        checked(console, tr)
+    if tr.decision and tr.checks is not None:
+        checked(console, tr.decision, tr.checks)
 
 
-def checked(console: Console, tr: Trace) -> None:
+def checked(console: Console, d: DecisionRecord, checks: list[CheckRecord]) -> None:
     """A decision's pre-flight checks: what its agent checked in the hour before it."""
-    assert tr.decision is not None
-    who = tr.decision.agent
-    if not tr.checks:
-        console.print(f"[yellow]no pre-flight check by {who} in the hour before it[/]")
+    if not checks:
+        console.print(f"[yellow]no pre-flight check by {d.agent} in the hour before it[/]")
         return
-    console.print(f"pre-flight checks by {who} in the hour before it:")
-    for c in tr.checks:
+    newest = f"the newest {len(checks)} " if len(checks) == CHECKS_SHOWN else ""
+    console.print(f"{newest}pre-flight checks by {d.agent} in the hour before it:")
+    for c in checks:
         hits = [v for v in c.violations if v["severity"] == "violation"]
         outcome = "[green]passed[/]"
         if hits:
@@ -221,6 +229,13 @@ def checked(console: Console, tr: Trace) -> None:
             outcome = "[yellow]warned[/]"
         plan = c.plan or "items " + ", ".join(c.items)
         console.print(f"  {when(c.at)} {outcome}  {esc(plan[:80])}  {c.id}")
+    if len(checks) == CHECKS_SHOWN:
+        since = rfc3339(from_us(to_us(d.at) - CHECKS_BEFORE_US))
+        console.print(
+            f"  older ones: episteme checks --agent {d.agent} --since {since}"
+            f" --before {checks[-1].seq}",
+            highlight=False,
+        )
 
 
 def impact(console: Console, im: Impact) -> None:

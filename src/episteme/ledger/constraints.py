@@ -163,6 +163,8 @@ def new_constraint(
         )
     terms = _words(forbid, "forbid")
     idents = _words(items, "items")
+    if len(patterns) > MAX_TERMS:
+        raise InvalidInput(f"at most {MAX_TERMS} patterns to forbid", field="patterns")
     for p in patterns:
         _compile(p)
     if not (terms or patterns or idents):

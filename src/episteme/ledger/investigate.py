@@ -105,7 +105,7 @@ def trace(r: StoreReader, ref: str) -> Trace:
             raise
         kind, full = _decision_or_query(r, ref.strip())  # its hex without the letter
     decision = None
-    checks: list[CheckRecord] = []
+    checks: list[CheckRecord] | None = None
     if kind == "decision":
         decision = r.decision(full)
         assert decision is not None

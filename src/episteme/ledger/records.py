@@ -211,9 +211,10 @@ class Trace(BaseModel):
     agents: list[str]
     sources: list[str]
     epochs: list[str]
-    checks: list[CheckRecord] = Field(default_factory=list)
-    """A decision's: the pre-flight checks its agent made in the hour before it (at most
-    20, newest first), whether or not they were about it: none says it did not check."""
+    checks: list[CheckRecord] | None = None
+    """A decision's: the pre-flight checks its agent made in the hour before it (the
+    newest 20, newest first), whether or not they were about it; an empty list says it
+    made none. None for a query's trace (and from a server that does not say)."""
 
 
 class Impact(BaseModel):

@@ -17,9 +17,12 @@ from starlette.responses import Response
 from episteme.errors import InvalidInput
 from episteme.ledger.access import Op
 from episteme.ledger.canonical import read_value
+from episteme.ledger.investigate import CHECKS_BEFORE_US, CHECKS_SHOWN
 from episteme.ledger.records import Impact, Trace
+from episteme.timeutil import from_us, to_us
 
 from .graph import Graph, Spec, layered
+from .pages import older
 from .render import PageRoute, page, redirect, short, shown, when
 from .session import Allowed, Console, Reader
 
@@ -107,7 +110,18 @@ def impact_graph(i: Impact) -> Graph:
 def trace_page(ref: str, who: Reader) -> Response:
     t = who.ledger.trace(ref)
     served = {i.assertion_id: i.lifecycle for q in t.queries for i in q.returned}
-    return page(who.request, "trace.html", trace=t, graph=trace_graph(t), served=served)
+    more = None  # the agent page, that hour, below the last check listed
+    if t.decision is not None and t.checks is not None:
+        start = from_us(to_us(t.decision.at) - CHECKS_BEFORE_US)
+        more = older(t.checks, "checks_before", start, t.decision.at, full=CHECKS_SHOWN)
+    return page(
+        who.request,
+        "trace.html",
+        trace=t,
+        graph=trace_graph(t),
+        served=served,
+        checks_older=more,
+    )
 
 
 @router.get("/impact/{ref}")

@@ -244,11 +244,13 @@ def _trust_chart(ledger: Ledger, agent: str, now: Instant) -> Chart | None:
     return line_chart(series, labels)
 
 
-def _older(rows: list[Any], cursor: str, start: Instant, end: Instant) -> str | None:
-    """The query of the page after a full one (there may be more), which starts below its
-    last item: the window as resolved now ("7d" read again at the click would move its
-    start), and `cursor` set to the last item's seq."""
-    if len(rows) < READS:
+def older(
+    rows: list[Any], cursor: str, start: Instant, end: Instant, full: int = READS
+) -> str | None:
+    """The query of the page after a full one (`full` rows: there may be more), which
+    starts below its last item: the window as resolved now ("7d" read again at the click
+    would move its start), and `cursor` set to the last item's seq."""
+    if len(rows) < full:
         return None
     window = {"since": start.format_iso(), "until": end.format_iso()}
     return "?" + urlencode(window | {cursor: rows[-1].seq})
@@ -281,13 +283,13 @@ def agent_page(
         start=start,
         end=end,
         queries=queries,
-        older=_older(queries, "before", start, end),
+        older=older(queries, "before", start, end),
         paged=before is not None,
         decisions=decisions,
-        older_decisions=_older(decisions, "decisions_before", start, end),
+        older_decisions=older(decisions, "decisions_before", start, end),
         decisions_paged=decisions_before is not None,
         checks=checks,
-        older_checks=_older(checks, "checks_before", start, end),
+        older_checks=older(checks, "checks_before", start, end),
         checks_paged=checks_before is not None,
         scores=ledger.trust_scores(agent=name),
         chart=_trust_chart(ledger, name, now),
