@@ -54,6 +54,8 @@ constraint of tags: what version 7 made of the same journal."""
 POSTGRES_BEFORE_TAGS = (
     "ALTER TABLE constraints ALTER COLUMN scope SET NOT NULL",
     "ALTER TABLE constraints DROP COLUMN tags",
+    "ALTER TABLE constraints DROP COLUMN retired_at, DROP COLUMN retired_by,"
+    " DROP COLUMN retired_reason",
     "DROP TABLE constraint_tags",
     "ALTER TABLE checks DROP COLUMN tags",
     "DROP INDEX incidents_opened",

@@ -36,7 +36,7 @@ def test_ledger_methods() -> None:
         "denials", "deny", "deprecate", "diff",
         "epoch", "export", "get", "impact", "import_events", "init", "issue_token", "lens_spec",
         "lenses", "notifications", "open", "query", "rebuild", "recheck", "reject",
-        "remove_webhook", "revoke_token", "served", "set_webhook",
+        "remove_webhook", "retire_constraint", "revoke_token", "served", "set_webhook",
         "supersede_epoch", "tokens", "trace", "trust_scores", "verify", "webhooks",
     ]  # fmt: skip
 

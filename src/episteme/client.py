@@ -409,12 +409,26 @@ def _op_send_alerts(payload: Mapping[str, Any]) -> _Call[None]:
 
 
 def _op_constraints(
-    scope: str | None = None, tags: Sequence[str] = ()
+    scope: str | None = None, tags: Sequence[str] = (), *, retired: bool = False
 ) -> _Call[list[ConstraintState]]:
     """Constraints with their strength now: all, or those on `scope` (a subject, above and
-    below it) and those of `tags`."""
+    below it) and those of `tags`; the retired ones too with `retired`."""
     return _get(
-        "/v1/constraints", _CONSTRAINTS.validate_json, scope=scope, tag=_listed(tags, "tags")
+        "/v1/constraints",
+        _CONSTRAINTS.validate_json,
+        scope=scope,
+        tag=_listed(tags, "tags"),
+        retired="true" if retired else None,
+    )
+
+
+def _op_retire_constraint(ref: str, *, reason: str) -> _Call[ConstraintState]:
+    """Retire a constraint (supervisor): kept in the record, it answers no check."""
+    return _send_json(
+        "POST",
+        f"/v1/constraints/{_seg(ref)}/retire",
+        {"reason": reason},
+        ConstraintState.model_validate_json,
     )
 
 
@@ -1012,6 +1026,7 @@ class Client(_Base):
     add_constraint = _sync(_op_add_constraint)
     constraints = _sync(_op_constraints)
     constraint = _sync(_op_constraint)
+    retire_constraint = _sync(_op_retire_constraint)
     checks = _sync(_op_checks)
     trust = _sync(_op_trust)
     conflicts = _sync(_op_conflicts)
@@ -1153,6 +1168,7 @@ class AsyncClient(_Base):
     add_constraint = _async(_op_add_constraint)
     constraints = _async(_op_constraints)
     constraint = _async(_op_constraint)
+    retire_constraint = _async(_op_retire_constraint)
     checks = _async(_op_checks)
     trust = _async(_op_trust)
     conflicts = _async(_op_conflicts)

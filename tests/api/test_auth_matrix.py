@@ -36,6 +36,7 @@ POLICY: dict[tuple[str, str], str] = {
     ("POST", "/v1/constraints"): "supervisor",
     ("GET", "/v1/constraints"): ANY,
     ("GET", "/v1/constraints/{ref}"): ANY,
+    ("POST", "/v1/constraints/{ref}/retire"): "supervisor",
     ("GET", "/v1/checks"): ANY,
     ("GET", "/v1/trust"): ANY,
     ("GET", "/v1/conflicts"): ANY,
@@ -116,7 +117,7 @@ def _request(aid: str, path: str, method: str) -> dict[str, Any]:
     body = bodies.get(path)
     if path == "/v1/tokens/revoke":
         body = {"ref": aid, "reason": "wrong"}
-    elif path.endswith(("/correct", "/supersede", "/revoke")):
+    elif path.endswith(("/correct", "/supersede", "/revoke", "/retire")):
         body = {"reason": "wrong"}
     elif path.endswith(("/approve", "/deprecate", "/reject")):
         body = {}

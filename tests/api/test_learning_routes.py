@@ -150,6 +150,28 @@ def test_a_constraint_of_tags_over_http(api: Api) -> None:
     assert _head(api) == head  # nothing written
 
 
+def test_a_supervisor_retires_a_constraint_over_http(api: Api) -> None:
+    made = _constraint(api)["constraint"]
+    path = f"/v1/constraints/{made['id'][:10]}/retire"
+    head = _head(api)
+    _problem(api.call("POST", path, json={"reason": "in my way"}), 403)  # an agent
+    _problem(api.call("POST", path, role="supervisor", json={}), 422)
+    _problem(api.call("POST", "/v1/constraints/c_nope/retire", role="supervisor",
+                      json={"reason": "r"}), 404, "c_nope")  # fmt: skip
+    assert _head(api) == head + 1  # the refused agent is recorded, nothing else
+    r = api.call("POST", path, role="supervisor", json={"reason": "axios everywhere now"})
+    assert r.status_code == 200, r.text
+    assert r.json()["state"] == "retired"
+    assert r.json()["constraint"]["retired_by"] == "supervisor-1"
+    again = api.call("POST", path, role="supervisor", json={"reason": "again"})
+    _problem(again, 409, "was retired already, by supervisor-1")
+    assert api.call("GET", "/v1/constraints").json() == []
+    listed = api.call("GET", "/v1/constraints", params={"retired": "true"}).json()
+    assert [c["state"] for c in listed] == ["retired"]
+    fine = api.call("POST", "/v1/constraints/check", json={"plan": "use node-fetch"}).json()
+    assert (fine["checked"], fine["violations"]) == (0, [])
+
+
 def test_a_constraint_fades_in_thirty_days_and_a_hit_renews_it(
     api: Api, clock: ManualClock
 ) -> None:

@@ -170,6 +170,21 @@ def test_a_constraint_of_tags_stops_a_plan_of_that_kind(cli: Cli) -> None:
     assert_error(cli("constraint", "add", "--forbid", "x", "--reason", "r"), 2, "needs a scope")
 
 
+def test_a_constraint_is_retired_and_listed_with_retired(cli: Cli) -> None:
+    cid = _axios(cli)
+    assert cli("check", "--plan", "use node-fetch").code == VIOLATION
+    done(cli("constraint", "retire", cid[:10], "--reason", "axios everywhere", "--by", "lead"))
+    assert cli("check", "--plan", "use node-fetch").code == 0
+    assert done(cli("constraint", "list")) == "no constraint recorded\n"
+    [retired] = ok(cli("constraint", "list", "--retired", "--json"))
+    assert (retired["state"], retired["constraint"]["retired_by"]) == ("retired", "lead")
+    assert "retired" in done(cli("constraint", "list", "--retired"))
+    shown = done(cli("constraint", "show", cid))
+    assert "by lead: axios everywhere" in shown
+    assert_error(cli("constraint", "retire", cid, "--reason", "again"), 2, "retired already")
+    assert_error(cli("constraint", "retire", cid, "--reason", " "), 2, "needs a reason")
+
+
 def test_bad_constraints_and_checks_are_one_line_errors(cli: Cli) -> None:
     ok(cli("init", "--json"))
     assert_error(

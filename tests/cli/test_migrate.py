@@ -146,14 +146,14 @@ SHIPPED = {  # the first 16 hex digits of each migration's SHA-256
     "sqlite/0005_diagnosis.sql": "30e3eb03348fee06",
     "sqlite/0006_search_text.sql": "816ba65baebaba8a",
     "sqlite/0007_list_order.sql": "e592520809cdf0a1",
-    "sqlite/0008_constraint_tags.sql": "72d01ffbd7ce8560",
+    "sqlite/0008_constraint_tags.sql": "593d3e07962ec244",
     "postgres/0001_init.sql": "218d26316bd72f6e",
     "postgres/0002_gardener.sql": "02cf9945fddd5223",
     "postgres/0003_diagnosis.sql": "e198f36d225b63db",
     "postgres/0004_fold_accents.sql": "a125cbc7c3a3e0b7",
     "postgres/0005_text.sql": "1797a63d92c4d267",
     "postgres/0006_list_order.sql": "e592520809cdf0a1",
-    "postgres/0007_constraint_tags.sql": "a690f14317cda818",
+    "postgres/0007_constraint_tags.sql": "771454589cfba998",
 }
 
 

@@ -154,6 +154,12 @@ def test_es256_story_sync(server: Server, clock: ManualClock) -> None:
             forced.constraint.id
         ]
         assert agent.constraints("code", ["deploy"])[0].constraint.prefer == "axios"
+        with pytest.raises(Forbidden):  # an agent may not retire one
+            agent.retire_constraint(forced.constraint.id, reason="in my way")
+        retired = alice.retire_constraint(forced.constraint.id[:10], reason="canary in CI")
+        assert (retired.state, retired.constraint.retired_by) == ("retired", "alice")
+        assert agent.check("kubectl apply --force", tags=["deploy"]).checked == 2
+        assert [s.state for s in agent.constraints(tags=["deploy"], retired=True)] == ["retired"]
         with pytest.raises(InvalidInput, match="tags is a list"):
             agent.check("plan", tags="deploy")
         assert agent.conflicts() == []
@@ -491,6 +497,7 @@ ROUTES: dict[str, tuple[str, tuple[object, ...], dict[str, object]]] = {
     "POST /v1/constraints": ("add_constraint", ("auth",), {"reason": "r", "forbid": ["x"]}),
     "POST /v1/constraints/check": ("check", ("plan", ["auth"]), {}),
     "GET /v1/constraints/{ref}": ("constraint", ("c_1",), {}),
+    "POST /v1/constraints/{ref}/retire": ("retire_constraint", ("c_1",), {"reason": "r"}),
     "GET /v1/decisions": ("decisions", (), {}),
     "POST /v1/decisions": ("decide", ("act", ["q_1"]), {}),
     "GET /v1/denials": ("denials", (), {}),

@@ -927,6 +927,40 @@ def test_a_constraint_of_tags_meets_the_checks_that_name_one(ledger: Ledger) -> 
     assert ledger.rebuild().ok
 
 
+def test_a_retired_constraint_is_kept_and_answers_no_check(
+    ledger: Ledger, clock: ManualClock
+) -> None:
+    # A constraint could not be undone: a wrong or outgrown one blocked agents for good,
+    # and every hit made it whole again.
+    forced = ledger.add_constraint(tags=["deploy"], patterns=["--force"], reason="r", by="o")
+    other = ledger.add_constraint(scope="auth", forbid=["ES256"], reason="RS256", by="o")
+    assert not ledger.check("apply --force", agent="a", tags=["deploy"]).ok
+    clock.advance(TimeDelta(minutes=5))
+    done = ledger.retire_constraint(forced.constraint.id[:10], by="lead", reason="canary in CI")
+    assert done.state == "retired"
+    assert done.strength == 0.0
+    c = done.constraint
+    assert (c.retired_by, c.retired_reason, c.retired_at) == ("lead", "canary in CI", clock.now())
+    assert c.hits == 1  # what it did before stays
+    after = ledger.check("apply --force with ES256", agent="a", tags=["deploy"])
+    assert [v.constraint.id for v in after.violations] == [other.constraint.id]
+    assert [s.constraint.id for s in ledger.constraints()] == [other.constraint.id]
+    assert ledger.constraints(tags=["deploy"]) == []
+    every = ledger.constraints(retired=True)
+    assert [s.state for s in every] == ["retired", "active"]
+    assert ledger.constraint(forced.constraint.id).state == "retired"
+    head = ledger.store.head()
+    with pytest.raises(Conflict, match=r"was retired already, by lead at .*: canary in CI"):
+        ledger.retire_constraint(forced.constraint.id, by="o", reason="again")
+    with pytest.raises(NotFound, match="c_nope"):
+        ledger.retire_constraint("c_nope", by="o", reason="r")
+    with pytest.raises(InvalidInput, match="retiring a constraint needs a reason"):
+        ledger.retire_constraint(other.constraint.id, by="o", reason="  ")
+    assert ledger.store.head() == head  # nothing written
+    assert ledger.rebuild().ok
+    assert ledger.verify().ok
+
+
 def test_tags_are_words_and_a_constraint_needs_a_scope_or_one(ledger: Ledger) -> None:
     head = ledger.store.head()
     for tags in (["two words"], ["-leading"], [""], ["x" * 65], ["ok", "é"]):

@@ -333,18 +333,48 @@ def test_a_supervisor_records_a_constraint_from_the_console(console: Console) ->
     assert console.story.ledger.store.head() == head
 
 
+def test_a_supervisor_retires_a_constraint_from_the_console(console: Console) -> None:
+    console.sign_in("oncall")
+    led = console.story.ledger
+    made = led.add_constraint(tags=["deploy"], patterns=["--force"], reason="r", by="oncall")
+    cid = made.constraint.id
+    page = console.get("/constraints")
+    assert f'action="/constraints/{cid}/retire"' in page.text
+    blank = console.post(f"/constraints/{cid}/retire", {"csrf": console.csrf(), "reason": " "})
+    assert blank.status_code == 400
+    assert "retiring a constraint needs a reason" in blank.text
+    done = console.post(f"/constraints/{cid}/retire",
+                        {"csrf": console.csrf(), "reason": "canary in CI"})  # fmt: skip
+    assert done.status_code == 303
+    assert done.headers["location"] == f"/constraints?retired=1#{cid}"
+    assert led.constraint(cid).state == "retired"
+    assert cid[:14] not in text(console.get("/constraints"))
+    shown = text(console.get("/constraints?retired=1"))
+    assert "retired 2026-11-22 03:00:00Z by oncall: canary in CI" in shown
+    again = console.post(f"/constraints/{cid}/retire", {"csrf": console.csrf(), "reason": "x"})
+    assert again.status_code == 409
+    assert led.check("apply --force", agent="a", tags=["deploy"]).ok
+
+
 def test_an_agent_may_not_record_a_constraint_from_the_console(console: Console) -> None:
     console.sign_in("agent-1")
     assert 'href="/constraints/new"' not in console.get("/constraints").text
+    cid = console.story.ledger.add_constraint(scope="a", forbid=["x"], reason="r", by="o")
+    assert "/retire" not in console.get("/constraints").text
+    r = console.post(f"/constraints/{cid.constraint.id}/retire",
+                     {"csrf": console.csrf(), "reason": "in my way"})  # fmt: skip
+    assert r.status_code == 403
+    assert console.story.ledger.constraint(cid.constraint.id).state == "active"
     assert console.get("/constraints/new").status_code == 403
     r = console.post("/constraints/new", {"csrf": console.csrf(), "reason": "r", "tags": "x",
                                           "forbid": "y"})  # fmt: skip
     assert r.status_code == 403
-    assert console.story.ledger.constraints() == []
+    assert len(console.story.ledger.constraints()) == 1  # the one made above, alone
     denied = console.story.ledger.denials(principal="agent-1")
-    assert [(d.operation, d.target) for d in denied[:2]] == [
+    assert [(d.operation, d.target) for d in denied[:3]] == [
         ("constrain", "POST /constraints/new"),
         ("constrain", "GET /constraints/new"),
+        ("constrain", f"POST /constraints/{cid.constraint.id}/retire"),
     ]
 
 

@@ -29,7 +29,16 @@ from .ledger_routes import (
     paged,
 )
 from .problems import responses
-from .schemas import NAME, SUBJECT, CheckBody, ConstraintBody, Tag, WebhookBody, WireTime
+from .schemas import (
+    NAME,
+    SUBJECT,
+    CheckBody,
+    ConstraintBody,
+    ReasonBody,
+    Tag,
+    WebhookBody,
+    WireTime,
+)
 
 router = APIRouter(prefix="/v1", responses=responses(401, 403, 422, 503))
 
@@ -66,9 +75,10 @@ def list_constraints(
         list[Tag] | None,
         Query(max_length=MAX_TAGS, description="a tag (repeatable): constraints of these tags"),
     ] = None,
+    retired: Annotated[bool, Query(description="the retired ones too")] = False,
     who: Principal = Caller(Op.READ),
 ) -> Response:
-    return encoded(ledger.constraints(scope, tag or []))
+    return encoded(ledger.constraints(scope, tag or [], retired=retired))
 
 
 @router.get(
@@ -80,6 +90,19 @@ def list_constraints(
 )
 def get_constraint(ref: Ref, ledger: LedgerDep, who: Principal = Caller(Op.READ)) -> Response:
     return encoded(ledger.constraint(ref))
+
+
+@router.post(
+    "/constraints/{ref}/retire",
+    response_model=ConstraintState,
+    responses=responses(400, 404, 409),
+    tags=["constraints"],
+    summary="Retire a constraint: kept in the record, it answers no check (supervisor)",
+)
+def retire_constraint(
+    ref: Ref, body: ReasonBody, ledger: LedgerDep, who: Principal = Caller(Op.CONSTRAIN)
+) -> Response:
+    return encoded(ledger.retire_constraint(ref, by=who.name, reason=body.reason))
 
 
 def _check(body: CheckBody, ledger: LedgerDep, who: Principal) -> Response:

@@ -91,18 +91,35 @@ def constraint_list(
     tag: Annotated[
         Many, typer.Option(help="Those of this tag (repeatable; with --scope, either).")
     ] = None,
+    retired: Annotated[bool, typer.Option("--retired", help="The retired ones too.")] = False,
     home: Home = None,
     as_json: Json = False,
 ) -> None:
     """Constraints with their strength now (dormant ones still answer, as warnings); with
     --scope, those on that subject (above and below it); with --tag, those of that tag."""
     with open_ledger(ctx, home, reads="knowledge") as ledger:
-        rows = ledger.constraints(scope, tag or [])
+        rows = ledger.constraints(scope, tag or [], retired=retired)
     if not emit(ctx, as_json, rows):
         none = (
             "no constraint meets that subject or tag" if scope or tag else "no constraint recorded"
         )
         state(ctx).console.print(_constraints(rows) if rows else none)
+
+
+@constraint_app.command("retire")
+def constraint_retire(
+    ctx: typer.Context,
+    id: str,
+    reason: Annotated[str, typer.Option(help="Why it no longer holds (kept with it).")],
+    by: Annotated[str | None, typer.Option(help="Who retires it [local user].")] = None,
+    home: Home = None,
+    as_json: Json = False,
+) -> None:
+    """Retire a constraint (wrong, or no longer needed): kept, it answers no check."""
+    with open_ledger(ctx, home) as ledger:
+        done = ledger.retire_constraint(id, by=by or local_actor(), reason=reason)
+    if not emit(ctx, as_json, done):
+        state(ctx).console.print(_constraints([done]))
 
 
 @constraint_app.command("show")
@@ -118,6 +135,11 @@ def constraint_show(ctx: typer.Context, id: str, home: Home = None, as_json: Jso
         console.print(f"origin: {escape(c.origin)}; created {show(c.at)} by {escape(c.created_by)}")
         hit = show(c.last_hit_at) if c.last_hit_at else "never"
         console.print(f"hits: {c.hits}, last {hit}; half-life {c.half_life_days:g} days")
+        if c.retired_at is not None:
+            console.print(
+                f"retired {show(c.retired_at)} by {escape(c.retired_by or '')}: "
+                f"{escape(c.retired_reason or '')}"
+            )
 
 
 def _constraints(rows: list[ConstraintState]) -> Table:
@@ -125,7 +147,7 @@ def _constraints(rows: list[ConstraintState]) -> Table:
     for s in rows:
         c = s.constraint
         forbids = [*c.forbid, *(f"/{p}/" for p in c.patterns), *(f"={i}" for i in c.items)]
-        style = "green" if s.state == "active" else "dim"
+        style = {"active": "green", "dormant": "dim"}.get(s.state, "red")
         table.add_row(
             short(c.id),
             escape(_covered([c.scope] if c.scope else [], c.tags)),

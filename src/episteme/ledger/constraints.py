@@ -101,6 +101,20 @@ def check_list(values: Sequence[str], field: str) -> None:
         )
 
 
+def check_reason(reason: str, missing: str) -> str:
+    """`reason` without the spaces around it; refused when empty (saying `missing`) or
+    over `MAX_REASON`."""
+    check_texts({"reason": reason})
+    if not reason.strip():
+        raise InvalidInput(missing, field="reason")
+    if len(reason) > MAX_REASON:
+        raise InvalidInput(
+            f"the reason has {len(reason):,} characters: give at most {MAX_REASON:,}",
+            field="reason",
+        )
+    return reason.strip()
+
+
 def check_tags(tags: Sequence[str], *, field: str = "tags") -> list[str]:
     """`tags` in lower case, each once, in the order given; refused unless each is a
     word of letters, digits and ``. _ : / -`` (such as ``deploy`` or ``db-migration``)."""
@@ -149,13 +163,7 @@ def new_constraint(
         )
     if scope is not None:
         check_subject(scope, field="scope")
-    if not reason.strip():
-        raise InvalidInput("a constraint needs a reason: why it is forbidden", field="reason")
-    if len(reason) > MAX_REASON:
-        raise InvalidInput(
-            f"the reason has {len(reason):,} characters: give at most {MAX_REASON:,}",
-            field="reason",
-        )
+    check_reason(reason, "a constraint needs a reason: why it is forbidden")
     if prefer is not None and len(prefer) > MAX_WORD:
         raise InvalidInput(
             f"what to prefer has {len(prefer):,} characters: give at most {MAX_WORD}",

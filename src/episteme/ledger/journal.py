@@ -33,6 +33,7 @@ class EventKind:
     LENS_DEFINED = "lens.defined"
     CONSTRAINT_ADDED = "constraint.added"
     CONSTRAINT_CHECKED = "constraint.checked"
+    CONSTRAINT_RETIRED = "constraint.retired"
     WEBHOOK_SET = "webhook.set"
     WEBHOOK_REMOVED = "webhook.removed"
     TOKEN_ISSUED = "token.issued"
@@ -50,6 +51,7 @@ class EventKind:
             LENS_DEFINED,
             CONSTRAINT_ADDED,
             CONSTRAINT_CHECKED,
+            CONSTRAINT_RETIRED,
             WEBHOOK_SET,
             WEBHOOK_REMOVED,
             TOKEN_ISSUED,

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, JsonValue
 from whenever import Instant
 
-from episteme.errors import InvalidInput, NotFound
+from episteme.errors import Conflict, InvalidInput, NotFound
 from episteme.ledger import constraints as rules
 from episteme.ledger.canonical import content_id
 from episteme.ledger.conflicts import conflicts
@@ -32,7 +32,7 @@ from episteme.ledger.model import (
 from episteme.ledger.records import CheckRecord, ConstraintRecord, NotificationRecord
 from episteme.ledger.trust import TrustPolicy, TrustScore, scores
 from episteme.ledger.webhooks import NOTIFICATION_TYPES, WebhookSpec
-from episteme.timeutil import Clock, from_us, to_us
+from episteme.timeutil import Clock, from_us, rfc3339, to_us
 
 if TYPE_CHECKING:
     from episteme.ledger.store import BuildFn, Store, StoreReader
@@ -51,7 +51,8 @@ class ConstraintState(BaseModel):
     constraint: ConstraintRecord
     strength: float
     state: str
-    """``active``, or ``dormant`` (it still answers checks, as a warning)."""
+    """``active``, ``dormant`` (it still answers checks, as a warning), or ``retired`` (it
+    answers no check)."""
 
 
 class ConflictState(BaseModel):
@@ -67,7 +68,12 @@ class ConflictState(BaseModel):
 
 
 def _covering(
-    r: StoreReader, subjects: Sequence[str], tags: Sequence[str], *, open_axes: bool = False
+    r: StoreReader,
+    subjects: Sequence[str],
+    tags: Sequence[str],
+    *,
+    open_axes: bool = False,
+    retired: bool = False,
 ) -> list[ConstraintRecord]:
     """The constraints on `subjects` (above and below them) and those of `tags`, in the
     order they were made; every constraint when both are empty.
@@ -77,14 +83,14 @@ def _covering(
     every constraint of a tag. A check that says what kind of plan it is must not miss
     the constraint a correction put on the subject it did not name."""
     if not subjects and not tags:
-        return r.constraints(None)
+        return r.constraints(None, retired=retired)
     met: list[ConstraintRecord] = []
     for subject in subjects:
-        met += r.constraints(subject)
+        met += r.constraints(subject, retired=retired)
     if not subjects and open_axes:
         met += [c for c in r.constraints(None) if c.scope is not None]
     if tags or open_axes:
-        met += r.constraints_tagged(tags or None)  # None: of any tag
+        met += r.constraints_tagged(tags or None, retired=retired)  # None: of any tag
     return sorted({c.id: c for c in met}.values(), key=lambda c: c.seq)
 
 
@@ -142,9 +148,35 @@ class Learning:
         return self.constraint(made[0])
 
     def _state(self, c: ConstraintRecord, now: Instant) -> ConstraintState:
+        if c.retired_at is not None:
+            return ConstraintState(constraint=c, strength=0.0, state="retired")
         power = rules.strength(c, now)
         state = "active" if power >= rules.DORMANT_BELOW else "dormant"
         return ConstraintState(constraint=c, strength=round(power, 4), state=state)
+
+    def retire_constraint(self, ref: str, *, by: str, reason: str) -> ConstraintState:
+        """Retire a constraint (wrong, or no longer needed): it stays in the record, with
+        who retired it, when and why, and answers no check from now on."""
+        check_name(by, "by")
+        why = rules.check_reason(
+            reason, "retiring a constraint needs a reason: why it no longer holds"
+        )
+        cid = self.store.resolve(ref, want="constraint")[1]
+
+        def build(r: StoreReader, at: int, seq: int) -> list[Draft]:
+            found = r.constraint(cid)
+            if found is None:
+                raise NotFound(f"no constraint with id {ref!r}", field="id")
+            if found.retired_at is not None:
+                raise Conflict(
+                    f"constraint {cid} was retired already, by {found.retired_by} at "
+                    f"{rfc3339(found.retired_at)}: {found.retired_reason}"
+                )
+            payload = {"constraint_id": cid, "reason": why}
+            return [Draft(EventKind.CONSTRAINT_RETIRED, by, payload)]
+
+        self._write(build)
+        return self.constraint(cid)
 
     def constraint(self, ref: str) -> ConstraintState:
         """A constraint by id (or unique prefix), with its strength now."""
@@ -154,16 +186,16 @@ class Learning:
         return self._state(found, self.clock.now())
 
     def constraints(
-        self, scope: str | None = None, tags: Sequence[str] = ()
+        self, scope: str | None = None, tags: Sequence[str] = (), *, retired: bool = False
     ) -> list[ConstraintState]:
         """Every constraint, or those on `scope` (a subject, above and below it) and those
-        of `tags`, with its strength now."""
+        of `tags`, with its strength now; the retired ones too with `retired`."""
         if scope is not None:
             check_subject(scope, field="scope")
         labels = rules.check_tags(tags)
         now = self.clock.now()
         subjects = [scope] if scope is not None else []
-        found = self.store.reading(lambda r: _covering(r, subjects, labels))
+        found = self.store.reading(lambda r: _covering(r, subjects, labels, retired=retired))
         return [self._state(c, now) for c in found]
 
     def check(

@@ -96,6 +96,10 @@ class ConstraintRecord(BaseModel):
     last_hit_at: Instant | None = None
     tags: list[str] = []
     """The kinds of plan it covers; a check naming one of them meets it."""
+    retired_at: Instant | None = None
+    """When it was retired: it no longer answers checks (None: it does)."""
+    retired_by: str | None = None
+    retired_reason: str | None = None
 
 
 class CheckRecord(BaseModel):

@@ -165,15 +165,23 @@ def diff_page(
 
 
 @router.get("/constraints")
-def constraints_page(who: Reader, scope: str = "", tag: str = "") -> Response:
-    """Negative constraints, newest first: all, or those on a subject or of a tag."""
-    found = who.ledger.constraints(scope.strip() or None, [tag.strip()] if tag.strip() else [])
+def constraints_page(who: Reader, scope: str = "", tag: str = "", retired: str = "") -> Response:
+    """Negative constraints, newest first: all, or those on a subject or of a tag; the
+    retired ones too when asked."""
+    tags = [tag.strip()] if tag.strip() else []
+    found = who.ledger.constraints(scope.strip() or None, tags, retired=bool(retired))
     return page(
         who.request,
         "constraints.html",
         constraints=list(reversed(found)),
-        form={"scope": scope, "tag": tag},
+        form={"scope": scope, "tag": tag, "retired": retired},
     )
+
+
+@router.post("/constraints/{ref}/retire")
+def constraint_retire(ref: str, who: Console = Allowed(Op.CONSTRAIN, form=True)) -> Response:
+    done = who.ledger.retire_constraint(ref, by=who.principal.name, reason=who.field("reason"))
+    return redirect(f"/constraints?retired=1#{done.constraint.id}")
 
 
 _CONSTRAINT_FIELDS = (

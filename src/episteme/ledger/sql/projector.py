@@ -316,6 +316,14 @@ def _constraint(conn: Conn, ev: Event, data: dict[str, Any]) -> None:
     _insert_constraint(conn, ev, data["constraint"])
 
 
+def _retired(conn: Conn, ev: Event, data: dict[str, Any]) -> None:
+    """A constraint retired: kept, and no longer met by checks."""
+    conn.execute(
+        "UPDATE constraints SET retired_at = ?, retired_by = ?, retired_reason = ? WHERE id = ?",
+        (Us(ev.at), ev.actor, data["reason"], data["constraint_id"]),
+    )
+
+
 def _checked(conn: Conn, ev: Event, data: dict[str, Any]) -> None:
     """An audited pre-flight check; each constraint it hit is fresh again from now."""
     conn.execute(
@@ -397,6 +405,7 @@ _HANDLERS: dict[str, Handler] = {
     EventKind.LENS_DEFINED: _lens,
     EventKind.CONSTRAINT_ADDED: _constraint,
     EventKind.CONSTRAINT_CHECKED: _checked,
+    EventKind.CONSTRAINT_RETIRED: _retired,
     EventKind.WEBHOOK_SET: _webhook_set,
     EventKind.WEBHOOK_REMOVED: _webhook_removed,
     EventKind.TOKEN_ISSUED: _token_issued,

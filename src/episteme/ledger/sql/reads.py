@@ -488,37 +488,49 @@ class Reader(LearningReads, DiagnosisReads):
         return {r[0]: LensSpec.model_validate_json(r[1]) for r in rows}
 
     def constraint(self, constraint_id: str) -> ConstraintRecord | None:
-        rows = self._constraints("WHERE id = ?", [constraint_id])
+        rows = self._constraints("id = ?", [constraint_id])
         return rows[0] if rows else None
 
-    def constraints(self, scope: str | None = None) -> list[ConstraintRecord]:
+    def constraints(
+        self, scope: str | None = None, *, retired: bool = False
+    ) -> list[ConstraintRecord]:
         if scope is None:
-            return self._constraints("", [])
+            return self._constraints("TRUE", [], retired)
         # the scope itself, those above it (a constraint on `auth` covers `auth.jwt`) and
         # those below it (a plan for `auth.jwt` touches `auth.jwt.algorithm`); ranges, not
         # LIKE, whose `_` would match any character
         return self._constraints(
-            "WHERE scope = ? OR substr(?, 1, length(scope) + 1) = scope || '.'"
+            "scope = ? OR substr(?, 1, length(scope) + 1) = scope || '.'"
             " OR (scope > ? AND scope < ?)",
             [scope, scope, scope + ".", scope + "/"],
+            retired,
         )
 
-    def constraints_tagged(self, tags: Sequence[str] | None) -> list[ConstraintRecord]:
+    def constraints_tagged(
+        self, tags: Sequence[str] | None, *, retired: bool = False
+    ) -> list[ConstraintRecord]:
         if tags is None:  # of any tag
-            return self._constraints("WHERE id IN (SELECT constraint_id FROM constraint_tags)", [])
+            return self._constraints(
+                "id IN (SELECT constraint_id FROM constraint_tags)", [], retired
+            )
         if not tags:
             return []
         return self._constraints(
-            "WHERE id IN (SELECT constraint_id FROM constraint_tags WHERE tag IN"
+            "id IN (SELECT constraint_id FROM constraint_tags WHERE tag IN"
             f" ({', '.join('?' * len(tags))}))",
             list(tags),
+            retired,
         )
 
-    def _constraints(self, where: str, args: list[Any]) -> list[ConstraintRecord]:
+    def _constraints(
+        self, cond: str, args: list[Any], retired: bool = True
+    ) -> list[ConstraintRecord]:
+        """The constraints where `cond` holds; the retired ones too only with `retired`."""
+        live = "" if retired else " AND retired_at IS NULL"
         rows = self.conn.execute(
             "SELECT id, seq, at, scope, forbid, patterns, prefer, reason, origin, created_by,"
-            f" items, half_life_days, hits, last_hit_at, tags FROM constraints {where}"
-            " ORDER BY seq",
+            " items, half_life_days, hits, last_hit_at, tags, retired_at, retired_by,"
+            f" retired_reason FROM constraints WHERE ({cond}){live} ORDER BY seq",
             args,
         )
         return [
@@ -538,6 +550,9 @@ class Reader(LearningReads, DiagnosisReads):
                 hits=r[12],
                 last_hit_at=_opt(r[13]),
                 tags=orjson.loads(r[14]),
+                retired_at=_opt(r[15]),
+                retired_by=r[16],
+                retired_reason=r[17],
             )
             for r in rows
         ]

@@ -3,7 +3,8 @@
 -- to no subject. Its scope may now be left out where it has tags, so the table is made
 -- again with `scope` nullable (SQLite cannot drop a NOT NULL), and its tags are kept
 -- both in the row (as read back) and one row a tag (as a check looks them up). A check
--- records the tags it named.
+-- records the tags it named. A constraint can be retired (by whom, when and why): it
+-- stays in the record and no longer answers checks.
 --
 -- Incidents are listed newest first, a page at a time: that order now has an index.
 
@@ -22,11 +23,15 @@ CREATE TABLE constraints_next (
     half_life_days REAL    NOT NULL DEFAULT 30,
     hits           INTEGER NOT NULL DEFAULT 0,
     last_hit_at    INTEGER,
-    tags           TEXT    NOT NULL DEFAULT '[]'
+    tags           TEXT    NOT NULL DEFAULT '[]',
+    retired_at     INTEGER,
+    retired_by     TEXT,
+    retired_reason TEXT
 ) WITHOUT ROWID;
-INSERT INTO constraints_next
+INSERT INTO constraints_next (id, seq, at, scope, forbid, patterns, prefer, reason, origin,
+                              created_by, items, half_life_days, hits, last_hit_at)
     SELECT id, seq, at, scope, forbid, patterns, prefer, reason, origin, created_by, items,
-           half_life_days, hits, last_hit_at, '[]'
+           half_life_days, hits, last_hit_at
     FROM constraints;
 DROP TABLE constraints;
 ALTER TABLE constraints_next RENAME TO constraints;
