@@ -175,7 +175,9 @@ def test_a_constraint_is_retired_and_listed_with_retired(cli: Cli) -> None:
     assert cli("check", "--plan", "use node-fetch").code == VIOLATION
     done(cli("constraint", "retire", cid[:10], "--reason", "axios everywhere", "--by", "lead"))
     assert cli("check", "--plan", "use node-fetch").code == 0
-    assert done(cli("constraint", "list")) == "no constraint recorded\n"
+    assert done(cli("constraint", "list")) == (
+        "no constraint in force (--retired lists the retired ones)\n"
+    )
     [retired] = ok(cli("constraint", "list", "--retired", "--json"))
     assert (retired["state"], retired["constraint"]["retired_by"]) == ("retired", "lead")
     assert "retired" in done(cli("constraint", "list", "--retired"))

@@ -957,6 +957,10 @@ def test_a_retired_constraint_is_kept_and_answers_no_check(
     with pytest.raises(InvalidInput, match="retiring a constraint needs a reason"):
         ledger.retire_constraint(other.constraint.id, by="o", reason="  ")
     assert ledger.store.head() == head  # nothing written
+    # one on a subject, retired: met neither through its subject nor with a side left open
+    ledger.retire_constraint(other.constraint.id, by="lead", reason="RS256 everywhere")
+    for subjects, tags in ((["auth"], []), ([], ["deploy"]), (["auth.jwt"], ["deploy"]), ([], [])):
+        assert ledger.check("use ES256", subjects, agent="a", tags=tags).checked == 0
     assert ledger.rebuild().ok
     assert ledger.verify().ok
 

@@ -72,7 +72,7 @@ def test_the_overview_lists_the_plans_a_constraint_stopped(console: Console) -> 
         f"deploy-bot checked “roll out ES256 keys”: ES256 is forbidden ( {fix.constraint.id[:14]} )"
     ) in words
     assert f"{stopped.check_id}" in words
-    assert f'href="/constraints#{fix.constraint.id}"' in page.text
+    assert f'href="/constraints?retired=1#{fix.constraint.id}"' in page.text
 
 
 def test_a_busy_day_lists_the_newest_changes_and_counts_them_all(console: Console) -> None:
@@ -292,7 +292,7 @@ def test_the_constraints_page_lists_them_on_a_subject_or_of_a_tag(console: Conso
     assert bad.status_code == 400
     assert "invalid subject" in bad.text
     agent = console.get("/agents/deploy-bot")
-    assert f'href="/constraints#{fix.constraint.id}"' in agent.text
+    assert f'href="/constraints?retired=1#{fix.constraint.id}"' in agent.text
 
 
 def test_a_supervisor_records_a_constraint_from_the_console(console: Console) -> None:
@@ -349,6 +349,7 @@ def test_a_supervisor_retires_a_constraint_from_the_console(console: Console) ->
     assert done.headers["location"] == f"/constraints?retired=1#{cid}"
     assert led.constraint(cid).state == "retired"
     assert cid[:14] not in text(console.get("/constraints"))
+    assert cid[:14] not in text(console.get("/constraints?retired=0"))
     shown = text(console.get("/constraints?retired=1"))
     assert "retired 2026-11-22 03:00:00Z by oncall: canary in CI" in shown
     again = console.post(f"/constraints/{cid}/retire", {"csrf": console.csrf(), "reason": "x"})

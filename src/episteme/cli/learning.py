@@ -101,7 +101,11 @@ def constraint_list(
         rows = ledger.constraints(scope, tag or [], retired=retired)
     if not emit(ctx, as_json, rows):
         none = (
-            "no constraint meets that subject or tag" if scope or tag else "no constraint recorded"
+            "no constraint meets that subject or tag"
+            if scope or tag
+            else "no constraint recorded"
+            if retired
+            else "no constraint in force (--retired lists the retired ones)"
         )
         state(ctx).console.print(_constraints(rows) if rows else none)
 

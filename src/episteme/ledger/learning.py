@@ -88,7 +88,7 @@ def _covering(
     for subject in subjects:
         met += r.constraints(subject, retired=retired)
     if not subjects and open_axes:
-        met += [c for c in r.constraints(None) if c.scope is not None]
+        met += [c for c in r.constraints(None, retired=retired) if c.scope is not None]
     if tags or open_axes:
         met += r.constraints_tagged(tags or None, retired=retired)  # None: of any tag
     return sorted({c.id: c for c in met}.values(), key=lambda c: c.seq)

@@ -169,12 +169,13 @@ def constraints_page(who: Reader, scope: str = "", tag: str = "", retired: str =
     """Negative constraints, newest first: all, or those on a subject or of a tag; the
     retired ones too when asked."""
     tags = [tag.strip()] if tag.strip() else []
-    found = who.ledger.constraints(scope.strip() or None, tags, retired=bool(retired))
+    shown = retired.strip().lower() in ("1", "true", "on", "yes")
+    found = who.ledger.constraints(scope.strip() or None, tags, retired=shown)
     return page(
         who.request,
         "constraints.html",
         constraints=list(reversed(found)),
-        form={"scope": scope, "tag": tag, "retired": retired},
+        form={"scope": scope, "tag": tag, "retired": shown},
     )
 
 
