@@ -59,7 +59,7 @@ from episteme.errors import (
     Unauthenticated,
 )
 from episteme.ledger.access import Denial, Principal, TokenRecord
-from episteme.ledger.constraints import CheckResult
+from episteme.ledger.constraints import CheckResult, check_list
 from episteme.ledger.gardener import GardenerStatus
 from episteme.ledger.journal import VerifyReport
 from episteme.ledger.learning import ConflictState, ConstraintState
@@ -163,8 +163,7 @@ def _listed(values: Iterable[str] | None, field: str) -> list[str]:
     characters: a check whose scope became ``['a', 'u', 't', 'h']`` finds no violation."""
     if values is None:
         return []
-    if isinstance(values, str | bytes):
-        raise InvalidInput(f"{field} is a list: give [{field}] rather than one string", field=field)
+    check_list(values, field)  # the library's refusal, before anything is sent
     return list(values)
 
 

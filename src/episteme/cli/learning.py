@@ -100,13 +100,11 @@ def constraint_list(
     with open_ledger(ctx, home, reads="knowledge") as ledger:
         rows = ledger.constraints(scope, tag or [], retired=retired)
     if not emit(ctx, as_json, rows):
-        none = (
-            "no constraint meets that subject or tag"
-            if scope or tag
-            else "no constraint recorded"
-            if retired
-            else "no constraint in force (--retired lists the retired ones)"
-        )
+        none = "no constraint in force (--retired lists the retired ones)"
+        if scope or tag:
+            none = "no constraint meets that subject or tag"
+        elif retired:
+            none = "no constraint recorded"
         state(ctx).console.print(_constraints(rows) if rows else none)
 
 
@@ -263,11 +261,10 @@ def trust(
     if not rows:
         who = f" for {escape(agent)}" if agent else ""
         where = f" on {topic}" if topic else ""
-        stands = "it stands" if agent else "every agent stands"
-        console.print(
-            f"no trust evidence yet{who}{where}: {stands} at 0.50"
-            + ("" if topic else " on every topic" if agent else "")
-        )
+        stands = "every agent stands at 0.50"
+        if agent:
+            stands = "it stands at 0.50" + ("" if topic else " on every topic")
+        console.print(f"no trust evidence yet{who}{where}: {stands}")
         return
     for s in rows:
         console.print(

@@ -213,6 +213,9 @@ def trace(console: Console, tr: Trace) -> None:
         checked(console, tr.decision, tr.checks)
 
 
+_OUTCOME_STYLE = {"passed": "green", "warned": "yellow", "violated": "red"}
+
+
 def checked(console: Console, d: DecisionRecord, checks: list[CheckRecord]) -> None:
     """A decision's pre-flight checks: what its agent checked in the hour before it."""
     if not checks:
@@ -221,12 +224,10 @@ def checked(console: Console, d: DecisionRecord, checks: list[CheckRecord]) -> N
     newest = f"the newest {len(checks)} " if len(checks) == CHECKS_SHOWN else ""
     console.print(f"{newest}pre-flight checks by {d.agent} in the hour before it:")
     for c in checks:
-        hits = [v for v in c.violations if v["severity"] == "violation"]
-        outcome = "[green]passed[/]"
-        if hits:
-            outcome = f"[red]violated[/] ({esc(', '.join(v['matched'] for v in hits))})"
-        elif c.violations:
-            outcome = "[yellow]warned[/]"
+        outcome = f"[{_OUTCOME_STYLE[c.outcome]}]{c.outcome}[/]"
+        if c.outcome == "violated":
+            hits = (v["matched"] for v in c.violations if v["severity"] == "violation")
+            outcome += f" ({esc(', '.join(hits))})"
         plan = c.plan or "items " + ", ".join(c.items)
         console.print(f"  {when(c.at)} {outcome}  {esc(plan[:80])}  {c.id}")
     if len(checks) == CHECKS_SHOWN:

@@ -91,7 +91,7 @@ def strength(c: ConstraintRecord, now: Instant) -> float:
     return float(0.5 ** (age_days / c.half_life_days))
 
 
-def check_list(values: Sequence[str], field: str) -> None:
+def check_list(values: Iterable[str], field: str) -> None:
     """Refuse one string where a list of them belongs: read as a list of its characters,
     ``"deploy"`` would be the tags d, e, p, l, o, y, and a check of them would meet none
     of the constraints on deploys."""

@@ -7,7 +7,7 @@ epochs, version history, and the shapes of diff, blame, trace and impact.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field, JsonValue, computed_field
 from whenever import Instant
@@ -117,6 +117,14 @@ class CheckRecord(BaseModel):
     """``{constraint_id, matched, found_in, strength, severity}`` as answered."""
     context: dict[str, Any]
     tags: list[str] = []
+
+    @property
+    def outcome(self) -> Literal["passed", "warned", "violated"]:
+        """``violated`` when it hit an active constraint, ``warned`` when only dormant ones."""
+        severities = {v["severity"] for v in self.violations}
+        if "violation" in severities:
+            return "violated"
+        return "warned" if severities else "passed"
 
 
 class NotificationRecord(BaseModel):

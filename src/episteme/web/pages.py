@@ -52,7 +52,7 @@ def _overview(ledger: Ledger, now: Instant) -> dict[str, Any]:
     diff = ledger.diff(None, since=since, until=now, limit=RECENT)
     hiding = [q for q in ledger.audit(since=since, until=now, limit=200) if q.hidden.count]
     checks = ledger.checks(since=since, until=now, limit=200)
-    stopped = [c for c in checks if any(v["severity"] == "violation" for v in c.violations)]
+    stopped = [c for c in checks if c.outcome == "violated"]
     return {
         "now": now,
         "changes": list(reversed(diff.changes)),
@@ -165,17 +165,18 @@ def diff_page(
 
 
 @router.get("/constraints")
-def constraints_page(who: Reader, scope: str = "", tag: str = "", retired: str = "") -> Response:
+def constraints_page(
+    who: Reader, scope: str = "", tag: str = "", retired: bool = False
+) -> Response:
     """Negative constraints, newest first: all, or those on a subject or of a tag; the
     retired ones too when asked."""
     tags = [tag.strip()] if tag.strip() else []
-    shown = retired.strip().lower() in ("1", "true", "on", "yes")
-    found = who.ledger.constraints(scope.strip() or None, tags, retired=shown)
+    found = who.ledger.constraints(scope.strip() or None, tags, retired=retired)
     return page(
         who.request,
         "constraints.html",
         constraints=list(reversed(found)),
-        form={"scope": scope, "tag": tag, "retired": shown},
+        form={"scope": scope, "tag": tag, "retired": retired},
     )
 
 

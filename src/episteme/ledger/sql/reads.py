@@ -488,14 +488,14 @@ class Reader(LearningReads, DiagnosisReads):
         return {r[0]: LensSpec.model_validate_json(r[1]) for r in rows}
 
     def constraint(self, constraint_id: str) -> ConstraintRecord | None:
-        rows = self._constraints("id = ?", [constraint_id])
+        rows = self._constraints("id = ?", [constraint_id], retired=True)
         return rows[0] if rows else None
 
     def constraints(
         self, scope: str | None = None, *, retired: bool = False
     ) -> list[ConstraintRecord]:
         if scope is None:
-            return self._constraints("TRUE", [], retired)
+            return self._constraints("TRUE", [], retired=retired)
         # the scope itself, those above it (a constraint on `auth` covers `auth.jwt`) and
         # those below it (a plan for `auth.jwt` touches `auth.jwt.algorithm`); ranges, not
         # LIKE, whose `_` would match any character
@@ -503,7 +503,7 @@ class Reader(LearningReads, DiagnosisReads):
             "scope = ? OR substr(?, 1, length(scope) + 1) = scope || '.'"
             " OR (scope > ? AND scope < ?)",
             [scope, scope, scope + ".", scope + "/"],
-            retired,
+            retired=retired,
         )
 
     def constraints_tagged(
@@ -511,7 +511,7 @@ class Reader(LearningReads, DiagnosisReads):
     ) -> list[ConstraintRecord]:
         if tags is None:  # of any tag
             return self._constraints(
-                "id IN (SELECT constraint_id FROM constraint_tags)", [], retired
+                "id IN (SELECT constraint_id FROM constraint_tags)", [], retired=retired
             )
         if not tags:
             return []
@@ -519,12 +519,10 @@ class Reader(LearningReads, DiagnosisReads):
             "id IN (SELECT constraint_id FROM constraint_tags WHERE tag IN"
             f" ({', '.join('?' * len(tags))}))",
             list(tags),
-            retired,
+            retired=retired,
         )
 
-    def _constraints(
-        self, cond: str, args: list[Any], retired: bool = True
-    ) -> list[ConstraintRecord]:
+    def _constraints(self, cond: str, args: list[Any], *, retired: bool) -> list[ConstraintRecord]:
         """The constraints where `cond` holds; the retired ones too only with `retired`."""
         live = "" if retired else " AND retired_at IS NULL"
         rows = self.conn.execute(
