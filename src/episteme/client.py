@@ -574,13 +574,19 @@ def _op_audit(
 
 
 def _op_diff(
-    prefix: str | None = None, *, since: Instant, until: Instant | None = None, limit: int = 1000
+    prefix: str | None = None,
+    *,
+    since: Instant,
+    until: Instant | None = None,
+    limit: int = 1000,
+    before: str | None = None,
 ) -> _Call[Diff]:
-    """What changed under a subject prefix between two times: the newest `limit` changes,
-    with the counts and total of them all."""
+    """What changed under a subject prefix between two times: the newest `limit` changes
+    (below `before`, a page's `next`, when given), with the counts and total of them all."""
     return _get(
-        "/v1/diff", Diff.model_validate_json, prefix=prefix, since=since, until=until, limit=limit
-    )
+        "/v1/diff", Diff.model_validate_json,
+        prefix=prefix, since=since, until=until, limit=limit, before=before,
+    )  # fmt: skip
 
 
 def _op_blame(ref: str) -> _Call[list[Blame]]:

@@ -130,6 +130,7 @@ def test_the_limit_is_configurable(ledger: Ledger, home: Any) -> None:
         ("GET", "/v1/audit?limit=0", "agent", 422, ["limit"]),
         ("GET", "/v1/diff?since=2026-11-21T00:00:00Z&limit=0", "agent", 422, ["limit"]),
         ("GET", "/v1/diff?since=2026-11-21T00:00:00Z&limit=100001", "agent", 422, ["limit"]),
+        ("GET", "/v1/diff?since=2026-11-21T00:00:00Z&before=48213", "agent", 400, ["before"]),
         ("GET", "/v1/audit?since=9pm", "agent", 422, ["since"]),
     ],
 )

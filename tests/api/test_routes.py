@@ -91,6 +91,19 @@ def test_the_es256_story_over_http(api: Api, clock: ManualClock) -> None:
     ).json()
     assert newest["changes"] == diff["changes"][-1:]
     assert (newest["counts"], newest["total"]) == (diff["counts"], diff["total"])
+    assert diff["next"] is None
+    pages, place = [newest["changes"]], newest["next"]
+    while place is not None:  # a page at a time, each below the one before
+        below = api.call(
+            "GET",
+            "/v1/diff",
+            params={"prefix": "auth", "since": "2026-11-21T00:00:00Z", "until": newest["until"]}
+            | {"limit": 1, "before": place},
+        ).json()
+        pages.append(below["changes"])
+        place = below["next"]
+    assert [c for p in reversed(pages) for c in p] == diff["changes"]
+    assert len(pages) == diff["total"] > 1
     blame = api.call("GET", f"/v1/blame/{es[:10]}").json()
     assert blame[0]["assertion"]["agent"] == "agent-1"
     assert api.call("GET", "/v1/epochs/jwt-migration").json()["epoch"]["assertions"] == 1

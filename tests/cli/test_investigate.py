@@ -153,7 +153,23 @@ def test_diff_shows_the_newest_and_says_how_many_more(cli: Cli, scenario: Scenar
     assert (d["counts"], d["total"]) == (everything["counts"], everything["total"])
     assert everything["total"] == len(everything["changes"]) > 1
     out = done(cli("diff", "--from", since, "--limit", "1"))
-    assert f"the newest 1 of {everything['total']} changes" in out
+    total = everything["total"]
+    hint = f"1 of {total} changes shown; for older ones add --to {ONCALL.format_iso()} --before "
+    assert hint in out
+    # the line's own words ask for the next page, and so on to the oldest
+    pages, place = [d["changes"]], d["next"]
+    assert out.split(hint)[1].split()[0] == place
+    while place is not None:
+        older = ok(cli("diff", "--from", since, "--limit", "1", "--before", place, "--json"))
+        pages.append(older["changes"])
+        place = older["next"]
+    assert [c for p in reversed(pages) for c in p] == everything["changes"]
+    assert "for older ones" not in done(cli("diff", "--from", since, "--limit", str(total)))
+    wrong = cli("diff", "--from", since, "--before", "48213")
+    assert wrong.code != 0
+    assert wrong.err == (
+        "error: before '48213' is not a place in a diff: pass the `next` of the page before\n"
+    )
     bad = cli("diff", "--from", since, "--limit", "0")
     assert bad.code != 0
     assert bad.err == "error: limit must be between 1 and 1,000,000\n"

@@ -212,6 +212,11 @@ def test_investigation_and_admin_surface(server: Server, clock: ManualClock) -> 
         assert alice.reject(b.id, reason="unsure").lifecycle is Lifecycle.REJECTED
         diff = alice.diff("db", since=start.subtract(minutes=1))
         assert diff.counts == {"added": 2, "deprecated": 1, "rejected": 1}
+        top = alice.diff("db", since=start.subtract(minutes=1), limit=3)
+        assert top.changes == diff.changes[1:]
+        assert top.next is not None
+        rest = alice.diff("db", since=top.since, until=top.until, limit=3, before=top.next)
+        assert (rest.changes, rest.next, rest.total) == (diff.changes[:1], None, 4)
         audited = alice.audit(agent="alice", since=start)
         newest_first = [by_text.query_id, answer.query_id]
         assert [r.id for r in audited] == newest_first

@@ -603,6 +603,62 @@ def test_a_limited_diff_keeps_the_newest_and_counts_them_all(
         ledger.diff("svc", since=since, limit=0)
 
 
+def test_a_diff_pages_through_events_that_change_many_assertions(
+    ledger: Ledger, clock: ManualClock
+) -> None:
+    # One event can change any number of assertions (a batch, an epoch retracted at
+    # once), all at one time and one seq: the pages go past them without losing one
+    since = clock.now()
+    later(clock)
+    ledger.add(
+        [AssertionInput(subject=f"svc.s{i}", value=i, agent="ops", epoch="e1") for i in range(7)]
+    )
+    later(clock)
+    # in one batch, the first approved value is added and superseded by the second: two
+    # versions of one assertion in one event
+    ledger.add(
+        [
+            AssertionInput(subject="svc.mode", value=v, agent="ops", lifecycle="approved")
+            for v in ("a", "b", "c")
+        ]
+    )
+    ledger.supersede_epoch("e1", by="alice", reason="re-ingested")
+    later(clock)
+    last = fact(ledger, "one more", subject="svc.tail")
+    whole = ledger.diff("svc", since=since)
+    assert whole.next is None
+    assert whole.counts == {"added": 11, "superseded": 2, "retracted": 7}
+    for limit in (1, 2, 3, 5, 19, 20):
+        first = ledger.diff("svc", since=since, limit=limit)
+        pages, cursor = [first.changes], first.next
+        until = first.until
+        while cursor is not None:
+            page = ledger.diff("svc", since=since, until=until, limit=limit, before=cursor)
+            assert 0 < len(page.changes) <= limit
+            assert (page.counts, page.total) == (whole.counts, 20)
+            pages.append(page.changes)
+            cursor = page.next
+        assert [c for p in reversed(pages) for c in p] == whole.changes, limit
+        assert len(pages) == -(-20 // limit)
+    # a page below a cursor keeps its place when newer changes land
+    top = ledger.diff("svc", since=since, limit=4)
+    assert top.changes[-1].assertion_id == last
+    assert top.next is not None
+    later(clock)
+    fact(ledger, "newest", subject="svc.new")
+    below = ledger.diff("svc", since=since, limit=4, before=top.next)
+    assert below.changes == whole.changes[-8:-4]
+    assert below.total == 21  # the window grew; the page did not move
+    # no limit: everything below the cursor
+    rest = ledger.diff("svc", since=since, until=top.until, before=top.next)
+    assert rest.changes == whole.changes[:-4]
+    assert rest.next is None
+    for bad in ("", "12", "1.2.3.4", f"1.2.{last}.2", f"x.2.{last}.0", f"1.0.{last}.0", "..."):
+        with pytest.raises(InvalidInput, match="not a place in a diff") as e:
+            ledger.diff("svc", since=since, limit=4, before=bad)
+        assert e.value.field == "before"
+
+
 def test_blame_of_a_subject_and_of_an_id(ledger: Ledger, clock: ManualClock) -> None:
     rs = fact(ledger, "RS256", lifecycle="approved", epoch="ingest-1")
     later(clock)

@@ -90,6 +90,29 @@ def test_a_busy_day_lists_the_newest_changes_and_counts_them_all(console: Consol
     overview = text(console.get("/"))
     assert "602 added" in overview
     assert "The newest 50 of 602" in overview
+    # the 600 came in one event, at one time: the older page starts inside it
+    link = re.search(r'href="(/diff\?[^"]*)">Older changes', r.text)
+    assert link is not None
+    assert "since=2026-11-" in link.group(1)
+    assert "24h" not in link.group(1)
+    older = console.get(link.group(1).replace("&amp;", "&"))
+    assert older.status_code == 200
+    rest = text(older)
+    assert "Older changes, 102 of 602" in rest
+    assert older.text.count('class="change-added"') == 102
+    assert "svc.s099" in rest
+    assert "svc.s100" not in rest
+    assert "svc.s000" in rest
+    assert "Older changes →" not in rest
+    newest = re.search(r'href="(/diff\?[^"]*)">the newest</a>', older.text)
+    assert newest is not None
+    assert "before" not in newest.group(1)
+    again = console.get(newest.group(1).replace("&amp;", "&"))
+    assert again.text.count('class="change-added"') == 500
+    assert "svc.s599" in text(again)
+    bad = console.get("/diff?before=48213")
+    assert bad.status_code == 400
+    assert "is not a place in a diff" in text(bad)
 
 
 def test_trace_draws_decision_queries_assertions_agents_and_sources(console: Console) -> None:

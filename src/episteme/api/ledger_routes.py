@@ -342,9 +342,20 @@ def diff(
             description="The newest this many changes; `counts` and `total` are of them all.",
         ),
     ] = 1000,
+    before: Annotated[
+        str | None,
+        Query(
+            max_length=128,
+            description=(
+                "The next page: the changes below this place, the `next` of the page"
+                " before (give that page's `until` too, so that changes since do not"
+                " count in `counts`)."
+            ),
+        ),
+    ] = None,
     who: Principal = Caller(Op.READ),
 ) -> Response:
-    return encoded(ledger.diff(prefix, since=since, until=until, limit=limit))
+    return encoded(ledger.diff(prefix, since=since, until=until, limit=limit, before=before))
 
 
 @router.get(

@@ -25,6 +25,7 @@ from episteme.cli.common import (
     location,
     next_page,
     open_ledger,
+    page_option,
     state,
     when,
 )
@@ -316,6 +317,9 @@ def diff(
     limit: Annotated[
         int, typer.Option(help="Show the newest this many (the counts are of all).")
     ] = 100,
+    before: Annotated[
+        str | None, page_option("PLACE", "the changes older than this place in the window")
+    ] = None,
     home: Home = None,
     as_json: Json = False,
 ) -> None:
@@ -324,7 +328,7 @@ def diff(
     assert t1 is not None
     t2 = when(ctx, to, "--to")
     with open_ledger(ctx, home, reads="knowledge") as ledger:
-        d = ledger.diff(prefix, since=t1, until=t2, limit=limit)
+        d = ledger.diff(prefix, since=t1, until=t2, limit=limit, before=before)
     if not emit(ctx, as_json, d):
         render.diff(state(ctx).console, d)
 

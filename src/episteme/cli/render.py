@@ -145,10 +145,13 @@ def diff(console: Console, d: Diff) -> None:
             esc(c.reason),
         )
     console.print(t if d.changes else f"{title}: no changes")
-    if d.total > len(d.changes):
+    if d.next is not None:
+        # the window's end as the page read it, so that the pages stay one window
+        place = f"--to {d.until.format_iso()} --before {d.next}"
         console.print(
-            f"the newest {len(d.changes):,} of {d.total:,} changes: narrow them with a prefix"
-            " or --to, or raise --limit"
+            f"{len(d.changes):,} of {d.total:,} changes shown; for older ones add {place}",
+            highlight=False,
+            soft_wrap=True,  # one line however narrow the terminal: it is copied whole
         )
     if d.counts:
         console.print(", ".join(f"{n} {k}" for k, n in sorted(d.counts.items())))

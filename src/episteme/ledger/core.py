@@ -50,6 +50,7 @@ from episteme.ledger.model import (
 )
 from episteme.ledger.records import (
     Blame,
+    ChangeCursor,
     Correction,
     CorrectionRecord,
     DecisionRecord,
@@ -747,9 +748,12 @@ class Ledger(Learning, Tokens):
         since: Instant,
         until: Instant | None = None,
         limit: int | None = None,
+        before: str | None = None,
     ) -> Diff:
         """What changed under `prefix` between two times: every change, or the newest
-        `limit` of them (with the counts and total of all)."""
+        `limit` of them (with the counts and total of all) and, when it left older ones
+        out, the `next` to pass as `before` for them."""
+        cursor = None if before is None else ChangeCursor.parse(before)
         # the window in the journal's resolution, as the answer echoes it
         now = self.clock.now()
         if until is None and since > now:
@@ -758,7 +762,9 @@ class Ledger(Learning, Tokens):
                 field="since",
             )
         since, until = from_us(to_us(since)), from_us(to_us(until or now))
-        return self.store.reading(lambda r: investigate.diff(r, prefix, since, until, limit))
+        return self.store.reading(
+            lambda r: investigate.diff(r, prefix, since, until, limit, cursor)
+        )
 
     def blame(self, ref: str) -> list[Blame]:
         """Who introduced an assertion (by id) or each assertion on a subject."""

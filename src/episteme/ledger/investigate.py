@@ -18,7 +18,15 @@ from episteme.ledger.model import (
     check_prefix,
     check_window,
 )
-from episteme.ledger.records import Blame, CheckRecord, Diff, Impact, QueryRecord, Trace
+from episteme.ledger.records import (
+    Blame,
+    ChangeCursor,
+    CheckRecord,
+    Diff,
+    Impact,
+    QueryRecord,
+    Trace,
+)
 from episteme.ledger.store import StoreReader
 from episteme.timeutil import to_us
 
@@ -44,22 +52,39 @@ def served(
 
 
 def diff(
-    r: StoreReader, prefix: str | None, since: Instant, until: Instant, limit: int | None
+    r: StoreReader,
+    prefix: str | None,
+    since: Instant,
+    until: Instant,
+    limit: int | None,
+    before: ChangeCursor | None = None,
 ) -> Diff:
-    """The changes in [since, until]; with `limit`, the newest `limit` of them, and the
-    counts and total still of them all."""
+    """The changes in [since, until] (those below `before` when given); with `limit`,
+    the newest `limit` of them and where the older ones start, and the counts and total
+    still of the whole window."""
     if prefix is not None:
         prefix = check_prefix(prefix, field="prefix")
     check_window(since, until)
     if limit is not None:
         check_limit(limit)
     start, end = to_us(since), to_us(until)
-    changes = r.changes(prefix, start, end, limit)
-    if limit is None or len(changes) < limit:
+    # one more than a page says whether the page left any out
+    changes = r.changes(prefix, start, end, None if limit is None else limit + 1, before)
+    more = limit is not None and len(changes) > limit
+    if more:
+        del changes[0]  # journal order: the oldest first
+    if before is None and not more:
         counts = dict(Counter(c.change for c in changes))
-    else:  # there may be more than were read: count them all
+    else:  # there are changes that were not read: count them all
         counts = r.change_counts(prefix, start, end)
-    return Diff(prefix=prefix, since=since, until=until, changes=changes, counts=counts)
+    return Diff(
+        prefix=prefix,
+        since=since,
+        until=until,
+        changes=changes,
+        counts=counts,
+        next=str(ChangeCursor.of(changes[0])) if more else None,
+    )
 
 
 def _looks_like_id(ref: str) -> bool:

@@ -6,13 +6,19 @@ epochs, version history, and the shapes of diff, blame, trace and impact.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field, JsonValue, computed_field
 from whenever import Instant
 
-from episteme.ledger.model import Assertion, Hidden, Lifecycle
+from episteme.errors import InvalidInput
+from episteme.ledger.model import MAX_SEQ, Assertion, Hidden, Lifecycle
+from episteme.timeutil import to_us
+
+_ID = re.compile(r"[0-9a-f]{64}")
+"""An assertion's id: the BLAKE3 hash of its content, in hexadecimal."""
 
 
 class Version(BaseModel):
@@ -186,14 +192,60 @@ class Change:
     reason: str | None
 
 
+@dataclass(frozen=True, slots=True)
+class ChangeCursor:
+    """A place in a diff's order, below which its next page starts: the change's time (in
+    microseconds), its event's seq, its assertion and whether it is the second of that
+    assertion's two versions in the event (added, then superseded by a later item of its
+    batch). One event can change any number of assertions, so a seq alone cannot say
+    where a page ended. Written `TIME.SEQ.ID.0|1` on the wire, opaque to callers."""
+
+    at: int
+    seq: int
+    assertion_id: str
+    later: bool
+
+    @classmethod
+    def of(cls, change: Change) -> ChangeCursor:
+        return cls(
+            to_us(change.at), change.seq, change.assertion_id, change.prev_lifecycle is not None
+        )
+
+    def __str__(self) -> str:
+        return f"{self.at}.{self.seq}.{self.assertion_id}.{int(self.later)}"
+
+    @classmethod
+    def parse(cls, text: str) -> ChangeCursor:
+        """The cursor `text` (a diff's `next`), or a refusal naming `before`."""
+        parts = text.split(".")
+        if (
+            len(parts) != 4
+            or not all(p.isascii() and p.isdigit() for p in (parts[0], parts[1]))
+            or not _ID.fullmatch(parts[2])
+            or parts[3] not in ("0", "1")
+            or not 0 <= int(parts[0]) <= MAX_SEQ
+            or not 1 <= int(parts[1]) <= MAX_SEQ
+        ):
+            raise InvalidInput(
+                f"before {text[:80]!r} is not a place in a diff: pass the `next` of the page"
+                " before",
+                field="before",
+            )
+        return cls(int(parts[0]), int(parts[1]), parts[2], parts[3] == "1")
+
+
 class Diff(BaseModel):
     prefix: str | None
     since: Instant
     until: Instant
     changes: list[Change]
-    """In journal order: all of the window's, or its newest when a limit was asked."""
+    """In journal order: all of the window's, or its newest (below `before` when given)
+    when a limit was asked."""
     counts: dict[str, int]
     """Changes of each kind in the whole window."""
+    next: str | None = None
+    """Where the window's older changes start when this page left some out: pass it as
+    `before` for the next page. Absent on the last page."""
 
     @computed_field  # type: ignore[prop-decorator]
     @property

@@ -23,6 +23,7 @@ from episteme.ledger.lenses import LensSpec
 from episteme.ledger.model import Assertion, Candidates
 from episteme.ledger.records import (
     Change,
+    ChangeCursor,
     CheckRecord,
     ConstraintRecord,
     CorrectionRecord,
@@ -64,9 +65,15 @@ class StoreReader(Protocol):
     def derived(self, parent_ids: Sequence[str]) -> list[Assertion]: ...
     def versions(self, assertion_id: str) -> list[Version]: ...
     def changes(
-        self, subject: str | None, since: int, until: int, limit: int | None = None
+        self,
+        subject: str | None,
+        since: int,
+        until: int,
+        limit: int | None = None,
+        before: ChangeCursor | None = None,
     ) -> list[Change]:
-        """Changes in [since, until] in journal order; the newest `limit` when given."""
+        """Changes in [since, until] in journal order, those below `before` when given;
+        the newest `limit` of them when given."""
         ...
 
     def change_counts(self, subject: str | None, since: int, until: int) -> dict[str, int]:

@@ -148,19 +148,31 @@ def subject_page(subject: str, who: Reader, at: str = "") -> Response:
 
 @router.get("/diff")
 def diff_page(
-    who: Reader, request: Request, prefix: str = "", since: str = "24h", until: str = ""
+    who: Reader,
+    request: Request,
+    prefix: str = "",
+    since: str = "24h",
+    until: str = "",
+    before: str | None = None,
 ) -> Response:
     ledger = who.ledger
     now = ledger.clock.now()
     start = parse_time(since or "24h", now)
     end = _moment(until, now) or now
-    result = ledger.diff(prefix.strip() or None, since=start, until=end, limit=DIFF_ROWS)
+    result = ledger.diff(
+        prefix.strip() or None, since=start, until=end, limit=DIFF_ROWS, before=before
+    )
+    window = {"prefix": prefix, "since": start.format_iso(), "until": end.format_iso()}
     return page(
         request,
         "diff.html",
         diff=result,
         changes=list(reversed(result.changes)),
         form={"prefix": prefix, "since": since, "until": until},
+        # the window as resolved now, as the agent page's older pages: "24h" read again
+        # at the click would move it
+        older=None if result.next is None else "?" + urlencode(window | {"before": result.next}),
+        paged=before is not None,
     )
 
 

@@ -31,6 +31,7 @@ from episteme.ledger.model import (
 )
 from episteme.ledger.records import (
     Change,
+    ChangeCursor,
     ConstraintRecord,
     CorrectionRecord,
     DecisionRecord,
@@ -405,9 +406,24 @@ class Reader(LearningReads, DiagnosisReads):
         ]
 
     def changes(
-        self, subject: str | None, since: int, until: int, limit: int | None = None
+        self,
+        subject: str | None,
+        since: int,
+        until: int,
+        limit: int | None = None,
+        before: ChangeCursor | None = None,
     ) -> list[Change]:
         window, args = _window(subject, since, until)
+        if before is not None:
+            # below the cursor in (time, seq, assertion, added first) order; the time
+            # bounds the walk of the time index, the rest breaks ties among one event's
+            b = before
+            window += (
+                " AND v.tx_from <= ? AND (v.seq < ? OR (v.seq = ? AND"
+                f" (v.arow < ({_AROW}) OR (v.arow = ({_AROW}) AND ? = 1"
+                " AND v.prev_lifecycle IS NULL))))"
+            )
+            args += [Us(b.at), b.seq, b.seq, b.assertion_id, b.assertion_id, int(b.later)]
         source, outer = "versions v", window
         if limit is not None:
             # The newest `limit` versions, picked before the join, walking the time index
