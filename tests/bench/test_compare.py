@@ -220,3 +220,9 @@ def test_diff_limit_times_the_full_and_the_newest_diff(
         assert 0 < figures[name]["p50_ms"] <= figures[name]["p99_ms"], name
     ratio = figures["newest 1,000"]["p50_ms"] / figures["full"]["p50_ms"]
     assert abs(figures["newest/full p50"] - ratio) < 0.001
+    # 1,500 changes of one event: the page below the newest starts inside it
+    assert figures["pages"] == 2
+    for page in ("second", "middle", "last"):
+        for name in (f"{page} page", f"{page} page floor"):
+            assert 0 < figures[name]["p50_ms"] <= figures[name]["p99_ms"], name
+        assert figures[f"{page}/floor p50"] > 0

@@ -90,6 +90,16 @@ SQL: dict[str, str] = {
         " LIMIT 1000) v"
         " JOIN assertions a ON a.rowid = v.arow"
     ),
+    "diff_below": (  # the 1,000 below a page's last change (time, seq, assertion, 0|1)
+        "SELECT v.seq, v.cause, a.id, a.subject, a.value, v.lifecycle, v.actor FROM (SELECT *"
+        " FROM versions v WHERE v.tx_from >= ? AND v.tx_from <= ? AND v.tx_from <= ?"
+        " AND (v.seq < ? OR (v.seq = ? AND (v.arow < (SELECT rowid FROM assertions WHERE id = ?)"
+        " OR (v.arow = (SELECT rowid FROM assertions WHERE id = ?) AND ? = 1"
+        " AND v.prev_lifecycle IS NULL))))"
+        " ORDER BY v.tx_from DESC, v.seq DESC, v.arow DESC, (v.prev_lifecycle IS NOT NULL) DESC"
+        " LIMIT 1000) v"
+        " JOIN assertions a ON a.rowid = v.arow"
+    ),
     "diff_counts": (
         "SELECT v.cause, count(*) FROM versions v WHERE v.tx_from >= ? AND v.tx_from <= ?"
         " GROUP BY v.cause"
