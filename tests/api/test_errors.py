@@ -131,6 +131,13 @@ def test_the_limit_is_configurable(ledger: Ledger, home: Any) -> None:
         ("GET", "/v1/diff?since=2026-11-21T00:00:00Z&limit=0", "agent", 422, ["limit"]),
         ("GET", "/v1/diff?since=2026-11-21T00:00:00Z&limit=100001", "agent", 422, ["limit"]),
         ("GET", "/v1/diff?since=2026-11-21T00:00:00Z&before=48213", "agent", 400, ["before"]),
+        (
+            "GET",
+            f"/v1/diff?since=2026-11-21T00:00:00Z&before={'9' * 5000}",
+            "agent",
+            400,
+            ["not a place"],
+        ),
         ("GET", "/v1/audit?since=9pm", "agent", 422, ["since"]),
     ],
 )

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import re
+import shlex
 from pathlib import Path
+
+from whenever import TimeDelta
 
 from episteme.ledger import Ledger
 from episteme.timeutil import ManualClock
@@ -145,31 +148,47 @@ def test_diff_human_output(cli: Cli, scenario: Scenario) -> None:
     assert "1 added" in out
 
 
-def test_diff_shows_the_newest_and_says_how_many_more(cli: Cli, scenario: Scenario) -> None:
+def test_diff_shows_the_newest_and_says_how_many_more(
+    cli: Cli, scenario: Scenario, clock: ManualClock
+) -> None:
     since = MORNING.subtract(minutes=1).format_iso()
     everything = ok(cli("diff", "--from", since, "--json"))
     d = ok(cli("diff", "--from", since, "--limit", "1", "--json"))
     assert d["changes"] == everything["changes"][-1:]
     assert (d["counts"], d["total"]) == (everything["counts"], everything["total"])
     assert everything["total"] == len(everything["changes"]) > 1
-    out = done(cli("diff", "--from", since, "--limit", "1"))
     total = everything["total"]
-    hint = f"1 of {total} changes shown; for older ones add --to {ONCALL.format_iso()} --before "
-    assert hint in out
-    # the line's own words ask for the next page, and so on to the oldest
-    pages, place = [d["changes"]], d["next"]
-    assert out.split(hint)[1].split()[0] == place
-    while place is not None:
-        older = ok(cli("diff", "--from", since, "--limit", "1", "--before", place, "--json"))
-        pages.append(older["changes"])
-        place = older["next"]
-    assert [c for p in reversed(pages) for c in p] == everything["changes"]
     assert "for older ones" not in done(cli("diff", "--from", since, "--limit", str(total)))
+    # page by the words each page ends with, from a relative start, while time passes:
+    # "19h" read again 12 hours later would start after the morning's changes
+    assert MORNING.subtract(minutes=1) > ONCALL.subtract(hours=19)
+    args, pages = ["diff", "--from", "19h", "--limit", "1"], []
+    for _ in range(total + 1):
+        out = done(cli(*args))
+        pages.append(ok(cli(*args, "--json"))["changes"])
+        if "for older ones" not in out:
+            break
+        shown, rest = out.rsplit("for older ones add ", 1)
+        hint = rest.split("\n", 1)[0]
+        assert shown.endswith(f"1 of {total} changes shown; ")
+        assert hint.startswith(f"--from {ONCALL.subtract(hours=19).format_iso()} --to ")
+        args = [*args, *shlex.split(hint)]
+        clock.advance(TimeDelta(hours=12))
+    assert [c for p in reversed(pages) for c in p] == everything["changes"]
+    assert len(pages) == total
     wrong = cli("diff", "--from", since, "--before", "48213")
     assert wrong.code != 0
     assert wrong.err == (
         "error: before '48213' is not a place in a diff: pass the `next` of the page before\n"
     )
+    # well formed, but of no assertion here; and far too long
+    made_up = cli("diff", "--from", since, "--before", f"{d['next'][:-67]}.{'0' * 64}.0")
+    assert made_up.code != 0
+    assert made_up.err.startswith("error: before names no assertion of this ledger (000000000000…)")
+    huge = cli("diff", "--from", since, "--before", f"{'9' * 5000}.1.{'0' * 64}.0")
+    assert huge.code != 0
+    assert huge.err.startswith(f"error: before '{'9' * 80}'… is not a place in a diff")
+    assert "Traceback" not in huge.err
     bad = cli("diff", "--from", since, "--limit", "0")
     assert bad.code != 0
     assert bad.err == "error: limit must be between 1 and 1,000,000\n"

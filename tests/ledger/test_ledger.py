@@ -653,10 +653,15 @@ def test_a_diff_pages_through_events_that_change_many_assertions(
     rest = ledger.diff("svc", since=since, until=top.until, before=top.next)
     assert rest.changes == whole.changes[:-4]
     assert rest.next is None
-    for bad in ("", "12", "1.2.3.4", f"1.2.{last}.2", f"x.2.{last}.0", f"1.0.{last}.0", "..."):
+    huge = f"{'9' * 5000}.1.{last}.0"  # past what int() reads: refused before it
+    for bad in ("", "12", "1.2.3.4", f"1.2.{last}.2", f"x.2.{last}.0", f"1.0.{last}.0", huge):
         with pytest.raises(InvalidInput, match="not a place in a diff") as e:
             ledger.diff("svc", since=since, limit=4, before=bad)
         assert e.value.field == "before"
+    at, seq, _, _ = top.next.split(".")
+    nowhere = f"{at}.{seq}.{'0' * 64}.0"
+    with pytest.raises(InvalidInput, match="before names no assertion of this ledger"):
+        ledger.diff("svc", since=since, limit=4, before=nowhere)
 
 
 def test_blame_of_a_subject_and_of_an_id(ledger: Ledger, clock: ManualClock) -> None:

@@ -345,11 +345,10 @@ def diff(
     before: Annotated[
         str | None,
         Query(
-            max_length=128,
             description=(
                 "The next page: the changes below this place, the `next` of the page"
-                " before (give that page's `until` too, so that changes since do not"
-                " count in `counts`)."
+                " before (give that page's `since` and `until` too, so that the window"
+                " stays the same); anything else is refused (400)."
             ),
         ),
     ] = None,

@@ -146,8 +146,10 @@ def diff(console: Console, d: Diff) -> None:
         )
     console.print(t if d.changes else f"{title}: no changes")
     if d.next is not None:
-        # the window's end as the page read it, so that the pages stay one window
-        place = f"--to {d.until.format_iso()} --before {d.next}"
+        # the window as the page read it ("--from 24h" again later would move its start
+        # and lose the oldest changes), so that the pages stay one window
+        window = f"--from {d.since.format_iso()} --to {d.until.format_iso()}"
+        place = f"{window} --before {d.next}"
         console.print(
             f"{len(d.changes):,} of {d.total:,} changes shown; for older ones add {place}",
             highlight=False,

@@ -68,6 +68,13 @@ def diff(
     if limit is not None:
         check_limit(limit)
     start, end = to_us(since), to_us(until)
+    if before is not None and r.assertion(before.assertion_id) is None:
+        # a made-up place would skip the rest of its event without a word
+        raise InvalidInput(
+            f"before names no assertion of this ledger ({before.assertion_id[:12]}…): pass"
+            " the `next` of the page before",
+            field="before",
+        )
     # one more than a page says whether the page left any out
     changes = r.changes(prefix, start, end, None if limit is None else limit + 1, before)
     more = limit is not None and len(changes) > limit

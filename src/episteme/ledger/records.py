@@ -17,8 +17,8 @@ from episteme.errors import InvalidInput
 from episteme.ledger.model import MAX_SEQ, Assertion, Hidden, Lifecycle
 from episteme.timeutil import to_us
 
-_ID = re.compile(r"[0-9a-f]{64}")
-"""An assertion's id: the BLAKE3 hash of its content, in hexadecimal."""
+_CURSOR = re.compile(r"([0-9]{1,19})\.([0-9]{1,19})\.([0-9a-f]{64})\.([01])")
+"""A `ChangeCursor` as text: time, seq, assertion id (BLAKE3, hexadecimal), 0 or 1."""
 
 
 class Version(BaseModel):
@@ -217,21 +217,14 @@ class ChangeCursor:
     @classmethod
     def parse(cls, text: str) -> ChangeCursor:
         """The cursor `text` (a diff's `next`), or a refusal naming `before`."""
-        parts = text.split(".")
-        if (
-            len(parts) != 4
-            or not all(p.isascii() and p.isdigit() for p in (parts[0], parts[1]))
-            or not _ID.fullmatch(parts[2])
-            or parts[3] not in ("0", "1")
-            or not 0 <= int(parts[0]) <= MAX_SEQ
-            or not 1 <= int(parts[1]) <= MAX_SEQ
-        ):
+        found = _CURSOR.fullmatch(text)
+        if found is None or not 1 <= int(found[2]) <= MAX_SEQ or int(found[1]) > MAX_SEQ:
+            shown = f"{text[:80]!r}{'…' if len(text) > 80 else ''}"
             raise InvalidInput(
-                f"before {text[:80]!r} is not a place in a diff: pass the `next` of the page"
-                " before",
+                f"before {shown} is not a place in a diff: pass the `next` of the page before",
                 field="before",
             )
-        return cls(int(parts[0]), int(parts[1]), parts[2], parts[3] == "1")
+        return cls(int(found[1]), int(found[2]), found[3], found[4] == "1")
 
 
 class Diff(BaseModel):
