@@ -104,6 +104,21 @@ def test_the_es256_story_over_http(api: Api, clock: ManualClock) -> None:
         place = below["next"]
     assert [c for p in reversed(pages) for c in p] == diff["changes"]
     assert len(pages) == diff["total"] > 1
+    # the Link header, as a list's: the same walk, the window pinned as it was resolved
+    r = api.call("GET", "/v1/diff?prefix=auth&since=2026-11-21T00:00:00Z&limit=1")
+    walked = []
+    while True:
+        walked.append(r.json()["changes"])
+        if "Link" not in r.headers:
+            assert r.json()["next"] is None
+            break
+        link = r.headers["Link"]
+        assert link.startswith("<?")
+        assert link.endswith('>; rel="next"')
+        assert f"until={newest['until'].replace(':', '%3A')}" in link
+        r = api.call("GET", "/v1/diff" + link[1:].split(">")[0])
+    assert walked == pages
+    assert "Link" not in api.call("GET", "/v1/diff?prefix=auth&since=2026-11-21T00:00:00Z").headers
     blame = api.call("GET", f"/v1/blame/{es[:10]}").json()
     assert blame[0]["assertion"]["agent"] == "agent-1"
     assert api.call("GET", "/v1/epochs/jwt-migration").json()["epoch"]["assertions"] == 1

@@ -37,6 +37,7 @@ from episteme.ledger.records import (
     QueryRecord,
     Trace,
 )
+from episteme.timeutil import rfc3339
 
 from .deps import LedgerDep, MetricsDep, allow
 from .metrics import Metrics
@@ -87,9 +88,11 @@ def encoded(data: BaseModel | list[Any] | dict[str, Any], status: int = 200) -> 
     return Response(body, status, media_type="application/json")
 
 
-def paged(*statuses: int) -> dict[int | str, dict[str, Any]]:
-    """The OpenAPI responses of a list: a page, with the `Link` to the next (`listed`),
-    and the problems `statuses`."""
+def paged(
+    *statuses: int, what: str = "A page of the list, newest first"
+) -> dict[int | str, dict[str, Any]]:
+    """The OpenAPI responses of a list: a page (`what`), with the `Link` to the next
+    (`listed`), and the problems `statuses`."""
     link = {
         "description": (
             'On a full page, the next page: `<?QUERY>; rel="next"` (RFC 8288), this'
@@ -99,7 +102,7 @@ def paged(*statuses: int) -> dict[int | str, dict[str, Any]]:
         "schema": {"type": "string"},
         "example": '<?agent=deploy-agent&limit=100&before=48213>; rel="next"',
     }
-    page = {"description": "A page of the list, newest first", "headers": {"Link": link}}
+    page = {"description": what, "headers": {"Link": link}}
     return {200: page} | responses(*statuses)
 
 
@@ -325,11 +328,12 @@ def audit(
 @router.get(
     "/diff",
     response_model=Diff,
-    responses=responses(400),
+    responses=paged(400, what="The changes, oldest first, and the counts of the whole window"),
     tags=["investigation"],
     summary="What changed under a prefix between two times",
 )
 def diff(
+    request: Request,
     ledger: LedgerDep,
     since: WireTime,
     prefix: Annotated[str | None, Query(max_length=257, pattern=PREFIX)] = None,
@@ -354,7 +358,13 @@ def diff(
     ] = None,
     who: Principal = Caller(Op.READ),
 ) -> Response:
-    return encoded(ledger.diff(prefix, since=since, until=until, limit=limit, before=before))
+    d = ledger.diff(prefix, since=since, until=until, limit=limit, before=before)
+    response = encoded(d)
+    if d.next is not None:  # as a list's: the window as this page resolved it
+        window = {"since": rfc3339(d.since), "until": rfc3339(d.until), "before": d.next}
+        url = request.url.include_query_params(**window)
+        response.headers["Link"] = f'<?{url.query}>; rel="next"'
+    return response
 
 
 @router.get(
