@@ -230,6 +230,41 @@ def test_assert_batch_from_stdin(cli: Cli) -> None:
     assert len(journal(cli)) == 2  # one batch, one query
 
 
+def test_a_batch_takes_the_command_lines_options_for_what_its_lines_leave_out(
+    cli: Cli, tmp_path: Path
+) -> None:
+    # --epoch and the rest were dropped for a batch: `epoch show` then found no epoch
+    done(cli("init"))
+    batch = tmp_path / "batch.jsonl"
+    batch.write_text(
+        '{"subject": "db.a", "value": 1}\n'
+        '{"subject": "db.b", "value": 2, "epoch": "other", "confidence": 0.9}\n'
+    )
+    added = ok(
+        cli(
+            "assert", "--batch", str(batch), "--agent", "loader", "--epoch", "bulk-1",
+            "--confidence", "0.6", "--source", "runbook.md", "--kind", "observation",
+            "--lifecycle", "approved", "--evidence", "read it", "--valid-from", "2026-11-01",
+            "--json",
+        )
+    )  # fmt: skip
+    a, b = added
+    assert (a["epoch"], a["confidence"], b["epoch"], b["confidence"]) == (
+        "bulk-1",
+        0.6,
+        "other",
+        0.9,
+    )
+    for x in added:
+        assert (x["source"], x["kind"], x["lifecycle"]) == ("runbook.md", "observation", "approved")
+        assert (x["evidence"], x["valid_from"]) == ("read it", "2026-11-01T00:00:00Z")
+    shown = ok(cli("epoch", "show", "bulk-1", "--json"))
+    assert [x["id"] for x in shown["assertions"]] == [a["id"]]
+    assert "the options given here fill in what a line leaves out" in " ".join(
+        done(cli("assert", "--help")).split()
+    )
+
+
 # -- approve, deprecate, reject --------------------------------------------------------
 
 

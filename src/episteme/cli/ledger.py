@@ -72,33 +72,42 @@ def assert_(
     valid_from: TimeOpt = None,
     valid_to: TimeOpt = None,
     batch: Annotated[
-        str | None, typer.Option(help="Read JSON lines from FILE, or - for stdin.")
+        str | None,
+        typer.Option(
+            help=(
+                "Read JSON lines from FILE, or - for stdin: an object a line, with subject"
+                " and value and any of agent, confidence, lifecycle, kind, source,"
+                " evidence, epoch, derived_from (a list), valid_from and valid_to; the"
+                " options given here fill in what a line leaves out."
+            )
+        ),
     ] = None,
     home: Home = None,
     as_json: Json = False,
 ) -> None:
     """Record an assertion, or a batch of them from JSON lines (all or nothing)."""
+    fields: dict[str, Any] = {
+        "agent": agent,
+        "confidence": confidence,
+        "lifecycle": lifecycle,
+        "kind": kind,
+        "source": source,
+        "evidence": evidence,
+        "epoch": epoch,
+        "derived_from": derived_from or [],
+        "valid_from": when(ctx, valid_from, "--valid-from"),
+        "valid_to": when(ctx, valid_to, "--valid-to"),
+    }
     if batch is not None:
         if subject is not None or value is not None:
             raise InvalidInput("give either SUBJECT VALUE or --batch, not both")
-        inputs = _read_batch(batch, agent)
+        # what the command line says, for each line that does not say otherwise
+        given = {k: v for k, v in fields.items() if v is not None and v != []}
+        inputs = _read_batch(batch, given)
     else:
         if subject is None or value is None:
             raise InvalidInput("give SUBJECT and VALUE (or --batch FILE)")
-        fields: dict[str, Any] = {
-            "subject": subject,
-            "value": read_value(value),
-            "agent": agent,
-            "confidence": confidence,
-            "lifecycle": lifecycle,
-            "kind": kind,
-            "source": source,
-            "evidence": evidence,
-            "epoch": epoch,
-            "derived_from": derived_from or [],
-            "valid_from": when(ctx, valid_from, "--valid-from"),
-            "valid_to": when(ctx, valid_to, "--valid-to"),
-        }
+        fields |= {"subject": subject, "value": read_value(value)}
         inputs = [parse_assertion(fields)]
     with open_ledger(ctx, home) as ledger:
         added = ledger.add(inputs, actor=agent)
@@ -122,7 +131,7 @@ def _read_text(source: str, named: str) -> str:
         ) from None
 
 
-def _read_batch(batch: str, agent: str) -> list[Any]:
+def _read_batch(batch: str, given: dict[str, Any]) -> list[Any]:
     text = _read_text(batch, f"--batch {batch}")
     inputs = []
     for n, line in ndjson.numbered(text):
@@ -136,7 +145,7 @@ def _read_batch(batch: str, agent: str) -> list[Any]:
             raise InvalidInput(f"line {n}: {exc.message}") from None
         if not isinstance(data, dict):
             raise InvalidInput(f"line {n}: expected a JSON object with subject and value")
-        data.setdefault("agent", agent)
+        data = given | data
         inputs.append(parse_assertion(data, where=f"line {n}"))
     if not inputs:
         raise InvalidInput(f"--batch {batch} has no assertions")
