@@ -167,8 +167,9 @@ def test_diff_shows_the_newest_and_says_how_many_more(
         out = done(cli(*args))
         pages.append(ok(cli(*args, "--json"))["changes"])
         if "for older ones" not in out:
+            assert f"the oldest 1 of {total} changes" in out
             break
-        shown, rest = out.rsplit("for older ones add ", 1)
+        shown, rest = out.rsplit("for older ones, run it again with ", 1)
         hint = rest.split("\n", 1)[0]
         assert shown.endswith(f"1 of {total} changes shown; ")
         assert hint.startswith(f"--from {ONCALL.subtract(hours=19).format_iso()} --to ")
@@ -179,15 +180,17 @@ def test_diff_shows_the_newest_and_says_how_many_more(
     wrong = cli("diff", "--from", since, "--before", "48213")
     assert wrong.code != 0
     assert wrong.err == (
-        "error: before '48213' is not a place in a diff: pass the `next` of the page before\n"
+        "error: before '48213' is not a place in a diff: give the place the page before ended"
+        " at, as it gave it (its `next`, the --before of the CLI's line under the page, or the"
+        " console's link to older changes)\n"
     )
     # well formed, but of no assertion here; and far too long
     made_up = cli("diff", "--from", since, "--before", f"{d['next'][:-67]}.{'0' * 64}.0")
     assert made_up.code != 0
-    assert made_up.err.startswith("error: before names no assertion of this ledger (000000000000…)")
+    assert made_up.err.startswith(f"error: before '{d['next'][:-67]}.{'0' * 64}.0' names no change")
     huge = cli("diff", "--from", since, "--before", f"{'9' * 5000}.1.{'0' * 64}.0")
     assert huge.code != 0
-    assert huge.err.startswith(f"error: before '{'9' * 80}'… is not a place in a diff")
+    assert huge.err.startswith(f"error: before '{'9' * 120}'… is not a place in a diff")
     assert "Traceback" not in huge.err
     bad = cli("diff", "--from", since, "--limit", "0")
     assert bad.code != 0

@@ -658,10 +658,17 @@ def test_a_diff_pages_through_events_that_change_many_assertions(
         with pytest.raises(InvalidInput, match="not a place in a diff") as e:
             ledger.diff("svc", since=since, limit=4, before=bad)
         assert e.value.field == "before"
-    at, seq, _, _ = top.next.split(".")
-    nowhere = f"{at}.{seq}.{'0' * 64}.0"
-    with pytest.raises(InvalidInput, match="before names no assertion of this ledger"):
-        ledger.diff("svc", since=since, limit=4, before=nowhere)
+    # well formed, but where no change is: an unknown assertion, or a known one with its
+    # seq, time or version off (each would skip changes of the event it names)
+    at, seq, aid, later_one = top.next.split(".")
+    for nowhere in (
+        f"{at}.{seq}.{'0' * 64}.0",
+        f"{at}.{int(seq) - 1}.{aid}.{later_one}",
+        f"{int(at) - 1}.{seq}.{aid}.{later_one}",
+        f"{at}.{seq}.{aid}.{1 - int(later_one)}",
+    ):
+        with pytest.raises(InvalidInput, match="names no change of this ledger"):
+            ledger.diff("svc", since=since, limit=4, before=nowhere)
 
 
 def test_blame_of_a_subject_and_of_an_id(ledger: Ledger, clock: ManualClock) -> None:

@@ -151,10 +151,13 @@ def diff(console: Console, d: Diff) -> None:
         window = f"--from {d.since.format_iso()} --to {d.until.format_iso()}"
         place = f"{window} --before {d.next}"
         console.print(
-            f"{len(d.changes):,} of {d.total:,} changes shown; for older ones add {place}",
+            f"{len(d.changes):,} of {d.total:,} changes shown; for older ones, run it again"
+            f" with {place}",
             highlight=False,
             soft_wrap=True,  # one line however narrow the terminal: it is copied whole
         )
+    elif d.total > len(d.changes):  # a page below, the last
+        console.print(f"the oldest {len(d.changes):,} of {d.total:,} changes", highlight=False)
     if d.counts:
         console.print(", ".join(f"{n} {k}" for k, n in sorted(d.counts.items())))
 

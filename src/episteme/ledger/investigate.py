@@ -19,6 +19,7 @@ from episteme.ledger.model import (
     check_window,
 )
 from episteme.ledger.records import (
+    COPY_THE_PLACE,
     Blame,
     ChangeCursor,
     CheckRecord,
@@ -68,11 +69,10 @@ def diff(
     if limit is not None:
         check_limit(limit)
     start, end = to_us(since), to_us(until)
-    if before is not None and r.assertion(before.assertion_id) is None:
-        # a made-up place would skip the rest of its event without a word
+    if before is not None and not _a_change_at(r, before):
+        # a made-up place (a seq or time off by one) would skip changes without a word
         raise InvalidInput(
-            f"before names no assertion of this ledger ({before.assertion_id[:12]}…): pass"
-            " the `next` of the page before",
+            f"before {str(before)!r} names no change of this ledger: {COPY_THE_PLACE}",
             field="before",
         )
     # one more than a page says whether the page left any out
@@ -91,6 +91,17 @@ def diff(
         changes=changes,
         counts=counts,
         next=str(ChangeCursor.of(changes[0])) if more else None,
+    )
+
+
+def _a_change_at(r: StoreReader, place: ChangeCursor) -> bool:
+    """Whether `place` is where a change of the ledger is: its assertion's version of
+    that seq (the first or the second of that event), at that time."""
+    return any(
+        v.seq == place.seq
+        and (v.prev_lifecycle is not None) == place.later
+        and to_us(v.tx_from) == place.at
+        for v in r.versions(place.assertion_id)
     )
 
 

@@ -17,6 +17,11 @@ from episteme.errors import InvalidInput
 from episteme.ledger.model import MAX_SEQ, Assertion, Hidden, Lifecycle
 from episteme.timeutil import to_us
 
+COPY_THE_PLACE = (
+    "give the place the page before ended at, as it gave it (its `next`, the --before"
+    " of the CLI's line under the page, or the console's link to older changes)"
+)
+_SHOWN = 120
 _CURSOR = re.compile(r"([0-9]{1,19})\.([0-9]{1,19})\.([0-9a-f]{64})\.([01])")
 """A `ChangeCursor` as text: time, seq, assertion id (BLAKE3, hexadecimal), 0 or 1."""
 
@@ -219,10 +224,10 @@ class ChangeCursor:
         """The cursor `text` (a diff's `next`), or a refusal naming `before`."""
         found = _CURSOR.fullmatch(text)
         if found is None or not 1 <= int(found[2]) <= MAX_SEQ or int(found[1]) > MAX_SEQ:
-            shown = f"{text[:80]!r}{'…' if len(text) > 80 else ''}"
+            # a place is about 100 characters: one far longer is not one cut short
+            shown = f"{text[:_SHOWN]!r}{'…' if len(text) > _SHOWN else ''}"
             raise InvalidInput(
-                f"before {shown} is not a place in a diff: pass the `next` of the page before",
-                field="before",
+                f"before {shown} is not a place in a diff: {COPY_THE_PLACE}", field="before"
             )
         return cls(int(found[1]), int(found[2]), found[3], found[4] == "1")
 
