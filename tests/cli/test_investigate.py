@@ -364,6 +364,23 @@ def test_a_full_page_says_how_to_ask_for_the_next(cli: Cli, home: Path, clock: M
     assert f"for older ones add --after {notes[2]['key']}" in shown
     after = ok(cli("notifications", "--json", "--type", "correction", "--after", notes[2]["key"]))
     assert after == notes[3:]
+    # from a relative start, the line pins it: "--since 1h" read again two hours later
+    # would start after every item (and list nothing), where the page below is meant
+    since = clock.now().subtract(hours=1).format_iso()
+    for command, cursor in (
+        ("decisions", "before"), ("audit", "before"), ("checks", "before"),
+        ("denials", "before"), ("notifications --type correction", "after"),
+    ):  # fmt: skip
+        args = [*command.split(), "--since", "1h", "--limit", "2"]
+        rows = ok(cli(*command.split(), "--json", "--limit", "1000"))
+        page = done(cli(*args))
+        line = page.rsplit("for older ones, run it again with ", 1)[1].split("\n")[0]
+        field = "seq" if cursor == "before" else "key"
+        assert line.split() == ["--since", since, f"--{cursor}", str(rows[1][field])]
+        clock.advance(TimeDelta(hours=2))
+        older = ok(cli(*args, *line.split(), "--json", "--limit", "1000"))
+        assert older == rows[2:], command
+        clock.set(clock.now().subtract(hours=2))
     refused = cli("audit", "--before", "0")
     assert refused.code == 2  # bad input, as for every command
     assert refused.err.strip() == (

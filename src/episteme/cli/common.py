@@ -145,14 +145,22 @@ def when(ctx: typer.Context, text: str | None, option: str) -> Instant | None:
 
 
 def next_page(
-    ctx: typer.Context, rows: Sequence[Any], limit: int, option: str, field: str = "seq"
+    ctx: typer.Context,
+    rows: Sequence[Any],
+    limit: int,
+    option: str,
+    field: str = "seq",
+    since: Instant | None = None,
 ) -> None:
     """Under a full page, the option that asks for the next, with the last item's
-    `field` (its seq, a notification's key, a delivery's job id)."""
+    `field` (its seq, a notification's key, a delivery's job id); and the window's start
+    as this page resolved it, when it had one (`--since 6h` read again later would start
+    later and lose the oldest)."""
     if rows and len(rows) == limit:
-        at = shlex.quote(str(getattr(rows[-1], field)))
+        at = f"{option} {shlex.quote(str(getattr(rows[-1], field)))}"
+        ask = " add" if since is None else f", run it again with --since {since.format_iso()}"
         state(ctx).console.print(
-            f"[dim]{limit:,} shown; for older ones add {option} {at}[/]", highlight=False
+            f"[dim]{limit:,} shown; for older ones{ask} {at}[/]", highlight=False, soft_wrap=True
         )
 
 

@@ -222,10 +222,11 @@ def checks(
     as_json: Json = False,
 ) -> None:
     """Audited pre-flight checks, newest first: who checked what, and what it hit."""
+    t1 = when(ctx, since, "--since")
     with open_ledger(ctx, home, reads="knowledge") as ledger:
         rows = ledger.checks(
             agent=agent,
-            since=when(ctx, since, "--since"),
+            since=t1,
             until=when(ctx, until, "--until"),
             limit=limit,
             before=before,
@@ -238,7 +239,7 @@ def checks(
             on = _covered(r.scope, r.tags) or "all"
             table.add_row(r.id, show(r.at), r.agent, escape(plan[:60]), escape(on), escape(hits))
         state(ctx).console.print(table if rows else "no check recorded")
-        next_page(ctx, rows, limit, "--before")
+        next_page(ctx, rows, limit, "--before", since=t1)
 
 
 @app.command()
@@ -314,10 +315,11 @@ def notifications(
     as_json: Json = False,
 ) -> None:
     """What was raised, newest first (what webhooks are sent)."""
+    t1 = when(ctx, since, "--since")
     with open_ledger(ctx, home, reads="knowledge") as ledger:
         rows = ledger.notifications(
             type=type,
-            since=when(ctx, since, "--since"),
+            since=t1,
             until=when(ctx, until, "--until"),
             limit=limit,
             after=after,
@@ -327,4 +329,4 @@ def notifications(
         for n in rows:
             table.add_row(show(n.at), n.type, escape(n.summary))
         state(ctx).console.print(table if rows else "nothing raised")
-        next_page(ctx, rows, limit, "--after", "key")
+        next_page(ctx, rows, limit, "--after", "key", since=t1)

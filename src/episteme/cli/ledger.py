@@ -287,7 +287,7 @@ def audit(
     if not emit(ctx, as_json, rows):
         who = f" by {agent}" if agent else ""
         render.queries(state(ctx).console, f"queries{who}", rows)
-        next_page(ctx, rows, limit, "--before")
+        next_page(ctx, rows, limit, "--before", since=t1)
 
 
 @app.command()
@@ -312,7 +312,7 @@ def decisions(
             console.print(f"{d.id} {render.when(d.at)} {d.agent}: {d.action} (cited {cited})")
         if not rows:
             console.print("no decision recorded")
-        next_page(ctx, rows, limit, "--before")
+        next_page(ctx, rows, limit, "--before", since=t1)
 
 
 @app.command()

@@ -268,14 +268,15 @@ def denials(
     as_json: Json = False,
 ) -> None:
     """Refused calls, newest first: who tried what, and why it was refused."""
+    t1 = when(ctx, since, "--since")
     with open_ledger(ctx, home, reads="knowledge") as ledger:
         rows = ledger.denials(
             principal=principal,
-            since=when(ctx, since, "--since"),
+            since=t1,
             until=when(ctx, until, "--until"),
             limit=limit,
             before=before,
         )
     if not emit(ctx, as_json, rows):
         state(ctx).console.print(render.denials(rows))
-        next_page(ctx, rows, limit, "--before")
+        next_page(ctx, rows, limit, "--before", since=t1)
