@@ -3,6 +3,8 @@ trust after a correction, conflicts, notifications and webhooks."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -209,6 +211,32 @@ def test_bad_constraints_and_checks_are_one_line_errors(cli: Cli) -> None:
 
 
 # -- the gardener, trust and notifications --------------------------------------------------
+
+
+def test_the_gardeners_options_before_its_command_are_that_commands(
+    cli: Cli, home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # `gardener --home H status` read the home of the environment (or ~/.episteme)
+    done(cli("init"))
+    done(cli("assert", "svc.a", "1", "--agent", "a"))
+    elsewhere = tmp_path / "elsewhere"
+    monkeypatch.setenv("EPISTEME_HOME", str(elsewhere))
+    for command in ("status", "replay"):
+        r = cli("gardener", "--home", str(home), "--json", command, home_arg=False)
+        assert r.code == 0, r.err
+        assert json.loads(r.out)["cursor" if command == "replay" else "head"] == 1
+    assert not elsewhere.exists()
+    # typed after the command too, the command's own wins
+    assert ok(cli("gardener", "--home", str(elsewhere), "status", "--json"))["head"] == 1
+    for wrong in (["--once"], ["--batch", "10"]):
+        r = cli("gardener", *wrong, "status")
+        assert (r.code, r.err) == (
+            2,
+            "error: --once and --batch run the gardener: drop them for `gardener status`\n",
+        )
+    r = cli("gardener", "--json")
+    assert r.code == 2
+    assert r.err == "error: --json prints what --once did: a running gardener prints no result\n"
 
 
 def test_a_correction_through_the_gardener_lowers_trust(cli: Cli) -> None:

@@ -16,6 +16,9 @@ from episteme.ledger.gardener import BATCH, Gardener, GardenerLoop, worker_name
 from episteme.ledger.webhooks import Deliverer, NotificationType, WebhookSpec, deliveries
 from episteme.timeutil import show
 
+_GIVEN = "episteme.gardener"
+"""Where the gardener group's --home and --json wait for its command (`ctx.meta`)."""
+
 gardener_app = typer.Typer(
     help="The gardener: trust, conflicts, expiries and notifications from the journal.",
     invoke_without_command=True,
@@ -35,7 +38,17 @@ def gardener_run(
 ) -> None:
     """Run the gardener alone (when no `episteme serve` runs it), until interrupted."""
     if ctx.invoked_subcommand is not None:
+        # `gardener --home H status` means the status of H: what is given here, the
+        # command reads (and what only a run takes, it refuses rather than drops)
+        if once or batch != BATCH:
+            raise InvalidInput(
+                f"--once and --batch run the gardener: drop them for `gardener"
+                f" {ctx.invoked_subcommand}`"
+            )
+        ctx.meta[_GIVEN] = {"home": home if _typed(ctx, "home") else None, "as_json": as_json}
         return
+    if as_json and not once:
+        raise InvalidInput("--json prints what --once did: a running gardener prints no result")
     console = state(ctx).console
     with open_ledger(ctx, home) as ledger:
         gardener = Gardener(ledger, batch=batch)
@@ -80,9 +93,26 @@ def gardener_run(
             leadership.release()
 
 
+def _typed(ctx: typer.Context, name: str) -> bool:
+    """Whether the parameter `name` was typed on the command line (not taken from the
+    environment or its default)."""
+    source = ctx.get_parameter_source(name)
+    return source is not None and source.name == "COMMANDLINE"
+
+
+def _given(ctx: typer.Context, home: str | None, as_json: bool) -> tuple[str | None, bool]:
+    """`home` and `as_json` of a gardener command, or those typed before its name (a
+    --home typed there wins over one from the environment here)."""
+    before = ctx.meta.get(_GIVEN, {})
+    if before.get("home") and not _typed(ctx, "home"):
+        home = before["home"]
+    return home, as_json or before.get("as_json", False)
+
+
 @gardener_app.command("status")
 def gardener_status(ctx: typer.Context, home: Home = None, as_json: Json = False) -> None:
     """Where the gardener is: its cursor, the journal's head, and the lag."""
+    home, as_json = _given(ctx, home, as_json)
     with open_ledger(ctx, home, reads="knowledge") as ledger:
         status = Gardener(ledger).status()
     if not emit(ctx, as_json, status):
@@ -99,6 +129,7 @@ def gardener_replay(ctx: typer.Context, home: Home = None, as_json: Json = False
 
     Notifications already raised are not sent again.
     """
+    home, as_json = _given(ctx, home, as_json)
     with open_ledger(ctx, home) as ledger:
         gardener = Gardener(ledger)
         applied = gardener.replay()
