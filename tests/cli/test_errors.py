@@ -88,6 +88,22 @@ USER_ERRORS: list[tuple[str, Args, tuple[str, ...]]] = [
     ("agent-name", lambda s, t: ["assert", "a.b", "1", "--agent", "-bad"], ("agent '-bad'",)),
     ("agent-spaces", lambda s, t: ["query", "auth", "--agent", "on call"], ("invalid agent",)),
     ("by-name", lambda s, t: ["approve", s.es256, "--by", "a b"], ("invalid by",)),
+    # the options of the other kind of approval, refused rather than dropped
+    (
+        "approve-assertion-ref",
+        lambda s, t: ["approve", s.es256, "--by", "alice", "--ref", "op://v/i/f"],
+        ("--ref approve a diagnosis session's credentials",),
+    ),
+    (
+        "approve-assertion-server",
+        lambda s, t: ["approve", s.es256, "--by", "a", "--server", "http://x", "--token", "t"],
+        ("--server and --token approve a diagnosis session's",),
+    ),
+    (
+        "approve-session-by",
+        lambda s, t: ["approve", "s_0123456789abcdef", "--by", "alice"],
+        ("--by and --home approve assertions: a session is approved on its server",),
+    ),
     # confidence
     (
         "confidence-above-1",

@@ -144,6 +144,13 @@ def when(ctx: typer.Context, text: str | None, option: str) -> Instant | None:
         raise InvalidInput(f"{option}: {exc.message}", field=option) from None
 
 
+def typed(ctx: typer.Context, name: str) -> bool:
+    """Whether the parameter `name` was typed on the command line (not taken from the
+    environment or its default)."""
+    source = ctx.get_parameter_source(name)
+    return source is not None and source.name == "COMMANDLINE"
+
+
 def next_page(
     ctx: typer.Context,
     rows: Sequence[Any],

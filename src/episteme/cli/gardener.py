@@ -9,7 +9,17 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from episteme.cli.common import Home, Json, app, emit, next_page, open_ledger, page_option, state
+from episteme.cli.common import (
+    Home,
+    Json,
+    app,
+    emit,
+    next_page,
+    open_ledger,
+    page_option,
+    state,
+    typed,
+)
 from episteme.cli.server import local_actor
 from episteme.errors import InvalidInput, WorldError
 from episteme.ledger.gardener import BATCH, Gardener, GardenerLoop, worker_name
@@ -45,7 +55,7 @@ def gardener_run(
                 f"--once and --batch run the gardener: drop them for `gardener"
                 f" {ctx.invoked_subcommand}`"
             )
-        ctx.meta[_GIVEN] = {"home": home if _typed(ctx, "home") else None, "as_json": as_json}
+        ctx.meta[_GIVEN] = {"home": home if typed(ctx, "home") else None, "as_json": as_json}
         return
     if as_json and not once:
         raise InvalidInput("--json prints what --once did: a running gardener prints no result")
@@ -93,18 +103,11 @@ def gardener_run(
             leadership.release()
 
 
-def _typed(ctx: typer.Context, name: str) -> bool:
-    """Whether the parameter `name` was typed on the command line (not taken from the
-    environment or its default)."""
-    source = ctx.get_parameter_source(name)
-    return source is not None and source.name == "COMMANDLINE"
-
-
 def _given(ctx: typer.Context, home: str | None, as_json: bool) -> tuple[str | None, bool]:
     """`home` and `as_json` of a gardener command, or those typed before its name (a
     --home typed there wins over one from the environment here)."""
     before = ctx.meta.get(_GIVEN, {})
-    if before.get("home") and not _typed(ctx, "home"):
+    if before.get("home") and not typed(ctx, "home"):
         home = before["home"]
     return home, as_json or before.get("as_json", False)
 

@@ -27,6 +27,7 @@ from episteme.cli.common import (
     open_ledger,
     page_option,
     state,
+    typed,
     when,
 )
 from episteme.errors import InvalidInput, WorldError
@@ -205,11 +206,22 @@ def approve(
 ) -> None:
     """Approve a proposed assertion (superseding the subject's previous approved value),
     or a diagnosis session's credentials (all, or those given with --ref)."""
+    # the options of the other kind of approval, typed, are refused rather than dropped
     if id.startswith("s_"):
+        if wrong := [f"--{n}" for n in ("by", "home") if typed(ctx, n)]:
+            raise InvalidInput(
+                f"{' and '.join(wrong)} approve assertions: a session is approved on its"
+                " server (--server) by the principal of the token (--token)"
+            )
         from episteme.cli.diagnose import approve_session
 
         approve_session(ctx, id, ref, reason, server, token, as_json)
         return
+    if wrong := [f"--{n}" for n in ("ref", "server", "token") if typed(ctx, n)]:
+        raise InvalidInput(
+            f"{' and '.join(wrong)} approve a diagnosis session's credentials (s_…);"
+            f" {id} is taken for an assertion, approved in the ledger --by someone"
+        )
     if by is None:
         raise InvalidInput("approving an assertion needs --by: who approves it")
     _review(ctx, home, as_json, "approve", id, by, reason)
