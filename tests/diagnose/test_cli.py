@@ -191,6 +191,19 @@ def test_the_approval_is_asked_inline_for_a_subset(cli: Cli, solo: tuple[str, st
     assert listed[0]["status"] == "completed"
 
 
+def test_asking_here_and_printing_json_are_not_given_together(cli: Cli) -> None:
+    # --json silently won: the session waited for an approver no one was asked to be
+    r = cli(
+        "diagnose", "db timeouts", "--ask", "--json", "--server", "http://127.0.0.1:9",
+        home_arg=False,
+    )  # fmt: skip
+    assert r.code == 2
+    assert r.err == (
+        "error: --ask asks a person on this terminal and --json prints events for a program:"
+        " give one of them\n"
+    )
+
+
 def test_a_session_is_denied_inline(cli: Cli, solo: tuple[str, str]) -> None:
     url, token = solo
     r = cli(

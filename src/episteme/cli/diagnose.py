@@ -157,6 +157,11 @@ def diagnose(
     as_json: Json = False,
 ) -> None:
     """Diagnose a problem: stream the analysis, approve credentials inline, see the cause."""
+    if ask and as_json:  # it never asked: JSON lines are for a program, not a person
+        raise InvalidInput(
+            "--ask asks a person on this terminal and --json prints events for a program:"
+            " give one of them"
+        )
     console = state(ctx).console
     with _client(server, token) as client:
         sid = client.diagnose(problem, environment=env).id
