@@ -594,6 +594,11 @@ def test_epoch_supersede_retracts_what_it_brought(cli: Cli, scenario: Scenario) 
     assert shown["epoch"]["superseded_by"] == "oncall"
     assert shown["epoch"]["reason"] == "bad research run"
     assert [a["lifecycle"] for a in shown["assertions"]] == ["rejected"]
+    # the table says so too, where only the JSON did
+    out = done(cli("epoch", "show", "rfc-research-1"))
+    assert f"made by research-agent at {AFTERNOON.format_iso()}; 1 assertion" in out
+    assert f"superseded by oncall at {ONCALL.format_iso()}: bad research run" in out
+    assert "superseded by" not in done(cli("epoch", "show", "platform-baseline"))
 
 
 def test_epoch_supersede_human_output(cli: Cli, scenario: Scenario) -> None:
@@ -673,6 +678,19 @@ def test_lens_define_by_agent_and_human_list(cli: Cli, scenario: Scenario) -> No
     assert listing.code == 0, listing.err
     names = [line.split()[0] for line in listing.out.splitlines()]
     assert names == ["approved", "latest", "consensus", "all", "research"]
+    # what a lens filters on is in the table, not only in the JSON
+    done(
+        cli(
+            "lens", "define", "strict", "--by", "alice", "--min-confidence", "0.8",
+            "--min-trust", "0.6", "--agent", "platform", "--source", "runbook://",
+            "--description", "reviewed",
+        )
+    )  # fmt: skip
+    strict = done(cli("lens", "list")).splitlines()[-1]
+    assert strict.split("  ") == [
+        "strict", "approved", "pick=all", "confidence ≥ 0.8", "trust ≥ 0.6",
+        "agents platform", "sources runbook://", "reviewed",
+    ]  # fmt: skip
 
 
 def test_instant_helpers_agree_with_the_cli(cli: Cli, clock: ManualClock) -> None:

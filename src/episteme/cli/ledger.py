@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import IO, Annotated, Any
 
 import typer
+from rich.markup import escape
 
 from episteme import ndjson
 from episteme.cli import render
@@ -463,7 +464,20 @@ def epoch_show(ctx: typer.Context, epoch: str, home: Home = None, as_json: Json 
         record = ledger.epoch(epoch)
         members = ledger.store.epoch_members(epoch)
     if not emit(ctx, as_json, {"epoch": record.model_dump(mode="json"), "assertions": members}):
-        state(ctx).console.print(render.assertions_table(f"epoch {epoch}", members))
+        console = state(ctx).console
+        console.print(render.assertions_table(f"epoch {epoch}", members))
+        made = f"made by {record.created_by} at {render.when(record.created_at)}"
+        console.print(
+            f"{escape(made)}; {render.plural(record.assertions, 'assertion')}", highlight=False
+        )
+        if record.superseded_at is not None:
+            console.print(
+                escape(
+                    f"superseded by {record.superseded_by} at {render.when(record.superseded_at)}:"
+                    f" {record.reason}"
+                ),
+                highlight=False,
+            )
 
 
 lens_app = typer.Typer(help="Named read policies.", no_args_is_help=True)
@@ -477,9 +491,20 @@ def lens_list(ctx: typer.Context, home: Home = None, as_json: Json = False) -> N
         lenses = ledger.lenses()
     if not emit(ctx, as_json, {k: v.model_dump(mode="json") for k, v in lenses.items()}):
         for name, spec in lenses.items():
+            # every filter the lens applies, as the JSON has them: a lens that hides by
+            # confidence, trust, agent or source must not read as one that does not
             states = ",".join(sorted(spec.lifecycles))
+            filters = [
+                *([f"confidence ≥ {spec.min_confidence:g}"] if spec.min_confidence else []),
+                *([f"trust ≥ {spec.min_trust:g}"] if spec.min_trust else []),
+                *([f"agents {','.join(sorted(spec.agents))}"] if spec.agents else []),
+                *([f"sources {','.join(spec.sources)}"] if spec.sources else []),
+                *(["expired too"] if spec.include_expired else []),
+            ]
+            parts = [states, f"pick={spec.pick}", *filters, spec.description]
             state(ctx).console.print(
-                f"[bold]{name}[/]  {states}  pick={spec.pick}  {spec.description}"
+                f"[bold]{escape(name)}[/]  {escape('  '.join(p for p in parts if p))}",
+                highlight=False,
             )
 
 
@@ -489,10 +514,15 @@ def lens_define(
     name: str,
     by: By,
     lifecycle: Annotated[
-        list[str] | None, typer.Option("--lifecycle", help="Shown lifecycle (repeatable).")
+        list[str] | None,
+        typer.Option("--lifecycle", help="Shown lifecycle (repeatable) [default: approved]."),
     ] = None,
-    min_confidence: Annotated[float, typer.Option()] = 0.0,
-    min_trust: Annotated[float, typer.Option()] = 0.0,
+    min_confidence: Annotated[
+        float, typer.Option(help="Hide assertions below this confidence (0 to 1).")
+    ] = 0.0,
+    min_trust: Annotated[
+        float, typer.Option(help="Hide assertions whose agent's trust is below this (0 to 1).")
+    ] = 0.0,
     agent: Annotated[
         list[str] | None, typer.Option("--agent", help="Allowed agent (repeatable).")
     ] = None,
@@ -500,7 +530,7 @@ def lens_define(
         list[str] | None, typer.Option("--source", help="Allowed source prefix (repeatable).")
     ] = None,
     pick: Annotated[str, typer.Option(help="all, newest or ranked.")] = "all",
-    description: Annotated[str, typer.Option()] = "",
+    description: Annotated[str, typer.Option(help="What the lens is for, in words.")] = "",
     home: Home = None,
     as_json: Json = False,
 ) -> None:
