@@ -10,6 +10,8 @@ from typing import Any
 import pytest
 from whenever import TimeDelta
 
+from episteme.ledger import Ledger
+from episteme.ledger.gardener import Gardener
 from episteme.timeutil import ManualClock
 from tests.cli.support import assert_error, done, ok
 from tests.conftest import Cli
@@ -211,6 +213,21 @@ def test_bad_constraints_and_checks_are_one_line_errors(cli: Cli) -> None:
 
 
 # -- the gardener, trust and notifications --------------------------------------------------
+
+
+def test_trust_says_how_many_older_moves_it_left_out(
+    cli: Cli, home: Path, clock: ManualClock
+) -> None:
+    with Ledger.init(home, clock=clock) as ledger:
+        for n in range(7):
+            a = ledger.assert_one(subject=f"svc.s{n}", value=n, agent="bot")
+            ledger.approve(a.id, by="alice")
+        Gardener(ledger).run_until_caught_up()
+    out = done(cli("trust", "--agent", "bot"))
+    assert out.count("approved by alice") == 5
+    assert "and 2 older moves (--json lists the newest 20)" in out
+    [score] = ok(cli("trust", "--agent", "bot", "--json"))
+    assert len(score["moves"]) == score["evidence"] == 7
 
 
 def test_the_gardeners_options_before_its_command_are_that_commands(

@@ -22,14 +22,17 @@ from episteme.cli.common import (
     state,
     when,
 )
-from episteme.cli.render import short, val
+from episteme.cli.render import plural, short, val
 from episteme.cli.server import local_actor
 from episteme.ledger.learning import ConstraintState
+from episteme.ledger.trust import MOVES
 from episteme.ledger.webhooks import NotificationType
 from episteme.timeutil import show
 
 VIOLATION = 3
 """Exit code of `check` when the plan violates a constraint (1 and 2 are errors)."""
+MOVES_SHOWN = 5
+"""The newest moves of a trust score `trust` prints under it."""
 
 constraint_app = typer.Typer(help="Negative constraints: what must not be done, and why.")
 app.add_typer(constraint_app, name="constraint")
@@ -272,9 +275,13 @@ def trust(
             f"[bold]{escape(s.agent)}[/] on {s.topic}: {s.score:.2f} "
             f"(successes {s.successes:.2f}, failures {s.failures:.2f}, as of {show(s.at)})"
         )
-        for m in s.moves[:5]:
+        for m in s.moves[:MOVES_SHOWN]:
             sign = f"+{m.success:g}" if m.success else f"-{m.failure:g}"
             console.print(f"  {sign:>5} {show(m.at)} {escape(m.reason)}")
+        if (more := s.evidence - len(s.moves[:MOVES_SHOWN])) > 0:
+            console.print(
+                f"  [dim]and {plural(more, 'older move')} (--json lists the newest {MOVES})[/]"
+            )
 
 
 @app.command()
