@@ -403,6 +403,12 @@ def test_query_text_search(cli: Cli, scenario: Scenario) -> None:
     assert [i["assertion"]["id"] for i in ans["items"]] == [scenario.es256]
     within = ok(cli("query", "auth", "--text", "RS256", "--agent", "oncall", "--json"))
     assert [i["assertion"]["id"] for i in within["items"]] == [scenario.rs256]
+    # both filters in the title: "auth" alone read as if auth held nothing
+    none = done(cli("query", "auth", "--text", "zzz [b]", "--agent", "oncall"))
+    assert none.startswith("auth with text 'zzz [b]': no assertion shown by lens 'approved'\n")
+    assert "auth with text 'RS256' through lens" in done(
+        cli("query", "auth", "--text", "RS256", "--agent", "oncall")
+    )
 
 
 def test_query_human_output(cli: Cli, scenario: Scenario) -> None:
