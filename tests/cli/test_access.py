@@ -29,6 +29,8 @@ def test_token_create_list_revoke(cli: Cli, clock: ManualClock) -> None:
     table = cli("token", "list").out
     assert "expired" in table
     assert "active" in table
+    [deploy] = [line for line in table.splitlines() if "deploy-agent" in line]
+    assert deploy.split()[-1] == "never"  # no expiry: said so, not "-"
     r = cli("token", "revoke", "deploy-agent", "--reason", "leaked in a CI log", "--json")
     assert r.json()[0]["revoked_by"].startswith("local:")
     assert "revoked" in cli("token", "list").out

@@ -283,7 +283,10 @@ def session_show(
     id: SessionId,
     follow: Annotated[
         bool,
-        typer.Option("--follow", help="Then stream its events until it ends (from its first on)."),
+        typer.Option(
+            "--follow",
+            help="Instead of the summary, stream its events from the first until it ends.",
+        ),
     ] = False,
     server: Server = None,
     token: Token = None,

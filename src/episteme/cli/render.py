@@ -280,7 +280,7 @@ def tokens(rows: Sequence[TokenRecord], now: Instant) -> Table:
         colour = {"active": "green", "expired": "yellow", "revoked": "red"}[st]
         table.add_row(
             t.id, esc(t.principal), t.kind, ", ".join(t.roles), f"[{colour}]{st}[/]",
-            f"{when(t.created_at)} by {esc(t.created_by)}", when(t.expires_at) or "never",
+            f"{when(t.created_at)} by {esc(t.created_by)}", "never" if t.expires_at is None else when(t.expires_at),
         )  # fmt: skip
     return table
 
