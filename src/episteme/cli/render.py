@@ -278,9 +278,10 @@ def tokens(rows: Sequence[TokenRecord], now: Instant) -> Table:
     for t in rows:
         st = t.state(now)
         colour = {"active": "green", "expired": "yellow", "revoked": "red"}[st]
+        expires = "never" if t.expires_at is None else when(t.expires_at)
         table.add_row(
             t.id, esc(t.principal), t.kind, ", ".join(t.roles), f"[{colour}]{st}[/]",
-            f"{when(t.created_at)} by {esc(t.created_by)}", "never" if t.expires_at is None else when(t.expires_at),
+            f"{when(t.created_at)} by {esc(t.created_by)}", expires,
         )  # fmt: skip
     return table
 
