@@ -513,6 +513,17 @@ def test_the_line_chart_puts_values_on_the_plot() -> None:
     assert chart.series[0].last_y > chart.top + chart.plot_h / 2  # below the 0.5 line
 
 
+def test_a_position_past_any_journal_is_refused_before_the_stream_starts(
+    console: Console,
+) -> None:
+    # SQLite cannot hold it: the stream began 200 and ended cut off, the error in the log
+    console.sign_in("oncall")
+    sid = "s_0123456789abcdef01234567"
+    r = console.get(f"/diagnosis/{sid}/events?after=99999999999999999999")
+    assert r.status_code == 400
+    assert "after" in text(r)
+
+
 def test_revoking_a_token_ends_the_streams_it_follows(story: Story) -> None:
     # A followed stream checked its token once, at the start: a revoked supervisor kept
     # receiving a session's events (its findings too, once run) until the session ended.

@@ -20,6 +20,7 @@ from starlette.responses import Response, StreamingResponse
 from episteme.diagnose.engine import TERMINAL
 from episteme.errors import InvalidInput
 from episteme.ledger.access import Op
+from episteme.ledger.model import MAX_SEQ
 
 from .render import HEADERS, PageRoute, page, redirect
 from .session import Allowed, Console, Reader
@@ -90,7 +91,9 @@ async def session(sid: SessionId, who: Reader) -> Response:
 
 
 @router.get("/diagnosis/{sid}/events")
-async def events(sid: SessionId, who: Reader, after: Annotated[int, Query(ge=0)] = 0) -> Response:
+async def events(
+    sid: SessionId, who: Reader, after: Annotated[int, Query(ge=0, le=MAX_SEQ)] = 0
+) -> Response:
     engine = who.engine
     await engine.status(sid)  # an unknown session is a 404 page, before the stream starts
 
