@@ -46,3 +46,8 @@ def visible(text: str) -> str:
     erase a line, recolour it or move the cursor, so that a value written by an agent
     reads as another) and bidirectional overrides written as their escapes, `\\u001b`."""
     return text.translate(_INVISIBLE)
+
+
+def plural(n: int, noun: str) -> str:
+    """`n` and `noun`, with an s unless one: "1 assertion", "3 assertions"."""
+    return f"{n:,} {noun}{'' if n == 1 else 's'}"

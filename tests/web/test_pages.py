@@ -182,6 +182,17 @@ def test_correcting_shows_the_impact_first_then_corrects(console: Console) -> No
     assert console.story.ledger.get(es).lifecycle == "rejected"
     correction = console.story.ledger.blame(es)[0].corrections[0]
     assert (correction.by, correction.constraint_id is not None) == ("oncall", True)
+    note = f"Correction {correction.id} recorded by oncall."
+    assert note in text(console.get(done.headers["location"]))
+    # a link cannot make the page announce a correction the ledger does not hold
+    for made_up in ("x_FAKE by nobody", correction.id[:-1]):
+        shown = text(console.get(f"/blame/{es}", params={"corrected": made_up}))
+        assert "recorded by" not in shown
+        assert "The gardener lowers" not in shown
+        assert "nobody" not in shown
+    # a subject in the heading in full, an id cut short
+    assert "Blame auth.jwt.algorithm " in text(console.get("/blame/auth.jwt.algorithm"))
+    assert f"Blame {es[:12]} " in text(console.get(f"/blame/{es}"))
     again = console.post(f"/assertions/{es}/correct", {**review, "step": "apply"})
     assert "This assertion was marked incorrect already, by oncall" in text(again)
     assert len(console.story.ledger.blame(es)[0].corrections) == 1

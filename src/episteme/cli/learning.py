@@ -22,11 +22,12 @@ from episteme.cli.common import (
     state,
     when,
 )
-from episteme.cli.render import plural, short, val
+from episteme.cli.render import short, val
 from episteme.cli.server import local_actor
 from episteme.ledger.learning import ConstraintState
 from episteme.ledger.trust import MOVES
 from episteme.ledger.webhooks import NotificationType
+from episteme.text import plural
 from episteme.timeutil import show
 
 VIOLATION = 3

@@ -37,7 +37,7 @@ from episteme.ledger.canonical import loads_exact, read_value
 from episteme.ledger.journal import Event, verify_chain
 from episteme.ledger.lenses import LensSpec
 from episteme.ledger.model import Lifecycle, describe, parse_assertion
-from episteme.text import shorten
+from episteme.text import plural, shorten
 
 Agent = Annotated[str, typer.Option("--agent", "-a", help="Who is asking or asserting.")]
 By = Annotated[str, typer.Option("--by", help="Who makes this change.")]
@@ -467,9 +467,7 @@ def epoch_show(ctx: typer.Context, epoch: str, home: Home = None, as_json: Json 
         console = state(ctx).console
         console.print(render.assertions_table(f"epoch {epoch}", members))
         made = f"made by {record.created_by} at {render.when(record.created_at)}"
-        console.print(
-            f"{escape(made)}; {render.plural(record.assertions, 'assertion')}", highlight=False
-        )
+        console.print(f"{escape(made)}; {plural(record.assertions, 'assertion')}", highlight=False)
         if record.superseded_at is not None:
             console.print(
                 escape(

@@ -25,6 +25,7 @@ from episteme.ledger.records import (
     QueryRecord,
     Trace,
 )
+from episteme.text import plural
 from episteme.timeutil import from_us, rfc3339, show, to_us
 
 _STYLE = {
@@ -39,10 +40,6 @@ _STYLE = {
 def short(ident: str) -> str:
     """A readable id: 12 characters, enough to be unique in practice."""
     return ident[:12] if not ident[:2].endswith("_") else ident[:14]
-
-
-def plural(n: int, noun: str) -> str:
-    return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
 def val(value: Any) -> str:

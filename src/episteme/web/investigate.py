@@ -23,7 +23,7 @@ from episteme.timeutil import from_us, to_us
 
 from .graph import Graph, Spec, layered
 from .pages import older
-from .render import PageRoute, page, redirect, short, shown, when
+from .render import PageRoute, page, redirect, shown, when
 from .session import Allowed, Console, Reader
 
 router = APIRouter(route_class=PageRoute, include_in_schema=False)
@@ -170,4 +170,4 @@ def correct(ref: str, who: Console = Allowed(Op.CORRECT, form=True)) -> Response
         a.id, by=who.principal.name, reason=form["reason"].strip(), forbid=forbid, **extra
     )
     who.request.app.state.metrics.corrections.inc()
-    return redirect(f"/blame/{a.id}?corrected={short(made.correction.id)}")
+    return redirect(f"/blame/{a.id}?corrected={made.correction.id}")

@@ -28,7 +28,7 @@ from episteme.text import quoted
 from episteme.timeutil import parse_time
 
 from .graph import Chart, line_chart
-from .render import PageRoute, page, redirect
+from .render import PageRoute, page, redirect, short
 from .session import Allowed, Console, Reader
 
 LENSES = ("approved", "latest", "consensus", "all")
@@ -251,7 +251,18 @@ def constraint_add(who: Console = Allowed(Op.CONSTRAIN, form=True)) -> Response:
 @router.get("/blame/{ref}")
 def blame_page(ref: str, who: Reader, corrected: str = "") -> Response:
     blames = who.ledger.blame(ref)
-    return page(who.request, "blame.html", ref=ref, blames=blames, corrected=corrected)
+    # the note after a correction names one of these assertions' corrections, as recorded:
+    # any link could otherwise make the page announce one
+    correction = next((c for b in blames for c in b.corrections if c.id == corrected), None)
+    return page(
+        who.request,
+        "blame.html",
+        ref=ref,
+        # a subject in full; an id cut to what a person compares
+        title=short(ref) if _HEX.match(ref.lower()) else ref,
+        blames=blames,
+        correction=correction,
+    )
 
 
 def _trust_chart(ledger: Ledger, agent: str, now: Instant) -> Chart | None:

@@ -25,6 +25,7 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from whenever import Instant
 
 from episteme.errors import EpistemeError
+from episteme.text import plural
 
 STATIC_PATH = "/static"
 SESSION_COOKIE = "episteme_session"
@@ -82,7 +83,7 @@ def environment() -> jinja2.Environment:
         trim_blocks=True,
         lstrip_blocks=True,
     )
-    env.filters.update(when=when, iso=iso, short=short, shown=shown)
+    env.filters.update(when=when, iso=iso, short=short, shown=shown, plural=plural)
     env.globals["static"] = STATIC_PATH
     return env
 
