@@ -524,6 +524,33 @@ def test_the_line_chart_puts_values_on_the_plot() -> None:
     assert chart.series[0].last_y > chart.top + chart.plot_h / 2  # below the 0.5 line
 
 
+def test_a_subject_page_names_what_is_under_it_and_pages_its_reads(console: Console) -> None:
+    ledger = console.story.ledger
+    ledger.add(
+        [AssertionInput(subject=f"auth.bulk.s{i:03d}", value=i, agent="bulk") for i in range(210)]
+    )
+    asked = [ledger.query("auth.jwt.algorithm", agent=f"reader-{n}").query_id for n in range(60)]
+    console.sign_in("oncall")
+    r = console.get("/subjects/auth")
+    # the history of a prefix names each move's subject; 200 of them, saying so
+    history = r.text.split('id="timeline"')[1]
+    assert '<a href="/subjects/auth.bulk.s209"><code>auth.bulk.s209</code></a>' in history
+    moves = sum(len(b.history) for b in ledger.blame("auth"))
+    assert f"The newest 200 of {moves} moves" in text(r)
+    assert history.count('<li class="') == 200
+    own = console.get("/subjects/auth.jwt.algorithm").text.split('id="timeline"')[1]
+    assert "<code>auth.jwt.algorithm</code>" not in own  # its own moves name no subject
+    # the reads: 50 and a link to the rest, the window as typed
+    page = console.get("/subjects/auth.jwt.algorithm")
+    assert '<span class="count">50+</span>' in page.text
+    link = re.search(r'href="(/subjects/auth.jwt.algorithm\?[^"#]*)#served">Older reads', page.text)
+    assert link is not None
+    older = console.get(link.group(1).replace("&amp;", "&"))
+    assert "Older reads" not in older.text
+    listed = re.findall(r'href="/trace/(q_[0-9a-f]+)"', page.text + older.text)
+    assert [q for q in listed if q in asked] == list(reversed(asked))
+
+
 def test_a_position_past_any_journal_is_refused_before_the_stream_starts(
     console: Console,
 ) -> None:

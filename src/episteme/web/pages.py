@@ -33,6 +33,8 @@ from .session import Allowed, Console, Reader
 
 LENSES = ("approved", "latest", "consensus", "all")
 RECENT = 50
+HISTORY = 200
+"""The newest moves of a subject's history its page lists (`blame` lists every one)."""
 DIFF_ROWS = 500
 """The newest changes a page lists (a busy day has a hundred thousand)."""
 TRUST_DAYS = 30
@@ -103,18 +105,20 @@ class Moment:
     """After the time the page shows."""
 
 
-def _timeline(ledger: Ledger, subject: str, moment: Instant | None) -> list[Moment]:
+def _timeline(ledger: Ledger, subject: str, moment: Instant | None) -> tuple[list[Moment], int]:
+    """The newest `HISTORY` moves of the subject and those under it, and how many
+    there are in all."""
     try:
         blamed = ledger.blame(subject)
     except NotFound:
-        return []
+        return [], 0
     out = [
         Moment(v, b.assertion, moment is not None and v.tx_from > moment)
         for b in blamed
         for v in b.history
     ]
     out.sort(key=lambda m: m.version.seq)
-    return out[-200:]
+    return out[-HISTORY:], len(out)
 
 
 @router.get("/subjects")
@@ -123,7 +127,9 @@ def subjects(who: Reader, subject: str = "") -> Response:
 
 
 @router.get("/subjects/{subject}")
-def subject_page(subject: str, who: Reader, at: str = "") -> Response:
+def subject_page(
+    subject: str, who: Reader, at: str = "", served_before: int | None = None
+) -> Response:
     ledger = who.ledger
     time_error = None
     try:
@@ -132,6 +138,8 @@ def subject_page(subject: str, who: Reader, at: str = "") -> Response:
         moment, time_error = None, exc.message
     answers = [ledger.answer(subject, lens=lens, at=moment) for lens in LENSES]
     name = answers[0].subject or subject
+    served = ledger.served(name, at=moment, limit=RECENT, before=served_before)
+    timeline, moves = _timeline(ledger, name, moment)
     return page(
         who.request,
         "subject.html",
@@ -141,8 +149,17 @@ def subject_page(subject: str, who: Reader, at: str = "") -> Response:
         moment=moment,
         time_error=time_error,
         answers=answers,
-        served=ledger.served(name, at=moment, limit=RECENT),
-        timeline=_timeline(ledger, name, moment),
+        served=served,
+        # a full page of reads links to the reads before its last (`at` as typed: the
+        # position bounds the page, so a moment read again later loses none)
+        older_served=(
+            "?" + urlencode({"at": at, "served_before": served[-1].seq})
+            if len(served) == RECENT
+            else None
+        ),
+        served_paged=served_before is not None,
+        timeline=timeline,
+        moves=moves,
     )
 
 
