@@ -75,6 +75,35 @@ def test_the_overview_lists_the_plans_a_constraint_stopped(console: Console) -> 
     assert f'href="/constraints?retired=1#{fix.constraint.id}"' in page.text
 
 
+def test_the_overview_says_when_a_card_shows_part_of_the_day(console: Console) -> None:
+    # the cards counted what they listed: 50 reads that hid, 20 corrections, however many
+    ledger = console.story.ledger
+    ledger.add_constraint(scope="deploy", reason="no", by="oncall", forbid=["ES256"])
+    for n in range(26):
+        a = ledger.assert_one(subject=f"svc.s{n}", value=n, agent="bot")
+        ledger.correct(a.id, by="oncall", reason="wrong")
+    for n in range(60):
+        ledger.query("auth.jwt.algorithm", agent=f"a{n}", lens="approved")  # hides ES256
+        ledger.check("use ES256", ["deploy"], agent=f"a{n}")
+    console.sign_in("oncall")
+    page = console.get("/").text
+    cards = {
+        card: re.search(r'<span class="count">([^<]*)</span>', page.split(f'id="{card}"')[1])
+        for card in ("corrections", "hiding", "stopped")
+    }
+    assert {k: v.group(1) for k, v in cards.items() if v} == {
+        "corrections": "26", "hiding": "50+", "stopped": "50+",
+    }  # fmt: skip
+    words = text(console.get("/"))
+    assert "Among the newest 200 reads, the newest 50 that hid something" in words
+    assert "Among the newest 200 checks, the newest 50 that were stopped" in words
+    # a correction not yet a note (the gardener has not run) is listed with the notes
+    Gardener(ledger).run_until_caught_up()
+    late = ledger.assert_one(subject="svc.late", value=1, agent="bot")
+    ledger.correct(late.id, by="oncall", reason="late one")
+    assert "oncall corrected svc.late" in text(console.get("/"))
+
+
 def test_a_busy_day_lists_the_newest_changes_and_counts_them_all(console: Console) -> None:
     console.story.ledger.add(
         [AssertionInput(subject=f"svc.s{i:03d}", value=i, agent="bulk") for i in range(600)]

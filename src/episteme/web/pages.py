@@ -33,6 +33,10 @@ from .session import Allowed, Console, Reader
 
 LENSES = ("approved", "latest", "consensus", "all")
 RECENT = 50
+SCANNED = 200
+"""The overview's reads and checks looked through for those that hid or were stopped."""
+NOTES = 20
+"""The correction notes the overview lists."""
 HISTORY = 200
 """The newest moves of a subject's history its page lists (`blame` lists every one)."""
 DIFF_ROWS = 500
@@ -52,21 +56,34 @@ def _moment(text: str, now: Instant) -> Instant | None:
 def _overview(ledger: Ledger, now: Instant) -> dict[str, Any]:
     since = now.subtract(hours=24)
     diff = ledger.diff(None, since=since, until=now, limit=RECENT)
-    hiding = [q for q in ledger.audit(since=since, until=now, limit=200) if q.hidden.count]
-    checks = ledger.checks(since=since, until=now, limit=200)
+    reads = ledger.audit(since=since, until=now, limit=SCANNED)
+    hiding = [q for q in reads if q.hidden.count]
+    checks = ledger.checks(since=since, until=now, limit=SCANNED)
     stopped = [c for c in checks if c.outcome == "violated"]
+    notes = ledger.notifications(type="correction", since=since, limit=NOTES)
+    noted = {n.data.get("assertion_id") for n in notes}
     return {
         "now": now,
         "changes": list(reversed(diff.changes)),
         "counts": diff.counts,
         "total": diff.total,
-        "notes": ledger.notifications(type="correction", since=since, limit=20),
-        # shown until the gardener has turned corrections into notes: those among the
-        # newest changes listed
-        "corrected": [c for c in reversed(diff.changes) if c.change == "corrected"],
+        "notes": notes,
+        # corrections the gardener has not yet turned into notes: those among the newest
+        # changes listed, shown before the notes
+        "pending": [
+            c
+            for c in reversed(diff.changes)
+            if c.change == "corrected" and c.assertion_id not in noted
+        ],
+        # every correction of the window, from the diff's counts (the notes are a page)
+        "corrections": diff.counts.get("corrected", 0),
         "conflicts": ledger.conflicts(),
         "hiding": hiding[:RECENT],
+        # more than shown: past the card's length, or among reads older than those scanned
+        "hiding_more": len(hiding) > RECENT or len(reads) == SCANNED,
         "stopped": stopped[:RECENT],
+        "stopped_more": len(stopped) > RECENT or len(checks) == SCANNED,
+        "scanned": SCANNED,
     }
 
 
