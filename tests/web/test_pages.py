@@ -75,6 +75,24 @@ def test_the_overview_lists_the_plans_a_constraint_stopped(console: Console) -> 
     assert f'href="/constraints?retired=1#{fix.constraint.id}"' in page.text
 
 
+def test_the_agent_page_lists_the_newest_trust_moves_of_every_topic(console: Console) -> None:
+    # five of each topic, one after the other, with no topic named and no word of the rest
+    ledger = console.story.ledger
+    for topic, n in [("auth", 7), ("db", 6)]:
+        for i in range(n):
+            a = ledger.assert_one(subject=f"{topic}.k{i}", value=i, agent="multi")
+            ledger.approve(a.id, by="alice")
+    Gardener(ledger).run_until_caught_up()
+    console.sign_in("oncall")
+    page = console.get("/agents/multi").text
+    moves = re.findall(
+        r'<li>.*?<code>(\w+)</code> <span class="up">', page.split('class="moves"')[1]
+    )
+    assert moves == ["db"] * 6 + ["auth"] * 4  # the newest ten, newest first
+    assert "and 3 older moves" in text(console.get("/agents/multi"))
+    assert "This agent recorded no decision in this window." in text(console.get("/agents/multi"))
+
+
 def test_the_overview_says_when_a_card_shows_part_of_the_day(console: Console) -> None:
     # the cards counted what they listed: 50 reads that hid, 20 corrections, however many
     ledger = console.story.ledger

@@ -37,6 +37,8 @@ SCANNED = 200
 """The overview's reads and checks looked through for those that hid or were stopped."""
 NOTES = 20
 """The correction notes the overview lists."""
+MOVES_SHOWN = 10
+"""The newest trust moves an agent's page lists, of all its topics."""
 HISTORY = 200
 """The newest moves of a subject's history its page lists (`blame` lists every one)."""
 DIFF_ROWS = 500
@@ -342,6 +344,10 @@ def agent_page(
         agent=name, since=start, until=end, limit=READS, before=decisions_before
     )
     checks = ledger.checks(agent=name, since=start, until=end, limit=READS, before=checks_before)
+    scores = ledger.trust_scores(agent=name)
+    moves = sorted(
+        ((s.topic, mv) for s in scores for mv in s.moves), key=lambda m: m[1].seq, reverse=True
+    )
     return page(
         who.request,
         "agent.html",
@@ -358,6 +364,9 @@ def agent_page(
         checks=checks,
         older_checks=older(checks, "checks_before", start, end),
         checks_paged=checks_before is not None,
-        scores=ledger.trust_scores(agent=name),
+        scores=scores,
+        # the newest moves of every topic, in one list newest first
+        moves=moves[:MOVES_SHOWN],
+        older_moves=sum(s.evidence for s in scores) - len(moves[:MOVES_SHOWN]),
         chart=_trust_chart(ledger, name, now),
     )
