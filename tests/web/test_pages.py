@@ -93,6 +93,32 @@ def test_the_agent_page_lists_the_newest_trust_moves_of_every_topic(console: Con
     assert "This agent recorded no decision in this window." in text(console.get("/agents/multi"))
 
 
+def test_a_bad_window_keeps_what_was_typed_and_a_lone_end_takes_the_day_before_it(
+    console: Console,
+) -> None:
+    # a bare error page lost the form; "To" alone ended a window that started 24 hours
+    # before now, not before it
+    console.sign_in("oncall")
+    for url, words in (
+        ("/diff?since=garbage&prefix=auth", ["Shown instead: the last 24 hours, every subject"]),
+        ("/diff?prefix=a..b", ["invalid", "Shown instead"]),
+        ("/agents/deploy-agent?since=garbage", ["Shown instead: the last 7 days"]),
+        ("/agents/deploy-agent?since=1h&until=2d", ["Shown instead: the last 7 days"]),
+    ):
+        r = console.get(url)
+        assert r.status_code == 400, url
+        assert '<form class="when"' in r.text, url
+        for word in words:
+            assert word in text(r), url
+    typed = console.get("/diff?since=garbage&prefix=auth").text
+    assert 'value="garbage"' in typed
+    assert 'value="auth"' in typed
+    lone = text(console.get("/diff?until=2026-11-21T21:00:00Z"))
+    assert "Diff 2026-11-20 21:00:00Z → 2026-11-21 21:00:00Z" in lone
+    week = text(console.get("/agents/deploy-agent?until=2026-11-21T21:00:00Z"))
+    assert "2026-11-14 21:00:00Z → 2026-11-21 21:00:00Z" in week
+
+
 def test_the_overview_says_when_a_card_shows_part_of_the_day(console: Console) -> None:
     # the cards counted what they listed: 50 reads that hid, 20 corrections, however many
     ledger = console.story.ledger

@@ -17,7 +17,7 @@ from urllib.parse import quote, urlencode
 import anyio.to_thread
 from fastapi import APIRouter, Request
 from starlette.responses import Response
-from whenever import Instant
+from whenever import Instant, TimeDelta
 
 from episteme.errors import InvalidInput, NotFound
 from episteme.ledger.access import Op
@@ -41,6 +41,8 @@ MOVES_SHOWN = 10
 """The newest trust moves an agent's page lists, of all its topics."""
 HISTORY = 200
 """The newest moves of a subject's history its page lists (`blame` lists every one)."""
+DIFF_WINDOW = TimeDelta(hours=24)
+AGENT_WINDOW = TimeDelta(hours=24 * 7)
 DIFF_ROWS = 500
 """The newest changes a page lists (a busy day has a hundred thousand)."""
 TRUST_DAYS = 30
@@ -187,29 +189,44 @@ def diff_page(
     who: Reader,
     request: Request,
     prefix: str = "",
-    since: str = "24h",
+    since: str = "",
     until: str = "",
     before: str | None = None,
 ) -> Response:
     ledger = who.ledger
     now = ledger.clock.now()
-    start = parse_time(since or "24h", now)
-    end = _moment(until, now) or now
-    result = ledger.diff(
-        prefix.strip() or None, since=start, until=end, limit=DIFF_ROWS, before=before
-    )
-    window = {"prefix": prefix, "since": start.format_iso(), "until": end.format_iso()}
+    error = None
+    try:
+        start, end = _window(since, until, now, DIFF_WINDOW)
+        result = ledger.diff(
+            prefix.strip() or None, since=start, until=end, limit=DIFF_ROWS, before=before
+        )
+    except InvalidInput as exc:  # what was typed stays in the form, over the default window
+        error, before = exc.message, None
+        start, end = now - DIFF_WINDOW, now
+        result = ledger.diff(None, since=start, until=end, limit=DIFF_ROWS)
+    window = {"prefix": result.prefix or "", "since": start.format_iso(), "until": end.format_iso()}
     return page(
         request,
         "diff.html",
+        400 if error else 200,
         diff=result,
         changes=list(reversed(result.changes)),
         form={"prefix": prefix, "since": since, "until": until},
+        error=error,
         # the window as resolved now, as the agent page's older pages: "24h" read again
         # at the click would move it
         older=None if result.next is None else "?" + urlencode(window | {"before": result.next}),
         paged=before is not None,
     )
+
+
+def _window(since: str, until: str, now: Instant, default: TimeDelta) -> tuple[Instant, Instant]:
+    """A page's window as typed: `until` (now when empty), and `since`, or `default`
+    before the end when empty ("To: yesterday 21:00" alone is the day before it)."""
+    end = _moment(until, now) or now
+    start = parse_time(since, now) if since.strip() else end - default
+    return start, end
 
 
 @router.get("/constraints")
@@ -325,11 +342,27 @@ def older(
     return "?" + urlencode(window | {cursor: rows[-1].seq})
 
 
+def _agent_lists(
+    ledger: Ledger,
+    name: str,
+    start: Instant,
+    end: Instant,
+    cursors: tuple[int | None, int | None, int | None],
+) -> tuple[list[Any], list[Any], list[Any]]:
+    """The agent's reads, decisions and checks in the window, each below its cursor."""
+    before, decisions_before, checks_before = cursors
+    return (
+        ledger.audit(agent=name, since=start, until=end, limit=READS, before=before),
+        ledger.decisions(agent=name, since=start, until=end, limit=READS, before=decisions_before),
+        ledger.checks(agent=name, since=start, until=end, limit=READS, before=checks_before),
+    )
+
+
 @router.get("/agents/{name}")
 def agent_page(
     name: str,
     who: Reader,
-    since: str = "7d",
+    since: str = "",
     until: str = "",
     before: int | None = None,
     decisions_before: int | None = None,
@@ -337,13 +370,15 @@ def agent_page(
 ) -> Response:
     ledger = who.ledger
     now = ledger.clock.now()
-    start = parse_time(since or "7d", now)
-    end = _moment(until, now) or now
-    queries = ledger.audit(agent=name, since=start, until=end, limit=READS, before=before)
-    decisions = ledger.decisions(
-        agent=name, since=start, until=end, limit=READS, before=decisions_before
-    )
-    checks = ledger.checks(agent=name, since=start, until=end, limit=READS, before=checks_before)
+    cursors = (before, decisions_before, checks_before)
+    error = None
+    try:
+        start, end = _window(since, until, now, AGENT_WINDOW)
+        queries, decisions, checks = _agent_lists(ledger, name, start, end, cursors)
+    except InvalidInput as exc:  # what was typed stays in the form, over the default window
+        error, cursors = exc.message, (None, None, None)
+        start, end = now - AGENT_WINDOW, now
+        queries, decisions, checks = _agent_lists(ledger, name, start, end, cursors)
     scores = ledger.trust_scores(agent=name)
     moves = sorted(
         ((s.topic, mv) for s in scores for mv in s.moves), key=lambda m: m[1].seq, reverse=True
@@ -351,19 +386,21 @@ def agent_page(
     return page(
         who.request,
         "agent.html",
+        400 if error else 200,
         agent=name,
         form={"since": since, "until": until},
+        error=error,
         start=start,
         end=end,
         queries=queries,
         older=older(queries, "before", start, end),
-        paged=before is not None,
+        paged=cursors[0] is not None,
         decisions=decisions,
         older_decisions=older(decisions, "decisions_before", start, end),
-        decisions_paged=decisions_before is not None,
+        decisions_paged=cursors[1] is not None,
         checks=checks,
         older_checks=older(checks, "checks_before", start, end),
-        checks_paged=checks_before is not None,
+        checks_paged=cursors[2] is not None,
         scores=scores,
         # the newest moves of every topic, in one list newest first
         moves=moves[:MOVES_SHOWN],
