@@ -390,6 +390,7 @@ def test_the_constraints_page_lists_them_on_a_subject_or_of_a_tag(console: Conso
     assert f'id="{forced.constraint.id}"' in page.text
     tagged = text(console.get("/constraints?tag=Deploy"))
     assert "1 constraint of #deploy ." in tagged
+    assert text(console.get("/constraints", params={"tag": "#deploy"})) == tagged  # as shown
     assert fix.constraint.id[:14] not in tagged
     on_auth = text(console.get("/constraints?scope=auth"))
     assert "1 constraint on auth (above and below it)." in on_auth
@@ -552,6 +553,12 @@ def test_find_goes_to_the_right_page(console: Console) -> None:
              "s_0123456789abcdef01234567": "/diagnosis/"}  # fmt: skip
     for q, where in cases.items():
         assert console.get(f"/find?q={q}").headers["location"] == where + q
+    # neither: said on a console page, not the API's 404 of a path the / broke
+    for q in ("a/b", "auth jwt", "-x"):
+        r = console.get("/find", params={"q": q})
+        assert r.status_code == 400, q
+        assert "is neither a subject" in text(r)
+        assert r.headers["content-type"].startswith("text/html")
 
 
 def test_the_desk_approves_for_approvers_only(console: Console) -> None:

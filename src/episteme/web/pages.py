@@ -22,7 +22,7 @@ from whenever import Instant, TimeDelta
 from episteme.errors import InvalidInput, NotFound
 from episteme.ledger.access import Op
 from episteme.ledger.core import Ledger
-from episteme.ledger.model import Assertion
+from episteme.ledger.model import Assertion, check_prefix
 from episteme.ledger.records import Version
 from episteme.text import quoted
 from episteme.timeutil import parse_time
@@ -113,6 +113,14 @@ def find(who: Reader, q: str = "") -> Response:
         return redirect(f"/diagnosis/{safe}")
     if _HEX.fullmatch(ref):
         return redirect(f"/blame/{safe}")
+    try:  # a subject: one the page can be asked for (a / would leave its path)
+        check_prefix(ref, field="q")
+    except InvalidInput:
+        raise InvalidInput(
+            f"{quoted(ref)} is neither a subject (dotted words: auth.jwt.algorithm) nor an id"
+            " (4 or more hex digits, q_…, d_…, s_…)",
+            field="q",
+        ) from None
     return redirect(f"/subjects/{safe}")
 
 
@@ -235,7 +243,8 @@ def constraints_page(
 ) -> Response:
     """Negative constraints, newest first: all, or those on a subject or of a tag; the
     retired ones too when asked."""
-    tags = [tag.strip()] if tag.strip() else []
+    tag = tag.strip().removeprefix("#")  # as the table shows tags
+    tags = [tag] if tag else []
     found = who.ledger.constraints(scope.strip() or None, tags, retired=retired)
     return page(
         who.request,
