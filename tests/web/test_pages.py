@@ -585,6 +585,19 @@ def test_the_desk_approves_for_approvers_only(console: Console) -> None:
     assert console.get("/diagnosis/s_nope").status_code == 400
 
 
+def test_a_specialist_that_needs_no_credential_is_on_the_session_page(console: Console) -> None:
+    engine = console.client.app.state.diagnosis  # type: ignore[attr-defined]
+    start = functools.partial(engine.start, "database connection failures and latency",
+                              "prod", requester="agent-1")  # fmt: skip
+    session = console.client.portal.call(start)  # type: ignore[union-attr]
+    assert "observability" in session.specialists
+    assert not session.credentials.get("observability")
+    console.sign_in("oncall")
+    table = text(console.get(f"/diagnosis/{session.id}")).split("Credentials requested")[1]
+    assert "observability" in table
+    assert "needs no credential" in table
+
+
 def test_the_layered_layout_orders_nodes_and_draws_forward_edges_only() -> None:
     graph = layered(
         [("a", [Spec("d", "decision")]), ("b", [Spec("q2", "two"), Spec("q1", "one")]),
