@@ -504,7 +504,10 @@ def test_the_api_reference_declares_the_link_of_every_list_that_pages(api: Api) 
         "/sessions",
         "/v1/diagnosis/incidents",
         "/incidents",
+        "/v1/diff",  # one answer, not a list, with a next page when it left some out
     }
+    diff = document["paths"]["/v1/diff"]["get"]["responses"]["200"]
+    assert diff["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/Diff"}
     page = document["paths"]["/v1/audit"]["get"]["responses"]["200"]
     assert page["content"]["application/json"]["schema"]["type"] == "array"  # still there
     assert 'rel="next"' in page["headers"]["Link"]["description"]
