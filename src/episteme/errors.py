@@ -27,20 +27,44 @@ Messages never contain secret values.
 
 from __future__ import annotations
 
+import re
 import sqlite3
+
+TOKEN_PREFIX = "ep_"
+"""How every bearer token begins (`episteme.ledger.access.new_secret`)."""
+_SECRET_LIKE = re.compile(re.escape(TOKEN_PREFIX) + r"[A-Za-z0-9_\-]{8,}")
+
+
+_TOKEN = re.compile(re.escape(TOKEN_PREFIX) + r"[A-Za-z0-9_\-]{43}(?![A-Za-z0-9_\-])")
+"""A whole bearer token: the prefix and 43 URL-safe characters (256 random bits)."""
+
+
+def holds_token(text: str) -> bool:
+    """Whether `text` holds a whole bearer token (what is recorded must not)."""
+    return TOKEN_PREFIX in text and _TOKEN.search(text) is not None
+
+
+def hide_secrets(text: str) -> str:
+    """`text` with anything shaped like a bearer token (or the start of one) masked: what
+    a caller put in a path, a query or a body may be someone's secret, pasted in the
+    wrong place, and an error that quotes it back must not repeat it."""
+    return _SECRET_LIKE.sub(TOKEN_PREFIX + "…", text)
 
 
 class EpistemeError(Exception):
-    """Base of every error Episteme raises on purpose."""
+    """Base of every error Episteme raises on purpose. Its message and field never hold
+    a token: one quoted from the input is masked here, for every surface at once (the
+    API's problem, the CLI's line, MCP's tool error, the console's page, the log)."""
 
     status: int = 500
     exit_code: int = 1
     title: str = "Episteme error"
 
     def __init__(self, message: str, *, field: str | None = None) -> None:
+        message = hide_secrets(message)
         super().__init__(message)
         self.message = message
-        self.field = field
+        self.field = None if field is None else hide_secrets(field)
 
 
 class UserError(EpistemeError):

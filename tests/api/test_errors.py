@@ -256,6 +256,36 @@ def test_secrets_never_come_back(api: Api) -> None:
     assert not any(canary in str(row) for row in rows)
 
 
+def test_a_token_pasted_in_the_wrong_place_is_not_quoted_back(api: Api) -> None:
+    # a 404 quoted the subject it could not find, and a refused query parameter its name:
+    # a secret pasted into either came back whole in the problem
+    canary = api.call(
+        "POST", "/v1/tokens", role="admin", json={"name": "pasted", "roles": ["agent"]}
+    ).json()["token"]
+    refusals = [
+        api.call("GET", f"/v1/blame/{canary}"),
+        api.call("GET", f"/v1/audit?{canary}=1"),
+        api.call("GET", f"/v1/trace/{canary}"),
+        api.call("POST", "/v1/query", json={"subject": canary}),
+        api.call("POST", "/v1/decisions", json={"action": "x", "query_ids": [canary]}),
+        api.call("POST", "/v1/assertions", json={"subject": "a.b", "value": 1, canary: 1}),
+    ]
+    # nor recorded: a query's subject, an assertion's value or a decision's action is
+    # journalled, and a token pasted there would stay in the record for good
+    recorded = [
+        api.call("POST", "/v1/assertions", json={"subject": "a.b", "value": f"key {canary}"}),
+        api.call("POST", "/v1/decisions", json={"action": f"used {canary}", "query_ids": []}),
+        api.call("POST", "/v1/constraints/check", json={"plan": f"export T={canary}"}),
+    ]
+    for r in refusals + recorded:
+        assert 400 <= r.status_code < 500, r.text
+        assert canary[:12] not in r.text, r.request.url
+        assert "ep_…" in r.text, r.text
+    assert "a bearer token (ep_…): a secret is never recorded" in recorded[0].text
+    rows = api.ledger.store.conn.execute("SELECT * FROM journal").fetchall()
+    assert not any(canary[3:15] in str(row) for row in rows)
+
+
 def test_a_secret_sent_to_revoke_is_never_recorded(api: Api) -> None:
     # A supervisor who found a leaked token and tried to revoke it by its secret (in the
     # path, as the client sent it) was refused, and the refusal recorded the path: the

@@ -85,6 +85,13 @@ USER_ERRORS: list[tuple[str, Args, tuple[str, ...]]] = [
     ("audit-subject", lambda s, t: ["audit", "--subject", "a..b"], ("invalid subject",)),
     ("diff-prefix", lambda s, t: ["diff", "a..b", "--from", "1h"], ("invalid subject",)),
     ("blame-subject", lambda s, t: ["blame", "a b"], ("invalid subject 'a b'",)),
+    # a token pasted as a subject: not quoted back, and not recorded
+    ("blame-token", lambda s, t: ["blame", "ep_" + "Ab1_" * 10 + "xyz"], ("'ep_…'",)),
+    (
+        "assert-token",
+        lambda s, t: ["assert", "a.b", "ep_" + "Ab1-" * 10 + "xyz", "--agent", "x"],
+        ("a bearer token (ep_…): a secret is never recorded",),
+    ),
     ("agent-name", lambda s, t: ["assert", "a.b", "1", "--agent", "-bad"], ("agent '-bad'",)),
     ("agent-spaces", lambda s, t: ["query", "auth", "--agent", "on call"], ("invalid agent",)),
     ("by-name", lambda s, t: ["approve", s.es256, "--by", "a b"], ("invalid by",)),

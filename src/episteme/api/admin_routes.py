@@ -9,8 +9,8 @@ import orjson
 from fastapi import APIRouter, Depends, Path, Query, Request
 from starlette.responses import Response, StreamingResponse
 
-from episteme.errors import InvalidInput
-from episteme.ledger.access import Denial, Op, Principal, TokenRecord, hide_secrets
+from episteme.errors import InvalidInput, hide_secrets
+from episteme.ledger.access import Denial, Op, Principal, TokenRecord
 from episteme.ledger.journal import VerifyReport
 from episteme.ledger.records import RebuildReport
 

@@ -21,8 +21,13 @@ from starlette.exceptions import HTTPException
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from episteme.errors import EpistemeError, Unauthenticated, database_failed, from_database
-from episteme.ledger.access import hide_secrets
+from episteme.errors import (
+    EpistemeError,
+    Unauthenticated,
+    database_failed,
+    from_database,
+    hide_secrets,
+)
 from episteme.ledger.canonical import MAX_DEPTH
 from episteme.ledger.model import plain_message
 from episteme.text import quoted
@@ -53,12 +58,14 @@ def problem(
 
 
 def _body(status: int, title: str, detail: str, field: str | None) -> dict[str, Any]:
+    # a problem made here, not from a library error, quotes input too (a query
+    # parameter's name, a value the validation refused): masked as a library error is
     return {
         "type": _slug(title),
         "title": title,
         "status": status,
-        "detail": detail,
-        "field": field,
+        "detail": hide_secrets(detail),
+        "field": None if field is None else hide_secrets(field),
     }
 
 

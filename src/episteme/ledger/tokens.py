@@ -11,15 +11,20 @@ from typing import TYPE_CHECKING
 
 from whenever import Instant
 
-from episteme.errors import Conflict, InvalidInput, NotFound, Unauthenticated
-from episteme.ledger.access import (
+from episteme.errors import (
     TOKEN_PREFIX,
+    Conflict,
+    InvalidInput,
+    NotFound,
+    Unauthenticated,
+    hide_secrets,
+)
+from episteme.ledger.access import (
     Denial,
     Principal,
     TokenRecord,
     TokenRefused,
     default_kind,
-    hide_secrets,
     new_secret,
     parse_roles,
     token_hash,
