@@ -141,6 +141,13 @@ class WebhookSpec(BaseModel):
                 "a URL with credentials in it is refused: put it in an environment "
                 "variable and give env:VARNAME"
             )
+        elif names := [k for k, _ in _url(value).params.multi_items() if _CREDENTIAL.search(k)]:
+            # ?token=…, ?sig=…, ?code=… (as services sign their hook addresses): a URL
+            # that is a secret is kept in the environment, not in the ledger and lists
+            raise ValueError(
+                f"a URL whose query carries a credential ({', '.join(sorted(set(names)))}) is"
+                " refused: put it in an environment variable and give env:VARNAME"
+            )
         return value
 
     @field_validator("secret")
@@ -248,6 +255,10 @@ def _env_name(value: str, field: str) -> str:
             f"(for example env:EPISTEME_WEBHOOK_{field.upper()})"
         )
     return name
+
+
+_CREDENTIAL = re.compile(r"token|secret|key|pass|pwd|auth|sig|credential|code", re.IGNORECASE)
+"""A query parameter whose name says it carries a credential."""
 
 
 def _url(value: str) -> httpx.URL:
