@@ -118,6 +118,16 @@ def test_a_signature_verifies_with_the_right_secret_time_and_body_only() -> None
     assert verify(SECRET, rotated, body, now_s=1_800_000_000)
 
 
+def test_a_webhook_recorded_before_a_rule_it_breaks_is_still_read(ledger: Ledger) -> None:
+    # a URL signed in its query is refused now; one recorded before must not make the
+    # ledger's webhooks unreadable (the list, the gardener's deliveries)
+    url = "https://hooks.example/x?token=abc"
+    with pytest.raises(InvalidInput, match=r"carries a credential \(token\)"):
+        WebhookSpec(name="old", url=url)
+    ledger.set_webhook(WebhookSpec.model_construct(name="old", url=url), by="admin")
+    assert ledger.webhooks()["old"].url == url
+
+
 # -- delivery -----------------------------------------------------------------------------
 
 

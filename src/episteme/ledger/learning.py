@@ -31,7 +31,7 @@ from episteme.ledger.model import (
 )
 from episteme.ledger.records import CheckRecord, ConstraintRecord, NotificationRecord
 from episteme.ledger.trust import TrustPolicy, TrustScore, scores
-from episteme.ledger.webhooks import NOTIFICATION_TYPES, WebhookSpec
+from episteme.ledger.webhooks import NOTIFICATION_TYPES, STORED, WebhookSpec
 from episteme.timeutil import Clock, from_us, rfc3339, to_us
 
 if TYPE_CHECKING:
@@ -379,7 +379,7 @@ class Learning:
     def webhooks(self) -> dict[str, WebhookSpec]:
         """The webhooks notifications go to, by name."""
         return {
-            name: WebhookSpec.model_validate(spec)
+            name: WebhookSpec.model_validate(spec, context={STORED: True})
             for name, (spec, _, _) in self.store.webhook_specs().items()
         }
 

@@ -35,6 +35,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     ValidationError,
+    ValidationInfo,
     ValidatorFunctionWrapHandler,
     field_serializer,
     field_validator,
@@ -95,6 +96,11 @@ class Notification(BaseModel):
         return rfc3339(value)
 
 
+STORED = "stored"
+"""The validation context's key of a spec read back from the ledger (`Ledger.webhooks`):
+a rule added since it was recorded does not make a ledger's webhooks unreadable."""
+
+
 class WebhookSpec(BaseModel):
     """Where notifications go, in which format, for which events, and how hard to try.
 
@@ -131,7 +137,7 @@ class WebhookSpec(BaseModel):
 
     @field_validator("url")
     @classmethod
-    def _url(cls, value: str) -> str:
+    def _url(cls, value: str, info: ValidationInfo) -> str:
         if value.startswith(_ENV_PREFIX):
             _env_name(value, "url")
         elif not _is_http_url(value):
@@ -141,6 +147,8 @@ class WebhookSpec(BaseModel):
                 "a URL with credentials in it is refused: put it in an environment "
                 "variable and give env:VARNAME"
             )
+        elif (info.context or {}).get(STORED):
+            pass  # as recorded before the rule below: read back, not refused
         elif names := [k for k, _ in _url(value).params.multi_items() if _CREDENTIAL.search(k)]:
             # ?token=…, ?sig=…, ?code=… (as services sign their hook addresses): a URL
             # that is a secret is kept in the environment, not in the ledger and lists
