@@ -121,6 +121,11 @@ def test_the_es256_story_over_http(api: Api, clock: ManualClock) -> None:
     assert "Link" not in api.call("GET", "/v1/diff?prefix=auth&since=2026-11-21T00:00:00Z").headers
     blame = api.call("GET", f"/v1/blame/{es[:10]}").json()
     assert blame[0]["assertion"]["agent"] == "agent-1"
+    # a subject as long as a subject may be (255), where the path took 128
+    long = ".".join(["s" * 50] * 5)
+    assert api.call("POST", "/v1/assertions", json={"subject": long, "value": 1}).status_code == 201
+    [b] = api.call("GET", f"/v1/blame/{long}").json()
+    assert b["assertion"]["subject"] == long
     assert api.call("GET", "/v1/epochs/jwt-migration").json()["epoch"]["assertions"] == 1
 
     fix = api.call(

@@ -21,6 +21,7 @@ from episteme.ledger.lenses import LensSpec
 from episteme.ledger.model import (
     MAX_KEY,
     MAX_SEQ,
+    MAX_SUBJECT,
     Answer,
     Assertion,
     AssertionInput,
@@ -57,6 +58,14 @@ from .schemas import (
 
 router = APIRouter(prefix="/v1", responses=responses(401, 403, 422, 503))
 Ref = Annotated[str, Path(description="an id or a unique prefix of one", max_length=128)]
+SubjectOrRef = Annotated[
+    str,
+    Path(
+        description="a subject (every assertion on it), or an assertion's id or a unique"
+        " prefix of one",
+        max_length=MAX_SUBJECT,
+    ),
+]
 Limit = Annotated[int, Query(ge=1, le=1000)]
 
 
@@ -374,7 +383,7 @@ def diff(
     tags=["investigation"],
     summary="Who introduced an assertion (by id) or each assertion on a subject",
 )
-def blame(ref: Ref, ledger: LedgerDep, who: Principal = Caller(Op.READ)) -> Response:
+def blame(ref: SubjectOrRef, ledger: LedgerDep, who: Principal = Caller(Op.READ)) -> Response:
     return encoded(ledger.blame(ref))
 
 
