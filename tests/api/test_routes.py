@@ -511,6 +511,9 @@ def test_the_api_reference_declares_the_link_of_every_list_that_pages(api: Api) 
         "/incidents",
         "/v1/diff",  # one answer, not a list, with a next page when it left some out
     }
+    # an approval is accepted (202) and the specialists run after it: declared as sent
+    approve = document["paths"]["/v1/diagnosis/approve/{id}"]["post"]["responses"]
+    assert "202" in approve
     diff = document["paths"]["/v1/diff"]["get"]["responses"]["200"]
     assert diff["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/Diff"}
     page = document["paths"]["/v1/audit"]["get"]["responses"]["200"]

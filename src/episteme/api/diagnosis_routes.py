@@ -113,6 +113,7 @@ def build(prefix: str) -> APIRouter:
 
     @router.post(
         "/approve/{id}",
+        status_code=202,  # accepted: the specialists run after the answer
         response_model=Session,
         responses={**stream_doc, **responses(400, 404, 409)},
         summary="Approve all requested credentials, or a subset (approver)",
