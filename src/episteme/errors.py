@@ -27,8 +27,10 @@ Messages never contain secret values.
 
 from __future__ import annotations
 
+import contextlib
 import re
 import sqlite3
+from collections.abc import Iterator
 
 TOKEN_PREFIX = "ep_"
 """How every bearer token begins (`episteme.ledger.access.new_secret`)."""
@@ -65,6 +67,18 @@ class EpistemeError(Exception):
         super().__init__(message)
         self.message = message
         self.field = None if field is None else hide_secrets(field)
+
+
+@contextlib.contextmanager
+def naming(field: str) -> Iterator[None]:
+    """Errors raised inside about an id name `field`, the input that holds it
+    (`query_ids`, `derived_from`), where the lookup knew only that it read an id."""
+    try:
+        yield
+    except EpistemeError as exc:
+        if exc.field in (None, "id"):
+            exc.field = field
+        raise
 
 
 class UserError(EpistemeError):

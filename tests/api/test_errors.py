@@ -46,7 +46,7 @@ BAD_ASSERTIONS = [
     ({"confidence": 2}, 422, ["confidence", "less than or equal to 1"], "confidence"),
     ({"subject": "a b"}, 422, ["dotted segments"], "subject"),
     ({"valid_from": "yesterday"}, 422, ["valid_from"], "valid_from"),
-    ({"derived_from": ["nope"]}, 404, ["nope"], "id"),
+    ({"derived_from": ["nope"]}, 404, ["nope"], "derived_from"),
 ]
 
 
@@ -254,6 +254,22 @@ def test_secrets_never_come_back(api: Api) -> None:
         assert canary not in text
     rows = api.ledger.store.conn.execute("SELECT * FROM journal").fetchall()
     assert not any(canary in str(row) for row in rows)
+
+
+def test_a_refusal_about_an_id_names_the_field_that_holds_it(api: Api) -> None:
+    # the lookup knew only that it read an id: "field": "id" for a body's query_ids
+    one = {"subject": "a.b", "value": 1}
+    cases = [
+        (api.call("POST", "/v1/decisions", json={"action": "x", "query_ids": ["q_ffff"]}),
+         404, "query_ids"),
+        (api.call("POST", "/v1/assertions", json={**one, "derived_from": ["ffff0000"]}),
+         404, "derived_from"),
+        (api.call("POST", "/v1/assertions/batch", json={"assertions": [one, one]}),
+         400, "assertions"),
+        (api.call("DELETE", "/v1/webhooks/nope", role="admin"), 404, "name"),
+    ]  # fmt: skip
+    for r, status, field in cases:
+        assert _problem(r, status)["field"] == field, r.text
 
 
 def test_a_token_pasted_in_the_wrong_place_is_not_quoted_back(api: Api) -> None:

@@ -251,7 +251,7 @@ BAD_INPUT = [
         ["http://"],
         "url",
     ),
-    ("DELETE", "/v1/webhooks/nobody", "admin", None, 404, ["'nobody'"], None),
+    ("DELETE", "/v1/webhooks/nobody", "admin", None, 404, ["'nobody'"], "name"),
 ]
 
 

@@ -16,7 +16,7 @@ from typing import Any, NamedTuple
 from pydantic import JsonValue
 from whenever import Instant
 
-from episteme.errors import Conflict, Forbidden, IntegrityError, InvalidInput, NotFound
+from episteme.errors import Conflict, Forbidden, IntegrityError, InvalidInput, NotFound, naming
 from episteme.ledger import investigate
 from episteme.ledger.access import (
     Op,
@@ -304,10 +304,13 @@ class Ledger(Learning, Tokens):
             approved_now: dict[str, str] = {}
             seen: dict[str, int] = {}
             for n, inp in enumerate(inputs, 1):
-                derived = [self._resolve_assertion(r, ref) for ref in inp.derived_from]
+                with naming("derived_from"):
+                    derived = [self._resolve_assertion(r, ref) for ref in inp.derived_from]
                 rec = record(inp, inp.agent, derived, at)
                 if rec["id"] in seen:
-                    raise InvalidInput(f"assertion {n} repeats assertion {seen[rec['id']]}")
+                    raise InvalidInput(
+                        f"assertion {n} repeats assertion {seen[rec['id']]}", field="assertions"
+                    )
                 seen[rec["id"]] = n
                 if inp.epoch is not None:
                     epoch = r.epoch(inp.epoch)
@@ -661,9 +664,8 @@ class Ledger(Learning, Tokens):
         out: list[str] = []
 
         def build(r: StoreReader, at: int, seq: int) -> list[Draft]:
-            cited = []
-            for ref in query_ids:
-                cited.append(r.resolve(ref, want="query")[1])
+            with naming("query_ids"):
+                cited = [r.resolve(ref, want="query")[1] for ref in query_ids]
             key = {"agent": agent, "at": at, "action": action, "q": cited, "seq": seq}
             did = "d_" + content_id(key)[:24]
             out[:] = [did]

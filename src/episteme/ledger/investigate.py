@@ -112,7 +112,9 @@ def _looks_like_id(ref: str) -> bool:
 def blame(r: StoreReader, ref: str) -> list[Blame]:
     targets: list[Assertion]
     if ref[:2] in ("q_", "d_", "x_", "c_"):
-        raise InvalidInput(f"{ref} is not an assertion: blame takes a subject or an assertion id")
+        raise InvalidInput(
+            f"{ref} is not an assertion: blame takes a subject or an assertion id", field="id"
+        )
     if _looks_like_id(ref):
         try:
             kind, full = r.resolve(ref)
@@ -164,11 +166,13 @@ def trace(r: StoreReader, ref: str) -> Trace:
     elif kind == "assertion":
         raise InvalidInput(
             f"trace follows a decision (d_…) or a query (q_…); {ref} is an assertion id: its"
-            " history (blame) says where it came from, and its impact where it went"
+            " history (blame) says where it came from, and its impact where it went",
+            field="id",
         )
     else:
         raise InvalidInput(
-            f"trace follows a decision (d_…) or a query (q_…); {ref} is {article(kind)} id"
+            f"trace follows a decision (d_…) or a query (q_…); {ref} is {article(kind)} id",
+            field="id",
         )
     ids: list[str] = []
     for q in queries:

@@ -399,7 +399,9 @@ class Learning:
 
         def build(r: StoreReader, at: int, seq: int) -> list[Draft]:
             if name not in r.webhook_specs():
-                raise NotFound(f"no webhook named {name!r}: see `episteme webhook list`")
+                raise NotFound(
+                    f"no webhook named {name!r}: see `episteme webhook list`", field="name"
+                )
             return [Draft(EventKind.WEBHOOK_REMOVED, by, {"name": name})]
 
         self._write(build)
