@@ -161,6 +161,17 @@ def test_lenses_epochs_and_integrity(api: Api) -> None:
     assert r.status_code == 200
     lenses = api.call("GET", "/v1/lenses").json()
     assert {"approved", "latest", "consensus", "all", "confident"} <= set(lenses)
+    # a lens that could show nothing is refused, naming why, and nothing is defined
+    for spec, field, words in (
+        ({"lifecycles": []}, "lifecycles", "at least one lifecycle"),
+        ({"agents": ["Agent Bot!"]}, "agents", "invalid agent 'Agent Bot!'"),
+        ({"agents": []}, "agents", "lets none through"),
+        ({"sources": [" "]}, "sources", "not empty"),
+    ):
+        r = api.call("PUT", "/v1/lenses/never", role="supervisor", json=spec)
+        assert (r.status_code, r.json()["field"]) == (400, field), r.text
+        assert words in r.json()["detail"]
+    assert "never" not in api.call("GET", "/v1/lenses").json()
     api.call(
         "POST",
         "/v1/assertions/batch",

@@ -635,6 +635,22 @@ class Ledger(Learning, Tokens):
         check_name(by, "by")
         if name in BUILTIN:
             raise Conflict(f"{name!r} is a built-in lens: choose another name")
+        # a lens that can show nothing is a mistake, not a policy: said when defined
+        if not spec.lifecycles:
+            raise InvalidInput(
+                "a lens shows at least one lifecycle (proposed, approved, …)", field="lifecycles"
+            )
+        for agent in spec.agents or ():
+            try:
+                check_name(agent, "agent")
+            except InvalidInput as exc:  # one of the list's
+                raise InvalidInput(exc.message, field="agents") from None
+        if spec.agents is not None and not spec.agents:
+            raise InvalidInput("an empty allow list of agents lets none through", field="agents")
+        if spec.sources is not None and not all(p.strip() for p in spec.sources):
+            raise InvalidInput(
+                "a source prefix is a URI or text to start with, not empty", field="sources"
+            )
 
         def build(r: StoreReader, at: int, seq: int) -> list[Draft]:
             payload = {"name": name, "spec": spec.model_dump(mode="json")}
