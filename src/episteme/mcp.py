@@ -35,18 +35,27 @@ from pydantic import BaseModel, Field, JsonValue, ValidationError
 from starlette.requests import Request
 from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from whenever import Instant
 
 from episteme import __version__
 from episteme.api.deps import MCP_PATH
 from episteme.api.problems import invalid_detail
 from episteme.api.schemas import Name, Prefix, Subject, Tag
 from episteme.api.settings import MiB
-from episteme.errors import EpistemeError, Forbidden, Unauthenticated
+from episteme.errors import EpistemeError, Forbidden, InvalidInput, Unauthenticated
 from episteme.ledger.access import Op, Principal, TokenRefused
 from episteme.ledger.constraints import MAX_TAGS
 from episteme.ledger.core import Ledger
 from episteme.ledger.learning import MAX_ITEM, MAX_ITEMS, MAX_PLAN, MAX_SCOPE
-from episteme.ledger.model import Answer, Hidden, Kind, Lifecycle, dump, parse_assertion
+from episteme.ledger.model import (
+    Answer,
+    ConflictNote,
+    Hidden,
+    Kind,
+    Lifecycle,
+    dump,
+    parse_assertion,
+)
 from episteme.timeutil import parse_time, rfc3339
 
 if TYPE_CHECKING:
@@ -106,6 +115,12 @@ class Shown(BaseModel):
     lifecycle: Lifecycle = Field(description="act only on approved values")
     confidence: float
     score: float | None = Field(None, description="confidence x trust, when the lens ranks")
+    valid_from: str | None = Field(
+        None, description="when it starts to hold in the world, RFC 3339 (None: always)"
+    )
+    valid_to: str | None = Field(
+        None, description="when it stops holding, RFC 3339 (None: until further notice)"
+    )
 
 
 class Knowledge(BaseModel):
@@ -119,6 +134,11 @@ class Knowledge(BaseModel):
     summary: str = Field(description="what the lens hid, in words")
     items: list[Shown]
     hidden: Hidden
+    conflicts: list[ConflictNote] = Field(
+        default_factory=list,
+        description="subjects with two approved values at once: do not act on either"
+        " before a person settles it",
+    )
 
 
 def knowledge(ans: Answer) -> Knowledge:
@@ -131,6 +151,8 @@ def knowledge(ans: Answer) -> Knowledge:
             lifecycle=i.assertion.lifecycle,
             confidence=i.assertion.confidence,
             score=i.score,
+            valid_from=_opt_time(i.assertion.valid_from),
+            valid_to=_opt_time(i.assertion.valid_to),
         )
         for i in ans.items
     ]
@@ -141,7 +163,22 @@ def knowledge(ans: Answer) -> Knowledge:
         summary=ans.summary,
         items=items,
         hidden=ans.hidden,
+        conflicts=ans.conflicts,
     )
+
+
+def _opt_time(instant: Instant | None) -> str | None:
+    return None if instant is None else rfc3339(instant)
+
+
+def _when(text: str | None, now: Instant, field: str) -> Instant | None:
+    """The time a tool's argument `field` gives, or a refusal that names it."""
+    if text is None:
+        return None
+    try:
+        return parse_time(text, now)
+    except InvalidInput as exc:
+        raise InvalidInput(f"{field}: {exc.message}", field=field) from None
 
 
 @contextlib.contextmanager
@@ -354,6 +391,22 @@ def build_server(
             list[str] | None,
             Field(description="ids of the assertions this was derived from", max_length=1000),
         ] = None,
+        valid_from: Annotated[
+            str | None,
+            Field(
+                description="when it starts to hold in the world, if not always: RFC 3339"
+                " (2026-11-21T21:00:00Z) or '6h ago'",
+                max_length=64,
+            ),
+        ] = None,
+        valid_to: Annotated[
+            str | None,
+            Field(
+                description="when it stops holding (a maintenance window's end, a"
+                " certificate's expiry): RFC 3339 or 'in 2h'",
+                max_length=64,
+            ),
+        ] = None,
     ) -> dict[str, Any]:
         """Record something you learned, as a proposal under your own name.
 
@@ -362,6 +415,7 @@ def build_server(
         """
         who = _CALLER.get()
         with _reported():
+            now = ledger.clock.now()
             fields = {
                 "subject": subject,
                 "value": value,
@@ -372,6 +426,8 @@ def build_server(
                 "evidence": evidence,
                 "epoch": epoch,
                 "derived_from": tuple(derived_from or ()),
+                "valid_from": _when(valid_from, now, "valid_from"),
+                "valid_to": _when(valid_to, now, "valid_to"),
             }
             added = ledger.add([parse_assertion(fields)], actor=who.name)[0]
         return dict(dump(added))
@@ -513,6 +569,10 @@ def build_server(
                 max_length=MAX_TAGS,
             ),
         ] = None,
+        context: Annotated[
+            dict[str, JsonValue] | None,
+            Field(description="your task or ticket, kept with the check"),
+        ] = None,
     ) -> dict[str, Any]:
         """Check a plan against the ledger's negative constraints before you act.
 
@@ -527,7 +587,12 @@ def build_server(
         who = _CALLER.get()
         with _reported():
             result = ledger.check(
-                plan, subjects or [], agent=who.name, items=items or [], tags=tags or []
+                plan,
+                subjects or [],
+                agent=who.name,
+                items=items or [],
+                tags=tags or [],
+                context=context,
             )
         violations = [
             {

@@ -25,11 +25,14 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
 from mcp.types import CallToolResult, TextContent, TextResourceContents
 from starlette.applications import Starlette
+from whenever import TimeDelta
 
 from episteme.api.app import create_app
 from episteme.api.settings import Settings
 from episteme.ledger import Ledger
+from episteme.ledger.gardener import Gardener
 from episteme.mcp import mount
+from episteme.timeutil import ManualClock
 from tests.integration.server import live_server
 
 pytestmark = pytest.mark.anyio
@@ -409,8 +412,8 @@ async def test_an_argument_a_tool_does_not_take_is_refused(served: Served) -> No
             text = error_text(refused)
             assert f"unknown argument {next(iter(set(wrong) - set(plan)))!r}" in text
             assert "check_constraints takes plan, subjects, items" in text
-        window = {"subject": "probe.w", "value": 1, "valid_from": "2030-01-01T00:00:00Z"}
-        assert "unknown argument 'valid_from'" in error_text(
+        window = {"subject": "probe.w", "value": 1, "valid_form": "2030-01-01T00:00:00Z"}
+        assert "unknown argument 'valid_form'" in error_text(
             await client.call_tool("add_assertion", window)
         )
         assert "unknown argument 'lense'" in error_text(
@@ -421,6 +424,40 @@ async def test_an_argument_a_tool_does_not_take_is_refused(served: Served) -> No
         assert starred["lens"] == "approved"
     assert served.ledger.store.current_on_subject("probe.w") == []
     assert len(served.ledger.checks()) == 1  # the refused calls recorded nothing
+
+
+async def test_an_agent_records_and_reads_valid_times_conflicts_and_its_checks_context(
+    served: Served, clock: ManualClock
+) -> None:
+    # the API took them and the tools did not: an agent could not record a window (a
+    # maintenance, a certificate's life), see a conflict but in words, or say its ticket
+    ledger = served.ledger
+    ledger.assert_one(subject="probe.alg", value="RS256", agent="ops", lifecycle="approved")
+    ledger.assert_one(
+        subject="probe.alg", value="ES256", agent="ops", lifecycle="approved",
+        valid_from=clock.now().add(hours=1),
+    )  # fmt: skip
+    Gardener(ledger).run_until_caught_up()
+    clock.advance(TimeDelta(hours=2))
+    async with served.client(token(ledger, "deploy-agent")) as client:
+        window = {"subject": "probe.maint", "value": "read-only", "valid_to": "in 2h"}
+        added = ok(await client.call_tool("add_assertion", window))
+        assert added["valid_to"] == clock.now().add(hours=2).format_iso()
+        bad = await client.call_tool("add_assertion", window | {"valid_to": "soonish"})
+        assert "add_assertion: valid_to: cannot read time 'soonish'" in error_text(bad)
+        read = ok(await client.call_tool("query_knowledge", {"subject": "probe", "lens": "all"}))
+        [maint] = [i for i in read["items"] if i["subject"] == "probe.maint"]
+        assert (maint["valid_from"], maint["valid_to"]) == (None, added["valid_to"])
+        [conflict] = read["conflicts"]
+        assert (conflict["subject"], sorted(conflict["values"])) == (
+            "probe.alg",
+            ["ES256", "RS256"],
+        )
+        checked = ok(
+            await client.call_tool("check_constraints", {"plan": "x", "context": {"ticket": "T-1"}})
+        )
+    assert ledger.checks()[0].id == checked["check_id"]
+    assert ledger.checks()[0].context == {"ticket": "T-1"}
 
 
 async def test_a_refusal_is_recorded_before_the_arguments_are_read(served: Served) -> None:
