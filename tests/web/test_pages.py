@@ -7,10 +7,12 @@ import re
 
 import httpx
 import orjson
+from whenever import Instant
 
 from episteme.ledger import AssertionInput
 from episteme.ledger.gardener import Gardener
 from episteme.web.graph import LABEL_CHARS, Spec, layered, line_chart
+from episteme.web.render import when
 from tests.integration.server import live_server
 from tests.web.conftest import CSRF, Console, Story
 
@@ -596,6 +598,12 @@ def test_a_specialist_that_needs_no_credential_is_on_the_session_page(console: C
     table = text(console.get(f"/diagnosis/{session.id}")).split("Credentials requested")[1]
     assert "observability" in table
     assert "needs no credential" in table
+
+
+def test_a_time_is_shown_to_the_second_it_had_reached() -> None:
+    # rounded, the session's request read 12:34:35Z above an event log saying 12:34:34Z
+    assert when(Instant.parse_iso("2026-11-21T12:34:34.6Z")) == "2026-11-21 12:34:34Z"
+    assert when(None) == "—"
 
 
 def test_the_layered_layout_orders_nodes_and_draws_forward_edges_only() -> None:

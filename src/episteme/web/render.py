@@ -52,10 +52,11 @@ class SignIn(Exception):
 
 
 def when(instant: Instant | None) -> str:
-    """``2026-11-21 21:00:00Z``: UTC to the second, for people."""
+    """``2026-11-21 21:00:00Z``: UTC to the second, for people; cut, not rounded, as
+    the event log's times are (rounded, 12:34:34.6 read as a second it had not reached)."""
     if instant is None:
         return "—"
-    return instant.round("second").format_iso().replace("T", " ")
+    return instant.round("second", mode="floor").format_iso().replace("T", " ")
 
 
 def iso(instant: Instant | None) -> str:
