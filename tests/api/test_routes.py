@@ -203,6 +203,8 @@ def test_tokens_over_http(api: Api) -> None:
     listed = api.call("GET", "/v1/tokens", role="admin", params={"name": "alice"}).json()
     assert [t["principal"] for t in listed] == ["alice"]
     assert "hash" not in listed[0]
+    assert listed[0]["state"] == "active"
+    assert r.json()["record"]["state"] == "active"
     r = api.call(
         "POST", f"/v1/tokens/{listed[0]['id']}/revoke", role="admin", json={"reason": "left"}
     )

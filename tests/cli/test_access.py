@@ -31,6 +31,9 @@ def test_token_create_list_revoke(cli: Cli, clock: ManualClock) -> None:
     assert "active" in table
     [deploy] = [line for line in table.splitlines() if "deploy-agent" in line]
     assert deploy.split()[-1] == "never"  # no expiry: said so, not "-"
+    # the JSON says each one's state too, where a script had to work it out
+    states = {t["principal"]: t["state"] for t in cli("token", "list", "--json").json()}
+    assert states == {"deploy-agent": "active", "alice": "expired"}
     r = cli("token", "revoke", "deploy-agent", "--reason", "leaked in a CI log", "--json")
     assert r.json()[0]["revoked_by"].startswith("local:")
     assert "revoked" in cli("token", "list").out

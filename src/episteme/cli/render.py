@@ -273,7 +273,7 @@ def as_json(data: Any) -> str:
 def tokens(rows: Sequence[TokenRecord], now: Instant) -> Table:
     table = Table("id", "principal", "kind", "roles", "state", "created", "expires", box=None)
     for t in rows:
-        st = t.state(now)
+        st = t.state_at(now)
         colour = {"active": "green", "expired": "yellow", "revoked": "red"}[st]
         expires = "never" if t.expires_at is None else when(t.expires_at)
         table.add_row(

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import secrets
 from enum import StrEnum
+from typing import Literal
 
 import blake3
 from pydantic import BaseModel, ConfigDict
@@ -115,6 +116,9 @@ class Principal(BaseModel):
             )
 
 
+TokenState = Literal["active", "expired", "revoked"]
+
+
 class TokenRecord(BaseModel):
     """A token as listed: never its secret, never its hash."""
 
@@ -128,8 +132,10 @@ class TokenRecord(BaseModel):
     revoked_at: Instant | None = None
     revoked_by: str | None = None
     revoke_reason: str | None = None
+    state: TokenState | None = None
+    """active, expired or revoked when it was issued, listed or revoked (`Ledger`)."""
 
-    def state(self, now: Instant) -> str:
+    def state_at(self, now: Instant) -> TokenState:
         if self.revoked_at is not None:
             return "revoked"
         if self.expires_at is not None and self.expires_at <= now:

@@ -110,7 +110,7 @@ class Tokens:
         self._write(build)
         found = self.store.token(token_id=token_id)
         assert found is not None
-        return secret, found
+        return secret, self._stated(found)
 
     def bootstrap_admin(self, *, by: str) -> tuple[str, TokenRecord] | None:
         """The first admin token of a ledger that has none; None when it has tokens."""
@@ -125,7 +125,11 @@ class Tokens:
         """Every token (active, expired and revoked), oldest first; never secrets."""
         if principal is not None:
             check_name(principal, "name")
-        return self.store.tokens(principal)
+        return [self._stated(t) for t in self.store.tokens(principal)]
+
+    def _stated(self, record: TokenRecord) -> TokenRecord:
+        """`record` with its state now (active, expired or revoked), as it is shown."""
+        return record.model_copy(update={"state": record.state_at(self.clock.now())})
 
     def revoke_token(self, ref: str, *, by: str, reason: str) -> list[TokenRecord]:
         """Revoke a token by id or by its secret (what someone holding a leaked token
@@ -153,7 +157,7 @@ class Tokens:
             return [Draft(EventKind.TOKEN_REVOKED, by, {"token_ids": live, "reason": reason})]
 
         self._write(build)
-        return [t for t in self.store.tokens() if t.id in ids]
+        return [self._stated(t) for t in self.store.tokens() if t.id in ids]
 
     def authenticate(self, secret: str | None) -> Principal:
         """The principal a bearer token belongs to; `Unauthenticated` otherwise.
@@ -170,7 +174,7 @@ class Tokens:
         if found is None:
             raise Unauthenticated("unknown token: check it, or ask an admin for a new one")
         now = self.clock.now()
-        state = found.state(now)
+        state = found.state_at(now)
         if state != "active":
             when = found.revoked_at if state == "revoked" else found.expires_at
             assert when is not None
@@ -188,7 +192,7 @@ class Tokens:
         recorded as a refused authentication: the answer should say so, and end."""
         found = self.store.token(token_id=who.token_id)
         if found is not None and found.principal == who.name:
-            state = found.state(self.clock.now())
+            state = found.state_at(self.clock.now())
             if state == "active":
                 return None
             why = f"token {found.id} of {found.principal} {state} while it was being answered"

@@ -214,7 +214,7 @@ def signed_in(op: Op = Op.READ, *, form: bool = False) -> Callable[[Request], Aw
         )
         if record is None or record.principal != who.name:
             raise SignIn("revoked")
-        if record.state(ledger.clock.now()) != "active":
+        if record.state_at(ledger.clock.now()) != "active":
             raise SignIn("revoked")
         console = Console(request, who, cookie.csrf)
         request.state.console = console  # error pages show who is signed in
