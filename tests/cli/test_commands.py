@@ -661,6 +661,8 @@ def test_lens_define_list_and_query_through_it(cli: Cli, scenario: Scenario) -> 
     assert ans["lens"] == "sre-reviewed"
     assert {i["assertion"]["id"] for i in ans["items"]} == {scenario.rs256, scenario.issuer}
     assert ans["hidden"]["by_reason"] == {"confidence": 1}  # ES256 at 0.87
+    # the summary says why, as it says expiry: a proposal the lens shows was hidden
+    assert ans["summary"] == "1 proposed assertion hidden (1 below the lens's confidence)"
     assert ans["hidden"]["ids"] == [scenario.es256]
 
 

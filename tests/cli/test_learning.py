@@ -393,7 +393,10 @@ def test_webhooks_add_list_deliveries_remove(cli: Cli) -> None:
     assert spec["format"] == "slack"
     assert spec["events"] == ["correction"]
     assert ok(cli("webhook", "list", "--json")) == [spec]
-    assert "signed with env:HOOK_SECRET" in done(cli("webhook", "list"))
+    listed = done(cli("webhook", "list"))
+    assert listed.startswith("hook: slack to env:HOOK_URL (correction; signed with env:HOOK_SECRET")
+    again = cli("webhook", "add", "hook", "--url", "env:HOOK_URL", "--format", "slack")
+    assert again.out.startswith("webhook hook: slack to env:HOOK_URL")  # its name once
     assert ok(cli("webhook", "deliveries", "--json")) == []
 
     assert ok(cli("webhook", "remove", "hook", "--json")) == {"removed": "hook"}

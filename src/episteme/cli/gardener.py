@@ -183,7 +183,7 @@ def webhook_add(
     with open_ledger(ctx, home) as ledger:
         ledger.set_webhook(spec, by=by or local_actor())
     if not emit(ctx, as_json, spec):
-        state(ctx).console.print(f"webhook {name}: {escape(spec.describe())}")
+        state(ctx).console.print(f"webhook {escape(spec.describe())}")  # it names itself
 
 
 @webhook_app.command("list")
@@ -194,7 +194,7 @@ def webhook_list(ctx: typer.Context, home: Home = None, as_json: Json = False) -
     if not emit(ctx, as_json, list(hooks.values())):
         console = state(ctx).console
         for spec in hooks.values():
-            console.print(f"{spec.name}: {escape(spec.describe())}")
+            console.print(escape(spec.describe()))
         if not hooks:
             console.print("no webhook: add one with `episteme webhook add`")
 

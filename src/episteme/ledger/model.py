@@ -285,6 +285,18 @@ class Candidates(NamedTuple):
     the rows."""
 
 
+_REASONS = (
+    ("expired", "expired"),
+    ("not yet valid", "not yet valid"),
+    ("confidence", "below the lens's confidence"),
+    ("trust", "by an agent below the lens's trust"),
+    ("agent", "by an agent the lens does not take"),
+    ("source", "from a source the lens does not take"),
+    ("older", "not the newest"),
+)
+"""The reasons a lens hides for (`lenses._exclusion`), as an answer's summary says them."""
+
+
 class Hidden(BaseModel):
     """What a lens left out of an answer, so that no answer hides silently.
 
@@ -304,10 +316,9 @@ class Hidden(BaseModel):
             f"{n} {state} assertion{'s' if n != 1 else ''}"
             for state, n in self.by_lifecycle.items()
         ]
-        timed = [
-            f"{self.by_reason[r]} {r}" for r in ("expired", "not yet valid") if r in self.by_reason
-        ]
-        return ", ".join(parts) + " hidden" + (f" ({', '.join(timed)})" if timed else "")
+        # every reason but the lifecycle, which the parts already say
+        why = [f"{self.by_reason[r]} {words}" for r, words in _REASONS if r in self.by_reason]
+        return ", ".join(parts) + " hidden" + (f" ({', '.join(why)})" if why else "")
 
 
 class Item(BaseModel):
