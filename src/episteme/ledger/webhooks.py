@@ -149,7 +149,7 @@ class WebhookSpec(BaseModel):
             )
         elif (info.context or {}).get(STORED):
             pass  # as recorded before the rule below: read back, not refused
-        elif names := [k for k, _ in _url(value).params.multi_items() if _CREDENTIAL.search(k)]:
+        elif names := [k for k, _ in _url(value).params.multi_items() if _credential(k)]:
             # ?token=…, ?sig=…, ?code=… (as services sign their hook addresses): a URL
             # that is a secret is kept in the environment, not in the ledger and lists
             raise ValueError(
@@ -265,8 +265,21 @@ def _env_name(value: str, field: str) -> str:
     return name
 
 
-_CREDENTIAL = re.compile(r"token|secret|key|pass|pwd|auth|sig|credential|code", re.IGNORECASE)
-"""A query parameter whose name says it carries a credential."""
+_CREDENTIAL_WORDS = frozenset(
+    {
+        "token", "secret", "key", "apikey", "pass", "passwd", "password", "pwd", "auth",
+        "authorization", "sig", "signature", "credential", "credentials", "code",
+    }
+)  # fmt: skip
+"""Words of a query parameter's name that say it carries a credential."""
+_WORD = re.compile(r"[A-Z]?[a-z0-9]+|[A-Z]+(?![a-z])")
+
+
+def _credential(name: str) -> bool:
+    """Whether a query parameter's name says it carries a credential: one of its words
+    (`api_key`, `apiKey`, `X-Amz-Signature`, `sig`, `code`), not a part of one
+    (`encoding`, `design`, `author` are no credentials)."""
+    return any(w.lower() in _CREDENTIAL_WORDS for w in _WORD.findall(name))
 
 
 def _url(value: str) -> httpx.URL:
