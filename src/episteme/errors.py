@@ -34,10 +34,12 @@ from collections.abc import Iterator
 
 TOKEN_PREFIX = "ep_"
 """How every bearer token begins (`episteme.ledger.access.new_secret`)."""
-_SECRET_LIKE = re.compile(re.escape(TOKEN_PREFIX) + r"[A-Za-z0-9_\-]{8,}")
+_NOT_INSIDE = r"(?<![A-Za-z0-9_\-])"
+"""Where a token starts: not inside a word (`keep_alive_timeout`, `step_build_…`)."""
+_SECRET_LIKE = re.compile(_NOT_INSIDE + re.escape(TOKEN_PREFIX) + r"[A-Za-z0-9_\-]{8,}")
 
 
-_TOKEN = re.compile(re.escape(TOKEN_PREFIX) + r"[A-Za-z0-9_\-]{43}(?![A-Za-z0-9_\-])")
+_TOKEN = re.compile(_NOT_INSIDE + re.escape(TOKEN_PREFIX) + r"[A-Za-z0-9_\-]{43}(?![A-Za-z0-9_\-])")
 """A whole bearer token: the prefix and 43 URL-safe characters (256 random bits)."""
 
 

@@ -298,6 +298,11 @@ def test_a_token_pasted_in_the_wrong_place_is_not_quoted_back(api: Api) -> None:
         assert canary[:12] not in r.text, r.request.url
         assert "ep_…" in r.text, r.text
     assert "a bearer token (ep_…): a secret is never recorded" in recorded[0].text
+    # a word that holds ep_ (keep_, step_) is no token: recorded, and quoted whole
+    step = "ci.step_" + "build_and_push_container_images_to_registry"
+    assert len(step.split("ep_")[1]) == 43
+    assert api.call("POST", "/v1/assertions", json={"subject": step, "value": 1}).status_code == 201
+    assert "svc.keep_alive_timeout" in api.call("GET", "/v1/blame/svc.keep_alive_timeout").text
     rows = api.ledger.store.conn.execute("SELECT * FROM journal").fetchall()
     assert not any(canary[3:15] in str(row) for row in rows)
 

@@ -39,6 +39,7 @@ from episteme.errors import (
 )
 from episteme.ledger import Ledger, LensSpec, Lifecycle
 from episteme.ledger.gardener import Gardener
+from episteme.ledger.webhooks import WebhookSpec
 from episteme.timeutil import ManualClock
 from tests.integration.server import live_server
 from tests.ledger.test_paging import fill
@@ -600,6 +601,11 @@ def test_the_new_reads_and_webhooks_against_a_server(server: Server, clock: Manu
         assert root.deliveries() == []
         root.remove_webhook("ops")
         assert root.webhooks() == []
+        # one recorded before the rule on signed URLs lists as recorded, over HTTP too
+        old = WebhookSpec.model_construct(name="old", url="https://hooks.example/x?token=abc")
+        server.ledger.set_webhook(old, by="admin")
+        assert [w.url for w in root.webhooks()] == ["https://hooks.example/x?token=abc"]
+        root.remove_webhook("old")
         with pytest.raises(NotFound):
             root.remove_webhook("ops")
         with pytest.raises(Forbidden):

@@ -102,7 +102,8 @@ def test_a_bad_window_keeps_what_was_typed_and_a_lone_end_takes_the_day_before_i
     # before now, not before it
     console.sign_in("oncall")
     for url, words in (
-        ("/diff?since=garbage&prefix=auth", ["Shown instead: the last 24 hours, every subject"]),
+        ("/diff?since=garbage&prefix=auth", ["Shown instead: the last 24 hours.", "under auth"]),
+        ("/diff?since=garbage", ["Shown instead: the last 24 hours, every subject"]),
         ("/diff?prefix=a..b", ["invalid", "Shown instead"]),
         ("/agents/deploy-agent?since=garbage", ["Shown instead: the last 7 days"]),
         ("/agents/deploy-agent?since=1h&until=2d", ["Shown instead: the last 7 days"]),

@@ -647,9 +647,12 @@ class Ledger(Learning, Tokens):
                 raise InvalidInput(exc.message, field="agents") from None
         if spec.agents is not None and not spec.agents:
             raise InvalidInput("an empty allow list of agents lets none through", field="agents")
+        if spec.sources is not None and not spec.sources:
+            raise InvalidInput("an empty allow list of sources lets none through", field="sources")
         if spec.sources is not None and not all(p.strip() for p in spec.sources):
             raise InvalidInput(
-                "a source prefix is a URI or text to start with, not empty", field="sources"
+                "an empty source prefix lets every source through: leave sources out for that",
+                field="sources",
             )
 
         def build(r: StoreReader, at: int, seq: int) -> list[Draft]:

@@ -267,19 +267,32 @@ def _env_name(value: str, field: str) -> str:
 
 _CREDENTIAL_WORDS = frozenset(
     {
-        "token", "secret", "key", "apikey", "pass", "passwd", "password", "pwd", "auth",
-        "authorization", "sig", "signature", "credential", "credentials", "code",
+        "token", "secret", "apikey", "pass", "passwd", "password", "pwd", "auth",
+        "authorization", "sig", "signature", "credential", "credentials",
     }
 )  # fmt: skip
 """Words of a query parameter's name that say it carries a credential."""
+_KEYED = frozenset({"api", "access", "secret", "private", "subscription", "function", "auth"})
+"""Words before `key` that make it a credential (`api_key`; `partition_key` is none)."""
+_NOT_SECRET = frozenset({"page", "next", "continuation"})
+"""Words before `token` that make it a position, not a credential (`page_token`)."""
 _WORD = re.compile(r"[A-Z]?[a-z0-9]+|[A-Z]+(?![a-z])")
 
 
 def _credential(name: str) -> bool:
-    """Whether a query parameter's name says it carries a credential: one of its words
-    (`api_key`, `apiKey`, `X-Amz-Signature`, `sig`, `code`), not a part of one
-    (`encoding`, `design`, `author` are no credentials)."""
-    return any(w.lower() in _CREDENTIAL_WORDS for w in _WORD.findall(name))
+    """Whether a query parameter's name says it carries a credential: by one of its words
+    (`api_key`, `apiKey`, `X-Amz-Signature`, `sig`), or as `key` or `code` alone (as
+    services sign hook addresses: `?key=`, `?code=`); not by a part of a word
+    (`encoding`, `design`, `author`) nor by `status_code`, `partition_key`, `page_token`."""
+    words = [w.lower() for w in _WORD.findall(name)]
+    if words in (["key"], ["code"]):
+        return True
+    for before, word in zip([None, *words], words, strict=False):
+        if word == "token" and before in _NOT_SECRET:
+            continue
+        if word in _CREDENTIAL_WORDS or (word == "key" and before in _KEYED):
+            return True
+    return False
 
 
 def _url(value: str) -> httpx.URL:

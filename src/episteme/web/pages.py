@@ -212,7 +212,7 @@ def diff_page(
     except InvalidInput as exc:  # what was typed stays in the form, over the default window
         error, before = exc.message, None
         start, end = now - DIFF_WINDOW, now
-        result = ledger.diff(None, since=start, until=end, limit=DIFF_ROWS)
+        result = ledger.diff(_prefix_or_none(prefix), since=start, until=end, limit=DIFF_ROWS)
     window = {"prefix": result.prefix or "", "since": start.format_iso(), "until": end.format_iso()}
     return page(
         request,
@@ -227,6 +227,14 @@ def diff_page(
         older=None if result.next is None else "?" + urlencode(window | {"before": result.next}),
         paged=before is not None,
     )
+
+
+def _prefix_or_none(prefix: str) -> str | None:
+    """The prefix typed, when it is one (a bad time keeps a good prefix)."""
+    try:
+        return check_prefix(prefix.strip()) if prefix.strip() else None
+    except InvalidInput:
+        return None
 
 
 def _window(since: str, until: str, now: Instant, default: TimeDelta) -> tuple[Instant, Instant]:
