@@ -34,12 +34,11 @@ from collections.abc import Iterator
 
 TOKEN_PREFIX = "ep_"
 """How every bearer token begins (`episteme.ledger.access.new_secret`)."""
-_NOT_INSIDE = r"(?<![A-Za-z0-9_\-])"
-"""Where a token starts: not inside a word (`keep_alive_timeout`, `step_build_…`)."""
-_SECRET_LIKE = re.compile(_NOT_INSIDE + re.escape(TOKEN_PREFIX) + r"[A-Za-z0-9_\-]{8,}")
-
-
-_TOKEN = re.compile(_NOT_INSIDE + re.escape(TOKEN_PREFIX) + r"[A-Za-z0-9_\-]{43}(?![A-Za-z0-9_\-])")
+_START = r"(?<![A-Za-z0-9_\-])" + re.escape(TOKEN_PREFIX)
+"""Where a token starts: its prefix, not inside a word (`keep_alive`, `step_build_…`)."""
+_SECRET_LIKE = re.compile(_START + r"[A-Za-z0-9_\-]{8,}")
+"""A token, or the start of one."""
+_TOKEN = re.compile(_START + r"[A-Za-z0-9_\-]{43}(?![A-Za-z0-9_\-])")
 """A whole bearer token: the prefix and 43 URL-safe characters (256 random bits)."""
 
 

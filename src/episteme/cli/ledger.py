@@ -491,15 +491,16 @@ def lens_list(ctx: typer.Context, home: Home = None, as_json: Json = False) -> N
         for name, spec in lenses.items():
             # every filter the lens applies, as the JSON has them: a lens that hides by
             # confidence, trust, agent or source must not read as one that does not
-            states = ",".join(sorted(spec.lifecycles))
-            filters = [
-                *([f"confidence ≥ {spec.min_confidence:g}"] if spec.min_confidence else []),
-                *([f"trust ≥ {spec.min_trust:g}"] if spec.min_trust else []),
-                *([f"agents {','.join(sorted(spec.agents))}"] if spec.agents else []),
-                *([f"sources {','.join(spec.sources)}"] if spec.sources else []),
-                *(["expired too"] if spec.include_expired else []),
+            parts = [
+                ",".join(sorted(spec.lifecycles)),
+                f"pick={spec.pick}",
+                f"confidence ≥ {spec.min_confidence:g}" if spec.min_confidence else "",
+                f"trust ≥ {spec.min_trust:g}" if spec.min_trust else "",
+                f"agents {','.join(sorted(spec.agents))}" if spec.agents else "",
+                f"sources {','.join(spec.sources)}" if spec.sources else "",
+                "expired too" if spec.include_expired else "",
+                spec.description,
             ]
-            parts = [states, f"pick={spec.pick}", *filters, spec.description]
             state(ctx).console.print(
                 f"[bold]{escape(name)}[/]  {escape('  '.join(p for p in parts if p))}",
                 highlight=False,

@@ -80,13 +80,8 @@ def assertions_table(title: str, rows: Sequence[Assertion]) -> Table:
 
 def answer(console: Console, ans: Answer) -> None:
     # both filters when both were given: "t2" alone read as if t2 held nothing
-    what = escape(
-        " with ".join(
-            part
-            for part in (ans.subject, f"text {ans.text!r}" if ans.text else None)
-            if part is not None
-        )
-    )
+    searched = f"text {ans.text!r}" if ans.text else None
+    what = escape(" with ".join(p for p in (ans.subject, searched) if p))
     at = f" as of {when(ans.as_of)}" if ans.as_of else ""
     t = Table(title=f"{what} through lens '{ans.lens}'{at}", title_justify="left")
     for col in ("id", "subject", "value", "lifecycle", "conf", "agent", "source"):

@@ -142,14 +142,14 @@ class WebhookSpec(BaseModel):
             _env_name(value, "url")
         elif not _is_http_url(value):
             raise ValueError(_URL_HELP)
-        elif _url(value).userinfo:
+        elif (url := _url(value)).userinfo:
             raise ValueError(
                 "a URL with credentials in it is refused: put it in an environment "
                 "variable and give env:VARNAME"
             )
         elif (info.context or {}).get(STORED):
             pass  # as recorded before the rule below: read back, not refused
-        elif names := [k for k, _ in _url(value).params.multi_items() if _credential(k)]:
+        elif names := [k for k, _ in url.params.multi_items() if _credential(k)]:
             # ?token=…, ?sig=…, ?code=… (as services sign their hook addresses): a URL
             # that is a secret is kept in the environment, not in the ledger and lists
             raise ValueError(
