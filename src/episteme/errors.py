@@ -54,6 +54,13 @@ def hide_secrets(text: str) -> str:
     return _SECRET_LIKE.sub(TOKEN_PREFIX + "…", text)
 
 
+def hide_tokens(text: str) -> str:
+    """`text` with every whole bearer token masked, and nothing else: for whole replies
+    made by others (the MCP SDK's), where a word that only begins as a token does is
+    someone's data."""
+    return _TOKEN.sub(TOKEN_PREFIX + "…", text) if TOKEN_PREFIX in text else text
+
+
 class EpistemeError(Exception):
     """Base of every error Episteme raises on purpose. Its message and field never hold
     a token: one quoted from the input is masked here, for every surface at once (the

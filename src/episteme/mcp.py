@@ -19,17 +19,18 @@ import contextlib
 import contextvars
 import inspect
 import json
-import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, Self, TypeVar
 
 import anyio.to_thread
 import orjson
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ResourceError, ToolError
+from mcp.server.stdio import stdio_server
 from mcp.server.transport_security import TransportSecuritySettings
-from mcp.types import CallToolResult, InputRequiredResult, ToolAnnotations
+from mcp.shared.message import SessionMessage
+from mcp.types import CallToolResult, InputRequiredResult, ToolAnnotations, jsonrpc_message_adapter
 from mcp.types import Tool as MCPTool
 from pydantic import BaseModel, Field, JsonValue, ValidationError
 from starlette.requests import Request
@@ -37,12 +38,20 @@ from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from whenever import Instant
 
-from episteme import __version__
+from episteme import __version__, logs
 from episteme.api.deps import MCP_PATH
 from episteme.api.problems import invalid_detail
 from episteme.api.schemas import Name, Prefix, Subject, Tag
 from episteme.api.settings import MiB
-from episteme.errors import EpistemeError, Forbidden, InvalidInput, Unauthenticated
+from episteme.errors import (
+    TOKEN_PREFIX,
+    EpistemeError,
+    Forbidden,
+    InvalidInput,
+    Unauthenticated,
+    hide_secrets,
+    hide_tokens,
+)
 from episteme.ledger.access import Op, Principal, TokenRefused
 from episteme.ledger.constraints import MAX_TAGS
 from episteme.ledger.core import Ledger
@@ -59,6 +68,8 @@ from episteme.ledger.model import (
 from episteme.timeutil import parse_time, rfc3339
 
 if TYPE_CHECKING:
+    from mcp.shared._stream_protocols import WriteStream
+
     from episteme.api.metrics import Metrics
 
 TOKEN_ENV = "EPISTEME_TOKEN"
@@ -190,18 +201,6 @@ def _reported(error: type[Exception] = ToolError) -> Iterator[None]:
         raise error(exc.message) from exc
 
 
-def _plain_logging() -> None:
-    """A plain handler on stderr for the root logger, unless the application gave it one.
-    The MCP SDK otherwise installs rich's, which renders each logged traceback with its
-    source, on the event loop: 11-130 ms for a short one (0.2-0.5 ms plain), longer for a
-    server's deep stack, and no other request is answered meanwhile."""
-    root = logging.getLogger()
-    if not root.handlers:
-        handler = logging.StreamHandler()
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-        root.addHandler(handler)
-
-
 _Tool = TypeVar("_Tool", bound=Callable[..., Any])
 
 _CALLER: contextvars.ContextVar[Principal] = contextvars.ContextVar("episteme_mcp_caller")
@@ -263,9 +262,15 @@ class _Server(MCPServer):
         self, name: str, arguments: dict[str, Any], context: Context[Any, Any] | None = None
     ) -> CallToolResult | InputRequiredResult:
         takes = self._takes.get(name)
-        if takes is None:  # an unknown tool: the SDK says so
-            return await super().call_tool(name, arguments, context)
-        who = await anyio.to_thread.run_sync(self._authorize, name, context)  # a read
+        if takes is None:
+            raise ToolError(
+                f"Error executing tool {hide_secrets(name[:100])}: no such tool; this server has"
+                f" {', '.join(self._takes)}"
+            )
+        try:
+            who = await anyio.to_thread.run_sync(self._authorize, name, context)  # a read
+        except ToolError as exc:
+            raise ToolError(f"Error executing tool {name}: {exc}") from None
         # over stdio (no body: a line is as long as sent); over HTTP the body was measured
         size = 0 if self._max_body is None else _size(arguments)
         if self._max_body is not None and size > self._max_body:
@@ -276,7 +281,7 @@ class _Server(MCPServer):
         unknown = [key for key in arguments if key not in takes]
         if unknown:
             raise ToolError(
-                f"Error executing tool {name}: unknown argument {unknown[0]!r}:"
+                f"Error executing tool {name}: unknown argument {hide_secrets(unknown[0])!r}:"
                 f" {name} takes {', '.join(takes)}"
             )
         reset = _CALLER.set(who)
@@ -289,6 +294,40 @@ class _Server(MCPServer):
             raise ToolError(f"Error executing tool {name}: {detail}") from None
         finally:
             _CALLER.reset(reset)
+
+    async def run_stdio_async(self) -> None:
+        # the SDK's, with every message masked on its way out (`_Masked`)
+        low = self._lowlevel_server
+        async with stdio_server() as (read, write):
+            await low.run(read, _Masked(write), low.create_initialization_options())
+
+
+class _Masked:
+    """The stdio server's way out, masking any whole bearer token in a message: the
+    SDK's errors quote what the client sent (an unknown method's or prompt's name), and
+    what is pasted in the wrong place may be someone's secret. Over HTTP, `_Replies`
+    does the same to each reply."""
+
+    def __init__(self, stream: WriteStream[SessionMessage]) -> None:
+        self._stream = stream
+
+    async def send(self, item: SessionMessage, /) -> None:
+        text = item.message.model_dump_json(by_alias=True, exclude_unset=True)
+        masked = hide_tokens(text)
+        if masked != text:
+            message = jsonrpc_message_adapter.validate_json(masked, by_name=False)
+            item = SessionMessage(message, metadata=item.metadata)
+        await self._stream.send(item)
+
+    async def aclose(self) -> None:
+        await self._stream.aclose()
+
+    async def __aenter__(self) -> Self:
+        await self._stream.__aenter__()
+        return self
+
+    async def __aexit__(self, *exc: Any) -> bool | None:
+        return await self._stream.__aexit__(*exc)
 
 
 def build_server(
@@ -308,7 +347,11 @@ def build_server(
         max_body: the largest arguments a call may send, in bytes (EPISTEME_MAX_BODY),
             measured here over stdio; None over HTTP, where the body limit measured them.
     """
-    _plain_logging()
+    # A plain handler unless the application gave the root logger one: the SDK otherwise
+    # installs rich's, which renders each logged traceback with its source, on the event
+    # loop (11-130 ms for a short one, 0.2-0.5 ms plain), and no other request is
+    # answered meanwhile. Either way its records are masked (an unknown prompt's name).
+    logs.install(logs.PLAIN)
     ops: dict[str, Op] = {}  # what each tool does, for its authorization
 
     def authorize(name: str, context: Context[Any, Any] | None) -> Principal:
@@ -723,8 +766,10 @@ class _Bearer:
             await problem(405, "Method not allowed", detail, Allow="POST")(scope, receive, send)
             return
         scope["state"] = {**scope.get("state", {}), "principal": who}
-        await self.app(scope, receive, _Refusals(self, scope, receive, send, who))
+        await self.app(scope, receive, _Replies(self, scope, receive, send, who))
 
+
+_PREFIX = TOKEN_PREFIX.encode()
 
 _WHY = {
     421: "this server is bound to a loopback address: it answers requests to 127.0.0.1, "
@@ -734,10 +779,14 @@ _WHY = {
 }
 
 
-class _Refusals:
-    """Sends the SDK's own refusals of a request (a Host or an Origin its DNS-rebinding
-    check does not take: plain text) as problem+json, as every other error; a 403 is
-    counted and recorded as every refusal is."""
+class _Replies:
+    """What the SDK sends back over HTTP, on its way out. Its own refusals of a request
+    (a Host or an Origin its DNS-rebinding check does not take: plain text) go as
+    problem+json, as every other error; a 403 is counted and recorded as every refusal
+    is. And a whole bearer token in a reply is masked, as `_Masked` does over stdio:
+    the SDK quotes what it was sent (an unknown method's name, a body that is not
+    JSON-RPC, in pydantic's report). In JSON mode a reply is one body, held with its
+    start so that Content-Length can follow the masking."""
 
     def __init__(
         self, bearer: _Bearer, scope: Scope, receive: Receive, send: Send, who: Principal
@@ -747,18 +796,31 @@ class _Refusals:
         )  # fmt: skip
         self.status: int | None = None
         self.text = b""
+        self.start: Message | None = None
 
     async def __call__(self, message: Message) -> None:
         if message["type"] == "http.response.start":
             plain = dict(message.get("headers", [])).get(b"content-type", b"")
             if message["status"] in _WHY and b"json" not in plain:
                 self.status = message["status"]
-                return
-        elif self.status is not None and message["type"] == "http.response.body":
+            else:
+                self.start = message
+            return
+        if self.status is not None and message["type"] == "http.response.body":
             self.text += message.get("body", b"")
             if not message.get("more_body", False):
                 await self._refuse()
             return
+        if self.start is not None and message["type"] == "http.response.body":
+            start, self.start = self.start, None
+            body = message.get("body", b"")
+            said = body if message.get("more_body", False) else _reworded(start["status"], body)
+            if said != body:
+                kept = [(k, v) for k, v in start["headers"] if k.lower() != b"content-length"]
+                length = (b"content-length", str(len(said)).encode())
+                start = {**start, "headers": [*kept, length]}
+                message = {**message, "body": said}
+            await self.send(start)
         await self.send(message)
 
     async def _refuse(self) -> None:
@@ -775,6 +837,26 @@ class _Refusals:
                 ledger.deny, who.name, who.token_id, "mcp", target, detail
             )
         await problem(self.status, title, detail, None)(self.scope, self.receive, self.send)
+
+
+NOT_JSONRPC = (
+    "the body is not a JSON-RPC 2.0 message: an MCP client POSTs an object with"
+    ' "jsonrpc": "2.0", a "method" and its "params", and an "id" for a request'
+)
+
+
+def _reworded(status: int, body: bytes) -> bytes:
+    """A reply of the SDK's as we say it: a body that is not JSON-RPC in one line (the
+    SDK sends pydantic's report of up to a dozen errors, with links and part of the
+    input), and any whole bearer token masked."""
+    if status == 400 and b'"Validation error: ' in body:
+        with contextlib.suppress(ValueError, TypeError, KeyError):
+            reply = orjson.loads(body)
+            reply["error"]["message"] = NOT_JSONRPC
+            return orjson.dumps(reply)
+    if _PREFIX in body:
+        return hide_tokens(body.decode("utf-8", "replace")).encode()
+    return body
 
 
 @dataclass(frozen=True)

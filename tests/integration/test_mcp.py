@@ -31,8 +31,9 @@ from episteme.api.app import create_app
 from episteme.api.settings import Settings
 from episteme.ledger import Ledger
 from episteme.ledger.gardener import Gardener
-from episteme.mcp import mount
+from episteme.mcp import NOT_JSONRPC, mount
 from episteme.timeutil import ManualClock
+from tests.integration import processes
 from tests.integration.server import live_server
 
 pytestmark = pytest.mark.anyio
@@ -466,7 +467,9 @@ async def test_a_refusal_is_recorded_before_the_arguments_are_read(served: Serve
     async with served.client(token(served.ledger, "carol", "approver")) as client:
         for arguments in ({"subject": "a.b", "value": 1, "confidence": "bad"}, {"x": 1}):
             refused = await client.call_tool("add_assertion", arguments)
-            assert "assert needs the agent role" in error_text(refused)
+            assert error_text(refused).startswith(
+                "Error executing tool add_assertion: assert needs the agent role"
+            )
     assert [d.operation for d in served.ledger.denials()] == ["assert", "assert"]
 
 
@@ -475,7 +478,9 @@ async def test_a_role_that_does_not_allow_the_tool_is_refused_and_recorded(
 ) -> None:
     async with served.client(token(served.ledger, "carol", "approver")) as client:
         refused = await client.call_tool("add_assertion", {"subject": "a.b", "value": 1})
-        assert "assert needs the agent role" in error_text(refused)
+        assert error_text(refused).startswith(
+            "Error executing tool add_assertion: assert needs the agent role"
+        )
     (denial,) = served.ledger.denials()
     assert (denial.principal, denial.operation, denial.target) == (
         "carol",
@@ -642,3 +647,84 @@ async def test_a_refused_host_or_origin_is_a_problem_and_a_403_is_recorded(
     assert words in r.json()["detail"]
     denials = ledger.denials(principal="deploy-agent")
     assert [d.operation for d in denials] == (["mcp"] if status == 403 else [])
+
+
+# -- a token pasted in the wrong place -------------------------------------------------
+
+
+def _pasted(secret: str) -> list[dict[str, Any]]:
+    """Messages that quote `secret` back in the SDK's words or ours, unless masked."""
+    call = "tools/call"
+    return [
+        {"jsonrpc": "2.0", "id": 2, "method": secret, "params": {}},
+        {"jsonrpc": "2.0", "id": 3, "method": call, "params": {"name": secret, "arguments": {}}},
+        {"jsonrpc": "2.0", "id": 4, "method": call,
+         "params": {"name": "query_knowledge", "arguments": {secret: 1}}},
+        {"jsonrpc": "2.0", "id": 5, "method": "prompts/get", "params": {"name": secret}},
+    ]  # fmt: skip
+
+
+def _hello() -> list[dict[str, Any]]:
+    return [
+        {"jsonrpc": "2.0", "id": 1, "method": "initialize",
+         "params": {"protocolVersion": "2025-06-18", "capabilities": {},
+                    "clientInfo": {"name": "t", "version": "1"}}},
+        {"jsonrpc": "2.0", "method": "notifications/initialized"},
+    ]  # fmt: skip
+
+
+def _said(replies: dict[int, Any]) -> None:
+    """What each of `_pasted`'s messages got back, with the token masked."""
+    assert replies[2]["error"] == {"code": -32601, "message": "Method not found", "data": "ep_…"}
+    assert replies[3]["result"]["content"][0]["text"].startswith(
+        "Error executing tool ep_…: no such tool; this server has add_assertion,"
+    )
+    assert "unknown argument 'ep_…'" in replies[4]["result"]["content"][0]["text"]
+    assert replies[5]["error"]["message"] == "Unknown prompt: ep_…"
+
+
+def test_a_token_sent_as_a_name_never_comes_back_over_stdio(
+    ledger: Ledger, location: str | Path
+) -> None:
+    canary = token(ledger, "deploy-agent")
+    proc = subprocess.Popen(
+        [*EPISTEME, "mcp", "--home", str(location)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "EPISTEME_TOKEN": canary},
+    )  # fmt: skip
+    assert proc.stdin is not None
+    assert proc.stdout is not None
+    sent = [*_hello(), {"note": canary}, *_pasted(canary)]
+    proc.stdin.write("".join(json.dumps(m) + "\n" for m in sent))
+    proc.stdin.flush()
+    try:  # every request answered before stdin closes (closing it ends the server)
+        replies = {r["id"]: r for r in (json.loads(proc.stdout.readline()) for _ in range(5))}
+    finally:
+        out, err = proc.communicate(timeout=60)
+    _said(replies)
+    assert canary[3:] not in json.dumps(replies) + out + err
+    assert "Unknown prompt: ep_…" in err  # the SDK's logged traceback, masked
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_a_token_sent_as_a_name_never_comes_back_over_http_nor_reaches_the_log(
+    tmp_path: Path, workers: str
+) -> None:
+    with Ledger.init(tmp_path / "home") as led:
+        canary = token(led, "deploy-agent")
+    headers = {"Authorization": f"Bearer {canary}", "Accept": "application/json"}
+    with processes.served(tmp_path / "home", "--workers", workers) as (url, proc):
+        with httpx2.Client(headers=headers, timeout=30) as http:
+            posted = [http.post(f"{url}/mcp", json=m) for m in [*_hello()[:1], *_pasted(canary)]]
+            wrong = http.post(f"{url}/mcp", json={"note": canary})
+        os.killpg(proc.pid, signal.SIGTERM)
+        assert proc.stdout is not None
+        log = proc.stdout.read()
+    for r in [*posted, wrong]:
+        assert canary[3:] not in r.text
+        assert int(r.headers["content-length"]) == len(r.content)
+    _said({r.json()["id"]: r.json() for r in posted})
+    assert wrong.status_code == 400
+    assert wrong.json()["error"]["message"] == NOT_JSONRPC  # not pydantic's report
+    assert canary[3:] not in log
+    assert "Unknown prompt: ep_…" in log  # the SDK's logged traceback, masked

@@ -132,6 +132,7 @@ def serve(
 
     from episteme.api.app import create_app
     from episteme.api.metrics import MULTIPROC_ENV
+    from episteme.logs import uvicorn_config
     from episteme.web.session import KEY_ENV as CONSOLE_KEY_ENV
 
     settings = serve_settings(
@@ -163,6 +164,7 @@ def serve(
             host=settings.host,
             port=settings.port,
             log_level="warning",
+            log_config=uvicorn_config(),
             timeout_graceful_shutdown=settings.shutdown_timeout,
         )
         return
@@ -184,6 +186,7 @@ def serve(
             port=settings.port,
             workers=settings.workers,
             log_level="warning",
+            log_config=uvicorn_config(),
             timeout_graceful_shutdown=settings.shutdown_timeout,
         )
     finally:

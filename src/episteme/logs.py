@@ -1,0 +1,70 @@
+"""Logging that never writes a bearer token.
+
+A library's own message can quote what a caller sent (an unknown MCP prompt's name, a
+body it could not parse), and a logged traceback repeats it. Every handler Episteme
+installs, or that uvicorn installs for `episteme serve`, passes records through
+`HideSecrets` first, which masks them as `hide_secrets` masks an error's message.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from typing import Any
+
+from episteme.errors import hide_secrets
+
+PLAIN = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+"""A line of the log: when, how bad, from where, what."""
+
+
+class HideSecrets(logging.Filter):
+    """Masks anything shaped like a bearer token in a record's message, traceback and
+    stack, before any handler formats it (the record is changed in place, so that every
+    handler after this one writes the masked text too)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg, record.args = hide_secrets(record.getMessage()), None
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = hide_secrets(record.exc_text)
+        if record.stack_info:
+            record.stack_info = hide_secrets(record.stack_info)
+        return True
+
+
+def install(fmt: str | None = None) -> None:
+    """Give the root logger a handler on stderr if it has none (warnings and worse, in
+    `fmt` or as the last-resort handler writes them: the message alone), and make every
+    handler it has hide secrets."""
+    root = logging.getLogger()
+    if not root.handlers:
+        stderr = logging.StreamHandler()
+        stderr.setLevel(logging.WARNING)
+        stderr.setFormatter(logging.Formatter(fmt))
+        root.addHandler(stderr)
+    for handler in root.handlers:
+        if not any(isinstance(f, HideSecrets) for f in handler.filters):
+            handler.addFilter(HideSecrets())
+
+
+def uvicorn_config() -> dict[str, Any]:
+    """uvicorn's logging configuration with every handler hiding secrets, and a handler
+    for the application's own loggers (which otherwise reach only Python's last-resort
+    handler, which filters nothing)."""
+    from uvicorn.config import LOGGING_CONFIG
+
+    config = copy.deepcopy(LOGGING_CONFIG)
+    config["filters"] = {"secrets": {"()": f"{__name__}.HideSecrets"}}
+    config["formatters"]["episteme"] = {"format": PLAIN}
+    config["handlers"]["episteme"] = {
+        "class": "logging.StreamHandler",
+        "formatter": "episteme",
+        "stream": "ext://sys.stderr",
+        "level": "WARNING",
+    }
+    for handler in config["handlers"].values():
+        handler["filters"] = ["secrets"]
+    config["root"] = {"handlers": ["episteme"], "level": "WARNING"}
+    return config
