@@ -201,6 +201,11 @@ USER_ERRORS: list[tuple[str, Args, tuple[str, ...]]] = [
     ("impact-unknown", lambda s, t: ["impact", "ffffffff"], ("no assertion",)),
     ("impact-short", lambda s, t: ["impact", "ab"], ("too short",)),
     ("impact-query-id", lambda s, t: ["impact", s.q_orch], ("is a query id",)),
+    (
+        "impact-recent",
+        lambda s, t: ["impact", s.es256, "--recent", "1001"],
+        ("recent must be between 0 and 1,000",),
+    ),
     ("blame-unknown", lambda s, t: ["blame", "ffffffff"], ("no assertion with id or subject",)),
     ("blame-unknown-subject", lambda s, t: ["blame", "db"], ("no assertion with id or subject",)),
     ("blame-query-id", lambda s, t: ["blame", s.q_orch], ("not an assertion",)),

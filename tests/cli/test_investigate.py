@@ -325,6 +325,17 @@ def test_impact_human_output(cli: Cli, scenario: Scenario) -> None:
     assert "deploy-agent ×1" in out
     assert "2 decisions cited those queries" in out
     assert "0 assertions derived from it" in out
+    # the reads that served it, newest first, and how many more there are
+    assert f"{scenario.q_deploy} at " in out
+    assert out.index(scenario.q_deploy) < out.index(scenario.q_orch)
+    assert "older" not in out
+    one = done(cli("impact", scenario.issuer[:8], "--recent", "1"))
+    assert f"{scenario.q_deploy} at " in one
+    assert scenario.q_orch not in one
+    assert "and 1 older (--recent lists up to the newest 1,000)" in one
+    none = done(cli("impact", scenario.issuer[:8], "--recent", "0"))
+    assert "q_" not in none
+    assert "served in 2 audited queries" in none
 
 
 def test_blame_shows_when_an_assertion_holds_in_the_world(cli: Cli) -> None:

@@ -17,6 +17,7 @@ from starlette.responses import Response
 
 from episteme.ledger.access import Op, Principal
 from episteme.ledger.core import Ledger
+from episteme.ledger.investigate import MAX_RECENT
 from episteme.ledger.lenses import LensSpec
 from episteme.ledger.model import (
     MAX_KEY,
@@ -408,7 +409,14 @@ def trace(ref: Ref, ledger: LedgerDep, who: Principal = Caller(Op.READ)) -> Resp
 def impact(
     ref: Ref,
     ledger: LedgerDep,
-    recent: Annotated[int, Query(ge=0, le=1000)] = 20,
+    recent: Annotated[
+        int,
+        Query(
+            ge=0,
+            le=MAX_RECENT,
+            description="How many of the newest queries that served it to list (all are counted).",
+        ),
+    ] = 20,
     who: Principal = Caller(Op.READ),
 ) -> Response:
     return encoded(ledger.impact(ref, recent=recent))

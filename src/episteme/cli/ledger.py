@@ -374,10 +374,18 @@ def trace(ctx: typer.Context, id: str, home: Home = None, as_json: Json = False)
 
 
 @app.command()
-def impact(ctx: typer.Context, id: str, home: Home = None, as_json: Json = False) -> None:
+def impact(
+    ctx: typer.Context,
+    id: str,
+    recent: Annotated[
+        int, typer.Option(help="How many of the newest queries that served it to list (0-1000).")
+    ] = 20,
+    home: Home = None,
+    as_json: Json = False,
+) -> None:
     """Assertion → queries that served it, agents that saw it, decisions, derived assertions."""
     with open_ledger(ctx, home, reads="knowledge") as ledger:
-        im = ledger.impact(id)
+        im = ledger.impact(id, recent=recent)
     if not emit(ctx, as_json, im):
         render.impact(state(ctx).console, im)
 

@@ -14,7 +14,7 @@ from whenever import Instant
 
 from episteme.ledger.access import Denial, TokenRecord
 from episteme.ledger.canonical import canonical
-from episteme.ledger.investigate import CHECKS_BEFORE_US, CHECKS_SHOWN
+from episteme.ledger.investigate import CHECKS_BEFORE_US, CHECKS_SHOWN, MAX_RECENT
 from episteme.ledger.model import Answer, Assertion
 from episteme.ledger.records import (
     Blame,
@@ -251,7 +251,11 @@ def impact(console: Console, im: Impact) -> None:
     root = Tree(f"[bold]{a.subject}[/] = {val(a.value)}  {life(a.lifecycle)}  {a.id}")
     agents = ", ".join(f"{k} ×{n}" for k, n in im.agents.items()) or "nobody"
     queries = "audited query" if im.queries == 1 else "audited queries"
-    root.add(f"served in {im.queries} {queries}, to {agents}")
+    served = root.add(f"served in {im.queries} {queries}, to {agents}")
+    for q in im.recent_queries:
+        served.add(f"{q.id} at {when(q.at)} to {esc(q.agent)} through {esc(q.lens)}")
+    if im.recent_queries and (older := im.queries - len(im.recent_queries)) > 0:
+        served.add(f"[dim]and {older:,} older (--recent lists up to the newest {MAX_RECENT:,})[/]")
     dec = root.add(f"{plural(len(im.decisions), 'decision')} cited those queries")
     for d in im.decisions:
         dec.add(f"{d.id}: {esc(d.action)} by {d.agent} at {when(d.at)}")

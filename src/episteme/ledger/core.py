@@ -796,7 +796,12 @@ class Ledger(Learning, Tokens):
         return self.store.reading(lambda r: investigate.trace(r, ref))
 
     def impact(self, ref: str, *, recent: int = 20) -> Impact:
-        """Assertion → queries that served it, agents, decisions, derived assertions."""
+        """Assertion → queries that served it, agents, decisions, derived assertions; the
+        newest `recent` of those queries (at most `MAX_RECENT`) listed."""
+        if not 0 <= recent <= investigate.MAX_RECENT:
+            raise InvalidInput(
+                f"recent must be between 0 and {investigate.MAX_RECENT:,}", field="recent"
+            )
         return self.store.reading(
             lambda r: investigate.impact(r, self._resolve_assertion(r, ref), recent)
         )

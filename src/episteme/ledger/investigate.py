@@ -193,6 +193,10 @@ def trace(r: StoreReader, ref: str) -> Trace:
     )
 
 
+MAX_RECENT = 1000
+"""The most queries that served an assertion its impact lists (the newest); it counts all."""
+
+
 def impact(r: StoreReader, assertion_id: str, recent: int) -> Impact:
     found = r.assertion(assertion_id)
     if found is None:
