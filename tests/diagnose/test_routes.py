@@ -238,12 +238,16 @@ def test_an_alert_that_resolved_and_fires_again_opens_a_new_diagnosis(
 
 
 def _incidents_become(http: Http, expected: list[tuple[str, int]]) -> list[dict[str, Any]]:
-    """The incidents, once they are `expected` (state, notifications), in any order."""
+    """The incidents, once they are `expected` (state, notifications), in any order, and
+    each linked to its session (which happens after the session has started)."""
     return list(
         _polled(
             http,
             "/v1/diagnosis/incidents",
-            lambda got: sorted((i["status"], i["alerts"]) for i in got) == sorted(expected),
+            lambda got: (
+                sorted((i["status"], i["alerts"]) for i in got) == sorted(expected)
+                and all(i["session_id"] for i in got)
+            ),
         )
     )
 
