@@ -293,7 +293,17 @@ def test_approve_supersedes_the_previous_value(cli: Cli, scenario: Scenario) -> 
 def test_approve_human_output(cli: Cli, scenario: Scenario) -> None:
     r = cli("approve", scenario.es256[:10], "--by", "alice")
     assert r.code == 0, r.err
-    assert r.out.strip() == f"{scenario.es256}  auth.jwt.algorithm = ES256 is now approved"
+    assert r.out.splitlines() == [  # and the value it displaced, said
+        f"{scenario.es256}  auth.jwt.algorithm = ES256 is now approved",
+        f"{scenario.rs256}  auth.jwt.algorithm = RS256 is now superseded by it",
+    ]
+    blamed = done(cli("blame", scenario.es256))
+    assert f"superseding {scenario.rs256}" in blamed
+    r = cli("approve", scenario.issuer[:10], "--by", "alice")  # approved already: refused
+    assert r.code == 2
+    [proposed] = ok(cli("assert", "auth.jwt.ttl", "300", "--agent", "a", "--json"))
+    r = cli("approve", proposed["id"], "--by", "alice")  # nothing before it: one line
+    assert r.out.splitlines() == [f"{proposed['id']}  auth.jwt.ttl = 300 is now approved"]
 
 
 def test_deprecate_an_approved_assertion(cli: Cli, scenario: Scenario) -> None:

@@ -102,6 +102,33 @@ def test_asserting_an_approved_fact_supersedes_the_approved_one(ledger: Ledger) 
     assert es.lifecycle is Lifecycle.APPROVED
 
 
+def test_each_version_that_approved_a_value_names_what_it_superseded(
+    ledger: Ledger, clock: ManualClock
+) -> None:
+    """By approval, by asserting an approved value and by a correction's right value;
+    and only the value that did it, in only that version."""
+
+    def superseding(aid: str) -> list[tuple[str, list[str]]]:
+        [blamed] = ledger.blame(aid)
+        return [(str(v.lifecycle), v.superseded) for v in blamed.history]
+
+    rs = fact(ledger, "RS256", lifecycle="approved")
+    later(clock)
+    es = fact(ledger, "ES256", agent="research")
+    ledger.approve(es, by="alice")
+    assert superseding(es) == [("proposed", []), ("approved", [rs])]
+    assert superseding(rs) == [("approved", []), ("superseded", [])]
+    later(clock)
+    ps = ledger.assert_one(subject=JWT, value="PS256", agent="b", lifecycle="approved").id
+    assert superseding(ps) == [("approved", [es])]
+    later(clock)
+    fixed = ledger.correct(ps, by="oncall", reason="prod verifies RS256", value="EdDSA")
+    assert fixed.replacement is not None
+    assert superseding(fixed.replacement.id) == [("approved", [])]  # the wrong one was rejected
+    other = fact(ledger, "x", subject="auth.jwt.other", lifecycle="approved")
+    assert superseding(other) == [("approved", [])]  # another subject's history is not its
+
+
 def test_observations_are_multi_valued(ledger: Ledger) -> None:
     one = fact(ledger, 0.91, subject="svc.api.p99", kind="observation", lifecycle="approved")
     two = fact(ledger, 0.95, subject="svc.api.p99", kind="observation", lifecycle="approved")

@@ -236,6 +236,11 @@ def test_impact_and_blame(console: Console) -> None:
     blame = text(console.get(f"/blame/{console.story.es256[:8]}"))
     assert "research-agent" in blame
     assert "https://www.rfc-editor.org/rfc/rfc7518" in blame
+    # an approval names the value it superseded, linked
+    console.story.ledger.approve(console.story.es256, by="alice")
+    page = console.get(f"/blame/{console.story.es256}").text
+    rs = console.story.rs256
+    assert f'superseding <a class="id" href="/blame/{rs}" title="{rs}">' in page
 
 
 def test_correcting_shows_the_impact_first_then_corrects(console: Console) -> None:

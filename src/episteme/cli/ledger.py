@@ -165,10 +165,21 @@ def _review(
 ) -> None:
     with open_ledger(ctx, home) as ledger:
         a = getattr(ledger, verb)(ref, by=by, reason=reason)
+        if as_json:
+            displaced = []
+        else:  # the subject's earlier approved values this move superseded, if any
+            [blamed] = ledger.blame(a.id)
+            displaced = [ledger.get(i) for i in blamed.history[-1].superseded]
     if not emit(ctx, as_json, a):
-        state(ctx).console.print(
+        console = state(ctx).console
+        console.print(
             f"{a.id}  {a.subject} = {render.val(a.value)} is now {render.life(a.lifecycle)}"
         )
+        for old in displaced:
+            console.print(
+                f"{old.id}  {old.subject} = {render.val(old.value)} is now"
+                f" {render.life(old.lifecycle)} by it"
+            )
 
 
 def _review_command(verb: str, doc: str) -> None:

@@ -181,7 +181,9 @@ def blame(console: Console, rows: Sequence[Blame]) -> None:
         for v in b.history:
             move = f"{v.prev_lifecycle} → {v.lifecycle}" if v.prev_lifecycle else str(v.lifecycle)
             reason = f": {esc(v.reason)}" if v.reason else ""
-            hist.add(f"{when(v.tx_from)}  {v.cause}  {move}  by {v.actor}{reason}")
+            step = hist.add(f"{when(v.tx_from)}  {v.cause}  {move}  by {v.actor}{reason}")
+            for other in v.superseded:
+                step.add(f"superseding {other}")
         for c in b.corrections:
             tree.add(f"[red]corrected[/] {c.id} by {c.by}: {esc(c.reason)}")
         console.print(tree)

@@ -38,6 +38,9 @@ class Version(BaseModel):
     actor: str
     reason: str | None
     cause: str
+    superseded: list[str] = Field(default_factory=list)
+    """The assertions this one superseded as it became approved in this version's event:
+    the subject's earlier approved values (a single-valued subject holds one)."""
 
 
 @dataclass(slots=True)
