@@ -934,25 +934,35 @@ class _AdvisoryLeadership:
                 return False
 
     def release(self, wait: float = 2.0) -> None:
-        """Unlock and close, unless `acquire` is still waiting on the server after `wait`
-        seconds (a database that stopped answering): the unlock would wait as long, and
-        closing a connection another thread is using can crash the process. The session,
-        and the lock with it, then end when this process does; a later release does not
-        wait again for the same answer."""
-        if not self._busy.acquire(timeout=0 if self._left else wait):
-            if not self._left:
-                log.warning(
-                    "leadership %s: the database does not answer; the lock is left to end"
-                    " with this process",
-                    self.name,
-                )
-            self._left = True
-            return
-        self._left = False
-        try:
-            self._drop()
-        finally:
-            self._busy.release()
+        """Unlock and close within `wait` seconds, or leave it: a database that stopped
+        answering holds `acquire`'s check, or the unlock itself (a frozen server's kernel
+        still acknowledges what is sent, so no socket timeout ends the wait), and closing
+        a connection another thread is using can crash the process. The unlock runs on a
+        thread of its own, which keeps the connection until it is done. The session, and
+        the lock with it, then end when this process does; a later release does not wait
+        again for the same answer."""
+        deadline = time.monotonic() + wait
+        if self._busy.acquire(timeout=0 if self._left else wait):
+            done = threading.Event()
+
+            def drop() -> None:
+                try:
+                    self._drop()
+                finally:
+                    self._busy.release()
+                    done.set()
+
+            threading.Thread(target=drop, name=f"release-{self.name}", daemon=True).start()
+            if done.wait(max(0.0, deadline - time.monotonic())):
+                self._left = False
+                return
+        if not self._left:
+            log.warning(
+                "leadership %s: the database does not answer; the lock is left to end"
+                " with this process",
+                self.name,
+            )
+        self._left = True
 
     def _drop(self) -> None:
         held, self._held = self._held, False
