@@ -18,6 +18,8 @@ from episteme.diagnose.analysis import select
         ("api containers OOM-killed", ["kubernetes"]),
         ("ErrImagePull on the new release", ["kubernetes"]),
         ("statefulsets of kafka not ready", ["kubernetes"]),
+        ("three nodes NotReady since the upgrade", ["kubernetes"]),  # each word's plural
+        ("health checks failing on api", ["kubernetes"]),
         ("slow queries and deadlocks on orders", ["database"]),
         ("requests timed out talking to postgres", ["database"]),
         ("connections refused", ["database"]),

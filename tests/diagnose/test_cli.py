@@ -204,6 +204,66 @@ def test_asking_here_and_printing_json_are_not_given_together(cli: Cli) -> None:
     )
 
 
+def test_the_approval_is_not_asked_of_someone_who_cannot_give_it(
+    cli: Cli, served: tuple[str, str, str], tmp_path: Path
+) -> None:
+    # It asked, took the answer, and then failed on the role or on the policy.
+    url, dev, _lead = served
+    with Ledger.open(tmp_path / "server") as ledger:
+        both, _ = ledger.issue_token("ops", ["agent", "approver"], by="admin")
+    for token, needs in (
+        (dev, "the approver role"),
+        (both, "someone else: this server does not let a requester approve their own session"),
+    ):
+        r = cli("diagnose", "db timeouts", "--ask", "--server", url, "--token", token,
+                home_arg=False, stdin="a\nmine\n")  # fmt: skip
+        assert r.code == 0, r.err
+        assert "approve [a]ll" not in r.out
+        line = r.out.strip().splitlines()[-1]
+        assert line.startswith("an approver runs: episteme approve s_")
+        assert line.endswith(f"(approving it needs {needs})")
+
+
+def test_an_answer_that_never_comes_is_one_line(cli: Cli, solo: tuple[str, str]) -> None:
+    url, token = solo
+    r = cli("diagnose", "db timeouts", "--ask", "--server", url, "--token", token,
+            home_arg=False, stdin="")  # fmt: skip
+    assert r.code == 2
+    assert r.err.startswith("error: no answer was given: the session waits;")
+    assert "Aborted" not in r.out + r.err
+
+
+def test_a_session_that_ends_in_error_exits_1_and_the_conclusion_is_said_once(
+    cli: Cli, tmp_path: Path
+) -> None:
+    with Ledger.init(tmp_path / "down") as ledger:
+        down = DiagnosisEngine(ledger, Vault(fail=True), specialists={"database": database},
+                               config=DiagnosisConfig(self_approval=True))  # fmt: skip
+        app = create_app(Settings(home=tmp_path / "down", mcp=False, background=False),
+                         ledger=ledger, diagnosis=down)  # fmt: skip
+        token, _ = ledger.issue_token("oncall", ["agent", "approver"], by="admin")
+        with live_server(app) as url:
+            where = ("--server", url, "--token", token)
+            r = cli("diagnose", "db timeouts", "--ask", *where, home_arg=False,
+                    stdin="a\ngo\n")  # fmt: skip
+            assert r.code == 1, r.out + r.err
+            assert "failed: ConnectionError: the secret store" in r.out
+            sid = r.out.split("session ", 1)[1].split()[0]
+            shown = cli("session", "show", sid, "--follow", *where, home_arg=False)
+            assert shown.code == 1
+    with Ledger.init(tmp_path / "up") as ledger:
+        up = DiagnosisEngine(ledger, Vault(), specialists={"database": database},
+                             config=DiagnosisConfig(self_approval=True))  # fmt: skip
+        app = create_app(Settings(home=tmp_path / "up", mcp=False, background=False),
+                         ledger=ledger, diagnosis=up)  # fmt: skip
+        token, _ = ledger.issue_token("oncall", ["agent", "approver"], by="admin")
+        with live_server(app) as url:
+            r = cli("diagnose", "database connection failures", "--ask", "--server", url,
+                    "--token", token, home_arg=False, stdin="a\ngo\n")  # fmt: skip
+    assert r.code == 0, r.err
+    assert r.out.count("Most likely root cause: Database connection exhaustion") == 1
+
+
 def test_a_session_is_denied_inline(cli: Cli, solo: tuple[str, str]) -> None:
     url, token = solo
     r = cli(

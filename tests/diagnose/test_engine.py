@@ -218,6 +218,9 @@ async def test_denial_expiry_and_bad_decisions(
         await engine.approve(denied.id, approver="dev", refs=None, reason="mine")
     with pytest.raises(InvalidInput, match="not requested"):
         await engine.approve(denied.id, approver="lead", refs=["op://x/y/z"], reason="r")
+    with pytest.raises(InvalidInput, match="not a credential reference") as pasted:
+        await engine.approve(denied.id, approver="lead", refs=["hunter2-pasted"], reason="r")
+    assert "hunter2" not in str(pasted.value)
     assert (await engine.deny(denied.id, approver="lead", reason="not now")).status == "denied"
     with pytest.raises(Conflict, match="is denied"):
         await engine.approve(denied.id, approver="lead", refs=None, reason="r")
@@ -225,6 +228,8 @@ async def test_denial_expiry_and_bad_decisions(
     late = await engine.start("db timeouts", "staging", requester="dev")
     clock.advance(TimeDelta(hours=2))
     assert (await engine.status(late.id)).status == "expired"
+    [recorded] = engine.ledger.store.epoch_members(f"diagnosis-{late.id}")  # as a denied one
+    assert recorded.value["status"] == "expired"  # type: ignore[index,call-overload]
     with pytest.raises(Conflict, match="is expired"):
         await engine.approve(late.id, approver="lead", refs=None, reason="r")
 
@@ -456,3 +461,95 @@ async def test_what_specialists_read_is_recorded_even_with_nul_characters(
     assert "kubectl said" in error
     assert "\x00" not in _raw_rows(location)
     assert ledger.verify().ok
+
+
+SHAPED = 'CANARY-7f3a9c "q\\z  horse'
+"""A password with what JSON escapes, and white space a one-line text flattens."""
+
+
+async def _spills(ctx: SpecialistContext) -> list[Finding]:
+    """A specialist that puts its password everywhere a finding can hold it."""
+    password = ctx.secret(ctx.credentials["password"])
+    flat = " ".join(password.split())
+    return [
+        Finding(
+            specialist="database",
+            code="db.connection_exhaustion",
+            severity="critical",
+            claim=f"login as app with {password} approved; apps connected",
+            evidence={
+                f"by_{password}": 1,
+                "nested": [{"line": f"ERROR password={flat} rejected"}],
+                "cut": f"password={password[:9]}…",
+                "as_json": orjson.dumps({"pw": password}).decode(),
+            },
+            tool="psycopg",
+            query=f"ALTER ROLE app PASSWORD '{password}'",
+        )
+    ]
+
+
+def _strings(value: Any) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, dict):
+        return [*value, *(s for v in value.values() for s in _strings(v))]
+    if isinstance(value, list):
+        return [s for v in value for s in _strings(v)]
+    return []
+
+
+@pytest.mark.anyio
+async def test_a_secret_is_scrubbed_wherever_and_however_a_finding_holds_it(
+    ledger: Ledger, location: object
+) -> None:
+    # The values were replaced in the finding's JSON text, where a quote or a backslash
+    # is escaped: such a password reached the events, the model and the ledger whole.
+    # And a user "app" fetched with it blanked every "approved".
+    values = {**DB_REFS, "op://Infrastructure/prod-db/password": SHAPED}
+
+    async def store(refs: Sequence[str], ttl_s: float) -> FakeLease:
+        return FakeLease({r: values[r] for r in refs})
+
+    engine = DiagnosisEngine(ledger, store, specialists={"database": _spills})
+    session = await engine.start("db connection refused", "prod", requester="dev")
+    await engine.approve(session.id, approver="lead", refs=None, reason="go")
+    done = await engine.wait(session.id)
+    assert done.status == "completed", done.error
+    assert done.result is not None
+    [finding] = done.result.findings
+    assert finding.claim == "login as app with [redacted] approved; apps connected"
+    assert finding.evidence["cut"] == "password=[redacted]…"
+    assert finding.evidence["nested"] == [{"line": "ERROR password=[redacted] rejected"}]
+    assert "by_[redacted]" in finding.evidence
+    events = await _events(engine, session.id)
+    members = ledger.store.epoch_members(f"diagnosis-{session.id}")
+    recorded = [a.model_dump(mode="json") for a in members]
+    pieces = (SHAPED, " ".join(SHAPED.split()), SHAPED[:9], "q\\z")
+    for text in _strings(events) + _strings(recorded) + _strings(done.model_dump(mode="json")):
+        for piece in pieces:
+            assert piece not in text, (piece, text)
+    raw = _raw_rows(location) + "".join(str(e.to_json()) for e in ledger.export())
+    assert "CANARY-7f3a9c" not in raw
+
+
+@pytest.mark.anyio
+async def test_only_what_a_specialist_that_runs_uses_is_fetched(ledger: Ledger) -> None:
+    # A subset approval fetched the secrets of a specialist that was then skipped.
+    config = DiagnosisConfig()
+    config.specialists["observability"]["prod"].credentials["prometheus-token"] = (
+        "op://Infrastructure/prometheus/token"
+    )
+    vault = Vault()
+    engine = DiagnosisEngine(ledger, vault, config=config, specialists={"database": database})
+    session = await engine.start("db timeouts and high latency", "prod", requester="dev")
+    assert session.specialists == ["database", "observability"]
+    await engine.approve(session.id, approver="lead", refs=None, reason="go")
+    done = await engine.wait(session.id)
+    assert done.result is not None
+    assert done.result.missing == ["observability: no such specialist is installed"]
+    [lease] = vault.leases
+    assert "op://Infrastructure/prometheus/token" not in (lease.values or {})
+    fetched = [e["reference"] for e in await _events(engine, session.id)
+               if e["type"] == "credential_retrieved"]  # fmt: skip
+    assert fetched == sorted(DB_REFS)

@@ -20,7 +20,7 @@ import httpx
 import pytest
 from prometheus_client import CollectorRegistry, Gauge, start_http_server
 
-from episteme.diagnose.findings import Finding, SpecialistContext
+from episteme.diagnose.findings import Finding, Redactor, SpecialistContext
 from episteme.diagnose.specialists import observability
 from episteme.diagnose.specialists.database import SpecialistError
 from tests.integration.processes import free_port
@@ -237,6 +237,41 @@ async def test_a_prometheus_that_cannot_be_reached_raises_fast() -> None:
         await observability.run(context(prometheus_url=url))
 
     assert time.monotonic() - started < 3
+
+
+@pytest.mark.anyio
+async def test_a_source_that_cannot_be_reached_beside_one_that_could_is_a_finding(
+    tmp_path: Path,
+) -> None:
+    # The log file's findings were thrown away with the error of the unreachable
+    # Prometheus: the whole specialist was one error.
+    app = tmp_path / "app.log"
+    write_log(app)
+    url = f"http://127.0.0.1:{free_port()}"
+    found = await observability.run(context(prometheus_url=url, log_files=[str(app)]))
+    assert codes(found) == ["logs.errors", "metrics.unavailable"]
+    down = found[1]
+    assert (down.severity, down.tool) == ("warning", "prometheus")
+    assert down.claim.startswith(f"Could not read prometheus: cannot reach Prometheus at {url}")
+
+
+@pytest.mark.anyio
+async def test_log_lines_are_scrubbed_before_they_are_grouped(tmp_path: Path) -> None:
+    # Grouping turns digits into '#': a password in a log line was no longer the value
+    # the engine scrubs afterwards, and went on as CANARY-#f#a#c.
+    app = tmp_path / "app.log"
+    app.write_text("ERROR login failed: password=CANARY-7f3a9c\n" * 3)
+    ctx = context(log_files=[str(app)])
+    ctx.redact = Redactor(["CANARY-7f3a9c"])
+    [found] = await observability.run(ctx)
+    assert found.evidence["top_messages"] == [
+        {
+            "message": "ERROR login failed: password=[redacted]",
+            "count": 3,
+            "example": "ERROR login failed: password=[redacted]",
+        }
+    ]
+    assert "CANARY" not in found.model_dump_json()
 
 
 @pytest.mark.anyio

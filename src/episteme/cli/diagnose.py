@@ -57,6 +57,13 @@ def _client(server: str | None, token: str | None) -> Iterator[Client]:
         yield client
 
 
+def _ended(last: dict[str, Any] | None) -> None:
+    """Exit 1 when the session ended in an error (a secret store down or refusing, a
+    server stopped): said already, as the stream's last event."""
+    if last is not None and last.get("type") == "error":
+        raise typer.Exit(1)
+
+
 def _follow(
     client: Client, sid: str, *, after: int = 0, until: str | None = None
 ) -> Iterator[dict[str, Any]]:
@@ -106,14 +113,17 @@ def _show(console: Console, event: dict[str, Any]) -> None:
         for f in event["findings"]:
             colour = {"critical": "red", "warning": "yellow"}.get(f["severity"], "dim")
             console.print(f"    [{colour}]{f['severity']}[/] {escape(f['claim'])}")
-    elif kind == "diagnosis_complete":
-        _report(console, event["result"])
+    elif kind == "diagnosis_complete":  # after its text, shown just before
+        _report(console, event["result"], said=event["result"].get("text", ""))
     elif kind == "error":
         console.print(f"[red]{event.get('code', 'error')}:[/] {escape(event['message'])}")
 
 
-def _report(console: Console, result: dict[str, Any]) -> None:
-    console.print(f"[bold]{escape(result['conclusion'])}[/]")
+def _report(console: Console, result: dict[str, Any], said: str = "") -> None:
+    """The conclusion (unless the text `said` began with it), the three likeliest
+    causes with what to do, and what to watch."""
+    if not said.startswith(result["conclusion"]):
+        console.print(f"[bold]{escape(result['conclusion'])}[/]")
     for h in result["hypotheses"][:3]:
         console.print(f"- {escape(h['title'])} (confidence {h['confidence']:.2f})")
         for step in h["remediation"]:
@@ -123,20 +133,35 @@ def _report(console: Console, result: dict[str, Any]) -> None:
             console.print(f"  monitor: {escape(step)}")
 
 
-def _ask(console: Console, refs: list[str]) -> tuple[str, list[str] | None, str]:
-    choice = typer.prompt("approve [a]ll, a [s]ubset, or [d]eny?", default="a").strip().lower()
-    if choice.startswith("d"):
-        return "deny", None, typer.prompt("reason for denying")
-    chosen: list[str] | None = None
-    if choice.startswith("s"):
-        for n, ref in enumerate(refs, 1):
-            console.print(f"  {n}. {escape(ref)}")
-        picked = typer.prompt("numbers to approve (e.g. 1,3)")
-        try:
-            chosen = [refs[int(p) - 1] for p in picked.replace(" ", "").split(",") if p]
-        except (ValueError, IndexError):
-            raise InvalidInput(f"pick numbers between 1 and {len(refs)}") from None
-    return "approve", chosen, typer.prompt("reason for approving")
+def _ask(console: Console, sid: str, refs: list[str]) -> tuple[str, list[str] | None, str]:
+    try:
+        choice = typer.prompt("approve [a]ll, a [s]ubset, or [d]eny?", default="a")
+        if choice.strip().lower().startswith("d"):
+            return "deny", None, typer.prompt("reason for denying")
+        chosen: list[str] | None = None
+        if choice.strip().lower().startswith("s"):
+            for n, ref in enumerate(refs, 1):
+                console.print(f"  {n}. {escape(ref)}")
+            picked = typer.prompt("numbers to approve (e.g. 1,3)")
+            try:
+                chosen = [refs[int(p) - 1] for p in picked.replace(" ", "").split(",") if p]
+            except (ValueError, IndexError):
+                raise InvalidInput(f"pick numbers between 1 and {len(refs)}") from None
+        return "approve", chosen, typer.prompt("reason for approving")
+    except typer.Abort:  # the input ended (or Ctrl-C) before an answer
+        raise InvalidInput(
+            f"no answer was given: the session waits; an approver runs"
+            f" `episteme approve {sid} --reason …`"
+        ) from None
+
+
+def _cannot_approve(client: Client, waiting: dict[str, Any]) -> str | None:
+    """Why the caller, who started the session, cannot approve it, if they cannot."""
+    if "approver" not in client.whoami().roles:
+        return "the approver role"
+    if not waiting.get("self_approval", False):
+        return "someone else: this server does not let a requester approve their own session"
+    return None
 
 
 @app.command()
@@ -165,24 +190,31 @@ def diagnose(
     console = state(ctx).console
     with _client(server, token) as client:
         sid = client.diagnose(problem, environment=env).id
-        seen, waiting = 0, None
-        for event in _follow(client, sid, until="approval_required"):
-            _print(console, event, as_json)
-            seen = event.get("n", seen)
-            waiting = event if event.get("type") == "approval_required" else None
-        interactive = sys.stdin.isatty() if ask is None else ask
-        if waiting is None or as_json or not interactive:
-            if waiting is not None and not as_json:
-                console.print(f"an approver runs: episteme approve {sid} --reason '…'")
+        seen, last = 0, None
+        for last in _follow(client, sid, until="approval_required"):
+            _print(console, last, as_json)
+            seen = last.get("n", seen)
+        if last is None or last.get("type") != "approval_required":
+            _ended(last)  # it ended before its approval
             return
-        verb, refs, reason = _ask(console, list(waiting["references"]))
+        waiting = last
+        interactive = sys.stdin.isatty() if ask is None else ask
+        needs = _cannot_approve(client, waiting) if interactive and not as_json else None
+        if as_json or not interactive or needs:
+            if not as_json:
+                also = f" (approving it needs {needs})" if needs else ""
+                console.print(f"an approver runs: episteme approve {sid} --reason '…'{also}")
+            return
+        verb, refs, reason = _ask(console, sid, list(waiting["references"]))
         if verb == "deny":
             client.deny_session(sid, reason=reason)
             console.print(f"denied {sid}")
             return
         client.approve_session(sid, reason=reason, references=refs)
-        for event in _follow(client, sid, after=seen):
-            _show(console, event)
+        last = None
+        for last in _follow(client, sid, after=seen):
+            _show(console, last)
+        _ended(last)
 
 
 def approve_session(
@@ -201,10 +233,12 @@ def approve_session(
     with _client(server, token) as client:
         client.approve_session(sid, reason=reason, references=refs or None)
         shown = False  # from the approval on: what came before was shown to the requester
-        for event in _follow(client, sid):
-            shown = shown or event.get("type") == "approval_accepted"
+        last = None
+        for last in _follow(client, sid):
+            shown = shown or last.get("type") == "approval_accepted"
             if shown:
-                _print(console, event, as_json)
+                _print(console, last, as_json)
+    _ended(last)
 
 
 @app.command()
@@ -298,8 +332,10 @@ def session_show(
     with _client(server, token) as client:
         session = client.session(id)
         if follow:
-            for event in _follow(client, id):
-                _print(console, event, as_json)
+            last = None
+            for last in _follow(client, id):
+                _print(console, last, as_json)
+            _ended(last)
             return
     if emit(ctx, as_json, session):
         return

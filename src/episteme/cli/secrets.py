@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from episteme.cli.common import app, state
+from episteme.text import plural
 
 _LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
@@ -51,7 +52,8 @@ def dev_vault(
     refs = references(spec)
     count = sum(len(v.items) for v in spec.vaults)
     console.print(
-        f"dev vault on {url}: {len(spec.vaults)} vaults, {count} items, {len(refs)} references"
+        f"dev vault on {url}: {plural(len(spec.vaults), 'vault')}, {plural(count, 'item')},"
+        f" {plural(len(refs), 'reference')}"
         f" ({'from ' + str(items) if items else 'development values'})",
         markup=False,
     )

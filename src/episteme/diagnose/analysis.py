@@ -42,12 +42,13 @@ LABELS: dict[str, tuple[str, ...]] = {
 }
 
 
-def _matches(text: str, word: str) -> bool:
+def _matches(text: str, keyword: str) -> bool:
     # whole words, so that "db" does not match "feedback" nor "pod" "tripod", or their
-    # plurals ("pods", "replicas", "deadlocks"); a hyphen or an underscore ends a word
-    # ("OOM-killed", "oom_kill" hold "oom")
-    pattern = rf"(?<![a-z0-9]){re.escape(word)}(?:e?s)?(?![a-z0-9])"
-    return re.search(pattern, text) is not None
+    # plurals ("pods", "replicas", "deadlocks", and each word of several: "nodes
+    # NotReady", "health checks"); a hyphen or an underscore ends a word ("OOM-killed",
+    # "oom_kill" hold "oom")
+    words = r"\s+".join(re.escape(w) + "(?:e?s)?" for w in keyword.split())
+    return re.search(rf"(?<![a-z0-9]){words}(?![a-z0-9])", text) is not None
 
 
 def select(

@@ -3,7 +3,8 @@ gets per environment, how long an approval may wait, and whether requesters may 
 their own sessions.
 
 The defaults use the references of the bundled dev vault (`episteme dev-vault`). A JSON
-file named by `EPISTEME_DIAGNOSIS_CONFIG` replaces any part of them::
+file named by `EPISTEME_DIAGNOSIS_CONFIG` is laid over them, key by key (a credential
+role given null is taken away)::
 
     {"approval_ttl_s": 3600, "self_approval": false,
      "specialists": {"database": {"prod": {"settings": {"port": 5432, "dbname": "app"},
@@ -21,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from episteme.errors import InvalidInput
 from episteme.ledger.model import describe
+from episteme.secrets.refs import scheme_of
 
 ENVIRONMENTS = ("prod", "staging", "dev")
 
@@ -97,10 +99,52 @@ class DiagnosisConfig(BaseModel):
                 f"EPISTEME_DIAGNOSIS_CONFIG {path}: cannot read it ({exc.strerror})"
             ) from None
         try:
-            given = cls.model_validate_json(text)
+            layer = _File.model_validate_json(text)
+            given = cls.model_validate(layer.model_extra or {})
         except ValidationError as exc:
             raise InvalidInput(f"EPISTEME_DIAGNOSIS_CONFIG {path}: {describe(exc)}") from None
         merged = _defaults()
-        for name, envs in given.specialists.items():
-            merged.setdefault(name, {}).update(envs)
+        for name, envs in layer.specialists.items():
+            mine = merged.setdefault(name, {})
+            for place, access in envs.items():
+                where = f"{path}: specialists.{name}.{place}"
+                mine[place] = _laid_over(mine.get(place, Access()), access, where)
         return given.model_copy(update={"specialists": merged})
+
+
+class _Given(BaseModel):
+    """What a configuration file says of a specialist in one environment."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    credentials: dict[str, str | None] = Field(default_factory=dict)
+    """Role → reference; null takes away a role the defaults give."""
+    settings: dict[str, Any] = Field(default_factory=dict)
+
+
+class _File(BaseModel):
+    """A configuration file: its specialists, and the rest for `DiagnosisConfig`."""
+
+    model_config = ConfigDict(extra="allow")
+
+    specialists: dict[str, dict[str, _Given]] = Field(default_factory=dict)
+
+
+def _laid_over(default: Access, given: _Given, where: str) -> Access:
+    """`given` laid over `default`, key by key: a role or a setting it names replaces
+    the default's, a role given null is taken away, and the rest stay. A credential
+    that is not a reference is refused without being shown: it may be a secret pasted
+    where its reference belongs."""
+    credentials = dict(default.credentials)
+    for role, ref in given.credentials.items():
+        if ref is None:
+            credentials.pop(role, None)
+            continue
+        try:
+            scheme_of(ref)
+        except InvalidInput as exc:
+            raise InvalidInput(
+                f"EPISTEME_DIAGNOSIS_CONFIG {where}.credentials.{role}: {exc.message}"
+            ) from None
+        credentials[role] = ref
+    return Access(credentials=credentials, settings={**default.settings, **given.settings})

@@ -26,7 +26,7 @@ from whenever import Instant
 
 from episteme.diagnose import analysis
 from episteme.diagnose.config import ENVIRONMENTS, DiagnosisConfig
-from episteme.diagnose.findings import Finding, Run, SpecialistContext
+from episteme.diagnose.findings import NAMES_NOT_SECRETS, Finding, Redactor, Run, SpecialistContext
 from episteme.diagnose.narrator import Narrator, Templates
 from episteme.diagnose.synthesis import Report, cap, synthesize
 from episteme.errors import Conflict, Forbidden, InvalidInput, NotFound
@@ -36,6 +36,7 @@ from episteme.ledger.core import Ledger
 from episteme.ledger.gardener import addressed
 from episteme.ledger.model import AssertionInput, Kind, check_after, check_context, check_limit
 from episteme.ledger.sql.learning import Note
+from episteme.secrets.refs import scheme_of
 from episteme.text import shorten
 from episteme.timeutil import from_us, to_us
 
@@ -204,7 +205,10 @@ class DiagnosisEngine:
     async def _row(self, sid: str) -> dict[str, Any]:
         row = await asyncio.to_thread(self.store.diagnosis_session, sid)
         if row is None:
-            raise NotFound(f"no diagnosis session {sid!r}: see GET /sessions", field="id")
+            raise NotFound(
+                f"no diagnosis session {sid!r}: `episteme sessions` (GET /sessions) lists them",
+                field="id",
+            )
         return await self._settled(row)
 
     async def _settled(self, row: dict[str, Any]) -> dict[str, Any]:
@@ -228,9 +232,11 @@ class DiagnosisEngine:
             return row
         status, code, message = ending
         error = ("error", {"code": code, "message": message})
-        await self._move(sid, [row["status"]], error, status=status, error=message)
+        moved = await self._move(sid, [row["status"]], error, status=status, error=message)
         fresh = await asyncio.to_thread(self.store.diagnosis_session, sid)
         assert fresh is not None
+        if moved:  # recorded once, as a session that ends any other way is
+            await self._record(_session(fresh))
         return fresh
 
     # -- the flow ------------------------------------------------------------------------
@@ -298,6 +304,7 @@ class DiagnosisEngine:
             "credentials": credentials,
             "references": requested,
             "expires_at": from_us(expires).format_iso(),
+            "self_approval": self.config.self_approval,
         }
         await self._move(
             sid,
@@ -385,6 +392,8 @@ class DiagnosisEngine:
         self._check_decidable(session, approver, "approve")
         chosen = list(session.requested if refs is None else refs)
         unknown = sorted(set(chosen) - set(session.requested))
+        for ref in unknown:
+            scheme_of(ref)  # text that is not a reference is refused, and not shown
         if unknown:
             raise InvalidInput(
                 f"not requested by this session: {', '.join(unknown)}", field="references"
@@ -511,16 +520,8 @@ class DiagnosisEngine:
         session = await self.status(sid)
         approved = set(session.approved or [])
         lease: Lease | None = None
-        redact: Callable[[str], str] = lambda text: text  # noqa: E731
+        redact = Redactor(())
         try:
-            lease = await self.lease_fn(sorted(approved), self.config.lease_ttl_s)
-            values = [lease.get(ref) for ref in sorted(approved)]
-            redact = _redactor(values)
-            for ref in sorted(approved):
-                await self._emit(sid, "credential_retrieved", reference=ref)
-            del values
-            started: tuple[str, dict[str, Any]] = ("diagnosis_started", {})
-            await self._move(sid, ["retrieving_credentials"], started, status="diagnosing")
             runnable, skipped = [], {}
             for name in session.specialists:
                 needs = set(session.credentials.get(name, {}).values())
@@ -532,6 +533,22 @@ class DiagnosisEngine:
                     skipped[name] = "no such specialist is installed"
                 else:
                     runnable.append(name)
+            # only what a specialist that runs uses: an approved reference of one that
+            # cannot run is not fetched
+            used = {
+                (role, ref)
+                for name in runnable
+                for role, ref in session.credentials.get(name, {}).items()
+            }
+            refs = sorted({ref for _, ref in used})
+            lease = await self.lease_fn(refs, self.config.lease_ttl_s)
+            redact = Redactor(
+                lease.get(ref) for ref in {r for role, r in used if role not in NAMES_NOT_SECRETS}
+            )
+            for ref in refs:
+                await self._emit(sid, "credential_retrieved", reference=ref)
+            started: tuple[str, dict[str, Any]] = ("diagnosis_started", {})
+            await self._move(sid, ["retrieving_credentials"], started, status="diagnosing")
             await self._emit(sid, "specialists_selected", specialists=runnable, skipped=skipped)
             results = await asyncio.gather(
                 *(self._specialist(sid, session, name, lease, redact) for name in runnable)
@@ -570,7 +587,7 @@ class DiagnosisEngine:
         )
 
     async def _specialist(
-        self, sid: str, session: Session, name: str, lease: Lease, redact: Callable[[str], str]
+        self, sid: str, session: Session, name: str, lease: Lease, redact: Redactor
     ) -> tuple[list[Finding], str | None]:
         access = self.config.access(name, session.environment)
         granted = dict(access.credentials)
@@ -587,6 +604,7 @@ class DiagnosisEngine:
             secret=secret,
             credentials=granted,
             timeout_s=self.config.specialist_timeout_s,
+            redact=redact,
         )
         started = time.monotonic()
         error = None
@@ -599,8 +617,8 @@ class DiagnosisEngine:
             error = f"no answer within {self.config.specialist_timeout_s:g} s"
         except Exception as exc:  # one specialist failing does not sink the others
             error = redact(str(exc) or type(exc).__name__)
-        kept = [cap(f) for f in found[:MAX_FINDINGS]]
-        kept = [Finding.model_validate_json(redact(f.model_dump_json())) for f in kept]
+        # scrubbed before they are cut: a secret cut in two would be half shown
+        kept = [cap(redact.finding(f)) for f in found[:MAX_FINDINGS]]
         await self._emit(
             sid,
             "specialist_complete",
@@ -662,14 +680,3 @@ def _observations(session: Session) -> list[AssertionInput]:
         }
         rows.append(observed("conclusion", conclusion))
     return rows
-
-
-def _redactor(values: Sequence[str]) -> Callable[[str], str]:
-    secrets_ = sorted({v for v in values if v}, key=len, reverse=True)
-
-    def redact(text: str) -> str:
-        for value in secrets_:
-            text = text.replace(value, "[redacted]")
-        return text
-
-    return redact

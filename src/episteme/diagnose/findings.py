@@ -9,7 +9,9 @@ names the query it ran and the credential *reference* it used.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
+import json
+import re
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -42,6 +44,67 @@ class Finding(BaseModel):
     credential_ref: str | None = Field(None, description="the op://… reference used, never a value")
 
 
+NAMES_NOT_SECRETS = frozenset({"host", "port", "username", "user", "dbname", "database", "region"})
+"""Credential roles whose values are names (where to sign in, as whom): fetched from the
+secret store with the rest, and said in messages ("cannot connect to PostgreSQL at
+db-1:5432 (database app, user app)"), so not scrubbed; scrubbing them blanked every
+"app" inside "approved" and "apps", and the blanks said what the value was."""
+
+PARTIAL = 4
+"""The shortest start of a secret taken for one where a text ends (a text cut short)."""
+
+
+class Redactor:
+    """Scrubs secret values out of text: each value wherever it appears whole (a run of
+    white space in it matching any other, as in text put on one line; or as a JSON
+    string escapes it), and the start of one (`PARTIAL` characters or more) where a text
+    ends, with or without an ellipsis (text cut short). Call it on a string; `finding`
+    scrubs every string of a finding, its keys included."""
+
+    MARK = "[redacted]"
+
+    def __init__(self, values: Iterable[str]) -> None:
+        kept = {v.strip() for v in values if v.strip()}
+        # and as a JSON string writes it (a quote, a backslash, a control character
+        # escaped), as in an API's answer or a JSON log line quoted whole
+        kept |= {json.dumps(v, ensure_ascii=False)[1:-1] for v in kept}
+        self._values = sorted(kept, key=len, reverse=True)
+        whole = (r"\s+".join(map(re.escape, v.split())) for v in self._values)
+        self._whole = re.compile("|".join(whole)) if self._values else None
+
+    def __call__(self, text: str) -> str:
+        if self._whole is None:
+            return text
+        text = self._whole.sub(self.MARK, text)
+        body = text.rstrip("…. ")
+        for value in self._values:
+            start = value[:PARTIAL]
+            at = body.find(start, max(0, len(body) - len(value) + 1))
+            while at != -1:  # the first place from which the rest of the text starts it
+                if value.startswith(body[at:]):
+                    return body[:at] + self.MARK + text[len(body) :]
+                at = body.find(start, at + 1)
+        return text
+
+    def finding(self, finding: Finding) -> Finding:
+        if self._whole is None:
+            return finding
+        return Finding.model_validate(self._walk(finding.model_dump(mode="json")))
+
+    def _walk(self, value: Any) -> Any:
+        if isinstance(value, str):
+            return self(value)
+        if isinstance(value, dict):
+            return {self(k): self._walk(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [self._walk(v) for v in value]
+        return value
+
+
+def _unchanged(text: str) -> str:
+    return text
+
+
 @dataclass
 class SpecialistContext:
     """What a specialist runs with: the problem, the environment, its settings and secrets.
@@ -60,6 +123,10 @@ class SpecialistContext:
     """Role → reference of the credentials this specialist was granted, e.g.
     ``{"password": "op://Infrastructure/prod-db/password"}``."""
     timeout_s: float = 20.0
+    redact: Callable[[str], str] = _unchanged
+    """Scrubs the session's secret values out of a text (a `Redactor`): for text read
+    from a system that is then changed (grouped, shaped), where the engine's own
+    scrubbing of the finding would no longer recognise a value."""
 
 
 Run = Callable[[SpecialistContext], Awaitable[list[Finding]]]

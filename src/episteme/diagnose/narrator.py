@@ -41,11 +41,8 @@ class Templates:
         return "Specialists for this problem: " + "; ".join(parts) + "."
 
     async def synthesis(self, problem: str, report: Report) -> str:
-        lines = [report.conclusion]
-        if report.hypotheses:
-            best = report.hypotheses[0]
-            lines += [f"- {step}" for step in best.remediation]
-        return "\n".join(lines)
+        # the conclusion alone: the report lists the hypotheses and what to do
+        return report.conclusion
 
 
 class ModelNarrator:

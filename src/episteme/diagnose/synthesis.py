@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pydantic import BaseModel, JsonValue
 
 from episteme.diagnose.findings import Finding
+from episteme.text import plural
 
 SEVERITY = {"info": 0.0, "warning": 0.6, "critical": 1.0}
 MAX_EVIDENCE = 2000
@@ -229,7 +230,13 @@ def synthesize(findings: Sequence[Finding], missing: Sequence[str] = ()) -> Repo
         best = hypotheses[0]
         conclusion = f"Most likely root cause: {best.title} (confidence {best.confidence:.2f})."
     else:
-        conclusion = "Inconclusive: no finding above info level."
+        above = sum(f.severity != "info" for f in findings)
+        conclusion = (
+            f"Inconclusive: {plural(above, 'finding')} above info level, none that a rule of"
+            " the catalog explains."
+            if above
+            else "Inconclusive: no finding above info level."
+        )
         if missing:
             conclusion += " Not examined: " + "; ".join(missing) + "."
     return Report(

@@ -33,8 +33,10 @@ Findings:
     logs.no_errors               sources that were read and held no error line (info)
     logs.unavailable             Loki answered an error, or a file could not be read
 
-A Prometheus or Loki that cannot be reached, or settings that name no source, raise
-`SpecialistError`.
+Settings that name no source, or sources none of which can be reached, raise
+`SpecialistError`; a Prometheus or Loki that cannot be reached beside a source that
+could be read is a `metrics.unavailable` or `logs.unavailable` finding, and what the
+others found stands.
 """
 
 from __future__ import annotations
@@ -45,7 +47,7 @@ import os
 import re
 import time
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -82,25 +84,33 @@ async def run(ctx: SpecialistContext) -> list[Finding]:
         )
     timeout = httpx.Timeout(max(1.0, min(10.0, ctx.timeout_s / 3)))
     async with httpx.AsyncClient(timeout=timeout) as client:
-        jobs = []
+        jobs, tools = [], []  # each source's reading, and the tool that reads it
         if settings.get("prometheus_url"):
             jobs.append(_prometheus(ctx, client))
+            tools.append(("metrics", "prometheus"))
         if settings.get("loki_url"):
             jobs.append(_loki(ctx, client))
+            tools.append(("logs", "loki"))
         if settings.get("log_files"):
-            jobs.append(asyncio.to_thread(_log_files, settings))
+            jobs.append(asyncio.to_thread(_log_files, settings, ctx.redact))
+            tools.append(("logs", "logfile"))
         results = await asyncio.gather(*jobs, return_exceptions=True)
     findings: list[Finding] = []
-    failures: list[SpecialistError] = []
-    for result in results:
+    failures: list[tuple[tuple[str, str], SpecialistError]] = []
+    for source, result in zip(tools, results, strict=True):
         if isinstance(result, SpecialistError):
-            failures.append(result)
+            failures.append((source, result))
         elif isinstance(result, BaseException):
             raise result
         else:
             findings += result
-    if failures:
-        raise SpecialistError("; ".join(f.message for f in failures))
+    if failures and not findings:
+        raise SpecialistError("; ".join(f.message for _, f in failures))
+    # what the other sources found stands; a source that could not be read is said
+    for (kind, tool), failure in failures:
+        claim = f"Could not read {tool}: {failure.message}"
+        evidence: dict[str, JsonValue] = {"error": failure.message}
+        findings.append(_finding(f"{kind}.unavailable", "warning", claim, evidence, tool, "", None))
     return findings
 
 
@@ -338,7 +348,7 @@ async def _loki(ctx: SpecialistContext, client: httpx.AsyncClient) -> list[Findi
         ]
         by_stream = Counter(labels for labels, _ in lines)
         count = len(lines)
-        found = _tally(count, by_stream, (line for _, line in lines), None)
+        found = _tally(count, by_stream, (ctx.redact(line) for _, line in lines), None)
         found["limit_reached"] = count >= limit
     elif kind in ("matrix", "vector"):
         # a metric query (count_over_time …): the newest sample of each series is its count
@@ -358,7 +368,7 @@ async def _loki(ctx: SpecialistContext, client: httpx.AsyncClient) -> list[Findi
 # -- log files --------------------------------------------------------------------------
 
 
-def _log_files(settings: Mapping[str, Any]) -> list[Finding]:
+def _log_files(settings: Mapping[str, Any], redact: Callable[[str], str]) -> list[Finding]:
     patterns = settings.get("log_patterns") or list(DEFAULT_PATTERNS)
     if isinstance(patterns, str):
         patterns = [patterns]
@@ -384,7 +394,7 @@ def _log_files(settings: Mapping[str, Any]) -> list[Finding]:
         if not matched:
             quiet.append(str(path))
             continue
-        found = _tally(len(matched), Counter(), matched, pattern)
+        found = _tally(len(matched), Counter(), map(redact, matched), pattern)
         found |= {"path": str(path), "lines_read": len(lines)}
         findings.append(_log_finding(str(path), len(matched), found, source, "logfile", None))
     if quiet:
