@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import time
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -544,19 +545,22 @@ def test_a_body_that_stops_arriving_is_a_408(
             f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
             f"Authorization: Bearer {api.tokens['agent']}\r\n"
             f"Content-Length: {len(body) + 50}\r\n\r\n".encode()
-            + body
         )
+        time.sleep(0.1)  # the wait is counted from the last part that came
+        conn.sendall(body)
+        sent = time.monotonic()
         answer = b""
-        while b"\r\n\r\n" not in answer or not answer.rstrip().endswith(b"}"):
-            chunk = conn.recv(65536)
-            if not chunk:
-                break
+        while chunk := conn.recv(65536):  # to the end of the connection
             answer += chunk
+        ended = time.monotonic() - sent
         conn.close()
     head, _, content = answer.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 408 "), answer
     assert b"application/problem+json" in head
     assert b"stopped arriving" in content
+    # closed with the answer: it was held for the server's keep-alive wait (5 s) more
+    assert b"\r\nconnection: close" in head.lower()
+    assert 0.3 <= ended < 2.0, ended
     assert _head(api) == before
 
 

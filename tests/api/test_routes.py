@@ -415,6 +415,59 @@ def test_metrics_count_the_gardeners_failures(pg_cluster: Cluster, home: Path) -
             assert _sample(text, "episteme_gardener_lag_events") > 0
 
 
+def test_a_read_only_database_answers_the_reads_that_record_nothing(
+    pg_url: str, home: Path
+) -> None:
+    # docs/deploy.md said "reads go on answering": the audited ones are writes, and
+    # /health answers 503 meanwhile, so a load balancer takes such a server out.
+    with Ledger.init(pg_url) as ledger:
+        ledger.assert_one(subject="svc.a", value=1, agent="bot", lifecycle="approved")
+        token, _ = ledger.issue_token("oncall", ["admin"], by="admin")
+    name = conninfo_to_dict(pg_url)["dbname"]
+    with psycopg.connect(pg_url, autocommit=True) as admin:
+        admin.execute(f'ALTER DATABASE "{name}" SET default_transaction_read_only = on')
+    try:
+        with Ledger.open(pg_url) as ledger:
+            app = create_app(Settings(home=home, mcp=False, background=False), ledger=ledger)
+            auth = {"Authorization": f"Bearer {token}"}
+            with TestClient(app, raise_server_exceptions=False) as client:
+                assert client.get("/health").status_code == 200
+                for path in ("/v1/decisions", "/v1/verify", "/v1/blame/svc.a", "/v1/audit"):
+                    assert client.get(path, headers=auth).status_code == 200, path
+                diff = client.get("/v1/diff?since=2000-01-01T00:00:00Z", headers=auth)
+                assert diff.status_code == 200
+                for path, body in (
+                    ("/v1/query", {"subject": "svc.a"}),
+                    ("/v1/constraints/check", {"plan": "restart svc.a"}),
+                ):
+                    refused = client.post(path, headers=auth, json=body)
+                    assert refused.status_code == 503, path
+                    assert "read-only transaction" in refused.json()["detail"]
+                health = client.get("/health")
+                assert health.status_code == 503
+                assert health.json()["store"].startswith("writes failing: PostgreSQL at ")
+    finally:
+        with psycopg.connect(pg_url, autocommit=True) as admin:
+            admin.execute("SET default_transaction_read_only = off")
+            admin.execute(f'ALTER DATABASE "{name}" RESET default_transaction_read_only')
+
+
+def test_health_counts_no_events_while_the_store_cannot_be_read(pg_url: str, home: Path) -> None:
+    # It said "journal_events": 0 while the database was away, as if the journal were empty.
+    with Ledger.init(pg_url) as ledger, psycopg.connect(pg_url) as operator:
+        ledger.assert_one(subject="svc.a", value=1, agent="bot")
+        app = create_app(Settings(home=home, mcp=False, background=False), ledger=ledger)
+        with TestClient(app) as client:
+            assert client.get("/health").json()["journal_events"] == 1
+            operator.execute("LOCK TABLE journal IN ACCESS EXCLUSIVE MODE")
+            away = client.get("/health")
+            operator.rollback()
+            assert away.status_code == 503
+            assert away.json()["store"].startswith("unavailable: ")
+            assert away.json()["journal_events"] is None
+            assert client.get("/health").json()["journal_events"] == 1
+
+
 def test_a_scrape_and_health_answer_in_time_while_a_table_they_read_is_locked(
     pg_url: str, home: Path
 ) -> None:

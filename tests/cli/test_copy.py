@@ -128,6 +128,24 @@ def test_an_unreachable_postgresql_is_one_line(cli: Cli, scenario: Scenario, hom
         assert "s3cret" not in line
 
 
+def test_a_postgresql_destination_that_does_not_exist_says_how_to_make_it(
+    cli: Cli, scenario: Scenario, home: Path, pg_url: str
+) -> None:
+    # The help said "created when absent", and the error ended at libpq's FATAL.
+    absent = pg_url.rsplit("/", 1)[0] + "/absent_ledger"
+    r = cli("copy", "--from", str(home), "--to", absent, home_arg=False)
+    line = assert_error(r, 1, "destination: ", 'database "absent_ledger" does not exist')
+    assert line.endswith(
+        ": create it first, as a role that may create databases: createdb --owner=postgres"
+        " --encoding=UTF8 --template=template0 absent_ledger"
+    ), line
+    shown = done(cli("copy", "--help", home_arg=False))
+    assert "a PostgreSQL database must exist" in " ".join(shown.split())
+    # reading it (a source, a query) is no occasion to create it
+    r = cli("copy", "--from", absent, "--to", str(home / "copy"), home_arg=False)
+    assert "createdb" not in assert_error(r, 1, "source: ", "does not exist")
+
+
 def test_a_missing_source_is_one_line(cli: Cli, tmp_path: Path) -> None:
     dest = tmp_path / "dest"
     r = cli("copy", "--from", str(tmp_path / "nothing"), "--to", str(dest), home_arg=False)

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import hashlib
+import socket
 from importlib import resources
 from pathlib import Path
+
+import pytest
+from psycopg.conninfo import conninfo_to_dict
 
 from episteme.ledger.postgres import store as postgres_store
 from episteme.ledger.sqlite import store as sqlite_store
@@ -31,6 +35,30 @@ def test_migrate_on_postgresql_reports_the_version(cli: Cli, pg_url: str) -> Non
     assert r.json()["migrated_from"] is None
     assert "postgresql://postgres@" in r.json()["db"]
     assert ":" + pg_url.split(":")[2].split("@")[0] + "@" not in r.out  # no password
+
+
+def test_the_database_is_named_as_libpqs_variables_complete_it(
+    cli: Cli, pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # With PGHOST, PGPORT and PGUSER set and `--db postgresql:///e4`, migrate said
+    # "postgresql://localhost:5432/e4", and an unreachable server's error named 5432 too.
+    parts = conninfo_to_dict(pg_url)
+    assert cli("init", "--db", pg_url, home_arg=False).code == 0
+    for key, variable in (("host", "PGHOST"), ("port", "PGPORT"), ("user", "PGUSER")):
+        monkeypatch.setenv(variable, str(parts[key]))
+    monkeypatch.setenv("PGPASSWORD", str(parts["password"]))
+    r = cli("migrate", "--db", f"postgresql:///{parts['dbname']}", home_arg=False)
+    assert r.code == 0, r.err
+    shown = f"postgresql://postgres@127.0.0.1:{parts['port']}/{parts['dbname']}"
+    assert r.out == f"{shown} is at schema version {postgres_store.SCHEMA_VERSION}\n"
+    with socket.socket() as s:  # a port where nothing listens
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setenv("PGPORT", str(port))
+    r = cli("migrate", "--db", "postgresql:///nodb", home_arg=False)
+    assert r.code == 1
+    assert f"PostgreSQL at postgresql://postgres@127.0.0.1:{port}/nodb is unavailable" in r.err
+    assert str(parts["password"]) not in r.out + r.err
 
 
 def test_migrate_without_a_ledger_says_how_to_make_one(cli: Cli) -> None:
@@ -61,6 +89,26 @@ def test_a_role_that_may_not_create_tables_gets_one_line(cli: Cli, pg_url: str) 
     assert "refused to set up the ledger" in r.err
     assert "permission denied" in r.err
     assert "not-a-secret-canary" not in r.err + r.out
+
+
+def test_a_reader_without_grants_is_told_what_to_grant(cli: Cli, pg_url: str) -> None:
+    # verify only reads, and it said "refused to set up the ledger: permission denied
+    # for table meta".
+    import psycopg
+
+    assert cli("init", "--db", pg_url, home_arg=False).code == 0
+    user_url = _role(pg_url, "no_grants")
+    r = cli("verify", "--db", user_url, home_arg=False)
+    assert r.code == 1
+    assert r.err.count("\n") == 1, r.err
+    assert r.err.startswith("error: cannot read the ledger at postgresql://no_grants@"), r.err
+    assert "permission denied for table meta: grant the role SELECT" in r.err
+    assert "set up" not in r.err
+    grant = r.err.split("(", 1)[1].split(";", 1)[0]
+    assert grant == "GRANT SELECT ON ALL TABLES IN SCHEMA public TO no_grants"
+    with psycopg.connect(pg_url, autocommit=True) as admin:
+        admin.execute(grant)
+    assert cli("verify", "--db", user_url, home_arg=False).out.startswith("chain ok: 0 events")
 
 
 def test_an_older_ledger_a_role_may_not_migrate_says_to_migrate(cli: Cli, pg_url: str) -> None:

@@ -398,7 +398,7 @@ def test_answers_that_are_not_problems_still_raise() -> None:
         fake(502, b"<html>bad gateway</html>", "text/html").whoami()
     with pytest.raises(StoreUnavailable, match="same version"):
         fake(200, b'{"name": "x"}', "application/json").whoami()
-    degraded = b'{"status": "degraded", "store": "unavailable", "journal_events": 0}'
+    degraded = b'{"status": "degraded", "store": "unavailable", "journal_events": null}'
     assert fake(503, degraded, "application/json").health()["status"] == "degraded"
 
 

@@ -370,6 +370,25 @@ def test_a_password_with_a_bare_at_sign_is_refused_unshown() -> None:
     assert "\n" not in odd.value.message
 
 
+def test_the_database_is_named_as_libpq_will_reach_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    # What the URL leaves out is libpq's: it was shown as localhost:5432 and no user.
+    for variable in ("PGHOST", "PGHOSTADDR", "PGPORT", "PGSERVICE"):
+        monkeypatch.delenv(variable, raising=False)
+    monkeypatch.setenv("PGUSER", "ops")
+    monkeypatch.setenv("PGDATABASE", "ledger")
+    monkeypatch.setenv("PGPASSWORD", "Canary7")
+    describe = pg_store.describe
+    assert describe("postgresql://") == "postgresql://ops@:5432/ledger"  # libpq's socket
+    assert describe("postgresql://db.internal") == "postgresql://ops@db.internal:5432/ledger"
+    assert describe("postgresql://[::1]:5433/x") == "postgresql://ops@[::1]:5433/x"
+    assert describe("postgresql://a,b:5433/x") == "postgresql://ops@a:5432,b:5433/x"
+    monkeypatch.setenv("PGHOST", "/run/postgresql")
+    monkeypatch.setenv("PGPORT", "5439")
+    assert describe("postgresql://reader@/x") == "postgresql://reader@%2Frun%2Fpostgresql:5439/x"
+    monkeypatch.delenv("PGDATABASE")
+    assert describe("postgresql://") == "postgresql://ops@%2Frun%2Fpostgresql:5439/ops"
+
+
 def test_health_says_why_the_store_is_unavailable(relayed: tuple[Relay, str]) -> None:
     from starlette.testclient import TestClient
 
@@ -402,7 +421,9 @@ def test_health_says_why_the_store_is_unavailable(relayed: tuple[Relay, str]) ->
         ("postgresql://ops@127.0.0.1/ledger?password=Can%20ary7&x", "not a PostgreSQL URL"),
     ],
 )
-def test_a_password_written_wrongly_is_never_shown(location: str, words: str) -> None:
+def test_a_password_written_wrongly_is_never_shown(
+    location: str, words: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # The parser's message quoted it; with a / in it, libpq read the user as the host and
     # the rest became the database's name in every message; a key=value string was
     # taken for a SQLite path and named as one.
@@ -417,7 +438,8 @@ def test_a_password_written_wrongly_is_never_shown(location: str, words: str) ->
     assert describe("postgresql://ops:Can%2Fary%407@127.0.0.1:5432/ledger") == (
         "postgresql://ops@127.0.0.1:5432/ledger"
     )
-    # an @ in the query is no password
+    # an @ in the query is no password (the user is libpq's: PGUSER here)
+    monkeypatch.setenv("PGUSER", "ops")
     assert describe("postgresql://127.0.0.1:5432/ledger?application_name=a@b") == (
-        "postgresql://127.0.0.1:5432/ledger"
+        "postgresql://ops@127.0.0.1:5432/ledger"
     )

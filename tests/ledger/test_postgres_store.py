@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import secrets
 import sqlite3
+import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -760,6 +762,62 @@ def test_a_role_with_the_rights_deploy_md_lists_serves_everything(pg_cluster: An
         assert Gardener(ledger).run_until_caught_up() > 0
         assert [d.state for d in deliveries(ledger.store)] == ["pending"]
         assert ledger.verify().ok
+
+
+def test_the_restore_recipe_deploy_md_gives_works_on_this_postgresql(
+    pg_cluster: Any, tmp_path: Path
+) -> None:
+    # It made the database as postgres without --owner: since PostgreSQL 15 the schema
+    # public is the owner's, and pg_restore --no-owner as the app's role was refused
+    # ("permission denied for schema public").
+    role = f"app_{secrets.token_hex(4)}"
+    url = pg_cluster.create_database()
+    with psycopg.connect(url, autocommit=True) as admin:
+        admin.execute(f"CREATE ROLE {role} LOGIN PASSWORD 'app'")
+        admin.execute(f'ALTER DATABASE "{conninfo_to_dict(url)["dbname"]}" OWNER TO {role}')
+    app = url.replace("postgres:" + pg_cluster.password, f"{role}:app", 1)
+    with Ledger.init(app) as ledger:
+        ledger.assert_one(subject="svc.a", value=1, agent="bot")
+    restored = f"r_{secrets.token_hex(4)}"
+    dump = tmp_path / "episteme.dump"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
+    server = ["--host=127.0.0.1", f"--port={pg_cluster.port}"]
+    steps = [  # (who runs it, the command), as the page has them
+        (app, ["pg_dump", "--format=custom", f"--file={dump}", app]),
+        (
+            pg_cluster.url(),
+            [
+                "createdb",
+                *server,
+                "--username=postgres",
+                f"--owner={role}",
+                "--encoding=UTF8",
+                "--template=template0",
+                restored,
+            ],
+        ),
+        (
+            app,
+            ["pg_restore", f"--dbname={app.rsplit('/', 1)[0]}/{restored}", "--no-owner", str(dump)],
+        ),
+    ]
+    for who, argv in steps:
+        password = conninfo_to_dict(who)["password"]
+        done = subprocess.run(
+            [str(pg_cluster.bindir / argv[0]), *argv[1:]],
+            env=env | {"PGPASSWORD": str(password)},
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr
+    try:
+        with Ledger.open(f"{app.rsplit('/', 1)[0]}/{restored}", read_only=True) as copy:
+            assert copy.verify().ok
+            assert copy.store.head()[0] == 1
+    finally:
+        pg_cluster.drop_database(restored)
 
 
 def _too_long_for_tsvector() -> str:

@@ -170,7 +170,8 @@ def create_app(
         except Exception as exc:  # health must answer, whatever the store does
             why = exc.message if isinstance(exc, EpistemeError) else type(exc).__name__
             store = f"unavailable: {why}"  # the store's messages never hold a secret
-            body = Health(status="degraded", store=store, journal_events=0, workers={})
+            # no count: 0 would claim an empty journal
+            body = Health(status="degraded", store=store, journal_events=None, workers={})
         code = 200 if body.status == "ok" else 503
         return Response(body.model_dump_json(), code, media_type="application/json")
 

@@ -34,7 +34,7 @@ from episteme.ledger.access import Op, Principal, TokenRefused
 from episteme.ledger.core import Ledger
 
 from .metrics import Metrics
-from .problems import problem_of
+from .problems import headers_of, problem_of
 
 _bearer = HTTPBearer(auto_error=False, description="A token from `episteme token create`")
 
@@ -252,7 +252,7 @@ def refusal(scope: Scope, exc: EpistemeError) -> Response:
     if scope.get("path") == MCP_PATH:
         error = {"code": -32600, "message": exc.message}  # Invalid Request
         body = {"jsonrpc": "2.0", "id": None, "error": error}
-        return JSONResponse(body, exc.status)
+        return JSONResponse(body, exc.status, headers=headers_of(exc))
     return problem_of(exc)
 
 

@@ -22,6 +22,7 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from episteme.errors import (
+    BodyStalled,
     EpistemeError,
     Unauthenticated,
     database_failed,
@@ -71,8 +72,19 @@ def _body(status: int, title: str, detail: str, field: str | None) -> dict[str, 
 
 def problem_of(exc: EpistemeError) -> Response:
     """A library error as its problem (and, for a missing or bad token, the challenge)."""
-    headers = {"WWW-Authenticate": "Bearer"} if isinstance(exc, Unauthenticated) else {}
-    return problem(exc.status, exc.title, exc.message, exc.field, **headers)
+    return problem(exc.status, exc.title, exc.message, exc.field, **headers_of(exc))
+
+
+def headers_of(exc: EpistemeError) -> dict[str, str]:
+    """The headers a refusal carries: the challenge for a missing or bad token, and for a
+    body that stopped arriving the end of the connection (RFC 9110 §15.5.9). The rest of
+    that body may still come, so the connection can carry no other request; without the
+    header the server held it open for its keep-alive wait (5 s) after the 408."""
+    if isinstance(exc, Unauthenticated):
+        return {"WWW-Authenticate": "Bearer"}
+    if isinstance(exc, BodyStalled):
+        return {"Connection": "close"}
+    return {}
 
 
 def responses(*statuses: int) -> dict[int | str, dict[str, Any]]:

@@ -251,7 +251,9 @@ class ConstraintBody(BaseModel):
 class Health(BaseModel):
     status: Literal["ok", "degraded"]
     store: str
-    journal_events: int
+    journal_events: int | None = Field(
+        description="the journal's length; null when the store cannot be read"
+    )
     workers: dict[str, str]
     process: int = Field(
         default_factory=os.getpid,

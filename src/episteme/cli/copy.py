@@ -22,7 +22,11 @@ def copy_(
         str,
         typer.Option(
             "--to",
-            help=f"Where to copy it, created when absent, refused when not empty: {_LOCATION}.",
+            help=(
+                "Where to copy it, refused when not empty: a home or SQLite file is created"
+                " when absent; a PostgreSQL database must exist (createdb --owner=ROLE"
+                f" --encoding=UTF8 --template=template0 NAME): {_LOCATION}."
+            ),
             show_default=False,
         ),
     ],

@@ -48,7 +48,8 @@ def copy_ledger(source: str | Path, dest: str | Path) -> CopyReport:
     finishes it.
 
     Both are what `open_store` takes: a home directory, ``sqlite:///PATH`` or a
-    ``postgresql://`` URL. The destination is created when absent.
+    ``postgresql://`` URL. A home or SQLite file is created when absent; a PostgreSQL
+    database must exist (the ledger's tables are made in it when it is empty).
 
     Raises:
         InvalidInput: `source` and `dest` are the same ledger.

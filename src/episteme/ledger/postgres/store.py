@@ -35,17 +35,18 @@ import math
 import os
 import re
 import secrets
+import shlex
 import threading
 import time
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from importlib import resources
 from typing import Any, ClassVar, TypeVar
-from urllib.parse import unquote
+from urllib.parse import quote, unquote
 
 import orjson
 import psycopg
-from psycopg import sql
+from psycopg import pq, sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg_pool import ConnectionPool, PoolTimeout
 
@@ -183,10 +184,71 @@ def describe(url: str) -> str:
             "/ as %2F, @ as %40, % as %25, # as %23, ? as %3F and a space as %20",
             field="db",
         )
-    host = parts.get("host") or "localhost"
-    port = parts.get("port") or "5432"
-    user = f"{parts['user']}@" if parts.get("user") else ""
-    return f"postgresql://{user}{host}:{port}/{parts.get('dbname') or ''}"
+    return _shown(parts)
+
+
+def _shown(parts: Mapping[str, object]) -> str:
+    """`postgresql://user@host:port/db` for the server libpq will reach: what the URL
+    leaves out is libpq's default (PGHOST, PGPORT, PGUSER, PGDATABASE, a PGSERVICE entry,
+    the login name), read as libpq reads it. A Unix socket's directory is written
+    percent-encoded, as libpq takes it in a URL; no host at all is libpq's own socket
+    directory, left empty (`postgresql://user@:5432/db`)."""
+    settings = _libpq_settings(parts)
+    default_port = _libpq_settings({}).get("port") or "5432"  # for a host given none
+    user = settings.get("user", "")
+    hosts = (settings.get("host") or settings.get("hostaddr") or "").split(",")
+    ports = settings.get("port", "").split(",")
+    if len(ports) != len(hosts):  # one port for every host
+        ports = [ports[0]] * len(hosts)
+    where = ",".join(
+        f"{_host(host)}:{port or default_port}" for host, port in zip(hosts, ports, strict=True)
+    )
+    dbname = settings.get("dbname") or user
+    return f"postgresql://{quote(user, safe='') + '@' if user else ''}{where}/{dbname}"
+
+
+def _libpq_settings(parts: Mapping[str, object]) -> dict[str, str]:
+    """The settings libpq connects with: those of the URL, else its defaults (its
+    environment variables, a service file's entry, the login name as the user)."""
+    defaults = {
+        opt.keyword.decode(): opt.val.decode("utf-8", "replace")
+        for opt in pq.Conninfo.get_defaults()
+        if opt.val
+    }
+    return defaults | {key: str(value) for key, value in parts.items() if value not in (None, "")}
+
+
+_NO_DATABASE = re.compile(r'database "(?P<name>.+?)" does not exist')
+
+
+def _create_it_first(why: str, role: str) -> str:
+    """`why` with the command that makes the database it names as missing, if it does."""
+    missing = _NO_DATABASE.search(why)
+    if missing is None:
+        return why
+    owner = f" --owner={shlex.quote(role)}" if role else ""
+    return (
+        f"{why}: create it first, as a role that may create databases: createdb{owner}"
+        f" --encoding=UTF8 --template=template0 {shlex.quote(missing['name'])}"
+    )
+
+
+def _grant_reading(exc: BaseException, role: str) -> str:
+    """What to grant a role refused a read of the ledger's tables, as deploy.md has it."""
+    if not isinstance(exc, psycopg.errors.InsufficientPrivilege):
+        return ""
+    who = role if re.fullmatch(r"[a-z_][a-z0-9_$]*", role) else '"' + role.replace('"', '""') + '"'
+    return (
+        ": grant the role SELECT on the ledger's tables (GRANT SELECT ON ALL TABLES IN"
+        f" SCHEMA public TO {who}; for a ledger in another schema, name that one and grant"
+        " USAGE on it too)"
+    )
+
+
+def _host(host: str) -> str:
+    if host.startswith(("/", "@")):  # a Unix socket's directory (@: an abstract one)
+        return quote(host, safe="")
+    return f"[{host}]" if ":" in host else host  # an IPv6 address
 
 
 LIVENESS = {
@@ -305,6 +367,10 @@ class PostgresStore(_Dialect, SQLStore):
         rows of savepoints rolled back included: how a write that lost its connection at
         COMMIT learns whether it committed (`_committed`)."""
         self.url = describe(url)
+        self._role = _libpq_settings(conninfo_to_dict(url)).get("user", "")
+        self._making = create or ensure
+        """Whether this open may make the ledger: a missing database is then named with
+        the command that creates it."""
         size = pool_size or pool_size_from_env()  # refused before anything is made
         self.where = self.url
         self._dsn = with_liveness(url)
@@ -346,6 +412,11 @@ class PostgresStore(_Dialect, SQLStore):
                     f"{self.url} holds a ledger of schema version {upgrading}, and this "
                     f"episteme needs {SCHEMA_VERSION}; migrating it failed: {_reason(exc)}: " + how
                 ) from None
+            if read_only:  # it reads the schema's version: it was refused a read
+                raise StoreUnavailable(
+                    f"cannot read the ledger at {self.url}: {_reason(exc)}"
+                    + _grant_reading(exc, self._role)
+                ) from None
             raise StoreUnavailable(
                 f"PostgreSQL at {self.url} refused to set up the ledger: {_reason(exc)}"
             ) from None
@@ -379,6 +450,8 @@ class PostgresStore(_Dialect, SQLStore):
             why = f"no connection could be had within 10 s ({self._why_no_connection()})"
         else:
             why = _reason(exc)
+            if self._making:
+                why = _create_it_first(why, self._role)
         return StoreUnavailable(f"PostgreSQL at {self.url} is unavailable: {why}")
 
     def _why_no_connection(self) -> str:
