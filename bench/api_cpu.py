@@ -24,6 +24,7 @@ from typing import Any
 
 import orjson
 
+from common import script  # beside this file
 from episteme.api import Settings, create_app
 from episteme.benchmark.asgi import post
 from episteme.ledger import Ledger
@@ -87,4 +88,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    script(main)

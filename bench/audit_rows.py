@@ -32,6 +32,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from common import script  # beside this file
+
 _WORKER = """
 import json, random, sqlite3, sys, time
 from episteme.benchmark.run import Bench
@@ -167,6 +169,9 @@ def main() -> None:
                 with args.output.open("a") as f:
                     f.write(line + "\n")
     for name in _BUCKETS:
+        if not all(name in x["with"] and name in x["without"] for x in rounds):
+            print(f"{name:>15}: no answer of this size in every round")
+            continue
         for p in ("p50", "p99"):
             w = statistics.median(x["with"][name][p] for x in rounds)
             wo = statistics.median(x["without"][name][p] for x in rounds)
@@ -176,4 +181,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    script(main)

@@ -21,6 +21,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from common import old_source, p90, positive, script  # beside this file
+
 NEW_SRC = Path(__file__).resolve().parents[1] / "src"
 
 
@@ -39,14 +41,14 @@ def _run(argv: list[str], env: dict[str, str]) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--old-src", required=True, type=Path)
-    parser.add_argument("--runs", type=int, default=20)
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--old-src", required=True, type=old_source)
+    parser.add_argument("--runs", type=positive, default=20)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         home = str(Path(tmp) / "home")
         envs = {
-            "old": _env(args.old_src.resolve(), Path(tmp) / "cache-old"),
+            "old": _env(Path(args.old_src), Path(tmp) / "cache-old"),
             "new": _env(NEW_SRC, Path(tmp) / "cache-new"),
         }
         subprocess.run([sys.executable, "-m", "episteme", "init", "--home", home],
@@ -63,13 +65,12 @@ def main() -> None:
                 for which in ("old", "new"):
                     times[which].append(_run(argv, envs[which]))
             old, new = (statistics.median(times[w]) for w in ("old", "new"))
-            p90 = {w: sorted(t)[int(len(t) * 0.9) - 1] for w, t in times.items()}
             print(
-                f"{name}: old median {old * 1000:.0f} ms (p90 {p90['old'] * 1000:.0f}),"
-                f" new median {new * 1000:.0f} ms (p90 {p90['new'] * 1000:.0f}),"
+                f"{name}: old median {old * 1000:.0f} ms (p90 {p90(times['old']) * 1000:.0f}),"
+                f" new median {new * 1000:.0f} ms (p90 {p90(times['new']) * 1000:.0f}),"
                 f" new/old {new / old:.2f}"
             )
 
 
 if __name__ == "__main__":
-    main()
+    script(main)

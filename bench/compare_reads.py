@@ -34,6 +34,8 @@ import subprocess
 import sys
 from typing import Any
 
+from common import StepFailed, old_source, script  # beside this file
+
 _ROUND = """
 import json, random, sys, time
 from episteme.ledger import Ledger
@@ -175,12 +177,11 @@ def run_round(code: str, args: list[str], src: str | None) -> dict[str, Any]:
     if src is not None:
         env["PYTHONPATH"] = src
     out = subprocess.run(
-        [sys.executable, "-c", code, *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        check=True,
+        [sys.executable, "-c", code, *args], env=env, capture_output=True, text=True, check=False
     )
+    if out.returncode != 0:
+        said = out.stderr.strip().splitlines() or [f"exit code {out.returncode}"]
+        raise StepFailed(f"a round on {args[0]} failed: {said[-1]}")
     result: dict[str, Any] = json.loads(out.stdout)
     return result
 
@@ -192,7 +193,7 @@ def _round(args: argparse.Namespace, home: str, lens: str, src: str | None) -> d
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--old-src", required=True)
+    parser.add_argument("--old-src", required=True, type=old_source)
     parser.add_argument("--old-home", required=True)
     parser.add_argument("--new-home", required=True)
     parser.add_argument("--rounds", type=int, default=5)
@@ -276,4 +277,4 @@ def _row(
 
 
 if __name__ == "__main__":
-    main()
+    script(main)

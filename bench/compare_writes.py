@@ -19,6 +19,7 @@ import json
 import statistics
 from collections.abc import Iterable
 
+from common import old_source, script  # beside this file
 from compare_reads import run_round  # beside this file
 
 _ROUND = """
@@ -62,7 +63,7 @@ def _range(values: Iterable[float]) -> list[float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--old-src", required=True)
+    parser.add_argument("--old-src", required=True, type=old_source)
     where = parser.add_mutually_exclusive_group(required=True)
     where.add_argument("--db", help="PostgreSQL URL of the ledger")
     where.add_argument("--home", help="directory of a SQLite ledger")
@@ -92,4 +93,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    script(main)

@@ -23,6 +23,7 @@ import time
 import psycopg
 from tests.postgres import running_cluster
 
+from common import script  # beside this file
 from episteme.ledger.copy import copy_ledger
 
 
@@ -49,7 +50,7 @@ def _round(source: str, kill_after: float) -> tuple[float, float, int]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--from", dest="source", required=True)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--kill-after", type=float, default=4.0)
@@ -70,4 +71,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    script(main)

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from common import script  # beside this file
 from episteme.benchmark.floor import open_floor
 from episteme.ledger import Ledger
 from episteme.ledger.records import ChangeCursor
@@ -107,4 +108,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    script(main)

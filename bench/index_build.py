@@ -23,6 +23,7 @@ from pathlib import Path
 import psycopg
 from tests.postgres import running_cluster
 
+from common import script  # beside this file
 from episteme.timeutil import from_us
 
 START_US = 1_795_000_000_000_000  # 2026-11-18
@@ -83,7 +84,7 @@ def postgres_rounds(rows: int, rounds: int) -> list[float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
@@ -97,4 +98,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    script(main)

@@ -21,6 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from common import script  # beside this file
 from episteme.ledger import Ledger
 
 PAGE = 100
@@ -49,7 +50,7 @@ def _row(name: str, times: list[float], baseline: list[float] | None) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--decisions", type=int, default=50_000)
     parser.add_argument("--runs", type=int, default=300)
     parser.add_argument("--db", help="a fresh PostgreSQL database's URL (default: SQLite)")
@@ -131,4 +132,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    script(main)

@@ -34,6 +34,7 @@ import psycopg
 from tests.backends import POSTGRES_BEFORE_TAGS, SQLITE_BEFORE_TAGS, back_to_jsonb
 from tests.postgres import running_cluster
 
+from common import script  # beside this file
 from episteme.ledger import Ledger
 
 _SQLITE_BEFORE = """
@@ -137,7 +138,7 @@ def postgres_rounds(assertions: int, constraints: int, rounds: int) -> Rounds:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--assertions", type=int, default=100_000)
     parser.add_argument("--constraints", type=int, default=1_000)
     parser.add_argument("--rounds", type=int, default=3)
@@ -152,4 +153,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    script(main)

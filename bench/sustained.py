@@ -29,6 +29,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from common import old_source, script  # beside this file
+
 _WORKER = """
 import json, random, sys, threading, time
 from episteme.ledger import Ledger
@@ -104,7 +106,7 @@ def _run(home: Path, src: str | None, args: argparse.Namespace) -> dict[str, Any
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--old-src", required=True)
+    parser.add_argument("--old-src", required=True, type=old_source)
     parser.add_argument("--home", required=True, type=Path)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--processes", type=int, default=1)
@@ -142,4 +144,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    script(main)

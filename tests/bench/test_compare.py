@@ -15,6 +15,7 @@ from whenever import TimeDelta
 
 from episteme.ledger import AssertionInput, Ledger
 from episteme.ledger.store import open_store
+from tests.bench.support import run_script
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -189,13 +190,35 @@ def test_compare_reads_refuses_options_that_would_do_nothing(tmp_path: Path) -> 
     ):
         out = subprocess.run(
             [
-                sys.executable, str(ROOT / "bench" / "compare_reads.py"), "--old-src", "x",
-                "--old-home", str(tmp_path), "--new-home", str(tmp_path), *args,
+                sys.executable, str(ROOT / "bench" / "compare_reads.py"), "--old-src",
+                str(ROOT / "src"), "--old-home", str(tmp_path), "--new-home", str(tmp_path), *args,
             ],
             capture_output=True, text=True, timeout=60, check=False,
         )  # fmt: skip
         assert out.returncode == 2
         assert why in out.stderr
+        assert "Traceback" not in out.stderr
+
+
+def test_a_wrong_old_source_or_a_failed_round_is_one_line(tmp_path: Path) -> None:
+    # A folder holding no episteme was taken: Python imported the installed version in
+    # its place, and the figures compared this version with itself.
+    for script, args, code, words in (
+        ("compare_reads.py", ["--old-src", str(tmp_path / "nope"), "--old-home", "a",
+                              "--new-home", "b"], 2, "holds no episteme package"),
+        ("compare_writes.py", ["--old-src", str(tmp_path), "--home", "a"], 2,
+         "holds no episteme package"),
+        ("sustained.py", ["--old-src", str(tmp_path), "--home", "a"], 2,
+         "holds no episteme package"),
+        ("cli_start.py", ["--old-src", str(tmp_path)], 2, "holds no episteme package"),
+        ("compare_reads.py", ["--old-src", str(ROOT / "src"), "--old-home",
+                              str(tmp_path / "none"), "--new-home", str(tmp_path / "none")], 1,
+         f"error: a round on {tmp_path / 'none'} failed: "),
+        ("diff_limit.py", [str(tmp_path / "none")], 1, "error: no ledger"),
+    ):  # fmt: skip
+        out = run_script(script, *args)
+        assert out.returncode == code, (script, out.stderr)
+        assert words in out.stderr, (script, out.stderr)
         assert "Traceback" not in out.stderr
 
 

@@ -393,7 +393,7 @@ class Reader(LearningReads, DiagnosisReads):
         ).fetchall()
         # what it superseded when it became approved (its subject's values, in that event)
         superseded: dict[int, list[str]] = {}
-        if rows:
+        if any(r[1] == Lifecycle.APPROVED for r in rows):
             for seq, other in self.conn.execute(
                 "SELECT v.seq, a.id FROM versions v JOIN assertions a ON a.rowid = v.arow"
                 " WHERE v.subject = ? AND v.cause = 'superseded' AND v.reason = ?"
