@@ -36,19 +36,23 @@ def positive(text: str) -> int:
 
 
 def p90(times: Sequence[float]) -> float:
-    """The 90th percentile (with few runs, the slowest but the top tenth)."""
-    return statistics.quantiles(times, n=10, method="inclusive")[-1] if len(times) > 1 else times[0]
+    """The 90th percentile (inclusive: with two runs, between them); nan with none."""
+    if len(times) < 2:
+        return times[0] if times else float("nan")
+    return statistics.quantiles(times, n=10, method="inclusive")[-1]
 
 
 def script(main: Callable[[], None]) -> None:
     """Run a script's `main`, ending on a library error or a failed step with its message
-    on one line and exit code 2 (1 for a failed step)."""
+    on one line: exit code 2 for a library error about what was given (as the CLI), 1
+    for the world's (a database away) and for a failed step."""
     from episteme.errors import EpistemeError
 
     try:
         main()
     except EpistemeError as exc:
-        sys.exit(f"error: {exc.message}")
+        print(f"error: {exc.message}", file=sys.stderr)
+        sys.exit(exc.exit_code)
     except StepFailed as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(1)

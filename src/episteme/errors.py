@@ -34,8 +34,13 @@ from collections.abc import Iterator
 
 TOKEN_PREFIX = "ep_"
 """How every bearer token begins (`episteme.ledger.access.new_secret`)."""
-_START = r"(?<![A-Za-z0-9_\-])" + re.escape(TOKEN_PREFIX)
-"""Where a token starts: its prefix, not inside a word (`keep_alive`, `step_build_…`)."""
+_START = (
+    r"(?:(?<![A-Za-z0-9_\-])|(?<=\\[abfnrtv])|(?<=\\x[0-9a-fA-F]{2})|(?<=\\u[0-9a-fA-F]{4}))"
+    + re.escape(TOKEN_PREFIX)
+)
+"""Where a token starts: its prefix, not inside a word (`keep_alive`, `step_build_…`), or
+right after an escape sequence (JSON's or Python's `\\n`, `\\u001f`, as a repr or a JSON
+text writes a newline or a control character before it)."""
 _SECRET_LIKE = re.compile(_START + r"[A-Za-z0-9_\-]{8,}")
 """A token, or the start of one."""
 _TOKEN = re.compile(_START + r"[A-Za-z0-9_\-]{43}(?![A-Za-z0-9_\-])")

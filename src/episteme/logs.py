@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 from episteme.errors import hide_secrets
@@ -19,19 +20,55 @@ PLAIN = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
 class HideSecrets(logging.Filter):
-    """Masks anything shaped like a bearer token in a record's message, traceback and
-    stack, before any handler formats it (the record is changed in place, so that every
-    handler after this one writes the masked text too)."""
+    """Masks anything shaped like a bearer token in a record before any handler formats
+    it: its message and each of its arguments (kept as arguments, so that a formatter
+    that reads them, as uvicorn's access log does, still finds them), its traceback and
+    stack. The record is changed in place, so that every handler after this one writes
+    the masked text too; a record this cannot read is let through as it is, for the
+    logging module to report as it reports any malformed record."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        record.msg, record.args = hide_secrets(record.getMessage()), None
-        if record.exc_info and not record.exc_text:
-            record.exc_text = logging.Formatter().formatException(record.exc_info)
-        if record.exc_text:
-            record.exc_text = hide_secrets(record.exc_text)
-        if record.stack_info:
-            record.stack_info = hide_secrets(record.stack_info)
+        try:
+            if isinstance(record.msg, str):
+                record.msg = hide_secrets(record.msg)
+            if isinstance(record.args, tuple):
+                record.args = tuple(_masked(a) for a in record.args)
+            elif isinstance(record.args, Mapping):
+                record.args = {k: _masked(v) for k, v in record.args.items()}
+            if record.exc_info and not record.exc_text:
+                record.exc_text = logging.Formatter().formatException(record.exc_info)
+            if record.exc_text:
+                record.exc_text = hide_secrets(record.exc_text)
+            if record.stack_info:
+                record.stack_info = hide_secrets(record.stack_info)
+        except Exception:  # never the caller's failure: a log line is not worth a request
+            pass
         return True
+
+
+def _masked(value: object) -> object:
+    """An argument of a log record, masked as it will be written: a string as it is, a
+    number as it is (for `%d`), anything else as its text and its repr (`%s`, `%r`)."""
+    if isinstance(value, str):
+        return hide_secrets(value)
+    if value is None or isinstance(value, int | float):
+        return value
+    return _Shown(hide_secrets(str(value)), hide_secrets(repr(value)))
+
+
+class _Shown:
+    """An argument written as it was, masked: `%s` gives its text and `%r` its repr."""
+
+    __slots__ = ("_repr", "_text")
+
+    def __init__(self, text: str, shown: str) -> None:
+        self._text, self._repr = text, shown
+
+    def __str__(self) -> str:
+        return self._text
+
+    def __repr__(self) -> str:
+        return self._repr
 
 
 def install(fmt: str | None = None) -> None:

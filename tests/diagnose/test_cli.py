@@ -224,6 +224,19 @@ def test_the_approval_is_not_asked_of_someone_who_cannot_give_it(
         assert line.endswith(f"(approving it needs {needs})")
 
 
+def test_an_admin_is_asked_as_an_approver_is(
+    cli: Cli, solo: tuple[str, str], tmp_path: Path
+) -> None:
+    url, _ = solo
+    with Ledger.open(tmp_path / "solo") as ledger:
+        admin, _ = ledger.issue_token("root", ["admin"], by="admin")
+    r = cli("diagnose", "db timeouts", "--ask", "--server", url, "--token", admin,
+            home_arg=False, stdin="d\nnot now\n")  # fmt: skip
+    assert r.code == 0, r.err
+    assert "approve [a]ll, a [s]ubset, or [d]eny?" in r.out
+    assert "denied s_" in r.out
+
+
 def test_an_answer_that_never_comes_is_one_line(cli: Cli, solo: tuple[str, str]) -> None:
     url, token = solo
     r = cli("diagnose", "db timeouts", "--ask", "--server", url, "--token", token,

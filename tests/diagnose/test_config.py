@@ -62,6 +62,10 @@ def test_a_file_is_laid_over_the_defaults_key_by_key(tmp_path: Path) -> None:
         ({"self_approval": "maybe"}, "self_approval"),
         ({"specialists": {"cloud": {"prod": {"secrets": {}}}}}, "secrets"),
         ({"approval_ttlS": 5}, "approval_ttlS"),
+        # a secret where no key takes it, or of a type a key does not take: not quoted
+        ({"specialists": {"database": {"prod": {"password": "eyJ-pasted"}}}}, "password"),
+        ({"specialists": {"database": {"prod": {"credentials": {"password": 7319}}}}}, "password"),
+        ({"password": "eyJ-pasted"}, "password"),
     ],
 )
 def test_a_bad_file_is_one_line_that_never_shows_a_pasted_secret(
@@ -74,3 +78,4 @@ def test_a_bad_file_is_one_line_that_never_shows_a_pasted_secret(
     assert words in message
     assert "\n" not in message
     assert "eyJ-pasted" not in message
+    assert "7319" not in message

@@ -256,6 +256,17 @@ async def test_a_source_that_cannot_be_reached_beside_one_that_could_is_a_findin
 
 
 @pytest.mark.anyio
+async def test_a_source_that_answered_with_nothing_still_counts_as_read(loki: FakeLoki) -> None:
+    # A Prometheus with every target up and no check finds nothing; beside it an
+    # unreachable Loki made the whole specialist an error.
+    loki.answer({"status": "success", "data": {"resultType": "vector", "result": []}})
+    down = f"http://127.0.0.1:{free_port()}"
+    found = await observability.run(context(prometheus_url=loki.url, loki_url=down, logql="x"))
+    assert codes(found) == ["logs.unavailable"]
+    assert found[0].claim.startswith(f"Could not read loki: cannot reach Loki at {down}")
+
+
+@pytest.mark.anyio
 async def test_log_lines_are_scrubbed_before_they_are_grouped(tmp_path: Path) -> None:
     # Grouping turns digits into '#': a password in a log line was no longer the value
     # the engine scrubs afterwards, and went on as CANARY-#f#a#c.

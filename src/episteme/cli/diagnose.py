@@ -23,6 +23,7 @@ from rich.table import Table
 
 from episteme.cli.common import Json, app, emit, next_page, page_option, state
 from episteme.errors import InvalidInput
+from episteme.ledger.access import Op
 from episteme.timeutil import show
 
 if TYPE_CHECKING:
@@ -157,7 +158,7 @@ def _ask(console: Console, sid: str, refs: list[str]) -> tuple[str, list[str] | 
 
 def _cannot_approve(client: Client, waiting: dict[str, Any]) -> str | None:
     """Why the caller, who started the session, cannot approve it, if they cannot."""
-    if "approver" not in client.whoami().roles:
+    if not client.whoami().allows(Op.APPROVE_CREDENTIALS):  # approver, or admin
         return "the approver role"
     if not waiting.get("self_approval", False):
         return "someone else: this server does not let a requester approve their own session"

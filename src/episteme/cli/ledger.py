@@ -165,11 +165,13 @@ def _review(
 ) -> None:
     with open_ledger(ctx, home) as ledger:
         a = getattr(ledger, verb)(ref, by=by, reason=reason)
-        if as_json:
-            displaced = []
-        else:  # the subject's earlier approved values this move superseded, if any
+        displaced = []
+        if not as_json and verb == "approve":  # the values this approval superseded
             [blamed] = ledger.blame(a.id)
-            displaced = [ledger.get(i) for i in blamed.history[-1].superseded]
+            # the one move to approved from proposed, whatever moved the assertion since
+            for v in blamed.history:
+                if v.lifecycle == Lifecycle.APPROVED and v.prev_lifecycle == Lifecycle.PROPOSED:
+                    displaced = [ledger.get(i) for i in v.superseded]
     if not emit(ctx, as_json, a):
         console = state(ctx).console
         console.print(

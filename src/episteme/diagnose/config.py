@@ -102,7 +102,9 @@ class DiagnosisConfig(BaseModel):
             layer = _File.model_validate_json(text)
             given = cls.model_validate(layer.model_extra or {})
         except ValidationError as exc:
-            raise InvalidInput(f"EPISTEME_DIAGNOSIS_CONFIG {path}: {describe(exc)}") from None
+            # what was given is not quoted: it may be a secret written where it does not go
+            problem = describe(exc, shown=False)
+            raise InvalidInput(f"EPISTEME_DIAGNOSIS_CONFIG {path}: {problem}") from None
         merged = _defaults()
         for name, envs in layer.specialists.items():
             mine = merged.setdefault(name, {})

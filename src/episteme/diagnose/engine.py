@@ -608,17 +608,17 @@ class DiagnosisEngine:
         )
         started = time.monotonic()
         error = None
-        found: list[Finding] = []
+        kept: list[Finding] = []
         try:
             found = await asyncio.wait_for(
                 self.specialists[name](ctx), self.config.specialist_timeout_s
             )
+            # scrubbed before they are cut: a secret cut in two would be half shown
+            kept = [cap(redact.finding(f)) for f in found[:MAX_FINDINGS]]
         except TimeoutError:
             error = f"no answer within {self.config.specialist_timeout_s:g} s"
         except Exception as exc:  # one specialist failing does not sink the others
             error = redact(str(exc) or type(exc).__name__)
-        # scrubbed before they are cut: a secret cut in two would be half shown
-        kept = [cap(redact.finding(f)) for f in found[:MAX_FINDINGS]]
         await self._emit(
             sid,
             "specialist_complete",

@@ -50,16 +50,18 @@ secret store with the rest, and said in messages ("cannot connect to PostgreSQL 
 db-1:5432 (database app, user app)"), so not scrubbed; scrubbing them blanked every
 "app" inside "approved" and "apps", and the blanks said what the value was."""
 
-PARTIAL = 4
-"""The shortest start of a secret taken for one where a text ends (a text cut short)."""
+PARTIAL = 6
+"""The shortest start of a secret taken for one where a text was cut short (it ends in
+an ellipsis)."""
 
 
 class Redactor:
     """Scrubs secret values out of text: each value wherever it appears whole (a run of
     white space in it matching any other, as in text put on one line; or as a JSON
-    string escapes it), and the start of one (`PARTIAL` characters or more) where a text
-    ends, with or without an ellipsis (text cut short). Call it on a string; `finding`
-    scrubs every string of a finding, its keys included."""
+    string escapes it), and the start of one (`PARTIAL` characters or more) just before
+    the ellipsis of a text cut short. Call it on a string; `finding` scrubs what a
+    finding says (its claim, its evidence, keys included, and its query), not the names
+    that file it (specialist, code, severity, tool, reference)."""
 
     MARK = "[redacted]"
 
@@ -76,7 +78,9 @@ class Redactor:
         if self._whole is None:
             return text
         text = self._whole.sub(self.MARK, text)
-        body = text.rstrip("…. ")
+        if not text.rstrip().endswith(("…", "...")):
+            return text
+        body = text.rstrip().removesuffix("…").removesuffix("...").rstrip()
         for value in self._values:
             start = value[:PARTIAL]
             at = body.find(start, max(0, len(body) - len(value) + 1))
@@ -89,7 +93,13 @@ class Redactor:
     def finding(self, finding: Finding) -> Finding:
         if self._whole is None:
             return finding
-        return Finding.model_validate(self._walk(finding.model_dump(mode="json")))
+        return finding.model_copy(
+            update={
+                "claim": self(finding.claim),
+                "evidence": self._walk(finding.evidence),
+                "query": None if finding.query is None else self(finding.query),
+            }
+        )
 
     def _walk(self, value: Any) -> Any:
         if isinstance(value, str):

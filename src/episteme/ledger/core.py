@@ -787,9 +787,11 @@ class Ledger(Learning, Tokens):
             lambda r: investigate.diff(r, prefix, since, until, limit, cursor)
         )
 
-    def blame(self, ref: str) -> list[Blame]:
-        """Who introduced an assertion (by id) or each assertion on a subject."""
-        return self.store.reading(lambda r: investigate.blame(r, ref))
+    def blame(self, ref: str, *, superseded: bool = True) -> list[Blame]:
+        """Who introduced an assertion (by id) or each assertion on a subject, and every
+        move since; with `superseded`, what each approval superseded (one statement more
+        for each assertion that was approved)."""
+        return self.store.reading(lambda r: investigate.blame(r, ref, superseded))
 
     def trace(self, ref: str) -> Trace:
         """Decision or query → queries → assertions → agents, sources, epochs."""

@@ -109,7 +109,7 @@ def _looks_like_id(ref: str) -> bool:
     return len(ref) >= 4 and set(ref.lower()) <= _HEX
 
 
-def blame(r: StoreReader, ref: str) -> list[Blame]:
+def blame(r: StoreReader, ref: str, superseded: bool = True) -> list[Blame]:
     targets: list[Assertion]
     if ref[:2] in ("q_", "d_", "x_", "c_"):
         raise InvalidInput(
@@ -133,7 +133,7 @@ def blame(r: StoreReader, ref: str) -> list[Blame]:
         out.append(
             Blame(
                 assertion=a,
-                history=r.versions(a.id),
+                history=r.versions(a.id, superseded=superseded),
                 corrections=r.corrections_of(a.id),
                 epoch=epoch,
                 derived_from=r.assertions(list(a.derived_from)),

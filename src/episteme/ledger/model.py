@@ -383,12 +383,13 @@ def parse_assertion(data: Any, *, where: str = "assertion") -> AssertionInput:
         raise InvalidInput(f"invalid {where}: {describe(exc)}", field=_loc(exc)) from None
 
 
-def describe(exc: ValidationError) -> str:
-    """The first validation problem of `exc` as one line: ``confidence: must be <= 1``."""
+def describe(exc: ValidationError, *, shown: bool = True) -> str:
+    """The first validation problem of `exc` as one line: ``confidence: must be <= 1``;
+    with what was given unless not `shown` (a file that may hold a secret)."""
     err = exc.errors()[0]
     loc = ".".join(str(p) for p in err["loc"]) or "input"
     given = err.get("input")
-    if isinstance(given, str | int | float | bool) and err["type"] != "missing":
+    if shown and isinstance(given, str | int | float | bool) and err["type"] != "missing":
         loc += f" {quoted(given)}"
     msg = plain_message(err["msg"])
     more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""

@@ -40,7 +40,8 @@ class Version(BaseModel):
     cause: str
     superseded: list[str] = Field(default_factory=list)
     """The assertions this one superseded as it became approved in this version's event:
-    the subject's earlier approved values (a single-valued subject holds one)."""
+    the subject's earlier approved values (a single-valued subject holds one). Filled in
+    by blame; empty where a version is read for anything else."""
 
 
 @dataclass(slots=True)

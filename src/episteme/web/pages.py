@@ -138,7 +138,7 @@ def _timeline(ledger: Ledger, subject: str, moment: Instant | None) -> tuple[lis
     """The newest `HISTORY` moves of the subject and those under it, and how many
     there are in all."""
     try:
-        blamed = ledger.blame(subject)
+        blamed = ledger.blame(subject, superseded=False)  # each move is shown on its own
     except NotFound:
         return [], 0
     out = [

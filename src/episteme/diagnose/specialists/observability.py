@@ -104,7 +104,7 @@ async def run(ctx: SpecialistContext) -> list[Finding]:
             raise result
         else:
             findings += result
-    if failures and not findings:
+    if len(failures) == len(results):  # none could be read (one that could may find nothing)
         raise SpecialistError("; ".join(f.message for _, f in failures))
     # what the other sources found stands; a source that could not be read is said
     for (kind, tool), failure in failures:

@@ -384,7 +384,7 @@ class Reader(LearningReads, DiagnosisReads):
             found += frontier
         return self.assertions(found)
 
-    def versions(self, assertion_id: str) -> list[Version]:
+    def versions(self, assertion_id: str, *, superseded: bool = False) -> list[Version]:
         rows = self.conn.execute(
             "SELECT seq, lifecycle, confidence, tx_from, tx_to, prev_lifecycle, actor, reason,"
             f" cause, subject FROM versions v WHERE arow = ({_AROW})"
@@ -392,15 +392,15 @@ class Reader(LearningReads, DiagnosisReads):
             (assertion_id,),
         ).fetchall()
         # what it superseded when it became approved (its subject's values, in that event)
-        superseded: dict[int, list[str]] = {}
-        if any(r[1] == Lifecycle.APPROVED for r in rows):
+        displaced: dict[int, list[str]] = {}
+        if superseded and any(r[1] == Lifecycle.APPROVED for r in rows):
             for seq, other in self.conn.execute(
                 "SELECT v.seq, a.id FROM versions v JOIN assertions a ON a.rowid = v.arow"
                 " WHERE v.subject = ? AND v.cause = 'superseded' AND v.reason = ?"
                 " ORDER BY v.seq, a.id",
                 (rows[0][9], f"superseded by {assertion_id}"),
             ):
-                superseded.setdefault(seq, []).append(other)
+                displaced.setdefault(seq, []).append(other)
         return [
             Version.model_construct(
                 seq=r[0],
@@ -412,7 +412,7 @@ class Reader(LearningReads, DiagnosisReads):
                 actor=r[6],
                 reason=r[7],
                 cause=r[8],
-                superseded=superseded.get(r[0], []) if r[1] == Lifecycle.APPROVED else [],
+                superseded=displaced.get(r[0], []) if r[1] == Lifecycle.APPROVED else [],
             )
             for r in rows
         ]

@@ -1,0 +1,116 @@
+"""What keeps a secret out of text: a bearer token's shape (`episteme.errors`), the log
+filter (`episteme.logs`) and the diagnosis scrubber (`episteme.diagnose.findings`)."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+from collections.abc import Iterator
+
+import pytest
+
+from episteme.diagnose.findings import Finding, Redactor
+from episteme.errors import hide_secrets, hide_tokens, holds_token
+from episteme.logs import HideSecrets
+
+TOKEN = "ep_" + "Zq3-_x" * 7 + "a"  # the prefix and 43 URL-safe characters
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        f"name {TOKEN}",
+        json.dumps({"m": "x\n" + TOKEN}),  # after JSON's \n, the n is no word
+        repr("x\t" + TOKEN),  # after a repr's \t
+        json.dumps({"m": "x\x1f" + TOKEN}),  # after \u001f
+        repr("x\x1f" + TOKEN),  # after \x1f
+    ],
+)
+def test_a_token_is_found_after_an_escape_sequence(text: str) -> None:
+    assert TOKEN in text
+    assert holds_token(text)  # refused where it would be recorded
+    assert TOKEN[3:] not in hide_tokens(text)
+    assert TOKEN[3:] not in hide_secrets(text)
+
+
+def test_a_word_that_holds_the_prefix_is_not_a_token() -> None:
+    for word in ("keep_alive_timeout", "step_" + "a" * 43, "deep_" + "b" * 43):
+        assert not holds_token(word)
+        assert hide_secrets(word) == word
+
+
+@pytest.fixture
+def logged() -> Iterator[tuple[logging.Logger, io.StringIO]]:
+    out = io.StringIO()
+    handler = logging.StreamHandler(out)
+    handler.addFilter(HideSecrets())
+    log = logging.getLogger("tests.masking")
+    log.addHandler(handler)
+    log.propagate = False
+    try:
+        yield log, out
+    finally:
+        log.removeHandler(handler)
+
+
+def test_the_log_filter_masks_messages_arguments_and_tracebacks(
+    logged: tuple[logging.Logger, io.StringIO],
+) -> None:
+    log, out = logged
+    log.warning("name %r, error %s, count %d, %s", "x\n" + TOKEN, ValueError(TOKEN), 3, TOKEN)
+    try:
+        raise RuntimeError(f"boom {TOKEN}")
+    except RuntimeError:
+        log.exception("failed")
+    written = out.getvalue()
+    assert TOKEN[3:] not in written
+    assert "name 'x\\nep_…', error ep_…, count 3, ep_…" in written
+    assert "RuntimeError: boom ep_…" in written
+
+
+def test_the_log_filter_keeps_a_records_arguments_for_formatters_that_read_them(
+    logged: tuple[logging.Logger, io.StringIO],
+) -> None:
+    # uvicorn's access formatter unpacks the record's arguments: they were set to None
+    record = logging.LogRecord(
+        "a", logging.INFO, "f", 1, '%s - "%s %s"', ("1.2.3.4", "GET", f"/v1/blame/{TOKEN}"), None
+    )
+    assert HideSecrets().filter(record)
+    client, method, path = record.args  # type: ignore[misc]
+    assert (client, method, path) == ("1.2.3.4", "GET", "/v1/blame/ep_…")
+
+
+def test_a_malformed_log_call_is_not_raised_into_its_caller(
+    logged: tuple[logging.Logger, io.StringIO], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The filter raised TypeError into the caller; now the record reaches the handler,
+    # which deals with it as with any malformed record (the test runner makes that a
+    # failure unless the logging module is told to stay quiet)
+    log, out = logged
+    monkeypatch.setattr(logging, "raiseExceptions", False)
+    log.warning("value %d", "x")
+    log.warning("next %s", "line")
+    assert out.getvalue() == "next line\n"
+
+
+def _finding(**said: object) -> Finding:
+    base: dict[str, object] = {
+        "specialist": "database",
+        "code": "db.connections",
+        "severity": "info",
+        "claim": "",
+        "tool": "psycopg",
+    }
+    return Finding.model_validate(base | said)
+
+
+def test_the_scrubber_blanks_a_cut_secret_only_where_a_text_was_cut() -> None:
+    scrub = Redactor(["postgres-Pa55word!", "info2024!x", "database-Pw-2024"])
+    assert scrub("password=postgres-Pa…") == "password=[redacted]…"
+    assert scrub("password=postgres-Pa55word! rejected") == "password=[redacted] rejected"
+    # a text that merely ends with the start of one is not cut: kept
+    assert scrub("login failed for user postgres") == "login failed for user postgres"
+    # what files a finding is not scrubbed: a value that starts as they do breaks nothing
+    found = scrub.finding(_finding(claim="severity info", query="SELECT 1"))
+    assert (found.specialist, found.severity, found.claim) == ("database", "info", "severity info")
