@@ -11,8 +11,8 @@ from collections.abc import Iterator
 import pytest
 
 from episteme.diagnose.findings import Finding, Redactor
-from episteme.errors import hide_secrets, hide_tokens, holds_token
-from episteme.logs import HideSecrets
+from episteme.errors import InvalidInput, NotFound, hide_secrets, hide_tokens, holds_token
+from episteme.logs import HideSecrets, uvicorn_config
 
 TOKEN = "ep_" + "Zq3-_x" * 7 + "a"  # the prefix and 43 URL-safe characters
 
@@ -25,6 +25,7 @@ TOKEN = "ep_" + "Zq3-_x" * 7 + "a"  # the prefix and 43 URL-safe characters
         repr("x\t" + TOKEN),  # after a repr's \t
         json.dumps({"m": "x\x1f" + TOKEN}),  # after \u001f
         repr("x\x1f" + TOKEN),  # after \x1f
+        f"Authorization:%20Bearer%20{TOKEN}",  # a header pasted from a URL
     ],
 )
 def test_a_token_is_found_after_an_escape_sequence(text: str) -> None:
@@ -114,3 +115,21 @@ def test_the_scrubber_blanks_a_cut_secret_only_where_a_text_was_cut() -> None:
     # what files a finding is not scrubbed: a value that starts as they do breaks nothing
     found = scrub.finding(_finding(claim="severity info", query="SELECT 1"))
     assert (found.specialist, found.severity, found.claim) == ("database", "info", "severity info")
+
+
+def test_every_handler_of_the_servers_logging_hides_secrets() -> None:
+    # the application's own loggers reached only Python's last-resort handler, which
+    # filters nothing
+    config = uvicorn_config()
+    assert config["filters"]["secrets"]["()"] == "episteme.logs.HideSecrets"
+    assert all(h["filters"] == ["secrets"] for h in config["handlers"].values())
+    assert config["root"]["handlers"] == ["episteme"]
+    assert {"uvicorn", "uvicorn.error", "uvicorn.access"} <= set(config["loggers"])
+
+
+def test_an_error_quotes_a_long_value_by_its_start_and_its_length() -> None:
+    # 500 KB sent as a time, an id or an argument's name came back whole in the error
+    said = InvalidInput(f"cannot read time {'x' * 500_000!r}: use RFC 3339").message
+    assert said == f"cannot read time '{'x' * 60}…' (500,000 characters): use RFC 3339"
+    short = f"no assertion with id {'a' * 64!r}"
+    assert NotFound(short).message == short  # a whole id stays whole

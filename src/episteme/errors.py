@@ -35,12 +35,13 @@ from collections.abc import Iterator
 TOKEN_PREFIX = "ep_"
 """How every bearer token begins (`episteme.ledger.access.new_secret`)."""
 _START = (
-    r"(?:(?<![A-Za-z0-9_\-])|(?<=\\[abfnrtv])|(?<=\\x[0-9a-fA-F]{2})|(?<=\\u[0-9a-fA-F]{4}))"
-    + re.escape(TOKEN_PREFIX)
+    r"(?:(?<![A-Za-z0-9_\-])|(?<=\\[abfnrtv])|(?<=\\x[0-9a-fA-F]{2})|(?<=\\u[0-9a-fA-F]{4})"
+    r"|(?<=%[0-9a-fA-F]{2}))" + re.escape(TOKEN_PREFIX)
 )
 """Where a token starts: its prefix, not inside a word (`keep_alive`, `step_build_…`), or
 right after an escape sequence (JSON's or Python's `\\n`, `\\u001f`, as a repr or a JSON
-text writes a newline or a control character before it)."""
+text writes a newline or a control character before it) or a percent-encoded character
+(`Bearer%20ep_…`, a header pasted from a URL)."""
 _SECRET_LIKE = re.compile(_START + r"[A-Za-z0-9_\-]{8,}")
 """A token, or the start of one."""
 _TOKEN = re.compile(_START + r"[A-Za-z0-9_\-]{43}(?![A-Za-z0-9_\-])")
@@ -66,6 +67,20 @@ def hide_tokens(text: str) -> str:
     return _TOKEN.sub(TOKEN_PREFIX + "…", text) if TOKEN_PREFIX in text else text
 
 
+_LONG_QUOTE = re.compile(r"'(?:[^'\\\n]|\\.){200,}'" + r'|"(?:[^"\\\n]|\\.){200,}"')
+"""A value quoted in a message (as `{value!r}` writes it) of 200 characters or more."""
+
+
+def _bounded(message: str) -> str:
+    """`message` with each long quoted value cut to its start and its length: a message
+    that quotes what was sent (a time, an id, a name) never carries back a megabyte."""
+    if len(message) < 200:
+        return message
+    return _LONG_QUOTE.sub(
+        lambda m: f"{m[0][:61]}…{m[0][0]} ({len(m[0]) - 2:,} characters)", message
+    )
+
+
 class EpistemeError(Exception):
     """Base of every error Episteme raises on purpose. Its message and field never hold
     a token: one quoted from the input is masked here, for every surface at once (the
@@ -76,7 +91,7 @@ class EpistemeError(Exception):
     title: str = "Episteme error"
 
     def __init__(self, message: str, *, field: str | None = None) -> None:
-        message = hide_secrets(message)
+        message = _bounded(hide_secrets(message))
         super().__init__(message)
         self.message = message
         self.field = None if field is None else hide_secrets(field)

@@ -19,7 +19,7 @@ import contextlib
 import contextvars
 import inspect
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated, Any, Self, TypeVar
 
@@ -29,8 +29,19 @@ from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ResourceError, ToolError
 from mcp.server.stdio import stdio_server
 from mcp.server.transport_security import TransportSecuritySettings
+from mcp.shared.exceptions import MCPError
 from mcp.shared.message import SessionMessage
-from mcp.types import CallToolResult, InputRequiredResult, ToolAnnotations, jsonrpc_message_adapter
+from mcp.types import (
+    INVALID_PARAMS,
+    INVALID_REQUEST,
+    PARSE_ERROR,
+    CallToolResult,
+    ErrorData,
+    InputRequiredResult,
+    JSONRPCError,
+    ToolAnnotations,
+    jsonrpc_message_adapter,
+)
 from mcp.types import Tool as MCPTool
 from pydantic import BaseModel, Field, JsonValue, ValidationError
 from starlette.requests import Request
@@ -65,10 +76,11 @@ from episteme.ledger.model import (
     dump,
     parse_assertion,
 )
+from episteme.text import quoted
 from episteme.timeutil import parse_time, rfc3339
 
 if TYPE_CHECKING:
-    from mcp.shared._stream_protocols import WriteStream
+    from mcp.shared._stream_protocols import ReadStream, WriteStream
 
     from episteme.api.metrics import Metrics
 
@@ -281,7 +293,7 @@ class _Server(MCPServer):
         unknown = [key for key in arguments if key not in takes]
         if unknown:
             raise ToolError(
-                f"Error executing tool {name}: unknown argument {hide_secrets(unknown[0])!r}:"
+                f"Error executing tool {name}: unknown argument {quoted(hide_secrets(unknown[0]))}:"
                 f" {name} takes {', '.join(takes)}"
             )
         reset = _CALLER.set(who)
@@ -295,14 +307,94 @@ class _Server(MCPServer):
         finally:
             _CALLER.reset(reset)
 
+    async def get_prompt(
+        self, name: str, arguments: dict[str, Any] | None = None, context: Any = None
+    ) -> Any:
+        # this server has no prompts: an unknown name is the caller's mistake, answered as
+        # one (the SDK answers code 0 and logs a traceback with the name each time)
+        raise MCPError(
+            code=INVALID_PARAMS,
+            message=f"no prompt named {quoted(hide_secrets(name))}: this server has no prompts;"
+            " its tools and resources are listed by tools/list and resources/list",
+        )
+
     async def run_stdio_async(self) -> None:
-        # the SDK's, with every message masked on its way out (`_Masked`)
+        # the SDK's, with every message masked on its way out (`_Masked`) and a line that
+        # is no message answered (`_Answering`)
         low = self._lowlevel_server
         async with stdio_server() as (read, write):
-            await low.run(read, _Masked(write), low.create_initialization_options())
+            out = _Masked(write)
+            await low.run(_Answering(read, out), out, low.create_initialization_options())
 
 
-class _Masked:
+class _Through:
+    """A stream of the SDK's wrapped: what it does not change passes through."""
+
+    _stream: Any
+
+    async def aclose(self) -> None:
+        await self._stream.aclose()
+
+    async def __aenter__(self) -> Self:
+        await self._stream.__aenter__()
+        return self
+
+    async def __aexit__(self, *exc: Any) -> bool | None:
+        result: bool | None = await self._stream.__aexit__(*exc)
+        return result
+
+
+class _Answering(_Through):
+    """The stdio server's way in, answering a line that is not a JSON-RPC message as
+    JSON-RPC 2.0 asks (-32700 for a line that is not JSON, -32600 for one that is no
+    request, with its id where it has a readable one): the SDK dropped such a line, and
+    a client waiting for its answer waited for ever. Over HTTP the SDK answers them."""
+
+    def __init__(self, stream: ReadStream[SessionMessage | Exception], out: _Masked) -> None:
+        self._stream, self._out = stream, out
+
+    def __aiter__(self) -> Self:
+        return self
+
+    async def __anext__(self) -> SessionMessage | Exception:
+        return await self._answered(self._stream.__anext__)
+
+    async def receive(self) -> SessionMessage | Exception:
+        return await self._answered(self._stream.receive)
+
+    async def _answered(
+        self, get: Callable[[], Awaitable[SessionMessage | Exception]]
+    ) -> SessionMessage | Exception:
+        """The next message, each line that was none before it answered."""
+        while True:
+            item = await get()
+            if not isinstance(item, ValidationError):
+                return item
+            await self._out.send(SessionMessage(_refusal(item)))
+
+
+def _refusal(exc: ValidationError) -> JSONRPCError:
+    """The answer to a line the SDK could not read as a message."""
+    errors = exc.errors()
+    if errors and errors[0]["type"] == "json_invalid":
+        return JSONRPCError(
+            jsonrpc="2.0",
+            id=None,
+            error=ErrorData(code=PARSE_ERROR, message="Parse error: the line is not JSON"),
+        )
+    given: dict[str, Any] = next(
+        (e["input"] for e in errors if isinstance(e.get("input"), dict)), {}
+    )
+    ident = given.get("id")
+    readable = type(ident) is int or isinstance(ident, str)
+    return JSONRPCError(
+        jsonrpc="2.0",
+        id=ident if readable else None,
+        error=ErrorData(code=INVALID_REQUEST, message=NOT_JSONRPC_LINE),
+    )
+
+
+class _Masked(_Through):
     """The stdio server's way out, masking any whole bearer token in a message: the
     SDK's errors quote what the client sent (an unknown method's or prompt's name), and
     what is pasted in the wrong place may be someone's secret. Over HTTP, `_Replies`
@@ -318,16 +410,6 @@ class _Masked:
             message = jsonrpc_message_adapter.validate_json(masked, by_name=False)
             item = SessionMessage(message, metadata=item.metadata)
         await self._stream.send(item)
-
-    async def aclose(self) -> None:
-        await self._stream.aclose()
-
-    async def __aenter__(self) -> Self:
-        await self._stream.__aenter__()
-        return self
-
-    async def __aexit__(self, *exc: Any) -> bool | None:
-        return await self._stream.__aexit__(*exc)
 
 
 def build_server(
@@ -493,7 +575,10 @@ def build_server(
         ] = "approved",
         at: Annotated[
             str | None,
-            Field(description="read as of this time: RFC 3339 (2026-11-21T21:00:00Z) or '6h ago'"),
+            Field(
+                description="read as of this time: RFC 3339 (2026-11-21T21:00:00Z) or '6h ago'",
+                max_length=64,
+            ),
         ] = None,
         context: Annotated[
             dict[str, JsonValue] | None,
@@ -839,6 +924,10 @@ class _Replies:
         await problem(self.status, title, detail, None)(self.scope, self.receive, self.send)
 
 
+NOT_JSONRPC_LINE = (
+    "the line is not a JSON-RPC 2.0 message: an MCP client writes one object a line, with"
+    ' "jsonrpc": "2.0", a "method" and its "params", and an "id" for a request'
+)
 NOT_JSONRPC = (
     "the body is not a JSON-RPC 2.0 message: an MCP client POSTs an object with"
     ' "jsonrpc": "2.0", a "method" and its "params", and an "id" for a request'

@@ -419,6 +419,8 @@ def test_health_says_why_the_store_is_unavailable(relayed: tuple[Relay, str]) ->
         ("postgresql://ops@[::1/ledger?password=Canary7", "not a PostgreSQL URL"),
         ("postgresql://ops@127.0.0.1/ledger?password=Canary7%zz", "invalid percent-encoded"),
         ("postgresql://ops@127.0.0.1/ledger?password=Can%20ary7&x", "not a PostgreSQL URL"),
+        # both: it said the password was not percent-encoded
+        ("postgresql://ops:Canary7@127.0.0.1/ledger?password=ary7", "gives a password twice"),
     ],
 )
 def test_a_password_written_wrongly_is_never_shown(

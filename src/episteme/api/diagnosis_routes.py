@@ -214,7 +214,7 @@ def build(prefix: str) -> APIRouter:
         summary="Delete a session and its events (approver)",
     )
     async def delete(
-        id: SessionId, request: Request, who: Principal = Caller(Op.APPROVE_CREDENTIALS)
+        id: SessionId, request: Request, who: Principal = Caller(Op.DELETE_SESSION)
     ) -> Response:
         await _engine(request).delete(id)
         return Response(status_code=204)

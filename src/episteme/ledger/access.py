@@ -64,6 +64,7 @@ class Op(StrEnum):
     WEBHOOKS = "webhooks"  # add, list and remove webhooks; see deliveries
     DIAGNOSE = "diagnose"  # open a diagnosis session, send alerts
     APPROVE_CREDENTIALS = "approve_credentials"  # approve or deny a session's credentials
+    DELETE_SESSION = "delete_session"  # remove a diagnosis session and its events
 
 
 PERMISSIONS: dict[Op, Role | None] = {
@@ -84,6 +85,7 @@ PERMISSIONS: dict[Op, Role | None] = {
     Op.WEBHOOKS: Role.ADMIN,
     Op.DIAGNOSE: Role.AGENT,
     Op.APPROVE_CREDENTIALS: Role.APPROVER,
+    Op.DELETE_SESSION: Role.APPROVER,
 }
 """The role each operation needs (a role that holds it will do); None: any role."""
 

@@ -176,6 +176,11 @@ def describe(url: str) -> str:
         for secret in sorted({g for g in given if g} | {unquote(g) for g in given if g}):
             why = why.replace(secret, "***")
         raise InvalidInput(f"not a PostgreSQL URL ({why})", field="db") from None
+    if typed is not None and re.search(r"[?&]password=", url):
+        raise InvalidInput(
+            "the URL gives a password twice, before the host and as ?password=: keep one",
+            field="db",
+        )
     if typed is not None and parts.get("password") != unquote(typed):
         # e.g. a / in it: libpq then reads the user as the host and the password's start
         # as the port, and the rest would show up in messages as the database's name
