@@ -60,6 +60,7 @@ from episteme.errors import (
     Forbidden,
     InvalidInput,
     Unauthenticated,
+    UserError,
     hide_secrets,
     hide_tokens,
 )
@@ -764,8 +765,12 @@ def build_server(
     )
     def subject_view(subject: str, ctx: Ctx) -> dict[str, Any]:
         caller(ctx, Op.READ, f"episteme://subjects/{subject}", ResourceError)
-        with _reported(ResourceError):
+        try:
             ans = ledger.answer(subject, lens="approved")
+        except UserError as exc:  # the caller's mistake (a subject that cannot be one)
+            raise MCPError(code=INVALID_PARAMS, message=exc.message) from None
+        except EpistemeError as exc:
+            raise ResourceError(exc.message) from exc
         return knowledge(ans).model_dump(mode="json")
 
     @server.resource(

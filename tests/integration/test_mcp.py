@@ -300,6 +300,10 @@ async def test_http_flow_acts_as_the_tokens_principal(served: Served, mode: str)
         lenses = await client.read_resource("episteme://lenses")
         assert isinstance(lenses.contents[0], TextResourceContents)
         assert '"consensus"' in lenses.contents[0].text
+        with pytest.raises(MCPError) as bad:  # the caller's mistake, not an internal error
+            await client.read_resource("episteme://subjects/" + "a" * 300)
+        assert bad.value.error.code == -32602
+        assert "at most 255 characters" in bad.value.error.message
     async with httpx2.AsyncClient(headers={"Authorization": f"Bearer {secret}"}) as http:
         scrape = (await http.get(f"{served.url}/metrics")).text
     assert 'episteme_queries_total{lens="latest"} 1.0' in scrape
