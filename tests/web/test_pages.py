@@ -593,6 +593,23 @@ def test_the_desk_approves_for_approvers_only(console: Console) -> None:
     assert console.get("/diagnosis/s_nope").status_code == 400
 
 
+def test_a_finished_session_says_its_conclusion_once(console: Console) -> None:
+    # without a model the narrative is the conclusion: the page said it twice
+    engine = console.client.app.state.diagnosis  # type: ignore[attr-defined]
+    portal = console.client.portal  # type: ignore[union-attr]
+    start = functools.partial(engine.start, "database connection failures", "prod",
+                              requester="agent-1")  # fmt: skip
+    session = portal.call(start)
+    portal.call(functools.partial(engine.approve, session.id, approver="oncall", refs=None,
+                                  reason="go"))  # fmt: skip
+    done = portal.call(engine.wait, session.id)
+    assert done.result is not None
+    console.sign_in("oncall")
+    page = text(console.get(f"/diagnosis/{session.id}"))
+    card = page.split("Root cause", 1)[1].split("Findings", 1)[0]  # the event log says it too
+    assert card.count(done.result.conclusion) == 1
+
+
 def test_a_specialist_that_needs_no_credential_is_on_the_session_page(console: Console) -> None:
     engine = console.client.app.state.diagnosis  # type: ignore[attr-defined]
     start = functools.partial(engine.start, "database connection failures and latency",
