@@ -6,13 +6,14 @@ from __future__ import annotations
 import io
 import json
 import logging
+import sys
 from collections.abc import Iterator
 
 import pytest
 
 from episteme.diagnose.findings import Finding, Redactor
 from episteme.errors import InvalidInput, NotFound, hide_secrets, hide_tokens, holds_token
-from episteme.logs import HideSecrets, uvicorn_config
+from episteme.logs import HideSecrets, QuietDisconnects, uvicorn_config
 
 TOKEN = "ep_" + "Zq3-_x" * 7 + "a"  # the prefix and 43 URL-safe characters
 
@@ -122,7 +123,8 @@ def test_every_handler_of_the_servers_logging_hides_secrets() -> None:
     # filters nothing
     config = uvicorn_config()
     assert config["filters"]["secrets"]["()"] == "episteme.logs.HideSecrets"
-    assert all(h["filters"] == ["secrets"] for h in config["handlers"].values())
+    assert config["filters"]["disconnects"]["()"] == "episteme.logs.QuietDisconnects"
+    assert all(h["filters"] == ["disconnects", "secrets"] for h in config["handlers"].values())
     assert config["root"]["handlers"] == ["episteme"]
     assert {"uvicorn", "uvicorn.error", "uvicorn.access"} <= set(config["loggers"])
 
@@ -133,3 +135,17 @@ def test_an_error_quotes_a_long_value_by_its_start_and_its_length() -> None:
     assert said == f"cannot read time '{'x' * 60}…' (500,000 characters): use RFC 3339"
     short = f"no assertion with id {'a' * 64!r}"
     assert NotFound(short).message == short  # a whole id stays whole
+
+
+def test_a_client_that_hung_up_is_not_logged_as_an_error() -> None:
+    from starlette.requests import ClientDisconnect
+
+    def record(exc: BaseException) -> logging.LogRecord:
+        try:
+            raise exc
+        except BaseException:
+            info = sys.exc_info()
+        return logging.LogRecord("mcp", logging.ERROR, "f", 1, "Error handling POST", (), info)
+
+    assert not QuietDisconnects().filter(record(ClientDisconnect()))
+    assert QuietDisconnects().filter(record(RuntimeError("a real one")))

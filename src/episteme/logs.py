@@ -46,6 +46,16 @@ class HideSecrets(logging.Filter):
         return True
 
 
+class QuietDisconnects(logging.Filter):
+    """Drops a record whose exception is a client hanging up before its request's body
+    arrived (the MCP SDK logs each as an error, with its traceback): the client's doing,
+    routine, and a caller could fill the log with them."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        failed = record.exc_info[1] if record.exc_info else None
+        return type(failed).__name__ != "ClientDisconnect"
+
+
 def _masked(value: object) -> object:
     """An argument of a log record, masked as it will be written: a string as it is, a
     number as it is (for `%d`), anything else as its text and its repr (`%s`, `%r`)."""
@@ -74,7 +84,7 @@ class _Shown:
 def install(fmt: str | None = None) -> None:
     """Give the root logger a handler on stderr if it has none (warnings and worse, in
     `fmt` or as the last-resort handler writes them: the message alone), and make every
-    handler it has hide secrets."""
+    handler it has hide secrets and leave out clients that hung up."""
     root = logging.getLogger()
     if not root.handlers:
         stderr = logging.StreamHandler()
@@ -82,8 +92,9 @@ def install(fmt: str | None = None) -> None:
         stderr.setFormatter(logging.Formatter(fmt))
         root.addHandler(stderr)
     for handler in root.handlers:
-        if not any(isinstance(f, HideSecrets) for f in handler.filters):
-            handler.addFilter(HideSecrets())
+        for kind in (QuietDisconnects, HideSecrets):
+            if not any(isinstance(f, kind) for f in handler.filters):
+                handler.addFilter(kind())
 
 
 def uvicorn_config() -> dict[str, Any]:
@@ -93,7 +104,10 @@ def uvicorn_config() -> dict[str, Any]:
     from uvicorn.config import LOGGING_CONFIG
 
     config = copy.deepcopy(LOGGING_CONFIG)
-    config["filters"] = {"secrets": {"()": f"{__name__}.HideSecrets"}}
+    config["filters"] = {
+        "secrets": {"()": f"{__name__}.HideSecrets"},
+        "disconnects": {"()": f"{__name__}.QuietDisconnects"},
+    }
     config["formatters"]["episteme"] = {"format": PLAIN}
     config["handlers"]["episteme"] = {
         "class": "logging.StreamHandler",
@@ -102,6 +116,6 @@ def uvicorn_config() -> dict[str, Any]:
         "level": "WARNING",
     }
     for handler in config["handlers"].values():
-        handler["filters"] = ["secrets"]
+        handler["filters"] = ["disconnects", "secrets"]
     config["root"] = {"handlers": ["episteme"], "level": "WARNING"}
     return config
