@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Self, TypeVar
 import anyio.to_thread
 import orjson
 from mcp.server.mcpserver import Context, MCPServer
-from mcp.server.mcpserver.exceptions import ResourceError, ToolError
+from mcp.server.mcpserver.exceptions import ResourceError, ResourceNotFoundError, ToolError
 from mcp.server.stdio import stdio_server
 from mcp.server.transport_security import TransportSecuritySettings
 from mcp.shared.exceptions import MCPError
@@ -318,6 +318,16 @@ class _Server(MCPServer):
             message=f"no prompt named {quoted(hide_secrets(name))}: this server has no prompts;"
             " its tools and resources are listed by tools/list and resources/list",
         )
+
+    async def read_resource(self, uri: Any, context: Any = None) -> Any:
+        try:
+            return await super().read_resource(uri, context)
+        except ResourceNotFoundError:  # the SDK's repeats the URI whole, twice
+            raise MCPError(
+                code=INVALID_PARAMS,
+                message=f"no resource {quoted(hide_secrets(str(uri)))}: this server has"
+                " episteme://subjects/{subject} and episteme://lenses",
+            ) from None
 
     async def run_stdio_async(self) -> None:
         # the SDK's, with every message masked on its way out (`_Masked`) and a line that

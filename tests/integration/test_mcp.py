@@ -304,6 +304,11 @@ async def test_http_flow_acts_as_the_tokens_principal(served: Served, mode: str)
             await client.read_resource("episteme://subjects/" + "a" * 300)
         assert bad.value.error.code == -32602
         assert "at most 255 characters" in bad.value.error.message
+        with pytest.raises(MCPError) as unknown:  # the SDK's said the URI whole, twice
+            await client.read_resource("episteme://nothing/" + "x" * 5_000)
+        assert unknown.value.error.code == -32602
+        assert unknown.value.error.message.startswith("no resource 'episteme://nothing/xxx")
+        assert len(repr(unknown.value.error)) < 1_000
     async with httpx2.AsyncClient(headers={"Authorization": f"Bearer {secret}"}) as http:
         scrape = (await http.get(f"{served.url}/metrics")).text
     assert 'episteme_queries_total{lens="latest"} 1.0' in scrape
