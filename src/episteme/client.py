@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import math
 from collections.abc import (
     AsyncIterator,
     Callable,
@@ -57,6 +58,7 @@ from episteme.errors import (
     StoreUnavailable,
     TooLarge,
     Unauthenticated,
+    Unsupported,
 )
 from episteme.ledger.access import Denial, Principal, TokenRecord
 from episteme.ledger.constraints import CheckResult, check_list
@@ -145,12 +147,19 @@ class _Call(Generic[T]):
 
 
 def _seg(ref: str, field: str = "ref") -> str:
-    """One path segment: `ref` percent-encoded, so that it cannot name another route
-    (`.` and `..` would, once a URL's dot segments are resolved)."""
+    """One path segment: `ref` percent-encoded. What would name another route is
+    refused here: `.` and `..` (resolved as a URL's dot segments), and a slash, which
+    the server decodes before it routes (`a%2Fapprove` reaches `/a/approve`). No id or
+    name has one."""
+    if not isinstance(ref, str):
+        raise InvalidInput(f"an id or a name is a string, not {type(ref).__name__}", field=field)
     if not ref:
         raise InvalidInput("an empty id or name: give one", field=field)
-    if ref in (".", ".."):
-        raise InvalidInput(f"{ref!r} is not an id or a name", field=field)
+    if ref in (".", "..") or "/" in ref or "\\" in ref:
+        raise InvalidInput(
+            f"{ref!r} is not an id or a name: they have no slash and are not . or ..",
+            field=field,
+        )
     return quote(ref, safe="")
 
 
@@ -365,19 +374,19 @@ def _op_approve_session(
     """Approve a session's credentials (all, or `references`); it then runs on the server."""
     listed = None if references is None else _listed(references, "references")
     body = {"reason": reason, "references": listed}
-    path = f"/v1/diagnosis/approve/{_seg(session_id)}"
+    path = f"/v1/diagnosis/approve/{_seg(session_id, 'id')}"
     return _send_json("POST", path, body, Session.model_validate_json)
 
 
 def _op_deny_session(session_id: str, *, reason: str) -> _Call[Session]:
     """Deny a session's credentials: it ends, nothing is fetched."""
-    path = f"/v1/diagnosis/deny/{_seg(session_id)}"
+    path = f"/v1/diagnosis/deny/{_seg(session_id, 'id')}"
     return _send_json("POST", path, {"reason": reason}, Session.model_validate_json)
 
 
 def _op_session(session_id: str) -> _Call[Session]:
     """A diagnosis session: its status, the references it asked for, its result."""
-    return _get(f"/v1/diagnosis/status/{_seg(session_id)}", Session.model_validate_json)
+    return _get(f"/v1/diagnosis/status/{_seg(session_id, 'id')}", Session.model_validate_json)
 
 
 def _op_sessions(*, limit: int = 100, after: str | None = None) -> _Call[list[Session]]:
@@ -404,6 +413,11 @@ def _op_delete_session(session_id: str) -> _Call[None]:
 def _op_send_alerts(payload: Mapping[str, Any]) -> _Call[None]:
     """Hand the server an Alertmanager webhook payload (version 4), as Alertmanager does:
     it opens an incident and its diagnosis in the background."""
+    if not isinstance(payload, Mapping):
+        raise InvalidInput(
+            f"the payload is a JSON object (a mapping), not {type(payload).__name__}",
+            field="payload",
+        )
     return _send_json("POST", "/v1/diagnosis/alerts", dict(payload), _nothing)
 
 
@@ -701,7 +715,15 @@ def _op_health() -> _Call[dict[str, Any]]:
 
 def _op_metrics() -> _Call[str]:
     """The server's Prometheus metrics, in the text exposition format."""
-    return _get("/metrics", bytes.decode)
+    return _get("/metrics", _exposition)
+
+
+def _exposition(content: bytes) -> str:
+    """Prometheus's text format; a page (a proxy's sign-in page answering 200) is not."""
+    text = content.decode()
+    if text.lstrip().startswith("<"):
+        raise ValueError("a page, not Prometheus's text format")
+    return text
 
 
 def _nothing(content: bytes) -> None:
@@ -727,14 +749,31 @@ def _json_object(content: bytes) -> dict[str, Any]:
 
 
 def _line(call: _Call[Any], line: bytes) -> dict[str, Any]:
-    """One line of an NDJSON stream: a JSON object, or the error that it is not."""
+    """One line of an NDJSON stream: a JSON object, or the error that it is not. An
+    `error` event that ends a followed stream for its reader rather than for the
+    session (no `n`) is raised as every other call raises it, rather than ending the
+    stream as if the session had: the reader's token stopped being valid
+    (`unauthenticated`), or the server is stopping (`stopping`)."""
     try:
-        return _json_object(line)
+        found = _json_object(line)
     except ValueError:
         raise StoreUnavailable(
             f"a line of the answer to {call.method} {call.path} is not a JSON object; "
             "are the client and the server the same version of Episteme?"
         ) from None
+    code = found.get("code")
+    kind = _READERS.get(code) if isinstance(code, str) and found.get("type") == "error" else None
+    if kind is not None and "n" not in found:
+        said = found.get("message")
+        raise kind(said if isinstance(said, str) and said else f"the stream ended: {kind.title}")
+    return found
+
+
+_READERS: dict[str, type[EpistemeError]] = {
+    "unauthenticated": Unauthenticated,
+    "stopping": StoreUnavailable,
+}
+"""The codes of the `error` events that end a followed stream for its reader."""
 
 
 # -- answers and errors ----------------------------------------------------------------
@@ -747,6 +786,7 @@ _BY_STATUS: dict[int, type[EpistemeError]] = {
     408: BodyStalled,
     409: Conflict,
     413: TooLarge,
+    415: Unsupported,
     422: InvalidInput,
 }
 
@@ -864,9 +904,18 @@ class _Base:
                 "a path prefix is kept",
                 field="base_url",
             )
-        if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not timeout > 0:
+        port = self._url.port
+        if port is not None and not 0 < port < 65536:
             raise InvalidInput(
-                f"timeout {timeout!r}: give the seconds to wait, a number above 0",
+                f"not a server address: port {port} is not one (1 to 65535)", field="base_url"
+            )
+        if (
+            isinstance(timeout, bool)
+            or not isinstance(timeout, int | float)
+            or not 0 < timeout < math.inf
+        ):
+            raise InvalidInput(
+                f"timeout {timeout!r}: give the seconds to wait, a finite number above 0",
                 field="timeout",
             )
         self._timeout = httpx.Timeout(timeout)
@@ -892,7 +941,13 @@ def _headers(token: str | None) -> dict[str, str]:
     if token is None:
         return headers
     # Checked here and never echoed: an HTTP library's own error would quote the value.
-    if not token or not token.isascii() or not token.isprintable() or " " in token:
+    if (
+        not isinstance(token, str)
+        or not token
+        or not token.isascii()
+        or not token.isprintable()
+        or " " in token
+    ):
         raise InvalidInput(
             "the token must be printable ASCII with no spaces or newlines "
             "(strip what you read from a file or variable)",

@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import math
 import re
 import socket
+import threading
+import time
 import traceback
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -36,6 +39,7 @@ from episteme.errors import (
     StoreUnavailable,
     TooLarge,
     Unauthenticated,
+    Unsupported,
 )
 from episteme.ledger import Ledger, LensSpec, Lifecycle
 from episteme.ledger.gardener import Gardener
@@ -382,6 +386,7 @@ def fake(status: int, body: bytes, content_type: str = "application/problem+json
         (503, "Service unavailable", StoreUnavailable),
         (405, "Method not allowed", InvalidInput),
         (408, "Request timeout", BodyStalled),
+        (415, "Unsupported media type", Unsupported),
     ],
 )
 def test_other_statuses_map_by_status_and_title(
@@ -693,9 +698,13 @@ def test_one_string_where_a_list_belongs_is_refused_before_sending() -> None:
         ("deploy:hunter2@episteme.test", 10.0, "base_url", "give http:// or https://"),
         ("http://episteme.test?x=1", 10.0, "base_url", "leave out the query"),
         ("http://episteme.test/?token=hunter2", 10.0, "base_url", "leave out the query"),
-        ("http://episteme.test", -1, "timeout", "a number above 0"),
-        ("http://episteme.test", 0, "timeout", "a number above 0"),
-        ("http://episteme.test", True, "timeout", "a number above 0"),
+        ("http://episteme.test", -1, "timeout", "finite number above 0"),
+        ("http://episteme.test", 0, "timeout", "finite number above 0"),
+        ("http://episteme.test", True, "timeout", "finite number above 0"),
+        ("http://episteme.test", math.inf, "timeout", "a finite number above 0"),
+        ("http://episteme.test", math.nan, "timeout", "a finite number above 0"),
+        ("http://127.0.0.1:99999", 10.0, "base_url", "port 99999 is not one"),
+        ("http://127.0.0.1:0", 10.0, "base_url", "port 0 is not one"),
     ],
 )
 def test_an_unusable_address_or_timeout_is_refused_at_once(
@@ -733,6 +742,8 @@ def test_answers_that_are_not_episteme_problems_say_what_they_are() -> None:
     sign_in = httpx.Response(200, text="<html>sign in to the proxy</html>")
     with pytest.raises(StoreUnavailable, match="is not what this client reads"):
         _answering(sign_in).remove_webhook("ops")  # it was taken as done
+    with pytest.raises(StoreUnavailable, match="GET /metrics is not what this client reads"):
+        _answering(sign_in).metrics()  # it was returned as the metrics
     assert _answering(httpx.Response(204)).remove_webhook("ops") is None
 
     def garbled(request: httpx.Request) -> httpx.Response:  # decoded only as it is read
@@ -804,3 +815,63 @@ async def test_a_closed_client_says_so_as_its_other_errors_do(server: Server) ->
         await agent.whoami()
     with pytest.raises(InvalidInput, match="this client is closed"):
         [event async for event in agent.export()]
+
+
+def test_what_is_no_id_is_refused_before_sending() -> None:
+    """A slash reached another route (the server decodes %2F before routing): `a/approve`
+    was "GET is not allowed: use POST", and a number failed inside urllib."""
+    sent: list[httpx.Request] = []
+    ep = Client("http://episteme.test", "ep_x", transport=httpx.MockTransport(sent.append))
+    calls: list[tuple[str, Callable[[Any], object]]] = [
+        ("ref", ep.get),
+        ("ref", ep.blame),
+        ("ref", lambda ref: ep.approve(ref)),
+        ("ref", ep.constraint),
+        ("name", ep.remove_webhook),
+        ("ref", ep.epoch),
+        ("id", ep.session),
+        ("id", lambda sid: ep.approve_session(sid, reason="ok")),
+        ("id", lambda sid: list(ep.session_events(sid))),
+    ]
+    for field, call in calls:
+        for bad in ("abcd/approve", "x\\y", "..", 123, None):
+            with pytest.raises(InvalidInput) as refused:
+                call(bad)
+            assert refused.value.field == field, (call, bad)
+    assert sent == []
+    with pytest.raises(InvalidInput, match="printable ASCII") as token:
+        Client("http://episteme.test", 123)  # type: ignore[arg-type]
+    assert token.value.field == "token"
+    with pytest.raises(InvalidInput, match="a JSON object") as payload:
+        ep.send_alerts("x")  # type: ignore[arg-type]
+    assert payload.value.field == "payload"
+
+
+def test_a_followed_session_ends_in_the_error_of_its_reader(server: Server) -> None:
+    """A token revoked while it follows was the end of the events, as if the session had
+    ended; every other call raises Unauthenticated."""
+    token, record = server.ledger.issue_token("watcher", ["agent"], by="root")
+    with server.client("root") as root:
+        opened = root.diagnose("database connection failures in prod")
+    seen: list[dict[str, Any]] = []
+    raised: list[Exception] = []
+
+    def follow() -> None:
+        with Client(server.url, token) as watcher:
+            try:
+                seen.extend(watcher.session_events(opened.id))
+            except EpistemeError as exc:
+                raised.append(exc)
+
+    follower = threading.Thread(target=follow)
+    follower.start()
+    deadline = time.monotonic() + 10
+    while not any(e["type"] == "approval_required" for e in seen):
+        assert time.monotonic() < deadline, seen
+        time.sleep(0.05)
+    server.ledger.revoke_token(record.id, by="root", reason="leaked")
+    with server.client("root") as root:  # a new event, for which the token is checked
+        root.deny_session(opened.id, reason="revoked")
+    follower.join(10)
+    assert [type(e) for e in raised] == [Unauthenticated]
+    assert seen[-1]["type"] == "approval_required"

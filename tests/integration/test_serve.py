@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import re
 import signal
@@ -15,6 +16,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from episteme.client import Client
+from episteme.errors import EpistemeError, StoreUnavailable
 from episteme.ledger import Ledger
 from tests.integration.processes import served
 
@@ -129,12 +132,20 @@ def test_fifty_agents_for_twenty_seconds(tmp_path: Path) -> None:
     assert events == AGENTS + total
 
 
-def test_a_server_told_to_stop_ends_a_stream_it_cannot_finish(tmp_path: Path) -> None:
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_server_told_to_stop_ends_the_streams_it_cannot_finish(
+    tmp_path: Path, workers: int
+) -> None:
     # A client following a diagnosis that waits for approval holds its response open for
-    # as long as the session lives (an hour by default); the server used to wait for it.
+    # as long as the session lives (an hour by default). The server used to wait for it
+    # (then, once a grace was added, for the whole grace, and cut it with a traceback in
+    # its log); it ends it at once now, saying why.
     home, auth = _home(tmp_path / "home", "dev", "agent")
-    ended: list[float] = []
-    with served(home, "--shutdown-timeout", "1") as (url, proc):
+    token = auth["Authorization"].removeprefix("Bearer ")
+    lines: list[dict[str, object]] = []
+    raised: list[Exception] = []
+    args = ("--workers", str(workers), "--shutdown-timeout", "60")
+    with served(home, *args) as (url, proc):
         body = {"problem": "database connection failures in prod", "environment": "prod"}
         started = httpx.post(f"{url}/diagnose", json=body, headers=auth, timeout=30.0)
         assert started.status_code == 201, started.text
@@ -145,26 +156,41 @@ def test_a_server_told_to_stop_ends_a_stream_it_cannot_finish(tmp_path: Path) ->
             stream = httpx.stream(
                 "GET", f"{url}/status/{sid}?stream=true", headers=auth, timeout=None
             )
-            with contextlib.suppress(httpx.HTTPError), stream as r:
-                for _ in r.iter_lines():
-                    pass
-            ended.append(time.monotonic())
+            with stream as r:
+                lines.extend(json.loads(line) for line in r.iter_lines() if line)
 
-        follower = threading.Thread(target=follow)
-        follower.start()
-        time.sleep(1.0)  # the stream is open
-        assert not ended
+        def follow_with_the_client() -> None:
+            with Client(url, token) as ep:
+                try:
+                    for _ in ep.session_events(sid):
+                        pass
+                except EpistemeError as exc:
+                    raised.append(exc)
+
+        followers = [threading.Thread(target=f) for f in (follow, follow_with_the_client)]
+        for follower in followers:
+            follower.start()
+        time.sleep(1.0)  # the streams are open, and follow
+        assert all(follower.is_alive() for follower in followers)
+        assert lines[-1]["type"] == "approval_required"
         asked = time.monotonic()
         os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=15)  # without a shutdown timeout: as long as the session lives
+        out, _ = proc.communicate(timeout=45)  # the grace is 60 s
         stopped = time.monotonic() - asked
-        follower.join(10)
-    assert ended
-    assert ended[0] - asked < 10
-    assert stopped < 10, stopped
+        for follower in followers:
+            follower.join(10)
+    assert stopped < 30, stopped
+    assert lines[-1]["type"] == "error", lines[-1]
+    assert lines[-1]["code"] == "stopping"
+    assert "n" not in lines[-1]  # the reader's end, not the session's
+    assert [type(e) for e in raised] == [StoreUnavailable]
+    assert "the server is stopping" in str(raised[0])
+    assert "Traceback" not in out, out
+    assert "ERROR" not in out, out
     with Ledger.open(home) as ledger:
         report = ledger.verify()
         assert report.ok, report.problem
+        assert ledger.store.diagnosis_events(sid, 0)[-1][0] == 3  # nothing added
 
 
 def test_head_on_a_followed_stream_answers_and_frees_the_connection(tmp_path: Path) -> None:

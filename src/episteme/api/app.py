@@ -12,8 +12,9 @@ import os
 import signal
 import threading
 import time
-from collections.abc import AsyncIterator
-from typing import Annotated
+from collections.abc import AsyncIterator, Callable
+from types import FrameType
+from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI
 from starlette.responses import Response
@@ -78,6 +79,7 @@ def create_app(
             if mcp_mount is not None:
                 await stack.enter_async_context(mcp_mount.run())
             stack.push_async_callback(engine.close)
+            stack.callback(_on_stop(engine.stop_following))
             if settings.background:
                 # background work runs in the one process that leads it: the gardener
                 # and the webhook deliveries start when this process leads, stop when not
@@ -231,3 +233,33 @@ def _leave_with_parent() -> None:
         os.kill(os.getpid(), signal.SIGTERM)  # uvicorn's own graceful stop
 
     threading.Thread(target=watch, name="episteme-parent-watch", daemon=True).start()
+
+
+def _on_stop(callback: Callable[[], None]) -> Callable[[], None]:
+    """Call `callback` first when the server is told to stop (SIGINT, SIGTERM), then the
+    server's own handler; returns what puts that handler back. The server's graceful
+    stop waits for open requests before the app hears of it, so what would hold it (a
+    followed stream) must hear of the signal itself. Nothing is done off the main
+    thread, where no signal arrives, or where no handler of the server's is set."""
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+    before: dict[signal.Signals, Callable[[int, FrameType | None], Any]] = {}
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        handler = signal.getsignal(sig)
+        if not callable(handler):
+            continue
+
+        def chained(
+            signum: int, frame: FrameType | None, then: Callable[..., Any] = handler
+        ) -> None:
+            callback()
+            then(signum, frame)
+
+        before[sig] = handler
+        signal.signal(sig, chained)
+
+    def restore() -> None:
+        for sig, handler in before.items():
+            signal.signal(sig, handler)
+
+    return restore

@@ -166,6 +166,14 @@ class DiagnosisEngine:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._running: set[str] = set()
         """Sessions this process is diagnosing now."""
+        self._stopping = False
+
+    def stop_following(self) -> None:
+        """End every followed stream at its next look (within 0.1 s) with an `error` event
+        of code `stopping`: the server is shutting down. Its graceful stop waits for open
+        requests, and a stream following a session that waits for its approval would
+        hold it for the whole wait, then be cut."""
+        self._stopping = True
 
     @property
     def specialists(self) -> Mapping[str, Run]:
@@ -455,9 +463,13 @@ class DiagnosisEngine:
         await asyncio.to_thread(self.store.delete_diagnosis_session, sid)
 
     async def wait(self, sid: str, timeout: float = 60.0) -> Session:
-        """The session once it has ended (tests, the CLI without streaming)."""
+        """The session once it has ended (tests, the CLI without streaming), and, when
+        this process diagnosed it, once it is recorded in the ledger (just after its
+        status moves)."""
         deadline = time.monotonic() + timeout
-        while (session := await self.status(sid)).status not in TERMINAL | {"waiting_for_approval"}:
+        while (session := await self.status(sid)).status not in TERMINAL | {
+            "waiting_for_approval"
+        } or sid in self._running:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"session {sid} still {session.status}")
             await asyncio.sleep(0.05)
@@ -477,7 +489,8 @@ class DiagnosisEngine:
         reads, and what: the route), its token is checked again before each new batch of
         events: revoked or expired, the events end there with an `error` event (code
         `unauthenticated`, no `n`: it is this reader's, not the session's), and the attempt
-        is recorded."""
+        is recorded. A followed stream also ends, with code `stopping`, when the server
+        stops (`stop_following`)."""
         seen, authorized_now = after, True
         while True:
             # The status is read before the events: a session's status moves in the same
@@ -497,6 +510,14 @@ class DiagnosisEngine:
             if not follow or status in TERMINAL:
                 return
             if until_waiting and status == "waiting_for_approval":
+                return
+            if self._stopping:  # the reader's, as `unauthenticated` is: no `n`
+                said = {
+                    "code": "stopping",
+                    "message": f"the server is stopping: follow session {sid} again once "
+                    "it is back (its events are kept)",
+                }
+                yield orjson.loads(self._event(sid, self._now(), "error", said))
                 return
             await asyncio.sleep(0.1)
 

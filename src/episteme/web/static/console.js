@@ -51,7 +51,15 @@
         while ((cut = buffer.indexOf("\n")) >= 0) {
           var text = buffer.slice(0, cut).trim();
           buffer = buffer.slice(cut + 1);
-          if (text) show(list, JSON.parse(text));
+          if (!text) continue;
+          var event = JSON.parse(text);
+          show(list, event);
+          // An error without a number is the reader's, not the session's: the server
+          // is stopping, or the token is no longer valid. Reloading would not help.
+          if (event.type === "error" && event.n === undefined) {
+            if (note) note.textContent = "Live updates stopped: " + event.message;
+            return;
+          }
         }
       }
     } catch (err) {
