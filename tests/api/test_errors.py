@@ -441,6 +441,9 @@ def test_an_error_about_a_secret_field_does_not_show_it(api: Api) -> None:
         "https://hooks.example/x?a=1&Sig=canary-2",
         "https://fn.example/api/hook?code=canary-3",
         "https://hooks.example/x?api_key=canary-4&api_key=canary-5",
+        "https://hooks.example/x#token=canary-6",  # a fragment is never sent
+        "https://hooks.slack.com/services/T0/B0/canary-7",  # the path is the secret
+        "https://discord.com/api/webhooks/1/canary-8",
     ]
     for body in (
         {"url": "http://127.0.0.1:1/x", "secret": canary},
@@ -450,8 +453,16 @@ def test_an_error_about_a_secret_field_does_not_show_it(api: Api) -> None:
         r = api.call("PUT", "/v1/webhooks/wx", role="admin", json=body)
         assert r.status_code in (400, 422), r.text  # the schema's refusal, or the spec's
         assert "canary" not in r.text
-    r = api.call("PUT", "/v1/webhooks/wx", role="admin", json={"url": signed[-1]})
+    r = api.call("PUT", "/v1/webhooks/wx", role="admin", json={"url": signed[3]})
     assert "carries a credential (api_key) is refused" in r.json()["detail"]
+    for url, words in [
+        ("http://exa mple.com/in", "give an http:// or https:// URL"),  # could never connect
+        ("http://127.0.0.1:99999/in", "port 99999 is not one (1 to 65535)"),
+        ("https://hooks.slack.com/services/T0/B0/x", "its path is the secret"),
+        ("https://hooks.example/x#ops", "fragment (#…) is never sent"),
+    ]:
+        r = api.call("PUT", "/v1/webhooks/wx", role="admin", json={"url": url})
+        assert words in _problem(r, 400, words)["detail"]
     assert api.call("GET", "/v1/webhooks", role="admin").json() == []
     # a query of plain words is no secret, even where a credential's word is inside one
     plain = {"url": "https://hooks.example/x?channel=oncall&encoding=json&design=1&author=a"}

@@ -4,6 +4,7 @@ trust after a correction, conflicts, notifications and webhooks."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ from episteme.ledger.gardener import Gardener
 from episteme.timeutil import ManualClock
 from tests.cli.support import assert_error, done, ok
 from tests.conftest import Cli
+from tests.receiver import Receiver
 
 SUBJECT = "auth.jwt.algorithm"
 VIOLATION = 3
@@ -262,7 +264,7 @@ def test_a_correction_through_the_gardener_lowers_trust(cli: Cli) -> None:
     assert behind["lag_events"] == behind["head"] > 0
 
     caught = ok(cli("gardener", "--once", "--json"))
-    assert caught == {"applied": behind["head"], "cursor": behind["head"]}
+    assert caught == {"applied": behind["head"], "cursor": behind["head"], "deliveries": {}}
     status = ok(cli("gardener", "status", "--json"))
     assert status["lag_events"] == 0
     assert status["cursor"] == status["head"]
@@ -274,6 +276,8 @@ def test_a_correction_through_the_gardener_lowers_trust(cli: Cli) -> None:
     assert research["moves"][0]["assertion_id"] == es
     assert "corrected by oncall" in research["moves"][0]["reason"]
     assert "research-agent on auth: 0.33" in done(cli("trust", "--topic", "auth"))
+    later = done(cli("trust", "--topic", "auth", "--at", "in 90d"))  # a half-life on
+    assert re.search(r"-1 \(now 0\.50\) .* corrected by oncall", later), later
     # one without evidence: said of that agent, not of every agent
     assert done(cli("trust", "--agent", "nobody")) == (
         "no trust evidence yet for nobody: it stands at 0.50 on every topic\n"
@@ -349,7 +353,9 @@ def test_two_approved_values_at_once_are_listed_as_a_conflict(cli: Cli) -> None:
     assert conflict["assertion_ids"] == sorted([rs["id"], es["id"]])
     assert conflict["open"] is True
     assert set(conflict["values"]) == {"RS256", "ES256"}
-    assert f"open {SUBJECT}" in done(cli("conflicts"))
+    listed = done(cli("conflicts"))
+    assert f"open {SUBJECT}" in listed
+    assert f"{es['id'][:12]} ES256 [approved]" in listed  # it was taken for a style
     both = done(cli("query", SUBJECT, "--at", "in 2d", "--lens", "all", "--agent", "oncall"))
     assert f"conflict on {SUBJECT}: 2 approved values" in both  # as the JSON says
     [note] = ok(cli("notifications", "--type", "conflict", "--json"))
@@ -404,25 +410,32 @@ def test_webhooks_add_list_deliveries_remove(cli: Cli) -> None:
     assert_error(cli("webhook", "remove", "hook"), 2, "no webhook named 'hook'")
 
 
-def test_a_correction_is_queued_for_the_webhooks_that_take_it(cli: Cli) -> None:
+def test_a_correction_is_sent_to_the_webhooks_that_take_it(cli: Cli, receiver: Receiver) -> None:
+    # `gardener --once` (cron, without a server) queued deliveries and never sent them.
     ok(cli("init", "--json"))
     for name, event in (("pager", "correction"), ("chat", "conflict")):
-        ok(cli("webhook", "add", name, "--url", "https://hooks.example.com/" + name,
+        ok(cli("webhook", "add", name, "--url", f"{receiver.url}/{name}",
                "--event", event, "--json"))  # fmt: skip
     [es] = ok(cli("assert", SUBJECT, "ES256", "--agent", "research-agent", "--json"))
     ok(cli("correct", es["id"], "--by", "oncall", "--reason", "prod expects RS256", "--json"))
-    ok(cli("gardener", "--once", "--json"))
+    receiver.fail_next = 1
+    once = ok(cli("gardener", "--once", "--json"))
+    assert once["deliveries"] == {"retrying": 1}
     [queued] = ok(cli("webhook", "deliveries", "--json"))
     assert queued["webhook"] == "pager"
     assert queued["type"] == "correction"
-    assert queued["state"] == "pending"
-    assert queued["attempts"] == 0
+    assert queued["state"] == "retrying"  # tried once; the next run tries it when due
+    assert queued["attempts"] == 1
+    assert [r.path for r in receiver.requests] == ["/pager"]
     # a second correction: two deliveries, a page of one says how to ask for the next
     [rs] = ok(cli("assert", SUBJECT, "RS512", "--agent", "research-agent", "--json"))
     ok(cli("correct", rs["id"], "--by", "oncall", "--reason", "not that either", "--json"))
-    ok(cli("gardener", "--once", "--json"))
+    said = done(cli("gardener", "--once"))
+    assert "webhook deliveries due: 1 delivered" in said
     newest, oldest = ok(cli("webhook", "deliveries", "--json"))
-    assert oldest == queued
+    assert newest["state"] == "delivered"
+    assert oldest == queued  # not due yet
+    assert [r.path for r in receiver.requests] == ["/pager", "/pager"]
     page = done(cli("webhook", "deliveries", "--limit", "1"))
     assert f"1 shown; for older ones add --before {newest['job_id']}" in page
     older = ok(cli("webhook", "deliveries", "--before", str(newest["job_id"]), "--json"))

@@ -198,6 +198,10 @@ def test_terms_patterns_and_identifiers(ledger: Ledger) -> None:
     assert not check("bump deps", agent="a", items=["ES256"]).ok
     assert not check("pin left-pad@1.0.0 for now", agent="a").ok
     assert check("pin left-pad@1.0.01", agent="a").ok  # a longer version is another identifier
+    assert check("pin left-pad@1.0.0.1", agent="a").ok
+    assert check("pin left-pad@1.0.0:latest", agent="a").ok
+    for ended in ("we pin left-pad@1.0.0.", "pin left-pad@1.0.0: it works", "left-pad@1.0.0"):
+        assert not check(ended, agent="a").ok, ended  # the end of a sentence is no version
     assert not check("bump deps", agent="a", items=["left-pad@1.0.0"]).ok
     assert check("bump deps", agent="a", items=["LEFT-PAD@1.0.0"]).ok  # identifiers are exact
 
@@ -556,6 +560,51 @@ def test_a_trust_drop_past_the_alert_line_is_notified_once(
         assert "fell to 0.33" in drop.summary
         gardener.replay()
         assert len(ledger.notifications(type="trust_drop")) == 1
+
+
+def test_a_replay_under_a_new_alert_line_pages_nobody_about_old_events(
+    location: object, clock: ManualClock
+) -> None:
+    # A replay raised a trust_drop for a week-old correction under the new, higher alert
+    # line, and queued it for every webhook: a page about what was long handled.
+    hook = WebhookSpec(name="pager", url="http://127.0.0.1:9/hook")
+    with Ledger.open(str(location), clock=clock, ensure=True) as ledger:
+        ledger.set_webhook(hook, by="admin")
+        es, _ = _es256_story(ledger)
+        ledger.correct(es, by="oncall", reason="prod expects RS256")
+        Gardener(ledger).run_until_caught_up()
+        assert ledger.notifications(type="trust_drop") == []  # 0.33 and 0.43: above 0.3
+        queued = {d.key for d in deliveries(ledger.store)}
+    higher = TrustPolicy(alert_below=0.4)
+    with Ledger.open(str(location), clock=clock, policy=higher) as ledger:
+        gardener = Gardener(ledger)
+        gardener.replay()
+        [drop] = ledger.notifications(type="trust_drop")  # recorded, for the record
+        assert drop.data["agent"] == "research-agent"
+        assert {d.key for d in deliveries(ledger.store)} == queued  # sent to nobody
+        clock.advance(TimeDelta(seconds=1))
+        again, _ = _es256_story(ledger)  # what happens after the replay is sent as ever
+        ledger.correct(again, by="oncall", reason="still ES256")
+        gardener.run_until_caught_up()
+        new = {d.key for d in deliveries(ledger.store)} - queued
+        assert any(key.startswith("correction:") for key in new), new
+
+
+def test_an_assertion_recorded_already_expired_raises_no_expiry(
+    ledger: Ledger, clock: ManualClock
+) -> None:
+    gardener = Gardener(ledger)
+    gardener.scan()
+    clock.advance(TimeDelta(seconds=6))
+    start = clock.now()  # over since the last scan, and before it was recorded:
+    ledger.assert_one(subject="oncall.old", value="bob", agent="pager", lifecycle="approved",
+                      valid_to=start.subtract(seconds=2))  # fmt: skip
+    ledger.assert_one(subject="oncall.primary", value="alice", agent="pager",
+                      lifecycle="approved", valid_to=start.add(seconds=5))  # fmt: skip
+    clock.advance(TimeDelta(seconds=10))
+    assert gardener.scan() == 1
+    [note] = ledger.notifications(type="expired")
+    assert "oncall.primary" in note.summary
 
 
 def test_a_copy_or_an_import_delivers_no_notification_twice(

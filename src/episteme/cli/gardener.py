@@ -3,6 +3,7 @@ deliveries`."""
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Annotated, get_args
 
 import typer
@@ -22,6 +23,7 @@ from episteme.cli.common import (
 )
 from episteme.cli.server import local_actor
 from episteme.errors import InvalidInput, WorldError
+from episteme.ledger import Ledger
 from episteme.ledger.gardener import BATCH, Gardener, GardenerLoop, worker_name
 from episteme.ledger.webhooks import Deliverer, NotificationType, WebhookSpec, deliveries
 from episteme.timeutil import show
@@ -66,8 +68,17 @@ def gardener_run(
             applied = gardener.run_until_caught_up()
             gardener.scan()
             status = gardener.status()
-            if not emit(ctx, as_json, {"applied": applied, "cursor": status.cursor}):
+            sent = _deliver_due(ledger)
+            result = {"applied": applied, "cursor": status.cursor, "deliveries": sent}
+            if not emit(ctx, as_json, result):
                 console.print(f"applied {applied} events; cursor at {status.cursor}")
+                if sent is None:
+                    console.print(
+                        "webhook deliveries left to the process that leads the background work"
+                    )
+                elif sent:
+                    done = ", ".join(f"{n} {outcome}" for outcome, n in sorted(sent.items()))
+                    console.print(f"webhook deliveries due: {done}")
             return
         leadership = ledger.store.leadership("background")
         if not leadership.acquire():
@@ -101,6 +112,26 @@ def gardener_run(
             deliverer.hand_back()
             deliverer.close()
             leadership.release()
+
+
+def _deliver_due(ledger: Ledger) -> dict[str, int] | None:
+    """Try each webhook delivery that is due once, as the leader of the background work
+    would (what fails waits for its next try, at a later run); how each went. None when
+    another process leads the background work: its deliverer sends them."""
+    leadership = ledger.store.leadership("background")
+    if not leadership.acquire():
+        return None
+    outcomes: Counter[str] = Counter()
+    deliverer = Deliverer(ledger.store, ledger.webhooks, ledger.clock, worker=worker_name())
+    deliverer.outcome_listeners.append(lambda outcome: outcomes.update([outcome]))
+    try:
+        while deliverer.run_once():
+            pass
+    finally:
+        deliverer.hand_back()  # interrupted: what was in hand is ready again at once
+        deliverer.close()
+        leadership.release()
+    return dict(outcomes)
 
 
 def _given(ctx: typer.Context, home: str | None, as_json: bool) -> tuple[str | None, bool]:

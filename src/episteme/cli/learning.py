@@ -278,7 +278,9 @@ def trust(
         )
         for m in s.moves[:MOVES_SHOWN]:
             sign = f"+{m.success:g}" if m.success else f"-{m.failure:g}"
-            console.print(f"  {sign:>5} {show(m.at)} {escape(m.reason)}")
+            weight = m.success + m.failure  # decayed since: what it weighs in the score now
+            now = f" (now {m.weight_now:.2f})" if abs(m.weight_now - weight) >= 0.005 else ""
+            console.print(f"  {sign:>5}{now} {show(m.at)} {escape(m.reason)}")
         if (more := s.evidence - len(s.moves[:MOVES_SHOWN])) > 0:
             console.print(
                 f"  [dim]and {plural(more, 'older move')} (--json lists the newest {MOVES})[/]"
@@ -304,7 +306,8 @@ def conflicts(
         status = "[red]open[/]" if c.open else "[dim]resolved[/]"
         console.print(f"{status} {c.subject} (raised {show(c.raised_at)})")
         for aid, value in zip(c.assertion_ids, c.values, strict=True):
-            console.print(f"  {short(aid)} {val(value)} [{c.lifecycles.get(aid, '?')}]")
+            lifecycle = escape(f"[{c.lifecycles.get(aid, '?')}]")  # not a style
+            console.print(f"  {short(aid)} {val(value)} {lifecycle}")
 
 
 @app.command()

@@ -269,9 +269,10 @@ def _term_pattern(term: str) -> re.Pattern[str]:
 
 
 def _ident_pattern(ident: str) -> re.Pattern[str]:
-    # a token of its own: not part of a longer name, path or version
+    # a token of its own: not part of a longer name, path or version; a full stop or a
+    # colon that ends a sentence or a clause after it is not part of it
     edge = r"[\w./@:-]"
-    return re.compile(f"(?<!{edge}){re.escape(ident)}(?!{edge})")
+    return re.compile(rf"(?<!{edge}){re.escape(ident)}(?![\w/@-]|[.:]{edge})")
 
 
 def _hit(c: ConstraintRecord, plan: str, items: Sequence[str]) -> tuple[str, FoundIn] | None:

@@ -46,6 +46,7 @@ from whenever import Instant
 from episteme.errors import EpistemeError, InvalidInput, NotFound
 from episteme.ledger.background import Job
 from episteme.ledger.model import check_before, check_limit, check_name
+from episteme.text import plural
 from episteme.timeutil import Clock, rfc3339, to_us
 
 if TYPE_CHECKING:
@@ -142,13 +143,23 @@ class WebhookSpec(BaseModel):
             _env_name(value, "url")
         elif not _is_http_url(value):
             raise ValueError(_URL_HELP)
-        elif (url := _url(value)).userinfo:
+        elif (url := _url(value)).port is not None and not 0 < url.port < 65536:
+            raise ValueError(f"port {url.port} is not one (1 to 65535): {_URL_HELP}")
+        elif url.fragment or value.endswith("#"):
+            # never sent to the receiver; what people put there is a token, if anything
+            raise ValueError("a URL's fragment (#…) is never sent: leave it out")
+        elif url.userinfo:
             raise ValueError(
                 "a URL with credentials in it is refused: put it in an environment "
                 "variable and give env:VARNAME"
             )
         elif (info.context or {}).get(STORED):
             pass  # as recorded before the rule below: read back, not refused
+        elif _secret_path(url):
+            raise ValueError(
+                f"a {url.host} hook URL is itself the credential (its path is the secret):"
+                " put it in an environment variable and give env:VARNAME"
+            )
         elif names := [k for k, _ in url.params.multi_items() if _credential(k)]:
             # ?token=…, ?sig=…, ?code=… (as services sign their hook addresses): a URL
             # that is a secret is kept in the environment, not in the ledger and lists
@@ -205,7 +216,7 @@ class WebhookSpec(BaseModel):
         signed = f"signed with {self.secret}" if self.secret else "unsigned"
         return (
             f"{self.name}: {self.format} to {self.url} ({events}; {signed}; "
-            f"timeout {self.timeout_s} s; up to {self.max_attempts} attempts)"
+            f"timeout {self.timeout_s} s; up to {plural(self.max_attempts, 'attempt')})"
         )
 
     def resolve_url(self, environ: Mapping[str, str] | None = None) -> str:
@@ -279,6 +290,19 @@ _NOT_SECRET = frozenset({"page", "next", "continuation"})
 _WORD = re.compile(r"[A-Z]?[a-z0-9]+|[A-Z]+(?![a-z])")
 
 
+_SECRET_PATHS = {
+    "hooks.slack.com": "/services/",
+    "discord.com": "/api/webhooks/",
+    "discordapp.com": "/api/webhooks/",
+}
+"""Services whose incoming-webhook URLs carry their secret in the path."""
+
+
+def _secret_path(url: httpx.URL) -> bool:
+    start = _SECRET_PATHS.get(url.host.lower())
+    return start is not None and url.path.startswith(start) and len(url.path) > len(start)
+
+
 def _credential(name: str) -> bool:
     """Whether a query parameter's name says it carries a credential: by one of its words
     (`api_key`, `apiKey`, `X-Amz-Signature`, `sig`), or as `key` or `code` alone (as
@@ -308,7 +332,12 @@ def _is_http_url(value: str) -> bool:
         url = _url(value)
     except (httpx.InvalidURL, TypeError):
         return False
-    return url.scheme in ("http", "https") and bool(url.host) and value == value.strip()
+    return (
+        url.scheme in ("http", "https")
+        and bool(url.host)
+        and value.isprintable()
+        and not any(c.isspace() for c in value)  # httpx quotes them; no address has them
+    )
 
 
 def _lookup(name: str, environ: Mapping[str, str] | None, field: str) -> str:

@@ -113,14 +113,15 @@ def _range(column: str, prefix: str) -> tuple[str, list[Any]]:
 
 _T = TypeVar("_T")
 TRUST_CHUNK = 200
+"""Agents (or agent-topic pairs) per statement of a batched trust read: well inside every
+engine's limit on bound parameters."""
 GARDENER = "gardener"
 """The gardener's cursor: the last event it applied, and when it last looked for expiries."""
 RAISED_ELSEWHERE = "raised-elsewhere"
-"""Not a gardener: a mark set when a journal is imported or copied. Notifications that the
-events up to it raise were raised by the ledger they came from, and delivered there; the
-gardener here records them without delivering them again."""
-"""Agents (or agent-topic pairs) per statement of a batched trust read: well inside every
-engine's limit on bound parameters."""
+"""Not a gardener: a mark set when a journal is imported or copied (notifications that the
+events up to it raise were raised by the ledger they came from, and delivered there), and
+moved to the gardener's cursor when it replays (they were raised here already). The
+gardener records them without delivering them again."""
 
 
 def _chunks(items: Sequence[_T]) -> Iterator[Sequence[_T]]:
@@ -269,12 +270,14 @@ class LearningReads:
         return Cursor(name, r[0], r[1], r[2])
 
     def expired(self, after: int, until: int) -> list[Assertion]:
-        """Approved assertions whose valid time ended in (after, until]."""
+        """Approved assertions whose valid time ended in (after, until], after they were
+        recorded (one recorded already over changed nothing when it ended)."""
         rows = self.conn.execute(
             "SELECT a.id, a.subject, a.value, a.kind, a.agent, a.source, a.evidence, a.epoch,"
             " a.derived_from, a.valid_from, a.valid_to, a.recorded_at, v.lifecycle,"
             " v.confidence FROM assertions a JOIN versions v ON v.arow = a.rowid"
             f" AND v.tx_to = {OPEN} WHERE a.valid_to > ? AND a.valid_to <= ?"
+            " AND a.recorded_at < a.valid_to"
             " AND v.lifecycle = 'approved' ORDER BY a.valid_to, a.id",
             (Us(after), Us(until)),
         )
@@ -345,11 +348,22 @@ class LearningWrites:
     def garden_reset(self, name: str, now_us: int) -> None:
         """Forget the trust evidence and move the cursor back to the start (replay).
 
-        Notifications stay: replaying raises none twice. The expiry scan carries on from
-        where it was (it follows the clock, not the journal): reset, its next look went
-        back one day only, and expiries between that and its last scan were never raised.
+        Notifications stay: replaying raises none twice. One the replay raises anew for
+        an event applied before (a new policy's lower alert line) is recorded but sent to
+        no webhook: the events up to the old cursor count as raised already, as a copy's
+        do. The expiry scan carries on from where it was (it follows the clock, not the
+        journal): reset, its next look went back one day only, and expiries between that
+        and its last scan were never raised.
         """
         with self._jobs_transaction() as conn:
+            conn.execute(
+                "INSERT INTO gardener (name, cursor, updated_at)"
+                " SELECT ?, cursor, ? FROM gardener WHERE name = ?"
+                " ON CONFLICT (name) DO UPDATE SET cursor = CASE"
+                " WHEN excluded.cursor > gardener.cursor THEN excluded.cursor"
+                " ELSE gardener.cursor END",
+                (RAISED_ELSEWHERE, Us(now_us), name),
+            )
             conn.execute("DELETE FROM trust_evidence")
             conn.execute("DELETE FROM trust_totals")
             conn.execute(
