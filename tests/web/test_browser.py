@@ -175,3 +175,65 @@ def test_an_agent_sees_no_correct_button_and_is_refused_the_route(
             assert story.ledger.get(story.es256).lifecycle == "proposed"
         finally:
             context.close()
+
+
+def test_a_link_from_another_site_opens_the_page_signed_in(browser: Browser, story: Story) -> None:
+    # A link from a pager, a chat or an alert's mail: the Strict cookie stayed behind, the
+    # console answered with its sign-in page, and that answer deleted the session.
+    elsewhere = "http://pager.example"
+    target = "/subjects/auth.jwt.algorithm"
+    with live_server(story.app()) as base:
+        context = browser.new_context()
+        context.set_default_timeout(TIMEOUT_MS)
+        try:
+            page = context.new_page()
+            sign_in(page, base, story.tokens["oncall"])
+            html = (
+                f'<a id="go" href="{base}{target}">the page</a>'
+                f'<form id="out" method="post" action="{base}/logout"><button>x</button></form>'
+            )
+            page.route(
+                f"{elsewhere}/**", lambda route: route.fulfill(body=html, content_type="text/html")
+            )
+            page.goto(f"{elsewhere}/incident")
+            page.click("#go")
+            page.wait_for_url(base + target)
+            expect(page.locator("#lens-latest")).to_contain_text("ES256")
+            # a form posted from there comes without the cookie: refused, signed in still
+            page.goto(f"{elsewhere}/incident")
+            with page.expect_navigation():
+                page.click("#out button")
+            assert page.url.startswith(base)
+            page.goto(base + target)
+            expect(page.locator("#lens-latest")).to_contain_text("ES256")
+            assert page.url == base + target
+        finally:
+            context.close()
+
+
+def test_a_form_address_visited_and_a_missing_page_are_pages(
+    browser: Browser, story: Story
+) -> None:
+    # Both answered the API's JSON to a browser, the first with "use " and an empty Allow.
+    with live_server(story.app()) as base:
+        context = browser.new_context()
+        context.set_default_timeout(TIMEOUT_MS)
+        try:
+            page = context.new_page()
+            sign_in(page, base, story.tokens["oncall"])
+            for address, status, words in [
+                ("/logout", 405, "this address takes a form, not a visit"),
+                ("/subject/auth", 404, "there is no page at this address"),
+                ("/subjects/a%2Fb", 404, "there is no page at this address"),
+                ("/subjects?subject=a/b", 400, "invalid subject"),
+            ]:
+                answer = page.goto(base + address)
+                assert answer is not None
+                assert answer.status == status, address
+                assert answer.headers["content-type"].startswith("text/html")
+                expect(page.locator("p.error")).to_contain_text(words)
+            answer = page.goto(base + "/logout")
+            assert answer is not None
+            assert answer.headers["allow"] == "POST"
+        finally:
+            context.close()

@@ -34,7 +34,7 @@ from episteme.ledger.access import Op, Principal, TokenRefused
 from episteme.ledger.core import Ledger
 
 from .metrics import Metrics
-from .problems import headers_of, problem_of
+from .problems import console_page, headers_of, problem_of, wants_page
 
 _bearer = HTTPBearer(auto_error=False, description="A token from `episteme token create`")
 
@@ -253,6 +253,10 @@ def refusal(scope: Scope, exc: EpistemeError) -> Response:
         error = {"code": -32600, "message": exc.message}  # Invalid Request
         body = {"jsonrpc": "2.0", "id": None, "error": error}
         return JSONResponse(body, exc.status, headers=headers_of(exc))
+    if wants_page(scope):  # a console form over the size limit
+        page = console_page(scope, exc.status, exc.title, exc.message)
+        page.headers.update(headers_of(exc))
+        return page
     return problem_of(exc)
 
 

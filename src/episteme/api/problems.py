@@ -19,6 +19,7 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
+from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from episteme.errors import (
@@ -252,7 +253,8 @@ def _unreadable(cause: BaseException | None) -> str:
 
 
 def _allowed_methods(app: FastAPI, path: str) -> str:
-    """Every method documented for `path` (one route per method: Starlette sees only one)."""
+    """Every method documented for `path` (one route per method: Starlette sees only one),
+    or for a console page (not in the API's document) those of its routes."""
     paths = app.openapi()["paths"]
     if path in paths:  # a literal path wins over a template that also matches it
         return ", ".join(sorted(m.upper() for m in paths[path]))
@@ -261,6 +263,11 @@ def _allowed_methods(app: FastAPI, path: str) -> str:
         pattern = re.sub(r"\\{[^/]+\\}", "[^/]+", re.escape(template))
         if re.fullmatch(pattern, path):
             methods |= {m.upper() for m in item}
+    if not methods:  # the console's: the methods a route of the app takes here
+        for method in ("GET", "POST", "PUT", "PATCH", "DELETE"):
+            scope = {"type": "http", "path": path, "method": method, "root_path": ""}
+            if any(r.matches(scope)[0] == Match.FULL for r in app.router.routes):
+                methods.add(method)
     return ", ".join(sorted(methods))
 
 
@@ -297,10 +304,17 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(HTTPException)
     async def _http(request: Request, exc: HTTPException) -> Response:
         if exc.status_code == 404:
+            if wants_page(request.scope):
+                return console_page(request.scope, 404, "Not found", NO_PAGE)
             detail = f"no route {request.url.path}: see /docs for the API"
             return problem(404, "Not found", detail)
         if exc.status_code == 405:
             allowed = _allowed_methods(app, request.url.path)
+            if wants_page(request.scope):
+                said = FORM_ONLY if request.method == "GET" else f"this page answers {allowed}"
+                page = console_page(request.scope, 405, "Method not allowed", said)
+                page.headers["Allow"] = allowed
+                return page
             detail = f"{request.method} is not allowed on {request.url.path}: use {allowed}"
             return problem(405, "Method not allowed", detail, Allow=allowed)
         if exc.status_code == 400 and exc.detail == _FASTAPI_UNPARSED:
@@ -314,6 +328,31 @@ def install(app: FastAPI) -> None:
         # raised outside `LastResort` (in a middleware around it); Starlette then raises
         # it again, for the server to log
         return unexpected(request.method, request.url.path, exc)
+
+
+_NOT_PAGES = ("/v1/", "/mcp", "/health", "/metrics", "/docs", "/redoc", "/openapi.json")
+NO_PAGE = "there is no page at this address: start again from the overview"
+FORM_ONLY = (
+    "this address takes a form, not a visit: go back to the page the form was on, "
+    "reload it and send the form again"
+)
+
+
+def wants_page(scope: Scope) -> bool:
+    """Whether a refusal made outside a route is a browser's, at the console: an HTML
+    page then, where problem details would show a person raw JSON."""
+    path: str = scope.get("path", "")
+    if path == "/v1" or path.startswith(_NOT_PAGES):
+        return False
+    accept = next((v for k, v in scope.get("headers", ()) if k == b"accept"), b"")
+    return b"text/html" in accept
+
+
+def console_page(scope: Scope, status: int, title: str, detail: str) -> Response:
+    """The console's error page for a refusal made outside its routes."""
+    from episteme.web.render import error_page  # the console renders with this module's
+
+    return error_page(Request(scope), status, title, detail)
 
 
 def unexpected(method: str, path: str, exc: Exception) -> Response:

@@ -152,7 +152,11 @@ def _timeline(ledger: Ledger, subject: str, moment: Instant | None) -> tuple[lis
 
 @router.get("/subjects")
 def subjects(who: Reader, subject: str = "") -> Response:
-    return redirect(f"/subjects/{quote(subject.strip(), safe='')}" if subject.strip() else "/")
+    name = subject.strip()
+    if not name:
+        return redirect("/")
+    check_prefix(name, field="subject")  # a / would leave the page's path: no route
+    return redirect(f"/subjects/{quote(name, safe='')}")
 
 
 @router.get("/subjects/{subject}")

@@ -13,7 +13,7 @@ import functools
 import re
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlencode
 
 import jinja2
@@ -30,6 +30,11 @@ from episteme.text import plural
 STATIC_PATH = "/static"
 SESSION_COOKIE = "episteme_session"
 LOGIN_COOKIE = "episteme_login"
+SAME_SITE: dict[str, Literal["lax", "strict"]] = {SESSION_COOKIE: "lax", LOGIN_COOKIE: "strict"}
+"""Each cookie's SameSite. The session's is Lax: a link to a page from a pager, a chat or
+an alert's mail opens it signed in (Strict left it out of every navigation from another
+site). A POST from another site still comes without it, GET pages change nothing, and
+every form carries its CSRF token. The sign-in form's is only ever posted from here."""
 
 HEADERS = {
     "Content-Security-Policy": (
@@ -119,7 +124,7 @@ def local(target: str | None) -> str:
 
 def forget(response: Response, name: str) -> None:
     """Delete a console cookie (with the attributes it was set with)."""
-    response.delete_cookie(name, path="/", httponly=True, samesite="strict")
+    response.delete_cookie(name, path="/", httponly=True, samesite=SAME_SITE[name])
 
 
 def error_page(request: Request, status: int, title: str, detail: str) -> HTMLResponse:
@@ -135,7 +140,8 @@ def to_sign_in(request: Request, why: str | None) -> Response:
     if why:
         query["why"] = why
     response = redirect("/login" + (f"?{urlencode(query)}" if query else ""))
-    forget(response, SESSION_COOKIE)
+    if SESSION_COOKIE in request.cookies:  # one that came and failed; none: nothing to forget
+        forget(response, SESSION_COOKIE)
     return response
 
 

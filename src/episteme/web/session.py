@@ -2,7 +2,7 @@
 
 The person pastes a token on `/login`; the server authenticates it with
 `Ledger.authenticate`, exactly as the API does, and sets a cookie (HttpOnly,
-SameSite=Strict, Secure over HTTPS) that holds the token's *id* and the principal,
+SameSite=Lax, Secure over HTTPS) that holds the token's *id* and the principal,
 never the token itself, signed with HMAC-SHA256 under a key of this app and valid for
 8 hours. The key is random per app, so a restart signs everyone out; `episteme serve`
 gives its workers one of its making, and several servers must share one, set with
@@ -38,7 +38,17 @@ from episteme.errors import Forbidden, InvalidInput, Unauthenticated
 from episteme.ledger.access import Op, Principal, Role, TokenRecord, TokenRefused
 from episteme.ledger.core import Ledger
 
-from .render import LOGIN_COOKIE, SESSION_COOKIE, PageRoute, SignIn, forget, local, page, redirect
+from .render import (
+    LOGIN_COOKIE,
+    SAME_SITE,
+    SESSION_COOKIE,
+    PageRoute,
+    SignIn,
+    forget,
+    local,
+    page,
+    redirect,
+)
 
 LIFETIME_S = 8 * 3600
 """How long a console session lasts after sign-in."""
@@ -136,7 +146,7 @@ def _set(response: Response, request: Request, name: str, value: str, max_age: i
         max_age=max_age,
         path="/",
         httponly=True,
-        samesite="strict",
+        samesite=SAME_SITE[name],
         secure=request.url.scheme == "https",
     )
 
@@ -190,8 +200,9 @@ class Console:
         }
 
     def field(self, name: str) -> str:
-        """The first value of a form field ('' when absent)."""
-        return (self.form.get(name) or [""])[0]
+        """The first value of a form field ('' when absent), its line ends as `\n`
+        (a browser sends a text area's as CRLF, which `blame` then showed as `\r`)."""
+        return (self.form.get(name) or [""])[0].replace("\r\n", "\n")
 
     def fields(self, name: str) -> list[str]:
         return self.form.get(name, [])
