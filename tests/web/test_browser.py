@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import shutil
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -151,30 +152,38 @@ def test_the_oncall_story_in_a_browser(browser: Browser, story: Story, shots: Pa
             context.close()
 
 
-def test_an_agent_sees_no_correct_button_and_is_refused_the_route(
-    browser: Browser, story: Story
-) -> None:
+@contextmanager
+def signed_in(browser: Browser, story: Story, who: str) -> Iterator[tuple[str, Page]]:
+    """A live server over the story, and a page of a new browser context signed in
+    there as `who`: (the server's URL, the page)."""
     with live_server(story.app()) as base:
         context = browser.new_context()
         context.set_default_timeout(TIMEOUT_MS)
         try:
             page = context.new_page()
-            sign_in(page, base, story.tokens["agent-1"])
-            page.goto(base + "/subjects/auth.jwt.algorithm")
-            expect(page.locator("#lens-latest")).to_contain_text("ES256")
-            expect(page.get_by_role("link", name="Correct")).to_have_count(0)
-            refused = page.request.get(f"{base}/assertions/{story.es256}/correct")
-            assert refused.status == 403
-            csrf = page.locator("input[name=csrf]").first.get_attribute("value")
-            assert csrf
-            posted = page.request.post(
-                f"{base}/assertions/{story.es256}/correct",
-                form={"csrf": csrf, "reason": "no", "step": "apply"},
-            )
-            assert posted.status == 403
-            assert story.ledger.get(story.es256).lifecycle == "proposed"
+            sign_in(page, base, story.tokens[who])
+            yield base, page
         finally:
             context.close()
+
+
+def test_an_agent_sees_no_correct_button_and_is_refused_the_route(
+    browser: Browser, story: Story
+) -> None:
+    with signed_in(browser, story, "agent-1") as (base, page):
+        page.goto(base + "/subjects/auth.jwt.algorithm")
+        expect(page.locator("#lens-latest")).to_contain_text("ES256")
+        expect(page.get_by_role("link", name="Correct")).to_have_count(0)
+        refused = page.request.get(f"{base}/assertions/{story.es256}/correct")
+        assert refused.status == 403
+        csrf = page.locator("input[name=csrf]").first.get_attribute("value")
+        assert csrf
+        posted = page.request.post(
+            f"{base}/assertions/{story.es256}/correct",
+            form={"csrf": csrf, "reason": "no", "step": "apply"},
+        )
+        assert posted.status == 403
+        assert story.ledger.get(story.es256).lifecycle == "proposed"
 
 
 def test_a_link_from_another_site_opens_the_page_signed_in(browser: Browser, story: Story) -> None:
@@ -182,58 +191,44 @@ def test_a_link_from_another_site_opens_the_page_signed_in(browser: Browser, sto
     # console answered with its sign-in page, and that answer deleted the session.
     elsewhere = "http://pager.example"
     target = "/subjects/auth.jwt.algorithm"
-    with live_server(story.app()) as base:
-        context = browser.new_context()
-        context.set_default_timeout(TIMEOUT_MS)
-        try:
-            page = context.new_page()
-            sign_in(page, base, story.tokens["oncall"])
-            html = (
-                f'<a id="go" href="{base}{target}">the page</a>'
-                f'<form id="out" method="post" action="{base}/logout"><button>x</button></form>'
-            )
-            page.route(
-                f"{elsewhere}/**", lambda route: route.fulfill(body=html, content_type="text/html")
-            )
-            page.goto(f"{elsewhere}/incident")
-            page.click("#go")
-            page.wait_for_url(base + target)
-            expect(page.locator("#lens-latest")).to_contain_text("ES256")
-            # a form posted from there comes without the cookie: refused, signed in still
-            page.goto(f"{elsewhere}/incident")
-            with page.expect_navigation():
-                page.click("#out button")
-            assert page.url.startswith(base)
-            page.goto(base + target)
-            expect(page.locator("#lens-latest")).to_contain_text("ES256")
-            assert page.url == base + target
-        finally:
-            context.close()
+    with signed_in(browser, story, "oncall") as (base, page):
+        html = (
+            f'<a id="go" href="{base}{target}">the page</a>'
+            f'<form id="out" method="post" action="{base}/logout"><button>x</button></form>'
+        )
+        page.route(
+            f"{elsewhere}/**", lambda route: route.fulfill(body=html, content_type="text/html")
+        )
+        page.goto(f"{elsewhere}/incident")
+        page.click("#go")
+        page.wait_for_url(base + target)
+        expect(page.locator("#lens-latest")).to_contain_text("ES256")
+        # a form posted from there comes without the cookie: refused, signed in still
+        page.goto(f"{elsewhere}/incident")
+        with page.expect_navigation():
+            page.click("#out button")
+        assert page.url.startswith(base)
+        page.goto(base + target)
+        expect(page.locator("#lens-latest")).to_contain_text("ES256")
+        assert page.url == base + target
 
 
 def test_a_form_address_visited_and_a_missing_page_are_pages(
     browser: Browser, story: Story
 ) -> None:
     # Both answered the API's JSON to a browser, the first with "use " and an empty Allow.
-    with live_server(story.app()) as base:
-        context = browser.new_context()
-        context.set_default_timeout(TIMEOUT_MS)
-        try:
-            page = context.new_page()
-            sign_in(page, base, story.tokens["oncall"])
-            for address, status, words in [
-                ("/logout", 405, "this address takes a form, not a visit"),
-                ("/subject/auth", 404, "there is no page at this address"),
-                ("/subjects/a%2Fb", 404, "there is no page at this address"),
-                ("/subjects?subject=a/b", 400, "invalid subject"),
-            ]:
-                answer = page.goto(base + address)
-                assert answer is not None
-                assert answer.status == status, address
-                assert answer.headers["content-type"].startswith("text/html")
-                expect(page.locator("p.error")).to_contain_text(words)
-            answer = page.goto(base + "/logout")
+    with signed_in(browser, story, "oncall") as (base, page):
+        for address, status, words in [
+            ("/logout", 405, "this address takes a form, not a visit"),
+            ("/subject/auth", 404, "there is no page at this address"),
+            ("/subjects/a%2Fb", 404, "there is no page at this address"),
+            ("/subjects?subject=a/b", 400, "invalid subject"),
+        ]:
+            answer = page.goto(base + address)
             assert answer is not None
-            assert answer.headers["allow"] == "POST"
-        finally:
-            context.close()
+            assert answer.status == status, address
+            assert answer.headers["content-type"].startswith("text/html")
+            expect(page.locator("p.error")).to_contain_text(words)
+        answer = page.goto(base + "/logout")
+        assert answer is not None
+        assert answer.headers["allow"] == "POST"
