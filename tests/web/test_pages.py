@@ -561,6 +561,8 @@ def test_find_goes_to_the_right_page(console: Console) -> None:
              "s_0123456789abcdef01234567": "/diagnosis/"}  # fmt: skip
     for q, where in cases.items():
         assert console.get(f"/find?q={q}").headers["location"] == where + q
+    # what only starts as a session's id is a subject's name (it was a pydantic error)
+    assert console.get("/find?q=s_nope").headers["location"] == "/subjects/s_nope"
     # neither: said on a console page, not the API's 404 of a path the / broke
     for q in ("a/b", "auth jwt", "-x"):
         r = console.get("/find", params={"q": q})

@@ -49,6 +49,7 @@ TRUST_DAYS = 30
 READS = 100
 """The audited reads an agent's page lists; a full page links to the next."""
 _HEX = re.compile(r"^[0-9a-f]{4,64}$")
+_SESSION = re.compile(r"s_[0-9a-f]{24}")
 
 router = APIRouter(route_class=PageRoute, include_in_schema=False)
 
@@ -109,7 +110,7 @@ def find(who: Reader, q: str = "") -> Response:
     safe = quote(ref, safe="")
     if ref.startswith(("q_", "d_")):
         return redirect(f"/trace/{safe}")
-    if ref.startswith("s_"):
+    if _SESSION.fullmatch(ref):
         return redirect(f"/diagnosis/{safe}")
     if _HEX.fullmatch(ref):
         return redirect(f"/blame/{safe}")
@@ -118,7 +119,7 @@ def find(who: Reader, q: str = "") -> Response:
     except InvalidInput:
         raise InvalidInput(
             f"{quoted(ref)} is neither a subject (dotted words: auth.jwt.algorithm) nor an id"
-            " (4 or more hex digits, q_…, d_…, s_…)",
+            " (4 or more hex digits, q_…, d_…, or a session's s_ and 24 hex digits)",
             field="q",
         ) from None
     return redirect(f"/subjects/{safe}")
