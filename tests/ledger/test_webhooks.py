@@ -3,7 +3,9 @@ retries with backoff, timeouts, giving up, Slack bodies, and secrets that stay s
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import socket
 import threading
 import time
 from collections.abc import Iterator, Mapping
@@ -224,6 +226,56 @@ def test_a_receiver_slower_than_the_timeout_is_a_timeout_and_retried(
     assert d.run_once() == 1
     assert only_delivery(store).state == "delivered"
     assert len(receiver.requests) == 2
+
+
+@contextlib.contextmanager
+def dripping(every_s: float, for_s: float) -> Iterator[str]:
+    """A receiver that reads the request, then answers its status line a byte at a time,
+    one every `every_s`, for at most `for_s`: never too slow for one read's timeout."""
+    server = socket.create_server(("127.0.0.1", 0))
+    done = threading.Event()
+
+    def serve() -> None:
+        conn, _ = server.accept()
+        with conn:
+            conn.recv(65536)
+            deadline = time.monotonic() + for_s
+            for byte in b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n" * 1000:
+                if done.wait(every_s) or time.monotonic() > deadline:
+                    return
+                try:
+                    conn.sendall(bytes([byte]))
+                except OSError:
+                    return
+
+    worker = threading.Thread(target=serve, daemon=True)
+    worker.start()
+    try:
+        yield f"http://127.0.0.1:{server.getsockname()[1]}/in"
+    finally:
+        done.set()
+        server.close()
+        worker.join(5)
+
+
+def test_a_receiver_that_drips_its_answer_is_cut_off_within_the_lease(
+    ledger: Ledger, clock: ManualClock, client: httpx.Client
+) -> None:
+    # A byte a second passed every read's timeout: the delivery stayed "sending" for
+    # 72 s with a 2 s timeout, past its lease (3 × 2 s + 30 s), when another worker may
+    # lease the job and send it again.
+    store = ledger.store
+    with dripping(every_s=0.1, for_s=30.0) as url:
+        spec = WebhookSpec(name="hook", url=url, timeout_s=0.5)
+        enqueue(store, clock)
+        d = deliverer(store, clock, client, {"hook": spec})
+        started = time.monotonic()
+        assert d.run_once() == 1
+        took = time.monotonic() - started
+    cut = only_delivery(store)
+    assert (cut.state, cut.attempts) == ("retrying", 1)
+    assert cut.error == "took longer than 1.5 s in all: cut off"
+    assert took < 15, took  # not the receiver's 30 s
 
 
 def test_a_deliverer_closed_mid_backlog_takes_no_more_jobs(

@@ -26,6 +26,7 @@ import logging
 import os
 import random
 import re
+import socket
 import threading
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Literal, get_args
@@ -73,6 +74,9 @@ _SECOND_US = 1_000_000
 _BACKOFF_FIRST_US = 2 * _SECOND_US
 _BACKOFF_CAP_US = 600 * _SECOND_US
 _LEASE_MARGIN_US = 30 * _SECOND_US
+WHOLE_TIMEOUTS = 3
+"""A delivery's whole exchange may take this many times its webhook's timeout (each step
+of it, one): the lease is as long, and 30 s more."""
 _ENV_PREFIX = "env:"
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _SLACK_TEXT_MAX = 3000  # Slack refuses a section text longer than this
@@ -319,6 +323,47 @@ def _credential(name: str) -> bool:
     return False
 
 
+class _Watchdog:
+    """Shuts a delivery's socket down once the delivery has taken `seconds`: a read
+    blocked in another thread then fails at once, and the delivery with it."""
+
+    def __init__(self, seconds: float) -> None:
+        self.fired = False
+        self._socket: socket.socket | None = None
+        self._lock = threading.Lock()
+        self._timer = threading.Timer(seconds, self._fire)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def trace(self, event: str, info: Mapping[str, Any]) -> None:
+        """httpcore's trace extension: it names each step, with the connection's stream
+        once connected (a new connection each time: the deliverer keeps none)."""
+        if event != "connection.connect_tcp.complete":
+            return
+        stream = info.get("return_value")
+        found = stream.get_extra_info("socket") if stream is not None else None
+        with self._lock:
+            self._socket = found if isinstance(found, socket.socket) else None
+            late = self.fired
+        if late:
+            self._shut()
+
+    def _fire(self) -> None:
+        with self._lock:
+            self.fired = True
+        self._shut()
+
+    def _shut(self) -> None:
+        with self._lock:
+            held = self._socket
+        if held is not None:
+            with contextlib.suppress(OSError):
+                held.shutdown(socket.SHUT_RDWR)
+
+    def cancel(self) -> None:
+        self._timer.cancel()
+
+
 def _url(value: str) -> httpx.URL:
     import httpx  # here: the CLI starts faster without it (it loads its own CLI's modules)
 
@@ -490,7 +535,10 @@ class Deliverer:
         if client is None:
             import httpx
 
-            client = httpx.Client(follow_redirects=False)
+            # a connection of its own for each delivery: the watchdog of `_post` holds
+            # its socket, which a connection taken from a pool would not give it
+            no_pool = httpx.Limits(max_keepalive_connections=0)
+            client = httpx.Client(follow_redirects=False, limits=no_pool)
         self._client = client
         self._environ = environ
         self._closed = False
@@ -511,7 +559,7 @@ class Deliverer:
         specs = dict(self._webhooks())
         # Connecting, sending and waiting for the answer each get timeout_s.
         longest = max((s.timeout_s for s in specs.values()), default=5.0)
-        lease_us = int(3 * longest * _SECOND_US) + _LEASE_MARGIN_US
+        lease_us = int(WHOLE_TIMEOUTS * longest * _SECOND_US) + _LEASE_MARGIN_US
         handled = 0
         # closed or stopped: the jobs left wait, unleased, for whoever leads
         while handled < limit and not self._closed and not (stopped and stopped()):
@@ -578,23 +626,38 @@ class Deliverer:
         # its error texts never reach the job (they may quote the URL).
         import httpx
 
+        # Each step (connecting, sending, reading) waits at most timeout_s for the next
+        # bytes; a receiver that sends a byte a second would pass every step's wait and
+        # hold the delivery past its lease, for another worker to lease and send again.
+        # The watchdog shuts the socket down once the whole has taken 3 × timeout_s.
+        watchdog = _Watchdog(WHOLE_TIMEOUTS * timeout_s)
         try:
             with self._client.stream(
-                "POST", url, content=body, headers=headers, timeout=httpx.Timeout(timeout_s)
+                "POST",
+                url,
+                content=body,
+                headers=headers,
+                timeout=httpx.Timeout(timeout_s),
+                extensions={"trace": watchdog.trace},
             ) as response:
                 return response.status_code
         except httpx.ConnectTimeout:
             text = f"timed out connecting after {timeout_s} s"
         except httpx.TimeoutException:
             text = f"timed out after {timeout_s} s"
-        except httpx.ConnectError:
-            text = "could not connect"
-        except httpx.RemoteProtocolError:
-            text = "answered with a broken HTTP response"
         except httpx.TransportError as exc:
-            text = f"the connection failed ({type(exc).__name__})"
+            if watchdog.fired:
+                text = f"took longer than {WHOLE_TIMEOUTS * timeout_s:g} s in all: cut off"
+            elif isinstance(exc, httpx.ConnectError):
+                text = "could not connect"
+            elif isinstance(exc, httpx.RemoteProtocolError):
+                text = "answered with a broken HTTP response"
+            else:
+                text = f"the connection failed ({type(exc).__name__})"
         except (httpx.HTTPError, httpx.InvalidURL) as exc:
             text = f"the request failed ({type(exc).__name__})"
+        finally:
+            watchdog.cancel()
         raise _Failed(text, retry=retry)
 
     def _complete(self, job: Job) -> None:
