@@ -42,14 +42,30 @@ def short(ident: str) -> str:
     return ident[:12] if not ident[:2].endswith("_") else ident[:14]
 
 
+SHOWN_CHARS = 2_000
+"""The most of one value or text a person's output shows (`--json` gives it whole): a
+megabyte through Rich's wrapping took minutes, and nobody reads it on a terminal."""
+
+_LINE_BREAKS = str.maketrans({"\n": "\\n", "\t": "\\t"})
+
+
 def val(value: Any) -> str:
     """A value for a Rich string: JSON unless a plain string, markup escaped."""
     return esc(value if isinstance(value, str) else canonical(value))
 
 
 def esc(text: str | None, empty: str = "") -> str:
-    """Free text (sources, reasons, actions) is data, never Rich markup."""
-    return escape(text) if text else empty
+    """Free text (values, sources, reasons, actions) is data, never Rich markup, and on
+    one line: a newline written as `\\n` (an agent's value with lines of its own read as
+    more of the output: "introduced by platform-team", under a proposal of its own).
+    Cut to `SHOWN_CHARS`, saying how long it is."""
+    if not text:
+        return empty
+    shown = text if len(text) <= SHOWN_CHARS else text[:SHOWN_CHARS]
+    line = escape(shown.translate(_LINE_BREAKS))
+    if len(text) > SHOWN_CHARS:
+        line += f"… ({len(text):,} characters; --json gives it whole)"
+    return line
 
 
 def life(state: str) -> str:
