@@ -108,8 +108,8 @@ def cli(home: Path, clock: ManualClock, capsys: pytest.CaptureFixture[str]) -> C
         argv = [*args, "--home", str(home)] if home_arg else list(args)
         state = CliState(clock=clock, console=ShownConsole(highlight=False, width=200))
         old_stdin = sys.stdin
-        if stdin is not None:
-            sys.stdin = io.StringIO(stdin)
+        if stdin is not None:  # as a process's: text over bytes
+            sys.stdin = io.TextIOWrapper(io.BytesIO(stdin.encode()), encoding="utf-8")
         code = 0
         try:
             main(argv, cli_state=state)

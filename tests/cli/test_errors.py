@@ -588,7 +588,7 @@ def test_init_refuses_a_corrupt_or_foreign_file(cli: Cli, home: Path) -> None:
     db = home / "ledger.db"
     db.write_bytes(b"not a database at all" * 100)
     before = _digest(db)
-    assert_error(cli("init"), 2, "already exists")
+    assert_error(cli("init"), 2, "already exists and is not an Episteme ledger")
     assert _digest(db) == before
 
 
@@ -628,6 +628,41 @@ def test_a_home_that_is_a_file(cli: Cli, tmp_path: Path) -> None:
     r = cli("verify", "--home", str(f), home_arg=False)
     assert_error(r, 2, "is a file: give a directory")
     assert f.read_text() == "hello"
+
+
+def test_what_python_meets_before_a_check_is_one_line(cli: Cli, home: Path, tmp_path: Path) -> None:
+    # Each of these was a traceback: bytes that are not UTF-8 in an argument (kept by
+    # Python as surrogates), a row edited under the ledger, an export line without its
+    # time (a KeyError's repr), and the demo given a file for its home.
+    done(cli("init"))
+    assert_error(cli("token", "revoke", "\udcff\udcfe", "--reason", "r"), 2, "not UTF-8 text")
+    assert_error(cli("notifications", "--after", "\udcff"), 2, "not UTF-8 text")
+    ok(cli("assert", "x.y", "1", "--agent", "a", "--json"))
+    with closing(sqlite3.connect(home / "ledger.db")) as db, db:
+        db.execute("UPDATE assertions SET value = '{bad'")
+    for args in (("query", "x", "--agent", "a", "--lens", "all"), ("blame", "x.y")):
+        assert_error(cli(*args), 1, "cannot be read back as JSON", "rebuild --repair")
+    done(cli("rebuild", "--repair"))
+    assert ok(cli("query", "x", "--agent", "a", "--lens", "all", "--json"))["items"]
+    exported = tmp_path / "j.jsonl"
+    exported.write_text('{"seq": 1}\n')
+    r = cli("import", str(exported), "--home", str(tmp_path / "new"), home_arg=False)
+    assert_error(r, 2, "line 1 of", "is not an exported event: it has no 'at'")
+    r = cli("demo", "--home", str(exported), home_arg=False)
+    assert_error(r, 2, "is a file: give an empty directory")
+    r = cli("assert", "--agent", "a", "--batch", "-", stdin='{"subject":"b.a","value":"x\u0000y"}')
+    assert_error(r, 2, "line 1: malformed JSON: Invalid control character at column")
+
+
+def test_closed_standard_input_is_said(tmp_path: Path) -> None:
+    # `--batch -` with stdin closed (`<&-`): sys.stdin is None, and reading it raised.
+    r = subprocess.run(
+        [sys.executable, "-m", "episteme", "assert", "--agent", "a", "--batch", "-",
+         "--home", str(tmp_path)],
+        capture_output=True, text=True, preexec_fn=lambda: os.close(0), timeout=60,
+    )  # fmt: skip
+    assert r.returncode == 2, r.stderr
+    assert r.stderr == "error: cannot read --batch -: standard input is closed; give a FILE\n"
 
 
 def test_a_ledger_file_that_is_a_directory(cli: Cli, tmp_path: Path) -> None:

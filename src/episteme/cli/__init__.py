@@ -15,7 +15,9 @@ from collections.abc import Sequence
 from types import FrameType
 from typing import NoReturn
 
+import orjson
 import typer
+from pydantic import ValidationError
 
 from episteme.cli.common import CliState, app
 from episteme.errors import EpistemeError, InvalidInput, database_failed, from_database
@@ -65,6 +67,8 @@ def main(argv: Sequence[str] | None = None, *, cli_state: CliState | None = None
     try:
         _one_location(args)
         app(args=args, prog_name="episteme", obj=cli_state)
+    except KeyboardInterrupt:  # before a command's own handling (typer building it)
+        sys.exit(130)
     except EpistemeError as exc:
         _fail(exc.message, exc.exit_code)
     except Exception as exc:
@@ -77,9 +81,35 @@ def main(argv: Sequence[str] | None = None, *, cli_state: CliState | None = None
             with contextlib.suppress(OSError, ValueError, AttributeError):
                 os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
             sys.exit(1)
-        if isinstance(exc, OSError):  # writing the output: a full disk, a closed stdout
-            _fail(str(exc) or type(exc).__name__, 1)
+        if isinstance(exc, UnicodeEncodeError) and "surrogate" in exc.reason:
+            # an argument's bytes that are not UTF-8 (Python keeps them as surrogates),
+            # met where text is encoded before anything checked it
+            _fail("an argument holds bytes that are not UTF-8 text: give it as UTF-8", 2)
+        if _unreadable_row(exc):
+            _fail(UNREADABLE_ROW, 1)
+        if isinstance(exc, OSError):  # a file named, or the output: a full disk, closed
+            why = (exc.strerror or str(exc) or type(exc).__name__).lower()
+            _fail(
+                f"{exc.filename}: {why}" if exc.filename else f"cannot write the output: {why}", 1
+            )
         raise
+
+
+UNREADABLE_ROW = (
+    "a row of the ledger cannot be read back as JSON: the file was changed or damaged "
+    "outside Episteme; run `episteme verify` (the journal), then `episteme rebuild "
+    "--repair` to rebuild what the journal holds, or restore from a backup"
+)
+
+
+def _unreadable_row(exc: Exception) -> bool:
+    """Whether `exc` is stored JSON that does not parse (a row edited or a page damaged
+    under the ledger): orjson's error, or pydantic's reading a JSON column."""
+    if isinstance(exc, orjson.JSONDecodeError):
+        return True
+    return isinstance(exc, ValidationError) and any(
+        e["type"] == "json_invalid" for e in exc.errors()
+    )
 
 
 def _fail(message: str, code: int) -> NoReturn:

@@ -227,6 +227,8 @@ def demo(
     """Tell the ES256 outage story on a fresh ledger, with the commands it runs."""
     if home is None:
         home = Path(tempfile.mkdtemp(prefix=_STORY_HOME_MARK))
+    elif home.exists() and not home.is_dir():
+        raise InvalidInput(f"--home {home} is a file: give an empty directory for the demo")
     elif home.exists() and any(home.iterdir()):
         raise InvalidInput(f"--home {home} is not empty: the demo needs a fresh directory")
     console = state(ctx).console

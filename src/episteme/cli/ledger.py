@@ -123,8 +123,13 @@ def assert_(
 
 def _read_text(source: str, named: str) -> str:
     """The UTF-8 text of a file, or of stdin for -."""
+    if source == "-" and sys.stdin is None:
+        raise InvalidInput(f"cannot read {named}: standard input is closed; give a FILE")
     try:
-        return sys.stdin.read() if source == "-" else Path(source).read_text(encoding="utf-8")
+        if source == "-":  # its bytes, read as a file's are (its own decoding is lenient)
+            raw = getattr(sys.stdin, "buffer", None)
+            return sys.stdin.read() if raw is None else raw.read().decode("utf-8")
+        return Path(source).read_text(encoding="utf-8")
     except OSError as exc:
         raise InvalidInput(f"cannot read {named}: {exc.strerror}") from None
     except UnicodeDecodeError as exc:
@@ -141,7 +146,7 @@ def _read_batch(batch: str, given: dict[str, Any]) -> list[Any]:
             data = loads_exact(line)
         except json.JSONDecodeError as exc:
             raise InvalidInput(
-                f"line {n}: malformed JSON: {exc.msg} at column {exc.colno}"
+                f"line {n}: malformed JSON: {exc.msg.removesuffix(' at')} at column {exc.colno}"
             ) from None
         except InvalidInput as exc:
             raise InvalidInput(f"line {n}: {exc.message}") from None
@@ -748,6 +753,6 @@ def _read_events(source: str) -> list[Event]:
         except InvalidInput as exc:
             raise InvalidInput(f"line {n} of {source}: {exc.message}") from None
         except (json.JSONDecodeError, KeyError, TypeError, ValueError, OverflowError) as exc:
-            why = shorten(str(exc), 200)
+            why = f"it has no {exc}" if isinstance(exc, KeyError) else shorten(str(exc), 200)
             raise InvalidInput(f"line {n} of {source} is not an exported event: {why}") from None
     return events

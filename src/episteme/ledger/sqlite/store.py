@@ -333,6 +333,20 @@ def is_blank(path: Path) -> bool:
         conn.close()
 
 
+def _marked(path: Path) -> bool:
+    """Whether `path` is a SQLite file that says it is an Episteme ledger."""
+    try:
+        conn = sqlite3.connect(f"file:{quote(str(path))}?mode=ro", uri=True, timeout=30.0)
+    except (OSError, sqlite3.Error):
+        return False
+    try:
+        return bool(conn.execute("PRAGMA application_id").fetchone()[0] == APPLICATION_ID)
+    except sqlite3.Error:
+        return False
+    finally:
+        conn.close()
+
+
 def _blank(conn: sqlite3.Connection) -> bool:
     marks = conn.execute("SELECT * FROM pragma_application_id, pragma_user_version").fetchone()
     tables = conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
@@ -376,13 +390,25 @@ class SQLiteStore(SQLStore):
         self._still: tuple[object, ...] | None = None
         """Read as immutable: the stamps of its files, which no writer may change."""
         made = False  # whether this created the file (removed again if creating fails)
-        if path.is_dir():
+        try:
+            is_dir = path.is_dir()
+        except OSError as exc:  # a home whose directory this user may not search
+            raise StoreUnavailable(
+                f"cannot reach {path}: {(exc.strerror or str(exc)).lower()}; check that "
+                "this user may open its directory"
+            ) from None
+        if is_dir:
             raise StoreUnavailable(
                 f"{path} is a directory, not a ledger file: move it away, or use another home"
             )
         if create:
             if path.exists() and not is_blank(path):
-                raise Conflict(f"{path} already exists: it already holds a ledger")
+                if _marked(path):
+                    raise Conflict(f"{path} already exists: it already holds a ledger")
+                raise Conflict(
+                    f"{path} already exists and is not an Episteme ledger: init leaves it "
+                    "as it is; move it away, or give another home"
+                )
             made = not path.exists()
             try:
                 # the home and the ledger are the owner's alone: they hold every value,
