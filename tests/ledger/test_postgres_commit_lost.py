@@ -445,3 +445,19 @@ def test_a_password_written_wrongly_is_never_shown(
     assert describe("postgresql://127.0.0.1:5432/ledger?application_name=a@b") == (
         "postgresql://ops@127.0.0.1:5432/ledger"
     )
+
+
+@pytest.mark.parametrize("password", ["p", "s", "ql", "Canary7"])
+def test_a_short_password_is_not_given_away_by_what_its_masking_removed(
+    password: str,
+) -> None:
+    # Each of its occurrences in the parser's message was masked: "***ostgresql://u:***"
+    # told that the password was "p".
+    url = f"postgresql://u:{password}@[bad"
+    with pytest.raises(InvalidInput, match="not a PostgreSQL URL") as refused:
+        open_store(url)
+    shown = refused.value.message
+    assert "***ostgres" not in shown
+    assert f"u:{password}@" not in shown
+    if len(password) > 4:
+        assert 'URI: "postgresql://u:***@[bad"' in shown  # where it stood, and nothing else

@@ -157,6 +157,16 @@ def _typed_password(url: str) -> str | None:
     return found["userinfo"].partition(":")[2] or None
 
 
+_PASSWORD_IN_URL = re.compile(
+    r"(^[A-Za-z][A-Za-z0-9+.-]*://[^:/@?#]*:)[^@/?#]*(?=@)|([?&]password=)[^&#]*"
+)
+"""Where a URL holds a password: after its user, and as ?password=."""
+
+
+def _masked_url(url: str) -> str:
+    return _PASSWORD_IN_URL.sub(lambda m: (m.group(1) or m.group(2)) + "***", url)
+
+
 def describe(url: str) -> str:
     """The database a URL names, for messages: never the password."""
     if "://" in url and url.split("://", 1)[1].split("/", 1)[0].count("@") > 1:
@@ -169,12 +179,16 @@ def describe(url: str) -> str:
     try:
         parts = conninfo_to_dict(url)
     except psycopg.ProgrammingError as exc:
-        why = _reason(exc)
         # the parser quotes what it could not read: the password, perhaps, in the user
-        # part or as ?password=…
+        # part or as ?password=…; masked where it stands in the URL (replacing each of
+        # its occurrences in the message gave a short one away by what went missing)
+        why = _reason(exc).replace(url, _masked_url(url))
         given = [typed, *re.findall(r"[?&]password=([^&#]*)", url)]
         for secret in sorted({g for g in given if g} | {unquote(g) for g in given if g}):
-            why = why.replace(secret, "***")
+            if len(secret) >= 4:  # a quoted piece of the URL: long enough to be no word
+                why = why.replace(secret, "***")
+            elif secret in why:  # and perhaps inside other words: say none of them
+                why = "libpq could not read it; its words are not shown, as they quote it"
         raise InvalidInput(f"not a PostgreSQL URL ({why})", field="db") from None
     if typed is not None and re.search(r"[?&]password=", url):
         raise InvalidInput(
