@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import secrets
 import sqlite3
@@ -633,8 +634,7 @@ def test_a_process_starting_during_a_long_migration_waits_for_it(
     # server, gardener and second `migrate` started beside a migration of over 30 s (0004
     # at 150,000 assertions: 46 s) exited, "unavailable: canceling statement due to lock
     # timeout". Here writes wait 1 s, and the migration holds its lock for 3.
-    monkeypatch.setattr("episteme.ledger.postgres.adapt.WRITE_WAIT_S", 1.0)
-    Ledger.init(pg_url).close()
+    _a_ledger_to_migrate_where_writes_wait_1s(pg_url, monkeypatch)
     with psycopg.connect(pg_url) as migrating:
         migrating.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
         release = threading.Timer(3.0, migrating.commit)
@@ -653,6 +653,22 @@ def _a_ledger_to_migrate_where_writes_wait_1s(pg_url: str, monkeypatch: pytest.M
     Ledger.init(pg_url).close()
     with psycopg.connect(pg_url, autocommit=True) as admin:
         admin.execute("UPDATE meta SET value = '4' WHERE key = 'schema_version'")
+
+
+def test_opening_a_ledger_of_this_version_takes_no_migration_lock(
+    pg_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Every open took the lock: processes opening at once said "another process is
+    # creating or migrating the ledger; waiting for it" where nothing migrated.
+    Ledger.init(pg_url).close()
+    with psycopg.connect(pg_url) as holder:
+        holder.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
+        started = time.monotonic()
+        with caplog.at_level(logging.WARNING), Ledger.open(pg_url) as led:
+            assert led.verify().ok
+        assert time.monotonic() - started < 20  # it waited for ever for the lock's holder
+        holder.rollback()
+    assert "waiting for it" not in caplog.text
 
 
 def test_a_migration_blocked_by_another_session_says_so(

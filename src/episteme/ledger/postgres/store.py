@@ -623,6 +623,8 @@ class PostgresStore(_Dialect, SQLStore):
                 "default is another)",
                 field="db",
             )
+        if not create and self._current(conn):
+            return  # nothing to decide: no lock, and no word of waiting for one
         with conn.transaction():
             # one process at a time decides and migrates; the others then find it done,
             # however long it takes (minutes at a million assertions): their wait is not
@@ -653,6 +655,17 @@ class PostgresStore(_Dialect, SQLStore):
             if version < SCHEMA_VERSION:
                 self.migrated_from = version  # (named in the error if migrating fails)
                 self._migrate(conn, version)
+
+    def _current(self, conn: psycopg.Connection[Any]) -> bool:
+        """Whether the ledger is there, of this version, as most opens find it. Read
+        without the migration lock, and without waiting for a table a migration holds
+        (then: not known, and the caller takes the lock to find out)."""
+        try:
+            with conn.transaction():
+                conn.execute("SET LOCAL lock_timeout = '100ms'")
+                return self._version(conn) == SCHEMA_VERSION
+        except psycopg.errors.LockNotAvailable:
+            return False
 
     def _found(self, conn: psycopg.Connection[Any]) -> None:
         """Check the database holds a ledger of a version we know, changing nothing: an
