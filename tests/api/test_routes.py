@@ -11,7 +11,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+import httpx
 import psycopg
+import pytest
 from psycopg.conninfo import conninfo_to_dict
 from starlette.testclient import TestClient
 from whenever import TimeDelta
@@ -22,6 +24,7 @@ from episteme.ledger.gardener import Gardener
 from episteme.ledger.webhooks import WebhookSpec, deliveries
 from episteme.timeutil import ManualClock
 from tests.api.conftest import Api
+from tests.integration.server import live_server
 from tests.ledger.test_paging import fill
 from tests.postgres import Cluster
 from tests.receiver import Receiver
@@ -413,6 +416,39 @@ def test_metrics_count_the_gardeners_failures(pg_cluster: Cluster, home: Path) -
                 time.sleep(0.2)
             assert _sample(text, failures) >= 2  # tried again, and failed again
             assert _sample(text, "episteme_gardener_lag_events") > 0
+
+
+def test_a_database_refusing_the_token_check_is_a_503_on_the_fast_query(
+    pg_cluster: Cluster, home: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # With SELECT on tokens revoked, POST /v1/query answered 503 but logged a 70-line
+    # traceback each time (the fast path let the database's error out), and the server
+    # then reset the client's next request on that connection.
+    role = f"app_{secrets.token_hex(4)}"
+    url = pg_cluster.create_database()
+    Ledger.init(url).close()
+    with psycopg.connect(url, autocommit=True) as admin:
+        admin.execute(f"CREATE ROLE {role} LOGIN PASSWORD 'app'")
+        admin.execute(
+            f"GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {role}"
+        )
+        admin.execute(f"GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO {role}")
+    name = conninfo_to_dict(url)["dbname"]
+    served = f"postgresql://{role}:app@127.0.0.1:{pg_cluster.port}/{name}"
+    with Ledger.open(served) as ledger:
+        token, _ = ledger.issue_token("agent-1", ["agent"], by="admin")
+        with psycopg.connect(url, autocommit=True) as admin:
+            admin.execute(f"REVOKE SELECT ON tokens FROM {role}")
+        app = create_app(Settings(home=home, mcp=False, background=False), ledger=ledger)
+        with live_server(app) as base, httpx.Client(base_url=base, timeout=30) as client:
+            auth = {"Authorization": f"Bearer {token}"}
+            for _ in range(3):
+                r = client.post("/v1/query", json={"subject": "svc.a"}, headers=auth)
+                assert r.status_code == 503, r.text
+                assert "permission denied for table tokens" in r.json()["detail"]
+                assert client.get("/health").status_code in (200, 503)  # answered
+    assert "Traceback" not in caplog.text
+    assert "Exception in ASGI application" not in caplog.text
 
 
 def test_a_read_only_database_answers_the_reads_that_record_nothing(

@@ -1020,3 +1020,30 @@ def test_json_columns_migrated_from_jsonb_rebuild_as_they_are(pg_url: str) -> No
         assert admin.execute("SELECT roles::text FROM tokens").fetchone() == (
             '["agent","supervisor"]',
         )
+
+
+def test_a_failed_probe_leaves_no_connection_with_statements_it_lost(pg_url: str) -> None:
+    # A /health probe that timed out rolled back, and psycopg's rollback deallocated
+    # every statement prepared on that connection (once psycopg had prepared one of its
+    # own); the store still named them, and the next reads there failed under load:
+    # 'prepared statement "_ep_32" does not exist'.
+    from episteme.ledger.postgres import wire
+
+    with Ledger.open(pg_url, ensure=True) as led:
+        led.assert_one(subject="a.b", value=1, agent="x")
+        assert led.answer("a.b", lens="all").items  # the store's statements, prepared
+        with led.store.pool.connection() as c:  # the one connection of a quiet pool
+            for _ in range(6):  # psycopg prepares a statement of its own past 5 uses
+                c.execute("SELECT %s::int", (1,))
+            assert c in wire._sessions
+        with psycopg.connect(pg_url) as locker:
+            locker.execute("LOCK TABLE journal IN ACCESS EXCLUSIVE MODE")
+            with pytest.raises(StoreUnavailable):
+                led.store.probe_reading(lambda r: r.head()[0], 0.2)
+            locker.rollback()
+        with led.store.pool.connection() as c:
+            # forgotten whether or not the server dropped them (it may have): prepared
+            # again under new names, never named when they may be gone
+            assert c not in wire._sessions
+        for _ in range(20):
+            assert led.answer("a.b", lens="all").items

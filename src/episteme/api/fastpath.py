@@ -123,6 +123,8 @@ class QueryFastPath:
             return None
         except WorldError as exc:
             return problem_of(exc)
+        except Exception as exc:  # a database's own error (a privilege revoked): a 503
+            return unexpected("POST", PATH, exc)
         return who if who.allows(Op.QUERY) else None
 
     def _respond(self, body: QueryBody, principal: Principal) -> Response:

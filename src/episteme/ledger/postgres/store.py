@@ -585,11 +585,19 @@ class PostgresStore(_Dialect, SQLStore):
 
     def probe_reading(self, read: Callable[[StoreReader], _T], timeout: float = 2.0) -> _T:
         try:
-            with self.pool.connection(timeout=timeout) as c, c.transaction():
-                # and the statements too: a lock on the journal (an operator's VACUUM FULL
-                # or LOCK TABLE) held it for the writers' 30 s
-                c.execute(f"SET LOCAL statement_timeout = {max(1, int(timeout * 1000))}")
-                return read(self._reader(TxConn(c)))
+            with self.pool.connection(timeout=timeout) as c:
+                try:
+                    with c.transaction():
+                        # and the statements too: a lock on the journal (an operator's
+                        # VACUUM FULL or LOCK TABLE) held it for the writers' 30 s
+                        ms = max(1, int(timeout * 1000))
+                        c.execute(f"SET LOCAL statement_timeout = {ms}")
+                        return read(self._reader(TxConn(c)))
+                except BaseException:
+                    # psycopg's rollback may have deallocated every statement prepared on
+                    # it: forgotten, or the next requests on it failed "does not exist"
+                    forget(c)
+                    raise
         except PoolTimeout:
             raise StoreUnavailable(
                 f"PostgreSQL at {self.url} is unavailable: no connection within {timeout:g} s"
