@@ -386,10 +386,9 @@ def test_a_stopping_server_hands_back_the_delivery_in_hand(
     assert delivery.next_attempt <= ledger.clock.now()  # due at once, for the next leader
 
 
-def test_metrics_count_the_gardeners_failures(pg_cluster: Cluster, home: Path) -> None:
-    # A serving role without USAGE on the job queue's sequence (docs/deploy.md once left
-    # it out): the gardener failed at every batch that queued a delivery, and /health
-    # still answered 200 "ok". The failures are counted now, and the lag grows.
+def _served_as_a_role(pg_cluster: Cluster) -> tuple[str, str, str]:
+    """A new ledger, and a role that may read and write its tables, not its sequences
+    (as docs/deploy.md once had it): (the owner's URL, the role's URL, the role)."""
     role = f"app_{secrets.token_hex(4)}"
     url = pg_cluster.create_database()
     Ledger.init(url).close()
@@ -399,7 +398,14 @@ def test_metrics_count_the_gardeners_failures(pg_cluster: Cluster, home: Path) -
             f"GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {role}"
         )
     name = conninfo_to_dict(url)["dbname"]
-    served = f"postgresql://{role}:app@127.0.0.1:{pg_cluster.port}/{name}"
+    return url, f"postgresql://{role}:app@127.0.0.1:{pg_cluster.port}/{name}", role
+
+
+def test_metrics_count_the_gardeners_failures(pg_cluster: Cluster, home: Path) -> None:
+    # A serving role without USAGE on the job queue's sequence (docs/deploy.md once left
+    # it out): the gardener failed at every batch that queued a delivery, and /health
+    # still answered 200 "ok". The failures are counted now, and the lag grows.
+    _url, served, _role = _served_as_a_role(pg_cluster)
     with Ledger.open(served) as ledger:
         token, _ = ledger.issue_token("prometheus", ["agent"], by="admin")
         ledger.set_webhook(WebhookSpec(name="pager", url="http://127.0.0.1:9/hook"), by="admin")
@@ -424,17 +430,7 @@ def test_a_database_refusing_the_token_check_is_a_503_on_the_fast_query(
     # With SELECT on tokens revoked, POST /v1/query answered 503 but logged a 70-line
     # traceback each time (the fast path let the database's error out), and the server
     # then reset the client's next request on that connection.
-    role = f"app_{secrets.token_hex(4)}"
-    url = pg_cluster.create_database()
-    Ledger.init(url).close()
-    with psycopg.connect(url, autocommit=True) as admin:
-        admin.execute(f"CREATE ROLE {role} LOGIN PASSWORD 'app'")
-        admin.execute(
-            f"GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {role}"
-        )
-        admin.execute(f"GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO {role}")
-    name = conninfo_to_dict(url)["dbname"]
-    served = f"postgresql://{role}:app@127.0.0.1:{pg_cluster.port}/{name}"
+    url, served, role = _served_as_a_role(pg_cluster)
     with Ledger.open(served) as ledger:
         token, _ = ledger.issue_token("agent-1", ["agent"], by="admin")
         with psycopg.connect(url, autocommit=True) as admin:
