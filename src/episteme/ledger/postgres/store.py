@@ -38,7 +38,7 @@ import secrets
 import shlex
 import threading
 import time
-from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from importlib import resources
 from typing import Any, ClassVar, TypeVar
@@ -917,17 +917,7 @@ class PostgresStore(_Dialect, SQLStore):
     def _fails_group(self, exc: BaseException) -> bool:
         return super()._fails_group(exc) and not _over_limit(exc)
 
-    def import_events(
-        self,
-        events: Iterable[Event],
-        *,
-        raised_until: int | None = None,
-        scanned_at: int | None = None,
-    ) -> int:
-        self._vacuum()
-        return super().import_events(events, raised_until=raised_until, scanned_at=scanned_at)
-
-    def _vacuum(self) -> None:
+    def _before_import(self) -> None:
         """Vacuum and analyze the ledger's tables before an import fills them. A copy or
         import interrupted (the database stopped, Ctrl-C) leaves them empty but full of
         dead rows that autovacuum may not have reached, nor the statistics counted (a

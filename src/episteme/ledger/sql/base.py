@@ -399,6 +399,9 @@ class SQLStore(Reader, LearningWrites, DiagnosisWrites):
         last = item.events[-1]
         return last.seq, last.at, last.hash
 
+    def _before_import(self) -> None:
+        """Make the empty tables ready for a whole journal (`import_events`)."""
+
     def _bulk(self, conn: Conn) -> None:
         """Set up a transaction that loads a whole journal (`import_events`)."""
 
@@ -472,6 +475,7 @@ class SQLStore(Reader, LearningWrites, DiagnosisWrites):
         the gardener looks for expiries after `scanned_at` (the last event's time when
         None) rather than over the day before it starts.
         """
+        self._before_import()
         try:
             return self._import(events, raised_until, scanned_at)
         except (Conflict, IntegrityError, InvalidInput):
