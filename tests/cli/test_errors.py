@@ -654,6 +654,22 @@ def test_what_python_meets_before_a_check_is_one_line(cli: Cli, home: Path, tmp_
     assert_error(r, 2, "line 1: malformed JSON: Invalid control character at column")
 
 
+def test_an_empty_location_is_refused_not_taken_for_the_default(cli: Cli, tmp_path: Path) -> None:
+    # `--home "$UNSET"` used ~/.episteme, and `copy --to "$UNSET"` wrote ./ledger.db.
+    for args in (("verify", "--home", ""), ("verify", "--db", " ")):
+        assert_error(cli(*args, home_arg=False), 2, "--home/--db is empty")
+    r = cli("copy", "--from", str(tmp_path), "--to", "", home_arg=False)
+    assert_error(r, 2, "--to is empty")
+    assert not (Path.cwd() / "ledger.db").exists()
+
+
+def test_a_subject_refused_is_quoted_as_typed(cli: Cli) -> None:
+    # 'auth..' was quoted as 'auth.', a form that is valid.
+    done(cli("init"))
+    for typed in ("auth..", ".", "auth.*.*"):
+        assert_error(cli("query", typed, "--agent", "a"), 2, f"invalid subject {typed!r}")
+
+
 def test_closed_standard_input_is_said(tmp_path: Path) -> None:
     # `--batch -` with stdin closed (`<&-`): sys.stdin is None, and reading it raised.
     r = subprocess.run(

@@ -99,7 +99,14 @@ def state(ctx: typer.Context) -> CliState:
 
 
 def location(home: str | None) -> str | Path:
-    """Where the ledger is: the --home/--db given, else the default home."""
+    """Where the ledger is: the --home/--db given, else the default home. One given
+    empty is refused (a shell variable unset, most likely), not taken for the default."""
+    if home is not None and not home.strip():
+        raise InvalidInput(
+            "--home/--db is empty: give a directory or a database URL (is the variable "
+            "you meant to give unset?)",
+            field="home",
+        )
     return home or default_home()
 
 

@@ -98,12 +98,14 @@ _ALLOWED = {
 """The moves left to an assertion of each lifecycle but rejected, as refusals name them."""
 
 
-def check_subject(subject: str, *, field: str = "subject") -> str:
-    """Return `subject` if it is a dotted key such as ``auth.jwt.algorithm``."""
+def check_subject(subject: str, *, field: str = "subject", given: str | None = None) -> str:
+    """Return `subject` if it is a dotted key such as ``auth.jwt.algorithm`` (read from
+    `given`, which a refusal quotes, when it is not what was typed)."""
     if len(subject) > MAX_SUBJECT or not SUBJECT_RE.fullmatch(subject):
         noun = "topic" if field == "topic" else "subject"
+        shown = subject if given is None else given
         raise InvalidInput(
-            f"invalid {noun} {subject!r}: use dotted segments of letters, digits, '_' or '-', "
+            f"invalid {noun} {shown!r}: use dotted segments of letters, digits, '_' or '-', "
             f"not starting with '-' (e.g. auth.jwt.algorithm), at most {MAX_SUBJECT} characters",
             field=field,
         )
@@ -113,7 +115,8 @@ def check_subject(subject: str, *, field: str = "subject") -> str:
 def check_prefix(prefix: str, *, field: str = "subject") -> str:
     """A subject read as a prefix (it covers everything below it), written plainly or
     with a trailing ``.`` or ``.*`` (``auth.jwt.*``); returned plain."""
-    return check_subject(prefix.removesuffix(".*").removesuffix("."), field=field)
+    plain = prefix.removesuffix(".*").removesuffix(".")
+    return check_subject(plain, field=field, given=prefix)  # quoting what was typed
 
 
 def check_name(name: str, what: str) -> str:
