@@ -443,6 +443,12 @@ def test_a_database_refusing_the_token_check_is_a_503_on_the_fast_query(
                 assert r.status_code == 503, r.text
                 assert "permission denied for table tokens" in r.json()["detail"]
                 assert client.get("/health").status_code in (200, 503)  # answered
+            with psycopg.connect(url, autocommit=True) as admin:
+                admin.execute(f"REVOKE SELECT ON gardener FROM {role}")
+            health = client.get("/health")
+            assert health.status_code == 503
+            # it said "unavailable: InsufficientPrivilege", the class's name alone
+            assert "permission denied for table gardener" in health.json()["store"]
     assert "Traceback" not in caplog.text
     assert "Exception in ASGI application" not in caplog.text
 

@@ -23,7 +23,7 @@ from episteme import __version__, web
 from episteme.diagnose.config import DiagnosisConfig
 from episteme.diagnose.engine import DiagnosisEngine, lease_from_env
 from episteme.diagnose.narrator import from_env as narrator_from_env
-from episteme.errors import EpistemeError
+from episteme.errors import EpistemeError, database_failed, from_database
 from episteme.ledger.background import Leader
 from episteme.ledger.core import Ledger
 from episteme.ledger.gardener import Gardener, GardenerLoop, worker_name
@@ -170,6 +170,8 @@ def create_app(
             else:
                 body = Health(status="ok", store="ok", journal_events=events, workers=workers)
         except Exception as exc:  # health must answer, whatever the store does
+            if from_database(exc):  # a privilege revoked: its words, as the API says them
+                exc = database_failed(exc)
             why = exc.message if isinstance(exc, EpistemeError) else type(exc).__name__
             store = f"unavailable: {why}"  # the store's messages never hold a secret
             # no count: 0 would claim an empty journal
