@@ -309,7 +309,18 @@ USER_ERRORS: list[tuple[str, Args, tuple[str, ...]]] = [
     (
         "batch-repeats-a-line",
         lambda s, t: ["assert", "--batch", _batch(t, GOOD_LINE, GOOD_LINE), "--agent", "x"],
-        ("assertion 2 repeats assertion 1",),
+        ("line 2 repeats line 1",),
+    ),
+    (
+        "batch-counts-lines-not-assertions",  # a blank line between: the file's numbers
+        lambda s, t: [
+            "assert",
+            "--batch",
+            _batch(t, GOOD_LINE, "", '{"subject": "a.c", "value": 1, "evidence": "x\\u0000"}'),
+            "--agent",
+            "x",
+        ],
+        ("line 3, evidence: text may not contain the NUL character",),
     ),
     (
         "batch-unknown-derivation",

@@ -6,6 +6,7 @@ import contextlib
 import errno
 import json
 import os
+import re
 import sys
 import tempfile
 from pathlib import Path
@@ -105,14 +106,19 @@ def assert_(
             raise InvalidInput("give either SUBJECT VALUE or --batch, not both")
         # what the command line says, for each line that does not say otherwise
         given = {k: v for k, v in fields.items() if v is not None and v != []}
-        inputs = _read_batch(batch, given)
+        inputs, lines = _read_batch(batch, given)
     else:
         if subject is None or value is None:
             raise InvalidInput("give SUBJECT and VALUE (or --batch FILE)")
         fields |= {"subject": subject, "value": read_value(value)}
-        inputs = [parse_assertion(fields)]
+        inputs, lines = [parse_assertion(fields)], []
     with open_ledger(ctx, home) as ledger:
-        added = ledger.add(inputs, actor=agent)
+        try:
+            added = ledger.add(inputs, actor=agent)
+        except InvalidInput as exc:
+            if not lines:
+                raise
+            raise InvalidInput(_by_line(exc.message, lines), field=exc.field) from None
     if not emit(ctx, as_json, added):
         if len(added) == 1:
             a = added[0]
@@ -138,9 +144,28 @@ def _read_text(source: str, named: str) -> str:
         ) from None
 
 
-def _read_batch(batch: str, given: dict[str, Any]) -> list[Any]:
+_INDEXED = re.compile(r"\bassertions\[(\d+)\](\.?)|\bassertion (\d+)\b")
+
+
+def _by_line(message: str, lines: list[int]) -> str:
+    """The ledger's words for a batch's assertions (`assertions[0].evidence`, 0 on;
+    `assertion 2 repeats assertion 1`, 1 on) in the lines of the file they came from,
+    which blank lines make differ. An assertion named by nothing (an unknown id in its
+    `derived_from`) is said as it is."""
+
+    def line(m: re.Match[str]) -> str:
+        i = int(m[1]) if m[1] is not None else int(m[3]) - 1
+        said = f"line {lines[i]}" + (", " if m[2] else "")  # "line 3, evidence: …"
+        return said if 0 <= i < len(lines) else m[0]
+
+    return _INDEXED.sub(line, message)
+
+
+def _read_batch(batch: str, given: dict[str, Any]) -> tuple[list[Any], list[int]]:
+    """The assertions of a batch file, and the line each came from."""
     text = _read_text(batch, f"--batch {batch}")
     inputs = []
+    lines = []
     for n, line in ndjson.numbered(text):
         try:
             data = loads_exact(line)
@@ -154,9 +179,10 @@ def _read_batch(batch: str, given: dict[str, Any]) -> list[Any]:
             raise InvalidInput(f"line {n}: expected a JSON object with subject and value")
         data = given | data
         inputs.append(parse_assertion(data, where=f"line {n}"))
+        lines.append(n)
     if not inputs:
         raise InvalidInput(f"--batch {batch} has no assertions")
-    return inputs
+    return inputs, lines
 
 
 def _review(
