@@ -681,6 +681,14 @@ def test_a_subject_refused_is_quoted_as_typed(cli: Cli) -> None:
         assert_error(cli("query", typed, "--agent", "a"), 2, f"invalid subject {typed!r}")
 
 
+def test_empty_lists_say_so(cli: Cli) -> None:
+    # A header row over nothing, and "head None".
+    done(cli("init"))
+    assert done(cli("verify")) == "chain ok: 0 events, an empty journal\n"
+    assert done(cli("denials")) == "no refused call\n"
+    assert done(cli("token", "list")) == "no token\n"
+
+
 def test_closed_standard_input_is_said(tmp_path: Path) -> None:
     # `--batch -` with stdin closed (`<&-`): sys.stdin is None, and reading it raised.
     r = subprocess.run(

@@ -615,7 +615,8 @@ def verify(ctx: typer.Context, home: Home = None, as_json: Json = False) -> None
         report = ledger.verify()
     if not emit(ctx, as_json, report):
         if report.ok:
-            state(ctx).console.print(f"chain ok: {report.events} events, head {report.head}")
+            head = f"head {report.head}" if report.head else "an empty journal"
+            state(ctx).console.print(f"chain ok: {report.events} events, {head}")
         else:
             typer.echo(
                 f"error: chain broken at event {report.first_bad_seq}: {report.problem}", err=True

@@ -235,6 +235,9 @@ def token_list(
         rows = ledger.tokens(name)
         now = ledger.clock.now()
     if not emit(ctx, as_json, rows):
+        if not rows:
+            state(ctx).console.print("no token" + (f" of {name}" if name else ""))
+            return
         state(ctx).console.print(render.tokens(rows, now))
 
 
@@ -281,5 +284,8 @@ def denials(
             before=before,
         )
     if not emit(ctx, as_json, rows):
+        if not rows:
+            state(ctx).console.print("no refused call" + (" in that window" if t1 else ""))
+            return
         state(ctx).console.print(render.denials(rows))
         next_page(ctx, rows, limit, "--before", since=t1)
