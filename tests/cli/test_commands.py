@@ -709,6 +709,12 @@ def test_lens_define_by_agent_and_human_list(cli: Cli, scenario: Scenario) -> No
         "strict", "approved", "pick=all", "confidence ≥ 0.8", "trust ≥ 0.6",
         "agents platform", "sources runbook://", "reviewed",
     ]  # fmt: skip
+    # defined again: said when it replaces filters (it said "defined", and they were gone)
+    again = done(cli("lens", "define", "strict", "--by", "bob", "--min-confidence", "0.8"))
+    assert again.startswith("lens strict replaced; it was {")
+    assert '"min_trust":0.6' in again
+    same = done(cli("lens", "define", "strict", "--by", "bob", "--min-confidence", "0.8"))
+    assert same == "lens strict defined again, as it was\n"
 
 
 def test_instant_helpers_agree_with_the_cli(cli: Cli, clock: ManualClock) -> None:

@@ -603,9 +603,16 @@ def lens_define(
     except ValueError as exc:
         raise InvalidInput(f"invalid lens: {exc}; lifecycles are {', '.join(Lifecycle)}") from None
     with open_ledger(ctx, home) as ledger:
+        before = ledger.store.lens(name)
         ledger.define_lens(name, spec, by=by)
     if not emit(ctx, as_json, {"name": name, "spec": spec.model_dump(mode="json")}):
-        state(ctx).console.print(f"lens {name} defined")
+        if before is None:
+            state(ctx).console.print(f"lens {name} defined")
+        elif before == spec:
+            state(ctx).console.print(f"lens {name} defined again, as it was")
+        else:  # all of it: what was given replaces what it had, filters included
+            was = render.esc(before.model_dump_json(exclude_defaults=True))
+            state(ctx).console.print(f"lens {name} replaced; it was {was}")
 
 
 @app.command()
