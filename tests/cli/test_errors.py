@@ -143,6 +143,11 @@ USER_ERRORS: list[tuple[str, Args, tuple[str, ...]]] = [
         lambda s, t: ["lens", "define", "l", "--by", "a", "--min-confidence", "2"],
         ("invalid lens", "min_confidence"),
     ),
+    (  # NaN was "less than or equal to 1"
+        "confidence-nan",
+        lambda s, t: ["assert", "a.b", "1", "--agent", "x", "--confidence", "nan"],
+        ("confidence nan: Input should be a finite number",),
+    ),
     # other assertion fields
     (
         "lifecycle-not-assertable",

@@ -148,7 +148,7 @@ def check_context(context: dict[str, Any] | None) -> None:
         raise InvalidInput(f"invalid context: {problem}", field="context")
 
 
-Confidence = Annotated[float, Field(ge=0.0, le=1.0)]
+Confidence = Annotated[float, Field(ge=0.0, le=1.0, allow_inf_nan=False)]
 
 
 class AssertionInput(BaseModel):

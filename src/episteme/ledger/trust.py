@@ -36,7 +36,7 @@ Weight = float
 class TrustPolicy(BaseModel):
     """The weights and decay the gardener applies (`EPISTEME_TRUST_*` variables)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     asserted_failure: Weight = Field(default=1.0, ge=0, le=10)
     """To the agent that asserted a value later corrected."""
