@@ -904,6 +904,11 @@ class _Base:
                 "a path prefix is kept",
                 field="base_url",
             )
+        if self._url.path.rstrip("/").endswith("/v1"):  # every call would be /v1/v1/…
+            raise InvalidInput(
+                "not a server address: leave /v1 out of it (the client adds it to each call)",
+                field="base_url",
+            )
         port = self._url.port
         if port is not None and not 0 < port < 65536:
             raise InvalidInput(

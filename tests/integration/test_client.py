@@ -705,6 +705,7 @@ def test_one_string_where_a_list_belongs_is_refused_before_sending() -> None:
         ("http://episteme.test", math.nan, "timeout", "a finite number above 0"),
         ("http://127.0.0.1:99999", 10.0, "base_url", "port 99999 is not one"),
         ("http://127.0.0.1:0", 10.0, "base_url", "port 0 is not one"),
+        ("http://127.0.0.1:8000/v1/", 10.0, "base_url", "leave /v1 out of it"),
     ],
 )
 def test_an_unusable_address_or_timeout_is_refused_at_once(
