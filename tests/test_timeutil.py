@@ -109,3 +109,14 @@ def test_forms_people_type(zone: Callable[[str], None]) -> None:
     for word in ("yesterday", "today"):
         with pytest.raises(InvalidInput, match=f"'{word}' needs a clock time: {word} 00:00"):
             parse_time(word, now)
+
+
+def test_a_time_read_but_out_of_range_says_so() -> None:
+    # RFC 3339 that reads, whose instant falls before year 1 or past 9999 in UTC, was
+    # "cannot read time", as if its form were wrong.
+    now = at("2026-12-06T14:00:00Z")
+    for text in ("0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-01:00"):
+        with pytest.raises(InvalidInput, match="is out of range: times run from year 1 to 9999"):
+            parse_time(text, now)
+    with pytest.raises(InvalidInput, match="cannot read time"):
+        parse_time("2026-13-01T00:00:00Z", now)

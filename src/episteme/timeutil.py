@@ -131,8 +131,11 @@ def parse_time(text: str, now: Instant) -> Instant:
         raise InvalidInput(f"{raw!r} needs a clock time: {raw} 00:00, {raw} 21:00")
     try:
         return Instant.parse_iso(text.strip().upper().replace(" ", "T", 1))
-    except ValueError:
-        pass
+    except ValueError as exc:
+        if "out of range" in str(exc):  # read, but before year 1 or past 9999 in UTC
+            raise InvalidInput(
+                f"time {text!r} is out of range: times run from year 1 to 9999, in UTC"
+            ) from None
     for parse in (_parse_clock, _parse_relative, _parse_plain):
         found = parse(raw, now)
         if found is not None:
