@@ -173,13 +173,11 @@ def test_a_server_told_to_stop_ends_the_streams_it_cannot_finish(
         time.sleep(1.0)  # the streams are open, and follow
         assert all(follower.is_alive() for follower in followers)
         assert lines[-1]["type"] == "approval_required"
-        asked = time.monotonic()
         os.killpg(proc.pid, signal.SIGTERM)
-        out, _ = proc.communicate(timeout=45)  # the grace is 60 s
-        stopped = time.monotonic() - asked
+        # the grace is 60 s: a server that waited for the streams is still running at 45
+        out, _ = proc.communicate(timeout=45)
         for follower in followers:
             follower.join(10)
-    assert stopped < 30, stopped
     assert lines[-1]["type"] == "error", lines[-1]
     assert lines[-1]["code"] == "stopping"
     assert "n" not in lines[-1]  # the reader's end, not the session's

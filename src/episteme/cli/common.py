@@ -99,15 +99,21 @@ def state(ctx: typer.Context) -> CliState:
 
 
 def location(home: str | None) -> str | Path:
-    """Where the ledger is: the --home/--db given, else the default home. One given
-    empty is refused (a shell variable unset, most likely), not taken for the default."""
-    if home is not None and not home.strip():
+    """Where the ledger is: the --home/--db given, else the default home."""
+    return default_home() if home is None else given_location(home, "--home/--db")
+
+
+def given_location(where: str, flag: str) -> str:
+    """A home or database URL given as `flag`. One given empty is refused (a shell
+    variable unset, most likely), not taken for the default home or the working
+    directory."""
+    if not where.strip():
         raise InvalidInput(
-            "--home/--db is empty: give a directory or a database URL (is the variable "
-            "you meant to give unset?)",
-            field="home",
+            f"{flag} is empty: give a home directory, a SQLite file or a database URL (is "
+            "the variable you meant to give unset?)",
+            field=flag.removeprefix("--").partition("/")[0],
         )
-    return home or default_home()
+    return where
 
 
 def open_ledger(

@@ -6,8 +6,7 @@ from typing import Annotated
 
 import typer
 
-from episteme.cli.common import Json, app, emit, state
-from episteme.errors import InvalidInput
+from episteme.cli.common import Json, app, emit, given_location, state
 from episteme.ledger.copy import copy_ledger
 
 _LOCATION = "a home directory, sqlite:///PATH or postgresql://USER@HOST/DATABASE"
@@ -34,14 +33,7 @@ def copy_(
     as_json: Json = False,
 ) -> None:
     """Copy a ledger's journal into an empty store, projecting and verifying it."""
-    for flag, given in (("--from", source), ("--to", dest)):
-        if not given.strip():  # not the working directory's ledger.db
-            raise InvalidInput(
-                f"{flag} is empty: give a home, a SQLite file or a database URL (is the "
-                "variable you meant to give unset?)",
-                field=flag.removeprefix("--"),
-            )
-    report = copy_ledger(source, dest)
+    report = copy_ledger(given_location(source, "--from"), given_location(dest, "--to"))
     if not emit(ctx, as_json, report):
         n = f"{report.events} event{'' if report.events == 1 else 's'}"
         head = f"head {report.head_hash[:12]}…" if report.head_hash else "empty journal"

@@ -133,8 +133,7 @@ def _read_text(source: str, named: str) -> str:
         raise InvalidInput(f"cannot read {named}: standard input is closed; give a FILE")
     try:
         if source == "-":  # its bytes, read as a file's are (its own decoding is lenient)
-            raw = getattr(sys.stdin, "buffer", None)
-            return sys.stdin.read() if raw is None else raw.read().decode("utf-8")
+            return sys.stdin.buffer.read().decode("utf-8")
         return Path(source).read_text(encoding="utf-8")
     except OSError as exc:
         raise InvalidInput(f"cannot read {named}: {exc.strerror}") from None
@@ -155,8 +154,9 @@ def _by_line(message: str, lines: list[int]) -> str:
 
     def line(m: re.Match[str]) -> str:
         i = int(m[1]) if m[1] is not None else int(m[3]) - 1
-        said = f"line {lines[i]}" + (", " if m[2] else "")  # "line 3, evidence: …"
-        return said if 0 <= i < len(lines) else m[0]
+        if not 0 <= i < len(lines):
+            return m[0]
+        return f"line {lines[i]}" + (", " if m[2] else "")  # "line 3, evidence: …"
 
     return _INDEXED.sub(line, message)
 

@@ -61,8 +61,7 @@ def esc(text: str | None, empty: str = "") -> str:
     Cut to `SHOWN_CHARS`, saying how long it is."""
     if not text:
         return empty
-    shown = text if len(text) <= SHOWN_CHARS else text[:SHOWN_CHARS]
-    line = escape(shown.translate(_LINE_BREAKS))
+    line = escape(text[:SHOWN_CHARS].translate(_LINE_BREAKS))
     if len(text) > SHOWN_CHARS:
         line += f"… ({len(text):,} characters; --json gives it whole)"
     return line

@@ -922,8 +922,11 @@ class PostgresStore(_Dialect, SQLStore):
         import interrupted (the database stopped, Ctrl-C) leaves them empty but full of
         dead rows that autovacuum may not have reached, nor the statistics counted (a
         stop in immediate mode resets them): copying again then took 18 times as long,
-        or never ended. On an empty ledger this takes milliseconds a table."""
+        or never ended. On an empty ledger this takes milliseconds a table; a ledger with
+        events is left alone (the import refuses it)."""
         with self.pool.connection() as c:  # autocommit: VACUUM runs in no transaction
+            if c.execute("SELECT 1 FROM journal LIMIT 1").fetchone() is not None:
+                return
             tables = c.execute(
                 "SELECT tablename FROM pg_tables WHERE schemaname = current_schema()"
             ).fetchall()
