@@ -346,3 +346,11 @@ def test_copying_again_after_a_failed_copy_vacuums_what_it_left(
     assert after is not None
     assert after[0] > before[0]  # vacuumed before the import filled it
     assert after[1] >= 1
+    # a ledger with events is refused as it was, and not vacuumed first
+    with Ledger.open(pg_url) as led, pytest.raises(Exception, match="is not empty"):
+        led.store.import_events([])
+    with psycopg.connect(pg_url, autocommit=True) as admin:
+        again = admin.execute(
+            "SELECT vacuum_count FROM pg_stat_user_tables WHERE relname = 'assertions'"
+        ).fetchone()
+    assert again == (after[0],)
