@@ -1022,17 +1022,20 @@ def test_json_columns_migrated_from_jsonb_rebuild_as_they_are(pg_url: str) -> No
         )
 
 
-def test_a_failed_probe_leaves_no_connection_with_statements_it_lost(pg_url: str) -> None:
+def test_a_failed_probe_leaves_no_connection_with_statements_it_lost(
+    pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # A /health probe that timed out rolled back, and psycopg's rollback deallocated
     # every statement prepared on that connection (once psycopg had prepared one of its
     # own); the store still named them, and the next reads there failed under load:
     # 'prepared statement "_ep_32" does not exist'.
     from episteme.ledger.postgres import wire
 
+    monkeypatch.setenv("EPISTEME_DB_POOL", "1")  # every call on the one connection
     with Ledger.open(pg_url, ensure=True) as led:
         led.assert_one(subject="a.b", value=1, agent="x")
         assert led.answer("a.b", lens="all").items  # the store's statements, prepared
-        with led.store.pool.connection() as c:  # the one connection of a quiet pool
+        with led.store.pool.connection() as c:  # the pool's one connection
             for _ in range(6):  # psycopg prepares a statement of its own past 5 uses
                 c.execute("SELECT %s::int", (1,))
             assert c in wire._sessions
