@@ -166,6 +166,12 @@ def _seg(ref: str, field: str = "ref") -> str:
 TIMEOUT_S = 60.0
 """How long a client waits for the server on each step of a call, unless told."""
 
+FOLLOW_SILENCE_S = 60.0
+"""How long a followed stream may go without a line before the client gives up on the
+server: a server sends a blank line whenever a followed session has been quiet for its
+`keepalive_s` (15 s, at most 45 s), so a silence this long is a stopped server or a
+broken path to it, not a session waiting for its approval."""
+
 
 def _listed(values: Iterable[str] | None, field: str) -> list[str]:
     """A list parameter as sent. One string is refused rather than read as a list of its
@@ -855,8 +861,18 @@ def _first(exc: ValidationError) -> str:
     return f"{where} {err['msg']}" if where else err["msg"]
 
 
-def _unreachable(url: str, call: _Call[Any], exc: httpx.RequestError) -> StoreUnavailable:
+def _unreachable(
+    url: str, call: _Call[Any], exc: httpx.RequestError, *, silence: float | None = None
+) -> StoreUnavailable:
+    """What a failed call says. `silence`: the call followed a stream, whose lines may
+    be this many seconds apart."""
     why = str(exc) or type(exc).__name__
+    if silence is not None and isinstance(exc, httpx.ReadTimeout):
+        return StoreUnavailable(
+            f"the Episteme server at {url} sent nothing for {silence:g} s on "
+            f"{call.method} {call.path} (a followed stream hears from it every 15 s): it "
+            "is stopped or the path to it is broken; follow again once it answers"
+        )
     if isinstance(exc, httpx.DecodingError):
         return StoreUnavailable(
             f"the answer to {call.method} {call.path} could not be decoded ({why}): "
@@ -925,6 +941,16 @@ class _Base:
             )
         self._timeout = httpx.Timeout(timeout)
         self.base_url = str(self._url)
+
+    def _stream_timeout(self, follow: bool) -> httpx.Timeout:
+        """A followed stream's lines come when the session's work makes them, or as the
+        server's keep-alive: its reads wait up to `FOLLOW_SILENCE_S`, however short the
+        client's own timeout."""
+        if not follow:
+            return self._timeout
+        return httpx.Timeout(
+            self._timeout.connect, read=max(FOLLOW_SILENCE_S, self._timeout.read or 0)
+        )
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.base_url!r})"
@@ -1064,9 +1090,10 @@ class Client(_Base):
 
     def _lines(self, call: _Call[Any], *, follow: bool = False) -> Iterator[dict[str, Any]]:
         """The objects of an NDJSON answer; with `follow`, waiting as long as the server
-        does between two lines (a session's events come when its work makes them)."""
+        does between two events (a session's events come when its work makes them), but
+        no longer than `FOLLOW_SILENCE_S` without a line."""
         self._usable(self._http.is_closed)
-        wait = httpx.Timeout(self._timeout.connect, read=None) if follow else self._timeout
+        wait = self._stream_timeout(follow)
         try:
             with self._http.stream(
                 call.method, call.path, params=call.params, timeout=wait
@@ -1077,7 +1104,9 @@ class Client(_Base):
                 for line in ndjson.lines(response.iter_bytes()):
                     yield _line(call, line)
         except httpx.RequestError as exc:
-            raise _unreachable(self.base_url, call, exc) from exc
+            raise _unreachable(
+                self.base_url, call, exc, silence=wait.read if follow else None
+            ) from exc
 
     whoami = _sync(_op_whoami)
     add_assertion = _sync(_op_add_assertion)
@@ -1206,9 +1235,10 @@ class AsyncClient(_Base):
         self, call: _Call[Any], *, follow: bool = False
     ) -> AsyncIterator[dict[str, Any]]:
         """The objects of an NDJSON answer; with `follow`, waiting as long as the server
-        does between two lines (a session's events come when its work makes them)."""
+        does between two events (a session's events come when its work makes them), but
+        no longer than `FOLLOW_SILENCE_S` without a line."""
         self._usable(self._http.is_closed)
-        wait = httpx.Timeout(self._timeout.connect, read=None) if follow else self._timeout
+        wait = self._stream_timeout(follow)
         try:
             async with self._http.stream(
                 call.method, call.path, params=call.params, timeout=wait
@@ -1219,7 +1249,9 @@ class AsyncClient(_Base):
                 async for line in ndjson.alines(response.aiter_bytes()):
                     yield _line(call, line)
         except httpx.RequestError as exc:
-            raise _unreachable(self.base_url, call, exc) from exc
+            raise _unreachable(
+                self.base_url, call, exc, silence=wait.read if follow else None
+            ) from exc
 
     whoami = _async(_op_whoami)
     add_assertion = _async(_op_add_assertion)

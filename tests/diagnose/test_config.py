@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 
-from episteme.diagnose.config import DiagnosisConfig
+from episteme.client import FOLLOW_SILENCE_S
+from episteme.diagnose.config import KEEPALIVE_MAX_S, DiagnosisConfig
 from episteme.errors import InvalidInput
 
 
@@ -79,3 +80,12 @@ def test_a_bad_file_is_one_line_that_never_shows_a_pasted_secret(
     assert "\n" not in message
     assert "eyJ-pasted" not in message
     assert "7319" not in message
+
+
+def test_the_keepalive_stays_within_what_a_following_client_waits_for(tmp_path: Path) -> None:
+    # A keep-alive longer than the client's patience would end every quiet stream.
+    assert _load(tmp_path, {"keepalive_s": 45}).keepalive_s == 45.0
+    assert KEEPALIVE_MAX_S < FOLLOW_SILENCE_S
+    for bad in (0, -1, 46):
+        with pytest.raises(InvalidInput, match="keepalive_s"):
+            _load(tmp_path, {"keepalive_s": bad})

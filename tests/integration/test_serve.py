@@ -11,11 +11,13 @@ import signal
 import threading
 import time
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
+from episteme import client as client_module
 from episteme.client import Client
 from episteme.errors import EpistemeError, StoreUnavailable
 from episteme.ledger import Ledger
@@ -189,6 +191,61 @@ def test_a_server_told_to_stop_ends_the_streams_it_cannot_finish(
         report = ledger.verify()
         assert report.ok, report.problem
         assert ledger.store.diagnosis_events(sid, 0)[-1][0] == 3  # nothing added
+
+
+def test_a_followed_stream_hears_from_the_server_while_quiet_and_gives_up_on_a_stopped_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A session waiting for its approval makes no event for up to an hour: a proxy took
+    # its stream for idle and cut it (nginx does after 60 s), and a client following a
+    # server that had stopped (SIGSTOP, a host gone) waited for ever. The server sends a
+    # blank line whenever the stream has been quiet for `keepalive_s`; the client gives
+    # up after `FOLLOW_SILENCE_S` without a line.
+    config = tmp_path / "diagnosis.json"
+    config.write_text('{"keepalive_s": 0.3}')
+    monkeypatch.setenv("EPISTEME_DIAGNOSIS_CONFIG", str(config))
+    monkeypatch.setattr(client_module, "FOLLOW_SILENCE_S", 2.0)
+    home, auth = _home(tmp_path / "home", "dev", "agent")
+    token = auth["Authorization"].removeprefix("Bearer ")
+    with served(home) as (url, proc):
+        body = {"problem": "database connection failures in prod", "environment": "prod"}
+        started = httpx.post(f"{url}/diagnose", json=body, headers=auth, timeout=30.0)
+        assert started.json()["status"] == "waiting_for_approval", started.text
+        sid = started.json()["id"]
+        raw: list[bytes] = []
+        stream = httpx.stream("GET", f"{url}/status/{sid}?stream=true", headers=auth)
+        with stream as r:
+            for line in ndjson_raw_lines(r.iter_bytes()):
+                raw.append(line)
+                if raw.count(b"") == 3:
+                    break
+        assert [json.loads(line)["type"] for line in raw if line] == [
+            "session_start",
+            "text",
+            "approval_required",
+        ]
+        assert raw[3:] == [b"", b"", b""]  # after the events: blank lines, nothing else
+        with Client(url, token, timeout=1.0) as ep:
+            events = ep.session_events(sid)
+            assert [next(events)["type"] for _ in range(3)] == [
+                "session_start",
+                "text",
+                "approval_required",
+            ]
+            os.killpg(proc.pid, signal.SIGSTOP)
+            try:
+                with pytest.raises(StoreUnavailable, match="sent nothing for 2 s"):
+                    next(events)
+            finally:
+                os.killpg(proc.pid, signal.SIGCONT)
+
+
+def ndjson_raw_lines(chunks: Iterator[bytes]) -> Iterator[bytes]:
+    """Every line of a body as sent, blank ones too (NDJSON readers skip those)."""
+    rest = b""
+    for chunk in chunks:
+        *complete, rest = (rest + chunk).split(b"\n")
+        yield from complete
 
 
 def test_head_on_a_followed_stream_answers_and_frees_the_connection(tmp_path: Path) -> None:

@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, JsonValue
 from starlette.responses import Response, StreamingResponse
 
 from episteme.diagnose.alerts import AlertmanagerPayload, receive
-from episteme.diagnose.engine import DiagnosisEngine, Incident, Session
+from episteme.diagnose.engine import KEEPALIVE, DiagnosisEngine, Incident, Session
 from episteme.ledger.access import Op, Principal
 
 from .ledger_routes import Caller, listed, page_after, paged
@@ -75,7 +75,7 @@ def _reader(request: Request, who: Principal) -> tuple[Principal, str]:
 def _ndjson(events: AsyncIterator[dict[str, Any]]) -> StreamingResponse:
     async def lines() -> AsyncIterator[bytes]:
         async for event in events:
-            yield orjson.dumps(event) + b"\n"
+            yield b"\n" if event is KEEPALIVE else orjson.dumps(event) + b"\n"
 
     return StreamingResponse(lines(), media_type=NDJSON)
 
@@ -131,7 +131,9 @@ def build(prefix: str) -> APIRouter:
             id, approver=who.name, refs=body.references, reason=body.reason
         )
         if _streams(request, stream):
-            return _ndjson(engine.events(id, after=before, reader=_reader(request, who)))
+            return _ndjson(
+                engine.events(id, after=before, reader=_reader(request, who), keepalive=True)
+            )
         return _json(session, 202)
 
     @router.post(
@@ -160,7 +162,7 @@ def build(prefix: str) -> APIRouter:
         engine = _engine(request)
         if _streams(request, stream):
             await engine.status(id)  # a 404 before the stream starts
-            return _ndjson(engine.events(id, reader=_reader(request, who)))
+            return _ndjson(engine.events(id, reader=_reader(request, who), keepalive=True))
         return _json(await engine.status(id))
 
     @router.get(

@@ -73,6 +73,11 @@ def _defaults() -> dict[str, dict[str, Access]]:
     }
 
 
+KEEPALIVE_MAX_S = 45.0
+"""The longest `keepalive_s`: the Python client gives up on a followed stream after
+`FOLLOW_SILENCE_S` (60 s) without a line."""
+
+
 class DiagnosisConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -80,6 +85,10 @@ class DiagnosisConfig(BaseModel):
     self_approval: bool = False
     specialist_timeout_s: float = Field(default=30.0, gt=0, le=600)
     lease_ttl_s: float = Field(default=900.0, gt=0, le=86400)
+    keepalive_s: float = Field(default=15.0, gt=0, le=KEEPALIVE_MAX_S)
+    """A followed stream that has had no event for this long sends a blank line: a
+    proxy does not take it for idle and cut it, and a client that hears nothing for
+    longer than `KEEPALIVE_MAX_S` knows the server is gone."""
     specialists: dict[str, dict[str, Access]] = Field(default_factory=_defaults)
 
     def access(self, specialist: str, environment: str) -> Access:

@@ -45,6 +45,9 @@ log = logging.getLogger(__name__)
 VERSION = 1
 """The version of the NDJSON events (field ``v`` of each)."""
 TERMINAL = frozenset({"completed", "error", "denied", "expired"})
+KEEPALIVE: dict[str, Any] = {}
+"""What `events(…, keepalive=True)` yields when a followed session has been quiet: not
+an event (it has no `type`), sent on the wire as a blank line, which NDJSON readers skip."""
 """The statuses a session ends in (each written with the event that closes its stream)."""
 _DONE = {"approve": "approved", "deny": "denied"}
 BUNDLED = ("database", "cloud", "kubernetes", "observability")
@@ -483,6 +486,7 @@ class DiagnosisEngine:
         follow: bool = True,
         until_waiting: bool = False,
         reader: tuple[Principal, str] | None = None,
+        keepalive: bool = False,
     ) -> AsyncIterator[dict[str, Any]]:
         """The session's events from number `after` on; with `follow`, until it ends
         (or, with `until_waiting`, until it waits for an approval). With `reader` (who
@@ -490,8 +494,11 @@ class DiagnosisEngine:
         events: revoked or expired, the events end there with an `error` event (code
         `unauthenticated`, no `n`: it is this reader's, not the session's), and the attempt
         is recorded. A followed stream also ends, with code `stopping`, when the server
-        stops (`stop_following`)."""
+        stops (`stop_following`). With `keepalive`, a followed stream that has had no
+        event for the config's `keepalive_s` yields an empty object (`KEEPALIVE`): a
+        streamed answer sends a blank line for it."""
         seen, authorized_now = after, True
+        quiet_since = time.monotonic()
         while True:
             # The status is read before the events: a session's status moves in the same
             # transaction as the event that says so, so the events read next include it.
@@ -507,6 +514,8 @@ class DiagnosisEngine:
             for n, text in rows:
                 seen = n
                 yield {**orjson.loads(text), "n": n}
+            if rows:
+                quiet_since = time.monotonic()
             if not follow or status in TERMINAL:
                 return
             if until_waiting and status == "waiting_for_approval":
@@ -519,6 +528,9 @@ class DiagnosisEngine:
                 }
                 yield orjson.loads(self._event(sid, self._now(), "error", said))
                 return
+            if keepalive and time.monotonic() - quiet_since >= self.config.keepalive_s:
+                quiet_since = time.monotonic()
+                yield KEEPALIVE
             await asyncio.sleep(0.1)
 
     async def close(self) -> None:

@@ -17,7 +17,7 @@ import orjson
 from fastapi import APIRouter, Path, Query
 from starlette.responses import Response, StreamingResponse
 
-from episteme.diagnose.engine import TERMINAL
+from episteme.diagnose.engine import KEEPALIVE, TERMINAL
 from episteme.errors import InvalidInput
 from episteme.ledger.access import Op
 from episteme.ledger.model import MAX_SEQ
@@ -100,8 +100,11 @@ async def events(
     reader = (who.principal, f"GET {who.request.url.path}")  # revoked: the stream ends
 
     async def lines() -> AsyncIterator[bytes]:
-        async for event in engine.events(sid, after=after, reader=reader):
-            yield orjson.dumps({**event, "line": describe(event)}) + b"\n"
+        async for event in engine.events(sid, after=after, reader=reader, keepalive=True):
+            if event is KEEPALIVE:
+                yield b"\n"
+            else:
+                yield orjson.dumps({**event, "line": describe(event)}) + b"\n"
 
     headers = {k: HEADERS[k] for k in ("Cache-Control", "X-Content-Type-Options")}
     return StreamingResponse(lines(), media_type=NDJSON, headers=headers)
