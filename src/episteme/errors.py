@@ -44,8 +44,15 @@ text writes a newline or a control character before it) or a percent-encoded cha
 (`Bearer%20ep_…`, a header pasted from a URL)."""
 _SECRET_LIKE = re.compile(_START + r"[A-Za-z0-9_\-]{8,}")
 """A token, or the start of one."""
-_TOKEN = re.compile(_START + r"[A-Za-z0-9_\-]{43}(?![A-Za-z0-9_\-])")
-"""A whole bearer token: the prefix and 43 URL-safe characters (256 random bits)."""
+_BODY = r"[A-Za-z0-9_\-]{43}(?![A-Za-z0-9_\-])"
+_MIXED = r"(?=[A-Za-z0-9_\-]{0,42}[A-Z])(?=[A-Za-z0-9_\-]{0,42}[a-z])"
+_TOKEN = re.compile(
+    _START + _BODY + "|" + r"(?<=[A-Za-z0-9_\-])" + re.escape(TOKEN_PREFIX) + _MIXED + _BODY
+)
+"""A whole bearer token: the prefix and 43 URL-safe characters (256 random bits), where
+a token starts (`_START`), or glued to what comes before it (`key_ep_…`, `-ep_…`) when
+its 43 characters mix capitals and small letters, as random ones do all but once in
+billions and a word's seldom do (`step_` and 43 small letters stays a word)."""
 
 
 def holds_token(text: str) -> bool:
@@ -57,7 +64,9 @@ def hide_secrets(text: str) -> str:
     """`text` with anything shaped like a bearer token (or the start of one) masked: what
     a caller put in a path, a query or a body may be someone's secret, pasted in the
     wrong place, and an error that quotes it back must not repeat it."""
-    return _SECRET_LIKE.sub(TOKEN_PREFIX + "…", text)
+    if TOKEN_PREFIX not in text:
+        return text
+    return _TOKEN.sub(TOKEN_PREFIX + "…", _SECRET_LIKE.sub(TOKEN_PREFIX + "…", text))
 
 
 def hide_tokens(text: str) -> str:
