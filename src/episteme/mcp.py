@@ -15,13 +15,16 @@ belong (the store keeps a connection per thread).
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import contextvars
 import inspect
+import io
 import json
+import sys
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Annotated, Any, Self, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, BinaryIO, Self, TypeVar, cast
 
 import anyio.to_thread
 import orjson
@@ -39,6 +42,7 @@ from mcp.types import (
     ErrorData,
     InputRequiredResult,
     JSONRPCError,
+    JSONRPCNotification,
     ToolAnnotations,
     jsonrpc_message_adapter,
 )
@@ -50,7 +54,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from whenever import Instant
 
 from episteme import __version__, logs
-from episteme.api.deps import MCP_PATH
+from episteme.api.deps import MCP_PATH, jsonrpc_refusal
 from episteme.api.problems import invalid_detail
 from episteme.api.schemas import Name, Prefix, Subject, Tag
 from episteme.api.settings import MiB
@@ -277,8 +281,8 @@ class _Server(MCPServer):
         takes = self._takes.get(name)
         if takes is None:
             raise ToolError(
-                f"Error executing tool {hide_secrets(name[:100])}: no such tool; this server has"
-                f" {', '.join(self._takes)}"
+                f"Error executing tool {quoted(hide_secrets(name))}: no such tool; this server"
+                f" has {', '.join(self._takes)}"
             )
         try:
             who = await anyio.to_thread.run_sync(self._authorize, name, context)  # a read
@@ -330,12 +334,45 @@ class _Server(MCPServer):
             ) from None
 
     async def run_stdio_async(self) -> None:
-        # the SDK's, with every message masked on its way out (`_Masked`) and a line that
-        # is no message answered (`_Answering`)
+        # the SDK's, with stdin read by `_Lines`, every message masked on its way out
+        # (`_Masked`) and a line that is no message answered (`_Answering`)
         low = self._lowlevel_server
-        async with stdio_server() as (read, write):
+        lines = _Lines(sys.stdin.buffer)
+        # `_Lines` does what the SDK's stdin does (`async for line in stdin`) and no more
+        async with stdio_server(stdin=cast("anyio.AsyncFile[str]", lines)) as (read, write):
             out = _Masked(write)
-            await low.run(_Answering(read, out), out, low.create_initialization_options())
+            answering = _Answering(read, out, lines.read)
+            await low.run(answering, out, low.create_initialization_options())
+
+
+class _UnownedText(io.TextIOWrapper):
+    """A text layer over a buffer that is not its own to close (stdin's)."""
+
+    def close(self) -> None:
+        with contextlib.suppress(ValueError):
+            self.detach()
+
+
+class _Lines:
+    """stdin, a line at a time, each line also kept for `_Answering` (the SDK reads one
+    message, or one error, from each line, in order). Bytes that are not UTF-8 are kept
+    as they came (as surrogates) so that the line is refused: the SDK's own reading put
+    U+FFFD in their place, and the value was recorded altered."""
+
+    def __init__(self, binary: BinaryIO) -> None:
+        text = _UnownedText(binary, encoding="utf-8", errors="surrogateescape")
+        self._file = anyio.wrap_file(text)
+        self.read: collections.deque[str] = collections.deque()
+
+    def __aiter__(self) -> Self:
+        return self
+
+    async def __anext__(self) -> str:
+        line = await self._file.readline()
+        if not line:
+            raise StopAsyncIteration
+        self.read.append(line)
+        return line
 
 
 class _Through:
@@ -359,10 +396,16 @@ class _Answering(_Through):
     """The stdio server's way in, answering a line that is not a JSON-RPC message as
     JSON-RPC 2.0 asks (-32700 for a line that is not JSON, -32600 for one that is no
     request, with its id where it has a readable one): the SDK dropped such a line, and
-    a client waiting for its answer waited for ever. Over HTTP the SDK answers them."""
+    a client waiting for its answer waited for ever. Over HTTP the SDK answers them.
+    `lines`: the lines read, in order, one for each item of `stream`."""
 
-    def __init__(self, stream: ReadStream[SessionMessage | Exception], out: _Masked) -> None:
-        self._stream, self._out = stream, out
+    def __init__(
+        self,
+        stream: ReadStream[SessionMessage | Exception],
+        out: _Masked,
+        lines: collections.deque[str],
+    ) -> None:
+        self._stream, self._out, self._lines = stream, out, lines
 
     def __aiter__(self) -> Self:
         return self
@@ -379,29 +422,95 @@ class _Answering(_Through):
         """The next message, each line that was none before it answered."""
         while True:
             item = await get()
-            if not isinstance(item, ValidationError):
+            line = self._lines.popleft() if self._lines else ""
+            if isinstance(item, ValidationError):
+                refusal: JSONRPCError | None = _refusal(item, line)
+            elif isinstance(item, SessionMessage):
+                refusal = _with_bad_id(item, line)
+            else:
+                refusal = None
+            if refusal is None:
                 return item
-            await self._out.send(SessionMessage(_refusal(item)))
+            await self._out.send(SessionMessage(refusal))
 
 
-def _refusal(exc: ValidationError) -> JSONRPCError:
+def _error(ident: object, code: int, message: str) -> JSONRPCError:
+    """An error answer, to `ident` when it is a readable id (a string or an integer)."""
+    rid = ident if isinstance(ident, str) or type(ident) is int else None
+    return JSONRPCError(jsonrpc="2.0", id=rid, error=ErrorData(code=code, message=message))
+
+
+def _leniently(line: str) -> object:
+    """`line` as JSON, read as far as Python's reader goes (which takes what pydantic's
+    does not: nesting past 200 levels, numbers past 64 bits, a lone surrogate's
+    escape); `_NOT_JSON` when it is not JSON even so."""
+    text = line.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    try:
+        return json.loads(text, parse_int=_integer)
+    except (ValueError, RecursionError):
+        return _NOT_JSON
+
+
+_NOT_JSON = object()
+
+
+def _integer(digits: str) -> int:
+    """An integer as JSON writes it; 0 for one longer than Python reads (4,300 digits),
+    which no id is."""
+    return int(digits) if len(digits) < 4300 else 0
+
+
+def _refusal(exc: ValidationError, line: str) -> JSONRPCError:
     """The answer to a line the SDK could not read as a message."""
     errors = exc.errors()
-    if errors and errors[0]["type"] == "json_invalid":
-        return JSONRPCError(
-            jsonrpc="2.0",
-            id=None,
-            error=ErrorData(code=PARSE_ERROR, message="Parse error: the line is not JSON"),
+    kind = errors[0]["type"] if errors else ""
+    found = _leniently(line) if kind in ("json_invalid", "string_unicode") else _NOT_JSON
+    ident = found.get("id") if isinstance(found, dict) else None
+    if kind == "string_unicode":
+        raw = line.encode("utf-8", "surrogateescape")
+        try:
+            raw.decode("utf-8")
+            at = ""
+        except UnicodeDecodeError as bad:
+            at = f" (byte {bad.start + 1})"
+        return _error(ident, PARSE_ERROR, f"Parse error: the line is not UTF-8{at}: JSON is")
+    if kind == "json_invalid":
+        said = str(errors[0].get("msg", "")).removeprefix("Invalid JSON: ")
+        if found is _NOT_JSON:
+            return _error(None, PARSE_ERROR, f"Parse error: the line is not JSON ({said})")
+        return _error(
+            ident,
+            INVALID_REQUEST,
+            f"the message is JSON, but JSON this server cannot read: {said}",
         )
     given: dict[str, Any] = next(
         (e["input"] for e in errors if isinstance(e.get("input"), dict)), {}
     )
-    ident = given.get("id")
-    readable = type(ident) is int or isinstance(ident, str)
-    return JSONRPCError(
-        jsonrpc="2.0",
-        id=ident if readable else None,
-        error=ErrorData(code=INVALID_REQUEST, message=NOT_JSONRPC_LINE),
+    return _error(given.get("id"), INVALID_REQUEST, NOT_JSONRPC_LINE)
+
+
+def _with_bad_id(item: SessionMessage, line: str) -> JSONRPCError | None:
+    """The refusal of a request whose id is neither a string nor an integer (1.5, null,
+    true, an object): the SDK read it as a notification, which has no answer, and its
+    client waited for one for ever. None for any other message."""
+    if type(item.message) is not JSONRPCNotification or '"id"' not in line:
+        return None
+    with contextlib.suppress(orjson.JSONDecodeError):
+        given = orjson.loads(line.encode("utf-8", "surrogateescape"))
+        if isinstance(given, dict) and "id" in given:
+            return _error(None, INVALID_REQUEST, bad_id(given["id"]))
+    return None
+
+
+def bad_id(ident: object) -> str:
+    """What is wrong with a message's id that is neither a string nor an integer."""
+    if isinstance(ident, dict | list):
+        shown = "an object" if isinstance(ident, dict) else "an array"
+    else:  # as JSON writes it: null, true, 1.5
+        shown = "the id " + orjson.dumps(ident).decode()[:60]
+    return (
+        f"{shown} is neither a string nor an integer: a request's id is one of"
+        " those, and a notification has none"
     )
 
 
@@ -416,11 +525,32 @@ class _Masked(_Through):
 
     async def send(self, item: SessionMessage, /) -> None:
         text = item.message.model_dump_json(by_alias=True, exclude_unset=True)
-        masked = hide_tokens(text)
-        if masked != text:
-            message = jsonrpc_message_adapter.validate_json(masked, by_name=False)
+        said = text
+        if isinstance(item.message, JSONRPCError) and len(said) > _LONG_ERROR:
+            said = _bounded_error(said.encode()).decode()
+        said = hide_tokens(said)
+        if said != text:
+            message = jsonrpc_message_adapter.validate_json(said, by_name=False)
             item = SessionMessage(message, metadata=item.metadata)
         await self._stream.send(item)
+
+
+_LONG_ERROR = 1000
+"""An error answer longer than this (in bytes of JSON) may quote what it was sent whole."""
+
+
+def _bounded_error(reply: bytes) -> bytes:
+    """An error answer whose message or data quote a long value (an unknown method's
+    name, in the SDK's "Method not found") with that value cut to its start and its
+    length, as our own errors quote one."""
+    with contextlib.suppress(ValueError, TypeError, KeyError, AttributeError):
+        answer = orjson.loads(reply)
+        error = answer["error"]
+        for key in ("message", "data"):
+            if isinstance(error.get(key), str) and len(error[key]) > 200:
+                error[key] = quoted(error[key], 120)
+        return orjson.dumps(answer)
+    return reply
 
 
 def build_server(
@@ -603,7 +733,7 @@ def build_server(
         """
         who = _CALLER.get()
         with _reported():
-            when = None if at is None else parse_time(at, ledger.clock.now())
+            when = _when(at, ledger.clock.now(), "at")
             ans = ledger.query(
                 subject, agent=who.name, lens=lens, at=when, text=text, context=context
             )
@@ -632,8 +762,10 @@ def build_server(
     ) -> dict[str, Any]:
         """Record an action you took and the reads (query ids) it relied on.
 
-        Call it after acting. Returns the decision with its id (d_…), which the on-call
-        person traces back to the facts, agents and sources behind it.
+        Call it after acting. Cite your own reads; a read another agent made and handed
+        to you (a planner's) may be cited too, and the trace names who made each. Returns
+        the decision with its id (d_…), which the on-call person traces back to the
+        facts, agents and sources behind it.
         """
         who = _CALLER.get()
         with _reported():
@@ -686,8 +818,8 @@ def build_server(
             list[Subject] | None,
             Field(
                 description="the full subjects the plan changes (auth.jwt.algorithm): "
-                "constraints on them, above or below them apply; none checks every "
-                "constraint on a subject",
+                "constraints on them, above or below them apply; left out, the plan is "
+                "checked against every constraint on any subject",
                 max_length=MAX_SCOPE,
             ),
         ] = None,
@@ -703,8 +835,8 @@ def build_server(
             list[Tag] | None,
             Field(
                 description="the kinds of action the plan is (deploy, npm, db-migration, "
-                "terraform): constraints on those kinds apply; none checks every constraint "
-                "of a kind",
+                "terraform): constraints on those kinds apply; left out, the plan is checked "
+                "against every constraint on any kind",
                 max_length=MAX_TAGS,
             ),
         ] = None,
@@ -717,11 +849,10 @@ def build_server(
 
         A constraint records what must not be done on a subject (usually after a
         correction) or in a kind of action (its tags: deploy, npm), and the alternative
-        to use. Returns each violation with the
-        reason, the preferred alternative, where the constraint came from and how
-        strong it still is; a "warning" is a dormant constraint (not hit for months):
-        weigh it, but it does not block. The check is recorded under its check_id, which
-        the on-call person can look up.
+        to use. Returns each violation with the reason, the preferred alternative,
+        where the constraint came from and how strong it still is; a "warning" is a
+        dormant constraint (not hit for months): weigh it, but it does not block. The
+        check is recorded under its check_id, which the on-call person can look up.
         """
         who = _CALLER.get()
         with _reported():
@@ -849,24 +980,43 @@ class _Bearer:
                 await anyio.to_thread.run_sync(
                     deny, exc.principal, exc.token_id, "authenticate", target, exc.message
                 )
-            # Imported here: FastAPI is only needed when serving HTTP, never over stdio.
-            from episteme.api.problems import problem
-
-            refusal = problem(
-                exc.status, exc.title, exc.message, None, **{"WWW-Authenticate": "Bearer"}
-            )
-            await refusal(scope, receive, send)
+            refused = jsonrpc_refusal(exc.status, exc.message, {"WWW-Authenticate": "Bearer"})
+            await refused(scope, receive, send)
             return
         if scope["method"] != "POST":
             # Stateless JSON mode: no event stream to open (a GET would hang), no session
             # to delete. Every exchange is one POST.
-            from episteme.api.problems import problem
-
             detail = f"{scope['method']} is not allowed on /mcp: MCP clients POST their messages"
-            await problem(405, "Method not allowed", detail, Allow="POST")(scope, receive, send)
+            await jsonrpc_refusal(405, detail, {"Allow": "POST"})(scope, receive, send)
             return
+        body, receive = await _whole(receive)
+        if b'"id"' in body:
+            with contextlib.suppress(orjson.JSONDecodeError):
+                given = orjson.loads(body)
+                ident = given.get("id", 0) if isinstance(given, dict) else 0
+                if not isinstance(ident, str) and type(ident) is not int:
+                    # the SDK took it for a notification, answered 202 with no body
+                    await jsonrpc_refusal(400, bad_id(ident))(scope, receive, send)
+                    return
         scope["state"] = {**scope.get("state", {}), "principal": who}
         await self.app(scope, receive, _Replies(self, scope, receive, send, who))
+
+
+async def _whole(receive: Receive) -> tuple[bytes, Receive]:
+    """The request's body, read whole (the app's limit bounds it), and a `receive` that
+    gives the messages read again, then goes on."""
+    read: list[Message] = []
+    while True:
+        message = await receive()
+        read.append(message)
+        if message["type"] != "http.request" or not message.get("more_body", False):
+            break
+    body = b"".join(m.get("body", b"") for m in read if m["type"] == "http.request")
+
+    async def again() -> Message:
+        return read.pop(0) if read else await receive()
+
+    return body, again
 
 
 _PREFIX = TOKEN_PREFIX.encode()
@@ -924,19 +1074,16 @@ class _Replies:
         await self.send(message)
 
     async def _refuse(self) -> None:
-        from episteme.api.problems import problem
-
         assert self.status is not None
         said = self.text.decode("utf-8", "replace").strip() or "refused"
         detail = f"{said}: {_WHY[self.status]}"
-        title = "Forbidden" if self.status == 403 else "Misdirected request"
         if self.status == 403:
             ledger, who = self.bearer.ledger, self.who
             target = f"{self.scope['method']} {self.scope['path']}"
             await anyio.to_thread.run_sync(
                 ledger.deny, who.name, who.token_id, "mcp", target, detail
             )
-        await problem(self.status, title, detail, None)(self.scope, self.receive, self.send)
+        await jsonrpc_refusal(self.status, detail)(self.scope, self.receive, self.send)
 
 
 NOT_JSONRPC_LINE = (
@@ -956,8 +1103,11 @@ def _reworded(status: int, body: bytes) -> bytes:
     if status == 400 and b'"Validation error: ' in body:
         with contextlib.suppress(ValueError, TypeError, KeyError):
             reply = orjson.loads(body)
-            reply["error"]["message"] = NOT_JSONRPC
+            # the SDK's code is INVALID_PARAMS; JSON-RPC's for what is no request is this
+            reply["error"] = {"code": INVALID_REQUEST, "message": NOT_JSONRPC}
             return orjson.dumps(reply)
+    if len(body) > _LONG_ERROR and b'"error"' in body:
+        body = _bounded_error(body)
     if _PREFIX in body:
         return hide_tokens(body.decode("utf-8", "replace")).encode()
     return body

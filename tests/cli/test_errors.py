@@ -895,6 +895,21 @@ def test_serve_warns_of_a_misspelt_setting(
     assert "WEBHOOK" not in r.err
 
 
+def test_a_bad_setting_is_named_as_it_was_given(
+    cli: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # "max_body 'abc'" named neither the variable that held it nor the flag
+    monkeypatch.setenv("EPISTEME_MAX_BODY", "abc")
+    r = cli("mcp", "--home", str(tmp_path / "new"), home_arg=False)
+    assert_error(r, 2, "invalid server setting: EPISTEME_MAX_BODY 'abc':")
+    monkeypatch.setenv("EPISTEME_WORKERS", "0")
+    r = cli("serve", "--home", str(tmp_path / "new"), home_arg=False)
+    assert_error(r, 2, "invalid server setting: EPISTEME_WORKERS '0':")
+    r = cli("serve", "--workers", "0", "--home", str(tmp_path / "new"), home_arg=False)
+    assert_error(r, 2, "invalid server setting: --workers 0:")
+    assert not (tmp_path / "new").exists()
+
+
 def test_every_variable_the_code_reads_is_known_to_the_misspelling_check(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

@@ -315,17 +315,19 @@ async def test_http_flow_acts_as_the_tokens_principal(served: Served, mode: str)
     assert 'episteme_answers_hiding_total{lens="approved"} 1.0' in scrape
 
 
-async def test_http_without_a_token_is_401_problem(served: Served) -> None:
+async def test_http_without_a_token_is_401_with_an_error_mcp_clients_read(
+    served: Served,
+) -> None:
     async with httpx2.AsyncClient() as http:
         r = await http.post(
             f"{served.url}/mcp", json={"jsonrpc": "2.0", "id": 1, "method": "tools/list"}
         )
     assert r.status_code == 401
-    assert r.headers["content-type"] == "application/problem+json"
+    assert r.headers["content-type"] == "application/json"
     assert r.headers["www-authenticate"] == "Bearer"
     body = r.json()
-    assert body["status"] == 401
-    assert body["detail"].startswith("no bearer token")
+    assert body["error"]["code"] == -32600
+    assert body["error"]["message"].startswith("no bearer token")
 
 
 async def test_http_takes_only_post(served: Served) -> None:
@@ -371,13 +373,19 @@ async def test_http_refuses_a_revoked_token_and_records_it(served: Served) -> No
             f"{served.url}/mcp", json={"jsonrpc": "2.0", "id": 1, "method": "tools/list"}
         )
     assert r.status_code == 401
-    assert "revoked" in r.json()["detail"]
+    assert "revoked" in r.json()["error"]["message"]
     (denial,) = served.ledger.denials()
     assert (denial.principal, denial.operation, denial.target) == (
         "deploy-agent",
         "authenticate",
         "POST /mcp",
     )
+    # The SDK's client passes the message on (problem details it replaced with "Server
+    # returned an error response": the model never learnt that its token was revoked).
+    with pytest.raises(BaseExceptionGroup) as refused:  # raised through anyio's task group
+        async with served.client(secret) as client:
+            await client.list_tools()
+    assert refused.group_contains(MCPError, match="revoked at", depth=None)
 
 
 async def test_each_token_acts_as_its_own_principal(served: Served) -> None:
@@ -644,7 +652,7 @@ async def test_dns_rebinding_checks_follow_the_bind_address(
         ({"Origin": "http://attacker.example"}, 403, "a page of another origin may not call"),
     ],
 )
-async def test_a_refused_host_or_origin_is_a_problem_and_a_403_is_recorded(
+async def test_a_refused_host_or_origin_is_an_error_and_a_403_is_recorded(
     ledger: Ledger, headers: dict[str, str], status: int, words: str
 ) -> None:
     # The SDK answers them in plain text; the 403 was neither recorded nor counted.
@@ -659,8 +667,8 @@ async def test_a_refused_host_or_origin_is_a_problem_and_a_403_is_recorded(
     async with endpoint.run(), httpx2.AsyncClient(transport=transport) as http:
         r = await http.post("http://127.0.0.1/mcp", json=INITIALIZE, headers=sent)
     assert r.status_code == status, r.text
-    assert r.headers["content-type"] == "application/problem+json"
-    assert words in r.json()["detail"]
+    assert r.headers["content-type"] == "application/json"
+    assert words in r.json()["error"]["message"]
     denials = ledger.denials(principal="deploy-agent")
     assert [d.operation for d in denials] == (["mcp"] if status == 403 else [])
 
@@ -693,7 +701,7 @@ def _said(replies: dict[int, Any]) -> None:
     """What each of `_pasted`'s messages got back, with the token masked."""
     assert replies[2]["error"] == {"code": -32601, "message": "Method not found", "data": "ep_…"}
     assert replies[3]["result"]["content"][0]["text"].startswith(
-        "Error executing tool ep_…: no such tool; this server has add_assertion,"
+        "Error executing tool 'ep_…': no such tool; this server has add_assertion,"
     )
     assert "unknown argument 'ep_…'" in replies[4]["result"]["content"][0]["text"]
     assert replies[5]["error"]["code"] == -32602  # the SDK said 0, and logged a traceback
@@ -732,6 +740,68 @@ def test_a_line_that_is_no_message_is_answered_over_stdio(
         (9, None),
     ]
     assert replies[1]["error"]["message"] == NOT_JSONRPC_LINE
+
+
+def test_a_line_the_sdk_cannot_read_is_answered_to_its_id_over_stdio(
+    ledger: Ledger, location: str | Path
+) -> None:
+    # JSON that pydantic's reader refuses (nested past its 200 levels, an integer of
+    # 5,000 digits, a lone surrogate's escape) was answered "not JSON" with id null,
+    # which no client matches to its request: it waited for ever. An id that is neither
+    # a string nor an integer made a notification of the request: no answer at all.
+    # Bytes that are not UTF-8 were read as U+FFFD, and the altered value recorded.
+    proc = subprocess.Popen(
+        [*EPISTEME, "mcp", "--home", str(location)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        env={**os.environ, "EPISTEME_TOKEN": token(ledger, "deploy-agent")},
+    )  # fmt: skip
+    assert proc.stdin is not None
+    assert proc.stdout is not None
+    before = ledger.store.head()[0]
+
+    def call(ident: object, value: str) -> bytes:
+        """A call of add_assertion whose value is `value`, as it is written."""
+        arguments = {"subject": "utf8.probe", "value": "VALUE"}
+        params = {"name": "add_assertion", "arguments": arguments}
+        message = {"jsonrpc": "2.0", "id": ident, "method": "tools/call", "params": params}
+        return json.dumps(message).replace('"VALUE"', value).encode()
+
+    lines = [json.dumps(m).encode() for m in _hello()] + [
+        call(11, "[" * 300 + "]" * 300),
+        call("twelve", "1" * 5000),
+        call(13, '"\\ud800"'),
+        call(14, '"cafe"').replace(b"cafe", b"caf\xe9"),  # Latin-1, not UTF-8
+        b'{"jsonrpc": "2.0", "id": 1.5, "method": "ping"}',
+        b'{"jsonrpc": "2.0", "id": null, "method": "ping"}',
+        b'{"jsonrpc": "2.0", "id": true, "method": "ping"}',
+        b'{"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": 1}}',
+        b'{"jsonrpc": "2.0", "id": 15, "method": "ping"}',
+    ]
+    proc.stdin.write(b"\n".join(lines) + b"\n")
+    proc.stdin.flush()
+    try:
+        replies = [json.loads(proc.stdout.readline()) for _ in range(9)]
+    finally:
+        _, err = proc.communicate(timeout=60)
+    assert [(r["id"], r.get("error", {}).get("code")) for r in replies[1:]] == [
+        (11, -32600),
+        ("twelve", -32600),
+        (13, -32600),
+        (14, -32700),
+        (None, -32600),
+        (None, -32600),
+        (None, -32600),
+        (15, None),  # the notification had no answer, as it should not
+    ]
+    said = [r.get("error", {}).get("message", "") for r in replies[1:]]
+    assert "recursion limit exceeded" in said[0], said[0]
+    at = lines[len(_hello()) + 3].index(b"\xe9") + 1
+    assert said[3] == f"Parse error: the line is not UTF-8 (byte {at}): JSON is", said[3]
+    assert said[4].startswith("the id 1.5 is neither a string nor an integer"), said[4]
+    assert said[5].startswith("the id null is"), said[5]
+    assert b"Traceback" not in err
+    with Ledger.open(location) as after:
+        assert after.store.head()[0] == before  # nothing recorded, altered or not
 
 
 def test_a_token_sent_as_a_name_never_comes_back_over_stdio(
@@ -778,6 +848,40 @@ def test_a_token_sent_as_a_name_never_comes_back_over_http_nor_reaches_the_log(
         assert int(r.headers["content-length"]) == len(r.content)
     _said({r.json()["id"]: r.json() for r in posted})
     assert wrong.status_code == 400
-    assert wrong.json()["error"]["message"] == NOT_JSONRPC  # not pydantic's report
+    assert wrong.json()["error"] == {"code": -32600, "message": NOT_JSONRPC}  # not -32602
     assert canary[3:] not in log
     assert "Traceback" not in log
+
+
+async def test_over_http_an_id_that_is_no_id_is_refused_and_a_long_name_cut(
+    served: Served,
+) -> None:
+    # The SDK read a request whose id is 1.5, null or true as a notification: 202 and no
+    # body, and its caller waited for the answer. An unknown method's name of 100,000
+    # characters came back whole in the error.
+    headers = {
+        "Authorization": f"Bearer {token(served.ledger, 'deploy-agent')}",
+        "Accept": "application/json, text/event-stream",
+    }
+    async with httpx2.AsyncClient(headers=headers, timeout=30) as http:
+        for ident, shown in [
+            (1.5, "the id 1.5"),
+            (None, "the id null"),
+            (True, "the id true"),
+            ({}, "an object"),
+        ]:
+            message = {"jsonrpc": "2.0", "id": ident, "method": "tools/list"}
+            r = await http.post(f"{served.url}/mcp", json=message)
+            assert r.status_code == 400, r.text
+            assert r.json()["id"] is None
+            assert r.json()["error"]["code"] == -32600
+            said = r.json()["error"]["message"]
+            assert said.startswith(f"{shown} is neither a string nor an integer"), said
+        note = {"jsonrpc": "2.0", "method": "notifications/initialized"}
+        assert (await http.post(f"{served.url}/mcp", json=note)).status_code == 202
+        long = {"jsonrpc": "2.0", "id": 7, "method": "m" * 100_000}
+        r = await http.post(f"{served.url}/mcp", json=long)
+    assert r.json()["error"]["code"] == -32601
+    assert r.json()["error"]["data"].endswith("(100,000 characters)")
+    assert len(r.content) < 1_000
+    assert int(r.headers["content-length"]) == len(r.content)

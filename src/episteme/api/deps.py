@@ -245,14 +245,22 @@ class HeadAsGet:
 MCP_PATH = "/mcp"
 
 
+def jsonrpc_refusal(
+    status: int, message: str, headers: dict[str, str] | None = None
+) -> JSONResponse:
+    """A refusal at `/mcp`: a JSON-RPC error (Invalid Request, to no id) as
+    `application/json`, which MCP clients read in an answer of any status and pass on;
+    problem details they replace with "Server returned an error response"."""
+    error = {"code": -32600, "message": message}
+    return JSONResponse({"jsonrpc": "2.0", "id": None, "error": error}, status, headers=headers)
+
+
 def refusal(scope: Scope, exc: EpistemeError) -> Response:
     """A refusal made before a route: problem details, or at `/mcp` a JSON-RPC error
     (its clients read one in a non-2xx answer; problem details they replace with
     "Server returned an error response", and the model never learns what to fix)."""
     if scope.get("path") == MCP_PATH:
-        error = {"code": -32600, "message": exc.message}  # Invalid Request
-        body = {"jsonrpc": "2.0", "id": None, "error": error}
-        return JSONResponse(body, exc.status, headers=headers_of(exc))
+        return jsonrpc_refusal(exc.status, exc.message, headers_of(exc))
     if wants_page(scope):  # a console form over the size limit
         page = console_page(scope, exc.status, exc.title, exc.message)
         page.headers.update(headers_of(exc))

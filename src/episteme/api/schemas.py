@@ -190,7 +190,7 @@ class CheckBody(BaseModel):
         default_factory=list,
         max_length=MAX_SCOPE,
         description="subjects the plan touches: the constraints on them, above and below"
-        " them; none checks every constraint on a subject",
+        " them; left empty, every constraint on any subject",
     )
     subjects: list[Subject] = Field(
         default_factory=list, max_length=MAX_SCOPE, description="the same as scope (older name)"
@@ -199,7 +199,7 @@ class CheckBody(BaseModel):
         default_factory=list,
         max_length=MAX_TAGS,
         description="the kinds of plan it is (deploy, npm, db-migration): the constraints "
-        "of these tags; none checks every constraint of a tag",
+        "of these tags; left empty, every constraint of any tag",
     )
     items: list[Annotated[str, Field(min_length=1, max_length=MAX_ITEM)]] = Field(
         default_factory=list,

@@ -74,11 +74,19 @@ class Settings(BaseModel):
             value = os.environ.get(f"EPISTEME_{name.upper()}")
             if value is not None and value != "":
                 raw[name] = value
-        raw.update({k: v for k, v in overrides.items() if v is not None})
+        from_env = set(raw)
+        given = {k: v for k, v in overrides.items() if v is not None}
+        raw.update(given)
         try:
             settings = cls.model_validate(raw)
         except ValidationError as exc:
-            raise InvalidInput(f"invalid server setting: {describe(exc)}") from None
+            said = describe(exc)
+            name = next((str(e["loc"][0]) for e in exc.errors() if e["loc"]), "")
+            if name in given:  # named as it was set: a flag of `episteme serve`
+                said = "--" + name.replace("_", "-") + said.removeprefix(name)
+            elif name in from_env:  # or a variable
+                said = f"EPISTEME_{name.upper()}" + said.removeprefix(name)
+            raise InvalidInput(f"invalid server setting: {said}") from None
         return settings.model_copy(update={"home": settings.home.expanduser()})
 
     @classmethod
