@@ -895,6 +895,23 @@ def test_serve_warns_of_a_misspelt_setting(
     assert "WEBHOOK" not in r.err
 
 
+def test_serve_refuses_a_model_or_a_diagnosis_config_it_cannot_use_before_it_starts(
+    cli: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # It printed "serving … on …", then died with a traceback as the app started.
+    monkeypatch.setenv("EPISTEME_MODEL", "nonsense")
+    r = cli("serve", "--home", str(tmp_path / "new"), home_arg=False)
+    assert_error(r, 2, "EPISTEME_MODEL nonsense: Unknown model: nonsense")
+    monkeypatch.delenv("EPISTEME_MODEL")
+    config = tmp_path / "diagnosis.json"
+    config.write_text('{"keepalive_s": 0}')
+    monkeypatch.setenv("EPISTEME_DIAGNOSIS_CONFIG", str(config))
+    r = cli("serve", "--home", str(tmp_path / "new"), home_arg=False)
+    assert_error(r, 2, "EPISTEME_DIAGNOSIS_CONFIG", "keepalive_s")
+    assert "serving" not in r.out
+    assert not (tmp_path / "new").exists()
+
+
 def test_a_bad_setting_is_named_as_it_was_given(
     cli: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -24,6 +24,7 @@ from episteme.diagnose.config import DiagnosisConfig
 from episteme.diagnose.engine import DiagnosisEngine
 from episteme.diagnose.findings import Finding, SpecialistContext
 from episteme.diagnose.narrator import ModelNarrator
+from episteme.diagnose.narrator import from_env as narrator_from_env
 from episteme.errors import Conflict, Forbidden, InvalidInput, NotFound
 from episteme.ledger import Ledger
 from episteme.ledger.webhooks import WebhookSpec, deliveries
@@ -324,6 +325,62 @@ async def test_the_model_writes_the_words_and_never_sees_a_secret(
     assert done.result.text == "It is the pool."
     assert len(prompts) == 3  # propose, analysis, synthesis
     assert not any(CANARY in p or "db.internal" in p for p in prompts)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("fails", ["analysis", "synthesis"])
+async def test_a_model_that_fails_leaves_the_words_to_the_templates(
+    ledger: Ledger, vault: Vault, fails: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A model that failed in the analysis answered POST /diagnose with a 500 and left
+    # the session `analyzing` for ever (its stream followed it for ever); one that
+    # failed in the synthesis ended the session in error, and the findings were lost.
+    key = "sk-CANARY-model-key-123456"
+
+    def reply(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
+        text = repr(messages)
+        if "Which of these specialists" in text:
+            return ModelResponse(parts=[TextPart("database")])
+        if ("Explain the root cause" in text) == (fails == "synthesis"):
+            raise RuntimeError(f"401 from the provider: invalid key {key}")
+        return ModelResponse(parts=[TextPart("The model's words.")])
+
+    narrator = ModelNarrator(FunctionModel(reply), secrets=[key])
+    engine = DiagnosisEngine(ledger, vault, narrator=narrator, specialists={"database": database})
+    with caplog.at_level(logging.WARNING):
+        session = await engine.start("checkout is slow since noon", "prod", requester="dev")
+        assert session.status == "waiting_for_approval"
+        await engine.approve(session.id, approver="lead", refs=None, reason="go")
+        done = await engine.wait(session.id)
+    assert done.status == "completed"
+    assert done.result is not None
+    assert done.result.findings  # kept
+    texts = [e["text"] for e in await _events(engine, session.id) if e["type"] == "text"]
+    if fails == "analysis":
+        assert texts[0].startswith("Specialists for this problem: database")
+        assert done.result.text == "The model's words."
+    else:
+        assert texts[0] == "The model's words."
+        assert done.result.text == done.result.conclusion
+    [warned] = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert warned.startswith(f"the model did not write the {fails} (RuntimeError: 401 from")
+    assert key not in warned
+    assert "[redacted]" in warned
+
+
+@pytest.mark.parametrize(
+    ("model", "said"),
+    [
+        ("nonsense", "EPISTEME_MODEL nonsense: Unknown model: nonsense"),
+        ("openai:gpt-4o", "EPISTEME_MODEL openai:gpt-4o: "),
+    ],
+)
+def test_a_model_that_cannot_be_used_is_refused_when_it_is_named(model: str, said: str) -> None:
+    # It used to fail at the first diagnosis, or kill the server after "serving … on …"
+    # with a traceback (the provider's package missing).
+    with pytest.raises(InvalidInput) as refused:
+        narrator_from_env({"EPISTEME_MODEL": model, "OPENAI_API_KEY": ""})
+    assert str(refused.value).startswith(said), refused.value
 
 
 @pytest.mark.anyio

@@ -146,6 +146,13 @@ def serve(
     for warning in type(settings).misspelt():
         typer.echo(f"warning: {warning}", err=True)
     check_listen(settings.host, settings.port)  # before anything is created or printed
+    # and what the app reads as it starts, refused here in one line rather than by a
+    # traceback after "serving … on …"
+    from episteme.diagnose.config import DiagnosisConfig
+    from episteme.diagnose.narrator import from_env as narrator_from_env
+
+    DiagnosisConfig.load()
+    narrator_from_env()
     console = state(ctx).console
     ledger = Ledger.open(settings.location, clock=state(ctx).clock, ensure=True)
     store_url = ledger.store.where
