@@ -12,7 +12,14 @@ from collections.abc import Iterator
 import pytest
 
 from episteme.diagnose.findings import Finding, Redactor
-from episteme.errors import InvalidInput, NotFound, hide_secrets, hide_tokens, holds_token
+from episteme.errors import (
+    InvalidInput,
+    NotFound,
+    hide_secrets,
+    hide_tokens,
+    hide_url_passwords,
+    holds_token,
+)
 from episteme.logs import HideSecrets, QuietDisconnects, uvicorn_config
 
 TOKEN = "ep_" + "Zq3-_x" * 7 + "a"  # the prefix and 43 URL-safe characters
@@ -128,6 +135,46 @@ def test_the_scrubber_blanks_a_cut_secret_only_where_a_text_was_cut() -> None:
     # what files a finding is not scrubbed: a value that starts as they do breaks nothing
     found = scrub.finding(_finding(claim="severity info", query="SELECT 1"))
     assert (found.specialist, found.severity, found.claim) == ("database", "info", "severity info")
+
+
+def test_the_scrubber_knows_a_secret_in_the_forms_libraries_write_it() -> None:
+    # An HTTP library refusing a header quotes it as bytes' repr ('\\'' and '\\x0b'
+    # escaped); a JSON log line written with ensure_ascii escapes every non-ASCII letter.
+    weird = "CANARY-7f3a9e \"quoted\" 'single'\nsecond-line\\back\x0b"
+    accented = "pässwört-CANARY-9"
+    scrub = Redactor([weird, accented, "sp ace&=/CANARY"])
+    header = f"Invalid header value {('Bearer ' + weird).encode()!r}"
+    assert scrub(header) == "Invalid header value b'Bearer [redacted]'"
+    assert scrub(repr(weird)) == "'[redacted]'"
+    assert scrub(json.dumps({"k": accented})) == '{"k": "[redacted]"}'
+    assert scrub("?password=sp%20ace%26%3D%2FCANARY&x=1") == "?password=[redacted]&x=1"
+    assert scrub("?password=sp+ace%26%3D%2FCANARY&x=1") == "?password=[redacted]&x=1"
+
+
+def test_the_scrubber_blanks_what_is_left_of_a_secret_wherever_a_text_was_cut() -> None:
+    # Cut, then followed by more text: the cut was looked for at the very end only.
+    scrub = Redactor(["CANARY7F3AKEYXYZ", "CANARY-7f3a9e-dbpw"])
+    said = scrub("UnauthorizedOperation: Credential=CANARY7F3… (the key lacks this permission)")
+    assert said == "UnauthorizedOperation: Credential=[redacted]… (the key lacks this permission)"
+    said = scrub("held by pid 7 (idle: PASSWORD 'CANARY-7f3a9e-d…); the longest wait is 52.4 s.")
+    assert said == "held by pid 7 (idle: PASSWORD '[redacted]…); the longest wait is 52.4 s."
+    assert scrub("a; b …7f3a9e-dbpw' done") == "a; b …[redacted]' done"  # cut from the left
+    assert scrub("first CANARY7F3...; second") == "first [redacted]...; second"
+    # five characters are not taken for a secret; six are
+    assert scrub("CANAR… and CANARY…") == "CANAR… and [redacted]…"
+
+
+def test_a_password_in_a_url_is_masked_in_errors_and_by_the_scrubber() -> None:
+    said = "1Password Connect at http://op:CANARY-hostpw@127.0.0.1:1 cannot be reached"
+    assert "CANARY" not in str(InvalidInput(said))
+    assert "http://op:***@127.0.0.1:1" in str(InvalidInput(said))
+    botocore = 'Could not connect to the endpoint URL: "http://user:CANARY-urlpw@127.0.0.1:1/"'
+    assert (
+        Redactor([])(botocore)
+        == 'Could not connect to the endpoint URL: "http://user:***@127.0.0.1:1/"'
+    )
+    for kept in ("postgresql://u@db/x", "https://a.example/c:d@e", "see http://host:8080/x"):
+        assert hide_url_passwords(kept) == kept
 
 
 def test_every_handler_of_the_servers_logging_hides_secrets() -> None:

@@ -76,6 +76,17 @@ def hide_tokens(text: str) -> str:
     return _TOKEN.sub(TOKEN_PREFIX + "…", text) if TOKEN_PREFIX in text else text
 
 
+_URL_PASSWORD = re.compile(r"(?i)(\b[a-z][a-z0-9+.\-]*://[^/\s:@]*:)[^\s@/]+(?=@)")
+"""The password of a URL's userinfo (`https://user:password@host`)."""
+
+
+def hide_url_passwords(text: str) -> str:
+    """`text` with the password of every URL in it masked (`user:***@`): a configured
+    address (a secret store's, an endpoint's) may carry one, and a client library's
+    error repeats the address whole."""
+    return _URL_PASSWORD.sub(r"\1***", text) if "://" in text else text
+
+
 _LONG_QUOTE = re.compile(r"'(?:[^'\\\n]|\\.){200,}'" + r'|"(?:[^"\\\n]|\\.){200,}"')
 """A value quoted in a message (as `{value!r}` writes it) of 200 characters or more."""
 
@@ -100,7 +111,7 @@ class EpistemeError(Exception):
     title: str = "Episteme error"
 
     def __init__(self, message: str, *, field: str | None = None) -> None:
-        message = _bounded(hide_secrets(message))
+        message = _bounded(hide_url_passwords(hide_secrets(message)))
         super().__init__(message)
         self.message = message
         self.field = None if field is None else hide_secrets(field)

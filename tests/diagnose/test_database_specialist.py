@@ -15,7 +15,7 @@ import psycopg
 import pytest
 from pydantic import JsonValue
 
-from episteme.diagnose.findings import Finding, SpecialistContext
+from episteme.diagnose.findings import PARTIAL, Finding, Redactor, SpecialistContext
 from episteme.diagnose.specialists import database
 from episteme.diagnose.specialists.database import SpecialistError
 from tests.integration.processes import free_port
@@ -234,6 +234,44 @@ async def test_idle_transactions_a_lock_chain_and_connections_running_out(
         assert refused.code == "db.connection_exhaustion"
         assert refused.severity == "critical"
         assert "reserved" in str(refused.evidence["server_message"])
+
+
+@pytest.mark.anyio
+async def test_a_secret_in_a_statement_cut_short_is_scrubbed_where_it_was_cut(
+    small: Cluster, dbname: str
+) -> None:
+    # A statement's text is cut twice: at 200 characters by the query (no ellipsis was
+    # added, so the start of a password at the end of the evidence was kept), and at 80
+    # in the lock chain's claim, whose text goes on after the ellipsis (the scrubber
+    # looked for a cut only at the very end). 15 of 18 characters of it were shown.
+    secret = "CANARY-7f3a9e-dbpw-cut"
+    pad = "x" * (200 - 17 - len("UPDATE accounts SET balance = balance + 1 WHERE id = 1 /* "))
+    statement = f"UPDATE accounts SET balance = balance + 1 WHERE id = 1 /* {pad} '{secret}' */"
+    assert statement.index(secret) + PARTIAL + 3 < 200 < statement.index(secret) + len(secret)
+    claimed = f"UPDATE accounts SET balance = balance + 1 WHERE id = 1 /* pw '{secret}' */"
+    assert claimed.index(secret) < 80 < claimed.index(secret) + len(secret)
+    with ExitStack() as stack:
+        idle = stack.enter_context(connect(small, dbname, "checkout"))
+        idle.execute(statement.replace("id = 1", "id = 2"))
+        blocker = stack.enter_context(connect(small, dbname, "billing-job"))
+        blocker.execute(claimed)
+        waiter = stack.enter_context(connect(small, dbname, "checkout", autocommit=True))
+        watcher = stack.enter_context(connect(small, dbname, "checkout", autocommit=True))
+        update = threading.Thread(
+            target=waiter.execute, args=("UPDATE accounts SET balance = balance - 1 WHERE id = 1",)
+        )
+        update.start()
+        stack.callback(update.join, 10)
+        stack.callback(blocker.rollback)
+        stack.callback(idle.rollback)
+        wait_until_blocked(watcher, waiter.info.backend_pid)
+        found = await database.run(context(small, dbname, idle_in_transaction_s=0))
+    scrubbed = [Redactor([secret]).finding(f).model_dump_json() for f in found]
+    said = "".join(scrubbed)
+    assert secret[:PARTIAL] not in said, said
+    assert "[redacted]..." in said  # the statement cut at 200, with its ellipsis
+    chain = Redactor([secret]).finding(by_code(found)["db.lock_chain"])
+    assert "pw '[redacted]…" in chain.claim, chain.claim
 
 
 def _quiet(cluster: Cluster, timeout: float = 10.0) -> None:

@@ -14,10 +14,11 @@ import re
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
+from urllib.parse import quote, quote_plus
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue
 
-from episteme.errors import WorldError
+from episteme.errors import WorldError, hide_url_passwords
 
 
 class SpecialistError(WorldError):
@@ -51,44 +52,98 @@ db-1:5432 (database app, user app)"), so not scrubbed; scrubbing them blanked ev
 "app" inside "approved" and "apps", and the blanks said what the value was."""
 
 PARTIAL = 6
-"""The shortest start of a secret taken for one where a text was cut short (it ends in
-an ellipsis)."""
+"""The shortest start (or end) of a secret taken for one where a text was cut short: at
+an ellipsis."""
+
+_CUT = re.compile(r"…|\.\.\.")
+"""Where a text was cut short: an ellipsis, wherever it stands (what follows a cut, a
+"(the key lacks this permission)" or the next of several joined messages, leaves it
+inside the text)."""
+
+
+def _forms(value: str) -> set[str]:
+    """`value` as texts about it may write it: whole; as a JSON string writes it (a
+    quote, a backslash, a control character escaped, and with `ensure_ascii` every
+    letter past ASCII too); as Python's repr of it writes it, as a `str` and as `bytes`
+    (an HTTP library's "Invalid header value b'Bearer …'"); percent-encoded, as in a
+    URL or a form."""
+    return {
+        value,
+        json.dumps(value, ensure_ascii=False)[1:-1],
+        json.dumps(value)[1:-1],
+        repr(value)[1:-1],
+        repr(value.encode())[2:-1],
+        quote(value, safe=""),
+        quote_plus(value, safe=""),
+    }
 
 
 class Redactor:
-    """Scrubs secret values out of text: each value wherever it appears whole (a run of
-    white space in it matching any other, as in text put on one line; or as a JSON
-    string escapes it), and the start of one (`PARTIAL` characters or more) just before
-    the ellipsis of a text cut short. Call it on a string; `finding` scrubs what a
-    finding says (its claim, its evidence, keys included, and its query), not the names
-    that file it (specialist, code, severity, tool, reference)."""
+    """Scrubs secret values out of text: each value wherever it appears whole (in any of
+    the forms `_forms` lists; a run of white space in it matching any other, as in text
+    put on one line), and what is left of one cut short: its start (`PARTIAL`
+    characters or more) just before an ellipsis, or its end just after one, wherever
+    the ellipsis stands. Passwords in URLs (`scheme://user:password@host`) are masked
+    too, whoever's they are. Call it on a string; `finding` scrubs what a finding says
+    (its claim, its evidence, keys included, and its query), not the names that file it
+    (specialist, code, severity, tool, reference)."""
 
     MARK = "[redacted]"
 
     def __init__(self, values: Iterable[str]) -> None:
-        kept = {v.strip() for v in values if v.strip()}
-        # and as a JSON string writes it (a quote, a backslash, a control character
-        # escaped), as in an API's answer or a JSON log line quoted whole
-        kept |= {json.dumps(v, ensure_ascii=False)[1:-1] for v in kept}
-        self._values = sorted(kept, key=len, reverse=True)
+        given = [v for v in values if v.strip()]
+        kept = {v.strip() for v in given} | set(given)  # and as given, white space and all
+        forms = {form for v in kept for form in _forms(v)}
+        self._values = sorted(forms, key=len, reverse=True)
         whole = (r"\s+".join(map(re.escape, v.split())) for v in self._values)
         self._whole = re.compile("|".join(whole)) if self._values else None
+        self._longest = max(map(len, self._values), default=0)
 
     def __call__(self, text: str) -> str:
+        text = hide_url_passwords(text)
         if self._whole is None:
             return text
         text = self._whole.sub(self.MARK, text)
-        if not text.rstrip().endswith(("…", "...")):
+        cuts = list(_CUT.finditer(text))
+        if not cuts:
             return text
-        body = text.rstrip().removesuffix("…").removesuffix("...").rstrip()
-        for value in self._values:
-            start = value[:PARTIAL]
-            at = body.find(start, max(0, len(body) - len(value) + 1))
-            while at != -1:  # the first place from which the rest of the text starts it
-                if value.startswith(body[at:]):
-                    return body[:at] + self.MARK + text[len(body) :]
-                at = body.find(start, at + 1)
+        spans = []
+        for cut in cuts:
+            n = self._start_before(text, cut.start())
+            if n:
+                spans.append((cut.start() - n, cut.start()))
+            n = self._end_after(text, cut.end())
+            if n:
+                spans.append((cut.end(), cut.end() + n))
+        for start, stop in sorted(spans, reverse=True):  # from the end: places stay put
+            text = text[:start] + self.MARK + text[stop:]
         return text
+
+    def _start_before(self, text: str, at: int) -> int:
+        """How many characters before `at` are the start of a value (0: none)."""
+        window = text[max(0, at - self._longest) : at]
+        best = 0
+        for value in self._values:
+            if value[:PARTIAL] not in window:
+                continue
+            for n in range(min(len(value), len(window)), max(best, PARTIAL - 1), -1):
+                if window.endswith(value[:n]):
+                    best = n
+                    break
+        return best
+
+    def _end_after(self, text: str, at: int) -> int:
+        """How many characters from `at` on are the end of a value (0: none)."""
+        window = text[at : at + self._longest]
+        best = 0
+        for value in self._values:
+            if value[-PARTIAL:] not in window:
+                continue
+            for n in range(min(len(value), len(window)), max(best, PARTIAL - 1), -1):
+                if window.startswith(value[-n:]):
+                    best = n
+                    break
+        return best
 
     def finding(self, finding: Finding) -> Finding:
         if self._whole is None:

@@ -70,7 +70,13 @@ from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import JsonValue
 
-from episteme.diagnose.findings import Finding, Severity, SpecialistContext, SpecialistError
+from episteme.diagnose.findings import (
+    Finding,
+    Redactor,
+    Severity,
+    SpecialistContext,
+    SpecialistError,
+)
 from episteme.text import shorten
 
 __all__ = ["NAME", "SpecialistError", "run"]
@@ -165,11 +171,10 @@ class _Service:
         return f"the access key {self.ref}" if self.ref else "the default credential chain"
 
     def scrub(self, text: str) -> str:
-        """`text` without the values of this service's keys."""
-        for value in (self.secret_key, self.session_token, self.access_key):
-            if value:
-                text = text.replace(value, "…")
-        return text
+        """`text` without the values of this service's keys, in any form (scrub, then
+        cut: a key cut short is no longer recognised whole)."""
+        keys = (self.secret_key, self.session_token, self.access_key)
+        return Redactor(k for k in keys if k)(text)
 
 
 def _settings(raw: Mapping[str, Any]) -> _Settings:
@@ -329,7 +334,7 @@ class _Aws:
             if code.isdigit():  # an error body the client could not parse: read its XML
                 code = _xml_field(message, "Code") or code
                 message = _xml_field(message, "Message") or message
-            message = service.scrub(shorten(message))
+            message = shorten(service.scrub(message))
             if status == 401 or any(c in code for c in _REFUSED):
                 raise SpecialistError(
                     f"{service.where} refused {service.signed_with} for {call}: "
@@ -347,10 +352,10 @@ class _Aws:
             ) from None
         except (errors.ConnectionError, errors.HTTPClientError) as exc:
             raise SpecialistError(
-                f"cannot reach {service.where}: {service.scrub(shorten(str(exc)))}"
+                f"cannot reach {service.where}: {shorten(service.scrub(str(exc)))}"
             ) from None
         except errors.BotoCoreError as exc:
-            raise _CallFailed(call, service.scrub(shorten(str(exc)))) from None
+            raise _CallFailed(call, shorten(service.scrub(str(exc)))) from None
 
 
 async def _aws(ctx: SpecialistContext) -> _Aws:

@@ -56,6 +56,18 @@ NAME = "database"
 TOOL = "psycopg"
 APPLICATION_NAME = "episteme-diagnose"
 QUERY_CHARS = 200
+
+
+def _cut(column: str) -> str:
+    """`column` (a statement's text) as SQL that cuts it to `QUERY_CHARS`, ending a cut
+    with an ellipsis: the scrubber knows a secret cut short by the ellipsis after it (a
+    password in an `ALTER ROLE` cut at 200 characters was kept as it stood)."""
+    return (
+        f"CASE WHEN length({column}) > {QUERY_CHARS} "
+        f"THEN left({column}, {QUERY_CHARS - 3}) || '...' ELSE {column} END"
+    )
+
+
 """Characters of a session's query text kept in evidence."""
 WARNING_SHARE = 0.75
 CRITICAL_SHARE = 0.90
@@ -327,7 +339,7 @@ SELECT pid, usename, application_name, coalesce(host(client_addr), 'local') AS c
        state,
        round(extract(epoch FROM now() - state_change)::numeric, 1)::float8 AS idle_s,
        round(extract(epoch FROM now() - xact_start)::numeric, 1)::float8 AS transaction_s,
-       left(query, {QUERY_CHARS}) AS last_query
+       {_cut("query")} AS last_query
 FROM pg_catalog.pg_stat_activity
 WHERE state IN ('idle in transaction', 'idle in transaction (aborted)')
   AND now() - state_change > make_interval(secs => {threshold_s!r})
@@ -361,7 +373,7 @@ def _long_sql(threshold_s: float) -> str:
     return f"""\
 SELECT pid, usename, application_name, coalesce(host(client_addr), 'local') AS client_addr,
        round(extract(epoch FROM now() - query_start)::numeric, 1)::float8 AS running_s,
-       wait_event_type, wait_event, left(query, {QUERY_CHARS}) AS query
+       wait_event_type, wait_event, {_cut("query")} AS query
 FROM pg_catalog.pg_stat_activity
 WHERE state = 'active' AND backend_type = 'client backend'
   AND now() - query_start > make_interval(secs => {threshold_s!r})
@@ -391,9 +403,9 @@ async def _long_running(conn: Conn, target: _Target, limits: _Limits) -> list[Fi
 
 _LOCKS_SQL = f"""\
 SELECT blocker.pid AS blocker_pid, blocker.usename AS blocker_user,
-       blocker.state AS blocker_state, left(blocker.query, {QUERY_CHARS}) AS blocker_query,
+       blocker.state AS blocker_state, {_cut("blocker.query")} AS blocker_query,
        blocked.pid AS blocked_pid, blocked.usename AS blocked_user,
-       left(blocked.query, {QUERY_CHARS}) AS blocked_query,
+       {_cut("blocked.query")} AS blocked_query,
        round(extract(epoch FROM now() - blocked.query_start)::numeric, 1)::float8 AS waiting_s
 FROM pg_catalog.pg_stat_activity AS blocked
 CROSS JOIN LATERAL unnest(pg_catalog.pg_blocking_pids(blocked.pid)) AS held(pid)
@@ -463,7 +475,7 @@ async def _slow_statements(conn: Conn, target: _Target, limits: _Limits) -> list
 SELECT s.queryid::text AS queryid, d.datname, s.calls,
        round(s.mean_{prefix}time::numeric, 2)::float8 AS mean_ms,
        round(s.total_{prefix}time::numeric, 1)::float8 AS total_ms,
-       s.rows, left(s.query, {QUERY_CHARS}) AS query
+       s.rows, {_cut("s.query")} AS query
 FROM {schema}.pg_stat_statements AS s
 LEFT JOIN pg_catalog.pg_database AS d ON d.oid = s.dbid
 WHERE s.calls > 0

@@ -60,7 +60,13 @@ from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import JsonValue
 
-from episteme.diagnose.findings import Finding, Severity, SpecialistContext, SpecialistError
+from episteme.diagnose.findings import (
+    Finding,
+    Redactor,
+    Severity,
+    SpecialistContext,
+    SpecialistError,
+)
 from episteme.text import shorten
 
 if TYPE_CHECKING:
@@ -113,7 +119,8 @@ class _Cluster:
         return f"the token {self.ref}" if self.ref else "anonymous requests"
 
     def scrub(self, text: str) -> str:
-        return text.replace(self.token, "…") if self.token else text
+        """`text` without the token, in any form (scrub, then cut)."""
+        return Redactor([self.token] if self.token else [])(text)
 
 
 def _cluster(ctx: SpecialistContext) -> _Cluster:
@@ -229,14 +236,14 @@ async def _read(cluster: _Cluster, timeout_s: float) -> _Lists:
                     f"{cluster.where} refused {cluster.signed_with} (401 Unauthorized) for {path}"
                 ) from None
             if not exc.status:  # TLS and other failures before any answer
-                reason = cluster.scrub(shorten(str(exc.reason)))
+                reason = shorten(cluster.scrub(str(exc.reason)))
                 raise SpecialistError(f"cannot reach {cluster.where}: {reason}") from None
             raise _ListFailed(path, _api_error(exc, cluster)) from None
         except api.http_error as exc:
-            reason = cluster.scrub(shorten(str(exc)))
+            reason = shorten(cluster.scrub(str(exc)))
             raise SpecialistError(f"cannot reach {cluster.where}: {reason}") from None
         except ValueError as exc:  # an answer that is not the list it should be
-            error = f"unexpected answer: {cluster.scrub(shorten(str(exc)))}"
+            error = f"unexpected answer: {shorten(cluster.scrub(str(exc)))}"
             raise _ListFailed(path, error) from None
 
     def pods() -> V1PodList:
@@ -292,7 +299,7 @@ def _api_error(exc: ApiException, cluster: _Cluster) -> str:
     except ValueError:
         message = str(exc.body or "")
     text = f"{exc.status} {exc.reason or ''}".strip()
-    return cluster.scrub(shorten(f"{text}: {message}" if message else text))
+    return shorten(cluster.scrub(f"{text}: {message}" if message else text))
 
 
 # -- the look ---------------------------------------------------------------------------
