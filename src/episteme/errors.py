@@ -227,3 +227,14 @@ def database_failed(exc: BaseException) -> StoreUnavailable:
 def from_database(exc: BaseException) -> bool:
     """Whether `exc` was raised by a database driver: SQLite's, or psycopg's."""
     return isinstance(exc, sqlite3.DatabaseError) or type(exc).__module__.startswith("psycopg")
+
+
+def refuse_tokens(text: str) -> None:
+    """Refuse input whose text (its JSON, as it would be kept) holds a whole bearer
+    token: pasted where a name, a value or a problem goes, it would be recorded, and
+    shown to whoever reads it."""
+    if holds_token(text):
+        raise InvalidInput(
+            "the input holds a bearer token (ep_…): a secret is never recorded;"
+            " take it out, and if it leaked, revoke it (episteme token revoke)"
+        )

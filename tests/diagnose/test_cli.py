@@ -192,6 +192,22 @@ def test_the_approval_is_asked_inline_for_a_subset(cli: Cli, solo: tuple[str, st
     assert listed[0]["status"] == "completed"
 
 
+@pytest.mark.parametrize("picked", ["0", "-1", "1,x", ",", "9"])
+def test_a_subset_picked_out_of_range_approves_nothing(
+    cli: Cli, solo: tuple[str, str], picked: str
+) -> None:
+    # 0 approved the last reference listed and -1 the one before it (Python's indexing).
+    url, token = solo
+    r = cli(
+        "diagnose", "database connection failures", "--env", "prod", "--ask",
+        "--server", url, "--token", token, home_arg=False, stdin=f"s\n{picked}\n",
+    )  # fmt: skip
+    assert r.code == 2, r.out
+    assert r.err.startswith("error: pick numbers between 1 and 3, such as 1,3"), r.err
+    listed = cli("sessions", "--json", "--server", url, "--token", token, home_arg=False).json()
+    assert listed[0]["status"] == "waiting_for_approval"
+
+
 def test_asking_here_and_printing_json_are_not_given_together(cli: Cli) -> None:
     # --json silently won: the session waited for an approver no one was asked to be
     r = cli(

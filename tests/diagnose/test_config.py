@@ -89,3 +89,19 @@ def test_the_keepalive_stays_within_what_a_following_client_waits_for(tmp_path: 
     for bad in (0, -1, 46):
         with pytest.raises(InvalidInput, match="keepalive_s"):
             _load(tmp_path, {"keepalive_s": bad})
+
+
+@pytest.mark.parametrize(
+    ("given", "said"),
+    [
+        ({"databse": {"prod": {}}}, "specialists.databse: no specialist is named so; did you"),
+        ({"database": {"production": {}}}, "specialists.database.production: environments are"),
+        ({"database": {"qa": {}}}, "specialists.database.qa: environments are prod, staging"),
+    ],
+)
+def test_a_misspelt_specialist_or_environment_is_refused(
+    tmp_path: Path, given: dict[str, Any], said: str
+) -> None:
+    # Taken without a word, it left the defaults (the dev vault's references) in force.
+    with pytest.raises(InvalidInput, match=said.replace(".", r"\.")):
+        _load(tmp_path, {"specialists": given})

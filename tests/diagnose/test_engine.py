@@ -384,6 +384,28 @@ def test_a_model_that_cannot_be_used_is_refused_when_it_is_named(model: str, sai
 
 
 @pytest.mark.anyio
+async def test_a_quiet_followed_stream_hears_keepalives_and_ends_once_its_token_is_revoked(
+    ledger: Ledger, vault: Vault
+) -> None:
+    # The token was checked again only when an event came: through a quiet wait (an
+    # hour for an approval) a revoked reader kept its stream, and its keep-alives.
+    config = DiagnosisConfig(keepalive_s=0.1)
+    engine = DiagnosisEngine(ledger, vault, config=config, specialists={"database": database})
+    session = await engine.start("database connection failures", "prod", requester="dev")
+    secret, _ = ledger.issue_token("watcher", ["agent"], by="admin")
+    reader = (ledger.authenticate(secret), "GET /status")
+    stream = engine.events(session.id, reader=reader, keepalive=True)
+    types = [(await anext(stream)).get("type") for _ in range(5)]
+    assert types == ["session_start", "text", "approval_required", None, None]  # keep-alives
+    ledger.revoke_token("watcher", by="admin", reason="left")
+    last = await asyncio.wait_for(anext(stream), 5)
+    assert (last["type"], last["code"]) == ("error", "unauthenticated")
+    assert "n" not in last
+    assert [e async for e in stream] == []  # ended
+    assert (await engine.status(session.id)).status == "waiting_for_approval"
+
+
+@pytest.mark.anyio
 async def test_a_session_waiting_for_its_approver_is_sent_to_the_webhooks(
     engine: DiagnosisEngine, ledger: Ledger
 ) -> None:

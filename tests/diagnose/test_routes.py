@@ -15,7 +15,7 @@ from whenever import TimeDelta
 from episteme.api import Settings, create_app
 from episteme.client import Client
 from episteme.diagnose.config import DiagnosisConfig
-from episteme.diagnose.engine import DiagnosisEngine
+from episteme.diagnose.engine import MAX_PROBLEM, DiagnosisEngine
 from episteme.errors import Forbidden
 from episteme.ledger import Ledger
 from tests.diagnose.test_engine import CANARY, Vault, database
@@ -198,6 +198,45 @@ def test_alertmanager_posts_twice_and_one_session_opens(http: Http) -> None:
     sessions = _sessions_once_settled(http, 1)
     assert len(sessions) == 1
     assert sessions[0]["specialists"][0] == "database"
+
+
+def test_a_session_never_records_a_bearer_token(http: Http, ledger: Ledger) -> None:
+    # A token pasted in a problem, a context or an alert's summary was kept whole in the
+    # session and streamed to every role that reads sessions; the ledger's own routes
+    # refused it.
+    token = http.tokens["lead"]
+    for body in (
+        {"problem": f"db down, used {token}", "environment": "prod"},
+        {"problem": "db down", "environment": "prod", "context": {"t": f"x-{token}"}},
+    ):
+        r = http("POST", "/diagnose", json=body)
+        assert r.status_code == 400, r.text
+        assert "holds a bearer token" in r.json()["detail"]
+    alert = _alerting("DbDown", {}, f"db down {token}", {"instance": "db-1"})
+    r = http("POST", "/alerts", json=alert)
+    assert r.status_code == 400, r.text
+    assert "holds a bearer token" in r.json()["detail"]
+    assert http("GET", "/sessions").json() == []
+    assert token[3:] not in http("GET", "/incidents").text
+
+
+def test_an_alert_is_cut_to_a_problem_and_an_unknown_environment_is_refused(
+    http: Http,
+) -> None:
+    # A 300,000-character summary opened a session with all of it as its problem (sent
+    # to the model, the approval's webhooks); env=qa was diagnosed as prod, with prod's
+    # credentials asked for.
+    r = http("POST", "/alerts", json=_alerting("Qa", {"env": "qa"}, "slow", {"i": "a"}))
+    assert r.status_code == 400, r.text
+    assert r.json()["detail"].startswith("the alerts' env label is 'qa', which is none of")
+    assert r.json()["field"] == "commonLabels.env"
+    long = _alerting("Big", {"environment": "Production"}, "x" * 300_000, {"i": "b"})
+    assert http("POST", "/alerts", json=long).status_code == 202
+    [session] = _sessions_once_settled(http, 1)
+    assert session["environment"] == "prod"
+    assert len(session["problem"]) == MAX_PROBLEM
+    assert session["problem"].startswith("Big: xxx")
+    assert session["problem"].endswith("x…")
 
 
 @pytest.mark.parametrize("timed", [True, False])

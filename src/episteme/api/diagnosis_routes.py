@@ -18,7 +18,13 @@ from pydantic import BaseModel, ConfigDict, Field, JsonValue
 from starlette.responses import Response, StreamingResponse
 
 from episteme.diagnose.alerts import AlertmanagerPayload, receive
-from episteme.diagnose.engine import KEEPALIVE, DiagnosisEngine, Incident, Session
+from episteme.diagnose.engine import (
+    KEEPALIVE,
+    MAX_PROBLEM,
+    DiagnosisEngine,
+    Incident,
+    Session,
+)
 from episteme.ledger.access import Op, Principal
 
 from .ledger_routes import Caller, listed, page_after, paged
@@ -37,7 +43,7 @@ class DiagnoseBody(BaseModel):
         },
     )
 
-    problem: str = Field(min_length=1, max_length=8192)
+    problem: str = Field(min_length=1, max_length=MAX_PROBLEM)
     environment: str = Field("prod", pattern=r"^(prod|staging|dev)$")
     context: dict[str, JsonValue] = Field(default_factory=dict)
 

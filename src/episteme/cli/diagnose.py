@@ -144,16 +144,22 @@ def _ask(console: Console, sid: str, refs: list[str]) -> tuple[str, list[str] | 
             for n, ref in enumerate(refs, 1):
                 console.print(f"  {n}. {escape(ref)}")
             picked = typer.prompt("numbers to approve (e.g. 1,3)")
-            try:
-                chosen = [refs[int(p) - 1] for p in picked.replace(" ", "").split(",") if p]
-            except (ValueError, IndexError):
-                raise InvalidInput(f"pick numbers between 1 and {len(refs)}") from None
+            chosen = _picked(picked, refs)
         return "approve", chosen, typer.prompt("reason for approving")
     except typer.Abort:  # the input ended (or Ctrl-C) before an answer
         raise InvalidInput(
             f"no answer was given: the session waits; an approver runs"
             f" `episteme approve {sid} --reason …`"
         ) from None
+
+
+def _picked(answer: str, refs: list[str]) -> list[str]:
+    """The references numbered in `answer` (1,3), from 1. 0 and -1 picked the last
+    reference and the one before it (Python's indexing), approving what was not asked."""
+    numbers = [p for p in answer.replace(" ", "").split(",") if p]
+    if not numbers or not all(n.isdigit() and 1 <= int(n) <= len(refs) for n in numbers):
+        raise InvalidInput(f"pick numbers between 1 and {len(refs)}, such as 1,3")
+    return [refs[int(n) - 1] for n in dict.fromkeys(numbers)]
 
 
 def _cannot_approve(client: Client, waiting: dict[str, Any]) -> str | None:

@@ -18,8 +18,11 @@ from typing import Literal
 import orjson
 from pydantic import BaseModel, ConfigDict, Field
 
-from episteme.diagnose.engine import DiagnosisEngine
+from episteme.diagnose.config import ENVIRONMENTS
+from episteme.diagnose.engine import MAX_PROBLEM, DiagnosisEngine
+from episteme.errors import InvalidInput, refuse_tokens
 from episteme.ledger.canonical import check_texts
+from episteme.text import quoted
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +62,8 @@ class AlertmanagerPayload(BaseModel):
         kept = self.model_dump(include=_KEPT)
         kept["alerts"] = [a.model_dump(include=_KEPT_OF_ALERT) for a in self.alerts]
         check_texts(kept)
+        refuse_tokens(orjson.dumps(kept).decode())
+        environment_of(self.commonLabels)  # one it does not know is refused, not guessed
 
 
 _KEPT = {"groupKey", "receiver", "externalURL", "groupLabels", "commonLabels", "commonAnnotations"}
@@ -78,12 +83,29 @@ def problem_of(payload: AlertmanagerPayload) -> str:
     notes = payload.commonAnnotations
     name = payload.commonLabels.get("alertname") or payload.groupLabels.get("alertname", "alert")
     text = notes.get("summary") or notes.get("description") or ""
-    return f"{name}: {text}".strip(": ") or name
+    problem = f"{name}: {text}".strip(": ") or name
+    return problem if len(problem) <= MAX_PROBLEM else problem[: MAX_PROBLEM - 1] + "…"
+
+
+_ENVIRONMENTS = {"production": "prod", "stage": "staging", "development": "dev"}
 
 
 def environment_of(labels: dict[str, str]) -> str:
-    value = (labels.get("environment") or labels.get("env") or "prod").lower()
-    return {"production": "prod", "stage": "staging", "development": "dev"}.get(value, value)
+    """The environment the alerts' `environment` (or `env`) label names; prod without
+    one. A value that names none of them is refused: diagnosing a `qa` alert as prod
+    asked for prod's credentials."""
+    given = labels.get("environment") or labels.get("env")
+    value = (given or "prod").lower()
+    value = _ENVIRONMENTS.get(value, value)
+    if value not in ENVIRONMENTS:
+        label = "environment" if labels.get("environment") else "env"
+        raise InvalidInput(
+            f"the alerts' {label} label is {quoted(given or '')}, which is none of the"
+            " environments diagnosed (prod, staging, dev; production, stage and development"
+            " are read as those): relabel it in Alertmanager, or route these alerts elsewhere",
+            field=f"commonLabels.{label}",
+        )
+    return value
 
 
 async def receive(engine: DiagnosisEngine, payload: AlertmanagerPayload, requester: str) -> int:
@@ -121,8 +143,6 @@ async def receive(engine: DiagnosisEngine, payload: AlertmanagerPayload, request
     if not opened:
         return 0
     environment = environment_of(payload.commonLabels)
-    if environment not in ("prod", "staging", "dev"):
-        environment = "prod"
     session = await engine.start(
         problem_of(payload),
         environment,

@@ -13,6 +13,7 @@ role given null is taken away)::
 
 from __future__ import annotations
 
+import difflib
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -116,9 +117,20 @@ class DiagnosisConfig(BaseModel):
             raise InvalidInput(f"EPISTEME_DIAGNOSIS_CONFIG {path}: {problem}") from None
         merged = _defaults()
         for name, envs in layer.specialists.items():
+            meant = difflib.get_close_matches(name, list(merged), n=1, cutoff=0.75)
+            if meant and meant[0] != name:  # a typo would leave the default in force
+                raise InvalidInput(
+                    f"EPISTEME_DIAGNOSIS_CONFIG {path}: specialists.{name}: no specialist"
+                    f" is named so; did you mean {meant[0]}?"
+                )
             mine = merged.setdefault(name, {})
             for place, access in envs.items():
                 where = f"{path}: specialists.{name}.{place}"
+                if place not in ENVIRONMENTS:
+                    raise InvalidInput(
+                        f"EPISTEME_DIAGNOSIS_CONFIG {where}: environments are"
+                        f" {', '.join(ENVIRONMENTS)} (a session's environment is one of them)"
+                    )
                 mine[place] = _laid_over(mine.get(place, Access()), access, where)
         return given.model_copy(update={"specialists": merged})
 

@@ -29,7 +29,7 @@ from episteme.diagnose.config import ENVIRONMENTS, DiagnosisConfig
 from episteme.diagnose.findings import NAMES_NOT_SECRETS, Finding, Redactor, Run, SpecialistContext
 from episteme.diagnose.narrator import Narrator, Templates
 from episteme.diagnose.synthesis import Report, cap, synthesize
-from episteme.errors import Conflict, Forbidden, InvalidInput, NotFound
+from episteme.errors import Conflict, Forbidden, InvalidInput, NotFound, refuse_tokens
 from episteme.ledger.access import Principal
 from episteme.ledger.canonical import check_texts, without_nul
 from episteme.ledger.core import Ledger
@@ -45,6 +45,8 @@ log = logging.getLogger(__name__)
 VERSION = 1
 """The version of the NDJSON events (field ``v`` of each)."""
 TERMINAL = frozenset({"completed", "error", "denied", "expired"})
+MAX_PROBLEM = 8192
+"""The longest problem a session takes, in characters (an alert's summary is cut to it)."""
 KEEPALIVE: dict[str, Any] = {}
 """What `events(…, keepalive=True)` yields when a followed session has been quiet: not
 an event (it has no `type`), sent on the wire as a blank line, which NDJSON readers skip."""
@@ -265,8 +267,15 @@ class DiagnosisEngine:
         """Open a session and analyse it up to the approval step."""
         if not problem.strip():
             raise InvalidInput("describe the problem to diagnose", field="problem")
+        if len(problem) > MAX_PROBLEM:
+            raise InvalidInput(
+                f"the problem is {len(problem):,} characters: describe it in at most"
+                f" {MAX_PROBLEM:,}",
+                field="problem",
+            )
         check_texts({"problem": problem})
         check_context(dict(context or {}))
+        refuse_tokens(orjson.dumps([problem, context, labels]).decode())
         if environment not in ENVIRONMENTS:
             raise InvalidInput(
                 f"unknown environment {environment!r}: use prod, staging or dev",
@@ -496,7 +505,8 @@ class DiagnosisEngine:
         is recorded. A followed stream also ends, with code `stopping`, when the server
         stops (`stop_following`). With `keepalive`, a followed stream that has had no
         event for the config's `keepalive_s` yields an empty object (`KEEPALIVE`): a
-        streamed answer sends a blank line for it."""
+        streamed answer sends a blank line for it. The reader's token is checked again
+        before each keep-alive too, so that a revoked one ends a quiet stream."""
         seen, authorized_now = after, True
         quiet_since = time.monotonic()
         while True:
@@ -504,7 +514,8 @@ class DiagnosisEngine:
             # transaction as the event that says so, so the events read next include it.
             status = (await self._row(sid))["status"]
             rows = await asyncio.to_thread(self.store.diagnosis_events, sid, seen)
-            if rows and reader is not None and not authorized_now:
+            quiet = keepalive and time.monotonic() - quiet_since >= self.config.keepalive_s
+            if (rows or quiet) and reader is not None and not authorized_now:
                 refused = await asyncio.to_thread(self.ledger.recheck, *reader)
                 if refused is not None:  # said, so that the end is not taken for the end
                     said = {"code": "unauthenticated", "message": refused}
@@ -528,7 +539,7 @@ class DiagnosisEngine:
                 }
                 yield orjson.loads(self._event(sid, self._now(), "error", said))
                 return
-            if keepalive and time.monotonic() - quiet_since >= self.config.keepalive_s:
+            if quiet and not rows:
                 quiet_since = time.monotonic()
                 yield KEEPALIVE
             await asyncio.sleep(0.1)

@@ -37,7 +37,7 @@ from episteme.errors import (
     NotFound,
     SchemaBehind,
     StoreUnavailable,
-    holds_token,
+    refuse_tokens,
 )
 from episteme.ledger.background import Job, JobRecord
 from episteme.ledger.canonical import GENESIS, canonical, check_no_nul
@@ -422,11 +422,7 @@ class SQLStore(Reader, LearningWrites, DiagnosisWrites):
             seq += 1
             payload = canonical(d.payload)
             check_no_nul(d.payload, payload)
-            if holds_token(payload):  # pasted where a subject or value goes: kept out
-                raise InvalidInput(
-                    "the input holds a bearer token (ep_…): a secret is never recorded;"
-                    " take it out, and if it leaked, revoke it (episteme token revoke)"
-                )
+            refuse_tokens(payload)  # pasted where a subject or value goes: kept out
             h = link(prev, seq, at, d.actor, d.kind, payload)
             ev = Event(seq, at, d.actor, d.kind, payload, h)
             conn.execute(
