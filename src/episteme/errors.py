@@ -46,13 +46,12 @@ _SECRET_LIKE = re.compile(_START + r"[A-Za-z0-9_\-]{8,}")
 """A token, or the start of one."""
 _BODY = r"[A-Za-z0-9_\-]{43}(?![A-Za-z0-9_\-])"
 _MIXED = r"(?=[A-Za-z0-9_\-]{0,42}[A-Z])(?=[A-Za-z0-9_\-]{0,42}[a-z])"
-_TOKEN = re.compile(
-    _START + _BODY + "|" + r"(?<=[A-Za-z0-9_\-])" + re.escape(TOKEN_PREFIX) + _MIXED + _BODY
-)
+_TOKEN = re.compile(_START + _BODY + "|" + re.escape(TOKEN_PREFIX) + _MIXED + r"[A-Za-z0-9_\-]{43}")
 """A whole bearer token: the prefix and 43 URL-safe characters (256 random bits), where
-a token starts (`_START`), or glued to what comes before it (`key_ep_…`, `-ep_…`) when
-its 43 characters mix capitals and small letters, as random ones do all but once in
-billions and a word's seldom do (`step_` and 43 small letters stays a word)."""
+a token starts (`_START`) and ends; or glued to what comes before or after it
+(`key_ep_…`, `ep_…_old`) when its 43 characters mix capitals and small letters, as
+random ones do all but once in billions and a word's seldom do (`step_` and 43 small
+letters stays a word)."""
 
 
 def holds_token(text: str) -> bool:
