@@ -577,6 +577,46 @@ def test_a_body_that_stops_arriving_is_a_408(
     assert _head(api) == before
 
 
+def test_a_request_without_a_body_is_not_refused_for_its_content_encoding(api: Api) -> None:
+    # `Content-Encoding: gzip` on a GET (a client that sets it on every request) was a 415
+    # "the request body is compressed", for a body that did not exist.
+    for path in ("/health", "/v1/whoami"):
+        r = api.call("GET", path, headers={"content-encoding": "gzip"})
+        assert r.status_code == 200, r.text
+
+
+def test_an_allow_header_lists_head_wherever_get_is(api: Api) -> None:
+    r = api.call("DELETE", "/v1/whoami")
+    _problem(r, 405, "use GET, HEAD")
+    assert r.headers["allow"] == "GET, HEAD"
+    assert api.call("HEAD", "/v1/whoami").status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "kw"),
+    [
+        ("GET", "/v1/audit", {"params": {"since": "9999-12-31T23:59:59-01:00"}}),
+        ("POST", "/v1/query", {"json": {"subject": "a", "at": "0001-01-01T00:00:00+01:00"}}),
+    ],
+)
+def test_a_time_out_of_range_says_what_the_range_is(
+    api: Api, method: str, path: str, kw: dict[str, Any]
+) -> None:
+    # whenever's "value or calculation out of range", where the CLI and MCP said the range
+    r = api.call(method, path, **kw)
+    _problem(r, 422, "out of range: times run from year 1 to 9999, in UTC")
+
+
+def test_a_name_that_imitates_a_reserved_one_in_other_letters_is_refused(api: Api) -> None:
+    r = api.call(
+        "POST", "/v1/tokens", role="admin", json={"name": "LOCAL:root", "roles": ["agent"]}
+    )
+    _problem(r, 400, "local:… names the operating-system users")
+    spec = {"description": "approved only", "lifecycles": ["proposed", "approved"]}
+    r = api.call("PUT", "/v1/lenses/Approved", role="supervisor", json=spec)
+    _problem(r, 409, "'Approved' is a built-in lens's name")
+
+
 @pytest.mark.parametrize("compressed", [True, False])
 @pytest.mark.parametrize("path", ["/v1/assertions", "/v1/query"])
 def test_a_compressed_body_is_a_415_saying_so(api: Api, path: str, compressed: bool) -> None:

@@ -300,11 +300,23 @@ class BodyLimit:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        for name, value in scope["headers"]:
+        headers = scope["headers"]
+        # a body comes with a length above 0 or in chunks; a GET that names an encoding
+        # for the body it does not have is not refused for it
+        has_body = any(
+            (name == b"content-length" and value.strip() not in (b"0", b""))
+            or name == b"transfer-encoding"
+            for name, value in headers
+        )
+        for name, value in headers:
             if name == b"content-length" and value.isdigit() and int(value) > self.limit:
                 await refusal(scope, TooLarge(self._message(), field="body"))(scope, receive, send)
                 return
-            if name == b"content-encoding" and value.strip().lower() not in (b"", b"identity"):
+            if (
+                has_body
+                and name == b"content-encoding"
+                and value.strip().lower() not in (b"", b"identity")
+            ):
                 coding = value.decode("latin-1").strip()
                 detail = f"the request body is compressed ({coding}): send it uncompressed"
                 await refusal(scope, Unsupported(detail, field="body"))(scope, receive, send)

@@ -254,20 +254,24 @@ def _unreadable(cause: BaseException | None) -> str:
 
 def _allowed_methods(app: FastAPI, path: str) -> str:
     """Every method documented for `path` (one route per method: Starlette sees only one),
-    or for a console page (not in the API's document) those of its routes."""
+    or for a console page (not in the API's document) those of its routes; with HEAD
+    wherever GET is, as every GET route answers it (RFC 9110 lists it in `Allow`)."""
     paths = app.openapi()["paths"]
-    if path in paths:  # a literal path wins over a template that also matches it
-        return ", ".join(sorted(m.upper() for m in paths[path]))
     methods: set[str] = set()
-    for template, item in paths.items():
-        pattern = re.sub(r"\\{[^/]+\\}", "[^/]+", re.escape(template))
-        if re.fullmatch(pattern, path):
-            methods |= {m.upper() for m in item}
+    if path in paths:  # a literal path wins over a template that also matches it
+        methods = {m.upper() for m in paths[path]}
+    else:
+        for template, item in paths.items():
+            pattern = re.sub(r"\\{[^/]+\\}", "[^/]+", re.escape(template))
+            if re.fullmatch(pattern, path):
+                methods |= {m.upper() for m in item}
     if not methods:  # the console's: the methods a route of the app takes here
         for method in ("GET", "POST", "PUT", "PATCH", "DELETE"):
             scope = {"type": "http", "path": path, "method": method, "root_path": ""}
             if any(r.matches(scope)[0] == Match.FULL for r in app.router.routes):
                 methods.add(method)
+    if "GET" in methods:
+        methods.add("HEAD")
     return ", ".join(sorted(methods))
 
 

@@ -633,8 +633,8 @@ class Ledger(Learning, Tokens):
         """Store a named custom lens (redefining a custom name replaces it)."""
         check_name(name, "lens")
         check_name(by, "by")
-        if name in BUILTIN:
-            raise Conflict(f"{name!r} is a built-in lens: choose another name")
+        if name.lower() in BUILTIN:  # `Approved` beside `approved` reads as the same lens
+            raise Conflict(f"{name!r} is a built-in lens's name: choose another name")
         # a lens that can show nothing is a mistake, not a policy: said when defined
         if not spec.lifecycles:
             raise InvalidInput(

@@ -405,7 +405,10 @@ _ENUM_REPR = re.compile(r"<\w+\.\w+: ('[^']*')>")
 def plain_message(msg: str) -> str:
     """pydantic's message for people: no "Value error, " and no enum reprs (it lists the
     values a literal takes as ``<Lifecycle.PROPOSED: 'proposed'>``)."""
-    return _ENUM_REPR.sub(r"\1", msg.removeprefix("Value error, "))
+    msg = _ENUM_REPR.sub(r"\1", msg.removeprefix("Value error, "))
+    if msg == "value or calculation out of range":  # whenever's, for a time it read
+        return "out of range: times run from year 1 to 9999, in UTC"
+    return msg
 
 
 def _loc(exc: ValidationError) -> str | None:

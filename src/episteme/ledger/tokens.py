@@ -73,7 +73,7 @@ class Tokens:
             raise InvalidInput(
                 "t_… names token ids: choose a principal name without it", field="name"
             )
-        if principal.startswith("local:"):
+        if principal[:6].lower() == "local:":
             raise InvalidInput(
                 "local:… names the operating-system users of local commands: choose a"
                 " principal name without it",
