@@ -106,7 +106,8 @@ def responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
 _EXAMPLES: dict[int, tuple[str, str, str | None]] = {
     400: (
         "Invalid input",
-        "unknown query parameter 'agnt': this route takes agent, limit, since, subject, until",
+        "unknown query parameter 'agnt': this route takes agent, before, limit, since, subject,"
+        " until",
         "agnt",
     ),
     401: (
