@@ -43,17 +43,18 @@ def served_together(
     servers: list[tuple[str, subprocess.Popen[str]]] = []
     try:
         for _ in range(count):
-            servers.append(_spawn(home, args))
+            servers.append(spawn(home, args))
         deadline = time.monotonic() + timeout
         for url, proc in servers:
             _wait_healthy(url, proc, deadline)
         yield servers
     finally:
         for _url, proc in servers:
-            _stop(proc)
+            stop(proc)
 
 
-def _spawn(home: Path | str, args: tuple[str, ...]) -> tuple[str, subprocess.Popen[str]]:
+def spawn(home: Path | str, args: tuple[str, ...]) -> tuple[str, subprocess.Popen[str]]:
+    """Start `episteme serve --home HOME ARGS` on a free port, in its own process group."""
     port = free_port()
     env = os.environ | {"PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(
@@ -92,7 +93,7 @@ def _wait_healthy(url: str, proc: subprocess.Popen[str], deadline: float) -> Non
         time.sleep(0.1)
 
 
-def _stop(proc: subprocess.Popen[str]) -> None:
+def stop(proc: subprocess.Popen[str]) -> None:
     """SIGTERM the server's process group, SIGKILL it if it lingers; reap it."""
     try:
         if proc.poll() is None:

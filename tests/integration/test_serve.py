@@ -21,6 +21,7 @@ from episteme import client as client_module
 from episteme.client import Client
 from episteme.errors import EpistemeError, StoreUnavailable
 from episteme.ledger import Ledger
+from tests.integration import processes
 from tests.integration.processes import served
 
 AGENTS = 50
@@ -246,6 +247,22 @@ def ndjson_raw_lines(chunks: Iterator[bytes]) -> Iterator[bytes]:
     for chunk in chunks:
         *complete, rest = (rest + chunk).split(b"\n")
         yield from complete
+
+
+def test_a_server_that_says_it_serves_answers_at_once(tmp_path: Path) -> None:
+    # "serving … on …" came before the port listened: a script that waited for the line
+    # and then called the server had its connection refused for about a second.
+    url, proc = processes.spawn(tmp_path / "home", ())
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            if line.startswith("serving "):
+                break
+        else:
+            raise AssertionError("the server never said it was serving")
+        assert httpx.get(f"{url}/health", timeout=30).status_code == 200  # no retry
+    finally:
+        processes.stop(proc)
 
 
 def test_head_on_a_followed_stream_answers_and_frees_the_connection(tmp_path: Path) -> None:

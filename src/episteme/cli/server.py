@@ -46,6 +46,13 @@ def check_listen(host: str, port: int) -> None:
     """Refuse, in one line, an address this server could not listen on: a name that does
     not resolve, an address of another machine, a port in use or not allowed. (The
     server binds again as it starts; this check only says why it could not.)"""
+    listening(host, port).close()
+
+
+def listening(host: str, port: int) -> socket.socket:
+    """A socket bound to `host:port` and listening (connections made now wait in its
+    backlog until the server accepts them), or the one-line refusal `check_listen`
+    says."""
     where = f"{host}:{port}"
     try:
         found = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
@@ -57,12 +64,15 @@ def check_listen(host: str, port: int) -> None:
             field="host",
         ) from None
     family, kind, proto, _, address = found[0]
-    with socket.socket(family, kind, proto) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server does
-        try:
-            probe.bind(address)
-        except OSError as exc:
-            raise ListenError(f"cannot listen on {where}: {exc.strerror or exc}") from None
+    sock = socket.socket(family, kind, proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does
+    try:
+        sock.bind(address)
+        sock.listen(2048)  # uvicorn's backlog
+    except OSError as exc:
+        sock.close()
+        raise ListenError(f"cannot listen on {where}: {exc.strerror or exc}") from None
+    return sock
 
 
 def serve_settings(home: str | None, **flags: object) -> Settings:
@@ -145,16 +155,24 @@ def serve(
     )
     for warning in type(settings).misspelt():
         typer.echo(f"warning: {warning}", err=True)
-    check_listen(settings.host, settings.port)  # before anything is created or printed
-    # and what the app reads as it starts, refused here in one line rather than by a
+    # What the app reads as it starts, refused here in one line rather than by a
     # traceback after "serving … on …"
     from episteme.diagnose.config import DiagnosisConfig
     from episteme.diagnose.narrator import from_env as narrator_from_env
 
     DiagnosisConfig.load()
     narrator_from_env()
+    # The address, before anything is created or printed; with one worker, the socket it
+    # serves on, so that "serving … on …" is said once a connection waits to be answered.
+    sock = listening(settings.host, settings.port)
+    if settings.workers > 1:
+        sock.close()  # uvicorn binds for its workers
     console = state(ctx).console
-    ledger = Ledger.open(settings.location, clock=state(ctx).clock, ensure=True)
+    try:
+        ledger = Ledger.open(settings.location, clock=state(ctx).clock, ensure=True)
+    except BaseException:
+        sock.close()
+        raise
     store_url = ledger.store.where
     with ledger:
         made = ledger.bootstrap_admin(by=local_actor())
@@ -166,7 +184,7 @@ def serve(
     where = f"http://{host}:{settings.port}"
     console.print(f"serving {store_url} on {where} (API reference: {where}/docs)")
     if settings.workers == 1:
-        uvicorn.run(
+        config = uvicorn.Config(
             create_app(settings, clock=state(ctx).clock),
             host=settings.host,
             port=settings.port,
@@ -174,6 +192,13 @@ def serve(
             log_config=uvicorn_config(),
             timeout_graceful_shutdown=settings.shutdown_timeout,
         )
+        server = uvicorn.Server(config)
+        try:
+            server.run(sockets=[sock])
+        finally:
+            sock.close()
+        if not server.started:  # its startup failed, and said why in the log
+            raise typer.Exit(3)
         return
     # The workers share their counters through files in a directory of this server's
     # own: another server on the same home or database keeps its own, and none is
