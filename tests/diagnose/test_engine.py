@@ -17,7 +17,7 @@ import orjson
 import pytest
 from pydantic_ai.messages import ModelMessage, ModelResponse, TextPart
 from pydantic_ai.models.function import AgentInfo, FunctionModel
-from whenever import TimeDelta
+from whenever import Instant, TimeDelta
 
 from episteme.diagnose.alerts import AlertmanagerPayload, receive
 from episteme.diagnose.config import DiagnosisConfig
@@ -228,7 +228,12 @@ async def test_denial_expiry_and_bad_decisions(
 
     late = await engine.start("db timeouts", "staging", requester="dev")
     clock.advance(TimeDelta(hours=2))
-    assert (await engine.status(late.id)).status == "expired"
+    expired = await engine.status(late.id)
+    assert expired.status == "expired"
+    # dated when it expired (an hour after it began), not when it was next looked at
+    ended = (await _events(engine, late.id))[-1]
+    assert (ended["type"], Instant.parse_iso(ended["at"])) == ("error", expired.expires_at)
+    assert expired.updated_at == expired.expires_at
     [recorded] = engine.ledger.store.epoch_members(f"diagnosis-{late.id}")  # as a denied one
     assert recorded.value["status"] == "expired"  # type: ignore[index,call-overload]
     with pytest.raises(Conflict, match="is expired"):

@@ -207,11 +207,13 @@ class DiagnosisEngine:
         sid: str,
         frm: Sequence[str],
         then: tuple[str, Mapping[str, Any]] | None = None,
+        at: int | None = None,
         **changes: Any,
     ) -> bool:
         """Move the session from one of the statuses `frm`, writing `changes` and (with
-        `then`, an event's type and data) the event that says so, in one transaction."""
-        now = changes["updated_at"] = self._now()
+        `then`, an event's type and data) the event that says so, in one transaction;
+        dated `at` when given (when the move happened, before it was seen), else now."""
+        now = changes["updated_at"] = self._now() if at is None else at
         event = None if then is None else (now, self._event(sid, now, *then))
         return await asyncio.to_thread(self.store.move_diagnosis_session, sid, frm, changes, event)
 
@@ -229,8 +231,10 @@ class DiagnosisEngine:
         a diagnosis whose process stopped before it finished."""
         sid, now = row["id"], self._now()
         stale_us = int((3 * self.config.specialist_timeout_s + 60) * 1_000_000)
+        at = None
         if row["status"] == "waiting_for_approval" and row["expires_at"] <= now:
             ending = ("expired", "expired", "the approval was not given in time")
+            at = row["expires_at"]  # when it expired, not when someone next looked
         elif (
             row["status"] in ("retrieving_credentials", "diagnosing")
             and row["updated_at"] + stale_us <= now
@@ -245,7 +249,7 @@ class DiagnosisEngine:
             return row
         status, code, message = ending
         error = ("error", {"code": code, "message": message})
-        moved = await self._move(sid, [row["status"]], error, status=status, error=message)
+        moved = await self._move(sid, [row["status"]], error, at, status=status, error=message)
         fresh = await asyncio.to_thread(self.store.diagnosis_session, sid)
         assert fresh is not None
         if moved:  # recorded once, as a session that ends any other way is
