@@ -317,6 +317,17 @@ USER_ERRORS: list[tuple[str, Args, tuple[str, ...]]] = [
         ("line 2 repeats line 1",),
     ),
     (
+        "batch-derived-from-an-unknown-id",  # which line's: it named no line at all
+        lambda s, t: [
+            "assert",
+            "--batch",
+            _batch(t, GOOD_LINE, '{"subject": "a.c", "value": 1, "derived_from": ["ffffff"]}'),
+            "--agent",
+            "x",
+        ],
+        ("line 2: no assertion with id 'ffffff'",),
+    ),
+    (
         "batch-counts-lines-not-assertions",  # a blank line between: the file's numbers
         lambda s, t: [
             "assert",

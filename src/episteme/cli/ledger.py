@@ -32,7 +32,7 @@ from episteme.cli.common import (
     typed,
     when,
 )
-from episteme.errors import InvalidInput, WorldError
+from episteme.errors import Conflict, InvalidInput, NotFound, WorldError
 from episteme.ledger import Ledger
 from episteme.ledger.canonical import loads_exact, read_value
 from episteme.ledger.journal import Event, verify_chain
@@ -115,10 +115,10 @@ def assert_(
     with open_ledger(ctx, home) as ledger:
         try:
             added = ledger.add(inputs, actor=agent)
-        except InvalidInput as exc:
+        except (InvalidInput, NotFound, Conflict) as exc:
             if not lines:
                 raise
-            raise InvalidInput(_by_line(exc.message, lines), field=exc.field) from None
+            raise type(exc)(_by_line(exc.message, lines), field=exc.field) from None
     if not emit(ctx, as_json, added):
         if len(added) == 1:
             a = added[0]

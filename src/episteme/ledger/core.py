@@ -304,8 +304,14 @@ class Ledger(Learning, Tokens):
             approved_now: dict[str, str] = {}
             seen: dict[str, int] = {}
             for n, inp in enumerate(inputs, 1):
-                with naming("derived_from"):
-                    derived = [self._resolve_assertion(r, ref) for ref in inp.derived_from]
+                try:
+                    with naming("derived_from"):
+                        derived = [self._resolve_assertion(r, ref) for ref in inp.derived_from]
+                except (NotFound, InvalidInput) as exc:
+                    if len(inputs) == 1:
+                        raise
+                    # which of the batch's, as its other refusals say
+                    raise type(exc)(f"assertion {n}: {exc.message}", field=exc.field) from None
                 rec = record(inp, inp.agent, derived, at)
                 if rec["id"] in seen:
                     raise InvalidInput(
