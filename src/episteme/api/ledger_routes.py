@@ -443,7 +443,7 @@ class Superseded(BaseModel):
     summary="An ingestion batch and what it brought",
 )
 def epoch(
-    name: Annotated[str, Path(max_length=256)], ledger: LedgerDep, who: Principal = Caller(Op.READ)
+    name: Annotated[str, Path(max_length=128)], ledger: LedgerDep, who: Principal = Caller(Op.READ)
 ) -> Response:
     record = ledger.epoch(name)
     return encoded(EpochView(epoch=record, assertions=ledger.store.epoch_members(name)))
@@ -457,7 +457,7 @@ def epoch(
     summary="Retract everything an epoch brought, in one event",
 )
 def supersede(
-    name: Annotated[str, Path(max_length=256)],
+    name: Annotated[str, Path(max_length=128)],
     body: ReasonBody,
     ledger: LedgerDep,
     who: Principal = Caller(Op.SUPERSEDE),
@@ -484,7 +484,7 @@ def lenses(ledger: LedgerDep, who: Principal = Caller(Op.READ)) -> Response:
     summary="Define (or redefine) a custom lens",
 )
 def define_lens(
-    name: Annotated[str, Path(max_length=256)],
+    name: Annotated[str, Path(max_length=128)],
     spec: LensSpec,
     ledger: LedgerDep,
     who: Principal = Caller(Op.DEFINE_LENS),
