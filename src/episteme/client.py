@@ -870,8 +870,8 @@ def _unreachable(
     if silence is not None and isinstance(exc, httpx.ReadTimeout):
         return StoreUnavailable(
             f"the Episteme server at {url} sent nothing for {silence:g} s on "
-            f"{call.method} {call.path} (a followed stream hears from it every 15 s): it "
-            "is stopped or the path to it is broken; follow again once it answers"
+            f"{call.method} {call.path} (a followed stream hears from it at least every"
+            " 45 s): it is stopped or the path to it is broken; follow again once it answers"
         )
     if isinstance(exc, httpx.DecodingError):
         return StoreUnavailable(

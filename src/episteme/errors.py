@@ -46,12 +46,24 @@ _SECRET_LIKE = re.compile(_START + r"[A-Za-z0-9_\-]{8,}")
 """A token, or the start of one."""
 _BODY = r"[A-Za-z0-9_\-]{43}(?![A-Za-z0-9_\-])"
 _MIXED = r"(?=[A-Za-z0-9_\-]{0,42}[A-Z])(?=[A-Za-z0-9_\-]{0,42}[a-z])"
-_TOKEN = re.compile(_START + _BODY + "|" + re.escape(TOKEN_PREFIX) + _MIXED + r"[A-Za-z0-9_\-]{43}")
+_TOKEN = re.compile(
+    _START + _BODY  # where a token starts and ends
+    + "|" + r"(?<=[A-Za-z0-9_\-])" + re.escape(TOKEN_PREFIX) + _MIXED + _BODY  # glued before
+    + "|" + _START + _MIXED + r"[A-Za-z0-9_\-]{43}"  # glued after
+)  # fmt: skip
 """A whole bearer token: the prefix and 43 URL-safe characters (256 random bits), where
-a token starts (`_START`) and ends; or glued to what comes before or after it
-(`key_ep_…`, `ep_…_old`) when its 43 characters mix capitals and small letters, as
-random ones do all but once in billions and a word's seldom do (`step_` and 43 small
-letters stays a word)."""
+a token starts (`_START`) and ends; or, when its 43 characters mix capitals and small
+letters (as random ones do all but once in billions, and a word's seldom do: `step_`
+and 43 small letters stays a word), glued to what comes before it (`key_ep_…`) or after
+it (`ep_…_old`). Not glued on both sides: inside a run of URL-safe characters (a JWT,
+base64url data) `ep_` and 43 more come by chance, about once in 260,000 positions."""
+
+_SHOWN_TOKEN = re.compile(
+    _START + _BODY + "|" + re.escape(TOKEN_PREFIX) + _MIXED + r"[A-Za-z0-9_\-]{43}"
+)
+"""What is masked where text is shown: `_TOKEN`'s tokens, and one glued on both sides
+too (`mmm…ep_…zzz`, a method's name): in an error, masking by chance costs a few
+characters of it, where refusing a write by chance would lose the write."""
 
 
 def holds_token(text: str) -> bool:
@@ -65,17 +77,19 @@ def hide_secrets(text: str) -> str:
     wrong place, and an error that quotes it back must not repeat it."""
     if TOKEN_PREFIX not in text:
         return text
-    return _TOKEN.sub(TOKEN_PREFIX + "…", _SECRET_LIKE.sub(TOKEN_PREFIX + "…", text))
+    return _SHOWN_TOKEN.sub(TOKEN_PREFIX + "…", _SECRET_LIKE.sub(TOKEN_PREFIX + "…", text))
 
 
 def hide_tokens(text: str) -> str:
     """`text` with every whole bearer token masked, and nothing else: for whole replies
     made by others (the MCP SDK's), where a word that only begins as a token does is
     someone's data."""
-    return _TOKEN.sub(TOKEN_PREFIX + "…", text) if TOKEN_PREFIX in text else text
+    return _SHOWN_TOKEN.sub(TOKEN_PREFIX + "…", text) if TOKEN_PREFIX in text else text
 
 
-_URL_PASSWORD = re.compile(r"(?i)(\b[a-z][a-z0-9+.\-]*://[^/\s:@]*:)[^\s@/]+(?=@)")
+_URL_PASSWORD = re.compile(
+    r"(?i)((?<![a-z0-9+.\-])[a-z][a-z0-9+.\-]*+://[^/\s:@]*+:)[^\s@/]++(?=@)"
+)
 """The password of a URL's userinfo (`https://user:password@host`)."""
 
 

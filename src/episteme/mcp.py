@@ -447,17 +447,21 @@ def _leniently(line: str) -> object:
     text = line.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
     try:
         return json.loads(text, parse_int=_integer)
-    except (ValueError, RecursionError):
+    except RecursionError:  # JSON still, nested past what Python reads
+        return _TOO_DEEP
+    except ValueError:
         return _NOT_JSON
 
 
 _NOT_JSON = object()
+_TOO_DEEP = object()
+_TOO_LONG = object()
+"""An integer longer than Python reads (4,300 digits): no id, and answered to none."""
 
 
-def _integer(digits: str) -> int:
-    """An integer as JSON writes it; 0 for one longer than Python reads (4,300 digits),
-    which no id is."""
-    return int(digits) if len(digits) < 4300 else 0
+def _integer(digits: str) -> object:
+    """An integer as JSON writes it; `_TOO_LONG` for one longer than Python reads."""
+    return int(digits) if len(digits) < 4300 else _TOO_LONG
 
 
 def _refusal(exc: ValidationError, line: str) -> JSONRPCError:
@@ -466,6 +470,8 @@ def _refusal(exc: ValidationError, line: str) -> JSONRPCError:
     kind = errors[0]["type"] if errors else ""
     found = _leniently(line) if kind in ("json_invalid", "string_unicode") else _NOT_JSON
     ident = found.get("id") if isinstance(found, dict) else None
+    if isinstance(ident, str) and "\ufffd" in ident:  # read through a byte that is not
+        ident = None  # UTF-8: not the id the client sent
     if kind == "string_unicode":
         raw = line.encode("utf-8", "surrogateescape")
         try:
@@ -525,10 +531,9 @@ class _Masked(_Through):
 
     async def send(self, item: SessionMessage, /) -> None:
         text = item.message.model_dump_json(by_alias=True, exclude_unset=True)
-        said = text
+        said = hide_tokens(text)  # first: a token cut in two is no longer found whole
         if isinstance(item.message, JSONRPCError) and len(said) > _LONG_ERROR:
             said = _bounded_error(said.encode()).decode()
-        said = hide_tokens(said)
         if said != text:
             message = jsonrpc_message_adapter.validate_json(said, by_name=False)
             item = SessionMessage(message, metadata=item.metadata)
@@ -950,7 +955,7 @@ def _security(host: str) -> TransportSecuritySettings:
 
 
 class _Bearer:
-    """Authenticates each MCP request; 401 problem+json without a valid token."""
+    """Authenticates each MCP request; 401 with a JSON-RPC error without a valid token."""
 
     def __init__(self, app: ASGIApp, ledger: Ledger, metrics: Metrics | None) -> None:
         self.app = app
@@ -1032,8 +1037,8 @@ _WHY = {
 class _Replies:
     """What the SDK sends back over HTTP, on its way out. Its own refusals of a request
     (a Host or an Origin its DNS-rebinding check does not take: plain text) go as
-    problem+json, as every other error; a 403 is counted and recorded as every refusal
-    is. And a whole bearer token in a reply is masked, as `_Masked` does over stdio:
+    JSON-RPC errors, as every refusal at /mcp; a 403 is counted and recorded as every
+    refusal is. And a whole bearer token in a reply is masked, as `_Masked` does over stdio:
     the SDK quotes what it was sent (an unknown method's name, a body that is not
     JSON-RPC, in pydantic's report). In JSON mode a reply is one body, held with its
     start so that Content-Length can follow the masking."""
@@ -1106,10 +1111,10 @@ def _reworded(status: int, body: bytes) -> bytes:
             # the SDK's code is INVALID_PARAMS; JSON-RPC's for what is no request is this
             reply["error"] = {"code": INVALID_REQUEST, "message": NOT_JSONRPC}
             return orjson.dumps(reply)
+    if _PREFIX in body:  # first: a token cut in two is no longer found whole
+        body = hide_tokens(body.decode("utf-8", "replace")).encode()
     if len(body) > _LONG_ERROR and b'"error"' in body:
         body = _bounded_error(body)
-    if _PREFIX in body:
-        return hide_tokens(body.decode("utf-8", "replace")).encode()
     return body
 
 

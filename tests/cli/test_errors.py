@@ -923,6 +923,23 @@ def test_serve_refuses_a_model_or_a_diagnosis_config_it_cannot_use_before_it_sta
     assert not (tmp_path / "new").exists()
 
 
+def test_serve_that_fails_as_it_starts_leaves_its_port_free(
+    cli: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The socket it listens on before it says "serving" stayed bound (connections went
+    # into a backlog nobody served) when the app then failed to start.
+    monkeypatch.setenv("EPISTEME_TRUST_PRIOR", "0")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    r = cli("serve", "--port", str(port), "--home", str(tmp_path / "new"), home_arg=False)
+    assert r.code != 0
+    assert "EPISTEME_TRUST_PRIOR" in r.err, r.err
+    with socket.socket() as again:
+        again.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        again.bind(("127.0.0.1", port))  # free
+
+
 def test_a_bad_setting_is_named_as_it_was_given(
     cli: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

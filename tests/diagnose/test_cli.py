@@ -192,7 +192,7 @@ def test_the_approval_is_asked_inline_for_a_subset(cli: Cli, solo: tuple[str, st
     assert listed[0]["status"] == "completed"
 
 
-@pytest.mark.parametrize("picked", ["0", "-1", "1,x", ",", "9"])
+@pytest.mark.parametrize("picked", ["0", "-1", "1,x", ",", "9", "²"])
 def test_a_subset_picked_out_of_range_approves_nothing(
     cli: Cli, solo: tuple[str, str], picked: str
 ) -> None:

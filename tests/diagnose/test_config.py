@@ -105,3 +105,9 @@ def test_a_misspelt_specialist_or_environment_is_refused(
     # Taken without a word, it left the defaults (the dev vault's references) in force.
     with pytest.raises(InvalidInput, match=said.replace(".", r"\.")):
         _load(tmp_path, {"specialists": given})
+
+
+def test_specialists_of_ones_own_may_have_names_alike(tmp_path: Path) -> None:
+    # each name was compared with those read before it too: queue2 was taken for queue1
+    config = _load(tmp_path, {"specialists": {"queue1": {"dev": {}}, "queue2": {"dev": {}}}})
+    assert {"queue1", "queue2"} <= set(config.specialists)

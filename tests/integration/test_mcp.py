@@ -775,12 +775,14 @@ def test_a_line_the_sdk_cannot_read_is_answered_to_its_id_over_stdio(
         b'{"jsonrpc": "2.0", "id": null, "method": "ping"}',
         b'{"jsonrpc": "2.0", "id": true, "method": "ping"}',
         b'{"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": 1}}',
+        b'{"jsonrpc": "2.0", "id": %s, "method": "ping", "x": 1.5}' % (b"7" * 5000),
+        call(16, "[" * 5000 + "]" * 5000),
         b'{"jsonrpc": "2.0", "id": 15, "method": "ping"}',
     ]
     proc.stdin.write(b"\n".join(lines) + b"\n")
     proc.stdin.flush()
     try:
-        replies = [json.loads(proc.stdout.readline()) for _ in range(9)]
+        replies = [json.loads(proc.stdout.readline()) for _ in range(11)]
     finally:
         _, err = proc.communicate(timeout=60)
     assert [(r["id"], r.get("error", {}).get("code")) for r in replies[1:]] == [
@@ -791,6 +793,8 @@ def test_a_line_the_sdk_cannot_read_is_answered_to_its_id_over_stdio(
         (None, -32600),
         (None, -32600),
         (None, -32600),
+        (None, -32600),  # an id of 5,000 digits: to none (it was answered to id 0)
+        (None, -32600),  # JSON nested too deep even for Python's reader: not "not JSON"
         (15, None),  # the notification had no answer, as it should not
     ]
     said = [r.get("error", {}).get("message", "") for r in replies[1:]]
@@ -881,7 +885,14 @@ async def test_over_http_an_id_that_is_no_id_is_refused_and_a_long_name_cut(
         assert (await http.post(f"{served.url}/mcp", json=note)).status_code == 202
         long = {"jsonrpc": "2.0", "id": 7, "method": "m" * 100_000}
         r = await http.post(f"{served.url}/mcp", json=long)
+        # a token inside what is cut: masked before the cut, which would have left 40 of
+        # its 43 characters, no longer whole
+        secret = headers["Authorization"].removeprefix("Bearer ")
+        hidden = {"jsonrpc": "2.0", "id": 8, "method": "m" * 76 + secret + "z" * 2000}
+        masked = await http.post(f"{served.url}/mcp", json=hidden)
     assert r.json()["error"]["code"] == -32601
     assert r.json()["error"]["data"].endswith("(100,000 characters)")
     assert len(r.content) < 1_000
     assert int(r.headers["content-length"]) == len(r.content)
+    assert masked.json()["error"]["data"].startswith("'" + "m" * 76 + "ep_…")
+    assert secret[3:13] not in masked.text

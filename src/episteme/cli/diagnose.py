@@ -157,7 +157,9 @@ def _picked(answer: str, refs: list[str]) -> list[str]:
     """The references numbered in `answer` (1,3), from 1. 0 and -1 picked the last
     reference and the one before it (Python's indexing), approving what was not asked."""
     numbers = [p for p in answer.replace(" ", "").split(",") if p]
-    if not numbers or not all(n.isdigit() and 1 <= int(n) <= len(refs) for n in numbers):
+    if not numbers or not all(
+        n.isascii() and n.isdigit() and 1 <= int(n) <= len(refs) for n in numbers
+    ):
         raise InvalidInput(f"pick numbers between 1 and {len(refs)}, such as 1,3")
     return [refs[int(n) - 1] for n in dict.fromkeys(numbers)]
 

@@ -54,8 +54,13 @@ def listening(host: str, port: int) -> socket.socket:
     backlog until the server accepts them), or the one-line refusal `check_listen`
     says."""
     where = f"{host}:{port}"
+    # as uvicorn binds: IPv6 for an address with a colon, IPv4 for any other (a name that
+    # resolves to both, `localhost`, is served on 127.0.0.1)
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
     try:
-        found = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        found = socket.getaddrinfo(
+            host, port, family, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )
     except (OSError, UnicodeError) as exc:
         why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         raise InvalidInput(
@@ -138,12 +143,6 @@ def serve(
     # inherited from the environment would be read when prometheus-client is imported,
     # and a single worker would write its counters there (or fail to, if it is gone).
     os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
-    import uvicorn
-
-    from episteme.api.app import create_app
-    from episteme.api.metrics import MULTIPROC_ENV
-    from episteme.logs import uvicorn_config
-    from episteme.web.session import KEY_ENV as CONSOLE_KEY_ENV
 
     settings = serve_settings(
         home,
@@ -164,15 +163,24 @@ def serve(
     narrator_from_env()
     # The address, before anything is created or printed; with one worker, the socket it
     # serves on, so that "serving … on …" is said once a connection waits to be answered.
-    sock = listening(settings.host, settings.port)
-    if settings.workers > 1:
-        sock.close()  # uvicorn binds for its workers
+    with listening(settings.host, settings.port) as sock:  # closed however the serving ends
+        if settings.workers > 1:
+            sock.close()  # uvicorn binds for its workers
+        _serve(ctx, settings, sock)
+
+
+def _serve(ctx: typer.Context, settings: Settings, sock: socket.socket) -> None:
+    """`serve`, once its address is known to be free (and, with one worker, listened on
+    by `sock`)."""
+    import uvicorn
+
+    from episteme.api.app import create_app
+    from episteme.api.metrics import MULTIPROC_ENV
+    from episteme.logs import uvicorn_config
+    from episteme.web.session import KEY_ENV as CONSOLE_KEY_ENV
+
     console = state(ctx).console
-    try:
-        ledger = Ledger.open(settings.location, clock=state(ctx).clock, ensure=True)
-    except BaseException:
-        sock.close()
-        raise
+    ledger = Ledger.open(settings.location, clock=state(ctx).clock, ensure=True)
     store_url = ledger.store.where
     with ledger:
         made = ledger.bootstrap_admin(by=local_actor())
@@ -193,10 +201,7 @@ def serve(
             timeout_graceful_shutdown=settings.shutdown_timeout,
         )
         server = uvicorn.Server(config)
-        try:
-            server.run(sockets=[sock])
-        finally:
-            sock.close()
+        server.run(sockets=[sock])
         if not server.started:  # its startup failed, and said why in the log
             raise typer.Exit(3)
         return

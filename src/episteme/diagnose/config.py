@@ -116,8 +116,9 @@ class DiagnosisConfig(BaseModel):
             problem = describe(exc, shown=False)
             raise InvalidInput(f"EPISTEME_DIAGNOSIS_CONFIG {path}: {problem}") from None
         merged = _defaults()
+        bundled = list(merged)
         for name, envs in layer.specialists.items():
-            meant = difflib.get_close_matches(name, list(merged), n=1, cutoff=0.75)
+            meant = difflib.get_close_matches(name, bundled, n=1, cutoff=0.75)
             if meant and meant[0] != name:  # a typo would leave the default in force
                 raise InvalidInput(
                     f"EPISTEME_DIAGNOSIS_CONFIG {path}: specialists.{name}: no specialist"

@@ -98,12 +98,21 @@ class Redactor:
         whole = (r"\s+".join(map(re.escape, v.split())) for v in self._values)
         self._whole = re.compile("|".join(whole)) if self._values else None
         self._longest = max(map(len, self._values), default=0)
+        # what a cut leaves of a value starts (or ends) with one of these: one pass of C
+        # over the text at a cut says whether any value needs a closer look
+        starts = {re.escape(v[:PARTIAL]) for v in self._values}
+        ends = {re.escape(v[-PARTIAL:]) for v in self._values}
+        self._starts = re.compile("|".join(sorted(starts))) if starts else None
+        self._ends = re.compile("|".join(sorted(ends))) if ends else None
 
     def __call__(self, text: str) -> str:
-        text = hide_url_passwords(text)
         if self._whole is None:
-            return text
-        text = self._whole.sub(self.MARK, text)
+            return hide_url_passwords(text)
+        # the values first: one may hold a URL, or an @ that the URL rule would split
+        return hide_url_passwords(self._cut(self._whole.sub(self.MARK, text)))
+
+    def _cut(self, text: str) -> str:
+        """`text` with what is left of a value cut short blanked, at each ellipsis."""
         cuts = list(_CUT.finditer(text))
         if not cuts:
             return text
@@ -122,6 +131,8 @@ class Redactor:
     def _start_before(self, text: str, at: int) -> int:
         """How many characters before `at` are the start of a value (0: none)."""
         window = text[max(0, at - self._longest) : at]
+        if self._starts is None or not self._starts.search(window):
+            return 0
         best = 0
         for value in self._values:
             if value[:PARTIAL] not in window:
@@ -135,6 +146,8 @@ class Redactor:
     def _end_after(self, text: str, at: int) -> int:
         """How many characters from `at` on are the end of a value (0: none)."""
         window = text[at : at + self._longest]
+        if self._ends is None or not self._ends.search(window):
+            return 0
         best = 0
         for value in self._values:
             if value[-PARTIAL:] not in window:
@@ -146,8 +159,6 @@ class Redactor:
         return best
 
     def finding(self, finding: Finding) -> Finding:
-        if self._whole is None:
-            return finding
         return finding.model_copy(
             update={
                 "claim": self(finding.claim),

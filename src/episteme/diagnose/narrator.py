@@ -54,7 +54,8 @@ class Templates:
 class ModelNarrator:
     """A pydantic-ai agent writing the text; it never decides. A model that fails or
     takes longer than `timeout_s` leaves the words to the templates, with a warning in
-    the log (its message with `secrets`, the API keys, scrubbed): the diagnosis goes on
+    the log (its message with `secrets`, the API keys, scrubbed: `from_env` gives the
+    value of every `*_API_KEY` variable, whichever provider it is for): the diagnosis goes on
     without it, as it would without a model."""
 
     def __init__(self, model: Any, *, timeout_s: float = 60.0, secrets: Iterable[str] = ()) -> None:
@@ -135,7 +136,7 @@ def from_env(environ: Mapping[str, str] | None = None) -> Narrator:
         ) from None
     from pydantic_ai.exceptions import UserError
 
-    keys = [env[k] for k in MODEL_KEYS if env.get(k)]
+    keys = [v for k, v in env.items() if k.endswith("_API_KEY") and v.strip()]
     base_url = env.get("EPISTEME_MODEL_BASE_URL")
     try:
         if base_url:
@@ -155,7 +156,3 @@ def from_env(environ: Mapping[str, str] | None = None) -> Narrator:
         raise InvalidInput(f"EPISTEME_MODEL {name}: {exc}") from None
     except UserError as exc:  # an unknown model, a provider's key missing
         raise InvalidInput(f"EPISTEME_MODEL {name}: {Redactor(keys)(str(exc))}") from None
-
-
-MODEL_KEYS = ("EPISTEME_MODEL_API_KEY", "ANTHROPIC_API_KEY", "OPENAI_API_KEY")
-"""Where a model's API key may be: scrubbed from what its failures say."""
