@@ -30,7 +30,7 @@ from typing import ClassVar, TypeVar
 from urllib.parse import quote
 
 from episteme.errors import Conflict, StoreUnavailable
-from episteme.ledger.journal import Draft
+from episteme.ledger.journal import Draft, Event
 from episteme.ledger.records import RebuildReport
 from episteme.ledger.sql import projector
 from episteme.ledger.sql.base import WRITE_WAIT_S, Durability, SQLStore
@@ -729,20 +729,64 @@ class SQLiteStore(SQLStore):
     # -- integrity -------------------------------------------------------------------
 
     def rebuild(self, repair: bool = False) -> RebuildReport:
-        """Replay the journal into fresh projections; compare; optionally replace."""
+        """Replay the journal into fresh projections; compare; optionally replace.
+
+        One rebuild of a file runs at a time (a lock file beside it): two used to share
+        the scratch file, each deleting the other's, and one could replace every
+        projection with empty tables. The replay catches up under the writer lock (this
+        process's and the file lock other processes' writers take) before comparing, so
+        writes that land meanwhile are neither reported as differences nor, repaired,
+        lost.
+        """
         self._writable()
         fresh_path = self.path.with_name(self.path.name + ".rebuild")
-        for suffix in ("", "-wal", "-shm"):
-            Path(str(fresh_path) + suffix).unlink(missing_ok=True)
+        with self._rebuilding():
+            # what a rebuild killed part way left, no other rebuild's: this one holds the lock
+            for suffix in ("", "-wal", "-shm"):
+                Path(str(fresh_path) + suffix).unlink(missing_ok=True)
+            try:
+                return self._rebuild_into(fresh_path, repair)
+            finally:
+                for suffix in ("", "-wal", "-shm"):
+                    Path(str(fresh_path) + suffix).unlink(missing_ok=True)
+
+    @contextmanager
+    def _rebuilding(self) -> Iterator[None]:
+        """Hold the file's rebuild lock, or refuse at once: another rebuild runs."""
+        fd = os.open(f"{self.path}-rebuild.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise StoreUnavailable(
+                    f"another rebuild of {self.path} is running: wait for it to finish"
+                ) from None
+            yield
+        finally:
+            os.close(fd)  # closing the descriptor drops the lock
+
+    def _rebuild_into(self, fresh_path: Path, repair: bool) -> RebuildReport:
+        seen = 0
+
+        def track(events: Iterable[Event]) -> Iterator[Event]:
+            nonlocal seen
+            for ev in events:
+                seen = ev.seq
+                yield ev
+
         fresh = _connect(fresh_path)
         try:
             fresh.execute("PRAGMA synchronous = OFF")
             create_schema(fresh)
             fresh.execute("BEGIN")
-            count = self.replay(fresh, self.events())
+            count = self.replay(fresh, track(self.events()))
             fresh.execute("COMMIT")
-            fresh.close()
-            with self._lock:
+            with self._lock, self._file_locked(self._lock_wait()):
+                # no writer of this file commits now: the events since the replay
+                fresh.execute("BEGIN")
+                count += self.replay(fresh, track(self.events(after_seq=seen)))
+                fresh.execute("COMMIT")
+                fresh.close()
                 conn = self._wconn
                 conn.execute("ATTACH DATABASE ? AS fresh", (str(fresh_path),))
                 try:
@@ -765,8 +809,6 @@ class SQLiteStore(SQLStore):
             )
         finally:
             fresh.close()
-            for suffix in ("", "-wal", "-shm"):
-                Path(str(fresh_path) + suffix).unlink(missing_ok=True)
 
 
 class _FileLeadership:
