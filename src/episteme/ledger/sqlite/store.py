@@ -281,6 +281,23 @@ _WHY_NOT = {
 }
 
 
+def _why_not(path: Path, exc: sqlite3.DatabaseError, default: str = "") -> str:
+    """What to do about SQLite's `exc` on `path`. A full disk is often said as an I/O
+    error (SQLite cannot make the shared-memory file it opens a WAL database with), so
+    the disk's free space is looked at before that is believed."""
+    code = _code(exc)
+    if code in ("SQLITE_IOERR", "SQLITE_CANTOPEN", "SQLITE_FULL") and _full(path):
+        return " (its disk is full: free space on it, then retry)"
+    return _WHY_NOT.get(code, default)
+
+
+def _full(path: Path) -> bool:
+    try:
+        return os.statvfs(path.parent).f_bavail == 0
+    except OSError:
+        return False
+
+
 def _unopenable(
     path: Path, exc: sqlite3.DatabaseError, *, creating: bool, reading: bool = False
 ) -> StoreUnavailable:
@@ -293,10 +310,10 @@ def _unopenable(
         )
     if code == "SQLITE_CORRUPT":
         return StoreUnavailable(f"{path} is damaged ({exc}): restore the ledger from a backup")
-    if reading:
+    if reading and not _full(path):
         hint = " (check that this user may read it and its directory)"
     else:
-        hint = _WHY_NOT.get(code, " (check that its directory is writable and has space)")
+        hint = _why_not(path, exc, " (check that its directory is writable and has space)")
     verb = "create" if creating else "open"
     return StoreUnavailable(f"cannot {verb} the ledger at {path}: {exc}{hint}")
 
@@ -663,7 +680,7 @@ class SQLiteStore(SQLStore):
             except sqlite3.OperationalError as exc:  # disk full, I/O error, a lost lock
                 _roll_back(conn)
                 raise StoreUnavailable(
-                    f"cannot write to {self.path}: {exc}{_WHY_NOT.get(_code(exc), '')}; "
+                    f"cannot write to {self.path}: {exc}{_why_not(self.path, exc)}; "
                     "nothing of this write was recorded"
                 ) from None
             except BaseException:
