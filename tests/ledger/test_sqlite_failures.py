@@ -255,3 +255,32 @@ def test_a_home_this_user_may_not_enter_is_one_line(tmp_path: Path, below: str) 
         closed.chmod(0o700)
     assert said.startswith(f"StoreUnavailable: cannot open the ledger at {home}"), said
     assert "permission denied" in said
+
+
+@pytest.mark.parametrize("gone", ["ledger.db-wal", "ledger.db-shm", "ledger.db"])
+def test_a_file_removed_or_replaced_under_a_writer_stops_its_writes(
+    tmp_path: Path, clock: ManualClock, gone: str
+) -> None:
+    # With its WAL deleted, a server went on answering 201 for writes that went into
+    # the deleted file (lost when it stopped); with the shared-memory file deleted, a
+    # second process wrote beside it on an older state; with the database replaced, the
+    # writes went nowhere. Each write now checks that the files are still the ones it
+    # wrote to, and refuses.
+    home = tmp_path / "home"
+    with Ledger.init(home, clock=clock) as led:
+        kept = led.assert_one(subject="disk.before", value=1, agent="a").id
+        target = home / gone
+        if gone == "ledger.db":
+            with Ledger.init(tmp_path / "other", clock=clock):
+                pass
+            (tmp_path / "other" / "ledger.db").replace(target)
+        else:
+            target.unlink()
+        with pytest.raises(StoreUnavailable, match="removed or replaced under this process"):
+            led.assert_one(subject="disk.after", value=1, agent="a")
+        with pytest.raises(StoreUnavailable, match=gone.replace(".", r"\.")):
+            led.store.probe()
+    if gone != "ledger.db":  # the ledger as it was, once the process has stopped
+        with Ledger.open(home) as again:
+            assert again.verify().ok
+            assert again.get(kept).id == kept

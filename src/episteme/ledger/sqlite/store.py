@@ -456,6 +456,9 @@ class SQLiteStore(SQLStore):
         self._wal = -1
         self._wal_lock = threading.Lock()
         self._flock = -1
+        self._files: dict[str, tuple[int, int]] | None = None
+        """The identity (device, inode) of the database file, its WAL and its
+        shared-memory file, as this process's writes found them first: see `_intact`."""
         if read_only:
             self._open_read_only()
             return
@@ -646,7 +649,38 @@ class SQLiteStore(SQLStore):
                 self._wal = -1
 
     def probe(self, timeout: float = 2.0) -> int:
+        if self._files is not None:  # this process writes: are its files still the ledger's?
+            self._intact()
         return self.head()[0]  # a local read: it answers or fails at once
+
+    def _intact(self) -> None:
+        """Refuse to write when the ledger's files were removed or replaced under this
+        process. While its connections are open, SQLite keeps the WAL and the
+        shared-memory file where they are: one gone (deleted by hand, a clean-up job) or
+        another in its place means this process writes where no other process reads,
+        into a WAL that is not the file's, and what it acknowledged would be lost when
+        it stops. The first write records them; each write checks them (three `stat`s)."""
+        files = {}
+        for suffix in ("", "-wal", "-shm"):
+            try:
+                st = os.stat(f"{self.path}{suffix}")
+                files[suffix] = (st.st_dev, st.st_ino)
+            except FileNotFoundError:
+                files[suffix] = (-1, -1)
+        if self._files is None:
+            if (-1, -1) not in files.values():  # else recorded once SQLite has made them
+                self._files = files
+            return
+        changed = [
+            f"{self.path.name}{s}" for s, ident in self._files.items() if files.get(s) != ident
+        ]
+        if changed:
+            raise StoreUnavailable(
+                f"the ledger's files were removed or replaced under this process"
+                f" ({', '.join(changed)}): nothing of this write was recorded; stop this"
+                " process and start it again (what it wrote since the change may be lost,"
+                " then run `episteme verify`)"
+            )
 
     def probe_reading(self, read: Callable[[StoreReader], _T], timeout: float = 2.0) -> _T:
         return read(self)  # local reads, as probe's
@@ -670,6 +704,7 @@ class SQLiteStore(SQLStore):
         # wakes late, so two writers would spend most of their time asleep. BEGIN
         # IMMEDIATE still guards against writers that skip this lock (the sqlite3 shell).
         with self._file_locked(self._lock_wait()):
+            self._intact()
             try:
                 conn.execute("BEGIN IMMEDIATE")
             except sqlite3.OperationalError as exc:
