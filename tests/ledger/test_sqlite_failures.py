@@ -280,6 +280,11 @@ def test_a_file_removed_or_replaced_under_a_writer_stops_its_writes(
             led.assert_one(subject="disk.after", value=1, agent="a")
         with pytest.raises(StoreUnavailable, match=gone.replace(".", r"\.")):
             led.store.probe()
+        app = create_app(Settings(home=home, mcp=False, background=False), ledger=led)
+        with TestClient(app) as client:
+            health = client.get("/health")
+        assert health.status_code == 503
+        assert "removed or replaced under this process" in health.json()["store"]
     if gone != "ledger.db":  # the ledger as it was, once the process has stopped
         with Ledger.open(home) as again:
             assert again.verify().ok

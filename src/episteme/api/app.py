@@ -145,7 +145,8 @@ def create_app(
     def health() -> Response:
         try:
             # within 2 s, whatever the store does (away, or its journal locked)
-            status = led.store.probe_reading(Gardener(led).status)
+            # (the gardener made inside: making it reads, and the probe checks first)
+            status = led.store.probe_reading(lambda reader: Gardener(led).status(reader))
             events = status.head
             workers = led.store.workers()
             leader: Leader | None = getattr(app.state, "leader", None)

@@ -683,6 +683,8 @@ class SQLiteStore(SQLStore):
             )
 
     def probe_reading(self, read: Callable[[StoreReader], _T], timeout: float = 2.0) -> _T:
+        if self._files is not None:  # as probe
+            self._intact()
         return read(self)  # local reads, as probe's
 
     def workers(self) -> dict[str, str]:
