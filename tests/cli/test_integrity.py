@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import sqlite3
 from contextlib import closing
@@ -143,6 +144,28 @@ def test_export_writes_one_event_per_line(cli: Cli, scenario: Scenario, tmp_path
     r = cli("export", "-o", str(out))
     assert (r.code, r.out, r.err) == (0, "", "")
     assert out.read_text().splitlines() == lines
+
+
+def test_an_export_removes_what_killed_exports_left_and_spares_a_running_one(
+    cli: Cli, scenario: Scenario, tmp_path: Path
+) -> None:
+    # kill -9 during `export -o FILE` left a hidden part file (up to the journal's size),
+    # and every rerun left it there
+    out = tmp_path / "journal.jsonl"
+    stale = tmp_path / ".journal.jsonl.k1ll3d.part"
+    stale.write_text('{"seq": 1}\n')
+    running = tmp_path / ".journal.jsonl.w0rk1n.part"
+    running.write_text("")
+    other = tmp_path / ".other.jsonl.k1ll3d.part"
+    other.write_text("")
+    with running.open() as held:
+        fcntl.flock(held.fileno(), fcntl.LOCK_EX)  # an export under way holds its own
+        r = cli("export", "-o", str(out))
+    assert r.code == 0, r.err
+    assert not stale.exists()
+    assert running.exists()
+    assert other.exists()  # another target's
+    assert out.read_text().splitlines() == journal(cli)
 
 
 def test_export_import_round_trip(cli: Cli, scenario: Scenario, tmp_path: Path) -> None:

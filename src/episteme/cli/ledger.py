@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
+import glob
 import json
 import os
 import re
@@ -684,10 +686,12 @@ def export_(
                     _export_to(stream, ledger)
                 return
             target = given.resolve()
+            _remove_stale_parts(target)
             with tempfile.NamedTemporaryFile(
                 "w", dir=target.parent, prefix=f".{target.name}.", suffix=".part", delete=False
             ) as out:
                 part = Path(out.name)
+                fcntl.flock(out.fileno(), fcntl.LOCK_EX)  # held while written: see below
                 _export_to(out, ledger)
                 out.flush()
                 os.fsync(out.fileno())
@@ -701,6 +705,24 @@ def export_(
         finally:
             if part is not None:
                 part.unlink(missing_ok=True)
+
+
+def _remove_stale_parts(target: Path) -> None:
+    """Remove what exports to `target` that were killed part way left beside it (hidden
+    part files of up to the journal's size each). One that is locked is being written by
+    an export still running, and is left to it."""
+    for part in target.parent.glob(f".{glob.escape(target.name)}.*.part"):
+        try:
+            fd = os.open(part, os.O_RDONLY)
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            part.unlink(missing_ok=True)
+        except OSError:  # locked (an export under way), or not ours to remove
+            pass
+        finally:
+            os.close(fd)
 
 
 def _not_the_ledger(target: Path, ledger: Ledger) -> None:
