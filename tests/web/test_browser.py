@@ -167,6 +167,36 @@ def signed_in(browser: Browser, story: Story, who: str) -> Iterator[tuple[str, P
             context.close()
 
 
+def test_a_revoked_reader_stops_the_live_page_and_leaves_the_sessions_state(
+    browser: Browser, story: Story
+) -> None:
+    # The page set its state badge from every event: the reader's own `unauthenticated`
+    # error (it has no number) turned "waiting for approval" into "error".
+    app = story.app()
+    engine = app.state.diagnosis
+    engine.config = engine.config.model_copy(update={"keepalive_s": 0.5})  # noticed in 0.5 s
+    with live_server(app) as base:
+        context = browser.new_context()
+        context.set_default_timeout(TIMEOUT_MS)
+        try:
+            page = context.new_page()
+            sign_in(page, base, story.tokens["oncall"])
+            started = httpx.post(
+                f"{base}/v1/diagnosis/diagnose",
+                json={"problem": "database connection failures", "environment": "prod"},
+                headers={"Authorization": f"Bearer {story.tokens['agent-1']}"},
+            )
+            page.goto(f"{base}/diagnosis/{started.json()['id']}")
+            before = page.locator("#status").inner_text()
+            page.wait_for_timeout(500)  # the page follows the session's events now
+            story.ledger.revoke_token("oncall", by="admin", reason="left the team")
+            expect(page.locator("#live-status")).to_contain_text("Live updates stopped")
+            expect(page.locator("#status")).to_have_text(before)
+            assert "error" not in before
+        finally:
+            context.close()
+
+
 def test_an_agent_sees_no_correct_button_and_is_refused_the_route(
     browser: Browser, story: Story
 ) -> None:

@@ -26,8 +26,11 @@
     item.append(time, " ", kind, " ", line);
     list.append(item);
     localTimes(item);
+    // The session's state follows its events; an error without a number is the
+    // reader's (a revoked token, a stopping server), and leaves the state as it was.
     var status = document.getElementById("status");
-    if (status && event.type !== "text") status.textContent = event.type.replace(/_/g, " ");
+    var own = event.n !== undefined;
+    if (status && own && event.type !== "text") status.textContent = event.type.replace(/_/g, " ");
   }
 
   // The server ends the stream once the session has ended and its last event is sent,
