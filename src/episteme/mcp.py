@@ -496,20 +496,27 @@ def _refusal(exc: ValidationError, line: str) -> JSONRPCError:
 
 
 def _with_bad_id(item: SessionMessage, line: str) -> JSONRPCError | None:
-    """The refusal of a request whose id is neither a string nor an integer (1.5, null,
-    true, an object): the SDK read it as a notification, which has no answer, and its
-    client waited for one for ever. None for any other message."""
-    if type(item.message) is not JSONRPCNotification or '"id"' not in line:
+    """The refusal of a line the SDK read as a notification though it has an id."""
+    if type(item.message) is not JSONRPCNotification:
         return None
-    with contextlib.suppress(orjson.JSONDecodeError):
-        given = orjson.loads(line.encode("utf-8", "surrogateescape"))
-        if isinstance(given, dict) and "id" in given:
-            return _error(None, INVALID_REQUEST, bad_id(given["id"]))
-    return None
+    why = _bad_id(line.encode("utf-8", "surrogateescape"))
+    return None if why is None else _error(None, INVALID_REQUEST, why)
 
 
-def bad_id(ident: object) -> str:
-    """What is wrong with a message's id that is neither a string nor an integer."""
+def _bad_id(raw: bytes) -> str | None:
+    """What is wrong with the id of the message `raw`, a notification to the SDK: one
+    that is neither a string nor an integer (1.5, null, true, an object) made a request
+    a notification, which has no answer, and its client waited for one for ever. None
+    when it has no id (a notification indeed)."""
+    if b'"id"' not in raw:
+        return None
+    try:
+        given = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(given, dict) or "id" not in given:
+        return None
+    ident = given["id"]
     if isinstance(ident, dict | list):
         shown = "an object" if isinstance(ident, dict) else "an array"
     else:  # as JSON writes it: null, true, 1.5
@@ -994,34 +1001,24 @@ class _Bearer:
             detail = f"{scope['method']} is not allowed on /mcp: MCP clients POST their messages"
             await jsonrpc_refusal(405, detail, {"Allow": "POST"})(scope, receive, send)
             return
-        body, receive = await _whole(receive)
-        if b'"id"' in body:
-            with contextlib.suppress(orjson.JSONDecodeError):
-                given = orjson.loads(body)
-                ident = given.get("id", 0) if isinstance(given, dict) else 0
-                if not isinstance(ident, str) and type(ident) is not int:
-                    # the SDK took it for a notification, answered 202 with no body
-                    await jsonrpc_refusal(400, bad_id(ident))(scope, receive, send)
-                    return
         scope["state"] = {**scope.get("state", {}), "principal": who}
-        await self.app(scope, receive, _Replies(self, scope, receive, send, who))
+        kept = _Kept(receive)
+        await self.app(scope, kept, _Replies(self, scope, kept, send, who))
 
 
-async def _whole(receive: Receive) -> tuple[bytes, Receive]:
-    """The request's body, read whole (the app's limit bounds it), and a `receive` that
-    gives the messages read again, then goes on."""
-    read: list[Message] = []
-    while True:
-        message = await receive()
-        read.append(message)
-        if message["type"] != "http.request" or not message.get("more_body", False):
-            break
-    body = b"".join(m.get("body", b"") for m in read if m["type"] == "http.request")
+class _Kept:
+    """A request's `receive` that keeps the body as the app reads it: looked at again
+    only when the SDK answers 202, a notification's answer (see `_bad_id`)."""
 
-    async def again() -> Message:
-        return read.pop(0) if read else await receive()
+    def __init__(self, receive: Receive) -> None:
+        self._receive = receive
+        self.body = bytearray()
 
-    return body, again
+    async def __call__(self) -> Message:
+        message = await self._receive()
+        if message["type"] == "http.request":
+            self.body += message.get("body", b"")
+        return message
 
 
 _PREFIX = TOKEN_PREFIX.encode()
@@ -1041,10 +1038,12 @@ class _Replies:
     refusal is. And a whole bearer token in a reply is masked, as `_Masked` does over stdio:
     the SDK quotes what it was sent (an unknown method's name, a body that is not
     JSON-RPC, in pydantic's report). In JSON mode a reply is one body, held with its
-    start so that Content-Length can follow the masking."""
+    start so that Content-Length can follow the masking. A 202 (no answer: a
+    notification) to a message that has an id is a request whose id the SDK could not
+    take: refused (`_bad_id`)."""
 
     def __init__(
-        self, bearer: _Bearer, scope: Scope, receive: Receive, send: Send, who: Principal
+        self, bearer: _Bearer, scope: Scope, receive: _Kept, send: Send, who: Principal
     ) -> None:
         self.bearer, self.scope, self.receive, self.send, self.who = (
             bearer, scope, receive, send, who
@@ -1052,14 +1051,21 @@ class _Replies:
         self.status: int | None = None
         self.text = b""
         self.start: Message | None = None
+        self.bad_id: str | None = None
 
     async def __call__(self, message: Message) -> None:
         if message["type"] == "http.response.start":
             plain = dict(message.get("headers", [])).get(b"content-type", b"")
+            if message["status"] == 202:
+                self.bad_id = _bad_id(bytes(self.receive.body))
             if message["status"] in _WHY and b"json" not in plain:
                 self.status = message["status"]
-            else:
+            elif self.bad_id is None:
                 self.start = message
+            return
+        if self.bad_id is not None:  # the SDK's empty 202 replaced by the refusal
+            if not message.get("more_body", False):
+                await jsonrpc_refusal(400, self.bad_id)(self.scope, self.receive, self.send)
             return
         if self.status is not None and message["type"] == "http.response.body":
             self.text += message.get("body", b"")

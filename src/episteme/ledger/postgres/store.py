@@ -964,13 +964,6 @@ class PostgresStore(_Dialect, SQLStore):
         self._writable()
         fresh = sql.Identifier(f"episteme_rebuild_{secrets.token_hex(4)}")
         main = sql.Identifier(self.schema)
-        seen = [0]
-
-        def track(events: Iterator[Event]) -> Iterator[Event]:
-            for ev in events:
-                seen[0] = ev.seq
-                yield ev
-
         with self._failures(), self._connect() as raw:
             try:
                 raw.execute(sql.SQL("CREATE SCHEMA {}").format(fresh))
@@ -979,7 +972,7 @@ class PostgresStore(_Dialect, SQLStore):
                     raw.execute("SET LOCAL standard_conforming_strings = on")
                     for name in MIGRATIONS:
                         raw.execute(_script(name))
-                    count = self.replay(TxConn(raw), track(self.events()))
+                    count, seen = self.replay_to(TxConn(raw), self.events())
                 with raw.transaction():
                     raw.execute(
                         sql.SQL("SELECT id FROM {}.chain_lock WHERE id = 1 FOR UPDATE").format(main)
@@ -989,7 +982,7 @@ class PostgresStore(_Dialect, SQLStore):
                             "SELECT seq, at, actor, kind, payload, hash FROM {}.journal"
                             " WHERE seq > %s ORDER BY seq"
                         ).format(main),
-                        (seen[0],),
+                        (seen,),
                         binary=True,
                     )
                     count += self.replay(TxConn(raw), (Event(*r) for r in tail))

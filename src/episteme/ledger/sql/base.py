@@ -564,13 +564,19 @@ class SQLStore(Reader, LearningWrites, DiagnosisWrites):
     @staticmethod
     def replay(conn: Conn, events: Iterable[Event]) -> int:
         """Project `events` into the (fresh) tables `conn` writes to; how many."""
-        count = 0
+        return SQLStore.replay_to(conn, events)[0]
+
+    @staticmethod
+    def replay_to(conn: Conn, events: Iterable[Event]) -> tuple[int, int]:
+        """`replay`: how many, and the seq of the last (0: none), where a replay that
+        catches up with later writes goes on from."""
+        count = last = 0
         for ev in events:
             if ev.kind not in EventKind.ALL:
                 raise IntegrityError(f"event {ev.seq} has unknown kind {ev.kind!r}")
             projector.apply(conn, ev, ev.data())
-            count += 1
-        return count
+            count, last = count + 1, ev.seq
+        return count, last
 
     # -- the job queue ---------------------------------------------------------------
 

@@ -30,7 +30,7 @@ from typing import ClassVar, TypeVar
 from urllib.parse import quote
 
 from episteme.errors import Conflict, StoreUnavailable
-from episteme.ledger.journal import Draft, Event
+from episteme.ledger.journal import Draft
 from episteme.ledger.records import RebuildReport
 from episteme.ledger.sql import projector
 from episteme.ledger.sql.base import WRITE_WAIT_S, Durability, SQLStore
@@ -649,9 +649,7 @@ class SQLiteStore(SQLStore):
                 self._wal = -1
 
     def probe(self, timeout: float = 2.0) -> int:
-        if self._files is not None:  # this process writes: are its files still the ledger's?
-            self._intact()
-        return self.head()[0]  # a local read: it answers or fails at once
+        return self.probe_reading(lambda r: r.head()[0])
 
     def _intact(self) -> None:
         """Refuse to write when the ledger's files were removed or replaced under this
@@ -683,9 +681,9 @@ class SQLiteStore(SQLStore):
             )
 
     def probe_reading(self, read: Callable[[StoreReader], _T], timeout: float = 2.0) -> _T:
-        if self._files is not None:  # as probe
+        if self._files is not None:  # this process writes: are its files still the ledger's?
             self._intact()
-        return read(self)  # local reads, as probe's
+        return read(self)  # local reads: they answer or fail at once
 
     def workers(self) -> dict[str, str]:
         """The store's background threads and their state (for `/health`)."""
@@ -794,51 +792,33 @@ class SQLiteStore(SQLStore):
         """
         self._writable()
         fresh_path = self.path.with_name(self.path.name + ".rebuild")
-        with self._rebuilding():
-            # what a rebuild killed part way left, no other rebuild's: this one holds the lock
-            for suffix in ("", "-wal", "-shm"):
-                Path(str(fresh_path) + suffix).unlink(missing_ok=True)
-            try:
-                return self._rebuild_into(fresh_path, repair)
-            finally:
-                for suffix in ("", "-wal", "-shm"):
-                    Path(str(fresh_path) + suffix).unlink(missing_ok=True)
-
-    @contextmanager
-    def _rebuilding(self) -> Iterator[None]:
-        """Hold the file's rebuild lock, or refuse at once: another rebuild runs."""
-        fd = os.open(f"{self.path}-rebuild.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        scratch = [Path(f"{fresh_path}{suffix}") for suffix in ("", "-wal", "-shm")]
+        lock = _FileLeadership("rebuild", Path(f"{self.path}-rebuild.lock"))
+        if not lock.acquire():
+            raise StoreUnavailable(
+                f"another rebuild of {self.path} is running: wait for it to finish"
+            )
         try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                raise StoreUnavailable(
-                    f"another rebuild of {self.path} is running: wait for it to finish"
-                ) from None
-            yield
+            for left in scratch:  # what a rebuild killed part way left: this one holds the lock
+                left.unlink(missing_ok=True)
+            return self._rebuild_into(fresh_path, repair)
         finally:
-            os.close(fd)  # closing the descriptor drops the lock
+            for left in scratch:
+                left.unlink(missing_ok=True)
+            lock.release()
 
     def _rebuild_into(self, fresh_path: Path, repair: bool) -> RebuildReport:
-        seen = 0
-
-        def track(events: Iterable[Event]) -> Iterator[Event]:
-            nonlocal seen
-            for ev in events:
-                seen = ev.seq
-                yield ev
-
         fresh = _connect(fresh_path)
         try:
             fresh.execute("PRAGMA synchronous = OFF")
             create_schema(fresh)
             fresh.execute("BEGIN")
-            count = self.replay(fresh, track(self.events()))
+            count, seen = self.replay_to(fresh, self.events())
             fresh.execute("COMMIT")
             with self._lock, self._file_locked(self._lock_wait()):
                 # no writer of this file commits now: the events since the replay
                 fresh.execute("BEGIN")
-                count += self.replay(fresh, track(self.events(after_seq=seen)))
+                count += self.replay_to(fresh, self.events(after_seq=seen))[0]
                 fresh.execute("COMMIT")
                 fresh.close()
                 conn = self._wconn
